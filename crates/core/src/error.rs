@@ -1,0 +1,217 @@
+//! The stable error codes of the public contract, listed in one place.
+//!
+//! Every refusal or failure an agent can see is one of these codes with a fixed message. Detail
+//! meant for the operator travels separately in [`CallError::detail`] and is scrubbed before it is
+//! logged; it never reaches the agent.
+
+use serde::Serialize;
+use std::fmt;
+
+/// A stable, kebab-case error code. The wire form is [`ErrorCode::as_str`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// No token, a malformed token, an unknown, revoked or expired agent.
+    Unauthenticated,
+    /// The handle does not exist, or this agent may not use it with this tool. Both cases are
+    /// indistinguishable on purpose (T13, T16).
+    HandleUnavailable,
+    /// The tool name is not a built-in tool.
+    UnknownTool,
+    /// The arguments do not match the tool's schema.
+    InvalidArguments,
+    /// The SQL text does not parse as one statement of the handle's dialect.
+    InvalidSql,
+    /// The statement kind is not allowed for the handle's scope, or it uses a forbidden function
+    /// or clause.
+    StatementNotAllowed,
+    /// The statement reads or writes a table outside the handle's allow-list or a system catalog.
+    TableNotAllowed,
+    /// The URL, scheme, host, port, path or method is outside the handle's bound destinations.
+    DestinationNotAllowed,
+    /// The destination resolved to an address the handle does not bind (loopback, private,
+    /// link-local, metadata).
+    AddressRefused,
+    /// The agent exceeded its call rate.
+    RateLimited,
+    /// A size limit on the request was exceeded.
+    LimitExceeded,
+    /// The upstream service could not be reached or failed.
+    UpstreamUnavailable,
+    /// The upstream service or the database did not answer in time.
+    UpstreamTimeout,
+    /// The database refused or failed the statement.
+    QueryFailed,
+    /// The secret behind the handle could not be resolved.
+    SecretUnavailable,
+    /// The audit record could not be written, so the call was refused.
+    AuditUnavailable,
+    /// The request body is not valid JSON or not the expected shape.
+    BadRequest,
+    /// The route does not exist.
+    NotFound,
+    /// An unexpected failure inside airlock.
+    Internal,
+}
+
+impl ErrorCode {
+    /// Every code, for documentation and uniqueness tests.
+    pub const ALL: &'static [ErrorCode] = &[
+        ErrorCode::Unauthenticated,
+        ErrorCode::HandleUnavailable,
+        ErrorCode::UnknownTool,
+        ErrorCode::InvalidArguments,
+        ErrorCode::InvalidSql,
+        ErrorCode::StatementNotAllowed,
+        ErrorCode::TableNotAllowed,
+        ErrorCode::DestinationNotAllowed,
+        ErrorCode::AddressRefused,
+        ErrorCode::RateLimited,
+        ErrorCode::LimitExceeded,
+        ErrorCode::UpstreamUnavailable,
+        ErrorCode::UpstreamTimeout,
+        ErrorCode::QueryFailed,
+        ErrorCode::SecretUnavailable,
+        ErrorCode::AuditUnavailable,
+        ErrorCode::BadRequest,
+        ErrorCode::NotFound,
+        ErrorCode::Internal,
+    ];
+
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::Unauthenticated => "unauthenticated",
+            ErrorCode::HandleUnavailable => "handle-unavailable",
+            ErrorCode::UnknownTool => "unknown-tool",
+            ErrorCode::InvalidArguments => "invalid-arguments",
+            ErrorCode::InvalidSql => "invalid-sql",
+            ErrorCode::StatementNotAllowed => "statement-not-allowed",
+            ErrorCode::TableNotAllowed => "table-not-allowed",
+            ErrorCode::DestinationNotAllowed => "destination-not-allowed",
+            ErrorCode::AddressRefused => "address-refused",
+            ErrorCode::RateLimited => "rate-limited",
+            ErrorCode::LimitExceeded => "limit-exceeded",
+            ErrorCode::UpstreamUnavailable => "upstream-unavailable",
+            ErrorCode::UpstreamTimeout => "upstream-timeout",
+            ErrorCode::QueryFailed => "query-failed",
+            ErrorCode::SecretUnavailable => "secret-unavailable",
+            ErrorCode::AuditUnavailable => "audit-unavailable",
+            ErrorCode::BadRequest => "bad-request",
+            ErrorCode::NotFound => "not-found",
+            ErrorCode::Internal => "internal",
+        }
+    }
+
+    /// The HTTP status that carries this code.
+    pub fn http_status(self) -> u16 {
+        match self {
+            ErrorCode::Unauthenticated => 401,
+            ErrorCode::HandleUnavailable
+            | ErrorCode::StatementNotAllowed
+            | ErrorCode::TableNotAllowed
+            | ErrorCode::DestinationNotAllowed
+            | ErrorCode::AddressRefused => 403,
+            ErrorCode::UnknownTool | ErrorCode::NotFound => 404,
+            ErrorCode::InvalidArguments | ErrorCode::InvalidSql | ErrorCode::BadRequest => 400,
+            ErrorCode::RateLimited => 429,
+            ErrorCode::LimitExceeded => 413,
+            ErrorCode::QueryFailed => 422,
+            ErrorCode::UpstreamUnavailable => 502,
+            ErrorCode::UpstreamTimeout => 504,
+            ErrorCode::SecretUnavailable | ErrorCode::AuditUnavailable => 503,
+            ErrorCode::Internal => 500,
+        }
+    }
+
+    /// The fixed message shown with this code when the caller gives none.
+    pub fn default_message(self) -> &'static str {
+        match self {
+            ErrorCode::Unauthenticated => "missing, malformed, unknown, revoked or expired agent token",
+            ErrorCode::HandleUnavailable => "the handle is not available to this agent for this tool",
+            ErrorCode::UnknownTool => "no such tool",
+            ErrorCode::InvalidArguments => "the arguments do not match the tool's schema",
+            ErrorCode::InvalidSql => "the query is not one valid SQL statement",
+            ErrorCode::StatementNotAllowed => "this kind of statement is not allowed on this handle",
+            ErrorCode::TableNotAllowed => "the statement touches a table this handle does not allow",
+            ErrorCode::DestinationNotAllowed => "the destination is not bound to this handle",
+            ErrorCode::AddressRefused => "the destination address is not allowed for this handle",
+            ErrorCode::RateLimited => "too many calls; retry later",
+            ErrorCode::LimitExceeded => "a size limit was exceeded",
+            ErrorCode::UpstreamUnavailable => "the upstream service could not be reached or failed",
+            ErrorCode::UpstreamTimeout => "the upstream service did not answer in time",
+            ErrorCode::QueryFailed => "the database rejected or failed the statement",
+            ErrorCode::SecretUnavailable => "the credential behind this handle is unavailable",
+            ErrorCode::AuditUnavailable => "the audit record could not be written; the call was refused",
+            ErrorCode::BadRequest => "the request is not valid JSON of the expected shape",
+            ErrorCode::NotFound => "not found",
+            ErrorCode::Internal => "internal error",
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A refused or failed call, as an executor or the broker reports it.
+///
+/// `message` is shown to the agent: it must be a fixed text or built only from agent-supplied,
+/// non-secret facts (a column index, a table name the agent wrote). `detail` goes only to the
+/// operator log, after scrubbing.
+#[derive(Clone, Debug)]
+pub struct CallError {
+    /// The stable code.
+    pub code: ErrorCode,
+    /// The message the agent sees.
+    pub message: String,
+    /// Operator-only detail (for example a driver error). Scrubbed before it is logged.
+    pub detail: Option<String>,
+}
+
+impl CallError {
+    /// An error with the code's default message.
+    pub fn new(code: ErrorCode) -> Self {
+        CallError { code, message: code.default_message().to_owned(), detail: None }
+    }
+
+    /// An error with a specific agent-facing message.
+    pub fn with_message(code: ErrorCode, message: impl Into<String>) -> Self {
+        CallError { code, message: message.into(), detail: None }
+    }
+
+    /// Adds operator-only detail.
+    pub fn detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = Some(detail.into());
+        self
+    }
+}
+
+impl fmt::Display for CallError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)
+    }
+}
+
+impl std::error::Error for CallError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn codes_are_unique_kebab_case_and_serialize_as_their_name() {
+        let mut seen = HashSet::new();
+        for c in ErrorCode::ALL {
+            let s = c.as_str();
+            assert!(seen.insert(s), "duplicate {s}");
+            assert!(s.bytes().all(|b| b.is_ascii_lowercase() || b == b'-'), "{s}");
+            assert_eq!(serde_json::to_value(c).unwrap(), serde_json::Value::String(s.into()));
+            assert!((400..600).contains(&c.http_status()));
+        }
+    }
+}

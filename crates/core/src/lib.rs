@@ -1,0 +1,15 @@
+//! airlock's shared vocabulary: the [`Secret`] type, handle names, the configuration model and
+//! the stable error codes. This crate performs no I/O except reading a configuration file and
+//! holds no network code.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod error;
+pub mod handle;
+pub mod secret;
+pub mod tool;
+
+pub use error::{CallError, ErrorCode};
+pub use handle::{HandleName, InvalidHandle};
+pub use secret::Secret;
+pub use tool::Tool;

@@ -1,0 +1,40 @@
+//! The built-in tools and which handle kinds each applies to.
+
+use crate::config::HandleKind;
+use serde::{Deserialize, Serialize};
+
+/// A built-in tool an agent can call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Tool {
+    /// `query_db {credential_handle, query, params?}`
+    QueryDb,
+    /// `http_request {credential_handle, method, path_or_url, headers?, body?}`
+    HttpRequest,
+}
+
+impl Tool {
+    /// Every tool, in a stable order.
+    pub const ALL: &'static [Tool] = &[Tool::QueryDb, Tool::HttpRequest];
+
+    /// The tool's wire name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Tool::QueryDb => "query_db",
+            Tool::HttpRequest => "http_request",
+        }
+    }
+
+    /// Parses a wire name (exact match).
+    pub fn parse(s: &str) -> Option<Tool> {
+        Tool::ALL.iter().copied().find(|t| t.name() == s)
+    }
+
+    /// Whether this tool can use a handle of `kind`.
+    pub fn applies_to(self, kind: HandleKind) -> bool {
+        match self {
+            Tool::QueryDb => kind.is_database(),
+            Tool::HttpRequest => kind == HandleKind::Http,
+        }
+    }
+}
