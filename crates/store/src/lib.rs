@@ -1,1 +1,64 @@
+//! airlock's state store: agents (token hashes only), sealed secrets (ciphertext only) and the
+//! hash-chained, signed audit log, in one SQLite file in the data directory.
+//!
+//! Nothing in this crate sees a plaintext secret: the vault seals before it stores.
 #![forbid(unsafe_code)]
+
+pub mod agents;
+pub mod audit;
+mod db;
+pub mod secrets;
+
+pub use db::Store;
+
+/// Store failures. Messages never contain a secret or a token.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The database could not be opened, read or written.
+    #[error("store database error: {0}")]
+    Db(#[from] sqlx::Error),
+    /// An I/O error on a file of the data directory.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The requested record does not exist.
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// The record exists already.
+    #[error("already exists: {0}")]
+    Conflict(String),
+    /// Input that cannot be stored (an invalid name).
+    #[error("invalid: {0}")]
+    Invalid(String),
+    /// A key file is malformed.
+    #[error("bad key material in {0}")]
+    BadKey(String),
+    /// The audit writer has stopped.
+    #[error("the audit writer is not running")]
+    AuditWriterGone,
+}
+
+/// Result alias.
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// Writes `bytes` to `path`, creating it with mode 0600 and refusing to overwrite.
+pub fn write_private_file(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let io = |e| StoreError::Io { path: path.display().to_string(), source: e };
+    let mut f = opts.open(path).map_err(io)?;
+    f.write_all(bytes).map_err(io)?;
+    f.sync_all().map_err(io)?;
+    Ok(())
+}

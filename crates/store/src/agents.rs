@@ -1,0 +1,274 @@
+//! Agent identities. A token is shown once at creation; only its SHA-256 is stored, and
+//! verification compares hashes in constant time (invariant 5).
+//!
+//! Token format: `alk_<id>_<43 base64url chars>` where `<id>` is the agent's 16-hex-digit id and
+//! the tail carries 256 random bits. The id lets the store fetch one row; the comparison of the
+//! hash of the whole token is what authenticates.
+
+use crate::db::now;
+use crate::{Result, Store, StoreError};
+use base64::Engine as _;
+use rand::RngCore;
+use ring::digest;
+use subtle::ConstantTimeEq;
+
+/// A stored agent (never its token).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Agent {
+    /// Stable id (16 hex digits).
+    pub id: String,
+    /// The name that grants refer to.
+    pub name: String,
+    /// The parent agent's id, for sub-agents.
+    pub parent: Option<String>,
+    /// Creation time (RFC 3339).
+    pub created_at: String,
+    /// Expiry (RFC 3339), if any.
+    pub expires_at: Option<String>,
+    /// Revocation time, if revoked.
+    pub revoked_at: Option<String>,
+}
+
+/// A newly issued token. Its `Debug` hides the value; print it once with [`NewToken::reveal`].
+pub struct NewToken(String);
+
+impl NewToken {
+    /// The token text, to show the operator once.
+    pub fn reveal(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for NewToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("NewToken([hidden])")
+    }
+}
+
+fn token_hash(token: &str) -> Vec<u8> {
+    digest::digest(&digest::SHA256, token.as_bytes()).as_ref().to_vec()
+}
+
+/// Splits a token into its agent id, or None when it is not shaped like one.
+fn token_id(token: &str) -> Option<&str> {
+    let rest = token.strip_prefix("alk_")?;
+    let (id, tail) = rest.split_once('_')?;
+    let id_ok = id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase());
+    let tail_ok = tail.len() == 43 && tail.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    (id_ok && tail_ok).then_some(id)
+}
+
+type AgentRow = (String, String, Option<String>, String, Option<String>, Option<String>);
+
+fn row_to_agent(r: AgentRow) -> Agent {
+    Agent { id: r.0, name: r.1, parent: r.2, created_at: r.3, expires_at: r.4, revoked_at: r.5 }
+}
+
+impl Store {
+    /// Creates an agent and returns it with its token (shown once).
+    pub async fn add_agent(
+        &self,
+        name: &str,
+        parent: Option<&str>,
+        expires_at: Option<&str>,
+    ) -> Result<(Agent, NewToken)> {
+        if !airlock_core::config::valid_agent_name(name) {
+            return Err(StoreError::Invalid(
+                "an agent name is 1 to 64 characters of a-z, 0-9, '-' and '_', starting with a letter".into(),
+            ));
+        }
+        let mut rng = rand::rng();
+        let mut id = [0u8; 8];
+        rng.fill_bytes(&mut id);
+        let id = hex::encode(id);
+        let mut secret = [0u8; 32];
+        rng.fill_bytes(&mut secret);
+        let token = format!("alk_{id}_{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret));
+        let created = now();
+        let res = sqlx::query(
+            "INSERT INTO agents (id, name, token_hash, parent, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&id)
+        .bind(name)
+        .bind(token_hash(&token))
+        .bind(parent)
+        .bind(&created)
+        .bind(expires_at)
+        .execute(&self.pool)
+        .await;
+        match res {
+            Ok(_) => {}
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                return Err(StoreError::Conflict(format!("agent {name}")));
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let agent = Agent {
+            id,
+            name: name.to_owned(),
+            parent: parent.map(str::to_owned),
+            created_at: created,
+            expires_at: expires_at.map(str::to_owned),
+            revoked_at: None,
+        };
+        Ok((agent, NewToken(token)))
+    }
+
+    /// Authenticates a bearer token: the live, unexpired agent it belongs to, or None. The same
+    /// answer (None) for a malformed, unknown, wrong, revoked or expired token.
+    pub async fn authenticate(&self, token: &str) -> Result<Option<Agent>> {
+        let Some(id) = token_id(token) else { return Ok(None) };
+        let row: Option<(String, String, Option<String>, String, Option<String>, Option<String>, Vec<u8>)> =
+            sqlx::query_as(
+                "SELECT id, name, parent, created_at, expires_at, revoked_at, token_hash FROM agents WHERE id = ?",
+            )
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        let Some((id, name, parent, created_at, expires_at, revoked_at, stored)) = row else {
+            return Ok(None);
+        };
+        let presented = token_hash(token);
+        if !bool::from(presented.as_slice().ct_eq(stored.as_slice())) {
+            return Ok(None);
+        }
+        if revoked_at.is_some() {
+            return Ok(None);
+        }
+        if let Some(exp) = &expires_at {
+            if exp.as_str() <= now().as_str() {
+                return Ok(None);
+            }
+        }
+        // A revoked ancestor revokes the agent too.
+        let mut cursor = parent.clone();
+        let mut depth = 0;
+        while let Some(p) = cursor {
+            depth += 1;
+            if depth > 16 {
+                return Ok(None);
+            }
+            let r: Option<(Option<String>, Option<String>)> =
+                sqlx::query_as("SELECT parent, revoked_at FROM agents WHERE id = ?").bind(&p).fetch_optional(&self.pool).await?;
+            match r {
+                Some((next, None)) => cursor = next,
+                _ => return Ok(None),
+            }
+        }
+        Ok(Some(Agent { id, name, parent, created_at, expires_at, revoked_at }))
+    }
+
+    /// Every agent, live and revoked, oldest first.
+    pub async fn list_agents(&self) -> Result<Vec<Agent>> {
+        let rows: Vec<AgentRow> = sqlx::query_as(
+            "SELECT id, name, parent, created_at, expires_at, revoked_at FROM agents ORDER BY created_at, id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(row_to_agent).collect())
+    }
+
+    /// Revokes the live agent called `name` (or with that id) and every descendant. Returns the
+    /// number of agents revoked.
+    pub async fn revoke_agent(&self, name_or_id: &str) -> Result<u64> {
+        let mut tx = self.pool.begin().await?;
+        let root: Option<(String,)> =
+            sqlx::query_as("SELECT id FROM agents WHERE (name = ? OR id = ?) AND revoked_at IS NULL")
+                .bind(name_or_id)
+                .bind(name_or_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some((root,)) = root else {
+            return Err(StoreError::NotFound(format!("live agent {name_or_id}")));
+        };
+        let n = sqlx::query(
+            "WITH RECURSIVE tree(id) AS (SELECT ? UNION SELECT a.id FROM agents a JOIN tree t ON a.parent = t.id)
+             UPDATE agents SET revoked_at = ? WHERE id IN (SELECT id FROM tree) AND revoked_at IS NULL",
+        )
+        .bind(&root)
+        .bind(now())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(n)
+    }
+
+    /// The chain of parent names from the immediate parent up to the root.
+    pub async fn parent_chain(&self, agent: &Agent) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        let mut cursor = agent.parent.clone();
+        while let Some(p) = cursor {
+            if out.len() > 16 {
+                break;
+            }
+            let r: Option<(String, Option<String>)> =
+                sqlx::query_as("SELECT name, parent FROM agents WHERE id = ?").bind(&p).fetch_optional(&self.pool).await?;
+            match r {
+                Some((name, next)) => {
+                    out.push(name);
+                    cursor = next;
+                }
+                None => break,
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn store() -> (tempfile::TempDir, Store) {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::open(d.path()).await.unwrap();
+        (d, s)
+    }
+
+    #[tokio::test]
+    async fn token_round_trip_and_revocation() {
+        let (_d, s) = store().await;
+        let (a, tok) = s.add_agent("bot", None, None).await.unwrap();
+        assert!(format!("{tok:?}").contains("hidden"));
+        let got = s.authenticate(tok.reveal()).await.unwrap().unwrap();
+        assert_eq!(got.id, a.id);
+        // The stored hash is not the token.
+        let (h,): (Vec<u8>,) = sqlx::query_as("SELECT token_hash FROM agents").fetch_one(&s.pool).await.unwrap();
+        assert_eq!(h.len(), 32);
+        assert!(!String::from_utf8_lossy(&h).contains(&tok.reveal()[20..]));
+
+        // One flipped character, a truncated token, garbage: all refused.
+        let mut bad = tok.reveal().to_owned();
+        let last = bad.pop().unwrap();
+        bad.push(if last == 'A' { 'B' } else { 'A' });
+        assert!(s.authenticate(&bad).await.unwrap().is_none());
+        assert!(s.authenticate(&tok.reveal()[..40]).await.unwrap().is_none());
+        assert!(s.authenticate("").await.unwrap().is_none());
+        assert!(s.authenticate("Bearer x").await.unwrap().is_none());
+
+        assert_eq!(s.revoke_agent("bot").await.unwrap(), 1);
+        assert!(s.authenticate(tok.reveal()).await.unwrap().is_none());
+        assert!(matches!(s.revoke_agent("bot").await, Err(StoreError::NotFound(_))));
+        // The name can be reused after revocation, with a new token.
+        let (_, tok2) = s.add_agent("bot", None, None).await.unwrap();
+        assert!(s.authenticate(tok2.reveal()).await.unwrap().is_some());
+        assert!(matches!(s.add_agent("bot", None, None).await, Err(StoreError::Conflict(_))));
+    }
+
+    #[tokio::test]
+    async fn revoking_a_parent_revokes_children_and_expiry_holds() {
+        let (_d, s) = store().await;
+        let (p, ptok) = s.add_agent("parent", None, None).await.unwrap();
+        let (c, ctok) = s.add_agent("child", Some(&p.id), None).await.unwrap();
+        let (_, gtok) = s.add_agent("grandchild", Some(&c.id), None).await.unwrap();
+        assert_eq!(s.parent_chain(&s.authenticate(gtok.reveal()).await.unwrap().unwrap()).await.unwrap(), vec!["child", "parent"]);
+        assert_eq!(s.revoke_agent("parent").await.unwrap(), 3);
+        for t in [&ptok, &ctok, &gtok] {
+            assert!(s.authenticate(t.reveal()).await.unwrap().is_none());
+        }
+        let (_, etok) = s.add_agent("old", None, Some("2000-01-01T00:00:00Z")).await.unwrap();
+        assert!(s.authenticate(etok.reveal()).await.unwrap().is_none());
+        assert!(matches!(s.add_agent("Bad Name", None, None).await, Err(StoreError::Invalid(_))));
+    }
+}

@@ -1,0 +1,123 @@
+//! Opening the SQLite store and its schema.
+
+use crate::Result;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::SqlitePool;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+/// The schema, applied in order; `PRAGMA user_version` records how many have run.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE agents (
+    id          TEXT PRIMARY KEY,
+    name        TEXT NOT NULL,
+    token_hash  BLOB NOT NULL,
+    parent      TEXT REFERENCES agents(id),
+    created_at  TEXT NOT NULL,
+    expires_at  TEXT,
+    revoked_at  TEXT
+);
+CREATE UNIQUE INDEX agents_live_name ON agents(name) WHERE revoked_at IS NULL;
+CREATE TABLE secrets (
+    name        TEXT PRIMARY KEY,
+    sealed      BLOB NOT NULL,
+    created_at  TEXT NOT NULL,
+    updated_at  TEXT NOT NULL,
+    version     INTEGER NOT NULL
+);
+CREATE TABLE audit (
+    seq         INTEGER PRIMARY KEY,
+    ts          TEXT NOT NULL,
+    agent       TEXT NOT NULL,
+    tool        TEXT NOT NULL,
+    decision    TEXT NOT NULL,
+    body        TEXT NOT NULL,
+    prev_hash   BLOB NOT NULL,
+    hash        BLOB NOT NULL
+);
+CREATE TABLE audit_checkpoints (
+    seq         INTEGER PRIMARY KEY,
+    hash        BLOB NOT NULL,
+    signature   BLOB NOT NULL,
+    ts          TEXT NOT NULL
+);
+"#];
+
+/// A handle on the store. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Store {
+    pub(crate) pool: SqlitePool,
+    dir: PathBuf,
+}
+
+impl Store {
+    /// Opens (creating if needed) `store.db` in `data_dir` and brings its schema up to date.
+    pub async fn open(data_dir: &Path) -> Result<Store> {
+        std::fs::create_dir_all(data_dir).map_err(|e| crate::StoreError::Io {
+            path: data_dir.display().to_string(),
+            source: e,
+        })?;
+        let path = data_dir.join("store.db");
+        let opts = SqliteConnectOptions::from_str("sqlite://")?
+            .filename(&path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // FULL: a committed audit record, share or lease survives a power loss (invariant 7).
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .min_connections(1)
+            .connect_with(opts)
+            .await?;
+        let store = Store { pool, dir: data_dir.to_path_buf() };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn migrate(&self) -> Result<()> {
+        let mut conn = self.pool.acquire().await?;
+        sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+        let run = async {
+            let (version,): (i64,) = sqlx::query_as("PRAGMA user_version").fetch_one(&mut *conn).await?;
+            for (i, m) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+                sqlx::raw_sql(m).execute(&mut *conn).await?;
+                sqlx::raw_sql(&format!("PRAGMA user_version = {}", i + 1)).execute(&mut *conn).await?;
+            }
+            Ok::<_, sqlx::Error>(())
+        }
+        .await;
+        match run {
+            Ok(()) => {
+                sqlx::query("COMMIT").execute(&mut *conn).await?;
+                Ok(())
+            }
+            Err(e) => {
+                let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+                Err(e.into())
+            }
+        }
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The underlying pool (for the audit writer's dedicated connection).
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    /// Closes the pool, waiting for connections to finish.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// Now, as RFC 3339 with microseconds, UTC.
+pub(crate) fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
