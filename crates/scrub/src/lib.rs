@@ -1,1 +1,470 @@
+//! The scrubber: every result, error detail and audit field passes through it before it leaves
+//! airlock (invariant 1, T04, T14, T18).
+//!
+//! A [`Scrubber`] redacts, in one pass over the text:
+//! 1. **known values**: every secret the broker holds and its encodings (see [`variants`]:
+//!    base64 in three alignments, hex, percent, JSON and HTML escapes, reversed, nested
+//!    base64/hex), matched with Aho-Corasick behind a sound q-gram prefilter ([`matcher`]);
+//! 2. the same patterns over a **normalized** copy of the text (whitespace, invisible and format
+//!    characters removed, homoglyphs folded, see [`normalize`]) when the text looks suspicious
+//!    (any non-ASCII character, or a run of spaced-out single characters);
+//! 3. **pattern rules** derived from gitleaks for secrets the broker does not hold ([`rules`]).
+//!
+//! Every match becomes `[REDACTED:LABEL]`: the handle name for a known value, the gitleaks rule id
+//! for a pattern. Overlapping matches merge into one redaction. Markers never match anything
+//! (patterns that occur inside a marker are public anyway and are dropped), so scrubbing is
+//! idempotent.
+//!
+//! Redaction is a backstop, not the boundary (THREATS.md): an agent that can run code on the data
+//! can always invent an encoding this module does not know.
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod fixture;
+pub mod matcher;
+pub mod normalize;
+pub mod rules;
+pub mod variants;
+
+use airlock_core::{HandleName, Secret};
+use matcher::{Hit, Matcher};
+use normalize::Normalized;
+use rules::Rules;
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
+
+#[doc(hidden)]
+pub use fixture::{bench_fixture, bench_fixture_with};
+
+/// Why a scrubber could not be built. Messages never contain pattern text.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// The automaton exceeded a capacity limit (too many or too long patterns).
+    #[error("the known-value automaton could not be built: {0}")]
+    Automaton(String),
+    /// A built-in rule expression failed to compile (a bug).
+    #[error("a built-in pattern rule failed to compile: {0}")]
+    Rule(String),
+}
+
+/// At most this many scrub passes run on one text: a later pass only finds a match that straddles
+/// a marker inserted by an earlier one (possible only for contrived secrets).
+const MAX_PASSES: usize = 4;
+
+fn builtin_rules() -> Arc<Rules> {
+    static RULES: OnceLock<Arc<Rules>> = OnceLock::new();
+    RULES
+        .get_or_init(|| Arc::new(Rules::new().expect("built-in rules compile (checked by tests)")))
+        .clone()
+}
+
+/// Collects the secrets to match; [`ScrubberBuilder::build`] compiles them.
+#[derive(Default)]
+pub struct ScrubberBuilder {
+    secrets: Vec<(HandleName, Secret)>,
+    patterns_off: bool,
+}
+
+impl ScrubberBuilder {
+    /// An empty builder with pattern rules on.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a known secret, labelled by the handle that holds it; matches become
+    /// `[REDACTED:HANDLE]`. Secrets shorter than 6 bytes are ignored (see
+    /// [`variants::MIN_SECRET_LEN`]).
+    pub fn add_secret(&mut self, label: &HandleName, secret: &Secret) -> &mut Self {
+        self.secrets.push((label.clone(), secret.clone()));
+        self
+    }
+
+    /// Includes the pattern rules (on by default).
+    pub fn patterns(&mut self, on: bool) -> &mut Self {
+        self.patterns_off = !on;
+        self
+    }
+
+    /// Builds the scrubber. Costly with many secrets (all encodings, two automata): build it off
+    /// the request path and swap it in.
+    ///
+    /// # Panics
+    /// When the automaton exceeds its capacity (see [`ScrubberBuilder::try_build`]); failing closed
+    /// is better than running without the secrets.
+    pub fn build(&self) -> Scrubber {
+        match self.try_build() {
+            Ok(s) => s,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// Builds the scrubber, reporting a capacity failure instead of panicking.
+    pub fn try_build(&self) -> Result<Scrubber, BuildError> {
+        let rules = (!self.patterns_off).then(builtin_rules);
+        let mut labels: Vec<String> = Vec::new();
+        let mut label_of: HashMap<&str, u32> = HashMap::new();
+        // The first handle to claim a pattern labels it.
+        let mut raw: HashMap<Vec<u8>, (u32, usize)> = HashMap::new();
+        let mut known = 0usize;
+        for (secret_idx, (handle, secret)) in self.secrets.iter().enumerate() {
+            let vars = variants::all_variants(secret.expose_secret());
+            if vars.is_empty() {
+                continue;
+            }
+            let label = *label_of.entry(handle.as_str()).or_insert_with(|| {
+                labels.push(marker(handle.as_str()));
+                (labels.len() - 1) as u32
+            });
+            let before = raw.len();
+            for v in vars {
+                raw.entry(v).or_insert((label, secret_idx));
+            }
+            if raw.len() > before {
+                known += 1;
+            }
+        }
+        let rule_base = labels.len();
+        for id in rules::rule_ids() {
+            labels.push(marker(id));
+        }
+        let mut norm: HashMap<Vec<u8>, (u32, usize)> = HashMap::new();
+        for (p, &l) in &raw {
+            if let Ok(s) = std::str::from_utf8(p) {
+                let n = normalize::normalize_str(s);
+                if n.len() >= variants::MIN_SECRET_LEN {
+                    norm.entry(n).or_insert(l);
+                }
+            }
+        }
+        let markers = labels.join("\0");
+        let raw = compile(raw, markers.as_bytes())?;
+        let norm = compile_norm(norm, &labels)?;
+        Ok(Scrubber { raw, norm, rules, labels, rule_base, known })
+    }
+}
+
+/// `[REDACTED:LABEL]`.
+fn marker(label: &str) -> String {
+    format!("[REDACTED:{label}]")
+}
+
+/// A compiled pattern set: the matcher and the label of each pattern.
+struct PatternSet {
+    matcher: Matcher,
+    labels: Vec<u32>,
+}
+
+/// Drops patterns that occur inside a marker (their text is public: it is in the marker; matching
+/// them would make scrubbing not idempotent) and compiles the rest. `markers` are the markers
+/// joined by NUL bytes.
+fn compile(map: HashMap<Vec<u8>, (u32, usize)>, markers: &[u8]) -> Result<Option<PatternSet>, BuildError> {
+    let mut entries: Vec<(Vec<u8>, (u32, usize))> = map.into_iter().collect();
+    // Deterministic pattern order (and so deterministic labels on ties).
+    entries.sort_by(|a, b| (a.1 .1, &a.0).cmp(&(b.1 .1, &b.0)));
+    loop {
+        if entries.is_empty() {
+            return Ok(None);
+        }
+        let pats: Vec<Vec<u8>> = entries.iter().map(|e| e.0.clone()).collect();
+        let matcher = Matcher::new(&pats).map_err(|e| BuildError::Automaton(e.to_string()))?;
+        let mut hits = Vec::new();
+        matcher.find_all_unfiltered(markers, &mut hits);
+        let inside: std::collections::HashSet<usize> =
+            hits.iter().filter(|h| !markers[h.start..h.end].contains(&0)).map(|h| h.pattern).collect();
+        if inside.is_empty() {
+            let labels = entries.iter().map(|e| e.1 .0).collect();
+            return Ok(Some(PatternSet { matcher, labels }));
+        }
+        let mut i = 0;
+        entries.retain(|_| {
+            i += 1;
+            !inside.contains(&(i - 1))
+        });
+    }
+}
+
+fn compile_norm(map: HashMap<Vec<u8>, (u32, usize)>, labels: &[String]) -> Result<Option<PatternSet>, BuildError> {
+    let joined: Vec<Vec<u8>> = labels.iter().map(|l| normalize::normalize_str(l)).collect();
+    compile(map, &joined.join(&0u8))
+}
+
+/// A redaction: original byte range and label index.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Span {
+    start: usize,
+    end: usize,
+    label: u32,
+}
+
+/// Redacts known secrets, their encodings and well-known token formats. Immutable; `Send + Sync`;
+/// share it as `Arc<Scrubber>`.
+pub struct Scrubber {
+    raw: Option<PatternSet>,
+    norm: Option<PatternSet>,
+    rules: Option<Arc<Rules>>,
+    /// Markers: one per handle, then one per rule.
+    labels: Vec<String>,
+    rule_base: usize,
+    known: usize,
+}
+
+impl Scrubber {
+    /// A scrubber with the pattern rules only.
+    pub fn empty() -> Scrubber {
+        ScrubberBuilder::new().build()
+    }
+
+    /// Returns the scrubbed text and how many redactions were made.
+    pub fn scrub_str<'a>(&self, text: &'a str) -> (Cow<'a, str>, usize) {
+        let spans = self.find_spans(text);
+        if spans.is_empty() {
+            return (Cow::Borrowed(text), 0);
+        }
+        let mut count = spans.len();
+        let (mut out, mut markers) = self.replace(text, &spans);
+        // A later pass can only find a match that overlaps a marker just inserted (one that
+        // straddles its edge), so it looks only at windows around the new markers.
+        let reach = self.rescan_reach();
+        for _ in 1..MAX_PASSES {
+            let mut again = Vec::new();
+            for (s, e) in windows(&out, &markers, reach) {
+                again.extend(self.find_spans(&out[s..e]).into_iter().map(|sp| Span {
+                    start: sp.start + s,
+                    end: sp.end + s,
+                    label: sp.label,
+                }));
+            }
+            if again.is_empty() {
+                break;
+            }
+            let again = merge(&out, again);
+            count += again.len();
+            (out, markers) = self.replace(&out, &again);
+        }
+        (Cow::Owned(out), count)
+    }
+
+    /// How far around a marker a straddling match can reach.
+    fn rescan_reach(&self) -> usize {
+        let longest = [&self.raw, &self.norm].iter().filter_map(|p| p.as_ref()).map(|p| p.matcher.max_len()).max();
+        // Normalized matches may be spread out by interleaved characters in the original.
+        4 * longest.unwrap_or(0) + 256
+    }
+
+    /// Scrubs every string (values and object keys) in place; returns the count.
+    ///
+    /// Two keys that scrub to the same marker are kept apart with a ` #2`, ` #3`... suffix.
+    pub fn scrub_json(&self, value: &mut serde_json::Value) -> usize {
+        use serde_json::Value;
+        match value {
+            Value::String(s) => {
+                let (out, n) = self.scrub_str(s);
+                if let Cow::Owned(o) = out {
+                    *s = o;
+                }
+                n
+            }
+            Value::Array(items) => items.iter_mut().map(|v| self.scrub_json(v)).sum(),
+            Value::Object(map) => {
+                let mut n = 0;
+                let needs_rename = map.keys().any(|k| !self.find_spans(k).is_empty());
+                if needs_rename {
+                    let old = std::mem::take(map);
+                    for (k, v) in old {
+                        let (key, c) = self.scrub_str(&k);
+                        n += c;
+                        let mut key = key.into_owned();
+                        if map.contains_key(&key) {
+                            let base = key.clone();
+                            let mut i = 2;
+                            while map.contains_key(&key) {
+                                key = format!("{base} #{i}");
+                                i += 1;
+                            }
+                        }
+                        map.insert(key, v);
+                    }
+                }
+                n + map.values_mut().map(|v| self.scrub_json(v)).sum::<usize>()
+            }
+            _ => 0,
+        }
+    }
+
+    /// True when `text` contains a known secret or any of its encodings, directly or after
+    /// normalisation (for outbound checks such as an e-mail body).
+    pub fn contains_known_secret(&self, text: &str) -> bool {
+        if let Some(raw) = &self.raw {
+            if raw.matcher.is_match(text.as_bytes()) {
+                return true;
+            }
+        }
+        if let Some(norm) = &self.norm {
+            if normalize::needs_normalization(text) {
+                return norm.matcher.is_match(&Normalized::new(text).bytes);
+            }
+        }
+        false
+    }
+
+    /// The number of distinct secrets this scrubber matches (secrets shorter than
+    /// [`variants::MIN_SECRET_LEN`] and duplicates are not counted).
+    pub fn known_secret_count(&self) -> usize {
+        self.known
+    }
+
+    /// The number of known-value patterns (raw and encoded forms) in the automaton.
+    pub fn pattern_count(&self) -> usize {
+        self.raw.as_ref().map_or(0, |p| p.matcher.pattern_count())
+    }
+
+    /// Redactions for `text`, merged and sorted, on character boundaries.
+    fn find_spans(&self, text: &str) -> Vec<Span> {
+        let mut spans = Vec::new();
+        let mut hits: Vec<Hit> = Vec::new();
+        if let Some(raw) = &self.raw {
+            raw.matcher.find_all(text.as_bytes(), &mut hits);
+            spans.extend(hits.iter().map(|h| Span { start: h.start, end: h.end, label: raw.labels[h.pattern] }));
+        }
+        if let Some(norm) = &self.norm {
+            if normalize::needs_normalization(text) {
+                let n = Normalized::new(text);
+                hits.clear();
+                norm.matcher.find_all(&n.bytes, &mut hits);
+                spans.extend(hits.iter().map(|h| {
+                    let (start, end) = n.original_span(h.start, h.end);
+                    Span { start, end, label: norm.labels[h.pattern] }
+                }));
+            }
+        }
+        if let Some(rules) = &self.rules {
+            let mut rh = Vec::new();
+            rules.find_all(text, &mut rh);
+            spans.extend(rh.iter().map(|h| Span {
+                start: h.start,
+                end: h.end,
+                label: (self.rule_base + h.rule) as u32,
+            }));
+        }
+        merge(text, spans)
+    }
+
+    /// The text with each span replaced by its marker, and where the markers now are.
+    fn replace(&self, text: &str, spans: &[Span]) -> (String, Vec<(usize, usize)>) {
+        let mut out = String::with_capacity(text.len());
+        let mut markers = Vec::with_capacity(spans.len());
+        let mut at = 0;
+        for s in spans {
+            out.push_str(&text[at..s.start]);
+            let start = out.len();
+            out.push_str(&self.labels[s.label as usize]);
+            markers.push((start, out.len()));
+            at = s.end;
+        }
+        out.push_str(&text[at..]);
+        (out, markers)
+    }
+}
+
+/// Merged windows of `reach` bytes on both sides of each marker, on character boundaries.
+fn windows(text: &str, markers: &[(usize, usize)], reach: usize) -> Vec<(usize, usize)> {
+    let mut out: Vec<(usize, usize)> = Vec::new();
+    for &(s, e) in markers {
+        let mut a = s.saturating_sub(reach);
+        while !text.is_char_boundary(a) {
+            a -= 1;
+        }
+        let mut b = (e + reach).min(text.len());
+        while !text.is_char_boundary(b) {
+            b += 1;
+        }
+        match out.last_mut() {
+            Some(last) if a <= last.1 => last.1 = last.1.max(b),
+            _ => out.push((a, b)),
+        }
+    }
+    out
+}
+
+/// Widens spans to character boundaries, then merges overlapping ones; a merged span keeps the
+/// label of its earliest (then longest) part.
+fn merge(text: &str, mut spans: Vec<Span>) -> Vec<Span> {
+    if spans.is_empty() {
+        return spans;
+    }
+    for s in &mut spans {
+        while !text.is_char_boundary(s.start) {
+            s.start -= 1;
+        }
+        while !text.is_char_boundary(s.end) {
+            s.end += 1;
+        }
+    }
+    spans.sort_by(|a, b| a.start.cmp(&b.start).then(b.end.cmp(&a.end)).then(a.label.cmp(&b.label)));
+    let mut out: Vec<Span> = Vec::with_capacity(spans.len());
+    for s in spans {
+        match out.last_mut() {
+            Some(last) if s.start < last.end => last.end = last.end.max(s.end),
+            _ => out.push(s),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scrubber(pairs: &[(&str, &str)]) -> Scrubber {
+        let mut b = ScrubberBuilder::new();
+        for (h, s) in pairs {
+            b.add_secret(&HandleName::parse(h).unwrap(), &Secret::from_str_value(s));
+        }
+        b.build()
+    }
+
+    #[test]
+    fn scrubber_is_send_and_sync() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<Scrubber>();
+    }
+
+    #[test]
+    fn plain_secret_is_replaced_by_handle_marker() {
+        let s = scrubber(&[("DB_PROD", "hunter2-canary-value")]);
+        let (out, n) = s.scrub_str("pw=hunter2-canary-value;");
+        assert_eq!(out, "pw=[REDACTED:DB_PROD];");
+        assert_eq!(n, 1);
+        assert_eq!(s.known_secret_count(), 1);
+        assert!(matches!(s.scrub_str("nothing here").0, Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn short_secrets_are_not_matched() {
+        let s = scrubber(&[("SHORT", "abc12")]);
+        assert_eq!(s.known_secret_count(), 0);
+        assert_eq!(s.scrub_str("abc12 abc12").1, 0);
+    }
+
+    #[test]
+    fn patterns_inside_markers_are_dropped() {
+        // A secret that is a substring of a marker is public already; matching it would make
+        // scrubbing loop.
+        let s = scrubber(&[("REDACTED_X", "REDACTED"), ("DB", "real-secret-1")]);
+        let (out, _) = s.scrub_str("real-secret-1");
+        assert_eq!(out, "[REDACTED:DB]");
+        assert_eq!(s.scrub_str(&out).1, 0);
+    }
+
+    #[test]
+    fn merge_keeps_earliest_label_and_joins_overlaps() {
+        let spans = vec![
+            Span { start: 5, end: 9, label: 2 },
+            Span { start: 0, end: 6, label: 1 },
+            Span { start: 9, end: 12, label: 3 },
+        ];
+        let m = merge("abcdefghijklmnop", spans);
+        assert_eq!(m, vec![Span { start: 0, end: 9, label: 1 }, Span { start: 9, end: 12, label: 3 }]);
+    }
+}

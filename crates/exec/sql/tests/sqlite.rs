@@ -1,0 +1,278 @@
+//! Against real SQLite files in a temporary directory.
+
+mod common;
+
+use airlock_core::config::{HandleKind, Scope};
+use airlock_core::ErrorCode;
+use airlock_exec_sql::SqlExecutor;
+use common::*;
+use serde_json::json;
+use sqlx::sqlite::SqliteConnectOptions;
+use sqlx::{ConnectOptions, Connection, Executor};
+use std::str::FromStr;
+
+/// A database file with one typed row and one row of NULLs; returns (dir guard, secret URL).
+async fn fixture() -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("app.db");
+    let url = format!("sqlite://{}", path.display());
+    let mut c = SqliteConnectOptions::from_str(&url)
+        .unwrap()
+        .create_if_missing(true)
+        .connect()
+        .await
+        .unwrap();
+    c.execute(
+        "CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT, price REAL, data BLOB, flag BOOLEAN, at DATETIME);
+         INSERT INTO items VALUES (1, 'héllo', 1.5, X'00FF', 1, '2024-02-29 13:14:15');
+         INSERT INTO items (id) VALUES (2);
+         CREATE TABLE secrets (token TEXT);
+         INSERT INTO secrets VALUES ('tok');",
+    )
+    .await
+    .unwrap();
+    c.close().await.unwrap();
+    (dir, url)
+}
+
+#[tokio::test]
+async fn types_and_nulls_round_trip() {
+    let (_dir, url) = fixture().await;
+    let ex = SqlExecutor::new();
+    let h = handle("LITE", HandleKind::Sqlite, db(Scope::ReadOnly));
+    let r = call(&ex, &h, &url, "SELECT * FROM items ORDER BY id", vec![])
+        .await
+        .unwrap();
+    assert_eq!(
+        r,
+        json!({
+            "columns": ["id", "name", "price", "data", "flag", "at"],
+            "rows": [[1, "héllo", 1.5, "AP8=", 1, "2024-02-29 13:14:15"], [2, null, null, null, null, null]],
+            "row_count": 2,
+            "truncated": false
+        })
+    );
+}
+
+#[tokio::test]
+async fn params_are_bound_not_interpolated() {
+    let (_dir, url) = fixture().await;
+    let ex = SqlExecutor::new();
+    let h = handle("LITE", HandleKind::Sqlite, db(Scope::ReadWrite));
+    let evil = "x'); DROP TABLE items; --";
+    let r = call(
+        &ex,
+        &h,
+        &url,
+        "SELECT ?, ?, ?, ?, ?",
+        vec![json!(evil), json!(7), json!(2.5), json!(true), json!(null)],
+    )
+    .await
+    .unwrap();
+    assert_eq!(rows(&r)[0], json!([evil, 7, 2.5, 1, null]));
+    let r = call(
+        &ex,
+        &h,
+        &url,
+        "INSERT INTO items (id, name) VALUES (?, ?)",
+        vec![json!(3), json!(evil)],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r["rows_affected"], 1);
+    let r = call(
+        &ex,
+        &h,
+        &url,
+        "SELECT name FROM items WHERE id = ?",
+        vec![json!(3)],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r["rows"], json!([[evil]]));
+}
+
+#[tokio::test]
+async fn read_only_handle_opens_the_file_read_only() {
+    let (_dir, url) = fixture().await;
+    let ex = SqlExecutor::new();
+    let h = handle("LITE", HandleKind::Sqlite, db(Scope::ReadOnly));
+    let r = call(&ex, &h, &url, "SELECT count(*) FROM items", vec![])
+        .await
+        .unwrap();
+    assert_eq!(r["rows"], json!([[2]]));
+    let e = call(&ex, &h, &url, "DELETE FROM items", vec![])
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::StatementNotAllowed);
+    // The same file through a read-write handle accepts writes.
+    let w = handle("LITERW", HandleKind::Sqlite, db(Scope::ReadWrite));
+    let r = call(&ex, &w, &url, "DELETE FROM items WHERE id = 2", vec![])
+        .await
+        .unwrap();
+    assert_eq!(r["rows_affected"], 1);
+}
+
+#[tokio::test]
+async fn t01_sqlite_catalog_and_allow_list() {
+    let (_dir, url) = fixture().await;
+    let ex = SqlExecutor::new();
+    let mut d = db(Scope::ReadOnly);
+    d.tables = Some(vec!["items".into()]);
+    let h = handle("LITE", HandleKind::Sqlite, d);
+    assert!(call(&ex, &h, &url, "SELECT name FROM main.items", vec![])
+        .await
+        .is_ok());
+    for sql in [
+        "SELECT sql FROM sqlite_master",
+        "SELECT * FROM pragma_table_info('secrets')",
+        "SELECT token FROM secrets",
+        "SELECT * FROM items WHERE name IN (SELECT token FROM secrets)",
+    ] {
+        assert_eq!(
+            call(&ex, &h, &url, sql, vec![]).await.unwrap_err().code,
+            ErrorCode::TableNotAllowed,
+            "{sql}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn t20_row_cap_truncates() {
+    let (_dir, url) = fixture().await;
+    let ex = SqlExecutor::new();
+    let mut d = db(Scope::ReadOnly);
+    d.max_rows = 5;
+    let h = handle("LITE", HandleKind::Sqlite, d);
+    let r = call(
+        &ex,
+        &h,
+        &url,
+        "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r) SELECT n FROM r",
+        vec![],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r["row_count"], 5);
+    assert_eq!(r["truncated"], true);
+}
+
+#[tokio::test]
+async fn t20_byte_cap_truncates() {
+    let (_dir, url) = fixture().await;
+    let ex = SqlExecutor::new();
+    let mut d = db(Scope::ReadOnly);
+    d.max_bytes = 250;
+    let h = handle("LITE", HandleKind::Sqlite, d);
+    let r = call(&ex, &h, &url,
+        "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r WHERE n < 100) SELECT printf('%.100c', 'x') FROM r", vec![])
+        .await
+        .unwrap();
+    assert_eq!(r["row_count"], 2);
+    assert_eq!(r["truncated"], true);
+}
+
+#[tokio::test]
+async fn t20_statement_timeout_fires() {
+    let (_dir, url) = fixture().await;
+    let ex = SqlExecutor::new();
+    let mut d = db(Scope::ReadOnly);
+    d.statement_timeout_ms = 300;
+    let h = handle("LITE", HandleKind::Sqlite, d);
+    let start = std::time::Instant::now();
+    let e = call(
+        &ex,
+        &h,
+        &url,
+        "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r) SELECT count(*) FROM r",
+        vec![],
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(e.code, ErrorCode::UpstreamTimeout, "{e} {:?}", e.detail);
+    assert!(
+        start.elapsed() < std::time::Duration::from_secs(2),
+        "{:?}",
+        start.elapsed()
+    );
+    // The statement was interrupted, not left running: the handle answers at once.
+    let start = std::time::Instant::now();
+    assert_eq!(
+        call(&ex, &h, &url, "SELECT 1", vec![]).await.unwrap()["rows"],
+        json!([[1]])
+    );
+    assert!(
+        start.elapsed() < std::time::Duration::from_millis(250),
+        "{:?}",
+        start.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn t12_missing_file_error_hides_the_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret_path = dir.path().join("Canary-Path-4d2e.db");
+    let ex = SqlExecutor::new();
+    let h = handle("LITE", HandleKind::Sqlite, db(Scope::ReadOnly));
+    let e = call(
+        &ex,
+        &h,
+        &format!("sqlite://{}", secret_path.display()),
+        "SELECT 1",
+        vec![],
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(e.code, ErrorCode::UpstreamUnavailable, "{e}");
+    assert!(!e.message.contains("Canary-Path"), "{}", e.message);
+    assert!(
+        !secret_path.exists(),
+        "a read-only handle must not create the file"
+    );
+}
+
+#[tokio::test]
+async fn connection_is_reusable_after_a_failed_statement() {
+    let (_dir, url) = fixture().await;
+    let ex = SqlExecutor::new();
+    let h = handle("LITE", HandleKind::Sqlite, db(Scope::ReadWrite));
+    let e = call(&ex, &h, &url, "INSERT INTO items (id) VALUES (1)", vec![])
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::QueryFailed);
+    let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    let n: (i64,) = sqlx::query_as("SELECT count(*) FROM items")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(n.0, 2);
+    for _ in 0..6 {
+        assert!(call(&ex, &h, &url, "SELECT 1", vec![]).await.is_ok());
+    }
+}
+
+#[tokio::test]
+async fn rotated_secret_gets_a_new_pool() {
+    let (_a, first) = fixture().await;
+    let (_b, second) = fixture().await;
+    // Tell the two files apart.
+    let mut c = sqlx::SqliteConnection::connect(&second).await.unwrap();
+    c.execute("UPDATE items SET name = 'second' WHERE id = 1")
+        .await
+        .unwrap();
+    c.close().await.unwrap();
+    let ex = SqlExecutor::new();
+    let h = handle("LITE", HandleKind::Sqlite, db(Scope::ReadOnly));
+    let q = "SELECT name FROM items WHERE id = 1";
+    assert_eq!(
+        call(&ex, &h, &first, q, vec![]).await.unwrap()["rows"],
+        json!([["héllo"]])
+    );
+    assert_eq!(
+        call(&ex, &h, &second, q, vec![]).await.unwrap()["rows"],
+        json!([["second"]])
+    );
+    assert_eq!(ex.pool_count(), 1);
+    ex.forget(&h.name).await;
+    assert_eq!(ex.pool_count(), 0);
+}

@@ -1,0 +1,229 @@
+//! The encodings of one known secret that the matcher looks for (T04).
+//!
+//! Every function here returns byte strings that a secret may appear as in text: raw, base64
+//! (standard and URL-safe, padded and unpadded, in the three byte alignments), hex, percent,
+//! JSON and HTML escapes, reversed, and base64/hex of those encodings to depth 2. Only variants
+//! that differ from the raw value are kept (the caller de-duplicates), and encoded forms shorter
+//! than [`MIN_ENCODED_LEN`] are dropped.
+
+use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
+use base64::Engine;
+
+/// Secrets shorter than this are not matched at all: a 4- or 5-byte value occurs by chance in
+/// ordinary output so often that redacting it would shred results without protecting much.
+pub const MIN_SECRET_LEN: usize = 6;
+
+/// Encoded forms (and base64 stable cores) shorter than this are skipped, for the same reason.
+pub const MIN_ENCODED_LEN: usize = 8;
+
+/// All variants of `secret`, raw first. May contain duplicates; never contains an encoded form
+/// shorter than [`MIN_ENCODED_LEN`]. Empty when the secret is shorter than [`MIN_SECRET_LEN`].
+pub fn all_variants(secret: &[u8]) -> Vec<Vec<u8>> {
+    if secret.len() < MIN_SECRET_LEN {
+        return Vec::new();
+    }
+    let mut enc: Vec<Vec<u8>> = Vec::new();
+    base64_variants(secret, &mut enc);
+    enc.push(hex_lower(secret).into_bytes());
+    enc.push(hex_upper(secret).into_bytes());
+    percent_variants(secret, &mut enc);
+    if let Ok(s) = std::str::from_utf8(secret) {
+        json_variants(s, &mut enc);
+        html_variants(s, &mut enc);
+        enc.push(s.chars().rev().collect::<String>().into_bytes());
+    } else {
+        enc.push(secret.iter().rev().copied().collect());
+    }
+    // Depth 2: base64/hex of the common standalone encodings (base64 of base64, hex of base64,
+    // base64 of hex, hex of hex).
+    let inner = [
+        STANDARD.encode(secret).into_bytes(),
+        URL_SAFE_NO_PAD.encode(secret).into_bytes(),
+        hex_lower(secret).into_bytes(),
+    ];
+    for t in &inner {
+        base64_cores(t, &mut enc);
+        enc.push(STANDARD.encode(t).into_bytes());
+        enc.push(hex_lower(t).into_bytes());
+        enc.push(hex_upper(t).into_bytes());
+    }
+    let mut out = Vec::with_capacity(enc.len() + 1);
+    out.push(secret.to_vec());
+    out.extend(enc.into_iter().filter(|v| v.len() >= MIN_ENCODED_LEN && v.as_slice() != secret));
+    out
+}
+
+/// Base64 forms of `secret` embedded at byte offset 0, 1 or 2 (mod 3) of a larger blob: for each
+/// alignment the stable core (characters that depend on secret bits only), and the tail forms for a
+/// secret that ends the blob, padded and unpadded; standard and URL-safe alphabets.
+fn base64_variants(secret: &[u8], out: &mut Vec<Vec<u8>>) {
+    for plain in [STANDARD_NO_PAD, URL_SAFE_NO_PAD] {
+        for k in 0..3usize {
+            let mut buf = vec![0u8; k];
+            buf.extend_from_slice(secret);
+            let enc = plain.encode(&buf).into_bytes();
+            let (first, last) = stable_range(k, secret.len());
+            out.push(enc[first..last].to_vec());
+            // Tail: the secret ends the blob, so the last partial character is padded with zero
+            // bits and is stable too.
+            let tail = enc[first..].to_vec();
+            let pad = (3 - (k + secret.len()) % 3) % 3;
+            let mut padded = tail.clone();
+            padded.extend(std::iter::repeat_n(b'=', pad));
+            out.push(tail);
+            out.push(padded);
+        }
+    }
+    out.push(STANDARD.encode(secret).into_bytes());
+    out.push(URL_SAFE.encode(secret).into_bytes());
+}
+
+/// Only the stable middle cores (both alphabets, three alignments): used at depth 2.
+fn base64_cores(secret: &[u8], out: &mut Vec<Vec<u8>>) {
+    for plain in [STANDARD_NO_PAD, URL_SAFE_NO_PAD] {
+        for k in 0..3usize {
+            let mut buf = vec![0u8; k];
+            buf.extend_from_slice(secret);
+            let enc = plain.encode(&buf).into_bytes();
+            let (first, last) = stable_range(k, secret.len());
+            out.push(enc[first..last].to_vec());
+        }
+    }
+}
+
+/// Character range `[first, last)` of the base64 encoding of `k` filler bytes followed by `n`
+/// secret bytes whose 6-bit groups lie wholly inside the secret's bits.
+fn stable_range(k: usize, n: usize) -> (usize, usize) {
+    let first = (8 * k).div_ceil(6);
+    let last = (8 * (k + n)) / 6;
+    (first, last.max(first))
+}
+
+fn hex_lower(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn hex_upper(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02X}")).collect()
+}
+
+fn percent_variants(secret: &[u8], out: &mut Vec<Vec<u8>>) {
+    let unreserved = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~');
+    for upper in [true, false] {
+        let hex = |b: u8| if upper { format!("%{b:02X}") } else { format!("%{b:02x}") };
+        out.push(secret.iter().map(|&b| hex(b)).collect::<String>().into_bytes());
+        out.push(
+            secret
+                .iter()
+                .map(|&b| if unreserved(b) { (b as char).to_string() } else { hex(b) })
+                .collect::<String>()
+                .into_bytes(),
+        );
+        // application/x-www-form-urlencoded writes a space as '+'.
+        if secret.contains(&b' ') {
+            out.push(
+                secret
+                    .iter()
+                    .map(|&b| match b {
+                        b' ' => "+".to_owned(),
+                        b if unreserved(b) => (b as char).to_string(),
+                        b => hex(b),
+                    })
+                    .collect::<String>()
+                    .into_bytes(),
+            );
+        }
+    }
+}
+
+/// How the value looks inside a JSON string literal: serde_json's form, the same with `/` escaped,
+/// with every non-ASCII character as `\uXXXX`, and every character as `\uXXXX` (lower and upper
+/// hex digits).
+fn json_variants(s: &str, out: &mut Vec<Vec<u8>>) {
+    let quoted = serde_json::to_string(s).unwrap_or_default();
+    let inner = quoted.get(1..quoted.len().saturating_sub(1)).unwrap_or_default().to_owned();
+    out.push(inner.replace('/', "\\/").into_bytes());
+    let ascii_only: String = inner
+        .chars()
+        .map(|c| if c.is_ascii() { c.to_string() } else { utf16_escape(c, false) })
+        .collect();
+    out.push(ascii_only.into_bytes());
+    out.push(inner.into_bytes());
+    for upper in [false, true] {
+        out.push(s.chars().map(|c| utf16_escape(c, upper)).collect::<String>().into_bytes());
+    }
+}
+
+fn utf16_escape(c: char, upper: bool) -> String {
+    let mut units = [0u16; 2];
+    c.encode_utf16(&mut units)
+        .iter()
+        .map(|u| if upper { format!("\\u{u:04X}") } else { format!("\\u{u:04x}") })
+        .collect()
+}
+
+/// HTML character references: every character as `&#NN;`, as `&#xNN;` (lower and upper hex), and
+/// the minimal form that escapes only `<>&"'` by name.
+fn html_variants(s: &str, out: &mut Vec<Vec<u8>>) {
+    out.push(s.chars().map(|c| format!("&#{};", c as u32)).collect::<String>().into_bytes());
+    out.push(s.chars().map(|c| format!("&#x{:x};", c as u32)).collect::<String>().into_bytes());
+    out.push(s.chars().map(|c| format!("&#x{:X};", c as u32)).collect::<String>().into_bytes());
+    for apos in ["&#39;", "&#x27;", "&apos;"] {
+        let named: String = s
+            .chars()
+            .map(|c| match c {
+                '<' => "&lt;".to_owned(),
+                '>' => "&gt;".to_owned(),
+                '&' => "&amp;".to_owned(),
+                '"' => "&quot;".to_owned(),
+                '\'' => apos.to_owned(),
+                c => c.to_string(),
+            })
+            .collect();
+        out.push(named.into_bytes());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn contains(hay: &[u8], needle: &[u8]) -> bool {
+        hay.windows(needle.len()).any(|w| w == needle)
+    }
+
+    #[test]
+    fn short_secrets_have_no_variants() {
+        assert!(all_variants(b"abcde").is_empty());
+        assert!(!all_variants(b"abcdef").is_empty());
+    }
+
+    #[test]
+    fn stable_cores_are_found_in_blobs_for_every_alignment_and_neighbour() {
+        let secret = b"s3cr3t-Value/with+bits";
+        let vars = all_variants(secret);
+        for k in 0..6usize {
+            for filler in [0u8, 0xff, b'A'] {
+                for after in 0..4usize {
+                    let mut blob = vec![filler; k];
+                    blob.extend_from_slice(secret);
+                    blob.extend(std::iter::repeat_n(filler ^ 0x55, after));
+                    for engine in [STANDARD, URL_SAFE, STANDARD_NO_PAD, URL_SAFE_NO_PAD] {
+                        let enc = engine.encode(&blob).into_bytes();
+                        assert!(
+                            vars.iter().any(|v| contains(&enc, v)),
+                            "k={k} filler={filler} after={after}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn variants_never_shorter_than_minimum_and_raw_first() {
+        let v = all_variants(b"abcdefg");
+        assert_eq!(v[0], b"abcdefg");
+        assert!(v[1..].iter().all(|x| x.len() >= MIN_ENCODED_LEN && x != b"abcdefg"));
+    }
+}

@@ -1,0 +1,91 @@
+//! The q-gram prefilter never misses a match: property tests against the plain automaton on random
+//! texts with secrets (and their encodings) planted at random offsets.
+
+use airlock_core::{HandleName, Secret};
+use airlock_scrub::matcher::Matcher;
+use airlock_scrub::variants::all_variants;
+use airlock_scrub::ScrubberBuilder;
+use proptest::prelude::*;
+
+fn text_strategy() -> impl Strategy<Value = Vec<u8>> {
+    // Mostly prose-like bytes, some arbitrary ones, lengths around and above the direct-scan
+    // threshold.
+    prop::collection::vec(
+        prop_oneof![8 => prop::sample::select(b"etaoin shrdlu\n.,".to_vec()), 1 => any::<u8>()],
+        0..3000,
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+    #[test]
+    fn prefilter_finds_exactly_what_the_automaton_finds(
+        secrets in prop::collection::vec(prop::collection::vec(any::<u8>(), 6..40), 1..8),
+        mut text in text_strategy(),
+        plants in prop::collection::vec((any::<prop::sample::Index>(), any::<prop::sample::Index>(), any::<prop::sample::Index>()), 0..12),
+    ) {
+        let patterns: Vec<Vec<u8>> = secrets.iter().flat_map(|s| all_variants(s)).collect();
+        let m = Matcher::new(&patterns).unwrap();
+        for (which, variant, at) in plants {
+            let p = &patterns[which.index(patterns.len())];
+            let _ = variant;
+            let at = at.index(text.len() + 1);
+            text.splice(at..at, p.iter().copied());
+        }
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        m.find_all(&text, &mut a);
+        m.find_all_unfiltered(&text, &mut b);
+        a.sort();
+        b.sort();
+        prop_assert_eq!(&a, &b);
+        prop_assert_eq!(m.is_match(&text), !b.is_empty());
+    }
+
+    #[test]
+    fn prefilter_with_short_and_long_patterns_mixed(
+        short in prop::collection::vec(b'a'..=b'd', 6..8),
+        long in prop::collection::vec(b'a'..=b'd', 30..90),
+        text in prop::collection::vec(b'a'..=b'e', 0..4000),
+    ) {
+        // A tiny alphabet makes matches (and overlapping ones) frequent.
+        let m = Matcher::new(&[short, long]).unwrap();
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        m.find_all(&text, &mut a);
+        m.find_all_unfiltered(&text, &mut b);
+        a.sort();
+        b.sort();
+        prop_assert_eq!(a, b);
+    }
+
+    #[test]
+    fn every_planted_secret_is_redacted(
+        seeds in prop::collection::vec(any::<u64>(), 1..20),
+        positions in prop::collection::vec(any::<prop::sample::Index>(), 1..20),
+        filler_len in 0usize..5000,
+    ) {
+        const B62: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+        let secrets: Vec<String> = seeds
+            .iter()
+            .map(|s| {
+                let mut x = *s | 1;
+                (0..24).map(|_| { x ^= x << 13; x ^= x >> 7; x ^= x << 17; B62[(x % 62) as usize] as char }).collect()
+            })
+            .collect();
+        let mut b = ScrubberBuilder::new();
+        for (i, s) in secrets.iter().enumerate() {
+            b.add_secret(&HandleName::parse(&format!("S{i}")).unwrap(), &Secret::from_str_value(s));
+        }
+        let s = b.build();
+        let filler = "lorem ipsum dolor sit amet ".repeat(filler_len / 27 + 1);
+        let mut text = filler[..filler_len].to_owned();
+        for (i, pos) in positions.iter().enumerate() {
+            let at = pos.index(text.len() + 1);
+            text.insert_str(at, &format!(" {} ", secrets[i % secrets.len()]));
+        }
+        let (out, _) = s.scrub_str(&text);
+        for sec in &secrets {
+            prop_assert!(!out.contains(sec.as_str()));
+        }
+    }
+}

@@ -1,0 +1,529 @@
+//! The path of one call (DESIGN.md, "Trust boundary"): authenticate → validate → policy →
+//! resolve → execute → scrub → audit → sanitized response.
+//!
+//! Ordering matters for what an agent can learn: the handle and the policy are checked before
+//! the arguments, so an unknown handle and a forbidden one give the same answer
+//! (`handle-unavailable`, T13/T16); arguments are validated and limits applied before the secret
+//! is resolved or any connection is made (invariant 6); and the audit record is durable before the
+//! result is returned; for calls with side effects, an intent record is durable before the
+//! action is taken (the call is refused if it cannot be written).
+
+use crate::metrics::Metrics;
+use crate::rate::RateLimiter;
+use crate::tools::{self, Format, ToolDef};
+use airlock_core::config::{Config, Handle, Scope};
+use airlock_core::{CallError, ErrorCode, HandleName, Secret, Tool};
+use airlock_exec_http::{HttpArgs, HttpExecutor};
+use airlock_exec_sql::{QueryArgs, SqlExecutor};
+use airlock_policy::PolicyEngine;
+use airlock_scrub::{Scrubber, ScrubberBuilder};
+use airlock_store::agents::Agent;
+use airlock_store::audit::{AuditKey, AuditLog, AuditRecord, Decision};
+use airlock_store::Store;
+use airlock_vault::{MasterKey, Vault};
+use serde_json::{json, Value};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+/// How long a resolved secret is reused before it is read from its backend again.
+const SECRET_TTL: Duration = Duration::from_secs(5);
+
+/// Failures opening the broker (operator-facing, at start-up).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BrokerError {
+    /// The store could not be opened.
+    #[error(transparent)]
+    Store(#[from] airlock_store::StoreError),
+    /// The master key or a secret backend failed.
+    #[error(transparent)]
+    Vault(#[from] airlock_vault::VaultError),
+    /// The policies do not load or validate.
+    #[error(transparent)]
+    Policy(#[from] airlock_policy::PolicyError),
+}
+
+/// An authenticated agent and its parent chain.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// The agent.
+    pub agent: Agent,
+    /// Parent names, nearest first.
+    pub parents: Vec<String>,
+}
+
+/// The outcome of one call, ready to be rendered by any front end.
+#[derive(Debug)]
+pub struct Invocation {
+    /// The request id (also in the audit record).
+    pub request_id: String,
+    /// The scrubbed result or the error.
+    pub result: Result<Value, CallError>,
+    /// Redactions made in the result.
+    pub redactions: usize,
+}
+
+impl Invocation {
+    /// The REST/JSON envelope of the contract.
+    pub fn to_json(&self) -> Value {
+        match &self.result {
+            Ok(v) => json!({"ok": true, "request_id": self.request_id, "result": v}),
+            Err(e) => json!({"ok": false, "request_id": self.request_id,
+                             "error": {"code": e.code.as_str(), "message": e.message}}),
+        }
+    }
+
+    /// The HTTP status for the envelope.
+    pub fn status(&self) -> u16 {
+        match &self.result {
+            Ok(_) => 200,
+            Err(e) => e.code.http_status(),
+        }
+    }
+}
+
+struct KnownSecrets {
+    scrubber: Arc<Scrubber>,
+    fingerprints: HashSet<[u8; 32]>,
+    generation: String,
+}
+
+/// The broker. One per process; share it as `Arc<Broker>`.
+pub struct Broker {
+    cfg: Arc<Config>,
+    policy: PolicyEngine,
+    store: Store,
+    vault: Vault,
+    audit: AuditLog,
+    sql: SqlExecutor,
+    http: HttpExecutor,
+    rates: RateLimiter,
+    known: RwLock<Arc<KnownSecrets>>,
+    rebuild: tokio::sync::Mutex<()>,
+    cache: Mutex<HashMap<HandleName, (Instant, Secret)>>,
+    metrics: Metrics,
+}
+
+impl std::fmt::Debug for Broker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Broker")
+    }
+}
+
+fn fingerprint(label: &str, s: &Secret) -> [u8; 32] {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    ctx.update(label.as_bytes());
+    ctx.update(&[0]);
+    ctx.update(s.expose_secret());
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ctx.finish().as_ref());
+    out
+}
+
+impl Broker {
+    /// Opens the store, vault and audit log of `cfg.store.data_dir` and loads the policies.
+    /// `master.key` and `audit-signing.key` must exist there (`airlock init` creates them).
+    pub async fn open(cfg: Config) -> Result<Broker, BrokerError> {
+        let dir = cfg.store.data_dir.clone();
+        let master = MasterKey::load(&dir.join("master.key"))?;
+        let store = Store::open(&dir).await?;
+        let key = AuditKey::load(&dir)?;
+        let policy = PolicyEngine::from_config(&cfg)?;
+        let audit = AuditLog::start(store.clone(), key);
+        let vault = Vault::new(master, store.clone());
+        let broker = Broker {
+            cfg: Arc::new(cfg),
+            policy,
+            store,
+            vault,
+            audit,
+            sql: SqlExecutor::new(),
+            http: HttpExecutor::new(),
+            rates: RateLimiter::default(),
+            known: RwLock::new(Arc::new(KnownSecrets {
+                scrubber: Arc::new(Scrubber::empty()),
+                fingerprints: HashSet::new(),
+                generation: String::new(),
+            })),
+            rebuild: tokio::sync::Mutex::new(()),
+            cache: Mutex::new(HashMap::new()),
+            metrics: Metrics::default(),
+        };
+        broker.rebuild_scrubber().await?;
+        Ok(broker)
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The policy engine.
+    pub fn policy(&self) -> &PolicyEngine {
+        &self.policy
+    }
+
+    /// The metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// The current scrubber (for front ends that scrub their own output, such as log lines).
+    pub fn scrubber(&self) -> Arc<Scrubber> {
+        self.known.read().unwrap_or_else(|p| p.into_inner()).scrubber.clone()
+    }
+
+    /// Rebuilds the known-value scrubber from every secret the broker holds: every sealed secret in
+    /// the local vault and every handle's resolvable reference. Runs off the hot path; the new
+    /// matcher is swapped in when ready.
+    pub async fn rebuild_scrubber(&self) -> Result<(), BrokerError> {
+        self.rebuild_scrubber_with(None).await
+    }
+
+    /// As [`Broker::rebuild_scrubber`], also covering `extra` (a value just resolved from a
+    /// backend that may have changed since the last rebuild).
+    async fn rebuild_scrubber_with(&self, extra: Option<(HandleName, Secret)>) -> Result<(), BrokerError> {
+        let _guard = self.rebuild.lock().await;
+        let generation = self.store.secrets_generation().await?;
+        let mut labelled: Vec<(HandleName, Secret)> = Vec::new();
+        for (name, _) in self.store.all_sealed().await? {
+            let Ok(label) = HandleName::parse(&name) else { continue };
+            match self.vault.resolve(&airlock_core::config::SecretRef::Local(name.clone())).await {
+                Ok(s) => labelled.push((label, s)),
+                Err(e) => tracing::warn!(secret = %name, error = %e, "stored secret does not open; not in the scrubber"),
+            }
+        }
+        for h in self.cfg.handles.values() {
+            if matches!(h.secret, airlock_core::config::SecretRef::Local(_)) {
+                continue;
+            }
+            match self.vault.resolve(&h.secret).await {
+                Ok(s) => labelled.push((h.name.clone(), s)),
+                Err(e) => tracing::warn!(handle = %h.name, error = %e, "secret unavailable; not in the scrubber"),
+            }
+        }
+        labelled.extend(extra);
+        let fingerprints = labelled.iter().map(|(l, s)| fingerprint(l.as_str(), s)).collect();
+        let scrubber = tokio::task::spawn_blocking(move || {
+            let mut b = ScrubberBuilder::new();
+            for (l, s) in &labelled {
+                b.add_secret(l, s);
+            }
+            b.build()
+        })
+        .await
+        .expect("scrubber build does not panic");
+        *self.known.write().unwrap_or_else(|p| p.into_inner()) =
+            Arc::new(KnownSecrets { scrubber: Arc::new(scrubber), fingerprints, generation });
+        Ok(())
+    }
+
+    /// Checks whether secrets changed in the store (another process ran `secret put`) and rebuilds
+    /// the scrubber and drops cached secrets if so. Call it periodically.
+    pub async fn refresh(&self) -> Result<bool, BrokerError> {
+        let generation = self.store.secrets_generation().await?;
+        let current = self.known.read().unwrap_or_else(|p| p.into_inner()).generation.clone();
+        if generation == current {
+            return Ok(false);
+        }
+        self.cache.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        self.rebuild_scrubber().await?;
+        Ok(true)
+    }
+
+    /// Authenticates a bearer token.
+    pub async fn authenticate(&self, token: Option<&str>) -> Result<Caller, CallError> {
+        let token = token.ok_or_else(|| CallError::new(ErrorCode::Unauthenticated))?;
+        let agent = self
+            .store
+            .authenticate(token)
+            .await
+            .map_err(|e| CallError::new(ErrorCode::Internal).detail(e.to_string()))?
+            .ok_or_else(|| CallError::new(ErrorCode::Unauthenticated))?;
+        let parents = self
+            .store
+            .parent_chain(&agent)
+            .await
+            .map_err(|e| CallError::new(ErrorCode::Internal).detail(e.to_string()))?;
+        Ok(Caller { agent, parents })
+    }
+
+    /// The tools `agent` may call.
+    pub fn tool_defs(&self, agent: &str) -> Vec<ToolDef> {
+        tools::tool_defs(&self.cfg, |t| self.policy.allowed_handles(agent, t, &self.cfg))
+    }
+
+    /// The tools `agent` may call, rendered and scrubbed (T21).
+    pub fn tools_json(&self, agent: &str, format: Format) -> Value {
+        let mut v = tools::render(&self.tool_defs(agent), format);
+        self.scrubber().scrub_json(&mut v);
+        v
+    }
+
+    /// Records a call refused before it reached the broker's checks (no or a bad token, a body
+    /// that is not JSON). Returns the invocation to render.
+    pub async fn refuse(&self, tool: &str, err: CallError) -> Invocation {
+        let request_id = uuid::Uuid::now_v7().to_string();
+        let started = Instant::now();
+        self.finish(None, tool, None, &Value::Null, Decision::Deny, vec![], request_id, Err(err), started)
+            .await
+    }
+
+    /// Runs one call for `caller`.
+    pub async fn invoke(&self, caller: &Caller, tool_name: &str, args: Value) -> Invocation {
+        let started = Instant::now();
+        let request_id = uuid::Uuid::now_v7().to_string();
+        let mut args = args;
+        let handle_text = args.get("credential_handle").and_then(Value::as_str).map(str::to_owned);
+        let handle_name = handle_text.as_deref().and_then(|h| HandleName::parse(h).ok());
+        if let Some(obj) = args.as_object_mut() {
+            obj.remove("credential_handle");
+        }
+        let checked = self.check(caller, tool_name, handle_name.as_ref(), &args);
+        let (tool, handle, policies) = match checked {
+            Ok(v) => v,
+            Err((e, policies)) => {
+                return self
+                    .finish(Some(caller), tool_name, handle_name.as_ref(), &args, Decision::Deny, policies, request_id, Err(e), started)
+                    .await
+            }
+        };
+        let prepared = match Prepared::validate(tool, handle, &args) {
+            Ok(p) => p,
+            Err(e) => {
+                return self
+                    .finish(Some(caller), tool_name, handle_name.as_ref(), &args, Decision::Deny, policies, request_id, Err(e), started)
+                    .await
+            }
+        };
+        // A side effect must not happen unless its record can be kept.
+        if prepared.has_side_effects() {
+            let intent = self.record(Some(caller), tool_name, handle_name.as_ref(), &args, Decision::Allow, policies.clone(), &request_id);
+            let mut intent = intent;
+            intent.outcome = "started".into();
+            if let Err(e) = self.audit.append(intent).await {
+                tracing::error!(request_id = %request_id, error = %e, "audit intent record not written; call refused");
+                let err = CallError::new(ErrorCode::AuditUnavailable);
+                self.metrics.record(tool_name, err.code.as_str(), started.elapsed().as_secs_f64());
+                return Invocation { request_id, result: Err(err), redactions: 0 };
+            }
+        }
+        let result = match self.resolve(handle).await {
+            Ok(secret) => prepared.execute(self, handle, &secret).await,
+            Err(e) => Err(e),
+        };
+        self.finish(Some(caller), tool_name, handle_name.as_ref(), &args, Decision::Allow, policies, request_id, result, started)
+            .await
+    }
+
+    /// Tool, handle, policy and rate checks. Every refusal about the handle is the same error.
+    #[allow(clippy::type_complexity)]
+    fn check<'a>(
+        &'a self,
+        caller: &Caller,
+        tool_name: &str,
+        handle: Option<&HandleName>,
+        args: &Value,
+    ) -> Result<(Tool, &'a Handle, Vec<String>), (CallError, Vec<String>)> {
+        let tool = Tool::parse(tool_name).ok_or((CallError::new(ErrorCode::UnknownTool), vec![]))?;
+        if !args.is_object() {
+            return Err((CallError::new(ErrorCode::InvalidArguments), vec![]));
+        }
+        let unavailable = || (CallError::new(ErrorCode::HandleUnavailable), vec![]);
+        let name = handle.ok_or_else(unavailable)?;
+        let h = self.cfg.handles.get(name).ok_or_else(unavailable)?;
+        if !tool.applies_to(h.kind) {
+            return Err(unavailable());
+        }
+        let d = self.policy.decide(&caller.agent.name, tool, h);
+        if !d.allowed {
+            if !d.errors.is_empty() {
+                tracing::warn!(agent = %caller.agent.name, errors = ?d.errors, "policy evaluation errors (denied)");
+            }
+            return Err((CallError::new(ErrorCode::HandleUnavailable), d.policies));
+        }
+        let rate = self
+            .cfg
+            .agents
+            .get(&caller.agent.name)
+            .and_then(|a| a.rate_per_minute)
+            .unwrap_or(self.cfg.limits.rate_per_minute);
+        if !self.rates.check(&caller.agent.id, rate) {
+            return Err((CallError::new(ErrorCode::RateLimited), d.policies));
+        }
+        Ok((tool, h, d.policies))
+    }
+
+    async fn resolve(&self, handle: &Handle) -> Result<Secret, CallError> {
+        if let Some((at, s)) = self.cache.lock().unwrap_or_else(|p| p.into_inner()).get(&handle.name) {
+            if at.elapsed() < SECRET_TTL {
+                return Ok(s.clone());
+            }
+        }
+        let secret = self.vault.resolve(&handle.secret).await.map_err(|e| {
+            CallError::new(ErrorCode::SecretUnavailable).detail(format!("handle {}: {e}", handle.name))
+        })?;
+        // A secret the scrubber does not know yet (rotated, or new in its backend) is added
+        // before any output of this call is scrubbed.
+        let fp = fingerprint(handle.name.as_str(), &secret);
+        let known = self.known.read().unwrap_or_else(|p| p.into_inner()).fingerprints.contains(&fp);
+        if !known {
+            self.rebuild_scrubber_with(Some((handle.name.clone(), secret.clone())))
+                .await
+                .map_err(|e| CallError::new(ErrorCode::SecretUnavailable).detail(e.to_string()))?;
+        }
+        self.cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(handle.name.clone(), (Instant::now(), secret.clone()));
+        Ok(secret)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn record(
+        &self,
+        caller: Option<&Caller>,
+        tool: &str,
+        handle: Option<&HandleName>,
+        args: &Value,
+        decision: Decision,
+        policies: Vec<String>,
+        request_id: &str,
+    ) -> AuditRecord {
+        let mut arguments = args.clone();
+        self.scrubber().scrub_json(&mut arguments);
+        let mut tool_s = tool.to_owned();
+        tool_s.truncate(64);
+        let (tool_s, _) = self.scrubber().scrub_str(&tool_s);
+        AuditRecord {
+            ts: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            request_id: request_id.to_owned(),
+            agent: caller.map(|c| c.agent.name.clone()).unwrap_or_else(|| "-".into()),
+            parent_chain: caller.map(|c| c.parents.clone()).unwrap_or_default(),
+            tool: tool_s.into_owned(),
+            handle: handle.map(|h| h.to_string()),
+            arguments,
+            decision,
+            code: None,
+            outcome: "ok".into(),
+            result_bytes: 0,
+            redactions: 0,
+            duration_us: 0,
+            policies,
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn finish(
+        &self,
+        caller: Option<&Caller>,
+        tool: &str,
+        handle: Option<&HandleName>,
+        args: &Value,
+        decision: Decision,
+        policies: Vec<String>,
+        request_id: String,
+        result: Result<Value, CallError>,
+        started: Instant,
+    ) -> Invocation {
+        let scrubber = self.scrubber();
+        let mut redactions = 0usize;
+        let result = match result {
+            Ok(mut v) => {
+                redactions = scrubber.scrub_json(&mut v);
+                Ok(v)
+            }
+            Err(mut e) => {
+                let (m, n) = scrubber.scrub_str(&e.message);
+                redactions += n;
+                e.message = m.into_owned();
+                if let Some(d) = e.detail.take() {
+                    let (d, _) = scrubber.scrub_str(&d);
+                    tracing::warn!(request_id = %request_id, code = e.code.as_str(), detail = %d, "call failed");
+                } else {
+                    tracing::info!(request_id = %request_id, code = e.code.as_str(), "call refused");
+                }
+                Err(e)
+            }
+        };
+        let mut rec = self.record(caller, tool, handle, args, decision, policies, &request_id);
+        rec.redactions = redactions as u64;
+        rec.duration_us = started.elapsed().as_micros() as u64;
+        match &result {
+            Ok(v) => rec.result_bytes = serde_json::to_vec(v).map(|b| b.len() as u64).unwrap_or(0),
+            Err(e) => {
+                rec.code = Some(e.code.as_str().to_owned());
+                rec.outcome = "error".into();
+            }
+        }
+        let result = match self.audit.append(rec).await {
+            Ok(_) => result,
+            Err(e) => {
+                tracing::error!(request_id = %request_id, error = %e, "audit record not written; result withheld");
+                Err(CallError::new(ErrorCode::AuditUnavailable))
+            }
+        };
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(e) => e.code.as_str(),
+        };
+        let tool_label = Tool::parse(tool).map(|t| t.name()).unwrap_or("unknown");
+        self.metrics.record(tool_label, outcome, started.elapsed().as_secs_f64());
+        Invocation { request_id, result, redactions }
+    }
+}
+
+/// A validated call, ready to run once its secret is resolved.
+enum Prepared {
+    Sql(airlock_exec_sql::ValidatedQuery, Scope),
+    Http(airlock_exec_http::ValidatedRequest, bool),
+}
+
+impl Prepared {
+    fn validate(tool: Tool, handle: &Handle, args: &Value) -> Result<Prepared, CallError> {
+        let bad_args = |e: serde_json::Error| {
+            CallError::with_message(ErrorCode::InvalidArguments, format!("invalid arguments: {}", strip_serde_detail(&e)))
+        };
+        match tool {
+            Tool::QueryDb => {
+                let a: QueryArgs = serde_json::from_value(args.clone()).map_err(bad_args)?;
+                let scope = handle.database().map(|d| d.scope).unwrap_or(Scope::ReadOnly);
+                Ok(Prepared::Sql(SqlExecutor::validate(handle, &a)?, scope))
+            }
+            Tool::HttpRequest => {
+                let a: HttpArgs = serde_json::from_value(args.clone()).map_err(bad_args)?;
+                let writes = !matches!(a.method.to_ascii_uppercase().as_str(), "GET" | "HEAD" | "OPTIONS");
+                Ok(Prepared::Http(HttpExecutor::validate(handle, &a)?, writes))
+            }
+        }
+    }
+
+    fn has_side_effects(&self) -> bool {
+        match self {
+            Prepared::Sql(_, scope) => *scope == Scope::ReadWrite,
+            Prepared::Http(_, writes) => *writes,
+        }
+    }
+
+    async fn execute(&self, broker: &Broker, handle: &Handle, secret: &Secret) -> Result<Value, CallError> {
+        match self {
+            Prepared::Sql(q, _) => broker.sql.execute(handle, q, secret).await,
+            Prepared::Http(r, _) => broker.http.execute(handle, r, secret).await,
+        }
+    }
+}
+
+/// serde's messages name fields and types, never values, except for unknown variants; keep only
+/// the part before any quoted value.
+fn strip_serde_detail(e: &serde_json::Error) -> String {
+    let s = e.to_string();
+    let s = s.split(" at line ").next().unwrap_or(&s);
+    s.chars().take(200).collect()
+}
+

@@ -1,0 +1,157 @@
+//! The REST server: `GET /v1/tools`, `POST /v1/invoke`, `GET /healthz`, `GET /metrics`.
+//!
+//! Every error is the contract's envelope with a stable code; a panic in a handler becomes a 500
+//! with code `internal` and a log line that carries no request data.
+
+use crate::broker::{Broker, Caller};
+use crate::tools::Format;
+use airlock_core::{CallError, ErrorCode};
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::future::Future;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+
+fn json_response(status: u16, v: &Value) -> Response {
+    let mut r = Response::new(Body::from(serde_json::to_vec(v).expect("JSON")));
+    *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+fn error_response(code: ErrorCode, request_id: Option<&str>) -> Response {
+    let mut body = json!({"ok": false, "error": {"code": code.as_str(), "message": code.default_message()}});
+    if let Some(id) = request_id {
+        body["request_id"] = json!(id);
+    }
+    json_response(code.http_status(), &body)
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+async fn caller(broker: &Broker, headers: &HeaderMap) -> Result<Caller, CallError> {
+    broker.authenticate(bearer(headers)).await
+}
+
+#[derive(Deserialize)]
+struct ToolsQuery {
+    format: Option<String>,
+}
+
+async fn tools(State(b): State<Arc<Broker>>, headers: HeaderMap, q: Query<ToolsQuery>) -> Response {
+    let c = match caller(&b, &headers).await {
+        Ok(c) => c,
+        Err(e) => return error_response(e.code, None),
+    };
+    let Some(format) = Format::parse(q.format.as_deref().unwrap_or("mcp")) else {
+        let body = json!({"ok": false, "error": {"code": "invalid-arguments", "message": "format is mcp, openai or anthropic"}});
+        return json_response(400, &body);
+    };
+    json_response(200, &b.tools_json(&c.agent.name, format))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InvokeBody {
+    tool: String,
+    #[serde(default)]
+    arguments: Value,
+}
+
+async fn invoke(State(b): State<Arc<Broker>>, headers: HeaderMap, body: Bytes) -> Response {
+    let c = match caller(&b, &headers).await {
+        Ok(c) => c,
+        Err(e) => {
+            let inv = b.refuse("-", e).await;
+            return json_response(inv.status(), &inv.to_json());
+        }
+    };
+    let req: InvokeBody = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(_) => {
+            let inv = b.refuse("-", CallError::new(ErrorCode::BadRequest)).await;
+            return json_response(inv.status(), &inv.to_json());
+        }
+    };
+    let inv = b.invoke(&c, &req.tool, req.arguments).await;
+    json_response(inv.status(), &inv.to_json())
+}
+
+async fn healthz() -> Response {
+    json_response(200, &json!({"ok": true}))
+}
+
+async fn metrics(State(b): State<Arc<Broker>>) -> Response {
+    let mut r = Response::new(Body::from(b.metrics().encode()));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+    );
+    r
+}
+
+async fn not_found() -> Response {
+    error_response(ErrorCode::NotFound, None)
+}
+
+fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    // The panic payload may quote data from the request: log only that it happened.
+    tracing::error!("a request handler panicked; answered 500 internal");
+    error_response(ErrorCode::Internal, None)
+}
+
+/// The router, for tests (`Router::oneshot`) and for [`serve`].
+pub fn router(broker: Arc<Broker>) -> Router {
+    let limit = broker.config().limits.max_request_bytes;
+    Router::new()
+        .route("/v1/tools", get(tools))
+        .route("/v1/invoke", post(invoke))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_response))
+        .with_state(broker)
+}
+
+/// Serves until `shutdown` resolves, then drains in-flight requests. A background task picks up
+/// secrets changed by other processes.
+pub async fn serve(
+    listener: TcpListener,
+    broker: Arc<Broker>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let refresher = {
+        let b = broker.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(2));
+            loop {
+                tick.tick().await;
+                if let Err(e) = b.refresh().await {
+                    tracing::warn!(error = %e, "secret refresh failed");
+                }
+            }
+        })
+    };
+    let app = router(broker).into_make_service();
+    let r = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
+    refresher.abort();
+    r
+}
+
+impl IntoResponse for crate::Invocation {
+    fn into_response(self) -> Response {
+        json_response(self.status(), &self.to_json())
+    }
+}

@@ -1,0 +1,221 @@
+//! A broker on a throw-away data directory with a SQLite handle, an HTTP handle in front of a real
+//! recording upstream on 127.0.0.1:0, and two agents; served on 127.0.0.1:0.
+#![allow(dead_code)]
+
+use airlock_core::config::Config;
+use airlock_core::Secret;
+use airlock_server::Broker;
+use airlock_store::audit::AuditKey;
+use airlock_store::Store;
+use airlock_vault::{MasterKey, Vault};
+use axum::http::HeaderMap;
+use axum::routing::any;
+use axum::{Json, Router};
+use serde_json::{json, Value};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+/// The canary secrets: distinctive so a sweep can find them anywhere.
+pub const API_TOKEN: &str = "canaryTok_7Qm2Xv9LpR4sT8wZ1nB6";
+pub const DB_NAME_SECRET_PART: &str = "canaryDb_K3j9Vq";
+
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+pub struct Fixture {
+    pub dir: tempfile::TempDir,
+    pub broker: Arc<Broker>,
+    pub base: String,
+    pub upstream: SocketAddr,
+    pub seen: Arc<Mutex<Vec<Seen>>>,
+    pub token: String,
+    pub other_token: String,
+    pub store: Store,
+    pub db_dsn: String,
+    pub client: reqwest::Client,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+async fn record(seen: Arc<Mutex<Vec<Seen>>>, method: axum::http::Method, uri: axum::http::Uri, headers: HeaderMap, body: String) -> Json<Value> {
+    let hs: Vec<(String, String)> =
+        headers.iter().map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned())).collect();
+    seen.lock().unwrap().push(Seen { method: method.to_string(), path: uri.to_string(), headers: hs, body });
+    let auth = headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+    use base64::Engine as _;
+    if uri.path().starts_with("/v1/echo") {
+        return Json(json!({
+            "raw": auth,
+            "b64": base64::engine::general_purpose::STANDARD.encode(&auth),
+            "hex": hex::encode(&auth),
+            "reversed": auth.chars().rev().collect::<String>(),
+        }));
+    }
+    Json(json!({"items": [{"id": 1, "name": "widget"}], "path": uri.path()}))
+}
+
+pub fn config_text(upstream: SocketAddr) -> String {
+    format!(
+        r#"
+[store]
+data_dir = "data"
+
+[limits]
+rate_per_minute = 100000
+
+[handles.APP_DB]
+kind = "sqlite"
+secret = "local:APP_DB"
+description = "test database"
+[handles.APP_DB.database]
+scope = "read_only"
+tables = ["orders"]
+
+[handles.RW_DB]
+kind = "sqlite"
+secret = "local:RW_DB"
+[handles.RW_DB.database]
+scope = "read_write"
+tables = ["orders"]
+
+[handles.API]
+kind = "http"
+secret = "local:API"
+description = "test API"
+[handles.API.http]
+destinations = [{{ url = "http://127.0.0.1:{port}/v1/", methods = ["GET", "POST"] }}]
+inject = {{ type = "header", name = "Authorization", format = "Bearer {{}}" }}
+
+[handles.SECRET_ONLY]
+kind = "generic"
+secret = "local:SECRET_ONLY"
+
+[agents.bot]
+grants = [
+  {{ handle = "APP_DB", tools = ["query_db"] }},
+  {{ handle = "RW_DB", tools = ["query_db"] }},
+  {{ handle = "API", tools = ["http_request"] }},
+]
+
+[agents.other]
+grants = [{{ handle = "API", tools = ["http_request"] }}]
+"#,
+        port = upstream.port()
+    )
+}
+
+impl Fixture {
+    pub async fn start() -> Fixture {
+        Fixture::start_with(|t| t).await
+    }
+
+    pub async fn start_with(edit: impl FnOnce(String) -> String) -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let up = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let upstream = up.local_addr().unwrap();
+        let s2 = seen.clone();
+        let app = Router::new().fallback(any(move |m, u, h, b| record(s2.clone(), m, u, h, b)));
+        tokio::spawn(async move { axum::serve(up, app).await });
+
+        let db_path = dir.path().join(format!("{DB_NAME_SECRET_PART}.db"));
+        {
+            use sqlx::Connection;
+            let mut c = sqlx::SqliteConnection::connect(&format!("sqlite://{}?mode=rwc", db_path.display())).await.unwrap();
+            sqlx::raw_sql(
+                "CREATE TABLE orders (id INTEGER PRIMARY KEY, item TEXT, total INTEGER);
+                 CREATE TABLE secrets_table (id INTEGER PRIMARY KEY, v TEXT);
+                 INSERT INTO orders VALUES (1, 'widget', 100), (2, 'gadget', 250);
+                 INSERT INTO secrets_table VALUES (1, 'nope');",
+            )
+            .execute(&mut c)
+            .await
+            .unwrap();
+            c.close().await.unwrap();
+        }
+        let db_dsn = format!("sqlite://{}?mode=ro", db_path.display());
+        let rw_dsn = format!("sqlite://{}?mode=rw", db_path.display());
+
+        let text = edit(config_text(upstream));
+        let cfg_path = dir.path().join("airlock.toml");
+        std::fs::write(&cfg_path, text).unwrap();
+        let cfg = Config::load(&cfg_path).unwrap();
+        let data = cfg.store.data_dir.clone();
+        std::fs::create_dir_all(&data).unwrap();
+        MasterKey::create(&data.join("master.key")).unwrap();
+        AuditKey::create(&data).unwrap();
+        let store = Store::open(&data).await.unwrap();
+        let vault = Vault::new(MasterKey::load(&data.join("master.key")).unwrap(), store.clone());
+        vault.put("API", &Secret::from_str_value(API_TOKEN)).await.unwrap();
+        vault.put("APP_DB", &Secret::from_str_value(&db_dsn)).await.unwrap();
+        vault.put("RW_DB", &Secret::from_str_value(&rw_dsn)).await.unwrap();
+        vault.put("SECRET_ONLY", &Secret::from_str_value("canaryGeneric_Zx81Lq0Pw")).await.unwrap();
+        let (_, t1) = store.add_agent("bot", None, None).await.unwrap();
+        let (_, t2) = store.add_agent("other", None, None).await.unwrap();
+
+        let broker = Arc::new(Broker::open(cfg).await.unwrap());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(airlock_server::rest::serve(listener, broker.clone(), async {
+            let _ = rx.await;
+        }));
+        Fixture {
+            dir,
+            broker,
+            base: format!("http://{addr}"),
+            upstream,
+            seen,
+            token: t1.reveal().to_owned(),
+            other_token: t2.reveal().to_owned(),
+            store,
+            db_dsn,
+            client: reqwest::Client::new(),
+            stop: Some(tx),
+        }
+    }
+
+    /// POST /v1/invoke as `token`; returns (status, body).
+    pub async fn invoke_as(&self, token: &str, tool: &str, args: Value) -> (u16, Value) {
+        let r = self
+            .client
+            .post(format!("{}/v1/invoke", self.base))
+            .bearer_auth(token)
+            .json(&json!({"tool": tool, "arguments": args}))
+            .send()
+            .await
+            .unwrap();
+        let s = r.status().as_u16();
+        (s, r.json().await.unwrap())
+    }
+
+    pub async fn invoke(&self, tool: &str, args: Value) -> (u16, Value) {
+        self.invoke_as(&self.token, tool, args).await
+    }
+
+    pub fn upstream_requests(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// The code of an error envelope.
+pub fn code(v: &Value) -> &str {
+    v["error"]["code"].as_str().unwrap_or("<none>")
+}
+
+/// The envelope without its request id, for comparing two answers.
+pub fn without_request_id(v: &Value) -> Value {
+    let mut v = v.clone();
+    v.as_object_mut().unwrap().remove("request_id");
+    v
+}
