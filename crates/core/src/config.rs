@@ -285,11 +285,19 @@ pub struct ServerConfig {
     /// Listen address; default `127.0.0.1:7878`.
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
+    /// Browser origins allowed to call the MCP endpoint (`Origin` header, exact match such as
+    /// `https://app.example`). Empty: requests carrying an `Origin` are refused (T19).
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
+    /// `Host` header values accepted by the MCP endpoint, besides loopback names and the listen
+    /// address (T19: DNS rebinding of localhost).
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        ServerConfig { listen: default_listen() }
+        ServerConfig { listen: default_listen(), allowed_origins: Vec::new(), allowed_hosts: Vec::new() }
     }
 }
 

@@ -1,5 +1,6 @@
 //! Scrubber throughput: known values over 1 MiB of clean text with 1,000 secrets (all encodings),
-//! the same with the pattern rules on, and a text with 100 planted secrets.
+//! the same with the pattern rules on, a text with 100 planted secrets, and a suspicious text that
+//! takes the normalisation pass.
 
 use airlock_scrub::bench_fixture_with;
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
@@ -18,6 +19,13 @@ fn scrub(c: &mut Criterion) {
         let (s, text) = bench_fixture_with(1000, TEXT, 42, patterns, planted);
         g.bench_function(name, |b| b.iter(|| s.scrub_str(black_box(&text)).1));
     }
+    // The normalisation path: the same text with zero-width spaces sprinkled in (suspicious text
+    // takes the slower, normalizing pass).
+    let (s, text) = bench_fixture_with(1000, TEXT, 42, true, 0);
+    let text = text.replace("and ", "and\u{200B} ");
+    g.bench_function("known_values_and_patterns_1000_secrets_zero_width_1MiB", |b| {
+        b.iter(|| s.scrub_str(black_box(&text)).1)
+    });
     g.finish();
 }
 

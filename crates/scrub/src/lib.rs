@@ -129,7 +129,10 @@ impl ScrubberBuilder {
             labels.push(marker(id));
         }
         let mut norm: HashMap<Vec<u8>, (u32, usize)> = HashMap::new();
-        for (p, &l) in &raw {
+        // In secret order, so a folded pattern shared by two secrets keeps the first one's label.
+        let mut ordered: Vec<(&Vec<u8>, &(u32, usize))> = raw.iter().collect();
+        ordered.sort_by(|a, b| (a.1 .1, a.0).cmp(&(b.1 .1, b.0)));
+        for (p, &l) in ordered {
             if let Ok(s) = std::str::from_utf8(p) {
                 let n = normalize::normalize_str(s);
                 if n.len() >= variants::MIN_SECRET_LEN {

@@ -23,13 +23,12 @@ proptest! {
     fn prefilter_finds_exactly_what_the_automaton_finds(
         secrets in prop::collection::vec(prop::collection::vec(any::<u8>(), 6..40), 1..8),
         mut text in text_strategy(),
-        plants in prop::collection::vec((any::<prop::sample::Index>(), any::<prop::sample::Index>(), any::<prop::sample::Index>()), 0..12),
+        plants in prop::collection::vec((any::<prop::sample::Index>(), any::<prop::sample::Index>()), 0..12),
     ) {
         let patterns: Vec<Vec<u8>> = secrets.iter().flat_map(|s| all_variants(s)).collect();
         let m = Matcher::new(&patterns).unwrap();
-        for (which, variant, at) in plants {
+        for (which, at) in plants {
             let p = &patterns[which.index(patterns.len())];
-            let _ = variant;
             let at = at.index(text.len() + 1);
             text.splice(at..at, p.iter().copied());
         }

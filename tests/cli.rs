@@ -1,0 +1,210 @@
+//! The `airlock` command, run as a user would: init, secrets from stdin, agents, policy,
+//! call, audit verify (including a tampered log), tools, and the demo.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+fn airlock(dir: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_airlock"));
+    c.current_dir(dir).env("AIRLOCK_CONFIG", dir.join("airlock.toml")).env_remove("AIRLOCK_TOKEN").env_remove("RUST_LOG").args(args);
+    c
+}
+
+fn run(dir: &Path, args: &[&str]) -> Output {
+    airlock(dir, args).output().unwrap()
+}
+
+fn with_stdin(dir: &Path, args: &[&str], input: &str, env: &[(&str, &str)]) -> Output {
+    let mut c = airlock(dir, args);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let mut child = c.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+const SECRET: &str = "cliCanary_T0k3n_9fQ2xLm";
+
+fn sqlite_exec(url: &str, sql: &str) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        use sqlx::Connection;
+        let mut c = sqlx::SqliteConnection::connect(url).await.unwrap();
+        sqlx::raw_sql(sql).execute(&mut c).await.unwrap();
+    });
+}
+
+fn setup() -> tempfile::TempDir {
+    let d = tempfile::tempdir().unwrap();
+    let o = run(d.path(), &["init"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let db = d.path().join("app.db");
+    sqlite_exec(&format!("sqlite://{}?mode=rwc", db.display()), "CREATE TABLE t (id INTEGER, v TEXT); INSERT INTO t VALUES (1, 'one');");
+    let mut cfg = std::fs::read_to_string(d.path().join("airlock.toml")).unwrap();
+    cfg = cfg.replace("[policy]\n", "").replace("files = []\n", "");
+    cfg.push_str(
+        "\n[handles.APP]\nkind = \"sqlite\"\nsecret = \"local:APP\"\n[handles.APP.database]\ntables = [\"t\"]\n\n\
+         [handles.API]\nkind = \"http\"\nsecret = \"local:API\"\n[handles.API.http]\n\
+         destinations = [{ url = \"https://api.example.com/v1/\" }]\ninject = { type = \"header\", name = \"X-API-Key\", format = \"{}\" }\n\n\
+         [agents.bot]\ngrants = [{ handle = \"APP\", tools = [\"query_db\"] }]\n",
+    );
+    std::fs::write(d.path().join("airlock.toml"), cfg).unwrap();
+    let o = with_stdin(d.path(), &["secret", "put", "APP"], &format!("sqlite://{}?mode=ro\n", db.display()), &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = with_stdin(d.path(), &["secret", "put", "API"], SECRET, &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    d
+}
+
+#[test]
+fn init_creates_private_keys_and_refuses_to_overwrite() {
+    let d = tempfile::tempdir().unwrap();
+    let o = run(d.path(), &["init"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let key = d.path().join("airlock-data/master.key");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(std::fs::metadata(d.path().join("airlock-data/audit-signing.key")).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+    let before = std::fs::read(&key).unwrap();
+    let o = run(d.path(), &["init"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).contains("refusing to overwrite"), "{}", text(&o));
+    assert_eq!(std::fs::read(&key).unwrap(), before);
+    // The starter config loads as it is.
+    let o = run(d.path(), &["policy", "check"]);
+    assert!(o.status.success(), "{}", text(&o));
+}
+
+#[test]
+fn config_errors_name_file_line_and_field() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(
+        d.path().join("airlock.toml"),
+        "[handles.DB]\nkind = \"sqlite\"\nsecret = \"local:DB\"\n[handles.DB.database]\nscope = \"admin\"\n",
+    )
+    .unwrap();
+    let o = run(d.path(), &["policy", "check"]);
+    assert_eq!(o.status.code(), Some(2));
+    let t = text(&o);
+    assert!(t.contains("airlock.toml:5:") && t.contains("admin"), "{t}");
+    std::fs::write(d.path().join("airlock.toml"), "[handles.db]\nkind = \"sqlite\"\nsecret = \"local:DB\"\n").unwrap();
+    let t = text(&run(d.path(), &["policy", "check"]));
+    assert!(t.contains("airlock.toml:1: handles.db:"), "{t}");
+}
+
+#[test]
+fn secrets_come_from_stdin_and_are_never_listed_or_in_argv() {
+    let d = setup();
+    let o = run(d.path(), &["secret", "list"]);
+    let t = text(&o);
+    assert!(o.status.success());
+    assert!(t.contains("API\tversion 1") && t.contains("APP\tversion 1"), "{t}");
+    assert!(!t.contains(SECRET));
+    // There is no argv form for a value.
+    let o = run(d.path(), &["secret", "put", "API", "some-value"]);
+    assert!(!o.status.success());
+    // A bad name is refused.
+    let o = with_stdin(d.path(), &["secret", "put", "api"], "x", &[]);
+    assert_eq!(o.status.code(), Some(2));
+    // --from-file works; the store holds no plaintext.
+    let f = d.path().join("v.txt");
+    std::fs::write(&f, "fromFileCanary_77\n").unwrap();
+    let o = run(d.path(), &["secret", "put", "EXTRA", "--from-file", f.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    for file in ["store.db", "store.db-wal"] {
+        let bytes = std::fs::read(d.path().join("airlock-data").join(file)).unwrap_or_default();
+        for needle in [SECRET.as_bytes(), b"fromFileCanary_77".as_slice()] {
+            assert!(!bytes.windows(needle.len()).any(|w| w == needle), "{file}");
+        }
+    }
+    let o = run(d.path(), &["secret", "rm", "EXTRA"]);
+    assert!(o.status.success());
+    let o = run(d.path(), &["secret", "rm", "EXTRA"]);
+    assert_eq!(o.status.code(), Some(2));
+}
+
+#[test]
+fn agent_call_revoke_and_audit_verify_with_tampering() {
+    let d = setup();
+    let o = run(d.path(), &["agent", "add", "bot"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let token = String::from_utf8(o.stdout).unwrap().trim().to_owned();
+    assert!(token.starts_with("alk_") && token.len() == 64, "{token}");
+
+    let call = |args: &str, tok: &str| with_stdin(d.path(), &["call", "query_db", "--args", args], "", &[("AIRLOCK_TOKEN", tok)]);
+    let o = call(r#"{"credential_handle": "APP", "query": "SELECT v FROM t"}"#, &token);
+    assert!(o.status.success(), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["result"]["rows"][0][0], "one");
+    let o = call(r#"{"credential_handle": "API", "query": "SELECT 1"}"#, &token);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).contains("handle-unavailable"));
+
+    let o = run(d.path(), &["agent", "list"]);
+    assert!(text(&o).contains("\tbot\tlive"), "{}", text(&o));
+    assert!(!text(&o).contains(&token[20..]));
+    let o = run(d.path(), &["agent", "revoke", "bot"]);
+    assert!(o.status.success());
+    let o = call(r#"{"credential_handle": "APP", "query": "SELECT 1"}"#, &token);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).contains("unauthenticated"));
+
+    let o = run(d.path(), &["audit", "verify"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("audit ok: 3 records"), "{}", text(&o));
+    let o = run(d.path(), &["audit", "tail", "-n", "2"]);
+    let out = String::from_utf8(o.stdout).unwrap();
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2);
+    assert!(lines[1].contains("\"seq\":3") && lines[1].contains("unauthenticated"), "{}", lines[1]);
+
+    // Edit record 2 behind airlock's back.
+    let db = d.path().join("airlock-data/store.db");
+    sqlite_exec(&format!("sqlite://{}", db.display()), "UPDATE audit SET body = replace(body, 'handle-unavailable', 'ok') WHERE seq = 2");
+    let o = run(d.path(), &["audit", "verify"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).contains("BROKEN at record 2"), "{}", text(&o));
+}
+
+#[test]
+fn policy_explain_and_tools() {
+    let d = setup();
+    let o = run(d.path(), &["policy", "explain", "--agent", "bot", "--tool", "query_db", "--handle", "APP"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("allow: grant:bot:APP"), "{}", text(&o));
+    let o = run(d.path(), &["policy", "explain", "--agent", "bot", "--tool", "http_request", "--handle", "API"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).contains("deny: default deny"), "{}", text(&o));
+    let o = run(d.path(), &["policy", "check", "--show"]);
+    assert!(text(&o).contains("permit") && text(&o).contains("policies ok"), "{}", text(&o));
+
+    let o = run(d.path(), &["tools", "--agent", "bot", "--format", "anthropic"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["tools"][0]["name"], "query_db");
+    assert_eq!(v["tools"][0]["input_schema"]["properties"]["credential_handle"]["enum"], serde_json::json!(["APP"]));
+    assert!(!text(&o).contains(SECRET));
+    let o = run(d.path(), &["tools", "--agent", "bot", "--format", "yaml"]);
+    assert_eq!(o.status.code(), Some(2));
+}
+
+#[test]
+fn demo_runs_and_reports_no_leak() {
+    let d = tempfile::tempdir().unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_airlock")).current_dir(d.path()).arg("demo").output().unwrap();
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(t.contains("the secret appears nowhere"), "{t}");
+    assert!(t.contains("chain verified"), "{t}");
+    assert!(t.contains("[REDACTED:BILLING_API]"), "{t}");
+    assert!(t.contains("[REDACTED:github-pat]"), "{t}");
+}
