@@ -208,3 +208,33 @@ fn demo_runs_and_reports_no_leak() {
     assert!(t.contains("[REDACTED:BILLING_API]"), "{t}");
     assert!(t.contains("[REDACTED:github-pat]"), "{t}");
 }
+
+#[test]
+fn serve_answers_and_shuts_down_gracefully_on_sigterm() {
+    let d = setup();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let cfg_path = d.path().join("airlock.toml");
+    let cfg = std::fs::read_to_string(&cfg_path).unwrap().replace("127.0.0.1:7878", &format!("127.0.0.1:{port}"));
+    std::fs::write(&cfg_path, cfg).unwrap();
+    let mut child = airlock(d.path(), &["serve"]).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut up = false;
+    for _ in 0..100 {
+        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            use std::io::Read;
+            s.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
+            let mut resp = String::new();
+            s.read_to_string(&mut resp).unwrap();
+            assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+            assert!(resp.contains("{\"ok\":true}"), "{resp}");
+            up = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(up, "airlock serve did not come up");
+    let st = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(st.success());
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("shutting down"));
+}

@@ -143,7 +143,7 @@ fn airlock_exe() -> Result<PathBuf> {
 }
 
 fn run(cmd: &mut Command) -> Result<String> {
-    let out = cmd.stderr(Stdio::inherit()).output()?;
+    let out = cmd.output()?;
     if !out.status.success() {
         bail!("{:?} failed", cmd);
     }
@@ -175,92 +175,45 @@ async fn main() -> Result<()> {
     tokio::spawn(async move { axum::serve(up, app).await });
     let token = "bench_upstream_token_0123456789abcdef";
 
-    // The broker, as its own process.
-    let dir = tempfile::tempdir()?;
-    let port = free_port()?;
-    let db = dir.path().join("bench.db");
-    std::fs::write(
-        dir.path().join("airlock.toml"),
-        format!(
-            r#"[server]
-listen = "127.0.0.1:{port}"
-[limits]
-rate_per_minute = 100000000
-[handles.API]
-kind = "http"
-secret = "local:API"
-[handles.API.http]
-destinations = [{{ url = "http://{up_addr}/v1/", methods = ["GET"] }}]
-inject = {{ type = "header", name = "Authorization", format = "Bearer {{}}" }}
-[handles.DB]
-kind = "sqlite"
-secret = "local:DB"
-[agents.bench]
-grants = [{{ handle = "API", tools = ["http_request"] }}, {{ handle = "DB", tools = ["query_db"] }}]
-"#
-        ),
-    )?;
-    let exe = airlock_exe()?;
-    let cfg = dir.path().join("airlock.toml");
-    // `init` refuses an existing config; create the keys in a side directory and move them.
-    let side = tempfile::tempdir()?;
-    run(Command::new(&exe).arg("--config").arg(side.path().join("airlock.toml")).arg("init"))?;
-    std::fs::rename(side.path().join("airlock-data"), dir.path().join("airlock-data"))?;
-    let put = |name: &str, value: &str| -> Result<()> {
-        use std::io::Write;
-        let mut c = Command::new(&exe).arg("--config").arg(&cfg).args(["secret", "put", name]).stdin(Stdio::piped()).stdout(Stdio::null()).spawn()?;
-        c.stdin.take().context("stdin")?.write_all(value.as_bytes())?;
-        if !c.wait()?.success() {
-            bail!("secret put {name} failed");
-        }
-        Ok(())
-    };
-    put("API", token)?;
-    put("DB", &format!("sqlite://{}?mode=rwc", db.display()))?;
-    let agent_token = run(Command::new(&exe).arg("--config").arg(&cfg).args(["agent", "add", "bench"]))?.trim().to_owned();
-    let _broker = Proc(
-        Command::new(&exe).arg("--config").arg(&cfg).arg("serve").env("RUST_LOG", "error").stdout(Stdio::null()).spawn()?,
-    );
-    let base = format!("http://127.0.0.1:{port}");
-    wait_http(&format!("{base}/healthz")).await?;
-
     let direct = Target {
         url: format!("http://{up_addr}/v1/ping"),
         method: reqwest::Method::GET,
         headers: vec![("authorization".into(), format!("Bearer {token}"))],
         body: None,
     };
-    let invoke = |args: serde_json::Value| Target {
-        url: format!("{base}/v1/invoke"),
-        method: reqwest::Method::POST,
-        headers: vec![("authorization".into(), format!("Bearer {agent_token}")), ("content-type".into(), "application/json".into())],
-        body: Some(serde_json::json!({"tool": if args.get("query").is_some() { "query_db" } else { "http_request" }, "arguments": args}).to_string()),
-    };
-    let brokered = invoke(serde_json::json!({"credential_handle": "API", "method": "GET", "path_or_url": "/v1/ping"}));
-    let select1 = invoke(serde_json::json!({"credential_handle": "DB", "query": "SELECT 1"}));
-
-    println!("\n(a) http_request: direct to the upstream vs through airlock (same upstream, same generator)");
-    let mut ratio_line = String::new();
-    for c in [1usize, 32] {
-        let d = load(&direct, c).await?;
-        let b = load(&brokered, c).await?;
-        report(&format!("direct,   concurrency {c}"), &d);
-        report(&format!("brokered, concurrency {c}"), &b);
-        ratio_line.push_str(&format!(
-            "  concurrency {c}: added p50 {}, added p99 {}, throughput ratio {:.0} %\n",
-            us(b.p50 - d.p50),
-            us(b.p99 - d.p99),
-            100.0 * b.rps() / d.rps()
-        ));
-    }
-    print!("{ratio_line}");
-
-    println!("\n(b) query_db SELECT 1 on SQLite through the whole path, every audit record durable");
     let mut b_best = 0.0f64;
-    for c in [1usize, 32] {
-        let s = load(&select1, c).await?;
-        report(&format!("query_db, concurrency {c}"), &s);
-        b_best = b_best.max(s.rps());
+    let mut direct_stats: Vec<Stats> = Vec::new();
+    for sync in ["full", "normal"] {
+        let broker = Broker::start(up_addr, token, sync).await?;
+        let brokered = broker.invoke(serde_json::json!({"credential_handle": "API", "method": "GET", "path_or_url": "/v1/ping"}));
+        let select1 = broker.invoke(serde_json::json!({"credential_handle": "DB", "query": "SELECT 1"}));
+        println!("\n--- store sync = {sync} ({}) ---", if sync == "full" { "every audit commit fsynced: survives power loss" } else { "fsync at checkpoints: survives kill -9, not an OS crash" });
+        println!("\n(a) http_request: direct to the upstream vs through airlock (same upstream, same generator)");
+        let mut ratio_line = String::new();
+        for (i, c) in [1usize, 32].into_iter().enumerate() {
+            if direct_stats.len() <= i {
+                direct_stats.push(load(&direct, c).await?);
+            }
+            let d = &direct_stats[i];
+            let b = load(&brokered, c).await?;
+            report(&format!("direct,   concurrency {c}"), d);
+            report(&format!("brokered, concurrency {c}"), &b);
+            ratio_line.push_str(&format!(
+                "  concurrency {c}: added p50 {}, added p99 {}, throughput ratio {:.0} %\n",
+                us(b.p50 - d.p50),
+                us(b.p99 - d.p99),
+                100.0 * b.rps() / d.rps()
+            ));
+        }
+        print!("{ratio_line}");
+        println!("\n(b) query_db SELECT 1 on SQLite through the whole path (REST, auth, policy, resolve, execute, scrub, audit)");
+        for c in [1usize, 32] {
+            let s = load(&select1, c).await?;
+            report(&format!("query_db, concurrency {c}"), &s);
+            if sync == "full" {
+                b_best = b_best.max(s.rps());
+            }
+        }
     }
 
     println!("\n(d) OpenBao KV v2 read, same generator");
@@ -299,10 +252,99 @@ grants = [{{ handle = "API", tools = ["http_request"] }}, {{ handle = "DB", tool
                 report(&format!("openbao kv read, concurrency {cc}"), &s);
                 best = best.max(s.rps());
             }
-            println!("  (b)/(d): airlock query_db {:.0} calls/s vs OpenBao {:.0} reads/s = {:.2}x", b_best, best, b_best / best);
+            println!("  (b)/(d): airlock query_db (sync = full) {:.0} calls/s vs OpenBao {:.0} reads/s = {:.2}x", b_best, best, b_best / best);
         }
     }
     Ok(())
+}
+
+/// A broker process on a throw-away data directory, with an agent allowed to use `API` (the
+/// local upstream) and `DB` (a SQLite file).
+struct Broker {
+    _proc: Proc,
+    _dir: tempfile::TempDir,
+    base: String,
+    agent_token: String,
+}
+
+impl Broker {
+    async fn start(up_addr: std::net::SocketAddr, token: &str, sync: &str) -> Result<Broker> {
+        let dir = tempfile::tempdir()?;
+        let port = free_port()?;
+        let db = dir.path().join("bench.db");
+        {
+            use sqlx::Connection;
+            let mut c = sqlx::SqliteConnection::connect(&format!("sqlite://{}?mode=rwc", db.display())).await?;
+            sqlx::raw_sql("CREATE TABLE IF NOT EXISTS t (x INTEGER)").execute(&mut c).await?;
+        }
+        std::fs::write(
+            dir.path().join("airlock.toml"),
+            format!(
+                r#"[server]
+listen = "127.0.0.1:{port}"
+[store]
+sync = "{sync}"
+[limits]
+rate_per_minute = 100000000
+[handles.API]
+kind = "http"
+secret = "local:API"
+[handles.API.http]
+destinations = [{{ url = "http://{up_addr}/v1/", methods = ["GET"] }}]
+inject = {{ type = "header", name = "Authorization", format = "Bearer {{}}" }}
+[handles.DB]
+kind = "sqlite"
+secret = "local:DB"
+[agents.bench]
+grants = [{{ handle = "API", tools = ["http_request"] }}, {{ handle = "DB", tools = ["query_db"] }}]
+"#
+            ),
+        )?;
+        let exe = airlock_exe()?;
+        let cfg = dir.path().join("airlock.toml");
+        // `init` refuses an existing config; create the keys in a side directory and move them.
+        let side = tempfile::tempdir()?;
+        run(Command::new(&exe).arg("--config").arg(side.path().join("airlock.toml")).arg("init"))?;
+        std::fs::rename(side.path().join("airlock-data"), dir.path().join("airlock-data"))?;
+        let put = |name: &str, value: &str| -> Result<()> {
+            use std::io::Write;
+            let mut c = Command::new(&exe)
+                .arg("--config")
+                .arg(&cfg)
+                .args(["secret", "put", name])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::null())
+                .spawn()?;
+            c.stdin.take().context("stdin")?.write_all(value.as_bytes())?;
+            drop(c.stdin.take());
+            if !c.wait()?.success() {
+                bail!("secret put {name} failed");
+            }
+            Ok(())
+        };
+        put("API", token)?;
+        put("DB", &format!("sqlite://{}", db.display()))?;
+        let agent_token = run(Command::new(&exe).arg("--config").arg(&cfg).args(["agent", "add", "bench"]).stderr(Stdio::null()))?
+            .trim()
+            .to_owned();
+        let proc = Proc(Command::new(&exe).arg("--config").arg(&cfg).arg("serve").env("RUST_LOG", "error").stdout(Stdio::null()).spawn()?);
+        let base = format!("http://127.0.0.1:{port}");
+        wait_http(&format!("{base}/healthz")).await?;
+        Ok(Broker { _proc: proc, _dir: dir, base, agent_token })
+    }
+
+    fn invoke(&self, args: serde_json::Value) -> Target {
+        let tool = if args.get("query").is_some() { "query_db" } else { "http_request" };
+        Target {
+            url: format!("{}/v1/invoke", self.base),
+            method: reqwest::Method::POST,
+            headers: vec![
+                ("authorization".into(), format!("Bearer {}", self.agent_token)),
+                ("content-type".into(), "application/json".into()),
+            ],
+            body: Some(serde_json::json!({"tool": tool, "arguments": args}).to_string()),
+        }
+    }
 }
 
 fn which(name: &str) -> Option<PathBuf> {

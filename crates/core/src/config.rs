@@ -308,11 +308,27 @@ pub struct StoreConfig {
     /// The data directory (SQLite store, master key, audit signing key). Relative to the config.
     #[serde(default = "default_data_dir")]
     pub data_dir: PathBuf,
+    /// When a commit counts as done: `full` (default) fsyncs every commit group, so audit
+    /// records survive a power loss; `normal` leaves the fsync to checkpoints, so they survive
+    /// a process crash or kill -9 but not an OS crash.
+    #[serde(default)]
+    pub sync: SyncMode,
+}
+
+/// Store durability, see [`StoreConfig::sync`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SyncMode {
+    /// fsync on every commit.
+    #[default]
+    Full,
+    /// fsync at WAL checkpoints only.
+    Normal,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        StoreConfig { data_dir: default_data_dir() }
+        StoreConfig { data_dir: default_data_dir(), sync: SyncMode::Full }
     }
 }
 
@@ -581,7 +597,7 @@ impl Config {
         if raw.limits.rate_per_minute == 0 {
             return Err(invalid(0, "limits.rate_per_minute".into(), "must be at least 1".into()));
         }
-        let store = StoreConfig { data_dir: base.join(raw.store.data_dir) };
+        let store = StoreConfig { data_dir: base.join(raw.store.data_dir), sync: raw.store.sync };
         let policy = PolicyConfig { files: raw.policy.files.iter().map(|f| base.join(f)).collect() };
         Ok(Config {
             source: file.to_owned(),

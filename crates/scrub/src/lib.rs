@@ -31,7 +31,7 @@ use matcher::{Hit, Matcher};
 use normalize::Normalized;
 use rules::Rules;
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, OnceLock};
 
 #[doc(hidden)]
@@ -143,7 +143,8 @@ impl ScrubberBuilder {
         let markers = labels.join("\0");
         let raw = compile(raw, markers.as_bytes())?;
         let norm = compile_norm(norm, &labels)?;
-        Ok(Scrubber { raw, norm, rules, labels, rule_base, known })
+        let fingerprints = self.secrets.iter().map(|(l, s)| fingerprint(l, s)).collect();
+        Ok(Scrubber { raw, norm, rules, labels, rule_base, known, fingerprints })
     }
 }
 
@@ -210,9 +211,29 @@ pub struct Scrubber {
     labels: Vec<String>,
     rule_base: usize,
     known: usize,
+    /// SHA-256 of (label, value) of every secret given to the builder, so the broker can tell
+    /// whether a freshly resolved value is already covered without holding values itself.
+    fingerprints: HashSet<[u8; 32]>,
+}
+
+/// SHA-256 over the label, a separator and the value.
+fn fingerprint(label: &HandleName, secret: &Secret) -> [u8; 32] {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    ctx.update(label.as_str().as_bytes());
+    ctx.update(&[0]);
+    ctx.update(secret.expose_secret());
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ctx.finish().as_ref());
+    out
 }
 
 impl Scrubber {
+    /// True when this scrubber was built with `secret` under `label` (a rotated or newly
+    /// resolved value is not).
+    pub fn knows(&self, label: &HandleName, secret: &Secret) -> bool {
+        self.fingerprints.contains(&fingerprint(label, secret))
+    }
+
     /// A scrubber with the pattern rules only.
     pub fn empty() -> Scrubber {
         ScrubberBuilder::new().build()
@@ -441,6 +462,15 @@ mod tests {
         assert_eq!(n, 1);
         assert_eq!(s.known_secret_count(), 1);
         assert!(matches!(s.scrub_str("nothing here").0, Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn knows_exactly_the_secrets_it_was_built_with() {
+        let h = HandleName::parse("API").unwrap();
+        let s = ScrubberBuilder::new().add_secret(&h, &Secret::from_str_value("value-one-123")).build();
+        assert!(s.knows(&h, &Secret::from_str_value("value-one-123")));
+        assert!(!s.knows(&h, &Secret::from_str_value("value-two-123")), "a rotated value is not known");
+        assert!(!s.knows(&HandleName::parse("OTHER").unwrap(), &Secret::from_str_value("value-one-123")));
     }
 
     #[test]

@@ -22,7 +22,7 @@ use airlock_store::audit::{AuditKey, AuditLog, AuditRecord, Decision};
 use airlock_store::Store;
 use airlock_vault::{MasterKey, Vault};
 use serde_json::{json, Value};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -85,7 +85,6 @@ impl Invocation {
 
 struct KnownSecrets {
     scrubber: Arc<Scrubber>,
-    fingerprints: HashSet<[u8; 32]>,
     generation: String,
 }
 
@@ -111,23 +110,13 @@ impl std::fmt::Debug for Broker {
     }
 }
 
-fn fingerprint(label: &str, s: &Secret) -> [u8; 32] {
-    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-    ctx.update(label.as_bytes());
-    ctx.update(&[0]);
-    ctx.update(s.expose_secret());
-    let mut out = [0u8; 32];
-    out.copy_from_slice(ctx.finish().as_ref());
-    out
-}
-
 impl Broker {
     /// Opens the store, vault and audit log of `cfg.store.data_dir` and loads the policies.
     /// `master.key` and `audit-signing.key` must exist there (`airlock init` creates them).
     pub async fn open(cfg: Config) -> Result<Broker, BrokerError> {
         let dir = cfg.store.data_dir.clone();
         let master = MasterKey::load(&dir.join("master.key"))?;
-        let store = Store::open(&dir).await?;
+        let store = Store::open_with(&dir, cfg.store.sync).await?;
         let key = AuditKey::load(&dir)?;
         let policy = PolicyEngine::from_config(&cfg)?;
         let audit = AuditLog::start(store.clone(), key);
@@ -143,7 +132,6 @@ impl Broker {
             rates: RateLimiter::default(),
             known: RwLock::new(Arc::new(KnownSecrets {
                 scrubber: Arc::new(Scrubber::empty()),
-                fingerprints: HashSet::new(),
                 generation: String::new(),
             })),
             rebuild: tokio::sync::Mutex::new(()),
@@ -209,7 +197,6 @@ impl Broker {
             }
         }
         labelled.extend(extra);
-        let fingerprints = labelled.iter().map(|(l, s)| fingerprint(l.as_str(), s)).collect();
         let scrubber = tokio::task::spawn_blocking(move || {
             let mut b = ScrubberBuilder::new();
             for (l, s) in &labelled {
@@ -220,7 +207,7 @@ impl Broker {
         .await
         .expect("scrubber build does not panic");
         *self.known.write().unwrap_or_else(|p| p.into_inner()) =
-            Arc::new(KnownSecrets { scrubber: Arc::new(scrubber), fingerprints, generation });
+            Arc::new(KnownSecrets { scrubber: Arc::new(scrubber), generation });
         Ok(())
     }
 
@@ -371,9 +358,7 @@ impl Broker {
         })?;
         // A secret the scrubber does not know yet (rotated, or new in its backend) is added
         // before any output of this call is scrubbed.
-        let fp = fingerprint(handle.name.as_str(), &secret);
-        let known = self.known.read().unwrap_or_else(|p| p.into_inner()).fingerprints.contains(&fp);
-        if !known {
+        if !self.scrubber().knows(&handle.name, &secret) {
             self.rebuild_scrubber_with(Some((handle.name.clone(), secret.clone())))
                 .await
                 .map_err(|e| CallError::new(ErrorCode::SecretUnavailable).detail(e.to_string()))?;

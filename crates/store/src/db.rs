@@ -1,6 +1,7 @@
 //! Opening the SQLite store and its schema.
 
 use crate::Result;
+use airlock_core::config::SyncMode;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::SqlitePool;
 use std::path::{Path, PathBuf};
@@ -49,11 +50,18 @@ CREATE TABLE audit_checkpoints (
 pub struct Store {
     pub(crate) pool: SqlitePool,
     dir: PathBuf,
+    sync: SyncMode,
 }
 
 impl Store {
-    /// Opens (creating if needed) `store.db` in `data_dir` and brings its schema up to date.
+    /// Opens (creating if needed) `store.db` in `data_dir` and brings its schema up to date,
+    /// with every commit fsynced.
     pub async fn open(data_dir: &Path) -> Result<Store> {
+        Store::open_with(data_dir, SyncMode::Full).await
+    }
+
+    /// As [`Store::open`], with the given durability.
+    pub async fn open_with(data_dir: &Path, sync: SyncMode) -> Result<Store> {
         std::fs::create_dir_all(data_dir).map_err(|e| crate::StoreError::Io {
             path: data_dir.display().to_string(),
             source: e,
@@ -63,16 +71,22 @@ impl Store {
             .filename(&path)
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
-            // FULL: a committed audit record, share or lease survives a power loss (invariant 7).
-            .synchronous(SqliteSynchronous::Full)
+            // FULL: a committed audit record survives a power loss; NORMAL (WAL): it survives a
+            // process crash or kill -9 (invariant 7), and the fsync happens at checkpoints.
+            .synchronous(match sync {
+                SyncMode::Full => SqliteSynchronous::Full,
+                SyncMode::Normal => SqliteSynchronous::Normal,
+            })
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true);
         let pool = SqlitePoolOptions::new()
+            // A local file does not go stale: skip the ping round trip on every acquire.
+            .test_before_acquire(false)
             .max_connections(8)
             .min_connections(1)
             .connect_with(opts)
             .await?;
-        let store = Store { pool, dir: data_dir.to_path_buf() };
+        let store = Store { pool, dir: data_dir.to_path_buf(), sync };
         store.migrate().await?;
         Ok(store)
     }
@@ -99,6 +113,11 @@ impl Store {
                 Err(e.into())
             }
         }
+    }
+
+    /// The durability the store was opened with.
+    pub fn sync(&self) -> SyncMode {
+        self.sync
     }
 
     /// The data directory.
