@@ -36,8 +36,10 @@ enum Cmd {
     Demo,
     /// Create a commented airlock.toml, the data directory, the master key and the audit key.
     Init,
-    /// Serve the REST API.
+    /// Serve the REST API and MCP over streamable HTTP at /mcp.
     Serve,
+    /// MCP over stdio for the agent whose token is in AIRLOCK_TOKEN.
+    Mcp,
     /// Manage secrets in the local vault (values from stdin or a file, never from argv).
     Secret {
         #[command(subcommand)]
@@ -198,7 +200,15 @@ async fn run(cli: Cli) -> Result<u8> {
             let broker = Arc::new(Broker::open(cfg).await.context("opening the broker")?);
             let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
             tracing::info!(addr = %listener.local_addr()?, "airlock serving");
-            airlock_server::rest::serve(listener, broker, shutdown_signal()).await?;
+            let mcp = airlock_mcp::http_router(broker.clone());
+            airlock_server::rest::serve_with(listener, broker, mcp, shutdown_signal()).await?;
+            Ok(0)
+        }
+        Cmd::Mcp => {
+            let cfg = load(&cli.config)?;
+            let token = std::env::var("AIRLOCK_TOKEN").context("set AIRLOCK_TOKEN to the agent's token")?;
+            let broker = Arc::new(Broker::open(cfg).await.context("opening the broker")?);
+            airlock_mcp::serve_stdio(broker, token.trim().to_owned()).await?;
             Ok(0)
         }
         Cmd::Secret { cmd } => {

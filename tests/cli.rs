@@ -238,3 +238,48 @@ fn serve_answers_and_shuts_down_gracefully_on_sigterm() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stderr).contains("shutting down"));
 }
+
+#[test]
+fn mcp_over_stdio_lists_the_agents_tools() {
+    let d = setup();
+    let o = run(d.path(), &["agent", "add", "bot"]);
+    let token = String::from_utf8(o.stdout).unwrap().trim().to_owned();
+    let input = concat!(
+        r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"cli-test","version":"1"}}}"#, "\n",
+        r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#, "\n",
+        r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#, "\n",
+        r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"query_db","arguments":{"credential_handle":"APP","query":"SELECT v FROM t"}}}"#, "\n",
+    );
+    let mut c = airlock(d.path(), &["mcp"]);
+    c.env("AIRLOCK_TOKEN", &token);
+    let mut child = c.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(input.as_bytes()).unwrap();
+    // Answers arrive line by line; close stdin once the last one is in.
+    let stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut lines = Vec::new();
+        for line in std::io::BufReader::new(stdout).lines() {
+            let line = line.unwrap();
+            let done = line.contains("\"id\":3");
+            lines.push(line);
+            if done {
+                break;
+            }
+        }
+        lines
+    });
+    let lines = reader.join().unwrap();
+    drop(stdin);
+    let _ = child.wait();
+    let all = lines.join("\n");
+    let list: serde_json::Value = serde_json::from_str(lines.iter().find(|l| l.contains("\"id\":2")).unwrap()).unwrap();
+    let tools = list["result"]["tools"].as_array().unwrap();
+    assert_eq!(tools.len(), 1, "{all}");
+    assert_eq!(tools[0]["inputSchema"]["properties"]["credential_handle"]["enum"], serde_json::json!(["APP"]));
+    assert_eq!(tools[0]["annotations"]["readOnlyHint"], true);
+    let call: serde_json::Value = serde_json::from_str(lines.iter().find(|l| l.contains("\"id\":3")).unwrap()).unwrap();
+    assert_eq!(call["result"]["structuredContent"]["rows"][0][0], "one", "{all}");
+    assert!(!all.contains(SECRET));
+}

@@ -132,6 +132,16 @@ pub async fn serve(
     broker: Arc<Broker>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    serve_with(listener, broker, Router::new(), shutdown).await
+}
+
+/// As [`serve`], with `extra` routes merged in (the MCP endpoint, which lives in its own crate).
+pub async fn serve_with(
+    listener: TcpListener,
+    broker: Arc<Broker>,
+    extra: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     let refresher = {
         let b = broker.clone();
         tokio::spawn(async move {
@@ -144,7 +154,7 @@ pub async fn serve(
             }
         })
     };
-    let app = router(broker).into_make_service();
+    let app = router(broker).merge(extra).into_make_service();
     let r = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
     refresher.abort();
     r

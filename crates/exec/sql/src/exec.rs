@@ -271,7 +271,8 @@ fn build_pool(
             if read_only {
                 o = o.read_only(true).pragma("query_only", "ON");
             }
-            let opts: SqlitePoolOptions = pool_options(db);
+            // A local file does not go stale: no ping round trip on every acquire.
+            let opts: SqlitePoolOptions = pool_options(db).test_before_acquire(false);
             Ok(Pool::Lite(opts.connect_lazy_with(o)))
         }
         _ => Err(CallError::new(ErrorCode::HandleUnavailable).detail("not a database handle")),

@@ -1,0 +1,199 @@
+//! The MCP server handler: the tool list of one caller and its calls, both through the broker.
+//!
+//! Nothing here decides anything: the list is [`Broker::tools_json`] (built from handle names and
+//! scrubbed, T21) and a call is [`Broker::invoke`], which authenticates the handle, applies policy
+//! and limits, executes, scrubs and audits. Unknown tool names go to the broker too, so they are
+//! audited like any other refusal.
+
+use airlock_core::{CallError, ErrorCode, Secret};
+use airlock_server::tools::Format;
+use airlock_server::{Broker, Caller, Invocation};
+use rmcp::model::{
+    CacheScope, CallToolRequestParams, CallToolResponse, CallToolResult, Implementation, ListToolsResult,
+    PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
+};
+use rmcp::service::RequestContext;
+use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+const INSTRUCTIONS: &str = "Tools run through airlock. Name a credential by its handle \
+(`credential_handle`); airlock performs the call and returns sanitized data. Credentials are never shown.";
+
+/// Where the calling agent comes from.
+#[derive(Clone)]
+enum Auth {
+    /// stdio: the token given at start, checked again on every request so that revocation takes
+    /// effect mid-session.
+    Token(Secret),
+    /// streamable HTTP: the [`Caller`] the router's middleware authenticated for this request,
+    /// carried in the request's `http::request::Parts` extensions.
+    FromRequest,
+}
+
+/// The `rmcp` server handler for airlock. One per stdio session or per HTTP request.
+#[derive(Clone)]
+pub struct AirlockMcp {
+    broker: Arc<Broker>,
+    auth: Auth,
+}
+
+impl std::fmt::Debug for AirlockMcp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AirlockMcp")
+    }
+}
+
+impl AirlockMcp {
+    /// A handler for the agent holding `token` (stdio). The token is re-checked per request.
+    pub fn for_token(broker: Arc<Broker>, token: String) -> AirlockMcp {
+        AirlockMcp { broker, auth: Auth::Token(Secret::new(token.into_bytes())) }
+    }
+
+    /// A handler that takes the caller from the HTTP request (set by [`crate::http_router`]).
+    pub(crate) fn per_request(broker: Arc<Broker>) -> AirlockMcp {
+        AirlockMcp { broker, auth: Auth::FromRequest }
+    }
+
+    async fn caller(&self, ctx: &RequestContext<RoleServer>) -> Result<Caller, CallError> {
+        match &self.auth {
+            // The token is used here for its purpose: authenticating the agent.
+            Auth::Token(t) => self.broker.authenticate(t.expose_str()).await,
+            Auth::FromRequest => ctx
+                .extensions
+                .get::<http::request::Parts>()
+                .and_then(|p| p.extensions.get::<Caller>())
+                .cloned()
+                .ok_or_else(|| CallError::new(ErrorCode::Unauthenticated)),
+        }
+    }
+}
+
+/// The MCP tools of `agent`: the broker's MCP rendering (already scrubbed), typed.
+pub(crate) fn mcp_tools(broker: &Broker, agent: &str) -> Vec<Tool> {
+    tools_from_json(&broker.tools_json(agent, Format::Mcp))
+}
+
+fn tools_from_json(v: &Value) -> Vec<Tool> {
+    v["tools"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|t| match serde_json::from_value::<Tool>(t.clone()) {
+                    Ok(t) => Some(t),
+                    Err(e) => {
+                        tracing::error!(error = %e, "a tool definition does not fit MCP's Tool; left out");
+                        None
+                    }
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The MCP rendering of one invocation: structured content plus its JSON text; a refusal is a
+/// tool error (`isError: true`) carrying the stable code, the fixed message and the request id.
+pub(crate) fn call_result(inv: &Invocation) -> CallToolResult {
+    match &inv.result {
+        Ok(v) => {
+            // MCP's structuredContent is an object; every built-in tool returns one already.
+            let v = if v.is_object() { v.clone() } else { json!({ "result": v }) };
+            CallToolResult::structured(v)
+        }
+        Err(e) => CallToolResult::structured_error(error_json(e, &inv.request_id)),
+    }
+}
+
+fn error_json(e: &CallError, request_id: &str) -> Value {
+    json!({"code": e.code.as_str(), "message": e.message, "request_id": request_id})
+}
+
+/// A JSON-RPC error for a request without a valid caller (only `tools/list` on stdio can meet
+/// it: HTTP refuses such requests with 401 before they reach the handler).
+fn unauthenticated(e: &CallError) -> McpError {
+    McpError::invalid_request(e.code.default_message(), Some(json!({"code": e.code.as_str()})))
+}
+
+impl ServerHandler for AirlockMcp {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+            .with_server_info(Implementation::new("airlock", env!("CARGO_PKG_VERSION")))
+            .with_instructions(INSTRUCTIONS)
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, McpError> {
+        let caller = self.caller(&ctx).await.map_err(|e| unauthenticated(&e))?;
+        // The list is per agent: no shared cache may keep it, and grants can change at any time.
+        Ok(ListToolsResult::with_all_items(mcp_tools(&self.broker, &caller.agent.name))
+            .with_ttl_ms(0)
+            .with_cache_scope(CacheScope::Private))
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, McpError> {
+        let inv = match self.caller(&ctx).await {
+            Ok(caller) => {
+                let args = request.arguments.map(Value::Object).unwrap_or_else(|| json!({}));
+                self.broker.invoke(&caller, &request.name, args).await
+            }
+            Err(e) => self.broker.refuse(&request.name, e).await,
+        };
+        Ok(call_result(&inv).into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refusal_is_a_tool_error_with_the_stable_code_and_request_id() {
+        let inv = Invocation {
+            request_id: "r-1".into(),
+            result: Err(CallError::new(ErrorCode::HandleUnavailable)),
+            redactions: 0,
+        };
+        let r = serde_json::to_value(call_result(&inv)).unwrap();
+        assert_eq!(r["isError"], true);
+        assert_eq!(r["structuredContent"]["code"], "handle-unavailable");
+        assert_eq!(r["structuredContent"]["request_id"], "r-1");
+        assert_eq!(r["structuredContent"]["message"], ErrorCode::HandleUnavailable.default_message());
+        let text: Value = serde_json::from_str(r["content"][0]["text"].as_str().unwrap()).unwrap();
+        assert_eq!(text, r["structuredContent"]);
+    }
+
+    #[test]
+    fn a_result_is_structured_content_with_its_json_text() {
+        let inv = Invocation { request_id: "r-2".into(), result: Ok(json!({"row_count": 2})), redactions: 0 };
+        let r = serde_json::to_value(call_result(&inv)).unwrap();
+        assert_eq!(r["isError"], false);
+        assert_eq!(r["structuredContent"], json!({"row_count": 2}));
+        let text: Value = serde_json::from_str(r["content"][0]["text"].as_str().unwrap()).unwrap();
+        assert_eq!(text, json!({"row_count": 2}));
+        let inv = Invocation { request_id: "r-3".into(), result: Ok(json!([1])), redactions: 0 };
+        assert_eq!(call_result(&inv).structured_content, Some(json!({"result": [1]})));
+    }
+
+    #[test]
+    fn rendered_definitions_become_mcp_tools_with_their_annotations() {
+        let v = json!({"tools": [{
+            "name": "query_db", "description": "d",
+            "inputSchema": {"type": "object", "properties": {"credential_handle": {"type": "string", "enum": ["A"]}}},
+            "annotations": {"readOnlyHint": true, "destructiveHint": false, "openWorldHint": false}
+        }]});
+        let tools = tools_from_json(&v);
+        assert_eq!(tools.len(), 1);
+        let back = serde_json::to_value(&tools[0]).unwrap();
+        assert_eq!(back["inputSchema"]["properties"]["credential_handle"]["enum"], json!(["A"]));
+        assert_eq!(back["annotations"]["readOnlyHint"], true);
+        assert_eq!(back["annotations"]["destructiveHint"], false);
+        assert_eq!(back["annotations"]["openWorldHint"], false);
+    }
+}

@@ -1,0 +1,66 @@
+//! MCP over stdio (or any byte stream pair) for one agent. Runs until the input closes.
+
+use crate::handler::AirlockMcp;
+use airlock_core::CallError;
+use airlock_server::Broker;
+use rmcp::ServiceExt;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+/// Why an MCP stdio session could not run.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StdioError {
+    /// The token does not authenticate an agent (missing, unknown, revoked or expired), or the
+    /// store could not be asked. Nothing was served.
+    #[error("the agent token was refused: {}", .0.code)]
+    Auth(CallError),
+    /// The MCP handshake failed (the client sent no valid `initialize`, or closed the stream).
+    #[error("the MCP session did not start: {0}")]
+    Start(String),
+    /// The session task ended abnormally.
+    #[error("the MCP session failed: {0}")]
+    Session(String),
+}
+
+/// MCP over stdin/stdout for the agent holding `token` (the binary reads it from
+/// `AIRLOCK_TOKEN`, never argv). Runs until stdin closes. Nothing but MCP goes to stdout.
+pub async fn serve_stdio(broker: Arc<Broker>, token: String) -> Result<(), StdioError> {
+    let (i, o) = rmcp::transport::stdio();
+    serve_io(broker, token, i, o).await
+}
+
+/// As [`serve_stdio`], over any reader/writer pair (tests use an in-memory pipe).
+pub async fn serve_io<R, W>(broker: Arc<Broker>, token: String, reader: R, writer: W) -> Result<(), StdioError>
+where
+    R: AsyncRead + Send + Unpin + 'static,
+    W: AsyncWrite + Send + Unpin + 'static,
+{
+    // Refuse at once rather than serve a session whose every call would fail.
+    broker.authenticate(Some(&token)).await.map_err(StdioError::Auth)?;
+    // Secrets changed by other processes (`airlock secret put`) reach the scrubber, as in `serve`.
+    let refresher = {
+        let b = broker.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(2));
+            loop {
+                tick.tick().await;
+                if let Err(e) = b.refresh().await {
+                    tracing::warn!(error = %e, "secret refresh failed");
+                }
+            }
+        })
+    };
+    let result = async {
+        let running = AirlockMcp::for_token(broker, token)
+            .serve((reader, writer))
+            .await
+            .map_err(|e| StdioError::Start(e.to_string()))?;
+        running.waiting().await.map_err(|e| StdioError::Session(e.to_string()))?;
+        Ok(())
+    }
+    .await;
+    refresher.abort();
+    result
+}
