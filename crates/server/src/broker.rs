@@ -381,11 +381,12 @@ impl Broker {
         policies: Vec<String>,
         request_id: &str,
     ) -> AuditRecord {
+        let scrubber = self.scrubber();
         let mut arguments = args.clone();
-        self.scrubber().scrub_json(&mut arguments);
-        let mut tool_s = tool.to_owned();
-        tool_s.truncate(64);
-        let (tool_s, _) = self.scrubber().scrub_str(&tool_s);
+        scrubber.scrub_json(&mut arguments);
+        // The tool name is agent text: bounded (on a character boundary) and scrubbed.
+        let tool_s: String = tool.chars().take(64).collect();
+        let (tool_s, _) = scrubber.scrub_str(&tool_s);
         AuditRecord {
             ts: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
             request_id: request_id.to_owned(),

@@ -148,6 +148,9 @@ async fn bad_input_gets_a_code_and_nothing_is_executed() {
     }
     let (s, v) = f.invoke("drop_everything", json!({"credential_handle": "API"})).await;
     assert_eq!((s, code(&v)), (404, "unknown-tool"));
+    // A long multi-byte tool name is cut on a character boundary for the audit, not a panic.
+    let (s, v) = f.invoke(&format!("a{}", "é".repeat(100)), json!({"credential_handle": "API"})).await;
+    assert_eq!((s, code(&v)), (404, "unknown-tool"));
     let (s, v) = f.invoke("http_request", json!({"credential_handle": "API", "method": 7, "path_or_url": "/v1/x"})).await;
     assert_eq!((s, code(&v)), (400, "invalid-arguments"));
     let (s, v) = f.invoke("http_request", json!({"credential_handle": "API", "method": "GET", "path_or_url": "/v1/x", "smuggle": 1})).await;
