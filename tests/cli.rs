@@ -216,7 +216,7 @@ fn serve_answers_and_shuts_down_gracefully_on_sigterm() {
     let cfg_path = d.path().join("airlock.toml");
     let cfg = std::fs::read_to_string(&cfg_path).unwrap().replace("127.0.0.1:7878", &format!("127.0.0.1:{port}"));
     std::fs::write(&cfg_path, cfg).unwrap();
-    let mut child = airlock(d.path(), &["serve"]).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let child = airlock(d.path(), &["serve"]).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
     let mut up = false;
     for _ in 0..100 {
         if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
