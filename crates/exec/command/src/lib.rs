@@ -309,3 +309,60 @@ async fn read_capped<R: AsyncRead + Unpin>(r: Option<R>, cap: usize, kill: &impl
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use airlock_core::config::Config;
+
+    fn handle() -> Handle {
+        let cfg = Config::parse(
+            r#"
+[handles.RUN]
+kind = "command"
+secret = "env:X"
+[handles.RUN.command]
+program = "/bin/echo"
+args = ["--env", "{target}", "{tag}"]
+placeholders = { target = { enum = ["staging", "prod"] }, tag = { regex = 'v[0-9]+', max_bytes = 8 } }
+"#,
+            "t.toml",
+            Path::new("."),
+        )
+        .unwrap();
+        cfg.handles.into_values().next().unwrap()
+    }
+
+    fn args(pairs: &[(&str, &str)]) -> CommandArgs {
+        CommandArgs { args: pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect() }
+    }
+
+    #[test]
+    fn t08_template_admits_only_matching_values() {
+        let ex = CommandExecutor::new();
+        let h = handle();
+        let ok = ex.validate(&h, &args(&[("target", "prod"), ("tag", "v12")])).unwrap();
+        assert_eq!(ok.args.len(), 3);
+        for bad in [
+            args(&[("target", "dev"), ("tag", "v1")]),
+            args(&[("target", "prod"), ("tag", "v1 x")]),
+            args(&[("target", "prod"), ("tag", "xv1")]),
+            args(&[("target", "prod"), ("tag", "v1\n")]),
+            args(&[("target", "prod"), ("tag", "v12345678")]),
+            args(&[("target", "prod")]),
+            args(&[("target", "prod"), ("tag", "v1"), ("more", "x")]),
+        ] {
+            let e = ex.validate(&h, &bad).unwrap_err();
+            assert_eq!(e.code, ErrorCode::ArgumentNotAllowed, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn t09_no_network_means_an_empty_network_namespace() {
+        let p = sandbox_prefix(false);
+        assert_eq!(p[0], UNSHARE);
+        assert!(p.iter().any(|a| a == "--net"));
+        assert!(p.iter().any(|a| a == "--no-new-privs"));
+        assert!(!sandbox_prefix(true).iter().any(|a| a == UNSHARE || a == "--net"));
+    }
+}
