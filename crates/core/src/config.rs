@@ -62,6 +62,11 @@ pub enum HandleKind {
     Http,
     /// A value with no executor (for sharing or leasing only).
     Generic,
+    /// An SMTP server account (`send_email`).
+    Smtp,
+    /// A program run with the secret on its stdin, in a private file or (if the handle says so)
+    /// in an environment variable (`run_command`).
+    Command,
 }
 
 impl HandleKind {
@@ -78,6 +83,8 @@ impl HandleKind {
             HandleKind::Sqlite => "sqlite",
             HandleKind::Http => "http",
             HandleKind::Generic => "generic",
+            HandleKind::Smtp => "smtp",
+            HandleKind::Command => "command",
         }
     }
 }
@@ -209,6 +216,109 @@ pub struct HttpConstraints {
     pub max_request_bytes: usize,
 }
 
+/// How an SMTP connection is secured.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SmtpTls {
+    /// Plain connection upgraded with STARTTLS (required; port 587 by default).
+    Starttls,
+    /// TLS from the first byte (port 465 by default).
+    Tls,
+    /// No TLS at all. Accepted only for a loopback host (tests, a local relay): the password
+    /// would otherwise cross the network in clear.
+    None,
+}
+
+/// Constraints of an `smtp` handle. None of them comes from the agent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SmtpConstraints {
+    /// The server's host name (also the TLS server name).
+    pub host: String,
+    /// The server's port.
+    pub port: u16,
+    /// How the connection is secured.
+    pub tls: SmtpTls,
+    /// The AUTH user name; the secret is the password.
+    pub username: String,
+    /// The sender address (`From` and the envelope sender); never chosen by the agent.
+    pub from: String,
+    /// Allowed recipients: exact addresses (compared case-insensitively) or `@domain` (that
+    /// domain exactly, not its subdomains).
+    pub allowed_recipients: Vec<String>,
+    /// Sends per minute through this handle, all agents together.
+    pub sends_per_minute: u32,
+    /// Whole-send timeout.
+    pub timeout_ms: u64,
+    /// Largest subject plus body the agent may send.
+    pub max_body_bytes: usize,
+}
+
+/// How a command receives its secret. Never through argv.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SecretDelivery {
+    /// Written to the child's stdin, which is then closed (the default).
+    Stdin,
+    /// A private temporary file (mode 0400 in a 0700 directory, removed afterwards) whose path is
+    /// in the environment variable `secret_env` and available as the `{secret_file}` argument.
+    File,
+    /// The environment variable `secret_env`. Only when the handle says so: a child can print
+    /// its environment.
+    Env,
+}
+
+/// What an agent-supplied argument may be.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Placeholder {
+    /// A regular expression the whole value must match (anchored by airlock; linear time).
+    #[serde(default)]
+    pub regex: Option<String>,
+    /// The values allowed, exactly.
+    #[serde(default, rename = "enum")]
+    pub one_of: Option<Vec<String>>,
+    /// Largest value in bytes.
+    #[serde(default = "default_max_arg_bytes")]
+    pub max_bytes: usize,
+}
+
+/// One element of a command's argument template.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ArgTemplate {
+    /// A fixed argument.
+    Fixed(String),
+    /// `{name}`: the agent's value for the placeholder `name`.
+    Placeholder(String),
+    /// `{secret_file}`: the path of the private secret file (not the secret).
+    SecretFile,
+}
+
+/// Constraints of a `command` handle. None of them comes from the agent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CommandConstraints {
+    /// Absolute path of the program.
+    pub program: PathBuf,
+    /// The argument template: fixed strings and whole-argument placeholders.
+    pub args: Vec<ArgTemplate>,
+    /// The placeholders the agent fills, by name.
+    pub placeholders: BTreeMap<String, Placeholder>,
+    /// How the secret reaches the child.
+    pub secret_via: SecretDelivery,
+    /// The variable that holds the secret (`env`) or the secret file's path (`file`).
+    pub secret_env: String,
+    /// Extra environment variables (besides a minimal `PATH` and `LANG`).
+    pub env: BTreeMap<String, String>,
+    /// Let the child use the network. Off by default: the child runs in an empty network
+    /// namespace (T09).
+    pub network: bool,
+    /// Wall-clock limit; the whole process group is killed when it passes.
+    pub timeout_ms: u64,
+    /// Bytes kept of stdout and of stderr each; more is cut and the result says `truncated`.
+    pub max_output_bytes: usize,
+    /// Working directory (default `/`).
+    pub workdir: PathBuf,
+}
+
 /// A handle's constraints, by kind.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Constraints {
@@ -218,6 +328,10 @@ pub enum Constraints {
     Http(HttpConstraints),
     /// For generic handles.
     None,
+    /// For smtp handles.
+    Smtp(SmtpConstraints),
+    /// For command handles.
+    Command(CommandConstraints),
 }
 
 /// A validated handle.
@@ -240,6 +354,22 @@ impl Handle {
     pub fn database(&self) -> Option<&DatabaseConstraints> {
         match &self.constraints {
             Constraints::Database(d) => Some(d),
+            _ => None,
+        }
+    }
+
+    /// The SMTP constraints, if this is an SMTP handle.
+    pub fn smtp(&self) -> Option<&SmtpConstraints> {
+        match &self.constraints {
+            Constraints::Smtp(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The command constraints, if this is a command handle.
+    pub fn command(&self) -> Option<&CommandConstraints> {
+        match &self.constraints {
+            Constraints::Command(c) => Some(c),
             _ => None,
         }
     }
@@ -276,6 +406,9 @@ pub struct AgentConfig {
     /// Calls per minute; overrides `limits.rate_per_minute`.
     #[serde(default)]
     pub rate_per_minute: Option<u32>,
+    /// E-mails per minute, over all smtp handles; overrides `limits.sends_per_minute`.
+    #[serde(default)]
+    pub sends_per_minute: Option<u32>,
 }
 
 /// `[server]`
@@ -342,11 +475,18 @@ pub struct LimitsConfig {
     /// Largest `/v1/invoke` body.
     #[serde(default = "default_max_request_bytes")]
     pub max_request_bytes: usize,
+    /// E-mails per minute per agent (`send_email`), over all smtp handles.
+    #[serde(default = "default_sends_per_minute")]
+    pub sends_per_minute: u32,
 }
 
 impl Default for LimitsConfig {
     fn default() -> Self {
-        LimitsConfig { rate_per_minute: default_rate(), max_request_bytes: default_max_request_bytes() }
+        LimitsConfig {
+            rate_per_minute: default_rate(),
+            max_request_bytes: default_max_request_bytes(),
+            sends_per_minute: default_sends_per_minute(),
+        }
     }
 }
 
@@ -408,6 +548,53 @@ struct RawHandle {
     database: Option<Spanned<DatabaseConstraints>>,
     #[serde(default)]
     http: Option<Spanned<RawHttp>>,
+    #[serde(default)]
+    smtp: Option<Spanned<RawSmtp>>,
+    #[serde(default)]
+    command: Option<Spanned<RawCommand>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSmtp {
+    host: String,
+    #[serde(default)]
+    port: Option<u16>,
+    #[serde(default = "default_smtp_tls")]
+    tls: SmtpTls,
+    username: String,
+    from: String,
+    allowed_recipients: Vec<String>,
+    #[serde(default = "default_sends_per_minute")]
+    sends_per_minute: u32,
+    #[serde(default = "default_http_timeout_ms")]
+    timeout_ms: u64,
+    #[serde(default = "default_max_bytes")]
+    max_body_bytes: usize,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCommand {
+    program: PathBuf,
+    #[serde(default)]
+    args: Vec<String>,
+    #[serde(default)]
+    placeholders: BTreeMap<String, Placeholder>,
+    #[serde(default = "default_secret_via")]
+    secret_via: SecretDelivery,
+    #[serde(default)]
+    secret_env: Option<String>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    #[serde(default)]
+    network: bool,
+    #[serde(default = "default_command_timeout_ms")]
+    timeout_ms: u64,
+    #[serde(default = "default_max_output_bytes")]
+    max_output_bytes: usize,
+    #[serde(default)]
+    workdir: Option<PathBuf>,
 }
 
 #[derive(Deserialize)]
@@ -435,6 +622,24 @@ struct RawDestination {
     methods: Vec<String>,
 }
 
+fn default_smtp_tls() -> SmtpTls {
+    SmtpTls::Starttls
+}
+fn default_sends_per_minute() -> u32 {
+    10
+}
+fn default_secret_via() -> SecretDelivery {
+    SecretDelivery::Stdin
+}
+fn default_command_timeout_ms() -> u64 {
+    30_000
+}
+fn default_max_output_bytes() -> usize {
+    64 * 1024
+}
+fn default_max_arg_bytes() -> usize {
+    4096
+}
 fn default_scope() -> Scope {
     Scope::ReadOnly
 }
@@ -511,11 +716,34 @@ impl Config {
             let field = |f: &str| format!("handles.{hname}.{f}");
             let secret = SecretRef::parse(rh.secret.get_ref(), base)
                 .map_err(|m| invalid(rh.secret.span().start, field("secret"), m))?;
+            // Each kind takes its own table of constraints and no other.
+            let own = match rh.kind {
+                HandleKind::Postgres | HandleKind::Mysql | HandleKind::Sqlite => "database",
+                HandleKind::Http => "http",
+                HandleKind::Smtp => "smtp",
+                HandleKind::Command => "command",
+                HandleKind::Generic => "",
+            };
+            let present = [
+                ("database", rh.database.as_ref().map(|d| d.span().start)),
+                ("http", rh.http.as_ref().map(|d| d.span().start)),
+                ("smtp", rh.smtp.as_ref().map(|d| d.span().start)),
+                ("command", rh.command.as_ref().map(|d| d.span().start)),
+            ];
+            for (table, at) in present {
+                if let Some(p) = at {
+                    if table != own {
+                        let msg = if own.is_empty() {
+                            "generic handles take no constraints".to_owned()
+                        } else {
+                            format!("a {} handle takes [{own}] constraints, not [{table}]", rh.kind.as_str())
+                        };
+                        return Err(invalid(p, field(table), msg));
+                    }
+                }
+            }
             let constraints = match rh.kind {
                 HandleKind::Postgres | HandleKind::Mysql | HandleKind::Sqlite => {
-                    if let Some(h) = &rh.http {
-                        return Err(invalid(h.span().start, field("http"), "only http handles take [http] constraints".into()));
-                    }
                     let db = match rh.database {
                         Some(d) => {
                             let p = d.span().start;
@@ -536,23 +764,28 @@ impl Config {
                     Constraints::Database(db)
                 }
                 HandleKind::Http => {
-                    if let Some(d) = &rh.database {
-                        return Err(invalid(d.span().start, field("database"), "only database handles take [database] constraints".into()));
-                    }
                     let http = rh.http.ok_or_else(|| {
                         invalid(hpos, field("http"), "an http handle needs [http] destinations and inject".into())
                     })?;
                     Constraints::Http(validate_http(http.into_inner(), &|p, f, m| invalid(p, field(&format!("http.{f}")), m))?)
                 }
-                HandleKind::Generic => {
-                    if let Some(d) = &rh.database {
-                        return Err(invalid(d.span().start, field("database"), "generic handles take no constraints".into()));
-                    }
-                    if let Some(h) = &rh.http {
-                        return Err(invalid(h.span().start, field("http"), "generic handles take no constraints".into()));
-                    }
-                    Constraints::None
+                HandleKind::Smtp => {
+                    let smtp = rh.smtp.ok_or_else(|| {
+                        invalid(hpos, field("smtp"), "an smtp handle needs [smtp] host, username, from and allowed_recipients".into())
+                    })?;
+                    let p = smtp.span().start;
+                    Constraints::Smtp(validate_smtp(smtp.into_inner()).map_err(|(f, m)| invalid(p, field(&format!("smtp.{f}")), m))?)
                 }
+                HandleKind::Command => {
+                    let cmd = rh.command.ok_or_else(|| {
+                        invalid(hpos, field("command"), "a command handle needs [command] program".into())
+                    })?;
+                    let p = cmd.span().start;
+                    Constraints::Command(
+                        validate_command(cmd.into_inner()).map_err(|(f, m)| invalid(p, field(&format!("command.{f}")), m))?,
+                    )
+                }
+                HandleKind::Generic => Constraints::None,
             };
             handles.insert(
                 hname.clone(),
@@ -596,6 +829,9 @@ impl Config {
 
         if raw.limits.rate_per_minute == 0 {
             return Err(invalid(0, "limits.rate_per_minute".into(), "must be at least 1".into()));
+        }
+        if raw.limits.sends_per_minute == 0 {
+            return Err(invalid(0, "limits.sends_per_minute".into(), "must be at least 1".into()));
         }
         let store = StoreConfig { data_dir: base.join(raw.store.data_dir), sync: raw.store.sync };
         let policy = PolicyConfig { files: raw.policy.files.iter().map(|f| base.join(f)).collect() };
@@ -647,6 +883,156 @@ fn validate_database(d: &DatabaseConstraints) -> Result<(), (&'static str, Strin
         }
     }
     Ok(())
+}
+
+/// True for an e-mail address `local@domain` with no spaces, angle brackets, CR or LF (a bare
+/// address; display names are not accepted anywhere).
+pub fn plausible_address(a: &str) -> bool {
+    let Some((local, domain)) = a.rsplit_once('@') else { return false };
+    !local.is_empty()
+        && !domain.is_empty()
+        && a.len() <= 254
+        && (domain.contains('.') || domain == "localhost")
+        && a.bytes().all(|b| b.is_ascii_graphic() && !matches!(b, b'<' | b'>' | b',' | b'"' | b'(' | b')' | b';' | b'\\'))
+}
+
+fn validate_smtp(r: RawSmtp) -> Result<SmtpConstraints, (&'static str, String)> {
+    let host = r.host.trim().to_ascii_lowercase();
+    if host.is_empty() || host.bytes().any(|b| !(b.is_ascii_alphanumeric() || b == b'.' || b == b'-' || b == b':')) {
+        return Err(("host", "not a host name or IP address".into()));
+    }
+    if r.tls == SmtpTls::None && !matches!(host.as_str(), "127.0.0.1" | "::1" | "localhost") {
+        return Err(("tls", "tls = \"none\" is accepted only for a loopback host (127.0.0.1, ::1, localhost)".into()));
+    }
+    let port = r.port.unwrap_or(match r.tls {
+        SmtpTls::Tls => 465,
+        SmtpTls::Starttls => 587,
+        SmtpTls::None => 25,
+    });
+    if r.username.is_empty() || r.username.bytes().any(|b| b == b'\r' || b == b'\n') {
+        return Err(("username", "must be non-empty, without CR or LF".into()));
+    }
+    if !plausible_address(&r.from) {
+        return Err(("from", format!("'{}' is not a bare e-mail address", r.from.escape_debug())));
+    }
+    if r.allowed_recipients.is_empty() {
+        return Err(("allowed_recipients", "list at least one address or @domain".into()));
+    }
+    let mut allowed = Vec::new();
+    for a in &r.allowed_recipients {
+        let a = a.to_ascii_lowercase();
+        let ok = match a.strip_prefix('@') {
+            Some(d) => plausible_address(&format!("x@{d}")),
+            None => plausible_address(&a),
+        };
+        if !ok {
+            return Err(("allowed_recipients", format!("'{}' is not an address or @domain", a.escape_debug())));
+        }
+        allowed.push(a);
+    }
+    if r.sends_per_minute == 0 || r.timeout_ms == 0 || r.max_body_bytes == 0 {
+        return Err(("sends_per_minute", "limits must be at least 1".into()));
+    }
+    Ok(SmtpConstraints {
+        host,
+        port,
+        tls: r.tls,
+        username: r.username,
+        from: r.from,
+        allowed_recipients: allowed,
+        sends_per_minute: r.sends_per_minute,
+        timeout_ms: r.timeout_ms,
+        max_body_bytes: r.max_body_bytes,
+    })
+}
+
+fn valid_env_name(n: &str) -> bool {
+    let b = n.as_bytes();
+    !b.is_empty() && !b[0].is_ascii_digit() && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'_')
+}
+
+fn validate_command(r: RawCommand) -> Result<CommandConstraints, (&'static str, String)> {
+    if !r.program.is_absolute() {
+        return Err(("program", "must be an absolute path".into()));
+    }
+    let mut args = Vec::new();
+    let mut used = std::collections::BTreeSet::new();
+    for a in &r.args {
+        if a.contains('\0') {
+            return Err(("args", "an argument cannot contain NUL".into()));
+        }
+        let inner = a.strip_prefix('{').and_then(|x| x.strip_suffix('}'));
+        match inner {
+            Some("secret_file") => {
+                if r.secret_via != SecretDelivery::File {
+                    return Err(("args", "{secret_file} needs secret_via = \"file\"".into()));
+                }
+                args.push(ArgTemplate::SecretFile);
+            }
+            Some(name) if !name.contains(['{', '}']) => {
+                if !r.placeholders.contains_key(name) {
+                    return Err(("args", format!("placeholder {{{name}}} is not declared in [placeholders]")));
+                }
+                used.insert(name.to_owned());
+                args.push(ArgTemplate::Placeholder(name.to_owned()));
+            }
+            _ => {
+                if a.contains(['{', '}']) {
+                    return Err(("args", format!("'{a}': a placeholder is a whole argument, {{name}}; braces are not allowed elsewhere")));
+                }
+                args.push(ArgTemplate::Fixed(a.clone()));
+            }
+        }
+    }
+    for (name, p) in &r.placeholders {
+        if !used.contains(name) {
+            return Err(("placeholders", format!("placeholder '{name}' is not used in args")));
+        }
+        match (&p.regex, &p.one_of) {
+            (Some(re), None) => {
+                regex::Regex::new(re).map_err(|e| ("placeholders", format!("'{name}': bad regex: {e}")))?;
+            }
+            (None, Some(v)) if !v.is_empty() => {}
+            _ => return Err(("placeholders", format!("'{name}' needs exactly one of regex or a non-empty enum"))),
+        }
+        if p.max_bytes == 0 {
+            return Err(("placeholders", format!("'{name}': max_bytes must be at least 1")));
+        }
+    }
+    let secret_env = r.secret_env.unwrap_or_else(|| match r.secret_via {
+        SecretDelivery::File => "AIRLOCK_SECRET_FILE".into(),
+        _ => "AIRLOCK_SECRET".into(),
+    });
+    if !valid_env_name(&secret_env) {
+        return Err(("secret_env", "not an environment variable name".into()));
+    }
+    for k in r.env.keys() {
+        if !valid_env_name(k) || *k == secret_env {
+            return Err(("env", format!("'{k}' is not a usable environment variable name")));
+        }
+    }
+    if r.env.values().any(|v| v.contains('\0')) {
+        return Err(("env", "a value cannot contain NUL".into()));
+    }
+    if r.timeout_ms == 0 || r.max_output_bytes == 0 {
+        return Err(("timeout_ms", "limits must be at least 1".into()));
+    }
+    let workdir = r.workdir.unwrap_or_else(|| PathBuf::from("/"));
+    if !workdir.is_absolute() {
+        return Err(("workdir", "must be an absolute path".into()));
+    }
+    Ok(CommandConstraints {
+        program: r.program,
+        args,
+        placeholders: r.placeholders,
+        secret_via: r.secret_via,
+        secret_env,
+        env: r.env,
+        network: r.network,
+        timeout_ms: r.timeout_ms,
+        max_output_bytes: r.max_output_bytes,
+        workdir,
+    })
 }
 
 fn validate_http(
@@ -796,6 +1182,67 @@ grants = [{ handle = "DB_PROD", tools = ["query_db"] }, { handle = "API", tools 
 
         let e = err(&GOOD.replace("format = \"{}\"", "format = \"Bearer\""));
         assert!(e.contains("handles.API.http.inject.format"), "{e}");
+    }
+
+    const MAIL_AND_CMD: &str = r#"
+[handles.MAIL]
+kind = "smtp"
+secret = "env:MAIL_PW"
+[handles.MAIL.smtp]
+host = "smtp.example.com"
+username = "bot@example.com"
+from = "bot@example.com"
+allowed_recipients = ["Ops@Example.com", "@team.example.com"]
+
+[handles.RUN]
+kind = "command"
+secret = "env:RUN_TOKEN"
+[handles.RUN.command]
+program = "/usr/bin/deploy"
+args = ["--env", "{target}", "{tag}"]
+placeholders = { target = { enum = ["staging", "prod"] }, tag = { regex = 'v[0-9]+' } }
+
+[agents.ops]
+grants = [{ handle = "MAIL", tools = ["send_email"] }, { handle = "RUN", tools = ["run_command"] }]
+"#;
+
+    #[test]
+    fn parses_smtp_and_command_handles() {
+        let c = Config::parse(MAIL_AND_CMD, "airlock.toml", Path::new(".")).unwrap();
+        let m = c.handles[&HandleName::parse("MAIL").unwrap()].smtp().unwrap();
+        assert_eq!((m.port, m.tls), (587, SmtpTls::Starttls));
+        assert_eq!(m.allowed_recipients, ["ops@example.com", "@team.example.com"]);
+        let r = c.handles[&HandleName::parse("RUN").unwrap()].command().unwrap();
+        assert_eq!(r.secret_via, SecretDelivery::Stdin);
+        assert!(!r.network);
+        assert_eq!(
+            r.args,
+            [
+                ArgTemplate::Fixed("--env".into()),
+                ArgTemplate::Placeholder("target".into()),
+                ArgTemplate::Placeholder("tag".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn t10_t08_unsafe_smtp_and_command_settings_are_refused() {
+        let e = err(&MAIL_AND_CMD.replace("username = \"bot@example.com\"", "username = \"bot@example.com\"\ntls = \"none\""));
+        assert!(e.contains("handles.MAIL.smtp.tls") && e.contains("loopback"), "{e}");
+        let e = err(&MAIL_AND_CMD.replace("\"@team.example.com\"", "\"@\""));
+        assert!(e.contains("allowed_recipients"), "{e}");
+        let e = err(&MAIL_AND_CMD.replace("/usr/bin/deploy", "deploy"));
+        assert!(e.contains("handles.RUN.command.program"), "{e}");
+        let e = err(&MAIL_AND_CMD.replace("\"{tag}\"", "\"--tag={tag}\""));
+        assert!(e.contains("whole argument"), "{e}");
+        let e = err(&MAIL_AND_CMD.replace("\"{tag}\"", "\"{other}\""));
+        assert!(e.contains("not declared"), "{e}");
+        let e = err(&MAIL_AND_CMD.replace("\"{tag}\"", "\"{secret_file}\""));
+        assert!(e.contains("secret_via"), "{e}");
+        let e = err(&MAIL_AND_CMD.replace("tools = [\"send_email\"]", "tools = [\"run_command\"]"));
+        assert!(e.contains("does not apply"), "{e}");
+        let e = err(&MAIL_AND_CMD.replace("[handles.RUN.command]", "[handles.RUN.smtp]"));
+        assert!(e.contains("unknown field"), "{e}");
     }
 
     #[test]

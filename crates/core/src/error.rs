@@ -53,6 +53,20 @@ pub enum ErrorCode {
     NotFound,
     /// An unexpected failure inside airlock.
     Internal,
+    /// An e-mail header value (to, cc, subject, reply_to) contains CR or LF. Refused, never
+    /// stripped (T10).
+    HeaderInjection,
+    /// An e-mail recipient is outside the handle's allow-list; nothing was sent (T10).
+    RecipientNotAllowed,
+    /// The outgoing message contains a known secret or one of its encodings; nothing was sent,
+    /// since an e-mail cannot be redacted after it leaves (T10).
+    OutboundContainsSecret,
+    /// A command argument is missing, unknown, or outside the handle's argument template (T08).
+    ArgumentNotAllowed,
+    /// The command did not finish in time; its whole process group was killed.
+    CommandTimeout,
+    /// The command could not be started.
+    CommandFailed,
 }
 
 impl ErrorCode {
@@ -77,6 +91,12 @@ impl ErrorCode {
         ErrorCode::BadRequest,
         ErrorCode::NotFound,
         ErrorCode::Internal,
+        ErrorCode::HeaderInjection,
+        ErrorCode::RecipientNotAllowed,
+        ErrorCode::OutboundContainsSecret,
+        ErrorCode::ArgumentNotAllowed,
+        ErrorCode::CommandTimeout,
+        ErrorCode::CommandFailed,
     ];
 
     /// The wire name.
@@ -101,6 +121,12 @@ impl ErrorCode {
             ErrorCode::BadRequest => "bad-request",
             ErrorCode::NotFound => "not-found",
             ErrorCode::Internal => "internal",
+            ErrorCode::HeaderInjection => "header-injection",
+            ErrorCode::RecipientNotAllowed => "recipient-not-allowed",
+            ErrorCode::OutboundContainsSecret => "outbound-contains-secret",
+            ErrorCode::ArgumentNotAllowed => "argument-not-allowed",
+            ErrorCode::CommandTimeout => "command-timeout",
+            ErrorCode::CommandFailed => "command-failed",
         }
     }
 
@@ -112,14 +138,20 @@ impl ErrorCode {
             | ErrorCode::StatementNotAllowed
             | ErrorCode::TableNotAllowed
             | ErrorCode::DestinationNotAllowed
-            | ErrorCode::AddressRefused => 403,
+            | ErrorCode::AddressRefused
+            | ErrorCode::RecipientNotAllowed
+            | ErrorCode::OutboundContainsSecret
+            | ErrorCode::ArgumentNotAllowed => 403,
             ErrorCode::UnknownTool | ErrorCode::NotFound => 404,
-            ErrorCode::InvalidArguments | ErrorCode::InvalidSql | ErrorCode::BadRequest => 400,
+            ErrorCode::InvalidArguments
+            | ErrorCode::InvalidSql
+            | ErrorCode::BadRequest
+            | ErrorCode::HeaderInjection => 400,
             ErrorCode::RateLimited => 429,
             ErrorCode::LimitExceeded => 413,
             ErrorCode::QueryFailed => 422,
-            ErrorCode::UpstreamUnavailable => 502,
-            ErrorCode::UpstreamTimeout => 504,
+            ErrorCode::UpstreamUnavailable | ErrorCode::CommandFailed => 502,
+            ErrorCode::UpstreamTimeout | ErrorCode::CommandTimeout => 504,
             ErrorCode::SecretUnavailable | ErrorCode::AuditUnavailable => 503,
             ErrorCode::Internal => 500,
         }
@@ -147,6 +179,12 @@ impl ErrorCode {
             ErrorCode::BadRequest => "the request is not valid JSON of the expected shape",
             ErrorCode::NotFound => "not found",
             ErrorCode::Internal => "internal error",
+            ErrorCode::HeaderInjection => "a header value contains CR or LF; nothing was sent",
+            ErrorCode::RecipientNotAllowed => "a recipient is not allowed for this handle; nothing was sent",
+            ErrorCode::OutboundContainsSecret => "the message contains a credential; nothing was sent",
+            ErrorCode::ArgumentNotAllowed => "the arguments do not match this handle's argument template",
+            ErrorCode::CommandTimeout => "the command did not finish in time and was killed",
+            ErrorCode::CommandFailed => "the command could not be started",
         }
     }
 }

@@ -11,17 +11,23 @@ pub enum Tool {
     QueryDb,
     /// `http_request {credential_handle, method, path_or_url, headers?, body?}`
     HttpRequest,
+    /// `send_email {credential_handle, to, cc?, subject, body, reply_to?}`
+    SendEmail,
+    /// `run_command {credential_handle, args}`
+    RunCommand,
 }
 
 impl Tool {
     /// Every tool, in a stable order.
-    pub const ALL: &'static [Tool] = &[Tool::QueryDb, Tool::HttpRequest];
+    pub const ALL: &'static [Tool] = &[Tool::QueryDb, Tool::HttpRequest, Tool::SendEmail, Tool::RunCommand];
 
     /// The tool's wire name.
     pub fn name(self) -> &'static str {
         match self {
             Tool::QueryDb => "query_db",
             Tool::HttpRequest => "http_request",
+            Tool::SendEmail => "send_email",
+            Tool::RunCommand => "run_command",
         }
     }
 
@@ -35,6 +41,8 @@ impl Tool {
         match self {
             Tool::QueryDb => kind.is_database(),
             Tool::HttpRequest => kind == HandleKind::Http,
+            Tool::SendEmail => kind == HandleKind::Smtp,
+            Tool::RunCommand => kind == HandleKind::Command,
         }
     }
 }

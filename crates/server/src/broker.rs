@@ -13,6 +13,8 @@ use crate::rate::RateLimiter;
 use crate::tools::{self, Format, ToolDef};
 use airlock_core::config::{Config, Handle, Scope};
 use airlock_core::{CallError, ErrorCode, HandleName, Secret, Tool};
+use airlock_exec_command::{CommandArgs, CommandExecutor};
+use airlock_exec_email::{EmailArgs, EmailExecutor};
 use airlock_exec_http::{HttpArgs, HttpExecutor};
 use airlock_exec_sql::{QueryArgs, SqlExecutor};
 use airlock_policy::PolicyEngine;
@@ -42,6 +44,10 @@ pub enum BrokerError {
     /// The policies do not load or validate.
     #[error(transparent)]
     Policy(#[from] airlock_policy::PolicyError),
+    /// The process could not be made non-dumpable (`PR_SET_DUMPABLE`), so a child could read
+    /// the broker's memory or environment; the broker does not start.
+    #[error("cannot make the broker non-dumpable: {0}")]
+    Harden(std::io::Error),
 }
 
 /// An authenticated agent and its parent chain.
@@ -97,7 +103,11 @@ pub struct Broker {
     audit: AuditLog,
     sql: SqlExecutor,
     http: HttpExecutor,
+    email: EmailExecutor,
+    command: CommandExecutor,
     rates: RateLimiter,
+    /// E-mail send buckets: `agent:<id>` per agent, `handle:<name>` per smtp handle.
+    sends: RateLimiter,
     known: RwLock<Arc<KnownSecrets>>,
     rebuild: tokio::sync::Mutex<()>,
     cache: Mutex<HashMap<HandleName, (Instant, Secret)>>,
@@ -114,6 +124,9 @@ impl Broker {
     /// Opens the store, vault and audit log of `cfg.store.data_dir` and loads the policies.
     /// `master.key` and `audit-signing.key` must exist there (`airlock init` creates them).
     pub async fn open(cfg: Config) -> Result<Broker, BrokerError> {
+        // Before any secret is read: children (run_command) must not be able to read this
+        // process's memory or /proc/PID/environ (T08).
+        airlock_exec_command::make_non_dumpable().map_err(BrokerError::Harden)?;
         let dir = cfg.store.data_dir.clone();
         let master = MasterKey::load(&dir.join("master.key"))?;
         let store = Store::open_with(&dir, cfg.store.sync).await?;
@@ -129,7 +142,10 @@ impl Broker {
             audit,
             sql: SqlExecutor::new(),
             http: HttpExecutor::new(),
+            email: EmailExecutor::new(),
+            command: CommandExecutor::new(),
             rates: RateLimiter::default(),
+            sends: RateLimiter::default(),
             known: RwLock::new(Arc::new(KnownSecrets {
                 scrubber: Arc::new(Scrubber::empty()),
                 generation: String::new(),
@@ -281,7 +297,7 @@ impl Broker {
                     .await
             }
         };
-        let prepared = match Prepared::validate(tool, handle, &args) {
+        let prepared = match Prepared::validate(self, tool, handle, &args).and_then(|p| self.check_sends(caller, handle, p)) {
             Ok(p) => p,
             Err(e) => {
                 return self
@@ -307,6 +323,25 @@ impl Broker {
         };
         self.finish(Some(caller), tool_name, handle_name.as_ref(), &args, Decision::Allow, policies, request_id, result, started)
             .await
+    }
+
+    /// Send limits for e-mail (per agent over all smtp handles, and per handle), taken only once
+    /// the message is admitted, before anything is sent (invariant 6).
+    fn check_sends(&self, caller: &Caller, handle: &Handle, p: Prepared) -> Result<Prepared, CallError> {
+        if let (Prepared::Email(_), Some(smtp)) = (&p, handle.smtp()) {
+            let per_agent = self
+                .cfg
+                .agents
+                .get(&caller.agent.name)
+                .and_then(|a| a.sends_per_minute)
+                .unwrap_or(self.cfg.limits.sends_per_minute);
+            if !self.sends.check(&format!("agent:{}", caller.agent.id), per_agent)
+                || !self.sends.check(&format!("handle:{}", handle.name), smtp.sends_per_minute)
+            {
+                return Err(CallError::with_message(ErrorCode::RateLimited, "too many e-mails; retry later"));
+            }
+        }
+        Ok(p)
     }
 
     /// Tool, handle, policy and rate checks. Every refusal about the handle is the same error.
@@ -382,7 +417,7 @@ impl Broker {
         request_id: &str,
     ) -> AuditRecord {
         let scrubber = self.scrubber();
-        let mut arguments = args.clone();
+        let mut arguments = audit_arguments(tool, args);
         scrubber.scrub_json(&mut arguments);
         // The tool name is agent text: bounded (on a character boundary) and scrubbed.
         let tool_s: String = tool.chars().take(64).collect();
@@ -469,10 +504,12 @@ impl Broker {
 enum Prepared {
     Sql(airlock_exec_sql::ValidatedQuery, Scope),
     Http(airlock_exec_http::ValidatedRequest, bool),
+    Email(airlock_exec_email::ValidatedEmail),
+    Command(airlock_exec_command::ValidatedCommand),
 }
 
 impl Prepared {
-    fn validate(tool: Tool, handle: &Handle, args: &Value) -> Result<Prepared, CallError> {
+    fn validate(broker: &Broker, tool: Tool, handle: &Handle, args: &Value) -> Result<Prepared, CallError> {
         let bad_args = |e: serde_json::Error| {
             CallError::with_message(ErrorCode::InvalidArguments, format!("invalid arguments: {}", strip_serde_detail(&e)))
         };
@@ -487,6 +524,17 @@ impl Prepared {
                 let writes = !matches!(a.method.to_ascii_uppercase().as_str(), "GET" | "HEAD" | "OPTIONS");
                 Ok(Prepared::Http(HttpExecutor::validate(handle, &a)?, writes))
             }
+            Tool::SendEmail => {
+                let a: EmailArgs = serde_json::from_value(args.clone()).map_err(bad_args)?;
+                // An e-mail cannot be redacted once sent: a known secret or an encoding of one
+                // anywhere in the agent's text blocks the send (T10).
+                let scrubber = broker.scrubber();
+                Ok(Prepared::Email(EmailExecutor::validate(handle, a, |t| scrubber.contains_known_secret(t))?))
+            }
+            Tool::RunCommand => {
+                let a: CommandArgs = serde_json::from_value(args.clone()).map_err(bad_args)?;
+                Ok(Prepared::Command(broker.command.validate(handle, &a)?))
+            }
         }
     }
 
@@ -494,6 +542,8 @@ impl Prepared {
         match self {
             Prepared::Sql(_, scope) => *scope == Scope::ReadWrite,
             Prepared::Http(_, writes) => *writes,
+            // Sending mail and running a program act on the world.
+            Prepared::Email(_) | Prepared::Command(_) => true,
         }
     }
 
@@ -501,7 +551,32 @@ impl Prepared {
         match self {
             Prepared::Sql(q, _) => broker.sql.execute(handle, q, secret).await,
             Prepared::Http(r, _) => broker.http.execute(handle, r, secret).await,
+            Prepared::Email(m) => broker.email.execute(handle, m, secret).await,
+            Prepared::Command(c) => broker.command.execute(handle, c, secret).await,
         }
+    }
+}
+
+/// What the audit keeps of a call's arguments. An e-mail's text and a command's argument values
+/// are not kept whole (they may be long, personal, or carry material the scrubber does not know):
+/// the audit records recipients, sizes and placeholder names instead.
+fn audit_arguments(tool: &str, args: &Value) -> Value {
+    let size = |v: Option<&Value>| v.and_then(Value::as_str).map(str::len);
+    match Tool::parse(tool) {
+        Some(Tool::SendEmail) => json!({
+            "to": args.get("to"),
+            "cc": args.get("cc"),
+            "reply_to": args.get("reply_to"),
+            "subject_bytes": size(args.get("subject")),
+            "body_bytes": size(args.get("body")),
+        }),
+        Some(Tool::RunCommand) => {
+            let a = args.get("args").and_then(Value::as_object);
+            let names: Vec<String> = a.map(|m| m.keys().take(32).map(|k| k.chars().take(64).collect()).collect()).unwrap_or_default();
+            let bytes: usize = a.map(|m| m.values().filter_map(Value::as_str).map(str::len).sum()).unwrap_or(0);
+            json!({"arg_names": names, "arg_bytes": bytes})
+        }
+        _ => args.clone(),
     }
 }
 

@@ -4,7 +4,7 @@
 //! the operator's descriptions; never from a secret (T21). `credential_handle` is an enum of
 //! exactly the handles this agent may use with that tool.
 
-use airlock_core::config::{Config, Scope};
+use airlock_core::config::{ArgTemplate, Config, Scope};
 use airlock_core::{HandleName, Tool};
 use serde_json::{json, Value};
 
@@ -42,6 +42,9 @@ pub struct ToolDef {
     pub input_schema: Value,
     /// True when every permitted handle is read-only.
     pub read_only: bool,
+    /// True when the tool reaches beyond airlock and its bound services (e-mail goes out to
+    /// people; a command with network access can reach anything).
+    pub open_world: bool,
 }
 
 fn handle_line(cfg: &Config, h: &HandleName) -> String {
@@ -64,6 +67,22 @@ fn handle_line(cfg: &Config, h: &HandleName) -> String {
             .collect();
         facts.push(d.join("; "));
     }
+    if let Some(smtp) = handle.smtp() {
+        facts.push(format!("recipients: {}", smtp.allowed_recipients.join(", ")));
+    }
+    if let Some(cmd) = handle.command() {
+        let args: Vec<String> = cmd
+            .args
+            .iter()
+            .map(|a| match a {
+                ArgTemplate::Fixed(s) => s.clone(),
+                ArgTemplate::Placeholder(n) => format!("{{{n}}}"),
+                ArgTemplate::SecretFile => "{secret_file}".into(),
+            })
+            .collect();
+        facts.push(format!("program: {} {}", cmd.program.display(), args.join(" ")));
+        facts.push(if cmd.network { "network: on".into() } else { "network: off".into() });
+    }
     let desc = if handle.description.is_empty() { String::new() } else { format!(" {}", handle.description) };
     format!("- {h}:{desc} ({})", facts.join(", "))
 }
@@ -83,6 +102,7 @@ pub fn tool_defs(cfg: &Config, handles_for: impl Fn(Tool) -> Vec<HandleName>) ->
             "enum": names,
             "description": "The credential to use, by handle name. airlock performs the call; the credential is never shown."
         });
+        let mut open_world = tool == Tool::HttpRequest || tool == Tool::SendEmail;
         let (summary, props, required, read_only) = match tool {
             Tool::QueryDb => {
                 let ro = handles
@@ -121,6 +141,57 @@ pub fn tool_defs(cfg: &Config, handles_for: impl Fn(Tool) -> Vec<HandleName>) ->
                     ro,
                 )
             }
+            Tool::SendEmail => {
+                let addresses = json!({"oneOf": [
+                    {"type": "string"},
+                    {"type": "array", "items": {"type": "string"}}
+                ]});
+                (
+                    "Send a plain-text e-mail through airlock, which signs in to the mail server. The sender is fixed by the handle; recipients must be on its allow-list. Header values must not contain line breaks, and a message containing a credential is refused.",
+                    json!({
+                        "credential_handle": handle_prop,
+                        "to": {"description": "Recipient address (name@example.com) or a list of them.", "oneOf": addresses["oneOf"]},
+                        "cc": {"description": "Copy recipients.", "oneOf": addresses["oneOf"]},
+                        "subject": {"type": "string", "description": "One line."},
+                        "body": {"type": "string", "description": "Plain text."},
+                        "reply_to": {"type": "string", "description": "A Reply-To address."}
+                    }),
+                    vec!["credential_handle", "to", "subject", "body"],
+                    false,
+                )
+            }
+            Tool::RunCommand => {
+                // The union of the permitted handles' placeholders; one handle's enums are shown.
+                let mut props = serde_json::Map::new();
+                for h in &handles {
+                    let Some(cmd) = cfg.handles[h].command() else { continue };
+                    open_world |= cmd.network;
+                    for (name, p) in &cmd.placeholders {
+                        let mut schema = json!({"type": "string", "maxLength": p.max_bytes});
+                        if let Some(v) = &p.one_of {
+                            schema["enum"] = json!(v);
+                        }
+                        if let Some(re) = &p.regex {
+                            schema["description"] = json!(format!("must match the regular expression {re}"));
+                        }
+                        props.entry(name.clone()).or_insert(schema);
+                    }
+                }
+                (
+                    "Run the handle's program through airlock, which gives it the credential privately (never in its arguments). Supply only the values of the handle's argument placeholders. Returns the exit code and the (capped) output.",
+                    json!({
+                        "credential_handle": handle_prop,
+                        "args": {
+                            "type": "object",
+                            "properties": props,
+                            "additionalProperties": false,
+                            "description": "One value per placeholder of the handle's argument template."
+                        }
+                    }),
+                    vec!["credential_handle"],
+                    false,
+                )
+            }
         };
         out.push(ToolDef {
             tool,
@@ -132,6 +203,7 @@ pub fn tool_defs(cfg: &Config, handles_for: impl Fn(Tool) -> Vec<HandleName>) ->
                 "additionalProperties": false
             }),
             read_only,
+            open_world,
         });
     }
     out
@@ -149,7 +221,7 @@ pub fn render(defs: &[ToolDef], format: Format) -> Value {
                 "annotations": {
                     "readOnlyHint": d.read_only,
                     "destructiveHint": !d.read_only,
-                    "openWorldHint": d.tool == Tool::HttpRequest,
+                    "openWorldHint": d.open_world,
                 }
             }),
             Format::Openai => json!({

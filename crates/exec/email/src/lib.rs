@@ -1,0 +1,231 @@
+//! The `send_email` executor: `{to, cc?, subject, body, reply_to?}` on an `smtp` handle.
+//!
+//! Two steps, like the other executors. [`EmailExecutor::validate`] checks the agent's message
+//! with no secret and no I/O: a header value holding CR or LF is refused, never stripped
+//! (`header-injection`); every recipient must be on the handle's allow-list
+//! (`recipient-not-allowed`); and the subject, body and addresses are scanned for any known
+//! secret or its encodings (`outbound-contains-secret`), because an e-mail cannot be redacted
+//! once it has left (T10). Only then does [`EmailExecutor::execute`] expose the secret, as the
+//! SMTP AUTH password and nowhere else: the sender is the handle's, the transport is STARTTLS or
+//! TLS (plain only for a loopback host the operator configured), and failures map to fixed codes.
+#![forbid(unsafe_code)]
+
+use airlock_core::config::{Handle, SmtpConstraints, SmtpTls};
+use airlock_core::{CallError, ErrorCode, Secret};
+use lettre::message::{header::ContentType, Mailbox};
+use lettre::transport::smtp::authentication::{Credentials, Mechanism};
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use serde_json::{json, Value};
+use std::time::Duration;
+
+/// Most recipients (to and cc together) of one message.
+pub const MAX_RECIPIENTS: usize = 50;
+
+/// One address or a list of them.
+#[derive(Clone, Debug, serde::Deserialize)]
+#[serde(untagged)]
+pub enum Addresses {
+    /// A single address.
+    One(String),
+    /// Several addresses.
+    Many(Vec<String>),
+}
+
+impl Addresses {
+    fn into_vec(self) -> Vec<String> {
+        match self {
+            Addresses::One(a) => vec![a],
+            Addresses::Many(v) => v,
+        }
+    }
+}
+
+/// The arguments of `send_email` besides `credential_handle`.
+#[derive(Clone, Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmailArgs {
+    /// Recipients: bare addresses (`name@example.com`), one or a list.
+    pub to: Addresses,
+    /// Copy recipients.
+    #[serde(default)]
+    pub cc: Option<Addresses>,
+    /// The subject (one line).
+    pub subject: String,
+    /// The plain-text body.
+    pub body: String,
+    /// A `Reply-To` address.
+    #[serde(default)]
+    pub reply_to: Option<String>,
+}
+
+/// A message admitted against a handle. Holds no secret.
+#[derive(Clone, Debug)]
+pub struct ValidatedEmail {
+    to: Vec<String>,
+    cc: Vec<String>,
+    subject: String,
+    body: String,
+    reply_to: Option<String>,
+}
+
+impl ValidatedEmail {
+    /// The envelope recipients, to then cc.
+    pub fn recipients(&self) -> impl Iterator<Item = &str> {
+        self.to.iter().chain(self.cc.iter()).map(String::as_str)
+    }
+}
+
+/// Sends e-mail. Holds no connection: each send opens, authenticates and closes one.
+#[derive(Debug, Default)]
+pub struct EmailExecutor;
+
+fn has_crlf(s: &str) -> bool {
+    s.bytes().any(|b| b == b'\r' || b == b'\n')
+}
+
+/// True when `addr` is allowed by `allowed` (exact addresses, lowercase, or `@domain`).
+pub fn recipient_allowed(allowed: &[String], addr: &str) -> bool {
+    let addr = addr.to_ascii_lowercase();
+    let domain = addr.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
+    allowed.iter().any(|a| match a.strip_prefix('@') {
+        Some(d) => d == domain,
+        None => *a == addr,
+    })
+}
+
+fn constraints(handle: &Handle) -> Result<&SmtpConstraints, CallError> {
+    handle.smtp().ok_or_else(|| CallError::new(ErrorCode::HandleUnavailable))
+}
+
+impl EmailExecutor {
+    /// A new executor.
+    pub fn new() -> Self {
+        EmailExecutor
+    }
+
+    /// Checks a message against the handle: header values without CR/LF, bare addresses, every
+    /// recipient on the allow-list, size limits, and no known secret in any of the agent's text
+    /// (`contains_secret` is the scrubber's outbound check). No I/O, no secret.
+    pub fn validate(
+        handle: &Handle,
+        args: EmailArgs,
+        contains_secret: impl Fn(&str) -> bool,
+    ) -> Result<ValidatedEmail, CallError> {
+        let c = constraints(handle)?;
+        let to = args.to.into_vec();
+        let cc = args.cc.map(Addresses::into_vec).unwrap_or_default();
+        // Refused before anything else is looked at: a CR or LF in a header value is an attempt
+        // to add headers or recipients (T10). Never stripped.
+        let headers = to.iter().chain(cc.iter()).chain(args.reply_to.iter()).chain(std::iter::once(&args.subject));
+        for h in headers {
+            if has_crlf(h) {
+                return Err(CallError::new(ErrorCode::HeaderInjection));
+            }
+        }
+        if to.is_empty() {
+            return Err(CallError::with_message(ErrorCode::InvalidArguments, "at least one recipient in `to`"));
+        }
+        if to.len() + cc.len() > MAX_RECIPIENTS {
+            return Err(CallError::with_message(
+                ErrorCode::LimitExceeded,
+                format!("at most {MAX_RECIPIENTS} recipients"),
+            ));
+        }
+        if args.subject.len() + args.body.len() > c.max_body_bytes {
+            return Err(CallError::with_message(
+                ErrorCode::LimitExceeded,
+                format!("subject and body exceed {} bytes", c.max_body_bytes),
+            ));
+        }
+        for a in to.iter().chain(cc.iter()).chain(args.reply_to.iter()) {
+            if !airlock_core::config::plausible_address(a) || a.parse::<lettre::Address>().is_err() {
+                return Err(CallError::with_message(
+                    ErrorCode::InvalidArguments,
+                    "an address is not a bare e-mail address (name@example.com)",
+                ));
+            }
+        }
+        for (i, a) in to.iter().chain(cc.iter()).enumerate() {
+            if !recipient_allowed(&c.allowed_recipients, a) {
+                return Err(CallError::with_message(
+                    ErrorCode::RecipientNotAllowed,
+                    format!("recipient #{} is not allowed for this handle; nothing was sent", i + 1),
+                ));
+            }
+        }
+        let texts = to.iter().chain(cc.iter()).chain(args.reply_to.iter()).chain([&args.subject, &args.body]);
+        for t in texts {
+            if contains_secret(t) {
+                return Err(CallError::new(ErrorCode::OutboundContainsSecret));
+            }
+        }
+        Ok(ValidatedEmail { to, cc, subject: args.subject, body: args.body, reply_to: args.reply_to })
+    }
+
+    /// Sends a validated message. The secret is the SMTP AUTH password and goes nowhere else.
+    pub async fn execute(&self, handle: &Handle, mail: &ValidatedEmail, secret: &Secret) -> Result<Value, CallError> {
+        let c = constraints(handle)?;
+        let internal = |what: &str| CallError::new(ErrorCode::Internal).detail(what.to_owned());
+        let from: Mailbox = c.from.parse().map_err(|_| internal("the handle's from address does not parse"))?;
+        let mut b = Message::builder().from(from);
+        for a in &mail.to {
+            b = b.to(a.parse().map_err(|_| internal("a validated address does not parse"))?);
+        }
+        for a in &mail.cc {
+            b = b.cc(a.parse().map_err(|_| internal("a validated address does not parse"))?);
+        }
+        if let Some(r) = &mail.reply_to {
+            b = b.reply_to(r.parse().map_err(|_| internal("a validated address does not parse"))?);
+        }
+        let message = b
+            .subject(mail.subject.clone())
+            .header(ContentType::TEXT_PLAIN)
+            .body(mail.body.clone())
+            .map_err(|e| internal(&format!("message build: {e}")))?;
+
+        let password = secret.expose_str().ok_or_else(|| {
+            CallError::with_message(ErrorCode::SecretUnavailable, "the credential behind this handle is not a UTF-8 password")
+        })?;
+        let creds = Credentials::new(c.username.clone(), password.to_owned());
+        let timeout = Duration::from_millis(c.timeout_ms);
+        let builder = match c.tls {
+            SmtpTls::Starttls => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&c.host),
+            SmtpTls::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(&c.host),
+            // Config validation admits this only for a loopback host.
+            SmtpTls::None => Ok(AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&c.host)),
+        }
+        .map_err(|e| CallError::new(ErrorCode::UpstreamUnavailable).detail(format!("smtp transport: {e}")))?;
+        let transport = builder
+            .port(c.port)
+            .credentials(creds)
+            .authentication(vec![Mechanism::Plain, Mechanism::Login])
+            .timeout(Some(timeout))
+            .build();
+        match tokio::time::timeout(timeout, transport.send(message)).await {
+            Err(_) => Err(CallError::new(ErrorCode::UpstreamTimeout).detail("smtp send timed out")),
+            Ok(Err(e)) if e.is_timeout() => Err(CallError::new(ErrorCode::UpstreamTimeout).detail("smtp timed out")),
+            Ok(Err(e)) => Err(CallError::new(ErrorCode::UpstreamUnavailable).detail(format!("smtp: {e}"))),
+            Ok(Ok(resp)) => Ok(json!({
+                "accepted": mail.recipients().collect::<Vec<_>>(),
+                "smtp_code": resp.code().to_string(),
+            })),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn t10_allow_list_matches_exact_addresses_and_whole_domains() {
+        let allowed = vec!["ops@example.com".to_owned(), "@team.example".to_owned()];
+        assert!(recipient_allowed(&allowed, "ops@example.com"));
+        assert!(recipient_allowed(&allowed, "OPS@Example.com"));
+        assert!(recipient_allowed(&allowed, "anyone@team.example"));
+        assert!(!recipient_allowed(&allowed, "dev@example.com"));
+        assert!(!recipient_allowed(&allowed, "x@sub.team.example"));
+        assert!(!recipient_allowed(&allowed, "x@team.example.evil"));
+        assert!(!recipient_allowed(&allowed, "team.example"));
+    }
+}
