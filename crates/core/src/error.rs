@@ -53,6 +53,13 @@ pub enum ErrorCode {
     NotFound,
     /// An unexpected failure inside airlock.
     Internal,
+    /// The one-time link is unknown, used up or expired; the three are indistinguishable on
+    /// purpose (T17). A wrong proof gets the same answer.
+    ShareUnavailable,
+    /// The share request or link is malformed (bad id, proof, ciphertext or limits).
+    InvalidShare,
+    /// The recipient is not one the configuration allows, or its channel failed to deliver.
+    RecipientNotAllowed,
 }
 
 impl ErrorCode {
@@ -77,6 +84,9 @@ impl ErrorCode {
         ErrorCode::BadRequest,
         ErrorCode::NotFound,
         ErrorCode::Internal,
+        ErrorCode::ShareUnavailable,
+        ErrorCode::InvalidShare,
+        ErrorCode::RecipientNotAllowed,
     ];
 
     /// The wire name.
@@ -101,6 +111,9 @@ impl ErrorCode {
             ErrorCode::BadRequest => "bad-request",
             ErrorCode::NotFound => "not-found",
             ErrorCode::Internal => "internal",
+            ErrorCode::ShareUnavailable => "share-unavailable",
+            ErrorCode::InvalidShare => "invalid-share",
+            ErrorCode::RecipientNotAllowed => "recipient-not-allowed",
         }
     }
 
@@ -113,8 +126,9 @@ impl ErrorCode {
             | ErrorCode::TableNotAllowed
             | ErrorCode::DestinationNotAllowed
             | ErrorCode::AddressRefused => 403,
-            ErrorCode::UnknownTool | ErrorCode::NotFound => 404,
-            ErrorCode::InvalidArguments | ErrorCode::InvalidSql | ErrorCode::BadRequest => 400,
+            ErrorCode::UnknownTool | ErrorCode::NotFound | ErrorCode::ShareUnavailable => 404,
+            ErrorCode::InvalidArguments | ErrorCode::InvalidSql | ErrorCode::BadRequest | ErrorCode::InvalidShare => 400,
+            ErrorCode::RecipientNotAllowed => 403,
             ErrorCode::RateLimited => 429,
             ErrorCode::LimitExceeded => 413,
             ErrorCode::QueryFailed => 422,
@@ -147,6 +161,9 @@ impl ErrorCode {
             ErrorCode::BadRequest => "the request is not valid JSON of the expected shape",
             ErrorCode::NotFound => "not found",
             ErrorCode::Internal => "internal error",
+            ErrorCode::ShareUnavailable => "this link was already opened, has expired, or never existed",
+            ErrorCode::InvalidShare => "the share request or link is malformed",
+            ErrorCode::RecipientNotAllowed => "the recipient is not allowed or could not be reached",
         }
     }
 }

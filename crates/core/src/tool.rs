@@ -11,17 +11,21 @@ pub enum Tool {
     QueryDb,
     /// `http_request {credential_handle, method, path_or_url, headers?, body?}`
     HttpRequest,
+    /// `share_secret {credential_handle, recipient, views?, expires_in?}`: a one-time link to
+    /// the handle's secret, delivered to a configured recipient, never to the agent.
+    ShareSecret,
 }
 
 impl Tool {
     /// Every tool, in a stable order.
-    pub const ALL: &'static [Tool] = &[Tool::QueryDb, Tool::HttpRequest];
+    pub const ALL: &'static [Tool] = &[Tool::QueryDb, Tool::HttpRequest, Tool::ShareSecret];
 
     /// The tool's wire name.
     pub fn name(self) -> &'static str {
         match self {
             Tool::QueryDb => "query_db",
             Tool::HttpRequest => "http_request",
+            Tool::ShareSecret => "share_secret",
         }
     }
 
@@ -35,6 +39,8 @@ impl Tool {
         match self {
             Tool::QueryDb => kind.is_database(),
             Tool::HttpRequest => kind == HandleKind::Http,
+            // Any secret can be handed to a person; policy decides which.
+            Tool::ShareSecret => true,
         }
     }
 }

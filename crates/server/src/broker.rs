@@ -102,6 +102,7 @@ pub struct Broker {
     rebuild: tokio::sync::Mutex<()>,
     cache: Mutex<HashMap<HandleName, (Instant, Secret)>>,
     metrics: Metrics,
+    share_rates: crate::shares::ShareRates,
 }
 
 impl std::fmt::Debug for Broker {
@@ -137,6 +138,7 @@ impl Broker {
             rebuild: tokio::sync::Mutex::new(()),
             cache: Mutex::new(HashMap::new()),
             metrics: Metrics::default(),
+            share_rates: crate::shares::ShareRates::default(),
         };
         broker.rebuild_scrubber().await?;
         Ok(broker)
@@ -160,6 +162,11 @@ impl Broker {
     /// The metrics.
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    /// The per-address limiters of the share endpoints.
+    pub fn share_rates(&self) -> &crate::shares::ShareRates {
+        &self.share_rates
     }
 
     /// The current scrubber (for front ends that scrub their own output, such as log lines).
@@ -281,7 +288,7 @@ impl Broker {
                     .await
             }
         };
-        let prepared = match Prepared::validate(tool, handle, &args) {
+        let prepared = match Prepared::validate(&self.cfg, tool, handle, &args) {
             Ok(p) => p,
             Err(e) => {
                 return self
@@ -302,9 +309,15 @@ impl Broker {
             }
         }
         let result = match self.resolve(handle).await {
-            Ok(secret) => prepared.execute(self, handle, &secret).await,
+            Ok(secret) => prepared.execute(self, caller, handle, &secret).await,
             Err(e) => Err(e),
         };
+        // The audit names the share a link was made for (never the link).
+        if let (Ok(v), Some(obj)) = (&result, args.as_object_mut()) {
+            if let Some(id) = v.get("share_id").filter(|_| tool == Tool::ShareSecret) {
+                obj.insert("share_id".into(), id.clone());
+            }
+        }
         self.finish(Some(caller), tool_name, handle_name.as_ref(), &args, Decision::Allow, policies, request_id, result, started)
             .await
     }
@@ -469,10 +482,11 @@ impl Broker {
 enum Prepared {
     Sql(airlock_exec_sql::ValidatedQuery, Scope),
     Http(airlock_exec_http::ValidatedRequest, bool),
+    Share(crate::shares::ValidatedShare),
 }
 
 impl Prepared {
-    fn validate(tool: Tool, handle: &Handle, args: &Value) -> Result<Prepared, CallError> {
+    fn validate(cfg: &Config, tool: Tool, handle: &Handle, args: &Value) -> Result<Prepared, CallError> {
         let bad_args = |e: serde_json::Error| {
             CallError::with_message(ErrorCode::InvalidArguments, format!("invalid arguments: {}", strip_serde_detail(&e)))
         };
@@ -487,6 +501,10 @@ impl Prepared {
                 let writes = !matches!(a.method.to_ascii_uppercase().as_str(), "GET" | "HEAD" | "OPTIONS");
                 Ok(Prepared::Http(HttpExecutor::validate(handle, &a)?, writes))
             }
+            Tool::ShareSecret => {
+                let a: crate::shares::ShareArgs = serde_json::from_value(args.clone()).map_err(bad_args)?;
+                Ok(Prepared::Share(crate::shares::ValidatedShare::validate(&cfg.shares, &a)?))
+            }
         }
     }
 
@@ -494,13 +512,15 @@ impl Prepared {
         match self {
             Prepared::Sql(_, scope) => *scope == Scope::ReadWrite,
             Prepared::Http(_, writes) => *writes,
+            Prepared::Share(_) => true,
         }
     }
 
-    async fn execute(&self, broker: &Broker, handle: &Handle, secret: &Secret) -> Result<Value, CallError> {
+    async fn execute(&self, broker: &Broker, caller: &Caller, handle: &Handle, secret: &Secret) -> Result<Value, CallError> {
         match self {
             Prepared::Sql(q, _) => broker.sql.execute(handle, q, secret).await,
             Prepared::Http(r, _) => broker.http.execute(handle, r, secret).await,
+            Prepared::Share(s) => s.execute(broker, caller, secret).await,
         }
     }
 }
