@@ -461,7 +461,8 @@ mod tests {
         assert_eq!(NewShare::create(&vec![b'a'; 1001], None, 0, 1, 1000).unwrap_err(), ShareError::TooLarge(1000));
         let s = NewShare::create(&vec![b'a'; 1000], None, 0, 1, 1000).unwrap();
         assert!(check_blob(&s.blob, 1000).is_ok());
-        assert_eq!(check_blob(&s.blob, 100), Ok(()), "same bucket");
+        assert_eq!(check_blob(&s.blob, 900), Ok(()), "same bucket");
+        assert_eq!(check_blob(&s.blob, 100), Err(ShareError::TooLarge(100)));
         let big = NewShare::create(&vec![b'a'; 70000], None, 0, 1, 100000).unwrap();
         assert_eq!(check_blob(&big.blob, 1000), Err(ShareError::TooLarge(1000)));
         assert_eq!(check_blob(&big.blob[1..], 100000), Err(ShareError::Malformed));
