@@ -170,7 +170,8 @@ async fn t17_share_secret_delivers_the_link_to_the_recipient_only() {
     let (st, v) = f.invoke("share_secret", json!({"credential_handle": "SECRET_ONLY", "recipient": "alice@example.com", "expires_in": 600})).await;
     assert_eq!(st, 200, "{v}");
     let r = &v["result"];
-    let keys: Vec<&String> = r.as_object().unwrap().keys().collect();
+    let mut keys: Vec<&String> = r.as_object().unwrap().keys().collect();
+    keys.sort();
     assert_eq!(keys, ["expires_at", "recipient", "share_id"], "the agent gets only these");
     let id = r["share_id"].as_str().unwrap();
 
