@@ -219,3 +219,23 @@ async fn t17_share_secret_delivers_the_link_to_the_recipient_only() {
     assert!(audit.contains(id));
     assert!(!audit.contains(&key_part) && !audit.contains("canaryGeneric_Zx81Lq0Pw"));
 }
+
+#[tokio::test]
+async fn t17_creation_is_rate_limited_per_address() {
+    let f = Fixture::start_with(|t| with_shares(100000)(t).replace("create_per_minute = 100000", "create_per_minute = 3")).await;
+    for _ in 0..3 {
+        create(&f, b"x", 1).await;
+    }
+    let exp = chrono::Utc::now().timestamp() + 60;
+    let s = NewShare::create(b"x", None, exp, 1, MAX).unwrap();
+    let (ct, ph) = s.request_fields();
+    let r = f
+        .client
+        .post(format!("{}/v1/shares", f.base))
+        .json(&json!({"id": s.id, "ciphertext": ct, "proof_hash": ph, "expires_at": exp, "views": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"]["code"], "rate-limited");
+}
