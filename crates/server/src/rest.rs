@@ -154,7 +154,7 @@ pub async fn serve_with(
                     tracing::warn!(error = %e, "secret refresh failed");
                 }
                 // The share sweeper: expired one-time links are deleted about every 30 s.
-                if n % 15 == 0 {
+                if n.is_multiple_of(15) {
                     if let Err(e) = b.store().sweep_shares().await {
                         tracing::warn!(error = %e, "share sweep failed");
                     }

@@ -243,7 +243,7 @@ pub fn bucket_len(n: usize) -> usize {
 
 /// True when `padded` is a size that [`bucket_len`] produces.
 pub fn is_bucket(padded: usize) -> bool {
-    padded >= 256 && (padded <= 65536 && padded.is_power_of_two() || padded > 65536 && padded % 65536 == 0)
+    padded >= 256 && (padded <= 65536 && padded.is_power_of_two() || padded > 65536 && padded.is_multiple_of(65536))
 }
 
 /// The largest sealed blob (nonce, padded plaintext, tag) for a plaintext limit.
