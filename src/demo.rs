@@ -135,6 +135,12 @@ pub async fn run() -> Result<u8> {
     let up_app = upstream(api_token.clone());
     tokio::spawn(async move { axum::serve(up, up_app).await });
 
+    // airlock's own listener, bound first so that links it makes point at it.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    // A password the agent hands to a person without ever seeing it (a one-time link).
+    let handoff = format!("demo_pw_{}", hex::encode(rand::rng().random::<[u8; 12]>()));
+
     let config_text = format!(
         r#"
 [store]
@@ -164,12 +170,26 @@ description = "Billing API"
 destinations = [{{ url = "http://127.0.0.1:{port}/v1/", methods = ["GET"] }}]
 inject = {{ type = "header", name = "Authorization", format = "Bearer {{}}" }}
 
+[handles.NEW_DB_PASSWORD]
+kind = "generic"
+secret = "local:NEW_DB_PASSWORD"
+description = "Password of a database the agent provisioned"
+
 [agents.support-bot]
 description = "Customer support assistant"
 grants = [
   {{ handle = "APP_DB", tools = ["query_db"] }},
   {{ handle = "BILLING_API", tools = ["http_request"] }},
+  {{ handle = "NEW_DB_PASSWORD", tools = ["share_secret"] }},
 ]
+
+[shares]
+base_url = "http://{addr}"
+[shares.channels.outbox]
+type = "outbox"
+path = "outbox.jsonl"
+[shares.recipients]
+"dba@shop.test" = "outbox"
 "#,
         port = up_addr.port()
     );
@@ -184,11 +204,10 @@ grants = [
     vault.put("BILLING_API", &Secret::from_str_value(&api_token)).await?;
     vault.put("APP_DB", &Secret::from_str_value(&db_dsn)).await?;
     vault.put("ADMIN_DB", &Secret::from_str_value(&admin_dsn)).await?;
+    vault.put("NEW_DB_PASSWORD", &Secret::from_str_value(&handoff)).await?;
     let (_, token) = store.add_agent("support-bot", None, None).await?;
 
     let broker = Arc::new(Broker::open(cfg).await.context("opening the broker")?);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(airlock_server::rest::serve(listener, broker.clone(), async {
         let _ = stop_rx.await;
@@ -259,6 +278,25 @@ grants = [
     let echo = d.call("An endpoint that echoes the credential back, raw and base64: scrubbed", "http_request",
         json!({"credential_handle": "BILLING_API", "method": "GET", "path_or_url": "/v1/debug/echo"}), None).await?;
 
+    // A one-time link: the agent hands the new password to a person; airlock delivers the link
+    // (here to a local outbox), the agent sees only the share id; the person opens it once.
+    let shared = d.call("Hand a password to a person as a one-time link (delivered to dba@shop.test, not to the agent)", "share_secret",
+        json!({"credential_handle": "NEW_DB_PASSWORD", "recipient": "dba@shop.test", "expires_in": 600}), None).await?;
+    let share_id = shared["result"]["share_id"].as_str().unwrap_or("").to_owned();
+    let outbox = std::fs::read_to_string(dir.join("outbox.jsonl")).context("reading the outbox")?;
+    let delivered: Value = serde_json::from_str(outbox.lines().last().unwrap_or("{}"))?;
+    let link = delivered["link"].as_str().unwrap_or("").to_owned();
+    let shown_link = link.split('#').next().unwrap_or("").to_owned() + "#<key>";
+    println!("    outbox → dba@shop.test received {shown_link} (the key after # never reaches the server)");
+    let first = open_link(&d.client, &link).await?;
+    let opened_ok = first.as_deref() == Some(handoff.as_str());
+    println!("    the person opens it: {}", if opened_ok { "the password decrypts in their client" } else { "UNEXPECTED: did not open" });
+    let second = open_link(&d.client, &link).await?;
+    println!("    a second open: {}", if second.is_none() { "refused, share-unavailable (already opened or expired)" } else { "UNEXPECTED: opened twice" });
+    if !opened_ok || second.is_some() || share_id.is_empty() {
+        d.failures += 1;
+    }
+
     let audit_pk = AuditKey::load_public(&data)?;
     let report = store.verify_audit(&audit_pk).await?;
     println!("\n[audit] {} records, {} signed checkpoints: {}", report.records, report.checkpoints,
@@ -275,7 +313,8 @@ grants = [
         haystack.push_str(&serde_json::to_string(&r)?);
     }
     let mut needles = Vec::new();
-    for s in [&api_token, &db_dsn] {
+    needles.push(link.split('#').nth(1).unwrap_or("no-link").to_owned());
+    for s in [&api_token, &db_dsn, &handoff] {
         needles.push(s.to_string());
         needles.push(base64::engine::general_purpose::STANDARD.encode(s));
         needles.push(base64::engine::general_purpose::STANDARD.encode(format!("Bearer {s}")));
@@ -284,7 +323,7 @@ grants = [
     let leaked: Vec<&String> = needles.iter().filter(|n| haystack.contains(n.as_str())).collect();
     let echoed_redacted = echo["result"]["body"].as_str().unwrap_or("").contains("[REDACTED:BILLING_API]");
     println!(
-        "\n[check] {} bytes the agent saw + the audit log, searched for the 2 secrets in 4 encodings each: {}",
+        "\n[check] {} bytes the agent saw + the audit log, searched for the 3 secrets in 4 encodings each and the link's key: {}",
         haystack.len(),
         if leaked.is_empty() { "the secret appears nowhere" } else { "LEAKED" }
     );
@@ -300,4 +339,26 @@ grants = [
     }
     println!("\ndemo ok: every call behaved as described, the audit chain verifies, no secret reached the agent.");
     Ok(0)
+}
+
+/// Opens a one-time link as the recipient's client does: None when the server refuses it.
+async fn open_link(client: &reqwest::Client, link: &str) -> Result<Option<String>> {
+    let l = airlock_share::Link::parse(link)?;
+    let d = airlock_share::derive(&l.key, &l.id, None);
+    let r = client
+        .post(format!("{}/v1/shares/{}/consume", l.base, l.id))
+        .json(&json!({"proof": d.proof().as_str()}))
+        .send()
+        .await?;
+    if r.status() == 404 {
+        return Ok(None);
+    }
+    let v: Value = r.error_for_status()?.json().await?;
+    let blob = airlock_share::decode_blob(v["ciphertext"].as_str().unwrap_or(""))?;
+    let limits = airlock_share::Limits {
+        expires_at: v["expires_at"].as_i64().unwrap_or(0),
+        views: v["views"].as_u64().unwrap_or(0) as u32,
+        passphrase: false,
+    };
+    Ok(airlock_share::open(&blob, &d, &l.id, &limits)?.expose_str().map(str::to_owned))
 }

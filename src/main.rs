@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 mod demo;
+mod share_cli;
 
 use airlock_core::config::Config;
 use airlock_core::{HandleName, Secret, Tool};
@@ -76,6 +77,32 @@ enum Cmd {
     Policy {
         #[command(subcommand)]
         cmd: PolicyCmd,
+    },
+    /// Make a one-time, end-to-end encrypted link to the secret on stdin; prints the link.
+    Share {
+        /// How many times the link can be opened.
+        #[arg(long, default_value_t = 1)]
+        views: u32,
+        /// When it expires: 5m, 1h, 1d, 7d (or seconds).
+        #[arg(long, default_value = "1h")]
+        expires: String,
+        /// Also require a passphrase (prompted on the terminal).
+        #[arg(long)]
+        passphrase: bool,
+        /// Read the passphrase from the first line of this file instead of prompting.
+        #[arg(long)]
+        passphrase_file: Option<PathBuf>,
+        /// The airlock server; default `shares.base_url`, else the configured listen address.
+        #[arg(long, env = "AIRLOCK_URL")]
+        server: Option<String>,
+    },
+    /// Open a one-time link (uses one view) and print the secret.
+    Open {
+        /// The link, `{base}/s/{id}#{key}`.
+        link: String,
+        /// Read the passphrase from the first line of this file instead of prompting.
+        #[arg(long)]
+        passphrase_file: Option<PathBuf>,
     },
 }
 
@@ -190,6 +217,27 @@ async fn open_vault(cfg: &Config) -> Result<Vault> {
 async fn run(cli: Cli) -> Result<u8> {
     match cli.cmd {
         Cmd::Demo => demo::run().await,
+        Cmd::Share { views, expires, passphrase, passphrase_file, server } => {
+            // The config is optional here: a person may share to any airlock server.
+            let cfg = if cli.config.exists() { Some(load(&cli.config)?) } else { None };
+            let server = match (server, &cfg) {
+                (Some(s), _) => s,
+                (None, Some(c)) => c.shares.base_url.clone().unwrap_or_else(|| format!("http://{}", c.server.listen)),
+                (None, None) => "http://127.0.0.1:7878".to_owned(),
+            };
+            let max_plaintext = cfg.as_ref().map(|c| c.shares.max_plaintext_bytes).unwrap_or(1 << 20);
+            share_cli::share(share_cli::ShareOpts {
+                server: &server,
+                views,
+                expires: &expires,
+                passphrase,
+                passphrase_file: passphrase_file.as_deref(),
+                max_plaintext,
+            })
+            .await?;
+            Ok(0)
+        }
+        Cmd::Open { link, passphrase_file } => share_cli::open(&link, passphrase_file.as_deref()).await,
         Cmd::Init => {
             init(&cli.config).await?;
             Ok(0)

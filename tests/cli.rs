@@ -207,6 +207,7 @@ fn demo_runs_and_reports_no_leak() {
     assert!(t.contains("chain verified"), "{t}");
     assert!(t.contains("[REDACTED:BILLING_API]"), "{t}");
     assert!(t.contains("[REDACTED:github-pat]"), "{t}");
+    assert!(t.contains("a second open: refused, share-unavailable"), "{t}");
 }
 
 #[test]

@@ -499,6 +499,71 @@ pub struct PolicyConfig {
     pub files: Vec<PathBuf>,
 }
 
+/// `[shares]`: one-time links.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SharesConfig {
+    /// Largest secret a share may hold, in bytes of plaintext (default 1 MiB).
+    #[serde(default = "default_max_share_bytes")]
+    pub max_plaintext_bytes: usize,
+    /// Most views a share may allow.
+    #[serde(default = "default_max_views")]
+    pub max_views: u32,
+    /// Longest expiry, in seconds (default 7 days).
+    #[serde(default = "default_max_expiry")]
+    pub max_expiry_seconds: u64,
+    /// Shares created per minute per client address (token bucket).
+    #[serde(default = "default_share_create_rate")]
+    pub create_per_minute: u32,
+    /// Failed consumes (wrong proof, unknown, used or expired id) per minute per client address.
+    #[serde(default = "default_share_fail_rate")]
+    pub failed_consumes_per_minute: u32,
+    /// The public base of links the broker makes for `share_secret`, for example
+    /// `https://airlock.example`; default `http://{server.listen}`.
+    #[serde(default)]
+    pub base_url: Option<String>,
+    /// Delivery channels by name.
+    #[serde(default)]
+    pub channels: BTreeMap<String, ShareChannelConfig>,
+    /// Recipients an agent may name in `share_secret`, each with the channel that reaches it.
+    /// Exact match; anyone else is refused.
+    #[serde(default)]
+    pub recipients: BTreeMap<String, String>,
+}
+
+impl Default for SharesConfig {
+    fn default() -> Self {
+        SharesConfig {
+            max_plaintext_bytes: default_max_share_bytes(),
+            max_views: default_max_views(),
+            max_expiry_seconds: default_max_expiry(),
+            create_per_minute: default_share_create_rate(),
+            failed_consumes_per_minute: default_share_fail_rate(),
+            base_url: None,
+            channels: BTreeMap::new(),
+            recipients: BTreeMap::new(),
+        }
+    }
+}
+
+/// How a link made by `share_secret` reaches its recipient. More kinds (SMTP through a handle)
+/// fit here later.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ShareChannelConfig {
+    /// POST `{recipient, link, share_id, expires_at, views}` as JSON to this URL.
+    Webhook {
+        /// The endpoint (http or https).
+        url: String,
+    },
+    /// Append the same JSON as one line to this file (created with mode 0600). Relative to the
+    /// configuration.
+    Outbox {
+        /// The file.
+        path: PathBuf,
+    },
+}
+
 /// The validated configuration.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
@@ -512,6 +577,8 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// `[policy]`, with file paths made absolute.
     pub policy: PolicyConfig,
+    /// `[shares]`, with outbox paths made absolute.
+    pub shares: SharesConfig,
     /// Handles by name.
     pub handles: BTreeMap<HandleName, Handle>,
     /// Agents by name.
@@ -531,6 +598,8 @@ struct RawConfig {
     limits: LimitsConfig,
     #[serde(default)]
     policy: PolicyConfig,
+    #[serde(default)]
+    shares: SharesConfig,
     #[serde(default)]
     handles: BTreeMap<Spanned<String>, Spanned<RawHandle>>,
     #[serde(default)]
@@ -672,6 +741,21 @@ fn default_rate() -> u32 {
 }
 fn default_max_request_bytes() -> usize {
     1 << 20
+}
+fn default_max_share_bytes() -> usize {
+    1 << 20
+}
+fn default_max_views() -> u32 {
+    100
+}
+fn default_max_expiry() -> u64 {
+    7 * 86_400
+}
+fn default_share_create_rate() -> u32 {
+    60
+}
+fn default_share_fail_rate() -> u32 {
+    30
 }
 
 /// Line (1-based) of byte offset `pos` in `text`.
@@ -835,12 +919,14 @@ impl Config {
         }
         let store = StoreConfig { data_dir: base.join(raw.store.data_dir), sync: raw.store.sync };
         let policy = PolicyConfig { files: raw.policy.files.iter().map(|f| base.join(f)).collect() };
+        let shares = validate_shares(raw.shares, base).map_err(|(f, m)| invalid(0, format!("shares.{f}"), m))?;
         Ok(Config {
             source: file.to_owned(),
             server: raw.server,
             store,
             limits: raw.limits,
             policy,
+            shares,
             handles,
             agents,
         })
@@ -854,6 +940,41 @@ pub fn valid_agent_name(s: &str) -> bool {
         && b.len() <= 64
         && b[0].is_ascii_lowercase()
         && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-' || *c == b'_')
+}
+
+fn validate_shares(mut s: SharesConfig, base: &Path) -> Result<SharesConfig, (String, String)> {
+    if s.max_plaintext_bytes == 0 || s.max_plaintext_bytes > 64 << 20 {
+        return Err(("max_plaintext_bytes".into(), "must be between 1 and 67108864".into()));
+    }
+    if s.max_views == 0 || s.max_expiry_seconds < 60 || s.create_per_minute == 0 || s.failed_consumes_per_minute == 0 {
+        return Err(("limits".into(), "max_views, create_per_minute and failed_consumes_per_minute must be at least 1, max_expiry_seconds at least 60".into()));
+    }
+    if let Some(b) = &s.base_url {
+        let u = url::Url::parse(b).map_err(|e| ("base_url".to_owned(), format!("not a URL: {e}")))?;
+        if u.scheme() != "https" && u.scheme() != "http" || u.fragment().is_some() || u.query().is_some() {
+            return Err(("base_url".into(), "an http(s) URL without query or fragment".into()));
+        }
+    }
+    for (name, ch) in s.channels.iter_mut() {
+        match ch {
+            ShareChannelConfig::Webhook { url } => {
+                let u = url::Url::parse(url).map_err(|e| (format!("channels.{name}.url"), format!("not a URL: {e}")))?;
+                if u.scheme() != "https" && u.scheme() != "http" {
+                    return Err((format!("channels.{name}.url"), "scheme must be https or http".into()));
+                }
+            }
+            ShareChannelConfig::Outbox { path } => *path = base.join(&*path),
+        }
+    }
+    for (r, ch) in &s.recipients {
+        if r.is_empty() || r.len() > 254 || r.chars().any(|c| c.is_control()) {
+            return Err((format!("recipients.{r}"), "a recipient is 1 to 254 printable characters".into()));
+        }
+        if !s.channels.contains_key(ch) {
+            return Err((format!("recipients.{r}"), format!("unknown channel {ch}")));
+        }
+    }
+    Ok(s)
 }
 
 fn validate_database(d: &DatabaseConstraints) -> Result<(), (&'static str, String)> {

@@ -67,6 +67,11 @@ pub enum ErrorCode {
     CommandTimeout,
     /// The command could not be started.
     CommandFailed,
+    /// The one-time link is unknown, used up or expired; the three are indistinguishable on
+    /// purpose (T17). A wrong proof gets the same answer.
+    ShareUnavailable,
+    /// The share request or link is malformed (bad id, proof, ciphertext or limits).
+    InvalidShare,
 }
 
 impl ErrorCode {
@@ -97,6 +102,8 @@ impl ErrorCode {
         ErrorCode::ArgumentNotAllowed,
         ErrorCode::CommandTimeout,
         ErrorCode::CommandFailed,
+        ErrorCode::ShareUnavailable,
+        ErrorCode::InvalidShare,
     ];
 
     /// The wire name.
@@ -127,6 +134,8 @@ impl ErrorCode {
             ErrorCode::ArgumentNotAllowed => "argument-not-allowed",
             ErrorCode::CommandTimeout => "command-timeout",
             ErrorCode::CommandFailed => "command-failed",
+            ErrorCode::ShareUnavailable => "share-unavailable",
+            ErrorCode::InvalidShare => "invalid-share",
         }
     }
 
@@ -142,11 +151,12 @@ impl ErrorCode {
             | ErrorCode::RecipientNotAllowed
             | ErrorCode::OutboundContainsSecret
             | ErrorCode::ArgumentNotAllowed => 403,
-            ErrorCode::UnknownTool | ErrorCode::NotFound => 404,
+            ErrorCode::UnknownTool | ErrorCode::NotFound | ErrorCode::ShareUnavailable => 404,
             ErrorCode::InvalidArguments
             | ErrorCode::InvalidSql
             | ErrorCode::BadRequest
-            | ErrorCode::HeaderInjection => 400,
+            | ErrorCode::HeaderInjection
+            | ErrorCode::InvalidShare => 400,
             ErrorCode::RateLimited => 429,
             ErrorCode::LimitExceeded => 413,
             ErrorCode::QueryFailed => 422,
@@ -185,6 +195,8 @@ impl ErrorCode {
             ErrorCode::ArgumentNotAllowed => "the arguments do not match this handle's argument template",
             ErrorCode::CommandTimeout => "the command did not finish in time and was killed",
             ErrorCode::CommandFailed => "the command could not be started",
+            ErrorCode::ShareUnavailable => "this link was already opened, has expired, or never existed",
+            ErrorCode::InvalidShare => "the share request or link is malformed",
         }
     }
 }

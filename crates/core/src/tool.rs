@@ -15,11 +15,14 @@ pub enum Tool {
     SendEmail,
     /// `run_command {credential_handle, args}`
     RunCommand,
+    /// `share_secret {credential_handle, recipient, views?, expires_in?}`: a one-time link to
+    /// the handle's secret, delivered to a configured recipient, never to the agent.
+    ShareSecret,
 }
 
 impl Tool {
     /// Every tool, in a stable order.
-    pub const ALL: &'static [Tool] = &[Tool::QueryDb, Tool::HttpRequest, Tool::SendEmail, Tool::RunCommand];
+    pub const ALL: &'static [Tool] = &[Tool::QueryDb, Tool::HttpRequest, Tool::SendEmail, Tool::RunCommand, Tool::ShareSecret];
 
     /// The tool's wire name.
     pub fn name(self) -> &'static str {
@@ -28,6 +31,7 @@ impl Tool {
             Tool::HttpRequest => "http_request",
             Tool::SendEmail => "send_email",
             Tool::RunCommand => "run_command",
+            Tool::ShareSecret => "share_secret",
         }
     }
 
@@ -43,6 +47,8 @@ impl Tool {
             Tool::HttpRequest => kind == HandleKind::Http,
             Tool::SendEmail => kind == HandleKind::Smtp,
             Tool::RunCommand => kind == HandleKind::Command,
+            // Any secret can be handed to a person; policy decides which.
+            Tool::ShareSecret => true,
         }
     }
 }

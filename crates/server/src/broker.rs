@@ -112,6 +112,7 @@ pub struct Broker {
     rebuild: tokio::sync::Mutex<()>,
     cache: Mutex<HashMap<HandleName, (Instant, Secret)>>,
     metrics: Metrics,
+    share_rates: crate::shares::ShareRates,
 }
 
 impl std::fmt::Debug for Broker {
@@ -153,6 +154,7 @@ impl Broker {
             rebuild: tokio::sync::Mutex::new(()),
             cache: Mutex::new(HashMap::new()),
             metrics: Metrics::default(),
+            share_rates: crate::shares::ShareRates::default(),
         };
         broker.rebuild_scrubber().await?;
         Ok(broker)
@@ -176,6 +178,11 @@ impl Broker {
     /// The metrics.
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    /// The per-address limiters of the share endpoints.
+    pub fn share_rates(&self) -> &crate::shares::ShareRates {
+        &self.share_rates
     }
 
     /// The current scrubber (for front ends that scrub their own output, such as log lines).
@@ -318,9 +325,15 @@ impl Broker {
             }
         }
         let result = match self.resolve(handle).await {
-            Ok(secret) => prepared.execute(self, handle, &secret).await,
+            Ok(secret) => prepared.execute(self, caller, handle, &secret).await,
             Err(e) => Err(e),
         };
+        // The audit names the share a link was made for (never the link).
+        if let (Ok(v), Some(obj)) = (&result, args.as_object_mut()) {
+            if let Some(id) = v.get("share_id").filter(|_| tool == Tool::ShareSecret) {
+                obj.insert("share_id".into(), id.clone());
+            }
+        }
         self.finish(Some(caller), tool_name, handle_name.as_ref(), &args, Decision::Allow, policies, request_id, result, started)
             .await
     }
@@ -506,6 +519,7 @@ enum Prepared {
     Http(airlock_exec_http::ValidatedRequest, bool),
     Email(airlock_exec_email::ValidatedEmail),
     Command(airlock_exec_command::ValidatedCommand),
+    Share(crate::shares::ValidatedShare),
 }
 
 impl Prepared {
@@ -535,6 +549,10 @@ impl Prepared {
                 let a: CommandArgs = serde_json::from_value(args.clone()).map_err(bad_args)?;
                 Ok(Prepared::Command(broker.command.validate(handle, &a)?))
             }
+            Tool::ShareSecret => {
+                let a: crate::shares::ShareArgs = serde_json::from_value(args.clone()).map_err(bad_args)?;
+                Ok(Prepared::Share(crate::shares::ValidatedShare::validate(&broker.cfg.shares, &a)?))
+            }
         }
     }
 
@@ -544,15 +562,17 @@ impl Prepared {
             Prepared::Http(_, writes) => *writes,
             // Sending mail and running a program act on the world.
             Prepared::Email(_) | Prepared::Command(_) => true,
+            Prepared::Share(_) => true,
         }
     }
 
-    async fn execute(&self, broker: &Broker, handle: &Handle, secret: &Secret) -> Result<Value, CallError> {
+    async fn execute(&self, broker: &Broker, caller: &Caller, handle: &Handle, secret: &Secret) -> Result<Value, CallError> {
         match self {
             Prepared::Sql(q, _) => broker.sql.execute(handle, q, secret).await,
             Prepared::Http(r, _) => broker.http.execute(handle, r, secret).await,
             Prepared::Email(m) => broker.email.execute(handle, m, secret).await,
             Prepared::Command(c) => broker.command.execute(handle, c, secret).await,
+            Prepared::Share(s) => s.execute(broker, caller, secret).await,
         }
     }
 }

@@ -9,6 +9,7 @@ pub mod broker;
 pub mod metrics;
 pub mod rate;
 pub mod rest;
+pub mod shares;
 pub mod tools;
 
 pub use broker::{Broker, BrokerError, Caller, Invocation};

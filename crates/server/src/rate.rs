@@ -22,6 +22,17 @@ impl RateLimiter {
         self.check_at(key, per_minute, Instant::now())
     }
 
+    /// True when `key` has a token left, without taking it (limits on failures only: check
+    /// before the attempt, take with [`RateLimiter::check`] when it fails).
+    pub fn available(&self, key: &str, per_minute: u32) -> bool {
+        let cap = per_minute.max(1) as f64;
+        let map = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        match map.get(key) {
+            None => true,
+            Some(b) => b.tokens + Instant::now().saturating_duration_since(b.last).as_secs_f64() * cap / 60.0 >= 1.0,
+        }
+    }
+
     fn check_at(&self, key: &str, per_minute: u32, now: Instant) -> bool {
         let cap = per_minute.max(1) as f64;
         let mut map = self.buckets.lock().unwrap_or_else(|p| p.into_inner());

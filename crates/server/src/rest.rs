@@ -119,6 +119,7 @@ pub fn router(broker: Arc<Broker>) -> Router {
         .route("/v1/invoke", post(invoke))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
+        .merge(crate::shares::routes())
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(limit))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_response))
@@ -146,15 +147,24 @@ pub async fn serve_with(
         let b = broker.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(std::time::Duration::from_secs(2));
+            let mut n = 0u64;
             loop {
                 tick.tick().await;
                 if let Err(e) = b.refresh().await {
                     tracing::warn!(error = %e, "secret refresh failed");
                 }
+                // The share sweeper: expired one-time links are deleted about every 30 s.
+                if n.is_multiple_of(15) {
+                    if let Err(e) = b.store().sweep_shares().await {
+                        tracing::warn!(error = %e, "share sweep failed");
+                    }
+                }
+                n += 1;
             }
         })
     };
-    let app = router(broker).merge(extra).into_make_service();
+    // Connection info gives the share endpoints the client address for their rate limits.
+    let app = router(broker).merge(extra).into_make_service_with_connect_info::<std::net::SocketAddr>();
     let r = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
     refresher.abort();
     r

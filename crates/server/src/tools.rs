@@ -102,7 +102,7 @@ pub fn tool_defs(cfg: &Config, handles_for: impl Fn(Tool) -> Vec<HandleName>) ->
             "enum": names,
             "description": "The credential to use, by handle name. airlock performs the call; the credential is never shown."
         });
-        let mut open_world = tool == Tool::HttpRequest || tool == Tool::SendEmail;
+        let mut open_world = matches!(tool, Tool::HttpRequest | Tool::SendEmail | Tool::ShareSecret);
         let (summary, props, required, read_only) = match tool {
             Tool::QueryDb => {
                 let ro = handles
@@ -192,6 +192,20 @@ pub fn tool_defs(cfg: &Config, handles_for: impl Fn(Tool) -> Vec<HandleName>) ->
                     false,
                 )
             }
+            Tool::ShareSecret => {
+                let recipients: Vec<&str> = cfg.shares.recipients.keys().map(String::as_str).collect();
+                (
+                    "Hand the credential behind a handle to a person as a one-time, end-to-end encrypted link. airlock creates the link and delivers it to the recipient through a configured channel; you get only the share id and its expiry, never the link or the secret.",
+                    json!({
+                        "credential_handle": handle_prop,
+                        "recipient": {"type": "string", "enum": recipients, "description": "Who receives the link (a recipient configured in airlock)."},
+                        "views": {"type": "integer", "minimum": 1, "maximum": cfg.shares.max_views, "description": "How many times the link can be opened; default 1."},
+                        "expires_in": {"type": "integer", "minimum": 60, "maximum": cfg.shares.max_expiry_seconds, "description": "Seconds until the link expires; default 3600."}
+                    }),
+                    vec!["credential_handle", "recipient"],
+                    false,
+                )
+            }
         };
         out.push(ToolDef {
             tool,
@@ -220,7 +234,8 @@ pub fn render(defs: &[ToolDef], format: Format) -> Value {
                 "inputSchema": d.input_schema,
                 "annotations": {
                     "readOnlyHint": d.read_only,
-                    "destructiveHint": !d.read_only,
+                    // Creating a one-time link adds a record and destroys nothing.
+                    "destructiveHint": !d.read_only && d.tool != Tool::ShareSecret,
                     "openWorldHint": d.open_world,
                 }
             }),

@@ -43,6 +43,28 @@ CREATE TABLE audit_checkpoints (
     signature   BLOB NOT NULL,
     ts          TEXT NOT NULL
 );
+"#, r#"
+CREATE TABLE shares (
+    id          TEXT PRIMARY KEY,
+    ciphertext  BLOB NOT NULL,
+    proof_hash  BLOB NOT NULL,
+    expires_at  INTEGER NOT NULL,
+    max_views   INTEGER NOT NULL,
+    views_left  INTEGER NOT NULL,
+    created_at  INTEGER NOT NULL
+);
+CREATE INDEX shares_expiry ON shares(expires_at);
+CREATE TABLE share_receipts (
+    share_id        TEXT PRIMARY KEY,
+    creator         TEXT NOT NULL,
+    recipient       TEXT,
+    created_at      INTEGER NOT NULL,
+    expires_at      INTEGER NOT NULL,
+    max_views       INTEGER NOT NULL,
+    views_used      INTEGER NOT NULL DEFAULT 0,
+    first_opened_at INTEGER,
+    last_opened_at  INTEGER
+);
 "#];
 
 /// A handle on the store. Cheap to clone.

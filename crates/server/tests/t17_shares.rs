@@ -1,0 +1,241 @@
+//! T17 over HTTP: the share endpoints and pages, and the `share_secret` tool with its outbox.
+
+mod common;
+
+use airlock_share::{derive, Link, NewShare};
+use common::{code, Fixture};
+use serde_json::{json, Value};
+
+const MAX: usize = 1 << 20;
+
+fn with_shares(fail_rate: u32) -> impl FnOnce(String) -> String {
+    move |t: String| {
+        let t = t.replace(
+            "  { handle = \"API\", tools = [\"http_request\"] },\n]",
+            "  { handle = \"API\", tools = [\"http_request\"] },\n  { handle = \"SECRET_ONLY\", tools = [\"share_secret\"] },\n]",
+        );
+        format!(
+            "{t}\n[shares]\ncreate_per_minute = 100000\nfailed_consumes_per_minute = {fail_rate}\nbase_url = \"https://airlock.example\"\n\
+             [shares.channels.box]\ntype = \"outbox\"\npath = \"outbox.jsonl\"\n\
+             [shares.recipients]\n\"alice@example.com\" = \"box\"\n"
+        )
+    }
+}
+
+async fn create(f: &Fixture, plaintext: &[u8], views: u32) -> NewShare {
+    let exp = chrono::Utc::now().timestamp() + 3600;
+    let s = NewShare::create(plaintext, None, exp, views, MAX).unwrap();
+    let (ct, ph) = s.request_fields();
+    let r = f
+        .client
+        .post(format!("{}/v1/shares", f.base))
+        .json(&json!({"id": s.id, "ciphertext": ct, "proof_hash": ph, "expires_at": exp, "views": views}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    s
+}
+
+async fn consume(f: &Fixture, id: &str, proof: &str) -> (u16, Value) {
+    let r = f.client.post(format!("{}/v1/shares/{id}/consume", f.base)).json(&json!({"proof": proof})).send().await.unwrap();
+    (r.status().as_u16(), r.json().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn t17_consume_needs_the_proof_burns_once_and_used_looks_unknown() {
+    let f = Fixture::start_with(with_shares(100000)).await;
+    let s = create(&f, b"one-time canary_Sh4re", 1).await;
+    let wrong = derive(&airlock_share::LinkKey::generate().unwrap(), &s.id, None);
+    let (st, v) = consume(&f, &s.id, &wrong.proof()).await;
+    assert_eq!((st, code(&v)), (404, "share-unavailable"));
+    assert_eq!(f.store.share_views_left(&s.id).await.unwrap(), Some(1), "a wrong proof burns nothing");
+
+    let d = derive(&s.key, &s.id, None);
+    let (st, v) = consume(&f, &s.id, &d.proof()).await;
+    assert_eq!(st, 200, "{v}");
+    let blob = airlock_share::decode_blob(v["ciphertext"].as_str().unwrap()).unwrap();
+    let limits = airlock_share::Limits { expires_at: v["expires_at"].as_i64().unwrap(), views: 1, passphrase: false };
+    assert_eq!(airlock_share::open(&blob, &d, &s.id, &limits).unwrap().expose_secret(), b"one-time canary_Sh4re");
+
+    let (st2, used) = consume(&f, &s.id, &d.proof()).await;
+    let (st3, unknown) = consume(&f, &airlock_share::new_id().unwrap(), &d.proof()).await;
+    assert_eq!((st2, st3), (404, 404));
+    assert_eq!(used, unknown, "used and unknown answer identically");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn t17_64_concurrent_http_consumers_one_success() {
+    let f = Fixture::start_with(with_shares(100000)).await;
+    let s = create(&f, b"race", 1).await;
+    let proof = derive(&s.key, &s.id, None).proof().to_string();
+    let mut tasks = Vec::new();
+    for _ in 0..64 {
+        let (c, url, p) = (f.client.clone(), format!("{}/v1/shares/{}/consume", f.base, s.id), proof.clone());
+        tasks.push(tokio::spawn(async move { c.post(url).json(&json!({"proof": p})).send().await.unwrap().status().as_u16() }));
+    }
+    let mut codes = Vec::new();
+    for t in tasks {
+        codes.push(t.await.unwrap());
+    }
+    assert_eq!(codes.iter().filter(|c| **c == 200).count(), 1, "{codes:?}");
+    assert!(codes.iter().all(|c| *c == 200 || *c == 404), "{codes:?}");
+}
+
+#[tokio::test]
+async fn t17_failed_consumes_are_rate_limited_per_address() {
+    let f = Fixture::start_with(with_shares(5)).await;
+    let s = create(&f, b"x", 1).await;
+    let wrong = derive(&airlock_share::LinkKey::generate().unwrap(), &s.id, None);
+    for _ in 0..5 {
+        assert_eq!(consume(&f, &s.id, &wrong.proof()).await.0, 404);
+    }
+    let (st, v) = consume(&f, &s.id, &wrong.proof()).await;
+    assert_eq!((st, code(&v)), (429, "rate-limited"));
+    assert_eq!(f.store.share_views_left(&s.id).await.unwrap(), Some(1));
+}
+
+#[tokio::test]
+async fn t17_bad_input_gets_clear_codes() {
+    let f = Fixture::start_with(with_shares(100000)).await;
+    let post = |body: Value| f.client.post(format!("{}/v1/shares", f.base)).json(&body).send();
+    let exp = chrono::Utc::now().timestamp() + 60;
+    let s = NewShare::create(b"x", None, exp, 1, MAX).unwrap();
+    let (ct, ph) = s.request_fields();
+    // Malformed ciphertext, id, proof hash, views, expiry.
+    for body in [
+        json!({"id": s.id, "ciphertext": "!!", "proof_hash": ph, "expires_at": exp, "views": 1}),
+        json!({"id": s.id, "ciphertext": &ct[..ct.len() - 8], "proof_hash": ph, "expires_at": exp, "views": 1}),
+        json!({"id": "short", "ciphertext": ct, "proof_hash": ph, "expires_at": exp, "views": 1}),
+        json!({"id": s.id, "ciphertext": ct, "proof_hash": "AAAA", "expires_at": exp, "views": 1}),
+        json!({"id": s.id, "ciphertext": ct, "proof_hash": ph, "expires_at": exp, "views": 0}),
+        json!({"id": s.id, "ciphertext": ct, "proof_hash": ph, "expires_at": exp - 120, "views": 1}),
+        json!({"id": s.id, "ciphertext": ct, "proof_hash": ph, "expires_at": exp + 30 * 86400, "views": 1}),
+        json!({"nope": 1}),
+    ] {
+        let r = post(body.clone()).await.unwrap();
+        assert_eq!(r.status(), 400, "{body}");
+        assert_eq!(r.json::<Value>().await.unwrap()["error"]["code"], "invalid-share");
+    }
+    // Oversized: a 2 MiB plaintext sealed by a client that ignores the limit.
+    let big = NewShare::create(&vec![b'a'; 2 << 20], None, exp, 1, 4 << 20).unwrap();
+    let (bct, bph) = big.request_fields();
+    let r = post(json!({"id": big.id, "ciphertext": bct, "proof_hash": bph, "expires_at": exp, "views": 1})).await.unwrap();
+    assert_eq!(r.status(), 413);
+    // Malformed consume requests.
+    let (st, v) = consume(&f, &s.id, "not-a-proof").await;
+    assert_eq!((st, code(&v)), (400, "invalid-share"));
+    let (st, v) = consume(&f, "bad id", &derive(&s.key, &s.id, None).proof()).await;
+    assert_eq!((st, code(&v)), (400, "invalid-share"));
+}
+
+#[tokio::test]
+async fn t17_pages_have_strict_headers_and_the_open_page_is_static() {
+    let f = Fixture::start_with(with_shares(100000)).await;
+    let s = create(&f, b"x", 1).await;
+    for path in [format!("/s/{}", s.id), "/share".to_owned(), "/web/open.js".to_owned(), "/web/share-format.js".to_owned()] {
+        let r = f.client.get(format!("{}{path}", f.base)).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        let h = r.headers();
+        let csp = h["content-security-policy"].to_str().unwrap();
+        assert!(csp.contains("script-src 'self'") && !csp.contains("unsafe-inline") && csp.contains("frame-ancestors 'none'"), "{csp}");
+        assert_eq!(h["referrer-policy"], "no-referrer");
+        assert_eq!(h["cache-control"], "no-store");
+        assert_eq!(h["x-content-type-options"], "nosniff");
+        assert!(h["x-robots-tag"].to_str().unwrap().contains("noindex"));
+        let body = r.text().await.unwrap();
+        assert!(!body.contains("<script>") && !body.contains("http://") && !body.contains("https://"), "{path}: inline or third-party");
+    }
+    // The open page is the same for a live, an unknown and a malformed id, and touches nothing.
+    let a = f.client.get(format!("{}/s/{}", f.base, s.id)).send().await.unwrap().text().await.unwrap();
+    let b = f.client.get(format!("{}/s/{}", f.base, airlock_share::new_id().unwrap())).send().await.unwrap().text().await.unwrap();
+    assert_eq!(a, b);
+    assert_eq!(f.store.share_views_left(&s.id).await.unwrap(), Some(1), "a previewer burns nothing");
+}
+
+#[tokio::test]
+async fn t17_share_secret_delivers_the_link_to_the_recipient_only() {
+    let f = Fixture::start_with(with_shares(100000)).await;
+    let tools = f.client.get(format!("{}/v1/tools", f.base)).bearer_auth(&f.token).send().await.unwrap().json::<Value>().await.unwrap();
+    let t = tools["tools"].as_array().unwrap().iter().find(|t| t["name"] == "share_secret").expect("share_secret listed").clone();
+    assert_eq!(t["annotations"]["openWorldHint"], true);
+    assert_eq!(t["annotations"]["readOnlyHint"], false);
+    assert_eq!(t["inputSchema"]["properties"]["credential_handle"]["enum"], json!(["SECRET_ONLY"]));
+
+    let (st, v) = f.invoke("share_secret", json!({"credential_handle": "SECRET_ONLY", "recipient": "mallory@evil.test"})).await;
+    assert_eq!((st, code(&v)), (403, "recipient-not-allowed"));
+    let (st, v) = f.invoke("share_secret", json!({"credential_handle": "API", "recipient": "alice@example.com"})).await;
+    assert_eq!((st, code(&v)), (403, "handle-unavailable"));
+
+    let (st, v) = f.invoke("share_secret", json!({"credential_handle": "SECRET_ONLY", "recipient": "alice@example.com", "expires_in": 600})).await;
+    assert_eq!(st, 200, "{v}");
+    let r = &v["result"];
+    let mut keys: Vec<&String> = r.as_object().unwrap().keys().collect();
+    keys.sort();
+    assert_eq!(keys, ["expires_at", "recipient", "share_id"], "the agent gets only these");
+    let id = r["share_id"].as_str().unwrap();
+
+    let outbox = f.dir.path().join("outbox.jsonl");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&outbox).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+    let line: Value = serde_json::from_str(std::fs::read_to_string(&outbox).unwrap().lines().next().unwrap()).unwrap();
+    assert_eq!(line["recipient"], "alice@example.com");
+    assert_eq!(line["share_id"], id);
+    let link_text = line["link"].as_str().unwrap().to_owned();
+    assert!(link_text.starts_with(&format!("https://airlock.example/s/{id}#")));
+    let key_part = link_text.split('#').nth(1).unwrap().to_owned();
+    assert!(!v.to_string().contains(&key_part), "the key never reaches the agent");
+
+    // Receipt: not yet opened; only the creating agent may ask.
+    let receipt = |tok: String| {
+        let (c, url) = (f.client.clone(), format!("{}/v1/shares/{id}", f.base));
+        async move {
+            let r = c.get(url).bearer_auth(tok).send().await.unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+    let (st, rc) = receipt(f.token.clone()).await;
+    assert_eq!((st, rc["opened"].clone()), (200, json!(false)), "{rc}");
+    assert_eq!(receipt(f.other_token.clone()).await.0, 404);
+
+    // The recipient opens it (the link's base is the public URL; consume on the test server).
+    let link = Link::parse(&link_text).unwrap();
+    let d = derive(&link.key, &link.id, None);
+    let (st, c) = consume(&f, id, &d.proof()).await;
+    assert_eq!(st, 200);
+    let blob = airlock_share::decode_blob(c["ciphertext"].as_str().unwrap()).unwrap();
+    let limits = airlock_share::Limits { expires_at: c["expires_at"].as_i64().unwrap(), views: 1, passphrase: false };
+    assert_eq!(airlock_share::open(&blob, &d, id, &limits).unwrap().expose_str(), Some("canaryGeneric_Zx81Lq0Pw"));
+    let (_, rc) = receipt(f.token.clone()).await;
+    assert_eq!(rc["opened"], true, "{rc}");
+    assert!(rc["first_opened_at"].is_string());
+
+    // The audit names the share id and never the link, its key or the secret.
+    let tail = f.store.audit_tail(50).await.unwrap();
+    let audit = serde_json::to_string(&tail.iter().map(|(_, r)| serde_json::to_value(r).unwrap()).collect::<Vec<_>>()).unwrap();
+    assert!(audit.contains(id));
+    assert!(!audit.contains(&key_part) && !audit.contains("canaryGeneric_Zx81Lq0Pw"));
+}
+
+#[tokio::test]
+async fn t17_creation_is_rate_limited_per_address() {
+    let f = Fixture::start_with(|t| with_shares(100000)(t).replace("create_per_minute = 100000", "create_per_minute = 3")).await;
+    for _ in 0..3 {
+        create(&f, b"x", 1).await;
+    }
+    let exp = chrono::Utc::now().timestamp() + 60;
+    let s = NewShare::create(b"x", None, exp, 1, MAX).unwrap();
+    let (ct, ph) = s.request_fields();
+    let r = f
+        .client
+        .post(format!("{}/v1/shares", f.base))
+        .json(&json!({"id": s.id, "ciphertext": ct, "proof_hash": ph, "expires_at": exp, "views": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"]["code"], "rate-limited");
+}

@@ -1,0 +1,108 @@
+//! T17 at the store: a share burns only for its proof, atomically, and survives a restart.
+
+use airlock_store::shares::NewShareRecord;
+use airlock_store::Store;
+use std::sync::Arc;
+
+fn hash(b: u8) -> [u8; 32] {
+    [b; 32]
+}
+
+async fn put(store: &Store, id: &str, views: u32, expires_in: i64) {
+    store
+        .create_share(&NewShareRecord {
+            id,
+            ciphertext: b"ciphertext-bytes",
+            proof_hash: &hash(7),
+            expires_at: chrono::Utc::now().timestamp() + expires_in,
+            views,
+            creator: None,
+            recipient: None,
+        })
+        .await
+        .unwrap();
+}
+
+async fn race(store: &Store, id: &str, n: usize, proof: [u8; 32]) -> usize {
+    let store = Arc::new(store.clone());
+    let mut tasks = Vec::new();
+    for _ in 0..n {
+        let s = store.clone();
+        let id = id.to_owned();
+        tasks.push(tokio::spawn(async move { s.consume_share(&id, &proof).await.unwrap().is_some() }));
+    }
+    let mut ok = 0;
+    for t in tasks {
+        if t.await.unwrap() {
+            ok += 1;
+        }
+    }
+    ok
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn t17_64_concurrent_consumers_of_a_single_view_share_give_exactly_one_success() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).await.unwrap();
+    put(&store, "AAAAAAAAAAAAAAAAAAAAAA", 1, 3600).await;
+    assert_eq!(race(&store, "AAAAAAAAAAAAAAAAAAAAAA", 64, hash(7)).await, 1);
+    assert_eq!(store.share_views_left("AAAAAAAAAAAAAAAAAAAAAA").await.unwrap(), None, "deleted at its last view");
+    let n: (i64,) = sqlx::query_as("SELECT count(*) FROM shares").fetch_one(store.pool()).await.unwrap();
+    assert_eq!(n.0, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn t17_exactly_views_successes_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(dir.path()).await.unwrap();
+        put(&store, "BBBBBBBBBBBBBBBBBBBBBB", 1, 3600).await;
+        put(&store, "CCCCCCCCCCCCCCCCCCCCCC", 3, 3600).await;
+        assert!(store.consume_share("CCCCCCCCCCCCCCCCCCCCCC", &hash(7)).await.unwrap().is_some());
+        store.close().await;
+    }
+    let store = Store::open(dir.path()).await.unwrap();
+    assert_eq!(store.share_views_left("CCCCCCCCCCCCCCCCCCCCCC").await.unwrap(), Some(2));
+    assert_eq!(race(&store, "BBBBBBBBBBBBBBBBBBBBBB", 64, hash(7)).await, 1);
+    assert_eq!(race(&store, "CCCCCCCCCCCCCCCCCCCCCC", 64, hash(7)).await, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn t17_wrong_proofs_burn_nothing_even_a_thousand_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).await.unwrap();
+    put(&store, "DDDDDDDDDDDDDDDDDDDDDD", 2, 3600).await;
+    assert_eq!(race(&store, "DDDDDDDDDDDDDDDDDDDDDD", 1000, hash(8)).await, 0);
+    assert_eq!(store.share_views_left("DDDDDDDDDDDDDDDDDDDDDD").await.unwrap(), Some(2));
+    let c = store.consume_share("DDDDDDDDDDDDDDDDDDDDDD", &hash(7)).await.unwrap().unwrap();
+    assert_eq!((c.views, c.views_left, c.ciphertext.as_slice()), (2, 1, &b"ciphertext-bytes"[..]));
+}
+
+#[tokio::test]
+async fn t17_expired_and_unknown_are_alike_and_swept() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).await.unwrap();
+    put(&store, "EEEEEEEEEEEEEEEEEEEEEE", 1, -1).await;
+    assert_eq!(store.consume_share("EEEEEEEEEEEEEEEEEEEEEE", &hash(7)).await.unwrap(), None);
+    assert_eq!(store.consume_share("FFFFFFFFFFFFFFFFFFFFFF", &hash(7)).await.unwrap(), None);
+    assert_eq!(store.sweep_shares().await.unwrap(), 1);
+    let dup = store
+        .create_share(&NewShareRecord {
+            id: "GGGGGGGGGGGGGGGGGGGGGG",
+            ciphertext: b"x",
+            proof_hash: &hash(1),
+            expires_at: chrono::Utc::now().timestamp() + 60,
+            views: 1,
+            creator: Some("agent1"),
+            recipient: Some("alice"),
+        })
+        .await;
+    assert!(dup.is_ok());
+    let r = store.share_receipt("GGGGGGGGGGGGGGGGGGGGGG", "agent1").await.unwrap().unwrap();
+    assert_eq!((r.views_used, r.first_opened_at), (0, None));
+    assert!(store.share_receipt("GGGGGGGGGGGGGGGGGGGGGG", "agent2").await.unwrap().is_none(), "only the creator");
+    store.consume_share("GGGGGGGGGGGGGGGGGGGGGG", &hash(1)).await.unwrap().unwrap();
+    let r = store.share_receipt("GGGGGGGGGGGGGGGGGGGGGG", "agent1").await.unwrap().unwrap();
+    assert_eq!(r.views_used, 1);
+    assert!(r.first_opened_at.is_some());
+}

@@ -1,0 +1,179 @@
+//! `airlock share` and `airlock open`: the one-time link format (crates/share) over the REST
+//! endpoints, interoperable with the web pages in both directions.
+
+use airlock_share::{derive, Link, NewShare};
+use anyhow::{bail, Context, Result};
+use serde_json::{json, Value};
+use std::io::Read;
+use std::path::Path;
+use zeroize::Zeroizing;
+
+/// Parses `90s`, `5m`, `1h`, `1d`, `7d` or a number of seconds.
+pub fn parse_duration(s: &str) -> Result<u64> {
+    let s = s.trim();
+    let (num, unit) = match s.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: u64 = num.parse().with_context(|| format!("{s:?} is not a duration such as 5m, 1h, 1d or 7d"))?;
+    let mul = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => bail!("{s:?} is not a duration such as 5m, 1h, 1d or 7d"),
+    };
+    n.checked_mul(mul).context("duration too long")
+}
+
+/// The passphrase: from a file (first line), or prompted on the terminal.
+fn passphrase(file: Option<&Path>, prompt: &str, confirm: bool) -> Result<Zeroizing<String>> {
+    if let Some(p) = file {
+        let text = Zeroizing::new(std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?);
+        let line = text.lines().next().unwrap_or("");
+        if line.is_empty() {
+            bail!("{} holds an empty passphrase", p.display());
+        }
+        return Ok(Zeroizing::new(line.to_owned()));
+    }
+    let a = Zeroizing::new(rpassword::prompt_password(prompt).context("reading the passphrase from the terminal")?);
+    if a.is_empty() {
+        bail!("an empty passphrase");
+    }
+    if confirm {
+        let b = Zeroizing::new(rpassword::prompt_password("Again: ").context("reading the passphrase")?);
+        if *a != *b {
+            bail!("the passphrases differ");
+        }
+    }
+    Ok(a)
+}
+
+fn client() -> Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(std::time::Duration::from_secs(30))
+        .build()
+        .context("building the HTTP client")
+}
+
+async fn error_of(resp: reqwest::Response) -> anyhow::Error {
+    let status = resp.status();
+    let v: Value = resp.json().await.unwrap_or(Value::Null);
+    match v["error"]["code"].as_str() {
+        Some(code) => anyhow::anyhow!("{code}: {}", v["error"]["message"].as_str().unwrap_or("")),
+        None => anyhow::anyhow!("the server answered {status}"),
+    }
+}
+
+/// Options of `airlock share`.
+pub struct ShareOpts<'a> {
+    pub server: &'a str,
+    pub views: u32,
+    pub expires: &'a str,
+    pub passphrase: bool,
+    pub passphrase_file: Option<&'a Path>,
+    pub max_plaintext: usize,
+}
+
+/// Reads stdin, seals it, stores it, prints the link.
+pub async fn share(o: ShareOpts<'_>) -> Result<()> {
+    let expires_in = parse_duration(o.expires)?;
+    let mut buf = Zeroizing::new(Vec::new());
+    std::io::stdin()
+        .take(o.max_plaintext as u64 + 2)
+        .read_to_end(&mut buf)
+        .context("reading the secret from stdin")?;
+    // One trailing newline is the shell's, not the secret's.
+    if buf.last() == Some(&b'\n') {
+        buf.pop();
+        if buf.last() == Some(&b'\r') {
+            buf.pop();
+        }
+    }
+    if buf.is_empty() {
+        bail!("nothing on stdin to share");
+    }
+    if buf.len() > o.max_plaintext {
+        bail!("the secret is larger than the limit of {} bytes", o.max_plaintext);
+    }
+    let pass = if o.passphrase || o.passphrase_file.is_some() {
+        Some(passphrase(o.passphrase_file, "Passphrase for the link: ", true)?)
+    } else {
+        None
+    };
+    let expires_at = chrono::Utc::now().timestamp() + expires_in as i64;
+    let s = NewShare::create(&buf, pass.as_ref().map(|p| p.as_str()), expires_at, o.views, o.max_plaintext)?;
+    let (ciphertext, proof_hash) = s.request_fields();
+    let base = o.server.trim_end_matches('/');
+    let resp = client()?
+        .post(format!("{base}/v1/shares"))
+        .json(&json!({"id": s.id, "ciphertext": ciphertext, "proof_hash": proof_hash, "expires_at": expires_at, "views": o.views}))
+        .send()
+        .await
+        .with_context(|| format!("reaching {base}"))?;
+    if !resp.status().is_success() {
+        return Err(error_of(resp).await.context("creating the share"));
+    }
+    let link = Link::render(base, &s.id, &s.key, pass.is_some());
+    println!("{}", link.as_str());
+    let when = chrono::DateTime::from_timestamp(expires_at, 0).map(|t| t.to_rfc3339()).unwrap_or_default();
+    eprintln!(
+        "expires {when}; {}; end-to-end encrypted{}",
+        if o.views == 1 { "one-time view".to_owned() } else { format!("{} views", o.views) },
+        if pass.is_some() { "; the recipient also needs the passphrase" } else { "" }
+    );
+    Ok(())
+}
+
+/// Burns one view of `link` and writes the secret to stdout.
+pub async fn open(link: &str, passphrase_file: Option<&Path>) -> Result<u8> {
+    let l = Link::parse(link)?;
+    let pass = if l.passphrase { Some(passphrase(passphrase_file, "Passphrase: ", false)?) } else { None };
+    let d = derive(&l.key, &l.id, pass.as_ref().map(|p| p.as_str()));
+    let resp = client()?
+        .post(format!("{}/v1/shares/{}/consume", l.base, l.id))
+        .json(&json!({"proof": d.proof().as_str()}))
+        .send()
+        .await
+        .with_context(|| format!("reaching {}", l.base))?;
+    if resp.status().as_u16() == 404 {
+        eprintln!(
+            "this link was already opened or has expired{}",
+            if l.passphrase { ", or the passphrase is wrong" } else { "" }
+        );
+        return Ok(1);
+    }
+    if !resp.status().is_success() {
+        return Err(error_of(resp).await.context("opening the share"));
+    }
+    let v: Value = resp.json().await.context("the server's answer is not JSON")?;
+    let blob = airlock_share::decode_blob(v["ciphertext"].as_str().unwrap_or(""))?;
+    let limits = airlock_share::Limits {
+        expires_at: v["expires_at"].as_i64().context("no expires_at")?,
+        views: v["views"].as_u64().context("no views")? as u32,
+        passphrase: l.passphrase,
+    };
+    let secret = airlock_share::open(&blob, &d, &l.id, &limits)?;
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    out.write_all(secret.expose_secret())?;
+    if !secret.expose_secret().ends_with(b"\n") {
+        out.write_all(b"\n")?;
+    }
+    out.flush()?;
+    Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn durations() {
+        assert_eq!(super::parse_duration("5m").unwrap(), 300);
+        assert_eq!(super::parse_duration("1h").unwrap(), 3600);
+        assert_eq!(super::parse_duration("7d").unwrap(), 604_800);
+        assert_eq!(super::parse_duration("90").unwrap(), 90);
+        assert!(super::parse_duration("1w").is_err());
+        assert!(super::parse_duration("h").is_err());
+    }
+}
