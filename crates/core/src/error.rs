@@ -53,6 +53,13 @@ pub enum ErrorCode {
     NotFound,
     /// An unexpected failure inside airlock.
     Internal,
+    /// The lease asked for is wider than the handle's lease policy allows (TTL over the limit,
+    /// a scope the handle does not grant, or a handle that cannot be leased).
+    LeaseNotAllowed,
+    /// A sub-agent was asked for a grant its parent does not hold, or for a longer life.
+    GrantNotAllowed,
+    /// The resource exists but is in a state that forbids the operation (a closed task).
+    Conflict,
 }
 
 impl ErrorCode {
@@ -77,6 +84,9 @@ impl ErrorCode {
         ErrorCode::BadRequest,
         ErrorCode::NotFound,
         ErrorCode::Internal,
+        ErrorCode::LeaseNotAllowed,
+        ErrorCode::GrantNotAllowed,
+        ErrorCode::Conflict,
     ];
 
     /// The wire name.
@@ -101,6 +111,9 @@ impl ErrorCode {
             ErrorCode::BadRequest => "bad-request",
             ErrorCode::NotFound => "not-found",
             ErrorCode::Internal => "internal",
+            ErrorCode::LeaseNotAllowed => "lease-not-allowed",
+            ErrorCode::GrantNotAllowed => "grant-not-allowed",
+            ErrorCode::Conflict => "conflict",
         }
     }
 
@@ -112,7 +125,10 @@ impl ErrorCode {
             | ErrorCode::StatementNotAllowed
             | ErrorCode::TableNotAllowed
             | ErrorCode::DestinationNotAllowed
-            | ErrorCode::AddressRefused => 403,
+            | ErrorCode::AddressRefused
+            | ErrorCode::LeaseNotAllowed
+            | ErrorCode::GrantNotAllowed => 403,
+            ErrorCode::Conflict => 409,
             ErrorCode::UnknownTool | ErrorCode::NotFound => 404,
             ErrorCode::InvalidArguments | ErrorCode::InvalidSql | ErrorCode::BadRequest => 400,
             ErrorCode::RateLimited => 429,
@@ -147,6 +163,9 @@ impl ErrorCode {
             ErrorCode::BadRequest => "the request is not valid JSON of the expected shape",
             ErrorCode::NotFound => "not found",
             ErrorCode::Internal => "internal error",
+            ErrorCode::LeaseNotAllowed => "the lease is wider than this handle's lease policy allows",
+            ErrorCode::GrantNotAllowed => "a sub-agent cannot hold more than its parent",
+            ErrorCode::Conflict => "the resource is in a state that does not allow this",
         }
     }
 }

@@ -11,17 +11,20 @@ pub enum Tool {
     QueryDb,
     /// `http_request {credential_handle, method, path_or_url, headers?, body?}`
     HttpRequest,
+    /// `request_lease {credential_handle, scope, ttl_seconds, tables?, task_id?}`
+    RequestLease,
 }
 
 impl Tool {
     /// Every tool, in a stable order.
-    pub const ALL: &'static [Tool] = &[Tool::QueryDb, Tool::HttpRequest];
+    pub const ALL: &'static [Tool] = &[Tool::QueryDb, Tool::HttpRequest, Tool::RequestLease];
 
     /// The tool's wire name.
     pub fn name(self) -> &'static str {
         match self {
             Tool::QueryDb => "query_db",
             Tool::HttpRequest => "http_request",
+            Tool::RequestLease => "request_lease",
         }
     }
 
@@ -35,6 +38,8 @@ impl Tool {
         match self {
             Tool::QueryDb => kind.is_database(),
             Tool::HttpRequest => kind == HandleKind::Http,
+            // Leases narrow a database handle (and on PostgreSQL and MySQL can be real roles).
+            Tool::RequestLease => kind.is_database(),
         }
     }
 }

@@ -4,7 +4,8 @@
 //! the operator's descriptions; never from a secret (T21). `credential_handle` is an enum of
 //! exactly the handles this agent may use with that tool.
 
-use airlock_core::config::{Config, Scope};
+use airlock_core::config::{Handle, Scope};
+use std::collections::BTreeMap;
 use airlock_core::{HandleName, Tool};
 use serde_json::{json, Value};
 
@@ -44,8 +45,11 @@ pub struct ToolDef {
     pub read_only: bool,
 }
 
-fn handle_line(cfg: &Config, h: &HandleName) -> String {
-    let handle = &cfg.handles[h];
+/// The handles a tool list is built from: the configured ones and the caller's live leases.
+pub type Handles = BTreeMap<HandleName, Handle>;
+
+fn handle_line(cfg: &Handles, h: &HandleName) -> String {
+    let handle = &cfg[h];
     let mut facts = vec![handle.kind.as_str().to_owned()];
     if let Some(db) = handle.database() {
         facts.push(match db.scope {
@@ -69,7 +73,7 @@ fn handle_line(cfg: &Config, h: &HandleName) -> String {
 }
 
 /// The tools `handles_for` permits, with their schemas.
-pub fn tool_defs(cfg: &Config, handles_for: impl Fn(Tool) -> Vec<HandleName>) -> Vec<ToolDef> {
+pub fn tool_defs(cfg: &Handles, handles_for: impl Fn(Tool) -> Vec<HandleName>) -> Vec<ToolDef> {
     let mut out = Vec::new();
     for &tool in Tool::ALL {
         let handles = handles_for(tool);
@@ -87,7 +91,7 @@ pub fn tool_defs(cfg: &Config, handles_for: impl Fn(Tool) -> Vec<HandleName>) ->
             Tool::QueryDb => {
                 let ro = handles
                     .iter()
-                    .all(|h| cfg.handles[h].database().map(|d| d.scope == Scope::ReadOnly).unwrap_or(true));
+                    .all(|h| cfg[h].database().map(|d| d.scope == Scope::ReadOnly).unwrap_or(true));
                 (
                     "Run one SQL statement on a database through airlock. Use placeholders ($1 for postgres, ? for mysql and sqlite) with `params`; results are capped.",
                     json!({
@@ -102,7 +106,7 @@ pub fn tool_defs(cfg: &Config, handles_for: impl Fn(Tool) -> Vec<HandleName>) ->
             Tool::HttpRequest => {
                 let mut methods: Vec<String> = handles
                     .iter()
-                    .filter_map(|h| cfg.handles[h].http())
+                    .filter_map(|h| cfg[h].http())
                     .flat_map(|c| c.destinations.iter().flat_map(|d| d.methods.clone()))
                     .collect();
                 methods.sort();
@@ -121,6 +125,19 @@ pub fn tool_defs(cfg: &Config, handles_for: impl Fn(Tool) -> Vec<HandleName>) ->
                     ro,
                 )
             }
+            Tool::RequestLease => (
+                "Ask airlock for a short-lived lease on a database handle: a new handle, usable only by you with query_db until it expires, limited to the scope and tables you name (never wider than the handle). Nothing secret is returned.",
+                json!({
+                    "credential_handle": handle_prop,
+                    "scope": {"type": "string", "enum": ["read_only", "read_write"]},
+                    "ttl_seconds": {"type": "integer", "minimum": 1, "description": "Lifetime in seconds; the handle's policy caps it."},
+                    "tables": {"type": "array", "items": {"type": "string"}, "description": "The tables the lease may touch (default: all of the handle's)."},
+                    "task_id": {"type": "string", "description": "A task from POST /v1/tasks; closing it revokes the lease."}
+                }),
+                vec!["credential_handle", "scope", "ttl_seconds"],
+                // Issuing a lease changes no data.
+                true,
+            ),
         };
         out.push(ToolDef {
             tool,

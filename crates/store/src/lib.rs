@@ -1,5 +1,5 @@
-//! airlock's state store: agents (token hashes only), sealed secrets (ciphertext only) and the
-//! hash-chained, signed audit log, in one SQLite file in the data directory.
+//! airlock's state store: agents (token hashes only) and their sub-agent grants, leases and
+//! tasks, sealed secrets (ciphertext only) and the hash-chained, signed audit log, in one SQLite file in the data directory.
 //!
 //! Nothing in this crate sees a plaintext secret: the vault seals before it stores.
 #![forbid(unsafe_code)]
@@ -7,6 +7,7 @@
 pub mod agents;
 pub mod audit;
 mod db;
+pub mod leases;
 pub mod secrets;
 
 pub use db::Store;
