@@ -291,7 +291,7 @@ impl Admin {
     async fn role_exists(&mut self, name: &str) -> Result<bool, LeaseError> {
         let r = match self {
             Admin::Pg(c) => sqlx::query_scalar::<_, i64>("SELECT count(*) FROM pg_roles WHERE rolname = $1").bind(name).fetch_one(c).await,
-            Admin::My(c) => sqlx::query_scalar::<_, i64>("SELECT count(*) FROM mysql.user WHERE user = ?").bind(name).fetch_one(c).await,
+            Admin::My(c) => sqlx::query_scalar::<_, i64>("SELECT CAST(count(*) AS SIGNED) FROM mysql.user WHERE user = ?").bind(name).fetch_one(c).await,
         };
         r.map(|n| n > 0).map_err(|e| LeaseError::Statement { index: usize::MAX, code: db_code(&e) })
     }
@@ -309,7 +309,7 @@ impl Admin {
 
     async fn kill_sessions(&mut self, name: &str) -> Result<(), LeaseError> {
         if let Admin::My(c) = self {
-            let ids: Vec<u64> = sqlx::query_scalar("SELECT id FROM information_schema.processlist WHERE user = ?")
+            let ids: Vec<i64> = sqlx::query_scalar("SELECT CAST(id AS SIGNED) FROM information_schema.processlist WHERE user = ?")
                 .bind(name)
                 .fetch_all(&mut *c)
                 .await
