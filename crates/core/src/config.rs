@@ -920,6 +920,32 @@ grants = [{ handle = "DB_PROD", tools = ["query_db"] }, { handle = "API", tools 
     }
 
     #[test]
+    fn t15_a_lease_policy_never_widens_its_handle() {
+        let with = |lease: &str| format!("{GOOD}\n[handles.DB_PROD.lease]\n{lease}\n");
+        let c = Config::parse(&with("dynamic = true\nmax_ttl_seconds = 600\nagent_max_ttl_seconds = { support-bot = 60 }\ntables = [\"ORDERS\"]"), "airlock.toml", Path::new(".")).unwrap();
+        let lp = &c.leases[&HandleName::parse("DB_PROD").unwrap()];
+        assert_eq!((lp.max_ttl_for("support-bot"), lp.max_ttl_for("other")), (60, 600));
+        assert_eq!(lp.scopes, vec![Scope::ReadOnly]);
+        for (lease, needle) in [
+            ("scopes = [\"read_write\"]", "read_write is wider"),
+            ("tables = [\"secrets\"]", "'secrets' is not among the handle's tables"),
+            ("tables = [\"orders; drop\"]", "is not a table name"),
+            ("max_ttl_seconds = 0", "must be at least 1"),
+            ("creation_statements = [\"CREATE ROLE x\"]", "{{password}}"),
+            ("agent_max_ttl_seconds = { Bad = 1 }", "not an agent name"),
+            ("bogus = 1", "bogus"),
+        ] {
+            let e = err(&with(lease));
+            assert!(e.contains("handles.DB_PROD.lease") || e.contains("bogus"), "{lease}: {e}");
+            assert!(e.contains(needle), "{lease}: {e}");
+        }
+        let e = err(&format!("{GOOD}\n[handles.API.lease]\n"));
+        assert!(e.contains("only database handles can be leased"), "{e}");
+        let e = err(&format!("{GOOD}\n[handles.LITE]\nkind = \"sqlite\"\nsecret = \"env:X\"\n[handles.LITE.lease]\ndynamic = true\n"));
+        assert!(e.contains("dynamic leases need a postgres or mysql handle"), "{e}");
+    }
+
+    #[test]
     fn t16_unknown_handle_in_grant_is_refused() {
         let e = err(&GOOD.replace("handle = \"DB_PROD\"", "handle = \"DB_PRO\u{041E}\""));
         assert!(e.starts_with("airlock.toml:21:") && e.contains("a handle is"), "{e}");

@@ -117,7 +117,7 @@ fn unauthenticated(e: &CallError) -> McpError {
 
 impl ServerHandler for AirlockMcp {
     fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().enable_tool_list_changed().build())
             .with_server_info(Implementation::new("airlock", env!("CARGO_PKG_VERSION")))
             .with_instructions(INSTRUCTIONS)
     }

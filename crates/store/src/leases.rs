@@ -403,7 +403,7 @@ mod tests {
         // Two revokers: exactly one claims it.
         let from = [status::ACTIVE, status::REVOKE_PENDING];
         let (x, y) = tokio::join!(s.transition_lease("l1", &from, status::REVOKING), s.transition_lease("l1", &from, status::REVOKING));
-        assert!(x ^ y);
+        assert!(x.unwrap() ^ y.unwrap());
         s.lease_revoke_failed("l1", "2000-01-01T00:00:00.000000Z").await.unwrap();
         let l = s.lease("l1").await.unwrap().unwrap();
         assert_eq!((l.status.as_str(), l.attempts), (status::REVOKE_PENDING, 1));
