@@ -20,6 +20,9 @@ use std::time::Duration;
 
 /// The longest the reaper sleeps between two looks at the store.
 const REAPER_MAX_SLEEP: Duration = Duration::from_secs(1);
+/// A lease still `pending` this long after its creation was left by a crash mid-issue (an
+/// issue takes milliseconds): it is revoked, dropping any role it got.
+const STALE_PENDING_SECS: i64 = 60;
 /// The longest wait between two attempts at a failed revocation.
 const MAX_BACKOFF_SECS: i64 = 60;
 
@@ -347,7 +350,9 @@ impl Broker {
     /// Revokes every lease that is due (expired, or a failed revocation whose retry time came).
     /// Returns how many were revoked now.
     pub async fn reap_once(&self) -> usize {
-        let due = match self.store.leases_due(&stamp(chrono::Utc::now())).await {
+        let now = chrono::Utc::now();
+        let stale = stamp(now - chrono::Duration::seconds(STALE_PENDING_SECS));
+        let due = match self.store.leases_due(&stamp(now), &stale).await {
             Ok(d) => d,
             Err(e) => {
                 tracing::warn!(error = %e, "reaper cannot read leases");
@@ -363,21 +368,13 @@ impl Broker {
         n
     }
 
-    /// Start-up reconciliation: leases caught half-way by a crash are revoked (or queued for a
-    /// retry), and roles of this installation's naming that no live lease accounts for are
-    /// dropped.
+    /// Start-up reconciliation: revocations cut short by a crash are queued for a retry, and
+    /// roles of this installation's naming that no lease record accounts for are dropped.
+    /// Leases left `pending` by a crash are the reaper's (see `STALE_PENDING_SECS`), as a
+    /// pending lease may also be one being issued right now.
     pub async fn reconcile_leases(&self) -> Result<(), BrokerError> {
         for l in self.store.leases_in(status::REVOKING).await? {
             self.store.transition_lease(&l.id, &[status::REVOKING], status::REVOKE_PENDING).await?;
-        }
-        for l in self.store.leases_in(status::PENDING).await? {
-            let _ = self.revoke_lease(&l.id).await;
-        }
-        let mut keep = std::collections::HashSet::new();
-        for st in [status::ACTIVE, status::REVOKE_PENDING] {
-            for l in self.store.leases_in(st).await? {
-                keep.extend(l.role_name);
-            }
         }
         let prefix = dynamic::role_name(&self.installation, "");
         for (name, policy) in &self.cfg.leases {
@@ -391,6 +388,14 @@ impl Broker {
             };
             match dynamic::list_roles(h, &admin, &prefix).await {
                 Ok(roles) => {
+                    // Read after listing: a lease record is committed (pending) before its role
+                    // is created, so a role being created now is either not listed or kept.
+                    let mut keep = std::collections::HashSet::new();
+                    for st in [status::PENDING, status::ACTIVE, status::REVOKING, status::REVOKE_PENDING] {
+                        for l in self.store.leases_in(st).await? {
+                            keep.extend(l.role_name);
+                        }
+                    }
                     for r in roles.into_iter().filter(|r| !keep.contains(r)) {
                         match dynamic::drop_role(h, policy, &admin, &r).await {
                             Ok(()) => tracing::info!(handle = %name, role = %r, "dropped a role with no live lease"),

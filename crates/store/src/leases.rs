@@ -248,16 +248,19 @@ impl Store {
         Ok(r.into_iter().map(row).collect())
     }
 
-    /// Leases due for revocation at `at`: active ones past their expiry, and failed revocations
-    /// whose retry time has come.
-    pub async fn leases_due(&self, at: &str) -> Result<Vec<Lease>> {
+    /// Leases due for revocation at `at`: active ones past their expiry, failed revocations
+    /// whose retry time has come, and leases left `pending` (a crash while issuing) since before
+    /// `stale_before`.
+    pub async fn leases_due(&self, at: &str, stale_before: &str) -> Result<Vec<Lease>> {
         let r: Vec<LeaseRow> = sqlx::query_as(&format!(
             "SELECT {LEASE_COLS} FROM leases
              WHERE (status = 'active' AND expires_at <= ?1)
                 OR (status = 'revoke-pending' AND (next_attempt_at IS NULL OR next_attempt_at <= ?1))
+                OR (status = 'pending' AND created_at <= ?2)
              ORDER BY expires_at"
         ))
         .bind(at)
+        .bind(stale_before)
         .fetch_all(&self.pool)
         .await?;
         Ok(r.into_iter().map(row).collect())
@@ -393,11 +396,11 @@ mod tests {
         s.insert_lease(&nl).await.unwrap();
         assert!(matches!(s.insert_lease(&NewLease { id: "l2", ..nl.clone() }).await, Err(StoreError::Conflict(_))));
         assert!(s.transition_lease("l1", &[status::PENDING], status::ACTIVE).await.unwrap());
-        assert!(s.leases_due(&now()).await.unwrap().is_empty());
+        assert!(s.leases_due(&now(), "2000-01-01").await.unwrap().is_empty());
         assert!(matches!(s.close_task(&task.id, "someone-else").await, Err(StoreError::NotFound(_))));
         assert_eq!(s.close_task(&task.id, &a.id).await.unwrap(), vec!["l1".to_owned()]);
         assert!(matches!(s.close_task(&task.id, &a.id).await, Err(StoreError::Conflict(_))));
-        let due = s.leases_due(&now()).await.unwrap();
+        let due = s.leases_due(&now(), "2000-01-01").await.unwrap();
         assert_eq!(due.len(), 1);
         assert_eq!(due[0].tables.as_deref(), Some(&["orders".to_owned()][..]));
         // Two revokers: exactly one claims it.
@@ -407,11 +410,11 @@ mod tests {
         s.lease_revoke_failed("l1", "2000-01-01T00:00:00.000000Z").await.unwrap();
         let l = s.lease("l1").await.unwrap().unwrap();
         assert_eq!((l.status.as_str(), l.attempts), (status::REVOKE_PENDING, 1));
-        assert_eq!(s.leases_due(&now()).await.unwrap().len(), 1);
+        assert_eq!(s.leases_due(&now(), "2000-01-01").await.unwrap().len(), 1);
         assert!(s.transition_lease("l1", &from, status::REVOKING).await.unwrap());
         assert!(s.transition_lease("l1", &[status::REVOKING], status::REVOKED).await.unwrap());
         assert!(!s.transition_lease("l1", &from, status::REVOKING).await.unwrap());
-        assert!(s.leases_due(&now()).await.unwrap().is_empty());
+        assert!(s.leases_due(&now(), "2000-01-01").await.unwrap().is_empty());
         assert!(s.lease_by_handle("DB__LABCDEF").await.unwrap().unwrap().revoked_at.is_some());
     }
 }

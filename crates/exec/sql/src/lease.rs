@@ -361,14 +361,33 @@ pub async fn create_role(handle: &Handle, policy: &LeasePolicy, admin: &Secret, 
     );
     let secret = lease_secret(db, &url, spec.name, &password)?;
     let mut conn = connect(handle.kind, &url).await?;
-    if let Err(e) = conn.run(&stmts).await {
-        // Roll back: nothing of a half-created role may stay.
-        let _ = drop_role_on(&mut conn, handle.kind, policy, spec.name, &database).await;
-        conn.close().await;
-        return Err(e);
+    let mut attempt = 0;
+    loop {
+        match conn.run(&stmts).await {
+            Ok(()) => break,
+            Err(e) => {
+                // Roll back: nothing of a half-created role may stay.
+                let _ = drop_role_on(&mut conn, handle.kind, policy, spec.name, &database).await;
+                attempt += 1;
+                if !retryable(&e) || attempt >= RETRIES {
+                    conn.close().await;
+                    return Err(e);
+                }
+                tokio::time::sleep(Duration::from_millis(10 * attempt as u64)).await;
+            }
+        }
     }
     conn.close().await;
     Ok(secret)
+}
+
+/// Attempts at a statement list that lost a race.
+const RETRIES: usize = 4;
+
+/// Concurrent GRANTs on one database object make PostgreSQL fail with "tuple concurrently
+/// updated" (XX000); deadlocks and serialization failures are worth another try too.
+fn retryable(e: &LeaseError) -> bool {
+    matches!(e, LeaseError::Statement { code, .. } if matches!(code.as_str(), "XX000" | "40001" | "40P01" | "1213" | "1205"))
 }
 
 async fn drop_role_on(conn: &mut Admin, kind: HandleKind, policy: &LeasePolicy, name: &str, database: &str) -> Result<(), LeaseError> {
@@ -377,18 +396,24 @@ async fn drop_role_on(conn: &mut Admin, kind: HandleKind, policy: &LeasePolicy, 
     }
     let defaults = if kind == HandleKind::Postgres { PG_REVOKE } else { MY_REVOKE };
     let stmts = expand(kind, &templates(&policy.revocation_statements, defaults), name, "", "", database, Scope::ReadOnly, None);
-    conn.kill_sessions(name).await?;
-    // Each statement is tried; a failing one (a grant already gone) does not stop the drop.
     let mut first_err = None;
-    for (i, s) in stmts.iter().enumerate() {
-        if let Err(LeaseError::Statement { code, .. }) = conn.run(std::slice::from_ref(s)).await {
-            first_err.get_or_insert(LeaseError::Statement { index: i, code });
+    for attempt in 0..RETRIES {
+        if attempt > 0 {
+            tokio::time::sleep(Duration::from_millis(10 * attempt as u64)).await;
+        }
+        conn.kill_sessions(name).await?;
+        // Each statement is tried; a failing one (a grant already gone, a race with a concurrent
+        // GRANT) does not stop the drop.
+        for (i, s) in stmts.iter().enumerate() {
+            if let Err(LeaseError::Statement { code, .. }) = conn.run(std::slice::from_ref(s)).await {
+                first_err.get_or_insert(LeaseError::Statement { index: i, code });
+            }
+        }
+        if !conn.role_exists(name).await? {
+            return Ok(());
         }
     }
-    if conn.role_exists(name).await? {
-        return Err(first_err.unwrap_or_else(|| LeaseError::StillExists(name.to_owned())));
-    }
-    Ok(())
+    Err(first_err.unwrap_or_else(|| LeaseError::StillExists(name.to_owned())))
 }
 
 /// Revokes a lease's role: no more logins, its sessions ended, its grants and objects gone, the
