@@ -257,6 +257,16 @@ enum Admin {
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// One lock per database server and database: GRANT and DROP OWNED on one database update the
+/// same catalog row, and PostgreSQL fails concurrent updates of it ("tuple concurrently
+/// updated"). Within a process they queue here; across processes the retries cover it.
+fn ddl_lock(url: &url::Url) -> std::sync::Arc<tokio::sync::Mutex<()>> {
+    static LOCKS: std::sync::OnceLock<std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<tokio::sync::Mutex<()>>>>> =
+        std::sync::OnceLock::new();
+    let key = format!("{}:{}{}", url.host_str().unwrap_or(""), url.port().unwrap_or(0), url.path());
+    LOCKS.get_or_init(Default::default).lock().unwrap_or_else(|p| p.into_inner()).entry(key).or_default().clone()
+}
+
 async fn connect(kind: HandleKind, url: &url::Url) -> Result<Admin, LeaseError> {
     let fut = async {
         match kind {
@@ -360,6 +370,8 @@ pub async fn create_role(handle: &Handle, policy: &LeasePolicy, admin: &Secret, 
         spec.tables,
     );
     let secret = lease_secret(db, &url, spec.name, &password)?;
+    let lock = ddl_lock(&url);
+    let _guard = lock.lock().await;
     let mut conn = connect(handle.kind, &url).await?;
     let mut attempt = 0;
     loop {
@@ -422,6 +434,8 @@ pub async fn drop_role(handle: &Handle, policy: &LeasePolicy, admin: &Secret, na
     let db = handle.database().ok_or(LeaseError::Unsupported("not a database handle"))?;
     let url = admin_url(db, admin)?;
     let database = database_name(&url)?;
+    let lock = ddl_lock(&url);
+    let _guard = lock.lock().await;
     let mut conn = connect(handle.kind, &url).await?;
     let r = drop_role_on(&mut conn, handle.kind, policy, name, &database).await;
     conn.close().await;
