@@ -321,7 +321,7 @@ impl Broker {
         }
         if let (true, Some(role)) = (l.dynamic, &l.role_name) {
             if let Err(e) = self.drop_lease_role(&l.base, role).await {
-                let backoff = (1i64 << l.attempts.clamp(0, 6)).min(MAX_BACKOFF_SECS);
+                let backoff = backoff_secs(l.attempts);
                 let next = stamp(chrono::Utc::now() + chrono::Duration::seconds(backoff));
                 let _ = self.store.lease_revoke_failed(id, &next).await;
                 tracing::warn!(lease = %id, error = %e.detail.as_deref().unwrap_or(""), "lease revocation failed; retried");
@@ -418,18 +418,16 @@ impl Broker {
             }
             loop {
                 b.reap_once().await;
-                let sleep = match b.store.next_lease_deadline().await {
-                    Ok(Some(t)) => chrono::DateTime::parse_from_rfc3339(&t)
-                        .ok()
-                        .and_then(|t| (t.with_timezone(&chrono::Utc) - chrono::Utc::now()).to_std().ok())
-                        .unwrap_or(Duration::ZERO),
-                    _ => REAPER_MAX_SLEEP,
+                let until = match b.store.next_lease_deadline().await {
+                    Ok(Some(t)) => Some(
+                        chrono::DateTime::parse_from_rfc3339(&t)
+                            .ok()
+                            .and_then(|t| (t.with_timezone(&chrono::Utc) - chrono::Utc::now()).to_std().ok())
+                            .unwrap_or(Duration::ZERO),
+                    ),
+                    _ => None,
                 };
-                let sleep = sleep.clamp(Duration::from_millis(5), REAPER_MAX_SLEEP);
-                tokio::select! {
-                    _ = tokio::time::sleep(sleep) => {}
-                    _ = b.reaper_wake.notified() => {}
-                }
+                wait_for_next(until, &b.reaper_wake).await;
             }
         })
     }
@@ -490,6 +488,22 @@ impl Broker {
     }
 }
 
+/// The reaper's wait: until the next deadline (`until` from now), at most
+/// [`REAPER_MAX_SLEEP`] (so a lease issued by another process is seen soon), at least 5 ms, or
+/// until woken.
+async fn wait_for_next(until: Option<Duration>, wake: &tokio::sync::Notify) {
+    let sleep = until.unwrap_or(REAPER_MAX_SLEEP).clamp(Duration::from_millis(5), REAPER_MAX_SLEEP);
+    tokio::select! {
+        _ = tokio::time::sleep(sleep) => {}
+        _ = wake.notified() => {}
+    }
+}
+
+/// Seconds before the next attempt at a revocation that failed `attempts` times.
+fn backoff_secs(attempts: i64) -> i64 {
+    (1i64 << attempts.clamp(0, 6)).min(MAX_BACKOFF_SECS)
+}
+
 fn default_policy() -> LeasePolicy {
     LeasePolicy {
         dynamic: true,
@@ -499,5 +513,51 @@ fn default_policy() -> LeasePolicy {
         tables: None,
         creation_statements: None,
         revocation_statements: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::time::Instant;
+
+    #[tokio::test(start_paused = true)]
+    async fn the_reaper_wakes_at_the_deadline_at_most_a_second_apart_or_when_woken() {
+        let wake = tokio::sync::Notify::new();
+        let t = Instant::now();
+        wait_for_next(Some(Duration::from_millis(250)), &wake).await;
+        assert_eq!(t.elapsed(), Duration::from_millis(250));
+        // A lease expiring in an hour: look again within a second anyway.
+        let t = Instant::now();
+        wait_for_next(Some(Duration::from_secs(3600)), &wake).await;
+        assert_eq!(t.elapsed(), REAPER_MAX_SLEEP);
+        let t = Instant::now();
+        wait_for_next(None, &wake).await;
+        assert_eq!(t.elapsed(), REAPER_MAX_SLEEP);
+        // Past due: a short pause, never a busy loop.
+        let t = Instant::now();
+        wait_for_next(Some(Duration::ZERO), &wake).await;
+        assert_eq!(t.elapsed(), Duration::from_millis(5));
+        // Woken (a lease issued, an agent revoked): at once.
+        wake.notify_one();
+        let t = Instant::now();
+        wait_for_next(Some(Duration::from_secs(3600)), &wake).await;
+        assert_eq!(t.elapsed(), Duration::ZERO);
+    }
+
+    #[test]
+    fn failed_revocations_back_off_to_a_minute() {
+        let s: Vec<i64> = (0..9).map(backoff_secs).collect();
+        assert_eq!(s, vec![1, 2, 4, 8, 16, 32, 60, 60, 60]);
+        assert_eq!(backoff_secs(-3), 1);
+    }
+
+    #[test]
+    fn agent_written_table_names_are_plain_identifiers() {
+        assert_eq!(identifier("Orders").as_deref(), Some("orders"));
+        assert_eq!(identifier("sales.items").as_deref(), Some("sales.items"));
+        for bad in ["", "a;b", "a.b.c", "1x", "a b", "x\"y", "t'--", "\u{0430}"] {
+            assert_eq!(identifier(bad), None, "{bad}");
+        }
     }
 }
