@@ -18,20 +18,28 @@ use sqlx::Connection;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// One cycle: total, and the issue, first-query and revoke phases.
 async fn cycle(b: &Broker, c: &Caller, table: &str) -> Result<Duration> {
+    Ok(cycle_phases(b, c, table).await?[0])
+}
+
+async fn cycle_phases(b: &Broker, c: &Caller, table: &str) -> Result<[Duration; 4]> {
     let t = Instant::now();
     let inv = b
         .invoke(c, "request_lease", json!({"credential_handle": "PG", "scope": "read_only", "ttl_seconds": 60, "tables": [table]}))
         .await;
     let v = inv.result.map_err(|e| anyhow::anyhow!("issue: {e} {:?}", e.detail))?;
+    let issued = t.elapsed();
     let handle = v["lease_handle"].as_str().context("lease handle")?.to_owned();
     let id = v["lease_id"].as_str().context("lease id")?.to_owned();
     let q = b.invoke(c, "query_db", json!({"credential_handle": handle, "query": format!("SELECT id FROM {table}")})).await;
     q.result.map_err(|e| anyhow::anyhow!("query: {e} {:?}", e.detail))?;
+    let queried = t.elapsed();
     if !b.revoke_lease(&id).await.map_err(|e| anyhow::anyhow!("revoke: {e} {:?}", e.detail))? {
         bail!("lease {id} was revoked by someone else");
     }
-    Ok(t.elapsed())
+    let total = t.elapsed();
+    Ok([total, issued, queried - issued, total - queried])
 }
 
 fn pct(sorted: &[Duration], p: f64) -> f64 {
@@ -72,12 +80,25 @@ async fn main() -> Result<()> {
     for _ in 0..5 {
         cycle(&broker, &caller, &table).await?;
     }
-    let mut lat = Vec::new();
+    let mut phases: [Vec<Duration>; 4] = Default::default();
     for _ in 0..200 {
-        lat.push(cycle(&broker, &caller, &table).await?);
+        let p = cycle_phases(&broker, &caller, &table).await?;
+        for (v, d) in phases.iter_mut().zip(p) {
+            v.push(d);
+        }
     }
-    lat.sort();
-    println!("lease cycle (issue + first query + revoke), sequential, 200 cycles: p50 {:.2} ms, p99 {:.2} ms", pct(&lat, 0.5), pct(&lat, 0.99));
+    for v in phases.iter_mut() {
+        v.sort();
+    }
+    println!(
+        "lease cycle (issue + first query + revoke), sequential, 200 cycles: p50 {:.2} ms, p99 {:.2} ms \
+         (p50 issue {:.2} ms, first query {:.2} ms, revoke {:.2} ms)",
+        pct(&phases[0], 0.5),
+        pct(&phases[0], 0.99),
+        pct(&phases[1], 0.5),
+        pct(&phases[2], 0.5),
+        pct(&phases[3], 0.5)
+    );
 
     let deadline = Instant::now() + Duration::from_secs(secs);
     let mut tasks = Vec::new();
