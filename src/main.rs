@@ -104,6 +104,37 @@ enum Cmd {
         #[arg(long)]
         passphrase_file: Option<PathBuf>,
     },
+    /// Short-lived, scoped credentials: issue one as an agent (token from AIRLOCK_TOKEN), list
+    /// them with their status, revoke one.
+    Lease {
+        #[command(subcommand)]
+        cmd: LeaseCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum LeaseCmd {
+    /// Issue a lease on HANDLE for the agent whose token is in AIRLOCK_TOKEN.
+    Issue {
+        /// The base handle.
+        handle: String,
+        /// read_only or read_write.
+        #[arg(long, default_value = "read_only")]
+        scope: String,
+        /// Lifetime in seconds.
+        #[arg(long, default_value_t = 300)]
+        ttl: u64,
+        /// Comma-separated tables.
+        #[arg(long)]
+        tables: Option<String>,
+    },
+    /// Every lease, with its status (`revoke-pending` for a revocation being retried).
+    List,
+    /// Revoke a lease by id.
+    Revoke {
+        /// The lease id.
+        id: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -137,11 +168,13 @@ enum AgentCmd {
     },
     /// List agents.
     List,
-    /// Revoke an agent and its sub-agents.
+    /// Revoke an agent and its sub-agents, and their leases.
     Revoke {
         /// The agent's name or id.
         name: String,
     },
+    /// Agents and their sub-agents, as a tree.
+    Tree,
 }
 
 #[derive(Subcommand)]
@@ -318,8 +351,24 @@ async fn run(cli: Cli) -> Result<u8> {
                     }
                 }
                 AgentCmd::Revoke { name } => {
-                    let n = store.revoke_agent(&name).await?;
+                    drop(store);
+                    // Through the broker, so that the agents' leases are revoked now.
+                    let broker = Broker::open(cfg).await.context("opening the broker")?;
+                    let n = broker.revoke_agent(&name).await?;
                     println!("revoked {n} agent(s)");
+                }
+                AgentCmd::Tree => {
+                    let agents = store.list_agents().await?;
+                    fn walk(agents: &[airlock_store::agents::Agent], parent: Option<&str>, depth: usize) {
+                        for a in agents.iter().filter(|a| a.parent.as_deref() == parent) {
+                            let state = if a.revoked_at.is_some() { "revoked" } else { "live" };
+                            println!("{}{} ({}, {state})", "  ".repeat(depth), a.name, a.id);
+                            if depth < 16 {
+                                walk(agents, Some(&a.id), depth + 1);
+                            }
+                        }
+                    }
+                    walk(&agents, None, 0);
                 }
             }
             Ok(0)
@@ -342,6 +391,45 @@ async fn run(cli: Cli) -> Result<u8> {
             };
             println!("{}", serde_json::to_string_pretty(&inv.to_json())?);
             Ok(if inv.result.is_ok() { 0 } else { 1 })
+        }
+        Cmd::Lease { cmd } => {
+            let cfg = load(&cli.config)?;
+            let broker = Broker::open(cfg).await.context("opening the broker")?;
+            match cmd {
+                LeaseCmd::Issue { handle, scope, ttl, tables } => {
+                    let token = std::env::var("AIRLOCK_TOKEN").context("set AIRLOCK_TOKEN to the agent's token")?;
+                    let mut args = serde_json::json!({"credential_handle": handle, "scope": scope, "ttl_seconds": ttl});
+                    if let Some(t) = tables {
+                        args["tables"] = t.split(',').map(|s| s.trim().to_owned()).collect::<Vec<_>>().into();
+                    }
+                    let inv = match broker.authenticate(Some(token.trim())).await {
+                        Ok(c) => broker.invoke(&c, "request_lease", args).await,
+                        Err(e) => broker.refuse("request_lease", e).await,
+                    };
+                    println!("{}", serde_json::to_string_pretty(&inv.to_json())?);
+                    Ok(if inv.result.is_ok() { 0 } else { 1 })
+                }
+                LeaseCmd::List => {
+                    for l in broker.store().list_leases().await? {
+                        println!("{}\t{}\t{}\t{}\texpires {}\tagent {}", l.id, l.handle, l.scope, l.status, l.expires_at, l.agent_id);
+                    }
+                    Ok(0)
+                }
+                LeaseCmd::Revoke { id } => match broker.revoke_lease(&id).await {
+                    Ok(true) => {
+                        println!("revoked {id}");
+                        Ok(0)
+                    }
+                    Ok(false) => {
+                        println!("{id} was already revoked");
+                        Ok(0)
+                    }
+                    Err(e) => {
+                        println!("{id}: {}; the revocation is retried (revoke-pending)", e.code);
+                        Ok(1)
+                    }
+                },
+            }
         }
         Cmd::Audit { cmd } => {
             let cfg = load(&cli.config)?;

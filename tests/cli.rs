@@ -284,3 +284,40 @@ fn mcp_over_stdio_lists_the_agents_tools() {
     assert_eq!(call["result"]["structuredContent"]["rows"][0][0], "one", "{all}");
     assert!(!all.contains(SECRET));
 }
+
+#[test]
+fn t15_lease_issue_list_revoke_and_agent_tree() {
+    let d = setup();
+    let mut cfg = std::fs::read_to_string(d.path().join("airlock.toml")).unwrap();
+    cfg = cfg.replace(
+        "[agents.bot]\ngrants = [{ handle = \"APP\", tools = [\"query_db\"] }]\n",
+        "[agents.bot]\ngrants = [{ handle = \"APP\", tools = [\"query_db\", \"request_lease\"] }]\n\n[handles.APP.lease]\nmax_ttl_seconds = 60\n",
+    );
+    std::fs::write(d.path().join("airlock.toml"), cfg).unwrap();
+    let o = run(d.path(), &["agent", "add", "bot"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let token = String::from_utf8(o.stdout).unwrap().trim().to_owned();
+    let issue = |ttl: &str| with_stdin(d.path(), &["lease", "issue", "APP", "--ttl", ttl, "--tables", "T"], "", &[("AIRLOCK_TOKEN", &token)]);
+    let o = issue("61");
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).contains("lease-not-allowed"), "{}", text(&o));
+    let o = issue("30");
+    assert!(o.status.success(), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let id = v["result"]["lease_id"].as_str().unwrap().to_owned();
+    let handle = v["result"]["lease_handle"].as_str().unwrap().to_owned();
+    assert_eq!(v["result"]["tables"], serde_json::json!(["t"]));
+    let args = format!(r#"{{"credential_handle": "{handle}", "query": "SELECT v FROM t"}}"#);
+    let o = with_stdin(d.path(), &["call", "query_db", "--args", &args], "", &[("AIRLOCK_TOKEN", &token)]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = run(d.path(), &["lease", "list"]);
+    assert!(text(&o).contains(&format!("{id}\t{handle}\tread_only\tactive")), "{}", text(&o));
+    let o = run(d.path(), &["lease", "revoke", &id]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = run(d.path(), &["lease", "list"]);
+    assert!(text(&o).contains("\trevoked\t"), "{}", text(&o));
+    let o = with_stdin(d.path(), &["call", "query_db", "--args", &args], "", &[("AIRLOCK_TOKEN", &token)]);
+    assert!(text(&o).contains("handle-unavailable"), "{}", text(&o));
+    let o = run(d.path(), &["agent", "tree"]);
+    assert!(o.status.success() && text(&o).contains("bot ("), "{}", text(&o));
+}

@@ -383,6 +383,48 @@ impl Handle {
     }
 }
 
+/// `[handles.X.lease]`: who may lease the handle, for how long, with which scope and tables.
+///
+/// A lease never widens its handle: `scopes` and `tables` are checked at load time to be within
+/// the handle's own constraints.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LeasePolicy {
+    /// The handle's secret is an admin connection URL and every lease is a real database role
+    /// (PostgreSQL, MySQL/MariaDB), created for it and dropped at revocation.
+    #[serde(default)]
+    pub dynamic: bool,
+    /// Longest lease, in seconds, for any agent (default 3600).
+    #[serde(default = "default_lease_ttl")]
+    pub max_ttl_seconds: u64,
+    /// Per-agent limits, in seconds, below `max_ttl_seconds` (agent name → seconds).
+    #[serde(default)]
+    pub agent_max_ttl_seconds: BTreeMap<String, u64>,
+    /// The scopes a lease may take (default: `read_only` only).
+    #[serde(default = "default_lease_scopes")]
+    pub scopes: Vec<Scope>,
+    /// The tables a lease may name; default: the handle's own list.
+    #[serde(default)]
+    pub tables: Option<Vec<String>>,
+    /// Statements that create a dynamic role, run in order with the admin credential. Templates:
+    /// `{{name}}`, `{{password}}` (already hashed: a SCRAM verifier or a MySQL native hash),
+    /// `{{expiration}}`, `{{database}}`, `{{privileges}}`, and per-table lines through
+    /// `{{table}}` / `{{schema}}` (a statement naming one of those runs once per table or schema).
+    #[serde(default)]
+    pub creation_statements: Option<Vec<String>>,
+    /// Statements that revoke a dynamic role, same templates. The role is checked to be gone
+    /// afterwards whatever they do.
+    #[serde(default)]
+    pub revocation_statements: Option<Vec<String>>,
+}
+
+impl LeasePolicy {
+    /// The longest TTL `agent` may ask for.
+    pub fn max_ttl_for(&self, agent: &str) -> u64 {
+        self.agent_max_ttl_seconds.get(agent).copied().unwrap_or(self.max_ttl_seconds).min(self.max_ttl_seconds)
+    }
+}
+
 /// One grant: these tools on this handle.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -583,6 +625,8 @@ pub struct Config {
     pub handles: BTreeMap<HandleName, Handle>,
     /// Agents by name.
     pub agents: BTreeMap<String, AgentConfig>,
+    /// Lease policies of the handles that have one (`[handles.X.lease]`).
+    pub leases: BTreeMap<HandleName, LeasePolicy>,
 }
 
 // ---- raw shape ----
@@ -621,6 +665,8 @@ struct RawHandle {
     smtp: Option<Spanned<RawSmtp>>,
     #[serde(default)]
     command: Option<Spanned<RawCommand>>,
+    #[serde(default)]
+    lease: Option<Spanned<LeasePolicy>>,
 }
 
 #[derive(Deserialize)]
@@ -712,6 +758,12 @@ fn default_max_arg_bytes() -> usize {
 fn default_scope() -> Scope {
     Scope::ReadOnly
 }
+fn default_lease_ttl() -> u64 {
+    3600
+}
+fn default_lease_scopes() -> Vec<Scope> {
+    vec![Scope::ReadOnly]
+}
 fn default_max_rows() -> usize {
     1000
 }
@@ -790,6 +842,7 @@ impl Config {
         };
 
         let mut handles = BTreeMap::new();
+        let mut leases = BTreeMap::new();
         for (name, raw_handle) in raw.handles {
             let pos = name.span().start;
             let name_str = name.into_inner();
@@ -871,6 +924,12 @@ impl Config {
                 }
                 HandleKind::Generic => Constraints::None,
             };
+            if let Some(lp) = rh.lease {
+                let p = lp.span().start;
+                let lp = lp.into_inner();
+                validate_lease(&hname, rh.kind, &constraints, &lp).map_err(|(f, m)| invalid(p, field(&format!("lease.{f}")), m))?;
+                leases.insert(hname.clone(), lp);
+            }
             handles.insert(
                 hname.clone(),
                 Handle { name: hname, kind: rh.kind, secret, description: rh.description, constraints },
@@ -929,6 +988,7 @@ impl Config {
             shares,
             handles,
             agents,
+            leases,
         })
     }
 }
@@ -975,6 +1035,67 @@ fn validate_shares(mut s: SharesConfig, base: &Path) -> Result<SharesConfig, (St
         }
     }
     Ok(s)
+}
+
+/// The suffix a lease adds to its base handle's name: `__L` and six hex digits.
+pub const LEASE_SUFFIX_LEN: usize = 9;
+
+/// The entry of `allowed` that `table` names, compared case-insensitively as SQL identifiers
+/// are. The config's spelling is returned, so agent text never reaches a statement.
+pub fn table_in(table: &str, allowed: &[String]) -> Option<String> {
+    allowed.iter().find(|a| a.eq_ignore_ascii_case(table)).cloned()
+}
+
+fn validate_lease(
+    name: &HandleName,
+    kind: HandleKind,
+    constraints: &Constraints,
+    lp: &LeasePolicy,
+) -> Result<(), (&'static str, String)> {
+    let Constraints::Database(db) = constraints else {
+        return Err(("", "only database handles can be leased".into()));
+    };
+    if name.as_str().len() + LEASE_SUFFIX_LEN > 64 {
+        return Err(("", "a leased handle's name is at most 55 characters (the lease adds 9)".into()));
+    }
+    if lp.dynamic && !matches!(kind, HandleKind::Postgres | HandleKind::Mysql) {
+        return Err(("dynamic", "dynamic leases need a postgres or mysql handle".into()));
+    }
+    if lp.max_ttl_seconds == 0 {
+        return Err(("max_ttl_seconds", "must be at least 1".into()));
+    }
+    for a in lp.agent_max_ttl_seconds.keys() {
+        if !valid_agent_name(a) {
+            return Err(("agent_max_ttl_seconds", format!("'{a}' is not an agent name")));
+        }
+    }
+    if lp.scopes.is_empty() {
+        return Err(("scopes", "name at least one scope".into()));
+    }
+    if db.scope == Scope::ReadOnly && lp.scopes.contains(&Scope::ReadWrite) {
+        return Err(("scopes", "read_write is wider than the handle's read_only scope".into()));
+    }
+    if let Some(t) = &lp.tables {
+        validate_database(&DatabaseConstraints { tables: Some(t.clone()), ..db.clone() }).map_err(|(_, m)| ("tables", m))?;
+        if let Some(base) = &db.tables {
+            for x in t {
+                if table_in(x, base).is_none() {
+                    return Err(("tables", format!("'{x}' is not among the handle's tables")));
+                }
+            }
+        }
+    }
+    for (f, list) in [("creation_statements", &lp.creation_statements), ("revocation_statements", &lp.revocation_statements)] {
+        if let Some(list) = list {
+            if list.is_empty() || list.iter().any(|s| s.trim().is_empty()) {
+                return Err((f, "give at least one non-empty statement, or leave it out for the defaults".into()));
+            }
+        }
+    }
+    if lp.creation_statements.as_ref().is_some_and(|c| !c.iter().any(|s| s.contains("{{password}}"))) {
+        return Err(("creation_statements", "one statement must set {{password}}".into()));
+    }
+    Ok(())
 }
 
 fn validate_database(d: &DatabaseConstraints) -> Result<(), (&'static str, String)> {
@@ -1364,6 +1485,32 @@ grants = [{ handle = "MAIL", tools = ["send_email"] }, { handle = "RUN", tools =
         assert!(e.contains("does not apply"), "{e}");
         let e = err(&MAIL_AND_CMD.replace("[handles.RUN.command]", "[handles.RUN.smtp]"));
         assert!(e.contains("unknown field"), "{e}");
+    }
+
+    #[test]
+    fn t15_a_lease_policy_never_widens_its_handle() {
+        let with = |lease: &str| format!("{GOOD}\n[handles.DB_PROD.lease]\n{lease}\n");
+        let c = Config::parse(&with("dynamic = true\nmax_ttl_seconds = 600\nagent_max_ttl_seconds = { support-bot = 60 }\ntables = [\"ORDERS\"]"), "airlock.toml", Path::new(".")).unwrap();
+        let lp = &c.leases[&HandleName::parse("DB_PROD").unwrap()];
+        assert_eq!((lp.max_ttl_for("support-bot"), lp.max_ttl_for("other")), (60, 600));
+        assert_eq!(lp.scopes, vec![Scope::ReadOnly]);
+        for (lease, needle) in [
+            ("scopes = [\"read_write\"]", "read_write is wider"),
+            ("tables = [\"secrets\"]", "'secrets' is not among the handle's tables"),
+            ("tables = [\"orders; drop\"]", "is not a table name"),
+            ("max_ttl_seconds = 0", "must be at least 1"),
+            ("creation_statements = [\"CREATE ROLE x\"]", "{{password}}"),
+            ("agent_max_ttl_seconds = { Bad = 1 }", "not an agent name"),
+            ("bogus = 1", "bogus"),
+        ] {
+            let e = err(&with(lease));
+            assert!(e.contains("handles.DB_PROD.lease") || e.contains("bogus"), "{lease}: {e}");
+            assert!(e.contains(needle), "{lease}: {e}");
+        }
+        let e = err(&format!("{GOOD}\n[handles.API.lease]\n"));
+        assert!(e.contains("only database handles can be leased"), "{e}");
+        let e = err(&format!("{GOOD}\n[handles.LITE]\nkind = \"sqlite\"\nsecret = \"env:X\"\n[handles.LITE.lease]\ndynamic = true\n"));
+        assert!(e.contains("dynamic leases need a postgres or mysql handle"), "{e}");
     }
 
     #[test]

@@ -72,6 +72,13 @@ pub enum ErrorCode {
     ShareUnavailable,
     /// The share request or link is malformed (bad id, proof, ciphertext or limits).
     InvalidShare,
+    /// The lease asked for is wider than the handle's lease policy allows (TTL over the limit,
+    /// a scope the handle does not grant, or a handle that cannot be leased).
+    LeaseNotAllowed,
+    /// A sub-agent was asked for a grant its parent does not hold, or for a longer life.
+    GrantNotAllowed,
+    /// The resource exists but is in a state that forbids the operation (a closed task).
+    Conflict,
 }
 
 impl ErrorCode {
@@ -104,6 +111,9 @@ impl ErrorCode {
         ErrorCode::CommandFailed,
         ErrorCode::ShareUnavailable,
         ErrorCode::InvalidShare,
+        ErrorCode::LeaseNotAllowed,
+        ErrorCode::GrantNotAllowed,
+        ErrorCode::Conflict,
     ];
 
     /// The wire name.
@@ -136,6 +146,9 @@ impl ErrorCode {
             ErrorCode::CommandFailed => "command-failed",
             ErrorCode::ShareUnavailable => "share-unavailable",
             ErrorCode::InvalidShare => "invalid-share",
+            ErrorCode::LeaseNotAllowed => "lease-not-allowed",
+            ErrorCode::GrantNotAllowed => "grant-not-allowed",
+            ErrorCode::Conflict => "conflict",
         }
     }
 
@@ -150,7 +163,10 @@ impl ErrorCode {
             | ErrorCode::AddressRefused
             | ErrorCode::RecipientNotAllowed
             | ErrorCode::OutboundContainsSecret
-            | ErrorCode::ArgumentNotAllowed => 403,
+            | ErrorCode::ArgumentNotAllowed
+            | ErrorCode::LeaseNotAllowed
+            | ErrorCode::GrantNotAllowed => 403,
+            ErrorCode::Conflict => 409,
             ErrorCode::UnknownTool | ErrorCode::NotFound | ErrorCode::ShareUnavailable => 404,
             ErrorCode::InvalidArguments
             | ErrorCode::InvalidSql
@@ -197,6 +213,9 @@ impl ErrorCode {
             ErrorCode::CommandFailed => "the command could not be started",
             ErrorCode::ShareUnavailable => "this link was already opened, has expired, or never existed",
             ErrorCode::InvalidShare => "the share request or link is malformed",
+            ErrorCode::LeaseNotAllowed => "the lease is wider than this handle's lease policy allows",
+            ErrorCode::GrantNotAllowed => "a sub-agent cannot hold more than its parent",
+            ErrorCode::Conflict => "the resource is in a state that does not allow this",
         }
     }
 }

@@ -18,11 +18,13 @@ pub enum Tool {
     /// `share_secret {credential_handle, recipient, views?, expires_in?}`: a one-time link to
     /// the handle's secret, delivered to a configured recipient, never to the agent.
     ShareSecret,
+    /// `request_lease {credential_handle, scope, ttl_seconds, tables?, task_id?}`
+    RequestLease,
 }
 
 impl Tool {
     /// Every tool, in a stable order.
-    pub const ALL: &'static [Tool] = &[Tool::QueryDb, Tool::HttpRequest, Tool::SendEmail, Tool::RunCommand, Tool::ShareSecret];
+    pub const ALL: &'static [Tool] = &[Tool::QueryDb, Tool::HttpRequest, Tool::SendEmail, Tool::RunCommand, Tool::ShareSecret, Tool::RequestLease];
 
     /// The tool's wire name.
     pub fn name(self) -> &'static str {
@@ -32,6 +34,7 @@ impl Tool {
             Tool::SendEmail => "send_email",
             Tool::RunCommand => "run_command",
             Tool::ShareSecret => "share_secret",
+            Tool::RequestLease => "request_lease",
         }
     }
 
@@ -49,6 +52,8 @@ impl Tool {
             Tool::RunCommand => kind == HandleKind::Command,
             // Any secret can be handed to a person; policy decides which.
             Tool::ShareSecret => true,
+            // Leases narrow a database handle (and on PostgreSQL and MySQL can be real roles).
+            Tool::RequestLease => kind.is_database(),
         }
     }
 }

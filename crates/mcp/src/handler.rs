@@ -69,9 +69,10 @@ impl AirlockMcp {
     }
 }
 
-/// The MCP tools of `agent`: the broker's MCP rendering (already scrubbed), typed.
-pub(crate) fn mcp_tools(broker: &Broker, agent: &str) -> Vec<Tool> {
-    tools_from_json(&broker.tools_json(agent, Format::Mcp))
+/// The MCP tools of `caller`: the broker's MCP rendering (already scrubbed, with its live
+/// leases), typed.
+pub(crate) async fn mcp_tools(broker: &Broker, caller: &Caller) -> Vec<Tool> {
+    tools_from_json(&broker.tools_json_for(caller, Format::Mcp).await)
 }
 
 fn tools_from_json(v: &Value) -> Vec<Tool> {
@@ -116,7 +117,7 @@ fn unauthenticated(e: &CallError) -> McpError {
 
 impl ServerHandler for AirlockMcp {
     fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().enable_tool_list_changed().build())
             .with_server_info(Implementation::new("airlock", env!("CARGO_PKG_VERSION")))
             .with_instructions(INSTRUCTIONS)
     }
@@ -128,7 +129,7 @@ impl ServerHandler for AirlockMcp {
     ) -> Result<ListToolsResult, McpError> {
         let caller = self.caller(&ctx).await.map_err(|e| unauthenticated(&e))?;
         // The list is per agent: no shared cache may keep it, and grants can change at any time.
-        Ok(ListToolsResult::with_all_items(mcp_tools(&self.broker, &caller.agent.name))
+        Ok(ListToolsResult::with_all_items(mcp_tools(&self.broker, &caller).await)
             .with_ttl_ms(0)
             .with_cache_scope(CacheScope::Private))
     }

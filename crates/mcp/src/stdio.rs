@@ -38,7 +38,8 @@ where
     W: AsyncWrite + Send + Unpin + 'static,
 {
     // Refuse at once rather than serve a session whose every call would fail.
-    broker.authenticate(Some(&token)).await.map_err(StdioError::Auth)?;
+    let caller = broker.authenticate(Some(&token)).await.map_err(StdioError::Auth)?;
+    let mut changes = broker.subscribe_tool_changes();
     // Secrets changed by other processes (`airlock secret put`) reach the scrubber, as in `serve`.
     let refresher = {
         let b = broker.clone();
@@ -57,7 +58,28 @@ where
             .serve((reader, writer))
             .await
             .map_err(|e| StdioError::Start(e.to_string()))?;
-        running.waiting().await.map_err(|e| StdioError::Session(e.to_string()))?;
+        // A lease issued or revoked changes this agent's tool list: tell the client.
+        let peer = running.peer().clone();
+        let notifier = tokio::spawn(async move {
+            loop {
+                match changes.recv().await {
+                    Ok(agent) if agent == caller.agent.id => {
+                        if peer.notify_tool_list_changed().await.is_err() {
+                            break;
+                        }
+                    }
+                    Ok(_) => {}
+                    // Missed some: the list may have changed.
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                        let _ = peer.notify_tool_list_changed().await;
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                }
+            }
+        });
+        let r = running.waiting().await.map_err(|e| StdioError::Session(e.to_string()));
+        notifier.abort();
+        r?;
         Ok(())
     }
     .await;

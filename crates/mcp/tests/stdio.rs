@@ -96,3 +96,33 @@ async fn bad_input_over_stdio_gets_protocol_errors_and_the_session_goes_on() {
     let r = s.request("tools/list", json!({})).await;
     assert_eq!(r["result"]["tools"].as_array().unwrap().len(), 2, "{r}");
 }
+
+#[tokio::test]
+async fn a_lease_issued_in_session_sends_tools_list_changed_and_lists_the_lease() {
+    let env = Env::prepare().await;
+    let (_, tok) = env.store.add_agent("leaser", None, None).await.unwrap();
+    let (mut s, _task) = start(&env, tok.reveal()).await;
+    s.next_id += 1;
+    let id = s.next_id;
+    let args = json!({"credential_handle": "APP_DB", "scope": "read_only", "ttl_seconds": 30});
+    s.send(json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": "request_lease", "arguments": args}})).await;
+    let (mut answer, mut notified) = (None, false);
+    while answer.is_none() || !notified {
+        let line = tokio::time::timeout(std::time::Duration::from_secs(10), s.from_server.next_line())
+            .await
+            .expect("no answer or notification")
+            .unwrap()
+            .expect("server closed");
+        let v: Value = serde_json::from_str(&line).unwrap();
+        if v["id"] == id {
+            answer = Some(v);
+        } else if v["method"] == "notifications/tools/list_changed" {
+            notified = true;
+        }
+    }
+    let answer = answer.unwrap();
+    let lease = answer["result"]["structuredContent"]["lease_handle"].as_str().expect("a lease handle").to_owned();
+    let r = s.request("tools/list", json!({})).await;
+    let query = r["result"]["tools"].as_array().unwrap().iter().find(|t| t["name"] == "query_db").expect("query_db listed").clone();
+    assert_eq!(query["inputSchema"]["properties"]["credential_handle"]["enum"], json!([lease]));
+}

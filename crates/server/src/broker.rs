@@ -24,6 +24,7 @@ use airlock_store::audit::{AuditKey, AuditLog, AuditRecord, Decision};
 use airlock_store::Store;
 use airlock_vault::{MasterKey, Vault};
 use serde_json::{json, Value};
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -50,6 +51,12 @@ pub enum BrokerError {
     Harden(std::io::Error),
 }
 
+#[path = "leases.rs"]
+mod leases;
+#[path = "children.rs"]
+mod children;
+pub use children::ChildRequest;
+
 /// An authenticated agent and its parent chain.
 #[derive(Debug, Clone)]
 pub struct Caller {
@@ -57,6 +64,9 @@ pub struct Caller {
     pub agent: Agent,
     /// Parent names, nearest first.
     pub parents: Vec<String>,
+    /// A sub-agent's own grants, `(handle, tool)`; `None` for an agent of the configuration,
+    /// whose grants are the config's Cedar policies.
+    pub grants: Option<Vec<(String, String)>>,
 }
 
 /// The outcome of one call, ready to be rendered by any front end.
@@ -113,6 +123,13 @@ pub struct Broker {
     cache: Mutex<HashMap<HandleName, (Instant, Secret)>>,
     metrics: Metrics,
     share_rates: crate::shares::ShareRates,
+    /// This installation's id, part of every dynamic role's name, so that reconciliation never
+    /// touches another installation's roles on a shared database server.
+    installation: String,
+    /// Agent ids whose tool list changed (a lease issued or revoked).
+    tool_changes: tokio::sync::broadcast::Sender<String>,
+    /// Wakes the reaper early (a lease issued with a short TTL, an agent revoked).
+    reaper_wake: tokio::sync::Notify,
 }
 
 impl std::fmt::Debug for Broker {
@@ -135,6 +152,7 @@ impl Broker {
         let policy = PolicyEngine::from_config(&cfg)?;
         let audit = AuditLog::start(store.clone(), key);
         let vault = Vault::new(master, store.clone());
+        let installation = leases::installation_id(&dir)?;
         let broker = Broker {
             cfg: Arc::new(cfg),
             policy,
@@ -155,6 +173,9 @@ impl Broker {
             cache: Mutex::new(HashMap::new()),
             metrics: Metrics::default(),
             share_rates: crate::shares::ShareRates::default(),
+            installation,
+            tool_changes: tokio::sync::broadcast::channel(64).0,
+            reaper_wake: tokio::sync::Notify::new(),
         };
         broker.rebuild_scrubber().await?;
         Ok(broker)
@@ -261,12 +282,74 @@ impl Broker {
             .parent_chain(&agent)
             .await
             .map_err(|e| CallError::new(ErrorCode::Internal).detail(e.to_string()))?;
-        Ok(Caller { agent, parents })
+        let grants = match agent.parent {
+            None => None,
+            Some(_) => Some(
+                self.store
+                    .agent_grants(&agent.id)
+                    .await
+                    .map_err(|e| CallError::new(ErrorCode::Internal).detail(e.to_string()))?,
+            ),
+        };
+        Ok(Caller { agent, parents, grants })
     }
 
-    /// The tools `agent` may call.
+    /// The policy decision for `caller`. An agent of the configuration is decided by Cedar under
+    /// its name; a sub-agent needs the grant in its own list *and* Cedar's permit for the root of
+    /// its chain, so it can never be wider than its ancestors (T16).
+    pub fn decide(&self, caller: &Caller, tool: Tool, handle: &Handle) -> airlock_policy::Decision {
+        match &caller.grants {
+            None => self.policy.decide(&caller.agent.name, tool, handle),
+            Some(g) => {
+                let granted = g.iter().any(|(h, t)| h == handle.name.as_str() && t == tool.name());
+                match (granted, caller.parents.last()) {
+                    (true, Some(root)) => self.policy.decide(root, tool, handle),
+                    _ => airlock_policy::Decision { allowed: false, policies: vec![], errors: vec![] },
+                }
+            }
+        }
+    }
+
+    /// The tools `agent` (an agent of the configuration) may call.
     pub fn tool_defs(&self, agent: &str) -> Vec<ToolDef> {
-        tools::tool_defs(&self.cfg, |t| self.policy.allowed_handles(agent, t, &self.cfg))
+        tools::tool_defs(&self.cfg.handles, &self.cfg.shares, |t| self.policy.allowed_handles(agent, t, &self.cfg))
+    }
+
+    /// The tools `caller` may call: its grants, and `query_db` on its live leases.
+    pub async fn tool_defs_for(&self, caller: &Caller) -> Vec<ToolDef> {
+        let leases = self.live_lease_handles(&caller.agent.id).await;
+        let mut handles = Cow::Borrowed(&self.cfg.handles);
+        if !leases.is_empty() {
+            let h = handles.to_mut();
+            for l in &leases {
+                h.insert(l.name.clone(), l.clone());
+            }
+        }
+        tools::tool_defs(&handles, &self.cfg.shares, |t| {
+            let mut v: Vec<HandleName> = self
+                .cfg
+                .handles
+                .values()
+                .filter(|h| t.applies_to(h.kind) && self.decide(caller, t, h).allowed)
+                .map(|h| h.name.clone())
+                .collect();
+            if t == Tool::QueryDb {
+                v.extend(leases.iter().map(|l| l.name.clone()));
+            }
+            v
+        })
+    }
+
+    /// [`Broker::tool_defs_for`], rendered and scrubbed (T21).
+    pub async fn tools_json_for(&self, caller: &Caller, format: Format) -> Value {
+        let mut v = tools::render(&self.tool_defs_for(caller).await, format);
+        self.scrubber().scrub_json(&mut v);
+        v
+    }
+
+    /// Agent ids whose tool list changed, as they change (for MCP `list_changed`).
+    pub fn subscribe_tool_changes(&self) -> tokio::sync::broadcast::Receiver<String> {
+        self.tool_changes.subscribe()
     }
 
     /// The tools `agent` may call, rendered and scrubbed (T21).
@@ -285,6 +368,14 @@ impl Broker {
             .await
     }
 
+    /// Audits and renders the outcome of an operation that is not a tool call (a lease revoked,
+    /// a task opened or closed, a sub-agent created), like a call: one record, allowed or denied.
+    pub async fn audited(&self, caller: &Caller, action: &str, args: &Value, result: Result<Value, CallError>, started: Instant) -> Invocation {
+        let request_id = uuid::Uuid::now_v7().to_string();
+        let decision = if result.is_ok() { Decision::Allow } else { Decision::Deny };
+        self.finish(Some(caller), action, None, args, decision, vec![], request_id, result, started).await
+    }
+
     /// Runs one call for `caller`.
     pub async fn invoke(&self, caller: &Caller, tool_name: &str, args: Value) -> Invocation {
         let started = Instant::now();
@@ -295,7 +386,7 @@ impl Broker {
         if let Some(obj) = args.as_object_mut() {
             obj.remove("credential_handle");
         }
-        let checked = self.check(caller, tool_name, handle_name.as_ref(), &args);
+        let checked = self.check(caller, tool_name, handle_name.as_ref(), &args).await;
         let (tool, handle, policies) = match checked {
             Ok(v) => v,
             Err((e, policies)) => {
@@ -304,7 +395,7 @@ impl Broker {
                     .await
             }
         };
-        let prepared = match Prepared::validate(self, tool, handle, &args).and_then(|p| self.check_sends(caller, handle, p)) {
+        let prepared = match Prepared::validate(self, caller, tool, &handle, &args).and_then(|p| self.check_sends(caller, &handle, p)) {
             Ok(p) => p,
             Err(e) => {
                 return self
@@ -324,9 +415,13 @@ impl Broker {
                 return Invocation { request_id, result: Err(err), redactions: 0 };
             }
         }
-        let result = match self.resolve(handle).await {
-            Ok(secret) => prepared.execute(self, caller, handle, &secret).await,
-            Err(e) => Err(e),
+        let result = match &prepared {
+            // A lease resolves its base's secret only if it creates a role (in `issue_lease`).
+            Prepared::Lease(req) => self.issue_lease(caller, &handle, req).await,
+            _ => match self.resolve(&handle).await {
+                Ok(secret) => prepared.execute(self, caller, &handle, &secret).await,
+                Err(e) => Err(e),
+            },
         };
         // The audit names the share a link was made for (never the link).
         if let (Ok(v), Some(obj)) = (&result, args.as_object_mut()) {
@@ -359,24 +454,36 @@ impl Broker {
 
     /// Tool, handle, policy and rate checks. Every refusal about the handle is the same error.
     #[allow(clippy::type_complexity)]
-    fn check<'a>(
+    async fn check<'a>(
         &'a self,
         caller: &Caller,
         tool_name: &str,
         handle: Option<&HandleName>,
         args: &Value,
-    ) -> Result<(Tool, &'a Handle, Vec<String>), (CallError, Vec<String>)> {
+    ) -> Result<(Tool, Cow<'a, Handle>, Vec<String>), (CallError, Vec<String>)> {
         let tool = Tool::parse(tool_name).ok_or((CallError::new(ErrorCode::UnknownTool), vec![]))?;
         if !args.is_object() {
             return Err((CallError::new(ErrorCode::InvalidArguments), vec![]));
         }
         let unavailable = || (CallError::new(ErrorCode::HandleUnavailable), vec![]);
         let name = handle.ok_or_else(unavailable)?;
-        let h = self.cfg.handles.get(name).ok_or_else(unavailable)?;
-        if !tool.applies_to(h.kind) {
-            return Err(unavailable());
-        }
-        let d = self.policy.decide(&caller.agent.name, tool, h);
+        let (h, d) = match self.cfg.handles.get(name) {
+            Some(h) => {
+                if !tool.applies_to(h.kind) {
+                    return Err(unavailable());
+                }
+                (Cow::Borrowed(h), self.decide(caller, tool, h))
+            }
+            None => {
+                // A lease handle: only its owner, only before expiry, only with query_db (T15).
+                let (lease, h) = self.lease_for(caller, name).await.ok_or_else(unavailable)?;
+                if tool != Tool::QueryDb || !tool.applies_to(h.kind) {
+                    return Err(unavailable());
+                }
+                let d = airlock_policy::Decision { allowed: true, policies: vec![format!("lease:{}", lease.id)], errors: vec![] };
+                (Cow::Owned(h), d)
+            }
+        };
         if !d.allowed {
             if !d.errors.is_empty() {
                 tracing::warn!(agent = %caller.agent.name, errors = ?d.errors, "policy evaluation errors (denied)");
@@ -520,10 +627,11 @@ enum Prepared {
     Email(airlock_exec_email::ValidatedEmail),
     Command(airlock_exec_command::ValidatedCommand),
     Share(crate::shares::ValidatedShare),
+    Lease(leases::LeaseRequest),
 }
 
 impl Prepared {
-    fn validate(broker: &Broker, tool: Tool, handle: &Handle, args: &Value) -> Result<Prepared, CallError> {
+    fn validate(broker: &Broker, caller: &Caller, tool: Tool, handle: &Handle, args: &Value) -> Result<Prepared, CallError> {
         let bad_args = |e: serde_json::Error| {
             CallError::with_message(ErrorCode::InvalidArguments, format!("invalid arguments: {}", strip_serde_detail(&e)))
         };
@@ -553,6 +661,7 @@ impl Prepared {
                 let a: crate::shares::ShareArgs = serde_json::from_value(args.clone()).map_err(bad_args)?;
                 Ok(Prepared::Share(crate::shares::ValidatedShare::validate(&broker.cfg.shares, &a)?))
             }
+            Tool::RequestLease => Ok(Prepared::Lease(broker.validate_lease(caller, handle, args)?)),
         }
     }
 
@@ -563,6 +672,8 @@ impl Prepared {
             // Sending mail and running a program act on the world.
             Prepared::Email(_) | Prepared::Command(_) => true,
             Prepared::Share(_) => true,
+            // A lease may create a database role.
+            Prepared::Lease(_) => true,
         }
     }
 
@@ -573,6 +684,7 @@ impl Prepared {
             Prepared::Email(m) => broker.email.execute(handle, m, secret).await,
             Prepared::Command(c) => broker.command.execute(handle, c, secret).await,
             Prepared::Share(s) => s.execute(broker, caller, secret).await,
+            Prepared::Lease(_) => Err(CallError::new(ErrorCode::Internal).detail("a lease is issued, not executed")),
         }
     }
 }

@@ -1,4 +1,7 @@
-//! The REST server: `GET /v1/tools`, `POST /v1/invoke`, `GET /healthz`, `GET /metrics`.
+//! The REST server: `GET /v1/tools`, `POST /v1/invoke`, leases (`POST /v1/leases`,
+//! `GET /v1/leases`, `DELETE /v1/leases/{id}`), tasks (`POST /v1/tasks`,
+//! `POST /v1/tasks/{id}/close`), sub-agents (`POST /v1/agents/self/children`), `GET /healthz`,
+//! `GET /metrics`.
 //!
 //! Every error is the contract's envelope with a stable code; a panic in a handler becomes a 500
 //! with code `internal` and a log line that carries no request data.
@@ -7,10 +10,10 @@ use crate::broker::{Broker, Caller};
 use crate::tools::Format;
 use airlock_core::{CallError, ErrorCode};
 use axum::body::{Body, Bytes};
-use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::Router;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -58,7 +61,7 @@ async fn tools(State(b): State<Arc<Broker>>, headers: HeaderMap, q: Query<ToolsQ
         let body = json!({"ok": false, "error": {"code": "invalid-arguments", "message": "format is mcp, openai or anthropic"}});
         return json_response(400, &body);
     };
-    json_response(200, &b.tools_json(&c.agent.name, format))
+    json_response(200, &b.tools_json_for(&c, format).await)
 }
 
 #[derive(Deserialize)]
@@ -86,6 +89,97 @@ async fn invoke(State(b): State<Arc<Broker>>, headers: HeaderMap, body: Bytes) -
     };
     let inv = b.invoke(&c, &req.tool, req.arguments).await;
     json_response(inv.status(), &inv.to_json())
+}
+
+/// Authenticates, or renders the audited refusal.
+async fn caller_or_refuse(b: &Broker, headers: &HeaderMap, action: &str) -> Result<Caller, Response> {
+    match caller(b, headers).await {
+        Ok(c) => Ok(c),
+        Err(e) => {
+            let inv = b.refuse(action, e).await;
+            Err(json_response(inv.status(), &inv.to_json()))
+        }
+    }
+}
+
+async fn lease_issue(State(b): State<Arc<Broker>>, headers: HeaderMap, body: Bytes) -> Response {
+    let c = match caller_or_refuse(&b, &headers, "request_lease").await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let args: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(_) => {
+            let inv = b.refuse("request_lease", CallError::new(ErrorCode::BadRequest)).await;
+            return json_response(inv.status(), &inv.to_json());
+        }
+    };
+    let inv = b.invoke(&c, "request_lease", args).await;
+    json_response(inv.status(), &inv.to_json())
+}
+
+async fn lease_list(State(b): State<Arc<Broker>>, headers: HeaderMap) -> Response {
+    let c = match caller(&b, &headers).await {
+        Ok(c) => c,
+        Err(e) => return error_response(e.code, None),
+    };
+    match b.leases_of(&c).await {
+        Ok(ls) => {
+            let items: Vec<Value> = ls
+                .iter()
+                .map(|l| json!({"lease_id": l.id, "lease_handle": l.handle, "base": l.base, "scope": l.scope,
+                                "tables": l.tables, "status": l.status, "expires_at": l.expires_at, "task_id": l.task_id}))
+                .collect();
+            json_response(200, &json!({"ok": true, "leases": items}))
+        }
+        Err(e) => error_response(e.code, None),
+    }
+}
+
+async fn lease_revoke(State(b): State<Arc<Broker>>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    let started = std::time::Instant::now();
+    let c = match caller_or_refuse(&b, &headers, "revoke_lease").await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let id: String = id.chars().take(64).collect();
+    let result = b.revoke_own_lease(&c, &id).await;
+    b.audited(&c, "revoke_lease", &json!({"lease_id": id}), result, started).await.into_response()
+}
+
+async fn task_open(State(b): State<Arc<Broker>>, headers: HeaderMap) -> Response {
+    let started = std::time::Instant::now();
+    let c = match caller_or_refuse(&b, &headers, "open_task").await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let result = b.open_task(&c).await;
+    b.audited(&c, "open_task", &json!({}), result, started).await.into_response()
+}
+
+async fn task_close(State(b): State<Arc<Broker>>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    let started = std::time::Instant::now();
+    let c = match caller_or_refuse(&b, &headers, "close_task").await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let id: String = id.chars().take(64).collect();
+    let result = b.close_task(&c, &id).await;
+    b.audited(&c, "close_task", &json!({"task_id": id}), result, started).await.into_response()
+}
+
+async fn create_child(State(b): State<Arc<Broker>>, headers: HeaderMap, body: Bytes) -> Response {
+    let started = std::time::Instant::now();
+    let c = match caller_or_refuse(&b, &headers, "create_child").await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let args: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let result = match serde_json::from_value::<crate::broker::ChildRequest>(args.clone()) {
+        Ok(req) => b.create_child(&c, &req).await,
+        Err(_) => Err(CallError::new(ErrorCode::BadRequest)),
+    };
+    b.audited(&c, "create_child", &args, result, started).await.into_response()
 }
 
 async fn healthz() -> Response {
@@ -117,6 +211,11 @@ pub fn router(broker: Arc<Broker>) -> Router {
     Router::new()
         .route("/v1/tools", get(tools))
         .route("/v1/invoke", post(invoke))
+        .route("/v1/leases", post(lease_issue).get(lease_list))
+        .route("/v1/leases/{id}", delete(lease_revoke))
+        .route("/v1/tasks", post(task_open))
+        .route("/v1/tasks/{id}/close", post(task_close))
+        .route("/v1/agents/self/children", post(create_child))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .merge(crate::shares::routes())
@@ -163,10 +262,14 @@ pub async fn serve_with(
             }
         })
     };
+    // Revokes leases at expiry, retries failed revocations, and first reconciles roles left by
+    // a previous run.
+    let reaper = broker.spawn_reaper();
     // Connection info gives the share endpoints the client address for their rate limits.
     let app = router(broker).merge(extra).into_make_service_with_connect_info::<std::net::SocketAddr>();
     let r = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
     refresher.abort();
+    reaper.abort();
     r
 }
 

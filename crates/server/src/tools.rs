@@ -4,7 +4,8 @@
 //! the operator's descriptions; never from a secret (T21). `credential_handle` is an enum of
 //! exactly the handles this agent may use with that tool.
 
-use airlock_core::config::{ArgTemplate, Config, Scope};
+use airlock_core::config::{ArgTemplate, Handle, Scope, SharesConfig};
+use std::collections::BTreeMap;
 use airlock_core::{HandleName, Tool};
 use serde_json::{json, Value};
 
@@ -47,8 +48,11 @@ pub struct ToolDef {
     pub open_world: bool,
 }
 
-fn handle_line(cfg: &Config, h: &HandleName) -> String {
-    let handle = &cfg.handles[h];
+/// The handles a tool list is built from: the configured ones and the caller's live leases.
+pub type Handles = BTreeMap<HandleName, Handle>;
+
+fn handle_line(cfg: &Handles, h: &HandleName) -> String {
+    let handle = &cfg[h];
     let mut facts = vec![handle.kind.as_str().to_owned()];
     if let Some(db) = handle.database() {
         facts.push(match db.scope {
@@ -88,7 +92,7 @@ fn handle_line(cfg: &Config, h: &HandleName) -> String {
 }
 
 /// The tools `handles_for` permits, with their schemas.
-pub fn tool_defs(cfg: &Config, handles_for: impl Fn(Tool) -> Vec<HandleName>) -> Vec<ToolDef> {
+pub fn tool_defs(cfg: &Handles, shares: &SharesConfig, handles_for: impl Fn(Tool) -> Vec<HandleName>) -> Vec<ToolDef> {
     let mut out = Vec::new();
     for &tool in Tool::ALL {
         let handles = handles_for(tool);
@@ -107,7 +111,7 @@ pub fn tool_defs(cfg: &Config, handles_for: impl Fn(Tool) -> Vec<HandleName>) ->
             Tool::QueryDb => {
                 let ro = handles
                     .iter()
-                    .all(|h| cfg.handles[h].database().map(|d| d.scope == Scope::ReadOnly).unwrap_or(true));
+                    .all(|h| cfg[h].database().map(|d| d.scope == Scope::ReadOnly).unwrap_or(true));
                 (
                     "Run one SQL statement on a database through airlock. Use placeholders ($1 for postgres, ? for mysql and sqlite) with `params`; results are capped.",
                     json!({
@@ -122,7 +126,7 @@ pub fn tool_defs(cfg: &Config, handles_for: impl Fn(Tool) -> Vec<HandleName>) ->
             Tool::HttpRequest => {
                 let mut methods: Vec<String> = handles
                     .iter()
-                    .filter_map(|h| cfg.handles[h].http())
+                    .filter_map(|h| cfg[h].http())
                     .flat_map(|c| c.destinations.iter().flat_map(|d| d.methods.clone()))
                     .collect();
                 methods.sort();
@@ -164,7 +168,7 @@ pub fn tool_defs(cfg: &Config, handles_for: impl Fn(Tool) -> Vec<HandleName>) ->
                 // The union of the permitted handles' placeholders; one handle's enums are shown.
                 let mut props = serde_json::Map::new();
                 for h in &handles {
-                    let Some(cmd) = cfg.handles[h].command() else { continue };
+                    let Some(cmd) = cfg[h].command() else { continue };
                     open_world |= cmd.network;
                     for (name, p) in &cmd.placeholders {
                         let mut schema = json!({"type": "string", "maxLength": p.max_bytes});
@@ -193,19 +197,32 @@ pub fn tool_defs(cfg: &Config, handles_for: impl Fn(Tool) -> Vec<HandleName>) ->
                 )
             }
             Tool::ShareSecret => {
-                let recipients: Vec<&str> = cfg.shares.recipients.keys().map(String::as_str).collect();
+                let recipients: Vec<&str> = shares.recipients.keys().map(String::as_str).collect();
                 (
                     "Hand the credential behind a handle to a person as a one-time, end-to-end encrypted link. airlock creates the link and delivers it to the recipient through a configured channel; you get only the share id and its expiry, never the link or the secret.",
                     json!({
                         "credential_handle": handle_prop,
                         "recipient": {"type": "string", "enum": recipients, "description": "Who receives the link (a recipient configured in airlock)."},
-                        "views": {"type": "integer", "minimum": 1, "maximum": cfg.shares.max_views, "description": "How many times the link can be opened; default 1."},
-                        "expires_in": {"type": "integer", "minimum": 60, "maximum": cfg.shares.max_expiry_seconds, "description": "Seconds until the link expires; default 3600."}
+                        "views": {"type": "integer", "minimum": 1, "maximum": shares.max_views, "description": "How many times the link can be opened; default 1."},
+                        "expires_in": {"type": "integer", "minimum": 60, "maximum": shares.max_expiry_seconds, "description": "Seconds until the link expires; default 3600."}
                     }),
                     vec!["credential_handle", "recipient"],
                     false,
                 )
             }
+            Tool::RequestLease => (
+                "Ask airlock for a short-lived lease on a database handle: a new handle, usable only by you with query_db until it expires, limited to the scope and tables you name (never wider than the handle). Nothing secret is returned.",
+                json!({
+                    "credential_handle": handle_prop,
+                    "scope": {"type": "string", "enum": ["read_only", "read_write"]},
+                    "ttl_seconds": {"type": "integer", "minimum": 1, "description": "Lifetime in seconds; the handle's policy caps it."},
+                    "tables": {"type": "array", "items": {"type": "string"}, "description": "The tables the lease may touch (default: all of the handle's)."},
+                    "task_id": {"type": "string", "description": "A task from POST /v1/tasks; closing it revokes the lease."}
+                }),
+                vec!["credential_handle", "scope", "ttl_seconds"],
+                // Issuing a lease changes no data.
+                true,
+            ),
         };
         out.push(ToolDef {
             tool,

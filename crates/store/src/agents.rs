@@ -77,12 +77,16 @@ impl Store {
                 "an agent name is 1 to 64 characters of a-z, 0-9, '-' and '_', starting with a letter".into(),
             ));
         }
-        let mut rng = rand::rng();
-        let mut id = [0u8; 8];
-        rng.fill_bytes(&mut id);
+        // The thread-local generator is not Send: it must not live across an await.
+        let (id, secret) = {
+            let mut rng = rand::rng();
+            let mut id = [0u8; 8];
+            rng.fill_bytes(&mut id);
+            let mut secret = [0u8; 32];
+            rng.fill_bytes(&mut secret);
+            (id, secret)
+        };
         let id = hex::encode(id);
-        let mut secret = [0u8; 32];
-        rng.fill_bytes(&mut secret);
         let token = format!("alk_{id}_{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret));
         let created = now();
         let res = sqlx::query(
@@ -168,8 +172,8 @@ impl Store {
         Ok(rows.into_iter().map(row_to_agent).collect())
     }
 
-    /// Revokes the live agent called `name` (or with that id) and every descendant. Returns the
-    /// number of agents revoked.
+    /// Revokes the live agent called `name` (or with that id) and every descendant, and brings
+    /// the expiry of their leases to now. Returns the number of agents revoked.
     pub async fn revoke_agent(&self, name_or_id: &str) -> Result<u64> {
         let mut tx = self.pool.begin().await?;
         let root: Option<(String,)> =
@@ -190,6 +194,15 @@ impl Store {
         .execute(&mut *tx)
         .await?
         .rows_affected();
+        // Their leases fall due now; the broker's reaper revokes them.
+        sqlx::query(
+            "WITH RECURSIVE tree(id) AS (SELECT ? UNION SELECT a.id FROM agents a JOIN tree t ON a.parent = t.id)
+             UPDATE leases SET expires_at = MIN(expires_at, ?) WHERE agent_id IN (SELECT id FROM tree) AND status IN ('pending', 'active')",
+        )
+        .bind(&root)
+        .bind(now())
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(n)
     }

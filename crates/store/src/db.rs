@@ -65,6 +65,38 @@ CREATE TABLE share_receipts (
     first_opened_at INTEGER,
     last_opened_at  INTEGER
 );
+"#, r#"
+CREATE TABLE tasks (
+    id          TEXT PRIMARY KEY,
+    agent_id    TEXT NOT NULL REFERENCES agents(id),
+    created_at  TEXT NOT NULL,
+    closed_at   TEXT
+);
+CREATE TABLE leases (
+    id              TEXT PRIMARY KEY,
+    handle          TEXT NOT NULL UNIQUE,
+    base            TEXT NOT NULL,
+    agent_id        TEXT NOT NULL REFERENCES agents(id),
+    scope           TEXT NOT NULL,
+    tables          TEXT,
+    dynamic         INTEGER NOT NULL,
+    role_name       TEXT,
+    task_id         TEXT REFERENCES tasks(id),
+    status          TEXT NOT NULL,
+    created_at      TEXT NOT NULL,
+    expires_at      TEXT NOT NULL,
+    revoked_at      TEXT,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at TEXT
+);
+CREATE INDEX leases_status ON leases(status, expires_at);
+CREATE INDEX leases_agent ON leases(agent_id);
+CREATE TABLE agent_grants (
+    agent_id    TEXT NOT NULL REFERENCES agents(id),
+    handle      TEXT NOT NULL,
+    tool        TEXT NOT NULL,
+    PRIMARY KEY (agent_id, handle, tool)
+);
 "#];
 
 /// A handle on the store. Cheap to clone.

@@ -1,6 +1,6 @@
-//! airlock's state store: agents (token hashes only), sealed secrets (ciphertext only), one-time
-//! shares (ciphertext and proof hashes only) and the hash-chained, signed audit log, in one SQLite
-//! file in the data directory.
+//! airlock's state store: agents (token hashes only) and their sub-agent grants, leases and
+//! tasks, sealed secrets (ciphertext only), one-time shares (ciphertext and proof hashes only)
+//! and the hash-chained, signed audit log, in one SQLite file in the data directory.
 //!
 //! Nothing in this crate sees a plaintext secret: the vault seals before it stores.
 #![forbid(unsafe_code)]
@@ -8,6 +8,7 @@
 pub mod agents;
 pub mod audit;
 mod db;
+pub mod leases;
 pub mod secrets;
 pub mod shares;
 

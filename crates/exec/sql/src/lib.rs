@@ -12,12 +12,14 @@
 //! * MySQL flags `_bin` collations like binary strings: such values come back as text when they
 //!   are printable UTF-8, as base64 otherwise. PostgreSQL `bytea` and SQLite blobs are always
 //!   base64.
+//! * [`lease`] creates and drops the real database roles of dynamic leases.
 //! * With `DatabaseConstraints::url` set the secret is the password (SQLite: unused); otherwise
 //!   the secret is the whole URL and its scheme must match the handle's kind.
 #![forbid(unsafe_code)]
 
 mod decode;
 mod exec;
+pub mod lease;
 pub mod validate;
 
 pub use exec::SqlExecutor;

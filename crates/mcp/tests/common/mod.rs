@@ -143,6 +143,12 @@ grants = [
 
 [agents.other]
 grants = [{{ handle = "RW_DB", tools = ["query_db"] }}]
+
+[handles.APP_DB.lease]
+max_ttl_seconds = 60
+
+[agents.leaser]
+grants = [{{ handle = "APP_DB", tools = ["request_lease"] }}]
 "#,
         port = upstream.port()
     )

@@ -1,0 +1,500 @@
+//! Dynamic database credentials: a real role per lease on PostgreSQL and MySQL/MariaDB.
+//!
+//! This module sees two kinds of secret: the handle's admin credential, used only to open the
+//! admin connection, and the lease's generated password, which leaves this module only inside the
+//! lease's [`Secret`] (for the vault). The server receives the password already hashed: a
+//! SCRAM-SHA-256 verifier for PostgreSQL, a `mysql_native_password` hash for MySQL, so it never
+//! appears in a statement log.
+//!
+//! Statements are templates in the manner of Vault's database secrets engine (`{{name}}`,
+//! `{{password}}`, `{{expiration}}`, plus `{{database}}`, `{{privileges}}`, `{{schema}}` and
+//! `{{table}}`). Every value put into them comes from the configuration or from airlock, never from
+//! the agent: table names are the config's own spelling, already checked to be identifiers.
+
+use airlock_core::config::{DatabaseConstraints, Handle, HandleKind, LeasePolicy, Scope};
+use airlock_core::{HandleName, Secret};
+use base64::Engine as _;
+use rand::RngCore;
+use ring::{digest, hmac, pbkdf2};
+use sqlx::{Connection, Executor};
+use std::num::NonZeroU32;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// Why a dynamic credential could not be created or revoked. Messages name no secret: driver
+/// errors are reduced to their database code and a fixed text.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LeaseError {
+    /// The handle cannot carry dynamic leases (kind, missing database name, bad admin URL).
+    #[error("the handle cannot carry dynamic leases: {0}")]
+    Unsupported(&'static str),
+    /// The admin connection failed.
+    #[error("cannot connect with the admin credential ({0})")]
+    Connect(String),
+    /// A statement failed.
+    #[error("statement {index} failed ({code})")]
+    Statement {
+        /// 0-based index in the statement list (after template expansion).
+        index: usize,
+        /// The database's error code, or the kind of failure.
+        code: String,
+    },
+    /// The role still exists after revocation.
+    #[error("role {0} still exists after revocation")]
+    StillExists(String),
+}
+
+/// The role's prefix; reconciliation looks only at roles that start with it.
+pub const ROLE_PREFIX: &str = "airlock_l_";
+
+const PG_CREATE: &[&str] = &[
+    "CREATE ROLE \"{{name}}\" LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}'",
+    "GRANT CONNECT ON DATABASE \"{{database}}\" TO \"{{name}}\"",
+    "GRANT USAGE ON SCHEMA {{schema}} TO \"{{name}}\"",
+    "GRANT {{privileges}} ON {{table}} TO \"{{name}}\"",
+];
+
+const PG_REVOKE: &[&str] = &[
+    "ALTER ROLE \"{{name}}\" NOLOGIN",
+    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{{name}}'",
+    "REASSIGN OWNED BY \"{{name}}\" TO CURRENT_USER",
+    "DROP OWNED BY \"{{name}}\"",
+    "DROP ROLE IF EXISTS \"{{name}}\"",
+];
+
+const MY_CREATE: &[&str] = &[
+    "CREATE USER '{{name}}'@'%' IDENTIFIED BY PASSWORD '{{password}}'",
+    "GRANT {{privileges}} ON {{table}} TO '{{name}}'@'%'",
+];
+
+const MY_REVOKE: &[&str] = &["REVOKE ALL PRIVILEGES, GRANT OPTION FROM '{{name}}'@'%'", "DROP USER IF EXISTS '{{name}}'@'%'"];
+
+/// What to create.
+#[derive(Debug, Clone)]
+pub struct RoleSpec<'a> {
+    /// The role name (starts with [`ROLE_PREFIX`]; airlock's own text).
+    pub name: &'a str,
+    /// Read-only or read-write grants.
+    pub scope: Scope,
+    /// The tables, in the config's spelling; `None` grants every table of the `public` schema
+    /// (PostgreSQL) or of the database (MySQL).
+    pub tables: Option<&'a [String]>,
+    /// When the role stops working on its own (PostgreSQL `VALID UNTIL`).
+    pub expires_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// A fresh random password: 32 characters of base64url (192 bits).
+pub fn generate_password() -> Secret {
+    let mut b = zeroize::Zeroizing::new([0u8; 24]);
+    rand::rng().fill_bytes(&mut b[..]);
+    Secret::new(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&b[..]).into_bytes())
+}
+
+/// The SCRAM-SHA-256 verifier PostgreSQL stores for `password` (RFC 5802, RFC 7677):
+/// `SCRAM-SHA-256$4096:<salt>$<StoredKey>:<ServerKey>`. `password` must be ASCII (SASLprep leaves
+/// it unchanged), as [`generate_password`]'s are.
+pub fn scram_sha256_verifier(password: &[u8], salt: &[u8; 16]) -> String {
+    const ITER: u32 = 4096;
+    let mut salted = zeroize::Zeroizing::new([0u8; 32]);
+    pbkdf2::derive(pbkdf2::PBKDF2_HMAC_SHA256, NonZeroU32::new(ITER).expect("nonzero"), salt, password, &mut salted[..]);
+    let key = hmac::Key::new(hmac::HMAC_SHA256, &salted[..]);
+    let client_key = hmac::sign(&key, b"Client Key");
+    let stored_key = digest::digest(&digest::SHA256, client_key.as_ref());
+    let server_key = hmac::sign(&key, b"Server Key");
+    let b64 = base64::engine::general_purpose::STANDARD;
+    format!(
+        "SCRAM-SHA-256${ITER}:{}${}:{}",
+        b64.encode(salt),
+        b64.encode(stored_key.as_ref()),
+        b64.encode(server_key.as_ref())
+    )
+}
+
+/// The `mysql_native_password` hash: `*` and upper-case hex of SHA1(SHA1(password)).
+pub fn mysql_native_hash(password: &[u8]) -> String {
+    let a = digest::digest(&digest::SHA1_FOR_LEGACY_USE_ONLY, password);
+    let b = digest::digest(&digest::SHA1_FOR_LEGACY_USE_ONLY, a.as_ref());
+    format!("*{}", hex_upper(b.as_ref()))
+}
+
+fn hex_upper(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02X}")).collect()
+}
+
+/// The admin connection URL of a handle: the handle's `url` with the secret as password, or the
+/// secret itself.
+fn admin_url(db: &DatabaseConstraints, admin: &Secret) -> Result<url::Url, LeaseError> {
+    let value = admin.expose_str().ok_or(LeaseError::Unsupported("the admin secret is not UTF-8"))?;
+    match &db.url {
+        Some(u) => {
+            let mut url = url::Url::parse(u).map_err(|_| LeaseError::Unsupported("the handle's url does not parse"))?;
+            url.set_password(Some(value)).map_err(|_| LeaseError::Unsupported("the handle's url takes no password"))?;
+            Ok(url)
+        }
+        None => url::Url::parse(value.trim()).map_err(|_| LeaseError::Unsupported("the admin secret is not a URL")),
+    }
+}
+
+fn database_name(url: &url::Url) -> Result<String, LeaseError> {
+    let name = url.path().trim_start_matches('/');
+    let name = percent_decode(name);
+    if name.is_empty() || name.contains('/') {
+        return Err(LeaseError::Unsupported("the admin URL names no database"));
+    }
+    Ok(name)
+}
+
+fn percent_decode(s: &str) -> String {
+    url::form_urlencoded::parse(format!("x={}", s.replace('+', "%2B")).as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default()
+}
+
+/// The lease's own secret: with a handle `url`, its password; otherwise the admin URL with the
+/// role's name and password in place of the admin's.
+fn lease_secret(db: &DatabaseConstraints, admin: &url::Url, role: &str, password: &Secret) -> Result<Secret, LeaseError> {
+    if db.url.is_some() {
+        return Ok(password.clone());
+    }
+    let mut u = admin.clone();
+    let pw = password.expose_str().ok_or(LeaseError::Unsupported("password"))?;
+    u.set_username(role).map_err(|_| LeaseError::Unsupported("the admin URL takes no user name"))?;
+    u.set_password(Some(pw)).map_err(|_| LeaseError::Unsupported("the admin URL takes no password"))?;
+    let s = Secret::new(String::from(u).into_bytes());
+    Ok(s)
+}
+
+/// The lease handle's `url` when the base handle has one: the same URL with the role as user.
+pub fn lease_url(db: &DatabaseConstraints, role: &str) -> Option<String> {
+    let mut u = url::Url::parse(db.url.as_deref()?).ok()?;
+    u.set_username(role).ok()?;
+    Some(u.into())
+}
+
+fn esc_literal(s: &str) -> String {
+    s.replace('\'', "''")
+}
+
+fn esc_ident(s: &str) -> String {
+    s.replace('"', "\"\"")
+}
+
+/// Expands the templates into the statements to run.
+fn expand(
+    kind: HandleKind,
+    templates: &[String],
+    name: &str,
+    password_hash: &str,
+    expiration: &str,
+    database: &str,
+    scope: Scope,
+    tables: Option<&[String]>,
+) -> Vec<String> {
+    let privileges = match scope {
+        Scope::ReadOnly => "SELECT",
+        Scope::ReadWrite => "SELECT, INSERT, UPDATE, DELETE",
+    };
+    let pg = kind == HandleKind::Postgres;
+    let (table_list, schema_list): (Vec<String>, Vec<String>) = match tables {
+        Some(ts) => {
+            let t = ts
+                .iter()
+                .map(|t| match (pg, t.split_once('.')) {
+                    (true, _) => t.clone(),
+                    (false, Some(_)) => t.clone(),
+                    (false, None) => format!("`{}`.{t}", database.replace('`', "``")),
+                })
+                .collect();
+            let mut s: Vec<String> = ts
+                .iter()
+                .map(|t| t.split_once('.').map(|(s, _)| s.to_owned()).unwrap_or_else(|| "public".into()))
+                .collect();
+            s.sort();
+            s.dedup();
+            (t, s)
+        }
+        None if pg => (vec!["ALL TABLES IN SCHEMA public".into()], vec!["public".into()]),
+        None => (vec![format!("`{}`.*", database.replace('`', "``"))], vec![]),
+    };
+    let db_sub = if pg { esc_ident(database) } else { database.replace('`', "``") };
+    let mut out = Vec::new();
+    for t in templates {
+        let base = t
+            .replace("{{name}}", name)
+            .replace("{{password}}", &esc_literal(password_hash))
+            .replace("{{expiration}}", expiration)
+            .replace("{{database}}", &db_sub)
+            .replace("{{privileges}}", privileges);
+        if base.contains("{{table}}") {
+            out.extend(table_list.iter().map(|x| base.replace("{{table}}", x)));
+        } else if base.contains("{{schema}}") {
+            out.extend(schema_list.iter().map(|x| base.replace("{{schema}}", x)));
+        } else {
+            out.push(base);
+        }
+    }
+    out
+}
+
+fn templates(given: &Option<Vec<String>>, default: &[&str]) -> Vec<String> {
+    given.clone().unwrap_or_else(|| default.iter().map(|s| (*s).to_owned()).collect())
+}
+
+fn db_code(e: &sqlx::Error) -> String {
+    match e {
+        sqlx::Error::Database(d) => d.code().map(|c| c.into_owned()).unwrap_or_else(|| "database".into()),
+        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) => "io".into(),
+        _ => "driver".into(),
+    }
+}
+
+enum Admin {
+    Pg(sqlx::PgConnection),
+    My(sqlx::MySqlConnection),
+}
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// One lock per database server and database: GRANT and DROP OWNED on one database update the
+/// same catalog row, and PostgreSQL fails concurrent updates of it ("tuple concurrently
+/// updated"). Within a process they queue here; across processes the retries cover it.
+fn ddl_lock(url: &url::Url) -> std::sync::Arc<tokio::sync::Mutex<()>> {
+    static LOCKS: std::sync::OnceLock<std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<tokio::sync::Mutex<()>>>>> =
+        std::sync::OnceLock::new();
+    let key = format!("{}:{}{}", url.host_str().unwrap_or(""), url.port().unwrap_or(0), url.path());
+    LOCKS.get_or_init(Default::default).lock().unwrap_or_else(|p| p.into_inner()).entry(key).or_default().clone()
+}
+
+async fn connect(kind: HandleKind, url: &url::Url) -> Result<Admin, LeaseError> {
+    let fut = async {
+        match kind {
+            HandleKind::Postgres => {
+                let o = sqlx::postgres::PgConnectOptions::from_str(url.as_str()).map_err(|_| LeaseError::Connect("options".into()))?;
+                Ok(Admin::Pg(sqlx::PgConnection::connect_with(&o).await.map_err(|e| LeaseError::Connect(db_code(&e)))?))
+            }
+            HandleKind::Mysql => {
+                let o = sqlx::mysql::MySqlConnectOptions::from_str(url.as_str()).map_err(|_| LeaseError::Connect("options".into()))?;
+                Ok(Admin::My(sqlx::MySqlConnection::connect_with(&o).await.map_err(|e| LeaseError::Connect(db_code(&e)))?))
+            }
+            _ => Err(LeaseError::Unsupported("only postgres and mysql handles")),
+        }
+    };
+    tokio::time::timeout(CONNECT_TIMEOUT, fut).await.map_err(|_| LeaseError::Connect("timeout".into()))?
+}
+
+impl Admin {
+    async fn run(&mut self, stmts: &[String]) -> Result<(), LeaseError> {
+        for (index, s) in stmts.iter().enumerate() {
+            // Statements go unprepared (raw): DDL takes no parameters, and a raw statement is not
+            // kept in the driver's statement cache.
+            let r = match self {
+                Admin::Pg(c) => c.execute(sqlx::raw_sql(s)).await.map(|_| ()),
+                Admin::My(c) => c.execute(sqlx::raw_sql(s)).await.map(|_| ()),
+            };
+            r.map_err(|e| LeaseError::Statement { index, code: db_code(&e) })?;
+        }
+        Ok(())
+    }
+
+    async fn role_exists(&mut self, name: &str) -> Result<bool, LeaseError> {
+        let r = match self {
+            Admin::Pg(c) => sqlx::query_scalar::<_, i64>("SELECT count(*) FROM pg_roles WHERE rolname = $1").bind(name).fetch_one(c).await,
+            Admin::My(c) => sqlx::query_scalar::<_, i64>("SELECT CAST(count(*) AS SIGNED) FROM mysql.user WHERE user = ?").bind(name).fetch_one(c).await,
+        };
+        r.map(|n| n > 0).map_err(|e| LeaseError::Statement { index: usize::MAX, code: db_code(&e) })
+    }
+
+    async fn roles_like(&mut self, prefix: &str) -> Result<Vec<String>, LeaseError> {
+        let pat = format!("{}%", prefix.replace('_', "\\_"));
+        let r = match self {
+            Admin::Pg(c) => sqlx::query_scalar::<_, String>("SELECT rolname::text FROM pg_roles WHERE rolname LIKE $1").bind(&pat).fetch_all(c).await,
+            Admin::My(c) => {
+                sqlx::query_scalar::<_, String>("SELECT DISTINCT CAST(user AS CHAR) FROM mysql.user WHERE user LIKE ?").bind(&pat).fetch_all(c).await
+            }
+        };
+        r.map_err(|e| LeaseError::Statement { index: usize::MAX, code: db_code(&e) })
+    }
+
+    async fn kill_sessions(&mut self, name: &str) -> Result<(), LeaseError> {
+        if let Admin::My(c) = self {
+            let ids: Vec<i64> = sqlx::query_scalar("SELECT CAST(id AS SIGNED) FROM information_schema.processlist WHERE user = ?")
+                .bind(name)
+                .fetch_all(&mut *c)
+                .await
+                .map_err(|e| LeaseError::Statement { index: usize::MAX, code: db_code(&e) })?;
+            for id in ids {
+                // A session that ended meanwhile is fine.
+                let _ = c.execute(sqlx::raw_sql(&format!("KILL {id}"))).await;
+            }
+        }
+        Ok(())
+    }
+
+    async fn close(self) {
+        let _ = match self {
+            Admin::Pg(c) => c.close().await,
+            Admin::My(c) => c.close().await,
+        };
+    }
+}
+
+/// Creates the role of a lease with the handle's admin credential and returns the lease's
+/// secret (a connection URL, or a password when the handle has a `url`). On failure, whatever was
+/// created is dropped again.
+pub async fn create_role(handle: &Handle, policy: &LeasePolicy, admin: &Secret, spec: &RoleSpec<'_>) -> Result<Secret, LeaseError> {
+    let db = handle.database().ok_or(LeaseError::Unsupported("not a database handle"))?;
+    let url = admin_url(db, admin)?;
+    let database = database_name(&url)?;
+    let password = generate_password();
+    let pw = password.expose_secret();
+    let (hash, defaults) = match handle.kind {
+        HandleKind::Postgres => {
+            let mut salt = [0u8; 16];
+            rand::rng().fill_bytes(&mut salt);
+            (scram_sha256_verifier(pw, &salt), PG_CREATE)
+        }
+        HandleKind::Mysql => (mysql_native_hash(pw), MY_CREATE),
+        _ => return Err(LeaseError::Unsupported("only postgres and mysql handles")),
+    };
+    let expiration = spec.expires_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let stmts = expand(
+        handle.kind,
+        &templates(&policy.creation_statements, defaults),
+        spec.name,
+        &hash,
+        &expiration,
+        &database,
+        spec.scope,
+        spec.tables,
+    );
+    let secret = lease_secret(db, &url, spec.name, &password)?;
+    let lock = ddl_lock(&url);
+    let _guard = lock.lock().await;
+    let mut conn = connect(handle.kind, &url).await?;
+    let mut attempt = 0;
+    loop {
+        match conn.run(&stmts).await {
+            Ok(()) => break,
+            Err(e) => {
+                // Roll back: nothing of a half-created role may stay.
+                let _ = drop_role_on(&mut conn, handle.kind, policy, spec.name, &database).await;
+                attempt += 1;
+                if !retryable(&e) || attempt >= RETRIES {
+                    conn.close().await;
+                    return Err(e);
+                }
+                tokio::time::sleep(Duration::from_millis(10 * attempt as u64)).await;
+            }
+        }
+    }
+    conn.close().await;
+    Ok(secret)
+}
+
+/// Attempts at a statement list that lost a race.
+const RETRIES: usize = 4;
+
+/// Concurrent GRANTs on one database object make PostgreSQL fail with "tuple concurrently
+/// updated" (XX000); deadlocks and serialization failures are worth another try too.
+fn retryable(e: &LeaseError) -> bool {
+    matches!(e, LeaseError::Statement { code, .. } if matches!(code.as_str(), "XX000" | "40001" | "40P01" | "1213" | "1205"))
+}
+
+async fn drop_role_on(conn: &mut Admin, kind: HandleKind, policy: &LeasePolicy, name: &str, database: &str) -> Result<(), LeaseError> {
+    if !conn.role_exists(name).await? {
+        return Ok(());
+    }
+    let defaults = if kind == HandleKind::Postgres { PG_REVOKE } else { MY_REVOKE };
+    let stmts = expand(kind, &templates(&policy.revocation_statements, defaults), name, "", "", database, Scope::ReadOnly, None);
+    let mut first_err = None;
+    for attempt in 0..RETRIES {
+        if attempt > 0 {
+            tokio::time::sleep(Duration::from_millis(10 * attempt as u64)).await;
+        }
+        conn.kill_sessions(name).await?;
+        // Each statement is tried; a failing one (a grant already gone, a race with a concurrent
+        // GRANT) does not stop the drop.
+        for (i, s) in stmts.iter().enumerate() {
+            if let Err(LeaseError::Statement { code, .. }) = conn.run(std::slice::from_ref(s)).await {
+                first_err.get_or_insert(LeaseError::Statement { index: i, code });
+            }
+        }
+        if !conn.role_exists(name).await? {
+            return Ok(());
+        }
+    }
+    Err(first_err.unwrap_or_else(|| LeaseError::StillExists(name.to_owned())))
+}
+
+/// Revokes a lease's role: no more logins, its sessions ended, its grants and objects gone, the
+/// role dropped, and checked to be gone. A role that does not exist counts as revoked.
+pub async fn drop_role(handle: &Handle, policy: &LeasePolicy, admin: &Secret, name: &str) -> Result<(), LeaseError> {
+    let db = handle.database().ok_or(LeaseError::Unsupported("not a database handle"))?;
+    let url = admin_url(db, admin)?;
+    let database = database_name(&url)?;
+    let lock = ddl_lock(&url);
+    let _guard = lock.lock().await;
+    let mut conn = connect(handle.kind, &url).await?;
+    let r = drop_role_on(&mut conn, handle.kind, policy, name, &database).await;
+    conn.close().await;
+    r
+}
+
+/// The roles on the handle's server whose names start with `prefix` (for reconciliation).
+pub async fn list_roles(handle: &Handle, admin: &Secret, prefix: &str) -> Result<Vec<String>, LeaseError> {
+    let db = handle.database().ok_or(LeaseError::Unsupported("not a database handle"))?;
+    let url = admin_url(db, admin)?;
+    let mut conn = connect(handle.kind, &url).await?;
+    let r = conn.roles_like(prefix).await;
+    conn.close().await;
+    r
+}
+
+/// The role name of a lease: the prefix, the installation's id and the lease suffix, lower case.
+pub fn role_name(installation: &str, suffix: &str) -> String {
+    format!("{ROLE_PREFIX}{installation}_{}", suffix.to_ascii_lowercase())
+}
+
+/// A lease handle's name: `BASE__L` and six upper-case hex digits.
+pub fn lease_handle_name(base: &HandleName, suffix: &str) -> Option<HandleName> {
+    HandleName::parse(&format!("{base}__L{suffix}")).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scram_verifier_matches_an_independent_computation() {
+        // Computed independently with Python's hashlib.pbkdf2_hmac and hmac for password
+        // "pencil" and salt 0..16.
+        let salt: [u8; 16] = core::array::from_fn(|i| i as u8);
+        assert_eq!(
+            scram_sha256_verifier(b"pencil", &salt),
+            "SCRAM-SHA-256$4096:AAECAwQFBgcICQoLDA0ODw==$zHCdol2044/ZyWzPLi7oxApCkamKw9Z+E4U/QApd/5Y=:dd5peBOitVnLNFu7VmwP+HiDaaw4OUCv396eVCWhYiE="
+        );
+    }
+
+    #[test]
+    fn mysql_native_hash_is_the_known_value() {
+        // SELECT PASSWORD('password') on MariaDB.
+        assert_eq!(mysql_native_hash(b"password"), "*2470C0C06DEE42FD1618BB99005ADCA2EC9D1E19");
+    }
+
+    #[test]
+    fn templates_expand_per_table_and_schema_without_agent_text() {
+        let t = templates(&None, PG_CREATE);
+        let tables = vec!["orders".to_owned(), "sales.items".to_owned()];
+        let s = expand(HandleKind::Postgres, &t, "airlock_l_x_abc", "SCRAM-SHA-256$v", "2030-01-01T00:00:00Z", "te\"st", Scope::ReadOnly, Some(&tables));
+        assert_eq!(s[0], "CREATE ROLE \"airlock_l_x_abc\" LOGIN PASSWORD 'SCRAM-SHA-256$v' VALID UNTIL '2030-01-01T00:00:00Z'");
+        assert_eq!(s[1], "GRANT CONNECT ON DATABASE \"te\"\"st\" TO \"airlock_l_x_abc\"");
+        assert!(s.contains(&"GRANT USAGE ON SCHEMA public TO \"airlock_l_x_abc\"".to_owned()));
+        assert!(s.contains(&"GRANT USAGE ON SCHEMA sales TO \"airlock_l_x_abc\"".to_owned()));
+        assert!(s.contains(&"GRANT SELECT ON sales.items TO \"airlock_l_x_abc\"".to_owned()));
+        assert_eq!(s.len(), 6);
+        let m = expand(HandleKind::Mysql, &templates(&None, MY_CREATE), "u", "*AB", "", "test", Scope::ReadWrite, Some(&tables[..1]));
+        assert_eq!(m[1], "GRANT SELECT, INSERT, UPDATE, DELETE ON `test`.orders TO 'u'@'%'");
+    }
+}

@@ -1,0 +1,563 @@
+//! Leases: issuing, resolving, revoking, the reaper and start-up reconciliation.
+//!
+//! A lease is a handle of its own (`BASE__L7F3A2C`) bound to one agent, a scope, a table list
+//! and an expiry (T15). It is built at each use from its stored record and its base handle's
+//! configuration, so a revoked or expired lease stops working on every replica at once. On a
+//! dynamic handle the lease is a real database role; its password is sealed in the vault under
+//! the lease handle's name and is never returned.
+
+use super::{strip_serde_detail, Broker, BrokerError, Caller};
+use airlock_core::config::{table_in, Constraints, Handle, LeasePolicy, Scope, SecretRef};
+use airlock_core::{CallError, ErrorCode, HandleName};
+use airlock_exec_sql::lease as dynamic;
+use airlock_store::leases::{stamp, status, Lease, NewLease};
+use rand::RngCore;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The longest the reaper sleeps between two looks at the store.
+const REAPER_MAX_SLEEP: Duration = Duration::from_secs(1);
+/// A lease still `pending` this long after its creation was left by a crash mid-issue (an
+/// issue takes milliseconds): it is revoked, dropping any role it got.
+const STALE_PENDING_SECS: i64 = 60;
+/// The longest wait between two attempts at a failed revocation.
+const MAX_BACKOFF_SECS: i64 = 60;
+
+/// `request_lease` arguments, as the agent sends them.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLeaseArgs {
+    scope: Scope,
+    ttl_seconds: u64,
+    #[serde(default)]
+    tables: Option<Vec<String>>,
+    #[serde(default)]
+    task_id: Option<String>,
+}
+
+/// A checked lease request: every value is within the handle's lease policy, and the tables
+/// are in the configuration's spelling.
+#[derive(Debug)]
+pub(crate) struct LeaseRequest {
+    scope: Scope,
+    ttl: u64,
+    tables: Option<Vec<String>>,
+    task_id: Option<String>,
+}
+
+/// Reads (or creates) the installation id in the data directory.
+pub(super) fn installation_id(dir: &Path) -> Result<String, BrokerError> {
+    let path = dir.join("installation.id");
+    if let Ok(s) = std::fs::read_to_string(&path) {
+        let s = s.trim().to_owned();
+        if s.len() == 8 && s.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()) {
+            return Ok(s);
+        }
+    }
+    let mut b = [0u8; 4];
+    rand::rng().fill_bytes(&mut b);
+    let id: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    match airlock_store::write_private_file(&path, id.as_bytes()) {
+        Ok(()) => Ok(id),
+        // Another process created it first: use theirs.
+        Err(_) => {
+            let s = std::fs::read_to_string(&path)
+                .map_err(|e| airlock_store::StoreError::Io { path: path.display().to_string(), source: e })?;
+            Ok(s.trim().to_owned())
+        }
+    }
+}
+
+fn scope_str(s: Scope) -> &'static str {
+    match s {
+        Scope::ReadOnly => "read_only",
+        Scope::ReadWrite => "read_write",
+    }
+}
+
+fn internal(e: impl std::fmt::Display) -> CallError {
+    CallError::new(ErrorCode::Internal).detail(e.to_string())
+}
+
+/// Table names an agent may write when neither the handle nor its lease policy lists tables:
+/// plain identifiers (`name` or `schema.name`), lower-cased, so that they can go into a GRANT.
+fn identifier(t: &str) -> Option<String> {
+    let ok = |p: &str| {
+        let b = p.as_bytes();
+        !b.is_empty() && b.len() <= 63 && (b[0].is_ascii_alphabetic() || b[0] == b'_') && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'_')
+    };
+    let parts: Vec<&str> = t.split('.').collect();
+    (parts.len() <= 2 && parts.iter().all(|p| ok(p))).then(|| t.to_ascii_lowercase())
+}
+
+impl Broker {
+    /// This installation's id (part of dynamic role names).
+    pub fn installation(&self) -> &str {
+        &self.installation
+    }
+
+    fn notify_tools(&self, agent_id: &str) {
+        let _ = self.tool_changes.send(agent_id.to_owned());
+    }
+
+    /// Checks a `request_lease` call against the base handle's lease policy. Nothing is created
+    /// here; a refusal leaves no trace but its audit record.
+    pub(crate) fn validate_lease(&self, caller: &Caller, base: &Handle, args: &Value) -> Result<LeaseRequest, CallError> {
+        let a: RawLeaseArgs = serde_json::from_value(args.clone()).map_err(|e| {
+            CallError::with_message(ErrorCode::InvalidArguments, format!("invalid arguments: {}", strip_serde_detail(&e)))
+        })?;
+        let policy = self.cfg.leases.get(&base.name).ok_or_else(|| CallError::new(ErrorCode::LeaseNotAllowed))?;
+        let db = base.database().ok_or_else(|| CallError::new(ErrorCode::LeaseNotAllowed))?;
+        // The per-agent limit of the agent and of every ancestor: a child never outlives what
+        // its parents could lease.
+        let max = std::iter::once(caller.agent.name.as_str())
+            .chain(caller.parents.iter().map(String::as_str))
+            .map(|n| policy.max_ttl_for(n))
+            .min()
+            .unwrap_or(policy.max_ttl_seconds);
+        if a.ttl_seconds == 0 || a.ttl_seconds > max {
+            return Err(CallError::with_message(
+                ErrorCode::LeaseNotAllowed,
+                format!("ttl_seconds must be between 1 and {max} for this handle"),
+            ));
+        }
+        if let Some(exp) = &caller.agent.expires_at {
+            let until = chrono::Utc::now() + chrono::Duration::seconds(a.ttl_seconds as i64);
+            if stamp(until).as_str() > exp.as_str() {
+                return Err(CallError::with_message(ErrorCode::LeaseNotAllowed, "the lease would outlive the agent"));
+            }
+        }
+        if !policy.scopes.contains(&a.scope) || (db.scope == Scope::ReadOnly && a.scope == Scope::ReadWrite) {
+            return Err(CallError::with_message(ErrorCode::LeaseNotAllowed, "this scope is not allowed for leases of this handle"));
+        }
+        let allowed = policy.tables.as_ref().or(db.tables.as_ref());
+        let tables = match (&a.tables, allowed) {
+            (None, allowed) => allowed.cloned(),
+            (Some(ts), _) if ts.is_empty() => {
+                return Err(CallError::with_message(ErrorCode::InvalidArguments, "tables, when given, names at least one table"))
+            }
+            (Some(ts), Some(allowed)) => {
+                let mut out = Vec::new();
+                for t in ts {
+                    match table_in(t, allowed) {
+                        Some(c) => out.push(c),
+                        None => return Err(CallError::new(ErrorCode::TableNotAllowed)),
+                    }
+                }
+                Some(out)
+            }
+            (Some(ts), None) => {
+                let mut out = Vec::new();
+                for t in ts {
+                    out.push(identifier(t).ok_or_else(|| CallError::new(ErrorCode::TableNotAllowed))?);
+                }
+                Some(out)
+            }
+        };
+        let tables = tables.map(|mut t| {
+            t.sort();
+            t.dedup();
+            t
+        });
+        Ok(LeaseRequest { scope: a.scope, ttl: a.ttl_seconds, tables, task_id: a.task_id })
+    }
+
+    /// Issues a lease: the record is committed as `pending`, the role (if any) is created, its
+    /// password sealed in the vault, and only then is the lease `active`. Any failure on the way
+    /// drops what was created.
+    pub(crate) async fn issue_lease(&self, caller: &Caller, base: &Handle, req: &LeaseRequest) -> Result<Value, CallError> {
+        let policy = self.cfg.leases.get(&base.name).ok_or_else(|| CallError::new(ErrorCode::LeaseNotAllowed))?;
+        if let Some(t) = &req.task_id {
+            match self.store.task(t).await.map_err(internal)? {
+                Some(task) if task.agent_id == caller.agent.id && task.closed_at.is_none() => {}
+                Some(task) if task.agent_id == caller.agent.id => return Err(CallError::with_message(ErrorCode::Conflict, "the task is closed")),
+                _ => return Err(CallError::with_message(ErrorCode::NotFound, "no such task")),
+            }
+        }
+        let expires = chrono::Utc::now() + chrono::Duration::seconds(req.ttl as i64);
+        let expires_at = stamp(expires);
+        let id = uuid::Uuid::now_v7().to_string();
+        let mut attempt = 0;
+        let (name, suffix) = loop {
+            let mut b = [0u8; 3];
+            rand::rng().fill_bytes(&mut b);
+            let suffix: String = b.iter().map(|x| format!("{x:02X}")).collect();
+            let name = dynamic::lease_handle_name(&base.name, &suffix).ok_or_else(|| internal("lease handle name"))?;
+            let role = policy.dynamic.then(|| dynamic::role_name(&self.installation, &suffix));
+            let rec = NewLease {
+                id: &id,
+                handle: name.as_str(),
+                base: base.name.as_str(),
+                agent_id: &caller.agent.id,
+                scope: scope_str(req.scope),
+                tables: req.tables.as_deref(),
+                dynamic: policy.dynamic,
+                role_name: role.as_deref(),
+                task_id: req.task_id.as_deref(),
+                expires_at: &expires_at,
+            };
+            match self.store.insert_lease(&rec).await {
+                Ok(()) => break (name, suffix),
+                Err(airlock_store::StoreError::Conflict(_)) if attempt < 5 => attempt += 1,
+                Err(e) => return Err(internal(e)),
+            }
+        };
+        if policy.dynamic {
+            let role = dynamic::role_name(&self.installation, &suffix);
+            let admin = match self.resolve(base).await {
+                Ok(a) => a,
+                Err(e) => {
+                    let _ = self.store.transition_lease(&id, &[status::PENDING], status::FAILED).await;
+                    return Err(e);
+                }
+            };
+            let spec = dynamic::RoleSpec { name: &role, scope: req.scope, tables: req.tables.as_deref(), expires_at: expires };
+            let secret = match dynamic::create_role(base, policy, &admin, &spec).await {
+                Ok(s) => s,
+                Err(e) => {
+                    let _ = self.store.transition_lease(&id, &[status::PENDING], status::FAILED).await;
+                    return Err(CallError::new(ErrorCode::UpstreamUnavailable).detail(format!("lease role for {}: {e}", base.name)));
+                }
+            };
+            let saved = match self.vault.put(name.as_str(), &secret).await {
+                Ok(_) => self.store.transition_lease(&id, &[status::PENDING], status::ACTIVE).await.map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            if !matches!(saved, Ok(true)) {
+                // Roll back: the role must not outlive a lease that was never recorded as active.
+                let _ = dynamic::drop_role(base, policy, &admin, &role).await;
+                let _ = self.store.remove_secret(name.as_str()).await;
+                let _ = self.store.transition_lease(&id, &[status::PENDING], status::FAILED).await;
+                return Err(internal(format!("lease {id} not saved: {saved:?}")));
+            }
+        } else if !self.store.transition_lease(&id, &[status::PENDING], status::ACTIVE).await.map_err(internal)? {
+            return Err(internal(format!("lease {id} was revoked while being issued")));
+        }
+        self.notify_tools(&caller.agent.id);
+        self.reaper_wake.notify_one();
+        Ok(json!({
+            "lease_id": id,
+            "lease_handle": name.as_str(),
+            "expires_at": expires_at,
+            "scope": scope_str(req.scope),
+            "tables": req.tables,
+        }))
+    }
+
+    /// The handle a lease record stands for, built from its base handle's configuration.
+    fn lease_handle(&self, l: &Lease) -> Option<Handle> {
+        let base = self.cfg.handles.get(&HandleName::parse(&l.base).ok()?)?;
+        let mut db = base.database()?.clone();
+        db.scope = if l.scope == "read_write" { Scope::ReadWrite } else { Scope::ReadOnly };
+        if l.tables.is_some() {
+            db.tables = l.tables.clone();
+        }
+        let secret = if l.dynamic {
+            if let Some(role) = &l.role_name {
+                if db.url.is_some() {
+                    db.url = dynamic::lease_url(&db, role);
+                }
+            }
+            SecretRef::Local(l.handle.clone())
+        } else {
+            base.secret.clone()
+        };
+        Some(Handle {
+            name: HandleName::parse(&l.handle).ok()?,
+            kind: base.kind,
+            secret,
+            description: format!("lease of {} until {}", base.name, l.expires_at),
+            constraints: Constraints::Database(db),
+        })
+    }
+
+    /// The lease behind `name` when `caller` owns it and it is live; otherwise None (the caller
+    /// answers `handle-unavailable`, whatever the reason).
+    pub(crate) async fn lease_for(&self, caller: &Caller, name: &HandleName) -> Option<(Lease, Handle)> {
+        let l = self.store.lease_by_handle(name.as_str()).await.ok()??;
+        let now = stamp(chrono::Utc::now());
+        if l.agent_id != caller.agent.id || l.status != status::ACTIVE || l.expires_at.as_str() <= now.as_str() {
+            return None;
+        }
+        let h = self.lease_handle(&l)?;
+        Some((l, h))
+    }
+
+    /// The handles of `agent_id`'s live leases.
+    pub(crate) async fn live_lease_handles(&self, agent_id: &str) -> Vec<Handle> {
+        let now = stamp(chrono::Utc::now());
+        match self.store.leases_in(status::ACTIVE).await {
+            Ok(ls) => ls
+                .iter()
+                .filter(|l| l.agent_id == agent_id && l.expires_at.as_str() > now.as_str())
+                .filter_map(|l| self.lease_handle(l))
+                .collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "leases unavailable for the tool list");
+                Vec::new()
+            }
+        }
+    }
+
+    /// Revokes a lease once: the caller that moves it to `revoking` does the work; any other gets
+    /// `Ok(false)`. A failed revocation is recorded as `revoke-pending` and retried by the reaper.
+    pub async fn revoke_lease(&self, id: &str) -> Result<bool, CallError> {
+        let l = self.store.lease(id).await.map_err(internal)?.ok_or_else(|| CallError::new(ErrorCode::NotFound))?;
+        let claimed = self
+            .store
+            .transition_lease(id, &[status::ACTIVE, status::REVOKE_PENDING, status::PENDING], status::REVOKING)
+            .await
+            .map_err(internal)?;
+        if !claimed {
+            return Ok(false);
+        }
+        if let Ok(name) = HandleName::parse(&l.handle) {
+            self.cache.lock().unwrap_or_else(|p| p.into_inner()).remove(&name);
+            // Close airlock's own connections as the role first, so they are not what is killed.
+            self.sql.forget(&name).await;
+        }
+        if let (true, Some(role)) = (l.dynamic, &l.role_name) {
+            if let Err(e) = self.drop_lease_role(&l.base, role).await {
+                let backoff = backoff_secs(l.attempts);
+                let next = stamp(chrono::Utc::now() + chrono::Duration::seconds(backoff));
+                let _ = self.store.lease_revoke_failed(id, &next).await;
+                tracing::warn!(lease = %id, error = %e.detail.as_deref().unwrap_or(""), "lease revocation failed; retried");
+                return Err(e);
+            }
+            if let Err(e) = self.store.remove_secret(&l.handle).await {
+                if !matches!(e, airlock_store::StoreError::NotFound(_)) {
+                    tracing::warn!(lease = %id, error = %e, "lease password not removed from the vault");
+                }
+            }
+        }
+        self.store.transition_lease(id, &[status::REVOKING], status::REVOKED).await.map_err(internal)?;
+        self.notify_tools(&l.agent_id);
+        Ok(true)
+    }
+
+    async fn drop_lease_role(&self, base: &str, role: &str) -> Result<(), CallError> {
+        let unavailable = |m: String| CallError::new(ErrorCode::UpstreamUnavailable).detail(m);
+        let name = HandleName::parse(base).map_err(|_| unavailable(format!("base handle {base}")))?;
+        let h = self.cfg.handles.get(&name).ok_or_else(|| unavailable(format!("base handle {base} is not configured")))?;
+        let policy = self.cfg.leases.get(&name).cloned().unwrap_or_else(default_policy);
+        let admin = self.resolve(h).await?;
+        dynamic::drop_role(h, &policy, &admin, role).await.map_err(|e| unavailable(format!("lease role on {base}: {e}")))
+    }
+
+    /// Revokes every lease that is due (expired, or a failed revocation whose retry time came).
+    /// Returns how many were revoked now.
+    pub async fn reap_once(&self) -> usize {
+        let now = chrono::Utc::now();
+        let stale = stamp(now - chrono::Duration::seconds(STALE_PENDING_SECS));
+        let due = match self.store.leases_due(&stamp(now), &stale).await {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!(error = %e, "reaper cannot read leases");
+                return 0;
+            }
+        };
+        let mut n = 0;
+        for l in due {
+            if let Ok(true) = self.revoke_lease(&l.id).await {
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Start-up reconciliation: revocations cut short by a crash are queued for a retry, and
+    /// roles of this installation's naming that no lease record accounts for are dropped.
+    /// Leases left `pending` by a crash are the reaper's (see `STALE_PENDING_SECS`), as a
+    /// pending lease may also be one being issued right now.
+    pub async fn reconcile_leases(&self) -> Result<(), BrokerError> {
+        for l in self.store.leases_in(status::REVOKING).await? {
+            self.store.transition_lease(&l.id, &[status::REVOKING], status::REVOKE_PENDING).await?;
+        }
+        let prefix = dynamic::role_name(&self.installation, "");
+        for (name, policy) in &self.cfg.leases {
+            if !policy.dynamic {
+                continue;
+            }
+            let Some(h) = self.cfg.handles.get(name) else { continue };
+            let Ok(admin) = self.resolve(h).await else {
+                tracing::warn!(handle = %name, "admin credential unavailable; roles not reconciled");
+                continue;
+            };
+            match dynamic::list_roles(h, &admin, &prefix).await {
+                Ok(roles) => {
+                    // Read after listing: a lease record is committed (pending) before its role
+                    // is created, so a role being created now is either not listed or kept.
+                    let mut keep = std::collections::HashSet::new();
+                    for st in [status::PENDING, status::ACTIVE, status::REVOKING, status::REVOKE_PENDING] {
+                        for l in self.store.leases_in(st).await? {
+                            keep.extend(l.role_name);
+                        }
+                    }
+                    for r in roles.into_iter().filter(|r| !keep.contains(r)) {
+                        match dynamic::drop_role(h, policy, &admin, &r).await {
+                            Ok(()) => tracing::info!(handle = %name, role = %r, "dropped a role with no live lease"),
+                            Err(e) => tracing::warn!(handle = %name, role = %r, error = %e, "orphan role not dropped"),
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(handle = %name, error = %e, "roles not reconciled"),
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs reconciliation, then the reaper, until the task is aborted.
+    pub fn spawn_reaper(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let b = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = b.reconcile_leases().await {
+                tracing::warn!(error = %e, "lease reconciliation failed");
+            }
+            loop {
+                b.reap_once().await;
+                let until = match b.store.next_lease_deadline().await {
+                    Ok(Some(t)) => Some(
+                        chrono::DateTime::parse_from_rfc3339(&t)
+                            .ok()
+                            .and_then(|t| (t.with_timezone(&chrono::Utc) - chrono::Utc::now()).to_std().ok())
+                            .unwrap_or(Duration::ZERO),
+                    ),
+                    _ => None,
+                };
+                wait_for_next(until, &b.reaper_wake).await;
+            }
+        })
+    }
+
+    /// Leases `caller` may see and revoke: its own.
+    pub async fn leases_of(&self, caller: &Caller) -> Result<Vec<Lease>, CallError> {
+        Ok(self.store.list_leases().await.map_err(internal)?.into_iter().filter(|l| l.agent_id == caller.agent.id).collect())
+    }
+
+    /// `DELETE /v1/leases/{id}`: the owner revokes its lease. Another agent's lease is
+    /// `not-found`, as if it did not exist.
+    pub async fn revoke_own_lease(&self, caller: &Caller, id: &str) -> Result<Value, CallError> {
+        let l = self.store.lease(id).await.map_err(internal)?;
+        let l = match l {
+            Some(l) if l.agent_id == caller.agent.id => l,
+            _ => return Err(CallError::new(ErrorCode::NotFound)),
+        };
+        let revoked = self.revoke_lease(&l.id).await;
+        let after = self.store.lease(id).await.map_err(internal)?.map(|l| l.status).unwrap_or_default();
+        match revoked {
+            Ok(_) | Err(CallError { code: ErrorCode::UpstreamUnavailable, .. }) => Ok(json!({"lease_id": id, "status": after})),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `POST /v1/tasks`: opens a task for `caller`.
+    pub async fn open_task(&self, caller: &Caller) -> Result<Value, CallError> {
+        let t = self.store.create_task(&caller.agent.id).await.map_err(internal)?;
+        Ok(json!({"task_id": t.id, "created_at": t.created_at}))
+    }
+
+    /// `POST /v1/tasks/{id}/close`: closes the task and revokes its leases now.
+    pub async fn close_task(&self, caller: &Caller, id: &str) -> Result<Value, CallError> {
+        let ids = match self.store.close_task(id, &caller.agent.id).await {
+            Ok(ids) => ids,
+            Err(airlock_store::StoreError::NotFound(_)) => return Err(CallError::new(ErrorCode::NotFound)),
+            Err(airlock_store::StoreError::Conflict(_)) => return Err(CallError::with_message(ErrorCode::Conflict, "the task is closed")),
+            Err(e) => return Err(internal(e)),
+        };
+        let mut revoked = 0;
+        let mut pending = 0;
+        for l in &ids {
+            match self.revoke_lease(l).await {
+                Ok(_) => revoked += 1,
+                Err(_) => pending += 1,
+            }
+        }
+        self.reaper_wake.notify_one();
+        Ok(json!({"task_id": id, "revoked": revoked, "revoke_pending": pending}))
+    }
+
+    /// Revokes an agent and its descendants (by name or id) and then their leases.
+    pub async fn revoke_agent(&self, name_or_id: &str) -> Result<u64, airlock_store::StoreError> {
+        let n = self.store.revoke_agent(name_or_id).await?;
+        self.reap_once().await;
+        self.reaper_wake.notify_one();
+        Ok(n)
+    }
+}
+
+/// The reaper's wait: until the next deadline (`until` from now), at most
+/// [`REAPER_MAX_SLEEP`] (so a lease issued by another process is seen soon), at least 5 ms, or
+/// until woken.
+async fn wait_for_next(until: Option<Duration>, wake: &tokio::sync::Notify) {
+    let sleep = until.unwrap_or(REAPER_MAX_SLEEP).clamp(Duration::from_millis(5), REAPER_MAX_SLEEP);
+    tokio::select! {
+        _ = tokio::time::sleep(sleep) => {}
+        _ = wake.notified() => {}
+    }
+}
+
+/// Seconds before the next attempt at a revocation that failed `attempts` times.
+fn backoff_secs(attempts: i64) -> i64 {
+    (1i64 << attempts.clamp(0, 6)).min(MAX_BACKOFF_SECS)
+}
+
+fn default_policy() -> LeasePolicy {
+    LeasePolicy {
+        dynamic: true,
+        max_ttl_seconds: 1,
+        agent_max_ttl_seconds: Default::default(),
+        scopes: vec![Scope::ReadOnly],
+        tables: None,
+        creation_statements: None,
+        revocation_statements: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::time::Instant;
+
+    #[tokio::test(start_paused = true)]
+    async fn the_reaper_wakes_at_the_deadline_at_most_a_second_apart_or_when_woken() {
+        let wake = tokio::sync::Notify::new();
+        let t = Instant::now();
+        wait_for_next(Some(Duration::from_millis(250)), &wake).await;
+        assert_eq!(t.elapsed(), Duration::from_millis(250));
+        // A lease expiring in an hour: look again within a second anyway.
+        let t = Instant::now();
+        wait_for_next(Some(Duration::from_secs(3600)), &wake).await;
+        assert_eq!(t.elapsed(), REAPER_MAX_SLEEP);
+        let t = Instant::now();
+        wait_for_next(None, &wake).await;
+        assert_eq!(t.elapsed(), REAPER_MAX_SLEEP);
+        // Past due: a short pause, never a busy loop.
+        let t = Instant::now();
+        wait_for_next(Some(Duration::ZERO), &wake).await;
+        assert_eq!(t.elapsed(), Duration::from_millis(5));
+        // Woken (a lease issued, an agent revoked): at once.
+        wake.notify_one();
+        let t = Instant::now();
+        wait_for_next(Some(Duration::from_secs(3600)), &wake).await;
+        assert_eq!(t.elapsed(), Duration::ZERO);
+    }
+
+    #[test]
+    fn failed_revocations_back_off_to_a_minute() {
+        let s: Vec<i64> = (0..9).map(backoff_secs).collect();
+        assert_eq!(s, vec![1, 2, 4, 8, 16, 32, 60, 60, 60]);
+        assert_eq!(backoff_secs(-3), 1);
+    }
+
+    #[test]
+    fn agent_written_table_names_are_plain_identifiers() {
+        assert_eq!(identifier("Orders").as_deref(), Some("orders"));
+        assert_eq!(identifier("sales.items").as_deref(), Some("sales.items"));
+        for bad in ["", "a;b", "a.b.c", "1x", "a b", "x\"y", "t'--", "\u{0430}"] {
+            assert_eq!(identifier(bad), None, "{bad}");
+        }
+    }
+}
