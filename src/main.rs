@@ -110,6 +110,14 @@ enum Cmd {
         #[command(subcommand)]
         cmd: LeaseCmd,
     },
+    /// Copy the SQLite store of the data directory into a PostgreSQL database (agents, sealed
+    /// secrets, leases, tasks, shares, receipts, the audit log with its checkpoints), in one
+    /// transaction. Running it again changes nothing; a database holding other data is refused.
+    Migrate {
+        /// The target, postgres://user@host:5432/database.
+        #[arg(long)]
+        to: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -243,8 +251,18 @@ fn load(path: &Path) -> Result<Config> {
 async fn open_vault(cfg: &Config) -> Result<Vault> {
     let dir = &cfg.store.data_dir;
     let master = MasterKey::load(&dir.join("master.key")).context("run `airlock init` first")?;
-    let store = Store::open(dir).await.with_context(|| format!("opening the store in {}", dir.display()))?;
+    let store = open_store(cfg).await?;
     Ok(Vault::new(master, store))
+}
+
+/// The configured store: `store.url`'s PostgreSQL database, or the SQLite file.
+async fn open_store(cfg: &Config) -> Result<Store> {
+    match &cfg.store.url {
+        Some(_) => Store::connect(&cfg.store).await.context("opening the PostgreSQL store (store.url)"),
+        None => Store::connect(&cfg.store)
+            .await
+            .with_context(|| format!("opening the store in {}", cfg.store.data_dir.display())),
+    }
 }
 
 async fn run(cli: Cli) -> Result<u8> {
@@ -273,6 +291,26 @@ async fn run(cli: Cli) -> Result<u8> {
         Cmd::Open { link, passphrase_file } => share_cli::open(&link, passphrase_file.as_deref()).await,
         Cmd::Init => {
             init(&cli.config).await?;
+            Ok(0)
+        }
+        Cmd::Migrate { to } => {
+            let cfg = load(&cli.config)?;
+            if cfg.store.url.is_some() {
+                anyhow::bail!("the configured store is already PostgreSQL (store.url); migrate copies the SQLite store of data_dir");
+            }
+            airlock_core::config::validate_store_url(&to).map_err(|m| anyhow::anyhow!("--to {m}"))?;
+            let dir = &cfg.store.data_dir;
+            if !dir.join("store.db").exists() {
+                anyhow::bail!("{} has no store.db to migrate", dir.display());
+            }
+            let source = Store::open(dir).await.with_context(|| format!("opening the store in {}", dir.display()))?;
+            let target = Store::open_postgres(&to, dir).await.context("opening the PostgreSQL target")?;
+            let report = source.copy_into(&target).await?;
+            if report.copied == 0 {
+                println!("nothing to do: the target already holds this store ({} rows)", report.rows);
+            } else {
+                println!("copied {} rows into PostgreSQL; set store.url to use it", report.copied);
+            }
             Ok(0)
         }
         Cmd::Serve => {
@@ -330,7 +368,7 @@ async fn run(cli: Cli) -> Result<u8> {
         }
         Cmd::Agent { cmd } => {
             let cfg = load(&cli.config)?;
-            let store = Store::open(&cfg.store.data_dir).await?;
+            let store = open_store(&cfg).await?;
             match cmd {
                 AgentCmd::Add { name, expires_in } => {
                     let exp = expires_in.map(|s| {
@@ -433,7 +471,7 @@ async fn run(cli: Cli) -> Result<u8> {
         }
         Cmd::Audit { cmd } => {
             let cfg = load(&cli.config)?;
-            let store = Store::open(&cfg.store.data_dir).await?;
+            let store = open_store(&cfg).await?;
             match cmd {
                 AuditCmd::Tail { n } => {
                     for (seq, r) in store.audit_tail(n).await? {

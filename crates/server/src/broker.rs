@@ -147,7 +147,7 @@ impl Broker {
         airlock_exec_command::make_non_dumpable().map_err(BrokerError::Harden)?;
         let dir = cfg.store.data_dir.clone();
         let master = MasterKey::load(&dir.join("master.key"))?;
-        let store = Store::open_with(&dir, cfg.store.sync).await?;
+        let store = Store::connect(&cfg.store).await?;
         let key = AuditKey::load(&dir)?;
         let policy = PolicyEngine::from_config(&cfg)?;
         let audit = AuditLog::start(store.clone(), key);

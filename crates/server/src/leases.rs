@@ -334,6 +334,7 @@ impl Broker {
             }
         }
         self.store.transition_lease(id, &[status::REVOKING], status::REVOKED).await.map_err(internal)?;
+        tracing::info!(lease = %id, handle = %l.handle, "lease revoked");
         self.notify_tools(&l.agent_id);
         Ok(true)
     }
@@ -350,6 +351,16 @@ impl Broker {
     /// Revokes every lease that is due (expired, or a failed revocation whose retry time came).
     /// Returns how many were revoked now.
     pub async fn reap_once(&self) -> usize {
+        // One reaper at a time over every replica of a shared store; the others skip this
+        // round (each revocation is a conditional transition anyway, so none runs twice).
+        let _turn = match self.store.reaper_turn().await {
+            Ok(Some(t)) => t,
+            Ok(None) => return 0,
+            Err(e) => {
+                tracing::warn!(error = %e, "reaper cannot reach the store");
+                return 0;
+            }
+        };
         let now = chrono::Utc::now();
         let stale = stamp(now - chrono::Duration::seconds(STALE_PENDING_SECS));
         let due = match self.store.leases_due(&stamp(now), &stale).await {

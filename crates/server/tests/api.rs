@@ -218,7 +218,7 @@ async fn t01_table_outside_allow_list_is_refused_through_the_broker() {
 #[tokio::test]
 async fn audit_unavailable_refuses_the_call_before_any_side_effect() {
     let f = Fixture::start().await;
-    sqlx::query("DROP TABLE audit_checkpoints").execute(f.store.pool()).await.unwrap();
+    sqlx::query("DROP TABLE audit_checkpoints").execute(f.store.pool().unwrap()).await.unwrap();
     let (s, v) = f.invoke("http_request", json!({"credential_handle": "API", "method": "POST", "path_or_url": "/v1/items", "body": "{}"})).await;
     assert_eq!((s, code(&v)), (503, "audit-unavailable"));
     assert!(f.upstream_requests().is_empty(), "a write must not happen without its audit record");

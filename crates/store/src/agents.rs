@@ -5,7 +5,7 @@
 //! the tail carries 256 random bits. The id lets the store fetch one row; the comparison of the
 //! hash of the whole token is what authenticates.
 
-use crate::db::now;
+use crate::db::{now, with_pool};
 use crate::{Result, Store, StoreError};
 use base64::Engine as _;
 use rand::RngCore;
@@ -89,19 +89,20 @@ impl Store {
         let id = hex::encode(id);
         let token = format!("alk_{id}_{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret));
         let created = now();
-        let res = sqlx::query(
+        let res = with_pool!(self, |p, d| sqlx::query(&d.sql(
             "INSERT INTO agents (id, name, token_hash, parent, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?)",
-        )
+        ))
         .bind(&id)
         .bind(name)
         .bind(token_hash(&token))
         .bind(parent)
         .bind(&created)
         .bind(expires_at)
-        .execute(&self.pool)
-        .await;
+        .execute(p)
+        .await
+        .map(|_| ()));
         match res {
-            Ok(_) => {}
+            Ok(()) => {}
             Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
                 return Err(StoreError::Conflict(format!("agent {name}")));
             }
@@ -123,12 +124,12 @@ impl Store {
     pub async fn authenticate(&self, token: &str) -> Result<Option<Agent>> {
         let Some(id) = token_id(token) else { return Ok(None) };
         let row: Option<(String, String, Option<String>, String, Option<String>, Option<String>, Vec<u8>)> =
-            sqlx::query_as(
+            with_pool!(self, |p, d| sqlx::query_as(&d.sql(
                 "SELECT id, name, parent, created_at, expires_at, revoked_at, token_hash FROM agents WHERE id = ?",
-            )
+            ))
             .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
+            .fetch_optional(p)
+            .await)?;
         let Some((id, name, parent, created_at, expires_at, revoked_at, stored)) = row else {
             return Ok(None);
         };
@@ -152,8 +153,12 @@ impl Store {
             if depth > 16 {
                 return Ok(None);
             }
-            let r: Option<(Option<String>, Option<String>)> =
-                sqlx::query_as("SELECT parent, revoked_at FROM agents WHERE id = ?").bind(&p).fetch_optional(&self.pool).await?;
+            let r: Option<(Option<String>, Option<String>)> = with_pool!(self, |pool, d| sqlx::query_as(&d.sql(
+                "SELECT parent, revoked_at FROM agents WHERE id = ?"
+            ))
+            .bind(&p)
+            .fetch_optional(pool)
+            .await)?;
             match r {
                 Some((next, None)) => cursor = next,
                 _ => return Ok(None),
@@ -164,47 +169,50 @@ impl Store {
 
     /// Every agent, live and revoked, oldest first.
     pub async fn list_agents(&self) -> Result<Vec<Agent>> {
-        let rows: Vec<AgentRow> = sqlx::query_as(
+        let rows: Vec<AgentRow> = with_pool!(self, |p, d| sqlx::query_as(
             "SELECT id, name, parent, created_at, expires_at, revoked_at FROM agents ORDER BY created_at, id",
         )
-        .fetch_all(&self.pool)
-        .await?;
+        .fetch_all(p)
+        .await)?;
         Ok(rows.into_iter().map(row_to_agent).collect())
     }
 
     /// Revokes the live agent called `name` (or with that id) and every descendant, and brings
     /// the expiry of their leases to now. Returns the number of agents revoked.
     pub async fn revoke_agent(&self, name_or_id: &str) -> Result<u64> {
-        let mut tx = self.pool.begin().await?;
-        let root: Option<(String,)> =
-            sqlx::query_as("SELECT id FROM agents WHERE (name = ? OR id = ?) AND revoked_at IS NULL")
-                .bind(name_or_id)
-                .bind(name_or_id)
-                .fetch_optional(&mut *tx)
-                .await?;
-        let Some((root,)) = root else {
-            return Err(StoreError::NotFound(format!("live agent {name_or_id}")));
-        };
-        let n = sqlx::query(
-            "WITH RECURSIVE tree(id) AS (SELECT ? UNION SELECT a.id FROM agents a JOIN tree t ON a.parent = t.id)
-             UPDATE agents SET revoked_at = ? WHERE id IN (SELECT id FROM tree) AND revoked_at IS NULL",
-        )
-        .bind(&root)
-        .bind(now())
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        // Their leases fall due now; the broker's reaper revokes them.
-        sqlx::query(
-            "WITH RECURSIVE tree(id) AS (SELECT ? UNION SELECT a.id FROM agents a JOIN tree t ON a.parent = t.id)
-             UPDATE leases SET expires_at = MIN(expires_at, ?) WHERE agent_id IN (SELECT id FROM tree) AND status IN ('pending', 'active')",
-        )
-        .bind(&root)
-        .bind(now())
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(n)
+        with_pool!(self, |p, d| {
+            let mut tx = p.begin().await?;
+            let root: Option<(String,)> =
+                sqlx::query_as(&d.sql("SELECT id FROM agents WHERE (name = ? OR id = ?) AND revoked_at IS NULL"))
+                    .bind(name_or_id)
+                    .bind(name_or_id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            let Some((root,)) = root else {
+                return Err(StoreError::NotFound(format!("live agent {name_or_id}")));
+            };
+            let n = sqlx::query(&d.sql(
+                "WITH RECURSIVE tree(id) AS (SELECT CAST(? AS TEXT) UNION SELECT a.id FROM agents a JOIN tree t ON a.parent = t.id)
+                 UPDATE agents SET revoked_at = ? WHERE id IN (SELECT id FROM tree) AND revoked_at IS NULL",
+            ))
+            .bind(&root)
+            .bind(now())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            // Their leases fall due now; the broker's reaper revokes them.
+            sqlx::query(&d.sql(&format!(
+                "WITH RECURSIVE tree(id) AS (SELECT CAST(? AS TEXT) UNION SELECT a.id FROM agents a JOIN tree t ON a.parent = t.id)
+                 UPDATE leases SET expires_at = {}(expires_at, ?) WHERE agent_id IN (SELECT id FROM tree) AND status IN ('pending', 'active')",
+                d.pick("MIN", "LEAST")
+            )))
+            .bind(&root)
+            .bind(now())
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(n)
+        })
     }
 
     /// The chain of parent names from the immediate parent up to the root.
@@ -215,8 +223,12 @@ impl Store {
             if out.len() > 16 {
                 break;
             }
-            let r: Option<(String, Option<String>)> =
-                sqlx::query_as("SELECT name, parent FROM agents WHERE id = ?").bind(&p).fetch_optional(&self.pool).await?;
+            let r: Option<(String, Option<String>)> = with_pool!(self, |pool, d| sqlx::query_as(&d.sql(
+                "SELECT name, parent FROM agents WHERE id = ?"
+            ))
+            .bind(&p)
+            .fetch_optional(pool)
+            .await)?;
             match r {
                 Some((name, next)) => {
                     out.push(name);
@@ -247,7 +259,7 @@ mod tests {
         let got = s.authenticate(tok.reveal()).await.unwrap().unwrap();
         assert_eq!(got.id, a.id);
         // The stored hash is not the token.
-        let (h,): (Vec<u8>,) = sqlx::query_as("SELECT token_hash FROM agents").fetch_one(&s.pool).await.unwrap();
+        let (h,): (Vec<u8>,) = sqlx::query_as("SELECT token_hash FROM agents").fetch_one(s.pool().unwrap()).await.unwrap();
         assert_eq!(h.len(), 32);
         assert!(!String::from_utf8_lossy(&h).contains(&tok.reveal()[20..]));
 

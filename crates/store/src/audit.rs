@@ -10,9 +10,18 @@
 //! earlier checkpoint with the later checkpoints deleted too: export `audit verify`'s last
 //! checkpoint elsewhere to pin it.
 //!
+//! With several replicas on one PostgreSQL database there is still one chain: each replica
+//! groups its records as above, and appends a group in one transaction that first takes an
+//! advisory transaction lock (`pg_advisory_xact_lock`), then reads the head (the highest seq and
+//! its hash) and inserts `seq+1..` linked to it, and a checkpoint signed with the audit key that
+//! every replica shares. The lock serializes appends, so seq has no gap and no two records share
+//! a predecessor (no fork); a group whose transaction fails is not written at all, and its calls
+//! are refused (`audit-unavailable`), never answered as done.
+//!
 //! [`AuditRecord`] has no field that can hold a [`airlock_core::Secret`]; the broker scrubs the
 //! arguments before it builds one.
 
+use crate::db::{locks, with_pool, Backend};
 use crate::{Result, Store, StoreError};
 use ring::digest;
 use ring::signature::{self, Ed25519KeyPair, KeyPair};
@@ -148,9 +157,14 @@ pub struct AuditLog {
 }
 
 impl AuditLog {
-    /// Starts the group-commit writer thread.
+    /// Starts the group-commit writer: a thread with its own SQLite connection, or on
+    /// PostgreSQL a task on the current Tokio runtime.
     pub fn start(store: Store, key: AuditKey) -> AuditLog {
         let (tx, rx) = mpsc::channel::<Pending>(8192);
+        if let Backend::Postgres(pool) = &store.backend {
+            tokio::spawn(pg_writer(pool.clone(), key, rx));
+            return AuditLog { tx };
+        }
         let path = store.dir().join("store.db");
         let sync = store.sync();
         std::thread::Builder::new()
@@ -260,6 +274,85 @@ fn write_batch(conn: &rusqlite::Connection, key: &AuditKey, batch: &[Pending]) -
     }
 }
 
+async fn pg_writer(pool: sqlx::PgPool, key: AuditKey, mut rx: mpsc::Receiver<Pending>) {
+    let mut batch: Vec<Pending> = Vec::with_capacity(MAX_BATCH);
+    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        match pg_write_batch(&pool, &key, &batch).await {
+            Ok(first_seq) => {
+                for (i, (_, done)) in batch.drain(..).enumerate() {
+                    let _ = done.send(Ok(first_seq + i as i64));
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "audit batch could not be written; refusing its calls");
+                for (_, done) in batch.drain(..) {
+                    let _ = done.send(Err(StoreError::AuditWriterGone));
+                }
+            }
+        }
+    }
+}
+
+async fn pg_write_batch(pool: &sqlx::PgPool, key: &AuditKey, batch: &[Pending]) -> std::result::Result<i64, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    // One appender at a time over every replica: the head read below is the head this group
+    // extends, so seq stays gap-free and the chain cannot fork.
+    sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(locks::AUDIT).execute(&mut *tx).await?;
+    let head: Option<(i64, Vec<u8>)> =
+        sqlx::query_as("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetch_optional(&mut *tx).await?;
+    let (mut seq, mut prev) = head.unwrap_or((0, GENESIS.to_vec()));
+    let first = seq + 1;
+    let mut seqs = Vec::with_capacity(batch.len());
+    let mut ts = Vec::with_capacity(batch.len());
+    let mut agents = Vec::with_capacity(batch.len());
+    let mut tools = Vec::with_capacity(batch.len());
+    let mut decisions = Vec::with_capacity(batch.len());
+    let mut bodies = Vec::with_capacity(batch.len());
+    let mut prevs = Vec::with_capacity(batch.len());
+    let mut hashes = Vec::with_capacity(batch.len());
+    for (rec, _) in batch {
+        seq += 1;
+        let body = serde_json::to_string(rec).expect("audit record serializes");
+        let hash = record_hash(seq, &prev, &body);
+        seqs.push(seq);
+        ts.push(rec.ts.clone());
+        agents.push(rec.agent.clone());
+        tools.push(rec.tool.clone());
+        decisions.push(if rec.decision == Decision::Allow { "allow" } else { "deny" });
+        bodies.push(body);
+        prevs.push(std::mem::replace(&mut prev, hash.clone()));
+        hashes.push(hash);
+    }
+    // One statement for the whole group.
+    sqlx::query(
+        "INSERT INTO audit (seq, ts, agent, tool, decision, body, prev_hash, hash)
+         SELECT * FROM UNNEST($1::BIGINT[], $2::TEXT[], $3::TEXT[], $4::TEXT[], $5::TEXT[], $6::TEXT[], $7::BYTEA[], $8::BYTEA[])",
+    )
+    .bind(&seqs)
+    .bind(&ts)
+    .bind(&agents)
+    .bind(&tools)
+    .bind(&decisions)
+    .bind(&bodies)
+    .bind(&prevs)
+    .bind(&hashes)
+    .execute(&mut *tx)
+    .await?;
+    let sig = key.pair.sign(&checkpoint_message(seq, &prev));
+    sqlx::query(
+        "INSERT INTO audit_checkpoints (seq, hash, signature, ts) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (seq) DO UPDATE SET hash = excluded.hash, signature = excluded.signature, ts = excluded.ts",
+    )
+    .bind(seq)
+    .bind(&prev)
+    .bind(sig.as_ref())
+    .bind(crate::db::now())
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(first)
+}
+
 /// The outcome of [`Store::verify_audit`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct VerifyReport {
@@ -285,32 +378,37 @@ impl Store {
     pub async fn verify_audit(&self, public_key: &[u8]) -> Result<VerifyReport> {
         use futures_lite::StreamExt;
         let pk = signature::UnparsedPublicKey::new(&signature::ED25519, public_key);
-        let cps: Vec<(i64, Vec<u8>, Vec<u8>)> =
-            sqlx::query_as("SELECT seq, hash, signature FROM audit_checkpoints ORDER BY seq").fetch_all(&self.pool).await?;
+        let cps: Vec<(i64, Vec<u8>, Vec<u8>)> = with_pool!(self, |p, d| sqlx::query_as(
+            "SELECT seq, hash, signature FROM audit_checkpoints ORDER BY seq"
+        )
+        .fetch_all(p)
+        .await)?;
         let mut cps_iter = cps.iter().peekable();
         let mut report = VerifyReport { records: 0, checkpoints: 0, last_seq: 0, first_bad: None };
         let mut prev = GENESIS.to_vec();
         let mut expected = 1i64;
+        let bad = |seq: i64, why: &str| Some((seq, why.to_owned()));
+        let stop = with_pool!(self, |p, d| {
         let mut rows = sqlx::query_as::<_, (i64, String, Vec<u8>, Vec<u8>)>(
             "SELECT seq, body, prev_hash, hash FROM audit ORDER BY seq",
         )
-        .fetch(&self.pool);
-        let bad = |seq: i64, why: &str| Some((seq, why.to_owned()));
-        while let Some(row) = rows.next().await {
+        .fetch(p);
+        'rows: loop {
+            let Some(row) = rows.next().await else { break 'rows false };
             let (seq, body, prev_hash, hash) = row?;
             report.records += 1;
             report.last_seq = seq;
             if seq != expected {
                 report.first_bad = bad(expected, "missing record (deleted or reordered)");
-                return Ok(report);
+                break 'rows true;
             }
             if prev_hash != prev {
                 report.first_bad = bad(seq, "previous-hash link broken (a record before it was changed or removed)");
-                return Ok(report);
+                break 'rows true;
             }
             if record_hash(seq, &prev, &body) != hash {
                 report.first_bad = bad(seq, "content does not match its hash (edited)");
-                return Ok(report);
+                break 'rows true;
             }
             while let Some((cseq, chash, csig)) = cps_iter.peek() {
                 if *cseq > seq {
@@ -318,17 +416,21 @@ impl Store {
                 }
                 if *cseq < seq {
                     report.first_bad = bad(*cseq, "checkpoint for a record that is gone");
-                    return Ok(report);
+                    break 'rows true;
                 }
                 if *chash != hash || pk.verify(&checkpoint_message(seq, &hash), csig).is_err() {
                     report.first_bad = bad(seq, "signed checkpoint does not match (chain rewritten)");
-                    return Ok(report);
+                    break 'rows true;
                 }
                 report.checkpoints += 1;
                 cps_iter.next();
             }
             prev = hash;
             expected += 1;
+        }
+        });
+        if stop {
+            return Ok(report);
         }
         if let Some((cseq, _, _)) = cps_iter.next() {
             report.first_bad = bad(*cseq, "checkpoint past the last record (tail deleted)");
@@ -343,11 +445,12 @@ impl Store {
 
     /// The last `n` records, oldest first, as (seq, record).
     pub async fn audit_tail(&self, n: i64) -> Result<Vec<(i64, AuditRecord)>> {
-        let rows: Vec<(i64, String)> =
-            sqlx::query_as("SELECT seq, body FROM (SELECT seq, body FROM audit ORDER BY seq DESC LIMIT ?) ORDER BY seq")
-                .bind(n)
-                .fetch_all(&self.pool)
-                .await?;
+        let rows: Vec<(i64, String)> = with_pool!(self, |p, d| sqlx::query_as(&d.sql(
+            "SELECT seq, body FROM (SELECT seq, body FROM audit ORDER BY seq DESC LIMIT ?) AS tail ORDER BY seq"
+        ))
+        .bind(n)
+        .fetch_all(p)
+        .await)?;
         rows.into_iter()
             .map(|(s, b)| {
                 serde_json::from_str(&b)
@@ -416,7 +519,7 @@ mod tests {
     async fn edit_is_detected_at_the_record() {
         let (_d, s, pk) = filled(20).await;
         sqlx::query("UPDATE audit SET body = replace(body, 'SELECT 7', 'SELECT 8') WHERE seq = 8")
-            .execute(&s.pool)
+            .execute(s.pool().unwrap())
             .await
             .unwrap();
         let r = s.verify_audit(&pk).await.unwrap();
@@ -426,7 +529,7 @@ mod tests {
     #[tokio::test]
     async fn deletion_and_reordering_are_detected() {
         let (_d, s, pk) = filled(20).await;
-        sqlx::query("DELETE FROM audit WHERE seq = 5").execute(&s.pool).await.unwrap();
+        sqlx::query("DELETE FROM audit WHERE seq = 5").execute(s.pool().unwrap()).await.unwrap();
         assert_eq!(s.verify_audit(&pk).await.unwrap().first_bad.unwrap().0, 5);
 
         let (_d2, s2, pk2) = filled(20).await;
@@ -434,7 +537,7 @@ mod tests {
         sqlx::query(
             "UPDATE audit SET body = CASE seq WHEN 3 THEN (SELECT body FROM audit WHERE seq = 4) ELSE (SELECT body FROM audit WHERE seq = 3) END WHERE seq IN (3, 4)",
         )
-        .execute(&s2.pool)
+        .execute(s2.pool().unwrap())
         .await
         .unwrap();
         assert_eq!(s2.verify_audit(&pk2).await.unwrap().first_bad.unwrap().0, 3);
@@ -443,12 +546,12 @@ mod tests {
     #[tokio::test]
     async fn tail_truncation_and_rewrite_are_detected() {
         let (_d, s, pk) = filled(20).await;
-        sqlx::query("DELETE FROM audit WHERE seq > 15").execute(&s.pool).await.unwrap();
+        sqlx::query("DELETE FROM audit WHERE seq > 15").execute(s.pool().unwrap()).await.unwrap();
         assert!(!s.verify_audit(&pk).await.unwrap().ok());
 
         // A full rewrite with recomputed hashes but no signing key.
         let (_d2, s2, pk2) = filled(10).await;
-        let rows: Vec<(i64, String)> = sqlx::query_as("SELECT seq, body FROM audit ORDER BY seq").fetch_all(&s2.pool).await.unwrap();
+        let rows: Vec<(i64, String)> = sqlx::query_as("SELECT seq, body FROM audit ORDER BY seq").fetch_all(s2.pool().unwrap()).await.unwrap();
         let mut prev = GENESIS.to_vec();
         for (seq, body) in rows {
             let body = body.replace("\"bot\"", "\"innocent\"");
@@ -458,7 +561,7 @@ mod tests {
                 .bind(&prev)
                 .bind(&h)
                 .bind(seq)
-                .execute(&s2.pool)
+                .execute(s2.pool().unwrap())
                 .await
                 .unwrap();
             prev = h;
@@ -468,14 +571,14 @@ mod tests {
 
         // Records appended without the key after the last checkpoint.
         let (_d3, s3, pk3) = filled(5).await;
-        let (h,): (Vec<u8>,) = sqlx::query_as("SELECT hash FROM audit WHERE seq = 5").fetch_one(&s3.pool).await.unwrap();
+        let (h,): (Vec<u8>,) = sqlx::query_as("SELECT hash FROM audit WHERE seq = 5").fetch_one(s3.pool().unwrap()).await.unwrap();
         let body = serde_json::to_string(&rec(99)).unwrap();
         let nh = record_hash(6, &h, &body);
         sqlx::query("INSERT INTO audit (seq, ts, agent, tool, decision, body, prev_hash, hash) VALUES (6, '', '', '', '', ?, ?, ?)")
             .bind(&body)
             .bind(&h)
             .bind(&nh)
-            .execute(&s3.pool)
+            .execute(s3.pool().unwrap())
             .await
             .unwrap();
         assert_eq!(s3.verify_audit(&pk3).await.unwrap().first_bad.unwrap().0, 6);
@@ -486,7 +589,7 @@ mod tests {
         let (_d, s, _pk) = filled(1).await;
         let key = AuditKey::load(s.dir()).unwrap();
         let log = AuditLog::start(s.clone(), key);
-        sqlx::query("DROP TABLE audit_checkpoints").execute(&s.pool).await.unwrap();
+        sqlx::query("DROP TABLE audit_checkpoints").execute(s.pool().unwrap()).await.unwrap();
         assert!(log.append(rec(1)).await.is_err());
     }
 }

@@ -12,7 +12,7 @@
 //! `pending` is written and committed before a database role is created, so a crash between the
 //! two leaves a record that start-up reconciliation finds and cleans up.
 
-use crate::db::now;
+use crate::db::{now, with_pool};
 use crate::{Result, Store, StoreError};
 use rand::RngCore;
 
@@ -156,10 +156,10 @@ impl Store {
     /// Records a lease as `pending` (committed before any credential exists).
     pub async fn insert_lease(&self, l: &NewLease<'_>) -> Result<()> {
         let tables = l.tables.map(|t| serde_json::to_string(t).expect("strings serialize"));
-        let res = sqlx::query(
+        let res = with_pool!(self, |p, d| sqlx::query(&d.sql(
             "INSERT INTO leases (id, handle, base, agent_id, scope, tables, dynamic, role_name, task_id, status, created_at, expires_at)
              VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?)",
-        )
+        ))
         .bind(l.id)
         .bind(l.handle)
         .bind(l.base)
@@ -171,10 +171,11 @@ impl Store {
         .bind(l.task_id)
         .bind(now())
         .bind(l.expires_at)
-        .execute(&self.pool)
-        .await;
+        .execute(p)
+        .await
+        .map(|_| ()));
         match res {
-            Ok(_) => Ok(()),
+            Ok(()) => Ok(()),
             Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Err(StoreError::Conflict(format!("lease {}", l.handle))),
             Err(e) => Err(e.into()),
         }
@@ -190,61 +191,66 @@ impl Store {
         q.push_str(" WHERE id = ? AND status IN (");
         q.push_str(&vec!["?"; from.len()].join(", "));
         q.push(')');
-        let mut query = sqlx::query(&q).bind(to);
-        if to == status::REVOKED {
-            query = query.bind(now());
-        }
-        query = query.bind(id);
-        for f in from {
-            query = query.bind(*f);
-        }
-        Ok(query.execute(&self.pool).await?.rows_affected() == 1)
+        let n = with_pool!(self, |p, d| {
+            let q = d.sql(&q);
+            let mut query = sqlx::query(&q).bind(to);
+            if to == status::REVOKED {
+                query = query.bind(now());
+            }
+            query = query.bind(id);
+            for f in from {
+                query = query.bind(*f);
+            }
+            query.execute(p).await?.rows_affected()
+        });
+        Ok(n == 1)
     }
 
     /// Records a failed revocation: `revoking` → `revoke-pending`, retried at `next_attempt_at`.
     pub async fn lease_revoke_failed(&self, id: &str, next_attempt_at: &str) -> Result<()> {
-        sqlx::query(
+        with_pool!(self, |p, d| sqlx::query(&d.sql(
             "UPDATE leases SET status = 'revoke-pending', attempts = attempts + 1, next_attempt_at = ? WHERE id = ? AND status = 'revoking'",
-        )
+        ))
         .bind(next_attempt_at)
         .bind(id)
-        .execute(&self.pool)
-        .await?;
+        .execute(p)
+        .await
+        .map(|_| ()))?;
         Ok(())
     }
 
     /// One lease by id.
     pub async fn lease(&self, id: &str) -> Result<Option<Lease>> {
-        let r: Option<LeaseRow> = sqlx::query_as(&format!("SELECT {LEASE_COLS} FROM leases WHERE id = ?"))
+        let r: Option<LeaseRow> = with_pool!(self, |p, d| sqlx::query_as(&d.sql(&format!("SELECT {LEASE_COLS} FROM leases WHERE id = ?")))
             .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
+            .fetch_optional(p)
+            .await)?;
         Ok(r.map(row))
     }
 
     /// One lease by its handle name.
     pub async fn lease_by_handle(&self, handle: &str) -> Result<Option<Lease>> {
-        let r: Option<LeaseRow> = sqlx::query_as(&format!("SELECT {LEASE_COLS} FROM leases WHERE handle = ?"))
+        let r: Option<LeaseRow> = with_pool!(self, |p, d| sqlx::query_as(&d.sql(&format!("SELECT {LEASE_COLS} FROM leases WHERE handle = ?")))
             .bind(handle)
-            .fetch_optional(&self.pool)
-            .await?;
+            .fetch_optional(p)
+            .await)?;
         Ok(r.map(row))
     }
 
     /// Every lease, newest first.
     pub async fn list_leases(&self) -> Result<Vec<Lease>> {
-        let r: Vec<LeaseRow> = sqlx::query_as(&format!("SELECT {LEASE_COLS} FROM leases ORDER BY created_at DESC, id"))
-            .fetch_all(&self.pool)
-            .await?;
+        let r: Vec<LeaseRow> = with_pool!(self, |p, d| sqlx::query_as(&format!("SELECT {LEASE_COLS} FROM leases ORDER BY created_at DESC, id"))
+            .fetch_all(p)
+            .await)?;
         Ok(r.into_iter().map(row).collect())
     }
 
     /// Leases in a status.
     pub async fn leases_in(&self, st: &str) -> Result<Vec<Lease>> {
-        let r: Vec<LeaseRow> = sqlx::query_as(&format!("SELECT {LEASE_COLS} FROM leases WHERE status = ? ORDER BY expires_at"))
+        let r: Vec<LeaseRow> = with_pool!(self, |p, d| sqlx::query_as(&d.sql(&format!("SELECT {LEASE_COLS} FROM leases WHERE status = ? ORDER BY expires_at")))
             .bind(st)
-            .fetch_all(&self.pool)
-            .await?;
+            .fetch_all(p)
+            .await)?;
         Ok(r.into_iter().map(row).collect())
     }
 
@@ -252,28 +258,28 @@ impl Store {
     /// whose retry time has come, and leases left `pending` (a crash while issuing) since before
     /// `stale_before`.
     pub async fn leases_due(&self, at: &str, stale_before: &str) -> Result<Vec<Lease>> {
-        let r: Vec<LeaseRow> = sqlx::query_as(&format!(
+        let r: Vec<LeaseRow> = with_pool!(self, |p, d| sqlx::query_as(&d.sql(&format!(
             "SELECT {LEASE_COLS} FROM leases
              WHERE (status = 'active' AND expires_at <= ?1)
                 OR (status = 'revoke-pending' AND (next_attempt_at IS NULL OR next_attempt_at <= ?1))
                 OR (status = 'pending' AND created_at <= ?2)
              ORDER BY expires_at"
-        ))
+        )))
         .bind(at)
         .bind(stale_before)
-        .fetch_all(&self.pool)
-        .await?;
+        .fetch_all(p)
+        .await)?;
         Ok(r.into_iter().map(row).collect())
     }
 
     /// The earliest expiry of an active lease, or retry time of a pending revocation.
     pub async fn next_lease_deadline(&self) -> Result<Option<String>> {
-        let (a,): (Option<String>,) = sqlx::query_as(
+        let (a,): (Option<String>,) = with_pool!(self, |p, d| sqlx::query_as(
             "SELECT MIN(t) FROM (SELECT MIN(expires_at) AS t FROM leases WHERE status = 'active'
-                                  UNION ALL SELECT MIN(COALESCE(next_attempt_at, '')) FROM leases WHERE status = 'revoke-pending')",
+                                  UNION ALL SELECT MIN(COALESCE(next_attempt_at, '')) FROM leases WHERE status = 'revoke-pending') AS due",
         )
-        .fetch_one(&self.pool)
-        .await?;
+        .fetch_one(p)
+        .await)?;
         Ok(a)
     }
 
@@ -282,13 +288,14 @@ impl Store {
     pub async fn expire_agent_leases(&self, agent_ids: &[String]) -> Result<Vec<String>> {
         let mut out = Vec::new();
         for a in agent_ids {
-            let ids: Vec<(String,)> = sqlx::query_as(
-                "UPDATE leases SET expires_at = MIN(expires_at, ?) WHERE agent_id = ? AND status IN ('pending', 'active') RETURNING id",
-            )
+            let ids: Vec<(String,)> = with_pool!(self, |p, d| sqlx::query_as(&d.sql(&format!(
+                "UPDATE leases SET expires_at = {}(expires_at, ?) WHERE agent_id = ? AND status IN ('pending', 'active') RETURNING id",
+                d.pick("MIN", "LEAST")
+            )))
             .bind(now())
             .bind(a)
-            .fetch_all(&self.pool)
-            .await?;
+            .fetch_all(p)
+            .await)?;
             out.extend(ids.into_iter().map(|r| r.0));
         }
         Ok(out)
@@ -299,77 +306,83 @@ impl Store {
         let mut b = [0u8; 8];
         rand::rng().fill_bytes(&mut b);
         let t = Task { id: format!("task_{}", hex::encode(b)), agent_id: agent_id.to_owned(), created_at: now(), closed_at: None };
-        sqlx::query("INSERT INTO tasks (id, agent_id, created_at) VALUES (?, ?, ?)")
+        with_pool!(self, |p, d| sqlx::query(&d.sql("INSERT INTO tasks (id, agent_id, created_at) VALUES (?, ?, ?)"))
             .bind(&t.id)
             .bind(&t.agent_id)
             .bind(&t.created_at)
-            .execute(&self.pool)
-            .await?;
+            .execute(p)
+            .await
+            .map(|_| ()))?;
         Ok(t)
     }
 
     /// One task.
     pub async fn task(&self, id: &str) -> Result<Option<Task>> {
         let r: Option<(String, String, String, Option<String>)> =
-            sqlx::query_as("SELECT id, agent_id, created_at, closed_at FROM tasks WHERE id = ?")
+            with_pool!(self, |p, d| sqlx::query_as(&d.sql("SELECT id, agent_id, created_at, closed_at FROM tasks WHERE id = ?"))
                 .bind(id)
-                .fetch_optional(&self.pool)
-                .await?;
+                .fetch_optional(p)
+                .await)?;
         Ok(r.map(|r| Task { id: r.0, agent_id: r.1, created_at: r.2, closed_at: r.3 }))
     }
 
     /// Closes an open task of `agent_id` and brings its live leases' expiry to now. Returns the
     /// lease ids; `NotFound` for a task that is not this agent's, `Conflict` for a closed one.
     pub async fn close_task(&self, id: &str, agent_id: &str) -> Result<Vec<String>> {
-        let mut tx = self.pool.begin().await?;
-        let t: Option<(String, Option<String>)> = sqlx::query_as("SELECT agent_id, closed_at FROM tasks WHERE id = ?")
+        with_pool!(self, |p, d| {
+            let mut tx = p.begin().await?;
+            let t: Option<(String, Option<String>)> =
+                sqlx::query_as(&d.sql(d.pick("SELECT agent_id, closed_at FROM tasks WHERE id = ?", "SELECT agent_id, closed_at FROM tasks WHERE id = ? FOR UPDATE")))
+                    .bind(id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            match t {
+                Some((owner, _)) if owner != agent_id => return Err(StoreError::NotFound(format!("task {id}"))),
+                None => return Err(StoreError::NotFound(format!("task {id}"))),
+                Some((_, Some(_))) => return Err(StoreError::Conflict(format!("task {id} is closed"))),
+                Some((_, None)) => {}
+            }
+            let at = now();
+            sqlx::query(&d.sql("UPDATE tasks SET closed_at = ? WHERE id = ?")).bind(&at).bind(id).execute(&mut *tx).await?;
+            let ids: Vec<(String,)> = sqlx::query_as(&d.sql(&format!(
+                "UPDATE leases SET expires_at = {}(expires_at, ?) WHERE task_id = ? AND status IN ('pending', 'active') RETURNING id",
+                d.pick("MIN", "LEAST")
+            )))
+            .bind(&at)
             .bind(id)
-            .fetch_optional(&mut *tx)
+            .fetch_all(&mut *tx)
             .await?;
-        match t {
-            Some((owner, _)) if owner != agent_id => return Err(StoreError::NotFound(format!("task {id}"))),
-            None => return Err(StoreError::NotFound(format!("task {id}"))),
-            Some((_, Some(_))) => return Err(StoreError::Conflict(format!("task {id} is closed"))),
-            Some((_, None)) => {}
-        }
-        let at = now();
-        sqlx::query("UPDATE tasks SET closed_at = ? WHERE id = ?").bind(&at).bind(id).execute(&mut *tx).await?;
-        let ids: Vec<(String,)> = sqlx::query_as(
-            "UPDATE leases SET expires_at = MIN(expires_at, ?) WHERE task_id = ? AND status IN ('pending', 'active') RETURNING id",
-        )
-        .bind(&at)
-        .bind(id)
-        .fetch_all(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(ids.into_iter().map(|r| r.0).collect())
+            tx.commit().await?;
+            Ok(ids.into_iter().map(|r| r.0).collect())
+        })
     }
 
     /// Sets a sub-agent's grants: `(handle, tool)` pairs.
     pub async fn set_agent_grants(&self, agent_id: &str, grants: &[(String, String)]) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("DELETE FROM agent_grants WHERE agent_id = ?").bind(agent_id).execute(&mut *tx).await?;
-        for (h, t) in grants {
-            sqlx::query("INSERT OR IGNORE INTO agent_grants (agent_id, handle, tool) VALUES (?, ?, ?)")
-                .bind(agent_id)
-                .bind(h)
-                .bind(t)
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
-        Ok(())
+        with_pool!(self, |p, d| {
+            let mut tx = p.begin().await?;
+            sqlx::query(&d.sql("DELETE FROM agent_grants WHERE agent_id = ?")).bind(agent_id).execute(&mut *tx).await?;
+            for (h, t) in grants {
+                sqlx::query(&d.sql("INSERT INTO agent_grants (agent_id, handle, tool) VALUES (?, ?, ?) ON CONFLICT DO NOTHING"))
+                    .bind(agent_id)
+                    .bind(h)
+                    .bind(t)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+            Ok(())
+        })
     }
 
     /// A sub-agent's grants, `(handle, tool)` pairs in order.
     pub async fn agent_grants(&self, agent_id: &str) -> Result<Vec<(String, String)>> {
-        Ok(sqlx::query_as("SELECT handle, tool FROM agent_grants WHERE agent_id = ? ORDER BY handle, tool")
+        Ok(with_pool!(self, |p, d| sqlx::query_as(&d.sql("SELECT handle, tool FROM agent_grants WHERE agent_id = ? ORDER BY handle, tool"))
             .bind(agent_id)
-            .fetch_all(&self.pool)
-            .await?)
+            .fetch_all(p)
+            .await)?)
     }
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;

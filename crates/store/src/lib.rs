@@ -1,6 +1,7 @@
 //! airlock's state store: agents (token hashes only) and their sub-agent grants, leases and
 //! tasks, sealed secrets (ciphertext only), one-time shares (ciphertext and proof hashes only)
-//! and the hash-chained, signed audit log, in one SQLite file in the data directory.
+//! and the hash-chained, signed audit log, in one SQLite file in the data directory, or in a
+//! PostgreSQL database that several replicas share (`store.url`).
 //!
 //! Nothing in this crate sees a plaintext secret: the vault seals before it stores.
 #![forbid(unsafe_code)]
@@ -8,11 +9,12 @@
 pub mod agents;
 pub mod audit;
 mod db;
+pub mod migrate;
 pub mod leases;
 pub mod secrets;
 pub mod shares;
 
-pub use db::Store;
+pub use db::{ReaperTurn, Store};
 
 /// Store failures. Messages never contain a secret or a token.
 #[derive(Debug, thiserror::Error)]

@@ -1,6 +1,6 @@
 //! Sealed secrets: opaque ciphertext blobs produced by the vault, stored by name.
 
-use crate::db::now;
+use crate::db::{now, with_pool};
 use crate::{Result, Store, StoreError};
 
 /// What `secret list` shows: a name and metadata, never a value.
@@ -20,47 +20,51 @@ impl Store {
     /// Stores (or replaces) a sealed secret. Returns its new version.
     pub async fn put_sealed(&self, name: &str, sealed: &[u8]) -> Result<i64> {
         let ts = now();
-        let (v,): (i64,) = sqlx::query_as(
+        let (v,): (i64,) = with_pool!(self, |p, d| sqlx::query_as(&d.sql(
             "INSERT INTO secrets (name, sealed, created_at, updated_at, version) VALUES (?, ?, ?, ?, 1)
              ON CONFLICT(name) DO UPDATE SET sealed = excluded.sealed, updated_at = excluded.updated_at,
                version = secrets.version + 1
              RETURNING version",
-        )
+        ))
         .bind(name)
         .bind(sealed)
         .bind(&ts)
         .bind(&ts)
-        .fetch_one(&self.pool)
-        .await?;
+        .fetch_one(p)
+        .await)?;
         Ok(v)
     }
 
     /// The sealed blob and version of `name`.
     pub async fn get_sealed(&self, name: &str) -> Result<Option<(Vec<u8>, i64)>> {
-        Ok(sqlx::query_as("SELECT sealed, version FROM secrets WHERE name = ?")
+        Ok(with_pool!(self, |p, d| sqlx::query_as(&d.sql("SELECT sealed, version FROM secrets WHERE name = ?"))
             .bind(name)
-            .fetch_optional(&self.pool)
-            .await?)
+            .fetch_optional(p)
+            .await)?)
     }
 
     /// Every sealed secret (for building the scrubber's known-value set).
     pub async fn all_sealed(&self) -> Result<Vec<(String, Vec<u8>)>> {
-        Ok(sqlx::query_as("SELECT name, sealed FROM secrets ORDER BY name").fetch_all(&self.pool).await?)
+        Ok(with_pool!(self, |p, d| sqlx::query_as("SELECT name, sealed FROM secrets ORDER BY name").fetch_all(p).await)?)
     }
 
     /// A number that changes whenever any secret is put or removed.
     pub async fn secrets_generation(&self) -> Result<String> {
         let (n, m, v): (i64, Option<String>, Option<i64>) =
-            sqlx::query_as("SELECT COUNT(*), MAX(updated_at), SUM(version) FROM secrets").fetch_one(&self.pool).await?;
+            with_pool!(self, |p, d| sqlx::query_as(
+                "SELECT COUNT(*), MAX(updated_at), CAST(SUM(version) AS BIGINT) FROM secrets"
+            )
+            .fetch_one(p)
+            .await)?;
         Ok(format!("{n}:{}:{}", m.unwrap_or_default(), v.unwrap_or(0)))
     }
 
     /// Names and metadata.
     pub async fn list_secrets(&self) -> Result<Vec<SecretMeta>> {
         let rows: Vec<(String, String, String, i64)> =
-            sqlx::query_as("SELECT name, created_at, updated_at, version FROM secrets ORDER BY name")
-                .fetch_all(&self.pool)
-                .await?;
+            with_pool!(self, |p, d| sqlx::query_as("SELECT name, created_at, updated_at, version FROM secrets ORDER BY name")
+                .fetch_all(p)
+                .await)?;
         Ok(rows
             .into_iter()
             .map(|(name, created_at, updated_at, version)| SecretMeta { name, created_at, updated_at, version })
@@ -69,7 +73,11 @@ impl Store {
 
     /// Removes a secret.
     pub async fn remove_secret(&self, name: &str) -> Result<()> {
-        let n = sqlx::query("DELETE FROM secrets WHERE name = ?").bind(name).execute(&self.pool).await?.rows_affected();
+        let n = with_pool!(self, |p, d| sqlx::query(&d.sql("DELETE FROM secrets WHERE name = ?"))
+            .bind(name)
+            .execute(p)
+            .await
+            .map(|r| r.rows_affected()))?;
         if n == 0 {
             return Err(StoreError::NotFound(format!("secret {name}")));
         }

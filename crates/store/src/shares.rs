@@ -2,13 +2,15 @@
 //! plaintext), plus read receipts for shares an agent created.
 //!
 //! A consume is one `UPDATE ... RETURNING` guarded by the id, the proof hash, the views left and
-//! the expiry, inside a `BEGIN IMMEDIATE` transaction that also deletes the row at its last view:
-//! SQLite serializes writers, so of any number of concurrent consumers exactly as many succeed as
-//! there were views, and a wrong proof changes nothing. The guard compares SHA-256 hashes of a
+//! the expiry, inside a transaction that also deletes the row at its last view. SQLite
+//! serializes writers (`BEGIN IMMEDIATE`); on PostgreSQL the `UPDATE` takes the row lock, and a
+//! concurrent consumer waiting on it re-checks the guard against the committed row (read
+//! committed), so on either engine, from any number of processes, exactly as many consumers
+//! succeed as there were views, and a wrong proof changes nothing. The guard compares SHA-256 hashes of a
 //! 256-bit proof, so the timing of that comparison says nothing useful about the proof.
 
+use crate::db::with_pool;
 use crate::{Result, Store, StoreError};
-use sqlx::Sqlite;
 
 /// Receipts outlive their share by this long, then the sweeper removes them.
 const RECEIPT_RETENTION_SECS: i64 = 30 * 86_400;
@@ -77,113 +79,103 @@ impl Store {
             return Err(StoreError::Invalid("a share has at least one view".into()));
         }
         let now = unix_now();
-        let mut tx = self.pool.begin().await?;
-        let res = sqlx::query(
-            "INSERT INTO shares (id, ciphertext, proof_hash, expires_at, max_views, views_left, created_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(s.id)
-        .bind(s.ciphertext)
-        .bind(&s.proof_hash[..])
-        .bind(s.expires_at)
-        .bind(s.views as i64)
-        .bind(s.views as i64)
-        .bind(now)
-        .execute(&mut *tx)
-        .await;
-        match res {
-            Ok(_) => {}
-            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-                return Err(StoreError::Conflict("share id".into()));
-            }
-            Err(e) => return Err(e.into()),
-        }
-        if let Some(creator) = s.creator {
-            sqlx::query(
-                "INSERT OR REPLACE INTO share_receipts (share_id, creator, recipient, created_at, expires_at, max_views)
-                 VALUES (?, ?, ?, ?, ?, ?)",
-            )
+        with_pool!(self, |p, d| {
+            let mut tx = p.begin().await?;
+            let res = sqlx::query(&d.sql(
+                "INSERT INTO shares (id, ciphertext, proof_hash, expires_at, max_views, views_left, created_at)
+                 VALUES (?, ?, ?, ?, ?, ?, ?)",
+            ))
             .bind(s.id)
-            .bind(creator)
-            .bind(s.recipient)
-            .bind(now)
+            .bind(s.ciphertext)
+            .bind(&s.proof_hash[..])
             .bind(s.expires_at)
             .bind(s.views as i64)
+            .bind(s.views as i64)
+            .bind(now)
             .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(())
+            .await;
+            match res {
+                Ok(_) => {}
+                Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                    return Err(StoreError::Conflict("share id".into()));
+                }
+                Err(e) => return Err(e.into()),
+            }
+            if let Some(creator) = s.creator {
+                sqlx::query(&d.sql(
+                    "INSERT INTO share_receipts (share_id, creator, recipient, created_at, expires_at, max_views)
+                     VALUES (?, ?, ?, ?, ?, ?)
+                     ON CONFLICT (share_id) DO UPDATE SET creator = excluded.creator, recipient = excluded.recipient,
+                       created_at = excluded.created_at, expires_at = excluded.expires_at, max_views = excluded.max_views,
+                       views_used = 0, first_opened_at = NULL, last_opened_at = NULL",
+                ))
+                .bind(s.id)
+                .bind(creator)
+                .bind(s.recipient)
+                .bind(now)
+                .bind(s.expires_at)
+                .bind(s.views as i64)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+            Ok(())
+        })
     }
 
     /// Burns one view of share `id` for a caller presenting a proof whose SHA-256 is
     /// `proof_hash`. None for an unknown, expired or used share and for a wrong proof alike.
     pub async fn consume_share(&self, id: &str, proof_hash: &[u8; 32]) -> Result<Option<Consumed>> {
         let now = unix_now();
-        let mut conn = self.pool.acquire().await?;
-        // IMMEDIATE takes the write lock up front, so concurrent consumers queue (busy_timeout)
-        // instead of failing on a read-to-write upgrade.
-        sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
-        let run = async {
-            let row: Option<(Vec<u8>, i64, i64, i64)> = sqlx::query_as::<Sqlite, _>(
+        with_pool!(self, |p, d| {
+            // SQLite: IMMEDIATE takes the write lock up front, so concurrent consumers queue
+            // (busy_timeout) instead of failing on a read-to-write upgrade. PostgreSQL: the
+            // UPDATE's row lock orders them.
+            let mut tx = p.begin_with(d.pick("BEGIN IMMEDIATE", "BEGIN")).await?;
+            let row: Option<(Vec<u8>, i64, i64, i64)> = sqlx::query_as(&d.sql(
                 "UPDATE shares SET views_left = views_left - 1
                  WHERE id = ? AND proof_hash = ? AND views_left > 0 AND expires_at > ?
                  RETURNING ciphertext, expires_at, max_views, views_left",
-            )
+            ))
             .bind(id)
             .bind(&proof_hash[..])
             .bind(now)
-            .fetch_optional(&mut *conn)
+            .fetch_optional(&mut *tx)
             .await?;
             let Some((ciphertext, expires_at, max_views, views_left)) = row else {
                 return Ok(None);
             };
             if views_left <= 0 {
-                sqlx::query("DELETE FROM shares WHERE id = ?").bind(id).execute(&mut *conn).await?;
+                sqlx::query(&d.sql("DELETE FROM shares WHERE id = ?")).bind(id).execute(&mut *tx).await?;
             }
-            sqlx::query(
+            sqlx::query(&d.sql(
                 "UPDATE share_receipts SET views_used = views_used + 1,
                  first_opened_at = COALESCE(first_opened_at, ?), last_opened_at = ? WHERE share_id = ?",
-            )
+            ))
             .bind(now)
             .bind(now)
             .bind(id)
-            .execute(&mut *conn)
+            .execute(&mut *tx)
             .await?;
-            Ok::<_, sqlx::Error>(Some(Consumed {
-                ciphertext,
-                expires_at,
-                views: max_views as u32,
-                views_left: views_left.max(0) as u32,
-            }))
-        }
-        .await;
-        match run {
-            Ok(v) => {
-                sqlx::query("COMMIT").execute(&mut *conn).await?;
-                Ok(v)
-            }
-            Err(e) => {
-                let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
-                Err(e.into())
-            }
-        }
+            tx.commit().await?;
+            Ok(Some(Consumed { ciphertext, expires_at, views: max_views as u32, views_left: views_left.max(0) as u32 }))
+        })
     }
 
     /// Views left on a live share (None when unknown, used up or expired). For tests and the
     /// operator; it reveals nothing the consume guard does not.
     pub async fn share_views_left(&self, id: &str) -> Result<Option<u32>> {
-        let r: Option<(i64,)> = sqlx::query_as("SELECT views_left FROM shares WHERE id = ? AND expires_at > ?")
+        let r: Option<(i64,)> = with_pool!(self, |p, d| sqlx::query_as(&d.sql("SELECT views_left FROM shares WHERE id = ? AND expires_at > ?"))
             .bind(id)
             .bind(unix_now())
-            .fetch_optional(&self.pool)
-            .await?;
+            .fetch_optional(p)
+            .await)?;
         Ok(r.map(|(v,)| v.max(0) as u32))
     }
 
     /// Deletes a share (a link that could not be delivered).
     pub async fn delete_share(&self, id: &str) -> Result<()> {
-        sqlx::query("DELETE FROM shares WHERE id = ?").bind(id).execute(&self.pool).await?;
+        with_pool!(self, |p, d| sqlx::query(&d.sql("DELETE FROM shares WHERE id = ?")).bind(id).execute(p).await.map(|_| ()))?;
         Ok(())
     }
 
@@ -191,29 +183,31 @@ impl Store {
     /// of shares deleted.
     pub async fn sweep_shares(&self) -> Result<u64> {
         let now = unix_now();
-        let n = sqlx::query("DELETE FROM shares WHERE expires_at <= ? OR views_left <= 0")
-            .bind(now)
-            .execute(&self.pool)
-            .await?
-            .rows_affected();
-        sqlx::query("DELETE FROM share_receipts WHERE expires_at <= ?")
-            .bind(now - RECEIPT_RETENTION_SECS)
-            .execute(&self.pool)
-            .await?;
-        Ok(n)
+        with_pool!(self, |p, d| {
+            let n = sqlx::query(&d.sql("DELETE FROM shares WHERE expires_at <= ? OR views_left <= 0"))
+                .bind(now)
+                .execute(p)
+                .await?
+                .rows_affected();
+            sqlx::query(&d.sql("DELETE FROM share_receipts WHERE expires_at <= ?"))
+                .bind(now - RECEIPT_RETENTION_SECS)
+                .execute(p)
+                .await?;
+            Ok(n)
+        })
     }
 
     /// The receipt of share `id` if `creator` (an agent id) created it.
     pub async fn share_receipt(&self, id: &str, creator: &str) -> Result<Option<Receipt>> {
         type Row = (String, Option<String>, i64, i64, i64, i64, Option<i64>, Option<i64>);
-        let r: Option<Row> = sqlx::query_as(
+        let r: Option<Row> = with_pool!(self, |p, d| sqlx::query_as(&d.sql(
             "SELECT share_id, recipient, created_at, expires_at, max_views, views_used, first_opened_at, last_opened_at
              FROM share_receipts WHERE share_id = ? AND creator = ?",
-        )
+        ))
         .bind(id)
         .bind(creator)
-        .fetch_optional(&self.pool)
-        .await?;
+        .fetch_optional(p)
+        .await)?;
         Ok(r.map(|r| Receipt {
             share_id: r.0,
             recipient: r.1,

@@ -47,7 +47,7 @@ async fn t17_64_concurrent_consumers_of_a_single_view_share_give_exactly_one_suc
     put(&store, "AAAAAAAAAAAAAAAAAAAAAA", 1, 3600).await;
     assert_eq!(race(&store, "AAAAAAAAAAAAAAAAAAAAAA", 64, hash(7)).await, 1);
     assert_eq!(store.share_views_left("AAAAAAAAAAAAAAAAAAAAAA").await.unwrap(), None, "deleted at its last view");
-    let n: (i64,) = sqlx::query_as("SELECT count(*) FROM shares").fetch_one(store.pool()).await.unwrap();
+    let n: (i64,) = sqlx::query_as("SELECT count(*) FROM shares").fetch_one(store.pool().unwrap()).await.unwrap();
     assert_eq!(n.0, 0);
 }
 
