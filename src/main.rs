@@ -1,6 +1,7 @@
 //! The `airlock` command: a thin layer over the library crates.
 #![forbid(unsafe_code)]
 
+mod approve_cli;
 mod demo;
 mod share_cli;
 
@@ -117,6 +118,43 @@ enum Cmd {
         /// The target, postgres://user@host:5432/database.
         #[arg(long)]
         to: String,
+    },
+    /// Manage approvers: the people who approve or deny held calls, each with their own token.
+    Approver {
+        #[command(subcommand)]
+        cmd: ApproverCmd,
+    },
+    /// Approve a held call (approver token from AIRLOCK_APPROVER_TOKEN, else prompted).
+    Approve {
+        /// The approval id (from the agent's `approval-required` answer or the webhook).
+        id: String,
+        /// The airlock server; default `shares.base_url`, else the configured listen address.
+        #[arg(long, env = "AIRLOCK_URL")]
+        server: Option<String>,
+    },
+    /// Deny a held call (approver token from AIRLOCK_APPROVER_TOKEN, else prompted).
+    Deny {
+        /// The approval id.
+        id: String,
+        /// The airlock server; default `shares.base_url`, else the configured listen address.
+        #[arg(long, env = "AIRLOCK_URL")]
+        server: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ApproverCmd {
+    /// Create an approver and print its token once.
+    Add {
+        /// The approver's name (recorded with each decision).
+        name: String,
+    },
+    /// List approvers.
+    List,
+    /// Revoke an approver.
+    Revoke {
+        /// The approver's name or id.
+        name: String,
     },
 }
 
@@ -265,6 +303,18 @@ async fn open_store(cfg: &Config) -> Result<Store> {
     }
 }
 
+/// `airlock approve` / `airlock deny`, against `server` or the configured one.
+async fn decide_cli(config: &Path, server: Option<String>, id: &str, approve: bool) -> Result<u8> {
+    let server = match server {
+        Some(s) => s,
+        None => {
+            let c = load(config)?;
+            c.shares.base_url.clone().unwrap_or_else(|| format!("http://{}", c.server.listen))
+        }
+    };
+    approve_cli::decide(&server, id, approve).await
+}
+
 async fn run(cli: Cli) -> Result<u8> {
     match cli.cmd {
         Cmd::Demo => demo::run().await,
@@ -286,6 +336,30 @@ async fn run(cli: Cli) -> Result<u8> {
                 max_plaintext,
             })
             .await?;
+            Ok(0)
+        }
+        Cmd::Approve { id, server } => decide_cli(&cli.config, server, &id, true).await,
+        Cmd::Deny { id, server } => decide_cli(&cli.config, server, &id, false).await,
+        Cmd::Approver { cmd } => {
+            let cfg = load(&cli.config)?;
+            let store = open_store(&cfg).await?;
+            match cmd {
+                ApproverCmd::Add { name } => {
+                    let (a, token) = store.add_approver(&name).await?;
+                    eprintln!("approver {} ({}) created; its token is shown once:", a.name, a.id);
+                    println!("{}", token.reveal());
+                }
+                ApproverCmd::List => {
+                    for a in store.list_approvers().await? {
+                        let state = if a.revoked_at.is_some() { "revoked" } else { "live" };
+                        println!("{}\t{}\t{}\tcreated {}", a.id, a.name, state, a.created_at);
+                    }
+                }
+                ApproverCmd::Revoke { name } => {
+                    store.revoke_approver(&name).await?;
+                    println!("revoked approver {name}");
+                }
+            }
             Ok(0)
         }
         Cmd::Open { link, passphrase_file } => share_cli::open(&link, passphrase_file.as_deref()).await,

@@ -425,6 +425,40 @@ impl LeasePolicy {
     }
 }
 
+/// `[handles.X.approval]`: which calls on the handle wait for a person's approval, and for how
+/// long an approval stays valid. A call matching any condition is held (`approval-required`)
+/// until an approver approves that exact call (README, "Approvals").
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalRule {
+    /// Every call on the handle.
+    #[serde(default)]
+    pub always: bool,
+    /// Calls that change data: a `query_db` statement that is not read-only (INSERT, UPDATE,
+    /// DELETE, MERGE), an `http_request` whose method is not GET, HEAD or OPTIONS. Database and
+    /// http handles only.
+    #[serde(default)]
+    pub writes: bool,
+    /// `send_email` to any recipient (to or cc) outside this list: exact addresses or
+    /// `@domain`. Smtp handles only.
+    #[serde(default)]
+    pub recipients_outside: Option<Vec<String>>,
+    /// `request_lease` asking for more than this many seconds. Leasable database handles only.
+    #[serde(default)]
+    pub lease_ttl_over_seconds: Option<u64>,
+    /// How long a request, and then an approval, stays valid (default 900 s; 2 s to 1 day).
+    #[serde(default = "default_approval_expiry")]
+    pub expires_in_seconds: u64,
+    /// Hold the call up to this many seconds for the decision instead of answering
+    /// `approval-required` at once (default 0; at most 300 and at most the expiry).
+    #[serde(default)]
+    pub wait_seconds: u64,
+    /// POST a notice (approval id, page link, agent, tool, handle, expiry; never the arguments)
+    /// to this http(s) URL when a request is made.
+    #[serde(default)]
+    pub webhook: Option<String>,
+}
+
 /// One grant: these tools on this handle.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -658,6 +692,8 @@ pub struct Config {
     pub agents: BTreeMap<String, AgentConfig>,
     /// Lease policies of the handles that have one (`[handles.X.lease]`).
     pub leases: BTreeMap<HandleName, LeasePolicy>,
+    /// Approval rules of the handles that have one (`[handles.X.approval]`).
+    pub approvals: BTreeMap<HandleName, ApprovalRule>,
 }
 
 // ---- raw shape ----
@@ -698,6 +734,8 @@ struct RawHandle {
     command: Option<Spanned<RawCommand>>,
     #[serde(default)]
     lease: Option<Spanned<LeasePolicy>>,
+    #[serde(default)]
+    approval: Option<Spanned<ApprovalRule>>,
 }
 
 #[derive(Deserialize)]
@@ -840,6 +878,9 @@ fn default_share_create_rate() -> u32 {
 fn default_share_fail_rate() -> u32 {
     30
 }
+fn default_approval_expiry() -> u64 {
+    900
+}
 
 /// Line (1-based) of byte offset `pos` in `text`.
 fn line_of(text: &str, pos: usize) -> usize {
@@ -874,6 +915,7 @@ impl Config {
 
         let mut handles = BTreeMap::new();
         let mut leases = BTreeMap::new();
+        let mut approvals = BTreeMap::new();
         for (name, raw_handle) in raw.handles {
             let pos = name.span().start;
             let name_str = name.into_inner();
@@ -961,6 +1003,13 @@ impl Config {
                 validate_lease(&hname, rh.kind, &constraints, &lp).map_err(|(f, m)| invalid(p, field(&format!("lease.{f}")), m))?;
                 leases.insert(hname.clone(), lp);
             }
+            if let Some(ar) = rh.approval {
+                let p = ar.span().start;
+                let ar = ar.into_inner();
+                validate_approval(rh.kind, leases.contains_key(&hname), &ar)
+                    .map_err(|(f, m)| invalid(p, field(&format!("approval.{f}")), m))?;
+                approvals.insert(hname.clone(), ar);
+            }
             handles.insert(
                 hname.clone(),
                 Handle { name: hname, kind: rh.kind, secret, description: rh.description, constraints },
@@ -1023,6 +1072,57 @@ impl Config {
             handles,
             agents,
             leases,
+            approvals,
+        })
+    }
+}
+
+fn validate_approval(kind: HandleKind, leasable: bool, r: &ApprovalRule) -> Result<(), (&'static str, String)> {
+    if !r.always && !r.writes && r.recipients_outside.is_none() && r.lease_ttl_over_seconds.is_none() {
+        return Err(("", "name at least one condition: always, writes, recipients_outside or lease_ttl_over_seconds".into()));
+    }
+    if r.writes && !(kind.is_database() || kind == HandleKind::Http) {
+        return Err(("writes", "applies to database and http handles only".into()));
+    }
+    if let Some(list) = &r.recipients_outside {
+        if kind != HandleKind::Smtp {
+            return Err(("recipients_outside", "applies to smtp handles only".into()));
+        }
+        if let Some(bad) = list.iter().find(|a| match a.strip_prefix('@') {
+            Some(d) => d.is_empty() || d.contains('@') || d.chars().any(char::is_whitespace),
+            None => !plausible_address(a),
+        }) {
+            return Err(("recipients_outside", format!("'{bad}' is neither an address nor @domain")));
+        }
+    }
+    if r.lease_ttl_over_seconds.is_some() && !leasable {
+        return Err(("lease_ttl_over_seconds", "the handle has no [lease] policy".into()));
+    }
+    if !(2..=86_400).contains(&r.expires_in_seconds) {
+        return Err(("expires_in_seconds", "is 2 to 86400".into()));
+    }
+    if r.wait_seconds > 300 || r.wait_seconds > r.expires_in_seconds {
+        return Err(("wait_seconds", "is at most 300 and at most expires_in_seconds".into()));
+    }
+    if let Some(w) = &r.webhook {
+        match url::Url::parse(w) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
+            _ => return Err(("webhook", "must be an http or https URL".into())),
+        }
+    }
+    Ok(())
+}
+
+impl ApprovalRule {
+    /// Whether `addr` is outside `recipients_outside` (case-insensitive; `@domain` entries
+    /// match the whole domain).
+    pub fn recipient_outside(&self, addr: &str) -> bool {
+        let Some(list) = &self.recipients_outside else { return false };
+        let addr = addr.to_ascii_lowercase();
+        let domain = addr.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
+        !list.iter().any(|a| match a.strip_prefix('@') {
+            Some(d) => d.eq_ignore_ascii_case(domain),
+            None => a.eq_ignore_ascii_case(&addr),
         })
     }
 }
@@ -1481,6 +1581,30 @@ placeholders = { target = { enum = ["staging", "prod"] }, tag = { regex = 'v[0-9
 [agents.ops]
 grants = [{ handle = "MAIL", tools = ["send_email"] }, { handle = "RUN", tools = ["run_command"] }]
 "#;
+
+    #[test]
+    fn approval_rules_are_validated_with_file_line_and_field() {
+        let ok = format!("{MAIL_AND_CMD}\n[handles.MAIL.approval]\nrecipients_outside = [\"@example.com\"]\nwait_seconds = 5\n");
+        let c = Config::parse(&ok, "airlock.toml", Path::new(".")).unwrap();
+        let r = &c.approvals[&HandleName::parse("MAIL").unwrap()];
+        assert_eq!((r.expires_in_seconds, r.wait_seconds), (900, 5));
+        assert!(r.recipient_outside("a@elsewhere.org"));
+        assert!(!r.recipient_outside("A@Example.COM"));
+        let e = err(&format!("{MAIL_AND_CMD}\n[handles.RUN.approval]\nwrites = true\n"));
+        assert!(e.contains("airlock.toml:24: handles.RUN.approval.writes: applies to database and http"), "{e}");
+        let e = err(&format!("{MAIL_AND_CMD}\n[handles.RUN.approval]\nwait_seconds = 3\n"));
+        assert!(e.contains("handles.RUN.approval: name at least one condition"), "{e}");
+        let e = err(&format!("{MAIL_AND_CMD}\n[handles.RUN.approval]\nalways = true\nexpires_in_seconds = 1\n"));
+        assert!(e.contains("handles.RUN.approval.expires_in_seconds"), "{e}");
+        let e = err(&format!("{MAIL_AND_CMD}\n[handles.RUN.approval]\nalways = true\nwebhook = \"ftp://x\"\n"));
+        assert!(e.contains("handles.RUN.approval.webhook"), "{e}");
+        let e = err(&format!("{MAIL_AND_CMD}\n[handles.MAIL.approval]\nrecipients_outside = [\"nobody\"]\n"));
+        assert!(e.contains("handles.MAIL.approval.recipients_outside"), "{e}");
+        let e = err(&format!("{MAIL_AND_CMD}\n[handles.RUN.approval]\nlease_ttl_over_seconds = 60\n"));
+        assert!(e.contains("no [lease] policy"), "{e}");
+        let e = err(&format!("{MAIL_AND_CMD}\n[handles.RUN.approval]\nalways = true\nbogus = 1\n"));
+        assert!(e.contains("bogus"), "{e}");
+    }
 
     #[test]
     fn parses_smtp_and_command_handles() {

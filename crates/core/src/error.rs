@@ -79,6 +79,12 @@ pub enum ErrorCode {
     GrantNotAllowed,
     /// The resource exists but is in a state that forbids the operation (a closed task).
     Conflict,
+    /// The call needs a person's approval first. Nothing was executed; the response carries the
+    /// approval's id and the page where an approver decides. Repeat the same call, with the same
+    /// arguments, once it is approved: an approval is bound to that exact call and used once.
+    ApprovalRequired,
+    /// An approver denied this exact call. Nothing was executed.
+    ApprovalDenied,
 }
 
 impl ErrorCode {
@@ -114,6 +120,8 @@ impl ErrorCode {
         ErrorCode::LeaseNotAllowed,
         ErrorCode::GrantNotAllowed,
         ErrorCode::Conflict,
+        ErrorCode::ApprovalRequired,
+        ErrorCode::ApprovalDenied,
     ];
 
     /// The wire name.
@@ -149,6 +157,8 @@ impl ErrorCode {
             ErrorCode::LeaseNotAllowed => "lease-not-allowed",
             ErrorCode::GrantNotAllowed => "grant-not-allowed",
             ErrorCode::Conflict => "conflict",
+            ErrorCode::ApprovalRequired => "approval-required",
+            ErrorCode::ApprovalDenied => "approval-denied",
         }
     }
 
@@ -165,7 +175,10 @@ impl ErrorCode {
             | ErrorCode::OutboundContainsSecret
             | ErrorCode::ArgumentNotAllowed
             | ErrorCode::LeaseNotAllowed
-            | ErrorCode::GrantNotAllowed => 403,
+            | ErrorCode::GrantNotAllowed
+            // Not executed, as for any other refusal by policy; the body says what to do next.
+            | ErrorCode::ApprovalRequired
+            | ErrorCode::ApprovalDenied => 403,
             ErrorCode::Conflict => 409,
             ErrorCode::UnknownTool | ErrorCode::NotFound | ErrorCode::ShareUnavailable => 404,
             ErrorCode::InvalidArguments
@@ -216,6 +229,8 @@ impl ErrorCode {
             ErrorCode::LeaseNotAllowed => "the lease is wider than this handle's lease policy allows",
             ErrorCode::GrantNotAllowed => "a sub-agent cannot hold more than its parent",
             ErrorCode::Conflict => "the resource is in a state that does not allow this",
+            ErrorCode::ApprovalRequired => "this call needs a person's approval; repeat it unchanged once approved",
+            ErrorCode::ApprovalDenied => "an approver denied this call; nothing was executed",
         }
     }
 }

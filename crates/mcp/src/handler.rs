@@ -69,6 +69,42 @@ impl AirlockMcp {
     }
 }
 
+/// Longest an `approval-required` call waits on a URL-mode elicitation.
+const ELICIT_MAX: std::time::Duration = std::time::Duration::from_secs(600);
+
+impl AirlockMcp {
+    /// For `approval-required`, on a session whose client declared URL-mode elicitation (stdio:
+    /// the streamable HTTP endpoint is stateless and cannot send requests to the client), asks
+    /// the client to send the person to the approval page. `Some(true)` when the person says
+    /// they are done; `None` when no elicitation was made.
+    async fn elicit_approval(&self, inv: &Invocation, ctx: &RequestContext<RoleServer>) -> Option<bool> {
+        let code = inv.result.as_ref().err()?.code;
+        let ticket = inv.approval.as_ref()?;
+        if code != ErrorCode::ApprovalRequired || !matches!(self.auth, Auth::Token(_)) {
+            return None;
+        }
+        let url_mode = ctx
+            .peer
+            .peer_info()
+            .is_some_and(|i| i.capabilities.elicitation.as_ref().is_some_and(|e| e.url.is_some()));
+        if !url_mode {
+            return None;
+        }
+        let url = url::Url::parse(ticket["url"].as_str()?).ok()?;
+        let id = ticket["id"].as_str()?.to_owned();
+        let left = ticket["expires_in_seconds"].as_u64().map(std::time::Duration::from_secs).unwrap_or(ELICIT_MAX).min(ELICIT_MAX);
+        let msg = "An approver must approve this exact call on airlock's approval page before it runs.";
+        match ctx.peer.elicit_url_with_timeout(msg, url, id, Some(left)).await {
+            Ok(rmcp::model::ElicitationAction::Accept) => Some(true),
+            Ok(_) => Some(false),
+            Err(e) => {
+                tracing::info!(error = %e, "approval elicitation not completed");
+                Some(false)
+            }
+        }
+    }
+}
+
 /// The MCP tools of `caller`: the broker's MCP rendering (already scrubbed, with its live
 /// leases), typed.
 pub(crate) async fn mcp_tools(broker: &Broker, caller: &Caller) -> Vec<Tool> {
@@ -101,7 +137,15 @@ pub(crate) fn call_result(inv: &Invocation) -> CallToolResult {
             let v = if v.is_object() { v.clone() } else { json!({ "result": v }) };
             CallToolResult::structured(v)
         }
-        Err(e) => CallToolResult::structured_error(error_json(e, &inv.request_id)),
+        Err(e) => {
+            let mut v = error_json(e, &inv.request_id);
+            // approval-required / approval-denied: the approval's id and the page where a person
+            // decides (never anything secret).
+            if let Some(a) = &inv.approval {
+                v["approval"] = a.clone();
+            }
+            CallToolResult::structured_error(v)
+        }
     }
 }
 
@@ -142,7 +186,15 @@ impl ServerHandler for AirlockMcp {
         let inv = match self.caller(&ctx).await {
             Ok(caller) => {
                 let args = request.arguments.map(Value::Object).unwrap_or_else(|| json!({}));
-                self.broker.invoke(&caller, &request.name, args).await
+                let inv = self.broker.invoke(&caller, &request.name, args.clone()).await;
+                match self.elicit_approval(&inv, &ctx).await {
+                    // The person went to the page: the same call once more (it runs if approved).
+                    Some(true) => match self.caller(&ctx).await {
+                        Ok(caller) => self.broker.invoke(&caller, &request.name, args).await,
+                        Err(e) => self.broker.refuse(&request.name, e).await,
+                    },
+                    _ => inv,
+                }
             }
             Err(e) => self.broker.refuse(&request.name, e).await,
         };
@@ -160,6 +212,7 @@ mod tests {
             request_id: "r-1".into(),
             result: Err(CallError::new(ErrorCode::HandleUnavailable)),
             redactions: 0,
+            approval: None,
         };
         let r = serde_json::to_value(call_result(&inv)).unwrap();
         assert_eq!(r["isError"], true);
@@ -172,13 +225,13 @@ mod tests {
 
     #[test]
     fn a_result_is_structured_content_with_its_json_text() {
-        let inv = Invocation { request_id: "r-2".into(), result: Ok(json!({"row_count": 2})), redactions: 0 };
+        let inv = Invocation { request_id: "r-2".into(), result: Ok(json!({"row_count": 2})), redactions: 0, approval: None };
         let r = serde_json::to_value(call_result(&inv)).unwrap();
         assert_eq!(r["isError"], false);
         assert_eq!(r["structuredContent"], json!({"row_count": 2}));
         let text: Value = serde_json::from_str(r["content"][0]["text"].as_str().unwrap()).unwrap();
         assert_eq!(text, json!({"row_count": 2}));
-        let inv = Invocation { request_id: "r-3".into(), result: Ok(json!([1])), redactions: 0 };
+        let inv = Invocation { request_id: "r-3".into(), result: Ok(json!([1])), redactions: 0, approval: None };
         assert_eq!(call_result(&inv).structured_content, Some(json!({"result": [1]})));
     }
 

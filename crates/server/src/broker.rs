@@ -78,6 +78,9 @@ pub struct Invocation {
     pub result: Result<Value, CallError>,
     /// Redactions made in the result.
     pub redactions: usize,
+    /// For `approval-required` and `approval-denied`: the approval's id, page URL, status and
+    /// expiry (never anything secret).
+    pub approval: Option<Value>,
 }
 
 impl Invocation {
@@ -85,8 +88,14 @@ impl Invocation {
     pub fn to_json(&self) -> Value {
         match &self.result {
             Ok(v) => json!({"ok": true, "request_id": self.request_id, "result": v}),
-            Err(e) => json!({"ok": false, "request_id": self.request_id,
-                             "error": {"code": e.code.as_str(), "message": e.message}}),
+            Err(e) => {
+                let mut v = json!({"ok": false, "request_id": self.request_id,
+                                   "error": {"code": e.code.as_str(), "message": e.message}});
+                if let Some(a) = &self.approval {
+                    v["error"]["approval"] = a.clone();
+                }
+                v
+            }
         }
     }
 
@@ -130,6 +139,10 @@ pub struct Broker {
     tool_changes: tokio::sync::broadcast::Sender<String>,
     /// Wakes the reaper early (a lease issued with a short TTL, an agent revoked).
     reaper_wake: tokio::sync::Notify,
+    /// The version approvals are bound to (policies and the configuration that decides calls).
+    policy_version: String,
+    /// Wakes calls waiting for an approval decision.
+    approval_wake: tokio::sync::Notify,
 }
 
 impl std::fmt::Debug for Broker {
@@ -153,6 +166,7 @@ impl Broker {
         let audit = AuditLog::start(store.clone(), key);
         let vault = Vault::new(master, store.clone());
         let installation = leases::installation_id(&dir)?;
+        let policy_version = crate::approvals::policy_version(policy.version(), &cfg);
         let broker = Broker {
             cfg: Arc::new(cfg),
             policy,
@@ -176,6 +190,8 @@ impl Broker {
             installation,
             tool_changes: tokio::sync::broadcast::channel(64).0,
             reaper_wake: tokio::sync::Notify::new(),
+            policy_version,
+            approval_wake: tokio::sync::Notify::new(),
         };
         broker.rebuild_scrubber().await?;
         Ok(broker)
@@ -194,6 +210,20 @@ impl Broker {
     /// The policy engine.
     pub fn policy(&self) -> &PolicyEngine {
         &self.policy
+    }
+
+    /// The version approvals are bound to: a hash of the Cedar policy set and of the handles,
+    /// agents, lease policies and approval rules. A change invalidates every approval.
+    pub fn policy_version(&self) -> &str {
+        &self.policy_version
+    }
+
+    pub(crate) fn approval_wake(&self) -> &tokio::sync::Notify {
+        &self.approval_wake
+    }
+
+    pub(crate) async fn audit_append(&self, rec: AuditRecord) -> Result<i64, airlock_store::StoreError> {
+        self.audit.append(rec).await
     }
 
     /// The metrics.
@@ -395,7 +425,7 @@ impl Broker {
                     .await
             }
         };
-        let prepared = match Prepared::validate(self, caller, tool, &handle, &args).and_then(|p| self.check_sends(caller, &handle, p)) {
+        let prepared = match Prepared::validate(self, caller, tool, &handle, &args) {
             Ok(p) => p,
             Err(e) => {
                 return self
@@ -403,16 +433,50 @@ impl Broker {
                     .await
             }
         };
+        // A call the handle's approval rule marks is held unless an approval of this exact call
+        // is used now (after validation, so that nothing invalid is put before a person).
+        let mut approval: Option<String> = None;
+        if let Some(rule) = self.cfg.approvals.get(&handle.name) {
+            if let Some(why) = crate::approvals::reason(rule, tool, &prepared.facts()) {
+                match self.approval_gate(caller, tool, &handle.name, &args, rule, why).await {
+                    Ok(id) => approval = Some(id),
+                    Err(held) => {
+                        let held = *held;
+                        let id = (!held.approval_id.is_empty()).then_some(held.approval_id.as_str());
+                        let mut inv = self
+                            .finish_with(Some(caller), tool_name, handle_name.as_ref(), &args, Decision::Deny, policies,
+                                         request_id, Err(held.error), started, id)
+                            .await;
+                        if inv.result.as_ref().err().is_some_and(|e| matches!(e.code, ErrorCode::ApprovalRequired | ErrorCode::ApprovalDenied)) {
+                            inv.approval = Some(held.ticket);
+                        }
+                        return inv;
+                    }
+                }
+            }
+        }
+        let prepared = match self.check_sends(caller, &handle, prepared) {
+            Ok(p) => p,
+            Err(e) => {
+                self.give_back(approval.as_deref()).await;
+                return self
+                    .finish_with(Some(caller), tool_name, handle_name.as_ref(), &args, Decision::Deny, policies, request_id,
+                                 Err(e), started, approval.as_deref())
+                    .await
+            }
+        };
         // A side effect must not happen unless its record can be kept.
         if prepared.has_side_effects() {
             let intent = self.record(Some(caller), tool_name, handle_name.as_ref(), &args, Decision::Allow, policies.clone(), &request_id);
             let mut intent = intent;
+            intent.approval = approval.clone();
             intent.outcome = "started".into();
             if let Err(e) = self.audit.append(intent).await {
                 tracing::error!(request_id = %request_id, error = %e, "audit intent record not written; call refused");
+                self.give_back(approval.as_deref()).await;
                 let err = CallError::new(ErrorCode::AuditUnavailable);
                 self.metrics.record(tool_name, err.code.as_str(), started.elapsed().as_secs_f64());
-                return Invocation { request_id, result: Err(err), redactions: 0 };
+                return Invocation { request_id, result: Err(err), redactions: 0, approval: None };
             }
         }
         let result = match &prepared {
@@ -429,8 +493,18 @@ impl Broker {
                 obj.insert("share_id".into(), id.clone());
             }
         }
-        self.finish(Some(caller), tool_name, handle_name.as_ref(), &args, Decision::Allow, policies, request_id, result, started)
+        self.finish_with(Some(caller), tool_name, handle_name.as_ref(), &args, Decision::Allow, policies, request_id, result, started,
+                         approval.as_deref())
             .await
+    }
+
+    /// Returns a used approval when its call was refused before it ran.
+    async fn give_back(&self, approval: Option<&str>) {
+        if let Some(id) = approval {
+            if let Err(e) = self.store.unuse_approval(id).await {
+                tracing::warn!(approval = %id, error = %e, "could not give back an unused approval");
+            }
+        }
     }
 
     /// Send limits for e-mail (per agent over all smtp handles, and per handle), taken only once
@@ -557,6 +631,7 @@ impl Broker {
             redactions: 0,
             duration_us: 0,
             policies,
+            approval: None,
         }
     }
 
@@ -572,6 +647,24 @@ impl Broker {
         request_id: String,
         result: Result<Value, CallError>,
         started: Instant,
+    ) -> Invocation {
+        self.finish_with(caller, tool, handle, args, decision, policies, request_id, result, started, None).await
+    }
+
+    /// [`Broker::finish`], the record carrying the approval the call belongs to.
+    #[allow(clippy::too_many_arguments)]
+    async fn finish_with(
+        &self,
+        caller: Option<&Caller>,
+        tool: &str,
+        handle: Option<&HandleName>,
+        args: &Value,
+        decision: Decision,
+        policies: Vec<String>,
+        request_id: String,
+        result: Result<Value, CallError>,
+        started: Instant,
+        approval: Option<&str>,
     ) -> Invocation {
         let scrubber = self.scrubber();
         let mut redactions = 0usize;
@@ -595,6 +688,7 @@ impl Broker {
         };
         let mut rec = self.record(caller, tool, handle, args, decision, policies, &request_id);
         rec.redactions = redactions as u64;
+        rec.approval = approval.map(str::to_owned);
         rec.duration_us = started.elapsed().as_micros() as u64;
         match &result {
             Ok(v) => rec.result_bytes = serde_json::to_vec(v).map(|b| b.len() as u64).unwrap_or(0),
@@ -616,7 +710,7 @@ impl Broker {
         };
         let tool_label = Tool::parse(tool).map(|t| t.name()).unwrap_or("unknown");
         self.metrics.record(tool_label, outcome, started.elapsed().as_secs_f64());
-        Invocation { request_id, result, redactions }
+        Invocation { request_id, result, redactions, approval: None }
     }
 }
 
@@ -663,6 +757,19 @@ impl Prepared {
             }
             Tool::RequestLease => Ok(Prepared::Lease(broker.validate_lease(caller, handle, args)?)),
         }
+    }
+
+    /// What approval rules look at.
+    fn facts(&self) -> crate::approvals::CallFacts<'_> {
+        let mut f = crate::approvals::CallFacts::default();
+        match self {
+            Prepared::Sql(q, _) => f.writes = q.is_write(),
+            Prepared::Http(_, writes) => f.writes = *writes,
+            Prepared::Email(m) => f.recipients = m.recipients().collect(),
+            Prepared::Lease(l) => f.lease_ttl = Some(l.ttl()),
+            Prepared::Command(_) | Prepared::Share(_) => {}
+        }
+        f
     }
 
     fn has_side_effects(&self) -> bool {

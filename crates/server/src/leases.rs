@@ -38,6 +38,13 @@ struct RawLeaseArgs {
     task_id: Option<String>,
 }
 
+impl LeaseRequest {
+    /// The TTL asked for, in seconds.
+    pub(crate) fn ttl(&self) -> u64 {
+        self.ttl
+    }
+}
+
 /// A checked lease request: every value is within the handle's lease policy, and the tables
 /// are in the configuration's spelling.
 #[derive(Debug)]

@@ -5,6 +5,7 @@
 //! scrubber's builder; nothing this crate returns or logs is built from one.
 #![forbid(unsafe_code)]
 
+pub mod approvals;
 pub mod broker;
 pub mod metrics;
 pub mod rate;

@@ -37,7 +37,7 @@ fn error_response(code: ErrorCode, request_id: Option<&str>) -> Response {
     json_response(code.http_status(), &body)
 }
 
-fn bearer(headers: &HeaderMap) -> Option<&str> {
+pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
     let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = v.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
@@ -219,6 +219,7 @@ pub fn router(broker: Arc<Broker>) -> Router {
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .merge(crate::shares::routes())
+        .merge(crate::approvals::routes())
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(limit))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_response))

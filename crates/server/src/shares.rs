@@ -35,9 +35,10 @@ const OPEN_HTML: &str = include_str!("../web/open.html");
 const FORMAT_JS: &str = include_str!("../web/share-format.js");
 const CREATE_JS: &str = include_str!("../web/create.js");
 const OPEN_JS: &str = include_str!("../web/open.js");
+const APPROVE_JS: &str = include_str!("../web/approve.js");
 const CSS: &str = include_str!("../web/airlock.css");
 
-fn harden(r: &mut Response) {
+pub(crate) fn harden(r: &mut Response) {
     let h = r.headers_mut();
     h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(PAGE_CSP));
     h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
@@ -86,6 +87,7 @@ async fn asset(Path(name): Path<String>) -> Response {
         "share-format.js" => ("text/javascript; charset=utf-8", FORMAT_JS),
         "create.js" => ("text/javascript; charset=utf-8", CREATE_JS),
         "open.js" => ("text/javascript; charset=utf-8", OPEN_JS),
+        "approve.js" => ("text/javascript; charset=utf-8", APPROVE_JS),
         "airlock.css" => ("text/css; charset=utf-8", CSS),
         _ => return err(ErrorCode::NotFound),
     };

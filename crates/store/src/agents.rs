@@ -33,6 +33,10 @@ pub struct Agent {
 pub struct NewToken(String);
 
 impl NewToken {
+    pub(crate) fn new(token: String) -> NewToken {
+        NewToken(token)
+    }
+
     /// The token text, to show the operator once.
     pub fn reveal(&self) -> &str {
         &self.0
@@ -45,7 +49,7 @@ impl std::fmt::Debug for NewToken {
     }
 }
 
-fn token_hash(token: &str) -> Vec<u8> {
+pub(crate) fn token_hash(token: &str) -> Vec<u8> {
     digest::digest(&digest::SHA256, token.as_bytes()).as_ref().to_vec()
 }
 

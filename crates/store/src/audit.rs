@@ -70,6 +70,10 @@ pub struct AuditRecord {
     pub duration_us: u64,
     /// Ids of the policies that decided.
     pub policies: Vec<String>,
+    /// The approval this record belongs to: the request (`approval-required`), the decision and
+    /// the execution of an approved call carry the same id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<String>,
 }
 
 const GENESIS: [u8; 32] = [0u8; 32];
@@ -481,6 +485,7 @@ mod tests {
             redactions: 0,
             duration_us: 5,
             policies: vec!["grant:bot:DB".into()],
+            approval: None,
         }
     }
 

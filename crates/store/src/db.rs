@@ -104,6 +104,35 @@ CREATE TABLE agent_grants (
     tool        TEXT NOT NULL,
     PRIMARY KEY (agent_id, handle, tool)
 );
+"#, r#"
+CREATE TABLE approvers (
+    id          TEXT PRIMARY KEY,
+    name        TEXT NOT NULL,
+    token_hash  BLOB NOT NULL,
+    created_at  TEXT NOT NULL,
+    revoked_at  TEXT
+);
+CREATE UNIQUE INDEX approvers_live_name ON approvers(name) WHERE revoked_at IS NULL;
+CREATE TABLE approvals (
+    id              TEXT PRIMARY KEY,
+    call_hash       BLOB NOT NULL,
+    binding         BLOB NOT NULL,
+    status          TEXT NOT NULL,
+    agent_id        TEXT NOT NULL,
+    agent_name      TEXT NOT NULL,
+    parent_chain    TEXT NOT NULL,
+    tool            TEXT NOT NULL,
+    handle          TEXT NOT NULL,
+    arguments       TEXT NOT NULL,
+    reason          TEXT NOT NULL,
+    policy_version  TEXT NOT NULL,
+    created_at      INTEGER NOT NULL,
+    expires_at      INTEGER NOT NULL,
+    decided_at      INTEGER,
+    approver        TEXT,
+    used_at         INTEGER
+);
+CREATE INDEX approvals_call ON approvals(call_hash, status);
 "#];
 
 

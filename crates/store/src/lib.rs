@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod agents;
+pub mod approvals;
 pub mod audit;
 mod db;
 pub mod migrate;

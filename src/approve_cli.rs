@@ -1,0 +1,78 @@
+//! `airlock approve ID` / `airlock deny ID`: an approver decides a held call through the server,
+//! which records the decision, wakes a waiting call and audits it. The approver token comes from
+//! AIRLOCK_APPROVER_TOKEN or a prompt, never from argv.
+
+use anyhow::{Context, Result};
+use serde_json::Value;
+use zeroize::Zeroizing;
+
+fn token() -> Result<Zeroizing<String>> {
+    if let Ok(t) = std::env::var("AIRLOCK_APPROVER_TOKEN") {
+        if !t.trim().is_empty() {
+            return Ok(Zeroizing::new(t.trim().to_owned()));
+        }
+    }
+    let t = Zeroizing::new(rpassword::prompt_password("Approver token: ").context("reading the approver token from the terminal")?);
+    Ok(Zeroizing::new(t.trim().to_owned()))
+}
+
+fn refused(v: &Value) -> u8 {
+    eprintln!(
+        "refused: {}: {}",
+        v["error"]["code"].as_str().unwrap_or("unknown"),
+        v["error"]["message"].as_str().unwrap_or("")
+    );
+    1
+}
+
+/// Shows the call on stderr, then approves or denies it. Exit 0 when the decision is recorded,
+/// 1 when the server refused it.
+pub async fn decide(server: &str, id: &str, approve: bool) -> Result<u8> {
+    let server = server.trim_end_matches('/');
+    if !(id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit())) {
+        anyhow::bail!("{id:?} is not an approval id (32 hex digits)");
+    }
+    let token = token()?;
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(std::time::Duration::from_secs(30))
+        .build()?;
+    let v: Value = client
+        .get(format!("{server}/v1/approvals/{id}"))
+        .bearer_auth(token.as_str())
+        .send()
+        .await
+        .with_context(|| format!("reaching {server}"))?
+        .json()
+        .await
+        .context("reading the server's answer")?;
+    if v["ok"] != true {
+        return Ok(refused(&v));
+    }
+    let a = &v["approval"];
+    eprintln!("agent     {}", a["agent"].as_str().unwrap_or(""));
+    if let Some(p) = a["parent_chain"].as_array().filter(|p| !p.is_empty()) {
+        let names: Vec<&str> = p.iter().filter_map(Value::as_str).collect();
+        eprintln!("parents   {}", names.join(" <- "));
+    }
+    eprintln!("tool      {}", a["tool"].as_str().unwrap_or(""));
+    eprintln!("handle    {}", a["handle"].as_str().unwrap_or(""));
+    eprintln!("why       {}", a["reason"].as_str().unwrap_or(""));
+    eprintln!("expires   {}", a["expires_at"].as_str().unwrap_or(""));
+    eprintln!("arguments {}", serde_json::to_string_pretty(&a["arguments"]).unwrap_or_default());
+    let verb = if approve { "approve" } else { "deny" };
+    let v: Value = client
+        .post(format!("{server}/v1/approvals/{id}/{verb}"))
+        .bearer_auth(token.as_str())
+        .send()
+        .await
+        .with_context(|| format!("reaching {server}"))?
+        .json()
+        .await
+        .context("reading the server's answer")?;
+    if v["ok"] != true {
+        return Ok(refused(&v));
+    }
+    println!("{} {id}", if approve { "approved" } else { "denied" });
+    Ok(0)
+}
