@@ -10,7 +10,7 @@
 //! under concurrent retries.
 
 use crate::agents::{token_hash, NewToken};
-use crate::db::now;
+use crate::db::{now, with_pool};
 use crate::{Result, Store, StoreError};
 use base64::Engine as _;
 use rand::RngCore;
@@ -152,8 +152,14 @@ pub struct Approval {
 const APPROVAL_COLS: &str = "id, call_hash, binding, status, agent_id, agent_name, parent_chain, tool, handle, arguments, \
 reason, policy_version, created_at, expires_at, decided_at, approver, used_at";
 
-fn row_to_approval(r: &sqlx::sqlite::SqliteRow, now_ms: i64) -> std::result::Result<Approval, sqlx::Error> {
-    use sqlx::Row;
+fn row_to_approval<'r, R>(r: &'r R, now_ms: i64) -> std::result::Result<Approval, sqlx::Error>
+where
+    R: sqlx::Row,
+    &'static str: sqlx::ColumnIndex<R>,
+    String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    Vec<u8>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
     let status: String = r.try_get("status")?;
     let expires_at: i64 = r.try_get("expires_at")?;
     let chain: String = r.try_get("parent_chain")?;
@@ -209,15 +215,16 @@ impl Store {
         let id = hex::encode(id);
         let token = format!("apr_{id}_{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret));
         let created = now();
-        let res = sqlx::query("INSERT INTO approvers (id, name, token_hash, created_at) VALUES (?, ?, ?, ?)")
+        let res = with_pool!(self, |p, d| sqlx::query(&d.sql("INSERT INTO approvers (id, name, token_hash, created_at) VALUES (?, ?, ?, ?)"))
             .bind(&id)
             .bind(name)
             .bind(token_hash(&token))
             .bind(&created)
-            .execute(&self.pool)
-            .await;
+            .execute(p)
+            .await
+            .map(|_| ()));
         match res {
-            Ok(_) => {}
+            Ok(()) => {}
             Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
                 return Err(StoreError::Conflict(format!("approver {name}")));
             }
@@ -230,11 +237,12 @@ impl Store {
     /// malformed, unknown, wrong or revoked token, and for any agent token).
     pub async fn authenticate_approver(&self, token: &str) -> Result<Option<Approver>> {
         let Some(id) = approver_token_id(token) else { return Ok(None) };
-        let row: Option<(String, String, String, Option<String>, Vec<u8>)> =
-            sqlx::query_as("SELECT id, name, created_at, revoked_at, token_hash FROM approvers WHERE id = ?")
-                .bind(id)
-                .fetch_optional(&self.pool)
-                .await?;
+        let row: Option<(String, String, String, Option<String>, Vec<u8>)> = with_pool!(self, |p, d| sqlx::query_as(
+            &d.sql("SELECT id, name, created_at, revoked_at, token_hash FROM approvers WHERE id = ?")
+        )
+        .bind(id)
+        .fetch_optional(p)
+        .await)?;
         let Some((id, name, created_at, revoked_at, stored)) = row else { return Ok(None) };
         if !bool::from(token_hash(token).as_slice().ct_eq(stored.as_slice())) || revoked_at.is_some() {
             return Ok(None);
@@ -244,22 +252,25 @@ impl Store {
 
     /// Every approver, live and revoked, oldest first.
     pub async fn list_approvers(&self) -> Result<Vec<Approver>> {
-        let rows: Vec<(String, String, String, Option<String>)> =
-            sqlx::query_as("SELECT id, name, created_at, revoked_at FROM approvers ORDER BY created_at, id")
-                .fetch_all(&self.pool)
-                .await?;
+        let rows: Vec<(String, String, String, Option<String>)> = with_pool!(self, |p, d| sqlx::query_as(
+            &d.sql("SELECT id, name, created_at, revoked_at FROM approvers ORDER BY created_at, id")
+        )
+        .fetch_all(p)
+        .await)?;
         Ok(rows.into_iter().map(|r| Approver { id: r.0, name: r.1, created_at: r.2, revoked_at: r.3 }).collect())
     }
 
     /// Revokes the live approver called `name` (or with that id).
     pub async fn revoke_approver(&self, name_or_id: &str) -> Result<()> {
-        let n = sqlx::query("UPDATE approvers SET revoked_at = ? WHERE (name = ? OR id = ?) AND revoked_at IS NULL")
-            .bind(now())
-            .bind(name_or_id)
-            .bind(name_or_id)
-            .execute(&self.pool)
-            .await?
-            .rows_affected();
+        let n = with_pool!(self, |p, d| sqlx::query(&d.sql(
+            "UPDATE approvers SET revoked_at = ? WHERE (name = ? OR id = ?) AND revoked_at IS NULL"
+        ))
+        .bind(now())
+        .bind(name_or_id)
+        .bind(name_or_id)
+        .execute(p)
+        .await
+        .map(|r| r.rows_affected()))?;
         if n == 0 {
             return Err(StoreError::NotFound(format!("live approver {name_or_id}")));
         }
@@ -268,59 +279,61 @@ impl Store {
 
     /// Stores a new pending approval.
     pub async fn create_approval(&self, a: &NewApproval<'_>) -> Result<()> {
-        sqlx::query(
+        let chain = serde_json::to_string(a.parent_chain).expect("JSON");
+        let args = serde_json::to_string(a.arguments).expect("JSON");
+        with_pool!(self, |p, d| sqlx::query(&d.sql(
             "INSERT INTO approvals (id, call_hash, binding, status, agent_id, agent_name, parent_chain, tool, handle, \
              arguments, reason, policy_version, created_at, expires_at) VALUES (?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
+        ))
         .bind(a.id)
         .bind(a.call_hash)
         .bind(a.binding)
         .bind(a.agent_id)
         .bind(a.agent_name)
-        .bind(serde_json::to_string(a.parent_chain).expect("JSON"))
+        .bind(&chain)
         .bind(a.tool)
         .bind(a.handle)
-        .bind(serde_json::to_string(a.arguments).expect("JSON"))
+        .bind(&args)
         .bind(a.reason)
         .bind(a.policy_version)
         .bind(a.created_at)
         .bind(a.expires_at)
-        .execute(&self.pool)
-        .await?;
+        .execute(p)
+        .await
+        .map(|_| ()))?;
         Ok(())
     }
 
     /// One approval by id.
     pub async fn approval(&self, id: &str, now_ms: i64) -> Result<Option<Approval>> {
-        let row = sqlx::query(&format!("SELECT {APPROVAL_COLS} FROM approvals WHERE id = ?"))
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(row.map(|r| row_to_approval(&r, now_ms)).transpose()?)
+        let sql = format!("SELECT {APPROVAL_COLS} FROM approvals WHERE id = ?");
+        with_pool!(self, |p, d| {
+            let row = sqlx::query(&d.sql(&sql)).bind(id).fetch_optional(p).await?;
+            Ok(row.map(|r| row_to_approval(&r, now_ms)).transpose()?)
+        })
     }
 
     /// The unexpired, unused approvals of one exact call, newest first.
     pub async fn approvals_for_call(&self, call_hash: &[u8], now_ms: i64) -> Result<Vec<Approval>> {
-        let rows = sqlx::query(&format!(
+        let sql = format!(
             "SELECT {APPROVAL_COLS} FROM approvals WHERE call_hash = ? AND status IN ('pending', 'approved', 'denied') \
              AND expires_at > ? ORDER BY created_at DESC"
-        ))
-        .bind(call_hash)
-        .bind(now_ms)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows.iter().map(|r| row_to_approval(r, now_ms)).collect::<std::result::Result<_, _>>()?)
+        );
+        with_pool!(self, |p, d| {
+            let rows = sqlx::query(&d.sql(&sql)).bind(call_hash).bind(now_ms).fetch_all(p).await?;
+            Ok(rows.iter().map(|r| row_to_approval(r, now_ms)).collect::<std::result::Result<_, _>>()?)
+        })
     }
 
     /// Pending approvals, oldest first.
     pub async fn pending_approvals(&self, now_ms: i64) -> Result<Vec<Approval>> {
-        let rows = sqlx::query(&format!(
+        let sql = format!(
             "SELECT {APPROVAL_COLS} FROM approvals WHERE status = 'pending' AND expires_at > ? ORDER BY created_at"
-        ))
-        .bind(now_ms)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows.iter().map(|r| row_to_approval(r, now_ms)).collect::<std::result::Result<_, _>>()?)
+        );
+        with_pool!(self, |p, d| {
+            let rows = sqlx::query(&d.sql(&sql)).bind(now_ms).fetch_all(p).await?;
+            Ok(rows.iter().map(|r| row_to_approval(r, now_ms)).collect::<std::result::Result<_, _>>()?)
+        })
     }
 
     /// Records a decision on a pending, unexpired approval made under `policy_version`. Exactly
@@ -333,65 +346,67 @@ impl Store {
         now_ms: i64,
         policy_version: &str,
     ) -> Result<DecideOutcome> {
-        let n = sqlx::query(
+        let n = with_pool!(self, |p, d| sqlx::query(&d.sql(
             "UPDATE approvals SET status = ?, decided_at = ?, approver = ? \
              WHERE id = ? AND status = 'pending' AND expires_at > ? AND policy_version = ?",
-        )
+        ))
         .bind(if approve { "approved" } else { "denied" })
         .bind(now_ms)
         .bind(approver)
         .bind(id)
         .bind(now_ms)
         .bind(policy_version)
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
+        .execute(p)
+        .await
+        .map(|r| r.rows_affected()))?;
         if n == 1 {
             return Ok(DecideOutcome::Decided);
         }
         let exists: Option<(String,)> =
-            sqlx::query_as("SELECT id FROM approvals WHERE id = ?").bind(id).fetch_optional(&self.pool).await?;
+            with_pool!(self, |p, d| sqlx::query_as(&d.sql("SELECT id FROM approvals WHERE id = ?")).bind(id).fetch_optional(p).await)?;
         Ok(if exists.is_some() { DecideOutcome::NotPending } else { DecideOutcome::NotFound })
     }
 
     /// Uses an approved, unexpired approval whose binding is `binding`. True for exactly one of
     /// any number of concurrent callers.
     pub async fn consume_approval(&self, id: &str, binding: &[u8], now_ms: i64) -> Result<bool> {
-        let n = sqlx::query(
+        let n = with_pool!(self, |p, d| sqlx::query(&d.sql(
             "UPDATE approvals SET status = 'used', used_at = ? \
              WHERE id = ? AND status = 'approved' AND binding = ? AND expires_at > ?",
-        )
+        ))
         .bind(now_ms)
         .bind(id)
         .bind(binding)
         .bind(now_ms)
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
+        .execute(p)
+        .await
+        .map(|r| r.rows_affected()))?;
         Ok(n == 1)
     }
 
     /// Undoes a decision that could not be audited (back to pending, unless already used).
     pub async fn revert_decision(&self, id: &str) -> Result<bool> {
-        let n = sqlx::query(
+        let n = with_pool!(self, |p, d| sqlx::query(&d.sql(
             "UPDATE approvals SET status = 'pending', decided_at = NULL, approver = NULL \
              WHERE id = ? AND status IN ('approved', 'denied')",
-        )
+        ))
         .bind(id)
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
+        .execute(p)
+        .await
+        .map(|r| r.rows_affected()))?;
         Ok(n == 1)
     }
 
     /// Gives back an approval used by a call that was then refused before it ran (a send limit,
     /// an audit failure), so that the approved call can still run once.
     pub async fn unuse_approval(&self, id: &str) -> Result<bool> {
-        let n = sqlx::query("UPDATE approvals SET status = 'approved', used_at = NULL WHERE id = ? AND status = 'used'")
-            .bind(id)
-            .execute(&self.pool)
-            .await?
-            .rows_affected();
+        let n = with_pool!(self, |p, d| sqlx::query(&d.sql(
+            "UPDATE approvals SET status = 'approved', used_at = NULL WHERE id = ? AND status = 'used'"
+        ))
+        .bind(id)
+        .execute(p)
+        .await
+        .map(|r| r.rows_affected()))?;
         Ok(n == 1)
     }
 }

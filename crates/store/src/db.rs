@@ -225,6 +225,35 @@ CREATE TABLE agent_grants (
     tool        TEXT NOT NULL,
     PRIMARY KEY (agent_id, handle, tool)
 );
+"#, r#"
+CREATE TABLE approvers (
+    id          TEXT PRIMARY KEY,
+    name        TEXT NOT NULL,
+    token_hash  BYTEA NOT NULL,
+    created_at  TEXT COLLATE "C" NOT NULL,
+    revoked_at  TEXT COLLATE "C"
+);
+CREATE UNIQUE INDEX approvers_live_name ON approvers(name) WHERE revoked_at IS NULL;
+CREATE TABLE approvals (
+    id              TEXT PRIMARY KEY,
+    call_hash       BYTEA NOT NULL,
+    binding         BYTEA NOT NULL,
+    status          TEXT NOT NULL,
+    agent_id        TEXT NOT NULL,
+    agent_name      TEXT NOT NULL,
+    parent_chain    TEXT NOT NULL,
+    tool            TEXT NOT NULL,
+    handle          TEXT NOT NULL,
+    arguments       TEXT NOT NULL,
+    reason          TEXT NOT NULL,
+    policy_version  TEXT NOT NULL,
+    created_at      BIGINT NOT NULL,
+    expires_at      BIGINT NOT NULL,
+    decided_at      BIGINT,
+    approver        TEXT,
+    used_at         BIGINT
+);
+CREATE INDEX approvals_call ON approvals(call_hash, status);
 "#];
 
 /// Advisory lock keys (`pg_advisory_*lock`), one per kind of work that must not run twice at

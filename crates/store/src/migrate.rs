@@ -1,6 +1,6 @@
 //! `airlock migrate`: copying a SQLite store into a PostgreSQL database.
 //!
-//! Every table is copied as it is: token hashes, sealed ciphertext, lease states and the audit
+//! Every table is copied as it is: token hashes (agents' and approvers'), approvals, sealed ciphertext, lease states and the audit
 //! log with its sequence numbers, hashes and signed checkpoints, so `audit verify` gives the same
 //! answer before and after, and the PostgreSQL chain continues from the copied head. The copy
 //! is one transaction under an advisory lock: it happens entirely or not at all. A target that
@@ -101,6 +101,29 @@ const TABLES: &[(&str, &[(&str, Kind)])] = &[
         ],
     ),
     ("audit_checkpoints", &[("seq", Int), ("hash", Bytes), ("signature", Bytes), ("ts", Text)]),
+    ("approvers", &[("id", Text), ("name", Text), ("token_hash", Bytes), ("created_at", Text), ("revoked_at", Text)]),
+    (
+        "approvals",
+        &[
+            ("id", Text),
+            ("call_hash", Bytes),
+            ("binding", Bytes),
+            ("status", Text),
+            ("agent_id", Text),
+            ("agent_name", Text),
+            ("parent_chain", Text),
+            ("tool", Text),
+            ("handle", Text),
+            ("arguments", Text),
+            ("reason", Text),
+            ("policy_version", Text),
+            ("created_at", Int),
+            ("expires_at", Int),
+            ("decided_at", Int),
+            ("approver", Text),
+            ("used_at", Int),
+        ],
+    ),
 ];
 
 /// What [`Store::copy_into`] did.

@@ -68,6 +68,7 @@ fn rec(i: usize, agent: &str) -> AuditRecord {
         redactions: 0,
         duration_us: 1,
         policies: vec![],
+        approval: None,
     }
 }
 
@@ -401,5 +402,69 @@ async fn migrate_copies_a_sqlite_store_once_and_refuses_a_target_with_other_data
     // Backwards is refused too.
     assert!(matches!(pg.copy_into(&lite).await, Err(StoreError::Invalid(_))));
     pg.close().await;
+    db.drop_db().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn approvals_on_two_replicas_are_decided_once_and_used_once() {
+    use airlock_store::approvals::{ApprovalStatus, DecideOutcome, NewApproval};
+    let Some(db) = TempDb::create().await else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let a = Store::open_postgres(&db.url, dir.path()).await.unwrap();
+    let b = Store::open_postgres(&db.url, dir.path()).await.unwrap();
+
+    let (approver, token) = a.add_approver("alice").await.unwrap();
+    assert_eq!(b.authenticate_approver(token.reveal()).await.unwrap().map(|x| x.id), Some(approver.id.clone()));
+    assert!(matches!(b.add_approver("alice").await, Err(StoreError::Conflict(_))));
+
+    let now = chrono::Utc::now().timestamp_millis();
+    let args = serde_json::json!({"query": "DELETE FROM t WHERE id = $1", "params": [7]});
+    let chain = vec!["parent".to_owned()];
+    a.create_approval(&NewApproval {
+        id: "apv1",
+        call_hash: &[1u8; 32],
+        binding: &[2u8; 32],
+        agent_id: "ag1",
+        agent_name: "bot",
+        parent_chain: &chain,
+        tool: "query_db",
+        handle: "DB",
+        arguments: &args,
+        reason: "writes",
+        policy_version: "pv1",
+        created_at: now,
+        expires_at: now + 60_000,
+    })
+    .await
+    .unwrap();
+    let seen = b.approval("apv1", now).await.unwrap().unwrap();
+    assert_eq!((seen.status, seen.arguments.clone(), seen.parent_chain.clone()), (ApprovalStatus::Pending, args, chain));
+
+    // A decision under another policy version does not land; then exactly one of two does.
+    assert_eq!(a.decide_approval("apv1", true, "alice", now, "pv2").await.unwrap(), DecideOutcome::NotPending);
+    let (d1, d2) = tokio::join!(a.decide_approval("apv1", true, "alice", now, "pv1"), b.decide_approval("apv1", false, "alice", now, "pv1"));
+    let outcomes = [d1.unwrap(), d2.unwrap()];
+    assert_eq!(outcomes.iter().filter(|o| **o == DecideOutcome::Decided).count(), 1, "{outcomes:?}");
+    if b.approval("apv1", now).await.unwrap().unwrap().status == ApprovalStatus::Approved {
+        // 32 concurrent uses over both replicas: one wins; a wrong binding never does.
+        assert!(!a.consume_approval("apv1", &[9u8; 32], now).await.unwrap());
+        let mut tasks = Vec::new();
+        for i in 0..32 {
+            let s = if i % 2 == 0 { a.clone() } else { b.clone() };
+            tasks.push(tokio::spawn(async move { s.consume_approval("apv1", &[2u8; 32], now).await.unwrap() }));
+        }
+        let mut wins = 0;
+        for t in tasks {
+            wins += t.await.unwrap() as usize;
+        }
+        assert_eq!(wins, 1);
+        assert_eq!(a.approval("apv1", now).await.unwrap().unwrap().status, ApprovalStatus::Used);
+    } else {
+        assert!(!a.consume_approval("apv1", &[2u8; 32], now).await.unwrap(), "a denied approval is never used");
+    }
+    assert_eq!(b.decide_approval("nope", true, "alice", now, "pv1").await.unwrap(), DecideOutcome::NotFound);
+    b.revoke_approver("alice").await.unwrap();
+    assert!(a.authenticate_approver(token.reveal()).await.unwrap().is_none());
+    drop((a, b));
     db.drop_db().await;
 }
