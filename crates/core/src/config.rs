@@ -1007,7 +1007,10 @@ impl Config {
                 let p = ar.span().start;
                 let ar = ar.into_inner();
                 validate_approval(rh.kind, leases.contains_key(&hname), &ar)
-                    .map_err(|(f, m)| invalid(p, field(&format!("approval.{f}")), m))?;
+                    .map_err(|(f, m)| {
+                        let f = if f.is_empty() { "approval".to_owned() } else { format!("approval.{f}") };
+                        invalid(p, field(&f), m)
+                    })?;
                 approvals.insert(hname.clone(), ar);
             }
             handles.insert(
@@ -1591,7 +1594,7 @@ grants = [{ handle = "MAIL", tools = ["send_email"] }, { handle = "RUN", tools =
         assert!(r.recipient_outside("a@elsewhere.org"));
         assert!(!r.recipient_outside("A@Example.COM"));
         let e = err(&format!("{MAIL_AND_CMD}\n[handles.RUN.approval]\nwrites = true\n"));
-        assert!(e.contains("airlock.toml:24: handles.RUN.approval.writes: applies to database and http"), "{e}");
+        assert!(e.contains("airlock.toml:22: handles.RUN.approval.writes: applies to database and http"), "{e}");
         let e = err(&format!("{MAIL_AND_CMD}\n[handles.RUN.approval]\nwait_seconds = 3\n"));
         assert!(e.contains("handles.RUN.approval: name at least one condition"), "{e}");
         let e = err(&format!("{MAIL_AND_CMD}\n[handles.RUN.approval]\nalways = true\nexpires_in_seconds = 1\n"));

@@ -29,6 +29,9 @@ pub struct Approver {
     pub revoked_at: Option<String>,
 }
 
+/// id, name, created_at, revoked_at, token_hash.
+type ApproverRow = (String, String, String, Option<String>, Vec<u8>);
+
 fn approver_token_id(token: &str) -> Option<&str> {
     let rest = token.strip_prefix("apr_")?;
     let (id, tail) = rest.split_once('_')?;
@@ -237,7 +240,7 @@ impl Store {
     /// malformed, unknown, wrong or revoked token, and for any agent token).
     pub async fn authenticate_approver(&self, token: &str) -> Result<Option<Approver>> {
         let Some(id) = approver_token_id(token) else { return Ok(None) };
-        let row: Option<(String, String, String, Option<String>, Vec<u8>)> = with_pool!(self, |p, d| sqlx::query_as(
+        let row: Option<ApproverRow> = with_pool!(self, |p, d| sqlx::query_as(
             &d.sql("SELECT id, name, created_at, revoked_at, token_hash FROM approvers WHERE id = ?")
         )
         .bind(id)
