@@ -78,7 +78,6 @@ impl Drop for Replica {
 struct Cluster {
     dir: tempfile::TempDir,
     db: String,
-    url: String,
     token: String,
     a: Replica,
     b: Replica,
@@ -164,7 +163,7 @@ async fn cluster() -> Option<Cluster> {
     let token = String::from_utf8(o.stdout).unwrap().trim().to_owned();
     let a = start(dir.path(), "airlock.toml", "a");
     let b = start(dir.path(), "airlock-b.toml", "b");
-    Some(Cluster { dir, db, url, token, a, b })
+    Some(Cluster { dir, db, token, a, b })
 }
 
 async fn invoke(http: &reqwest::Client, base: &str, token: &str, tool: &str, args: Value) -> (u16, Value) {
@@ -376,4 +375,25 @@ async fn migrate_copies_the_sqlite_store_to_postgres_and_a_second_run_changes_no
     assert!(o.status.success() && text(&o).contains("2 records"), "{}", text(&o));
     drop(a);
     admin(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)")).await;
+}
+
+#[test]
+fn a_bad_or_unreachable_store_url_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    configure(dir.path(), None);
+    let cfg = std::fs::read_to_string(dir.path().join("airlock.toml")).unwrap();
+    let with_url = |u: &str| cfg.replace("data_dir = \"airlock-data\"\n", &format!("data_dir = \"airlock-data\"\nurl = \"{u}\"\n"));
+    for bad in ["mysql://root@127.0.0.1/test", "postgres:///nohost", "postgres://127.0.0.1:5432/", "not a url"] {
+        std::fs::write(dir.path().join("airlock.toml"), with_url(bad)).unwrap();
+        let o = run(dir.path(), "airlock.toml", &["agent", "list"], None);
+        assert_eq!(o.status.code(), Some(2), "{bad}: {}", text(&o));
+        assert!(text(&o).contains("store.url"), "{bad}: {}", text(&o));
+    }
+    // Well formed but nobody listens there: the store cannot be opened, and says so.
+    let port = free_port();
+    std::fs::write(dir.path().join("airlock.toml"), with_url(&format!("postgres://airlock:pw-not-shown@127.0.0.1:{port}/airlock"))).unwrap();
+    let o = run(dir.path(), "airlock.toml", &["agent", "list"], None);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("PostgreSQL store"), "{}", text(&o));
+    assert!(!text(&o).contains("pw-not-shown"), "{}", text(&o));
 }
