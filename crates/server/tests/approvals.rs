@@ -207,7 +207,7 @@ async fn an_expired_approval_is_refused_and_the_expiry_is_bound() {
     assert_eq!(decide(&f, &alice, &id, "approve").await.0, 200);
     sqlx::query("UPDATE approvals SET expires_at = expires_at + 3600000 WHERE id = ?")
         .bind(&id)
-        .execute(f.store.pool())
+        .execute(f.store.pool().unwrap())
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(2300)).await;
