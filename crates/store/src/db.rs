@@ -256,6 +256,9 @@ CREATE TABLE approvals (
 CREATE INDEX approvals_call ON approvals(call_hash, status);
 "#];
 
+/// The PostgreSQL schema version this build brings a database to.
+pub const PG_SCHEMA_VERSION: i64 = PG_MIGRATIONS.len() as i64;
+
 /// Advisory lock keys (`pg_advisory_*lock`), one per kind of work that must not run twice at
 /// once across replicas. The high bits spell "airlock" so they do not collide with an
 /// application's own keys on a shared server.

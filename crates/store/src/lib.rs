@@ -15,7 +15,7 @@ pub mod leases;
 pub mod secrets;
 pub mod shares;
 
-pub use db::{ReaperTurn, Store};
+pub use db::{ReaperTurn, Store, PG_SCHEMA_VERSION};
 
 /// Store failures. Messages never contain a secret or a token.
 #[derive(Debug, thiserror::Error)]

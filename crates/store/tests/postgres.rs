@@ -80,7 +80,7 @@ async fn replicas_opening_a_fresh_database_together_migrate_it_once() {
     let (s1, s2, s3, s4) = tokio::join!(open(), open(), open(), open());
     let stores = vec![s1.unwrap(), s2.unwrap(), s3.unwrap(), s4.unwrap()];
     let (v,): (i64,) = sqlx::query_as("SELECT version FROM airlock_schema").fetch_one(stores[0].pg_pool().unwrap()).await.unwrap();
-    assert_eq!(v, 1);
+    assert_eq!(v, airlock_store::PG_SCHEMA_VERSION);
     let (rows,): (i64,) = sqlx::query_as("SELECT count(*) FROM airlock_schema").fetch_one(stores[0].pg_pool().unwrap()).await.unwrap();
     assert_eq!(rows, 1);
     assert_eq!(stores[0].engine(), "postgres");
