@@ -79,6 +79,11 @@ pub enum ErrorCode {
     GrantNotAllowed,
     /// The resource exists but is in a state that forbids the operation (a closed task).
     Conflict,
+    /// An S3 bucket outside the handle's or the lease's buckets; nothing was requested.
+    BucketNotAllowed,
+    /// The operation is outside the lease's scope (a write on a `read_only` lease); nothing
+    /// was requested.
+    OperationNotAllowed,
 }
 
 impl ErrorCode {
@@ -114,6 +119,8 @@ impl ErrorCode {
         ErrorCode::LeaseNotAllowed,
         ErrorCode::GrantNotAllowed,
         ErrorCode::Conflict,
+        ErrorCode::BucketNotAllowed,
+        ErrorCode::OperationNotAllowed,
     ];
 
     /// The wire name.
@@ -149,6 +156,8 @@ impl ErrorCode {
             ErrorCode::LeaseNotAllowed => "lease-not-allowed",
             ErrorCode::GrantNotAllowed => "grant-not-allowed",
             ErrorCode::Conflict => "conflict",
+            ErrorCode::BucketNotAllowed => "bucket-not-allowed",
+            ErrorCode::OperationNotAllowed => "operation-not-allowed",
         }
     }
 
@@ -165,7 +174,9 @@ impl ErrorCode {
             | ErrorCode::OutboundContainsSecret
             | ErrorCode::ArgumentNotAllowed
             | ErrorCode::LeaseNotAllowed
-            | ErrorCode::GrantNotAllowed => 403,
+            | ErrorCode::GrantNotAllowed
+            | ErrorCode::BucketNotAllowed
+            | ErrorCode::OperationNotAllowed => 403,
             ErrorCode::Conflict => 409,
             ErrorCode::UnknownTool | ErrorCode::NotFound | ErrorCode::ShareUnavailable => 404,
             ErrorCode::InvalidArguments
@@ -216,6 +227,8 @@ impl ErrorCode {
             ErrorCode::LeaseNotAllowed => "the lease is wider than this handle's lease policy allows",
             ErrorCode::GrantNotAllowed => "a sub-agent cannot hold more than its parent",
             ErrorCode::Conflict => "the resource is in a state that does not allow this",
+            ErrorCode::BucketNotAllowed => "the bucket is not one this handle or lease names; nothing was requested",
+            ErrorCode::OperationNotAllowed => "the operation is outside this lease's scope; nothing was requested",
         }
     }
 }

@@ -97,6 +97,8 @@ CREATE TABLE agent_grants (
     tool        TEXT NOT NULL,
     PRIMARY KEY (agent_id, handle, tool)
 );
+"#, r#"
+ALTER TABLE leases ADD COLUMN buckets TEXT;
 "#];
 
 /// A handle on the store. Cheap to clone.
