@@ -16,7 +16,7 @@ use std::time::Duration;
 const MAX_KEY_BYTES: usize = 1024;
 
 /// What AWS leaves unencoded in a URI: `A-Z a-z 0-9 - _ . ~`.
-const AWS_URI: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
+pub(crate) const AWS_URI: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
 /// The same in a key's path, where `/` separates segments.
 const AWS_PATH: &AsciiSet = &AWS_URI.remove(b'/');
 

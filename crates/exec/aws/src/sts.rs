@@ -30,15 +30,15 @@ struct StsCredentials {
 }
 
 /// The form body of an `AssumeRole` call.
+/// Values are percent-encoded as the AWS SDKs do (everything but `A-Z a-z 0-9 - _ . ~`).
 pub(crate) fn assume_role_form(role_arn: &str, session_name: &str, duration: u64, policy: &str) -> String {
-    url::form_urlencoded::Serializer::new(String::new())
-        .append_pair("Action", "AssumeRole")
-        .append_pair("Version", "2011-06-15")
-        .append_pair("RoleArn", role_arn)
-        .append_pair("RoleSessionName", session_name)
-        .append_pair("DurationSeconds", &duration.to_string())
-        .append_pair("Policy", policy)
-        .finish()
+    let enc = |v: &str| percent_encoding::utf8_percent_encode(v, crate::s3::AWS_URI).to_string();
+    format!(
+        "Action=AssumeRole&Version=2011-06-15&RoleArn={}&RoleSessionName={}&DurationSeconds={duration}&Policy={}",
+        enc(role_arn),
+        enc(session_name),
+        enc(policy)
+    )
 }
 
 fn unavailable(message: &str) -> CallError {
