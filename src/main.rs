@@ -167,12 +167,15 @@ enum LeaseCmd {
         /// read_only or read_write.
         #[arg(long, default_value = "read_only")]
         scope: String,
-        /// Lifetime in seconds.
-        #[arg(long, default_value_t = 300)]
-        ttl: u64,
+        /// Lifetime in seconds (default 300; 900, STS's minimum, on an aws handle).
+        #[arg(long)]
+        ttl: Option<u64>,
         /// Comma-separated tables.
         #[arg(long)]
         tables: Option<String>,
+        /// Comma-separated S3 buckets (aws handles; default: all of the handle's).
+        #[arg(long)]
+        buckets: Option<String>,
     },
     /// Every lease, with its status (`revoke-pending` for a revocation being retried).
     List,
@@ -508,11 +511,16 @@ async fn run(cli: Cli) -> Result<u8> {
             let cfg = load(&cli.config)?;
             let broker = Broker::open(cfg).await.context("opening the broker")?;
             match cmd {
-                LeaseCmd::Issue { handle, scope, ttl, tables } => {
+                LeaseCmd::Issue { handle, scope, ttl, tables, buckets } => {
                     let token = std::env::var("AIRLOCK_TOKEN").context("set AIRLOCK_TOKEN to the agent's token")?;
+                    let aws = broker.config().handles.values().any(|h| h.name.as_str() == handle && h.aws().is_some());
+                    let ttl = ttl.unwrap_or(if aws { airlock_core::config::AWS_MIN_TTL_SECONDS } else { 300 });
                     let mut args = serde_json::json!({"credential_handle": handle, "scope": scope, "ttl_seconds": ttl});
                     if let Some(t) = tables {
                         args["tables"] = t.split(',').map(|s| s.trim().to_owned()).collect::<Vec<_>>().into();
+                    }
+                    if let Some(b) = buckets {
+                        args["buckets"] = b.split(',').map(|s| s.trim().to_owned()).collect::<Vec<_>>().into();
                     }
                     let inv = match broker.authenticate(Some(token.trim())).await {
                         Ok(c) => broker.invoke(&c, "request_lease", args).await,

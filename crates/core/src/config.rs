@@ -67,6 +67,9 @@ pub enum HandleKind {
     /// A program run with the secret on its stdin, in a private file or (if the handle says so)
     /// in an environment variable (`run_command`).
     Command,
+    /// An AWS access key pair. Never used directly by an agent: a lease on it is a short-lived
+    /// STS session (`AssumeRole` with a session policy) used with `s3_object`.
+    Aws,
 }
 
 impl HandleKind {
@@ -85,6 +88,7 @@ impl HandleKind {
             HandleKind::Generic => "generic",
             HandleKind::Smtp => "smtp",
             HandleKind::Command => "command",
+            HandleKind::Aws => "aws",
         }
     }
 }
@@ -332,7 +336,47 @@ pub enum Constraints {
     Smtp(SmtpConstraints),
     /// For command handles.
     Command(CommandConstraints),
+    /// For aws handles.
+    Aws(AwsConstraints),
 }
+
+/// Constraints of an `aws` handle: what its leases may grant. None of them comes from the agent.
+///
+/// The handle's secret is the broker's own access key pair, as JSON:
+/// `{"access_key_id": "...", "secret_access_key": "..."}` (plus `"session_token"` when the
+/// broker itself runs on temporary credentials). Agents never use it: each lease calls STS
+/// `AssumeRole` for `role_arn` with a session policy naming only the lease's buckets and
+/// actions, and the agent uses the temporary credentials through `s3_object` on the lease
+/// handle. STS credentials cannot be revoked early: a lease's duration is its exposure bound.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AwsConstraints {
+    /// The region requests are signed for (`us-east-1`).
+    pub region: String,
+    /// An endpoint for STS and S3 (scheme, host and port; for an emulator or a private
+    /// endpoint), used path-style. `None`: `https://sts.{region}.amazonaws.com` and
+    /// `https://s3.{region}.amazonaws.com`.
+    pub endpoint: Option<String>,
+    /// The role every lease assumes.
+    pub role_arn: String,
+    /// The buckets a lease may name.
+    pub buckets: Vec<String>,
+    /// The scopes a lease may take: `read_only` (GetObject, ListBucket) and `read_write`
+    /// (also PutObject, DeleteObject). Default `read_only` only.
+    pub scopes: Vec<Scope>,
+    /// Longest lease, in seconds: 900 (STS's minimum, the default) to 43200.
+    pub max_ttl_seconds: u64,
+    /// Largest object read or written through `s3_object`, in bytes.
+    pub max_object_bytes: usize,
+    /// Most keys a `list` returns.
+    pub max_keys: usize,
+    /// Whole-request timeout for STS and S3.
+    pub timeout_ms: u64,
+}
+
+/// The shortest session STS grants, and so the shortest aws lease.
+pub const AWS_MIN_TTL_SECONDS: u64 = 900;
+/// The longest session STS grants for a role.
+pub const AWS_MAX_TTL_SECONDS: u64 = 43_200;
 
 /// A validated handle.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -378,6 +422,14 @@ impl Handle {
     pub fn http(&self) -> Option<&HttpConstraints> {
         match &self.constraints {
             Constraints::Http(h) => Some(h),
+            _ => None,
+        }
+    }
+
+    /// The AWS constraints, if this is an aws handle (or a lease of one).
+    pub fn aws(&self) -> Option<&AwsConstraints> {
+        match &self.constraints {
+            Constraints::Aws(a) => Some(a),
             _ => None,
         }
     }
@@ -736,6 +788,34 @@ struct RawHandle {
     lease: Option<Spanned<LeasePolicy>>,
     #[serde(default)]
     approval: Option<Spanned<ApprovalRule>>,
+    aws: Option<Spanned<RawAws>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAws {
+    region: String,
+    #[serde(default)]
+    endpoint: Option<String>,
+    role_arn: String,
+    buckets: Vec<String>,
+    #[serde(default = "default_lease_scopes")]
+    scopes: Vec<Scope>,
+    #[serde(default = "default_aws_ttl")]
+    max_ttl_seconds: u64,
+    #[serde(default = "default_max_bytes")]
+    max_object_bytes: usize,
+    #[serde(default = "default_max_keys")]
+    max_keys: usize,
+    #[serde(default = "default_http_timeout_ms")]
+    timeout_ms: u64,
+}
+
+fn default_aws_ttl() -> u64 {
+    AWS_MIN_TTL_SECONDS
+}
+fn default_max_keys() -> usize {
+    1000
 }
 
 #[derive(Deserialize)]
@@ -932,6 +1012,7 @@ impl Config {
                 HandleKind::Http => "http",
                 HandleKind::Smtp => "smtp",
                 HandleKind::Command => "command",
+                HandleKind::Aws => "aws",
                 HandleKind::Generic => "",
             };
             let present = [
@@ -939,6 +1020,7 @@ impl Config {
                 ("http", rh.http.as_ref().map(|d| d.span().start)),
                 ("smtp", rh.smtp.as_ref().map(|d| d.span().start)),
                 ("command", rh.command.as_ref().map(|d| d.span().start)),
+                ("aws", rh.aws.as_ref().map(|d| d.span().start)),
             ];
             for (table, at) in present {
                 if let Some(p) = at {
@@ -995,6 +1077,16 @@ impl Config {
                         validate_command(cmd.into_inner()).map_err(|(f, m)| invalid(p, field(&format!("command.{f}")), m))?,
                     )
                 }
+                HandleKind::Aws => {
+                    let aws = rh.aws.ok_or_else(|| {
+                        invalid(hpos, field("aws"), "an aws handle needs [aws] region, role_arn and buckets".into())
+                    })?;
+                    let p = aws.span().start;
+                    if hname.as_str().len() + LEASE_SUFFIX_LEN > 64 {
+                        return Err(invalid(hpos, format!("handles.{hname}"), "an aws handle's name is at most 55 characters (its leases add 9)".into()));
+                    }
+                    Constraints::Aws(validate_aws(aws.into_inner()).map_err(|(f, m)| invalid(p, field(&format!("aws.{f}")), m))?)
+                }
                 HandleKind::Generic => Constraints::None,
             };
             if let Some(lp) = rh.lease {
@@ -1041,6 +1133,13 @@ impl Config {
                     return Err(invalid(apos, f, "a grant names at least one tool".into()));
                 }
                 for t in &g.tools {
+                    if *t == Tool::S3Object {
+                        return Err(invalid(
+                            apos,
+                            f,
+                            format!("s3_object is used on leases of an aws handle, never on the handle itself: grant request_lease on {}", g.handle),
+                        ));
+                    }
                     if !t.applies_to(h.kind) {
                         return Err(invalid(
                             apos,
@@ -1189,8 +1288,11 @@ fn validate_lease(
     constraints: &Constraints,
     lp: &LeasePolicy,
 ) -> Result<(), (&'static str, String)> {
+    if kind == HandleKind::Aws {
+        return Err(("", "an aws handle's lease limits are in its [aws] table (max_ttl_seconds, scopes, buckets)".into()));
+    }
     let Constraints::Database(db) = constraints else {
-        return Err(("", "only database handles can be leased".into()));
+        return Err(("", "only database and aws handles can be leased".into()));
     };
     if name.as_str().len() + LEASE_SUFFIX_LEN > 64 {
         return Err(("", "a leased handle's name is at most 55 characters (the lease adds 9)".into()));
@@ -1233,6 +1335,92 @@ fn validate_lease(
         return Err(("creation_statements", "one statement must set {{password}}".into()));
     }
     Ok(())
+}
+
+/// S3 bucket naming rules: 3 to 63 characters of `a-z`, `0-9`, `.` and `-`, starting and ending
+/// with a letter or digit, no `..`, not an IPv4 address.
+pub fn valid_bucket_name(b: &str) -> bool {
+    let bytes = b.as_bytes();
+    (3..=63).contains(&bytes.len())
+        && bytes.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'.' || *c == b'-')
+        && bytes[0].is_ascii_alphanumeric()
+        && bytes[bytes.len() - 1].is_ascii_alphanumeric()
+        && !b.contains("..")
+        && b.parse::<std::net::Ipv4Addr>().is_err()
+}
+
+fn validate_aws(r: RawAws) -> Result<AwsConstraints, (&'static str, String)> {
+    if r.region.is_empty() || r.region.len() > 32 || !r.region.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
+        return Err(("region", "not a region name (such as us-east-1)".into()));
+    }
+    let endpoint = match &r.endpoint {
+        None => None,
+        Some(e) => {
+            let u = url::Url::parse(e).map_err(|err| ("endpoint", format!("not a URL: {err}")))?;
+            if u.scheme() != "https" && u.scheme() != "http" {
+                return Err(("endpoint", "scheme must be https or http".into()));
+            }
+            if !u.username().is_empty() || u.password().is_some() || u.query().is_some() || u.fragment().is_some() || u.path() != "/" || u.host().is_none() {
+                return Err(("endpoint", "an endpoint is scheme, host and port only".into()));
+            }
+            Some(u.origin().ascii_serialization())
+        }
+    };
+    let parts: Vec<&str> = r.role_arn.split(':').collect();
+    let arn_ok = parts.len() == 6
+        && parts[0] == "arn"
+        && matches!(parts[1], "aws" | "aws-cn" | "aws-us-gov")
+        && parts[2] == "iam"
+        && parts[3].is_empty()
+        && parts[4].len() == 12
+        && parts[4].bytes().all(|b| b.is_ascii_digit())
+        && parts[5].strip_prefix("role/").is_some_and(|n| !n.is_empty())
+        && r.role_arn.len() <= 2048
+        && r.role_arn.bytes().all(|b| b.is_ascii_graphic());
+    if !arn_ok {
+        return Err(("role_arn", "not a role ARN (arn:aws:iam::123456789012:role/NAME)".into()));
+    }
+    if r.buckets.is_empty() {
+        return Err(("buckets", "list at least one bucket".into()));
+    }
+    let mut buckets = Vec::new();
+    for b in &r.buckets {
+        if !valid_bucket_name(b) {
+            return Err(("buckets", format!("'{}' is not an S3 bucket name", b.escape_debug())));
+        }
+        if !buckets.contains(b) {
+            buckets.push(b.clone());
+        }
+    }
+    if r.scopes.is_empty() {
+        return Err(("scopes", "name at least one scope".into()));
+    }
+    if !(AWS_MIN_TTL_SECONDS..=AWS_MAX_TTL_SECONDS).contains(&r.max_ttl_seconds) {
+        return Err((
+            "max_ttl_seconds",
+            format!("must be between {AWS_MIN_TTL_SECONDS} (STS's minimum) and {AWS_MAX_TTL_SECONDS}"),
+        ));
+    }
+    if r.max_object_bytes == 0 || r.max_object_bytes > 64 << 20 {
+        return Err(("max_object_bytes", "must be between 1 and 67108864".into()));
+    }
+    if r.max_keys == 0 || r.max_keys > 1000 {
+        return Err(("max_keys", "must be between 1 and 1000".into()));
+    }
+    if r.timeout_ms == 0 {
+        return Err(("timeout_ms", "must be at least 1".into()));
+    }
+    Ok(AwsConstraints {
+        region: r.region,
+        endpoint,
+        role_arn: r.role_arn,
+        buckets,
+        scopes: r.scopes,
+        max_ttl_seconds: r.max_ttl_seconds,
+        max_object_bytes: r.max_object_bytes,
+        max_keys: r.max_keys,
+        timeout_ms: r.timeout_ms,
+    })
 }
 
 fn validate_database(d: &DatabaseConstraints) -> Result<(), (&'static str, String)> {
@@ -1669,9 +1857,60 @@ grants = [{ handle = "MAIL", tools = ["send_email"] }, { handle = "RUN", tools =
             assert!(e.contains(needle), "{lease}: {e}");
         }
         let e = err(&format!("{GOOD}\n[handles.API.lease]\n"));
-        assert!(e.contains("only database handles can be leased"), "{e}");
+        assert!(e.contains("only database and aws handles can be leased"), "{e}");
         let e = err(&format!("{GOOD}\n[handles.LITE]\nkind = \"sqlite\"\nsecret = \"env:X\"\n[handles.LITE.lease]\ndynamic = true\n"));
         assert!(e.contains("dynamic leases need a postgres or mysql handle"), "{e}");
+    }
+
+    const AWS: &str = r#"
+[handles.S3]
+kind = "aws"
+secret = "env:AWS_KEYS"
+[handles.S3.aws]
+region = "eu-west-1"
+endpoint = "http://127.0.0.1:5000/"
+role_arn = "arn:aws:iam::123456789012:role/agents"
+buckets = ["reports", "exports.2026", "reports"]
+
+[agents.bot]
+grants = [{ handle = "S3", tools = ["request_lease"] }]
+"#;
+
+    #[test]
+    fn parses_an_aws_handle_with_sts_defaults() {
+        let c = Config::parse(AWS, "airlock.toml", Path::new(".")).unwrap();
+        let a = c.handles[&HandleName::parse("S3").unwrap()].aws().unwrap();
+        assert_eq!(a.endpoint.as_deref(), Some("http://127.0.0.1:5000"));
+        assert_eq!(a.buckets, ["reports", "exports.2026"]);
+        assert_eq!((a.max_ttl_seconds, a.scopes.as_slice()), (900, &[Scope::ReadOnly][..]));
+        assert!(Tool::RequestLease.applies_to(HandleKind::Aws) && !Tool::QueryDb.applies_to(HandleKind::Aws));
+    }
+
+    #[test]
+    fn t15_bad_aws_settings_are_refused_with_file_line_and_field() {
+        for (from, to, needle) in [
+            ("buckets = [", "max_ttl_seconds = 899\nbuckets = [", "handles.S3.aws.max_ttl_seconds"),
+            ("buckets = [", "max_ttl_seconds = 43201\nbuckets = [", "between 900"),
+            ("\"reports\", \"exports", "\"Reports\", \"exports", "'Reports' is not an S3 bucket name"),
+            ("\"reports\", \"exports", "\"a*\", \"exports", "not an S3 bucket name"),
+            ("role/agents", "user/agents", "handles.S3.aws.role_arn"),
+            ("123456789012", "12345", "role_arn"),
+            ("5000/", "5000/path", "handles.S3.aws.endpoint"),
+            ("http://127.0.0.1", "ftp://127.0.0.1", "scheme"),
+            ("eu-west-1", "EU WEST", "region"),
+            ("region = ", "scopes = []\nregion = ", "name at least one scope"),
+            ("region = ", "bogus = 1\nregion = ", "bogus"),
+        ] {
+            let e = err(&AWS.replace(from, to));
+            assert!(e.starts_with("airlock.toml:"), "{e}");
+            assert!(e.contains(needle), "{to}: {e}");
+        }
+        let e = err(&AWS.replace("tools = [\"request_lease\"]", "tools = [\"s3_object\"]"));
+        assert!(e.contains("agents.bot.grants[0]") && e.contains("grant request_lease"), "{e}");
+        let e = err(&format!("{AWS}\n[handles.S3.lease]\nmax_ttl_seconds = 900\n"));
+        assert!(e.contains("handles.S3.lease") && e.contains("[aws] table"), "{e}");
+        let e = err("[handles.S3]\nkind = \"aws\"\nsecret = \"env:X\"\n");
+        assert!(e.contains("handles.S3.aws") && e.contains("role_arn"), "{e}");
     }
 
     #[test]

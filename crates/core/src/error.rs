@@ -85,6 +85,11 @@ pub enum ErrorCode {
     ApprovalRequired,
     /// An approver denied this exact call. Nothing was executed.
     ApprovalDenied,
+    /// An S3 bucket outside the handle's or the lease's buckets; nothing was requested.
+    BucketNotAllowed,
+    /// The operation is outside the lease's scope (a write on a `read_only` lease); nothing
+    /// was requested.
+    OperationNotAllowed,
 }
 
 impl ErrorCode {
@@ -122,6 +127,8 @@ impl ErrorCode {
         ErrorCode::Conflict,
         ErrorCode::ApprovalRequired,
         ErrorCode::ApprovalDenied,
+        ErrorCode::BucketNotAllowed,
+        ErrorCode::OperationNotAllowed,
     ];
 
     /// The wire name.
@@ -159,6 +166,8 @@ impl ErrorCode {
             ErrorCode::Conflict => "conflict",
             ErrorCode::ApprovalRequired => "approval-required",
             ErrorCode::ApprovalDenied => "approval-denied",
+            ErrorCode::BucketNotAllowed => "bucket-not-allowed",
+            ErrorCode::OperationNotAllowed => "operation-not-allowed",
         }
     }
 
@@ -179,6 +188,8 @@ impl ErrorCode {
             // Not executed, as for any other refusal by policy; the body says what to do next.
             | ErrorCode::ApprovalRequired
             | ErrorCode::ApprovalDenied => 403,
+            | ErrorCode::BucketNotAllowed
+            | ErrorCode::OperationNotAllowed => 403,
             ErrorCode::Conflict => 409,
             ErrorCode::UnknownTool | ErrorCode::NotFound | ErrorCode::ShareUnavailable => 404,
             ErrorCode::InvalidArguments
@@ -231,6 +242,8 @@ impl ErrorCode {
             ErrorCode::Conflict => "the resource is in a state that does not allow this",
             ErrorCode::ApprovalRequired => "this call needs a person's approval; repeat it unchanged once approved",
             ErrorCode::ApprovalDenied => "an approver denied this call; nothing was executed",
+            ErrorCode::BucketNotAllowed => "the bucket is not one this handle or lease names; nothing was requested",
+            ErrorCode::OperationNotAllowed => "the operation is outside this lease's scope; nothing was requested",
         }
     }
 }

@@ -18,13 +18,16 @@ pub enum Tool {
     /// `share_secret {credential_handle, recipient, views?, expires_in?}`: a one-time link to
     /// the handle's secret, delivered to a configured recipient, never to the agent.
     ShareSecret,
-    /// `request_lease {credential_handle, scope, ttl_seconds, tables?, task_id?}`
+    /// `request_lease {credential_handle, scope, ttl_seconds, tables?, buckets?, task_id?}`
     RequestLease,
+    /// `s3_object {credential_handle, operation, bucket, key?, body?}`: an object operation
+    /// on a lease of an aws handle, signed by the broker with the lease's STS credentials.
+    S3Object,
 }
 
 impl Tool {
     /// Every tool, in a stable order.
-    pub const ALL: &'static [Tool] = &[Tool::QueryDb, Tool::HttpRequest, Tool::SendEmail, Tool::RunCommand, Tool::ShareSecret, Tool::RequestLease];
+    pub const ALL: &'static [Tool] = &[Tool::QueryDb, Tool::HttpRequest, Tool::SendEmail, Tool::RunCommand, Tool::ShareSecret, Tool::RequestLease, Tool::S3Object];
 
     /// The tool's wire name.
     pub fn name(self) -> &'static str {
@@ -35,6 +38,7 @@ impl Tool {
             Tool::RunCommand => "run_command",
             Tool::ShareSecret => "share_secret",
             Tool::RequestLease => "request_lease",
+            Tool::S3Object => "s3_object",
         }
     }
 
@@ -52,8 +56,12 @@ impl Tool {
             Tool::RunCommand => kind == HandleKind::Command,
             // Any secret can be handed to a person; policy decides which.
             Tool::ShareSecret => true,
-            // Leases narrow a database handle (and on PostgreSQL and MySQL can be real roles).
-            Tool::RequestLease => kind.is_database(),
+            // Leases narrow a database handle (and on PostgreSQL and MySQL can be real roles),
+            // or mint STS credentials from an aws handle.
+            Tool::RequestLease => kind.is_database() || kind == HandleKind::Aws,
+            // Only ever on a lease of an aws handle: a grant of it on the handle itself is
+            // refused at load, and the broker refuses it on any configured handle.
+            Tool::S3Object => kind == HandleKind::Aws,
         }
     }
 }

@@ -11,8 +11,9 @@
 use crate::metrics::Metrics;
 use crate::rate::RateLimiter;
 use crate::tools::{self, Format, ToolDef};
-use airlock_core::config::{Config, Handle, Scope};
+use airlock_core::config::{Config, Handle, HandleKind, Scope, SecretRef};
 use airlock_core::{CallError, ErrorCode, HandleName, Secret, Tool};
+use airlock_exec_aws::{AwsExecutor, S3Args};
 use airlock_exec_command::{CommandArgs, CommandExecutor};
 use airlock_exec_email::{EmailArgs, EmailExecutor};
 use airlock_exec_http::{HttpArgs, HttpExecutor};
@@ -124,6 +125,7 @@ pub struct Broker {
     http: HttpExecutor,
     email: EmailExecutor,
     command: CommandExecutor,
+    aws: AwsExecutor,
     rates: RateLimiter,
     /// E-mail send buckets: `agent:<id>` per agent, `handle:<name>` per smtp handle.
     sends: RateLimiter,
@@ -177,6 +179,7 @@ impl Broker {
             http: HttpExecutor::new(),
             email: EmailExecutor::new(),
             command: CommandExecutor::new(),
+            aws: AwsExecutor::new(),
             rates: RateLimiter::default(),
             sends: RateLimiter::default(),
             known: RwLock::new(Arc::new(KnownSecrets {
@@ -257,7 +260,7 @@ impl Broker {
         for (name, _) in self.store.all_sealed().await? {
             let Ok(label) = HandleName::parse(&name) else { continue };
             match self.vault.resolve(&airlock_core::config::SecretRef::Local(name.clone())).await {
-                Ok(s) => labelled.push((label, s)),
+                Ok(s) => self.push_known(&name, label, s, &mut labelled),
                 Err(e) => tracing::warn!(secret = %name, error = %e, "stored secret does not open; not in the scrubber"),
             }
         }
@@ -266,11 +269,13 @@ impl Broker {
                 continue;
             }
             match self.vault.resolve(&h.secret).await {
-                Ok(s) => labelled.push((h.name.clone(), s)),
+                Ok(s) => self.push_known(h.name.as_str(), h.name.clone(), s, &mut labelled),
                 Err(e) => tracing::warn!(handle = %h.name, error = %e, "secret unavailable; not in the scrubber"),
             }
         }
-        labelled.extend(extra);
+        if let Some((label, s)) = extra {
+            self.push_known(&label.to_string(), label, s, &mut labelled);
+        }
         let scrubber = tokio::task::spawn_blocking(move || {
             let mut b = ScrubberBuilder::new();
             for (l, s) in &labelled {
@@ -283,6 +288,30 @@ impl Broker {
         *self.known.write().unwrap_or_else(|p| p.into_inner()) =
             Arc::new(KnownSecrets { scrubber: Arc::new(scrubber), generation });
         Ok(())
+    }
+
+    /// Adds a secret to the scrubber's list. An aws secret (the handle's key pair or a lease's
+    /// STS credentials, found by its vault name or handle name) is a JSON object: each of its
+    /// values is added too, as they are what a response would carry.
+    fn push_known(&self, name: &str, label: HandleName, s: Secret, out: &mut Vec<(HandleName, Secret)>) {
+        if self.is_aws_secret(name) {
+            for p in airlock_exec_aws::secret_parts(&s) {
+                out.push((label.clone(), p));
+            }
+        }
+        out.push((label, s));
+    }
+
+    /// True when `name` is an aws handle, the local vault name of an aws handle's secret, or a
+    /// lease of an aws handle (`BASE__Lxxxxxx`).
+    fn is_aws_secret(&self, name: &str) -> bool {
+        let base = match name.rsplit_once("__L") {
+            Some((b, suffix)) if suffix.len() == 6 => b,
+            _ => name,
+        };
+        self.cfg.handles.values().filter(|h| h.kind == HandleKind::Aws).any(|h| {
+            h.name.as_str() == base || h.name.as_str() == name || matches!(&h.secret, SecretRef::Local(k) if k == name)
+        })
     }
 
     /// Checks whether secrets changed in the store (another process ran `secret put`) and rebuilds
@@ -342,10 +371,18 @@ impl Broker {
 
     /// The tools `agent` (an agent of the configuration) may call.
     pub fn tool_defs(&self, agent: &str) -> Vec<ToolDef> {
-        tools::tool_defs(&self.cfg.handles, &self.cfg.shares, |t| self.policy.allowed_handles(agent, t, &self.cfg))
+        // s3_object is only ever on a lease, never on a configured handle.
+        tools::tool_defs(&self.cfg.handles, &self.cfg.shares, |t| {
+            if t == Tool::S3Object {
+                Vec::new()
+            } else {
+                self.policy.allowed_handles(agent, t, &self.cfg)
+            }
+        })
     }
 
-    /// The tools `caller` may call: its grants, and `query_db` on its live leases.
+    /// The tools `caller` may call: its grants, `query_db` on its live database leases and
+    /// `s3_object` on its live aws leases.
     pub async fn tool_defs_for(&self, caller: &Caller) -> Vec<ToolDef> {
         let leases = self.live_lease_handles(&caller.agent.id).await;
         let mut handles = Cow::Borrowed(&self.cfg.handles);
@@ -360,11 +397,12 @@ impl Broker {
                 .cfg
                 .handles
                 .values()
-                .filter(|h| t.applies_to(h.kind) && self.decide(caller, t, h).allowed)
+                .filter(|h| t != Tool::S3Object && t.applies_to(h.kind) && self.decide(caller, t, h).allowed)
                 .map(|h| h.name.clone())
                 .collect();
-            if t == Tool::QueryDb {
-                v.extend(leases.iter().map(|l| l.name.clone()));
+            // Lease handles: query_db on database leases, s3_object on aws leases.
+            if matches!(t, Tool::QueryDb | Tool::S3Object) {
+                v.extend(leases.iter().filter(|l| t.applies_to(l.kind)).map(|l| l.name.clone()));
             }
             v
         })
@@ -543,15 +581,17 @@ impl Broker {
         let name = handle.ok_or_else(unavailable)?;
         let (h, d) = match self.cfg.handles.get(name) {
             Some(h) => {
-                if !tool.applies_to(h.kind) {
+                // s3_object never runs on an aws handle's own key pair, only on a lease.
+                if !tool.applies_to(h.kind) || tool == Tool::S3Object {
                     return Err(unavailable());
                 }
                 (Cow::Borrowed(h), self.decide(caller, tool, h))
             }
             None => {
-                // A lease handle: only its owner, only before expiry, only with query_db (T15).
+                // A lease handle: only its owner, only before expiry, only with query_db (a
+                // database lease) or s3_object (an aws lease) (T15).
                 let (lease, h) = self.lease_for(caller, name).await.ok_or_else(unavailable)?;
-                if tool != Tool::QueryDb || !tool.applies_to(h.kind) {
+                if !matches!(tool, Tool::QueryDb | Tool::S3Object) || !tool.applies_to(h.kind) {
                     return Err(unavailable());
                 }
                 let d = airlock_policy::Decision { allowed: true, policies: vec![format!("lease:{}", lease.id)], errors: vec![] };
@@ -722,6 +762,7 @@ enum Prepared {
     Command(airlock_exec_command::ValidatedCommand),
     Share(crate::shares::ValidatedShare),
     Lease(leases::LeaseRequest),
+    S3(airlock_exec_aws::ValidatedS3),
 }
 
 impl Prepared {
@@ -756,6 +797,10 @@ impl Prepared {
                 Ok(Prepared::Share(crate::shares::ValidatedShare::validate(&broker.cfg.shares, &a)?))
             }
             Tool::RequestLease => Ok(Prepared::Lease(broker.validate_lease(caller, handle, args)?)),
+            Tool::S3Object => {
+                let a: S3Args = serde_json::from_value(args.clone()).map_err(bad_args)?;
+                Ok(Prepared::S3(AwsExecutor::validate(handle, &a)?))
+            }
         }
     }
 
@@ -767,6 +812,7 @@ impl Prepared {
             Prepared::Http(_, writes) => f.writes = *writes,
             Prepared::Email(m) => f.recipients = m.recipients().collect(),
             Prepared::Lease(l) => f.lease_ttl = Some(l.ttl()),
+            Prepared::S3(v) => f.writes = v.writes(),
             Prepared::Command(_) | Prepared::Share(_) => {}
         }
         f
@@ -779,8 +825,9 @@ impl Prepared {
             // Sending mail and running a program act on the world.
             Prepared::Email(_) | Prepared::Command(_) => true,
             Prepared::Share(_) => true,
-            // A lease may create a database role.
+            // A lease may create a database role or an STS session.
             Prepared::Lease(_) => true,
+            Prepared::S3(v) => v.writes(),
         }
     }
 
@@ -792,6 +839,7 @@ impl Prepared {
             Prepared::Command(c) => broker.command.execute(handle, c, secret).await,
             Prepared::Share(s) => s.execute(broker, caller, secret).await,
             Prepared::Lease(_) => Err(CallError::new(ErrorCode::Internal).detail("a lease is issued, not executed")),
+            Prepared::S3(v) => broker.aws.execute(handle, v, secret).await,
         }
     }
 }
@@ -815,6 +863,13 @@ fn audit_arguments(tool: &str, args: &Value) -> Value {
             let bytes: usize = a.map(|m| m.values().filter_map(Value::as_str).map(str::len).sum()).unwrap_or(0);
             json!({"arg_names": names, "arg_bytes": bytes})
         }
+        // An object's content is not kept; its size is.
+        Some(Tool::S3Object) => json!({
+            "operation": args.get("operation"),
+            "bucket": args.get("bucket"),
+            "key": args.get("key"),
+            "body_bytes": size(args.get("body")),
+        }),
         _ => args.clone(),
     }
 }

@@ -4,10 +4,13 @@
 //! and an expiry (T15). It is built at each use from its stored record and its base handle's
 //! configuration, so a revoked or expired lease stops working on every replica at once. On a
 //! dynamic handle the lease is a real database role; its password is sealed in the vault under
-//! the lease handle's name and is never returned.
+//! the lease handle's name and is never returned. On an aws handle the lease is an STS session
+//! (`AssumeRole` with a session policy naming only the lease's scope and buckets); its
+//! temporary credentials are sealed the same way, forgotten at revocation, and expire at STS on
+//! their own: they cannot be revoked early, so the lease's duration bounds the exposure.
 
 use super::{strip_serde_detail, Broker, BrokerError, Caller};
-use airlock_core::config::{table_in, Constraints, Handle, LeasePolicy, Scope, SecretRef};
+use airlock_core::config::{table_in, Constraints, Handle, HandleKind, LeasePolicy, Scope, SecretRef, AWS_MIN_TTL_SECONDS};
 use airlock_core::{CallError, ErrorCode, HandleName};
 use airlock_exec_sql::lease as dynamic;
 use airlock_store::leases::{stamp, status, Lease, NewLease};
@@ -45,6 +48,19 @@ impl LeaseRequest {
     }
 }
 
+/// `request_lease` arguments on an aws handle.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAwsLeaseArgs {
+    scope: Scope,
+    #[serde(default)]
+    ttl_seconds: Option<u64>,
+    #[serde(default)]
+    buckets: Option<Vec<String>>,
+    #[serde(default)]
+    task_id: Option<String>,
+}
+
 /// A checked lease request: every value is within the handle's lease policy, and the tables
 /// are in the configuration's spelling.
 #[derive(Debug)]
@@ -52,6 +68,8 @@ pub(crate) struct LeaseRequest {
     scope: Scope,
     ttl: u64,
     tables: Option<Vec<String>>,
+    /// The buckets of an aws lease (sorted, each one of the handle's).
+    buckets: Option<Vec<String>>,
     task_id: Option<String>,
 }
 
@@ -113,6 +131,9 @@ impl Broker {
     /// Checks a `request_lease` call against the base handle's lease policy. Nothing is created
     /// here; a refusal leaves no trace but its audit record.
     pub(crate) fn validate_lease(&self, caller: &Caller, base: &Handle, args: &Value) -> Result<LeaseRequest, CallError> {
+        if base.kind == HandleKind::Aws {
+            return self.validate_aws_lease(caller, base, args);
+        }
         let a: RawLeaseArgs = serde_json::from_value(args.clone()).map_err(|e| {
             CallError::with_message(ErrorCode::InvalidArguments, format!("invalid arguments: {}", strip_serde_detail(&e)))
         })?;
@@ -169,14 +190,60 @@ impl Broker {
             t.dedup();
             t
         });
-        Ok(LeaseRequest { scope: a.scope, ttl: a.ttl_seconds, tables, task_id: a.task_id })
+        Ok(LeaseRequest { scope: a.scope, ttl: a.ttl_seconds, tables, buckets: None, task_id: a.task_id })
+    }
+
+    /// [`Broker::validate_lease`] for an aws handle: a duration from 900 seconds (STS's
+    /// minimum, the default) to the handle's `max_ttl_seconds`, a scope and buckets the handle
+    /// allows. Nothing is asked of STS here.
+    fn validate_aws_lease(&self, caller: &Caller, base: &Handle, args: &Value) -> Result<LeaseRequest, CallError> {
+        let a: RawAwsLeaseArgs = serde_json::from_value(args.clone()).map_err(|e| {
+            CallError::with_message(ErrorCode::InvalidArguments, format!("invalid arguments: {}", strip_serde_detail(&e)))
+        })?;
+        let aws = base.aws().ok_or_else(|| CallError::new(ErrorCode::LeaseNotAllowed))?;
+        let ttl = a.ttl_seconds.unwrap_or(AWS_MIN_TTL_SECONDS);
+        if ttl < AWS_MIN_TTL_SECONDS || ttl > aws.max_ttl_seconds {
+            return Err(CallError::with_message(
+                ErrorCode::LeaseNotAllowed,
+                format!("ttl_seconds must be between {AWS_MIN_TTL_SECONDS} (STS's minimum) and {} for this handle", aws.max_ttl_seconds),
+            ));
+        }
+        if let Some(exp) = &caller.agent.expires_at {
+            let until = chrono::Utc::now() + chrono::Duration::seconds(ttl as i64);
+            if stamp(until).as_str() > exp.as_str() {
+                return Err(CallError::with_message(ErrorCode::LeaseNotAllowed, "the lease would outlive the agent"));
+            }
+        }
+        if !aws.scopes.contains(&a.scope) {
+            return Err(CallError::with_message(ErrorCode::LeaseNotAllowed, "this scope is not allowed for leases of this handle"));
+        }
+        let mut buckets = match a.buckets {
+            None => aws.buckets.clone(),
+            Some(b) if b.is_empty() => {
+                return Err(CallError::with_message(ErrorCode::InvalidArguments, "buckets, when given, names at least one bucket"))
+            }
+            Some(b) => {
+                if let Some(x) = b.iter().find(|x| !aws.buckets.contains(x)) {
+                    let shown: String = x.chars().take(63).collect();
+                    return Err(CallError::with_message(ErrorCode::BucketNotAllowed, format!("bucket '{}' is not one of this handle's", shown.escape_debug())));
+                }
+                b
+            }
+        };
+        buckets.sort();
+        buckets.dedup();
+        Ok(LeaseRequest { scope: a.scope, ttl, tables: None, buckets: Some(buckets), task_id: a.task_id })
     }
 
     /// Issues a lease: the record is committed as `pending`, the role (if any) is created, its
     /// password sealed in the vault, and only then is the lease `active`. Any failure on the way
     /// drops what was created.
     pub(crate) async fn issue_lease(&self, caller: &Caller, base: &Handle, req: &LeaseRequest) -> Result<Value, CallError> {
-        let policy = self.cfg.leases.get(&base.name).ok_or_else(|| CallError::new(ErrorCode::LeaseNotAllowed))?;
+        let policy = self.cfg.leases.get(&base.name);
+        if policy.is_none() && base.aws().is_none() {
+            return Err(CallError::new(ErrorCode::LeaseNotAllowed));
+        }
+        let dynamic = policy.is_some_and(|p| p.dynamic);
         if let Some(t) = &req.task_id {
             match self.store.task(t).await.map_err(internal)? {
                 Some(task) if task.agent_id == caller.agent.id && task.closed_at.is_none() => {}
@@ -187,13 +254,15 @@ impl Broker {
         let expires = chrono::Utc::now() + chrono::Duration::seconds(req.ttl as i64);
         let expires_at = stamp(expires);
         let id = uuid::Uuid::now_v7().to_string();
+        // An aws lease's STS session is named after the agent and the lease (CloudTrail).
+        let session = base.aws().map(|_| airlock_exec_aws::session_name(&caller.agent.name, &id));
         let mut attempt = 0;
         let (name, suffix) = loop {
             let mut b = [0u8; 3];
             rand::rng().fill_bytes(&mut b);
             let suffix: String = b.iter().map(|x| format!("{x:02X}")).collect();
             let name = dynamic::lease_handle_name(&base.name, &suffix).ok_or_else(|| internal("lease handle name"))?;
-            let role = policy.dynamic.then(|| dynamic::role_name(&self.installation, &suffix));
+            let role = if dynamic { Some(dynamic::role_name(&self.installation, &suffix)) } else { session.clone() };
             let rec = NewLease {
                 id: &id,
                 handle: name.as_str(),
@@ -201,8 +270,9 @@ impl Broker {
                 agent_id: &caller.agent.id,
                 scope: scope_str(req.scope),
                 tables: req.tables.as_deref(),
-                dynamic: policy.dynamic,
+                dynamic,
                 role_name: role.as_deref(),
+                buckets: req.buckets.as_deref(),
                 task_id: req.task_id.as_deref(),
                 expires_at: &expires_at,
             };
@@ -212,12 +282,42 @@ impl Broker {
                 Err(e) => return Err(internal(e)),
             }
         };
-        if policy.dynamic {
+        let fail = || async {
+            let _ = self.store.transition_lease(&id, &[status::PENDING], status::FAILED).await;
+        };
+        if let (Some(aws), Some(session), Some(buckets)) = (base.aws(), &session, &req.buckets) {
+            let key = match self.resolve(base).await {
+                Ok(k) => k,
+                Err(e) => {
+                    fail().await;
+                    return Err(e);
+                }
+            };
+            let partition = aws.role_arn.split(':').nth(1).unwrap_or("aws");
+            let doc = airlock_exec_aws::session_policy(partition, req.scope, buckets);
+            let temp = match self.aws.assume_role(aws, &key, session, &doc, req.ttl).await {
+                Ok(t) => t,
+                Err(e) => {
+                    fail().await;
+                    return Err(e.detail(format!("lease of {}: AssumeRole failed", base.name)));
+                }
+            };
+            let saved = match self.vault.put(name.as_str(), &temp).await {
+                Ok(_) => self.store.transition_lease(&id, &[status::PENDING], status::ACTIVE).await.map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            if !matches!(saved, Ok(true)) {
+                // The session cannot be revoked at STS; the broker forgets it and it expires.
+                let _ = self.store.remove_secret(name.as_str()).await;
+                fail().await;
+                return Err(internal(format!("lease {id} not saved: {saved:?}")));
+            }
+        } else if let (true, Some(policy)) = (dynamic, policy) {
             let role = dynamic::role_name(&self.installation, &suffix);
             let admin = match self.resolve(base).await {
                 Ok(a) => a,
                 Err(e) => {
-                    let _ = self.store.transition_lease(&id, &[status::PENDING], status::FAILED).await;
+                    fail().await;
                     return Err(e);
                 }
             };
@@ -225,7 +325,7 @@ impl Broker {
             let secret = match dynamic::create_role(base, policy, &admin, &spec).await {
                 Ok(s) => s,
                 Err(e) => {
-                    let _ = self.store.transition_lease(&id, &[status::PENDING], status::FAILED).await;
+                    fail().await;
                     return Err(CallError::new(ErrorCode::UpstreamUnavailable).detail(format!("lease role for {}: {e}", base.name)));
                 }
             };
@@ -237,7 +337,7 @@ impl Broker {
                 // Roll back: the role must not outlive a lease that was never recorded as active.
                 let _ = dynamic::drop_role(base, policy, &admin, &role).await;
                 let _ = self.store.remove_secret(name.as_str()).await;
-                let _ = self.store.transition_lease(&id, &[status::PENDING], status::FAILED).await;
+                fail().await;
                 return Err(internal(format!("lease {id} not saved: {saved:?}")));
             }
         } else if !self.store.transition_lease(&id, &[status::PENDING], status::ACTIVE).await.map_err(internal)? {
@@ -245,18 +345,36 @@ impl Broker {
         }
         self.notify_tools(&caller.agent.id);
         self.reaper_wake.notify_one();
-        Ok(json!({
+        let mut out = json!({
             "lease_id": id,
             "lease_handle": name.as_str(),
             "expires_at": expires_at,
             "scope": scope_str(req.scope),
             "tables": req.tables,
-        }))
+        });
+        if let Some(b) = &req.buckets {
+            out["buckets"] = json!(b);
+            out["session_name"] = json!(session);
+        }
+        Ok(out)
     }
 
     /// The handle a lease record stands for, built from its base handle's configuration.
     fn lease_handle(&self, l: &Lease) -> Option<Handle> {
         let base = self.cfg.handles.get(&HandleName::parse(&l.base).ok()?)?;
+        if let Some(aws) = base.aws() {
+            // Only the lease's scope, only its buckets, only its own temporary credentials.
+            let mut aws = aws.clone();
+            aws.scopes = vec![if l.scope == "read_write" { Scope::ReadWrite } else { Scope::ReadOnly }];
+            aws.buckets = l.buckets.clone()?;
+            return Some(Handle {
+                name: HandleName::parse(&l.handle).ok()?,
+                kind: base.kind,
+                secret: SecretRef::Local(l.handle.clone()),
+                description: format!("lease of {} until {}", base.name, l.expires_at),
+                constraints: Constraints::Aws(aws),
+            });
+        }
         let mut db = base.database()?.clone();
         db.scope = if l.scope == "read_write" { Scope::ReadWrite } else { Scope::ReadOnly };
         if l.tables.is_some() {
@@ -337,6 +455,19 @@ impl Broker {
             if let Err(e) = self.store.remove_secret(&l.handle).await {
                 if !matches!(e, airlock_store::StoreError::NotFound(_)) {
                     tracing::warn!(lease = %id, error = %e, "lease password not removed from the vault");
+                }
+            }
+        }
+        // An aws lease: STS cannot end the session early, so the broker forgets its credentials
+        // (and retries until it has); they expire at STS at the lease's end.
+        if l.buckets.is_some() {
+            match self.store.remove_secret(&l.handle).await {
+                Ok(_) | Err(airlock_store::StoreError::NotFound(_)) => {}
+                Err(e) => {
+                    let next = stamp(chrono::Utc::now() + chrono::Duration::seconds(backoff_secs(l.attempts)));
+                    let _ = self.store.lease_revoke_failed(id, &next).await;
+                    tracing::warn!(lease = %id, error = %e, "lease credentials not removed from the vault; retried");
+                    return Err(internal(e));
                 }
             }
         }

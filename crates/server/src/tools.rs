@@ -71,6 +71,19 @@ fn handle_line(cfg: &Handles, h: &HandleName) -> String {
             .collect();
         facts.push(d.join("; "));
     }
+    if let Some(aws) = handle.aws() {
+        let scopes: Vec<&str> = aws
+            .scopes
+            .iter()
+            .map(|s| match s {
+                Scope::ReadOnly => "read-only",
+                Scope::ReadWrite => "read-write",
+            })
+            .collect();
+        facts.push(scopes.join(" or "));
+        facts.push(format!("buckets: {}", aws.buckets.join(", ")));
+        facts.push(format!("lease duration: 900 to {} s", aws.max_ttl_seconds));
+    }
     if let Some(smtp) = handle.smtp() {
         facts.push(format!("recipients: {}", smtp.allowed_recipients.join(", ")));
     }
@@ -106,7 +119,7 @@ pub fn tool_defs(cfg: &Handles, shares: &SharesConfig, handles_for: impl Fn(Tool
             "enum": names,
             "description": "The credential to use, by handle name. airlock performs the call; the credential is never shown."
         });
-        let mut open_world = matches!(tool, Tool::HttpRequest | Tool::SendEmail | Tool::ShareSecret);
+        let mut open_world = matches!(tool, Tool::HttpRequest | Tool::SendEmail | Tool::ShareSecret | Tool::S3Object);
         let (summary, props, required, read_only) = match tool {
             Tool::QueryDb => {
                 let ro = handles
@@ -210,19 +223,45 @@ pub fn tool_defs(cfg: &Handles, shares: &SharesConfig, handles_for: impl Fn(Tool
                     false,
                 )
             }
-            Tool::RequestLease => (
-                "Ask airlock for a short-lived lease on a database handle: a new handle, usable only by you with query_db until it expires, limited to the scope and tables you name (never wider than the handle). Nothing secret is returned.",
-                json!({
+            Tool::RequestLease => {
+                let aws = handles.iter().any(|h| cfg[h].aws().is_some());
+                let mut props = json!({
                     "credential_handle": handle_prop,
                     "scope": {"type": "string", "enum": ["read_only", "read_write"]},
-                    "ttl_seconds": {"type": "integer", "minimum": 1, "description": "Lifetime in seconds; the handle's policy caps it."},
-                    "tables": {"type": "array", "items": {"type": "string"}, "description": "The tables the lease may touch (default: all of the handle's)."},
+                    "ttl_seconds": {"type": "integer", "minimum": 1, "description": "Lifetime in seconds; the handle's policy caps it (aws handles: 900, STS's minimum and the default, or more)."},
+                    "tables": {"type": "array", "items": {"type": "string"}, "description": "Database handles: the tables the lease may touch (default: all of the handle's)."},
                     "task_id": {"type": "string", "description": "A task from POST /v1/tasks; closing it revokes the lease."}
-                }),
-                vec!["credential_handle", "scope", "ttl_seconds"],
-                // Issuing a lease changes no data.
-                true,
-            ),
+                });
+                if aws {
+                    props["buckets"] = json!({"type": "array", "items": {"type": "string"}, "description": "aws handles: the buckets the lease may use with s3_object (default: all of the handle's)."});
+                }
+                (
+                    "Ask airlock for a short-lived lease: a new handle, usable only by you until it expires, limited to the scope and tables or buckets you name (never wider than the handle). On a database handle use it with query_db; on an aws handle it is a short-lived AWS session used with s3_object. Nothing secret is returned.",
+                    props,
+                    vec!["credential_handle", "scope", "ttl_seconds"],
+                    // Issuing a lease changes no data.
+                    true,
+                )
+            }
+            Tool::S3Object => {
+                let mut buckets: Vec<String> = handles.iter().filter_map(|h| cfg[h].aws()).flat_map(|a| a.buckets.clone()).collect();
+                buckets.sort();
+                buckets.dedup();
+                let ro = handles.iter().all(|h| cfg[h].aws().is_none_or(|a| !a.scopes.contains(&Scope::ReadWrite)));
+                let ops: &[&str] = if ro { &["get", "list"] } else { &["get", "put", "list", "delete"] };
+                (
+                    "Get, put, list or delete objects in S3 through airlock with a lease of an aws handle (request_lease first). The bucket must be one the lease names; airlock signs the request with the lease's short-lived credentials, which are never shown. get returns the object as text (encoding utf-8) or base64, capped; list returns keys (capped); put stores `body` as the object's content (read_write leases only).",
+                    json!({
+                        "credential_handle": handle_prop,
+                        "operation": {"type": "string", "enum": ops},
+                        "bucket": {"type": "string", "enum": buckets},
+                        "key": {"type": "string", "minLength": 1, "maxLength": 1024, "description": "The object key (get, put, delete) or a key prefix (list)."},
+                        "body": {"type": "string", "description": "put: the object's content, as text."}
+                    }),
+                    vec!["credential_handle", "operation", "bucket"],
+                    ro,
+                )
+            }
         };
         out.push(ToolDef {
             tool,

@@ -133,6 +133,8 @@ CREATE TABLE approvals (
     used_at         INTEGER
 );
 CREATE INDEX approvals_call ON approvals(call_hash, status);
+"#, r#"
+ALTER TABLE leases ADD COLUMN buckets TEXT;
 "#];
 
 
@@ -254,6 +256,8 @@ CREATE TABLE approvals (
     used_at         BIGINT
 );
 CREATE INDEX approvals_call ON approvals(call_hash, status);
+"#, r#"
+ALTER TABLE leases ADD COLUMN buckets TEXT;
 "#];
 
 /// The PostgreSQL schema version this build brings a database to.

@@ -50,7 +50,7 @@ pub struct Lease {
     pub tables: Option<Vec<String>>,
     /// Whether the lease is a real database role.
     pub dynamic: bool,
-    /// The database role, for dynamic leases.
+    /// The database role of a dynamic lease, or the STS session name of an aws lease.
     pub role_name: Option<String>,
     /// The task it belongs to.
     pub task_id: Option<String>,
@@ -66,6 +66,8 @@ pub struct Lease {
     pub attempts: i64,
     /// When a failed revocation is tried again.
     pub next_attempt_at: Option<String>,
+    /// The S3 buckets of an aws lease.
+    pub buckets: Option<Vec<String>>,
 }
 
 /// What a new lease record holds.
@@ -85,8 +87,10 @@ pub struct NewLease<'a> {
     pub tables: Option<&'a [String]>,
     /// Dynamic role?
     pub dynamic: bool,
-    /// Role name.
+    /// Role name (or STS session name).
     pub role_name: Option<&'a str>,
+    /// Buckets (aws leases).
+    pub buckets: Option<&'a [String]>,
     /// Task.
     pub task_id: Option<&'a str>,
     /// Expiry (RFC 3339, UTC).
@@ -107,7 +111,7 @@ pub struct Task {
 }
 
 const LEASE_COLS: &str = "id, handle, base, agent_id, scope, tables, dynamic, role_name, task_id, status, created_at, \
-                          expires_at, revoked_at, attempts, next_attempt_at";
+                          expires_at, revoked_at, attempts, next_attempt_at, buckets";
 
 type LeaseRow = (
     String,
@@ -124,6 +128,7 @@ type LeaseRow = (
     String,
     Option<String>,
     i64,
+    Option<String>,
     Option<String>,
 );
 
@@ -144,6 +149,7 @@ fn row(r: LeaseRow) -> Lease {
         revoked_at: r.12,
         attempts: r.13,
         next_attempt_at: r.14,
+        buckets: r.15.and_then(|t| serde_json::from_str(&t).ok()),
     }
 }
 
@@ -156,9 +162,10 @@ impl Store {
     /// Records a lease as `pending` (committed before any credential exists).
     pub async fn insert_lease(&self, l: &NewLease<'_>) -> Result<()> {
         let tables = l.tables.map(|t| serde_json::to_string(t).expect("strings serialize"));
+        let buckets = l.buckets.map(|t| serde_json::to_string(t).expect("strings serialize"));
         let res = with_pool!(self, |p, d| sqlx::query(&d.sql(
-            "INSERT INTO leases (id, handle, base, agent_id, scope, tables, dynamic, role_name, task_id, status, created_at, expires_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?)",
+            "INSERT INTO leases (id, handle, base, agent_id, scope, tables, dynamic, role_name, task_id, status, created_at, expires_at, buckets)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?)",
         ))
         .bind(l.id)
         .bind(l.handle)
@@ -171,6 +178,7 @@ impl Store {
         .bind(l.task_id)
         .bind(now())
         .bind(l.expires_at)
+        .bind(buckets)
         .execute(p)
         .await
         .map(|_| ()));
@@ -403,6 +411,7 @@ mod tests {
             tables: Some(&["orders".to_owned()]),
             dynamic: false,
             role_name: None,
+            buckets: None,
             task_id: Some(&task.id),
             expires_at: far,
         };

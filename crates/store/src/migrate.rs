@@ -58,6 +58,7 @@ const TABLES: &[(&str, &[(&str, Kind)])] = &[
             ("revoked_at", Text),
             ("attempts", Int),
             ("next_attempt_at", Text),
+            ("buckets", Text),
         ],
     ),
     ("agent_grants", &[("agent_id", Text), ("handle", Text), ("tool", Text)]),

@@ -256,6 +256,7 @@ async fn t15_an_agent_revoked_on_one_replica_is_refused_by_the_other_and_its_lea
         tables: Some(&["orders".to_owned()]),
         dynamic: true,
         role_name: Some("airlock_x_l1"),
+        buckets: None,
         task_id: Some(&task.id),
         expires_at: far,
     };
@@ -360,6 +361,7 @@ async fn migrate_copies_a_sqlite_store_once_and_refuses_a_target_with_other_data
         tables: None,
         dynamic: true,
         role_name: Some("r"),
+        buckets: Some(&["b1".to_owned()]),
         task_id: Some(&task.id),
         expires_at: "2999-01-01T00:00:00.000000Z",
     })
