@@ -112,14 +112,250 @@ pub enum SecretRef {
     Env(String),
     /// A file readable by the broker (its whole content, one trailing newline removed).
     File(PathBuf),
+    /// A field of a KV v2 secret in an OpenBao or HashiCorp Vault server (`[vaults.NAME]`).
+    Remote(RemoteRef),
+}
+
+/// A field of a KV v2 secret in a remote vault, written
+/// `openbao:NAME/MOUNT/PATH#FIELD` or `openbao:NAME/MOUNT/PATH#FIELD@VERSION` (`vault:` is the
+/// same scheme).
+///
+/// `NAME` is a `[vaults.NAME]` table, `MOUNT` the KV v2 engine's mount (one path segment),
+/// `PATH` the secret's path under it (one or more segments), `FIELD` the key inside the secret
+/// and `VERSION` a version number to pin (default: the latest). Segments are non-empty, never
+/// `.` or `..`, and hold none of `# @ ? % \` nor spaces or control characters; `FIELD` holds
+/// neither `#`, `@` nor `/`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RemoteRef {
+    /// The `[vaults.NAME]` table.
+    pub vault: String,
+    /// The KV v2 mount.
+    pub mount: String,
+    /// The secret's path under the mount.
+    pub path: String,
+    /// The field; `None` only where a whole secret is meant (`airlock secret import`).
+    pub field: Option<String>,
+    /// The pinned version.
+    pub version: Option<u64>,
+}
+
+impl RemoteRef {
+    /// Parses `NAME/MOUNT/PATH[#FIELD[@VERSION]]` (the part after `openbao:`). A field is
+    /// required when `need_field` is set.
+    pub fn parse(s: &str, need_field: bool) -> Result<RemoteRef, String> {
+        let grammar = "expected openbao:NAME/MOUNT/PATH#FIELD with an optional @VERSION";
+        let (loc, field) = match s.split_once('#') {
+            Some((l, f)) => (l, Some(f)),
+            None => (s, None),
+        };
+        let (field, version) = match field {
+            None => (None, None),
+            Some(f) => match f.split_once('@') {
+                Some((f, v)) => {
+                    let n: u64 = v.parse().map_err(|_| format!("version '{v}' is not a positive integer; {grammar}"))?;
+                    if n == 0 {
+                        return Err("versions start at 1".into());
+                    }
+                    (Some(f), Some(n))
+                }
+                None => (Some(f), None),
+            },
+        };
+        if let Some(f) = field {
+            if f.is_empty() || f.contains(['#', '@', '/']) || f.chars().any(char::is_control) {
+                return Err(format!("the field is empty or holds '#', '@', '/' or a control character; {grammar}"));
+            }
+        } else if need_field {
+            return Err(format!("the field is missing; {grammar}"));
+        }
+        let segs: Vec<&str> = loc.split('/').collect();
+        if segs.len() < 3 {
+            return Err(format!("a vault name, a mount and a path are needed; {grammar}"));
+        }
+        for seg in &segs {
+            if seg.is_empty()
+                || *seg == "."
+                || *seg == ".."
+                || seg.chars().any(|c| c.is_control() || c.is_whitespace() || "#@?%\\".contains(c))
+            {
+                return Err(format!("'{seg}' is not a valid path segment; {grammar}"));
+            }
+        }
+        if !valid_vault_name(segs[0]) {
+            return Err(format!("'{}' is not a vault name (a-z, 0-9, '-', '_')", segs[0]));
+        }
+        Ok(RemoteRef {
+            vault: segs[0].to_owned(),
+            mount: segs[1].to_owned(),
+            path: segs[2..].join("/"),
+            field: field.map(str::to_owned),
+            version,
+        })
+    }
+}
+
+impl std::fmt::Display for RemoteRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "openbao:{}/{}/{}", self.vault, self.mount, self.path)?;
+        if let Some(field) = &self.field {
+            write!(f, "#{field}")?;
+        }
+        if let Some(v) = self.version {
+            write!(f, "@{v}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Vault names: `[a-z][a-z0-9_-]{0,63}`, as agent names.
+pub fn valid_vault_name(s: &str) -> bool {
+    valid_agent_name(s)
+}
+
+/// Which remote vault server a `[vaults.NAME]` table talks to. Both speak the same API.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RemoteVaultKind {
+    /// OpenBao.
+    Openbao,
+    /// HashiCorp Vault.
+    Vault,
+}
+
+/// How airlock logs in to a remote vault. The credential itself is never in the configuration
+/// text: it is an `env:` or `file:` reference.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RemoteAuth {
+    /// A token, renewed by airlock while it is renewable.
+    Token {
+        /// Where the token is.
+        token: SecretRef,
+    },
+    /// AppRole: airlock logs in, renews its token and logs in again when renewal fails.
+    AppRole {
+        /// The role id (not secret in itself, but kept out of the text all the same).
+        role_id: SecretRef,
+        /// The secret id.
+        secret_id: SecretRef,
+        /// The AppRole mount (default `approle`).
+        mount: String,
+    },
+}
+
+/// A validated `[vaults.NAME]` table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RemoteVaultConfig {
+    /// Its name.
+    pub name: String,
+    /// OpenBao or HashiCorp Vault.
+    pub kind: RemoteVaultKind,
+    /// The server's base URL, `https://host:port` (`http` only for a loopback address).
+    pub addr: String,
+    /// A PEM CA certificate to trust for `addr` (besides the system roots).
+    pub ca_cert: Option<PathBuf>,
+    /// The namespace (`X-Vault-Namespace`), if any.
+    pub namespace: Option<String>,
+    /// How airlock logs in.
+    pub auth: RemoteAuth,
+    /// How long a value read is reused before it is read again (0: never cached).
+    pub cache_ttl_seconds: u64,
+    /// Per-request timeout.
+    pub timeout_ms: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawVault {
+    kind: RemoteVaultKind,
+    addr: String,
+    #[serde(default)]
+    ca_cert: Option<PathBuf>,
+    #[serde(default)]
+    namespace: Option<String>,
+    auth: RawRemoteAuth,
+    #[serde(default = "default_remote_cache_ttl")]
+    cache_ttl_seconds: u64,
+    #[serde(default = "default_timeout_ms")]
+    timeout_ms: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "method", rename_all = "snake_case", deny_unknown_fields)]
+enum RawRemoteAuth {
+    Token {
+        token: String,
+    },
+    Approle {
+        role_id: String,
+        secret_id: String,
+        #[serde(default)]
+        mount: Option<String>,
+    },
+}
+
+fn default_remote_cache_ttl() -> u64 {
+    30
+}
+
+fn validate_vault(name: &str, v: RawVault, base: &Path) -> Result<RemoteVaultConfig, (&'static str, String)> {
+    if !valid_vault_name(name) {
+        return Err(("", "a vault name is 1 to 64 characters of a-z, 0-9, '-' and '_', starting with a letter".into()));
+    }
+    let u = url::Url::parse(&v.addr).map_err(|e| ("addr", format!("not a URL: {e}")))?;
+    let host_loopback = match u.host() {
+        Some(url::Host::Ipv4(a)) => a.is_loopback(),
+        Some(url::Host::Ipv6(a)) => a.is_loopback(),
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        None => false,
+    };
+    match u.scheme() {
+        "https" => {}
+        "http" if host_loopback => {}
+        "http" => return Err(("addr", "http is allowed only for a loopback address; use https".into())),
+        s => return Err(("addr", format!("scheme {s} is not https"))),
+    }
+    if u.path() != "/" || u.query().is_some() || u.fragment().is_some() || !u.username().is_empty() || u.password().is_some() {
+        return Err(("addr", "give only scheme, host and port (no path, query or credentials)".into()));
+    }
+    if v.timeout_ms == 0 {
+        return Err(("timeout_ms", "must be at least 1".into()));
+    }
+    let cred = |f: &'static str, s: &str| -> Result<SecretRef, (&'static str, String)> {
+        match SecretRef::parse(s, base) {
+            Ok(r @ (SecretRef::Env(_) | SecretRef::File(_))) => Ok(r),
+            Ok(_) => Err((f, "give env:VAR or file:PATH (the credential never goes in the configuration)".into())),
+            Err(m) => Err((f, m)),
+        }
+    };
+    let auth = match v.auth {
+        RawRemoteAuth::Token { token } => RemoteAuth::Token { token: cred("auth.token", &token)? },
+        RawRemoteAuth::Approle { role_id, secret_id, mount } => {
+            let mount = mount.unwrap_or_else(|| "approle".into());
+            if mount.is_empty() || mount.contains(['/', '?', '#', '%']) {
+                return Err(("auth.mount", "one path segment".into()));
+            }
+            RemoteAuth::AppRole { role_id: cred("auth.role_id", &role_id)?, secret_id: cred("auth.secret_id", &secret_id)?, mount }
+        }
+    };
+    Ok(RemoteVaultConfig {
+        name: name.to_owned(),
+        kind: v.kind,
+        addr: v.addr.trim_end_matches('/').to_owned(),
+        ca_cert: v.ca_cert.map(|p| base.join(p)),
+        namespace: v.namespace.filter(|n| !n.is_empty()),
+        auth,
+        cache_ttl_seconds: v.cache_ttl_seconds,
+        timeout_ms: v.timeout_ms,
+    })
 }
 
 impl SecretRef {
-    /// Parses `local:NAME`, `env:VAR` or `file:/path` (relative paths are relative to `base`).
+    /// Parses `local:NAME`, `env:VAR`, `file:/path` (relative paths are relative to `base`) or
+    /// `openbao:NAME/MOUNT/PATH#FIELD[@VERSION]` (also spelt `vault:`, see [`RemoteRef`]).
     pub fn parse(s: &str, base: &Path) -> Result<SecretRef, String> {
         let (scheme, rest) = s
             .split_once(':')
-            .ok_or_else(|| "expected local:NAME, env:VAR or file:PATH".to_owned())?;
+            .ok_or_else(|| "expected local:NAME, env:VAR, file:PATH or openbao:NAME/MOUNT/PATH#FIELD".to_owned())?;
         if rest.is_empty() {
             return Err("the reference after the scheme is empty".into());
         }
@@ -127,7 +363,8 @@ impl SecretRef {
             "local" => Ok(SecretRef::Local(rest.to_owned())),
             "env" => Ok(SecretRef::Env(rest.to_owned())),
             "file" => Ok(SecretRef::File(base.join(rest))),
-            _ => Err(format!("unknown secret backend '{scheme}' (expected local, env or file)")),
+            "openbao" | "vault" => Ok(SecretRef::Remote(RemoteRef::parse(rest, true)?)),
+            _ => Err(format!("unknown secret backend '{scheme}' (expected local, env, file, openbao or vault)")),
         }
     }
 }
@@ -468,6 +705,32 @@ pub struct LeasePolicy {
     /// afterwards whatever they do.
     #[serde(default)]
     pub revocation_statements: Option<Vec<String>>,
+    /// Who makes the lease's credential: airlock itself (the default, see `dynamic`) or
+    /// `openbao`, whose database secrets engine issues a dynamic credential under an OpenBao
+    /// lease, revoked through OpenBao.
+    #[serde(default)]
+    pub provider: LeaseProvider,
+    /// With `provider = "openbao"`: the `[vaults.NAME]` whose database engine issues the
+    /// credential.
+    #[serde(default)]
+    pub vault: Option<String>,
+    /// With `provider = "openbao"`: the database engine's mount (default `database`).
+    #[serde(default)]
+    pub mount: Option<String>,
+    /// With `provider = "openbao"`: the engine's role (`GET /v1/{mount}/creds/{role}`).
+    #[serde(default)]
+    pub role: Option<String>,
+}
+
+/// Who makes a lease's credential.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LeaseProvider {
+    /// airlock: the base handle's own credential (or a role airlock creates, `dynamic`).
+    #[default]
+    Airlock,
+    /// The database secrets engine of an OpenBao or Vault server.
+    Openbao,
 }
 
 impl LeasePolicy {
@@ -746,6 +1009,8 @@ pub struct Config {
     pub leases: BTreeMap<HandleName, LeasePolicy>,
     /// Approval rules of the handles that have one (`[handles.X.approval]`).
     pub approvals: BTreeMap<HandleName, ApprovalRule>,
+    /// Remote vaults by name (`[vaults.NAME]`).
+    pub vaults: BTreeMap<String, RemoteVaultConfig>,
 }
 
 // ---- raw shape ----
@@ -767,6 +1032,8 @@ struct RawConfig {
     handles: BTreeMap<Spanned<String>, Spanned<RawHandle>>,
     #[serde(default)]
     agents: BTreeMap<Spanned<String>, Spanned<AgentConfig>>,
+    #[serde(default)]
+    vaults: BTreeMap<Spanned<String>, Spanned<RawVault>>,
 }
 
 #[derive(Deserialize)]
@@ -993,6 +1260,15 @@ impl Config {
             message,
         };
 
+        let mut vaults = BTreeMap::new();
+        for (name, rv) in raw.vaults {
+            let name = name.into_inner();
+            let p = rv.span().start;
+            let v = validate_vault(&name, rv.into_inner(), base).map_err(|(f, m)| {
+                invalid(p, if f.is_empty() { format!("vaults.{name}") } else { format!("vaults.{name}.{f}") }, m)
+            })?;
+            vaults.insert(name, v);
+        }
         let mut handles = BTreeMap::new();
         let mut leases = BTreeMap::new();
         let mut approvals = BTreeMap::new();
@@ -1006,6 +1282,11 @@ impl Config {
             let field = |f: &str| format!("handles.{hname}.{f}");
             let secret = SecretRef::parse(rh.secret.get_ref(), base)
                 .map_err(|m| invalid(rh.secret.span().start, field("secret"), m))?;
+            if let SecretRef::Remote(r) = &secret {
+                if !vaults.contains_key(&r.vault) {
+                    return Err(invalid(rh.secret.span().start, field("secret"), format!("no [vaults.{}] is defined", r.vault)));
+                }
+            }
             // Each kind takes its own table of constraints and no other.
             let own = match rh.kind {
                 HandleKind::Postgres | HandleKind::Mysql | HandleKind::Sqlite => "database",
@@ -1093,6 +1374,12 @@ impl Config {
                 let p = lp.span().start;
                 let lp = lp.into_inner();
                 validate_lease(&hname, rh.kind, &constraints, &lp).map_err(|(f, m)| invalid(p, field(&format!("lease.{f}")), m))?;
+                if lp.provider == LeaseProvider::Openbao {
+                    validate_openbao_lease(rh.kind, &constraints, &lp, &vaults)
+                        .map_err(|(f, m)| invalid(p, field(&format!("lease.{f}")), m))?;
+                } else if lp.vault.is_some() || lp.mount.is_some() || lp.role.is_some() {
+                    return Err(invalid(p, field("lease.provider"), "vault, mount and role go with provider = \"openbao\"".into()));
+                }
                 leases.insert(hname.clone(), lp);
             }
             if let Some(ar) = rh.approval {
@@ -1175,6 +1462,7 @@ impl Config {
             agents,
             leases,
             approvals,
+            vaults,
         })
     }
 }
@@ -1280,6 +1568,37 @@ pub const LEASE_SUFFIX_LEN: usize = 9;
 /// are. The config's spelling is returned, so agent text never reaches a statement.
 pub fn table_in(table: &str, allowed: &[String]) -> Option<String> {
     allowed.iter().find(|a| a.eq_ignore_ascii_case(table)).cloned()
+}
+
+fn validate_openbao_lease(
+    kind: HandleKind,
+    constraints: &Constraints,
+    lp: &LeasePolicy,
+    vaults: &BTreeMap<String, RemoteVaultConfig>,
+) -> Result<(), (&'static str, String)> {
+    if !matches!(kind, HandleKind::Postgres | HandleKind::Mysql) {
+        return Err(("provider", "OpenBao database credentials need a postgres or mysql handle".into()));
+    }
+    if lp.dynamic || lp.creation_statements.is_some() || lp.revocation_statements.is_some() {
+        return Err(("provider", "with provider = \"openbao\" the role is OpenBao's: leave dynamic and the statements out".into()));
+    }
+    let Constraints::Database(db) = constraints else { return Err(("", "only database handles can be leased".into())) };
+    if db.url.is_none() {
+        return Err(("provider", "the handle needs database.url (host and database); OpenBao gives the user and password".into()));
+    }
+    match &lp.vault {
+        None => return Err(("vault", "name the [vaults.NAME] that issues the credentials".into())),
+        Some(v) if !vaults.contains_key(v) => return Err(("vault", format!("no [vaults.{v}] is defined"))),
+        Some(_) => {}
+    }
+    let seg_ok = |s: &str| !s.is_empty() && !s.contains(['/', '?', '#', '%']) && !s.chars().any(|c| c.is_control() || c.is_whitespace());
+    if !lp.mount.as_deref().map(seg_ok).unwrap_or(true) {
+        return Err(("mount", "one path segment".into()));
+    }
+    match &lp.role {
+        Some(r) if seg_ok(r) => Ok(()),
+        _ => Err(("role", "name the database engine's role (one path segment)".into())),
+    }
 }
 
 fn validate_lease(
@@ -1919,5 +2238,105 @@ grants = [{ handle = "S3", tools = ["request_lease"] }]
         assert!(e.starts_with("airlock.toml:21:") && e.contains("a handle is"), "{e}");
         let e = err(&GOOD.replace("handle = \"DB_PROD\"", "handle = \"DB_PRODX\""));
         assert!(e.contains("agents.support-bot.grants[0]: unknown handle DB_PRODX"), "{e}");
+    }
+
+    const VAULTS: &str = r#"
+[vaults.corp]
+kind = "openbao"
+addr = "https://bao.example:8200"
+ca_cert = "ca.pem"
+namespace = "team"
+auth = { method = "approle", role_id = "env:ROLE", secret_id = "file:sid" }
+
+[vaults.local-bao]
+kind = "vault"
+addr = "http://127.0.0.1:8200"
+auth = { method = "token", token = "env:BAO_TOKEN" }
+
+[handles.PG]
+kind = "postgres"
+secret = "openbao:corp/secret/app/db#password@3"
+[handles.PG.database]
+url = "postgres://app@db.example/app"
+[handles.PG.lease]
+provider = "openbao"
+vault = "local-bao"
+role = "readonly"
+
+[handles.API]
+kind = "generic"
+secret = "vault:local-bao/kv/a/b/c#api-key"
+"#;
+
+    #[test]
+    fn parses_vaults_remote_refs_and_openbao_leases() {
+        let c = Config::parse(VAULTS, "airlock.toml", Path::new("/etc/airlock")).unwrap();
+        let corp = &c.vaults["corp"];
+        assert_eq!(corp.kind, RemoteVaultKind::Openbao);
+        assert_eq!(corp.ca_cert.as_deref(), Some(Path::new("/etc/airlock/ca.pem")));
+        assert_eq!(corp.cache_ttl_seconds, 30);
+        assert_eq!(corp.namespace.as_deref(), Some("team"));
+        assert!(matches!(&corp.auth, RemoteAuth::AppRole { mount, secret_id: SecretRef::File(p), .. } if mount == "approle" && p == Path::new("/etc/airlock/sid")));
+        let pg = &c.handles[&HandleName::parse("PG").unwrap()];
+        assert_eq!(
+            pg.secret,
+            SecretRef::Remote(RemoteRef {
+                vault: "corp".into(),
+                mount: "secret".into(),
+                path: "app/db".into(),
+                field: Some("password".into()),
+                version: Some(3)
+            })
+        );
+        let SecretRef::Remote(api) = &c.handles[&HandleName::parse("API").unwrap()].secret else { panic!() };
+        assert_eq!((api.mount.as_str(), api.path.as_str(), api.field.as_deref(), api.version), ("kv", "a/b/c", Some("api-key"), None));
+        assert_eq!(api.to_string(), "openbao:local-bao/kv/a/b/c#api-key");
+        let lp = &c.leases[&HandleName::parse("PG").unwrap()];
+        assert_eq!((lp.provider, lp.vault.as_deref(), lp.role.as_deref()), (LeaseProvider::Openbao, Some("local-bao"), Some("readonly")));
+    }
+
+    #[test]
+    fn remote_refs_are_validated_at_load() {
+        for (bad, what) in [
+            ("openbao:corp/secret/app", "field is missing"),
+            ("openbao:corp/secret#f", "a vault name, a mount and a path"),
+            ("openbao:corp//app#f", "not a valid path segment"),
+            ("openbao:corp/secret/../x#f", "not a valid path segment"),
+            ("openbao:corp/secret/a?b#f", "not a valid path segment"),
+            ("openbao:corp/secret/app#", "field is empty"),
+            ("openbao:corp/secret/app#f@x", "not a positive integer"),
+            ("openbao:corp/secret/app#f@0", "versions start at 1"),
+            ("openbao:Corp/secret/app#f", "not a vault name"),
+        ] {
+            let e = SecretRef::parse(bad, Path::new(".")).unwrap_err();
+            assert!(e.contains(what), "{bad}: {e}");
+        }
+        let text = VAULTS.replace("openbao:corp/secret/app/db#password@3", "openbao:nope/secret/app/db#password");
+        let e = Config::parse(&text, "a.toml", Path::new(".")).unwrap_err().to_string();
+        assert!(e.contains("handles.PG.secret") && e.contains("no [vaults.nope]") && e.starts_with("a.toml:16:"), "{e}");
+    }
+
+    #[test]
+    fn vault_tables_are_validated() {
+        let cases = [
+            ("auth = { method = \"token\", token = \"env:BAO_TOKEN\" }", "auth = { method = \"token\", token = \"s.abcdef\" }", "vaults.local-bao.auth.token"),
+            ("auth = { method = \"token\", token = \"env:BAO_TOKEN\" }", "auth = { method = \"token\", token = \"local:X\" }", "env:VAR or file:PATH"),
+            ("addr = \"http://127.0.0.1:8200\"", "addr = \"http://bao.example:8200\"", "only for a loopback"),
+            ("addr = \"http://127.0.0.1:8200\"", "addr = \"https://bao.example:8200/v1\"", "no path"),
+            ("role = \"readonly\"", "", "lease.role"),
+            ("vault = \"local-bao\"", "vault = \"other\"", "no [vaults.other]"),
+            ("url = \"postgres://app@db.example/app\"", "", "needs database.url"),
+            ("provider = \"openbao\"", "provider = \"airlock\"", "go with provider"),
+        ];
+        for (from, to, what) in cases {
+            let text = VAULTS.replace(from, to);
+            assert_ne!(text, VAULTS, "{from}");
+            let e = Config::parse(&text, "a.toml", Path::new(".")).unwrap_err().to_string();
+            assert!(e.contains(what), "{to}: {e}");
+        }
+        let e = Config::parse(&VAULTS.replace("[vaults.corp]", "[vaults.Corp]").replace("openbao:corp/", "openbao:x/"), "a.toml", Path::new("."))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("vaults.Corp"), "{e}");
     }
 }

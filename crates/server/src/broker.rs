@@ -166,7 +166,7 @@ impl Broker {
         let key = AuditKey::load(&dir)?;
         let policy = PolicyEngine::from_config(&cfg)?;
         let audit = AuditLog::start(store.clone(), key);
-        let vault = Vault::new(master, store.clone());
+        let vault = Vault::with_remotes(master, store.clone(), cfg.vaults.values())?;
         let installation = leases::installation_id(&dir)?;
         let policy_version = crate::approvals::policy_version(policy.version(), &cfg);
         let broker = Broker {
@@ -323,8 +323,23 @@ impl Broker {
             return Ok(false);
         }
         self.cache.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        self.vault.invalidate();
         self.rebuild_scrubber().await?;
         Ok(true)
+    }
+
+    /// Drops every cached secret, including values read from remote vaults (OpenBao, Vault), so
+    /// the next call reads them again, and rebuilds the scrubber from fresh values. `airlock
+    /// serve` calls it on SIGHUP; call it after rotating a secret in a remote vault.
+    pub async fn invalidate_secrets(&self) -> Result<(), BrokerError> {
+        self.cache.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        self.vault.invalidate();
+        self.rebuild_scrubber().await
+    }
+
+    /// The secret backends.
+    pub fn vault(&self) -> &Vault {
+        &self.vault
     }
 
     /// Authenticates a bearer token.

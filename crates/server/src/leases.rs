@@ -10,7 +10,8 @@
 //! their own: they cannot be revoked early, so the lease's duration bounds the exposure.
 
 use super::{strip_serde_detail, Broker, BrokerError, Caller};
-use airlock_core::config::{table_in, Constraints, Handle, HandleKind, LeasePolicy, Scope, SecretRef, AWS_MIN_TTL_SECONDS};
+use airlock_core::config::{table_in, Constraints, Handle, HandleKind, LeaseProvider, LeasePolicy, Scope, SecretRef, AWS_MIN_TTL_SECONDS};
+use airlock_core::Secret;
 use airlock_core::{CallError, ErrorCode, HandleName};
 use airlock_exec_sql::lease as dynamic;
 use airlock_store::leases::{stamp, status, Lease, NewLease};
@@ -251,6 +252,9 @@ impl Broker {
                 _ => return Err(CallError::with_message(ErrorCode::NotFound, "no such task")),
             }
         }
+        if let Some(policy) = policy.filter(|p| p.provider == LeaseProvider::Openbao) {
+            return self.issue_openbao_lease(caller, base, policy, req).await;
+        }
         let expires = chrono::Utc::now() + chrono::Duration::seconds(req.ttl as i64);
         let expires_at = stamp(expires);
         let id = uuid::Uuid::now_v7().to_string();
@@ -359,6 +363,111 @@ impl Broker {
         Ok(out)
     }
 
+    /// A lease whose credential comes from OpenBao's database secrets engine: the credential is
+    /// issued first (OpenBao's own lease bounds it if airlock crashes), then the lease is recorded
+    /// with OpenBao's user name as its role, the password sealed under the lease handle and the
+    /// OpenBao lease id under [`openbao_lease_key`]. Any failure revokes the OpenBao lease.
+    ///
+    /// OpenBao's role TTL governs the credential (the engine takes no TTL per request): the
+    /// airlock lease ends at the earlier of the requested TTL and OpenBao's lease duration.
+    async fn issue_openbao_lease(&self, caller: &Caller, base: &Handle, policy: &LeasePolicy, req: &LeaseRequest) -> Result<Value, CallError> {
+        let unavailable = |m: String| CallError::new(ErrorCode::SecretUnavailable).detail(m);
+        let remote = self.vault.remote(policy.vault.as_deref().unwrap_or_default()).map_err(|e| unavailable(e.to_string()))?.clone();
+        let mount = policy.mount.as_deref().unwrap_or("database");
+        let role = policy.role.as_deref().unwrap_or_default();
+        let cred = remote
+            .db_credential(mount, role)
+            .await
+            .map_err(|e| unavailable(format!("lease of {}: {e}", base.name)))?;
+        let ttl = if cred.lease_duration > 0 { req.ttl.min(cred.lease_duration) } else { req.ttl };
+        let expires_at = stamp(chrono::Utc::now() + chrono::Duration::seconds(ttl as i64));
+        let id = uuid::Uuid::now_v7().to_string();
+        let give_back = |why: String| {
+            let remote = remote.clone();
+            let lease_id = cred.lease_id.clone();
+            async move {
+                if let Err(e) = remote.revoke_lease(&lease_id).await {
+                    tracing::warn!(error = %e, "OpenBao lease of a failed issue not revoked; its TTL ends it");
+                }
+                internal(why)
+            }
+        };
+        let mut attempt = 0;
+        let name = loop {
+            let mut b = [0u8; 3];
+            rand::rng().fill_bytes(&mut b);
+            let suffix: String = b.iter().map(|x| format!("{x:02X}")).collect();
+            let Some(name) = dynamic::lease_handle_name(&base.name, &suffix) else {
+                return Err(give_back("lease handle name".into()).await);
+            };
+            let rec = NewLease {
+                id: &id,
+                handle: name.as_str(),
+                base: base.name.as_str(),
+                agent_id: &caller.agent.id,
+                scope: scope_str(req.scope),
+                tables: req.tables.as_deref(),
+                dynamic: true,
+                role_name: Some(&cred.username),
+                buckets: None,
+                task_id: req.task_id.as_deref(),
+                expires_at: &expires_at,
+            };
+            match self.store.insert_lease(&rec).await {
+                Ok(()) => break name,
+                Err(airlock_store::StoreError::Conflict(_)) if attempt < 5 => attempt += 1,
+                Err(e) => return Err(give_back(e.to_string()).await),
+            }
+        };
+        let saved = async {
+            self.vault.put(name.as_str(), &cred.password).await.map_err(|e| e.to_string())?;
+            self.vault.put(&openbao_lease_key(name.as_str()), &Secret::from_str_value(&cred.lease_id)).await.map_err(|e| e.to_string())?;
+            self.store.transition_lease(&id, &[status::PENDING], status::ACTIVE).await.map_err(|e| e.to_string())
+        }
+        .await;
+        if !matches!(saved, Ok(true)) {
+            let _ = self.store.remove_secret(name.as_str()).await;
+            let _ = self.store.remove_secret(&openbao_lease_key(name.as_str())).await;
+            let _ = self.store.transition_lease(&id, &[status::PENDING], status::FAILED).await;
+            return Err(give_back(format!("lease {id} not saved: {saved:?}")).await);
+        }
+        self.notify_tools(&caller.agent.id);
+        self.reaper_wake.notify_one();
+        Ok(json!({
+            "lease_id": id,
+            "lease_handle": name.as_str(),
+            "expires_at": expires_at,
+            "scope": scope_str(req.scope),
+            "tables": req.tables,
+        }))
+    }
+
+    /// Revokes an OpenBao-issued lease credential through OpenBao, then checks that the
+    /// credential no longer logs in.
+    async fn revoke_openbao_credential(&self, base: &Handle, policy: &LeasePolicy, handle: &str, user: &str) -> Result<(), CallError> {
+        let unavailable = |m: String| CallError::new(ErrorCode::UpstreamUnavailable).detail(m);
+        let remote = self.vault.remote(policy.vault.as_deref().unwrap_or_default()).map_err(|e| unavailable(e.to_string()))?;
+        let key = openbao_lease_key(handle);
+        match self.vault.resolve(&SecretRef::Local(key.clone())).await {
+            Ok(lease_id) => {
+                let lease_id = lease_id.expose_str().unwrap_or_default().to_owned();
+                remote.revoke_lease(&lease_id).await.map_err(|e| unavailable(format!("lease role on {}: {e}", base.name)))?;
+            }
+            // Already revoked by an earlier attempt that failed later on.
+            Err(airlock_vault::VaultError::NotFound(_)) => {}
+            Err(e) => return Err(unavailable(e.to_string())),
+        }
+        if let Ok(password) = self.vault.resolve(&SecretRef::Local(handle.to_owned())).await {
+            dynamic::check_login_refused(base, user, &password)
+                .await
+                .map_err(|e| unavailable(format!("OpenBao credential of {}: {e}", base.name)))?;
+        }
+        match self.store.remove_secret(&key).await {
+            Ok(()) | Err(airlock_store::StoreError::NotFound(_)) => Ok(()),
+            Err(e) => Err(unavailable(e.to_string())),
+        }
+    }
+
     /// The handle a lease record stands for, built from its base handle's configuration.
     fn lease_handle(&self, l: &Lease) -> Option<Handle> {
         let base = self.cfg.handles.get(&HandleName::parse(&l.base).ok()?)?;
@@ -445,7 +554,7 @@ impl Broker {
             self.sql.forget(&name).await;
         }
         if let (true, Some(role)) = (l.dynamic, &l.role_name) {
-            if let Err(e) = self.drop_lease_role(&l.base, role).await {
+            if let Err(e) = self.drop_lease_role(&l.base, &l.handle, role).await {
                 let backoff = backoff_secs(l.attempts);
                 let next = stamp(chrono::Utc::now() + chrono::Duration::seconds(backoff));
                 let _ = self.store.lease_revoke_failed(id, &next).await;
@@ -477,11 +586,14 @@ impl Broker {
         Ok(true)
     }
 
-    async fn drop_lease_role(&self, base: &str, role: &str) -> Result<(), CallError> {
+    async fn drop_lease_role(&self, base: &str, handle: &str, role: &str) -> Result<(), CallError> {
         let unavailable = |m: String| CallError::new(ErrorCode::UpstreamUnavailable).detail(m);
         let name = HandleName::parse(base).map_err(|_| unavailable(format!("base handle {base}")))?;
         let h = self.cfg.handles.get(&name).ok_or_else(|| unavailable(format!("base handle {base} is not configured")))?;
         let policy = self.cfg.leases.get(&name).cloned().unwrap_or_else(default_policy);
+        if policy.provider == LeaseProvider::Openbao {
+            return self.revoke_openbao_credential(h, &policy, handle, role).await;
+        }
         let admin = self.resolve(h).await?;
         dynamic::drop_role(h, &policy, &admin, role).await.map_err(|e| unavailable(format!("lease role on {base}: {e}")))
     }
@@ -637,6 +749,12 @@ impl Broker {
     }
 }
 
+/// Where the OpenBao lease id of an OpenBao-issued lease credential is sealed in the local vault
+/// (not a handle name, so the scrubber skips it: the id is not a credential).
+pub fn openbao_lease_key(lease_handle: &str) -> String {
+    format!("openbao-lease:{lease_handle}")
+}
+
 /// The reaper's wait: until the next deadline (`until` from now), at most
 /// [`REAPER_MAX_SLEEP`] (so a lease issued by another process is seen soon), at least 5 ms, or
 /// until woken.
@@ -662,6 +780,10 @@ fn default_policy() -> LeasePolicy {
         tables: None,
         creation_statements: None,
         revocation_statements: None,
+        provider: Default::default(),
+        vault: None,
+        mount: None,
+        role: None,
     }
 }
 

@@ -9,10 +9,17 @@
 //! 0x01 | dek_nonce (12) | wrapped_dek (32 + 16 tag) | nonce (12) | ciphertext (n + 16 tag)
 //! ```
 //!
+//! Remote vaults (OpenBao, HashiCorp Vault) are in [`remote`].
+//!
 //! This crate and the executors are the only places that handle plaintext.
 #![forbid(unsafe_code)]
 
-use airlock_core::config::SecretRef;
+pub mod remote;
+
+use airlock_core::config::{RemoteRef, RemoteVaultConfig, SecretRef};
+pub use remote::{RemoteFailure, RemoteVault};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use airlock_core::Secret;
 use airlock_store::Store;
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
@@ -55,6 +62,30 @@ pub enum VaultError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] airlock_store::StoreError),
+    /// A remote vault (OpenBao, HashiCorp Vault) failed: sealed, unreachable, permission denied,
+    /// no such path, version or field. The message names the reference, never a value.
+    #[error("vault {vault}: {}: {message}", .failure.as_str())]
+    Remote {
+        /// The `[vaults.NAME]` name.
+        vault: String,
+        /// What kind of failure.
+        failure: RemoteFailure,
+        /// Operator detail.
+        message: String,
+    },
+    /// A reference names a vault that is not configured.
+    #[error("no vault named {0} is configured")]
+    UnknownVault(String),
+}
+
+impl VaultError {
+    /// The kind of a remote vault failure, if this is one.
+    pub fn remote_failure(&self) -> Option<RemoteFailure> {
+        match self {
+            VaultError::Remote { failure, .. } => Some(*failure),
+            _ => None,
+        }
+    }
 }
 
 /// The 256-bit master key. Zeroized on drop; never printed.
@@ -179,6 +210,7 @@ pub fn open(master: &MasterKey, name: &str, sealed: &[u8]) -> Result<Secret, Vau
 pub struct Vault {
     master: MasterKey,
     store: Store,
+    remotes: BTreeMap<String, Arc<RemoteVault>>,
 }
 
 impl std::fmt::Debug for Vault {
@@ -190,7 +222,39 @@ impl std::fmt::Debug for Vault {
 impl Vault {
     /// A vault over `store` with `master`.
     pub fn new(master: MasterKey, store: Store) -> Vault {
-        Vault { master, store }
+        Vault { master, store, remotes: BTreeMap::new() }
+    }
+
+    /// A vault that also resolves `openbao:` references against `remotes` (`[vaults.NAME]`).
+    pub fn with_remotes<'a>(
+        master: MasterKey,
+        store: Store,
+        remotes: impl IntoIterator<Item = &'a RemoteVaultConfig>,
+    ) -> Result<Vault, VaultError> {
+        let mut m = BTreeMap::new();
+        for c in remotes {
+            m.insert(c.name.clone(), Arc::new(RemoteVault::new(c.clone())?));
+        }
+        Ok(Vault { master, store, remotes: m })
+    }
+
+    /// The remote vault `name`.
+    pub fn remote(&self, name: &str) -> Result<&Arc<RemoteVault>, VaultError> {
+        self.remotes.get(name).ok_or_else(|| VaultError::UnknownVault(name.to_owned()))
+    }
+
+    /// Drops every cached remote value, so the next resolution reads the remote vaults again.
+    pub fn invalidate(&self) {
+        for r in self.remotes.values() {
+            r.invalidate();
+        }
+    }
+
+    /// Drops the cached value of one remote reference.
+    pub fn invalidate_ref(&self, r: &RemoteRef) {
+        if let Some(v) = self.remotes.get(&r.vault) {
+            v.invalidate_ref(r);
+        }
     }
 
     /// Seals and stores a secret under `name`. Returns the new version.
@@ -228,6 +292,7 @@ impl Vault {
                 }
                 Secret::new(std::mem::take(&mut *bytes))
             }
+            SecretRef::Remote(r) => self.remote(&r.vault)?.read(r).await?.value,
         };
         if s.is_empty() {
             return Err(VaultError::Empty);

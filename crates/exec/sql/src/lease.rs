@@ -250,6 +250,28 @@ fn db_code(e: &sqlx::Error) -> String {
     }
 }
 
+/// Checks that a credential no longer logs in to the handle's server (its role was revoked
+/// elsewhere, for example by OpenBao's database engine): `Ok` when the server refuses it
+/// (PostgreSQL `28000`/`28P01`, MySQL `28000`/`1045`), [`LeaseError::StillExists`] when it still
+/// logs in, [`LeaseError::Connect`] when the server cannot say.
+pub async fn check_login_refused(handle: &Handle, user: &str, password: &Secret) -> Result<(), LeaseError> {
+    let db = handle.database().ok_or(LeaseError::Unsupported("not a database handle"))?;
+    let mut url = admin_url(db, password)?;
+    url.set_username(user).map_err(|_| LeaseError::Unsupported("the handle's url takes no user name"))?;
+    match connect(handle.kind, &url).await {
+        Ok(Admin::Pg(c)) => {
+            let _ = c.close().await;
+            Err(LeaseError::StillExists(user.to_owned()))
+        }
+        Ok(Admin::My(c)) => {
+            let _ = c.close().await;
+            Err(LeaseError::StillExists(user.to_owned()))
+        }
+        Err(LeaseError::Connect(code)) if matches!(code.as_str(), "28000" | "28P01" | "1045") => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 enum Admin {
     Pg(sqlx::PgConnection),
     My(sqlx::MySqlConnection),
