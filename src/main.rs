@@ -203,6 +203,39 @@ enum SecretCmd {
         /// The name.
         name: String,
     },
+    /// Copy a field of an OpenBao or Vault KV v2 secret into the local vault.
+    Import {
+        /// `openbao:NAME/MOUNT/PATH[#FIELD][@VERSION]` (`vault:` also); the field may be left
+        /// out when the secret has only one.
+        #[arg(long)]
+        from: String,
+        /// The local name (default: the field's name in upper case).
+        #[arg(long = "as")]
+        as_name: Option<String>,
+    },
+    /// Write a local secret into a field of an OpenBao or Vault KV v2 secret, keeping its other
+    /// fields, with check-and-set: a field that holds another value is not replaced without
+    /// --force, and a concurrent change makes the write fail.
+    Export {
+        /// The local name.
+        name: String,
+        /// `openbao:NAME/MOUNT/PATH#FIELD`; with `@VERSION`, the write happens only if that is
+        /// still the latest version.
+        #[arg(long)]
+        to: String,
+        /// Replace a different value.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+/// Parses `openbao:...` or `vault:...` for import and export.
+fn remote_arg(s: &str, need_field: bool) -> Result<airlock_core::config::RemoteRef> {
+    let rest = s
+        .strip_prefix("openbao:")
+        .or_else(|| s.strip_prefix("vault:"))
+        .ok_or_else(|| anyhow::anyhow!("{s:?}: expected openbao:NAME/MOUNT/PATH#FIELD"))?;
+    airlock_core::config::RemoteRef::parse(rest, need_field).map_err(|e| anyhow::anyhow!("{s:?}: {e}"))
 }
 
 #[derive(Subcommand)]
@@ -293,7 +326,7 @@ async fn open_vault(cfg: &Config) -> Result<Vault> {
     let dir = &cfg.store.data_dir;
     let master = MasterKey::load(&dir.join("master.key")).context("run `airlock init` first")?;
     let store = open_store(cfg).await?;
-    Ok(Vault::new(master, store))
+    Ok(Vault::with_remotes(master, store, cfg.vaults.values())?)
 }
 
 /// The configured store: `store.url`'s PostgreSQL database, or the SQLite file.
@@ -397,6 +430,7 @@ async fn run(cli: Cli) -> Result<u8> {
             let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
             tracing::info!(addr = %listener.local_addr()?, "airlock serving");
             let mcp = airlock_mcp::http_router(broker.clone());
+            spawn_invalidate_on_hup(broker.clone());
             airlock_server::rest::serve_with(listener, broker, mcp, shutdown_signal()).await?;
             Ok(0)
         }
@@ -439,6 +473,38 @@ async fn run(cli: Cli) -> Result<u8> {
                 SecretCmd::Rm { name } => {
                     vault.store().remove_secret(&name).await?;
                     println!("removed {name}");
+                }
+                SecretCmd::Import { from, as_name } => {
+                    let mut r = remote_arg(&from, false)?;
+                    let remote = vault.remote(&r.vault)?;
+                    let (fields, version) = remote.read_kv(&r).await?;
+                    let field = match &r.field {
+                        Some(f) => f.clone(),
+                        None if fields.len() == 1 => fields[0].0.clone(),
+                        None => {
+                            let names: Vec<&str> = fields.iter().map(|(k, _)| k.as_str()).collect();
+                            bail!("{from} has {} fields ({}); name one with #FIELD", names.len(), names.join(", "))
+                        }
+                    };
+                    r.field = Some(field.clone());
+                    let value = fields
+                        .iter()
+                        .find(|(k, _)| *k == field)
+                        .map(|(_, v)| v.clone())
+                        .ok_or_else(|| anyhow::anyhow!("{r}: version {version} has no field '{field}'"))?;
+                    let name = as_name.unwrap_or_else(|| field.to_ascii_uppercase().replace('-', "_"));
+                    HandleName::parse(&name)
+                        .map_err(|e| anyhow::anyhow!("{name:?}: {e}; give a local name with --as"))?;
+                    let v = vault.put(&name, &value).await?;
+                    println!("imported {r} (version {version}) into {name} (version {v})");
+                }
+                SecretCmd::Export { name, to, force } => {
+                    let r = remote_arg(&to, true)?;
+                    let remote = vault.remote(&r.vault)?;
+                    let value = vault.resolve(&airlock_core::config::SecretRef::Local(name.clone())).await?;
+                    let v = remote.write_field(&r, &value, force).await?;
+                    let latest = airlock_core::config::RemoteRef { version: None, ..r };
+                    println!("exported {name} to {latest} (version {v})");
                 }
             }
             Ok(0)
@@ -639,6 +705,20 @@ async fn init(config: &Path) -> Result<()> {
     std::fs::write(config, include_str!("starter.toml")).with_context(|| format!("writing {}", config.display()))?;
     println!("created {}, {}/ (master.key, audit-signing.key, store.db)", config.display(), dir.display());
     Ok(())
+}
+
+/// SIGHUP drops every cached secret (remote vault values included) and rebuilds the scrubber.
+fn spawn_invalidate_on_hup(broker: Arc<Broker>) {
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else { return };
+        while s.recv().await.is_some() {
+            match broker.invalidate_secrets().await {
+                Ok(()) => tracing::info!("SIGHUP: cached secrets dropped"),
+                Err(e) => tracing::warn!(error = %e, "SIGHUP: secret invalidation failed"),
+            }
+        }
+    });
 }
 
 async fn shutdown_signal() {
