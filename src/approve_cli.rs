@@ -25,6 +25,16 @@ fn refused(v: &Value) -> u8 {
     1
 }
 
+/// Sends `req` and reads the server's JSON answer.
+async fn answer(req: reqwest::RequestBuilder, server: &str) -> Result<Value> {
+    req.send()
+        .await
+        .with_context(|| format!("reaching {server}"))?
+        .json()
+        .await
+        .context("reading the server's answer")
+}
+
 /// Shows the call on stderr, then approves or denies it. Exit 0 when the decision is recorded,
 /// 1 when the server refused it.
 pub async fn decide(server: &str, id: &str, approve: bool) -> Result<u8> {
@@ -37,15 +47,7 @@ pub async fn decide(server: &str, id: &str, approve: bool) -> Result<u8> {
         .redirect(reqwest::redirect::Policy::none())
         .timeout(std::time::Duration::from_secs(30))
         .build()?;
-    let v: Value = client
-        .get(format!("{server}/v1/approvals/{id}"))
-        .bearer_auth(token.as_str())
-        .send()
-        .await
-        .with_context(|| format!("reaching {server}"))?
-        .json()
-        .await
-        .context("reading the server's answer")?;
+    let v = answer(client.get(format!("{server}/v1/approvals/{id}")).bearer_auth(token.as_str()), server).await?;
     if v["ok"] != true {
         return Ok(refused(&v));
     }
@@ -61,15 +63,7 @@ pub async fn decide(server: &str, id: &str, approve: bool) -> Result<u8> {
     eprintln!("expires   {}", a["expires_at"].as_str().unwrap_or(""));
     eprintln!("arguments {}", serde_json::to_string_pretty(&a["arguments"]).unwrap_or_default());
     let verb = if approve { "approve" } else { "deny" };
-    let v: Value = client
-        .post(format!("{server}/v1/approvals/{id}/{verb}"))
-        .bearer_auth(token.as_str())
-        .send()
-        .await
-        .with_context(|| format!("reaching {server}"))?
-        .json()
-        .await
-        .context("reading the server's answer")?;
+    let v = answer(client.post(format!("{server}/v1/approvals/{id}/{verb}")).bearer_auth(token.as_str()), server).await?;
     if v["ok"] != true {
         return Ok(refused(&v));
     }

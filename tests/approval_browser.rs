@@ -7,38 +7,12 @@
 
 use serde_json::Value;
 use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-struct Server(Child);
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn require() -> bool {
-    std::env::var("AIRLOCK_REQUIRE_SERVICES").is_ok_and(|v| v == "1")
-}
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn missing_browser() -> Option<String> {
-    if !Path::new("/usr/bin/chromium").exists() {
-        return Some("/usr/bin/chromium is missing (apt-get install chromium)".into());
-    }
-    if !root().join("tests/browser/node_modules/playwright-core").exists() {
-        return Some("tests/browser/node_modules is missing (cd tests/browser && npm ci)".into());
-    }
-    if Command::new("node").arg("--version").output().is_err() {
-        return Some("node is missing".into());
-    }
-    None
-}
+mod common;
+use common::{missing_browser, require, root, Server};
 
 struct Setup {
     dir: tempfile::TempDir,

@@ -4,42 +4,15 @@
 //! Without Chromium or the node modules the test skips, unless AIRLOCK_REQUIRE_SERVICES=1 (CI),
 //! where it fails.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-struct Server(Child);
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn require() -> bool {
-    std::env::var("AIRLOCK_REQUIRE_SERVICES").is_ok_and(|v| v == "1")
-}
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn missing() -> Option<String> {
-    if !Path::new("/usr/bin/chromium").exists() {
-        return Some("/usr/bin/chromium is missing (apt-get install chromium)".into());
-    }
-    if !root().join("tests/browser/node_modules/playwright-core").exists() {
-        return Some("tests/browser/node_modules is missing (cd tests/browser && npm ci)".into());
-    }
-    if Command::new("node").arg("--version").output().is_err() {
-        return Some("node is missing".into());
-    }
-    None
-}
+mod common;
+use common::{missing_browser, require, root, Server};
 
 #[test]
 fn t17_browser_and_cli_interoperate_through_the_share_pages() {
-    if let Some(why) = missing() {
+    if let Some(why) = missing_browser() {
         if require() {
             panic!("AIRLOCK_REQUIRE_SERVICES=1 but {why}");
         }
