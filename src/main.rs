@@ -2,7 +2,10 @@
 #![forbid(unsafe_code)]
 
 mod approve_cli;
+mod client;
 mod demo;
+mod doctor;
+mod home;
 mod share_cli;
 
 use airlock_core::config::Config;
@@ -40,8 +43,16 @@ enum Cmd {
     Init,
     /// Serve the REST API and MCP over streamable HTTP at /mcp.
     Serve,
-    /// MCP over stdio for the agent whose token is in AIRLOCK_TOKEN.
+    /// MCP over stdio for an agent: a thin client of the running broker (its socket, or
+    /// AIRLOCK_ENDPOINT) holding only the agent's token (AIRLOCK_TOKEN or AIRLOCK_TOKEN_FILE).
     Mcp,
+    /// Check this deployment: file modes and owners, the broker's user, the sandbox, TLS, the
+    /// database credentials of read-only handles. Exits 1 on any error-level finding.
+    Doctor {
+        /// Print the findings as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Manage secrets in the local vault (values from stdin or a file, never from argv).
     Secret {
         #[command(subcommand)]
@@ -52,16 +63,15 @@ enum Cmd {
         #[command(subcommand)]
         cmd: AgentCmd,
     },
-    /// Print the tools an agent may call.
+    /// Print the tools the agent may call (a thin client of the running broker; token from
+    /// AIRLOCK_TOKEN or AIRLOCK_TOKEN_FILE).
     Tools {
-        /// The agent's name.
-        #[arg(long)]
-        agent: String,
         /// mcp, openai or anthropic.
         #[arg(long, default_value = "mcp")]
         format: String,
     },
-    /// Invoke a tool as the agent whose token is in AIRLOCK_TOKEN.
+    /// Invoke a tool as an agent (a thin client of the running broker; token from AIRLOCK_TOKEN
+    /// or AIRLOCK_TOKEN_FILE). Exit 0 ok, 1 refused or failed, 3 no broker answered.
     Call {
         /// The tool.
         tool: String,
@@ -160,14 +170,15 @@ enum ApproverCmd {
 
 #[derive(Subcommand)]
 enum LeaseCmd {
-    /// Issue a lease on HANDLE for the agent whose token is in AIRLOCK_TOKEN.
+    /// Issue a lease on HANDLE for an agent (a thin client of the running broker; token from
+    /// AIRLOCK_TOKEN or AIRLOCK_TOKEN_FILE).
     Issue {
         /// The base handle.
         handle: String,
         /// read_only or read_write.
         #[arg(long, default_value = "read_only")]
         scope: String,
-        /// Lifetime in seconds (default 300; 900, STS's minimum, on an aws handle).
+        /// Lifetime in seconds (default: 300, or 900, STS's minimum, on an aws handle).
         #[arg(long)]
         ttl: Option<u64>,
         /// Comma-separated tables.
@@ -305,6 +316,13 @@ fn init_logging(default: &str, json: bool) {
 }
 
 fn main() -> std::process::ExitCode {
+    // The run_command sandbox's second stage: before argument parsing, logging or a runtime.
+    if std::env::args_os().nth(1).is_some_and(|a| a == airlock_exec_command::stage2::STAGE2_ARG) {
+        return airlock_exec_command::stage2::run();
+    }
+    // Before anything else: no core dumps, not dumpable (no ptrace, no /proc/PID/mem or environ
+    // for other processes of this user), and every file this process creates private.
+    home::harden_process();
     let cli = Cli::parse();
     let default_level = if matches!(cli.cmd, Cmd::Serve) { "info" } else { "warn" };
     init_logging(default_level, cli.log_json);
@@ -313,7 +331,8 @@ fn main() -> std::process::ExitCode {
         Ok(code) => std::process::ExitCode::from(code),
         Err(e) => {
             eprintln!("error: {e:#}");
-            std::process::ExitCode::from(2)
+            let unreachable = e.downcast_ref::<client::Unreachable>().is_some();
+            std::process::ExitCode::from(if unreachable { client::EXIT_UNREACHABLE } else { 2 })
         }
     }
 }
@@ -425,22 +444,28 @@ async fn run(cli: Cli) -> Result<u8> {
         }
         Cmd::Serve => {
             let cfg = load(&cli.config)?;
+            home::refuse_unsafe_home(&cfg)?;
             let listen = cfg.server.listen;
-            let broker = Arc::new(Broker::open(cfg).await.context("opening the broker")?);
-            let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
-            tracing::info!(addr = %listener.local_addr()?, "airlock serving");
+            let socket = cfg.server.socket_path();
+            let broker = Arc::new(Broker::open(cfg.clone()).await.context("opening the broker")?);
+            let tcp = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
+            let unix = match &socket {
+                Some(p) => Some(home::bind_socket(p, &cfg.server)?),
+                None => None,
+            };
+            tracing::info!(addr = %tcp.local_addr()?, socket = ?socket, "airlock serving");
             let mcp = airlock_mcp::http_router(broker.clone());
             spawn_invalidate_on_hup(broker.clone());
-            airlock_server::rest::serve_with(listener, broker, mcp, shutdown_signal()).await?;
+            let listeners = airlock_server::rest::Listeners { tcp, unix };
+            let r = airlock_server::rest::serve_on(listeners, broker, mcp, shutdown_signal()).await;
+            if let Some(p) = &socket {
+                let _ = std::fs::remove_file(p);
+            }
+            r?;
             Ok(0)
         }
-        Cmd::Mcp => {
-            let cfg = load(&cli.config)?;
-            let token = std::env::var("AIRLOCK_TOKEN").context("set AIRLOCK_TOKEN to the agent's token")?;
-            let broker = Arc::new(Broker::open(cfg).await.context("opening the broker")?);
-            airlock_mcp::serve_stdio(broker, token.trim().to_owned()).await?;
-            Ok(0)
-        }
+        Cmd::Mcp => client::Client::from_env()?.mcp_stdio().await,
+        Cmd::Doctor { json } => doctor::run(&cli.config, json).await,
         Cmd::Secret { cmd } => {
             let cfg = load(&cli.config)?;
             let vault = open_vault(&cfg).await?;
@@ -554,47 +579,38 @@ async fn run(cli: Cli) -> Result<u8> {
             }
             Ok(0)
         }
-        Cmd::Tools { agent, format } => {
-            let cfg = load(&cli.config)?;
-            let format = Format::parse(&format).context("--format is mcp, openai or anthropic")?;
-            let broker = Broker::open(cfg).await?;
-            println!("{}", serde_json::to_string_pretty(&broker.tools_json(&agent, format))?);
-            Ok(0)
+        Cmd::Tools { format } => {
+            Format::parse(&format).context("--format is mcp, openai or anthropic")?;
+            let (code, v) = client::Client::from_env()?.tools(&format).await?;
+            println!("{}", serde_json::to_string_pretty(&v)?);
+            Ok(code)
         }
         Cmd::Call { tool, args } => {
-            let cfg = load(&cli.config)?;
             let args: serde_json::Value = serde_json::from_str(&args).context("--args is not JSON")?;
-            let token = std::env::var("AIRLOCK_TOKEN").context("set AIRLOCK_TOKEN to the agent's token")?;
-            let broker = Broker::open(cfg).await?;
-            let inv = match broker.authenticate(Some(token.trim())).await {
-                Ok(c) => broker.invoke(&c, &tool, args).await,
-                Err(e) => broker.refuse(&tool, e).await,
-            };
-            println!("{}", serde_json::to_string_pretty(&inv.to_json())?);
-            Ok(if inv.result.is_ok() { 0 } else { 1 })
+            let (code, v) = client::Client::from_env()?.call(&tool, args).await?;
+            println!("{}", serde_json::to_string_pretty(&v)?);
+            Ok(code)
+        }
+        Cmd::Lease { cmd: LeaseCmd::Issue { handle, scope, ttl, tables, buckets } } => {
+            let mut args = serde_json::json!({"credential_handle": handle, "scope": scope});
+            if let Some(t) = ttl {
+                args["ttl_seconds"] = t.into();
+            }
+            if let Some(t) = tables {
+                args["tables"] = t.split(',').map(|s| s.trim().to_owned()).collect::<Vec<_>>().into();
+            }
+            if let Some(b) = buckets {
+                args["buckets"] = b.split(',').map(|s| s.trim().to_owned()).collect::<Vec<_>>().into();
+            }
+            let (code, v) = client::Client::from_env()?.lease(args).await?;
+            println!("{}", serde_json::to_string_pretty(&v)?);
+            Ok(code)
         }
         Cmd::Lease { cmd } => {
             let cfg = load(&cli.config)?;
             let broker = Broker::open(cfg).await.context("opening the broker")?;
             match cmd {
-                LeaseCmd::Issue { handle, scope, ttl, tables, buckets } => {
-                    let token = std::env::var("AIRLOCK_TOKEN").context("set AIRLOCK_TOKEN to the agent's token")?;
-                    let aws = broker.config().handles.values().any(|h| h.name.as_str() == handle && h.aws().is_some());
-                    let ttl = ttl.unwrap_or(if aws { airlock_core::config::AWS_MIN_TTL_SECONDS } else { 300 });
-                    let mut args = serde_json::json!({"credential_handle": handle, "scope": scope, "ttl_seconds": ttl});
-                    if let Some(t) = tables {
-                        args["tables"] = t.split(',').map(|s| s.trim().to_owned()).collect::<Vec<_>>().into();
-                    }
-                    if let Some(b) = buckets {
-                        args["buckets"] = b.split(',').map(|s| s.trim().to_owned()).collect::<Vec<_>>().into();
-                    }
-                    let inv = match broker.authenticate(Some(token.trim())).await {
-                        Ok(c) => broker.invoke(&c, "request_lease", args).await,
-                        Err(e) => broker.refuse("request_lease", e).await,
-                    };
-                    println!("{}", serde_json::to_string_pretty(&inv.to_json())?);
-                    Ok(if inv.result.is_ok() { 0 } else { 1 })
-                }
+                LeaseCmd::Issue { .. } => unreachable!("issued through the thin client above"),
                 LeaseCmd::List => {
                     for l in broker.store().list_leases().await? {
                         println!("{}\t{}\t{}\t{}\texpires {}\tagent {}", l.id, l.handle, l.scope, l.status, l.expires_at, l.agent_id);

@@ -1,6 +1,6 @@
 //! Approvals through `airlock serve` as people use them: the approval page in real headless
 //! Chromium (tests/browser/approve.mjs, playwright-core), and `airlock approve` / `airlock deny`.
-//! The agent's side is `airlock call` (AIRLOCK_TOKEN) against the same store.
+//! The agent's side is `airlock call` (AIRLOCK_TOKEN), a thin client of the same `airlock serve`.
 //!
 //! Without Chromium or the node modules the browser test skips, unless AIRLOCK_REQUIRE_SERVICES=1
 //! (CI), where it fails.
@@ -63,6 +63,7 @@ impl Setup {
                 r#"
 [server]
 listen = "127.0.0.1:{port}"
+socket = "off"
 
 [store]
 data_dir = "airlock-data"
@@ -108,7 +109,7 @@ grants = [{{ handle = "NOTES", tools = ["query_db"] }}]
     /// `airlock call query_db` as the agent: (exit code, envelope).
     fn call(&self, query: &str, params: Value) -> (i32, Value) {
         let args = serde_json::json!({"credential_handle": "NOTES", "query": query, "params": params}).to_string();
-        let o = airlock(self.dir.path(), &["call", "query_db", "--args", &args], "", &[("AIRLOCK_TOKEN", &self.agent)]);
+        let o = airlock(self.dir.path(), &["call", "query_db", "--args", &args], "", &[("AIRLOCK_TOKEN", &self.agent), ("AIRLOCK_ENDPOINT", &self.base)]);
         (o.status.code().unwrap(), serde_json::from_slice(&o.stdout).unwrap_or(Value::Null))
     }
 

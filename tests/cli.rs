@@ -7,8 +7,40 @@ use std::process::{Command, Output, Stdio};
 
 fn airlock(dir: &Path, args: &[&str]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_airlock"));
-    c.current_dir(dir).env("AIRLOCK_CONFIG", dir.join("airlock.toml")).env_remove("AIRLOCK_TOKEN").env_remove("RUST_LOG").args(args);
+    c.current_dir(dir)
+        .env("AIRLOCK_CONFIG", dir.join("airlock.toml"))
+        .env("AIRLOCK_ENDPOINT", format!("unix:{}", socket(dir).display()))
+        .env_remove("AIRLOCK_TOKEN")
+        .env_remove("AIRLOCK_TOKEN_FILE")
+        .env_remove("RUST_LOG")
+        .args(args);
     c
+}
+
+/// The broker's socket in `setup`'s configuration.
+fn socket(dir: &Path) -> std::path::PathBuf {
+    dir.join("run/airlock.sock")
+}
+
+/// A running `airlock serve` (the agent commands are thin clients of it), killed on drop.
+struct Serve(std::process::Child);
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn serve(dir: &Path) -> Serve {
+    let mut s = Serve(airlock(dir, &["serve"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap());
+    for _ in 0..400 {
+        if std::os::unix::net::UnixStream::connect(socket(dir)).is_ok() {
+            return s;
+        }
+        assert!(s.0.try_wait().unwrap().is_none(), "airlock serve exited");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("airlock serve did not open its socket");
 }
 
 fn run(dir: &Path, args: &[&str]) -> Output {
@@ -48,6 +80,7 @@ fn setup() -> tempfile::TempDir {
     sqlite_exec(&format!("sqlite://{}?mode=rwc", db.display()), "CREATE TABLE t (id INTEGER, v TEXT); INSERT INTO t VALUES (1, 'one');");
     let mut cfg = std::fs::read_to_string(d.path().join("airlock.toml")).unwrap();
     cfg = cfg.replace("[policy]\n", "").replace("files = []\n", "");
+    cfg = cfg.replace("listen = \"127.0.0.1:7878\"", "listen = \"127.0.0.1:0\"\nsocket = \"run/airlock.sock\"");
     cfg.push_str(
         "\n[handles.APP]\nkind = \"sqlite\"\nsecret = \"local:APP\"\n[handles.APP.database]\ntables = [\"t\"]\n\n\
          [handles.API]\nkind = \"http\"\nsecret = \"local:API\"\n[handles.API.http]\n\
@@ -139,6 +172,7 @@ fn agent_call_revoke_and_audit_verify_with_tampering() {
     assert!(o.status.success(), "{}", text(&o));
     let token = String::from_utf8(o.stdout).unwrap().trim().to_owned();
     assert!(token.starts_with("alk_") && token.len() == 64, "{token}");
+    let _broker = serve(d.path());
 
     let call = |args: &str, tok: &str| with_stdin(d.path(), &["call", "query_db", "--args", args], "", &[("AIRLOCK_TOKEN", tok)]);
     let o = call(r#"{"credential_handle": "APP", "query": "SELECT v FROM t"}"#, &token);
@@ -187,13 +221,16 @@ fn policy_explain_and_tools() {
     let o = run(d.path(), &["policy", "check", "--show"]);
     assert!(text(&o).contains("permit") && text(&o).contains("policies ok"), "{}", text(&o));
 
-    let o = run(d.path(), &["tools", "--agent", "bot", "--format", "anthropic"]);
+    let o = run(d.path(), &["agent", "add", "bot"]);
+    let token = String::from_utf8(o.stdout).unwrap().trim().to_owned();
+    let _broker = serve(d.path());
+    let o = with_stdin(d.path(), &["tools", "--format", "anthropic"], "", &[("AIRLOCK_TOKEN", &token)]);
     assert!(o.status.success(), "{}", text(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["tools"][0]["name"], "query_db");
     assert_eq!(v["tools"][0]["input_schema"]["properties"]["credential_handle"]["enum"], serde_json::json!(["APP"]));
     assert!(!text(&o).contains(SECRET));
-    let o = run(d.path(), &["tools", "--agent", "bot", "--format", "yaml"]);
+    let o = with_stdin(d.path(), &["tools", "--format", "yaml"], "", &[("AIRLOCK_TOKEN", &token)]);
     assert_eq!(o.status.code(), Some(2));
 }
 
@@ -215,7 +252,7 @@ fn serve_answers_and_shuts_down_gracefully_on_sigterm() {
     let d = setup();
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let cfg_path = d.path().join("airlock.toml");
-    let cfg = std::fs::read_to_string(&cfg_path).unwrap().replace("127.0.0.1:7878", &format!("127.0.0.1:{port}"));
+    let cfg = std::fs::read_to_string(&cfg_path).unwrap().replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
     std::fs::write(&cfg_path, cfg).unwrap();
     let child = airlock(d.path(), &["serve"]).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
     let mut up = false;
@@ -245,6 +282,7 @@ fn mcp_over_stdio_lists_the_agents_tools() {
     let d = setup();
     let o = run(d.path(), &["agent", "add", "bot"]);
     let token = String::from_utf8(o.stdout).unwrap().trim().to_owned();
+    let _broker = serve(d.path());
     let input = concat!(
         r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"cli-test","version":"1"}}}"#, "\n",
         r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#, "\n",
@@ -297,6 +335,7 @@ fn t15_lease_issue_list_revoke_and_agent_tree() {
     let o = run(d.path(), &["agent", "add", "bot"]);
     assert!(o.status.success(), "{}", text(&o));
     let token = String::from_utf8(o.stdout).unwrap().trim().to_owned();
+    let _broker = serve(d.path());
     let issue = |ttl: &str| with_stdin(d.path(), &["lease", "issue", "APP", "--ttl", ttl, "--tables", "T"], "", &[("AIRLOCK_TOKEN", &token)]);
     let o = issue("61");
     assert_eq!(o.status.code(), Some(1));

@@ -114,9 +114,9 @@ fn configure(dir: &Path, url: Option<&str>) {
          [agents.bot]\ngrants = [{ handle = \"APP\", tools = [\"query_db\", \"request_lease\"] }]\n",
     );
     let port_a = free_port();
-    std::fs::write(dir.join("airlock.toml"), cfg.replace("127.0.0.1:7878", &format!("127.0.0.1:{port_a}"))).unwrap();
+    std::fs::write(dir.join("airlock.toml"), cfg.replace("127.0.0.1:7878\"", &format!("127.0.0.1:{port_a}\"\nsocket = \"off\""))).unwrap();
     let port_b = free_port();
-    std::fs::write(dir.join("airlock-b.toml"), cfg.replace("127.0.0.1:7878", &format!("127.0.0.1:{port_b}"))).unwrap();
+    std::fs::write(dir.join("airlock-b.toml"), cfg.replace("127.0.0.1:7878\"", &format!("127.0.0.1:{port_b}\"\nsocket = \"off\""))).unwrap();
     let o = run(dir, "airlock.toml", &["secret", "put", "APP"], Some(&format!("sqlite://{}?mode=ro\n", app.display())));
     assert!(o.status.success(), "{}", text(&o));
 }

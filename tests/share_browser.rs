@@ -25,7 +25,7 @@ fn t17_browser_and_cli_interoperate_through_the_share_pages() {
     let o = Command::new(bin).current_dir(d.path()).args(["--config", cfg.to_str().unwrap(), "init"]).output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let text = std::fs::read_to_string(&cfg).unwrap().replace("127.0.0.1:7878", &format!("127.0.0.1:{port}"));
+    let text = std::fs::read_to_string(&cfg).unwrap().replace("127.0.0.1:7878\"", &format!("127.0.0.1:{port}\"\nsocket = \"off\""));
     std::fs::write(&cfg, text).unwrap();
     let server = Server(
         Command::new(bin)

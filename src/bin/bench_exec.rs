@@ -1,20 +1,34 @@
-//! `airlock-bench-exec`: `run_command` through the whole broker (auth, policy, template check,
-//! resolve, sandboxed spawn, scrub, durable audit) against the same sandboxed command run
-//! directly (`unshare --net` + `setpriv` + the program), sequentially; prints p50 and p99 of both
-//! and the difference. The broker runs in this process on a throw-away data directory.
+//! `airlock-bench-exec`: the cost of `run_command`'s sandbox. Runs `/bin/true` sequentially
+//! - with no sandbox at all (a plain spawn),
+//! - under the previous launcher (`unshare --net` + `setpriv`), for reference,
+//! - through bubblewrap directly with exactly the executor's flags and second stage,
+//! - through the executor alone (template check, preflighted sandbox, frame on stdin, capped
+//!   reads),
+//! - through the whole broker (auth, policy, template check, resolve, sandboxed spawn, scrub,
+//!   durable audit),
 //!
-//! Run: `cargo run --release --bin airlock-bench-exec [-- ITERATIONS]`.
+//! and prints p50 and p99 of each. The broker runs in this process on a throw-away data
+//! directory; this binary is its own sandbox second stage, as `airlock` is for `airlock serve`.
+//!
+//! Run: `cargo run --release --bin airlock-bench-exec [-- ITERATIONS [full|normal]]`.
 #![forbid(unsafe_code)]
 
 use airlock_core::config::Config;
 use airlock_core::Secret;
+use airlock_exec_command::sandbox::Plan;
+use airlock_exec_command::stage2::{self, SecretSlot, Spec};
+use airlock_exec_command::{CommandExecutor, SandboxSettings, CHILD_PATH};
 use airlock_server::Broker;
 use airlock_store::audit::AuditKey;
 use airlock_store::Store;
 use airlock_vault::{MasterKey, Vault};
 use anyhow::{bail, Context, Result};
 use serde_json::json;
+use std::future::Future;
+use std::path::Path;
+use std::process::Stdio;
 use std::time::{Duration, Instant};
+use tokio::io::AsyncWriteExt;
 
 const CONFIG: &str = r#"
 [store]
@@ -24,16 +38,16 @@ sync = "full"
 [limits]
 rate_per_minute = 1000000
 
-[handles.ECHO]
+[handles.TRUE]
 kind = "command"
-secret = "local:ECHO"
-[handles.ECHO.command]
-program = "/bin/echo"
-args = ["deploy", "{target}"]
-placeholders = { target = { enum = ["staging", "prod"] } }
+secret = "local:TRUE"
+[handles.TRUE.command]
+program = "/bin/true"
+"#;
 
+const AGENT: &str = r#"
 [agents.bench]
-grants = [{ handle = "ECHO", tools = ["run_command"] }]
+grants = [{ handle = "TRUE", tools = ["run_command"] }]
 "#;
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -45,8 +59,50 @@ fn us(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
 }
 
-#[tokio::main]
-async fn main() -> Result<()> {
+/// Times `n` runs of `f` after 20 warm-up runs; sorted.
+async fn time<F, Fut>(n: usize, mut f: F) -> Result<Vec<Duration>>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<()>>,
+{
+    let mut v = Vec::with_capacity(n);
+    for i in 0..n + 20 {
+        let t = Instant::now();
+        f().await?;
+        if i >= 20 {
+            v.push(t.elapsed());
+        }
+    }
+    v.sort();
+    Ok(v)
+}
+
+fn report(label: &str, v: &[Duration]) {
+    println!("  {label:<44} p50 {:>8.0} us  p99 {:>8.0} us", us(percentile(v, 0.5)), us(percentile(v, 0.99)));
+}
+
+async fn spawn_status(mut cmd: tokio::process::Command, input: Option<&[u8]>) -> Result<()> {
+    cmd.stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() }).stdout(Stdio::null()).stderr(Stdio::piped());
+    let mut child = cmd.spawn()?;
+    if let (Some(mut w), Some(data)) = (child.stdin.take(), input) {
+        w.write_all(data).await?;
+    }
+    let out = child.wait_with_output().await?;
+    if !out.status.success() {
+        bail!("exit {:?}: {}", out.status, String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(())
+}
+
+fn main() -> Result<std::process::ExitCode> {
+    if std::env::args_os().nth(1).is_some_and(|a| a == stage2::STAGE2_ARG) {
+        return Ok(stage2::run());
+    }
+    tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(bench())?;
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+async fn bench() -> Result<()> {
     let n: usize = std::env::args().nth(1).map(|s| s.parse()).transpose().context("ITERATIONS")?.unwrap_or(500);
     let sync = std::env::args().nth(2).unwrap_or_else(|| "full".into());
     if sync != "full" && sync != "normal" {
@@ -54,83 +110,91 @@ async fn main() -> Result<()> {
     }
     let dir = tempfile::tempdir()?;
     let cfg_path = dir.path().join("airlock.toml");
-    std::fs::write(&cfg_path, CONFIG.replace("sync = \"full\"", &format!("sync = \"{sync}\"")))?;
+    std::fs::write(&cfg_path, CONFIG.replace("sync = \"full\"", &format!("sync = \"{sync}\"")) + AGENT)?;
     let cfg = Config::load(&cfg_path)?;
     let data = cfg.store.data_dir.clone();
     std::fs::create_dir_all(&data)?;
     MasterKey::create(&data.join("master.key"))?;
     AuditKey::create(&data)?;
     let store = Store::open(&data).await?;
-    Vault::new(MasterKey::load(&data.join("master.key"))?, store.clone())
-        .put("ECHO", &Secret::from_str_value("bench-secret-value-0123456789"))
-        .await?;
+    let secret = Secret::from_str_value("bench-secret-value-0123456789");
+    Vault::new(MasterKey::load(&data.join("master.key"))?, store.clone()).put("TRUE", &secret).await?;
     let (_, token) = store.add_agent("bench", None, None).await?;
-    let handle = cfg.handles.values().next().context("the ECHO handle")?.clone();
+    let handle = cfg.handles.values().next().context("the TRUE handle")?.clone();
+    let settings = SandboxSettings::from_config(&cfg);
+    let exec = CommandExecutor::new(settings.clone());
+    exec.preflight().await.map_err(|e| anyhow::anyhow!("sandbox unavailable: {e}"))?;
     let broker = Broker::open(cfg).await?;
     let caller = broker.authenticate(Some(token.reveal())).await.map_err(|e| anyhow::anyhow!("{e}"))?;
 
-    let args = json!({"credential_handle": "ECHO", "args": {"target": "staging"}});
-    let mut brokered = Vec::with_capacity(n);
-    for i in 0..n + 20 {
-        let t = Instant::now();
-        let inv = broker.invoke(&caller, "run_command", args.clone()).await;
-        let d = t.elapsed();
-        let v = inv.result.map_err(|e| anyhow::anyhow!("{e}"))?;
-        if v["stdout"] != "deploy staging\n" {
-            bail!("unexpected output {v}");
-        }
-        if i >= 20 {
-            brokered.push(d);
-        }
-    }
+    let none = time(n, || async {
+        let mut c = tokio::process::Command::new("/bin/true");
+        c.env_clear().env("PATH", CHILD_PATH);
+        spawn_status(c, None).await
+    })
+    .await?;
 
-    let mut argv = airlock_exec_command::sandbox_prefix(false);
-    argv.extend(["/bin/echo".into(), "deploy".into(), "staging".into()]);
-    let mut direct = Vec::with_capacity(n);
-    for i in 0..n + 20 {
-        let t = Instant::now();
-        let out = tokio::process::Command::new(&argv[0])
-            .args(&argv[1..])
-            .env_clear()
-            .env("PATH", airlock_exec_command::CHILD_PATH)
-            .stdin(std::process::Stdio::piped())
-            .process_group(0)
-            .output()
-            .await?;
-        let d = t.elapsed();
-        if out.stdout != b"deploy staging\n" {
-            bail!("unexpected direct output");
+    let old = time(n, || async {
+        let mut c = tokio::process::Command::new("/usr/bin/unshare");
+        if !nix::unistd::geteuid().is_root() {
+            c.args(["--user", "--map-root-user"]);
         }
-        if i >= 20 {
-            direct.push(d);
-        }
-    }
-    // The executor alone (template check, sandboxed spawn, secret on stdin, capped reads).
-    let exec = airlock_exec_command::CommandExecutor::new();
-    let secret = Secret::from_str_value("bench-secret-value-0123456789");
-    let cargs: airlock_exec_command::CommandArgs = serde_json::from_value(json!({"args": {"target": "staging"}}))?;
-    let mut executor = Vec::with_capacity(n);
-    for i in 0..n + 20 {
-        let t = Instant::now();
+        c.args(["--net", "--", "/usr/bin/setpriv", "--no-new-privs", "--inh-caps=-all", "--bounding-set=-all", "--", "/bin/true"]);
+        c.env_clear().env("PATH", CHILD_PATH);
+        spawn_status(c, None).await
+    })
+    .await?;
+
+    let program = Path::new("/bin/true");
+    let workdir = Path::new("/");
+    let frame = stage2::encode_frame(secret.expose_secret());
+    let bwrap = time(n, || async {
+        let plan = Plan {
+            program,
+            workdir,
+            network: false,
+            spec: Spec {
+                program: program.into(),
+                args: vec![],
+                env: vec![("PATH".into(), CHILD_PATH.into())],
+                secret: SecretSlot::Env { name: "AIRLOCK_SECRET".into() },
+                paths: settings.landlock_paths(workdir, program, false),
+                limits: settings.limits(5000),
+            },
+            probe: false,
+        };
+        let c = settings.command(&plan).map_err(|e| anyhow::anyhow!(e))?;
+        spawn_status(c, Some(&frame)).await
+    })
+    .await?;
+
+    let cargs: airlock_exec_command::CommandArgs = serde_json::from_value(json!({"args": {}}))?;
+    let executor = time(n, || async {
         let v = exec.validate(&handle, &cargs).map_err(|e| anyhow::anyhow!("{e}"))?;
-        exec.execute(&handle, &v, &secret).await.map_err(|e| anyhow::anyhow!("{e}"))?;
-        if i >= 20 {
-            executor.push(t.elapsed());
+        let r = exec.execute(&handle, &v, &secret).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        if r["exit_code"] != 0 {
+            bail!("unexpected result {r}");
         }
-    }
-    executor.sort();
-    brokered.sort();
-    direct.sort();
-    let (bp50, bp99) = (percentile(&brokered, 0.5), percentile(&brokered, 0.99));
-    let (dp50, dp99) = (percentile(&direct, 0.5), percentile(&direct, 0.99));
-    println!("run_command, {n} sequential calls, sandbox: unshare --net + setpriv");
-    println!("  direct (same sandboxed command): p50 {:>8.0} us  p99 {:>8.0} us", us(dp50), us(dp99));
-    println!(
-        "  executor alone:                  p50 {:>8.0} us  p99 {:>8.0} us",
-        us(percentile(&executor, 0.5)),
-        us(percentile(&executor, 0.99))
-    );
-    println!("  through the broker (audit sync = {sync}): p50 {:>8.0} us  p99 {:>8.0} us", us(bp50), us(bp99));
-    println!("  added by the broker: p50 {:>8.0} us  p99 {:>8.0} us", us(bp50) - us(dp50), us(bp99) - us(dp99));
+        Ok(())
+    })
+    .await?;
+
+    let args = json!({"credential_handle": "TRUE", "args": {}});
+    let brokered = time(n, || async {
+        let inv = broker.invoke(&caller, "run_command", args.clone()).await;
+        let v = inv.result.map_err(|e| anyhow::anyhow!("{e}"))?;
+        if v["exit_code"] != 0 {
+            bail!("unexpected result {v}");
+        }
+        Ok(())
+    })
+    .await?;
+
+    println!("run_command /bin/true, {n} sequential calls");
+    report("no sandbox (plain spawn)", &none);
+    report("previous launcher (unshare --net + setpriv)", &old);
+    report("bwrap + stage 2 directly (executor's flags)", &bwrap);
+    report("executor alone", &executor);
+    report(&format!("through the broker (audit sync = {sync})"), &brokered);
     Ok(())
 }

@@ -817,11 +817,60 @@ pub struct ServerConfig {
     /// address (T19: DNS rebinding of localhost).
     #[serde(default)]
     pub allowed_hosts: Vec<String>,
+    /// The Unix domain socket agents' thin clients (`airlock mcp`, `airlock call`) connect to.
+    /// Default: [`default_socket_path`]. `"off"` serves no socket. Relative to the config.
+    #[serde(default)]
+    pub socket: Option<PathBuf>,
+    /// The group that owns the socket (mode [`ServerConfig::socket_mode`]), so that only the
+    /// agents' users can connect. Default: the broker's own group.
+    #[serde(default)]
+    pub socket_group: Option<String>,
+    /// The socket's permission bits, `0o660` by default; never more than `0o770` (the socket is
+    /// never open to others).
+    #[serde(default = "default_socket_mode")]
+    pub socket_mode: u32,
+    /// The OS users agents run as. `airlock doctor` checks that the broker is none of them.
+    #[serde(default)]
+    pub agent_users: Vec<String>,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        ServerConfig { listen: default_listen(), allowed_origins: Vec::new(), allowed_hosts: Vec::new() }
+        ServerConfig {
+            listen: default_listen(),
+            allowed_origins: Vec::new(),
+            allowed_hosts: Vec::new(),
+            socket: None,
+            socket_group: None,
+            socket_mode: default_socket_mode(),
+            agent_users: Vec::new(),
+        }
+    }
+}
+
+impl ServerConfig {
+    /// The socket to serve, or `None` when `socket = "off"`.
+    pub fn socket_path(&self) -> Option<PathBuf> {
+        match &self.socket {
+            Some(p) if p.as_os_str() == "off" => None,
+            Some(p) => Some(p.clone()),
+            None => Some(default_socket_path()),
+        }
+    }
+}
+
+fn default_socket_mode() -> u32 {
+    0o660
+}
+
+/// Where the broker's socket is when nothing says otherwise, and so where thin clients look
+/// first: `$XDG_RUNTIME_DIR/airlock/airlock.sock` when that is set, else
+/// `/run/airlock/airlock.sock` (systemd's `RuntimeDirectory=airlock`). A runtime directory, never
+/// the data directory, so that agents' users never need a path into the broker's files.
+pub fn default_socket_path() -> PathBuf {
+    match std::env::var_os("XDG_RUNTIME_DIR").filter(|v| !v.is_empty()) {
+        Some(d) => PathBuf::from(d).join("airlock").join("airlock.sock"),
+        None => PathBuf::from("/run/airlock/airlock.sock"),
     }
 }
 
@@ -885,6 +934,80 @@ pub fn validate_store_url(u: &str) -> Result<(), String> {
         return Err("names no database".into());
     }
     Ok(())
+}
+
+/// `[sandbox]`: how `run_command` children are confined (T23). Every call runs in a fresh
+/// bubblewrap sandbox whose second stage is this same `airlock` binary; when that sandbox cannot
+/// be built, calls are refused (`sandbox-unavailable`) unless `insecure_no_sandbox` says otherwise.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SandboxConfig {
+    /// The bubblewrap binary; default `/usr/bin/bwrap`.
+    #[serde(default = "SandboxConfig::default_bwrap")]
+    pub bwrap: PathBuf,
+    /// The `airlock` binary run as the sandbox's second stage (it applies landlock, seccomp and
+    /// rlimits, then runs the program). Default: the running executable. Relative to the config.
+    #[serde(default)]
+    pub stage2: Option<PathBuf>,
+    /// Run commands without any sandbox. Only for hosts where user namespaces cannot be had and
+    /// the commands are trusted; logged loudly at start-up and on every call.
+    #[serde(default)]
+    pub insecure_no_sandbox: bool,
+    /// Size of each call's private `/tmp` (and `/dev/shm`), in MiB; default 64.
+    #[serde(default = "SandboxConfig::default_tmp_size_mb")]
+    pub tmp_size_mb: u64,
+    /// Address space of each process of a call, in MiB (`RLIMIT_AS`); default 2048.
+    #[serde(default = "SandboxConfig::default_memory_mb")]
+    pub memory_mb: u64,
+    /// Processes (and threads) a call may run at once (`RLIMIT_NPROC`); default 128.
+    #[serde(default = "SandboxConfig::default_max_processes")]
+    pub max_processes: u64,
+}
+
+impl SandboxConfig {
+    fn default_bwrap() -> PathBuf {
+        PathBuf::from("/usr/bin/bwrap")
+    }
+    fn default_tmp_size_mb() -> u64 {
+        64
+    }
+    fn default_memory_mb() -> u64 {
+        2048
+    }
+    fn default_max_processes() -> u64 {
+        128
+    }
+
+    /// Checks the values and makes `stage2` absolute; errors name the field.
+    fn validated(mut self, base: &Path) -> Result<SandboxConfig, (&'static str, String)> {
+        if !self.bwrap.is_absolute() {
+            return Err(("bwrap", "must be an absolute path".into()));
+        }
+        self.stage2 = self.stage2.map(|p| base.join(p));
+        if !(1..=65536).contains(&self.tmp_size_mb) {
+            return Err(("tmp_size_mb", "must be 1 to 65536".into()));
+        }
+        if !(16..=1 << 20).contains(&self.memory_mb) {
+            return Err(("memory_mb", "must be 16 to 1048576".into()));
+        }
+        if !(1..=65536).contains(&self.max_processes) {
+            return Err(("max_processes", "must be 1 to 65536".into()));
+        }
+        Ok(self)
+    }
+}
+
+impl Default for SandboxConfig {
+    fn default() -> Self {
+        SandboxConfig {
+            bwrap: SandboxConfig::default_bwrap(),
+            stage2: None,
+            insecure_no_sandbox: false,
+            tmp_size_mb: SandboxConfig::default_tmp_size_mb(),
+            memory_mb: SandboxConfig::default_memory_mb(),
+            max_processes: SandboxConfig::default_max_processes(),
+        }
+    }
 }
 
 /// `[limits]`
@@ -997,6 +1120,8 @@ pub struct Config {
     pub store: StoreConfig,
     /// `[limits]`
     pub limits: LimitsConfig,
+    /// `[sandbox]`, with `stage2` made absolute.
+    pub sandbox: SandboxConfig,
     /// `[policy]`, with file paths made absolute.
     pub policy: PolicyConfig,
     /// `[shares]`, with outbox paths made absolute.
@@ -1024,6 +1149,8 @@ struct RawConfig {
     store: StoreConfig,
     #[serde(default)]
     limits: LimitsConfig,
+    #[serde(default)]
+    sandbox: SandboxConfig,
     #[serde(default)]
     policy: PolicyConfig,
     #[serde(default)]
@@ -1448,14 +1575,25 @@ impl Config {
         if let Some(u) = &raw.store.url {
             validate_store_url(u).map_err(|m| invalid(0, "store.url".into(), m))?;
         }
+        let mut server = raw.server;
+        if server.socket_mode & !0o770 != 0 || server.socket_mode & 0o600 != 0o600 {
+            return Err(invalid(
+                0,
+                "server.socket_mode".into(),
+                format!("{:#o}: the owner needs read and write, and others may have nothing (at most 0o770)", server.socket_mode),
+            ));
+        }
+        server.socket = server.socket.map(|p| if p.as_os_str() == "off" { p } else { base.join(p) });
         let store = StoreConfig { data_dir: base.join(raw.store.data_dir), url: raw.store.url, sync: raw.store.sync };
         let policy = PolicyConfig { files: raw.policy.files.iter().map(|f| base.join(f)).collect() };
+        let sandbox = raw.sandbox.validated(base).map_err(|(f, m)| invalid(0, format!("sandbox.{f}"), m))?;
         let shares = validate_shares(raw.shares, base).map_err(|(f, m)| invalid(0, format!("shares.{f}"), m))?;
         Ok(Config {
             source: file.to_owned(),
-            server: raw.server,
+            server,
             store,
             limits: raw.limits,
+            sandbox,
             policy,
             shares,
             handles,

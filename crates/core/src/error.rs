@@ -67,6 +67,11 @@ pub enum ErrorCode {
     CommandTimeout,
     /// The command could not be started.
     CommandFailed,
+    /// The per-call sandbox for `run_command` cannot be built on this host (bubblewrap missing,
+    /// user namespaces refused by AppArmor or a container's seccomp profile, ...), so the command
+    /// was not run: a command never runs unsandboxed unless `[sandbox] insecure_no_sandbox` is
+    /// set (T23). The message gives the reason.
+    SandboxUnavailable,
     /// The one-time link is unknown, used up or expired; the three are indistinguishable on
     /// purpose (T17). A wrong proof gets the same answer.
     ShareUnavailable,
@@ -90,6 +95,14 @@ pub enum ErrorCode {
     /// The operation is outside the lease's scope (a write on a `read_only` lease); nothing
     /// was requested.
     OperationNotAllowed,
+    /// An `http_request` header the agent may not set: credentials, routing, framing, hop-by-hop,
+    /// `Range`, method and path overrides, `Forwarded`/`X-Forwarded-*`, `Accept-Encoding`, or a
+    /// name given twice. Refused before any secret is resolved; nothing was sent (T24).
+    HeaderNotAllowed,
+    /// The upstream answered with a `Content-Encoding` (or transfer coding) airlock does not
+    /// decode, or a body that fails to decode. It is refused rather than returned undecoded,
+    /// since the scrubber cannot see a secret inside compressed bytes (T24).
+    UndecodableResponse,
 }
 
 impl ErrorCode {
@@ -120,6 +133,7 @@ impl ErrorCode {
         ErrorCode::ArgumentNotAllowed,
         ErrorCode::CommandTimeout,
         ErrorCode::CommandFailed,
+        ErrorCode::SandboxUnavailable,
         ErrorCode::ShareUnavailable,
         ErrorCode::InvalidShare,
         ErrorCode::LeaseNotAllowed,
@@ -129,6 +143,8 @@ impl ErrorCode {
         ErrorCode::ApprovalDenied,
         ErrorCode::BucketNotAllowed,
         ErrorCode::OperationNotAllowed,
+        ErrorCode::HeaderNotAllowed,
+        ErrorCode::UndecodableResponse,
     ];
 
     /// The wire name.
@@ -159,6 +175,7 @@ impl ErrorCode {
             ErrorCode::ArgumentNotAllowed => "argument-not-allowed",
             ErrorCode::CommandTimeout => "command-timeout",
             ErrorCode::CommandFailed => "command-failed",
+            ErrorCode::SandboxUnavailable => "sandbox-unavailable",
             ErrorCode::ShareUnavailable => "share-unavailable",
             ErrorCode::InvalidShare => "invalid-share",
             ErrorCode::LeaseNotAllowed => "lease-not-allowed",
@@ -168,6 +185,8 @@ impl ErrorCode {
             ErrorCode::ApprovalDenied => "approval-denied",
             ErrorCode::BucketNotAllowed => "bucket-not-allowed",
             ErrorCode::OperationNotAllowed => "operation-not-allowed",
+            ErrorCode::HeaderNotAllowed => "header-not-allowed",
+            ErrorCode::UndecodableResponse => "undecodable-response",
         }
     }
 
@@ -196,13 +215,16 @@ impl ErrorCode {
             | ErrorCode::InvalidSql
             | ErrorCode::BadRequest
             | ErrorCode::HeaderInjection
-            | ErrorCode::InvalidShare => 400,
+            | ErrorCode::InvalidShare
+            | ErrorCode::HeaderNotAllowed => 400,
             ErrorCode::RateLimited => 429,
             ErrorCode::LimitExceeded => 413,
             ErrorCode::QueryFailed => 422,
-            ErrorCode::UpstreamUnavailable | ErrorCode::CommandFailed => 502,
+            ErrorCode::UpstreamUnavailable
+            | ErrorCode::CommandFailed
+            | ErrorCode::UndecodableResponse => 502,
             ErrorCode::UpstreamTimeout | ErrorCode::CommandTimeout => 504,
-            ErrorCode::SecretUnavailable | ErrorCode::AuditUnavailable => 503,
+            ErrorCode::SecretUnavailable | ErrorCode::AuditUnavailable | ErrorCode::SandboxUnavailable => 503,
             ErrorCode::Internal => 500,
         }
     }
@@ -235,6 +257,7 @@ impl ErrorCode {
             ErrorCode::ArgumentNotAllowed => "the arguments do not match this handle's argument template",
             ErrorCode::CommandTimeout => "the command did not finish in time and was killed",
             ErrorCode::CommandFailed => "the command could not be started",
+            ErrorCode::SandboxUnavailable => "the command sandbox cannot be built on this host; the command was not run",
             ErrorCode::ShareUnavailable => "this link was already opened, has expired, or never existed",
             ErrorCode::InvalidShare => "the share request or link is malformed",
             ErrorCode::LeaseNotAllowed => "the lease is wider than this handle's lease policy allows",
@@ -244,6 +267,8 @@ impl ErrorCode {
             ErrorCode::ApprovalDenied => "an approver denied this call; nothing was executed",
             ErrorCode::BucketNotAllowed => "the bucket is not one this handle or lease names; nothing was requested",
             ErrorCode::OperationNotAllowed => "the operation is outside this lease's scope; nothing was requested",
+            ErrorCode::HeaderNotAllowed => "a request header may not be set by the agent; nothing was sent",
+            ErrorCode::UndecodableResponse => "the upstream response uses an unknown or corrupt content encoding; it was not returned",
         }
     }
 }
@@ -310,5 +335,17 @@ mod tests {
             assert_eq!(serde_json::to_value(c).unwrap(), serde_json::Value::String(s.into()));
             assert!((400..600).contains(&c.http_status()));
         }
+    }
+
+    #[test]
+    fn http_header_and_decoding_refusals_have_their_own_codes() {
+        // T24: a refused request header is the agent's to fix (400); an undecodable body is the
+        // upstream's fault (502). Both are part of the stable contract.
+        assert_eq!(ErrorCode::HeaderNotAllowed.as_str(), "header-not-allowed");
+        assert_eq!(ErrorCode::HeaderNotAllowed.http_status(), 400);
+        assert_eq!(ErrorCode::UndecodableResponse.as_str(), "undecodable-response");
+        assert_eq!(ErrorCode::UndecodableResponse.http_status(), 502);
+        assert!(ErrorCode::ALL.contains(&ErrorCode::HeaderNotAllowed));
+        assert!(ErrorCode::ALL.contains(&ErrorCode::UndecodableResponse));
     }
 }

@@ -6,10 +6,12 @@
 pub mod config;
 pub mod error;
 pub mod handle;
+pub mod peer;
 pub mod secret;
 pub mod tool;
 
 pub use error::{CallError, ErrorCode};
 pub use handle::{HandleName, InvalidHandle};
+pub use peer::Peer;
 pub use secret::Secret;
 pub use tool::Tool;

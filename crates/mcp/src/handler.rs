@@ -23,9 +23,10 @@ const INSTRUCTIONS: &str = "Tools run through airlock. Name a credential by its 
 /// Where the calling agent comes from.
 #[derive(Clone)]
 enum Auth {
-    /// stdio: the token given at start, checked again on every request so that revocation takes
-    /// effect mid-session.
-    Token(Secret),
+    /// A stream session (stdio, or the thin client's upgraded connection): the token given at
+    /// start, checked again on every request so that revocation takes effect mid-session, and
+    /// the socket peer the session came from, if any.
+    Token(Secret, Option<airlock_core::Peer>),
     /// streamable HTTP: the [`Caller`] the router's middleware authenticated for this request,
     /// carried in the request's `http::request::Parts` extensions.
     FromRequest,
@@ -47,7 +48,12 @@ impl std::fmt::Debug for AirlockMcp {
 impl AirlockMcp {
     /// A handler for the agent holding `token` (stdio). The token is re-checked per request.
     pub fn for_token(broker: Arc<Broker>, token: String) -> AirlockMcp {
-        AirlockMcp { broker, auth: Auth::Token(Secret::new(token.into_bytes())) }
+        AirlockMcp::for_session(broker, token, None)
+    }
+
+    /// As [`AirlockMcp::for_token`], recording `peer` (the socket peer) with every call.
+    pub fn for_session(broker: Arc<Broker>, token: String, peer: Option<airlock_core::Peer>) -> AirlockMcp {
+        AirlockMcp { broker, auth: Auth::Token(Secret::new(token.into_bytes()), peer) }
     }
 
     /// A handler that takes the caller from the HTTP request (set by [`crate::http_router`]).
@@ -58,7 +64,11 @@ impl AirlockMcp {
     async fn caller(&self, ctx: &RequestContext<RoleServer>) -> Result<Caller, CallError> {
         match &self.auth {
             // The token is used here for its purpose: authenticating the agent.
-            Auth::Token(t) => self.broker.authenticate(t.expose_str()).await,
+            Auth::Token(t, peer) => {
+                let mut c = self.broker.authenticate(t.expose_str()).await?;
+                c.peer = *peer;
+                Ok(c)
+            }
             Auth::FromRequest => ctx
                 .extensions
                 .get::<http::request::Parts>()
@@ -80,7 +90,7 @@ impl AirlockMcp {
     async fn elicit_approval(&self, inv: &Invocation, ctx: &RequestContext<RoleServer>) -> Option<bool> {
         let code = inv.result.as_ref().err()?.code;
         let ticket = inv.approval.as_ref()?;
-        if code != ErrorCode::ApprovalRequired || !matches!(self.auth, Auth::Token(_)) {
+        if code != ErrorCode::ApprovalRequired || !matches!(self.auth, Auth::Token(..)) {
             return None;
         }
         let url_mode = ctx

@@ -26,7 +26,8 @@ pub const MCP_PATH: &str = "/mcp";
 /// Loopback names accepted in `Host` with any port.
 const LOOPBACK_HOSTS: &[&str] = &["localhost", "127.0.0.1", "[::1]"];
 
-/// The streamable HTTP MCP endpoint, routed at [`MCP_PATH`]. Merge it into the REST router:
+/// The streamable HTTP MCP endpoint, routed at [`MCP_PATH`], and the stream endpoint of the thin
+/// `airlock mcp` client at [`crate::STREAM_PATH`], behind the same Host/Origin guard and token check. Merge it into the REST router:
 /// `airlock_server::rest::router(b.clone()).merge(airlock_mcp::http_router(b))`.
 pub fn http_router(broker: Arc<Broker>) -> Router {
     let guard = Arc::new(Guard::new(&broker.config().server));
@@ -49,6 +50,7 @@ pub fn http_router(broker: Arc<Broker>) -> Router {
     );
     Router::new()
         .route_service(MCP_PATH, service)
+        .route(crate::stream::STREAM_PATH, axum::routing::get(crate::stream::upgrade).with_state(broker.clone()))
         .layer(middleware::from_fn_with_state(broker, authenticate))
         .layer(middleware::from_fn_with_state(guard, check_host_and_origin))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_response))
@@ -145,14 +147,8 @@ async fn check_host_and_origin(State(guard): State<Arc<Guard>>, req: Request, ne
     next.run(req).await
 }
 
-fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = v.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-}
-
 async fn authenticate(State(broker): State<Arc<Broker>>, mut req: Request, next: Next) -> Response {
-    match broker.authenticate(bearer(req.headers())).await {
+    match airlock_server::rest::authenticate(&broker, req.headers(), req.extensions()).await {
         Ok(caller) => {
             req.extensions_mut().insert(caller);
             if req.method() != http::Method::POST {
@@ -200,6 +196,7 @@ mod tests {
             listen: "10.1.2.3:7878".parse().unwrap(),
             allowed_origins: origins.iter().map(|s| s.to_string()).collect(),
             allowed_hosts: hosts.iter().map(|s| s.to_string()).collect(),
+            ..ServerConfig::default()
         };
         Guard::new(&cfg)
     }
@@ -242,13 +239,4 @@ mod tests {
         assert!(!none.origin_allowed(&h), "no configured origin: every browser origin is refused");
     }
 
-    #[test]
-    fn bearer_parsing() {
-        let mut h = HeaderMap::new();
-        assert_eq!(bearer(&h), None);
-        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer abc"));
-        assert_eq!(bearer(&h), Some("abc"));
-        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic abc"));
-        assert_eq!(bearer(&h), None);
-    }
 }

@@ -11,12 +11,18 @@
 //!   mid-session.
 //! - [`http_router`]: streamable HTTP at `/mcp`, stateless: every request carries
 //!   `Authorization: Bearer`, and `Host`/`Origin` are checked before anything else (T19).
+//!   It also carries [`STREAM_PATH`]: the thin `airlock mcp` client (what an agent's MCP host
+//!   launches) upgrades an HTTP/1.1 connection there, on the broker's Unix socket or loopback, and
+//!   relays its stdin and stdout over it byte for byte; the session runs here, in the broker, as
+//!   [`serve_session`], so the agent's process holds nothing but its token.
 #![forbid(unsafe_code)]
 
 mod handler;
 mod http;
 mod stdio;
+mod stream;
 
 pub use handler::AirlockMcp;
 pub use http::{http_router, MCP_PATH};
-pub use stdio::{serve_io, serve_stdio, StdioError};
+pub use stdio::{serve_io, serve_session, serve_stdio, StdioError};
+pub use stream::{STREAM_PATH, STREAM_PROTOCOL};

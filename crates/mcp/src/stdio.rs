@@ -31,15 +31,13 @@ pub async fn serve_stdio(broker: Arc<Broker>, token: String) -> Result<(), Stdio
     serve_io(broker, token, i, o).await
 }
 
-/// As [`serve_stdio`], over any reader/writer pair (tests use an in-memory pipe).
+/// As [`serve_stdio`], over any reader/writer pair (tests use an in-memory pipe). Picks up
+/// secrets changed by other processes every 2 s, as `serve` does: for a broker of its own.
 pub async fn serve_io<R, W>(broker: Arc<Broker>, token: String, reader: R, writer: W) -> Result<(), StdioError>
 where
     R: AsyncRead + Send + Unpin + 'static,
     W: AsyncWrite + Send + Unpin + 'static,
 {
-    // Refuse at once rather than serve a session whose every call would fail.
-    let caller = broker.authenticate(Some(&token)).await.map_err(StdioError::Auth)?;
-    let mut changes = broker.subscribe_tool_changes();
     // Secrets changed by other processes (`airlock secret put`) reach the scrubber, as in `serve`.
     let refresher = {
         let b = broker.clone();
@@ -53,36 +51,44 @@ where
             }
         })
     };
-    let result = async {
-        let running = AirlockMcp::for_token(broker, token)
-            .serve((reader, writer))
-            .await
-            .map_err(|e| StdioError::Start(e.to_string()))?;
-        // A lease issued or revoked changes this agent's tool list: tell the client.
-        let peer = running.peer().clone();
-        let notifier = tokio::spawn(async move {
-            loop {
-                match changes.recv().await {
-                    Ok(agent) if agent == caller.agent.id => {
-                        if peer.notify_tool_list_changed().await.is_err() {
-                            break;
-                        }
-                    }
-                    Ok(_) => {}
-                    // Missed some: the list may have changed.
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                        let _ = peer.notify_tool_list_changed().await;
-                    }
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
-                }
-            }
-        });
-        let r = running.waiting().await.map_err(|e| StdioError::Session(e.to_string()));
-        notifier.abort();
-        r?;
-        Ok(())
-    }
-    .await;
+    let r = serve_session(AirlockMcp::for_token(broker.clone(), token.clone()), &broker, &token, reader, writer).await;
     refresher.abort();
-    result
+    r
+}
+
+/// One MCP session of `handler`'s agent over a reader/writer pair, inside a broker that already
+/// runs its own background tasks (`serve`: the thin client's stream). Refuses at once when
+/// `token` does not authenticate; tells the client when the agent's tool list changes.
+pub async fn serve_session<R, W>(handler: AirlockMcp, broker: &Broker, token: &str, reader: R, writer: W) -> Result<(), StdioError>
+where
+    R: AsyncRead + Send + Unpin + 'static,
+    W: AsyncWrite + Send + Unpin + 'static,
+{
+    // Refuse at once rather than serve a session whose every call would fail.
+    let caller = broker.authenticate(Some(token)).await.map_err(StdioError::Auth)?;
+    let mut changes = broker.subscribe_tool_changes();
+    let running = handler.serve((reader, writer)).await.map_err(|e| StdioError::Start(e.to_string()))?;
+    // A lease issued or revoked changes this agent's tool list: tell the client.
+    let peer = running.peer().clone();
+    let notifier = tokio::spawn(async move {
+        loop {
+            match changes.recv().await {
+                Ok(agent) if agent == caller.agent.id => {
+                    if peer.notify_tool_list_changed().await.is_err() {
+                        break;
+                    }
+                }
+                Ok(_) => {}
+                // Missed some: the list may have changed.
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                    let _ = peer.notify_tool_list_changed().await;
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+            }
+        }
+    });
+    let r = running.waiting().await.map_err(|e| StdioError::Session(e.to_string()));
+    notifier.abort();
+    r?;
+    Ok(())
 }

@@ -141,10 +141,12 @@ impl ScrubberBuilder {
             }
         }
         let markers = labels.join("\0");
+        let mut prefixes: Vec<(Box<[u8]>, u32)> = raw.iter().map(|(p, l)| (p.clone().into_boxed_slice(), l.0)).collect();
+        prefixes.sort();
         let raw = compile(raw, markers.as_bytes())?;
         let norm = compile_norm(norm, &labels)?;
         let fingerprints = self.secrets.iter().map(|(l, s)| fingerprint(l, s)).collect();
-        Ok(Scrubber { raw, norm, rules, labels, rule_base, known, fingerprints })
+        Ok(Scrubber { raw, norm, rules, labels, rule_base, known, fingerprints, prefixes })
     }
 }
 
@@ -214,7 +216,15 @@ pub struct Scrubber {
     /// SHA-256 of (label, value) of every secret given to the builder, so the broker can tell
     /// whether a freshly resolved value is already covered without holding values itself.
     fingerprints: HashSet<[u8; 32]>,
+    /// Every known-value pattern with its label, sorted, for [`Scrubber::scrub_cut_tail`].
+    prefixes: Vec<(Box<[u8]>, u32)>,
 }
+
+/// The shortest trailing fragment [`Scrubber::scrub_cut_tail`] redacts. A cut that keeps 3 bytes
+/// of a secret or of one of its encodings gives away at most 3 characters (about 18 bits of a
+/// base64 token, 12 of hex); a lower floor would redact ordinary endings such as `the` whenever
+/// some secret happens to begin with them.
+pub const MIN_CUT_FRAGMENT: usize = 4;
 
 /// SHA-256 over the label, a separator and the value.
 fn fingerprint(label: &HandleName, secret: &Secret) -> [u8; 32] {
@@ -314,6 +324,59 @@ impl Scrubber {
             }
             _ => 0,
         }
+    }
+
+    /// Redacts what a cut leaves of a secret that straddled it: the longest suffix of `text`
+    /// (at least [`MIN_CUT_FRAGMENT`] bytes) that is the beginning of a known secret or of one of
+    /// its encodings. Call it on every text that was cut at a size cap or a chunk boundary,
+    /// after [`Scrubber::scrub_str`] (which finds whole occurrences); [`Scrubber::scrub_result`]
+    /// does both. Time: O(L log P) for the longest pattern L and pattern count P.
+    pub fn scrub_cut_tail<'a>(&self, text: &'a str) -> (Cow<'a, str>, usize) {
+        let longest = self.prefixes.iter().map(|(p, _)| p.len()).max().unwrap_or(0);
+        if text.len() < MIN_CUT_FRAGMENT || longest < MIN_CUT_FRAGMENT {
+            return (Cow::Borrowed(text), 0);
+        }
+        let bytes = text.as_bytes();
+        // The longest fragment first: from the earliest start a pattern could cover.
+        let first = bytes.len().saturating_sub(longest);
+        for start in first..=bytes.len() - MIN_CUT_FRAGMENT {
+            if !text.is_char_boundary(start) {
+                continue;
+            }
+            let frag = &bytes[start..];
+            // The first pattern not less than `frag`: if any pattern starts with `frag`, this one does.
+            let i = self.prefixes.partition_point(|(p, _)| &p[..] < frag);
+            if let Some((p, label)) = self.prefixes.get(i) {
+                if p.starts_with(frag) {
+                    let mut out = String::with_capacity(start + 32);
+                    out.push_str(&text[..start]);
+                    out.push_str(&self.labels[*label as usize]);
+                    return (Cow::Owned(out), 1);
+                }
+            }
+        }
+        (Cow::Borrowed(text), 0)
+    }
+
+    /// Scrubs a tool result in place, the one way results leave the broker: every string as
+    /// [`Scrubber::scrub_json`] does, and, when the result says `"truncated": true`, the tail of
+    /// each of its top-level strings as [`Scrubber::scrub_cut_tail`] does (a size cap cut them).
+    /// Returns the number of redactions.
+    pub fn scrub_result(&self, value: &mut serde_json::Value) -> usize {
+        let mut n = self.scrub_json(value);
+        if value.get("truncated").and_then(serde_json::Value::as_bool) == Some(true) {
+            if let Some(map) = value.as_object_mut() {
+                for v in map.values_mut() {
+                    if let serde_json::Value::String(s) = v {
+                        if let (Cow::Owned(o), c) = self.scrub_cut_tail(s) {
+                            *s = o;
+                            n += c;
+                        }
+                    }
+                }
+            }
+        }
+        n
     }
 
     /// True when `text` contains a known secret or any of its encodings, directly or after

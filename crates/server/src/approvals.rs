@@ -404,6 +404,8 @@ impl Broker {
             duration_us: 0,
             policies: vec![],
             approval: Some(id.to_owned()),
+            peer: None,
+            sandbox: None,
         };
         if let Err(e) = self.audit_append(rec).await {
             // A decision without its record must not stand.

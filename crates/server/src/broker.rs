@@ -68,6 +68,9 @@ pub struct Caller {
     /// A sub-agent's own grants, `(handle, tool)`; `None` for an agent of the configuration,
     /// whose grants are the config's Cedar policies.
     pub grants: Option<Vec<(String, String)>>,
+    /// The OS process behind the call when it came over the Unix socket (set by the front end
+    /// that accepted the connection; recorded in the audit).
+    pub peer: Option<airlock_core::Peer>,
 }
 
 /// The outcome of one call, ready to be rendered by any front end.
@@ -169,6 +172,7 @@ impl Broker {
         let vault = Vault::with_remotes(master, store.clone(), cfg.vaults.values())?;
         let installation = leases::installation_id(&dir)?;
         let policy_version = crate::approvals::policy_version(policy.version(), &cfg);
+        let command = CommandExecutor::new(airlock_exec_command::SandboxSettings::from_config(&cfg));
         let broker = Broker {
             cfg: Arc::new(cfg),
             policy,
@@ -178,7 +182,7 @@ impl Broker {
             sql: SqlExecutor::new(),
             http: HttpExecutor::new(),
             email: EmailExecutor::new(),
-            command: CommandExecutor::new(),
+            command,
             aws: AwsExecutor::new(),
             rates: RateLimiter::default(),
             sends: RateLimiter::default(),
@@ -365,7 +369,7 @@ impl Broker {
                     .map_err(|e| CallError::new(ErrorCode::Internal).detail(e.to_string()))?,
             ),
         };
-        Ok(Caller { agent, parents, grants })
+        Ok(Caller { agent, parents, grants, peer: None })
     }
 
     /// The policy decision for `caller`. An agent of the configuration is decided by Cedar under
@@ -687,6 +691,8 @@ impl Broker {
             duration_us: 0,
             policies,
             approval: None,
+            peer: caller.and_then(|c| c.peer),
+            sandbox: None,
         }
     }
 
@@ -725,7 +731,7 @@ impl Broker {
         let mut redactions = 0usize;
         let result = match result {
             Ok(mut v) => {
-                redactions = scrubber.scrub_json(&mut v);
+                redactions = scrubber.scrub_result(&mut v);
                 Ok(v)
             }
             Err(mut e) => {
@@ -743,6 +749,7 @@ impl Broker {
         };
         let mut rec = self.record(caller, tool, handle, args, decision, policies, &request_id);
         rec.redactions = redactions as u64;
+        rec.sandbox = result.as_ref().ok().and_then(|v| v.get("sandbox")).cloned();
         rec.approval = approval.map(str::to_owned);
         rec.duration_us = started.elapsed().as_micros() as u64;
         match &result {

@@ -30,11 +30,18 @@ const STALE_PENDING_SECS: i64 = 60;
 /// The longest wait between two attempts at a failed revocation.
 const MAX_BACKOFF_SECS: i64 = 60;
 
+/// A database lease's lifetime when the request names none (`airlock lease issue` without
+/// `--ttl`), within every handle's `max_ttl_seconds` by default.
+fn default_lease_ttl() -> u64 {
+    300
+}
+
 /// `request_lease` arguments, as the agent sends them.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawLeaseArgs {
     scope: Scope,
+    #[serde(default = "default_lease_ttl")]
     ttl_seconds: u64,
     #[serde(default)]
     tables: Option<Vec<String>>,

@@ -17,9 +17,11 @@ use axum::routing::{delete, get, post};
 use axum::Router;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use std::future::Future;
+use std::future::{Future, IntoFuture};
 use std::sync::Arc;
-use tokio::net::TcpListener;
+use airlock_core::Peer;
+use axum::extract::ConnectInfo;
+use tokio::net::{TcpListener, UnixListener};
 
 fn json_response(status: u16, v: &Value) -> Response {
     let mut r = Response::new(Body::from(serde_json::to_vec(v).expect("JSON")));
@@ -37,14 +39,56 @@ fn error_response(code: ErrorCode, request_id: Option<&str>) -> Response {
     json_response(code.http_status(), &body)
 }
 
-pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
+/// The token of `Authorization: Bearer <token>`.
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
     let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = v.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
-async fn caller(broker: &Broker, headers: &HeaderMap) -> Result<Caller, CallError> {
-    broker.authenticate(bearer(headers)).await
+/// The connection info of the Unix socket: the peer's credentials as the kernel gave them at
+/// accept (`SO_PEERCRED`). Only the socket listener inserts it, so an HTTP client cannot claim
+/// one.
+#[derive(Clone, Copy, Debug)]
+pub struct SocketPeer(pub Option<Peer>);
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, UnixListener>> for SocketPeer {
+    fn connect_info(stream: axum::serve::IncomingStream<'_, UnixListener>) -> Self {
+        SocketPeer(stream.io().peer_cred().ok().map(|c| Peer { uid: c.uid(), gid: c.gid(), pid: c.pid() }))
+    }
+}
+
+/// The socket peer of a request, when it came over the Unix socket.
+pub fn socket_peer(extensions: &http::Extensions) -> Option<Peer> {
+    extensions.get::<ConnectInfo<SocketPeer>>().and_then(|c| c.0 .0)
+}
+
+/// Authenticates the request's bearer token; the caller carries the socket peer, if any, for
+/// the audit. The one way every front end (REST, MCP over HTTP) turns a request into a
+/// [`Caller`].
+pub async fn authenticate(broker: &Broker, headers: &HeaderMap, extensions: &http::Extensions) -> Result<Caller, CallError> {
+    let mut c = broker.authenticate(bearer(headers)).await?;
+    c.peer = socket_peer(extensions);
+    Ok(c)
+}
+
+/// The caller side of a request, for handlers: its bearer token and socket peer.
+pub struct AgentAuth {
+    token: Option<String>,
+    peer: Option<Peer>,
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for AgentAuth {
+    type Rejection = std::convert::Infallible;
+    async fn from_request_parts(parts: &mut http::request::Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(AgentAuth { token: bearer(&parts.headers).map(str::to_owned), peer: socket_peer(&parts.extensions) })
+    }
+}
+
+async fn caller(broker: &Broker, auth: &AgentAuth) -> Result<Caller, CallError> {
+    let mut c = broker.authenticate(auth.token.as_deref()).await?;
+    c.peer = auth.peer;
+    Ok(c)
 }
 
 #[derive(Deserialize)]
@@ -52,8 +96,8 @@ struct ToolsQuery {
     format: Option<String>,
 }
 
-async fn tools(State(b): State<Arc<Broker>>, headers: HeaderMap, q: Query<ToolsQuery>) -> Response {
-    let c = match caller(&b, &headers).await {
+async fn tools(State(b): State<Arc<Broker>>, auth: AgentAuth, q: Query<ToolsQuery>) -> Response {
+    let c = match caller(&b, &auth).await {
         Ok(c) => c,
         Err(e) => return error_response(e.code, None),
     };
@@ -72,8 +116,8 @@ struct InvokeBody {
     arguments: Value,
 }
 
-async fn invoke(State(b): State<Arc<Broker>>, headers: HeaderMap, body: Bytes) -> Response {
-    let c = match caller(&b, &headers).await {
+async fn invoke(State(b): State<Arc<Broker>>, auth: AgentAuth, body: Bytes) -> Response {
+    let c = match caller(&b, &auth).await {
         Ok(c) => c,
         Err(e) => {
             let inv = b.refuse("-", e).await;
@@ -92,8 +136,8 @@ async fn invoke(State(b): State<Arc<Broker>>, headers: HeaderMap, body: Bytes) -
 }
 
 /// Authenticates, or renders the audited refusal.
-async fn caller_or_refuse(b: &Broker, headers: &HeaderMap, action: &str) -> Result<Caller, Response> {
-    match caller(b, headers).await {
+async fn caller_or_refuse(b: &Broker, auth: &AgentAuth, action: &str) -> Result<Caller, Response> {
+    match caller(b, auth).await {
         Ok(c) => Ok(c),
         Err(e) => {
             let inv = b.refuse(action, e).await;
@@ -102,8 +146,8 @@ async fn caller_or_refuse(b: &Broker, headers: &HeaderMap, action: &str) -> Resu
     }
 }
 
-async fn lease_issue(State(b): State<Arc<Broker>>, headers: HeaderMap, body: Bytes) -> Response {
-    let c = match caller_or_refuse(&b, &headers, "request_lease").await {
+async fn lease_issue(State(b): State<Arc<Broker>>, auth: AgentAuth, body: Bytes) -> Response {
+    let c = match caller_or_refuse(&b, &auth, "request_lease").await {
         Ok(c) => c,
         Err(r) => return r,
     };
@@ -118,8 +162,8 @@ async fn lease_issue(State(b): State<Arc<Broker>>, headers: HeaderMap, body: Byt
     json_response(inv.status(), &inv.to_json())
 }
 
-async fn lease_list(State(b): State<Arc<Broker>>, headers: HeaderMap) -> Response {
-    let c = match caller(&b, &headers).await {
+async fn lease_list(State(b): State<Arc<Broker>>, auth: AgentAuth) -> Response {
+    let c = match caller(&b, &auth).await {
         Ok(c) => c,
         Err(e) => return error_response(e.code, None),
     };
@@ -136,9 +180,9 @@ async fn lease_list(State(b): State<Arc<Broker>>, headers: HeaderMap) -> Respons
     }
 }
 
-async fn lease_revoke(State(b): State<Arc<Broker>>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+async fn lease_revoke(State(b): State<Arc<Broker>>, auth: AgentAuth, Path(id): Path<String>) -> Response {
     let started = std::time::Instant::now();
-    let c = match caller_or_refuse(&b, &headers, "revoke_lease").await {
+    let c = match caller_or_refuse(&b, &auth, "revoke_lease").await {
         Ok(c) => c,
         Err(r) => return r,
     };
@@ -147,9 +191,9 @@ async fn lease_revoke(State(b): State<Arc<Broker>>, headers: HeaderMap, Path(id)
     b.audited(&c, "revoke_lease", &json!({"lease_id": id}), result, started).await.into_response()
 }
 
-async fn task_open(State(b): State<Arc<Broker>>, headers: HeaderMap) -> Response {
+async fn task_open(State(b): State<Arc<Broker>>, auth: AgentAuth) -> Response {
     let started = std::time::Instant::now();
-    let c = match caller_or_refuse(&b, &headers, "open_task").await {
+    let c = match caller_or_refuse(&b, &auth, "open_task").await {
         Ok(c) => c,
         Err(r) => return r,
     };
@@ -157,9 +201,9 @@ async fn task_open(State(b): State<Arc<Broker>>, headers: HeaderMap) -> Response
     b.audited(&c, "open_task", &json!({}), result, started).await.into_response()
 }
 
-async fn task_close(State(b): State<Arc<Broker>>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+async fn task_close(State(b): State<Arc<Broker>>, auth: AgentAuth, Path(id): Path<String>) -> Response {
     let started = std::time::Instant::now();
-    let c = match caller_or_refuse(&b, &headers, "close_task").await {
+    let c = match caller_or_refuse(&b, &auth, "close_task").await {
         Ok(c) => c,
         Err(r) => return r,
     };
@@ -168,9 +212,9 @@ async fn task_close(State(b): State<Arc<Broker>>, headers: HeaderMap, Path(id): 
     b.audited(&c, "close_task", &json!({"task_id": id}), result, started).await.into_response()
 }
 
-async fn create_child(State(b): State<Arc<Broker>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn create_child(State(b): State<Arc<Broker>>, auth: AgentAuth, body: Bytes) -> Response {
     let started = std::time::Instant::now();
-    let c = match caller_or_refuse(&b, &headers, "create_child").await {
+    let c = match caller_or_refuse(&b, &auth, "create_child").await {
         Ok(c) => c,
         Err(r) => return r,
     };
@@ -205,9 +249,8 @@ fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
     error_response(ErrorCode::Internal, None)
 }
 
-/// The router, for tests (`Router::oneshot`) and for [`serve`].
-pub fn router(broker: Arc<Broker>) -> Router {
-    let limit = broker.config().limits.max_request_bytes;
+/// The routes agents use, on the TCP listener and on the Unix socket alike.
+fn agent_routes() -> Router<Arc<Broker>> {
     Router::new()
         .route("/v1/tools", get(tools))
         .route("/v1/invoke", post(invoke))
@@ -218,12 +261,36 @@ pub fn router(broker: Arc<Broker>) -> Router {
         .route("/v1/agents/self/children", post(create_child))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
-        .merge(crate::shares::routes())
-        .merge(crate::approvals::routes())
+}
+
+fn finish(routes: Router<Arc<Broker>>, broker: Arc<Broker>) -> Router {
+    let limit = broker.config().limits.max_request_bytes;
+    routes
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(limit))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_response))
         .with_state(broker)
+}
+
+/// The router of the TCP listener: the agents' routes, the one-time link pages and API, and the
+/// approval pages and API. For tests (`Router::oneshot`) and for [`serve`].
+pub fn router(broker: Arc<Broker>) -> Router {
+    let routes = agent_routes().merge(crate::shares::routes()).merge(crate::approvals::routes());
+    finish(routes, broker)
+}
+
+/// The router of the Unix socket: the agents' routes only. People open links and approve calls
+/// over HTTP; the socket is for the thin clients agents run.
+pub fn socket_router(broker: Arc<Broker>) -> Router {
+    finish(agent_routes(), broker)
+}
+
+/// What [`serve_on`] listens on.
+pub struct Listeners {
+    /// REST, MCP over HTTP, one-time links and approval pages.
+    pub tcp: TcpListener,
+    /// The agents' Unix socket ([`socket_router`] plus the extra routes), if any.
+    pub unix: Option<UnixListener>,
 }
 
 /// Serves until `shutdown` resolves, then drains in-flight requests. A background task picks up
@@ -239,6 +306,17 @@ pub async fn serve(
 /// As [`serve`], with `extra` routes merged in (the MCP endpoint, which lives in its own crate).
 pub async fn serve_with(
     listener: TcpListener,
+    broker: Arc<Broker>,
+    extra: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    serve_on(Listeners { tcp: listener, unix: None }, broker, extra, shutdown).await
+}
+
+/// As [`serve_with`], on the TCP listener and the Unix socket of `listeners`, with one set of
+/// background tasks and one shutdown for both.
+pub async fn serve_on(
+    listeners: Listeners,
     broker: Arc<Broker>,
     extra: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -266,12 +344,29 @@ pub async fn serve_with(
     // Revokes leases at expiry, retries failed revocations, and first reconciles roles left by
     // a previous run.
     let reaper = broker.spawn_reaper();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let unix = listeners.unix.map(|u| {
+        let app = socket_router(broker.clone()).merge(extra.clone()).into_make_service_with_connect_info::<SocketPeer>();
+        tokio::spawn(axum::serve(u, app).with_graceful_shutdown(stopped(stop_rx.clone())).into_future())
+    });
     // Connection info gives the share endpoints the client address for their rate limits.
     let app = router(broker).merge(extra).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    let r = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
+    let tcp = axum::serve(listeners.tcp, app).with_graceful_shutdown(stopped(stop_rx));
+    let signal = async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    };
+    let (r, ()) = tokio::join!(tcp.into_future(), signal);
+    let u = match unix {
+        Some(h) => h.await.unwrap_or_else(|e| Err(std::io::Error::other(e))),
+        None => Ok(()),
+    };
     refresher.abort();
     reaper.abort();
-    r
+    r.and(u)
 }
 
 impl IntoResponse for crate::Invocation {

@@ -74,6 +74,15 @@ pub struct AuditRecord {
     /// the execution of an approved call carry the same id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval: Option<String>,
+    /// The OS process that made the call over the broker's Unix socket (`SO_PEERCRED`): who ran
+    /// the thin client, next to the agent its token names. Absent for HTTP callers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer: Option<airlock_core::Peer>,
+    /// How the executor confined the call, as it declared it in the result (run_command's
+    /// `sandbox`: the namespaces, the limits that applied, landlock and seccomp, or
+    /// `insecure_no_sandbox`). Never argument or result data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sandbox: Option<serde_json::Value>,
 }
 
 const GENESIS: [u8; 32] = [0u8; 32];
@@ -486,6 +495,8 @@ mod tests {
             duration_us: 5,
             policies: vec!["grant:bot:DB".into()],
             approval: None,
+            peer: None,
+            sandbox: None,
         }
     }
 

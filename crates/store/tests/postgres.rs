@@ -69,6 +69,8 @@ fn rec(i: usize, agent: &str) -> AuditRecord {
         duration_us: 1,
         policies: vec![],
         approval: None,
+        peer: None,
+        sandbox: None,
     }
 }
 

@@ -474,6 +474,58 @@ pub async fn list_roles(handle: &Handle, admin: &Secret, prefix: &str) -> Result
     r
 }
 
+/// What a handle's credential may do on its server (for `airlock doctor`): a read-only handle
+/// should sit on a role that cannot write, so that the database itself enforces the scope.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Privileges {
+    /// The role or user the credential logs in as.
+    pub role: String,
+    /// A superuser (PostgreSQL `rolsuper`/`rolbypassrls`; MySQL `SUPER` or `ALL` on `*.*`).
+    pub superuser: bool,
+    /// Holds a write privilege on some table (or owns one, on PostgreSQL).
+    pub can_write: bool,
+}
+
+/// Connects with the handle's credential and reads what it may do.
+pub async fn privileges(handle: &Handle, secret: &Secret) -> Result<Privileges, LeaseError> {
+    let db = handle.database().ok_or(LeaseError::Unsupported("not a database handle"))?;
+    let url = admin_url(db, secret)?;
+    let mut conn = connect(handle.kind, &url).await?;
+    let failed = |e: sqlx::Error| LeaseError::Statement { index: 0, code: db_code(&e) };
+    let r = match &mut conn {
+        Admin::Pg(c) => sqlx::query_as::<_, (String, bool, bool)>(
+            "SELECT current_user::text, r.rolsuper OR r.rolbypassrls, \
+               EXISTS (SELECT 1 FROM information_schema.table_privileges \
+                       WHERE grantee = current_user AND privilege_type IN ('INSERT','UPDATE','DELETE','TRUNCATE')) \
+               OR EXISTS (SELECT 1 FROM pg_tables WHERE tableowner = current_user \
+                          AND schemaname NOT IN ('pg_catalog', 'information_schema')) \
+             FROM pg_roles r WHERE r.rolname = current_user",
+        )
+        .fetch_one(&mut *c)
+        .await
+        .map(|(role, superuser, can_write)| Privileges { role, superuser, can_write })
+        .map_err(failed),
+        Admin::My(c) => {
+            let role: Result<String, _> = sqlx::query_scalar("SELECT CAST(CURRENT_USER() AS CHAR)").fetch_one(&mut *c).await;
+            let grants: Result<Vec<String>, _> = sqlx::query_scalar("SHOW GRANTS FOR CURRENT_USER()").fetch_all(&mut *c).await;
+            match (role, grants) {
+                (Ok(role), Ok(grants)) => {
+                    let up: Vec<String> = grants.iter().map(|g| g.to_ascii_uppercase()).collect();
+                    let superuser = up.iter().any(|g| g.contains(" SUPER") || (g.contains("ALL PRIVILEGES") && g.contains(" ON *.*")));
+                    let can_write = up.iter().any(|g| {
+                        let privs = g.split(" ON ").next().unwrap_or("");
+                        ["ALL PRIVILEGES", "INSERT", "UPDATE", "DELETE", "DROP", "CREATE", "ALTER"].iter().any(|p| privs.contains(p))
+                    });
+                    Ok(Privileges { role, superuser, can_write })
+                }
+                (Err(e), _) | (_, Err(e)) => Err(failed(e)),
+            }
+        }
+    };
+    conn.close().await;
+    r
+}
+
 /// The role name of a lease: the prefix, the installation's id and the lease suffix, lower case.
 pub fn role_name(installation: &str, suffix: &str) -> String {
     format!("{ROLE_PREFIX}{installation}_{}", suffix.to_ascii_lowercase())

@@ -58,9 +58,19 @@ async fn record(seen: Arc<Mutex<Vec<Seen>>>, method: axum::http::Method, uri: ax
     Json(json!({"items": [{"id": 1, "name": "widget"}], "path": uri.path()}))
 }
 
+/// The workspace's `airlock` binary (target/<profile>/airlock), the sandbox's second stage for
+/// run_command: this in-process broker's own executable is the test binary, which has no
+/// stage 2. `cargo test --workspace` builds it; with `-p airlock-server`, `cargo build -p
+/// airlock` first (without it, run_command answers sandbox-unavailable).
+pub fn stage2_binary() -> Option<std::path::PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    exe.ancestors().skip(1).map(|d| d.join("airlock")).find(|p| p.is_file())
+}
+
 pub fn config_text(upstream: SocketAddr) -> String {
     format!(
         r#"
+{sandbox}
 [store]
 data_dir = "data"
 
@@ -104,7 +114,8 @@ grants = [
 [agents.other]
 grants = [{{ handle = "API", tools = ["http_request"] }}]
 "#,
-        port = upstream.port()
+        port = upstream.port(),
+        sandbox = stage2_binary().map(|p| format!("[sandbox]\nstage2 = \"{}\"\n", p.display())).unwrap_or_default()
     )
 }
 

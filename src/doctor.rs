@@ -1,0 +1,234 @@
+//! `airlock doctor`: checks a deployment against the boundary airlock promises and prints each
+//! finding with its fix. Run it as the broker's user, on the broker's configuration.
+
+use crate::home::{self, Finding, Level};
+use airlock_core::config::{Config, HandleKind, Scope};
+use anyhow::Result;
+use std::net::IpAddr;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+
+/// Runs every check; prints text or JSON; 1 when any finding is an error.
+pub async fn run(config: &Path, json: bool) -> Result<u8> {
+    let cfg = Config::load(config).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut findings = home::home_findings(&cfg);
+    findings.extend(user_findings(&cfg));
+    findings.extend(socket_findings(&cfg));
+    findings.extend(sandbox_findings(&cfg).await);
+    findings.extend(tls_findings(&cfg));
+    findings.extend(database_findings(&cfg).await);
+    let errors = findings.iter().filter(|f| f.level == Level::Error).count();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&serde_json::json!({"errors": errors, "findings": findings}))?);
+    } else {
+        for f in &findings {
+            let tag = match f.level {
+                Level::Error => "error",
+                Level::Warning => "warn ",
+                Level::Ok => "ok   ",
+            };
+            println!("{tag} {}: {}", f.check, f.message);
+            if !f.fix.is_empty() {
+                println!("      fix: {}", f.fix);
+            }
+        }
+        let warnings = findings.iter().filter(|f| f.level == Level::Warning).count();
+        println!("{errors} error(s), {warnings} warning(s)");
+    }
+    Ok(if errors > 0 { 1 } else { 0 })
+}
+
+fn user_name(uid: u32) -> String {
+    nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+        .unwrap_or_else(|| uid.to_string())
+}
+
+/// The broker must run as a user of its own: not root (a sandbox escape or a bug is then
+/// everything), and none of the agents' users (they could read its files).
+fn user_findings(cfg: &Config) -> Vec<Finding> {
+    let uid = nix::unistd::geteuid().as_raw();
+    let me = user_name(uid);
+    let mut out = Vec::new();
+    if uid == 0 {
+        out.push(Finding::new(
+            Level::Warning,
+            "broker-user-root",
+            "the broker runs as root",
+            "run it as a dedicated user (the systemd unit in docs/deployment.md creates one)",
+        ));
+    }
+    let agent_users = &cfg.server.agent_users;
+    if agent_users.iter().any(|a| *a == me || a.parse::<u32>() == Ok(uid)) {
+        out.push(Finding::new(
+            Level::Error,
+            "broker-user-is-agent",
+            format!("the broker runs as {me}, which server.agent_users lists: an agent could read its keys"),
+            "run the broker as a dedicated user that no agent runs as",
+        ));
+    } else if agent_users.is_empty() && cfg.server.socket_group.is_none() {
+        out.push(Finding::new(
+            Level::Warning,
+            "agent-users-unknown",
+            "neither server.agent_users nor server.socket_group is set: cannot tell whether agents run as another user",
+            "list the agents' OS users in server.agent_users and give them the socket's group",
+        ));
+    } else {
+        for a in agent_users {
+            if nix::unistd::User::from_name(a).ok().flatten().is_none() {
+                out.push(Finding::new(Level::Warning, "agent-user-missing", format!("server.agent_users: no user {a:?} here"), ""));
+            }
+        }
+        out.push(Finding::new(Level::Ok, "broker-user", format!("the broker runs as {me}, not as an agent's user"), ""));
+    }
+    out
+}
+
+/// The socket: a private mode, a group, and whether a broker answers on it.
+fn socket_findings(cfg: &Config) -> Vec<Finding> {
+    let Some(path) = cfg.server.socket_path() else {
+        return vec![Finding::new(
+            Level::Warning,
+            "socket-off",
+            "server.socket is off: thin clients can only use HTTP, and no peer uid is recorded",
+            "",
+        )];
+    };
+    let mut out = Vec::new();
+    if let Some(g) = &cfg.server.socket_group {
+        if let Err(e) = home::group_id(g) {
+            out.push(Finding::new(Level::Error, "socket-group", format!("{e:#}"), "create the group, or fix server.socket_group"));
+        }
+    }
+    match std::fs::metadata(&path) {
+        Err(_) => out.push(Finding::new(
+            Level::Warning,
+            "socket-absent",
+            format!("{} does not exist: no broker is serving", path.display()),
+            "start `airlock serve`",
+        )),
+        Ok(m) => {
+            let mode = m.permissions().mode() & 0o777;
+            if mode & 0o007 != 0 {
+                out.push(Finding::new(
+                    Level::Error,
+                    "socket-mode",
+                    format!("{} has mode {mode:03o}: any local user can talk to the broker", path.display()),
+                    "set server.socket_mode to 0o660 (the default) and restart",
+                ));
+            }
+            let live = std::os::unix::net::UnixStream::connect(&path).is_ok();
+            let level = if live { Level::Ok } else { Level::Warning };
+            let state = if live { "a broker answers there" } else { "nothing answers there (stale)" };
+            out.push(Finding::new(level, "socket", format!("{}: mode {mode:03o}, gid {}, {state}", path.display(), m.gid()), ""));
+        }
+    }
+    out
+}
+
+/// Whether `run_command`'s sandbox can be built on this machine.
+async fn sandbox_findings(cfg: &Config) -> Vec<Finding> {
+    let uses_commands = cfg.handles.values().any(|h| h.kind == HandleKind::Command);
+    if cfg.sandbox.insecure_no_sandbox {
+        return vec![Finding::new(
+            if uses_commands { Level::Error } else { Level::Warning },
+            "sandbox-disabled",
+            "sandbox.insecure_no_sandbox is set: run_command children run with the broker's user and files",
+            "remove insecure_no_sandbox and make the sandbox work (see docs/deployment.md)",
+        )];
+    }
+    match airlock_exec_command::SandboxSettings::from_config(cfg).probe().await {
+        Ok(status) => vec![Finding::new(
+            Level::Ok,
+            "sandbox",
+            format!("run_command sandbox works: {}", status.to_json(false)),
+            "",
+        )],
+        Err(why) => vec![Finding::new(
+            if uses_commands { Level::Error } else { Level::Warning },
+            "sandbox-unavailable",
+            format!("run_command would be refused (sandbox-unavailable): {why}"),
+            "install bubblewrap and allow unprivileged user namespaces (see docs/deployment.md)",
+        )],
+    }
+}
+
+fn is_loopback_host(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost") || host.trim_matches(['[', ']']).parse::<IpAddr>().is_ok_and(|a| a.is_loopback())
+}
+
+/// Plain HTTP only on loopback; links for people over https.
+fn tls_findings(cfg: &Config) -> Vec<Finding> {
+    let mut out = Vec::new();
+    if !cfg.server.listen.ip().is_loopback() {
+        out.push(Finding::new(
+            Level::Warning,
+            "listen-not-loopback",
+            format!("server.listen is {}: tokens and links cross the network over plain HTTP unless a proxy terminates TLS", cfg.server.listen),
+            "listen on 127.0.0.1 behind a TLS-terminating proxy",
+        ));
+    }
+    match cfg.shares.base_url.as_deref().map(url::Url::parse) {
+        Some(Ok(u)) if u.scheme() == "http" && !u.host_str().is_some_and(is_loopback_host) => out.push(Finding::new(
+            Level::Error,
+            "share-links-plain-http",
+            format!("shares.base_url is {u}: one-time links would be opened over plain HTTP"),
+            "use an https:// base_url",
+        )),
+        None if !cfg.server.listen.ip().is_loopback() => out.push(Finding::new(
+            Level::Warning,
+            "share-links-base-url",
+            "shares.base_url is unset: links point at the plain-HTTP listen address",
+            "set shares.base_url to the https:// address people reach",
+        )),
+        _ => {}
+    }
+    out
+}
+
+/// A read-only handle on a role that can write (or a superuser) leaves the scope to airlock's
+/// parser alone; the database should enforce it too (T25, T26).
+async fn database_findings(cfg: &Config) -> Vec<Finding> {
+    let servers: Vec<_> = cfg
+        .handles
+        .values()
+        .filter(|h| matches!(h.kind, HandleKind::Postgres | HandleKind::Mysql))
+        .filter(|h| h.database().is_some_and(|d| d.scope == Scope::ReadOnly))
+        .collect();
+    if servers.is_empty() {
+        return Vec::new();
+    }
+    let vault = match crate::open_vault(cfg).await {
+        Ok(v) => v,
+        Err(e) => return vec![Finding::new(Level::Warning, "database-credentials", format!("cannot open the vault: {e:#}"), "")],
+    };
+    let mut out = Vec::new();
+    for h in servers {
+        let secret = match vault.resolve(&h.secret).await {
+            Ok(s) => s,
+            Err(e) => {
+                out.push(Finding::new(Level::Warning, "database-credentials", format!("{}: secret unavailable ({e})", h.name), ""));
+                continue;
+            }
+        };
+        match airlock_exec_sql::lease::privileges(h, &secret).await {
+            Ok(p) if p.superuser => out.push(Finding::new(
+                Level::Warning,
+                "read-only-handle-superuser",
+                format!("{} is read_only but logs in as {}, a superuser", h.name, p.role),
+                "give the handle a role with SELECT only on its tables",
+            )),
+            Ok(p) if p.can_write => out.push(Finding::new(
+                Level::Warning,
+                "read-only-handle-can-write",
+                format!("{} is read_only but its role {} can write (or owns tables)", h.name, p.role),
+                "give the handle a role with SELECT only on its tables",
+            )),
+            Ok(p) => out.push(Finding::new(Level::Ok, "database-credentials", format!("{}: role {} reads only", h.name, p.role), "")),
+            Err(e) => out.push(Finding::new(Level::Warning, "database-credentials", format!("{}: {e}", h.name), "")),
+        }
+    }
+    out
+}
