@@ -5,11 +5,13 @@
 //! secret is exposed: it injects it at the handle's injection point (never into text the agent
 //! wrote), sends the request through a client whose resolver refuses non-public addresses at
 //! connect time (T07), follows redirects by hand, re-checking each hop (T06), enforces the
-//! timeout and the response cap (T20), and maps failures to fixed codes with URL-free detail
-//! (T12). The broker scrubs the result afterwards (T18).
+//! timeout and the response cap (T20), decodes compressed bodies under that cap so the scrubber
+//! sees plain bytes (T24), and maps failures to fixed codes with URL-free detail (T12). The
+//! broker scrubs the result afterwards (T18).
 #![forbid(unsafe_code)]
 
 mod addr;
+mod decode;
 mod response;
 mod validate;
 
@@ -35,7 +37,8 @@ pub struct HttpArgs {
     pub method: String,
     /// A path starting with `/` (joined onto the first destination) or an absolute URL.
     pub path_or_url: String,
-    /// Extra request headers; credential, routing and framing headers are refused.
+    /// Extra request headers; credential, routing, framing, range, override and
+    /// `Accept-Encoding` headers are refused (`header-not-allowed`).
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
     /// The request body, sent as is.
@@ -91,6 +94,12 @@ fn build_client(allow_private: bool) -> Client {
         .no_proxy()
         .dns_resolver(Arc::new(addr::GuardedResolver { allow_private }))
         .referer(false)
+        // One decoding path only, ours (T24): if a workspace feature ever turns on reqwest's own
+        // decompression, it must not decode without the cap or strip `Content-Encoding`.
+        .no_gzip()
+        .no_brotli()
+        .no_deflate()
+        .no_zstd()
         .user_agent(concat!("airlock/", env!("CARGO_PKG_VERSION")))
         .build()
         // Same failure mode as `reqwest::Client::new()`: only when the TLS backend cannot start.
@@ -295,8 +304,9 @@ impl HttpExecutor {
             let mut rb = client
                 .request(method.clone(), target)
                 .headers(headers.clone())
-                // Plain bodies only, so the scrubber sees what the upstream sent.
-                .header(ACCEPT_ENCODING, "identity");
+                // Exactly the codings `decode` undoes, so the scrubber sees the decoded body; the
+                // agent may not set this header (T24).
+                .header(ACCEPT_ENCODING, decode::ACCEPT_ENCODING_VALUE);
             match inject {
                 Inject::Header { name, value } => rb = rb.header(name.clone(), value.clone()),
                 Inject::Basic { username, password } => {
@@ -331,11 +341,21 @@ impl HttpExecutor {
                 Injection::Header { name, .. } => Some(name.as_str()),
                 _ => None,
             };
-            let out_headers = response::filter_headers(resp.headers(), injected);
+            let mut out_headers = response::filter_headers(resp.headers(), injected);
             let binary = response::is_binary(resp.headers());
-            let (bytes, truncated) = response::read_capped(&mut resp, c.max_response_bytes)
-                .await
-                .map_err(upstream_error)?;
+            let codings = decode::codings(resp.headers());
+            let (bytes, truncated) = if matches!(&codings, Ok(c) if c.is_empty()) {
+                response::read_capped(&mut resp, c.max_response_bytes)
+                    .await
+                    .map_err(upstream_error)?
+            } else {
+                // The body returned is the decoded one: its coding and length are gone.
+                out_headers.remove("content-encoding");
+                out_headers.remove("content-length");
+                decode::read_decoded(&mut resp, codings, c.max_response_bytes)
+                    .await
+                    .map_err(upstream_error)??
+            };
             return Ok(response::result(
                 status,
                 out_headers,

@@ -23,26 +23,51 @@ pub(crate) const MAX_HEADERS: usize = 64;
 /// Longest `path_or_url`.
 pub(crate) const MAX_URL_LEN: usize = 8192;
 
-/// Headers the agent may never set: credentials, routing and framing, and `accept-encoding`
-/// (a compressed answer would hide an echoed secret from the scrubber).
-const FORBIDDEN_HEADERS: [&str; 16] = [
+/// Headers the agent may never set, compared after [`normalize_header_name`]. Each can turn an
+/// allowed call into a leak or a different call (T24):
+/// - credentials and cookies: the broker's injected credential must be the only one;
+/// - routing and framing (`host`, `content-length`, `expect`, `via`, hop-by-hop headers): request
+///   smuggling and a different virtual host;
+/// - `range`, `if-range`, `request-range`: a slice of a response cut where the scrubber cannot
+///   see the whole secret;
+/// - method and path overrides: a GET the binding allows, executed as a DELETE or on another
+///   path by the framework behind the destination;
+/// - `accept-encoding`: the broker chooses the encodings it can decode before scrubbing;
+/// - `proxy` (httpoxy: CGI turns it into `HTTP_PROXY`, the upstream's own outgoing proxy).
+const FORBIDDEN_HEADERS: [&str; 28] = [
     "host",
     "authorization",
     "proxy-authorization",
+    "proxy-authenticate",
+    "proxy-connection",
+    "proxy",
     "cookie",
     "connection",
     "keep-alive",
-    "proxy-connection",
     "transfer-encoding",
     "content-length",
     "te",
     "trailer",
     "upgrade",
     "expect",
+    "via",
     "forwarded",
     "accept-encoding",
-    "via",
+    "range",
+    "if-range",
+    "request-range",
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+    "x-original-url",
+    "x-rewrite-url",
+    "x-original-uri",
+    "x-forwarded",
 ];
+
+/// Name prefixes the agent may never set: every `x-forwarded-*` (host, proto, prefix, uri, ...
+/// steer routing and generated URLs) and every `proxy-*`.
+const FORBIDDEN_PREFIXES: [&str; 2] = ["x-forwarded-", "proxy-"];
 
 /// The part of a URL that matched no destination, ordered by how far matching got.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -229,7 +254,26 @@ fn path_is_plain(path: &str) -> bool {
     })
 }
 
+/// The form a header name is compared in: lowercase, and `_` read as `-`, because CGI-style
+/// servers (and nginx or Apache set up to accept underscores) turn both `X-Forwarded-For` and
+/// `X_Forwarded_For` into the same `HTTP_X_FORWARDED_FOR`.
+fn normalize_header_name(name: &HeaderName) -> String {
+    name.as_str().replace('_', "-")
+}
+
+/// True when the agent may not set a header of this (normalised) name; `injected` is the
+/// handle's injection header, normalised the same way.
+fn header_forbidden(norm: &str, injected: Option<&str>) -> bool {
+    FORBIDDEN_HEADERS.contains(&norm)
+        || FORBIDDEN_PREFIXES.iter().any(|p| norm.starts_with(p))
+        || injected == Some(norm)
+}
+
 /// Validates the agent's headers into a map; refuses forbidden and malformed ones.
+///
+/// Malformed names and values are `invalid-arguments`; a well-formed name the agent may not set,
+/// or a name given twice in another case or spelling, is `header-not-allowed`. The message names
+/// the header (a token the agent wrote), never its value.
 pub(crate) fn agent_headers(
     c: &HttpConstraints,
     headers: &BTreeMap<String, String>,
@@ -241,21 +285,28 @@ pub(crate) fn agent_headers(
         ));
     }
     let injected = match &c.inject {
-        Injection::Header { name, .. } => Some(name.to_ascii_lowercase()),
+        Injection::Header { name, .. } => Some(name.to_ascii_lowercase().replace('_', "-")),
         _ => None,
     };
     let mut map = HeaderMap::new();
+    let mut seen = std::collections::BTreeSet::new();
     for (name, value) in headers {
+        // `HeaderName` accepts only RFC 9110 tokens and lowercases them.
         let hn = HeaderName::from_bytes(name.as_bytes())
             .map_err(|_| invalid("a header name is not valid"))?;
-        let lower = hn.as_str();
-        if FORBIDDEN_HEADERS.contains(&lower)
-            || lower.starts_with("x-forwarded-")
-            || injected.as_deref() == Some(lower)
-        {
+        let norm = normalize_header_name(&hn);
+        if header_forbidden(&norm, injected.as_deref()) {
             return Err(CallError::with_message(
-                ErrorCode::InvalidArguments,
-                format!("the header '{lower}' may not be set by the agent"),
+                ErrorCode::HeaderNotAllowed,
+                format!("the header '{}' may not be set by the agent", hn.as_str()),
+            ));
+        }
+        // The arguments are a JSON object, so exact duplicates are gone already; `X-A` next to
+        // `x-a` (or `x_a`) would reach the server as two values of one header.
+        if !seen.insert(norm) {
+            return Err(CallError::with_message(
+                ErrorCode::HeaderNotAllowed,
+                format!("the header '{}' is given more than once", hn.as_str()),
             ));
         }
         if value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
