@@ -539,6 +539,13 @@ fn t22_agent_commands_never_fall_back_to_an_in_process_broker() {
 #[test]
 fn t22_doctor_reports_modes_users_and_the_sandbox_with_fixes() {
     let h = home("agent_users = [\"root\"]\n");
+    // The sandbox's second stage from where its unprivileged uid can reach it (a build tree in a
+    // private home may not let it).
+    let bin_dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(bin_dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let stage2 = agent_binary(bin_dir.path());
+    let cfg = std::fs::read_to_string(h.config()).unwrap() + &format!("\n[sandbox]\nstage2 = \"{}\"\n", stage2.display());
+    std::fs::write(h.config(), cfg).unwrap();
     let doctor = |h: &Home| {
         let o = h.admin(&["doctor", "--json"]).output().unwrap();
         let v: Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|_| panic!("{}", text(&o)));
@@ -586,4 +593,48 @@ fn t22_doctor_warns_about_plain_http_links_and_a_broker_that_is_root() {
     if is_root() {
         assert!(has("broker-user-root", "warning"), "{v}");
     }
+}
+
+#[test]
+fn t22_doctor_warns_when_a_read_only_handle_sits_on_a_role_that_can_write() {
+    let admin = "postgres://postgres@127.0.0.1:5432/test";
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let up = rt.block_on(async {
+        use sqlx::Connection;
+        let mut c = sqlx::PgConnection::connect(admin).await?;
+        // A role that can only read, for the handle that should pass.
+        sqlx::raw_sql(
+            "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'airlock_t22_ro') THEN \
+               CREATE ROLE airlock_t22_ro LOGIN; END IF; END $$; \
+             CREATE TABLE IF NOT EXISTS airlock_t22_items (id int); \
+             GRANT SELECT ON airlock_t22_items TO airlock_t22_ro;",
+        )
+        .execute(&mut c)
+        .await?;
+        Ok::<_, sqlx::Error>(())
+    });
+    if let Err(e) = up {
+        assert!(!require(), "PostgreSQL on 127.0.0.1:5432 is required: {e}");
+        eprintln!("skipped: PostgreSQL is not reachable ({e})");
+        return;
+    }
+    let h = home("agent_users = [\"nobody\"]\n");
+    let cfg = std::fs::read_to_string(h.config()).unwrap()
+        + "\n[handles.PG_ADMIN]\nkind = \"postgres\"\nsecret = \"local:PG_ADMIN\"\n[handles.PG_ADMIN.database]\nscope = \"read_only\"\n\
+           \n[handles.PG_RO]\nkind = \"postgres\"\nsecret = \"local:PG_RO\"\n[handles.PG_RO.database]\nscope = \"read_only\"\n";
+    std::fs::write(h.config(), cfg).unwrap();
+    for (name, dsn) in [("PG_ADMIN", admin.to_owned()), ("PG_RO", "postgres://airlock_t22_ro@127.0.0.1:5432/test".to_owned())] {
+        let o = h.admin_run(&["secret", "put", name], &dsn);
+        assert!(o.status.success(), "{}", text(&o));
+    }
+    let o = h.admin(&["doctor", "--json"]).output().unwrap();
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|_| panic!("{}", text(&o)));
+    let find = |check: &str| v["findings"].as_array().unwrap().iter().find(|f| f["check"] == check).cloned();
+    let su = find("read-only-handle-superuser").unwrap_or_else(|| panic!("{v}"));
+    assert_eq!(su["level"], "warning");
+    assert!(su["message"].as_str().unwrap().contains("PG_ADMIN"), "{su}");
+    let ok = v["findings"].as_array().unwrap().iter().any(|f| f["check"] == "database-credentials" && f["level"] == "ok" && f["message"].as_str().unwrap().contains("PG_RO"));
+    assert!(ok, "{v}");
+    // No password or DSN in the report.
+    assert!(!String::from_utf8_lossy(&o.stdout).contains("postgres://"), "{v}");
 }

@@ -62,9 +62,31 @@ async fn record(seen: Arc<Mutex<Vec<Seen>>>, method: axum::http::Method, uri: ax
 /// run_command: this in-process broker's own executable is the test binary, which has no
 /// stage 2. `cargo test --workspace` builds it; with `-p airlock-server`, `cargo build -p
 /// airlock` first (without it, run_command answers sandbox-unavailable).
+///
+/// Used from a copy in the temporary directory: under a root broker the sandbox starts as uid
+/// 65534, which must reach the binary, and a build tree inside a private home would not let it.
 pub fn stage2_binary() -> Option<std::path::PathBuf> {
-    let exe = std::env::current_exe().ok()?;
-    exe.ancestors().skip(1).map(|d| d.join("airlock")).find(|p| p.is_file())
+    static COPY: std::sync::OnceLock<Option<std::path::PathBuf>> = std::sync::OnceLock::new();
+    COPY.get_or_init(|| {
+        use std::os::unix::fs::PermissionsExt;
+        let exe = std::env::current_exe().ok()?;
+        let built = exe.ancestors().skip(1).map(|d| d.join("airlock")).find(|p| p.is_file())?;
+        let m = std::fs::metadata(&built).ok()?;
+        let stamp = m.modified().ok()?.duration_since(std::time::UNIX_EPOCH).ok()?.as_nanos();
+        // One copy per build, shared by every test process.
+        let dir = std::env::temp_dir().join(format!("airlock-test-stage2-{stamp:x}-{:x}", m.len()));
+        let path = dir.join("airlock");
+        if !path.is_file() {
+            std::fs::create_dir_all(&dir).ok()?;
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).ok()?;
+            let tmp = dir.join(format!("airlock.{}", std::process::id()));
+            std::fs::copy(&built, &tmp).ok()?;
+            std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755)).ok()?;
+            std::fs::rename(&tmp, &path).ok()?;
+        }
+        Some(path)
+    })
+    .clone()
 }
 
 pub fn config_text(upstream: SocketAddr) -> String {
