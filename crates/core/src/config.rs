@@ -1134,6 +1134,9 @@ pub struct Config {
     pub leases: BTreeMap<HandleName, LeasePolicy>,
     /// Approval rules of the handles that have one (`[handles.X.approval]`).
     pub approvals: BTreeMap<HandleName, ApprovalRule>,
+    /// Result policies of the handles that set one (`[handles.X.results]`); every other handle
+    /// gets [`ResultsPolicy::default`].
+    pub results: BTreeMap<HandleName, ResultsPolicy>,
     /// Remote vaults by name (`[vaults.NAME]`).
     pub vaults: BTreeMap<String, RemoteVaultConfig>,
 }
@@ -1183,6 +1186,31 @@ struct RawHandle {
     #[serde(default)]
     approval: Option<Spanned<ApprovalRule>>,
     aws: Option<Spanned<RawAws>>,
+    #[serde(default)]
+    results: Option<ResultsPolicy>,
+}
+
+/// `[handles.X.results]`: what happens to a handle's results besides scrubbing.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResultsPolicy {
+    /// Active markup (Markdown images and links, HTML that fetches or navigates) pointing
+    /// anywhere but the handle's own destinations (T11).
+    #[serde(default)]
+    pub markup: MarkupPolicy,
+}
+
+/// What to do with active markup in a handle's results.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MarkupPolicy {
+    /// Defang it (readable, neither clickable nor fetchable) and say so in the result.
+    #[default]
+    Neutralize,
+    /// Leave it and say in the result that it is there.
+    Flag,
+    /// Nothing: for handles whose data is trusted.
+    Off,
 }
 
 #[derive(Deserialize)]
@@ -1399,6 +1427,7 @@ impl Config {
         let mut handles = BTreeMap::new();
         let mut leases = BTreeMap::new();
         let mut approvals = BTreeMap::new();
+        let mut results = BTreeMap::new();
         for (name, raw_handle) in raw.handles {
             let pos = name.span().start;
             let name_str = name.into_inner();
@@ -1519,6 +1548,9 @@ impl Config {
                     })?;
                 approvals.insert(hname.clone(), ar);
             }
+            if let Some(r) = rh.results {
+                results.insert(hname.clone(), r);
+            }
             handles.insert(
                 hname.clone(),
                 Handle { name: hname, kind: rh.kind, secret, description: rh.description, constraints },
@@ -1600,6 +1632,7 @@ impl Config {
             agents,
             leases,
             approvals,
+            results,
             vaults,
         })
     }

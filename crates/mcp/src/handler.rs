@@ -79,6 +79,9 @@ impl AirlockMcp {
     }
 }
 
+/// The `_meta` key on a tool result saying that its content is untrusted data (T11).
+pub const UNTRUSTED_META: &str = "dev.airlock/untrusted-content";
+
 /// Longest an `approval-required` call waits on a URL-mode elicitation.
 const ELICIT_MAX: std::time::Duration = std::time::Duration::from_secs(600);
 
@@ -145,7 +148,14 @@ pub(crate) fn call_result(inv: &Invocation) -> CallToolResult {
         Ok(v) => {
             // MCP's structuredContent is an object; every built-in tool returns one already.
             let v = if v.is_object() { v.clone() } else { json!({ "result": v }) };
-            CallToolResult::structured(v)
+            let mut r = CallToolResult::structured(v);
+            // The content came from an upstream or a stored row, not from airlock: a client should
+            // treat it as data, never as instructions (T11). Active markup in it was already
+            // defanged or flagged (`untrusted_markup`).
+            let mut meta = serde_json::Map::new();
+            meta.insert(UNTRUSTED_META.into(), json!(true));
+            r.meta = Some(rmcp::model::MetaObject(meta));
+            r
         }
         Err(e) => {
             let mut v = error_json(e, &inv.request_id);
@@ -239,6 +249,7 @@ mod tests {
         let r = serde_json::to_value(call_result(&inv)).unwrap();
         assert_eq!(r["isError"], false);
         assert_eq!(r["structuredContent"], json!({"row_count": 2}));
+        assert_eq!(r["_meta"][UNTRUSTED_META], true, "t11: the result is marked as untrusted content");
         let text: Value = serde_json::from_str(r["content"][0]["text"].as_str().unwrap()).unwrap();
         assert_eq!(text, json!({"row_count": 2}));
         let inv = Invocation { request_id: "r-3".into(), result: Ok(json!([1])), redactions: 0, approval: None };

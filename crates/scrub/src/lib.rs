@@ -21,6 +21,7 @@
 #![warn(missing_docs)]
 
 mod fixture;
+pub mod markup;
 pub mod matcher;
 pub mod normalize;
 pub mod rules;

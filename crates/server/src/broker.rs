@@ -696,6 +696,24 @@ impl Broker {
         }
     }
 
+    /// T11: defangs (or flags) active markup in a result that points anywhere but the handle's
+    /// own destinations, per `[handles.X.results] markup`, and says so in the result.
+    fn sanitize_markup(&self, handle: Option<&HandleName>, v: &mut Value) {
+        let policy = handle.and_then(|h| self.cfg.results.get(h)).map(|r| r.markup).unwrap_or_default();
+        let own: Vec<String> = handle
+            .and_then(|h| self.cfg.handles.get(h))
+            .and_then(|h| h.http())
+            .map(|c| c.destinations.iter().map(|d| d.host.clone()).collect())
+            .unwrap_or_default();
+        let n = airlock_scrub::markup::apply(v, policy, &own);
+        if n > 0 {
+            if let Some(map) = v.as_object_mut() {
+                let action = if policy == airlock_core::config::MarkupPolicy::Flag { "flagged" } else { "neutralized" };
+                map.insert("untrusted_markup".into(), json!({"action": action, "count": n}));
+            }
+        }
+    }
+
     #[allow(clippy::too_many_arguments)]
     async fn finish(
         &self,
@@ -732,6 +750,7 @@ impl Broker {
         let result = match result {
             Ok(mut v) => {
                 redactions = scrubber.scrub_result(&mut v);
+                self.sanitize_markup(handle, &mut v);
                 Ok(v)
             }
             Err(mut e) => {
