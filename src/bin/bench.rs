@@ -156,6 +156,9 @@ fn run(cmd: &mut Command) -> Result<String> {
 
 #[tokio::main]
 async fn main() -> Result<()> {
+    if std::env::args().nth(1).as_deref() == Some("thin-mcp") {
+        return thin_mcp_only().await;
+    }
     println!("airlock-bench: {} cores; each run {}s after {}s warm-up", std::thread::available_parallelism()?, RUN.as_secs(), WARMUP.as_secs());
 
     // (c) first: it needs the CPU alone.
@@ -220,13 +223,12 @@ async fn main() -> Result<()> {
                 report(&format!("MCP /mcp,        concurrency {c}"), &m);
                 println!("  concurrency {c}: MCP adds p50 {}, p99 {}", us(m.p50 - r.p50), us(m.p99 - r.p99));
             }
-            println!("\n(f) the same http_request through the thin stdio client `airlock mcp` vs POST /v1/invoke, sequential");
+            println!("\n(f) the same http_request through the thin stdio client `airlock mcp` vs POST /v1/invoke, alternating one call of each");
             let args = serde_json::json!({"credential_handle": "API", "method": "GET", "path_or_url": "/v1/ping"});
-            let r = load(&brokered, 1).await?;
-            let m = broker.mcp_stdio_latency("http_request", args).await?;
+            let (r, m, added) = broker.mcp_stdio_vs_rest(&brokered, "http_request", args).await?;
             report("REST /v1/invoke, concurrency 1", &r);
             report("MCP stdio thin client        ", &m);
-            println!("  thin stdio MCP adds p50 {}, p99 {}", us(m.p50 - r.p50), us(m.p99 - r.p99));
+            println!("  thin stdio MCP adds p50 {}, p99 {}; median of paired differences {}", us(m.p50 - r.p50), us(m.p99 - r.p99), us(added));
         }
         println!("\n(b) query_db SELECT 1 on SQLite through the whole path (REST, auth, policy, resolve, execute, scrub, audit)");
         for c in [1usize, 32] {
@@ -277,6 +279,21 @@ async fn main() -> Result<()> {
             println!("  (b)/(d): airlock query_db (sync = full) {:.0} calls/s vs OpenBao {:.0} reads/s = {:.2}x", b_best, best, b_best / best);
         }
     }
+    Ok(())
+}
+
+/// `airlock-bench thin-mcp`: only (f), against a broker with `sync = full`.
+async fn thin_mcp_only() -> Result<()> {
+    let up = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let up_addr = up.local_addr()?;
+    tokio::spawn(async move { axum::serve(up, Router::new().route("/v1/ping", get(|| async { "{\"ok\":true}" }))).await });
+    let broker = Broker::start(up_addr, "bench_upstream_token_0123456789abcdef", "full").await?;
+    let args = serde_json::json!({"credential_handle": "API", "method": "GET", "path_or_url": "/v1/ping"});
+    let rest = broker.invoke(args.clone());
+    let (r, m, added) = broker.mcp_stdio_vs_rest(&rest, "http_request", args).await?;
+    report("REST /v1/invoke, concurrency 1", &r);
+    report("MCP stdio thin client        ", &m);
+    println!("  thin stdio MCP adds p50 {}, p99 {}; median of paired differences {}", us(m.p50 - r.p50), us(m.p99 - r.p99), us(added));
     Ok(())
 }
 
@@ -358,10 +375,12 @@ grants = [{{ handle = "API", tools = ["http_request"] }}, {{ handle = "DB", tool
         Ok(Broker { _proc: proc, _dir: dir, base, socket, agent_token })
     }
 
-    /// `airlock mcp` (the thin client) as an MCP host runs it: one session, then `tools/call`
-    /// after `tools/call` for [`RUN`] after [`WARMUP`], each timed from the request line written
-    /// to the answer line read.
-    async fn mcp_stdio_latency(&self, tool: &str, args: serde_json::Value) -> Result<Stats> {
+    /// `airlock mcp` (the thin client) as an MCP host runs it: one session, then for [`RUN`]
+    /// after [`WARMUP`] a `tools/call` through it and the same call as `POST /v1/invoke`,
+    /// alternating, so that both see the same machine. Each MCP call is timed from the request
+    /// line written to the answer line read. Returns REST's and MCP's figures and the median of
+    /// the paired differences.
+    async fn mcp_stdio_vs_rest(&self, rest: &Target, tool: &str, args: serde_json::Value) -> Result<(Stats, Stats, f64)> {
         use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
         let mut child = tokio::process::Command::new(airlock_exe()?)
             .arg("mcp")
@@ -379,6 +398,18 @@ grants = [{{ handle = "API", tools = ["http_request"] }}, {{ handle = "DB", tool
         lines.next_line().await?.context("no initialize answer")?;
         stdin.write_all(b"{\"jsonrpc\":\"2.0\",\"method\":\"notifications/initialized\"}\n").await?;
         let (mut lat, mut errors, mut id) = (Vec::new(), 0usize, 0u64);
+        let (mut rest_lat, mut rest_errors, mut diffs) = (Vec::new(), 0usize, Vec::new());
+        let client = reqwest::Client::new();
+        let rest_call = || {
+            let mut rq = client.request(rest.method.clone(), &rest.url);
+            for (k, v) in &rest.headers {
+                rq = rq.header(k, v);
+            }
+            if let Some(b) = &rest.body {
+                rq = rq.body(b.clone());
+            }
+            rq.send()
+        };
         let warm_until = Instant::now() + WARMUP;
         let mut started = None;
         loop {
@@ -398,14 +429,29 @@ grants = [{{ handle = "API", tools = ["http_request"] }}, {{ handle = "DB", tool
             if !line.contains("\"isError\":false") {
                 errors += 1;
             }
+            let t1 = Instant::now();
+            let ok = match rest_call().await {
+                Ok(r) => r.status().is_success() && r.bytes().await.is_ok(),
+                Err(_) => false,
+            };
+            let rt = t1.elapsed().as_secs_f64();
+            if !ok {
+                rest_errors += 1;
+            }
             if started.is_some() {
                 lat.push(dt);
+                rest_lat.push(rt);
+                diffs.push(dt - rt);
             }
         }
         let secs = started.map(|s| s.elapsed().as_secs_f64()).unwrap_or(1.0);
-        lat.sort_by(|a, b| a.partial_cmp(b).unwrap());
-        let q = |p: f64| lat.get(((lat.len() as f64 - 1.0) * p) as usize).copied().unwrap_or(0.0);
-        Ok(Stats { count: lat.len(), errors, secs, p50: q(0.5), p99: q(0.99) })
+        let q = |v: &mut Vec<f64>, p: f64| {
+            v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+            v.get(((v.len() as f64 - 1.0) * p) as usize).copied().unwrap_or(0.0)
+        };
+        let m = Stats { count: lat.len(), errors, secs, p50: q(&mut lat, 0.5), p99: q(&mut lat, 0.99) };
+        let r = Stats { count: rest_lat.len(), errors: rest_errors, secs, p50: q(&mut rest_lat, 0.5), p99: q(&mut rest_lat, 0.99) };
+        Ok((r, m, q(&mut diffs, 0.5)))
     }
 
     fn mcp_call(&self, tool: &str, args: serde_json::Value) -> Target {
