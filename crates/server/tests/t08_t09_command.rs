@@ -548,6 +548,37 @@ async fn t23_host_tmp_and_dev_shm_are_unchanged_by_a_call() {
 }
 
 #[tokio::test]
+async fn t23_filling_tmp_stops_at_its_cap_and_leaves_nothing() {
+    let f = setup().await;
+    let m = marker("fill");
+    let before_free = nix_free_tmp();
+    // Writes until the private /tmp (64 MiB by default, and RLIMIT_FSIZE the same) refuses more.
+    let (s, v) = sh(
+        &f,
+        "SH",
+        &format!("head -c 1073741824 /dev/zero > /tmp/{m} 2>/dev/null; echo \"rc=$?\"; wc -c < /tmp/{m}"),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let out = stdout(&v);
+    let written: u64 = out.lines().nth(1).and_then(|l| l.trim().parse().ok()).unwrap_or_else(|| panic!("{v}"));
+    assert!(!out.starts_with("rc=0"), "the write must fail at the cap: {v}");
+    assert!(written <= 64 << 20, "the private /tmp held {written} bytes: {v}");
+    // The broker answers the next call, and the host's /tmp kept neither the file nor the space.
+    let (s, v) = sh(&f, "SH", "echo ok").await;
+    assert_eq!((s, stdout(&v)), (200, "ok\n"), "{v}");
+    assert!(!std::path::Path::new(&format!("/tmp/{m}")).exists());
+    assert!(nix_free_tmp() + (32 << 20) >= before_free, "host /tmp lost space to the call");
+    f.stop().await;
+}
+
+/// Free bytes of the host's /tmp, from `df`.
+fn nix_free_tmp() -> u64 {
+    let o = std::process::Command::new("df").args(["-B1", "--output=avail", "/tmp"]).output().unwrap();
+    String::from_utf8_lossy(&o.stdout).lines().nth(1).and_then(|l| l.trim().parse().ok()).unwrap_or(0)
+}
+
+#[tokio::test]
 async fn t23_only_descriptors_0_to_2_are_open() {
     let f = setup().await;
     let (s, v) = sh(&f, "SH", "ls /proc/$$/fd | tr '\\n' ' '").await;
