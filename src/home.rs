@@ -64,68 +64,56 @@ fn key_files(cfg: &Config) -> Vec<PathBuf> {
     v
 }
 
+/// What a path of the broker's home is, for [`private_findings`].
+struct Private {
+    /// `data-dir` or `key-file`: the prefix of the checks' ids.
+    kind: &'static str,
+    /// The mode it should have.
+    mode: u32,
+}
+
+/// An error for `path` owned by another user than `me`, or open to group or others.
+fn private_findings(path: &Path, m: &std::fs::Metadata, me: u32, want: &Private, out: &mut Vec<Finding>) {
+    let mode = m.permissions().mode() & 0o777;
+    let shown = path.display();
+    let mut ok = true;
+    if m.uid() != me {
+        ok = false;
+        let check = if want.kind == "data-dir" { "data-dir-owner" } else { "key-file-owner" };
+        let message = format!("{shown} is owned by uid {}, not by the broker's uid {me}", m.uid());
+        out.push(Finding::new(Level::Error, check, message, format!("chown {me} {shown}")));
+    }
+    let check = if want.kind == "data-dir" { "data-dir-mode" } else { "key-file-mode" };
+    if mode & 0o077 != 0 {
+        ok = false;
+        let message = format!("{shown} has mode {mode:03o}: group or others can reach it");
+        out.push(Finding::new(Level::Error, check, message, format!("chmod {:o} {shown}", want.mode)));
+    }
+    if ok && want.kind == "data-dir" {
+        out.push(Finding::new(Level::Ok, check, format!("{shown} is {:o} and the broker's", want.mode), ""));
+    }
+}
+
 /// Modes and owners of the data directory and the key files: an error for anything readable or
-/// writable by group or others, or owned by another user than this process's.
+/// writable by group or others, owned by another user than this process's, or a symbolic link.
 pub fn home_findings(cfg: &Config) -> Vec<Finding> {
     let me = nix::unistd::geteuid().as_raw();
     let dir = &cfg.store.data_dir;
     let mut out = Vec::new();
     match std::fs::metadata(dir) {
-        Err(e) => out.push(Finding::new(
-            Level::Error,
-            "data-dir-missing",
-            format!("{}: {e}", dir.display()),
-            "run `airlock init`, or set store.data_dir",
-        )),
-        Ok(m) => {
-            let mode = m.permissions().mode() & 0o777;
-            if m.uid() != me {
-                out.push(Finding::new(
-                    Level::Error,
-                    "data-dir-owner",
-                    format!("{} is owned by uid {}, not by the broker's uid {me}", dir.display(), m.uid()),
-                    format!("chown -R {me} {}", dir.display()),
-                ));
-            }
-            if mode & 0o077 != 0 {
-                out.push(Finding::new(
-                    Level::Error,
-                    "data-dir-mode",
-                    format!("{} has mode {mode:03o}: group or others can enter it", dir.display()),
-                    format!("chmod 700 {}", dir.display()),
-                ));
-            } else {
-                out.push(Finding::new(Level::Ok, "data-dir-mode", format!("{} is 700 and the broker's", dir.display()), ""));
-            }
+        Err(e) => {
+            let fix = "run `airlock init`, or set store.data_dir";
+            out.push(Finding::new(Level::Error, "data-dir-missing", format!("{}: {e}", dir.display()), fix));
         }
+        Ok(m) => private_findings(dir, &m, me, &Private { kind: "data-dir", mode: 0o700 }, &mut out),
     }
     for f in key_files(cfg) {
         let Ok(m) = std::fs::symlink_metadata(&f) else { continue };
-        let mode = m.permissions().mode() & 0o777;
         if m.file_type().is_symlink() {
-            out.push(Finding::new(
-                Level::Error,
-                "key-file-symlink",
-                format!("{} is a symbolic link", f.display()),
-                "keep the key files as plain files in the data directory",
-            ));
+            let fix = "keep the key files as plain files in the data directory";
+            out.push(Finding::new(Level::Error, "key-file-symlink", format!("{} is a symbolic link", f.display()), fix));
         }
-        if m.uid() != me {
-            out.push(Finding::new(
-                Level::Error,
-                "key-file-owner",
-                format!("{} is owned by uid {}, not by the broker's uid {me}", f.display(), m.uid()),
-                format!("chown {me} {}", f.display()),
-            ));
-        }
-        if mode & 0o077 != 0 {
-            out.push(Finding::new(
-                Level::Error,
-                "key-file-mode",
-                format!("{} has mode {mode:03o}: group or others can read or write it", f.display()),
-                format!("chmod 600 {}", f.display()),
-            ));
-        }
+        private_findings(&f, &m, me, &Private { kind: "key-file", mode: 0o600 }, &mut out);
     }
     out
 }

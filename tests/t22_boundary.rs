@@ -282,6 +282,24 @@ fn t22_serve_refuses_a_home_others_can_read() {
         assert!(!h.socket().exists(), "no socket may be opened by a broker that refused");
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(before)).unwrap();
     }
+    // Another owner, or a symbolic link, is refused too.
+    if let Some((uid, _)) = agent_user() {
+        let key = data.join("master.key");
+        std::os::unix::fs::chown(&key, Some(uid), None).unwrap();
+        let o = h.admin(&["serve"]).stdout(Stdio::null()).stderr(Stdio::piped()).output().unwrap();
+        assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+        assert!(text(&o).contains("key-file-owner"), "{}", text(&o));
+        std::os::unix::fs::chown(&key, Some(0), None).unwrap();
+    }
+    let audit_key = data.join("audit-signing.key");
+    let elsewhere = h.dir.path().join("audit-elsewhere.key");
+    std::fs::rename(&audit_key, &elsewhere).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, &audit_key).unwrap();
+    let o = h.admin(&["serve"]).stdout(Stdio::null()).stderr(Stdio::piped()).output().unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("key-file-symlink"), "{}", text(&o));
+    std::fs::remove_file(&audit_key).unwrap();
+    std::fs::rename(&elsewhere, &audit_key).unwrap();
     // Put right, it serves.
     let _s = serve(&h);
     // `airlock init` made the data dir 0700 and every key file 0600 (umask 077 from main).
