@@ -1,8 +1,9 @@
 //! Scrubber throughput: known values over 1 MiB of clean text with 1,000 secrets (all encodings),
-//! the same with the pattern rules on, a text with 100 planted secrets, and a suspicious text that
-//! takes the normalisation pass.
+//! the same with the pattern rules on, a text with 100 planted secrets, a suspicious text that
+//! takes the normalisation pass, and an adversarial text dense with near-misses for the decoding
+//! passes (base64 of random bytes, hex digests, UUIDs, MACs, escapes, separated words).
 
-use airlock_scrub::bench_fixture_with;
+use airlock_scrub::{adversarial_text, bench_fixture_with};
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 
 const TEXT: usize = 1 << 20;
@@ -24,6 +25,11 @@ fn scrub(c: &mut Criterion) {
     let (s, text) = bench_fixture_with(1000, TEXT, 42, true, 0);
     let text = text.replace("and ", "and\u{200B} ");
     g.bench_function("known_values_and_patterns_1000_secrets_zero_width_1MiB", |b| {
+        b.iter(|| s.scrub_str(black_box(&text)).1)
+    });
+    let (s, _) = bench_fixture_with(1000, 0, 42, false, 0);
+    let text = adversarial_text(TEXT, 42);
+    g.bench_function("known_values_1000_secrets_adversarial_near_misses_1MiB", |b| {
         b.iter(|| s.scrub_str(black_box(&text)).1)
     });
     g.finish();

@@ -107,3 +107,46 @@ pub fn bench_fixture_with(
     }
     (b.build(), text)
 }
+
+/// `text_bytes` of text dense with near-misses for the decoding passes: between ordinary words,
+/// about every third token is a base64 run of random bytes, a hex digest, a UUID, a MAC address,
+/// a percent-, JSON-, HTML- or quoted-printable-escaped fragment, a `0x` byte list or a
+/// dash-separated word, none of them a secret.
+pub fn adversarial_text(text_bytes: usize, seed: u64) -> String {
+    use base64::Engine;
+    let mut rng = Rng(seed);
+    let hex = |rng: &mut Rng, n: usize| -> String { (0..n).map(|_| format!("{:02x}", rng.below(256))).collect() };
+    let mut text = String::with_capacity(text_bytes + 256);
+    while text.len() < text_bytes {
+        let tok = match rng.below(30) {
+            0 => {
+                let bytes: Vec<u8> = (0..12 + rng.below(40)).map(|_| rng.below(256) as u8).collect();
+                base64::engine::general_purpose::STANDARD.encode(bytes)
+            }
+            1 => hex(&mut rng, 32),
+            2 => {
+                let h = hex(&mut rng, 16);
+                format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+            }
+            3 => {
+                let h = hex(&mut rng, 6);
+                (0..6).map(|i| &h[2 * i..2 * i + 2]).collect::<Vec<_>>().join(":")
+            }
+            4 => "caf%C3%A9%20menu%2Fprices?q=a%26b".to_owned(),
+            5 => "\\u00e9t\\u00e9 \\\"quoted\\\"".to_owned(),
+            6 => "&lt;b&gt;bold&#x3C;/b&#62; &amp; more".to_owned(),
+            7 => "=C3=A9t=C3=A9 soft=\nbreak".to_owned(),
+            8 => "0x1f,0x2e,0x3d,0x4c,0x5b,0x6a,0x79".to_owned(),
+            9 => "w-e-l-l-k-n-o-w-n".to_owned(),
+            _ => WORDS[rng.below(WORDS.len())].to_owned(),
+        };
+        text.push_str(&tok);
+        text.push(if rng.below(12) == 0 { '\n' } else { ' ' });
+    }
+    let mut cut = text_bytes.min(text.len());
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    text.truncate(cut);
+    text
+}

@@ -3,12 +3,16 @@
 //!
 //! A [`Scrubber`] redacts, in one pass over the text:
 //! 1. **known values**: every secret the broker holds and its encodings (see [`variants`]:
-//!    base64 in three alignments, hex, percent, JSON and HTML escapes, reversed, nested
-//!    base64/hex), matched with Aho-Corasick behind a sound q-gram prefilter ([`matcher`]);
+//!    base64 in three alignments, base32, hex, percent, JSON and HTML escapes, reversed, nested
+//!    base64/hex; case-insensitive encodings and long secrets matched in any ASCII case), matched
+//!    with Aho-Corasick behind a sound q-gram prefilter ([`matcher`]);
 //! 2. the same patterns over a **normalized** copy of the text (whitespace, invisible and format
 //!    characters removed, homoglyphs folded, see [`normalize`]) when the text looks suspicious
 //!    (any non-ASCII character, or a run of spaced-out single characters);
-//! 3. **pattern rules** derived from gitleaks for secrets the broker does not hold ([`rules`]).
+//! 3. the same patterns over **decoded candidate spans** (runs of base64/base32/hex characters,
+//!    escapes of every common family, separators between characters), recursively to a bounded
+//!    depth and with bounded work, see [`decode`];
+//! 4. **pattern rules** derived from gitleaks for secrets the broker does not hold ([`rules`]).
 //!
 //! Every match becomes `[REDACTED:LABEL]`: the handle name for a known value, the gitleaks rule id
 //! for a pattern. Overlapping matches merge into one redaction. Markers never match anything
@@ -20,6 +24,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod decode;
 mod fixture;
 pub mod markup;
 pub mod matcher;
@@ -36,7 +41,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, OnceLock};
 
 #[doc(hidden)]
-pub use fixture::{bench_fixture, bench_fixture_with};
+pub use fixture::{adversarial_text, bench_fixture, bench_fixture_with};
 
 /// Why a scrubber could not be built. Messages never contain pattern text.
 #[derive(Debug, thiserror::Error)]
@@ -107,9 +112,11 @@ impl ScrubberBuilder {
         let mut label_of: HashMap<&str, u32> = HashMap::new();
         // The first handle to claim a pattern labels it.
         let mut raw: HashMap<Vec<u8>, (u32, usize)> = HashMap::new();
+        // Patterns matched case-insensitively (a pattern listed both ways is matched so).
+        let mut folded: HashSet<Vec<u8>> = HashSet::new();
         let mut known = 0usize;
         for (secret_idx, (handle, secret)) in self.secrets.iter().enumerate() {
-            let vars = variants::all_variants(secret.expose_secret());
+            let vars = variants::classified_variants(secret.expose_secret());
             if vars.is_empty() {
                 continue;
             }
@@ -118,7 +125,10 @@ impl ScrubberBuilder {
                 (labels.len() - 1) as u32
             });
             let before = raw.len();
-            for v in vars {
+            for (v, case) in vars {
+                if case == variants::Case::Fold {
+                    folded.insert(v.clone());
+                }
                 raw.entry(v).or_insert((label, secret_idx));
             }
             if raw.len() > before {
@@ -133,19 +143,42 @@ impl ScrubberBuilder {
         // In secret order, so a folded pattern shared by two secrets keeps the first one's label.
         let mut ordered: Vec<(&Vec<u8>, &(u32, usize))> = raw.iter().collect();
         ordered.sort_by(|a, b| (a.1 .1, a.0).cmp(&(b.1 .1, b.0)));
+        // Normalized case-insensitive patterns, matched case-insensitively too. Normalisation
+        // folds `I` (not `i`) onto `l`, so a folded pattern is normalized from its all-lower and
+        // its all-upper form (a mixed-case form that also needs normalizing is not covered).
+        let mut norm_folded: HashSet<Vec<u8>> = HashSet::new();
         for (p, &l) in ordered {
-            if let Ok(s) = std::str::from_utf8(p) {
-                let n = normalize::normalize_str(s);
-                if n.len() >= variants::MIN_SECRET_LEN {
-                    norm.entry(n).or_insert(l);
+            let forms = if folded.contains(p) {
+                vec![p.to_ascii_lowercase(), p.to_ascii_uppercase()]
+            } else {
+                vec![p.clone()]
+            };
+            for f in forms {
+                if let Ok(s) = std::str::from_utf8(&f) {
+                    let n = normalize::normalize_str(s);
+                    if n.len() >= variants::MIN_SECRET_LEN {
+                        if folded.contains(p) {
+                            norm_folded.insert(n.clone());
+                        }
+                        norm.entry(n).or_insert(l);
+                    }
                 }
             }
         }
         let markers = labels.join("\0");
         let mut prefixes: Vec<(Box<[u8]>, u32)> = raw.iter().map(|(p, l)| (p.clone().into_boxed_slice(), l.0)).collect();
+        // A case-insensitive pattern is listed once; a cut tail is compared byte for byte, so its
+        // all-upper and all-lower forms go in too (a mixed-case tail is not recognised).
+        for p in &folded {
+            if let Some(l) = raw.get(p) {
+                prefixes.push((p.to_ascii_uppercase().into_boxed_slice(), l.0));
+                prefixes.push((p.to_ascii_lowercase().into_boxed_slice(), l.0));
+            }
+        }
         prefixes.sort();
-        let raw = compile(raw, markers.as_bytes())?;
-        let norm = compile_norm(norm, &labels)?;
+        prefixes.dedup_by(|a, b| a.0 == b.0);
+        let raw = compile(raw, &folded, markers.as_bytes())?;
+        let norm = compile_norm(norm, &norm_folded, &labels)?;
         let fingerprints = self.secrets.iter().map(|(l, s)| fingerprint(l, s)).collect();
         Ok(Scrubber { raw, norm, rules, labels, rule_base, known, fingerprints, prefixes })
     }
@@ -165,16 +198,25 @@ struct PatternSet {
 /// Drops patterns that occur inside a marker (their text is public: it is in the marker; matching
 /// them would make scrubbing not idempotent) and compiles the rest. `markers` are the markers
 /// joined by NUL bytes.
-fn compile(map: HashMap<Vec<u8>, (u32, usize)>, markers: &[u8]) -> Result<Option<PatternSet>, BuildError> {
+/// `folded` are the patterns matched ASCII-case-insensitively (also checked against the markers
+/// case-insensitively).
+fn compile(
+    map: HashMap<Vec<u8>, (u32, usize)>,
+    folded: &HashSet<Vec<u8>>,
+    markers: &[u8],
+) -> Result<Option<PatternSet>, BuildError> {
     let mut entries: Vec<(Vec<u8>, (u32, usize))> = map.into_iter().collect();
-    // Deterministic pattern order (and so deterministic labels on ties).
-    entries.sort_by(|a, b| (a.1 .1, &a.0).cmp(&(b.1 .1, &b.0)));
+    // Deterministic pattern order (and so deterministic labels on ties), exact patterns first:
+    // the matcher numbers its case-insensitive set after the exact one.
+    entries.sort_by(|a, b| (folded.contains(&a.0), a.1 .1, &a.0).cmp(&(folded.contains(&b.0), b.1 .1, &b.0)));
     loop {
         if entries.is_empty() {
             return Ok(None);
         }
+        let split = entries.partition_point(|e| !folded.contains(&e.0));
         let pats: Vec<Vec<u8>> = entries.iter().map(|e| e.0.clone()).collect();
-        let matcher = Matcher::new(&pats).map_err(|e| BuildError::Automaton(e.to_string()))?;
+        let matcher = Matcher::with_nocase(&pats[..split], &pats[split..])
+            .map_err(|e| BuildError::Automaton(e.to_string()))?;
         let mut hits = Vec::new();
         matcher.find_all_unfiltered(markers, &mut hits);
         let inside: std::collections::HashSet<usize> =
@@ -191,9 +233,13 @@ fn compile(map: HashMap<Vec<u8>, (u32, usize)>, markers: &[u8]) -> Result<Option
     }
 }
 
-fn compile_norm(map: HashMap<Vec<u8>, (u32, usize)>, labels: &[String]) -> Result<Option<PatternSet>, BuildError> {
+fn compile_norm(
+    map: HashMap<Vec<u8>, (u32, usize)>,
+    folded: &HashSet<Vec<u8>>,
+    labels: &[String],
+) -> Result<Option<PatternSet>, BuildError> {
     let joined: Vec<Vec<u8>> = labels.iter().map(|l| normalize::normalize_str(l)).collect();
-    compile(map, &joined.join(&0u8))
+    compile(map, folded, &joined.join(&0u8))
 }
 
 /// A redaction: original byte range and label index.
@@ -283,8 +329,9 @@ impl Scrubber {
     /// How far around a marker a straddling match can reach.
     fn rescan_reach(&self) -> usize {
         let longest = [&self.raw, &self.norm].iter().filter_map(|p| p.as_ref()).map(|p| p.matcher.max_len()).max();
-        // Normalized matches may be spread out by interleaved characters in the original.
-        4 * longest.unwrap_or(0) + 256
+        // Normalized matches may be spread out by interleaved characters in the original, and a
+        // decoded match may come from an escaped form several times the pattern's length.
+        8 * longest.unwrap_or(0) + 256
     }
 
     /// Scrubs every string (values and object keys) in place; returns the count.
@@ -389,11 +436,67 @@ impl Scrubber {
             }
         }
         if let Some(norm) = &self.norm {
-            if normalize::needs_normalization(text) {
-                return norm.matcher.is_match(&Normalized::new(text).bytes);
+            if normalize::needs_normalization(text) && norm.matcher.is_match(&Normalized::new(text).bytes) {
+                return true;
             }
         }
-        false
+        let mut spans = Vec::new();
+        self.decoded_spans(text, &normalize::sep_words(text.as_bytes()), &mut spans);
+        !spans.is_empty()
+    }
+
+    /// The decoding passes' work counter for `text` (bytes decoded and rescanned) and whether the
+    /// cap stopped them: for tests that bound the work on hostile input.
+    #[doc(hidden)]
+    pub fn decode_work(&self, text: &str) -> (usize, bool) {
+        match &self.raw {
+            Some(raw) => {
+                let d = decode::decode_passes(text.as_bytes(), raw.matcher.max_len(), &|b, out| self.match_layer(b, out));
+                (d.work, d.exhausted)
+            }
+            None => (0, false),
+        }
+    }
+
+    /// Known-value hits in a decoded layer: the raw patterns, and the normalized ones when the
+    /// layer is text that needs normalizing.
+    fn match_layer(&self, bytes: &[u8], out: &mut Vec<decode::Found>) {
+        let mut hits: Vec<Hit> = Vec::new();
+        if let Some(raw) = &self.raw {
+            raw.matcher.find_all(bytes, &mut hits);
+            out.extend(hits.iter().map(|h| (h.start, h.end, raw.labels[h.pattern])));
+        }
+        if let (Some(norm), Ok(text)) = (&self.norm, std::str::from_utf8(bytes)) {
+            if normalize::needs_normalization(text) {
+                let n = Normalized::new(text);
+                hits.clear();
+                norm.matcher.find_all(&n.bytes, &mut hits);
+                out.extend(hits.iter().map(|h| {
+                    let (s, e) = n.original_span(h.start, h.end);
+                    (s, e, norm.labels[h.pattern])
+                }));
+            }
+        }
+    }
+
+    /// Redactions found by decoding candidate spans of `text` (see [`decode`]). A span that lies
+    /// wholly inside a marker is dropped: a marker's text is public, and decoding it into
+    /// something that matches must not make scrubbing loop.
+    fn decoded_spans(&self, text: &str, seps: &[u64], spans: &mut Vec<Span>) {
+        let Some(raw) = &self.raw else { return };
+        let d = decode::decode_passes_with(text.as_bytes(), seps, raw.matcher.max_len(), &|b, out| {
+            self.match_layer(b, out)
+        });
+        if d.found.is_empty() {
+            return;
+        }
+        let markers = marker_ranges(text);
+        for (start, end, label) in d.found {
+            if markers.iter().any(|&(a, b)| a <= start && end <= b) {
+                continue;
+            }
+            spans.push(Span { start, end, label });
+        }
     }
 
     /// The number of distinct secrets this scrubber matches (secrets shorter than
@@ -415,8 +518,10 @@ impl Scrubber {
             raw.matcher.find_all(text.as_bytes(), &mut hits);
             spans.extend(hits.iter().map(|h| Span { start: h.start, end: h.end, label: raw.labels[h.pattern] }));
         }
+        // One pass of whitespace masks serves the normalisation trigger and the decode scanner.
+        let seps = normalize::sep_words(text.as_bytes());
         if let Some(norm) = &self.norm {
-            if normalize::needs_normalization(text) {
+            if normalize::needs_normalization_with(text, &seps) {
                 let n = Normalized::new(text);
                 hits.clear();
                 norm.matcher.find_all(&n.bytes, &mut hits);
@@ -426,6 +531,7 @@ impl Scrubber {
                 }));
             }
         }
+        self.decoded_spans(text, &seps, &mut spans);
         if let Some(rules) = &self.rules {
             let mut rh = Vec::new();
             rules.find_all(text, &mut rh);
@@ -453,6 +559,18 @@ impl Scrubber {
         out.push_str(&text[at..]);
         (out, markers)
     }
+}
+
+/// Where `[REDACTED:...]` markers are in `text`.
+fn marker_ranges(text: &str) -> Vec<(usize, usize)> {
+    let b = text.as_bytes();
+    let mut out = Vec::new();
+    for s in memchr::memmem::find_iter(b, b"[REDACTED:") {
+        if let Some(len) = memchr::memchr(b']', &b[s..]) {
+            out.push((s, s + len + 1));
+        }
+    }
+    out
 }
 
 /// Merged windows of `reach` bytes on both sides of each marker, on character boundaries.

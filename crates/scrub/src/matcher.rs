@@ -7,11 +7,21 @@
 //! negatives), so running the automaton only on windows around the hits finds every match the
 //! automaton would find on the whole text. Windows start `m - q` bytes before a hit and end the
 //! longest pattern length after it.
+//!
+//! Patterns come in two sets: exact ones and ASCII-case-insensitive ones (case-insensitive
+//! encodings such as hex and base32). When there are case-insensitive patterns, one
+//! case-insensitive automaton holds both sets (one pass per window instead of two) and a hit on
+//! an exact pattern is kept only if the text equals the pattern byte for byte. The filter folds
+//! ASCII case (`| 0x20` on every byte) both when it is built and when it samples, so a case
+//! variant of a pattern hits the same filter bits; folding only merges q-grams, which can add
+//! false hits but never lose one.
 
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 
-/// Texts shorter than this are scanned by the automaton directly.
-const DIRECT_SCAN_BELOW: usize = 512;
+/// Texts shorter than this are scanned by the automaton directly. (The prefilter is sound at any
+/// length; below this its setup is not worth it. Kept low because the decoding passes run the
+/// matcher on many short decoded layers, where skipping the automaton is the whole saving.)
+const DIRECT_SCAN_BELOW: usize = 64;
 /// The q-gram prefix length considered, capped to keep the filter small for long patterns.
 const MAX_PREFIX: usize = 64;
 
@@ -26,26 +36,62 @@ pub struct Hit {
     pub pattern: usize,
 }
 
-/// An automaton with its prefilter.
+/// The automaton (exact and case-insensitive patterns) with its prefilter.
 pub struct Matcher {
-    ac: AhoCorasick,
+    ac: Option<AhoCorasick>,
+    /// The exact patterns, to verify hits when the automaton is case-insensitive (empty when it
+    /// is not).
+    verify: Vec<Box<[u8]>>,
+    /// Patterns of the exact set; case-insensitive patterns are numbered after them.
+    n_exact: usize,
+    n_all: usize,
     filter: Option<QGramFilter>,
     max_len: usize,
 }
 
 impl Matcher {
-    /// Builds a matcher over `patterns` (none empty).
+    /// Builds a matcher over `patterns` (none empty), all matched exactly.
     pub fn new(patterns: &[Vec<u8>]) -> Result<Self, aho_corasick::BuildError> {
-        let ac = AhoCorasickBuilder::new().match_kind(MatchKind::Standard).build(patterns)?;
-        let min_len = patterns.iter().map(Vec::len).min().unwrap_or(0);
-        let max_len = patterns.iter().map(Vec::len).max().unwrap_or(0);
-        let filter = (min_len > 0).then(|| QGramFilter::new(patterns, min_len.min(MAX_PREFIX)));
-        Ok(Matcher { ac, filter, max_len })
+        Self::with_nocase(patterns, &[])
+    }
+
+    /// Builds a matcher over `exact` patterns and ASCII-case-insensitive `nocase` patterns (none
+    /// empty). Hits number the exact patterns first, then the case-insensitive ones.
+    pub fn with_nocase(exact: &[Vec<u8>], nocase: &[Vec<u8>]) -> Result<Self, aho_corasick::BuildError> {
+        let all = || exact.iter().chain(nocase.iter());
+        let ci = !nocase.is_empty();
+        let ac = if exact.is_empty() && nocase.is_empty() {
+            None
+        } else {
+            Some(AhoCorasickBuilder::new().match_kind(MatchKind::Standard).ascii_case_insensitive(ci).build(all())?)
+        };
+        let verify = if ci { exact.iter().map(|p| p.clone().into_boxed_slice()).collect() } else { Vec::new() };
+        let min_len = all().map(Vec::len).min().unwrap_or(0);
+        let max_len = all().map(Vec::len).max().unwrap_or(0);
+        let filter = (min_len > 0).then(|| QGramFilter::new(all(), min_len.min(MAX_PREFIX)));
+        Ok(Matcher { ac, verify, n_exact: exact.len(), n_all: exact.len() + nocase.len(), filter, max_len })
     }
 
     /// Number of patterns.
     pub fn pattern_count(&self) -> usize {
-        self.ac.patterns_len()
+        self.n_all
+    }
+
+    /// Every occurrence in `slice` (both sets), offset by `base`, until `f` returns false.
+    fn each(&self, base: usize, slice: &[u8], f: &mut impl FnMut(Hit) -> bool) -> bool {
+        let Some(ac) = &self.ac else { return true };
+        for m in ac.find_overlapping_iter(slice) {
+            let p = m.pattern().as_usize();
+            // A case-insensitive automaton also reports case variants of exact patterns.
+            if p < self.n_exact && !self.verify.is_empty() && slice[m.start()..m.end()] != *self.verify[p] {
+                continue;
+            }
+            let h = Hit { start: base + m.start(), end: base + m.end(), pattern: p };
+            if !f(h) {
+                return false;
+            }
+        }
+        true
     }
 
     /// The longest pattern, in bytes.
@@ -74,23 +120,16 @@ impl Matcher {
     /// Every occurrence, scanning the whole text with the automaton (the reference the prefilter
     /// must agree with).
     pub fn find_all_unfiltered(&self, text: &[u8], out: &mut Vec<Hit>) {
-        for m in self.ac.find_overlapping_iter(text) {
-            out.push(Hit { start: m.start(), end: m.end(), pattern: m.pattern().as_usize() });
-        }
+        self.each(0, text, &mut |h| {
+            out.push(h);
+            true
+        });
     }
 
     /// Calls `f` on every hit until it returns false.
     fn scan(&self, text: &[u8], mut f: impl FnMut(Hit) -> bool) {
         let Some(filter) = &self.filter else { return };
-        let mut emit = |base: usize, slice: &[u8]| -> bool {
-            for m in self.ac.find_overlapping_iter(slice) {
-                let h = Hit { start: base + m.start(), end: base + m.end(), pattern: m.pattern().as_usize() };
-                if !f(h) {
-                    return false;
-                }
-            }
-            true
-        };
+        let mut emit = |base: usize, slice: &[u8]| -> bool { self.each(base, slice, &mut f) };
         if text.len() < DIRECT_SCAN_BELOW {
             emit(0, text);
             return;
@@ -132,10 +171,10 @@ struct QGramFilter {
 }
 
 impl QGramFilter {
-    fn new(patterns: &[Vec<u8>], m: usize) -> Self {
+    fn new<'p>(patterns: impl Iterator<Item = &'p Vec<u8>> + Clone, m: usize) -> Self {
         let q = m.min(8);
         let stride = m - q + 1;
-        let entries = patterns.len() * stride;
+        let entries = patterns.clone().count() * stride;
         // About 16 bits per entry: a false-positive rate well under 1%.
         let n_words = (entries * 16 / 64).next_power_of_two().max(64);
         let shift = 64 - n_words.trailing_zeros();
@@ -143,7 +182,7 @@ impl QGramFilter {
         let mut f = QGramFilter { q, m, stride, mask, shift, words: vec![0; n_words] };
         for p in patterns {
             for off in 0..stride {
-                let h = hash(load(p, off) & f.mask);
+                let h = hash((load(p, off) | FOLD) & f.mask);
                 f.words[(h >> f.shift) as usize] |= bits(h);
             }
         }
@@ -152,11 +191,15 @@ impl QGramFilter {
 
     #[inline(always)]
     fn maybe(&self, text: &[u8], x: usize) -> bool {
-        let h = hash(load(text, x) & self.mask);
+        let h = hash((load(text, x) | FOLD) & self.mask);
         let need = bits(h);
         self.words[(h >> self.shift) as usize] & need == need
     }
 }
+
+/// ASCII case fold for the filter: sets bit 5 of every byte (maps `A`-`Z` onto `a`-`z`, and merges
+/// some other pairs, which only costs a few false hits).
+const FOLD: u64 = 0x2020_2020_2020_2020;
 
 /// Up to 8 bytes from `x` (little-endian), zero-filled past the end.
 #[inline(always)]

@@ -207,7 +207,9 @@ fn sep_mask(block: &[u8]) -> u64 {
     m
 }
 
-fn sep_words(bytes: &[u8]) -> Vec<u64> {
+/// Bit `j` of word `k` set when byte `64k + j` is ASCII whitespace or control (past the end
+/// counts as one). Shared with the decoding passes' scanner, which reads the same masks.
+pub(crate) fn sep_words(bytes: &[u8]) -> Vec<u64> {
     let mut words: Vec<u64> = bytes.chunks_exact(64).map(sep_mask).collect();
     let rem = bytes.chunks_exact(64).remainder();
     if !rem.is_empty() {
@@ -229,7 +231,12 @@ const SPACED_RUN: u32 = 4;
 /// (accents, CJK) normalizes to itself apart from ASCII separators, so it takes the fast path
 /// like plain ASCII.
 pub fn needs_normalization(text: &str) -> bool {
-    if has_spaced_run(text.as_bytes()) {
+    needs_normalization_with(text, &sep_words(text.as_bytes()))
+}
+
+/// [`needs_normalization`] with the separator masks of `text` already computed.
+pub(crate) fn needs_normalization_with(text: &str, words: &[u64]) -> bool {
+    if has_spaced_run_with(words) {
         return true;
     }
     has_foldable_non_ascii(text)
@@ -261,8 +268,12 @@ fn has_foldable_non_ascii(text: &str) -> bool {
     false
 }
 
+#[cfg(test)]
 fn has_spaced_run(bytes: &[u8]) -> bool {
-    let words = sep_words(bytes);
+    has_spaced_run_with(&sep_words(bytes))
+}
+
+fn has_spaced_run_with(words: &[u64]) -> bool {
     let mut run = 0u32;
     for (w, &cur) in words.iter().enumerate() {
         let prev_hi = if w == 0 { 1 } else { words[w - 1] >> 63 };

@@ -1,10 +1,17 @@
 //! The encodings of one known secret that the matcher looks for (T04).
 //!
 //! Every function here returns byte strings that a secret may appear as in text: raw, base64
-//! (standard and URL-safe, padded and unpadded, in the three byte alignments), hex, percent,
-//! JSON and HTML escapes, reversed, and base64/hex of those encodings to depth 2. Only variants
-//! that differ from the raw value are kept (the caller de-duplicates), and encoded forms shorter
-//! than [`MIN_ENCODED_LEN`] are dropped.
+//! (standard and URL-safe, padded and unpadded, in the three byte alignments), base32 (RFC 4648,
+//! the five byte alignments), hex, percent, JSON and HTML escapes, reversed, and base64/hex of
+//! those encodings to depth 2. Only variants that differ from the raw value are kept (the caller
+//! de-duplicates), and encoded forms shorter than [`MIN_ENCODED_LEN`] are dropped.
+//!
+//! Each variant says whether it is matched exactly or ASCII-case-insensitively
+//! ([`classified_variants`]): hex, base32 and fully percent-encoded forms are case-insensitive
+//! encodings, so one case-insensitive pattern covers upper, lower and mixed case; the raw value of
+//! a secret at least [`CASE_FOLD_MIN_LEN`] bytes long is matched case-insensitively too. Forms
+//! this list does not hold (nesting, line wrapping, separators, partial escaping) are found by
+//! decoding candidate spans ([`crate::decode`]).
 
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
 use base64::Engine;
@@ -16,16 +23,40 @@ pub const MIN_SECRET_LEN: usize = 6;
 /// Encoded forms (and base64 stable cores) shorter than this are skipped, for the same reason.
 pub const MIN_ENCODED_LEN: usize = 8;
 
+/// A secret this long or longer is also matched with its ASCII case folded (an upstream that
+/// upper-cases a token). Shorter values are not: a case-folded 8-character value collides with
+/// ordinary words and identifiers far more often (16 characters of a random token carry well over
+/// 64 bits even case-folded; a 16-character English phrase folded is still rare verbatim).
+pub const CASE_FOLD_MIN_LEN: usize = 16;
+
+/// How a variant is matched.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Case {
+    /// Byte for byte.
+    Exact,
+    /// ASCII letters in any case (the encoding is case-insensitive, or the secret is long).
+    Fold,
+}
+
 /// All variants of `secret`, raw first. May contain duplicates; never contains an encoded form
 /// shorter than [`MIN_ENCODED_LEN`]. Empty when the secret is shorter than [`MIN_SECRET_LEN`].
+/// Case-insensitive forms appear in one case only (see [`classified_variants`]).
 pub fn all_variants(secret: &[u8]) -> Vec<Vec<u8>> {
+    classified_variants(secret).into_iter().map(|(v, _)| v).collect()
+}
+
+/// All variants of `secret` with how each is matched, raw first.
+pub fn classified_variants(secret: &[u8]) -> Vec<(Vec<u8>, Case)> {
     if secret.len() < MIN_SECRET_LEN {
         return Vec::new();
     }
+    let mut fold: Vec<Vec<u8>> = Vec::new();
+    fold.push(hex_lower(secret).into_bytes());
+    base32_variants(secret, &mut fold);
+    // Every byte percent-encoded: only the hex digits vary in case.
+    fold.push(secret.iter().map(|&b| format!("%{b:02x}")).collect::<String>().into_bytes());
     let mut enc: Vec<Vec<u8>> = Vec::new();
     base64_variants(secret, &mut enc);
-    enc.push(hex_lower(secret).into_bytes());
-    enc.push(hex_upper(secret).into_bytes());
     percent_variants(secret, &mut enc);
     if let Ok(s) = std::str::from_utf8(secret) {
         json_variants(s, &mut enc);
@@ -44,13 +75,69 @@ pub fn all_variants(secret: &[u8]) -> Vec<Vec<u8>> {
     for t in &inner {
         base64_cores(t, &mut enc);
         enc.push(STANDARD.encode(t).into_bytes());
-        enc.push(hex_lower(t).into_bytes());
-        enc.push(hex_upper(t).into_bytes());
+        fold.push(hex_lower(t).into_bytes());
     }
-    let mut out = Vec::with_capacity(enc.len() + 1);
-    out.push(secret.to_vec());
-    out.extend(enc.into_iter().filter(|v| v.len() >= MIN_ENCODED_LEN && v.as_slice() != secret));
+    // Encodings of the reversed value: a reversed secret that is then encoded is too short for
+    // the decoding passes when the secret is short.
+    let rev: Vec<u8> = match std::str::from_utf8(secret) {
+        Ok(t) => t.chars().rev().collect::<String>().into_bytes(),
+        Err(_) => secret.iter().rev().copied().collect(),
+    };
+    // Stable base64 cores and the standalone base32 only (the tails and other alignments would
+    // cost many patterns for a rare case; a longer reversed-then-encoded value is found by the
+    // decoding passes).
+    base64_cores(&rev, &mut enc);
+    fold.push(hex_lower(&rev).into_bytes());
+    fold.push(base32_encode(&rev));
+    let raw_case = if secret.len() >= CASE_FOLD_MIN_LEN { Case::Fold } else { Case::Exact };
+    let mut out = Vec::with_capacity(enc.len() + fold.len() + 1);
+    out.push((secret.to_vec(), raw_case));
+    let keep = |v: &Vec<u8>| v.len() >= MIN_ENCODED_LEN && v.as_slice() != secret;
+    out.extend(enc.into_iter().filter(keep).map(|v| (v, Case::Exact)));
+    out.extend(fold.into_iter().filter(keep).map(|v| (v, Case::Fold)));
     out
+}
+
+const BASE32: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+
+/// RFC 4648 base32 without padding.
+pub(crate) fn base32_encode(b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(b.len().div_ceil(5) * 8);
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for &x in b {
+        acc = (acc << 8) | x as u32;
+        bits += 8;
+        while bits >= 5 {
+            bits -= 5;
+            out.push(BASE32[((acc >> bits) & 31) as usize]);
+        }
+    }
+    if bits > 0 {
+        out.push(BASE32[((acc << (5 - bits)) & 31) as usize]);
+    }
+    out
+}
+
+/// Base32 forms of `secret` at byte offset 0..5 (mod 5) of a larger blob: the stable core (groups
+/// made of secret bits only), and the whole standalone encoding padded and unpadded (so the
+/// last, partial group goes too). Matched case-insensitively (lower-case base32 is common in
+/// TOTP seeds and DNS labels). Tails of a secret that ends a longer blob at another alignment
+/// are not listed: a blob that long is a decoding-pass candidate.
+fn base32_variants(secret: &[u8], out: &mut Vec<Vec<u8>>) {
+    for k in 0..5usize {
+        let mut buf = vec![0u8; k];
+        buf.extend_from_slice(secret);
+        let enc = base32_encode(&buf);
+        let first = (8 * k).div_ceil(5);
+        let last = ((8 * (k + secret.len())) / 5).max(first);
+        out.push(enc[first..last].to_vec());
+        if k == 0 {
+            let mut padded = enc.clone();
+            padded.extend(std::iter::repeat_n(b'=', (8 - enc.len() % 8) % 8));
+            out.push(enc);
+            out.push(padded);
+        }
+    }
 }
 
 /// Base64 forms of `secret` embedded at byte offset 0, 1 or 2 (mod 3) of a larger blob: for each
@@ -103,15 +190,11 @@ fn hex_lower(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-fn hex_upper(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02X}")).collect()
-}
-
 fn percent_variants(secret: &[u8], out: &mut Vec<Vec<u8>>) {
     let unreserved = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~');
     for upper in [true, false] {
         let hex = |b: u8| if upper { format!("%{b:02X}") } else { format!("%{b:02x}") };
-        out.push(secret.iter().map(|&b| hex(b)).collect::<String>().into_bytes());
+        // (Every byte encoded is a case-insensitive form, listed by the caller.)
         out.push(
             secret
                 .iter()

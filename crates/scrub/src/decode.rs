@@ -1,0 +1,1067 @@
+//! Decoding passes over candidate spans (T04): forms of a secret that no generated variant covers
+//! (nested encodings, line-wrapped base64, partial escaping, separators between characters,
+//! mixed case in a case-insensitive encoding under another encoding).
+//!
+//! Cheap scanners find candidate spans; each is decoded into a scratch buffer (a *layer*) on which
+//! the same known-value automaton runs, and every hit is mapped back to the original text:
+//!
+//! | scanner | finds | decoded as | a hit redacts |
+//! |---|---|---|---|
+//! | the whitespace masks the normalisation trigger computes anyway (one bit per byte, 64 bytes per step), then an exact SWAR class test on each whitespace-free aligned 8-byte word: all bytes in `[A-Za-z0-9+,-./:_]` (a superset) | runs of ≥ [`MIN_BLOCK_RUN`] encoded-looking bytes, line breaks allowed inside | base64 (both alphabets, 4 character offsets), base32 (8 offsets, any case), hex (2 offsets) | the whole encoded run |
+//! | a whitespace-free word whose even (or odd) bytes are equal | `s-e-c-r-e-t`: one non-blank separator from [`SEPARATORS`] between every character | the characters alone | the separated run's covering range |
+//! | inside class runs | `de:ad:be:ef`: one non-blank separator between every hex pair | the hex digits alone | the covering range |
+//! | SWAR: the bytes below `+` of a word are exactly every third one | `de ad be ef` (blank separators) | the hex digits alone | the covering range |
+//! | `memchr2` of `=`/`x` (shared with the escape triggers), `0` before the `x` | `0xde,0xad`, `0xde, 0xad`, `0xDE 0xAD` (not `0X`) | the hex digits alone | the covering range |
+//! | `memchr` of `%`, `\`, `&`, `=` followed by an escape | percent, JSON/JS/C backslash, HTML/XML character references, quoted-printable | one family per layer, the rest copied | the escapes and characters that decoded to the match |
+//!
+//! Each layer is scanned again, to [`MAX_DEPTH`] layers, so escapes of encodings and encodings of
+//! escapes are found (base64 of hex, percent of base64, hex with separators of base64...), and
+//! the automaton itself holds depth-2 encodings, so a depth-2 chain is usually found one layer
+//! early. Scanners are linear (no backtracking); total decoding is capped at
+//! [`WORK_FACTOR`] times the text length plus [`WORK_BASE`] bytes, after which remaining candidates
+//! are left undecoded (the generated variants still apply) and [`Decoded::exhausted`] is set.
+//!
+//! Layers are not normalized: a homoglyph or invisible-character obfuscation is found on the
+//! original text (the normalisation pass) and inside a decoded layer only if the layer is valid
+//! UTF-8 (the caller's matcher closure decides). Reversal is matched for the raw value (a
+//! variant) in any layer, not for a reversed encoding.
+
+/// At most this many decoded layers are stacked on the text (decoding 50 nested encodings stops
+/// here; the innermost layers are simply not reached).
+pub const MAX_DEPTH: usize = 4;
+/// Total decoded bytes allowed per text: `WORK_FACTOR * len + WORK_BASE`. One level of base64,
+/// base32 and hex at all offsets over a run of base32-and-hex-valid characters costs about
+/// 9 times the run; the rest is headroom for nesting.
+pub const WORK_FACTOR: usize = 16;
+/// See [`WORK_FACTOR`].
+pub const WORK_BASE: usize = 1 << 20;
+/// The shortest encoded-looking run that is decoded (shorter runs are covered by the generated
+/// base64/hex/base32 variants of the secret itself).
+pub const MIN_BLOCK_RUN: usize = 12;
+/// The fewest characters a separated run must have (a secret shorter than
+/// [`crate::variants::MIN_SECRET_LEN`] is not matched anyway).
+const MIN_SEP_CHARS: usize = 6;
+/// Separators recognised between every character (`s-e-c-r-e-t`) or every hex pair
+/// (`de:ad:be:ef`). ASCII characters only: a non-ASCII character between separators breaks the
+/// run.
+pub const SEPARATORS: &[u8] = b" -.:,\n_\t|/";
+
+/// A hit in original-text coordinates: byte range and label.
+pub type Found = (usize, usize, u32);
+
+/// The result of the decoding passes over one text.
+#[derive(Default)]
+pub struct Decoded {
+    /// Hits mapped back to the original text (unmerged).
+    pub found: Vec<Found>,
+    /// Bytes decoded plus bytes scanned in decoded layers (the work counter tests bound).
+    pub work: usize,
+    /// True when the work cap stopped decoding.
+    pub exhausted: bool,
+}
+
+/// Where a layer's bytes came from in the original text.
+#[derive(Clone, Copy)]
+enum Map<'m> {
+    /// The layer is the original text.
+    Identity,
+    /// Byte `i` comes from original range `m[i]` (char-level decodings).
+    Bytes(&'m [(usize, usize)]),
+    /// A block decoding of a run of the parent layer: decoded byte `i` is made of the bits of
+    /// characters `off + 8i / bits ..= off + (8i + 7) / bits` of the run. The run is split into
+    /// segments at line breaks; segment `(k, p)` starts with character `k` at parent position
+    /// `p`; the run (with its `=` padding) ends at `end`. A match redacts every segment it
+    /// touches whole: the whole encoded run for a one-line run, the lines it touches for a
+    /// wrapped one (so a neighbouring line holding something else survives). Kept sparse so a
+    /// 10 MiB run costs no per-byte map.
+    Block { parent: &'m Map<'m>, segs: &'m [(usize, usize)], end: usize, off: usize, bits: usize },
+}
+
+impl Map<'_> {
+    /// The original range covering layer bytes `[s, e)` (`e > s`): every character that carries
+    /// a bit of them, so nothing of a match survives its redaction.
+    fn span(&self, s: usize, e: usize) -> (usize, usize) {
+        match *self {
+            Map::Identity => (s, e),
+            Map::Bytes(m) => (m[s].0, m[e - 1].1),
+            Map::Block { parent, segs, end, off, bits } => {
+                let seg = |j: usize| segs.partition_point(|&(idx, _)| idx <= j) - 1;
+                let k1 = seg(off + 8 * s / bits);
+                let k2 = seg(off + (8 * e - 1) / bits);
+                let stop = match segs.get(k2 + 1) {
+                    Some(&(next, _)) => segs[k2].1 + next - segs[k2].0,
+                    None => end,
+                };
+                parent.span(segs[k1].1, stop)
+            }
+        }
+    }
+
+    /// The child map for a char-level decoding whose byte `i` came from layer range `local[i]`.
+    fn compose(&self, local: Vec<(usize, usize)>) -> Vec<(usize, usize)> {
+        match *self {
+            Map::Identity => local,
+            _ => local.into_iter().map(|(s, e)| self.span(s, e)).collect(),
+        }
+    }
+}
+
+/// Runs the decoding passes over `text`. `find` runs the known-value matchers on a layer and
+/// reports hits in layer coordinates; `reach` is how far around an escape its secret may extend
+/// (the longest pattern). The matchers are not run on `text` itself (the caller did that).
+pub fn decode_passes(text: &[u8], reach: usize, find: &dyn Fn(&[u8], &mut Vec<Found>)) -> Decoded {
+    decode_passes_with(text, &crate::normalize::sep_words(text), reach, find)
+}
+
+/// [`decode_passes`] with the whitespace masks of `text` (`normalize::sep_words`) already
+/// computed (the normalisation trigger computes them anyway).
+pub(crate) fn decode_passes_with(
+    text: &[u8],
+    seps: &[u64],
+    reach: usize,
+    find: &dyn Fn(&[u8], &mut Vec<Found>),
+) -> Decoded {
+    let mut d = Pass {
+        find,
+        reach: reach + 8,
+        budget: text.len().saturating_mul(WORK_FACTOR).saturating_add(WORK_BASE),
+        out: Decoded::default(),
+        hits: Vec::new(),
+    };
+    d.layer(text, Map::Identity, 0, None, Some(seps), None);
+    d.out
+}
+
+struct Pass<'f> {
+    find: &'f dyn Fn(&[u8], &mut Vec<Found>),
+    reach: usize,
+    budget: usize,
+    out: Decoded,
+    hits: Vec<Found>,
+}
+
+impl Pass<'_> {
+    /// Charges `n` bytes of work; false (and `exhausted`) when the cap is reached.
+    fn charge(&mut self, n: usize) -> bool {
+        if self.out.work.saturating_add(n) > self.budget {
+            self.out.exhausted = true;
+            return false;
+        }
+        self.out.work += n;
+        true
+    }
+
+    /// Matches a decoded layer, maps its hits back, and descends. `fresh` (sorted ranges) are the
+    /// bytes an escape decoding changed; only candidates touching them are new (the rest were
+    /// candidates of the parent already), which keeps escape layers from re-decoding the same
+    /// runs at every depth. `None`: every byte is new.
+    fn child(&mut self, bytes: &[u8], map: Map<'_>, depth: usize, fresh: Option<&[(usize, usize)]>, fam: Option<usize>) {
+        if bytes.len() < crate::variants::MIN_SECRET_LEN || !self.charge(bytes.len()) {
+            return;
+        }
+        self.hits.clear();
+        (self.find)(bytes, &mut self.hits);
+        for i in 0..self.hits.len() {
+            let (s, e, l) = self.hits[i];
+            let (a, b) = map.span(s, e);
+            self.out.found.push((a, b, l));
+        }
+        self.layer(bytes, map, depth, fresh, None, fam);
+    }
+
+    /// Finds candidates in `bytes` (layer `depth`) and decodes each into a child layer.
+    fn layer(
+        &mut self,
+        bytes: &[u8],
+        map: Map<'_>,
+        depth: usize,
+        fresh: Option<&[(usize, usize)]>,
+        seps: Option<&[u64]>,
+        from_fam: Option<usize>,
+    ) {
+        if depth >= MAX_DEPTH || self.out.exhausted {
+            return;
+        }
+        let new = |a: usize, b: usize| -> bool {
+            fresh.is_none_or(|f| {
+                let i = f.partition_point(|&(_, e)| e <= a);
+                f.get(i).is_some_and(|&(s, _)| s < b)
+            })
+        };
+        let mut c = match seps {
+            Some(w) => scan(bytes, w),
+            None => scan(bytes, &crate::normalize::sep_words(bytes)),
+        };
+        c.block_runs.retain(|&(a, b)| new(a, b));
+        c.sep_runs.retain(|&(a, b, _)| new(a, b));
+        c.hex_sep_runs.retain(|&(a, b, _)| new(a, b));
+        // Hex pairs with a non-blank separator are class runs themselves. (Separated single
+        // characters are found by the word scan; spaces and line breaks between single
+        // characters are the normalisation pass's job, which also runs on decoded layers.)
+        for &(a, b) in &c.block_runs {
+            let mut p = a;
+            while p + 2 < b {
+                let x = bytes[p];
+                if SEPARATORS.contains(&x) && x > b' ' {
+                    if bytes.get(p + 3) == Some(&x) {
+                        if let Some(r) = sep_run(bytes, p, 3) {
+                            c.hex_sep_runs.push(r);
+                            p = r.1;
+                            continue;
+                        }
+                    }
+                }
+                p += 1;
+            }
+        }
+        for &(a, b) in &c.block_runs {
+            self.block_run(bytes, a, b, map, depth);
+        }
+        for &(a, b, sep) in &c.sep_runs {
+            let (dec, local) = collapse(bytes, a, b, sep, 1);
+            let m = map.compose(local);
+            self.child(&dec, Map::Bytes(&m), depth + 1, None, None);
+        }
+        for &(a, b, sep) in &c.hex_sep_runs {
+            let (dec, local) = collapse(bytes, a, b, sep, 2);
+            let m = map.compose(local);
+            self.child(&dec, Map::Bytes(&m), depth + 1, None, None);
+        }
+        let triggers = Triggers::find(bytes);
+        for (at, dec, local) in hex_token_runs(bytes, &triggers.hx) {
+            if new(at, at + dec.len() * 3) {
+                let m = map.compose(local);
+                self.child(&dec, Map::Bytes(&m), depth + 1, None, None);
+            }
+        }
+        for (j, fam) in Family::ALL.into_iter().enumerate() {
+            // Canonical order: in a layer that family `i` produced, a family before `i` decodes
+            // only escapes the decoding created (true nesting, `&#37;41`); the rest of a mixed
+            // span is reached by decoding the families in order. Without this, dense text is
+            // re-decoded once per order of the families.
+            let strict = from_fam.is_some_and(|i| j < i);
+            let regions = escape_regions(bytes, triggers.of(fam), fam, self.reach, &new, strict);
+            for (a, b) in regions {
+                if let Some((dec, local, changed)) = decode_escapes(bytes, a, b, fam) {
+                    let m = map.compose(local);
+                    self.child(&dec, Map::Bytes(&m), depth + 1, Some(&changed), Some(j));
+                }
+                if self.out.exhausted {
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Base64, base32 and hex decodings of the sub-runs of an encoded-looking run.
+    fn block_run(&mut self, bytes: &[u8], a: usize, b: usize, map: Map<'_>, depth: usize) {
+        for kind in [Block::Base64, Block::Base32, Block::Hex] {
+            let mut i = a;
+            while i < b {
+                let (e, chars, segs) = kind.sub_run(bytes, i, b);
+                let mut end = e;
+                while bytes.get(end) == Some(&b'=') {
+                    end += 1;
+                }
+                i = e.max(i + 1);
+                if chars.len() < kind.min_chars() {
+                    continue;
+                }
+                for off in 0..kind.offsets() {
+                    if self.out.exhausted {
+                        return;
+                    }
+                    let dec = kind.decode(&chars[off..]);
+                    let child = Map::Block { parent: &map, segs: &segs, end, off, bits: kind.bits() as usize };
+                    self.child(&dec, child, depth + 1, None, None);
+                }
+            }
+        }
+    }
+}
+
+/// Candidates found in one layer.
+#[derive(Default)]
+struct Candidates {
+    /// Encoded-looking runs `[a, b)`.
+    block_runs: Vec<(usize, usize)>,
+    /// `c s c s c` runs `[a, b)` and their separator.
+    sep_runs: Vec<(usize, usize, u8)>,
+    /// `hh s hh s hh` runs `[a, b)` and their separator.
+    hex_sep_runs: Vec<(usize, usize, u8)>,
+}
+
+const H: u64 = 0x8080_8080_8080_8080;
+
+#[inline(always)]
+const fn splat(b: u8) -> u64 {
+    0x0101_0101_0101_0101u64 * b as u64
+}
+
+/// High bit of each byte set where the byte (all < 0x80) is in `[lo, hi]`.
+#[inline(always)]
+fn in_range(v7: u64, lo: u8, hi: u8) -> u64 {
+    let ge = v7.wrapping_add(splat(0x80 - lo));
+    let gt = v7.wrapping_add(splat(0x7f - hi));
+    ge & !gt & H
+}
+
+/// The encoded-looking class the block scan uses (a superset of the base64, base32 and hex
+/// alphabets and of the separators inside hex dumps): ASCII letters, digits, `+,-./:` and the
+/// bytes that fold onto `a-z{|}~DEL` with bit 5 set (`[\]^_`). Must agree with the SWAR form.
+#[inline(always)]
+fn is_cls(b: u8) -> bool {
+    b < 0x80 && ((0x61..=0x7f).contains(&(b | 0x20)) || (0x2b..=0x3a).contains(&b))
+}
+
+/// Scans a layer for block and hex-separator candidates from its whitespace masks `seps` (one
+/// bit per byte, see `normalize::sep_words`), 64 bytes per step: byte `j` of a mask is the
+/// whitespace of word `j`. A word without whitespace may be part of an encoded run; a word whose
+/// whitespace is exactly every third byte (`0x49`, `0x92`) may be part of `de ad be ef` (a run
+/// of 8 pairs spans 23 bytes, so it holds two whole words whose phases differ by 2 mod 3, so one
+/// of them has three separators; the phase with two, `0x24`, is not tested: it fires on
+/// `is to be`). Separators that are class bytes (`:-.,_/|`) are found inside class runs. Only
+/// those words reach the exact (slower) tests.
+fn scan(bytes: &[u8], seps: &[u64]) -> Candidates {
+    let mut c = Candidates::default();
+    let (mut block_end, mut hex_end, mut sep_end) = (0usize, 0usize, 0usize);
+    for (k, &m) in seps.iter().enumerate() {
+        let alt = has_byte(m, 0x55) | has_byte(m, 0xaa);
+        if (has_byte(m, 0) | has_byte(m, 0x49) | has_byte(m, 0x92) | alt) == 0 {
+            continue;
+        }
+        for j in 0..8 {
+            let i = k * 64 + j * 8;
+            let lw = (m >> (8 * j)) as u8;
+            if i + 8 > bytes.len() {
+                continue;
+            }
+            // `s e c r e t`, one blank between every character: whitespace every other byte.
+            // (The normalisation pass finds it too, but a form that must then be decoded, such
+            // as partial percent-encoding, needs the collapsed layer.)
+            if (lw == 0x55 || lw == 0xaa) && i >= sep_end {
+                for p in [i, i + 1] {
+                    if let Some(r) = sep_run(bytes, p, 2) {
+                        sep_end = r.1;
+                        c.sep_runs.push(r);
+                        break;
+                    }
+                }
+                continue;
+            }
+            if !(lw == 0 || lw == 0x49 || lw == 0x92) {
+                continue;
+            }
+            let v = u64::from_le_bytes(bytes[i..i + 8].try_into().unwrap_or([0; 8]));
+            // The exact class test inline: most whitespace-free words of prose fail it (`@`,
+            // `'`, `(`) or are too short a run.
+            let cls = lw == 0 && is_cls_word(v) && i >= block_end && long_enough(bytes, i);
+            if cls || lw != 0 {
+                scan_word(bytes, i, cls, lw != 0, &mut c, &mut block_end, &mut hex_end);
+            }
+            // `s-e-c-r-e-t`, `!.#.$`: bytes 0,2,4,6 (or 1,3,5,7) of a whitespace-free word equal.
+            // A separated run of 8 characters spans 15 bytes, so it holds a whole word.
+            let t2 = v ^ (v >> 16);
+            if lw == 0 && i >= sep_end && ((t2 & 0x0000_00ff_00ff_00ff == 0) | (t2 & 0x0000_ff00_ff00_ff00 == 0)) {
+                for p in [i, i + 1] {
+                    if let Some(r) = sep_run(bytes, p, 2) {
+                        sep_end = r.1;
+                        c.sep_runs.push(r);
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    c
+}
+
+/// True when all 8 bytes of `v` are class bytes ([`is_cls`]).
+#[inline(always)]
+fn is_cls_word(v: u64) -> bool {
+    let hi = v & H;
+    let v7 = v & !H;
+    let cls = in_range(v7 | splat(0x20), 0x61, 0x7f) | in_range(v7, 0x2b, 0x3a);
+    cls & !hi == H
+}
+
+/// High bit set in each byte of `x` that equals `b` (exact as a whole: nonzero iff any does).
+#[inline(always)]
+fn has_byte(x: u64, b: u8) -> u64 {
+    let y = x ^ splat(b);
+    y.wrapping_sub(splat(1)) & !y & H
+}
+
+/// The slow path of [`scan`] for the word at `i`: `all_cls` when it passed the class tests (the
+/// start of an encoded-looking run), `s3` when its whitespace is every third byte.
+#[allow(clippy::too_many_arguments)]
+#[inline(never)]
+fn scan_word(
+    bytes: &[u8],
+    i: usize,
+    all_cls: bool,
+    s3: bool,
+    c: &mut Candidates,
+    block_end: &mut usize,
+    hex_end: &mut usize,
+) {
+    if all_cls && i >= *block_end {
+        let (a, b) = extend_block(bytes, i, i + 8);
+        *block_end = b;
+        if b - a >= MIN_BLOCK_RUN {
+            c.block_runs.push((a, b));
+        }
+    }
+    if s3 && i >= *hex_end {
+        for p in [i, i + 1, i + 2] {
+            if let Some((a, b, sep)) = sep_run(bytes, p, 3) {
+                *hex_end = b;
+                c.hex_sep_runs.push((a, b, sep));
+                break;
+            }
+        }
+    }
+}
+
+/// Quick reject for the usual case, a long word of prose: the class run around the word at `i`
+/// (not crossing line breaks) is shorter than [`MIN_BLOCK_RUN`] and no line break is next to
+/// it.
+#[inline(always)]
+fn long_enough(bytes: &[u8], i: usize) -> bool {
+    let need = MIN_BLOCK_RUN - 8;
+    let mut l = 0;
+    while l < need && i > l && is_cls(bytes[i - 1 - l]) {
+        l += 1;
+    }
+    let mut r = 0;
+    while l + r < need && bytes.get(i + 8 + r).is_some_and(|&c| is_cls(c)) {
+        r += 1;
+    }
+    l + r >= need || (i > l && break_at(bytes, i - 1 - l) > 0) || break_at(bytes, i + 8 + r) > 0
+}
+
+/// Wrapped encodings (MIME 76, PEM 64, most others) have full lines at least this long; a line
+/// break is crossed only after such a line, so that two short words on consecutive lines of
+/// prose are not joined into a candidate.
+const MIN_WRAP_LINE: usize = 16;
+
+/// Length of the line break (`\n` or `\r\n`) starting at `i`, or 0.
+fn break_at(bytes: &[u8], i: usize) -> usize {
+    match bytes.get(i) {
+        Some(b'\n') => 1,
+        Some(b'\r') if bytes.get(i + 1) == Some(&b'\n') => 2,
+        _ => 0,
+    }
+}
+
+/// The maximal run around `[a, b)` of class bytes, crossing single line breaks (`\n`, `\r\n`)
+/// that follow a line of at least [`MIN_WRAP_LINE`] class bytes and precede a class byte.
+fn extend_block(bytes: &[u8], mut a: usize, mut b: usize) -> (usize, usize) {
+    let n = bytes.len();
+    // Right first: `line` counts the class bytes since the last break.
+    let mut line = b - a;
+    loop {
+        if b < n && is_cls(bytes[b]) {
+            b += 1;
+            line += 1;
+            continue;
+        }
+        let k = break_at(bytes, b);
+        if k > 0 && line >= MIN_WRAP_LINE && bytes.get(b + k).is_some_and(|&c| is_cls(c)) {
+            b += k;
+            line = 0;
+            continue;
+        }
+        break;
+    }
+    loop {
+        while a > 0 && is_cls(bytes[a - 1]) {
+            a -= 1;
+        }
+        // Cross the break above only if the line above is a full wrapped line.
+        let k = if a >= 2 && bytes[a - 1] == b'\n' && bytes[a - 2] == b'\r' {
+            2
+        } else if a >= 1 && bytes[a - 1] == b'\n' {
+            1
+        } else {
+            0
+        };
+        if k == 0 || a < k + MIN_WRAP_LINE || !bytes[a - k - MIN_WRAP_LINE..a - k].iter().all(|&c| is_cls(c)) {
+            break;
+        }
+        a -= k;
+    }
+    (a, b)
+}
+
+/// A run of units (`unit` = 1: one character; 2: two hex digits) each followed by the same
+/// separator, the last one not, through separator position `p` (or `None`). Returns the covering
+/// range and the separator.
+fn sep_run(bytes: &[u8], p: usize, stride: usize) -> Option<(usize, usize, u8)> {
+    let sep = *bytes.get(p)?;
+    if !SEPARATORS.contains(&sep) {
+        return None;
+    }
+    let unit = stride - 1;
+    let ok_unit = |at: usize| -> bool {
+        (0..unit).all(|k| {
+            bytes.get(at + k).is_some_and(|&c| {
+                if unit == 2 {
+                    c.is_ascii_hexdigit()
+                } else {
+                    c > 0x20 && c < 0x7f && c != sep
+                }
+            })
+        })
+    };
+    // A unit must precede p.
+    if p < unit || !ok_unit(p - unit) {
+        return None;
+    }
+    let mut first = p - unit; // start of the first unit
+    while first >= stride && bytes[first - 1] == sep && ok_unit(first - stride) {
+        first -= stride;
+    }
+    let mut last = p + 1; // start of the last unit
+    if !ok_unit(last) {
+        return None;
+    }
+    while bytes.get(last + unit) == Some(&sep) && ok_unit(last + stride) {
+        last += stride;
+    }
+    let units = (last - first) / stride + 1;
+    let min = if unit == 2 { MIN_SEP_CHARS } else { MIN_SEP_CHARS };
+    (units >= min).then_some((first, last + unit, sep))
+}
+
+/// The units of a separated run without their separators, each byte mapped to itself.
+fn collapse(bytes: &[u8], a: usize, b: usize, sep: u8, unit: usize) -> (Vec<u8>, Vec<(usize, usize)>) {
+    let mut out = Vec::with_capacity((b - a) / 2 + 1);
+    let mut map = Vec::with_capacity(out.capacity());
+    let mut i = a;
+    while i < b {
+        for k in 0..unit {
+            out.push(bytes[i + k]);
+            map.push((i + k, i + k + 1));
+        }
+        i += unit;
+        debug_assert!(i >= b || bytes[i] == sep);
+        i += 1;
+    }
+    (out, map)
+}
+
+/// `0xde,0xad`, `0xde, 0xad`, `0xDE 0xAD`: runs of `0x`-prefixed (lower-case `x`) hex pairs with one consistent
+/// separator of one or two non-alphanumeric bytes, as hex digits.
+fn hex_token_runs(bytes: &[u8], starts: &[usize]) -> Vec<(usize, Vec<u8>, Vec<(usize, usize)>)> {
+    let mut out = Vec::new();
+    let mut skip_to = 0usize;
+    let tok = |at: usize| -> bool {
+        bytes.get(at) == Some(&b'0')
+            && matches!(bytes.get(at + 1), Some(b'x' | b'X'))
+            && bytes.get(at + 2).is_some_and(u8::is_ascii_hexdigit)
+            && bytes.get(at + 3).is_some_and(u8::is_ascii_hexdigit)
+        // (What follows the two digits is not checked: the last token may run into other text.)
+    };
+    for &p in starts {
+        {
+            if p < skip_to || !tok(p) {
+                continue;
+            }
+            // The separator: what lies between this token and the next `0x`.
+            let sep_len = match (0..=2).find(|&k| tok(p + 4 + k)) {
+                Some(k) if k > 0 && bytes[p + 4..p + 4 + k].iter().all(|c| !c.is_ascii_alphanumeric()) => k,
+                _ => continue,
+            };
+            let sep = &bytes[p + 4..p + 4 + sep_len];
+            let (mut dec, mut map) = (Vec::new(), Vec::new());
+            let mut at = p;
+            loop {
+                dec.extend_from_slice(&bytes[at + 2..at + 4]);
+                map.push((at, at + 3));
+                map.push((at + 3, at + 4));
+                let next = at + 4 + sep_len;
+                if bytes.get(at + 4..next) == Some(sep) && tok(next) {
+                    at = next;
+                } else {
+                    break;
+                }
+            }
+            skip_to = at + 4;
+            if dec.len() >= 2 * MIN_SEP_CHARS {
+                out.push((p, dec, map));
+            }
+        }
+    }
+    out
+}
+
+/// The block encodings tried on encoded-looking runs.
+#[derive(Clone, Copy)]
+enum Block {
+    Base64,
+    Base32,
+    Hex,
+}
+
+fn b64_val(c: u8) -> Option<u8> {
+    Some(match c {
+        b'A'..=b'Z' => c - b'A',
+        b'a'..=b'z' => c - b'a' + 26,
+        b'0'..=b'9' => c - b'0' + 52,
+        b'+' | b'-' => 62,
+        b'/' | b'_' => 63,
+        _ => return None,
+    })
+}
+
+fn b32_val(c: u8) -> Option<u8> {
+    Some(match c {
+        b'A'..=b'Z' => c - b'A',
+        b'a'..=b'z' => c - b'a',
+        b'2'..=b'7' => c - b'2' + 26,
+        _ => return None,
+    })
+}
+
+fn hex_val(c: u8) -> Option<u8> {
+    (c as char).to_digit(16).map(|d| d as u8)
+}
+
+impl Block {
+    fn val(self, c: u8) -> Option<u8> {
+        match self {
+            Block::Base64 => b64_val(c),
+            Block::Base32 => b32_val(c),
+            Block::Hex => hex_val(c),
+        }
+    }
+
+    fn bits(self) -> u32 {
+        match self {
+            Block::Base64 => 6,
+            Block::Base32 => 5,
+            Block::Hex => 4,
+        }
+    }
+
+    /// Character offsets to decode at (one per possible quantum alignment).
+    fn offsets(self) -> usize {
+        match self {
+            Block::Base64 => 4,
+            Block::Base32 => 8,
+            Block::Hex => 2,
+        }
+    }
+
+    /// Shorter alphabet runs are left to the generated variants.
+    fn min_chars(self) -> usize {
+        match self {
+            Block::Base64 => MIN_BLOCK_RUN,
+            Block::Base32 | Block::Hex => 16,
+        }
+    }
+
+    /// The next maximal alphabet run at or after `i` (before `b`), crossing line breaks: where it
+    /// ends, its characters (6-bit/5-bit/4-bit values) and its segments (index of the first
+    /// character of each line, and that character's position).
+    fn sub_run(self, bytes: &[u8], mut i: usize, b: usize) -> (usize, Vec<u8>, Vec<(usize, usize)>) {
+        while i < b && self.val(bytes[i]).is_none() {
+            i += 1;
+        }
+        let mut vals = Vec::new();
+        let mut segs = vec![(0, i)];
+        let mut e = i;
+        while i < b {
+            if let Some(v) = self.val(bytes[i]) {
+                if i != e {
+                    segs.push((vals.len(), i));
+                }
+                vals.push(v);
+                i += 1;
+                e = i;
+                continue;
+            }
+            let line = vals.len() - segs[segs.len() - 1].0;
+            let k = break_at(bytes, i);
+            if k > 0 && line >= MIN_WRAP_LINE && i + k < b && self.val(bytes[i + k]).is_some() {
+                i += k;
+            } else {
+                break;
+            }
+        }
+        (e, vals, segs)
+    }
+
+    /// Decodes character values (leniently: trailing partial bits are dropped).
+    fn decode(self, vals: &[u8]) -> Vec<u8> {
+        let bits = self.bits();
+        let mut out = Vec::with_capacity(vals.len() * bits as usize / 8 + 1);
+        let (mut acc, mut have) = (0u32, 0u32);
+        for &v in vals {
+            acc = (acc << bits) | v as u32;
+            have += bits;
+            if have >= 8 {
+                have -= 8;
+                out.push((acc >> have) as u8);
+                acc &= (1 << have) - 1;
+            }
+        }
+        out
+    }
+}
+
+/// Escape families, decoded one per layer so that a character that is an escape in one family
+/// and literal in another (`=41` inside a JSON string) is not decoded twice.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Family {
+    /// `%XX`.
+    Percent,
+    /// `\uXXXX` (UTF-16, surrogate pairs joined), `\u{X..}`, `\xXX` (a byte), `\n \r \t \b \f \0
+    /// \" \' \\ \/`.
+    Backslash,
+    /// `&#NN;`, `&#xNN;` (any case, leading zeros, `;` optional), named references for the ASCII
+    /// characters that have them (`&amp;`, `&lt;`...; `;` optional for the legacy five).
+    Html,
+    /// Quoted-printable `=XX` and soft line breaks `=\r\n`, `=\n`.
+    Qp,
+}
+
+impl Family {
+    const ALL: [Family; 4] = [Family::Percent, Family::Backslash, Family::Html, Family::Qp];
+
+    fn trigger(self) -> u8 {
+        match self {
+            Family::Percent => b'%',
+            Family::Backslash => b'\\',
+            Family::Html => b'&',
+            Family::Qp => b'=',
+        }
+    }
+
+    /// Decodes the escape at `i` (which holds the trigger): the bytes it stands for (appended to
+    /// `out`) and its length, or `None` when it is not an escape.
+    fn decode_at(self, b: &[u8], i: usize, out: &mut Vec<u8>) -> Option<usize> {
+        let hex2 = |at: usize| -> Option<u8> { Some(hex_val(*b.get(at)?)? << 4 | hex_val(*b.get(at + 1)?)?) };
+        match self {
+            Family::Percent => {
+                out.push(hex2(i + 1)?);
+                Some(3)
+            }
+            Family::Qp => {
+                if let Some(x) = hex2(i + 1) {
+                    out.push(x);
+                    return Some(3);
+                }
+                match (b.get(i + 1), b.get(i + 2)) {
+                    (Some(b'\n'), _) => Some(2),
+                    (Some(b'\r'), Some(b'\n')) => Some(3),
+                    _ => None,
+                }
+            }
+            Family::Backslash => {
+                let c = *b.get(i + 1)?;
+                let simple = match c {
+                    b'n' => Some(b'\n'),
+                    b'r' => Some(b'\r'),
+                    b't' => Some(b'\t'),
+                    b'b' => Some(8),
+                    b'f' => Some(12),
+                    b'0' => Some(0),
+                    b'"' | b'\'' | b'\\' | b'/' => Some(c),
+                    _ => None,
+                };
+                if let Some(s) = simple {
+                    out.push(s);
+                    return Some(2);
+                }
+                match c {
+                    b'x' | b'X' => {
+                        out.push(hex2(i + 2)?);
+                        Some(4)
+                    }
+                    b'u' | b'U' if b.get(i + 2) == Some(&b'{') => {
+                        let mut cp = 0u32;
+                        let mut k = i + 3;
+                        while k < b.len() && k < i + 11 && b[k] != b'}' {
+                            cp = cp << 4 | hex_val(b[k])? as u32;
+                            k += 1;
+                        }
+                        if b.get(k) != Some(&b'}') || k == i + 3 {
+                            return None;
+                        }
+                        push_char(out, cp)?;
+                        Some(k + 1 - i)
+                    }
+                    b'u' | b'U' => {
+                        let u1 = u16::from(hex2(i + 2)?) << 8 | u16::from(hex2(i + 4)?);
+                        if (0xd800..0xdc00).contains(&u1) && b.get(i + 6) == Some(&b'\\') && b.get(i + 7) == Some(&b'u') {
+                            if let (Some(x), Some(y)) = (hex2(i + 8), hex2(i + 10)) {
+                                let u2 = u16::from(x) << 8 | u16::from(y);
+                                if (0xdc00..0xe000).contains(&u2) {
+                                    let cp = 0x10000 + ((u32::from(u1) - 0xd800) << 10) + (u32::from(u2) - 0xdc00);
+                                    push_char(out, cp)?;
+                                    return Some(12);
+                                }
+                            }
+                        }
+                        push_char(out, u32::from(u1))?;
+                        Some(6)
+                    }
+                    _ => None,
+                }
+            }
+            Family::Html => {
+                if b.get(i + 1) == Some(&b'#') {
+                    let hex = matches!(b.get(i + 2), Some(b'x' | b'X'));
+                    let mut k = i + 2 + hex as usize;
+                    let start = k;
+                    let mut cp = 0u32;
+                    while k < b.len() && k < start + 10 {
+                        let d = if hex { hex_val(b[k]) } else { (b[k] as char).to_digit(10).map(|d| d as u8) };
+                        let Some(d) = d else { break };
+                        cp = cp.saturating_mul(if hex { 16 } else { 10 }).saturating_add(d as u32);
+                        k += 1;
+                    }
+                    if k == start {
+                        return None;
+                    }
+                    push_char(out, cp)?;
+                    // The `;` is optional (browsers accept `&#65` followed by a non-digit).
+                    return Some(k - i + (b.get(k) == Some(&b';')) as usize);
+                }
+                const NAMED: &[(&[u8], u8, bool)] = &[
+                    (b"amp", b'&', true),
+                    (b"lt", b'<', true),
+                    (b"gt", b'>', true),
+                    (b"quot", b'"', true),
+                    (b"apos", b'\'', false),
+                    (b"nbsp", b' ', false),
+                    (b"colon", b':', false),
+                    (b"sol", b'/', false),
+                    (b"equals", b'=', false),
+                    (b"plus", b'+', false),
+                    (b"num", b'#', false),
+                    (b"excl", b'!', false),
+                    (b"quest", b'?', false),
+                    (b"percnt", b'%', false),
+                    (b"commat", b'@', false),
+                    (b"lpar", b'(', false),
+                    (b"rpar", b')', false),
+                    (b"comma", b',', false),
+                    (b"period", b'.', false),
+                    (b"semi", b';', false),
+                    (b"lowbar", b'_', false),
+                    (b"dollar", b'$', false),
+                    (b"ast", b'*', false),
+                    (b"bsol", b'\\', false),
+                    (b"lsqb", b'[', false),
+                    (b"rsqb", b']', false),
+                    (b"lbrack", b'[', false),
+                    (b"rbrack", b']', false),
+                    (b"lcub", b'{', false),
+                    (b"rcub", b'}', false),
+                    (b"lbrace", b'{', false),
+                    (b"rbrace", b'}', false),
+                    (b"verbar", b'|', false),
+                    (b"vert", b'|', false),
+                    (b"Hat", b'^', false),
+                    (b"grave", b'`', false),
+                    (b"tilde", b'~', false),
+                    (b"hyphen", b'-', false),
+                    (b"dash", b'-', false),
+                    (b"newline", b'\n', false),
+                    (b"tab", b'\t', false),
+                ];
+                let rest = &b[i + 1..];
+                // Longest name first where one is a prefix of another (`comma`/`commat`).
+                let mut best: Option<(usize, u8)> = None;
+                for &(name, ch, legacy) in NAMED {
+                    if rest.starts_with(name) {
+                        let semi = rest.get(name.len()) == Some(&b';');
+                        if semi || legacy {
+                            let len = 1 + name.len() + semi as usize;
+                            if best.is_none_or(|(l, _)| len > l) {
+                                best = Some((len, ch));
+                            }
+                        }
+                    }
+                }
+                let (len, ch) = best?;
+                out.push(ch);
+                Some(len)
+            }
+        }
+    }
+}
+
+fn push_char(out: &mut Vec<u8>, cp: u32) -> Option<()> {
+    let c = char::from_u32(cp)?;
+    let mut buf = [0u8; 4];
+    out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+    Some(())
+}
+
+/// Positions of the escape trigger bytes and of `0x`: one `memchr3` pass and one `memchr2`
+/// pass (`x` is rare enough in prose that checking for a `0` before it is cheaper than a
+/// separate substring search; `0X` is left out).
+struct Triggers {
+    pct: Vec<usize>,
+    bsl: Vec<usize>,
+    amp: Vec<usize>,
+    eq: Vec<usize>,
+    hx: Vec<usize>,
+}
+
+impl Triggers {
+    fn find(bytes: &[u8]) -> Triggers {
+        let mut t = Triggers { pct: Vec::new(), bsl: Vec::new(), amp: Vec::new(), eq: Vec::new(), hx: Vec::new() };
+        for p in memchr::memchr3_iter(b'%', b'\\', b'&', bytes) {
+            match bytes[p] {
+                b'%' => t.pct.push(p),
+                b'\\' => t.bsl.push(p),
+                _ => t.amp.push(p),
+            }
+        }
+        for p in memchr::memchr2_iter(b'=', b'x', bytes) {
+            if bytes[p] == b'=' {
+                t.eq.push(p);
+            } else if p > 0 && bytes[p - 1] == b'0' {
+                t.hx.push(p - 1);
+            }
+        }
+        t
+    }
+
+    fn of(&self, fam: Family) -> &[usize] {
+        match fam {
+            Family::Percent => &self.pct,
+            Family::Backslash => &self.bsl,
+            Family::Html => &self.amp,
+            Family::Qp => &self.eq,
+        }
+    }
+}
+
+/// Ranges `[pos - reach, pos + reach]` around every escape of `fam` (at `positions`), merged
+/// (an escaped secret's escapes lie within its length of one another, so the merged region holds
+/// all of it), keeping those that touch new bytes. `strict`: only escapes that touch new bytes
+/// seed a region.
+fn escape_regions(
+    bytes: &[u8],
+    positions: &[usize],
+    fam: Family,
+    reach: usize,
+    new: &dyn Fn(usize, usize) -> bool,
+    strict: bool,
+) -> Vec<(usize, usize)> {
+    let mut out: Vec<(usize, usize)> = Vec::new();
+    let mut scratch = Vec::new();
+    for &p in positions {
+        scratch.clear();
+        let Some(len) = fam.decode_at(bytes, p, &mut scratch) else { continue };
+        if strict && !new(p, p + len) {
+            continue;
+        }
+        let a = p.saturating_sub(reach);
+        let b = (p + reach).min(bytes.len());
+        match out.last_mut() {
+            Some(last) if a <= last.1 => last.1 = b,
+            _ => out.push((a, b)),
+        }
+    }
+    // A region with no new byte was decoded in the parent layer already. (Whole regions, not
+    // single escapes: a span mixing two families needs each decoded after the other.)
+    out.retain(|&(a, b)| new(a, b));
+    out
+}
+
+/// Decoded bytes, each byte's source range, and the output ranges that escapes produced.
+type EscapeLayer = (Vec<u8>, Vec<(usize, usize)>, Vec<(usize, usize)>);
+
+/// Decodes the escapes of `fam` in `bytes[a..b]`, copying other bytes; `None` when there were
+/// none. Each output byte maps to the escape (or byte) it came from.
+fn decode_escapes(bytes: &[u8], a: usize, b: usize, fam: Family) -> Option<EscapeLayer> {
+    let mut out = Vec::with_capacity(b - a);
+    let mut map = Vec::with_capacity(b - a);
+    let mut changed: Vec<(usize, usize)> = Vec::new();
+    let mut any = false;
+    let t = fam.trigger();
+    let mut i = a;
+    // Decoding reads past `b` only to finish an escape that starts before it.
+    while i < b {
+        if bytes[i] == t {
+            let before = out.len();
+            if let Some(len) = fam.decode_at(bytes, i, &mut out) {
+                any = true;
+                let end = (i + len).min(bytes.len());
+                map.extend(std::iter::repeat_n((i, end), out.len() - before));
+                // (A soft line break produces nothing but joins its neighbours: mark them.)
+                let (cs, ce) = (before.saturating_sub(1), (out.len() + 1).max(before + 1));
+                match changed.last_mut() {
+                    Some(last) if cs <= last.1 => last.1 = last.1.max(ce),
+                    _ => changed.push((cs, ce)),
+                }
+                i = end;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        map.push((i, i + 1));
+        i += 1;
+    }
+    if !any || out.is_empty() {
+        return None;
+    }
+    // A soft line break decodes to nothing; give nothing a map entry it does not need.
+    debug_assert_eq!(out.len(), map.len());
+    Some((out, map, changed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn class_swar_agrees_with_scalar() {
+        for b0 in 0u8..=255 {
+            let v = u64::from_le_bytes([b0, b'a', b'a', b'a', b'a', b'a', b'a', b'a']);
+            assert_eq!(is_cls_word(v), is_cls(b0), "{b0:#x}");
+        }
+    }
+
+    #[test]
+    fn block_decoders_round_trip() {
+        let data = b"hello, world: 0123456789";
+        let vals: Vec<u8> = crate::variants::base32_encode(data).iter().map(|&c| b32_val(c).unwrap()).collect();
+        assert_eq!(Block::Base32.decode(&vals), data);
+        let hex: Vec<u8> = data.iter().flat_map(|b| format!("{b:02x}").into_bytes()).map(|c| hex_val(c).unwrap()).collect();
+        assert_eq!(Block::Hex.decode(&hex), data);
+    }
+
+    #[test]
+    fn separated_runs_are_found() {
+        let t = b"xx s-e-c-r-e-t-1 yy";
+        let (a, b, sep) = sep_run(t, 4, 2).unwrap();
+        assert_eq!((&t[a..b], sep), (&b"s-e-c-r-e-t-1"[..], b'-'));
+        let t = b"mac de:ad:be:ef:00:11 ok";
+        let (a, b, _) = sep_run(t, 6, 3).unwrap();
+        assert_eq!(&t[a..b], b"de:ad:be:ef:00:11");
+        assert_eq!(collapse(t, a, b, b':', 2).0, b"deadbeef0011");
+    }
+
+    #[test]
+    fn escapes_decode_with_maps() {
+        let t = b"u:p%40ss%3Aw%2Frd@h";
+        let (d, m, _) = decode_escapes(t, 0, t.len(), Family::Percent).unwrap();
+        assert_eq!(d, b"u:p@ss:w/rd@h");
+        assert_eq!(m[3], (3, 6));
+        let t = b"\\ud83d\\ude00&#x41&#065;&amp&lt;";
+        let (d, _, _) = decode_escapes(t, 0, t.len(), Family::Backslash).unwrap();
+        assert_eq!(d, "\u{1F600}&#x41&#065;&amp&lt;".as_bytes());
+        let (d, _, _) = decode_escapes(t, 0, t.len(), Family::Html).unwrap();
+        assert_eq!(d, b"\\ud83d\\ude00AA&<");
+    }
+}
+
+
