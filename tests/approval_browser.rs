@@ -186,5 +186,7 @@ fn approval_page_in_chromium_shows_the_exact_call_inert_and_approves_it() {
     // What the browser approved ran once, with the exact text.
     let (_, v) = s.call("SELECT body FROM notes", serde_json::json!([]));
     assert_eq!(v["result"]["rows"].as_array().unwrap().len(), 1, "{v}");
-    assert!(v["result"]["rows"][0][0].as_str().unwrap().contains("<img src=x onerror="), "{v}");
+    // The exact text ran; read back, its active markup comes defanged (T11).
+    assert!(v["result"]["rows"][0][0].as_str().unwrap().contains("&lt;img src=x onerror="), "{v}");
+    assert_eq!(v["result"]["untrusted_markup"]["action"], "neutralized", "{v}");
 }

@@ -324,7 +324,8 @@ fn is_cls(b: u8) -> bool {
 /// those words reach the exact (slower) tests.
 fn scan(bytes: &[u8], seps: &[u64]) -> Candidates {
     let mut c = Candidates::default();
-    let (mut block_end, mut hex_end, mut sep_end) = (0usize, 0usize, 0usize);
+    let mut ends = RunEnds::default();
+    let mut sep_end = 0usize;
     for (k, &m) in seps.iter().enumerate() {
         let alt = has_byte(m, 0x55) | has_byte(m, 0xaa);
         if (has_byte(m, 0) | has_byte(m, 0x49) | has_byte(m, 0x92) | alt) == 0 {
@@ -355,9 +356,9 @@ fn scan(bytes: &[u8], seps: &[u64]) -> Candidates {
             let v = u64::from_le_bytes(bytes[i..i + 8].try_into().unwrap_or([0; 8]));
             // The exact class test inline: most whitespace-free words of prose fail it (`@`,
             // `'`, `(`) or are too short a run.
-            let cls = lw == 0 && is_cls_word(v) && i >= block_end && long_enough(bytes, i);
+            let cls = lw == 0 && is_cls_word(v) && i >= ends.block && long_enough(bytes, i);
             if cls || lw != 0 {
-                scan_word(bytes, i, cls, lw != 0, &mut c, &mut block_end, &mut hex_end);
+                scan_word(bytes, i, WordClass { all_cls: cls, s3: lw != 0 }, &mut c, &mut ends);
             }
             // `s-e-c-r-e-t`, `!.#.$`: bytes 0,2,4,6 (or 1,3,5,7) of a whitespace-free word equal.
             // A separated run of 8 characters spans 15 bytes, so it holds a whole word.
@@ -392,30 +393,36 @@ fn has_byte(x: u64, b: u8) -> u64 {
     y.wrapping_sub(splat(1)) & !y & H
 }
 
-/// The slow path of [`scan`] for the word at `i`: `all_cls` when it passed the class tests (the
-/// start of an encoded-looking run), `s3` when its whitespace is every third byte.
-#[allow(clippy::too_many_arguments)]
-#[inline(never)]
-fn scan_word(
-    bytes: &[u8],
-    i: usize,
+/// What the fast tests of [`scan`] found in one 8-byte word.
+#[derive(Clone, Copy)]
+struct WordClass {
+    /// It passed the class tests: the start of an encoded-looking run.
     all_cls: bool,
+    /// Its whitespace is every third byte: maybe `de ad be ef`.
     s3: bool,
-    c: &mut Candidates,
-    block_end: &mut usize,
-    hex_end: &mut usize,
-) {
-    if all_cls && i >= *block_end {
+}
+
+/// Where the last block run and separated-hex run ended, so a run is recorded once.
+#[derive(Default)]
+struct RunEnds {
+    block: usize,
+    hex: usize,
+}
+
+/// The slow path of [`scan`] for the word at `i`.
+#[inline(never)]
+fn scan_word(bytes: &[u8], i: usize, word: WordClass, c: &mut Candidates, ends: &mut RunEnds) {
+    if word.all_cls && i >= ends.block {
         let (a, b) = extend_block(bytes, i, i + 8);
-        *block_end = b;
+        ends.block = b;
         if b - a >= MIN_BLOCK_RUN {
             c.block_runs.push((a, b));
         }
     }
-    if s3 && i >= *hex_end {
+    if word.s3 && i >= ends.hex {
         for p in [i, i + 1, i + 2] {
             if let Some((a, b, sep)) = sep_run(bytes, p, 3) {
-                *hex_end = b;
+                ends.hex = b;
                 c.hex_sep_runs.push((a, b, sep));
                 break;
             }
