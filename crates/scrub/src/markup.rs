@@ -34,6 +34,10 @@ struct Patterns {
     /// Markdown image or link syntax.
     md_image: Regex,
     md_link: Regex,
+    /// An inline link's destination: `](dest`.
+    link_dest: Regex,
+    /// A reference definition: `[label]: dest` at the start of a line.
+    ref_def: Regex,
 }
 
 fn patterns() -> &'static Patterns {
@@ -48,6 +52,8 @@ fn patterns() -> &'static Patterns {
         .expect("tag pattern"),
         md_image: Regex::new(r"!\s*\[").expect("image pattern"),
         md_link: Regex::new(r"\]\s*[(\[]").expect("link pattern"),
+        link_dest: Regex::new(r"\]\s*\(\s*<?([^\s)>]*)").expect("link destination pattern"),
+        ref_def: Regex::new(r"(?m)^([ \t]{0,3})\[([^\]\n]*)\]:[ \t]*<?(\S*)").expect("reference definition pattern"),
     })
 }
 
@@ -118,6 +124,34 @@ pub fn neutralize<'a>(text: &'a str, own_hosts: &[String]) -> (Cow<'a, str>, usi
         Cow::Borrowed(_) => t,
         Cow::Owned(o) => Cow::Owned(o),
     };
+    // A link destination or reference definition that is not plainly one of the handle's own
+    // URLs is broken too: renderers decode entities and escapes in destinations, so
+    // `[a](&#104;ttps://attacker.test)` is a live link whose scheme no URL pattern sees.
+    let own_url = |d: &str| {
+        let l = d.to_ascii_lowercase();
+        let rest = l.strip_prefix("https://").or_else(|| l.strip_prefix("http://"));
+        rest.is_some_and(|r| own(&host_of(r.split(['/', '?', '#']).next().unwrap_or(""))))
+    };
+    let t = match p.link_dest.replace_all(&t, |c: &regex::Captures<'_>| {
+        if own_url(&c[1]) {
+            return c[0].to_owned();
+        }
+        n += 1;
+        c[0].replacen('(', "\\(", 1)
+    }) {
+        Cow::Borrowed(_) => t,
+        Cow::Owned(o) => Cow::Owned(o),
+    };
+    let t = match p.ref_def.replace_all(&t, |c: &regex::Captures<'_>| {
+        if own_url(&c[3]) {
+            return c[0].to_owned();
+        }
+        n += 1;
+        format!("{}\\[{}]:{}", &c[1], &c[2], &c[0][c[1].len() + c[2].len() + 3..])
+    }) {
+        Cow::Borrowed(_) => t,
+        Cow::Owned(o) => Cow::Owned(o),
+    };
     let t = if foreign_url || n > before {
         match p.md_link.replace_all(&t, |c: &regex::Captures<'_>| c[0].replacen('(', "\\(", 1).replacen("][", "]\\[", 1)) {
             Cow::Borrowed(_) => t,
@@ -171,7 +205,11 @@ mod tests {
             ("<https://attacker.test/x>", "<https[:]//attacker.test/x>"),
             ("<img src=\"https://attacker.test/a.png\">", "&lt;img src=\"https[:]//attacker.test/a.png\">"),
             ("<IMG SRC=//attacker.test/a>", "&lt;IMG SRC=[/]/attacker.test/a>"),
-            ("[ref]: https://attacker.test/q", "[ref]: https[:]//attacker.test/q"),
+            ("[ref]: https://attacker.test/q", "\\[ref]: https[:]//attacker.test/q"),
+            ("[a](&#104;ttps://attacker.test/)", "[a]\\(&#104;ttps://attacker.test/)"),
+            ("[a](%68ttps://attacker.test/)", "[a]\\(%68ttps://attacker.test/)"),
+            ("[r]: &#x68;ttps://attacker.test/", "\\[r]: &#x68;ttps://attacker.test/"),
+            ("[docs](https://api.example.com/v1/docs)", "[docs](https://api.example.com/v1/docs)"),
             ("[a](javascript:alert(1))", "[a]\\(javascript[:]alert(1))"),
             ("doc at https://api.example.com/v1/docs", "doc at https://api.example.com/v1/docs"),
             ("https://user@API.example.com:443/x", "https://user@API.example.com:443/x"),

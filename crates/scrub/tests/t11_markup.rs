@@ -103,7 +103,7 @@ proptest! {
 fn t11_flag_only_counts_and_off_does_nothing() {
     let text = "![x](https://attacker.test/?d=1)";
     let mut v = serde_json::json!({"rows": [[text]]});
-    assert_eq!(apply(&mut v, MarkupPolicy::Flag, &own()), 2);
+    assert_eq!(apply(&mut v, MarkupPolicy::Flag, &own()), 3, "the URL, the image syntax and the link destination");
     assert_eq!(v["rows"][0][0], text);
     assert_eq!(apply(&mut v, MarkupPolicy::Off, &own()), 0);
     assert_eq!(v["rows"][0][0], text);
@@ -119,4 +119,24 @@ fn t20_long_hostile_markup_is_linear() {
     let (out, n) = neutralize(&big, &own());
     assert!(n > 0);
     assert!(live_foreign_reference(&out).is_none());
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    /// Renderers decode entities and escapes in link destinations, so a scheme no URL pattern
+    /// sees (`&#104;ttps:`, `%68ttps:`) still leads out: every link destination and reference
+    /// definition that is not plainly the handle's own URL loses its syntax.
+    #[test]
+    fn t11_hidden_schemes_in_link_destinations_are_broken(
+        hidden in prop_oneof![Just("&#104;ttps"), Just("&#x68;ttps"), Just("h&#116;tps"), Just("%68ttps"), Just("HT&#84;P"), Just("&#0000104;ttp")],
+        host in host(),
+        reference in any::<bool>(),
+    ) {
+        let dest = format!("{hidden}://{host}/x");
+        let input = if reference { format!("[a][r]\n\n[r]: {dest}") } else { format!("[a]({dest})") };
+        let (out, n) = neutralize(&input, &own());
+        prop_assert!(n > 0, "{input:?}");
+        prop_assert!(!out.contains(&format!("]({dest}")) && !out.contains(&format!("\n[r]: {dest}")), "{input:?} -> {out:?}");
+    }
 }
