@@ -5,7 +5,7 @@
 //! the tail carries 256 random bits. The id lets the store fetch one row; the comparison of the
 //! hash of the whole token is what authenticates.
 
-use crate::db::{now, with_pool};
+use crate::db::{conflict, now, with_pool, Arg};
 use crate::{Result, Store, StoreError};
 use base64::Engine as _;
 use rand::RngCore;
@@ -33,10 +33,6 @@ pub struct Agent {
 pub struct NewToken(String);
 
 impl NewToken {
-    pub(crate) fn new(token: String) -> NewToken {
-        NewToken(token)
-    }
-
     /// The token text, to show the operator once.
     pub fn reveal(&self) -> &str {
         &self.0
@@ -53,13 +49,82 @@ pub(crate) fn token_hash(token: &str) -> Vec<u8> {
     digest::digest(&digest::SHA256, token.as_bytes()).as_ref().to_vec()
 }
 
-/// Splits a token into its agent id, or None when it is not shaped like one.
-fn token_id(token: &str) -> Option<&str> {
-    let rest = token.strip_prefix("alk_")?;
-    let (id, tail) = rest.split_once('_')?;
-    let id_ok = id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase());
-    let tail_ok = tail.len() == 43 && tail.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-    (id_ok && tail_ok).then_some(id)
+/// A kind of token holder: agents (`alk_` tokens) or approvers (`apr_` tokens), each in its
+/// own table. Token format: `<prefix><id>_<43 base64url chars>`, where `<id>` is the holder's
+/// 16-hex-digit id and the tail carries 256 random bits.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Holder {
+    /// The table.
+    table: &'static str,
+    /// What one is called in messages.
+    what: &'static str,
+    /// The tokens' prefix.
+    prefix: &'static str,
+}
+
+/// Agents.
+const AGENT: Holder = Holder { table: "agents", what: "agent", prefix: "alk_" };
+
+/// Approvers.
+pub(crate) const APPROVER: Holder = Holder { table: "approvers", what: "approver", prefix: "apr_" };
+
+impl Holder {
+    /// The holder id in `token`, or None when it is not shaped like this holder's token.
+    pub(crate) fn token_id(self, token: &str) -> Option<&str> {
+        let rest = token.strip_prefix(self.prefix)?;
+        let (id, tail) = rest.split_once('_')?;
+        let id_ok = id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase());
+        let tail_ok = tail.len() == 43 && tail.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        (id_ok && tail_ok).then_some(id)
+    }
+
+    /// A new id and a token for it.
+    fn new_token(self) -> (String, String) {
+        // The thread-local generator is not Send: it must not live across an await.
+        let mut rng = rand::rng();
+        let mut id = [0u8; 8];
+        rng.fill_bytes(&mut id);
+        let mut secret = [0u8; 32];
+        rng.fill_bytes(&mut secret);
+        let id = hex::encode(id);
+        let token = format!("{}{id}_{}", self.prefix, base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret));
+        (id, token)
+    }
+}
+
+impl Store {
+    /// Stores a new `holder` called `name`: its id, name, token hash and creation time, and the
+    /// `extra` columns with their values. Returns the id, the creation time and the token.
+    pub(crate) async fn add_holder(
+        &self,
+        holder: Holder,
+        name: &str,
+        extra: &[(&str, Arg<'_>)],
+    ) -> Result<(String, String, NewToken)> {
+        if !airlock_core::config::valid_agent_name(name) {
+            return Err(StoreError::Invalid(format!(
+                "an {} name is 1 to 64 characters of a-z, 0-9, '-' and '_', starting with a letter",
+                holder.what
+            )));
+        }
+        let (id, token) = holder.new_token();
+        let created = now();
+        let hash = token_hash(&token);
+        let mut columns = vec!["id", "name", "token_hash", "created_at"];
+        let mut args = vec![Arg::Text(&id), Arg::Text(name), Arg::Bytes(&hash), Arg::Text(&created)];
+        for (column, value) in extra {
+            columns.push(column);
+            args.push(*value);
+        }
+        let sql = format!(
+            "INSERT INTO {} ({}) VALUES ({})",
+            holder.table,
+            columns.join(", "),
+            vec!["?"; columns.len()].join(", ")
+        );
+        conflict(self.execute(&sql, &args).await, || format!("{} {name}", holder.what))?;
+        Ok((id, created, NewToken(token)))
+    }
 }
 
 type AgentRow = (String, String, Option<String>, String, Option<String>, Option<String>);
@@ -76,42 +141,8 @@ impl Store {
         parent: Option<&str>,
         expires_at: Option<&str>,
     ) -> Result<(Agent, NewToken)> {
-        if !airlock_core::config::valid_agent_name(name) {
-            return Err(StoreError::Invalid(
-                "an agent name is 1 to 64 characters of a-z, 0-9, '-' and '_', starting with a letter".into(),
-            ));
-        }
-        // The thread-local generator is not Send: it must not live across an await.
-        let (id, secret) = {
-            let mut rng = rand::rng();
-            let mut id = [0u8; 8];
-            rng.fill_bytes(&mut id);
-            let mut secret = [0u8; 32];
-            rng.fill_bytes(&mut secret);
-            (id, secret)
-        };
-        let id = hex::encode(id);
-        let token = format!("alk_{id}_{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret));
-        let created = now();
-        let res = with_pool!(self, |p, d| sqlx::query(&d.sql(
-            "INSERT INTO agents (id, name, token_hash, parent, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?)",
-        ))
-        .bind(&id)
-        .bind(name)
-        .bind(token_hash(&token))
-        .bind(parent)
-        .bind(&created)
-        .bind(expires_at)
-        .execute(p)
-        .await
-        .map(|_| ()));
-        match res {
-            Ok(()) => {}
-            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-                return Err(StoreError::Conflict(format!("agent {name}")));
-            }
-            Err(e) => return Err(e.into()),
-        }
+        let extra = [("parent", parent.into()), ("expires_at", expires_at.into())];
+        let (id, created, token) = self.add_holder(AGENT, name, &extra).await?;
         let agent = Agent {
             id,
             name: name.to_owned(),
@@ -120,20 +151,19 @@ impl Store {
             expires_at: expires_at.map(str::to_owned),
             revoked_at: None,
         };
-        Ok((agent, NewToken(token)))
+        Ok((agent, token))
     }
 
     /// Authenticates a bearer token: the live, unexpired agent it belongs to, or None. The same
     /// answer (None) for a malformed, unknown, wrong, revoked or expired token.
     pub async fn authenticate(&self, token: &str) -> Result<Option<Agent>> {
-        let Some(id) = token_id(token) else { return Ok(None) };
-        let row: Option<(String, String, Option<String>, String, Option<String>, Option<String>, Vec<u8>)> =
-            with_pool!(self, |p, d| sqlx::query_as(&d.sql(
+        let Some(id) = AGENT.token_id(token) else { return Ok(None) };
+        let row: Option<(String, String, Option<String>, String, Option<String>, Option<String>, Vec<u8>)> = self
+            .fetch_optional(
                 "SELECT id, name, parent, created_at, expires_at, revoked_at, token_hash FROM agents WHERE id = ?",
-            ))
-            .bind(id)
-            .fetch_optional(p)
-            .await)?;
+                &[id.into()],
+            )
+            .await?;
         let Some((id, name, parent, created_at, expires_at, revoked_at, stored)) = row else {
             return Ok(None);
         };
@@ -157,12 +187,8 @@ impl Store {
             if depth > 16 {
                 return Ok(None);
             }
-            let r: Option<(Option<String>, Option<String>)> = with_pool!(self, |pool, d| sqlx::query_as(&d.sql(
-                "SELECT parent, revoked_at FROM agents WHERE id = ?"
-            ))
-            .bind(&p)
-            .fetch_optional(pool)
-            .await)?;
+            let r: Option<(Option<String>, Option<String>)> =
+                self.fetch_optional("SELECT parent, revoked_at FROM agents WHERE id = ?", &[(&p).into()]).await?;
             match r {
                 Some((next, None)) => cursor = next,
                 _ => return Ok(None),
@@ -173,11 +199,9 @@ impl Store {
 
     /// Every agent, live and revoked, oldest first.
     pub async fn list_agents(&self) -> Result<Vec<Agent>> {
-        let rows: Vec<AgentRow> = with_pool!(self, |p, d| sqlx::query_as(
-            "SELECT id, name, parent, created_at, expires_at, revoked_at FROM agents ORDER BY created_at, id",
-        )
-        .fetch_all(p)
-        .await)?;
+        let rows: Vec<AgentRow> = self
+            .fetch_all("SELECT id, name, parent, created_at, expires_at, revoked_at FROM agents ORDER BY created_at, id", &[])
+            .await?;
         Ok(rows.into_iter().map(row_to_agent).collect())
     }
 
@@ -227,12 +251,8 @@ impl Store {
             if out.len() > 16 {
                 break;
             }
-            let r: Option<(String, Option<String>)> = with_pool!(self, |pool, d| sqlx::query_as(&d.sql(
-                "SELECT name, parent FROM agents WHERE id = ?"
-            ))
-            .bind(&p)
-            .fetch_optional(pool)
-            .await)?;
+            let r: Option<(String, Option<String>)> =
+                self.fetch_optional("SELECT name, parent FROM agents WHERE id = ?", &[(&p).into()]).await?;
             match r {
                 Some((name, next)) => {
                     out.push(name);

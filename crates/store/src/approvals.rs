@@ -9,11 +9,9 @@
 //! change is one conditional UPDATE, so a decision lands once and an approval is used once even
 //! under concurrent retries.
 
-use crate::agents::{token_hash, NewToken};
-use crate::db::{now, with_pool};
-use crate::{Result, Store, StoreError};
-use base64::Engine as _;
-use rand::RngCore;
+use crate::agents::{token_hash, NewToken, APPROVER};
+use crate::db::{found, now, with_pool};
+use crate::{Result, Store};
 use subtle::ConstantTimeEq;
 
 /// A stored approver (never its token).
@@ -31,14 +29,6 @@ pub struct Approver {
 
 /// id, name, created_at, revoked_at, token_hash.
 type ApproverRow = (String, String, String, Option<String>, Vec<u8>);
-
-fn approver_token_id(token: &str) -> Option<&str> {
-    let rest = token.strip_prefix("apr_")?;
-    let (id, tail) = rest.split_once('_')?;
-    let id_ok = id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase());
-    let tail_ok = tail.len() == 43 && tail.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-    (id_ok && tail_ok).then_some(id)
-}
 
 /// Where an approval stands. `expired` is not stored: it is any pending or approved row past
 /// its expiry.
@@ -202,50 +192,17 @@ pub enum DecideOutcome {
 impl Store {
     /// Creates an approver and returns it with its token (shown once).
     pub async fn add_approver(&self, name: &str) -> Result<(Approver, NewToken)> {
-        if !airlock_core::config::valid_agent_name(name) {
-            return Err(StoreError::Invalid(
-                "an approver name is 1 to 64 characters of a-z, 0-9, '-' and '_', starting with a letter".into(),
-            ));
-        }
-        let (id, secret) = {
-            let mut rng = rand::rng();
-            let mut id = [0u8; 8];
-            rng.fill_bytes(&mut id);
-            let mut secret = [0u8; 32];
-            rng.fill_bytes(&mut secret);
-            (id, secret)
-        };
-        let id = hex::encode(id);
-        let token = format!("apr_{id}_{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret));
-        let created = now();
-        let res = with_pool!(self, |p, d| sqlx::query(&d.sql("INSERT INTO approvers (id, name, token_hash, created_at) VALUES (?, ?, ?, ?)"))
-            .bind(&id)
-            .bind(name)
-            .bind(token_hash(&token))
-            .bind(&created)
-            .execute(p)
-            .await
-            .map(|_| ()));
-        match res {
-            Ok(()) => {}
-            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-                return Err(StoreError::Conflict(format!("approver {name}")));
-            }
-            Err(e) => return Err(e.into()),
-        }
-        Ok((Approver { id, name: name.to_owned(), created_at: created, revoked_at: None }, NewToken::new(token)))
+        let (id, created, token) = self.add_holder(APPROVER, name, &[]).await?;
+        Ok((Approver { id, name: name.to_owned(), created_at: created, revoked_at: None }, token))
     }
 
     /// Authenticates an approver token: the live approver it belongs to, or None (the same for a
     /// malformed, unknown, wrong or revoked token, and for any agent token).
     pub async fn authenticate_approver(&self, token: &str) -> Result<Option<Approver>> {
-        let Some(id) = approver_token_id(token) else { return Ok(None) };
-        let row: Option<ApproverRow> = with_pool!(self, |p, d| sqlx::query_as(
-            &d.sql("SELECT id, name, created_at, revoked_at, token_hash FROM approvers WHERE id = ?")
-        )
-        .bind(id)
-        .fetch_optional(p)
-        .await)?;
+        let Some(id) = APPROVER.token_id(token) else { return Ok(None) };
+        let row: Option<ApproverRow> = self
+            .fetch_optional("SELECT id, name, created_at, revoked_at, token_hash FROM approvers WHERE id = ?", &[id.into()])
+            .await?;
         let Some((id, name, created_at, revoked_at, stored)) = row else { return Ok(None) };
         if !bool::from(token_hash(token).as_slice().ct_eq(stored.as_slice())) || revoked_at.is_some() {
             return Ok(None);
@@ -255,55 +212,46 @@ impl Store {
 
     /// Every approver, live and revoked, oldest first.
     pub async fn list_approvers(&self) -> Result<Vec<Approver>> {
-        let rows: Vec<(String, String, String, Option<String>)> = with_pool!(self, |p, d| sqlx::query_as(
-            &d.sql("SELECT id, name, created_at, revoked_at FROM approvers ORDER BY created_at, id")
-        )
-        .fetch_all(p)
-        .await)?;
+        let rows: Vec<(String, String, String, Option<String>)> =
+            self.fetch_all("SELECT id, name, created_at, revoked_at FROM approvers ORDER BY created_at, id", &[]).await?;
         Ok(rows.into_iter().map(|r| Approver { id: r.0, name: r.1, created_at: r.2, revoked_at: r.3 }).collect())
     }
 
     /// Revokes the live approver called `name` (or with that id).
     pub async fn revoke_approver(&self, name_or_id: &str) -> Result<()> {
-        let n = with_pool!(self, |p, d| sqlx::query(&d.sql(
-            "UPDATE approvers SET revoked_at = ? WHERE (name = ? OR id = ?) AND revoked_at IS NULL"
-        ))
-        .bind(now())
-        .bind(name_or_id)
-        .bind(name_or_id)
-        .execute(p)
-        .await
-        .map(|r| r.rows_affected()))?;
-        if n == 0 {
-            return Err(StoreError::NotFound(format!("live approver {name_or_id}")));
-        }
-        Ok(())
+        let n = self
+            .execute(
+                "UPDATE approvers SET revoked_at = ? WHERE (name = ? OR id = ?) AND revoked_at IS NULL",
+                &[(&now()).into(), name_or_id.into(), name_or_id.into()],
+            )
+            .await?;
+        found(n, || format!("live approver {name_or_id}"))
     }
 
     /// Stores a new pending approval.
     pub async fn create_approval(&self, a: &NewApproval<'_>) -> Result<()> {
         let chain = serde_json::to_string(a.parent_chain).expect("JSON");
         let args = serde_json::to_string(a.arguments).expect("JSON");
-        with_pool!(self, |p, d| sqlx::query(&d.sql(
+        self.execute(
             "INSERT INTO approvals (id, call_hash, binding, status, agent_id, agent_name, parent_chain, tool, handle, \
              arguments, reason, policy_version, created_at, expires_at) VALUES (?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        ))
-        .bind(a.id)
-        .bind(a.call_hash)
-        .bind(a.binding)
-        .bind(a.agent_id)
-        .bind(a.agent_name)
-        .bind(&chain)
-        .bind(a.tool)
-        .bind(a.handle)
-        .bind(&args)
-        .bind(a.reason)
-        .bind(a.policy_version)
-        .bind(a.created_at)
-        .bind(a.expires_at)
-        .execute(p)
-        .await
-        .map(|_| ()))?;
+            &[
+                a.id.into(),
+                a.call_hash.into(),
+                a.binding.into(),
+                a.agent_id.into(),
+                a.agent_name.into(),
+                (&chain).into(),
+                a.tool.into(),
+                a.handle.into(),
+                (&args).into(),
+                a.reason.into(),
+                a.policy_version.into(),
+                a.created_at.into(),
+                a.expires_at.into(),
+            ],
+        )
+        .await?;
         Ok(())
     }
 
@@ -349,67 +297,56 @@ impl Store {
         now_ms: i64,
         policy_version: &str,
     ) -> Result<DecideOutcome> {
-        let n = with_pool!(self, |p, d| sqlx::query(&d.sql(
-            "UPDATE approvals SET status = ?, decided_at = ?, approver = ? \
-             WHERE id = ? AND status = 'pending' AND expires_at > ? AND policy_version = ?",
-        ))
-        .bind(if approve { "approved" } else { "denied" })
-        .bind(now_ms)
-        .bind(approver)
-        .bind(id)
-        .bind(now_ms)
-        .bind(policy_version)
-        .execute(p)
-        .await
-        .map(|r| r.rows_affected()))?;
+        let n = self
+            .execute(
+                "UPDATE approvals SET status = ?, decided_at = ?, approver = ? \
+                 WHERE id = ? AND status = 'pending' AND expires_at > ? AND policy_version = ?",
+                &[
+                    (if approve { "approved" } else { "denied" }).into(),
+                    now_ms.into(),
+                    approver.into(),
+                    id.into(),
+                    now_ms.into(),
+                    policy_version.into(),
+                ],
+            )
+            .await?;
         if n == 1 {
             return Ok(DecideOutcome::Decided);
         }
-        let exists: Option<(String,)> =
-            with_pool!(self, |p, d| sqlx::query_as(&d.sql("SELECT id FROM approvals WHERE id = ?")).bind(id).fetch_optional(p).await)?;
+        let exists: Option<(String,)> = self.fetch_optional("SELECT id FROM approvals WHERE id = ?", &[id.into()]).await?;
         Ok(if exists.is_some() { DecideOutcome::NotPending } else { DecideOutcome::NotFound })
     }
 
     /// Uses an approved, unexpired approval whose binding is `binding`. True for exactly one of
     /// any number of concurrent callers.
     pub async fn consume_approval(&self, id: &str, binding: &[u8], now_ms: i64) -> Result<bool> {
-        let n = with_pool!(self, |p, d| sqlx::query(&d.sql(
-            "UPDATE approvals SET status = 'used', used_at = ? \
-             WHERE id = ? AND status = 'approved' AND binding = ? AND expires_at > ?",
-        ))
-        .bind(now_ms)
-        .bind(id)
-        .bind(binding)
-        .bind(now_ms)
-        .execute(p)
-        .await
-        .map(|r| r.rows_affected()))?;
+        let n = self
+            .execute(
+                "UPDATE approvals SET status = 'used', used_at = ? \
+                 WHERE id = ? AND status = 'approved' AND binding = ? AND expires_at > ?",
+                &[now_ms.into(), id.into(), binding.into(), now_ms.into()],
+            )
+            .await?;
         Ok(n == 1)
     }
 
     /// Undoes a decision that could not be audited (back to pending, unless already used).
     pub async fn revert_decision(&self, id: &str) -> Result<bool> {
-        let n = with_pool!(self, |p, d| sqlx::query(&d.sql(
-            "UPDATE approvals SET status = 'pending', decided_at = NULL, approver = NULL \
-             WHERE id = ? AND status IN ('approved', 'denied')",
-        ))
-        .bind(id)
-        .execute(p)
-        .await
-        .map(|r| r.rows_affected()))?;
+        let n = self
+            .execute(
+                "UPDATE approvals SET status = 'pending', decided_at = NULL, approver = NULL \
+                 WHERE id = ? AND status IN ('approved', 'denied')",
+                &[id.into()],
+            )
+            .await?;
         Ok(n == 1)
     }
 
     /// Gives back an approval used by a call that was then refused before it ran (a send limit,
     /// an audit failure), so that the approved call can still run once.
     pub async fn unuse_approval(&self, id: &str) -> Result<bool> {
-        let n = with_pool!(self, |p, d| sqlx::query(&d.sql(
-            "UPDATE approvals SET status = 'approved', used_at = NULL WHERE id = ? AND status = 'used'"
-        ))
-        .bind(id)
-        .execute(p)
-        .await
-        .map(|r| r.rows_affected()))?;
+        let n = self.execute("UPDATE approvals SET status = 'approved', used_at = NULL WHERE id = ? AND status = 'used'", &[id.into()]).await?;
         Ok(n == 1)
     }
 }

@@ -231,17 +231,23 @@ fn writer(path: std::path::PathBuf, sync: airlock_core::config::SyncMode, key: A
             Some(c) => write_batch(c, &key, &batch),
             None => Err(rusqlite::Error::InvalidQuery),
         };
-        match result {
-            Ok(first_seq) => {
-                for (i, (_, done)) in batch.drain(..).enumerate() {
-                    let _ = done.send(Ok(first_seq + i as i64));
-                }
+        answer(&mut batch, result);
+    }
+}
+
+/// Answers (and empties) a group: each record its sequence number from `first_seq` on, or, when
+/// the group could not be written, every call refused.
+fn answer<E: std::fmt::Display>(batch: &mut Vec<Pending>, result: std::result::Result<i64, E>) {
+    match result {
+        Ok(first_seq) => {
+            for (i, (_, done)) in batch.drain(..).enumerate() {
+                let _ = done.send(Ok(first_seq + i as i64));
             }
-            Err(e) => {
-                tracing::error!(error = %e, "audit batch could not be written; refusing its calls");
-                for (_, done) in batch.drain(..) {
-                    let _ = done.send(Err(StoreError::AuditWriterGone));
-                }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "audit batch could not be written; refusing its calls");
+            for (_, done) in batch.drain(..) {
+                let _ = done.send(Err(StoreError::AuditWriterGone));
             }
         }
     }
@@ -290,19 +296,8 @@ fn write_batch(conn: &rusqlite::Connection, key: &AuditKey, batch: &[Pending]) -
 async fn pg_writer(pool: sqlx::PgPool, key: AuditKey, mut rx: mpsc::Receiver<Pending>) {
     let mut batch: Vec<Pending> = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        match pg_write_batch(&pool, &key, &batch).await {
-            Ok(first_seq) => {
-                for (i, (_, done)) in batch.drain(..).enumerate() {
-                    let _ = done.send(Ok(first_seq + i as i64));
-                }
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "audit batch could not be written; refusing its calls");
-                for (_, done) in batch.drain(..) {
-                    let _ = done.send(Err(StoreError::AuditWriterGone));
-                }
-            }
-        }
+        let result = pg_write_batch(&pool, &key, &batch).await;
+        answer(&mut batch, result);
     }
 }
 
@@ -391,11 +386,8 @@ impl Store {
     pub async fn verify_audit(&self, public_key: &[u8]) -> Result<VerifyReport> {
         use futures_lite::StreamExt;
         let pk = signature::UnparsedPublicKey::new(&signature::ED25519, public_key);
-        let cps: Vec<(i64, Vec<u8>, Vec<u8>)> = with_pool!(self, |p, d| sqlx::query_as(
-            "SELECT seq, hash, signature FROM audit_checkpoints ORDER BY seq"
-        )
-        .fetch_all(p)
-        .await)?;
+        let cps: Vec<(i64, Vec<u8>, Vec<u8>)> =
+            self.fetch_all("SELECT seq, hash, signature FROM audit_checkpoints ORDER BY seq", &[]).await?;
         let mut cps_iter = cps.iter().peekable();
         let mut report = VerifyReport { records: 0, checkpoints: 0, last_seq: 0, first_bad: None };
         let mut prev = GENESIS.to_vec();
@@ -458,12 +450,9 @@ impl Store {
 
     /// The last `n` records, oldest first, as (seq, record).
     pub async fn audit_tail(&self, n: i64) -> Result<Vec<(i64, AuditRecord)>> {
-        let rows: Vec<(i64, String)> = with_pool!(self, |p, d| sqlx::query_as(&d.sql(
-            "SELECT seq, body FROM (SELECT seq, body FROM audit ORDER BY seq DESC LIMIT ?) AS tail ORDER BY seq"
-        ))
-        .bind(n)
-        .fetch_all(p)
-        .await)?;
+        let rows: Vec<(i64, String)> = self
+            .fetch_all("SELECT seq, body FROM (SELECT seq, body FROM audit ORDER BY seq DESC LIMIT ?) AS tail ORDER BY seq", &[n.into()])
+            .await?;
         rows.into_iter()
             .map(|(s, b)| {
                 serde_json::from_str(&b)

@@ -15,108 +15,124 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
-/// The SQLite schema, applied in order; `PRAGMA user_version` records how many have run.
-const MIGRATIONS: &[&str] = &[r#"
+/// The schema, written once for both engines in the order it grew. Where the engines spell a
+/// column differently the text says `{blob}` (bytes), `{int}` (a 64-bit integer), `{bool}`,
+/// `{time}` (RFC 3339 text; on PostgreSQL compared byte-wise, `COLLATE "C"`, as SQLite does) or
+/// `{fk}` (after a foreign key: deferrable on PostgreSQL, so `airlock migrate` can copy rows in
+/// any order); [`Dialect::ddl`] fills them in. A part never changes once released: a change to
+/// the schema is a new part, run by a new migration on each engine.
+mod schema {
+    /// Agents, sealed secrets and the audit log.
+    pub(super) const CORE: &str = r#"
 CREATE TABLE agents (
     id          TEXT PRIMARY KEY,
     name        TEXT NOT NULL,
-    token_hash  BLOB NOT NULL,
-    parent      TEXT REFERENCES agents(id),
-    created_at  TEXT NOT NULL,
-    expires_at  TEXT,
-    revoked_at  TEXT
+    token_hash  {blob} NOT NULL,
+    parent      TEXT REFERENCES agents(id){fk},
+    created_at  {time} NOT NULL,
+    expires_at  {time},
+    revoked_at  {time}
 );
 CREATE UNIQUE INDEX agents_live_name ON agents(name) WHERE revoked_at IS NULL;
 CREATE TABLE secrets (
     name        TEXT PRIMARY KEY,
-    sealed      BLOB NOT NULL,
-    created_at  TEXT NOT NULL,
-    updated_at  TEXT NOT NULL,
-    version     INTEGER NOT NULL
+    sealed      {blob} NOT NULL,
+    created_at  {time} NOT NULL,
+    updated_at  {time} NOT NULL,
+    version     {int} NOT NULL
 );
 CREATE TABLE audit (
-    seq         INTEGER PRIMARY KEY,
-    ts          TEXT NOT NULL,
+    seq         {int} PRIMARY KEY,
+    ts          {time} NOT NULL,
     agent       TEXT NOT NULL,
     tool        TEXT NOT NULL,
     decision    TEXT NOT NULL,
     body        TEXT NOT NULL,
-    prev_hash   BLOB NOT NULL,
-    hash        BLOB NOT NULL
+    prev_hash   {blob} NOT NULL,
+    hash        {blob} NOT NULL
 );
 CREATE TABLE audit_checkpoints (
-    seq         INTEGER PRIMARY KEY,
-    hash        BLOB NOT NULL,
-    signature   BLOB NOT NULL,
-    ts          TEXT NOT NULL
+    seq         {int} PRIMARY KEY,
+    hash        {blob} NOT NULL,
+    signature   {blob} NOT NULL,
+    ts          {time} NOT NULL
 );
-"#, r#"
+"#;
+
+    /// One-time shares and their read receipts.
+    pub(super) const SHARES: &str = r#"
 CREATE TABLE shares (
     id          TEXT PRIMARY KEY,
-    ciphertext  BLOB NOT NULL,
-    proof_hash  BLOB NOT NULL,
-    expires_at  INTEGER NOT NULL,
-    max_views   INTEGER NOT NULL,
-    views_left  INTEGER NOT NULL,
-    created_at  INTEGER NOT NULL
+    ciphertext  {blob} NOT NULL,
+    proof_hash  {blob} NOT NULL,
+    expires_at  {int} NOT NULL,
+    max_views   {int} NOT NULL,
+    views_left  {int} NOT NULL,
+    created_at  {int} NOT NULL
 );
 CREATE INDEX shares_expiry ON shares(expires_at);
 CREATE TABLE share_receipts (
     share_id        TEXT PRIMARY KEY,
     creator         TEXT NOT NULL,
     recipient       TEXT,
-    created_at      INTEGER NOT NULL,
-    expires_at      INTEGER NOT NULL,
-    max_views       INTEGER NOT NULL,
-    views_used      INTEGER NOT NULL DEFAULT 0,
-    first_opened_at INTEGER,
-    last_opened_at  INTEGER
+    created_at      {int} NOT NULL,
+    expires_at      {int} NOT NULL,
+    max_views       {int} NOT NULL,
+    views_used      {int} NOT NULL DEFAULT 0,
+    first_opened_at {int},
+    last_opened_at  {int}
 );
-"#, r#"
+"#;
+
+    /// Tasks, leases and sub-agent grants.
+    pub(super) const LEASES: &str = r#"
 CREATE TABLE tasks (
     id          TEXT PRIMARY KEY,
-    agent_id    TEXT NOT NULL REFERENCES agents(id),
-    created_at  TEXT NOT NULL,
-    closed_at   TEXT
+    agent_id    TEXT NOT NULL REFERENCES agents(id){fk},
+    created_at  {time} NOT NULL,
+    closed_at   {time}
 );
 CREATE TABLE leases (
     id              TEXT PRIMARY KEY,
     handle          TEXT NOT NULL UNIQUE,
     base            TEXT NOT NULL,
-    agent_id        TEXT NOT NULL REFERENCES agents(id),
+    agent_id        TEXT NOT NULL REFERENCES agents(id){fk},
     scope           TEXT NOT NULL,
     tables          TEXT,
-    dynamic         INTEGER NOT NULL,
+    dynamic         {bool} NOT NULL,
     role_name       TEXT,
-    task_id         TEXT REFERENCES tasks(id),
+    task_id         TEXT REFERENCES tasks(id){fk},
     status          TEXT NOT NULL,
-    created_at      TEXT NOT NULL,
-    expires_at      TEXT NOT NULL,
-    revoked_at      TEXT,
-    attempts        INTEGER NOT NULL DEFAULT 0,
-    next_attempt_at TEXT
+    created_at      {time} NOT NULL,
+    expires_at      {time} NOT NULL,
+    revoked_at      {time},
+    attempts        {int} NOT NULL DEFAULT 0,
+    next_attempt_at {time}
 );
 CREATE INDEX leases_status ON leases(status, expires_at);
 CREATE INDEX leases_agent ON leases(agent_id);
 CREATE TABLE agent_grants (
-    agent_id    TEXT NOT NULL REFERENCES agents(id),
+    agent_id    TEXT NOT NULL REFERENCES agents(id){fk},
     handle      TEXT NOT NULL,
     tool        TEXT NOT NULL,
     PRIMARY KEY (agent_id, handle, tool)
 );
-"#, r#"
+"#;
+
+    /// Approvers and held calls.
+    pub(super) const APPROVALS: &str = r#"
 CREATE TABLE approvers (
     id          TEXT PRIMARY KEY,
     name        TEXT NOT NULL,
-    token_hash  BLOB NOT NULL,
-    created_at  TEXT NOT NULL,
-    revoked_at  TEXT
+    token_hash  {blob} NOT NULL,
+    created_at  {time} NOT NULL,
+    revoked_at  {time}
 );
 CREATE UNIQUE INDEX approvers_live_name ON approvers(name) WHERE revoked_at IS NULL;
 CREATE TABLE approvals (
     id              TEXT PRIMARY KEY,
-    call_hash       BLOB NOT NULL,
-    binding         BLOB NOT NULL,
+    call_hash       {blob} NOT NULL,
+    binding         {blob} NOT NULL,
     status          TEXT NOT NULL,
     agent_id        TEXT NOT NULL,
     agent_name      TEXT NOT NULL,
@@ -126,139 +142,30 @@ CREATE TABLE approvals (
     arguments       TEXT NOT NULL,
     reason          TEXT NOT NULL,
     policy_version  TEXT NOT NULL,
-    created_at      INTEGER NOT NULL,
-    expires_at      INTEGER NOT NULL,
-    decided_at      INTEGER,
+    created_at      {int} NOT NULL,
+    expires_at      {int} NOT NULL,
+    decided_at      {int},
     approver        TEXT,
-    used_at         INTEGER
+    used_at         {int}
 );
 CREATE INDEX approvals_call ON approvals(call_hash, status);
-"#, r#"
-ALTER TABLE leases ADD COLUMN buckets TEXT;
-"#];
+"#;
 
-
-/// The PostgreSQL schema, applied in order under an advisory lock; `airlock_schema` records how
-/// many have run. Times are RFC 3339 text as in SQLite, compared byte-wise (`COLLATE "C"`); the
-/// foreign keys are deferrable so `airlock migrate` can copy rows in any order.
-const PG_MIGRATIONS: &[&str] = &[r#"
-CREATE TABLE agents (
-    id          TEXT PRIMARY KEY,
-    name        TEXT NOT NULL,
-    token_hash  BYTEA NOT NULL,
-    parent      TEXT REFERENCES agents(id) DEFERRABLE INITIALLY IMMEDIATE,
-    created_at  TEXT COLLATE "C" NOT NULL,
-    expires_at  TEXT COLLATE "C",
-    revoked_at  TEXT COLLATE "C"
-);
-CREATE UNIQUE INDEX agents_live_name ON agents(name) WHERE revoked_at IS NULL;
-CREATE TABLE secrets (
-    name        TEXT PRIMARY KEY,
-    sealed      BYTEA NOT NULL,
-    created_at  TEXT COLLATE "C" NOT NULL,
-    updated_at  TEXT COLLATE "C" NOT NULL,
-    version     BIGINT NOT NULL
-);
-CREATE TABLE audit (
-    seq         BIGINT PRIMARY KEY,
-    ts          TEXT COLLATE "C" NOT NULL,
-    agent       TEXT NOT NULL,
-    tool        TEXT NOT NULL,
-    decision    TEXT NOT NULL,
-    body        TEXT NOT NULL,
-    prev_hash   BYTEA NOT NULL,
-    hash        BYTEA NOT NULL
-);
-CREATE TABLE audit_checkpoints (
-    seq         BIGINT PRIMARY KEY,
-    hash        BYTEA NOT NULL,
-    signature   BYTEA NOT NULL,
-    ts          TEXT COLLATE "C" NOT NULL
-);
-CREATE TABLE shares (
-    id          TEXT PRIMARY KEY,
-    ciphertext  BYTEA NOT NULL,
-    proof_hash  BYTEA NOT NULL,
-    expires_at  BIGINT NOT NULL,
-    max_views   BIGINT NOT NULL,
-    views_left  BIGINT NOT NULL,
-    created_at  BIGINT NOT NULL
-);
-CREATE INDEX shares_expiry ON shares(expires_at);
-CREATE TABLE share_receipts (
-    share_id        TEXT PRIMARY KEY,
-    creator         TEXT NOT NULL,
-    recipient       TEXT,
-    created_at      BIGINT NOT NULL,
-    expires_at      BIGINT NOT NULL,
-    max_views       BIGINT NOT NULL,
-    views_used      BIGINT NOT NULL DEFAULT 0,
-    first_opened_at BIGINT,
-    last_opened_at  BIGINT
-);
-CREATE TABLE tasks (
-    id          TEXT PRIMARY KEY,
-    agent_id    TEXT NOT NULL REFERENCES agents(id) DEFERRABLE INITIALLY IMMEDIATE,
-    created_at  TEXT COLLATE "C" NOT NULL,
-    closed_at   TEXT COLLATE "C"
-);
-CREATE TABLE leases (
-    id              TEXT PRIMARY KEY,
-    handle          TEXT NOT NULL UNIQUE,
-    base            TEXT NOT NULL,
-    agent_id        TEXT NOT NULL REFERENCES agents(id) DEFERRABLE INITIALLY IMMEDIATE,
-    scope           TEXT NOT NULL,
-    tables          TEXT,
-    dynamic         BOOLEAN NOT NULL,
-    role_name       TEXT,
-    task_id         TEXT REFERENCES tasks(id) DEFERRABLE INITIALLY IMMEDIATE,
-    status          TEXT NOT NULL,
-    created_at      TEXT COLLATE "C" NOT NULL,
-    expires_at      TEXT COLLATE "C" NOT NULL,
-    revoked_at      TEXT COLLATE "C",
-    attempts        BIGINT NOT NULL DEFAULT 0,
-    next_attempt_at TEXT COLLATE "C"
-);
-CREATE INDEX leases_status ON leases(status, expires_at);
-CREATE INDEX leases_agent ON leases(agent_id);
-CREATE TABLE agent_grants (
-    agent_id    TEXT NOT NULL REFERENCES agents(id) DEFERRABLE INITIALLY IMMEDIATE,
-    handle      TEXT NOT NULL,
-    tool        TEXT NOT NULL,
-    PRIMARY KEY (agent_id, handle, tool)
-);
-"#, r#"
-CREATE TABLE approvers (
-    id          TEXT PRIMARY KEY,
-    name        TEXT NOT NULL,
-    token_hash  BYTEA NOT NULL,
-    created_at  TEXT COLLATE "C" NOT NULL,
-    revoked_at  TEXT COLLATE "C"
-);
-CREATE UNIQUE INDEX approvers_live_name ON approvers(name) WHERE revoked_at IS NULL;
-CREATE TABLE approvals (
-    id              TEXT PRIMARY KEY,
-    call_hash       BYTEA NOT NULL,
-    binding         BYTEA NOT NULL,
-    status          TEXT NOT NULL,
-    agent_id        TEXT NOT NULL,
-    agent_name      TEXT NOT NULL,
-    parent_chain    TEXT NOT NULL,
-    tool            TEXT NOT NULL,
-    handle          TEXT NOT NULL,
-    arguments       TEXT NOT NULL,
-    reason          TEXT NOT NULL,
-    policy_version  TEXT NOT NULL,
-    created_at      BIGINT NOT NULL,
-    expires_at      BIGINT NOT NULL,
-    decided_at      BIGINT,
-    approver        TEXT,
-    used_at         BIGINT
-);
-CREATE INDEX approvals_call ON approvals(call_hash, status);
-"#, r#"
+    /// The S3 buckets of aws leases.
+    pub(super) const BUCKETS: &str = r#"
 ALTER TABLE leases ADD COLUMN buckets TEXT;
-"#];
+"#;
+}
+
+/// The SQLite migrations, applied in order, each the schema parts it adds; `PRAGMA
+/// user_version` records how many have run.
+const MIGRATIONS: &[&[&str]] =
+    &[&[schema::CORE], &[schema::SHARES], &[schema::LEASES], &[schema::APPROVALS], &[schema::BUCKETS]];
+
+/// The PostgreSQL migrations, the first of which adds the first three parts at once, applied in
+/// order under an advisory lock; `airlock_schema` records how many have run.
+const PG_MIGRATIONS: &[&[&str]] =
+    &[&[schema::CORE, schema::SHARES, schema::LEASES], &[schema::APPROVALS], &[schema::BUCKETS]];
 
 /// The PostgreSQL schema version this build brings a database to.
 pub const PG_SCHEMA_VERSION: i64 = PG_MIGRATIONS.len() as i64;
@@ -300,6 +207,21 @@ impl Dialect {
             Dialect::Sqlite => Cow::Borrowed(sql),
             Dialect::Postgres => Cow::Owned(number_placeholders(sql)),
         }
+    }
+
+    /// A migration (the [`schema`] parts it adds) in this dialect's spelling.
+    fn ddl(self, parts: &[&str]) -> String {
+        let (blob, int, boolean, time, fk) = match self {
+            Dialect::Sqlite => ("BLOB", "INTEGER", "INTEGER", "TEXT", ""),
+            Dialect::Postgres => ("BYTEA", "BIGINT", "BOOLEAN", r#"TEXT COLLATE "C""#, " DEFERRABLE INITIALLY IMMEDIATE"),
+        };
+        parts
+            .concat()
+            .replace("{blob}", blob)
+            .replace("{int}", int)
+            .replace("{bool}", boolean)
+            .replace("{time}", time)
+            .replace("{fk}", fk)
     }
 
     /// `sqlite` or `postgres`, whichever is this dialect's.
@@ -362,6 +284,134 @@ macro_rules! with_pool {
 }
 pub(crate) use with_pool;
 
+/// A value bound to a `?` of a statement.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Arg<'a> {
+    Text(&'a str),
+    OptText(Option<&'a str>),
+    Bytes(&'a [u8]),
+    Int(i64),
+    Bool(bool),
+}
+
+impl<'a> From<&'a str> for Arg<'a> {
+    fn from(v: &'a str) -> Self {
+        Arg::Text(v)
+    }
+}
+
+impl<'a> From<&'a String> for Arg<'a> {
+    fn from(v: &'a String) -> Self {
+        Arg::Text(v)
+    }
+}
+
+impl<'a> From<Option<&'a str>> for Arg<'a> {
+    fn from(v: Option<&'a str>) -> Self {
+        Arg::OptText(v)
+    }
+}
+
+impl<'a> From<&'a [u8]> for Arg<'a> {
+    fn from(v: &'a [u8]) -> Self {
+        Arg::Bytes(v)
+    }
+}
+
+impl From<i64> for Arg<'_> {
+    fn from(v: i64) -> Self {
+        Arg::Int(v)
+    }
+}
+
+impl From<bool> for Arg<'_> {
+    fn from(v: bool) -> Self {
+        Arg::Bool(v)
+    }
+}
+
+/// `q` with `args` bound in order, on either engine.
+pub(crate) fn bind<'q, DB>(
+    mut q: sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments<'q>>,
+    args: &[Arg<'q>],
+) -> sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments<'q>>
+where
+    DB: sqlx::Database,
+    &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    Option<&'q str>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    &'q [u8]: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    bool: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
+    for a in args {
+        q = match *a {
+            Arg::Text(v) => q.bind(v),
+            Arg::OptText(v) => q.bind(v),
+            Arg::Bytes(v) => q.bind(v),
+            Arg::Int(v) => q.bind(v),
+            Arg::Bool(v) => q.bind(v),
+        };
+    }
+    q
+}
+
+/// A row type (a tuple) that both engines decode.
+pub(crate) trait Record:
+    for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow> + for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin
+{
+}
+
+impl<T> Record for T where
+    T: for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow> + for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin
+{
+}
+
+/// Statements on the pool: each `sql` is in SQLite's spelling (see [`Dialect::sql`]), its `?`s
+/// bound to `args` in order.
+impl Store {
+    /// The [`Dialect`] of this store's engine.
+    pub(crate) fn dialect(&self) -> Dialect {
+        with_pool!(self, |_p, d| d)
+    }
+
+    /// Runs the statement; the number of rows it changed.
+    pub(crate) async fn execute(&self, sql: &str, args: &[Arg<'_>]) -> Result<u64> {
+        Ok(with_pool!(self, |p, d| bind(sqlx::query(&d.sql(sql)), args).execute(p).await?.rows_affected()))
+    }
+
+    /// Every row the statement returns.
+    pub(crate) async fn fetch_all<T: Record>(&self, sql: &str, args: &[Arg<'_>]) -> Result<Vec<T>> {
+        Ok(with_pool!(self, |p, d| bind(sqlx::query(&d.sql(sql)), args).try_map(|r| T::from_row(&r)).fetch_all(p).await?))
+    }
+
+    /// The first row the statement returns, if any.
+    pub(crate) async fn fetch_optional<T: Record>(&self, sql: &str, args: &[Arg<'_>]) -> Result<Option<T>> {
+        Ok(with_pool!(self, |p, d| bind(sqlx::query(&d.sql(sql)), args).try_map(|r| T::from_row(&r)).fetch_optional(p).await?))
+    }
+
+    /// The first row the statement returns; an error when there is none.
+    pub(crate) async fn fetch_one<T: Record>(&self, sql: &str, args: &[Arg<'_>]) -> Result<T> {
+        Ok(with_pool!(self, |p, d| bind(sqlx::query(&d.sql(sql)), args).try_map(|r| T::from_row(&r)).fetch_one(p).await?))
+    }
+}
+
+/// `res`, with a unique-key violation reported as [`StoreError::Conflict`] on `what()`.
+pub(crate) fn conflict<T, E: Into<StoreError>>(res: std::result::Result<T, E>, what: impl FnOnce() -> String) -> Result<T> {
+    match res.map_err(Into::into) {
+        Err(StoreError::Db(sqlx::Error::Database(e))) if e.is_unique_violation() => Err(StoreError::Conflict(what())),
+        other => other,
+    }
+}
+
+/// `Ok` when a statement changed `n` > 0 rows; [`StoreError::NotFound`] on `what()` when it
+/// changed none.
+pub(crate) fn found(n: u64, what: impl FnOnce() -> String) -> Result<()> {
+    if n == 0 {
+        return Err(StoreError::NotFound(what()));
+    }
+    Ok(())
+}
+
 /// Holds the reaper's turn until dropped (see [`Store::reaper_turn`]).
 #[derive(Debug)]
 pub struct ReaperTurn {
@@ -398,54 +448,16 @@ impl Store {
             .acquire_timeout(Duration::from_secs(5))
             .connect_with(opts)
             .await?;
-        let store = Store { backend: Backend::Postgres(pool), dir: data_dir.to_path_buf(), sync: SyncMode::Full };
-        store.migrate_postgres().await?;
-        Ok(store)
+        Store::start(Backend::Postgres(pool), data_dir, SyncMode::Full).await
     }
 
-    async fn migrate_postgres(&self) -> Result<()> {
-        let Backend::Postgres(pool) = &self.backend else { unreachable!("a PostgreSQL store") };
-        let mut conn = pool.acquire().await?;
-        sqlx::query("BEGIN").execute(&mut *conn).await?;
-        let run = async {
-            sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(locks::MIGRATE).execute(&mut *conn).await?;
-            sqlx::query("CREATE TABLE IF NOT EXISTS airlock_schema (version BIGINT NOT NULL)").execute(&mut *conn).await?;
-            let v: Option<(i64,)> = sqlx::query_as("SELECT version FROM airlock_schema").fetch_optional(&mut *conn).await?;
-            let version = match v {
-                Some((v,)) => v,
-                None => {
-                    sqlx::query("INSERT INTO airlock_schema (version) VALUES (0)").execute(&mut *conn).await?;
-                    0
-                }
-            };
-            if version as usize > PG_MIGRATIONS.len() {
-                return Ok(Some(version));
-            }
-            for i in version as usize..PG_MIGRATIONS.len() {
-                let m: &'static str = PG_MIGRATIONS[i];
-                sqlx::raw_sql(m).execute(&mut *conn).await?;
-                sqlx::query("UPDATE airlock_schema SET version = $1").bind(i as i64 + 1).execute(&mut *conn).await?;
-            }
-            Ok::<_, sqlx::Error>(None)
+    /// A store on `backend` with its schema brought up to date.
+    async fn start(backend: Backend, data_dir: &Path, sync: SyncMode) -> Result<Store> {
+        match &backend {
+            Backend::Sqlite(pool) => migrate_sqlite(pool).await?,
+            Backend::Postgres(pool) => migrate_postgres(pool).await?,
         }
-        .await;
-        match run {
-            Ok(None) => {
-                sqlx::query("COMMIT").execute(&mut *conn).await?;
-                Ok(())
-            }
-            Ok(Some(version)) => {
-                let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
-                Err(StoreError::Invalid(format!(
-                    "the database schema is version {version}, newer than this airlock ({})",
-                    PG_MIGRATIONS.len()
-                )))
-            }
-            Err(e) => {
-                let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
-                Err(e.into())
-            }
-        }
+        Ok(Store { backend, dir: data_dir.to_path_buf(), sync })
     }
 
     /// Which engine holds the state: `sqlite` or `postgres`.
@@ -503,34 +515,7 @@ impl Store {
             .min_connections(1)
             .connect_with(opts)
             .await?;
-        let store = Store { backend: Backend::Sqlite(pool), dir: data_dir.to_path_buf(), sync };
-        store.migrate().await?;
-        Ok(store)
-    }
-
-    async fn migrate(&self) -> Result<()> {
-        let Backend::Sqlite(pool) = &self.backend else { unreachable!("a SQLite store") };
-        let mut conn = pool.acquire().await?;
-        sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
-        let run = async {
-            let (version,): (i64,) = sqlx::query_as("PRAGMA user_version").fetch_one(&mut *conn).await?;
-            for (i, m) in MIGRATIONS.iter().enumerate().skip(version as usize) {
-                sqlx::raw_sql(m).execute(&mut *conn).await?;
-                sqlx::raw_sql(&format!("PRAGMA user_version = {}", i + 1)).execute(&mut *conn).await?;
-            }
-            Ok::<_, sqlx::Error>(())
-        }
-        .await;
-        match run {
-            Ok(()) => {
-                sqlx::query("COMMIT").execute(&mut *conn).await?;
-                Ok(())
-            }
-            Err(e) => {
-                let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
-                Err(e.into())
-            }
-        }
+        Store::start(Backend::Sqlite(pool), data_dir, sync).await
     }
 
     /// The durability the store was opened with.
@@ -563,6 +548,47 @@ impl Store {
     pub async fn close(&self) {
         with_pool!(self, |p, d| p.close().await)
     }
+}
+
+/// Runs the SQLite migrations not run yet, in one transaction that holds the write lock.
+async fn migrate_sqlite(pool: &SqlitePool) -> Result<()> {
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    let (version,): (i64,) = sqlx::query_as("PRAGMA user_version").fetch_one(&mut *tx).await?;
+    for (i, parts) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        sqlx::raw_sql(&Dialect::Sqlite.ddl(parts)).execute(&mut *tx).await?;
+        sqlx::raw_sql(&format!("PRAGMA user_version = {}", i + 1)).execute(&mut *tx).await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Runs the PostgreSQL migrations not run yet, in one transaction under an advisory lock (so
+/// replicas starting together run each once); refuses a schema newer than this build's.
+async fn migrate_postgres(pool: &PgPool) -> Result<()> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(locks::MIGRATE).execute(&mut *tx).await?;
+    sqlx::query("CREATE TABLE IF NOT EXISTS airlock_schema (version BIGINT NOT NULL)").execute(&mut *tx).await?;
+    let v: Option<(i64,)> = sqlx::query_as("SELECT version FROM airlock_schema").fetch_optional(&mut *tx).await?;
+    let version = match v {
+        Some((v,)) => v,
+        None => {
+            sqlx::query("INSERT INTO airlock_schema (version) VALUES (0)").execute(&mut *tx).await?;
+            0
+        }
+    };
+    if version as usize > PG_MIGRATIONS.len() {
+        let _ = tx.rollback().await;
+        return Err(StoreError::Invalid(format!(
+            "the database schema is version {version}, newer than this airlock ({})",
+            PG_MIGRATIONS.len()
+        )));
+    }
+    for (i, parts) in PG_MIGRATIONS.iter().enumerate().skip(version as usize) {
+        sqlx::raw_sql(&Dialect::Postgres.ddl(parts)).execute(&mut *tx).await?;
+        sqlx::query("UPDATE airlock_schema SET version = $1").bind(i as i64 + 1).execute(&mut *tx).await?;
+    }
+    tx.commit().await?;
+    Ok(())
 }
 
 /// Now, as RFC 3339 with microseconds, UTC.

@@ -12,7 +12,7 @@
 //! `pending` is written and committed before a database role is created, so a crash between the
 //! two leaves a record that start-up reconciliation finds and cleans up.
 
-use crate::db::{now, with_pool};
+use crate::db::{bind, conflict, now, with_pool, Arg};
 use crate::{Result, Store, StoreError};
 use rand::RngCore;
 
@@ -163,30 +163,27 @@ impl Store {
     pub async fn insert_lease(&self, l: &NewLease<'_>) -> Result<()> {
         let tables = l.tables.map(|t| serde_json::to_string(t).expect("strings serialize"));
         let buckets = l.buckets.map(|t| serde_json::to_string(t).expect("strings serialize"));
-        let res = with_pool!(self, |p, d| sqlx::query(&d.sql(
-            "INSERT INTO leases (id, handle, base, agent_id, scope, tables, dynamic, role_name, task_id, status, created_at, expires_at, buckets)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?)",
-        ))
-        .bind(l.id)
-        .bind(l.handle)
-        .bind(l.base)
-        .bind(l.agent_id)
-        .bind(l.scope)
-        .bind(tables)
-        .bind(l.dynamic)
-        .bind(l.role_name)
-        .bind(l.task_id)
-        .bind(now())
-        .bind(l.expires_at)
-        .bind(buckets)
-        .execute(p)
-        .await
-        .map(|_| ()));
-        match res {
-            Ok(()) => Ok(()),
-            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Err(StoreError::Conflict(format!("lease {}", l.handle))),
-            Err(e) => Err(e.into()),
-        }
+        let res = self
+            .execute(
+                "INSERT INTO leases (id, handle, base, agent_id, scope, tables, dynamic, role_name, task_id, status, created_at, expires_at, buckets)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?)",
+                &[
+                    l.id.into(),
+                    l.handle.into(),
+                    l.base.into(),
+                    l.agent_id.into(),
+                    l.scope.into(),
+                    tables.as_deref().into(),
+                    l.dynamic.into(),
+                    l.role_name.into(),
+                    l.task_id.into(),
+                    (&now()).into(),
+                    l.expires_at.into(),
+                    buckets.as_deref().into(),
+                ],
+            )
+            .await;
+        conflict(res, || format!("lease {}", l.handle)).map(|_| ())
     }
 
     /// Moves a lease from one of `from` to `to`. False when it was in none of them (someone else
@@ -199,95 +196,81 @@ impl Store {
         q.push_str(" WHERE id = ? AND status IN (");
         q.push_str(&vec!["?"; from.len()].join(", "));
         q.push(')');
-        let n = with_pool!(self, |p, d| {
-            let q = d.sql(&q);
-            let mut query = sqlx::query(&q).bind(to);
-            if to == status::REVOKED {
-                query = query.bind(now());
-            }
-            query = query.bind(id);
-            for f in from {
-                query = query.bind(*f);
-            }
-            query.execute(p).await?.rows_affected()
-        });
-        Ok(n == 1)
+        let at = now();
+        let mut args = vec![Arg::Text(to)];
+        if to == status::REVOKED {
+            args.push(Arg::Text(&at));
+        }
+        args.push(Arg::Text(id));
+        args.extend(from.iter().map(|f| Arg::Text(f)));
+        Ok(self.execute(&q, &args).await? == 1)
     }
 
     /// Records a failed revocation: `revoking` → `revoke-pending`, retried at `next_attempt_at`.
     pub async fn lease_revoke_failed(&self, id: &str, next_attempt_at: &str) -> Result<()> {
-        with_pool!(self, |p, d| sqlx::query(&d.sql(
+        self.execute(
             "UPDATE leases SET status = 'revoke-pending', attempts = attempts + 1, next_attempt_at = ? WHERE id = ? AND status = 'revoking'",
-        ))
-        .bind(next_attempt_at)
-        .bind(id)
-        .execute(p)
-        .await
-        .map(|_| ()))?;
+            &[next_attempt_at.into(), id.into()],
+        )
+        .await?;
         Ok(())
+    }
+
+    /// The lease whose `column` (`id` or `handle`, both unique) is `value`.
+    async fn lease_where(&self, column: &str, value: &str) -> Result<Option<Lease>> {
+        let sql = format!("SELECT {LEASE_COLS} FROM leases WHERE {column} = ?");
+        Ok(self.fetch_optional::<LeaseRow>(&sql, &[value.into()]).await?.map(row))
+    }
+
+    /// The leases `rest` (the statement after `FROM leases`: a WHERE and an ORDER BY) selects.
+    async fn leases_where(&self, rest: &str, args: &[Arg<'_>]) -> Result<Vec<Lease>> {
+        let sql = format!("SELECT {LEASE_COLS} FROM leases {rest}");
+        Ok(self.fetch_all::<LeaseRow>(&sql, args).await?.into_iter().map(row).collect())
     }
 
     /// One lease by id.
     pub async fn lease(&self, id: &str) -> Result<Option<Lease>> {
-        let r: Option<LeaseRow> = with_pool!(self, |p, d| sqlx::query_as(&d.sql(&format!("SELECT {LEASE_COLS} FROM leases WHERE id = ?")))
-            .bind(id)
-            .fetch_optional(p)
-            .await)?;
-        Ok(r.map(row))
+        self.lease_where("id", id).await
     }
 
     /// One lease by its handle name.
     pub async fn lease_by_handle(&self, handle: &str) -> Result<Option<Lease>> {
-        let r: Option<LeaseRow> = with_pool!(self, |p, d| sqlx::query_as(&d.sql(&format!("SELECT {LEASE_COLS} FROM leases WHERE handle = ?")))
-            .bind(handle)
-            .fetch_optional(p)
-            .await)?;
-        Ok(r.map(row))
+        self.lease_where("handle", handle).await
     }
 
     /// Every lease, newest first.
     pub async fn list_leases(&self) -> Result<Vec<Lease>> {
-        let r: Vec<LeaseRow> = with_pool!(self, |p, d| sqlx::query_as(&format!("SELECT {LEASE_COLS} FROM leases ORDER BY created_at DESC, id"))
-            .fetch_all(p)
-            .await)?;
-        Ok(r.into_iter().map(row).collect())
+        self.leases_where("ORDER BY created_at DESC, id", &[]).await
     }
 
     /// Leases in a status.
     pub async fn leases_in(&self, st: &str) -> Result<Vec<Lease>> {
-        let r: Vec<LeaseRow> = with_pool!(self, |p, d| sqlx::query_as(&d.sql(&format!("SELECT {LEASE_COLS} FROM leases WHERE status = ? ORDER BY expires_at")))
-            .bind(st)
-            .fetch_all(p)
-            .await)?;
-        Ok(r.into_iter().map(row).collect())
+        self.leases_where("WHERE status = ? ORDER BY expires_at", &[st.into()]).await
     }
 
     /// Leases due for revocation at `at`: active ones past their expiry, failed revocations
     /// whose retry time has come, and leases left `pending` (a crash while issuing) since before
     /// `stale_before`.
     pub async fn leases_due(&self, at: &str, stale_before: &str) -> Result<Vec<Lease>> {
-        let r: Vec<LeaseRow> = with_pool!(self, |p, d| sqlx::query_as(&d.sql(&format!(
-            "SELECT {LEASE_COLS} FROM leases
-             WHERE (status = 'active' AND expires_at <= ?1)
+        self.leases_where(
+            "WHERE (status = 'active' AND expires_at <= ?1)
                 OR (status = 'revoke-pending' AND (next_attempt_at IS NULL OR next_attempt_at <= ?1))
                 OR (status = 'pending' AND created_at <= ?2)
-             ORDER BY expires_at"
-        )))
-        .bind(at)
-        .bind(stale_before)
-        .fetch_all(p)
-        .await)?;
-        Ok(r.into_iter().map(row).collect())
+             ORDER BY expires_at",
+            &[at.into(), stale_before.into()],
+        )
+        .await
     }
 
     /// The earliest expiry of an active lease, or retry time of a pending revocation.
     pub async fn next_lease_deadline(&self) -> Result<Option<String>> {
-        let (a,): (Option<String>,) = with_pool!(self, |p, d| sqlx::query_as(
-            "SELECT MIN(t) FROM (SELECT MIN(expires_at) AS t FROM leases WHERE status = 'active'
-                                  UNION ALL SELECT MIN(COALESCE(next_attempt_at, '')) FROM leases WHERE status = 'revoke-pending') AS due",
-        )
-        .fetch_one(p)
-        .await)?;
+        let (a,): (Option<String>,) = self
+            .fetch_one(
+                "SELECT MIN(t) FROM (SELECT MIN(expires_at) AS t FROM leases WHERE status = 'active'
+                                      UNION ALL SELECT MIN(COALESCE(next_attempt_at, '')) FROM leases WHERE status = 'revoke-pending') AS due",
+                &[],
+            )
+            .await?;
         Ok(a)
     }
 
@@ -295,15 +278,12 @@ impl Store {
     /// Returns the lease ids.
     pub async fn expire_agent_leases(&self, agent_ids: &[String]) -> Result<Vec<String>> {
         let mut out = Vec::new();
+        let sql = format!(
+            "UPDATE leases SET expires_at = {}(expires_at, ?) WHERE agent_id = ? AND status IN ('pending', 'active') RETURNING id",
+            self.dialect().pick("MIN", "LEAST")
+        );
         for a in agent_ids {
-            let ids: Vec<(String,)> = with_pool!(self, |p, d| sqlx::query_as(&d.sql(&format!(
-                "UPDATE leases SET expires_at = {}(expires_at, ?) WHERE agent_id = ? AND status IN ('pending', 'active') RETURNING id",
-                d.pick("MIN", "LEAST")
-            )))
-            .bind(now())
-            .bind(a)
-            .fetch_all(p)
-            .await)?;
+            let ids: Vec<(String,)> = self.fetch_all(&sql, &[(&now()).into(), a.into()]).await?;
             out.extend(ids.into_iter().map(|r| r.0));
         }
         Ok(out)
@@ -314,23 +294,18 @@ impl Store {
         let mut b = [0u8; 8];
         rand::rng().fill_bytes(&mut b);
         let t = Task { id: format!("task_{}", hex::encode(b)), agent_id: agent_id.to_owned(), created_at: now(), closed_at: None };
-        with_pool!(self, |p, d| sqlx::query(&d.sql("INSERT INTO tasks (id, agent_id, created_at) VALUES (?, ?, ?)"))
-            .bind(&t.id)
-            .bind(&t.agent_id)
-            .bind(&t.created_at)
-            .execute(p)
-            .await
-            .map(|_| ()))?;
+        self.execute(
+            "INSERT INTO tasks (id, agent_id, created_at) VALUES (?, ?, ?)",
+            &[(&t.id).into(), (&t.agent_id).into(), (&t.created_at).into()],
+        )
+        .await?;
         Ok(t)
     }
 
     /// One task.
     pub async fn task(&self, id: &str) -> Result<Option<Task>> {
         let r: Option<(String, String, String, Option<String>)> =
-            with_pool!(self, |p, d| sqlx::query_as(&d.sql("SELECT id, agent_id, created_at, closed_at FROM tasks WHERE id = ?"))
-                .bind(id)
-                .fetch_optional(p)
-                .await)?;
+            self.fetch_optional("SELECT id, agent_id, created_at, closed_at FROM tasks WHERE id = ?", &[id.into()]).await?;
         Ok(r.map(|r| Task { id: r.0, agent_id: r.1, created_at: r.2, closed_at: r.3 }))
     }
 
@@ -370,13 +345,9 @@ impl Store {
         with_pool!(self, |p, d| {
             let mut tx = p.begin().await?;
             sqlx::query(&d.sql("DELETE FROM agent_grants WHERE agent_id = ?")).bind(agent_id).execute(&mut *tx).await?;
+            let insert = d.sql("INSERT INTO agent_grants (agent_id, handle, tool) VALUES (?, ?, ?) ON CONFLICT DO NOTHING");
             for (h, t) in grants {
-                sqlx::query(&d.sql("INSERT INTO agent_grants (agent_id, handle, tool) VALUES (?, ?, ?) ON CONFLICT DO NOTHING"))
-                    .bind(agent_id)
-                    .bind(h)
-                    .bind(t)
-                    .execute(&mut *tx)
-                    .await?;
+                bind(sqlx::query(&insert), &[agent_id.into(), h.into(), t.into()]).execute(&mut *tx).await?;
             }
             tx.commit().await?;
             Ok(())
@@ -385,10 +356,7 @@ impl Store {
 
     /// A sub-agent's grants, `(handle, tool)` pairs in order.
     pub async fn agent_grants(&self, agent_id: &str) -> Result<Vec<(String, String)>> {
-        Ok(with_pool!(self, |p, d| sqlx::query_as(&d.sql("SELECT handle, tool FROM agent_grants WHERE agent_id = ? ORDER BY handle, tool"))
-            .bind(agent_id)
-            .fetch_all(p)
-            .await)?)
+        self.fetch_all("SELECT handle, tool FROM agent_grants WHERE agent_id = ? ORDER BY handle, tool", &[agent_id.into()]).await
     }
 }
 #[cfg(test)]

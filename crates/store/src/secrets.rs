@@ -1,7 +1,7 @@
 //! Sealed secrets: opaque ciphertext blobs produced by the vault, stored by name.
 
-use crate::db::{now, with_pool};
-use crate::{Result, Store, StoreError};
+use crate::db::{found, now};
+use crate::{Result, Store};
 
 /// What `secret list` shows: a name and metadata, never a value.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -20,51 +20,39 @@ impl Store {
     /// Stores (or replaces) a sealed secret. Returns its new version.
     pub async fn put_sealed(&self, name: &str, sealed: &[u8]) -> Result<i64> {
         let ts = now();
-        let (v,): (i64,) = with_pool!(self, |p, d| sqlx::query_as(&d.sql(
-            "INSERT INTO secrets (name, sealed, created_at, updated_at, version) VALUES (?, ?, ?, ?, 1)
-             ON CONFLICT(name) DO UPDATE SET sealed = excluded.sealed, updated_at = excluded.updated_at,
-               version = secrets.version + 1
-             RETURNING version",
-        ))
-        .bind(name)
-        .bind(sealed)
-        .bind(&ts)
-        .bind(&ts)
-        .fetch_one(p)
-        .await)?;
+        let (v,): (i64,) = self
+            .fetch_one(
+                "INSERT INTO secrets (name, sealed, created_at, updated_at, version) VALUES (?, ?, ?, ?, 1)
+                 ON CONFLICT(name) DO UPDATE SET sealed = excluded.sealed, updated_at = excluded.updated_at,
+                   version = secrets.version + 1
+                 RETURNING version",
+                &[name.into(), sealed.into(), (&ts).into(), (&ts).into()],
+            )
+            .await?;
         Ok(v)
     }
 
     /// The sealed blob and version of `name`.
     pub async fn get_sealed(&self, name: &str) -> Result<Option<(Vec<u8>, i64)>> {
-        Ok(with_pool!(self, |p, d| sqlx::query_as(&d.sql("SELECT sealed, version FROM secrets WHERE name = ?"))
-            .bind(name)
-            .fetch_optional(p)
-            .await)?)
+        self.fetch_optional("SELECT sealed, version FROM secrets WHERE name = ?", &[name.into()]).await
     }
 
     /// Every sealed secret (for building the scrubber's known-value set).
     pub async fn all_sealed(&self) -> Result<Vec<(String, Vec<u8>)>> {
-        Ok(with_pool!(self, |p, d| sqlx::query_as("SELECT name, sealed FROM secrets ORDER BY name").fetch_all(p).await)?)
+        self.fetch_all("SELECT name, sealed FROM secrets ORDER BY name", &[]).await
     }
 
     /// A number that changes whenever any secret is put or removed.
     pub async fn secrets_generation(&self) -> Result<String> {
         let (n, m, v): (i64, Option<String>, Option<i64>) =
-            with_pool!(self, |p, d| sqlx::query_as(
-                "SELECT COUNT(*), MAX(updated_at), CAST(SUM(version) AS BIGINT) FROM secrets"
-            )
-            .fetch_one(p)
-            .await)?;
+            self.fetch_one("SELECT COUNT(*), MAX(updated_at), CAST(SUM(version) AS BIGINT) FROM secrets", &[]).await?;
         Ok(format!("{n}:{}:{}", m.unwrap_or_default(), v.unwrap_or(0)))
     }
 
     /// Names and metadata.
     pub async fn list_secrets(&self) -> Result<Vec<SecretMeta>> {
         let rows: Vec<(String, String, String, i64)> =
-            with_pool!(self, |p, d| sqlx::query_as("SELECT name, created_at, updated_at, version FROM secrets ORDER BY name")
-                .fetch_all(p)
-                .await)?;
+            self.fetch_all("SELECT name, created_at, updated_at, version FROM secrets ORDER BY name", &[]).await?;
         Ok(rows
             .into_iter()
             .map(|(name, created_at, updated_at, version)| SecretMeta { name, created_at, updated_at, version })
@@ -73,14 +61,7 @@ impl Store {
 
     /// Removes a secret.
     pub async fn remove_secret(&self, name: &str) -> Result<()> {
-        let n = with_pool!(self, |p, d| sqlx::query(&d.sql("DELETE FROM secrets WHERE name = ?"))
-            .bind(name)
-            .execute(p)
-            .await
-            .map(|r| r.rows_affected()))?;
-        if n == 0 {
-            return Err(StoreError::NotFound(format!("secret {name}")));
-        }
-        Ok(())
+        let n = self.execute("DELETE FROM secrets WHERE name = ?", &[name.into()]).await?;
+        found(n, || format!("secret {name}"))
     }
 }

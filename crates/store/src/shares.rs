@@ -9,7 +9,7 @@
 //! succeed as there were views, and a wrong proof changes nothing. The guard compares SHA-256 hashes of a
 //! 256-bit proof, so the timing of that comparison says nothing useful about the proof.
 
-use crate::db::with_pool;
+use crate::db::{bind, conflict, with_pool};
 use crate::{Result, Store, StoreError};
 
 /// Receipts outlive their share by this long, then the sweeper removes them.
@@ -81,42 +81,24 @@ impl Store {
         let now = unix_now();
         with_pool!(self, |p, d| {
             let mut tx = p.begin().await?;
-            let res = sqlx::query(&d.sql(
+            let views = i64::from(s.views);
+            let insert = d.sql(
                 "INSERT INTO shares (id, ciphertext, proof_hash, expires_at, max_views, views_left, created_at)
                  VALUES (?, ?, ?, ?, ?, ?, ?)",
-            ))
-            .bind(s.id)
-            .bind(s.ciphertext)
-            .bind(&s.proof_hash[..])
-            .bind(s.expires_at)
-            .bind(s.views as i64)
-            .bind(s.views as i64)
-            .bind(now)
-            .execute(&mut *tx)
-            .await;
-            match res {
-                Ok(_) => {}
-                Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-                    return Err(StoreError::Conflict("share id".into()));
-                }
-                Err(e) => return Err(e.into()),
-            }
+            );
+            let args = [s.id.into(), s.ciphertext.into(), s.proof_hash[..].into(), s.expires_at.into(), views.into(), views.into(), now.into()];
+            let res = bind(sqlx::query(&insert), &args).execute(&mut *tx).await;
+            conflict(res, || "share id".to_owned())?;
             if let Some(creator) = s.creator {
-                sqlx::query(&d.sql(
+                let upsert = d.sql(
                     "INSERT INTO share_receipts (share_id, creator, recipient, created_at, expires_at, max_views)
                      VALUES (?, ?, ?, ?, ?, ?)
                      ON CONFLICT (share_id) DO UPDATE SET creator = excluded.creator, recipient = excluded.recipient,
                        created_at = excluded.created_at, expires_at = excluded.expires_at, max_views = excluded.max_views,
                        views_used = 0, first_opened_at = NULL, last_opened_at = NULL",
-                ))
-                .bind(s.id)
-                .bind(creator)
-                .bind(s.recipient)
-                .bind(now)
-                .bind(s.expires_at)
-                .bind(s.views as i64)
-                .execute(&mut *tx)
-                .await?;
+                );
+                let args = [s.id.into(), creator.into(), s.recipient.into(), now.into(), s.expires_at.into(), views.into()];
+                bind(sqlx::query(&upsert), &args).execute(&mut *tx).await?;
             }
             tx.commit().await?;
             Ok(())
@@ -148,15 +130,11 @@ impl Store {
             if views_left <= 0 {
                 sqlx::query(&d.sql("DELETE FROM shares WHERE id = ?")).bind(id).execute(&mut *tx).await?;
             }
-            sqlx::query(&d.sql(
+            let receipt = d.sql(
                 "UPDATE share_receipts SET views_used = views_used + 1,
                  first_opened_at = COALESCE(first_opened_at, ?), last_opened_at = ? WHERE share_id = ?",
-            ))
-            .bind(now)
-            .bind(now)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
+            );
+            bind(sqlx::query(&receipt), &[now.into(), now.into(), id.into()]).execute(&mut *tx).await?;
             tx.commit().await?;
             Ok(Some(Consumed { ciphertext, expires_at, views: max_views as u32, views_left: views_left.max(0) as u32 }))
         })
@@ -165,17 +143,14 @@ impl Store {
     /// Views left on a live share (None when unknown, used up or expired). For tests and the
     /// operator; it reveals nothing the consume guard does not.
     pub async fn share_views_left(&self, id: &str) -> Result<Option<u32>> {
-        let r: Option<(i64,)> = with_pool!(self, |p, d| sqlx::query_as(&d.sql("SELECT views_left FROM shares WHERE id = ? AND expires_at > ?"))
-            .bind(id)
-            .bind(unix_now())
-            .fetch_optional(p)
-            .await)?;
+        let r: Option<(i64,)> =
+            self.fetch_optional("SELECT views_left FROM shares WHERE id = ? AND expires_at > ?", &[id.into(), unix_now().into()]).await?;
         Ok(r.map(|(v,)| v.max(0) as u32))
     }
 
     /// Deletes a share (a link that could not be delivered).
     pub async fn delete_share(&self, id: &str) -> Result<()> {
-        with_pool!(self, |p, d| sqlx::query(&d.sql("DELETE FROM shares WHERE id = ?")).bind(id).execute(p).await.map(|_| ()))?;
+        self.execute("DELETE FROM shares WHERE id = ?", &[id.into()]).await?;
         Ok(())
     }
 
@@ -183,31 +158,21 @@ impl Store {
     /// of shares deleted.
     pub async fn sweep_shares(&self) -> Result<u64> {
         let now = unix_now();
-        with_pool!(self, |p, d| {
-            let n = sqlx::query(&d.sql("DELETE FROM shares WHERE expires_at <= ? OR views_left <= 0"))
-                .bind(now)
-                .execute(p)
-                .await?
-                .rows_affected();
-            sqlx::query(&d.sql("DELETE FROM share_receipts WHERE expires_at <= ?"))
-                .bind(now - RECEIPT_RETENTION_SECS)
-                .execute(p)
-                .await?;
-            Ok(n)
-        })
+        let n = self.execute("DELETE FROM shares WHERE expires_at <= ? OR views_left <= 0", &[now.into()]).await?;
+        self.execute("DELETE FROM share_receipts WHERE expires_at <= ?", &[(now - RECEIPT_RETENTION_SECS).into()]).await?;
+        Ok(n)
     }
 
     /// The receipt of share `id` if `creator` (an agent id) created it.
     pub async fn share_receipt(&self, id: &str, creator: &str) -> Result<Option<Receipt>> {
         type Row = (String, Option<String>, i64, i64, i64, i64, Option<i64>, Option<i64>);
-        let r: Option<Row> = with_pool!(self, |p, d| sqlx::query_as(&d.sql(
-            "SELECT share_id, recipient, created_at, expires_at, max_views, views_used, first_opened_at, last_opened_at
-             FROM share_receipts WHERE share_id = ? AND creator = ?",
-        ))
-        .bind(id)
-        .bind(creator)
-        .fetch_optional(p)
-        .await)?;
+        let r: Option<Row> = self
+            .fetch_optional(
+                "SELECT share_id, recipient, created_at, expires_at, max_views, views_used, first_opened_at, last_opened_at
+                 FROM share_receipts WHERE share_id = ? AND creator = ?",
+                &[id.into(), creator.into()],
+            )
+            .await?;
         Ok(r.map(|r| Receipt {
             share_id: r.0,
             recipient: r.1,

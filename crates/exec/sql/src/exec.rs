@@ -11,13 +11,18 @@ use crate::decode::{cell_bytes, mysql_cell, pg_cell, sqlite_cell, Cell};
 use crate::validate::{Param, ValidatedQuery};
 use airlock_core::config::{DatabaseConstraints, Handle, HandleKind, Scope};
 use airlock_core::{CallError, ErrorCode, HandleName, Secret};
+use futures::future::BoxFuture;
 use futures::TryStreamExt;
 use serde_json::{json, Value};
+use sqlx::mysql::MySqlQueryResult;
 use sqlx::mysql::{MySql, MySqlConnectOptions, MySqlPoolOptions};
 use sqlx::pool::PoolOptions;
+use sqlx::postgres::PgQueryResult;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, Postgres};
+use sqlx::query::Query;
+use sqlx::sqlite::SqliteQueryResult;
 use sqlx::sqlite::{Sqlite, SqliteConnectOptions, SqlitePoolOptions};
-use sqlx::{Column, Connection, Database, Either, Executor, Statement};
+use sqlx::{Column, Connection, Database, Either, Encode, Executor, Statement, Type};
 use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::Mutex;
@@ -91,8 +96,17 @@ impl SqlExecutor {
         }
         let pool = self.pool(handle, db, secret)?;
         match pool {
-            Pool::Pg(p) => run_pg(&p, q, db).await,
-            Pool::My(p) => run_mysql(&p, q, db).await,
+            Pool::Pg(p) => {
+                let begin = ("BEGIN READ ONLY", "BEGIN");
+                run_in_transaction(&p, q, db, begin, run_pg).await
+            }
+            Pool::My(p) => {
+                let begin = (
+                    "START TRANSACTION READ ONLY",
+                    "START TRANSACTION READ WRITE",
+                );
+                run_in_transaction(&p, q, db, begin, run_mysql).await
+            }
             Pool::Lite(p) => run_sqlite(&p, q, db).await,
         }
     }
@@ -168,14 +182,39 @@ fn secret_error(what: &str) -> CallError {
     CallError::new(ErrorCode::SecretUnavailable).detail(what.to_owned())
 }
 
+/// Connect options of one kind of database.
+trait Target: FromStr {
+    /// The schemes a secret that is the whole connection URL may start with.
+    const SCHEMES: &'static [&'static str];
+    /// These options with `password`.
+    fn with_password(self, password: &str) -> Self;
+}
+
+impl Target for PgConnectOptions {
+    const SCHEMES: &'static [&'static str] = &["postgres://", "postgresql://"];
+    fn with_password(self, password: &str) -> Self {
+        self.password(password)
+    }
+}
+
+impl Target for MySqlConnectOptions {
+    const SCHEMES: &'static [&'static str] = &["mysql://", "mariadb://"];
+    fn with_password(self, password: &str) -> Self {
+        self.password(password)
+    }
+}
+
+impl Target for SqliteConnectOptions {
+    const SCHEMES: &'static [&'static str] = &["sqlite:"];
+    /// A SQLite file has no password.
+    fn with_password(self, _: &str) -> Self {
+        self
+    }
+}
+
 /// The connection target: the handle's URL with the secret as password, or the secret as URL.
 /// Parse errors never carry the driver's text, which may quote the URL.
-fn options<O: FromStr>(
-    db: &DatabaseConstraints,
-    secret: &Secret,
-    schemes: &[&str],
-    set_password: impl FnOnce(O, &str) -> O,
-) -> Result<O, CallError> {
+fn options<O: Target>(db: &DatabaseConstraints, secret: &Secret) -> Result<O, CallError> {
     let value = secret
         .expose_str()
         .ok_or_else(|| secret_error("the secret is not UTF-8"))?;
@@ -185,13 +224,13 @@ fn options<O: FromStr>(
                 CallError::new(ErrorCode::UpstreamUnavailable)
                     .detail("the handle's database url does not parse")
             })?;
-            Ok(set_password(o, value))
+            Ok(o.with_password(value))
         }
         None => {
             let value = value.trim();
             // The scheme must match the handle's kind (SQLite would take any text as a file name).
             let lower = value.get(..12).unwrap_or(value).to_ascii_lowercase();
-            if !schemes.iter().any(|s| lower.starts_with(s)) {
+            if !O::SCHEMES.iter().any(|s| lower.starts_with(s)) {
                 return Err(secret_error(
                     "the secret is not a connection URL of the handle's kind",
                 ));
@@ -223,13 +262,7 @@ fn build_pool(
     let read_only = db.scope == Scope::ReadOnly;
     match kind {
         HandleKind::Postgres => {
-            let o: PgConnectOptions = options(
-                db,
-                secret,
-                &["postgres://", "postgresql://"],
-                |o: PgConnectOptions, p| o.password(p),
-            )?;
-            let o = o.application_name("airlock");
+            let o = options::<PgConnectOptions>(db, secret)?.application_name("airlock");
             let opts: PgPoolOptions = pool_options(db);
             let opts = opts.after_connect(move |conn, _| {
                 Box::pin(async move {
@@ -244,12 +277,7 @@ fn build_pool(
             Ok(Pool::Pg(opts.connect_lazy_with(o)))
         }
         HandleKind::Mysql => {
-            let o: MySqlConnectOptions = options(
-                db,
-                secret,
-                &["mysql://", "mariadb://"],
-                |o: MySqlConnectOptions, p| o.password(p),
-            )?;
+            let o: MySqlConnectOptions = options(db, secret)?;
             let timeout_ms = db.statement_timeout_ms;
             let opts: MySqlPoolOptions = pool_options(db);
             let opts = opts
@@ -263,7 +291,7 @@ fn build_pool(
                     CallError::new(ErrorCode::UpstreamUnavailable)
                         .detail("the handle's database url does not parse")
                 })?,
-                None => options(db, secret, &["sqlite:"], |o: SqliteConnectOptions, _| o)?,
+                None => options(db, secret)?,
             };
             let mut o = o
                 .create_if_missing(false)
@@ -363,96 +391,76 @@ fn query_error(e: sqlx::Error) -> CallError {
 
 /// What differs between the engines when binding and decoding.
 trait Engine: Database {
+    /// What a `u64` parameter (one above `i64::MAX`) is bound as.
+    type UInt: for<'q> Encode<'q, Self> + Type<Self>;
+    /// Converts a `u64` parameter to [`Engine::UInt`].
+    const UINT: fn(u64) -> Self::UInt;
+    /// Decodes one cell of a row.
+    const CELL: fn(&Self::Row, usize) -> Cell;
+    /// The rows a statement changed.
+    const ROWS_AFFECTED: fn(&Self::QueryResult) -> u64;
+
+    /// `q` with `p` bound.
     fn bind<'q>(
-        q: sqlx::query::Query<'q, Self, <Self as Database>::Arguments<'q>>,
+        q: Query<'q, Self, <Self as Database>::Arguments<'q>>,
         p: &'q Param,
-    ) -> sqlx::query::Query<'q, Self, <Self as Database>::Arguments<'q>>;
-    fn param_type(p: &Param) -> Self::TypeInfo;
-    fn cell(row: &Self::Row, i: usize) -> Cell;
-    fn rows_affected(r: &Self::QueryResult) -> u64;
-}
-
-macro_rules! bind_common {
-    ($q:expr, $p:expr, $uint:expr) => {
-        match $p {
-            Param::Null => $q.bind(None::<String>),
-            Param::Bool(b) => $q.bind(*b),
-            Param::Int(x) => $q.bind(*x),
-            Param::UInt(x) => $uint($q, *x),
-            Param::Float(x) => $q.bind(*x),
-            Param::Text(s) => $q.bind(s.as_str()),
+    ) -> Query<'q, Self, <Self as Database>::Arguments<'q>>
+    where
+        Option<String>: Encode<'q, Self> + Type<Self>,
+        bool: Encode<'q, Self> + Type<Self>,
+        i64: Encode<'q, Self> + Type<Self>,
+        f64: Encode<'q, Self> + Type<Self>,
+        &'q str: Encode<'q, Self> + Type<Self>,
+    {
+        match p {
+            Param::Null => q.bind(None::<String>),
+            Param::Bool(b) => q.bind(*b),
+            Param::Int(x) => q.bind(*x),
+            Param::UInt(x) => q.bind(Self::UINT(*x)),
+            Param::Float(x) => q.bind(*x),
+            Param::Text(s) => q.bind(s.as_str()),
         }
-    };
-}
+    }
 
-macro_rules! type_common {
-    ($db:ty, $p:expr, $uint:ty) => {
-        match $p {
-            Param::Null | Param::Text(_) => <String as sqlx::Type<$db>>::type_info(),
-            Param::Bool(_) => <bool as sqlx::Type<$db>>::type_info(),
-            Param::Int(_) => <i64 as sqlx::Type<$db>>::type_info(),
-            Param::UInt(_) => <$uint as sqlx::Type<$db>>::type_info(),
-            Param::Float(_) => <f64 as sqlx::Type<$db>>::type_info(),
+    /// The type `p` is declared as when the statement is prepared.
+    fn param_type(p: &Param) -> Self::TypeInfo
+    where
+        String: Type<Self>,
+        bool: Type<Self>,
+        i64: Type<Self>,
+        f64: Type<Self>,
+    {
+        match p {
+            Param::Null | Param::Text(_) => <String as Type<Self>>::type_info(),
+            Param::Bool(_) => <bool as Type<Self>>::type_info(),
+            Param::Int(_) => <i64 as Type<Self>>::type_info(),
+            Param::UInt(_) => <Self::UInt as Type<Self>>::type_info(),
+            Param::Float(_) => <f64 as Type<Self>>::type_info(),
         }
-    };
+    }
 }
 
 impl Engine for Postgres {
-    fn bind<'q>(
-        q: sqlx::query::Query<'q, Self, sqlx::postgres::PgArguments>,
-        p: &'q Param,
-    ) -> sqlx::query::Query<'q, Self, sqlx::postgres::PgArguments> {
-        // No unsigned type in PostgreSQL: u64 above i64::MAX goes as NUMERIC.
-        bind_common!(q, p, |q: sqlx::query::Query<'q, Self, _>, x: u64| q
-            .bind(sqlx::types::BigDecimal::from(x)))
-    }
-    fn param_type(p: &Param) -> sqlx::postgres::PgTypeInfo {
-        type_common!(Postgres, p, sqlx::types::BigDecimal)
-    }
-    fn cell(row: &sqlx::postgres::PgRow, i: usize) -> Cell {
-        pg_cell(row, i)
-    }
-    fn rows_affected(r: &sqlx::postgres::PgQueryResult) -> u64 {
-        r.rows_affected()
-    }
+    // No unsigned type in PostgreSQL: u64 above i64::MAX goes as NUMERIC.
+    type UInt = sqlx::types::BigDecimal;
+    const UINT: fn(u64) -> Self::UInt = sqlx::types::BigDecimal::from;
+    const CELL: fn(&Self::Row, usize) -> Cell = pg_cell;
+    const ROWS_AFFECTED: fn(&Self::QueryResult) -> u64 = PgQueryResult::rows_affected;
 }
 
 impl Engine for MySql {
-    fn bind<'q>(
-        q: sqlx::query::Query<'q, Self, sqlx::mysql::MySqlArguments>,
-        p: &'q Param,
-    ) -> sqlx::query::Query<'q, Self, sqlx::mysql::MySqlArguments> {
-        bind_common!(q, p, |q: sqlx::query::Query<'q, Self, _>, x: u64| q.bind(x))
-    }
-    fn param_type(p: &Param) -> sqlx::mysql::MySqlTypeInfo {
-        type_common!(MySql, p, u64)
-    }
-    fn cell(row: &sqlx::mysql::MySqlRow, i: usize) -> Cell {
-        mysql_cell(row, i)
-    }
-    fn rows_affected(r: &sqlx::mysql::MySqlQueryResult) -> u64 {
-        r.rows_affected()
-    }
+    type UInt = u64;
+    const UINT: fn(u64) -> Self::UInt = std::convert::identity;
+    const CELL: fn(&Self::Row, usize) -> Cell = mysql_cell;
+    const ROWS_AFFECTED: fn(&Self::QueryResult) -> u64 = MySqlQueryResult::rows_affected;
 }
 
 impl Engine for Sqlite {
-    fn bind<'q>(
-        q: sqlx::query::Query<'q, Self, sqlx::sqlite::SqliteArguments<'q>>,
-        p: &'q Param,
-    ) -> sqlx::query::Query<'q, Self, sqlx::sqlite::SqliteArguments<'q>> {
-        // SQLite integers are i64: larger unsigned values go as REAL.
-        bind_common!(q, p, |q: sqlx::query::Query<'q, Self, _>, x: u64| q
-            .bind(x as f64))
-    }
-    fn param_type(p: &Param) -> sqlx::sqlite::SqliteTypeInfo {
-        type_common!(Sqlite, p, f64)
-    }
-    fn cell(row: &sqlx::sqlite::SqliteRow, i: usize) -> Cell {
-        sqlite_cell(row, i)
-    }
-    fn rows_affected(r: &sqlx::sqlite::SqliteQueryResult) -> u64 {
-        r.rows_affected()
-    }
+    // SQLite integers are i64: larger unsigned values go as REAL.
+    type UInt = f64;
+    const UINT: fn(u64) -> Self::UInt = |x| x as f64;
+    const CELL: fn(&Self::Row, usize) -> Cell = sqlite_cell;
+    const ROWS_AFFECTED: fn(&Self::QueryResult) -> u64 = SqliteQueryResult::rows_affected;
 }
 
 /// Runs the statement on `conn`, streaming rows until `max_rows` or `max_bytes` is reached.
@@ -489,7 +497,7 @@ macro_rules! run_statement {
             while let Some(item) = stream.try_next().await.map_err(query_error)? {
                 let row = match item {
                     Either::Left(done) => {
-                        affected += <$db as Engine>::rows_affected(&done);
+                        affected += <$db as Engine>::ROWS_AFFECTED(&done);
                         continue;
                     }
                     Either::Right(row) => row,
@@ -504,7 +512,7 @@ macro_rules! run_statement {
                     let mut cells = Vec::with_capacity(row.len());
                     let mut row_bytes = 0usize;
                     for i in 0..row.len() {
-                        let v = match <$db as Engine>::cell(&row, i) {
+                        let v = match <$db as Engine>::CELL(&row, i) {
                             Cell::Value(v) => v,
                             Cell::Unsupported(ty) => {
                                 let name = columns.get(i).cloned().unwrap_or_else(|| i.to_string());
@@ -574,37 +582,32 @@ fn limit(db: &DatabaseConstraints) -> Duration {
     Duration::from_millis(db.statement_timeout_ms)
 }
 
-async fn run_pg(
-    pool: &sqlx::PgPool,
+/// Runs a validated statement on a connection inside its transaction (one per engine, each an
+/// expansion of `run_statement!`).
+type RunStatement<DB> = for<'c> fn(
+    &'c mut <DB as Database>::Connection,
+    &'c ValidatedQuery,
+    &'c DatabaseConstraints,
+) -> BoxFuture<'c, Result<Value, CallError>>;
+
+/// Runs the statement on a PostgreSQL or MySQL/MariaDB connection in a transaction that
+/// `begin` opens (its read-only and its read-write statement), within the handle's statement
+/// timeout.
+async fn run_in_transaction<DB: Database>(
+    pool: &sqlx::Pool<DB>,
     q: &ValidatedQuery,
     db: &DatabaseConstraints,
+    begin: (&'static str, &'static str),
+    run: RunStatement<DB>,
 ) -> Result<Value, CallError> {
     let mut conn = pool.acquire().await.map_err(connect_error)?;
     let read_only = db.scope == Scope::ReadOnly;
     let work = async {
-        let mut tx = Connection::begin_with(
-            &mut *conn,
-            if read_only {
-                "BEGIN READ ONLY"
-            } else {
-                "BEGIN"
-            },
-        )
-        .await
-        .map_err(query_error)?;
-        // standard_conforming_strings: the server reads backslashes in '...' as the validator did.
-        let setup = format!(
-            "SET LOCAL statement_timeout = {}; SET LOCAL standard_conforming_strings = on",
-            db.statement_timeout_ms
-        );
-        // A plain `&str` runs over the simple-query protocol (both statements in one round
-        // trip); `raw_sql(..).execute(..)` would make this future non-`Send` (sqlx's
-        // higher-ranked `Executor` bound).
-        if let Err(e) = Executor::execute(&mut *tx, setup.as_str()).await {
-            let _ = tx.rollback().await;
-            return Err(query_error(e));
-        }
-        let r: Result<Value, CallError> = run_statement!(Postgres, &mut tx, q, db).await;
+        let begin = if read_only { begin.0 } else { begin.1 };
+        let mut tx = Connection::begin_with(&mut *conn, begin)
+            .await
+            .map_err(query_error)?;
+        let r = run(&mut tx, q, db).await;
         finish(tx, r, read_only).await
     };
     let res = tokio::time::timeout(limit(db), work).await;
@@ -618,33 +621,36 @@ async fn run_pg(
     }
 }
 
-async fn run_mysql(
-    pool: &sqlx::MySqlPool,
-    q: &ValidatedQuery,
-    db: &DatabaseConstraints,
-) -> Result<Value, CallError> {
-    let mut conn = pool.acquire().await.map_err(connect_error)?;
-    let read_only = db.scope == Scope::ReadOnly;
-    let work = async {
-        let begin = if read_only {
-            "START TRANSACTION READ ONLY"
-        } else {
-            "START TRANSACTION READ WRITE"
-        };
-        let mut tx = Connection::begin_with(&mut *conn, begin)
+/// PostgreSQL: the statement timeout and literal syntax for this transaction, then the
+/// statement.
+fn run_pg<'c>(
+    tx: &'c mut sqlx::PgConnection,
+    q: &'c ValidatedQuery,
+    db: &'c DatabaseConstraints,
+) -> BoxFuture<'c, Result<Value, CallError>> {
+    Box::pin(async move {
+        // standard_conforming_strings: the server reads backslashes in '...' as the validator did.
+        let setup = format!(
+            "SET LOCAL statement_timeout = {}; SET LOCAL standard_conforming_strings = on",
+            db.statement_timeout_ms
+        );
+        // A plain `&str` runs over the simple-query protocol (both statements in one round
+        // trip); `raw_sql(..).execute(..)` would make this future non-`Send` (sqlx's
+        // higher-ranked `Executor` bound).
+        Executor::execute(&mut *tx, setup.as_str())
             .await
             .map_err(query_error)?;
-        let r: Result<Value, CallError> = run_statement!(MySql, &mut tx, q, db).await;
-        finish(tx, r, read_only).await
-    };
-    let res = tokio::time::timeout(limit(db), work).await;
-    match res {
-        Ok(r) => r,
-        Err(_) => {
-            conn.close_on_drop();
-            Err(timeout_error())
-        }
-    }
+        run_statement!(Postgres, tx, q, db).await
+    })
+}
+
+/// MySQL/MariaDB: the session already holds the statement timeout (`mysql_session`).
+fn run_mysql<'c>(
+    tx: &'c mut sqlx::MySqlConnection,
+    q: &'c ValidatedQuery,
+    db: &'c DatabaseConstraints,
+) -> BoxFuture<'c, Result<Value, CallError>> {
+    Box::pin(run_statement!(MySql, tx, q, db))
 }
 
 async fn run_sqlite(
@@ -799,7 +805,12 @@ mod tests {
 }
 /// The broker awaits `execute` inside an axum handler, which must be `Send`.
 #[allow(dead_code)]
-fn execute_future_is_send(e: &'static SqlExecutor, h: &'static Handle, q: &'static ValidatedQuery, s: &'static Secret) {
+fn execute_future_is_send(
+    e: &'static SqlExecutor,
+    h: &'static Handle,
+    q: &'static ValidatedQuery,
+    s: &'static Secret,
+) {
     fn is_send<T: Send>(_: T) {}
     is_send(e.execute(h, q, s));
 }
