@@ -5,8 +5,8 @@
 //! and limits, executes, scrubs and audits. Unknown tool names go to the broker too, so they are
 //! audited like any other refusal.
 
-use airlock_core::{CallError, ErrorCode, Secret};
-use airlock_server::tools::Format;
+use airlock_core::{CallError, ErrorCode};
+use airlock_server::Format;
 use airlock_server::{Broker, Caller, Invocation};
 use rmcp::model::{
     CacheScope, CallToolRequestParams, CallToolResponse, CallToolResult, Implementation, ListToolsResult,
@@ -26,7 +26,7 @@ enum Auth {
     /// A stream session (stdio, or the thin client's upgraded connection): the token given at
     /// start, checked again on every request so that revocation takes effect mid-session, and
     /// the socket peer the session came from, if any.
-    Token(Secret, Option<airlock_core::Peer>),
+    Token(zeroize::Zeroizing<String>, Option<airlock_core::Peer>),
     /// streamable HTTP: the [`Caller`] the router's middleware authenticated for this request,
     /// carried in the request's `http::request::Parts` extensions.
     FromRequest,
@@ -53,7 +53,7 @@ impl AirlockMcp {
 
     /// As [`AirlockMcp::for_token`], recording `peer` (the socket peer) with every call.
     pub fn for_session(broker: Arc<Broker>, token: String, peer: Option<airlock_core::Peer>) -> AirlockMcp {
-        AirlockMcp { broker, auth: Auth::Token(Secret::new(token.into_bytes()), peer) }
+        AirlockMcp { broker, auth: Auth::Token(zeroize::Zeroizing::new(token), peer) }
     }
 
     /// A handler that takes the caller from the HTTP request (set by [`crate::http_router`]).
@@ -65,7 +65,7 @@ impl AirlockMcp {
         match &self.auth {
             // The token is used here for its purpose: authenticating the agent.
             Auth::Token(t, peer) => {
-                let mut c = self.broker.authenticate(t.expose_str()).await?;
+                let mut c = self.broker.authenticate(Some(t.as_str())).await?;
                 c.peer = *peer;
                 Ok(c)
             }

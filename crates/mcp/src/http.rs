@@ -28,7 +28,7 @@ const LOOPBACK_HOSTS: &[&str] = &["localhost", "127.0.0.1", "[::1]"];
 
 /// The streamable HTTP MCP endpoint, routed at [`MCP_PATH`], and the stream endpoint of the thin
 /// `airlock mcp` client at [`crate::STREAM_PATH`], behind the same Host/Origin guard and token check. Merge it into the REST router:
-/// `airlock_server::rest::router(b.clone()).merge(airlock_mcp::http_router(b))`.
+/// `airlock_server::http::router(b.clone()).merge(airlock_mcp::http_router(b))`.
 pub fn http_router(broker: Arc<Broker>) -> Router {
     let guard = Arc::new(Guard::new(&broker.config().server));
     let cfg = StreamableHttpServerConfig::default()
@@ -148,7 +148,7 @@ async fn check_host_and_origin(State(guard): State<Arc<Guard>>, req: Request, ne
 }
 
 async fn authenticate(State(broker): State<Arc<Broker>>, mut req: Request, next: Next) -> Response {
-    match airlock_server::rest::authenticate(&broker, req.headers(), req.extensions()).await {
+    match airlock_server::http::authenticate(&broker, req.headers(), req.extensions()).await {
         Ok(caller) => {
             req.extensions_mut().insert(caller);
             if req.method() != http::Method::POST {

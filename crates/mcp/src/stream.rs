@@ -51,7 +51,7 @@ pub(crate) async fn upgrade(State(broker): State<Arc<Broker>>, mut req: Request)
     let Some(caller) = req.extensions().get::<Caller>().cloned() else {
         return bad_request("no authenticated caller");
     };
-    let Some(token) = airlock_server::rest::bearer(req.headers()).map(str::to_owned) else {
+    let Some(token) = airlock_server::http::bearer(req.headers()).map(str::to_owned) else {
         return bad_request("no bearer token");
     };
     let on_upgrade = hyper::upgrade::on(&mut req);

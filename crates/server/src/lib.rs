@@ -1,16 +1,15 @@
-//! The broker (the path of one call: authenticate, check, resolve, execute, scrub, audit) and the
-//! REST server in front of it.
+//! The broker and its HTTP front end, as two modules with arrows one way:
 //!
-//! Plaintext secrets appear here only in transit from the vault to an executor and to the
-//! scrubber's builder; nothing this crate returns or logs is built from one.
+//! - [`broker`]: the path of one call (authenticate, check, validate, approve, resolve, execute,
+//!   scrub, audit) and the state it needs: policy, secrets, executors, audit, approvals, shares,
+//!   sub-agents, leases.
+//! - [`http`]: axum only (routing, extractors, one response type), calling into the broker.
+//!
+//! Plaintext secrets pass through here only from the vault to an executor and to the scrubber's
+//! builder; nothing in this crate reads one, and nothing it returns or logs is built from one.
 #![forbid(unsafe_code)]
 
-pub mod approvals;
 pub mod broker;
-pub mod metrics;
-pub mod rate;
-pub mod rest;
-pub mod shares;
-pub mod tools;
+pub mod http;
 
-pub use broker::{Broker, BrokerError, Caller, Invocation};
+pub use broker::{Broker, BrokerError, Caller, Format, Invocation};

@@ -399,6 +399,12 @@ impl NewShare {
         Ok(NewShare { proof_hash: d.proof_hash(), id, blob, limits, key })
     }
 
+    /// [`NewShare::create`] for a secret the broker holds (`share_secret`): the plaintext is
+    /// read here, where it is sealed, and nowhere else.
+    pub fn for_secret(secret: &Secret, expires_at: i64, views: u32, max_plaintext: usize) -> Result<NewShare> {
+        NewShare::create(secret.expose_secret(), None, expires_at, views, max_plaintext)
+    }
+
     /// The JSON body for `POST /v1/shares` (ciphertext and proof hash in base64url).
     pub fn request_fields(&self) -> (String, String) {
         (encode_blob(&self.blob), b64(&self.proof_hash))

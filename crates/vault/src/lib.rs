@@ -206,11 +206,54 @@ pub fn open(master: &MasterKey, name: &str, sealed: &[u8]) -> Result<Secret, Vau
     Ok(Secret::new(plain.to_vec()))
 }
 
+/// How long a resolved value is reused before it is read from its backend again.
+pub const RECENT_TTL: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Values resolved in the last [`RECENT_TTL`], by reference. Entries are [`Secret`]s, zeroized
+/// when evicted, replaced or cleared.
+#[derive(Default)]
+struct Recent(std::sync::Mutex<std::collections::HashMap<String, (std::time::Instant, Secret)>>);
+
+impl Recent {
+    /// The key of a reference: its names and paths, never a value.
+    fn key(r: &SecretRef) -> String {
+        format!("{r:?}")
+    }
+
+    fn get(&self, r: &SecretRef) -> Option<Secret> {
+        let k = Recent::key(r);
+        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        match m.get(&k) {
+            Some((at, s)) if at.elapsed() < RECENT_TTL => Some(s.clone()),
+            Some(_) => {
+                m.remove(&k);
+                None
+            }
+            None => None,
+        }
+    }
+
+    fn put(&self, r: &SecretRef, s: &Secret) {
+        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        m.retain(|_, (at, _)| at.elapsed() < RECENT_TTL);
+        m.insert(Recent::key(r), (std::time::Instant::now(), s.clone()));
+    }
+
+    fn remove(&self, r: &SecretRef) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).remove(&Recent::key(r));
+    }
+
+    fn clear(&self) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+}
+
 /// Resolves secret references against the local vault, the environment and files.
 pub struct Vault {
     master: MasterKey,
     store: Store,
     remotes: BTreeMap<String, Arc<RemoteVault>>,
+    recent: Recent,
 }
 
 impl std::fmt::Debug for Vault {
@@ -222,7 +265,7 @@ impl std::fmt::Debug for Vault {
 impl Vault {
     /// A vault over `store` with `master`.
     pub fn new(master: MasterKey, store: Store) -> Vault {
-        Vault { master, store, remotes: BTreeMap::new() }
+        Vault { master, store, remotes: BTreeMap::new(), recent: Recent::default() }
     }
 
     /// A vault that also resolves `openbao:` references against `remotes` (`[vaults.NAME]`).
@@ -235,7 +278,7 @@ impl Vault {
         for c in remotes {
             m.insert(c.name.clone(), Arc::new(RemoteVault::new(c.clone())?));
         }
-        Ok(Vault { master, store, remotes: m })
+        Ok(Vault { master, store, remotes: m, recent: Recent::default() })
     }
 
     /// The remote vault `name`.
@@ -243,15 +286,36 @@ impl Vault {
         self.remotes.get(name).ok_or_else(|| VaultError::UnknownVault(name.to_owned()))
     }
 
-    /// Drops every cached remote value, so the next resolution reads the remote vaults again.
+    /// Drops every cached value (recent resolutions and remote caches), so the next resolution
+    /// reads every backend again.
     pub fn invalidate(&self) {
+        self.recent.clear();
         for r in self.remotes.values() {
             r.invalidate();
         }
     }
 
+    /// Revokes, at remote vault `remote`, the lease whose id is sealed locally under `key`.
+    /// `Ok(false)` when no id is sealed there (an earlier attempt revoked it already).
+    pub async fn revoke_sealed_lease(&self, remote: &str, key: &str) -> Result<bool, VaultError> {
+        let remote = self.remote(remote)?;
+        let lease_id = match self.resolve(&SecretRef::Local(key.to_owned())).await {
+            Ok(s) => s,
+            Err(VaultError::NotFound(_)) => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        remote.revoke_lease(lease_id.expose_str().unwrap_or_default()).await?;
+        Ok(true)
+    }
+
+    /// Forgets the recently resolved value of `r` (a lease revoked, a secret deleted).
+    pub fn forget(&self, r: &SecretRef) {
+        self.recent.remove(r);
+    }
+
     /// Drops the cached value of one remote reference.
     pub fn invalidate_ref(&self, r: &RemoteRef) {
+        self.recent.clear();
         if let Some(v) = self.remotes.get(&r.vault) {
             v.invalidate_ref(r);
         }
@@ -263,7 +327,20 @@ impl Vault {
             return Err(VaultError::Empty);
         }
         let sealed = seal(&self.master, name, secret);
-        Ok(self.store.put_sealed(name, &sealed).await?)
+        let version = self.store.put_sealed(name, &sealed).await?;
+        self.recent.clear();
+        Ok(version)
+    }
+
+    /// [`Vault::resolve`], reusing a value resolved less than [`RECENT_TTL`] ago (the hot path of
+    /// calls: one backend read per reference every few seconds, not one per call).
+    pub async fn resolve_recent(&self, r: &SecretRef) -> Result<Secret, VaultError> {
+        if let Some(s) = self.recent.get(r) {
+            return Ok(s);
+        }
+        let s = self.resolve(r).await?;
+        self.recent.put(r, &s);
+        Ok(s)
     }
 
     /// Resolves a reference to its plaintext.

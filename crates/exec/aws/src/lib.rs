@@ -22,12 +22,25 @@ mod policy;
 mod s3;
 mod sign;
 mod sts;
+mod tool;
 
 pub use creds::{secret_parts, AwsCredentials};
 pub use policy::{session_name, session_policy};
 pub use s3::{S3Args, ValidatedS3};
 
+use airlock_core::{CallError, ErrorCode};
 use std::time::Duration;
+
+/// Characters AWS wants percent-encoded in a URI component (all but unreserved ones).
+pub(crate) const AWS_URI: &percent_encoding::AsciiSet =
+    &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
+
+/// A transport failure: the code says timeout or unavailable; the detail (operator only) names
+/// the service and reqwest's error, which carries no credential.
+pub(crate) fn transport(e: &reqwest::Error, service: &str) -> CallError {
+    let code = if e.is_timeout() { ErrorCode::UpstreamTimeout } else { ErrorCode::UpstreamUnavailable };
+    CallError::with_message(code, format!("{service} could not be reached")).detail(format!("{service}: {e}"))
+}
 
 /// Bytes of an STS answer or an S3 error body read at most.
 const MAX_META_BYTES: usize = 64 * 1024;

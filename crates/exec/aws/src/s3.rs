@@ -1,13 +1,13 @@
 //! `s3_object {operation: get|put|list|delete, bucket, key?, body?}` on a lease of an aws handle.
 
 use crate::creds::AwsCredentials;
-use crate::sign::{signature_headers, Service};
-use crate::sts::transport;
+use crate::sign::{signature_headers, Service, SignRequest};
+use crate::{transport, AWS_URI};
 use crate::{error_code, read_capped, s3_base, AwsExecutor, MAX_META_BYTES};
 use airlock_core::config::{Handle, Scope};
 use airlock_core::{CallError, ErrorCode, Secret};
 use base64::Engine as _;
-use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use percent_encoding::{utf8_percent_encode, AsciiSet};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -16,7 +16,6 @@ use std::time::Duration;
 const MAX_KEY_BYTES: usize = 1024;
 
 /// What AWS leaves unencoded in a URI: `A-Z a-z 0-9 - _ . ~`.
-pub(crate) const AWS_URI: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
 /// The same in a key's path, where `/` separates segments.
 const AWS_PATH: &AsciiSet = &AWS_URI.remove(b'/');
 
@@ -164,7 +163,7 @@ impl AwsExecutor {
             }
         };
         let body = v.body.clone().unwrap_or_default();
-        let signed = signature_headers(&creds, &aws.region, Service::S3, method, &url, &[], &body)
+        let signed = signature_headers(&creds, &aws.region, Service::S3, &SignRequest { method, url: &url, headers: &[], body: &body })
             .map_err(|e| CallError::new(ErrorCode::Internal).detail(e))?;
         let mut req = self
             .client

@@ -15,19 +15,25 @@ pub(crate) enum Service {
     S3,
 }
 
+/// The parts of a request that are signed.
+#[derive(Clone, Copy)]
+pub(crate) struct SignRequest<'a> {
+    /// The method, uppercase.
+    pub method: &'a str,
+    /// The URL, already percent-encoded.
+    pub url: &'a str,
+    /// Other headers sent and signed.
+    pub headers: &'a [(&'a str, &'a str)],
+    /// The body.
+    pub body: &'a [u8],
+}
+
 /// The headers to add to a request so that it carries a SigV4 signature of `creds` for
 /// `region` (`Authorization`, `X-Amz-Date`, `X-Amz-Security-Token` with a session token, and
 /// `x-amz-content-sha256` for S3). `url` is already percent-encoded; `headers` are the other
 /// headers the request sends and that are signed with it. The error names no value.
-pub(crate) fn signature_headers(
-    creds: &AwsCredentials,
-    region: &str,
-    service: Service,
-    method: &str,
-    url: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-) -> Result<Vec<(String, String)>, String> {
+pub(crate) fn signature_headers(creds: &AwsCredentials, region: &str, service: Service, req: &SignRequest<'_>) -> Result<Vec<(String, String)>, String> {
+    let SignRequest { method, url, headers, body } = *req;
     let identity = aws_credential_types::Credentials::new(
         creds.access_key_id.as_str(),
         creds.secret_access_key.as_str(),
@@ -74,7 +80,7 @@ mod tests {
     #[test]
     fn s3_requests_carry_the_payload_hash_and_the_session_token() {
         let c = AwsCredentials::new("ASIAEXAMPLE".into(), "secretkey".into(), Some("sessiontoken".into()));
-        let hs = signature_headers(&c, "us-east-1", Service::S3, "PUT", "http://127.0.0.1:9/b/k%20x", &[], b"hello").unwrap();
+        let hs = signature_headers(&c, "us-east-1", Service::S3, &SignRequest { method: "PUT", url: "http://127.0.0.1:9/b/k%20x", headers: &[], body: b"hello" }).unwrap();
         let get = |n: &str| hs.iter().find(|(k, _)| k.eq_ignore_ascii_case(n)).map(|(_, v)| v.clone());
         // sha256("hello")
         assert_eq!(get("x-amz-content-sha256").as_deref(), Some("2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"));
@@ -83,7 +89,7 @@ mod tests {
         assert!(auth.starts_with("AWS4-HMAC-SHA256 Credential=ASIAEXAMPLE/"), "{auth}");
         assert!(auth.contains("/us-east-1/s3/aws4_request"), "{auth}");
         assert!(!auth.contains("secretkey"));
-        let sts = signature_headers(&c, "eu-west-1", Service::Sts, "POST", "http://127.0.0.1:9/", &[("content-type", "application/x-www-form-urlencoded")], b"Action=x").unwrap();
+        let sts = signature_headers(&c, "eu-west-1", Service::Sts, &SignRequest { method: "POST", url: "http://127.0.0.1:9/", headers: &[("content-type", "application/x-www-form-urlencoded")], body: b"Action=x" }).unwrap();
         assert!(sts.iter().all(|(k, _)| !k.eq_ignore_ascii_case("x-amz-content-sha256")));
         let auth = sts.iter().find(|(k, _)| k == "authorization").unwrap().1.clone();
         assert!(auth.contains("/eu-west-1/sts/aws4_request") && auth.contains("content-type"), "{auth}");

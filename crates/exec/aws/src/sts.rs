@@ -1,8 +1,8 @@
 //! STS `AssumeRole` for a lease.
 
 use crate::creds::AwsCredentials;
-use crate::sign::{signature_headers, Service};
-use crate::{error_code, read_capped, sts_url, AwsExecutor, MAX_META_BYTES};
+use crate::sign::{signature_headers, Service, SignRequest};
+use crate::{error_code, read_capped, sts_url, transport, AwsExecutor, MAX_META_BYTES};
 use airlock_core::config::{AwsConstraints, AWS_MAX_TTL_SECONDS, AWS_MIN_TTL_SECONDS};
 use airlock_core::{CallError, ErrorCode, Secret};
 use serde::Deserialize;
@@ -32,7 +32,7 @@ struct StsCredentials {
 /// The form body of an `AssumeRole` call.
 /// Values are percent-encoded as the AWS SDKs do (everything but `A-Z a-z 0-9 - _ . ~`).
 pub(crate) fn assume_role_form(role_arn: &str, session_name: &str, duration: u64, policy: &str) -> String {
-    let enc = |v: &str| percent_encoding::utf8_percent_encode(v, crate::s3::AWS_URI).to_string();
+    let enc = |v: &str| percent_encoding::utf8_percent_encode(v, crate::AWS_URI).to_string();
     format!(
         "Action=AssumeRole&Version=2011-06-15&RoleArn={}&RoleSessionName={}&DurationSeconds={duration}&Policy={}",
         enc(role_arn),
@@ -67,7 +67,7 @@ impl AwsExecutor {
         let url = sts_url(c);
         let body = assume_role_form(&c.role_arn, name, duration, policy);
         let ctype = "application/x-www-form-urlencoded; charset=utf-8";
-        let signed = signature_headers(&creds, &c.region, Service::Sts, "POST", &url, &[("content-type", ctype)], body.as_bytes())
+        let signed = signature_headers(&creds, &c.region, Service::Sts, &SignRequest { method: "POST", url: &url, headers: &[("content-type", ctype)], body: body.as_bytes() })
             .map_err(|e| CallError::new(ErrorCode::Internal).detail(e))?;
         let mut req = self
             .client
@@ -103,13 +103,6 @@ impl AwsExecutor {
         AwsCredentials::from_secret(&secret).map_err(|_| unavailable("STS answered with unusable credentials"))?;
         Ok(secret)
     }
-}
-
-/// A transport failure: the code says timeout or unavailable; the detail (operator only) names
-/// the service and reqwest's error, which carries no credential.
-pub(crate) fn transport(e: &reqwest::Error, service: &str) -> CallError {
-    let code = if e.is_timeout() { ErrorCode::UpstreamTimeout } else { ErrorCode::UpstreamUnavailable };
-    CallError::with_message(code, format!("{service} could not be reached")).detail(format!("{service}: {e}"))
 }
 
 #[cfg(test)]

@@ -27,6 +27,7 @@
 
 pub mod sandbox;
 pub mod stage2;
+mod tool;
 
 use airlock_core::config::{ArgTemplate, CommandConstraints, Handle, SecretDelivery};
 use airlock_core::{CallError, ErrorCode, Secret};

@@ -10,6 +10,8 @@
 //! TLS (plain only for a loopback host the operator configured), and failures map to fixed codes.
 #![forbid(unsafe_code)]
 
+mod tool;
+
 use airlock_core::config::{Handle, SmtpConstraints, SmtpTls};
 use airlock_core::{CallError, ErrorCode, Secret};
 use lettre::message::{header::ContentType, Mailbox};

@@ -181,17 +181,25 @@ fn esc_ident(s: &str) -> String {
     s.replace('"', "\"\"")
 }
 
-/// Expands the templates into the statements to run.
-fn expand(
-    kind: HandleKind,
-    templates: &[String],
-    name: &str,
-    password_hash: &str,
-    expiration: &str,
-    database: &str,
+/// What the statement templates are filled with.
+struct Fill<'a> {
+    /// `{{name}}`: the role.
+    name: &'a str,
+    /// `{{password}}`: the password's hash (verifier), never the password.
+    password_hash: &'a str,
+    /// `{{expiration}}`: RFC 3339.
+    expiration: &'a str,
+    /// `{{database}}`.
+    database: &'a str,
+    /// `{{privileges}}`.
     scope: Scope,
-    tables: Option<&[String]>,
-) -> Vec<String> {
+    /// `{{table}}` and `{{schema}}`: one statement each.
+    tables: Option<&'a [String]>,
+}
+
+/// Expands the templates into the statements to run.
+fn expand(kind: HandleKind, templates: &[String], fill: &Fill<'_>) -> Vec<String> {
+    let Fill { name, password_hash, expiration, database, scope, tables } = *fill;
     let privileges = match scope {
         Scope::ReadOnly => "SELECT",
         Scope::ReadWrite => "SELECT, INSERT, UPDATE, DELETE",
@@ -381,16 +389,8 @@ pub async fn create_role(handle: &Handle, policy: &LeasePolicy, admin: &Secret, 
         _ => return Err(LeaseError::Unsupported("only postgres and mysql handles")),
     };
     let expiration = spec.expires_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    let stmts = expand(
-        handle.kind,
-        &templates(&policy.creation_statements, defaults),
-        spec.name,
-        &hash,
-        &expiration,
-        &database,
-        spec.scope,
-        spec.tables,
-    );
+    let fill = Fill { name: spec.name, password_hash: &hash, expiration: &expiration, database: &database, scope: spec.scope, tables: spec.tables };
+    let stmts = expand(handle.kind, &templates(&policy.creation_statements, defaults), &fill);
     let secret = lease_secret(db, &url, spec.name, &password)?;
     let lock = ddl_lock(&url);
     let _guard = lock.lock().await;
@@ -429,7 +429,8 @@ async fn drop_role_on(conn: &mut Admin, kind: HandleKind, policy: &LeasePolicy, 
         return Ok(());
     }
     let defaults = if kind == HandleKind::Postgres { PG_REVOKE } else { MY_REVOKE };
-    let stmts = expand(kind, &templates(&policy.revocation_statements, defaults), name, "", "", database, Scope::ReadOnly, None);
+    let fill = Fill { name, password_hash: "", expiration: "", database, scope: Scope::ReadOnly, tables: None };
+    let stmts = expand(kind, &templates(&policy.revocation_statements, defaults), &fill);
     let mut first_err = None;
     for attempt in 0..RETRIES {
         if attempt > 0 {
@@ -561,14 +562,16 @@ mod tests {
     fn templates_expand_per_table_and_schema_without_agent_text() {
         let t = templates(&None, PG_CREATE);
         let tables = vec!["orders".to_owned(), "sales.items".to_owned()];
-        let s = expand(HandleKind::Postgres, &t, "airlock_l_x_abc", "SCRAM-SHA-256$v", "2030-01-01T00:00:00Z", "te\"st", Scope::ReadOnly, Some(&tables));
+        let fill = Fill { name: "airlock_l_x_abc", password_hash: "SCRAM-SHA-256$v", expiration: "2030-01-01T00:00:00Z", database: "te\"st", scope: Scope::ReadOnly, tables: Some(&tables) };
+        let s = expand(HandleKind::Postgres, &t, &fill);
         assert_eq!(s[0], "CREATE ROLE \"airlock_l_x_abc\" LOGIN PASSWORD 'SCRAM-SHA-256$v' VALID UNTIL '2030-01-01T00:00:00Z'");
         assert_eq!(s[1], "GRANT CONNECT ON DATABASE \"te\"\"st\" TO \"airlock_l_x_abc\"");
         assert!(s.contains(&"GRANT USAGE ON SCHEMA public TO \"airlock_l_x_abc\"".to_owned()));
         assert!(s.contains(&"GRANT USAGE ON SCHEMA sales TO \"airlock_l_x_abc\"".to_owned()));
         assert!(s.contains(&"GRANT SELECT ON sales.items TO \"airlock_l_x_abc\"".to_owned()));
         assert_eq!(s.len(), 6);
-        let m = expand(HandleKind::Mysql, &templates(&None, MY_CREATE), "u", "*AB", "", "test", Scope::ReadWrite, Some(&tables[..1]));
+        let fill = Fill { name: "u", password_hash: "*AB", expiration: "", database: "test", scope: Scope::ReadWrite, tables: Some(&tables[..1]) };
+        let m = expand(HandleKind::Mysql, &templates(&None, MY_CREATE), &fill);
         assert_eq!(m[1], "GRANT SELECT, INSERT, UPDATE, DELETE ON `test`.orders TO 'u'@'%'");
     }
 }

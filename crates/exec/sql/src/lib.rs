@@ -20,6 +20,7 @@
 mod decode;
 mod exec;
 pub mod lease;
+mod tool;
 pub mod validate;
 
 pub use exec::SqlExecutor;

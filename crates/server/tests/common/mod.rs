@@ -194,7 +194,7 @@ impl Fixture {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(airlock_server::rest::serve(listener, broker.clone(), async {
+        tokio::spawn(airlock_server::http::serve(listener, broker.clone(), async {
             let _ = rx.await;
         }));
         Fixture {

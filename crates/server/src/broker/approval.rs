@@ -12,24 +12,14 @@
 //! approval endpoint. The request (the `approval-required` refusal), the decision and the
 //! execution are three audit records carrying the same approval id.
 
-use crate::broker::{Broker, Caller};
-use crate::shares::{harden, PAGE_CSP};
+use super::{Broker, Caller};
 use airlock_core::config::ApprovalRule;
-use airlock_core::{CallError, ErrorCode, HandleName, Tool};
+use airlock_core::{CallError, CallFacts, ErrorCode, HandleName, Tool};
 use airlock_store::approvals::{Approval, ApprovalStatus, Approver, DecideOutcome, NewApproval};
 use airlock_store::audit::{AuditRecord, Decision};
-use axum::body::Body;
-use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
-use axum::response::Response;
-use axum::routing::{get, post};
-use axum::Router;
 use ring::digest;
 use serde_json::{json, Value};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-const APPROVE_HTML: &str = include_str!("../web/approve.html");
 
 /// Now, in Unix milliseconds.
 pub(crate) fn now_ms() -> i64 {
@@ -43,7 +33,7 @@ fn rfc3339_ms(ms: i64) -> String {
 }
 
 /// Why a call needs approval under `rule`, or None when it does not.
-pub(crate) fn reason(rule: &ApprovalRule, tool: Tool, facts: &CallFacts<'_>) -> Option<String> {
+pub(crate) fn reason(rule: &ApprovalRule, tool: Tool, facts: &CallFacts) -> Option<String> {
     if rule.always {
         return Some("every call on this handle needs approval".into());
     }
@@ -61,17 +51,6 @@ pub(crate) fn reason(rule: &ApprovalRule, tool: Tool, facts: &CallFacts<'_>) -> 
         }
     }
     None
-}
-
-/// What an approval rule looks at, taken from the validated call.
-#[derive(Debug, Default)]
-pub(crate) struct CallFacts<'a> {
-    /// The call changes data.
-    pub writes: bool,
-    /// E-mail recipients (to and cc).
-    pub recipients: Vec<&'a str>,
-    /// A lease's TTL in seconds.
-    pub lease_ttl: Option<u64>,
 }
 
 /// Canonical JSON: object keys sorted (by their UTF-8 bytes) at every depth, no whitespace, so
@@ -116,20 +95,37 @@ fn field(ctx: &mut digest::Context, bytes: &[u8]) {
     ctx.update(bytes);
 }
 
+/// One exact call, as an approval binds it.
+#[derive(Debug, Clone, Copy)]
+pub struct CallKey<'a> {
+    /// The agent's id.
+    pub agent_id: &'a str,
+    /// The agent's name.
+    pub agent_name: &'a str,
+    /// Its parent chain, nearest first.
+    pub parents: &'a [String],
+    /// The tool.
+    pub tool: &'a str,
+    /// The handle.
+    pub handle: &'a str,
+    /// The arguments (hashed in canonical form).
+    pub args: &'a Value,
+}
+
 /// The hash of one exact call: agent, parent chain, tool, handle, canonical arguments, policy
 /// version. Every field is length-prefixed, so no two different calls encode alike.
-pub fn call_hash(agent_id: &str, agent_name: &str, parents: &[String], tool: &str, handle: &str, args: &Value, policy_version: &str) -> Vec<u8> {
+pub fn call_hash(k: &CallKey<'_>, policy_version: &str) -> Vec<u8> {
     let mut ctx = digest::Context::new(&digest::SHA256);
     ctx.update(b"airlock-approval-call-v1");
-    field(&mut ctx, agent_id.as_bytes());
-    field(&mut ctx, agent_name.as_bytes());
-    field(&mut ctx, (parents.len() as u64).to_be_bytes().as_slice());
-    for p in parents {
+    field(&mut ctx, k.agent_id.as_bytes());
+    field(&mut ctx, k.agent_name.as_bytes());
+    field(&mut ctx, (k.parents.len() as u64).to_be_bytes().as_slice());
+    for p in k.parents {
         field(&mut ctx, p.as_bytes());
     }
-    field(&mut ctx, tool.as_bytes());
-    field(&mut ctx, handle.as_bytes());
-    field(&mut ctx, canonical_json(args).as_bytes());
+    field(&mut ctx, k.tool.as_bytes());
+    field(&mut ctx, k.handle.as_bytes());
+    field(&mut ctx, canonical_json(k.args).as_bytes());
     field(&mut ctx, policy_version.as_bytes());
     ctx.finish().as_ref().to_vec()
 }
@@ -168,6 +164,32 @@ fn valid_id(id: &str) -> bool {
     id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
 }
 
+/// The broker's approval state: the version approvals are bound to, and the wake-up of calls
+/// waiting for a decision.
+#[derive(Debug)]
+pub(crate) struct ApprovalState {
+    /// A hash of the policies and of the configuration that decides calls.
+    policy_version: String,
+    /// Wakes calls waiting for an approval decision.
+    pub(crate) wake: tokio::sync::Notify,
+}
+
+impl ApprovalState {
+    pub(crate) fn new(policy_version: String) -> ApprovalState {
+        ApprovalState { policy_version, wake: tokio::sync::Notify::new() }
+    }
+}
+
+/// A call at the approval gate: who, which tool on which handle, with what, under which rule.
+#[derive(Clone, Copy)]
+pub(crate) struct GateCall<'a> {
+    pub caller: &'a Caller,
+    pub tool: Tool,
+    pub handle: &'a HandleName,
+    pub args: &'a Value,
+    pub rule: &'a ApprovalRule,
+}
+
 /// A refusal of the gate: the error, and the approval it is about.
 pub(crate) struct Held {
     pub error: CallError,
@@ -176,6 +198,12 @@ pub(crate) struct Held {
 }
 
 impl Broker {
+    /// The version approvals are bound to: a hash of the Cedar policy set and of the handles,
+    /// agents, lease policies and approval rules. A change invalidates every approval.
+    pub fn policy_version(&self) -> &str {
+        &self.approvals.policy_version
+    }
+
     /// The page where an approver decides approval `id`.
     pub fn approval_url(&self, id: &str) -> String {
         format!("{}/approve/{id}", self.share_base_url())
@@ -189,20 +217,14 @@ impl Broker {
     /// The gate of a call that needs approval: uses a matching approved approval (then returns
     /// its id and the call runs), or holds the call (creating or reusing a pending approval and,
     /// when the rule says so, waiting for the decision).
-    pub(crate) async fn approval_gate(
-        &self,
-        caller: &Caller,
-        tool: Tool,
-        handle: &HandleName,
-        args: &Value,
-        rule: &ApprovalRule,
-        why: String,
-    ) -> Result<String, Box<Held>> {
+    pub(crate) async fn approval_gate(&self, call: &GateCall<'_>, why: String) -> Result<String, Box<Held>> {
+        let GateCall { caller, tool, handle, args, rule } = *call;
         let internal = |e: airlock_store::StoreError| {
             Box::new(Held { error: CallError::new(ErrorCode::Internal).detail(e.to_string()), approval_id: String::new(), ticket: Value::Null })
         };
         let a = &caller.agent;
-        let hash = call_hash(&a.id, &a.name, &caller.parents, tool.name(), handle.as_str(), args, self.policy_version());
+        let key = CallKey { agent_id: &a.id, agent_name: &a.name, parents: &caller.parents, tool: tool.name(), handle: handle.as_str(), args };
+        let hash = call_hash(&key, self.policy_version());
         let now = now_ms();
         let rows = self.store().approvals_for_call(&hash, now).await.map_err(internal)?;
         for r in rows.iter().filter(|r| r.status == ApprovalStatus::Approved) {
@@ -242,7 +264,17 @@ impl Broker {
                 };
                 self.store().create_approval(&rec).await.map_err(internal)?;
                 if let Some(url) = &rule.webhook {
-                    self.notify_webhook(url.clone(), &id, caller, tool, handle, &why, expires_at);
+                    let payload = json!({
+                        "approval_id": id,
+                        "url": self.approval_url(&id),
+                        "agent": a.name,
+                        "parent_chain": caller.parents,
+                        "tool": tool.name(),
+                        "handle": handle.as_str(),
+                        "reason": why,
+                        "expires_at": rfc3339_ms(expires_at),
+                    });
+                    notify_webhook(url.clone(), id.clone(), payload);
                 }
                 (id, expires_at)
             }
@@ -250,7 +282,7 @@ impl Broker {
         if rule.wait_seconds > 0 {
             let deadline = Instant::now() + Duration::from_secs(rule.wait_seconds);
             loop {
-                let notified = self.approval_wake().notified();
+                let notified = self.approvals.wake.notified();
                 tokio::pin!(notified);
                 notified.as_mut().enable();
                 let now = now_ms();
@@ -295,37 +327,6 @@ impl Broker {
             return Ok(None);
         }
         Ok(self.store().consume_approval(&r.id, &expected, now).await?.then(|| r.id.clone()))
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn notify_webhook(&self, url: String, id: &str, caller: &Caller, tool: Tool, handle: &HandleName, why: &str, expires_at: i64) {
-        // The notice names the call; the arguments stay behind the authenticated page.
-        let payload = json!({
-            "approval_id": id,
-            "url": self.approval_url(id),
-            "agent": caller.agent.name,
-            "parent_chain": caller.parents,
-            "tool": tool.name(),
-            "handle": handle.as_str(),
-            "reason": why,
-            "expires_at": rfc3339_ms(expires_at),
-        });
-        let id = id.to_owned();
-        tokio::spawn(async move {
-            let client = match reqwest::Client::builder()
-                .redirect(reqwest::redirect::Policy::none())
-                .timeout(Duration::from_secs(10))
-                .build()
-            {
-                Ok(c) => c,
-                Err(e) => return tracing::warn!(approval = %id, error = %e, "approval webhook client"),
-            };
-            match client.post(&url).json(&payload).send().await {
-                Ok(r) if r.status().is_success() => {}
-                Ok(r) => tracing::warn!(approval = %id, status = %r.status(), "approval webhook refused the notice"),
-                Err(e) => tracing::warn!(approval = %id, error = %e.without_url(), "approval webhook failed"),
-            }
-        });
     }
 
     /// Authenticates an approver token (never an agent token).
@@ -407,108 +408,52 @@ impl Broker {
             peer: None,
             sandbox: None,
         };
-        if let Err(e) = self.audit_append(rec).await {
+        if let Err(e) = self.audit.append(rec).await {
             // A decision without its record must not stand.
             tracing::error!(approval = %id, error = %e, "decision not audited; reverting it");
             let _ = self.store().revert_decision(id).await;
             return Err(CallError::new(ErrorCode::AuditUnavailable));
         }
-        self.approval_wake().notify_waiters();
+        self.approvals.wake.notify_waiters();
         self.approval_view(id).await
     }
+
+    /// The approvals waiting for a decision, as an approver lists them (scrubbed).
+    pub async fn pending_approvals(&self) -> Result<Value, CallError> {
+        let list = self
+            .store()
+            .pending_approvals(now_ms())
+            .await
+            .map_err(|e| CallError::new(ErrorCode::Internal).detail(e.to_string()))?;
+        let items: Vec<Value> = list
+            .iter()
+            .map(|a| json!({"id": a.id, "agent": a.agent, "tool": a.tool, "handle": a.handle, "reason": a.reason,
+                            "expires_at": rfc3339_ms(a.expires_at), "url": self.approval_url(&a.id)}))
+            .collect();
+        let mut v = Value::Array(items);
+        self.scrubber().scrub_json(&mut v);
+        Ok(v)
+    }
 }
 
-// ---- HTTP ----
-
-fn json_resp(status: u16, v: &Value) -> Response {
-    let mut r = Response::new(Body::from(serde_json::to_vec(v).expect("JSON")));
-    *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    harden(&mut r);
-    r
-}
-
-fn err_resp(e: &CallError) -> Response {
-    json_resp(e.code.http_status(), &json!({"ok": false, "error": {"code": e.code.as_str(), "message": e.message}}))
-}
-
-async fn approver_or_refuse(b: &Broker, headers: &HeaderMap, action: &str) -> Result<Approver, Response> {
-    match b.authenticate_approver(crate::rest::bearer(headers)).await {
-        Ok(a) => Ok(a),
-        Err(e) => {
-            // Audited like any refused call: someone tried to decide without an approver token.
-            let inv = b.refuse(action, e).await;
-            Err(json_resp(inv.status(), &inv.to_json()))
+/// Posts `payload` (it names the call; the arguments stay behind the authenticated page) to an
+/// approval rule's webhook, in the background.
+fn notify_webhook(url: String, id: String, payload: Value) {
+    tokio::spawn(async move {
+        let client = match reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(10))
+            .build()
+        {
+            Ok(c) => c,
+            Err(e) => return tracing::warn!(approval = %id, error = %e, "approval webhook client"),
+        };
+        match client.post(&url).json(&payload).send().await {
+            Ok(r) if r.status().is_success() => {}
+            Ok(r) => tracing::warn!(approval = %id, status = %r.status(), "approval webhook refused the notice"),
+            Err(e) => tracing::warn!(approval = %id, error = %e.without_url(), "approval webhook failed"),
         }
-    }
-}
-
-async fn show(State(b): State<Arc<Broker>>, headers: HeaderMap, Path(id): Path<String>) -> Response {
-    if let Err(e) = b.authenticate_approver(crate::rest::bearer(&headers)).await {
-        return err_resp(&e);
-    }
-    match b.approval_view(&id).await {
-        Ok(v) => json_resp(200, &json!({"ok": true, "approval": v})),
-        Err(e) => err_resp(&e),
-    }
-}
-
-async fn decide_route(b: Arc<Broker>, headers: HeaderMap, id: String, approve: bool) -> Response {
-    let action = if approve { "approve_call" } else { "deny_call" };
-    let approver = match approver_or_refuse(&b, &headers, action).await {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
-    match b.decide_approval(&approver, &id, approve).await {
-        Ok(v) => json_resp(200, &json!({"ok": true, "approval": v})),
-        Err(e) => err_resp(&e),
-    }
-}
-
-async fn approve(State(b): State<Arc<Broker>>, headers: HeaderMap, Path(id): Path<String>) -> Response {
-    decide_route(b, headers, id, true).await
-}
-
-async fn deny(State(b): State<Arc<Broker>>, headers: HeaderMap, Path(id): Path<String>) -> Response {
-    decide_route(b, headers, id, false).await
-}
-
-async fn pending(State(b): State<Arc<Broker>>, headers: HeaderMap) -> Response {
-    if let Err(e) = b.authenticate_approver(crate::rest::bearer(&headers)).await {
-        return err_resp(&e);
-    }
-    match b.store().pending_approvals(now_ms()).await {
-        Ok(list) => {
-            let items: Vec<Value> = list
-                .iter()
-                .map(|a| json!({"id": a.id, "agent": a.agent, "tool": a.tool, "handle": a.handle, "reason": a.reason,
-                                "expires_at": rfc3339_ms(a.expires_at), "url": b.approval_url(&a.id)}))
-                .collect();
-            let mut v = json!({"ok": true, "approvals": items});
-            b.scrubber().scrub_json(&mut v);
-            json_resp(200, &v)
-        }
-        Err(e) => err_resp(&CallError::new(ErrorCode::Internal).detail(e.to_string())),
-    }
-}
-
-/// The same bytes for every id: the page fetches the call only with an approver's token.
-async fn page() -> Response {
-    let mut r = Response::new(Body::from(APPROVE_HTML));
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
-    harden(&mut r);
-    debug_assert!(PAGE_CSP.contains("script-src 'self'"));
-    r
-}
-
-/// The approval routes and page, merged into the REST router.
-pub fn routes() -> Router<Arc<Broker>> {
-    Router::new()
-        .route("/approve/{id}", get(page))
-        .route("/v1/approvals", get(pending))
-        .route("/v1/approvals/{id}", get(show))
-        .route("/v1/approvals/{id}/approve", post(approve))
-        .route("/v1/approvals/{id}/deny", post(deny))
+    });
 }
 
 #[cfg(test)]
@@ -542,8 +487,8 @@ mod tests {
         assert!(reason(&writes, Tool::HttpRequest, &w).is_some());
         assert!(reason(&writes, Tool::QueryDb, &r).is_none());
         let mail = ApprovalRule { recipients_outside: Some(vec!["@example.com".into(), "ceo@partner.org".into()]), ..rule() };
-        let inside = CallFacts { recipients: vec!["a@example.com", "CEO@partner.org"], ..Default::default() };
-        let outside = CallFacts { recipients: vec!["a@example.com", "x@evil.example"], ..Default::default() };
+        let inside = CallFacts { recipients: vec!["a@example.com".into(), "CEO@partner.org".into()], ..Default::default() };
+        let outside = CallFacts { recipients: vec!["a@example.com".into(), "x@evil.example".into()], ..Default::default() };
         assert!(reason(&mail, Tool::SendEmail, &inside).is_none());
         assert!(reason(&mail, Tool::SendEmail, &outside).unwrap().contains("x@evil.example"));
         let lease = ApprovalRule { lease_ttl_over_seconds: Some(600), ..rule() };
@@ -554,18 +499,21 @@ mod tests {
 
     #[test]
     fn a_call_hash_changes_with_every_bound_field() {
+        fn h<'a>(agent_id: &'a str, agent_name: &'a str, parents: &'a [String], tool: &'a str, handle: &'a str, args: &'a Value) -> CallKey<'a> {
+            CallKey { agent_id, agent_name, parents, tool, handle, args }
+        }
         let args = json!({"query": "DELETE FROM t WHERE id = ?", "params": [1]});
-        let base = call_hash("a1", "bot", &[], "query_db", "DB", &args, "v1");
+        let base = call_hash(&h("a1", "bot", &[], "query_db", "DB", &args), "v1");
         let reordered: Value = serde_json::from_str(r#"{"params":[1],"query":"DELETE FROM t WHERE id = ?"}"#).unwrap();
-        assert_eq!(base, call_hash("a1", "bot", &[], "query_db", "DB", &reordered, "v1"));
+        assert_eq!(base, call_hash(&h("a1", "bot", &[], "query_db", "DB", &reordered), "v1"));
         let others = [
-            call_hash("a2", "bot", &[], "query_db", "DB", &args, "v1"),
-            call_hash("a1", "bot2", &[], "query_db", "DB", &args, "v1"),
-            call_hash("a1", "bot", &["root".into()], "query_db", "DB", &args, "v1"),
-            call_hash("a1", "bot", &[], "http_request", "DB", &args, "v1"),
-            call_hash("a1", "bot", &[], "query_db", "DB2", &args, "v1"),
-            call_hash("a1", "bot", &[], "query_db", "DB", &json!({"query": "DELETE FROM t WHERE id = ?", "params": [2]}), "v1"),
-            call_hash("a1", "bot", &[], "query_db", "DB", &args, "v2"),
+            call_hash(&h("a2", "bot", &[], "query_db", "DB", &args), "v1"),
+            call_hash(&h("a1", "bot2", &[], "query_db", "DB", &args), "v1"),
+            call_hash(&h("a1", "bot", &["root".into()], "query_db", "DB", &args), "v1"),
+            call_hash(&h("a1", "bot", &[], "http_request", "DB", &args), "v1"),
+            call_hash(&h("a1", "bot", &[], "query_db", "DB2", &args), "v1"),
+            call_hash(&h("a1", "bot", &[], "query_db", "DB", &json!({"query": "DELETE FROM t WHERE id = ?", "params": [2]})), "v1"),
+            call_hash(&h("a1", "bot", &[], "query_db", "DB", &args), "v2"),
         ];
         for o in &others {
             assert_ne!(&base, o);

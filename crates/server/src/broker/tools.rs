@@ -5,8 +5,9 @@
 //! exactly the handles this agent may use with that tool.
 
 use airlock_core::config::{ArgTemplate, Handle, Scope, SharesConfig};
-use std::collections::BTreeMap;
 use airlock_core::{HandleName, Tool};
+use std::borrow::Cow;
+use std::collections::BTreeMap;
 use serde_json::{json, Value};
 
 /// The three output shapes.
@@ -305,4 +306,66 @@ pub fn render(defs: &[ToolDef], format: Format) -> Value {
         })
         .collect();
     json!({ "tools": items })
+}
+
+use super::Caller;
+
+impl super::Broker {
+    /// The tools `agent` (an agent of the configuration) may call.
+    pub fn tool_defs(&self, agent: &str) -> Vec<ToolDef> {
+        // s3_object is only ever on a lease, never on a configured handle.
+        tool_defs(&self.cfg.handles, &self.cfg.shares, |t| {
+            if t == Tool::S3Object {
+                Vec::new()
+            } else {
+                self.policy.allowed_handles(agent, t, &self.cfg)
+            }
+        })
+    }
+
+    /// The tools `caller` may call: its grants, `query_db` on its live database leases and
+    /// `s3_object` on its live aws leases.
+    pub async fn tool_defs_for(&self, caller: &Caller) -> Vec<ToolDef> {
+        let leases = self.live_lease_handles(&caller.agent.id).await;
+        let mut handles = Cow::Borrowed(&self.cfg.handles);
+        if !leases.is_empty() {
+            let h = handles.to_mut();
+            for l in &leases {
+                h.insert(l.name.clone(), l.clone());
+            }
+        }
+        tool_defs(&handles, &self.cfg.shares, |t| {
+            let mut v: Vec<HandleName> = self
+                .cfg
+                .handles
+                .values()
+                .filter(|h| t != Tool::S3Object && t.applies_to(h.kind) && self.decide(caller, t, h).allowed)
+                .map(|h| h.name.clone())
+                .collect();
+            // Lease handles: query_db on database leases, s3_object on aws leases.
+            if matches!(t, Tool::QueryDb | Tool::S3Object) {
+                v.extend(leases.iter().filter(|l| t.applies_to(l.kind)).map(|l| l.name.clone()));
+            }
+            v
+        })
+    }
+
+    /// [`Broker::tool_defs_for`], rendered and scrubbed (T21).
+    pub async fn tools_json_for(&self, caller: &Caller, format: Format) -> Value {
+        let mut v = render(&self.tool_defs_for(caller).await, format);
+        self.scrubber().scrub_json(&mut v);
+        v
+    }
+
+    /// Agent ids whose tool list changed, as they change (for MCP `list_changed`).
+    pub fn subscribe_tool_changes(&self) -> tokio::sync::broadcast::Receiver<String> {
+        self.leases.tool_changes.subscribe()
+    }
+
+    /// The tools `agent` may call, rendered and scrubbed (T21).
+    pub fn tools_json(&self, agent: &str, format: Format) -> Value {
+        let mut v = render(&self.tool_defs(agent), format);
+        self.scrubber().scrub_json(&mut v);
+        v
+    }
 }

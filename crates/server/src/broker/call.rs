@@ -1,0 +1,318 @@
+//! The path of one call, as named stages over one [`CallCtx`]:
+//!
+//! ```text
+//! authenticate (front end) → check (tool, handle, policy, rate) → prepare (validate arguments)
+//!   → approval gate → send limits → intent record → resolve secret → execute
+//!   → scrub → markup → audit → Invocation
+//! ```
+//!
+//! Ordering matters for what an agent can learn: the handle and the policy are checked before
+//! the arguments, so an unknown handle and a forbidden one give the same answer
+//! (`handle-unavailable`, T13/T16); arguments are validated and limits applied before the secret
+//! is resolved or any connection is made (invariant 6); and the audit record is durable before the
+//! result is returned; for calls with side effects, an intent record is durable before the
+//! action is taken (the call is refused if it cannot be written).
+//!
+//! Every ending goes through [`Broker::finish`], the one place a result is scrubbed, audited and
+//! counted.
+
+use super::approval::{reason, GateCall, Held};
+use super::registry::Prepared;
+use super::{Broker, Caller, Invocation};
+use airlock_core::config::Handle;
+use airlock_core::{CallError, ErrorCode, HandleName, Tool, Unscrubbed};
+use airlock_store::audit::Decision;
+use serde_json::{json, Value};
+use std::borrow::Cow;
+use std::time::Instant;
+
+/// One call on its way through the broker: who asked, for what, and what has been decided so
+/// far. Every stage reads it; [`Broker::finish`] turns it into the audit record.
+#[derive(Debug)]
+pub(crate) struct CallCtx<'a> {
+    /// The authenticated agent; `None` for a request refused before authentication.
+    pub caller: Option<&'a Caller>,
+    /// The tool (or operation) name as the agent sent it.
+    pub tool: &'a str,
+    /// The handle named in the arguments, if it parses.
+    pub handle: Option<HandleName>,
+    /// The arguments, without `credential_handle`.
+    pub args: Value,
+    /// The request id (also in the audit record).
+    pub request_id: String,
+    /// When the call arrived.
+    pub started: Instant,
+    /// The policy decision so far.
+    pub decision: Decision,
+    /// The policies that decided.
+    pub policies: Vec<String>,
+    /// The approval the call runs under, if any.
+    pub approval: Option<String>,
+}
+
+impl<'a> CallCtx<'a> {
+    /// A call of `tool` with `args` by `caller`, arriving now. Denied until checked.
+    pub fn new(caller: Option<&'a Caller>, tool: &'a str, args: Value) -> CallCtx<'a> {
+        CallCtx {
+            caller,
+            tool,
+            handle: None,
+            args,
+            request_id: uuid::Uuid::now_v7().to_string(),
+            started: Instant::now(),
+            decision: Decision::Deny,
+            policies: Vec::new(),
+            approval: None,
+        }
+    }
+}
+
+/// A call that passed its checks: the tool and the handle it runs on.
+struct Checked<'h> {
+    tool: Tool,
+    handle: Cow<'h, Handle>,
+}
+
+impl Broker {
+    /// Records a call refused before it reached the broker's checks (no or a bad token, a body
+    /// that is not JSON). Returns the invocation to render.
+    pub async fn refuse(&self, tool: &str, err: CallError) -> Invocation {
+        self.finish(CallCtx::new(None, tool, Value::Null), Err(err)).await
+    }
+
+    /// Audits and renders the outcome of an operation that is not a tool call (a lease revoked,
+    /// a task opened or closed, a sub-agent created), like a call: one record, allowed or denied.
+    pub async fn audited(&self, caller: &Caller, action: &str, args: &Value, result: Result<Value, CallError>, started: Instant) -> Invocation {
+        let mut ctx = CallCtx::new(Some(caller), action, args.clone());
+        ctx.started = started;
+        ctx.decision = if result.is_ok() { Decision::Allow } else { Decision::Deny };
+        self.finish(ctx, result.map(Unscrubbed::new)).await
+    }
+
+    /// Runs one call for `caller`.
+    pub async fn invoke(&self, caller: &Caller, tool_name: &str, args: Value) -> Invocation {
+        let mut ctx = CallCtx::new(Some(caller), tool_name, args);
+        let handle_text = ctx.args.get("credential_handle").and_then(Value::as_str).map(str::to_owned);
+        ctx.handle = handle_text.as_deref().and_then(|h| HandleName::parse(h).ok());
+        if let Some(obj) = ctx.args.as_object_mut() {
+            obj.remove("credential_handle");
+        }
+        let checked = match self.check(caller, &mut ctx).await {
+            Ok(c) => c,
+            Err(e) => return self.finish(ctx, Err(e)).await,
+        };
+        let prepared = match self.prepare(caller, &checked, &ctx.args) {
+            Ok(p) => p,
+            Err(e) => return self.finish(ctx, Err(e)).await,
+        };
+        if let Err(held) = self.gate(caller, &checked, &prepared, &mut ctx).await {
+            return self.hold(ctx, *held).await;
+        }
+        if let Err(e) = self.check_sends(caller, &checked.handle, &prepared) {
+            self.give_back(ctx.approval.as_deref()).await;
+            return self.finish(ctx, Err(e)).await;
+        }
+        // From here the call is allowed: what follows is its outcome.
+        ctx.decision = Decision::Allow;
+        if prepared.facts(self, &checked.handle).side_effects {
+            if let Err(inv) = self.write_intent(&ctx).await {
+                return *inv;
+            }
+        }
+        let result = prepared.run(self, caller, &checked.handle).await;
+        self.finish(ctx, result).await
+    }
+
+    /// Tool, handle, policy and rate checks. Every refusal about the handle is the same error;
+    /// a policy refusal leaves its policies in `ctx`.
+    async fn check<'h>(&'h self, caller: &Caller, ctx: &mut CallCtx<'_>) -> Result<Checked<'h>, CallError> {
+        let tool = Tool::parse(ctx.tool).ok_or(CallError::new(ErrorCode::UnknownTool))?;
+        if !ctx.args.is_object() {
+            return Err(CallError::new(ErrorCode::InvalidArguments));
+        }
+        let unavailable = || CallError::new(ErrorCode::HandleUnavailable);
+        let name = ctx.handle.as_ref().ok_or_else(unavailable)?;
+        let (handle, d) = match self.cfg.handles.get(name) {
+            Some(h) => {
+                // s3_object never runs on an aws handle's own key pair, only on a lease.
+                if !tool.applies_to(h.kind) || tool == Tool::S3Object {
+                    return Err(unavailable());
+                }
+                (Cow::Borrowed(h), self.decide(caller, tool, h))
+            }
+            None => {
+                // A lease handle: only its owner, only before expiry, only with query_db (a
+                // database lease) or s3_object (an aws lease) (T15).
+                let (lease, h) = self.lease_for(caller, name).await.ok_or_else(unavailable)?;
+                if !matches!(tool, Tool::QueryDb | Tool::S3Object) || !tool.applies_to(h.kind) {
+                    return Err(unavailable());
+                }
+                let d = airlock_policy::Decision { allowed: true, policies: vec![format!("lease:{}", lease.id)], errors: vec![] };
+                (Cow::Owned(h), d)
+            }
+        };
+        ctx.policies = d.policies;
+        if !d.allowed {
+            if !d.errors.is_empty() {
+                tracing::warn!(agent = %caller.agent.name, errors = ?d.errors, "policy evaluation errors (denied)");
+            }
+            return Err(unavailable());
+        }
+        let rate = self
+            .cfg
+            .agents
+            .get(&caller.agent.name)
+            .and_then(|a| a.rate_per_minute)
+            .unwrap_or(self.cfg.limits.rate_per_minute);
+        if !self.limits.calls.check(&caller.agent.id, rate) {
+            return Err(CallError::new(ErrorCode::RateLimited));
+        }
+        Ok(Checked { tool, handle })
+    }
+
+    /// Validates the arguments with the tool's executor; nothing secret exists yet.
+    fn prepare(&self, caller: &Caller, c: &Checked<'_>, args: &Value) -> Result<Prepared, CallError> {
+        Prepared::validate(self, caller, c.tool, &c.handle, args)
+    }
+
+    /// A call the handle's approval rule marks is held unless an approval of this exact call is
+    /// used now (after validation, so that nothing invalid is put before a person). The approval
+    /// used is recorded in `ctx`.
+    async fn gate(&self, caller: &Caller, c: &Checked<'_>, p: &Prepared, ctx: &mut CallCtx<'_>) -> Result<(), Box<Held>> {
+        let Some(rule) = self.cfg.approvals.get(&c.handle.name) else { return Ok(()) };
+        let Some(why) = reason(rule, c.tool, &p.facts(self, &c.handle)) else { return Ok(()) };
+        let call = GateCall { caller, tool: c.tool, handle: &c.handle.name, args: &ctx.args, rule };
+        ctx.approval = Some(self.approval_gate(&call, why).await?);
+        Ok(())
+    }
+
+    /// Ends a call the approval gate held: `approval-required` or `approval-denied` carry the
+    /// approval's ticket.
+    async fn hold(&self, mut ctx: CallCtx<'_>, held: Held) -> Invocation {
+        ctx.approval = (!held.approval_id.is_empty()).then_some(held.approval_id);
+        let mut inv = self.finish(ctx, Err(held.error)).await;
+        if inv.result.as_ref().err().is_some_and(|e| matches!(e.code, ErrorCode::ApprovalRequired | ErrorCode::ApprovalDenied)) {
+            inv.approval = Some(held.ticket);
+        }
+        inv
+    }
+
+    /// A side effect must not happen unless its record can be kept: the intent record is
+    /// written before the action, and the call is refused (its approval given back) if it cannot
+    /// be.
+    async fn write_intent(&self, ctx: &CallCtx<'_>) -> Result<(), Box<Invocation>> {
+        let mut intent = self.record(ctx);
+        intent.outcome = "started".into();
+        if let Err(e) = self.audit.append(intent).await {
+            tracing::error!(request_id = %ctx.request_id, error = %e, "audit intent record not written; call refused");
+            self.give_back(ctx.approval.as_deref()).await;
+            let err = CallError::new(ErrorCode::AuditUnavailable);
+            self.metrics.record(ctx.tool, err.code.as_str(), ctx.started.elapsed().as_secs_f64());
+            return Err(Box::new(Invocation { request_id: ctx.request_id.clone(), result: Err(err), redactions: 0, approval: None }));
+        }
+        Ok(())
+    }
+
+    /// Returns a used approval when its call was refused before it ran.
+    async fn give_back(&self, approval: Option<&str>) {
+        if let Some(id) = approval {
+            if let Err(e) = self.store.unuse_approval(id).await {
+                tracing::warn!(approval = %id, error = %e, "could not give back an unused approval");
+            }
+        }
+    }
+
+    /// Send limits for e-mail (per agent over all smtp handles, and per handle), taken only once
+    /// the message is admitted, before anything is sent (invariant 6).
+    fn check_sends(&self, caller: &Caller, handle: &Handle, p: &Prepared) -> Result<(), CallError> {
+        if let (Prepared::Email(_), Some(smtp)) = (p, handle.smtp()) {
+            let per_agent = self
+                .cfg
+                .agents
+                .get(&caller.agent.name)
+                .and_then(|a| a.sends_per_minute)
+                .unwrap_or(self.cfg.limits.sends_per_minute);
+            if !self.limits.sends.check(&format!("agent:{}", caller.agent.id), per_agent)
+                || !self.limits.sends.check(&format!("handle:{}", handle.name), smtp.sends_per_minute)
+            {
+                return Err(CallError::with_message(ErrorCode::RateLimited, "too many e-mails; retry later"));
+            }
+        }
+        Ok(())
+    }
+
+    /// T11: defangs (or flags) active markup in a result that points anywhere but the handle's
+    /// own destinations, per `[handles.X.results] markup`, and says so in the result.
+    fn sanitize_markup(&self, handle: Option<&HandleName>, v: &mut Value) {
+        let policy = handle.and_then(|h| self.cfg.results.get(h)).map(|r| r.markup).unwrap_or_default();
+        let own: Vec<String> = handle
+            .and_then(|h| self.cfg.handles.get(h))
+            .and_then(|h| h.http())
+            .map(|c| c.destinations.iter().map(|d| d.host.clone()).collect())
+            .unwrap_or_default();
+        let n = airlock_scrub::markup::apply(v, policy, &own);
+        if n > 0 {
+            if let Some(map) = v.as_object_mut() {
+                let action = if policy == airlock_core::config::MarkupPolicy::Flag { "flagged" } else { "neutralized" };
+                map.insert("untrusted_markup".into(), json!({"action": action, "count": n}));
+            }
+        }
+    }
+
+    /// The end of every call: the result scrubbed (the one door from executor output to a
+    /// result) and defanged, the error's message scrubbed and its detail logged, the audit
+    /// record written (no record, no result), the metrics counted.
+    pub(crate) async fn finish(&self, mut ctx: CallCtx<'_>, result: Result<Unscrubbed, CallError>) -> Invocation {
+        let scrubber = self.scrubber();
+        let mut redactions = 0usize;
+        let result = match result {
+            Ok(out) => {
+                let mut out = scrubber.scrub_output(out);
+                redactions = out.redactions();
+                self.sanitize_markup(ctx.handle.as_ref(), out.value_mut());
+                // The audit names the share a link was made for (never the link).
+                if let (Some(id), Some(args)) = (out.value().get("share_id").filter(|_| ctx.tool == Tool::ShareSecret.name()), ctx.args.as_object_mut()) {
+                    args.insert("share_id".into(), id.clone());
+                }
+                Ok(out.into_value())
+            }
+            Err(mut e) => {
+                let (m, n) = scrubber.scrub_str(&e.message);
+                redactions += n;
+                e.message = m.into_owned();
+                if let Some(d) = e.detail.take() {
+                    let (d, _) = scrubber.scrub_str(&d);
+                    tracing::warn!(request_id = %ctx.request_id, code = e.code.as_str(), detail = %d, "call failed");
+                } else {
+                    tracing::info!(request_id = %ctx.request_id, code = e.code.as_str(), "call refused");
+                }
+                Err(e)
+            }
+        };
+        let mut rec = self.record(&ctx);
+        rec.redactions = redactions as u64;
+        rec.sandbox = result.as_ref().ok().and_then(|v| v.get("sandbox")).cloned();
+        rec.duration_us = ctx.started.elapsed().as_micros() as u64;
+        match &result {
+            Ok(v) => rec.result_bytes = serde_json::to_vec(v).map(|b| b.len() as u64).unwrap_or(0),
+            Err(e) => {
+                rec.code = Some(e.code.as_str().to_owned());
+                rec.outcome = "error".into();
+            }
+        }
+        let result = match self.audit.append(rec).await {
+            Ok(_) => result,
+            Err(e) => {
+                tracing::error!(request_id = %ctx.request_id, error = %e, "audit record not written; result withheld");
+                Err(CallError::new(ErrorCode::AuditUnavailable))
+            }
+        };
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(e) => e.code.as_str(),
+        };
+        let tool_label = Tool::parse(ctx.tool).map(|t| t.name()).unwrap_or("unknown");
+        self.metrics.record(tool_label, outcome, ctx.started.elapsed().as_secs_f64());
+        Invocation { request_id: ctx.request_id, result, redactions, approval: None }
+    }
+}

@@ -1,0 +1,209 @@
+//! The path of one call (DESIGN.md, "Trust boundary"): authenticate → validate → policy →
+//! resolve → execute → scrub → audit → sanitized response.
+//!
+//! Ordering matters for what an agent can learn: the handle and the policy are checked before
+//! the arguments, so an unknown handle and a forbidden one give the same answer
+//! (`handle-unavailable`, T13/T16); arguments are validated and limits applied before the secret
+//! is resolved or any connection is made (invariant 6); and the audit record is durable before the
+//! result is returned; for calls with side effects, an intent record is durable before the
+//! action is taken (the call is refused if it cannot be written).
+
+pub mod approval;
+mod audit;
+mod call;
+pub mod children;
+mod identity;
+pub mod lease;
+pub mod metrics;
+pub mod rate;
+mod registry;
+mod secrets;
+pub mod share;
+pub mod tools;
+
+pub use children::ChildRequest;
+pub use tools::{Format, ToolDef};
+
+use airlock_core::config::Config;
+use airlock_core::CallError;
+use airlock_policy::PolicyEngine;
+use airlock_store::agents::Agent;
+use airlock_store::audit::{AuditKey, AuditLog};
+use airlock_store::Store;
+use airlock_vault::{MasterKey, Vault};
+use metrics::Metrics;
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+/// Failures opening the broker (operator-facing, at start-up).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BrokerError {
+    /// The store could not be opened.
+    #[error(transparent)]
+    Store(#[from] airlock_store::StoreError),
+    /// The master key or a secret backend failed.
+    #[error(transparent)]
+    Vault(#[from] airlock_vault::VaultError),
+    /// The policies do not load or validate.
+    #[error(transparent)]
+    Policy(#[from] airlock_policy::PolicyError),
+    /// The process could not be made non-dumpable (`PR_SET_DUMPABLE`), so a child could read
+    /// the broker's memory or environment; the broker does not start.
+    #[error("cannot make the broker non-dumpable: {0}")]
+    Harden(std::io::Error),
+}
+
+/// An authenticated agent and its parent chain.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// The agent.
+    pub agent: Agent,
+    /// Parent names, nearest first.
+    pub parents: Vec<String>,
+    /// A sub-agent's own grants, `(handle, tool)`; `None` for an agent of the configuration,
+    /// whose grants are the config's Cedar policies.
+    pub grants: Option<Vec<(String, String)>>,
+    /// The OS process behind the call when it came over the Unix socket (set by the front end
+    /// that accepted the connection; recorded in the audit).
+    pub peer: Option<airlock_core::Peer>,
+}
+
+/// The outcome of one call, ready to be rendered by any front end.
+#[derive(Debug)]
+pub struct Invocation {
+    /// The request id (also in the audit record).
+    pub request_id: String,
+    /// The scrubbed result or the error.
+    pub result: Result<Value, CallError>,
+    /// Redactions made in the result.
+    pub redactions: usize,
+    /// For `approval-required` and `approval-denied`: the approval's id, page URL, status and
+    /// expiry (never anything secret).
+    pub approval: Option<Value>,
+}
+
+impl Invocation {
+    /// The REST/JSON envelope of the contract.
+    pub fn to_json(&self) -> Value {
+        match &self.result {
+            Ok(v) => json!({"ok": true, "request_id": self.request_id, "result": v}),
+            Err(e) => {
+                let mut v = json!({"ok": false, "request_id": self.request_id,
+                                   "error": {"code": e.code.as_str(), "message": e.message}});
+                if let Some(a) = &self.approval {
+                    v["error"]["approval"] = a.clone();
+                }
+                v
+            }
+        }
+    }
+
+    /// The HTTP status for the envelope.
+    pub fn status(&self) -> u16 {
+        match &self.result {
+            Ok(_) => 200,
+            Err(e) => e.code.http_status(),
+        }
+    }
+}
+
+/// Per-agent and per-address limiters.
+#[derive(Debug, Default)]
+struct Limits {
+    /// Calls per agent.
+    calls: rate::RateLimiter,
+    /// E-mail send buckets: `agent:<id>` per agent, `handle:<name>` per smtp handle.
+    sends: rate::RateLimiter,
+    /// The share endpoints' per-address limiters.
+    shares: share::ShareRates,
+}
+
+/// The broker. One per process; share it as `Arc<Broker>`.
+///
+/// It is a handful of components, each owned by one module: the configuration and policy
+/// (`identity`), the secrets and the scrubber built from them (`secrets`), the executors
+/// (`registry`), the audit log (`audit`), approvals (`approval`), leases and their reaper
+/// (`lease`), limiters and metrics. The path of one call is `call`.
+pub struct Broker {
+    cfg: Arc<Config>,
+    policy: PolicyEngine,
+    store: Store,
+    audit: AuditLog,
+    secrets: secrets::Secrets,
+    executors: registry::Executors,
+    limits: Limits,
+    leases: lease::LeaseState,
+    approvals: approval::ApprovalState,
+    metrics: Metrics,
+}
+
+impl std::fmt::Debug for Broker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Broker")
+    }
+}
+
+impl Broker {
+    /// Opens the store, vault and audit log of `cfg.store.data_dir` and loads the policies.
+    /// `master.key` and `audit-signing.key` must exist there (`airlock init` creates them).
+    pub async fn open(cfg: Config) -> Result<Broker, BrokerError> {
+        // Before any secret is read: children (run_command) must not be able to read this
+        // process's memory or /proc/PID/environ (T08).
+        airlock_exec_command::make_non_dumpable().map_err(BrokerError::Harden)?;
+        let dir = cfg.store.data_dir.clone();
+        let master = MasterKey::load(&dir.join("master.key"))?;
+        let store = Store::connect(&cfg.store).await?;
+        let key = AuditKey::load(&dir)?;
+        let policy = PolicyEngine::from_config(&cfg)?;
+        let audit = AuditLog::start(store.clone(), key);
+        let vault = Vault::with_remotes(master, store.clone(), cfg.vaults.values())?;
+        let leases = lease::LeaseState::new(lease::installation_id(&dir)?);
+        let approvals = approval::ApprovalState::new(approval::policy_version(policy.version(), &cfg));
+        let executors = registry::Executors::new(&cfg, store.clone());
+        let broker = Broker {
+            cfg: Arc::new(cfg),
+            policy,
+            store,
+            audit,
+            secrets: secrets::Secrets::new(vault),
+            executors,
+            limits: Limits::default(),
+            leases,
+            approvals,
+            metrics: Metrics::default(),
+        };
+        broker.rebuild_scrubber().await?;
+        Ok(broker)
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The policy engine.
+    pub fn policy(&self) -> &PolicyEngine {
+        &self.policy
+    }
+
+    /// The metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// The per-address limiters of the share endpoints.
+    pub fn share_rates(&self) -> &share::ShareRates {
+        &self.limits.shares
+    }
+
+    /// The secret backends.
+    pub fn vault(&self) -> &Vault {
+        &self.secrets.vault
+    }
+}

@@ -1,0 +1,112 @@
+//! The executors, and the one place the broker goes from a tool to its executor.
+//!
+//! Every tool but `request_lease` is an [`Executor`]: validate the arguments against the handle
+//! (no secret), say what the call does ([`CallFacts`]), execute with the secret and return
+//! [`Unscrubbed`] output. A lease is issued by the broker's lease component (it creates roles or
+//! STS sessions with the *base* handle's secret, resolved only when needed), behind the same
+//! three steps.
+//!
+//! Adding a tool: a variant of [`airlock_core::Tool`], an executor crate implementing
+//! [`Executor`], a field of [`Executors`] and one arm in each `match` below.
+
+use super::lease::request::LeaseRequest;
+use super::share::ShareExecutor;
+use super::{Broker, Caller};
+use airlock_core::config::{Config, Handle};
+use airlock_core::executor::parse_args;
+use airlock_core::{CallError, CallFacts, Executor, Tool, Unscrubbed, ValidateCtx};
+use airlock_exec_aws::AwsExecutor;
+use airlock_exec_command::CommandExecutor;
+use airlock_exec_email::EmailExecutor;
+use airlock_exec_http::HttpExecutor;
+use airlock_exec_sql::SqlExecutor;
+use airlock_store::Store;
+use serde_json::Value;
+
+/// One executor per tool, built once.
+pub(crate) struct Executors {
+    pub(crate) sql: SqlExecutor,
+    http: HttpExecutor,
+    email: EmailExecutor,
+    command: CommandExecutor,
+    pub(crate) aws: AwsExecutor,
+    share: ShareExecutor,
+}
+
+impl Executors {
+    pub(crate) fn new(cfg: &Config, store: Store) -> Executors {
+        Executors {
+            sql: SqlExecutor::new(),
+            http: HttpExecutor::new(),
+            email: EmailExecutor::new(),
+            command: CommandExecutor::new(airlock_exec_command::SandboxSettings::from_config(cfg)),
+            aws: AwsExecutor::new(),
+            share: ShareExecutor::new(store, cfg),
+        }
+    }
+}
+
+/// A validated call, ready to run once its secret is resolved.
+pub(crate) enum Prepared {
+    Sql(<SqlExecutor as Executor>::Prepared),
+    Http(<HttpExecutor as Executor>::Prepared),
+    Email(<EmailExecutor as Executor>::Prepared),
+    Command(<CommandExecutor as Executor>::Prepared),
+    Share(<ShareExecutor as Executor>::Prepared),
+    S3(<AwsExecutor as Executor>::Prepared),
+    Lease(LeaseRequest),
+}
+
+/// Parses `args` for executor `E` and validates them.
+fn validate<E: Executor>(e: &E, handle: &Handle, args: &Value, ctx: &ValidateCtx<'_>) -> Result<E::Prepared, CallError> {
+    e.validate(handle, parse_args(args.clone())?, ctx)
+}
+
+impl Prepared {
+    /// Checks `args` for `tool` on `handle`, before any secret is resolved.
+    pub(crate) fn validate(broker: &Broker, caller: &Caller, tool: Tool, handle: &Handle, args: &Value) -> Result<Prepared, CallError> {
+        let x = &broker.executors;
+        let scrubber = broker.scrubber();
+        let known = |t: &str| scrubber.contains_known_secret(t);
+        let ctx = ValidateCtx { agent_id: &caller.agent.id, agent_name: &caller.agent.name, contains_known_secret: &known };
+        Ok(match tool {
+            Tool::QueryDb => Prepared::Sql(validate(&x.sql, handle, args, &ctx)?),
+            Tool::HttpRequest => Prepared::Http(validate(&x.http, handle, args, &ctx)?),
+            Tool::SendEmail => Prepared::Email(validate(&x.email, handle, args, &ctx)?),
+            Tool::RunCommand => Prepared::Command(validate(&x.command, handle, args, &ctx)?),
+            Tool::ShareSecret => Prepared::Share(validate(&x.share, handle, args, &ctx)?),
+            Tool::S3Object => Prepared::S3(validate(&x.aws, handle, args, &ctx)?),
+            Tool::RequestLease => Prepared::Lease(broker.validate_lease(caller, handle, args)?),
+        })
+    }
+
+    /// What approval rules and the intent record look at.
+    pub(crate) fn facts(&self, broker: &Broker, handle: &Handle) -> CallFacts {
+        let x = &broker.executors;
+        match self {
+            Prepared::Sql(p) => x.sql.facts(handle, p),
+            Prepared::Http(p) => x.http.facts(handle, p),
+            Prepared::Email(p) => x.email.facts(handle, p),
+            Prepared::Command(p) => x.command.facts(handle, p),
+            Prepared::Share(p) => x.share.facts(handle, p),
+            Prepared::S3(p) => x.aws.facts(handle, p),
+            // A lease may create a database role or an STS session.
+            Prepared::Lease(l) => CallFacts { side_effects: true, lease_ttl: Some(l.ttl()), ..CallFacts::default() },
+        }
+    }
+
+    /// Runs the call: resolves the handle's secret and hands it to the executor. A lease
+    /// resolves its base's secret only if it creates a role (in `issue_lease`).
+    pub(crate) async fn run(&self, broker: &Broker, caller: &Caller, handle: &Handle) -> Result<Unscrubbed, CallError> {
+        let x = &broker.executors;
+        match self {
+            Prepared::Sql(p) => Executor::execute(&x.sql, handle, p, &broker.resolve(handle).await?).await,
+            Prepared::Http(p) => Executor::execute(&x.http, handle, p, &broker.resolve(handle).await?).await,
+            Prepared::Email(p) => Executor::execute(&x.email, handle, p, &broker.resolve(handle).await?).await,
+            Prepared::Command(p) => Executor::execute(&x.command, handle, p, &broker.resolve(handle).await?).await,
+            Prepared::Share(p) => Executor::execute(&x.share, handle, p, &broker.resolve(handle).await?).await,
+            Prepared::S3(p) => Executor::execute(&x.aws, handle, p, &broker.resolve(handle).await?).await,
+            Prepared::Lease(req) => broker.issue_lease(caller, handle, req).await.map(Unscrubbed::new),
+        }
+    }
+}

@@ -1,0 +1,282 @@
+//! The `share_secret` executor and the broker's side of one-time links (DESIGN.md, "One-time
+//! links"; T17): validating and storing uploaded shares, sealing a handle's secret into a new
+//! share, and delivering its link to a configured recipient, never to the agent.
+
+use super::Broker;
+use airlock_core::config::{Handle, ShareChannelConfig, SharesConfig};
+use airlock_core::{CallError, CallFacts, ErrorCode, Executor, Secret, Unscrubbed, ValidateCtx};
+use airlock_share::{Link, NewShare, ShareError};
+use airlock_store::shares::NewShareRecord;
+use airlock_store::{Store, StoreError};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+/// A share as a client uploads it (`POST /v1/shares`, or [`ShareExecutor`]): the ciphertext
+/// sealed under a key the server never sees.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShareUpload {
+    /// The share id.
+    pub id: String,
+    /// The sealed blob, base64url.
+    pub ciphertext: String,
+    /// SHA-256 of the consume proof, base64url.
+    pub proof_hash: String,
+    /// Expiry, Unix seconds.
+    pub expires_at: i64,
+    /// The view limit.
+    pub views: u32,
+}
+
+/// Unix seconds as RFC 3339.
+pub fn rfc3339(unix: i64) -> String {
+    chrono::DateTime::from_timestamp(unix, 0)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        .unwrap_or_default()
+}
+
+/// The two per-address limiters of the share endpoints.
+#[derive(Debug, Default)]
+pub struct ShareRates {
+    /// Creations per client address.
+    pub create: super::rate::RateLimiter,
+    /// Failed consumes per client address.
+    pub failed: super::rate::RateLimiter,
+}
+
+/// Checks an upload and stores it. Shared by the upload endpoint and the executor.
+async fn store_upload(store: &Store, s: &SharesConfig, body: &ShareUpload, owner: ShareOwner<'_>) -> Result<(), CallError> {
+    let now = chrono::Utc::now().timestamp();
+    let proof_hash: Option<[u8; 32]> =
+        airlock_share::decode_b64(&body.proof_hash).and_then(|v| v.as_slice().try_into().ok());
+    let Some(proof_hash) = proof_hash else {
+        return Err(CallError::new(ErrorCode::InvalidShare));
+    };
+    if !airlock_share::valid_id(&body.id)
+        || body.views == 0
+        || body.views > s.max_views
+        || body.expires_at <= now
+        || body.expires_at > now + s.max_expiry_seconds as i64 + 60
+    {
+        return Err(CallError::new(ErrorCode::InvalidShare));
+    }
+    let blob = airlock_share::decode_blob(&body.ciphertext).map_err(|_| CallError::new(ErrorCode::InvalidShare))?;
+    match airlock_share::check_blob(&blob, s.max_plaintext_bytes) {
+        Ok(()) => {}
+        Err(ShareError::TooLarge(_)) => return Err(CallError::new(ErrorCode::LimitExceeded)),
+        Err(_) => return Err(CallError::new(ErrorCode::InvalidShare)),
+    }
+    let rec = NewShareRecord {
+        id: &body.id,
+        ciphertext: &blob,
+        proof_hash: &proof_hash,
+        expires_at: body.expires_at,
+        views: body.views,
+        creator: owner.creator,
+        recipient: owner.recipient,
+    };
+    match store.create_share(&rec).await {
+        Ok(()) => Ok(()),
+        Err(StoreError::Conflict(_)) => Err(CallError::new(ErrorCode::InvalidShare)),
+        Err(e) => Err(CallError::new(ErrorCode::Internal).detail(e.to_string())),
+    }
+}
+
+/// Who a share belongs to: the agent that made it and the recipient it was delivered to.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ShareOwner<'a> {
+    /// The creating agent's id.
+    pub creator: Option<&'a str>,
+    /// The configured recipient.
+    pub recipient: Option<&'a str>,
+}
+
+impl Broker {
+    /// Validates and stores an uploaded share (from the web page or the CLI).
+    pub async fn store_share(&self, body: &ShareUpload, owner: ShareOwner<'_>) -> Result<(), CallError> {
+        store_upload(self.store(), &self.config().shares, body, owner).await
+    }
+
+    /// The public base of links this broker makes.
+    pub fn share_base_url(&self) -> String {
+        base_url(self.config())
+    }
+}
+
+fn base_url(cfg: &airlock_core::config::Config) -> String {
+    match &cfg.shares.base_url {
+        Some(b) => b.trim_end_matches('/').to_owned(),
+        None => format!("http://{}", cfg.server.listen),
+    }
+}
+
+/// Arguments of `share_secret` (the handle is checked before these are parsed).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShareArgs {
+    /// A recipient named in `[shares.recipients]`.
+    pub recipient: String,
+    /// Views, default 1.
+    #[serde(default)]
+    pub views: Option<u32>,
+    /// Seconds until expiry, default 3600.
+    #[serde(default)]
+    pub expires_in: Option<u64>,
+}
+
+/// A validated `share_secret` call.
+#[derive(Debug)]
+pub struct ValidatedShare {
+    recipient: String,
+    agent_id: String,
+    agent_name: String,
+    channel: ShareChannel,
+    views: u32,
+    expires_in: u64,
+}
+
+/// Where a link goes. New kinds (SMTP through a handle) are new variants.
+#[derive(Debug, Clone)]
+pub enum ShareChannel {
+    /// POST the delivery as JSON.
+    Webhook(String),
+    /// Append the delivery as a JSON line to a 0600 file.
+    Outbox(std::path::PathBuf),
+}
+
+impl ShareChannel {
+    fn from_config(c: &ShareChannelConfig) -> ShareChannel {
+        match c {
+            ShareChannelConfig::Webhook { url } => ShareChannel::Webhook(url.clone()),
+            ShareChannelConfig::Outbox { path } => ShareChannel::Outbox(path.clone()),
+        }
+    }
+
+    /// Delivers `payload` (it holds the link: never log it).
+    async fn deliver(&self, payload: &Value) -> Result<(), String> {
+        match self {
+            ShareChannel::Webhook(url) => {
+                let client = reqwest::Client::builder()
+                    .redirect(reqwest::redirect::Policy::none())
+                    .timeout(std::time::Duration::from_secs(10))
+                    .build()
+                    .map_err(|e| e.to_string())?;
+                let r = client.post(url).json(payload).send().await.map_err(|e| format!("webhook: {}", e.without_url()))?;
+                if r.status().is_success() {
+                    Ok(())
+                } else {
+                    Err(format!("webhook answered {}", r.status()))
+                }
+            }
+            ShareChannel::Outbox(path) => {
+                use std::io::Write;
+                let mut line = serde_json::to_vec(payload).map_err(|e| e.to_string())?;
+                line.push(b'\n');
+                let path = path.clone();
+                tokio::task::spawn_blocking(move || {
+                    let mut o = std::fs::OpenOptions::new();
+                    o.append(true).create(true);
+                    #[cfg(unix)]
+                    {
+                        use std::os::unix::fs::OpenOptionsExt;
+                        o.mode(0o600);
+                    }
+                    let mut f = o.open(&path).map_err(|e| format!("outbox {}: {e}", path.display()))?;
+                    f.write_all(&line).and_then(|_| f.sync_data()).map_err(|e| format!("outbox {}: {e}", path.display()))
+                })
+                .await
+                .map_err(|e| e.to_string())?
+            }
+        }
+    }
+}
+
+impl ValidatedShare {
+    /// Checks the arguments against the configuration before any secret is touched.
+    pub fn validate(cfg: &SharesConfig, a: &ShareArgs, ctx: &ValidateCtx<'_>) -> Result<ValidatedShare, CallError> {
+        let channel = cfg
+            .recipients
+            .get(&a.recipient)
+            .and_then(|name| cfg.channels.get(name))
+            .ok_or_else(|| CallError::new(ErrorCode::RecipientNotAllowed))?;
+        let views = a.views.unwrap_or(1);
+        if views == 0 || views > cfg.max_views {
+            return Err(CallError::with_message(ErrorCode::InvalidArguments, format!("views is 1 to {}", cfg.max_views)));
+        }
+        let expires_in = a.expires_in.unwrap_or(3600);
+        if !(60..=cfg.max_expiry_seconds).contains(&expires_in) {
+            return Err(CallError::with_message(
+                ErrorCode::InvalidArguments,
+                format!("expires_in is 60 to {} seconds", cfg.max_expiry_seconds),
+            ));
+        }
+        Ok(ValidatedShare {
+            recipient: a.recipient.clone(),
+            agent_id: ctx.agent_id.to_owned(),
+            agent_name: ctx.agent_name.to_owned(),
+            channel: ShareChannel::from_config(channel),
+            views,
+            expires_in,
+        })
+    }
+}
+
+/// `share_secret`: seals the handle's secret into a one-time link and delivers the link.
+pub struct ShareExecutor {
+    store: Store,
+    cfg: SharesConfig,
+    base_url: String,
+}
+
+impl ShareExecutor {
+    /// An executor storing into `store` under `cfg`'s `[shares]`.
+    pub fn new(store: Store, cfg: &airlock_core::config::Config) -> ShareExecutor {
+        ShareExecutor { store, cfg: cfg.shares.clone(), base_url: base_url(cfg) }
+    }
+}
+
+impl Executor for ShareExecutor {
+    type Args = ShareArgs;
+    type Prepared = ValidatedShare;
+
+    fn validate(&self, _: &Handle, args: ShareArgs, ctx: &ValidateCtx<'_>) -> Result<ValidatedShare, CallError> {
+        ValidatedShare::validate(&self.cfg, &args, ctx)
+    }
+
+    /// A link is delivered to a person: it acts on the world.
+    fn facts(&self, _: &Handle, _: &ValidatedShare) -> CallFacts {
+        CallFacts { side_effects: true, ..CallFacts::default() }
+    }
+
+    /// Seals the secret, stores the share, delivers the link. The agent gets only the id, the
+    /// expiry and the recipient.
+    async fn execute(&self, _: &Handle, p: &ValidatedShare, secret: &Secret) -> Result<Unscrubbed, CallError> {
+        let cfg = &self.cfg;
+        if secret.len() > cfg.max_plaintext_bytes {
+            return Err(CallError::new(ErrorCode::LimitExceeded));
+        }
+        let expires_at = chrono::Utc::now().timestamp() + p.expires_in as i64;
+        let share = NewShare::for_secret(secret, expires_at, p.views, cfg.max_plaintext_bytes)
+            .map_err(|e| CallError::new(ErrorCode::Internal).detail(e.to_string()))?;
+        let (ciphertext, proof_hash) = share.request_fields();
+        let body = ShareUpload { id: share.id.clone(), ciphertext, proof_hash, expires_at, views: p.views };
+        let owner = ShareOwner { creator: Some(&p.agent_id), recipient: Some(&p.recipient) };
+        store_upload(&self.store, cfg, &body, owner).await?;
+        let link = Link::render(&self.base_url, &share.id, &share.key, false);
+        let payload = json!({
+            "recipient": p.recipient,
+            "link": link.as_str(),
+            "share_id": share.id,
+            "expires_at": rfc3339(expires_at),
+            "views": p.views,
+            "from_agent": p.agent_name,
+        });
+        if let Err(e) = p.channel.deliver(&payload).await {
+            // A link nobody received must not stay redeemable.
+            let _ = self.store.delete_share(&share.id).await;
+            return Err(CallError::with_message(ErrorCode::UpstreamUnavailable, "the link could not be delivered to the recipient")
+                .detail(e));
+        }
+        Ok(Unscrubbed::new(json!({"share_id": share.id, "expires_at": rfc3339(expires_at), "recipient": p.recipient})))
+    }
+}

@@ -1,0 +1,73 @@
+//! The one way a handler answers: a JSON body or a page, with the same hardened headers, and the
+//! contract's error envelope with a stable code.
+
+use crate::broker::Invocation;
+use airlock_core::{CallError, ErrorCode};
+use axum::body::Body;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Value};
+
+/// The pages' Content-Security-Policy: scripts and styles from this origin only, no inline code,
+/// no framing, no form posts, fetches to this origin only.
+pub const PAGE_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; \
+form-action 'none'; base-uri 'none'; frame-ancestors 'none'";
+
+/// Headers every answer carries: nothing cached, nothing framed, nothing sniffed, no referrer.
+fn harden(r: &mut Response) {
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(PAGE_CSP));
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert("x-robots-tag", HeaderValue::from_static("noindex, nofollow"));
+    h.insert("cross-origin-opener-policy", HeaderValue::from_static("same-origin"));
+    h.insert("cross-origin-resource-policy", HeaderValue::from_static("same-origin"));
+}
+
+/// A static page or asset of `content_type`.
+pub fn page(content_type: &'static str, body: impl Into<Body>) -> Response {
+    let mut r = Response::new(body.into());
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    harden(&mut r);
+    r
+}
+
+/// A JSON answer with `status`.
+pub fn json(status: u16, v: &Value) -> Response {
+    let mut r = page("application/json", serde_json::to_vec(v).expect("a JSON value serializes"));
+    *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    r
+}
+
+/// A refusal outside a tool call: the contract's envelope (`{"ok": false, "error": {code,
+/// message}}`), with the code's HTTP status. The message is the error's own, which never holds
+/// agent data; its operator detail is not sent.
+#[derive(Debug)]
+pub struct ApiError(pub CallError);
+
+impl From<ErrorCode> for ApiError {
+    fn from(code: ErrorCode) -> Self {
+        ApiError(CallError::new(code))
+    }
+}
+
+impl From<CallError> for ApiError {
+    fn from(e: CallError) -> Self {
+        ApiError(e)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let e = self.0;
+        json(e.code.http_status(), &json!({"ok": false, "error": {"code": e.code.as_str(), "message": e.message}}))
+    }
+}
+
+impl IntoResponse for Invocation {
+    fn into_response(self) -> Response {
+        json(self.status(), &self.to_json())
+    }
+}

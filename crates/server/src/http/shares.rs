@@ -1,0 +1,156 @@
+//! One-time links over HTTP (DESIGN.md, "One-time links"; T17): `POST /v1/shares`,
+//! `POST /v1/shares/{id}/consume`, `GET /v1/shares/{id}`.
+//!
+//! The server stores ciphertext and a hash of the consume proof; the key exists only in the link's
+//! fragment, which browsers never send. Unknown, used and expired shares answer alike
+//! (`share-unavailable`), and failed consumes are rate-limited per client address.
+
+use super::auth::bearer;
+use super::response::{json, ApiError};
+use crate::broker::share::{rfc3339, ShareOwner, ShareUpload};
+use crate::broker::Broker;
+use airlock_core::config::SharesConfig;
+use airlock_core::ErrorCode;
+use axum::extract::{ConnectInfo, Path, Request, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use serde::Deserialize;
+use serde_json::json as j;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+
+fn err(code: ErrorCode) -> Response {
+    ApiError::from(code).into_response()
+}
+
+fn client_ip(req: &Request) -> IpAddr {
+    req.extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip())
+        .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
+}
+
+/// The largest create body: the base64url of the largest blob plus the JSON around it.
+fn create_body_limit(s: &SharesConfig) -> usize {
+    airlock_share::max_blob_len(s.max_plaintext_bytes).div_ceil(3) * 4 + 4096
+}
+
+async fn create(State(b): State<Arc<Broker>>, req: Request) -> Response {
+    let ip = client_ip(&req);
+    let s = &b.config().shares;
+    if !b.share_rates().create.check(&ip.to_string(), s.create_per_minute) {
+        return err(ErrorCode::RateLimited);
+    }
+    let token = bearer(req.headers()).map(str::to_owned);
+    let creator = match token {
+        Some(t) => match b.authenticate(Some(&t)).await {
+            Ok(c) => Some(c),
+            Err(e) => return err(e.code),
+        },
+        None => None,
+    };
+    // The body limit is checked before the body is read in full (invariant 6).
+    let bytes = match axum::body::to_bytes(req.into_body(), create_body_limit(s)).await {
+        Ok(b) => b,
+        Err(_) => return err(ErrorCode::LimitExceeded),
+    };
+    let body: ShareUpload = match serde_json::from_slice(&bytes) {
+        Ok(v) => v,
+        Err(_) => return err(ErrorCode::InvalidShare),
+    };
+    let owner = ShareOwner { creator: creator.as_ref().map(|c| c.agent.id.as_str()), recipient: None };
+    match b.store_share(&body, owner).await {
+        Ok(()) => json(201, &j!({"ok": true, "id": body.id, "expires_at": body.expires_at, "views": body.views})),
+        Err(e) => err(e.code),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConsumeBody {
+    proof: String,
+}
+
+async fn consume(State(b): State<Arc<Broker>>, Path(id): Path<String>, req: Request) -> Response {
+    let ip = client_ip(&req).to_string();
+    let s = &b.config().shares;
+    let rates = b.share_rates();
+    if !rates.failed.available(&ip, s.failed_consumes_per_minute) {
+        return err(ErrorCode::RateLimited);
+    }
+    let fail = |code: ErrorCode| {
+        rates.failed.check(&ip, s.failed_consumes_per_minute);
+        err(code)
+    };
+    let Ok(bytes) = axum::body::to_bytes(req.into_body(), 4096).await else {
+        return fail(ErrorCode::InvalidShare);
+    };
+    let Ok(body) = serde_json::from_slice::<ConsumeBody>(&bytes) else {
+        return fail(ErrorCode::InvalidShare);
+    };
+    let Some(proof) = airlock_share::parse_proof(&body.proof) else {
+        return fail(ErrorCode::InvalidShare);
+    };
+    if !airlock_share::valid_id(&id) {
+        return fail(ErrorCode::InvalidShare);
+    }
+    match b.store().consume_share(&id, &airlock_share::proof_hash(&proof)).await {
+        Ok(Some(c)) => json(
+            200,
+            &j!({
+                "ok": true,
+                "ciphertext": airlock_share::encode_blob(&c.ciphertext),
+                "expires_at": c.expires_at,
+                "views": c.views,
+                "views_left": c.views_left,
+            }),
+        ),
+        Ok(None) => fail(ErrorCode::ShareUnavailable),
+        Err(e) => {
+            tracing::error!(error = %e, "share consume failed in the store");
+            err(ErrorCode::Internal)
+        }
+    }
+}
+
+/// `GET /v1/shares/{id}`: the read receipt, for the agent that created the share only.
+async fn receipt(State(b): State<Arc<Broker>>, Path(id): Path<String>, headers: HeaderMap) -> Response {
+    let caller = match b.authenticate(bearer(&headers)).await {
+        Ok(c) => c,
+        Err(e) => return err(e.code),
+    };
+    if !airlock_share::valid_id(&id) {
+        return err(ErrorCode::InvalidShare);
+    }
+    match b.store().share_receipt(&id, &caller.agent.id).await {
+        Ok(Some(r)) => json(
+            200,
+            &j!({
+                "ok": true,
+                "share_id": r.share_id,
+                "recipient": r.recipient,
+                "opened": r.views_used > 0,
+                "views": r.views,
+                "views_used": r.views_used,
+                "first_opened_at": r.first_opened_at.map(rfc3339),
+                "last_opened_at": r.last_opened_at.map(rfc3339),
+                "expires_at": rfc3339(r.expires_at),
+            }),
+        ),
+        Ok(None) => err(ErrorCode::ShareUnavailable),
+        Err(e) => {
+            tracing::error!(error = %e, "share receipt lookup failed");
+            err(ErrorCode::Internal)
+        }
+    }
+}
+
+/// The share API.
+pub fn routes() -> Router<Arc<Broker>> {
+    Router::new()
+        .route("/v1/shares", post(create))
+        .route("/v1/shares/{id}/consume", post(consume))
+        .route("/v1/shares/{id}", get(receipt))
+}
