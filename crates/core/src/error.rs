@@ -8,7 +8,7 @@ use serde::Serialize;
 use std::fmt;
 
 /// A stable, kebab-case error code. The wire form is [`ErrorCode::as_str`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, strum::VariantArray)]
 #[serde(rename_all = "kebab-case")]
 #[non_exhaustive]
 pub enum ErrorCode {
@@ -106,46 +106,9 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    /// Every code, for documentation and uniqueness tests.
-    pub const ALL: &'static [ErrorCode] = &[
-        ErrorCode::Unauthenticated,
-        ErrorCode::HandleUnavailable,
-        ErrorCode::UnknownTool,
-        ErrorCode::InvalidArguments,
-        ErrorCode::InvalidSql,
-        ErrorCode::StatementNotAllowed,
-        ErrorCode::TableNotAllowed,
-        ErrorCode::DestinationNotAllowed,
-        ErrorCode::AddressRefused,
-        ErrorCode::RateLimited,
-        ErrorCode::LimitExceeded,
-        ErrorCode::UpstreamUnavailable,
-        ErrorCode::UpstreamTimeout,
-        ErrorCode::QueryFailed,
-        ErrorCode::SecretUnavailable,
-        ErrorCode::AuditUnavailable,
-        ErrorCode::BadRequest,
-        ErrorCode::NotFound,
-        ErrorCode::Internal,
-        ErrorCode::HeaderInjection,
-        ErrorCode::RecipientNotAllowed,
-        ErrorCode::OutboundContainsSecret,
-        ErrorCode::ArgumentNotAllowed,
-        ErrorCode::CommandTimeout,
-        ErrorCode::CommandFailed,
-        ErrorCode::SandboxUnavailable,
-        ErrorCode::ShareUnavailable,
-        ErrorCode::InvalidShare,
-        ErrorCode::LeaseNotAllowed,
-        ErrorCode::GrantNotAllowed,
-        ErrorCode::Conflict,
-        ErrorCode::ApprovalRequired,
-        ErrorCode::ApprovalDenied,
-        ErrorCode::BucketNotAllowed,
-        ErrorCode::OperationNotAllowed,
-        ErrorCode::HeaderNotAllowed,
-        ErrorCode::UndecodableResponse,
-    ];
+    /// Every code, in declaration order, for documentation and uniqueness tests. Derived from
+    /// the enum itself, so a new code is listed without anyone having to remember it.
+    pub const ALL: &'static [ErrorCode] = <ErrorCode as strum::VariantArray>::VARIANTS;
 
     /// The wire name.
     pub fn as_str(self) -> &'static str {
@@ -335,6 +298,14 @@ mod tests {
             assert_eq!(serde_json::to_value(c).unwrap(), serde_json::Value::String(s.into()));
             assert!((400..600).contains(&c.http_status()));
         }
+    }
+
+    #[test]
+    fn all_lists_every_code_once_in_declaration_order() {
+        // The first and the last variant, so that a list cut short or reordered shows.
+        assert_eq!(ErrorCode::ALL.first(), Some(&ErrorCode::Unauthenticated));
+        assert_eq!(ErrorCode::ALL.last(), Some(&ErrorCode::UndecodableResponse));
+        assert_eq!(ErrorCode::ALL.iter().collect::<HashSet<_>>().len(), ErrorCode::ALL.len());
     }
 
     #[test]

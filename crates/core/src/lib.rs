@@ -5,12 +5,15 @@
 
 pub mod config;
 pub mod error;
+pub mod executor;
 pub mod handle;
+pub mod kind;
 pub mod peer;
 pub mod secret;
 pub mod tool;
 
 pub use error::{CallError, ErrorCode};
+pub use executor::{CallFacts, Executor, Unscrubbed, ValidateCtx};
 pub use handle::{HandleName, InvalidHandle};
 pub use peer::Peer;
 pub use secret::Secret;

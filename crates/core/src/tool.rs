@@ -1,6 +1,6 @@
 //! The built-in tools and which handle kinds each applies to.
 
-use crate::config::HandleKind;
+use crate::kind::HandleKind;
 use serde::{Deserialize, Serialize};
 
 /// A built-in tool an agent can call.

@@ -1,0 +1,175 @@
+//! `airlock.toml`: parsed with spans, then validated into [`Config`].
+//!
+//! Two phases, as in ripgrep and cargo-deny: the text is parsed into a document that keeps the
+//! place of every key and value, then each table is deserialized on its own (unknown keys
+//! refused) and checked, every handle, constraint and grant resolved. A mistake does not stop
+//! the checks: [`ConfigError::Invalid`] lists every [`Problem`] found in one run, each with a
+//! stable [`ProblemCode`], the dotted field, and its line and column in the file.
+//!
+//! One module per table: `server`, `store`, `limits`, `sandbox`, `policy`, `shares`, `vault`
+//! (`[vaults.NAME]`), `handle` (`[handles.NAME]`, with the constraints of each kind in
+//! `database`, `http`, `smtp`, `command` and `aws`, and its `leases`, `approvals` and
+//! `results` tables) and `agents`. `source` turns spans into places and collects problems;
+//! `problem` holds the error types.
+
+mod agents;
+mod approvals;
+mod aws;
+mod command;
+mod database;
+mod defaults;
+mod handle;
+mod http;
+mod leases;
+mod limits;
+mod policy;
+mod problem;
+mod results;
+mod sandbox;
+mod secret_ref;
+mod server;
+mod shares;
+mod smtp;
+mod source;
+mod store;
+mod vault;
+
+#[cfg(test)]
+mod tests;
+
+pub use self::agents::{valid_agent_name, AgentConfig, Grant};
+pub use self::approvals::ApprovalRule;
+pub use self::aws::{valid_bucket_name, AwsConstraints, AWS_MAX_TTL_SECONDS, AWS_MIN_TTL_SECONDS};
+pub use self::command::{ArgTemplate, CommandConstraints, Placeholder, SecretDelivery};
+pub use self::database::{table_in, DatabaseConstraints, Scope};
+pub use self::handle::{Constraints, Handle};
+pub use self::http::{Destination, HttpConstraints, Injection};
+pub use self::leases::{LeasePolicy, LeaseProvider, LEASE_SUFFIX_LEN};
+pub use self::limits::LimitsConfig;
+pub use self::policy::PolicyConfig;
+pub use self::problem::{ConfigError, Location, Problem, ProblemCode};
+pub use self::results::{MarkupPolicy, ResultsPolicy};
+pub use self::sandbox::SandboxConfig;
+pub use self::secret_ref::{RemoteRef, SecretRef};
+pub use self::server::{default_socket_path, ServerConfig};
+pub use self::shares::{ShareChannelConfig, SharesConfig};
+pub use self::smtp::{plausible_address, SmtpConstraints, SmtpTls};
+pub use self::store::{validate_store_url, StoreConfig, SyncMode};
+pub use self::secret_ref::valid_vault_name;
+pub use self::vault::{RemoteAuth, RemoteVaultConfig, RemoteVaultKind};
+pub use crate::kind::HandleKind;
+
+use self::source::{FieldPath, Report, Source};
+use crate::handle::HandleName;
+use serde::de::{DeserializeOwned, IgnoredAny};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// The validated configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// The file it came from (for messages), or a label.
+    pub source: String,
+    /// `[server]`
+    pub server: ServerConfig,
+    /// `[store]`, with `data_dir` made absolute.
+    pub store: StoreConfig,
+    /// `[limits]`
+    pub limits: LimitsConfig,
+    /// `[sandbox]`, with `stage2` made absolute.
+    pub sandbox: SandboxConfig,
+    /// `[policy]`, with file paths made absolute.
+    pub policy: PolicyConfig,
+    /// `[shares]`, with outbox paths made absolute.
+    pub shares: SharesConfig,
+    /// Handles by name.
+    pub handles: BTreeMap<HandleName, Handle>,
+    /// Agents by name.
+    pub agents: BTreeMap<String, AgentConfig>,
+    /// Lease policies of the handles that have one (`[handles.X.lease]`).
+    pub leases: BTreeMap<HandleName, LeasePolicy>,
+    /// Approval rules of the handles that have one (`[handles.X.approval]`).
+    pub approvals: BTreeMap<HandleName, ApprovalRule>,
+    /// Result policies of the handles that set one (`[handles.X.results]`); every other handle
+    /// gets [`ResultsPolicy::default`].
+    pub results: BTreeMap<HandleName, ResultsPolicy>,
+    /// Remote vaults by name (`[vaults.NAME]`).
+    pub vaults: BTreeMap<String, RemoteVaultConfig>,
+}
+
+/// The top-level tables. Each is read on its own; they are named here so that any other key
+/// is refused.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code, reason = "only the keys matter; each table is read on its own")]
+struct Sections {
+    server: Option<IgnoredAny>,
+    store: Option<IgnoredAny>,
+    limits: Option<IgnoredAny>,
+    sandbox: Option<IgnoredAny>,
+    policy: Option<IgnoredAny>,
+    shares: Option<IgnoredAny>,
+    handles: Option<IgnoredAny>,
+    agents: Option<IgnoredAny>,
+    vaults: Option<IgnoredAny>,
+}
+
+impl Config {
+    /// Reads and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+            file: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let base = if base.as_os_str().is_empty() { PathBuf::from(".") } else { base };
+        Config::parse(&text, &path.display().to_string(), &base)
+    }
+
+    /// Parses and validates configuration text. `file` names it in problems; `base` resolves
+    /// relative paths. Every problem found is returned at once.
+    pub fn parse(text: &str, file: &str, base: &Path) -> Result<Config, ConfigError> {
+        let invalid = |problems| ConfigError::Invalid { file: file.to_owned(), problems };
+        let src = Source::parse(text).map_err(invalid)?;
+        let mut r = Report::new(&src);
+        r.de_lenient::<Sections>(&FieldPath::root(), src.document());
+
+        let vaults = vault::check_all(&mut r, src.section("vaults"), base);
+        let handles = handle::check_all(&mut r, src.section("handles"), &vaults, base);
+        let agents = agents::check_all(&mut r, src.section("agents"), &handles.declared);
+        let root = FieldPath::root();
+        let server = section::<ServerConfig>(&mut r, &src, "server").checked(&mut r, &root.key("server"), base);
+        let store = section::<StoreConfig>(&mut r, &src, "store").checked(&mut r, &root.key("store"), base);
+        let limits = section::<LimitsConfig>(&mut r, &src, "limits").checked(&mut r, &root.key("limits"));
+        let sandbox = section::<SandboxConfig>(&mut r, &src, "sandbox").checked(&mut r, &root.key("sandbox"), base);
+        let policy = section::<PolicyConfig>(&mut r, &src, "policy").resolved(base);
+        let shares = section::<SharesConfig>(&mut r, &src, "shares").checked(&mut r, &root.key("shares"), base);
+
+        let problems = r.into_problems();
+        if !problems.is_empty() {
+            return Err(invalid(problems));
+        }
+        Ok(Config {
+            source: file.to_owned(),
+            server,
+            store,
+            limits,
+            sandbox,
+            policy,
+            shares,
+            handles: handles.handles,
+            agents,
+            leases: handles.leases,
+            approvals: handles.approvals,
+            results: handles.results,
+            vaults: vaults.valid,
+        })
+    }
+}
+
+/// The top-level table `name`, or its defaults when it is absent or not of the right shape
+/// (then a problem says so, and the defaults are never used).
+fn section<'s, 't, T: DeserializeOwned + Default>(r: &mut Report<'s, 't>, src: &'s Source<'t>, name: &str) -> T {
+    src.section(name).and_then(|v| r.de(&FieldPath::root().key(name), v)).unwrap_or_default()
+}

@@ -1,0 +1,142 @@
+//! `[shares]`: one-time links, their limits, and the channels that deliver them.
+
+use super::problem::ProblemCode;
+use super::source::{FieldPath, Report};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// `[shares]`: one-time links.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SharesConfig {
+    /// Largest secret a share may hold, in bytes of plaintext (default 1 MiB).
+    #[serde(default = "default_max_share_bytes")]
+    pub max_plaintext_bytes: usize,
+    /// Most views a share may allow.
+    #[serde(default = "default_max_views")]
+    pub max_views: u32,
+    /// Longest expiry, in seconds (default 7 days).
+    #[serde(default = "default_max_expiry")]
+    pub max_expiry_seconds: u64,
+    /// Shares created per minute per client address (token bucket).
+    #[serde(default = "default_share_create_rate")]
+    pub create_per_minute: u32,
+    /// Failed consumes (wrong proof, unknown, used or expired id) per minute per client address.
+    #[serde(default = "default_share_fail_rate")]
+    pub failed_consumes_per_minute: u32,
+    /// The public base of links the broker makes for `share_secret`, for example
+    /// `https://airlock.example`; default `http://{server.listen}`.
+    #[serde(default)]
+    pub base_url: Option<String>,
+    /// Delivery channels by name.
+    #[serde(default)]
+    pub channels: BTreeMap<String, ShareChannelConfig>,
+    /// Recipients an agent may name in `share_secret`, each with the channel that reaches it.
+    /// Exact match; anyone else is refused.
+    #[serde(default)]
+    pub recipients: BTreeMap<String, String>,
+}
+
+impl Default for SharesConfig {
+    fn default() -> Self {
+        SharesConfig {
+            max_plaintext_bytes: default_max_share_bytes(),
+            max_views: default_max_views(),
+            max_expiry_seconds: default_max_expiry(),
+            create_per_minute: default_share_create_rate(),
+            failed_consumes_per_minute: default_share_fail_rate(),
+            base_url: None,
+            channels: BTreeMap::new(),
+            recipients: BTreeMap::new(),
+        }
+    }
+}
+
+/// How a link made by `share_secret` reaches its recipient. More kinds (SMTP through a handle)
+/// fit here later.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ShareChannelConfig {
+    /// POST `{recipient, link, share_id, expires_at, views}` as JSON to this URL.
+    Webhook {
+        /// The endpoint (http or https).
+        url: String,
+    },
+    /// Append the same JSON as one line to this file (created with mode 0600). Relative to the
+    /// configuration.
+    Outbox {
+        /// The file.
+        path: PathBuf,
+    },
+}
+
+impl SharesConfig {
+    /// Checks limits, URLs and recipients, and makes outbox paths absolute.
+    pub(super) fn checked(mut self, r: &mut Report<'_, '_>, at: &FieldPath, base: &Path) -> SharesConfig {
+        if self.max_plaintext_bytes == 0 || self.max_plaintext_bytes > 64 << 20 {
+            r.problem(&at.join("max_plaintext_bytes"), ProblemCode::OutOfRange, "must be between 1 and 67108864");
+        }
+        let at_least = [
+            ("max_views", u64::from(self.max_views), 1),
+            ("max_expiry_seconds", self.max_expiry_seconds, 60),
+            ("create_per_minute", u64::from(self.create_per_minute), 1),
+            ("failed_consumes_per_minute", u64::from(self.failed_consumes_per_minute), 1),
+        ];
+        for (field, value, min) in at_least {
+            if value < min {
+                r.problem(&at.join(field), ProblemCode::OutOfRange, format!("must be at least {min}"));
+            }
+        }
+        if let Some(b) = &self.base_url {
+            match url::Url::parse(b) {
+                Err(e) => r.problem(&at.join("base_url"), ProblemCode::BadUrl, format!("not a URL: {e}")),
+                Ok(u) if u.scheme() != "https" && u.scheme() != "http" || u.fragment().is_some() || u.query().is_some() => {
+                    r.problem(&at.join("base_url"), ProblemCode::BadUrl, "an http(s) URL without query or fragment")
+                }
+                Ok(_) => {}
+            }
+        }
+        for (name, ch) in self.channels.iter_mut() {
+            match ch {
+                ShareChannelConfig::Webhook { url } => {
+                    let field = at.key("channels").key(name).key("url");
+                    match url::Url::parse(url) {
+                        Err(e) => r.problem(&field, ProblemCode::BadUrl, format!("not a URL: {e}")),
+                        Ok(u) if u.scheme() != "https" && u.scheme() != "http" => {
+                            r.problem(&field, ProblemCode::BadUrl, "scheme must be https or http")
+                        }
+                        Ok(_) => {}
+                    }
+                }
+                ShareChannelConfig::Outbox { path } => *path = base.join(&*path),
+            }
+        }
+        for (recipient, ch) in &self.recipients {
+            let field = at.key("recipients").key(recipient);
+            if recipient.is_empty() || recipient.len() > 254 || recipient.chars().any(|c| c.is_control()) {
+                r.problem(&field, ProblemCode::BadValue, "a recipient is 1 to 254 printable characters");
+            }
+            if !self.channels.contains_key(ch) {
+                r.problem(&field, ProblemCode::UnknownChannel, format!("unknown channel {ch}"));
+            }
+        }
+        self
+    }
+}
+
+fn default_max_share_bytes() -> usize {
+    1 << 20
+}
+fn default_max_views() -> u32 {
+    100
+}
+fn default_max_expiry() -> u64 {
+    7 * 86_400
+}
+fn default_share_create_rate() -> u32 {
+    60
+}
+fn default_share_fail_rate() -> u32 {
+    30
+}
