@@ -200,7 +200,7 @@ async fn database_findings(cfg: &Config) -> Vec<Finding> {
     if servers.is_empty() {
         return Vec::new();
     }
-    let vault = match crate::open_vault(cfg).await {
+    let vault = match home::open_vault(cfg).await {
         Ok(v) => v,
         Err(e) => return vec![Finding::new(Level::Warning, "database-credentials", format!("cannot open the vault: {e:#}"), "")],
     };

@@ -1,7 +1,10 @@
 //! The broker's home: the process hardening done first thing, the checks that keep `serve` from
-//! running on files others can read (T22), and the agents' Unix socket.
+//! running on files others can read (T22), the agents' Unix socket, and opening the store and
+//! the vault that live there.
 
 use airlock_core::config::{Config, ServerConfig};
+use airlock_store::Store;
+use airlock_vault::{MasterKey, Vault};
 use anyhow::{bail, Context, Result};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -176,4 +179,21 @@ pub fn bind_socket(path: &Path, server: &ServerConfig) -> Result<tokio::net::Uni
         std::os::unix::fs::chown(path, None, Some(g)).with_context(|| format!("chgrp {g} {}", path.display()))?;
     }
     Ok(l)
+}
+
+/// The configured store: `store.url`'s PostgreSQL database, or the SQLite file.
+pub async fn open_store(cfg: &Config) -> Result<Store> {
+    match &cfg.store.url {
+        Some(_) => Store::connect(&cfg.store).await.context("opening the PostgreSQL store (store.url)"),
+        None => Store::connect(&cfg.store)
+            .await
+            .with_context(|| format!("opening the store in {}", cfg.store.data_dir.display())),
+    }
+}
+
+/// The local vault with the configured remotes; its master key must exist.
+pub async fn open_vault(cfg: &Config) -> Result<Vault> {
+    let master = MasterKey::load(&cfg.store.data_dir.join("master.key")).context("run `airlock init` first")?;
+    let store = open_store(cfg).await?;
+    Ok(Vault::with_remotes(master, store, cfg.vaults.values())?)
 }

@@ -1,6 +1,7 @@
 //! Decoding passes over candidate spans (T04): forms of a secret that no generated variant covers
 //! (nested encodings, line-wrapped base64, partial escaping, separators between characters,
-//! mixed case in a case-insensitive encoding under another encoding).
+//! mixed case in a case-insensitive encoding under another encoding, reversed encodings,
+//! encodings spelled with invisible characters, full-width forms or homoglyphs).
 //!
 //! Cheap scanners find candidate spans; each is decoded into a scratch buffer (a *layer*) on which
 //! the same known-value automaton runs, and every hit is mapped back to the original text:
@@ -9,9 +10,9 @@
 //! |---|---|---|---|
 //! | the whitespace masks the normalisation trigger computes anyway (one bit per byte, 64 bytes per step), then an exact SWAR class test on each whitespace-free aligned 8-byte word: all bytes in `[A-Za-z0-9+,-./:_]` (a superset) | runs of ≥ [`MIN_BLOCK_RUN`] encoded-looking bytes, line breaks allowed inside | base64 (both alphabets, 4 character offsets), base32 (8 offsets, any case), hex (2 offsets) | the whole encoded run |
 //! | a whitespace-free word whose even (or odd) bytes are equal | `s-e-c-r-e-t`: one non-blank separator from [`SEPARATORS`] between every character | the characters alone | the separated run's covering range |
-//! | inside class runs | `de:ad:be:ef`: one non-blank separator between every hex pair | the hex digits alone | the covering range |
-//! | SWAR: the bytes below `+` of a word are exactly every third one | `de ad be ef` (blank separators) | the hex digits alone | the covering range |
-//! | `memchr2` of `=`/`x` (shared with the escape triggers), `0` before the `x` | `0xde,0xad`, `0xde, 0xad`, `0xDE 0xAD` (not `0X`) | the hex digits alone | the covering range |
+//! | inside class runs | `de:ad:be:ef`: one non-blank separator between every hex pair | the bytes the pairs stand for | the covering range |
+//! | SWAR: the bytes below `+` of a word are exactly every third one | `de ad be ef` (blank separators) | the bytes the pairs stand for | the covering range |
+//! | `memchr3` of `=`/`x`/`X` (shared with the escape triggers), `0` before the `x` | `0xde,0xad`, `0xde, 0xad`, `0xDE 0xAD`, `0XDE,0XAD` | the bytes the tokens stand for | the covering range |
 //! | `memchr` of `%`, `\`, `&`, `=` followed by an escape | percent, JSON/JS/C backslash, HTML/XML character references, quoted-printable | one family per layer, the rest copied | the escapes and characters that decoded to the match |
 //!
 //! Each layer is scanned again, to [`MAX_DEPTH`] layers, so escapes of encodings and encodings of
@@ -21,10 +22,21 @@
 //! [`WORK_FACTOR`] times the text length plus [`WORK_BASE`] bytes, after which remaining candidates
 //! are left undecoded (the generated variants still apply) and [`Decoded::exhausted`] is set.
 //!
-//! Layers are not normalized: a homoglyph or invisible-character obfuscation is found on the
-//! original text (the normalisation pass) and inside a decoded layer only if the layer is valid
-//! UTF-8 (the caller's matcher closure decides). Reversal is matched for the raw value (a
-//! variant) in any layer, not for a reversed encoding.
+//! Two re-spellings of a layer are layers too, and do not count towards [`MAX_DEPTH`]:
+//! - the **canonical form** (`normalize::canonical`) of a layer that holds invisible or format
+//!   characters, full-width forms or homoglyphs (UTF-8 parts of a layer that is partly binary
+//!   count too): base64 with zero-width spaces inside, hex in full-width digits, a Cyrillic `а` in
+//!   a base32 run are decoded from it;
+//! - the **reversal** of every candidate region (each encoded-looking run with its padding and
+//!   the neighbouring lines, each run of hex pairs, and the token around each escape that decodes
+//!   when read backwards, `14%` being `%41`): a reversed encoding, or an encoding of a reversed
+//!   one, is decoded from it. A reversed layer does not reverse again, and a canonical one is not
+//!   made canonical again, until a decoding step lies between.
+//!
+//! Hits in a decoded layer of text are also matched against the skeleton patterns when the
+//! layer is UTF-8 that needs normalizing (the caller's matcher closure decides).
+
+use crate::normalize::Canonical;
 
 /// At most this many decoded layers are stacked on the text (decoding 50 nested encodings stops
 /// here; the innermost layers are simply not reached).
@@ -75,6 +87,11 @@ enum Map<'m> {
     /// wrapped one (so a neighbouring line holding something else survives). Kept sparse so a
     /// 10 MiB run costs no per-byte map.
     Block { parent: &'m Map<'m>, segs: &'m [(usize, usize)], end: usize, off: usize, bits: usize },
+    /// The layer is parent bytes `[a, b)` written backwards (by character where they are UTF-8):
+    /// byte `i` is parent byte `b - 1 - i`, to within the character that holds it.
+    Rev { parent: &'m Map<'m>, a: usize, b: usize },
+    /// The layer is the canonical form (`normalize::canonical`) of parent bytes from `base` on.
+    Canon { parent: &'m Map<'m>, canon: &'m Canonical, base: usize },
 }
 
 impl Map<'_> {
@@ -83,7 +100,8 @@ impl Map<'_> {
     fn span(&self, s: usize, e: usize) -> (usize, usize) {
         match *self {
             Map::Identity => (s, e),
-            Map::Bytes(m) => (m[s].0, m[e - 1].1),
+            // Monotone, but decreasing under a reversal.
+            Map::Bytes(m) => (m[s].0.min(m[e - 1].0), m[s].1.max(m[e - 1].1)),
             Map::Block { parent, segs, end, off, bits } => {
                 let seg = |j: usize| segs.partition_point(|&(idx, _)| idx <= j) - 1;
                 let k1 = seg(off + 8 * s / bits);
@@ -93,6 +111,14 @@ impl Map<'_> {
                     None => end,
                 };
                 parent.span(segs[k1].1, stop)
+            }
+            Map::Rev { parent, a, b } => {
+                debug_assert!(a + e <= b);
+                parent.span(b - e, b - s)
+            }
+            Map::Canon { parent, canon, base } => {
+                let (a, b) = canon.original_span(s, e);
+                parent.span(base + a, base + b)
             }
         }
     }
@@ -128,7 +154,7 @@ pub(crate) fn decode_passes_with(
         out: Decoded::default(),
         hits: Vec::new(),
     };
-    d.layer(text, Map::Identity, 0, None, Some(seps), None);
+    d.layer(text, Map::Identity, Ctx { seps: Some(seps), ..Ctx::default() });
     d.out
 }
 
@@ -138,6 +164,45 @@ struct Pass<'f> {
     budget: usize,
     out: Decoded,
     hits: Vec<Found>,
+}
+
+/// How a layer came to be, which decides what it may spawn.
+#[derive(Clone, Copy, Default)]
+struct Ctx<'a> {
+    /// Decoded layers between this one and the text (re-spellings do not count).
+    depth: usize,
+    /// The bytes an escape decoding changed (sorted ranges): only candidates touching them are
+    /// new, the rest were candidates of the parent already, which keeps escape layers from
+    /// re-decoding the same runs at every depth. `None`: every byte is new.
+    fresh: Option<&'a [(usize, usize)]>,
+    /// The layer's whitespace masks, when the caller has them.
+    seps: Option<&'a [u64]>,
+    /// The escape family that produced the layer.
+    from_fam: Option<usize>,
+    /// The layer is a reversal, or comes from one without a decoding since: no reversed child.
+    reversed: bool,
+    /// The layer is a canonical form, or comes from one without a decoding since: no canonical
+    /// child.
+    canonical: bool,
+}
+
+impl<'a> Ctx<'a> {
+    /// The context of a layer decoded from this one.
+    fn decoded(self, fresh: Option<&'a [(usize, usize)]>, fam: Option<usize>) -> Ctx<'a> {
+        Ctx { depth: self.depth + 1, fresh, seps: None, from_fam: fam, reversed: false, canonical: false }
+    }
+
+    /// The context of a re-spelling of this layer (reversed or canonical): same depth.
+    fn respelled(self, reversed: bool, canonical: bool) -> Ctx<'static> {
+        Ctx {
+            depth: self.depth,
+            fresh: None,
+            seps: None,
+            from_fam: None,
+            reversed: self.reversed || reversed,
+            canonical: self.canonical || canonical,
+        }
+    }
 }
 
 impl Pass<'_> {
@@ -151,11 +216,8 @@ impl Pass<'_> {
         true
     }
 
-    /// Matches a decoded layer, maps its hits back, and descends. `fresh` (sorted ranges) are the
-    /// bytes an escape decoding changed; only candidates touching them are new (the rest were
-    /// candidates of the parent already), which keeps escape layers from re-decoding the same
-    /// runs at every depth. `None`: every byte is new.
-    fn child(&mut self, bytes: &[u8], map: Map<'_>, depth: usize, fresh: Option<&[(usize, usize)]>, fam: Option<usize>) {
+    /// Matches a decoded or re-spelled layer, maps its hits back, and descends.
+    fn child(&mut self, bytes: &[u8], map: Map<'_>, ctx: Ctx<'_>) {
         if bytes.len() < crate::variants::MIN_SECRET_LEN || !self.charge(bytes.len()) {
             return;
         }
@@ -166,29 +228,33 @@ impl Pass<'_> {
             let (a, b) = map.span(s, e);
             self.out.found.push((a, b, l));
         }
-        self.layer(bytes, map, depth, fresh, None, fam);
+        self.layer(bytes, map, ctx);
     }
 
-    /// Finds candidates in `bytes` (layer `depth`) and decodes each into a child layer.
-    fn layer(
-        &mut self,
-        bytes: &[u8],
-        map: Map<'_>,
-        depth: usize,
-        fresh: Option<&[(usize, usize)]>,
-        seps: Option<&[u64]>,
-        from_fam: Option<usize>,
-    ) {
-        if depth >= MAX_DEPTH || self.out.exhausted {
+    /// Finds candidates in `bytes` and decodes each into a child layer; spawns the layer's
+    /// canonical form and the reversals of its candidate regions.
+    fn layer(&mut self, bytes: &[u8], map: Map<'_>, ctx: Ctx<'_>) {
+        if ctx.depth >= MAX_DEPTH || self.out.exhausted {
             return;
         }
+        if !ctx.canonical && crate::normalize::canonical_changes(bytes) {
+            for (a, b) in canonical_regions(bytes, self.reach) {
+                let canon = crate::normalize::canonical(&bytes[a..b]);
+                let m = Map::Canon { parent: &map, canon: &canon, base: a };
+                self.child(&canon.bytes, m, ctx.respelled(false, true));
+                if self.out.exhausted {
+                    return;
+                }
+            }
+        }
+        let fresh = ctx.fresh;
         let new = |a: usize, b: usize| -> bool {
             fresh.is_none_or(|f| {
                 let i = f.partition_point(|&(_, e)| e <= a);
                 f.get(i).is_some_and(|&(s, _)| s < b)
             })
         };
-        let mut c = match seps {
+        let mut c = match ctx.seps {
             Some(w) => scan(bytes, w),
             None => scan(bytes, &crate::normalize::sep_words(bytes)),
         };
@@ -202,36 +268,34 @@ impl Pass<'_> {
             let mut p = a;
             while p + 2 < b {
                 let x = bytes[p];
-                if SEPARATORS.contains(&x) && x > b' ' {
-                    if bytes.get(p + 3) == Some(&x) {
-                        if let Some(r) = sep_run(bytes, p, 3) {
-                            c.hex_sep_runs.push(r);
-                            p = r.1;
-                            continue;
-                        }
+                if SEPARATORS.contains(&x) && x > b' ' && bytes.get(p + 3) == Some(&x) {
+                    if let Some(r) = sep_run(bytes, p, 3) {
+                        c.hex_sep_runs.push(r);
+                        p = r.1;
+                        continue;
                     }
                 }
                 p += 1;
             }
         }
         for &(a, b) in &c.block_runs {
-            self.block_run(bytes, a, b, map, depth);
+            self.block_run(bytes, a, b, map, ctx);
         }
         for &(a, b, sep) in &c.sep_runs {
             let (dec, local) = collapse(bytes, a, b, sep, 1);
             let m = map.compose(local);
-            self.child(&dec, Map::Bytes(&m), depth + 1, None, None);
+            self.child(&dec, Map::Bytes(&m), ctx.decoded(None, None));
         }
         for &(a, b, sep) in &c.hex_sep_runs {
-            let (dec, local) = collapse(bytes, a, b, sep, 2);
+            let (dec, local) = collapse_hex(bytes, a, b, sep);
             let m = map.compose(local);
-            self.child(&dec, Map::Bytes(&m), depth + 1, None, None);
+            self.child(&dec, Map::Bytes(&m), ctx.decoded(None, None));
         }
         let triggers = Triggers::find(bytes);
         for (at, dec, local) in hex_token_runs(bytes, &triggers.hx) {
-            if new(at, at + dec.len() * 3) {
+            if new(at, at + dec.len() * 4) {
                 let m = map.compose(local);
-                self.child(&dec, Map::Bytes(&m), depth + 1, None, None);
+                self.child(&dec, Map::Bytes(&m), ctx.decoded(None, None));
             }
         }
         for (j, fam) in Family::ALL.into_iter().enumerate() {
@@ -239,13 +303,22 @@ impl Pass<'_> {
             // only escapes the decoding created (true nesting, `&#37;41`); the rest of a mixed
             // span is reached by decoding the families in order. Without this, dense text is
             // re-decoded once per order of the families.
-            let strict = from_fam.is_some_and(|i| j < i);
+            let strict = ctx.from_fam.is_some_and(|i| j < i);
             let regions = escape_regions(bytes, triggers.of(fam), fam, self.reach, &new, strict);
             for (a, b) in regions {
                 if let Some((dec, local, changed)) = decode_escapes(bytes, a, b, fam) {
                     let m = map.compose(local);
-                    self.child(&dec, Map::Bytes(&m), depth + 1, Some(&changed), Some(j));
+                    self.child(&dec, Map::Bytes(&m), ctx.decoded(Some(&changed), Some(j)));
                 }
+                if self.out.exhausted {
+                    return;
+                }
+            }
+        }
+        if !ctx.reversed {
+            for (a, b) in reversal_regions(bytes, &c.block_runs, &c.hex_sep_runs, &triggers, &new) {
+                let rev = reverse_units(&bytes[a..b]);
+                self.child(&rev, Map::Rev { parent: &map, a, b }, ctx.respelled(true, false));
                 if self.out.exhausted {
                     return;
                 }
@@ -254,7 +327,7 @@ impl Pass<'_> {
     }
 
     /// Base64, base32 and hex decodings of the sub-runs of an encoded-looking run.
-    fn block_run(&mut self, bytes: &[u8], a: usize, b: usize, map: Map<'_>, depth: usize) {
+    fn block_run(&mut self, bytes: &[u8], a: usize, b: usize, map: Map<'_>, ctx: Ctx<'_>) {
         for kind in [Block::Base64, Block::Base32, Block::Hex] {
             let mut i = a;
             while i < b {
@@ -273,11 +346,199 @@ impl Pass<'_> {
                     }
                     let dec = kind.decode(&chars[off..]);
                     let child = Map::Block { parent: &map, segs: &segs, end, off, bits: kind.bits() as usize };
-                    self.child(&dec, child, depth + 1, None, None);
+                    self.child(&dec, child, ctx.decoded(None, None));
                 }
             }
         }
     }
+}
+
+/// The regions of a layer whose reversal is decoded too (a reversed encoding, or an encoding of
+/// a reversed one): every encoded-looking run with the `=` padding and neighbouring lines of
+/// encoded characters around it, every run of separated hex pairs, and the token (see
+/// [`token`]) around every escape that decodes when read backwards (`14%` is `%41` reversed)
+/// and every `0x` written backwards. (Forward escapes are decoded over a window of the longest
+/// pattern around them; a backward one only over its token, since ordinary text is full of
+/// escapes read backwards, `100%` is `%001`, and a window each would cost more than the rest of
+/// the scan.) Regions closer than 3 bytes are merged, so a wrapped run whose line breaks were
+/// reversed (`\n\r`) is one region. Only regions touching new bytes are kept.
+fn reversal_regions(
+    bytes: &[u8],
+    block_runs: &[(usize, usize)],
+    hex_sep_runs: &[(usize, usize, u8)],
+    triggers: &Triggers,
+    new: &dyn Fn(usize, usize) -> bool,
+) -> Vec<(usize, usize)> {
+    let mut regions: Vec<(usize, usize)> = Vec::with_capacity(block_runs.len());
+    // Read backwards, a wrapped encoding starts with its short last line and its line breaks are
+    // `\n\r`: the encoded characters on both sides of a line break join the region whatever the
+    // length of the line.
+    let enc = |c: u8| is_cls(c) || c == b'=';
+    let brk = |c: u8| c == b'\n' || c == b'\r';
+    for &(mut a, mut b) in block_runs {
+        loop {
+            while a > 0 && enc(bytes[a - 1]) {
+                a -= 1;
+            }
+            let k = (1..=2).take_while(|&k| a >= k && brk(bytes[a - k])).last().unwrap_or(0);
+            if k > 0 && a > k && enc(bytes[a - k - 1]) {
+                a -= k;
+            } else {
+                break;
+            }
+        }
+        loop {
+            while bytes.get(b).is_some_and(|&c| enc(c)) {
+                b += 1;
+            }
+            let k = (0..2).take_while(|&k| bytes.get(b + k).is_some_and(|&c| brk(c))).count();
+            if k > 0 && bytes.get(b + k).is_some_and(|&c| enc(c)) {
+                b += k;
+            } else {
+                break;
+            }
+        }
+        regions.push((a, b));
+    }
+    for &(a, b, _) in hex_sep_runs {
+        regions.push((a, b));
+    }
+    // `0xde` written backwards is `edx0`. (A token shorter than a secret is dropped at once:
+    // ordinary text has many, such as `100%`.)
+    let min = crate::variants::MIN_SECRET_LEN;
+    let mut tokens: Vec<(usize, usize)> = Vec::new();
+    // A list of them (`da0x, ed0x`) is one region: tokens at most a two-byte separator apart.
+    for &p in &triggers.rhx {
+        let (a, b) = (p - 2, (p + 2).min(bytes.len()));
+        match tokens.last_mut() {
+            Some(last) if a <= last.1 + 2 => last.1 = b,
+            _ => tokens.push((a, b)),
+        }
+    }
+    for fam in Family::ALL {
+        for &p in triggers.of(fam) {
+            // Escapes of one token are seen once.
+            if tokens.last().is_some_and(|&(a, b)| a <= p && p < b) {
+                continue;
+            }
+            if decodes_backwards(bytes, p, fam) {
+                tokens.push(token(bytes, p));
+            }
+        }
+    }
+    regions.extend(tokens.into_iter().filter(|&(a, b)| b - a >= min));
+    regions.sort_unstable();
+    let mut out: Vec<(usize, usize)> = Vec::with_capacity(regions.len());
+    for (a, b) in regions {
+        match out.last_mut() {
+            Some(last) if a <= last.1 + 2 => last.1 = last.1.max(b),
+            _ => out.push((a, b)),
+        }
+    }
+    out.retain(|&(a, b)| b - a >= min && new(a, b));
+    out
+}
+
+/// The regions of a layer whose canonical form is decoded: `reach` bytes on both sides of every
+/// character the canonical form changes (an encoded secret re-spelled in part lies within its
+/// length of each re-spelled character), merged, on character boundaries. Text with no
+/// re-spelled character is not copied at all; prose dense with them is copied whole once.
+fn canonical_regions(bytes: &[u8], reach: usize) -> Vec<(usize, usize)> {
+    let cont = |c: u8| (0x80..0xc0).contains(&c);
+    let mut out: Vec<(usize, usize)> = Vec::new();
+    let mut at = 0;
+    for chunk in bytes.utf8_chunks() {
+        let valid = chunk.valid();
+        for (i, c) in valid.char_indices() {
+            if c.is_ascii() || !crate::normalize::changes_char(c) {
+                continue;
+            }
+            let p = at + i;
+            let mut a = p.saturating_sub(reach);
+            while a > 0 && cont(bytes[a]) {
+                a -= 1;
+            }
+            let mut b = (p + c.len_utf8() + reach).min(bytes.len());
+            while b < bytes.len() && cont(bytes[b]) {
+                b += 1;
+            }
+            match out.last_mut() {
+                Some(last) if a <= last.1 => last.1 = last.1.max(b),
+                _ => out.push((a, b)),
+            }
+        }
+        at += valid.len() + chunk.invalid().len();
+    }
+    out
+}
+
+/// The token around byte `p`: the run of non-blank bytes that holds it, continued across a
+/// quoted-printable soft line break written backwards (`\n=` or `\n\r=`). An escaped secret is
+/// one token unless it holds literal blanks.
+fn token(bytes: &[u8], p: usize) -> (usize, usize) {
+    let blank = |c: u8| c <= b' ';
+    let mut a = p;
+    loop {
+        while a > 0 && !blank(bytes[a - 1]) {
+            a -= 1;
+        }
+        // A soft break read backwards: the line break comes before its `=`.
+        let k = (1..=2).take_while(|&k| a >= k && matches!(bytes[a - k], b'\n' | b'\r')).last().unwrap_or(0);
+        if k > 0 && bytes[a] == b'=' && a > k && !blank(bytes[a - k - 1]) {
+            a -= k;
+        } else {
+            break;
+        }
+    }
+    let mut b = p + 1;
+    loop {
+        while b < bytes.len() && !blank(bytes[b]) {
+            b += 1;
+        }
+        let k = (0..2).take_while(|&k| bytes.get(b + k).is_some_and(|&c| matches!(c, b'\n' | b'\r'))).count();
+        if k > 0 && bytes.get(b + k) == Some(&b'=') {
+            b += k;
+        } else {
+            break;
+        }
+    }
+    (a, b)
+}
+
+/// `b` written backwards as a person (or a `reverse()` function) writes it: UTF-8 characters
+/// stay whole, other bytes are reversed one by one.
+fn reverse_units(b: &[u8]) -> Vec<u8> {
+    let mut out = vec![0u8; b.len()];
+    let mut end = b.len();
+    for chunk in b.utf8_chunks() {
+        let mut buf = [0u8; 4];
+        for c in chunk.valid().chars() {
+            let e = c.encode_utf8(&mut buf).as_bytes();
+            out[end - e.len()..end].copy_from_slice(e);
+            end -= e.len();
+        }
+        for &x in chunk.invalid() {
+            end -= 1;
+            out[end] = x;
+        }
+    }
+    out
+}
+
+/// The longest escape any family decodes (`\uXXXX\uXXXX`, `&#x0010FFFF;`).
+const MAX_ESCAPE: usize = 14;
+
+/// True when the bytes ending at `p` (an escape trigger of `fam`), read backwards, start with an
+/// escape of `fam`: the trigger of a reversed escape comes last.
+fn decodes_backwards(bytes: &[u8], p: usize, fam: Family) -> bool {
+    let lo = (p + 1).saturating_sub(MAX_ESCAPE);
+    let mut buf = [0u8; MAX_ESCAPE];
+    let n = p + 1 - lo;
+    for (k, &x) in bytes[lo..=p].iter().rev().enumerate() {
+        buf[k] = x;
+    }
+    let mut scratch = Vec::new();
+    fam.decode_at(&buf[..n], 0, &mut scratch).is_some()
 }
 
 /// Candidates found in one layer.
@@ -537,8 +798,7 @@ fn sep_run(bytes: &[u8], p: usize, stride: usize) -> Option<(usize, usize, u8)> 
         last += stride;
     }
     let units = (last - first) / stride + 1;
-    let min = if unit == 2 { MIN_SEP_CHARS } else { MIN_SEP_CHARS };
-    (units >= min).then_some((first, last + unit, sep))
+    (units >= MIN_SEP_CHARS).then_some((first, last + unit, sep))
 }
 
 /// The units of a separated run without their separators, each byte mapped to itself.
@@ -558,9 +818,29 @@ fn collapse(bytes: &[u8], a: usize, b: usize, sep: u8, unit: usize) -> (Vec<u8>,
     (out, map)
 }
 
-/// `0xde,0xad`, `0xde, 0xad`, `0xDE 0xAD`: runs of `0x`-prefixed (lower-case `x`) hex pairs with one consistent
-/// separator of one or two non-alphanumeric bytes, as hex digits.
-fn hex_token_runs(bytes: &[u8], starts: &[usize]) -> Vec<(usize, Vec<u8>, Vec<(usize, usize)>)> {
+/// A run of `0x` tokens: where it starts, the bytes it stands for, and each byte's token.
+type HexTokenRun = (usize, Vec<u8>, Vec<(usize, usize)>);
+
+/// The bytes a `hh s hh s hh` run stands for (hex pairs separated by `sep`), each mapped to its
+/// pair: one layer, not a layer of hex digits and another of bytes.
+fn collapse_hex(bytes: &[u8], a: usize, b: usize, sep: u8) -> (Vec<u8>, Vec<(usize, usize)>) {
+    let mut out = Vec::with_capacity((b - a) / 3 + 1);
+    let mut map = Vec::with_capacity(out.capacity());
+    let mut i = a;
+    while i + 1 < b {
+        out.push(hex_val(bytes[i]).unwrap_or(0) << 4 | hex_val(bytes[i + 1]).unwrap_or(0));
+        map.push((i, i + 2));
+        i += 2;
+        debug_assert!(i >= b || bytes[i] == sep);
+        i += 1;
+    }
+    (out, map)
+}
+
+/// `0xde,0xad`, `0xde, 0xad`, `0XDE 0XAD`: runs of `0x`-prefixed (either case) hex pairs with one
+/// consistent separator of one or two non-alphanumeric bytes, decoded to the bytes they stand
+/// for (one layer, not two).
+fn hex_token_runs(bytes: &[u8], starts: &[usize]) -> Vec<HexTokenRun> {
     let mut out = Vec::new();
     let mut skip_to = 0usize;
     let tok = |at: usize| -> bool {
@@ -584,9 +864,8 @@ fn hex_token_runs(bytes: &[u8], starts: &[usize]) -> Vec<(usize, Vec<u8>, Vec<(u
             let (mut dec, mut map) = (Vec::new(), Vec::new());
             let mut at = p;
             loop {
-                dec.extend_from_slice(&bytes[at + 2..at + 4]);
-                map.push((at, at + 3));
-                map.push((at + 3, at + 4));
+                dec.push(hex_val(bytes[at + 2]).unwrap_or(0) << 4 | hex_val(bytes[at + 3]).unwrap_or(0));
+                map.push((at, at + 4));
                 let next = at + 4 + sep_len;
                 if bytes.get(at + 4..next) == Some(sep) && tok(next) {
                     at = next;
@@ -595,7 +874,7 @@ fn hex_token_runs(bytes: &[u8], starts: &[usize]) -> Vec<(usize, Vec<u8>, Vec<(u
                 }
             }
             skip_to = at + 4;
-            if dec.len() >= 2 * MIN_SEP_CHARS {
+            if dec.len() >= MIN_SEP_CHARS {
                 out.push((p, dec, map));
             }
         }
@@ -801,8 +1080,20 @@ impl Family {
                         Some(k + 1 - i)
                     }
                     b'u' | b'U' => {
+                        // Python's `\UXXXXXXXX`: eight digits, a code point (else `\U` is a JSON
+                        // `\u` upper-cased).
+                        if c == b'U' && (2..10).all(|k| b.get(i + k).is_some_and(u8::is_ascii_hexdigit)) {
+                            let cp = (2..10).fold(0u32, |cp, k| cp << 4 | u32::from(hex_val(b[i + k]).unwrap_or(0)));
+                            if push_char(out, cp).is_some() {
+                                return Some(10);
+                            }
+                        }
                         let u1 = u16::from(hex2(i + 2)?) << 8 | u16::from(hex2(i + 4)?);
-                        if (0xd800..0xdc00).contains(&u1) && b.get(i + 6) == Some(&b'\\') && b.get(i + 7) == Some(&b'u') {
+                        // (`\U` too: a JSON string upper-cased.)
+                        if (0xd800..0xdc00).contains(&u1)
+                            && b.get(i + 6) == Some(&b'\\')
+                            && matches!(b.get(i + 7), Some(b'u' | b'U'))
+                        {
                             if let (Some(x), Some(y)) = (hex2(i + 8), hex2(i + 10)) {
                                 let u2 = u16::from(x) << 8 | u16::from(y);
                                 if (0xdc00..0xe000).contains(&u2) {
@@ -909,20 +1200,29 @@ fn push_char(out: &mut Vec<u8>, cp: u32) -> Option<()> {
     Some(())
 }
 
-/// Positions of the escape trigger bytes and of `0x`: one `memchr3` pass and one `memchr2`
-/// pass (`x` is rare enough in prose that checking for a `0` before it is cheaper than a
-/// separate substring search; `0X` is left out).
+/// Positions of the escape trigger bytes and of `0x` (or `0X`): two `memchr3` passes (`x` is
+/// rare enough in prose that checking for a `0` before it is cheaper than a separate substring
+/// search).
 struct Triggers {
     pct: Vec<usize>,
     bsl: Vec<usize>,
     amp: Vec<usize>,
     eq: Vec<usize>,
     hx: Vec<usize>,
+    /// `x0` (or `X0`) after two hex digits: a `0x` token written backwards.
+    rhx: Vec<usize>,
 }
 
 impl Triggers {
     fn find(bytes: &[u8]) -> Triggers {
-        let mut t = Triggers { pct: Vec::new(), bsl: Vec::new(), amp: Vec::new(), eq: Vec::new(), hx: Vec::new() };
+        let mut t = Triggers {
+            pct: Vec::new(),
+            bsl: Vec::new(),
+            amp: Vec::new(),
+            eq: Vec::new(),
+            hx: Vec::new(),
+            rhx: Vec::new(),
+        };
         for p in memchr::memchr3_iter(b'%', b'\\', b'&', bytes) {
             match bytes[p] {
                 b'%' => t.pct.push(p),
@@ -930,11 +1230,17 @@ impl Triggers {
                 _ => t.amp.push(p),
             }
         }
-        for p in memchr::memchr2_iter(b'=', b'x', bytes) {
+        for p in memchr::memchr3_iter(b'=', b'x', b'X', bytes) {
             if bytes[p] == b'=' {
                 t.eq.push(p);
             } else if p > 0 && bytes[p - 1] == b'0' {
                 t.hx.push(p - 1);
+            } else if p >= 2
+                && bytes.get(p + 1) == Some(&b'0')
+                && bytes[p - 1].is_ascii_hexdigit()
+                && bytes[p - 2].is_ascii_hexdigit()
+            {
+                t.rhx.push(p);
             }
         }
         t
@@ -1055,6 +1361,7 @@ mod tests {
         let (a, b, _) = sep_run(t, 6, 3).unwrap();
         assert_eq!(&t[a..b], b"de:ad:be:ef:00:11");
         assert_eq!(collapse(t, a, b, b':', 2).0, b"deadbeef0011");
+        assert_eq!(collapse_hex(t, a, b, b':').0, [0xde, 0xad, 0xbe, 0xef, 0x00, 0x11]);
     }
 
     #[test]

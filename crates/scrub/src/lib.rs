@@ -1,26 +1,78 @@
 //! The scrubber: every result, error detail and audit field passes through it before it leaves
-//! airlock (invariant 1, T04, T14, T18).
+//! airlock (invariant 1, T04, T14, T18, T24).
 //!
 //! A [`Scrubber`] redacts, in one pass over the text:
-//! 1. **known values**: every secret the broker holds and its encodings (see [`variants`]:
-//!    base64 in three alignments, base32, hex, percent, JSON and HTML escapes, reversed, nested
-//!    base64/hex; case-insensitive encodings and long secrets matched in any ASCII case), matched
-//!    with Aho-Corasick behind a sound q-gram prefilter ([`matcher`]);
-//! 2. the same patterns over a **normalized** copy of the text (whitespace, invisible and format
-//!    characters removed, homoglyphs folded, see [`normalize`]) when the text looks suspicious
-//!    (any non-ASCII character, or a run of spaced-out single characters);
-//! 3. the same patterns over **decoded candidate spans** (runs of base64/base32/hex characters,
-//!    escapes of every common family, separators between characters), recursively to a bounded
-//!    depth and with bounded work, see [`decode`];
+//! 1. **known values**: every secret the broker holds and its encodings (see [`variants`]),
+//!    matched with Aho-Corasick behind a sound two-level q-gram prefilter ([`matcher`]);
+//! 2. the same patterns over a **normalized** copy of the text (the skeleton of [`normalize`]:
+//!    whitespace, invisible and format characters removed, homoglyphs and `0`/`O`, `1`/`l`/`I`
+//!    folded) when the text looks suspicious (a non-ASCII character that normalisation changes,
+//!    or a run of spaced-out single characters);
+//! 3. the same patterns over **decoded and re-spelled layers** of candidate spans (see
+//!    [`decode`]): runs of base64/base32/hex characters, escapes of every common family,
+//!    separators between characters, the canonical form of text with invisible characters,
+//!    full-width forms or homoglyphs, and candidate regions read backwards, recursively to a
+//!    bounded depth and with bounded work;
 //! 4. **pattern rules** derived from gitleaks for secrets the broker does not hold ([`rules`]).
+//!
+//! [`Scrubber::scrub_result`] also reads a result's leaves as one text, so a secret split over
+//! cells or rows is redacted in every cell that holds a part
+//! ([`Scrubber::scrub_across_leaves`]), and redacts the trailing fragment a cut left
+//! ([`Scrubber::scrub_cut_tail`]).
 //!
 //! Every match becomes `[REDACTED:LABEL]`: the handle name for a known value, the gitleaks rule id
 //! for a pattern. Overlapping matches merge into one redaction. Markers never match anything
 //! (patterns that occur inside a marker are public anyway and are dropped), so scrubbing is
 //! idempotent.
 //!
-//! Redaction is a backstop, not the boundary (THREATS.md): an agent that can run code on the data
-//! can always invent an encoding this module does not know.
+//! # What is matched
+//!
+//! A known secret of at least [`variants::MIN_SECRET_LEN`] (6) bytes is found under any chain of
+//! the following, each applied to the secret or to the output of another, up to
+//! [`decode::MAX_DEPTH`] (4) decoding steps deep (re-spellings do not count as steps), embedded
+//! anywhere in a text:
+//!
+//! | transform | how it is found |
+//! |---|---|
+//! | base64, standard and URL-safe, padded or not, any alignment inside a larger blob, wrapped in lines (MIME 76, PEM 64, any width of at least 16) | listed variants (stable cores), and decoding of encoded-looking runs at every offset |
+//! | base32 (RFC 4648) in any case and alignment; hex in any case, with or without separators (`de:ad`, `de ad`, `0xde,0xad`, `0XDE`) | listed variants, and decoding |
+//! | percent-encoding of any subset of bytes, `+` for space; JSON/JS/C/Python escapes (`\uXXXX` with surrogate pairs, `\u{..}`, `\xXX`, `\UXXXXXXXX`, simple escapes); HTML/XML references (decimal, hex, named, with or without `;`); quoted-printable with soft breaks | listed variants for the usual forms, decoding of escape regions for any mix |
+//! | one separator between every character (`s-e-c-r-e-t`, `s e c r e t`, `\n`, `_`, `|`, `/`...), or whitespace of any length between them | decoding of separated runs; the skeleton |
+//! | **reversal** of the secret or of any encoding (or of an encoding of an encoding...) | the reversed raw value and reversed short encodings are listed; every encoded-looking run, run of hex pairs and token around an escape that decodes backwards is also read backwards |
+//! | **case change**: the raw value in any case when at least [`variants::CASE_FOLD_MIN_LEN`] (16) bytes long; every listed encoding in any case (so `BASE64` upper-cased is found when it is a listed form: base64 of the secret or of its reversal, or base64 over base64/hex of it); any case inside case-insensitive encodings (hex, base32, percent, numeric escapes, `\U`, `0X`) at any depth | case-insensitive patterns; case-insensitive decoders |
+//! | **invisible and format characters** interleaved or used as separators: every Unicode `Cf` and default-ignorable character (U+200B..U+200D, U+2060, U+FEFF, U+00AD, bidi controls, TAG characters, variation selectors...) and combining marks | the skeleton (direct forms); the canonical form, which is decoded further (encodings with invisible characters inside) |
+//! | **full-width forms** (U+FF01..U+FF5E), mathematical alphanumerics, and the **homoglyphs** of [`normalize::fold_non_ascii`] (Cyrillic and Greek look-alikes of Latin letters and digits, from Unicode's `confusables.txt`) | the skeleton; the canonical form, decoded further |
+//! | a secret **split across the cells or rows** of a result (along a row, from one row into the next, down a column), or across any strings of a JSON value | [`Scrubber::scrub_across_leaves`] |
+//! | a secret **cut** by a size cap, a chunk boundary or a row cap | [`Scrubber::scrub_cut_tail`] |
+//!
+//! # The minimum fragment
+//!
+//! A whole secret shorter than [`variants::MIN_SECRET_LEN`] (6 bytes) is not matched (it would
+//! shred ordinary text). A trailing fragment left by a cut is redacted from
+//! [`MIN_CUT_FRAGMENT`] (4) bytes on: a cut that keeps 3 bytes of a secret or of one of its
+//! encodings gives away at most 3 characters. The pieces of a secret split across cells are all
+//! redacted, however short (together they would spell it).
+//!
+//! # Bounds
+//!
+//! Every pass is linear in its input: the scanners look at each byte a bounded number of times,
+//! and the decoded layers together are capped at [`decode::WORK_FACTOR`] times the text plus
+//! [`decode::WORK_BASE`] bytes. Past that cap the remaining candidates are not decoded (the
+//! listed variants still apply): on hostile input built to exhaust the cap, a form that only
+//! decoding finds can pass.
+//!
+//! # What matching cannot catch
+//!
+//! Redaction is a backstop, not the boundary (THREATS.md). Matching recognises a secret under
+//! transforms that need no key and keep it recognisable; it cannot catch **arbitrary
+//! computation over a readable secret**: an upstream or a query that hashes it, encrypts or XORs
+//! it with a key of its choosing, takes every other character, shifts each letter by one, returns
+//! it one bit per call (an oracle, T03), or re-cases a base64 form that is not a listed variant
+//! (base64 cannot be decoded after a case change). Homoglyphs outside the documented table, and
+//! fragments shorter than the minimum, pass too. Where a secret can be read as data, the control
+//! that works is access control, not matching: column allow-lists on the parsed statement,
+//! table allow-lists and least-privilege database roles (T01, T25), and destinations bound to
+//! the handle for HTTP.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -29,6 +81,7 @@ mod fixture;
 pub mod markup;
 pub mod matcher;
 pub mod normalize;
+mod output;
 pub mod rules;
 pub mod variants;
 
@@ -42,6 +95,7 @@ use std::sync::{Arc, OnceLock};
 
 #[doc(hidden)]
 pub use fixture::{adversarial_text, bench_fixture, bench_fixture_with};
+pub use output::Scrubbed;
 
 /// Why a scrubber could not be built. Messages never contain pattern text.
 #[derive(Debug, thiserror::Error)]
@@ -380,9 +434,23 @@ impl Scrubber {
     /// after [`Scrubber::scrub_str`] (which finds whole occurrences); [`Scrubber::scrub_result`]
     /// does both. Time: O(L log P) for the longest pattern L and pattern count P.
     pub fn scrub_cut_tail<'a>(&self, text: &'a str) -> (Cow<'a, str>, usize) {
+        match self.cut_tail(text) {
+            Some((start, label)) => {
+                let mut out = String::with_capacity(start + 32);
+                out.push_str(&text[..start]);
+                out.push_str(&self.labels[label as usize]);
+                (Cow::Owned(out), 1)
+            }
+            None => (Cow::Borrowed(text), 0),
+        }
+    }
+
+    /// Where the longest suffix of `text` (at least [`MIN_CUT_FRAGMENT`] bytes) that begins a
+    /// known pattern starts, and that pattern's label.
+    fn cut_tail(&self, text: &str) -> Option<(usize, u32)> {
         let longest = self.prefixes.iter().map(|(p, _)| p.len()).max().unwrap_or(0);
         if text.len() < MIN_CUT_FRAGMENT || longest < MIN_CUT_FRAGMENT {
-            return (Cow::Borrowed(text), 0);
+            return None;
         }
         let bytes = text.as_bytes();
         // The longest fragment first: from the earliest start a pattern could cover.
@@ -396,23 +464,25 @@ impl Scrubber {
             let i = self.prefixes.partition_point(|(p, _)| &p[..] < frag);
             if let Some((p, label)) = self.prefixes.get(i) {
                 if p.starts_with(frag) {
-                    let mut out = String::with_capacity(start + 32);
-                    out.push_str(&text[..start]);
-                    out.push_str(&self.labels[*label as usize]);
-                    return (Cow::Owned(out), 1);
+                    return Some((start, *label));
                 }
             }
         }
-        (Cow::Borrowed(text), 0)
+        None
     }
 
-    /// Scrubs a tool result in place, the one way results leave the broker: every string as
-    /// [`Scrubber::scrub_json`] does, and, when the result says `"truncated": true`, the tail of
-    /// each of its top-level strings as [`Scrubber::scrub_cut_tail`] does (a size cap cut them).
-    /// Returns the number of redactions.
+    /// Scrubs a tool result in place, the one way results leave the broker: first the result's
+    /// leaves read as one text (see [`Scrubber::scrub_across_leaves`]), so a secret split over
+    /// several cells or rows is redacted in every cell that holds a part of it (before any one
+    /// cell's part is redacted on its own, which would leave its neighbours' parts unmatched);
+    /// then every string as [`Scrubber::scrub_json`] does; and, when the result says
+    /// `"truncated": true`, the tail of each of its top-level strings as
+    /// [`Scrubber::scrub_cut_tail`] does (a size cap cut them). Returns the number of redactions.
     pub fn scrub_result(&self, value: &mut serde_json::Value) -> usize {
-        let mut n = self.scrub_json(value);
-        if value.get("truncated").and_then(serde_json::Value::as_bool) == Some(true) {
+        let truncated = value.get("truncated").and_then(serde_json::Value::as_bool) == Some(true);
+        let mut n = self.scrub_across_leaves(value, truncated);
+        n += self.scrub_json(value);
+        if truncated {
             if let Some(map) = value.as_object_mut() {
                 for v in map.values_mut() {
                     if let serde_json::Value::String(s) = v {
@@ -425,6 +495,99 @@ impl Scrubber {
             }
         }
         n
+    }
+
+    /// Scans the leaves of a JSON value (strings, and numbers as written) read as one text, and
+    /// redacts, in every leaf that holds a part of it, each known secret or encoding found there:
+    /// a secret split across cells or rows (`{"rows": [["sk_li", "ve_4eC3"], ["9HqL", ...]]}`),
+    /// or across the strings of any array or object. The leaves are read joined with nothing in
+    /// document order (which covers the cells of a row and one row running into the next), and,
+    /// for every array of at least two rows (arrays or objects), each column down the rows. Every
+    /// part is redacted, however short: together the parts would spell the secret. With `cut`, a
+    /// trailing fragment of at least [`MIN_CUT_FRAGMENT`] bytes of a secret at the end of the
+    /// document-order text is redacted as [`Scrubber::scrub_cut_tail`] does (a row cap cut a
+    /// secret that spans cells). A number that holds a part becomes a string. Only known values
+    /// are matched this way (not the pattern rules: joining unrelated cells would make their
+    /// matches meaningless). Object keys are not leaves ([`Scrubber::scrub_json`] scrubs them on
+    /// their own). Returns the number of redactions.
+    pub fn scrub_across_leaves(&self, value: &mut serde_json::Value, cut: bool) -> usize {
+        if self.raw.is_none() {
+            return 0;
+        }
+        let mut leaves: Vec<&mut serde_json::Value> = Vec::new();
+        let mut columns: Vec<Vec<usize>> = Vec::new();
+        leaves::collect(value, &mut leaves, &mut columns);
+        if leaves.len() < 2 && !cut {
+            return 0;
+        }
+        let texts: Vec<Cow<'_, str>> = leaves.iter().map(|v| leaves::text(v)).collect();
+        let mut parts: Vec<Vec<Span>> = vec![Vec::new(); leaves.len()];
+        let doc: Vec<usize> = (0..leaves.len()).collect();
+        let mut n = self.scan_joined(&texts, &doc, cut, &mut parts);
+        for col in &columns {
+            n += self.scan_joined(&texts, col, false, &mut parts);
+        }
+        let redacted: Vec<(usize, String)> = parts
+            .into_iter()
+            .enumerate()
+            .filter(|(_, p)| !p.is_empty())
+            .map(|(i, p)| (i, self.redact_parts(&texts[i], p)))
+            .collect();
+        drop(texts);
+        for (i, r) in redacted {
+            *leaves[i] = serde_json::Value::String(r);
+        }
+        n
+    }
+
+    /// Finds known values in the leaves `seq` joined with nothing and records the part of each
+    /// match that lies in each leaf; returns the number of matches.
+    fn scan_joined(&self, texts: &[Cow<'_, str>], seq: &[usize], cut: bool, parts: &mut [Vec<Span>]) -> usize {
+        let mut joined = String::with_capacity(seq.iter().map(|&i| texts[i].len()).sum());
+        let mut starts = Vec::with_capacity(seq.len() + 1);
+        for &i in seq {
+            starts.push(joined.len());
+            joined.push_str(&texts[i]);
+        }
+        starts.push(joined.len());
+        let mut spans = self.known_spans(&joined);
+        if cut {
+            if let Some((start, label)) = self.cut_tail(&joined) {
+                spans.push(Span { start, end: joined.len(), label });
+            }
+        }
+        let spans = merge(&joined, spans);
+        for sp in &spans {
+            // The last leaf starting at or before the match, then every leaf it reaches.
+            let first = starts[..seq.len()].partition_point(|&st| st <= sp.start).saturating_sub(1);
+            for k in first..seq.len() {
+                let (ls, le) = (starts[k], starts[k + 1]);
+                if ls >= sp.end {
+                    break;
+                }
+                let (a, b) = (sp.start.max(ls), sp.end.min(le));
+                if a < b {
+                    parts[seq[k]].push(Span { start: a - ls, end: b - ls, label: sp.label });
+                }
+            }
+        }
+        spans.len()
+    }
+
+    /// `text` with the parts replaced by their markers; a part that touches a marker already in
+    /// the text takes the whole marker, so markers stay whole.
+    fn redact_parts(&self, text: &str, mut parts: Vec<Span>) -> String {
+        let markers = marker_ranges(text);
+        for p in &mut parts {
+            for &(a, b) in &markers {
+                if p.start < b && a < p.end {
+                    p.start = p.start.min(a);
+                    p.end = p.end.max(b);
+                }
+            }
+        }
+        let parts = merge(text, parts);
+        self.replace(text, &parts).0
     }
 
     /// True when `text` contains a known secret or any of its encodings, directly or after
@@ -512,6 +675,21 @@ impl Scrubber {
 
     /// Redactions for `text`, merged and sorted, on character boundaries.
     fn find_spans(&self, text: &str) -> Vec<Span> {
+        let mut spans = self.known_spans(text);
+        if let Some(rules) = &self.rules {
+            let mut rh = Vec::new();
+            rules.find_all(text, &mut rh);
+            spans.extend(rh.iter().map(|h| Span {
+                start: h.start,
+                end: h.end,
+                label: (self.rule_base + h.rule) as u32,
+            }));
+        }
+        merge(text, spans)
+    }
+
+    /// Known-value redactions for `text` (raw, normalized and decoded), unmerged.
+    fn known_spans(&self, text: &str) -> Vec<Span> {
         let mut spans = Vec::new();
         let mut hits: Vec<Hit> = Vec::new();
         if let Some(raw) = &self.raw {
@@ -532,16 +710,7 @@ impl Scrubber {
             }
         }
         self.decoded_spans(text, &seps, &mut spans);
-        if let Some(rules) = &self.rules {
-            let mut rh = Vec::new();
-            rules.find_all(text, &mut rh);
-            spans.extend(rh.iter().map(|h| Span {
-                start: h.start,
-                end: h.end,
-                label: (self.rule_base + h.rule) as u32,
-            }));
-        }
-        merge(text, spans)
+        spans
     }
 
     /// The text with each span replaced by its marker, and where the markers now are.
@@ -616,6 +785,72 @@ fn merge(text: &str, mut spans: Vec<Span>) -> Vec<Span> {
         }
     }
     out
+}
+
+/// The leaves of a JSON result, for [`Scrubber::scrub_across_leaves`].
+mod leaves {
+    use serde_json::Value;
+    use std::borrow::Cow;
+    use std::collections::HashMap;
+
+    /// Where a cell sits in its row: an index in an array row, a key in an object row.
+    #[derive(PartialEq, Eq, Hash)]
+    enum Column {
+        Index(usize),
+        Key(String),
+    }
+
+    fn is_leaf(v: &Value) -> bool {
+        matches!(v, Value::String(_) | Value::Number(_))
+    }
+
+    /// The text of a leaf: a string as is, a number as JSON writes it.
+    pub(super) fn text(v: &Value) -> Cow<'_, str> {
+        match v {
+            Value::String(s) => Cow::Borrowed(s.as_str()),
+            other => Cow::Owned(other.to_string()),
+        }
+    }
+
+    /// Pushes every leaf of `v` in document order, and for every array of at least two rows
+    /// (arrays or objects) the leaf indices of each column in row order.
+    pub(super) fn collect<'a>(v: &'a mut Value, leaves: &mut Vec<&'a mut Value>, columns: &mut Vec<Vec<usize>>) {
+        match v {
+            Value::String(_) | Value::Number(_) => leaves.push(v),
+            Value::Array(items) => {
+                let table = items.len() >= 2 && items.iter().all(|i| i.is_array() || i.is_object());
+                if !table {
+                    for item in items.iter_mut() {
+                        collect(item, leaves, columns);
+                    }
+                    return;
+                }
+                let mut cols: HashMap<Column, Vec<usize>> = HashMap::new();
+                for row in items.iter_mut() {
+                    let cells: Vec<(Column, &'a mut Value)> = match row {
+                        Value::Array(cells) => cells.iter_mut().enumerate().map(|(i, c)| (Column::Index(i), c)).collect(),
+                        Value::Object(map) => map.iter_mut().map(|(k, c)| (Column::Key(k.clone()), c)).collect(),
+                        _ => Vec::new(),
+                    };
+                    for (col, cell) in cells {
+                        if is_leaf(cell) {
+                            cols.entry(col).or_default().push(leaves.len());
+                            leaves.push(cell);
+                        } else {
+                            collect(cell, leaves, columns);
+                        }
+                    }
+                }
+                columns.extend(cols.into_values().filter(|c| c.len() >= 2));
+            }
+            Value::Object(map) => {
+                for item in map.values_mut() {
+                    collect(item, leaves, columns);
+                }
+            }
+            _ => {}
+        }
+    }
 }
 
 #[cfg(test)]

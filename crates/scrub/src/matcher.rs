@@ -1,8 +1,8 @@
 //! Known-value matching: an Aho-Corasick automaton behind a sound q-gram prefilter.
 //!
 //! Every pattern is at least `m` bytes long. The text is sampled at a stride of `m - q + 1`; at
-//! each sample the q-gram is looked up in a Bloom filter holding every q-gram that occurs in the
-//! first `m` bytes of any pattern. Any occurrence of a pattern covers exactly one sample inside
+//! each sample the q-gram is looked up in a Bloom filter (two levels, see `QGramFilter`) holding
+//! every q-gram that occurs in the first `m` bytes of any pattern. Any occurrence of a pattern covers exactly one sample inside
 //! its first `m` bytes, and that sample's q-gram is in the filter (a Bloom filter has no false
 //! negatives), so running the automaton only on windows around the hits finds every match the
 //! automaton would find on the whole text. Windows start `m - q` bytes before a hit and end the
@@ -160,30 +160,45 @@ impl Matcher {
     }
 }
 
-/// A register-blocked Bloom filter over q-grams (q <= 8), three bits per entry in one 64-bit word.
+/// Two register-blocked Bloom filters over the same q-grams (q <= 8): a small first level (two
+/// bits per entry in one 64-bit word, about [`L1_BITS`] bits per entry) that stays in the
+/// core's cache and rejects most samples, and a larger second level (three bits per entry,
+/// about [`L2_BITS`] bits per entry, independent hash bits) consulted only on a first-level
+/// hit. A sample passes when both say maybe; neither has false negatives, so the pair has none.
+/// With a thousand secrets the second level alone is a few MiB, and a lookup that misses the
+/// cache on every sample was the scan's largest cost; the first level keeps that to a few
+/// percent of the samples.
 struct QGramFilter {
     q: usize,
     m: usize,
     stride: usize,
     mask: u64,
-    shift: u32,
-    words: Vec<u64>,
+    l1: Vec<u64>,
+    l2: Vec<u64>,
 }
+
+/// Bits per entry of the first-level filter (about 16% of non-members pass it).
+const L1_BITS: usize = 4;
+/// Bits per entry of the second-level filter (under 1% of non-members pass it).
+const L2_BITS: usize = 16;
 
 impl QGramFilter {
     fn new<'p>(patterns: impl Iterator<Item = &'p Vec<u8>> + Clone, m: usize) -> Self {
         let q = m.min(8);
         let stride = m - q + 1;
         let entries = patterns.clone().count() * stride;
-        // About 16 bits per entry: a false-positive rate well under 1%.
-        let n_words = (entries * 16 / 64).next_power_of_two().max(64);
-        let shift = 64 - n_words.trailing_zeros();
+        // Sized exactly (no rounding to a power of two, which could double the memory).
+        let words = |bits: usize| (entries * bits / 64).max(64);
         let mask = if q == 8 { u64::MAX } else { (1u64 << (8 * q)) - 1 };
-        let mut f = QGramFilter { q, m, stride, mask, shift, words: vec![0; n_words] };
+        let mut f = QGramFilter { q, m, stride, mask, l1: vec![0; words(L1_BITS)], l2: vec![0; words(L2_BITS)] };
         for p in patterns {
             for off in 0..stride {
                 let h = hash((load(p, off) | FOLD) & f.mask);
-                f.words[(h >> f.shift) as usize] |= bits(h);
+                let i = slot(h, f.l1.len());
+                f.l1[i] |= bits2(h);
+                let h2 = rehash(h);
+                let i = slot(h2, f.l2.len());
+                f.l2[i] |= bits(h2);
             }
         }
         f
@@ -192,9 +207,28 @@ impl QGramFilter {
     #[inline(always)]
     fn maybe(&self, text: &[u8], x: usize) -> bool {
         let h = hash((load(text, x) | FOLD) & self.mask);
-        let need = bits(h);
-        self.words[(h >> self.shift) as usize] & need == need
+        let need = bits2(h);
+        if self.l1[slot(h, self.l1.len())] & need != need {
+            return false;
+        }
+        let h2 = rehash(h);
+        let need = bits(h2);
+        self.l2[slot(h2, self.l2.len())] & need == need
     }
+}
+
+/// The word of an `n`-word filter for hash `h` (its high 32 bits scaled to `n`, so any size
+/// works; the low bits choose the bits in the word).
+#[inline(always)]
+fn slot(h: u64, n: usize) -> usize {
+    (((h >> 32) * n as u64) >> 32) as usize
+}
+
+/// A second, independent hash from the first.
+#[inline(always)]
+fn rehash(h: u64) -> u64 {
+    let x = (h ^ (h >> 33)).wrapping_mul(0xFF51_AFD7_ED55_8CCD);
+    x ^ (x >> 29)
 }
 
 /// ASCII case fold for the filter: sets bit 5 of every byte (maps `A`-`Z` onto `a`-`z`, and merges
@@ -226,6 +260,11 @@ fn hash(g: u64) -> u64 {
 #[inline(always)]
 fn bits(h: u64) -> u64 {
     (1u64 << (h & 63)) | (1u64 << ((h >> 6) & 63)) | (1u64 << ((h >> 12) & 63))
+}
+
+#[inline(always)]
+fn bits2(h: u64) -> u64 {
+    (1u64 << (h & 63)) | (1u64 << ((h >> 6) & 63))
 }
 
 #[cfg(test)]

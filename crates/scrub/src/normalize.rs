@@ -1,10 +1,31 @@
-//! Normalisation before matching (T04): a copy of the text with separators and invisible
-//! characters removed and look-alike characters folded, with a map back to original byte ranges.
+//! Normalisation before matching (T04), in two strengths, each with a map back to the original
+//! text:
 //!
-//! The same [`normalize_str`] is applied to the known patterns, so a pattern found in the
-//! normalized text maps back to the original span that covers it. Folding is deliberately
-//! lossy (`0`/`O`, `1`/`l`/`I` collapse, as in a confusables skeleton): an obfuscated secret must
-//! collapse onto the same skeleton as the real one.
+//! - the **skeleton** ([`Normalized`], [`normalize_str`]): separators and invisible characters
+//!   removed and look-alike characters folded, deliberately lossy (`0`/`O`, `1`/`l`/`I` collapse,
+//!   as in a confusables skeleton) so that an obfuscated secret collapses onto the same skeleton as
+//!   the real one. The same function is applied to the known patterns, so a pattern found in the
+//!   skeleton maps back to the original span that covers it.
+//! - the **canonical form** ([`canonical`]): invisible and format characters removed, full-width
+//!   forms and homoglyphs mapped to the ASCII character they imitate, other whitespace mapped to
+//!   a space, and every ASCII byte kept as it is. It is lossless for ASCII, so the decoding passes
+//!   ([`crate::decode`]) can decode what it spells (base64 written in full-width letters, hex with
+//!   zero-width spaces between the digits).
+//!
+//! Both are built only for text that needs them ([`needs_normalization`]); plain ASCII prose
+//! takes neither.
+//!
+//! **Invisible characters** are every character of general category `Cf` (format) and every
+//! `Default_Ignorable_Code_Point`, taken from the Unicode tables of `regex-syntax` (Unicode 16),
+//! plus combining marks that only decorate the previous character (see [`is_invisible`]).
+//!
+//! **Look-alikes** come from a small table ([`fold_non_ascii`]): the full-width forms
+//! U+FF01–U+FF5E (exact, by offset), the mathematical alphanumeric symbols (U+1D400–U+1D7FF, by
+//! offset), and the Cyrillic, Greek and Latin letters that Unicode's `confusables.txt` (UTS #39)
+//! lists as confusable with an ASCII letter or digit and that render alike in common fonts. It is
+//! deliberately not a full confusables database: a look-alike outside it is a miss.
+
+use std::sync::OnceLock;
 
 /// What normalisation does to one character.
 enum Norm {
@@ -40,34 +61,49 @@ fn classify(c: char) -> Norm {
     Norm::Keep
 }
 
-/// Format characters, combining marks and fillers that render as nothing (or only decorate the
-/// previous character), so they can be interleaved with a secret without changing how it reads.
-fn is_invisible(cp: u32) -> bool {
-    matches!(cp,
-        0x00AD            // soft hyphen
-        | 0x034F          // combining grapheme joiner
-        | 0x0300..=0x036F // combining diacritical marks
-        | 0x061C          // Arabic letter mark
-        | 0x115F | 0x1160 | 0x3164 | 0xFFA0 // Hangul fillers
-        | 0x17B4 | 0x17B5
-        | 0x180B..=0x180F // Mongolian variation selectors, vowel separator
-        | 0x200B..=0x200F // zero-width space/non-joiner/joiner, LRM, RLM
-        | 0x202A..=0x202E // bidi embeddings and overrides
-        | 0x2060..=0x206F // word joiner, invisible operators, bidi isolates
-        | 0x20D0..=0x20FF // combining marks for symbols
-        | 0xFE00..=0xFE0F // variation selectors
-        | 0xFE20..=0xFE2F // combining half marks
-        | 0xFEFF          // zero-width no-break space / BOM
-        | 0xFFF9..=0xFFFB // interlinear annotation
-        | 0x1D173..=0x1D17A
-        | 0xE0000..=0xE007F // Unicode TAG characters
-        | 0xE0100..=0xE01EF // variation selectors supplement
-    )
+/// Sorted code point ranges of every `Cf` and `Default_Ignorable_Code_Point` character, from the
+/// Unicode tables `regex-syntax` ships (built once).
+fn format_ranges() -> &'static [(u32, u32)] {
+    static RANGES: OnceLock<Vec<(u32, u32)>> = OnceLock::new();
+    RANGES.get_or_init(|| {
+        let hir = regex_syntax::ParserBuilder::new()
+            .build()
+            .parse(r"[\p{Cf}\p{Default_Ignorable_Code_Point}]")
+            .expect("Unicode property classes compile (checked by tests)");
+        match hir.kind() {
+            regex_syntax::hir::HirKind::Class(regex_syntax::hir::Class::Unicode(c)) => {
+                c.ranges().iter().map(|r| (r.start() as u32, r.end() as u32)).collect()
+            }
+            _ => Vec::new(),
+        }
+    })
 }
 
-/// Maps look-alikes of ASCII letters and digits to them: fullwidth forms, mathematical
-/// alphanumerics, and common Cyrillic and Greek homoglyphs.
-fn fold_non_ascii(cp: u32) -> Option<u8> {
+/// True for characters that render as nothing, or only decorate the previous character, so they
+/// can be interleaved with a secret (or used as its separators) without changing how it reads:
+/// every format (`Cf`) and default-ignorable character (zero-width space, non-joiner and joiner,
+/// word joiner, BOM, soft hyphen, bidi controls, invisible operators, Unicode TAG characters,
+/// variation selectors, Hangul fillers...), and combining marks.
+pub fn is_invisible(cp: u32) -> bool {
+    if matches!(cp,
+        0x0300..=0x036F   // combining diacritical marks
+        | 0x1AB0..=0x1AFF // combining diacritical marks extended
+        | 0x1DC0..=0x1DFF // combining diacritical marks supplement
+        | 0x20D0..=0x20FF // combining marks for symbols
+        | 0xFE20..=0xFE2F // combining half marks
+    ) {
+        return true;
+    }
+    let r = format_ranges();
+    let i = r.partition_point(|&(_, hi)| hi < cp);
+    r.get(i).is_some_and(|&(lo, _)| lo <= cp)
+}
+
+/// Maps look-alikes of ASCII letters and digits to them: the full-width forms U+FF01–U+FF5E, the
+/// mathematical alphanumeric symbols, and a table of Cyrillic, Greek and Latin homoglyphs from
+/// Unicode's `confusables.txt` (UTS #39) that render like an ASCII letter or digit. The table is
+/// the documented extent of homoglyph folding: a look-alike outside it is not folded.
+pub fn fold_non_ascii(cp: u32) -> Option<u8> {
     // Fullwidth ASCII.
     if (0xFF01..=0xFF5E).contains(&cp) {
         return Some((cp - 0xFEE0) as u8);
@@ -185,23 +221,134 @@ impl<'a> Normalized<'a> {
     }
 }
 
+/// The canonical form of a text (see the module docs) and a sparse map back to it.
+pub struct Canonical {
+    /// The canonical bytes.
+    pub bytes: Vec<u8>,
+    /// Segments `(canonical start, original start, unit)`, sorted by canonical start: with
+    /// `unit == 0` canonical byte `c` of the segment comes from original byte `o + (c - start)`
+    /// (copied bytes); otherwise the segment is one byte folded from the `unit`-byte original
+    /// character at `o`. Removed characters simply lie between two segments.
+    segs: Vec<(usize, usize, usize)>,
+}
+
+impl Canonical {
+    /// The original byte range of canonical byte `c`.
+    fn origin(&self, c: usize) -> (usize, usize) {
+        let i = self.segs.partition_point(|&(start, _, _)| start <= c).saturating_sub(1);
+        match self.segs.get(i) {
+            Some(&(start, o, 0)) => (o + c - start, o + c - start + 1),
+            Some(&(_, o, unit)) => (o, o + unit),
+            None => (c, c + 1),
+        }
+    }
+
+    /// The original byte range covering canonical bytes `[start, end)` (`end > start`), with
+    /// every removed character between them.
+    pub fn original_span(&self, start: usize, end: usize) -> (usize, usize) {
+        (self.origin(start).0, self.origin(end - 1).1)
+    }
+}
+
+/// What the canonical form does with one non-ASCII character: `None` keeps it, `Some(None)`
+/// removes it, `Some(Some(b))` writes ASCII byte `b` instead.
+fn canonical_char(c: char) -> Option<Option<u8>> {
+    let cp = c as u32;
+    if c.is_whitespace() {
+        return Some(Some(b' '));
+    }
+    if c.is_control() || is_invisible(cp) {
+        return Some(None);
+    }
+    fold_non_ascii(cp).map(Some)
+}
+
+/// The canonical form of `text` (see the module docs): ASCII kept byte for byte, invisible and
+/// format characters removed, look-alikes and full-width forms mapped to ASCII, other
+/// whitespace mapped to a space. Bytes that are not UTF-8 (a decoded layer is often text with
+/// binary around it) are kept as they are. Linear in the text.
+pub fn canonical(text: &[u8]) -> Canonical {
+    let mut bytes = Vec::with_capacity(text.len());
+    let mut segs: Vec<(usize, usize, usize)> = Vec::new();
+    // Whether the last segment is a copy that the next copied byte extends.
+    let mut copying = false;
+    let copy = |bytes: &mut Vec<u8>, segs: &mut Vec<(usize, usize, usize)>, at: usize, b: &[u8], copying: &mut bool| {
+        if !*copying {
+            segs.push((bytes.len(), at, 0));
+            *copying = true;
+        }
+        bytes.extend_from_slice(b);
+    };
+    let mut at = 0;
+    for chunk in text.utf8_chunks() {
+        let valid = chunk.valid();
+        let src = valid.as_bytes();
+        let mut i = 0;
+        while i < src.len() {
+            if src[i] < 0x80 {
+                // Copy ASCII runs in one go.
+                let run = src[i..].iter().position(|&b| b >= 0x80).unwrap_or(src.len() - i);
+                copy(&mut bytes, &mut segs, at + i, &src[i..i + run], &mut copying);
+                i += run;
+                continue;
+            }
+            let c = valid[i..].chars().next().unwrap_or('\0');
+            let n = c.len_utf8();
+            match canonical_char(c) {
+                None => copy(&mut bytes, &mut segs, at + i, &src[i..i + n], &mut copying),
+                Some(None) => copying = false,
+                Some(Some(a)) => {
+                    segs.push((bytes.len(), at + i, n));
+                    bytes.push(a);
+                    copying = false;
+                }
+            }
+            i += n;
+        }
+        at += src.len();
+        let invalid = chunk.invalid();
+        if !invalid.is_empty() {
+            copy(&mut bytes, &mut segs, at, invalid, &mut copying);
+            at += invalid.len();
+        }
+    }
+    Canonical { bytes, segs }
+}
+
+/// True when [`canonical`] changes the non-ASCII character `c` (removes it, folds it or maps it
+/// to a space).
+pub fn changes_char(c: char) -> bool {
+    canonical_char(c).is_some()
+}
+
+/// True when [`canonical`] would change `text`: it holds a non-ASCII character that is removed,
+/// folded or mapped to a space. ASCII text answers at the speed of `is_ascii`.
+pub fn canonical_changes(text: &[u8]) -> bool {
+    !text.is_ascii()
+        && text
+            .utf8_chunks()
+            .any(|c| c.valid().chars().any(|c| !c.is_ascii() && canonical_char(c).is_some()))
+}
+
 /// Bit `j` set when byte `j` of the 64-byte block is a separator for the cheap trigger (ASCII
 /// whitespace or control: `<= 0x20` or `0x7f`). SWAR over 8-byte words; exact
 /// (non-ASCII bytes are never separators).
 fn sep_mask(block: &[u8]) -> u64 {
     const H: u64 = 0x8080_8080_8080_8080;
-    const L21: u64 = 0x2121_2121_2121_2121;
     const LO7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const TO80: u64 = 0x5e5e_5e5e_5e5e_5e5e;
     let mut m = 0u64;
     for (w, c8) in block.chunks_exact(8).enumerate() {
         let v = u64::from_le_bytes(c8.try_into().unwrap_or([0; 8]));
-        // High bit of each byte: byte >= 0x21 after the subtraction; negate for <= 0x20.
+        // An ASCII byte b is a separator exactly when (b + 1) & 0x7f <= 0x21 (b <= 0x20, or
+        // 0x7f wrapping to 0). Per byte, without carries: (b & 0x7f) + 1 <= 0x80, and that
+        // (masked) plus 0x5e reaches the high bit exactly when it is at least 0x22.
+        let t = ((v & LO7) + ONES) & LO7;
         // Non-ASCII bytes (high bit set) are never separators.
-        let le = !((v | H).wrapping_sub(L21)) & !v & H;
-        let x = v ^ LO7; // zero where the byte is 0x7f
-        let del = !(((x & LO7).wrapping_add(LO7)) | x) & H;
+        let sep = !(t + TO80) & !v & H;
         // Gather the 8 high bits into the low byte (no carries: the products are distinct bits).
-        let packed = ((le | del) >> 7).wrapping_mul(0x0102_0408_1020_4080) >> 56;
+        let packed = (sep >> 7).wrapping_mul(0x0102_0408_1020_4080) >> 56;
         m |= packed << (8 * w);
     }
     m
@@ -243,29 +390,8 @@ pub(crate) fn needs_normalization_with(text: &str, words: &[u64]) -> bool {
 }
 
 fn has_foldable_non_ascii(text: &str) -> bool {
-    const H: u64 = 0x8080_8080_8080_8080;
-    let b = text.as_bytes();
-    let mut i = 0;
-    while i < b.len() {
-        // Skip ASCII eight bytes at a time.
-        while let Some(w) = b.get(i..i + 8) {
-            if u64::from_le_bytes(w.try_into().unwrap_or([0x80; 8])) & H != 0 {
-                break;
-            }
-            i += 8;
-        }
-        let Some(&first) = b.get(i) else { break };
-        if first < 0x80 {
-            i += 1;
-            continue;
-        }
-        let c = text[i..].chars().next().unwrap_or('\0');
-        if !matches!(classify(c), Norm::Keep) {
-            return true;
-        }
-        i += c.len_utf8();
-    }
-    false
+    // Normalisation and the canonical form change the same non-ASCII characters.
+    canonical_changes(text.as_bytes())
 }
 
 #[cfg(test)]

@@ -6,12 +6,15 @@
 //! those encodings to depth 2. Only variants that differ from the raw value are kept (the caller
 //! de-duplicates), and encoded forms shorter than [`MIN_ENCODED_LEN`] are dropped.
 //!
-//! Each variant says whether it is matched exactly or ASCII-case-insensitively
-//! ([`classified_variants`]): hex, base32 and fully percent-encoded forms are case-insensitive
-//! encodings, so one case-insensitive pattern covers upper, lower and mixed case; the raw value of
-//! a secret at least [`CASE_FOLD_MIN_LEN`] bytes long is matched case-insensitively too. Forms
-//! this list does not hold (nesting, line wrapping, separators, partial escaping) are found by
-//! decoding candidate spans ([`crate::decode`]).
+//! Every encoded form is matched ASCII-case-insensitively ([`classified_variants`]), and short
+//! ones (or ones with blanks) are listed written backwards too (longer reversed forms are read
+//! backwards by the decoding passes): hex, base32 and percent are
+//! case-insensitive encodings anyway, and a re-cased base64 form cannot be decoded, so matching
+//! the listed forms in any case is the only way to find it. The raw value (and the raw value
+//! reversed) is matched exactly, or in any case when it is at least [`CASE_FOLD_MIN_LEN`] bytes
+//! long. Forms this list does not hold (nesting, line wrapping, separators, partial escaping,
+//! reversed or re-spelled encodings of encodings) are found by decoding candidate spans
+//! ([`crate::decode`]).
 
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
 use base64::Engine;
@@ -61,9 +64,6 @@ pub fn classified_variants(secret: &[u8]) -> Vec<(Vec<u8>, Case)> {
     if let Ok(s) = std::str::from_utf8(secret) {
         json_variants(s, &mut enc);
         html_variants(s, &mut enc);
-        enc.push(s.chars().rev().collect::<String>().into_bytes());
-    } else {
-        enc.push(secret.iter().rev().copied().collect());
     }
     // Depth 2: base64/hex of the common standalone encodings (base64 of base64, hex of base64,
     // base64 of hex, hex of hex).
@@ -79,10 +79,7 @@ pub fn classified_variants(secret: &[u8]) -> Vec<(Vec<u8>, Case)> {
     }
     // Encodings of the reversed value: a reversed secret that is then encoded is too short for
     // the decoding passes when the secret is short.
-    let rev: Vec<u8> = match std::str::from_utf8(secret) {
-        Ok(t) => t.chars().rev().collect::<String>().into_bytes(),
-        Err(_) => secret.iter().rev().copied().collect(),
-    };
+    let rev = reversed(secret);
     // Stable base64 cores and the standalone base32 only (the tails and other alignments would
     // cost many patterns for a rare case; a longer reversed-then-encoded value is found by the
     // decoding passes).
@@ -90,12 +87,53 @@ pub fn classified_variants(secret: &[u8]) -> Vec<(Vec<u8>, Case)> {
     fold.push(hex_lower(&rev).into_bytes());
     fold.push(base32_encode(&rev));
     let raw_case = if secret.len() >= CASE_FOLD_MIN_LEN { Case::Fold } else { Case::Exact };
-    let mut out = Vec::with_capacity(enc.len() + fold.len() + 1);
+    // The reversed raw value is matched like the raw one; it is listed with the encodings
+    // (`enc`) above, so pull it out before they are all made case-insensitive.
+    let rev_raw = rev.clone();
+    let mut out = Vec::with_capacity(2 * (enc.len() + fold.len()) + 2);
     out.push((secret.to_vec(), raw_case));
-    let keep = |v: &Vec<u8>| v.len() >= MIN_ENCODED_LEN && v.as_slice() != secret;
-    out.extend(enc.into_iter().filter(keep).map(|v| (v, Case::Exact)));
-    out.extend(fold.into_iter().filter(keep).map(|v| (v, Case::Fold)));
+    if rev_raw.as_slice() != secret {
+        out.push((rev_raw.clone(), raw_case));
+    }
+    // Every encoded form in any ASCII case: an encoding is matched however an upstream re-cased
+    // it (a case change of base64 is only found this way, since it cannot be decoded), and case
+    // folding a form of at least MIN_ENCODED_LEN random-looking characters costs nothing in
+    // false positives. Written backwards too, where the decoding passes would not find the
+    // reversed form (see `listed_reversed`).
+    let keep = |v: &Vec<u8>| v.len() >= MIN_ENCODED_LEN && v.as_slice() != secret && *v != rev_raw;
+    for v in enc.into_iter().chain(fold).filter(keep) {
+        let r = reversed(&v);
+        out.push((v, Case::Fold));
+        if listed_reversed(&r) && keep(&r) {
+            out.push((r, Case::Fold));
+        }
+    }
     out
+}
+
+/// The decoding passes read every encoded-looking run of at least [`REVERSED_RUN_FOUND`]
+/// characters backwards too, and every blank-free token around an escape that decodes read
+/// backwards ([`crate::decode`]); a reversed encoding is listed as a pattern only where they do
+/// not reach it: shorter than that, or holding a blank (a partially escaped secret with spaces).
+/// Listing every reversed form would double the automaton, and its prefilter's memory, for
+/// nothing the passes do not already find.
+fn listed_reversed(r: &[u8]) -> bool {
+    r.len() < REVERSED_RUN_FOUND || r.iter().any(|&b| b <= b' ')
+}
+
+/// Reversed encodings at least this long that hold no blank are not listed as patterns: the
+/// decoding passes read them backwards ([`crate::decode`]), since a run this long holds a whole
+/// aligned 8-byte word of encoded characters (what the decoding scan starts from) and is long
+/// enough for each block decoding.
+pub const REVERSED_RUN_FOUND: usize = 16;
+
+/// `b` written backwards: by character when it is UTF-8 (as a person or a `reverse()` function
+/// writes it), by byte otherwise.
+pub fn reversed(b: &[u8]) -> Vec<u8> {
+    match std::str::from_utf8(b) {
+        Ok(t) => t.chars().rev().collect::<String>().into_bytes(),
+        Err(_) => b.iter().rev().copied().collect(),
+    }
 }
 
 const BASE32: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
@@ -307,6 +345,30 @@ mod tests {
     fn variants_never_shorter_than_minimum_and_raw_first() {
         let v = all_variants(b"abcdefg");
         assert_eq!(v[0], b"abcdefg");
-        assert!(v[1..].iter().all(|x| x.len() >= MIN_ENCODED_LEN && x != b"abcdefg"));
+        assert_eq!(v[1], b"gfedcba", "then the raw value reversed");
+        assert!(v[2..].iter().all(|x| x.len() >= MIN_ENCODED_LEN && x != b"abcdefg" && x != b"gfedcba"));
+    }
+
+    #[test]
+    fn encodings_are_case_insensitive_and_short_ones_listed_reversed() {
+        let secret = b"s3cr3t-Value/with+bits";
+        let vars = classified_variants(secret);
+        assert_eq!(vars[0], (secret.to_vec(), Case::Fold), "22 bytes: raw in any case");
+        let hex: Vec<u8> = hex_lower(secret).into_bytes();
+        let b64 = STANDARD.encode(secret).into_bytes();
+        for form in [hex, b64] {
+            let back: Vec<u8> = form.iter().rev().copied().collect();
+            assert!(vars.contains(&(form, Case::Fold)));
+            // Long: read backwards by the decoding passes, not listed.
+            assert!(!vars.contains(&(back, Case::Fold)));
+        }
+        let short = b"k3y!x9";
+        let vars = classified_variants(short);
+        let back: Vec<u8> = STANDARD.encode(short).into_bytes().into_iter().rev().collect();
+        assert!(vars.contains(&(back, Case::Fold)), "short reversed forms are listed");
+        let short = classified_variants(b"abcdefgh");
+        assert_eq!(short[0].1, Case::Exact, "a short raw value is matched exactly");
+        assert_eq!(short[1], (b"hgfedcba".to_vec(), Case::Exact));
+        assert!(short[2..].iter().all(|(_, c)| *c == Case::Fold));
     }
 }

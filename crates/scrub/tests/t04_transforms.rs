@@ -65,6 +65,83 @@ enum T {
     Separated,
     Reversed,
     CaseFold,
+    /// Upper case of an encoding (ASCII letters only).
+    Upper,
+    /// Lower case of an encoding.
+    Lower,
+    /// Invisible or format characters inserted between some characters.
+    Invisible,
+    /// One invisible or format character between every two characters (as separators).
+    InvisibleSep,
+    /// Some or all printable ASCII characters written as full-width forms.
+    FullWidth,
+    /// Letters replaced at random by Cyrillic or Greek look-alikes.
+    Homoglyph,
+}
+
+/// Format (`Cf`) and default-ignorable characters, listed from Unicode's
+/// DerivedGeneralCategory.txt and DerivedCoreProperties.txt (independently of the scrubber's
+/// table): zero-width space/non-joiner/joiner, LRM/RLM, word joiner, invisible operators, BOM,
+/// soft hyphen, Arabic letter mark and number signs, Mongolian vowel separator, bidi embeddings
+/// and isolates, interlinear annotation, shorthand format controls, musical symbol formats,
+/// Egyptian hieroglyph format controls, TAG characters, variation selectors, Hangul filler.
+const INVISIBLE: &[char] = &[
+    '\u{200B}', '\u{200C}', '\u{200D}', '\u{200E}', '\u{200F}', '\u{2060}', '\u{2061}', '\u{2062}',
+    '\u{2063}', '\u{2064}', '\u{FEFF}', '\u{00AD}', '\u{061C}', '\u{0600}', '\u{0605}', '\u{06DD}',
+    '\u{070F}', '\u{0890}', '\u{08E2}', '\u{180E}', '\u{202A}', '\u{202E}', '\u{2066}', '\u{2069}',
+    '\u{206A}', '\u{206F}', '\u{FFF9}', '\u{FFFB}', '\u{110BD}', '\u{110CD}', '\u{13430}', '\u{1343F}',
+    '\u{1BCA0}', '\u{1BCA3}', '\u{1D173}', '\u{1D17A}', '\u{E0001}', '\u{E0041}', '\u{E007F}', '\u{FE0F}',
+    '\u{E0100}', '\u{3164}', '\u{115F}', '\u{034F}', '\u{17B4}',
+];
+
+/// Look-alikes of ASCII letters and digits from Unicode's confusables.txt (UTS #39): Cyrillic
+/// and Greek letters that render like the Latin letter (or digit) they replace.
+const HOMOGLYPHS: &[(char, &[char])] = &[
+    ('a', &['\u{0430}', '\u{03B1}']),
+    ('c', &['\u{0441}', '\u{03F2}']),
+    ('e', &['\u{0435}']),
+    ('o', &['\u{043E}', '\u{03BF}']),
+    ('p', &['\u{0440}', '\u{03C1}']),
+    ('x', &['\u{0445}', '\u{03C7}']),
+    ('y', &['\u{0443}']),
+    ('s', &['\u{0455}']),
+    ('i', &['\u{0456}']),
+    ('j', &['\u{0458}']),
+    ('d', &['\u{0501}']),
+    ('h', &['\u{04BB}']),
+    ('w', &['\u{051D}']),
+    ('A', &['\u{0410}', '\u{0391}']),
+    ('B', &['\u{0412}', '\u{0392}']),
+    ('C', &['\u{0421}']),
+    ('E', &['\u{0415}', '\u{0395}']),
+    ('H', &['\u{041D}', '\u{0397}']),
+    ('I', &['\u{0406}', '\u{0399}']),
+    ('J', &['\u{0408}']),
+    ('K', &['\u{041A}', '\u{039A}']),
+    ('M', &['\u{041C}', '\u{039C}']),
+    ('N', &['\u{039D}']),
+    ('O', &['\u{041E}', '\u{039F}']),
+    ('P', &['\u{0420}', '\u{03A1}']),
+    ('S', &['\u{0405}']),
+    ('T', &['\u{0422}', '\u{03A4}']),
+    ('X', &['\u{0425}', '\u{03A7}']),
+    ('Y', &['\u{04AE}', '\u{03A5}']),
+    ('Z', &['\u{0396}']),
+    ('3', &['\u{0417}']),
+];
+
+/// Undoes the re-spellings above on an output, as a reader would: drops the invisible
+/// characters, maps full-width forms and look-alikes back to ASCII.
+fn unrespell(s: &str) -> String {
+    s.chars()
+        .filter(|c| !INVISIBLE.contains(c))
+        .map(|c| {
+            if ('\u{FF01}'..='\u{FF5E}').contains(&c) {
+                return char::from_u32(c as u32 - 0xFEE0).unwrap();
+            }
+            HOMOGLYPHS.iter().find(|(_, alts)| alts.contains(&c)).map_or(c, |(a, _)| *a)
+        })
+        .collect()
 }
 
 const OUTER: &[T] = &[
@@ -219,6 +296,41 @@ fn apply(t: T, s: &str, r: &mut TestRng) -> Option<String> {
             s.chars().map(String::from).collect::<Vec<_>>().join(&sep.to_string())
         }
         T::Reversed => s.chars().rev().collect(),
+        T::Upper => s.to_ascii_uppercase(),
+        T::Lower => s.to_ascii_lowercase(),
+        T::Invisible => {
+            let mut out = String::new();
+            for c in s.chars() {
+                out.push(c);
+                if rnd(r, 2) == 0 {
+                    out.push(INVISIBLE[rnd(r, INVISIBLE.len())]);
+                }
+            }
+            out
+        }
+        T::InvisibleSep => {
+            let sep = INVISIBLE[rnd(r, INVISIBLE.len())].to_string();
+            s.chars().map(String::from).collect::<Vec<_>>().join(&sep)
+        }
+        T::FullWidth => {
+            let all = rnd(r, 2) == 0;
+            s.chars()
+                .map(|c| {
+                    if ('!'..='~').contains(&c) && (all || rnd(r, 2) == 0) {
+                        char::from_u32(c as u32 + 0xFEE0).unwrap()
+                    } else {
+                        c
+                    }
+                })
+                .collect()
+        }
+        T::Homoglyph => s
+            .chars()
+            .map(|c| match HOMOGLYPHS.iter().find(|(a, _)| *a == c) {
+                Some((_, alts)) if rnd(r, 3) != 0 => alts[rnd(r, alts.len())],
+                _ => c,
+            })
+            .collect(),
         T::CaseFold => {
             if s.len() < 16 || !s.is_ascii() {
                 return None;
@@ -327,26 +439,108 @@ fn check(secret: &str, chain: &[T], text: &str, at: prop::sample::Index, seed: u
         s
     });
     let mut enc = secret.to_owned();
-    for &t in chain {
+    for (i, &t) in chain.iter().enumerate() {
+        if matches!(t, T::Upper | T::Lower | T::CaseFold) && !case_change_is_findable(secret, &chain[..i]) {
+            return Ok(());
+        }
         match apply(t, &enc, &mut r) {
             Some(e) => enc = e,
             None => return Ok(()),
+        }
+        if enc.len() > 1 << 20 {
+            return Ok(());
         }
     }
     let s = scrubber_for(secret);
     let full = embed(text, at, &enc);
     let (out, n) = s.scrub_str(&full);
-    prop_assert!(n >= 1, "chain {:?}: nothing redacted", chain);
+    prop_assert!(n >= 1, "chain {:?}: nothing redacted in {:?}", chain, full);
     prop_assert!(!out.contains(&enc), "chain {:?}: encoded form survives", chain);
     prop_assert!(!leaks(&out, secret.as_bytes()), "chain {:?}: a window of the secret is recoverable", chain);
+    let plain = unrespell(&out);
+    prop_assert!(!leaks(&plain, secret.as_bytes()), "chain {:?}: a window survives a re-spelling", chain);
+    let back: String = plain.chars().rev().collect();
+    prop_assert!(!leaks(&back, secret.as_bytes()), "chain {:?}: a window survives written backwards", chain);
     prop_assert!(s.contains_known_secret(&full), "chain {:?}: outbound check missed", chain);
     // Idempotent.
     prop_assert_eq!(s.scrub_str(&out).1, 0);
     Ok(())
 }
 
+/// Where a case change can be found at all (documented in the crate docs). Walking down the
+/// chain below it: a case-insensitive encoding (hex, base32, percent of every byte, numeric
+/// escapes) decodes to the same text whatever the case, so the change is absorbed there; a
+/// transform that keeps literal characters (partial escaping, separators, reversal, invisible
+/// characters, full-width, homoglyphs) passes the case change down to what it wraps; base64
+/// cannot be decoded after a case change, so it is found only when the re-cased text is one of
+/// the listed variants (one base64 layer over the secret or the secret reversed, or base64 over
+/// standard or URL-safe base64 or hex of it); the raw secret is matched in any case only when
+/// it is at least 16 bytes long. Named HTML references are case-sensitive (`&AMP;` is not
+/// decoded).
+fn case_change_is_findable(secret: &str, below: &[T]) -> bool {
+    let is_b64 = |t: T| matches!(t, T::B64Std | T::B64UrlNoPad | T::B64InBlob | T::B64Mime | T::B64Pem);
+    for k in (0..below.len()).rev() {
+        match below[k] {
+            // A case change under this one: the text below was re-cased already.
+            T::Upper | T::Lower | T::CaseFold => {}
+            T::B32Upper | T::B32LowerNoPad | T::B32InBlob | T::HexLower | T::HexMixed | T::HexSep | T::Hex0x
+            | T::PercentAll | T::BackslashX | T::HtmlDec | T::HtmlHex => return true,
+            T::HtmlNamed => return false,
+            t if is_b64(t) => {
+                return match &below[..k] {
+                    [] | [T::Reversed] => true,
+                    [inner] => {
+                        matches!(inner, T::B64Std | T::B64UrlNoPad | T::HexLower)
+                            && matches!(t, T::B64Std | T::B64UrlNoPad | T::B64InBlob)
+                    }
+                    _ => false,
+                };
+            }
+            _ => {}
+        }
+    }
+    secret.len() >= 16
+}
+
+/// Every transform, the re-spellings included.
+fn all_transforms() -> Vec<T> {
+    OUTER
+        .iter()
+        .copied()
+        .chain([T::Reversed, T::CaseFold, T::Upper, T::Lower, T::Invisible, T::InvisibleSep, T::FullWidth, T::Homoglyph])
+        .collect()
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 768, ..ProptestConfig::default() })]
+
+    /// One re-spelling (reversal, case change, invisible characters, full-width forms,
+    /// homoglyphs) on top of one encoding: the secret is found under it.
+    #[test]
+    fn t04_prop_respelled_encoding_is_redacted(
+        secret in secret_strategy(),
+        enc in prop::sample::select(OUTER.to_vec()),
+        respell in prop::sample::select(vec![T::Reversed, T::Upper, T::Lower, T::Invisible, T::InvisibleSep, T::FullWidth, T::Homoglyph]),
+        text in text_strategy(),
+        at in any::<prop::sample::Index>(),
+        seed in any::<u64>(),
+    ) {
+        check(&secret, &[enc, respell], &text, at, seed)?;
+    }
+
+    /// Chains of up to four transforms (MAX_DEPTH decoded layers), re-spellings anywhere in
+    /// the chain: reversed, re-cased, interleaved with invisible characters, full-width or
+    /// homoglyph forms of encodings of encodings.
+    #[test]
+    fn t04_prop_nested_respelled_chain_is_redacted(
+        secret in secret_strategy(),
+        chain in proptest::collection::vec(prop::sample::select(all_transforms()), 1..=4),
+        text in text_strategy(),
+        at in any::<prop::sample::Index>(),
+        seed in any::<u64>(),
+    ) {
+        check(&secret, &chain, &text, at, seed)?;
+    }
 
     /// One transform.
     #[test]

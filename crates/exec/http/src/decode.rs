@@ -3,9 +3,20 @@
 //!
 //! The broker asks for `gzip, deflate, br, zstd` itself and decodes whatever `Content-Encoding`
 //! says, in reverse order of application; anything it cannot decode is refused, never returned
-//! as is, since the scrubber cannot see a secret inside compressed bytes. Decoding is pulled by
-//! the reader of the decoded bytes: it stops once the cap is reached, so a decompression bomb
-//! costs at most the cap plus each decoder's window, never its full expansion.
+//! as is, since the scrubber cannot see a secret inside compressed bytes. A body whose media type
+//! says it is compressed (`Content-Type: application/gzip`, see [`media_coding_of`]) is decoded
+//! the same way, after the content codings: the result holds the decompressed content, and a body
+//! that does not decode as its type says is refused with `undecodable-response` too.
+//!
+//! Two caps bound the work, both derived from the handle's `max_response_bytes` (`cap`):
+//! - the **decoded** bytes kept: at most `cap` (one byte more is read to tell a cut); decoding is
+//!   pulled by the reader of the decoded bytes and stops there, so a decompression bomb costs at
+//!   most the cap plus each decoder's window, never its full expansion;
+//! - the **compressed input** read: at most [`max_compressed_input`]`(cap)` bytes (the cap plus an
+//!   eighth, plus 64 KiB). Real compressed data that decodes to at most `cap + 1` bytes is never
+//!   longer than that (stored blocks and frame overhead cost well under an eighth); a body that
+//!   goes on past it without producing output (empty gzip members, zstd skippable frames, empty
+//!   deflate blocks) is refused with `undecodable-response` instead of being read to its end.
 //!
 //! The decoders are synchronous `Read` chains, so they run on a blocking thread fed with the
 //! body's chunks through a small bounded channel; dropping the receiver (cap reached, or a
@@ -13,7 +24,7 @@
 
 use airlock_core::{CallError, ErrorCode};
 use bytes::Bytes;
-use reqwest::header::{HeaderMap, CONTENT_ENCODING, TRANSFER_ENCODING};
+use reqwest::header::{HeaderMap, CONTENT_ENCODING, CONTENT_TYPE, TRANSFER_ENCODING};
 use std::io::{self, Cursor, Read};
 use tokio::sync::mpsc;
 
@@ -31,6 +42,12 @@ const ZSTD_MAX_WINDOW: u64 = 8 * 1024 * 1024;
 /// Chunks in flight between the network and the decoder thread.
 const CHANNEL_DEPTH: usize = 4;
 
+/// The most compressed bytes read for a body whose decoded size is capped at `cap`: the cap, an
+/// eighth more, and 64 KiB (see the module docs). Past it the body is refused.
+pub(crate) fn max_compressed_input(cap: usize) -> usize {
+    cap.saturating_add(cap / 8).saturating_add(64 * 1024)
+}
+
 /// One content coding airlock decodes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Coding {
@@ -42,15 +59,70 @@ pub(crate) enum Coding {
     Zstd,
 }
 
+/// One decoding step: a coding, and whether it may be skipped when the input does not start
+/// with the coding's magic number (a media type that repeats the content coding right under
+/// it: `Content-Encoding: gzip` on a `.gz` file is often the file itself, not gzip twice).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Layer {
+    pub(crate) coding: Coding,
+    pub(crate) unless_no_magic: bool,
+}
+
 fn undecodable(detail: impl Into<String>) -> CallError {
     CallError::new(ErrorCode::UndecodableResponse).detail(detail)
 }
 
-/// The codings to undo, in decoding order (the reverse of the order they are listed in).
-/// `identity` is skipped; an unknown coding, a non-text value, too many layers or a transfer
-/// coding other than `chunked` is refused. Header values never go into the error: an upstream
-/// that echoes a credential may echo it there too.
-pub(crate) fn codings(headers: &HeaderMap) -> Result<Vec<Coding>, CallError> {
+/// The coding a media type says its body is compressed with: `application/gzip` and
+/// `application/x-gzip` (RFC 6713 and its legacy name), `application/zlib` (RFC 6713),
+/// `application/zstd` (RFC 8878) and `application/x-brotli` (unregistered, but what servers send
+/// for `.br` files; RFC 7932 registers only the `br` content coding). Parameters and case are
+/// ignored; `value` may hold several comma-separated types (any compressed one counts).
+/// Archives (zip, tar, xz, bzip2, 7z) are not decoded: see the crate's docs.
+pub(crate) fn media_coding_of(value: &str) -> Option<Coding> {
+    value.split(',').find_map(|v| {
+        let mime = v.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        match mime.as_str() {
+            "application/gzip" | "application/x-gzip" => Some(Coding::Gzip),
+            "application/zlib" => Some(Coding::Deflate),
+            "application/zstd" => Some(Coding::Zstd),
+            "application/x-brotli" => Some(Coding::Brotli),
+            _ => None,
+        }
+    })
+}
+
+/// The coding the response's `Content-Type` says its body is compressed with, if any. A value
+/// that is not text counts as none (it names no type airlock knows).
+fn media_coding(headers: &HeaderMap) -> Option<Coding> {
+    headers
+        .get_all(CONTENT_TYPE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(media_coding_of)
+}
+
+/// The layers to undo, in decoding order: the content codings in reverse of the order they are
+/// listed in, then the compression the media type names ([`media_coding_of`]). `identity` is
+/// skipped; an unknown coding, a non-text value, too many layers or a transfer coding other than
+/// `chunked` is refused. Header values never go into the error: an upstream that echoes a
+/// credential may echo it there too.
+pub(crate) fn codings(headers: &HeaderMap) -> Result<Vec<Layer>, CallError> {
+    let mut layers: Vec<Layer> = content_codings(headers)?
+        .into_iter()
+        .map(|coding| Layer { coding, unless_no_magic: false })
+        .collect();
+    if let Some(coding) = media_coding(headers) {
+        // The same coding applied as a content coding right over the media type is usually the
+        // file itself served with a content coding label: decode it again only if what the
+        // content coding produced starts like that coding (brotli has no magic number: always).
+        let repeats = layers.last().is_some_and(|l| l.coding == coding);
+        layers.push(Layer { coding, unless_no_magic: repeats && coding != Coding::Brotli });
+    }
+    Ok(layers)
+}
+
+/// The content codings to undo, in decoding order.
+fn content_codings(headers: &HeaderMap) -> Result<Vec<Coding>, CallError> {
     // hyper undoes only `chunked`; a `gzip` transfer coding would otherwise pass through raw.
     for v in headers.get_all(TRANSFER_ENCODING) {
         let v = v
@@ -96,7 +168,7 @@ pub(crate) fn codings(headers: &HeaderMap) -> Result<Vec<Coding>, CallError> {
 /// causes (the caller maps it to its usual code).
 pub(crate) async fn read_decoded(
     resp: &mut reqwest::Response,
-    codings: Result<Vec<Coding>, CallError>,
+    codings: Result<Vec<Layer>, CallError>,
     cap: usize,
 ) -> Result<Result<(Vec<u8>, bool), CallError>, reqwest::Error> {
     let first = loop {
@@ -110,12 +182,20 @@ pub(crate) async fn read_decoded(
         Ok(c) => c,
         Err(e) => return Ok(Err(e)),
     };
-    let (tx, rx) = mpsc::channel::<Result<Bytes, ()>>(CHANNEL_DEPTH);
+    let (tx, rx) = mpsc::channel::<Result<Bytes, Broke>>(CHANNEL_DEPTH);
     let decoder =
         tokio::task::spawn_blocking(move || decode_capped(ChannelReader::new(rx), &codings, cap));
     let mut transport = None;
     let mut next = Some(first);
+    let mut room = max_compressed_input(cap);
     while let Some(chunk) = next.take() {
+        if chunk.len() > room {
+            // Past the compressed-input cap: the decoder fails on the next read it cannot serve.
+            let _ = tx.send(Ok(chunk.slice(..room))).await;
+            let _ = tx.send(Err(Broke::OverCap)).await;
+            break;
+        }
+        room -= chunk.len();
         // A closed channel means the decoder is done (cap reached or failed): stop reading.
         if tx.send(Ok(chunk)).await.is_err() {
             break;
@@ -131,7 +211,7 @@ pub(crate) async fn read_decoded(
             Err(e) => {
                 // Tell the decoder the stream broke, so a cut at a member boundary is not read
                 // as a clean end.
-                let _ = tx.send(Err(())).await;
+                let _ = tx.send(Err(Broke::Transport)).await;
                 transport = Some(e);
             }
         }
@@ -150,18 +230,28 @@ pub(crate) async fn read_decoded(
 /// decoded body goes on past the cap. Reads one byte past the cap at most, so a bomb stops there.
 pub(crate) fn decode_capped(
     src: impl Read + Send + 'static,
-    codings: &[Coding],
+    layers: &[Layer],
     cap: usize,
 ) -> Result<(Vec<u8>, bool), CallError> {
     let mut reader: Box<dyn Read + Send> = Box::new(src);
-    for c in codings {
-        reader = layer(*c, reader);
+    for l in layers {
+        reader = if l.unless_no_magic {
+            Box::new(IfMagic::Pending(l.coding, Some(reader)))
+        } else {
+            layer(l.coding, reader)
+        };
     }
     let mut buf = Vec::with_capacity(cap.min(64 * 1024));
-    reader
-        .take(cap as u64 + 1)
-        .read_to_end(&mut buf)
-        .map_err(|e| undecodable(format!("the body does not decode: {}", e.kind())))?;
+    reader.take(cap as u64 + 1).read_to_end(&mut buf).map_err(|e| {
+        if e.kind() == io::ErrorKind::FileTooLarge {
+            undecodable(format!(
+                "the compressed body is longer than its {}-byte cap",
+                max_compressed_input(cap)
+            ))
+        } else {
+            undecodable(format!("the body does not decode: {}", e.kind()))
+        }
+    })?;
     let truncated = buf.len() > cap;
     buf.truncate(cap);
     Ok((buf, truncated))
@@ -180,6 +270,47 @@ fn layer(c: Coding, inner: Box<dyn Read + Send>) -> Box<dyn Read + Send> {
 
 /// A layer's input with the bytes already looked at put back in front.
 type Replayed = io::Chain<Cursor<Vec<u8>>, Box<dyn Read + Send>>;
+
+/// True when `head` (the first bytes of a layer) starts the way `c` always starts: the gzip
+/// magic number, a zlib header, a zstd frame or skippable frame. Brotli has no magic number.
+fn has_magic(c: Coding, head: &[u8]) -> bool {
+    match c {
+        Coding::Gzip => head.starts_with(&[0x1f, 0x8b]),
+        Coding::Deflate => head.len() >= 2 && is_zlib_header(&head[..2]),
+        Coding::Zstd => {
+            head.len() == 4 && {
+                let m = u32::from_le_bytes([head[0], head[1], head[2], head[3]]);
+                m == ZSTD_MAGIC || m & 0xFFFF_FFF0 == 0x184D_2A50
+            }
+        }
+        Coding::Brotli => true,
+    }
+}
+
+/// A layer decoded only if its input starts with the coding's magic number, passed through
+/// otherwise (see [`Layer::unless_no_magic`]).
+enum IfMagic {
+    Pending(Coding, Option<Box<dyn Read + Send>>),
+    Ready(Box<dyn Read + Send>),
+}
+
+impl Read for IfMagic {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        if let IfMagic::Pending(c, inner) = self {
+            let c = *c;
+            let mut inner = inner.take().expect("a pending layer has its input");
+            let mut head = Vec::with_capacity(4);
+            (&mut inner).take(4).read_to_end(&mut head)?;
+            let magic = has_magic(c, &head);
+            let src: Box<dyn Read + Send> = Box::new(Cursor::new(head).chain(inner));
+            *self = IfMagic::Ready(if magic { layer(c, src) } else { src });
+        }
+        match self {
+            IfMagic::Ready(r) => r.read(out),
+            IfMagic::Pending(..) => unreachable!("set just above"),
+        }
+    }
+}
 
 /// `deflate`: zlib (RFC 1950) when the first two bytes form a zlib header, raw deflate otherwise
 /// (what several servers send, and what browsers accept too).
@@ -393,14 +524,23 @@ impl Read for Zstd {
     }
 }
 
+/// Why the body's chunks stopped before their end.
+#[derive(Debug)]
+enum Broke {
+    /// The transport failed.
+    Transport,
+    /// The compressed input went past [`max_compressed_input`].
+    OverCap,
+}
+
 /// The body's chunks as a `Read`, on the blocking thread.
 struct ChannelReader {
-    rx: mpsc::Receiver<Result<Bytes, ()>>,
+    rx: mpsc::Receiver<Result<Bytes, Broke>>,
     cur: Bytes,
 }
 
 impl ChannelReader {
-    fn new(rx: mpsc::Receiver<Result<Bytes, ()>>) -> Self {
+    fn new(rx: mpsc::Receiver<Result<Bytes, Broke>>) -> Self {
         ChannelReader {
             rx,
             cur: Bytes::new(),
@@ -413,10 +553,16 @@ impl Read for ChannelReader {
         while self.cur.is_empty() {
             match self.rx.blocking_recv() {
                 Some(Ok(b)) => self.cur = b,
-                Some(Err(())) => {
+                Some(Err(Broke::Transport)) => {
                     return Err(io::Error::new(
                         io::ErrorKind::UnexpectedEof,
                         "the response body broke off",
+                    ))
+                }
+                Some(Err(Broke::OverCap)) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::FileTooLarge,
+                        "the compressed body is over its cap",
                     ))
                 }
                 None => return Ok(0),
@@ -439,7 +585,87 @@ mod tests {
         for v in values {
             h.append(CONTENT_ENCODING, HeaderValue::from_str(v).unwrap());
         }
-        codings(&h).map_err(|e| e.code)
+        codings(&h)
+            .map(|l| l.into_iter().map(|l| l.coding).collect())
+            .map_err(|e| e.code)
+    }
+
+    fn plain(codings: &[Coding]) -> Vec<Layer> {
+        codings
+            .iter()
+            .map(|&coding| Layer {
+                coding,
+                unless_no_magic: false,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn media_types_add_a_layer_after_the_content_codings() {
+        let with = |ce: Option<&str>, ct: &str| {
+            let mut h = HeaderMap::new();
+            if let Some(ce) = ce {
+                h.insert(CONTENT_ENCODING, HeaderValue::from_str(ce).unwrap());
+            }
+            h.insert(CONTENT_TYPE, HeaderValue::from_str(ct).unwrap());
+            codings(&h).unwrap()
+        };
+        assert_eq!(with(None, "application/gzip"), plain(&[Coding::Gzip]));
+        assert_eq!(
+            with(None, "Application/X-GZIP; charset=binary"),
+            plain(&[Coding::Gzip])
+        );
+        assert_eq!(with(None, "application/zstd"), plain(&[Coding::Zstd]));
+        assert_eq!(with(None, "application/zlib"), plain(&[Coding::Deflate]));
+        assert_eq!(with(None, "application/x-brotli"), plain(&[Coding::Brotli]));
+        assert_eq!(with(None, "application/json"), plain(&[]));
+        assert_eq!(with(None, "application/zip"), plain(&[]));
+        assert_eq!(
+            with(Some("br"), "application/gzip"),
+            plain(&[Coding::Brotli, Coding::Gzip])
+        );
+        // Repeating the content coding right under it: decoded only if it starts like one.
+        let l = with(Some("gzip"), "application/gzip");
+        assert_eq!(l[1].coding, Coding::Gzip);
+        assert!(l[1].unless_no_magic);
+        let l = with(Some("br"), "application/x-brotli");
+        assert!(!l[1].unless_no_magic, "brotli has no magic number");
+    }
+
+    #[test]
+    fn a_repeated_layer_is_skipped_only_without_its_magic() {
+        let gz = |b: &[u8]| {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            io::Write::write_all(&mut e, b).unwrap();
+            e.finish().unwrap()
+        };
+        let layers = [
+            Layer {
+                coding: Coding::Gzip,
+                unless_no_magic: false,
+            },
+            Layer {
+                coding: Coding::Gzip,
+                unless_no_magic: true,
+            },
+        ];
+        let once = gz(b"hello file");
+        let (b, _) = decode_capped(Cursor::new(once.clone()), &layers, 100).unwrap();
+        assert_eq!(b, b"hello file");
+        let (b, _) = decode_capped(Cursor::new(gz(&once)), &layers, 100).unwrap();
+        assert_eq!(b, b"hello file");
+        // Starts like gzip but is not: refused, not returned.
+        let mut fake = vec![0x1f, 0x8b];
+        fake.extend_from_slice(b"not really");
+        let e = decode_capped(Cursor::new(gz(&fake)), &layers, 100).unwrap_err();
+        assert_eq!(e.code, ErrorCode::UndecodableResponse);
+    }
+
+    #[test]
+    fn compressed_input_cap_leaves_room_for_incompressible_data() {
+        assert_eq!(max_compressed_input(0), 64 * 1024);
+        assert_eq!(max_compressed_input(8 << 20), (9 << 20) + 64 * 1024);
+        assert_eq!(max_compressed_input(usize::MAX), usize::MAX);
     }
 
     #[test]
@@ -496,10 +722,10 @@ mod tests {
     #[test]
     fn zstd_windows_over_8_mib_are_refused_before_decoding() {
         // 1 MiB (exponent 10) decodes; 8 MiB is the limit; 16 MiB is refused.
-        let ok = decode_capped(Cursor::new(zstd_frame(0x50)), &[Coding::Zstd], 100).unwrap();
+        let ok = decode_capped(Cursor::new(zstd_frame(0x50)), &plain(&[Coding::Zstd]), 100).unwrap();
         assert_eq!(ok, (b"abc".to_vec(), false));
-        assert!(decode_capped(Cursor::new(zstd_frame(0x68)), &[Coding::Zstd], 100).is_ok());
-        let e = decode_capped(Cursor::new(zstd_frame(0x70)), &[Coding::Zstd], 100).unwrap_err();
+        assert!(decode_capped(Cursor::new(zstd_frame(0x68)), &plain(&[Coding::Zstd]), 100).is_ok());
+        let e = decode_capped(Cursor::new(zstd_frame(0x70)), &plain(&[Coding::Zstd]), 100).unwrap_err();
         assert_eq!(e.code, ErrorCode::UndecodableResponse);
     }
 
@@ -514,14 +740,14 @@ mod tests {
         let mut ok = f.clone();
         ok.extend_from_slice(&good);
         assert_eq!(
-            decode_capped(Cursor::new(ok), &[Coding::Zstd], 100)
+            decode_capped(Cursor::new(ok), &plain(&[Coding::Zstd]), 100)
                 .unwrap()
                 .0,
             b"abc"
         );
         let mut bad = f;
         bad.extend_from_slice(&[0, 0, 0, 0]);
-        let e = decode_capped(Cursor::new(bad), &[Coding::Zstd], 100).unwrap_err();
+        let e = decode_capped(Cursor::new(bad), &plain(&[Coding::Zstd]), 100).unwrap_err();
         assert_eq!(e.code, ErrorCode::UndecodableResponse);
     }
 
@@ -531,7 +757,7 @@ mod tests {
         io::Write::write_all(&mut e, &[b'x'; 10]).unwrap();
         let gz = e.finish().unwrap();
         for (cap, truncated) in [(9, true), (10, false), (11, false), (0, true)] {
-            let (b, t) = decode_capped(Cursor::new(gz.clone()), &[Coding::Gzip], cap).unwrap();
+            let (b, t) = decode_capped(Cursor::new(gz.clone()), &plain(&[Coding::Gzip]), cap).unwrap();
             assert_eq!((b.len(), t), (cap.min(10), truncated), "{cap}");
         }
     }

@@ -13,6 +13,7 @@
 mod addr;
 mod decode;
 mod response;
+mod tool;
 mod validate;
 
 pub use addr::{is_public, ResolveError};

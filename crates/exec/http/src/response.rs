@@ -113,8 +113,33 @@ pub(crate) async fn read_capped(
 }
 
 /// The tool result: `{status, headers, body, truncated}`, plus `body_encoding: "base64"` when the
-/// body is binary.
+/// body is binary. A body whose media type is a compression format (`application/gzip`...) was
+/// decompressed on the way in (see `decode`): it says so with `body_decompressed: true`, and it
+/// is returned as text when the decompressed content is UTF-8, as base64 otherwise.
 pub(crate) fn result(
+    status: u16,
+    headers: Map<String, Value>,
+    body: Vec<u8>,
+    binary: bool,
+    truncated: bool,
+) -> Value {
+    let decompressed = headers
+        .get("content-type")
+        .and_then(Value::as_str)
+        .and_then(crate::decode::media_coding_of)
+        .is_some();
+    if decompressed {
+        // A cap may cut the last character short: still text.
+        let binary = std::str::from_utf8(&body).is_err_and(|e| e.error_len().is_some());
+        let mut v = body_result(status, headers, body, binary, truncated);
+        v["body_decompressed"] = Value::Bool(true);
+        return v;
+    }
+    body_result(status, headers, body, binary, truncated)
+}
+
+/// `{status, headers, body, truncated}` with the body as text, or as base64 when `binary`.
+fn body_result(
     status: u16,
     headers: Map<String, Value>,
     body: Vec<u8>,

@@ -2,16 +2,14 @@
 //! role), run the first query with it, revoke it (role dropped and checked gone). Prints p50/p99 of
 //! the full cycle, sequentially, and the cycles per second sustained at a given concurrency.
 //!
-//! `cargo run --release --bin airlock-bench-leases -- [postgres://admin@host/db] [concurrency]
-//! [seconds]` (default `postgres://postgres@127.0.0.1:5432/test`, 8, 10).
+//! `cargo run --release -p airlock-bench --bin airlock-bench-leases -- [postgres://admin@host/db]
+//! [concurrency] [seconds]` (default `postgres://postgres@127.0.0.1:5432/test`, 8, 10).
 #![forbid(unsafe_code)]
 
-use airlock_core::config::Config;
+use airlock_bench::load::Latencies;
+use airlock_bench::scratch::Scratch;
 use airlock_core::Secret;
 use airlock_server::{Broker, Caller};
-use airlock_store::audit::AuditKey;
-use airlock_store::Store;
-use airlock_vault::{MasterKey, Vault};
 use anyhow::{bail, Context, Result};
 use serde_json::json;
 use sqlx::Connection;
@@ -42,9 +40,9 @@ async fn cycle_phases(b: &Broker, c: &Caller, table: &str) -> Result<[Duration; 
     Ok([total, issued, queried - issued, total - queried])
 }
 
-fn pct(sorted: &[Duration], p: f64) -> f64 {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i].as_secs_f64() * 1000.0
+/// Milliseconds, for the report.
+fn ms(secs: f64) -> f64 {
+    secs * 1000.0
 }
 
 #[tokio::main]
@@ -57,47 +55,36 @@ async fn main() -> Result<()> {
     let mut admin = sqlx::PgConnection::connect(&dsn).await.context("connecting with the admin DSN")?;
     sqlx::raw_sql(&format!("CREATE TABLE {table} (id int); INSERT INTO {table} VALUES (1), (2), (3);")).execute(&mut admin).await?;
 
-    let dir = tempfile::tempdir()?;
     let cfg_text = format!(
         "[store]\ndata_dir = \"data\"\nsync = \"normal\"\n[limits]\nrate_per_minute = 10000000\n\
          [handles.PG]\nkind = \"postgres\"\nsecret = \"local:PG\"\n[handles.PG.database]\ntables = [\"{table}\"]\n\
          [handles.PG.lease]\ndynamic = true\n\
          [agents.bench]\ngrants = [{{ handle = \"PG\", tools = [\"request_lease\"] }}]\n"
     );
-    let cfg_path = dir.path().join("airlock.toml");
-    std::fs::write(&cfg_path, cfg_text)?;
-    let cfg = Config::load(&cfg_path)?;
-    let data = cfg.store.data_dir.clone();
-    std::fs::create_dir_all(&data)?;
-    MasterKey::create(&data.join("master.key"))?;
-    AuditKey::create(&data)?;
-    let store = Store::open(&data).await?;
-    Vault::new(MasterKey::load(&data.join("master.key"))?, store.clone()).put("PG", &Secret::from_str_value(&dsn)).await?;
-    let (_, token) = store.add_agent("bench", None, None).await?;
-    let broker = Arc::new(Broker::open(cfg).await?);
-    let caller = broker.authenticate(Some(token.reveal())).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    let scratch = Scratch::new(&cfg_text).await?;
+    scratch.put_secret("PG", &Secret::from_str_value(&dsn)).await?;
+    let (broker, caller) = scratch.broker_for("bench").await?;
+    let broker = Arc::new(broker);
 
     for _ in 0..5 {
         cycle(&broker, &caller, &table).await?;
     }
-    let mut phases: [Vec<Duration>; 4] = Default::default();
+    let mut samples: [Vec<Duration>; 4] = Default::default();
     for _ in 0..200 {
         let p = cycle_phases(&broker, &caller, &table).await?;
-        for (v, d) in phases.iter_mut().zip(p) {
+        for (v, d) in samples.iter_mut().zip(p) {
             v.push(d);
         }
     }
-    for v in phases.iter_mut() {
-        v.sort();
-    }
+    let phases = samples.map(Latencies::from_durations);
     println!(
         "lease cycle (issue + first query + revoke), sequential, 200 cycles: p50 {:.2} ms, p99 {:.2} ms \
          (p50 issue {:.2} ms, first query {:.2} ms, revoke {:.2} ms)",
-        pct(&phases[0], 0.5),
-        pct(&phases[0], 0.99),
-        pct(&phases[1], 0.5),
-        pct(&phases[2], 0.5),
-        pct(&phases[3], 0.5)
+        ms(phases[0].p50()),
+        ms(phases[0].p99()),
+        ms(phases[1].p50()),
+        ms(phases[2].p50()),
+        ms(phases[3].p50())
     );
 
     let deadline = Instant::now() + Duration::from_secs(secs);
@@ -118,13 +105,13 @@ async fn main() -> Result<()> {
         all.extend(t.await??);
     }
     let elapsed = start.elapsed().as_secs_f64();
-    all.sort();
+    let all = Latencies::from_durations(all);
     println!(
         "concurrency {conc}, {secs} s: {} cycles, {:.0} leases/s sustained, p50 {:.2} ms, p99 {:.2} ms",
         all.len(),
         all.len() as f64 / elapsed,
-        pct(&all, 0.5),
-        pct(&all, 0.99)
+        ms(all.p50()),
+        ms(all.p99())
     );
     let left: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_roles WHERE rolname LIKE $1")
         .bind(format!("airlock\\_l\\_{}%", broker.installation()))

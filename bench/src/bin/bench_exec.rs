@@ -10,24 +10,21 @@
 //! and prints p50 and p99 of each. The broker runs in this process on a throw-away data
 //! directory; this binary is its own sandbox second stage, as `airlock` is for `airlock serve`.
 //!
-//! Run: `cargo run --release --bin airlock-bench-exec [-- ITERATIONS [full|normal]]`.
+//! Run: `cargo run --release -p airlock-bench --bin airlock-bench-exec [-- ITERATIONS [full|normal]]`.
 #![forbid(unsafe_code)]
 
-use airlock_core::config::Config;
+use airlock_bench::load::Latencies;
+use airlock_bench::scratch::Scratch;
 use airlock_core::Secret;
 use airlock_exec_command::sandbox::Plan;
 use airlock_exec_command::stage2::{self, SecretSlot, Spec};
 use airlock_exec_command::{CommandExecutor, SandboxSettings, CHILD_PATH};
-use airlock_server::Broker;
-use airlock_store::audit::AuditKey;
-use airlock_store::Store;
-use airlock_vault::{MasterKey, Vault};
 use anyhow::{bail, Context, Result};
 use serde_json::json;
 use std::future::Future;
 use std::path::Path;
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tokio::io::AsyncWriteExt;
 
 const CONFIG: &str = r#"
@@ -50,17 +47,8 @@ const AGENT: &str = r#"
 grants = [{ handle = "TRUE", tools = ["run_command"] }]
 "#;
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i]
-}
-
-fn us(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e6
-}
-
-/// Times `n` runs of `f` after 20 warm-up runs; sorted.
-async fn time<F, Fut>(n: usize, mut f: F) -> Result<Vec<Duration>>
+/// Times `n` runs of `f` after 20 warm-up runs.
+async fn time<F, Fut>(n: usize, mut f: F) -> Result<Latencies>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<()>>,
@@ -73,12 +61,11 @@ where
             v.push(t.elapsed());
         }
     }
-    v.sort();
-    Ok(v)
+    Ok(Latencies::from_durations(v))
 }
 
-fn report(label: &str, v: &[Duration]) {
-    println!("  {label:<44} p50 {:>8.0} us  p99 {:>8.0} us", us(percentile(v, 0.5)), us(percentile(v, 0.99)));
+fn report(label: &str, v: &Latencies) {
+    println!("  {label:<44} p50 {:>8.0} us  p99 {:>8.0} us", v.p50() * 1e6, v.p99() * 1e6);
 }
 
 async fn spawn_status(mut cmd: tokio::process::Command, input: Option<&[u8]>) -> Result<()> {
@@ -108,24 +95,14 @@ async fn bench() -> Result<()> {
     if sync != "full" && sync != "normal" {
         bail!("the second argument is the store sync mode: full or normal");
     }
-    let dir = tempfile::tempdir()?;
-    let cfg_path = dir.path().join("airlock.toml");
-    std::fs::write(&cfg_path, CONFIG.replace("sync = \"full\"", &format!("sync = \"{sync}\"")) + AGENT)?;
-    let cfg = Config::load(&cfg_path)?;
-    let data = cfg.store.data_dir.clone();
-    std::fs::create_dir_all(&data)?;
-    MasterKey::create(&data.join("master.key"))?;
-    AuditKey::create(&data)?;
-    let store = Store::open(&data).await?;
+    let scratch = Scratch::new(&(CONFIG.replace("sync = \"full\"", &format!("sync = \"{sync}\"")) + AGENT)).await?;
     let secret = Secret::from_str_value("bench-secret-value-0123456789");
-    Vault::new(MasterKey::load(&data.join("master.key"))?, store.clone()).put("TRUE", &secret).await?;
-    let (_, token) = store.add_agent("bench", None, None).await?;
-    let handle = cfg.handles.values().next().context("the TRUE handle")?.clone();
-    let settings = SandboxSettings::from_config(&cfg);
+    scratch.put_secret("TRUE", &secret).await?;
+    let handle = scratch.config.handles.values().next().context("the TRUE handle")?.clone();
+    let settings = SandboxSettings::from_config(&scratch.config);
     let exec = CommandExecutor::new(settings.clone());
     exec.preflight().await.map_err(|e| anyhow::anyhow!("sandbox unavailable: {e}"))?;
-    let broker = Broker::open(cfg).await?;
-    let caller = broker.authenticate(Some(token.reveal())).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    let (broker, caller) = scratch.broker_for("bench").await?;
 
     let none = time(n, || async {
         let mut c = tokio::process::Command::new("/bin/true");
@@ -147,6 +124,8 @@ async fn bench() -> Result<()> {
 
     let program = Path::new("/bin/true");
     let workdir = Path::new("/");
+    // The control frame the executor writes to the sandbox's stdin, built here to time bwrap alone.
+    #[allow(clippy::disallowed_methods)]
     let frame = stage2::encode_frame(secret.expose_secret());
     let bwrap = time(n, || async {
         let plan = Plan {

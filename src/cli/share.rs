@@ -3,13 +3,48 @@
 
 use airlock_share::{derive, Link, NewShare};
 use anyhow::{bail, Context, Result};
+use clap::Args;
 use serde_json::{json, Value};
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use zeroize::Zeroizing;
 
+// The arguments of `airlock share` (its help text is the variant's in the command list).
+#[derive(Args)]
+pub struct ShareArgs {
+    /// How many times the link can be opened.
+    #[arg(long, default_value_t = 1)]
+    views: u32,
+    /// When it expires: 5m, 1h, 1d, 7d (or seconds).
+    #[arg(long, default_value = "1h")]
+    expires: String,
+    /// Also require a passphrase (prompted on the terminal).
+    #[arg(long)]
+    passphrase: bool,
+    /// Read the passphrase from the first line of this file instead of prompting.
+    #[arg(long)]
+    passphrase_file: Option<PathBuf>,
+    /// The airlock server; default `shares.base_url`, else the configured listen address.
+    #[arg(long, env = "AIRLOCK_URL")]
+    server: Option<String>,
+}
+
+/// `airlock share`: the configuration is optional here, since a person may share to any airlock
+/// server; it gives the default server and the size limit.
+pub async fn run(config: &Path, args: ShareArgs) -> Result<u8> {
+    let cfg = if config.exists() { Some(super::load(config)?) } else { None };
+    let server = match (&args.server, &cfg) {
+        (Some(s), _) => s.clone(),
+        (None, Some(c)) => super::configured_server(c),
+        (None, None) => "http://127.0.0.1:7878".to_owned(),
+    };
+    let max_plaintext = cfg.as_ref().map(|c| c.shares.max_plaintext_bytes).unwrap_or(1 << 20);
+    share(&args, &server, max_plaintext).await?;
+    Ok(0)
+}
+
 /// Parses `90s`, `5m`, `1h`, `1d`, `7d` or a number of seconds.
-pub fn parse_duration(s: &str) -> Result<u64> {
+fn parse_duration(s: &str) -> Result<u64> {
     let s = s.trim();
     let (num, unit) = match s.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
         Some((i, _)) => s.split_at(i),
@@ -66,46 +101,30 @@ async fn error_of(resp: reqwest::Response) -> anyhow::Error {
     }
 }
 
-/// Options of `airlock share`.
-pub struct ShareOpts<'a> {
-    pub server: &'a str,
-    pub views: u32,
-    pub expires: &'a str,
-    pub passphrase: bool,
-    pub passphrase_file: Option<&'a Path>,
-    pub max_plaintext: usize,
-}
-
-/// Reads stdin, seals it, stores it, prints the link.
-pub async fn share(o: ShareOpts<'_>) -> Result<()> {
-    let expires_in = parse_duration(o.expires)?;
+/// Reads stdin (at most `max_plaintext` bytes), seals it, stores it on `server`, prints the link.
+async fn share(o: &ShareArgs, server: &str, max_plaintext: usize) -> Result<()> {
+    let expires_in = parse_duration(&o.expires)?;
     let mut buf = Zeroizing::new(Vec::new());
     std::io::stdin()
-        .take(o.max_plaintext as u64 + 2)
+        .take(max_plaintext as u64 + 2)
         .read_to_end(&mut buf)
         .context("reading the secret from stdin")?;
-    // One trailing newline is the shell's, not the secret's.
-    if buf.last() == Some(&b'\n') {
-        buf.pop();
-        if buf.last() == Some(&b'\r') {
-            buf.pop();
-        }
-    }
+    super::trim_one_newline(&mut buf);
     if buf.is_empty() {
         bail!("nothing on stdin to share");
     }
-    if buf.len() > o.max_plaintext {
-        bail!("the secret is larger than the limit of {} bytes", o.max_plaintext);
+    if buf.len() > max_plaintext {
+        bail!("the secret is larger than the limit of {} bytes", max_plaintext);
     }
     let pass = if o.passphrase || o.passphrase_file.is_some() {
-        Some(passphrase(o.passphrase_file, "Passphrase for the link: ", true)?)
+        Some(passphrase(o.passphrase_file.as_deref(), "Passphrase for the link: ", true)?)
     } else {
         None
     };
     let expires_at = chrono::Utc::now().timestamp() + expires_in as i64;
-    let s = NewShare::create(&buf, pass.as_ref().map(|p| p.as_str()), expires_at, o.views, o.max_plaintext)?;
+    let s = NewShare::create(&buf, pass.as_ref().map(|p| p.as_str()), expires_at, o.views, max_plaintext)?;
     let (ciphertext, proof_hash) = s.request_fields();
-    let base = o.server.trim_end_matches('/');
+    let base = server.trim_end_matches('/');
     let resp = client()?
         .post(format!("{base}/v1/shares"))
         .json(&json!({"id": s.id, "ciphertext": ciphertext, "proof_hash": proof_hash, "expires_at": expires_at, "views": o.views}))
@@ -157,8 +176,11 @@ pub async fn open(link: &str, passphrase_file: Option<&Path>) -> Result<u8> {
     let secret = airlock_share::open(&blob, &d, &l.id, &limits)?;
     use std::io::Write;
     let mut out = std::io::stdout().lock();
-    out.write_all(secret.expose_secret())?;
-    if !secret.expose_secret().ends_with(b"\n") {
+    // The person's side: printing what the link carried is what `open` is for.
+    #[allow(clippy::disallowed_methods)]
+    let plaintext = secret.expose_secret();
+    out.write_all(plaintext)?;
+    if !plaintext.ends_with(b"\n") {
         out.write_all(b"\n")?;
     }
     out.flush()?;

@@ -1,10 +1,64 @@
-//! `airlock approve ID` / `airlock deny ID`: an approver decides a held call through the server,
-//! which records the decision, wakes a waiting call and audits it. The approver token comes from
-//! AIRLOCK_APPROVER_TOKEN or a prompt, never from argv.
+//! Approvals. `airlock approver add|list|revoke`: the operator manages the people who decide
+//! held calls, each with a token of their own. `airlock approve ID` / `airlock deny ID`: an
+//! approver decides a held call through the server, which records the decision, wakes a waiting
+//! call and audits it. The approver token comes from AIRLOCK_APPROVER_TOKEN or a prompt, never
+//! from argv.
 
+use crate::home;
 use anyhow::{Context, Result};
+use clap::Subcommand;
 use serde_json::Value;
+use std::path::Path;
 use zeroize::Zeroizing;
+
+#[derive(Subcommand)]
+pub enum ApproverCmd {
+    /// Create an approver and print its token once.
+    Add {
+        /// The approver's name (recorded with each decision).
+        name: String,
+    },
+    /// List approvers.
+    List,
+    /// Revoke an approver.
+    Revoke {
+        /// The approver's name or id.
+        name: String,
+    },
+}
+
+/// `airlock approver ...`, on the store of the configuration.
+pub async fn approvers(config: &Path, cmd: ApproverCmd) -> Result<u8> {
+    let cfg = super::load(config)?;
+    let store = home::open_store(&cfg).await?;
+    match cmd {
+        ApproverCmd::Add { name } => {
+            let (a, token) = store.add_approver(&name).await?;
+            eprintln!("approver {} ({}) created; its token is shown once:", a.name, a.id);
+            println!("{}", token.reveal());
+        }
+        ApproverCmd::List => {
+            for a in store.list_approvers().await? {
+                let state = if a.revoked_at.is_some() { "revoked" } else { "live" };
+                println!("{}\t{}\t{}\tcreated {}", a.id, a.name, state, a.created_at);
+            }
+        }
+        ApproverCmd::Revoke { name } => {
+            store.revoke_approver(&name).await?;
+            println!("revoked approver {name}");
+        }
+    }
+    Ok(0)
+}
+
+/// `airlock approve` / `airlock deny`, against `server` or the configured one.
+pub async fn decide_at(config: &Path, server: Option<String>, id: &str, approve: bool) -> Result<u8> {
+    let server = match server {
+        Some(s) => s,
+        None => super::configured_server(&super::load(config)?),
+    };
+    decide(&server, id, approve).await
+}
 
 fn token() -> Result<Zeroizing<String>> {
     if let Ok(t) = std::env::var("AIRLOCK_APPROVER_TOKEN") {
@@ -37,7 +91,7 @@ async fn answer(req: reqwest::RequestBuilder, server: &str) -> Result<Value> {
 
 /// Shows the call on stderr, then approves or denies it. Exit 0 when the decision is recorded,
 /// 1 when the server refused it.
-pub async fn decide(server: &str, id: &str, approve: bool) -> Result<u8> {
+async fn decide(server: &str, id: &str, approve: bool) -> Result<u8> {
     let server = server.trim_end_matches('/');
     if !(id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit())) {
         anyhow::bail!("{id:?} is not an approval id (32 hex digits)");

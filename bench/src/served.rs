@@ -1,0 +1,135 @@
+//! A broker as its own process: the `airlock` binary of the same build, set up and started the
+//! way an operator does it (`init`, `secret put` on stdin, `agent add`, `serve`), plus the
+//! child-process chores around it.
+
+use anyhow::{bail, Context, Result};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A child process, killed and reaped when dropped.
+pub struct Proc(pub Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Waits until `url` answers at all (any status), for at most `within`.
+pub async fn wait_http(url: &str, within: Duration) -> Result<()> {
+    let c = reqwest::Client::new();
+    let t0 = Instant::now();
+    while t0.elapsed() < within {
+        if c.get(url).send().await.is_ok() {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    bail!("{url} did not come up within {} s", within.as_secs())
+}
+
+/// The program `name` on PATH, if any.
+pub fn which(name: &str) -> Option<PathBuf> {
+    let paths = std::env::var_os("PATH")?;
+    std::env::split_paths(&paths).map(|p| p.join(name)).find(|p| p.is_file())
+}
+
+/// Runs `cmd` to its end; its stdout, or an error with its stderr when it failed.
+pub fn output(cmd: &mut Command) -> Result<String> {
+    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
+    if !out.status.success() {
+        bail!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    String::from_utf8(out.stdout).context("the output is not UTF-8")
+}
+
+/// A SQLite file at `path` with one empty table, for `query_db SELECT 1`; its URL.
+pub async fn select1_db(path: &Path) -> Result<String> {
+    use sqlx::Connection;
+    let url = format!("sqlite://{}", path.display());
+    let mut c = sqlx::SqliteConnection::connect(&format!("{url}?mode=rwc")).await.with_context(|| format!("creating {url}"))?;
+    sqlx::raw_sql("CREATE TABLE IF NOT EXISTS t (x INTEGER)").execute(&mut c).await?;
+    Ok(url)
+}
+
+/// How long a started `airlock serve` may take to answer `/healthz`.
+const SERVE_WITHIN: Duration = Duration::from_secs(15);
+
+/// The `airlock` binary next to the running benchmark: the build being measured.
+pub struct Airlock(PathBuf);
+
+impl Airlock {
+    /// `airlock` in the directory of this executable (cargo puts both packages' binaries in
+    /// one target directory).
+    pub fn next_to_this() -> Result<Airlock> {
+        let p = std::env::current_exe()?.with_file_name("airlock");
+        if !p.exists() {
+            bail!(
+                "{} not found: build it first with `cargo build -p airlock` in the same profile (--release for a release run)",
+                p.display()
+            );
+        }
+        Ok(Airlock(p))
+    }
+
+    /// Its path.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    /// `airlock --config CONFIG`, arguments to follow.
+    pub fn command(&self, config: &Path) -> Command {
+        let mut c = Command::new(&self.0);
+        c.arg("--config").arg(config);
+        c
+    }
+
+    /// Fresh keys and an empty store in `dir/airlock-data`. `init` refuses to overwrite a
+    /// config, so it runs in a side directory and its data directory is moved in.
+    pub fn init_data(&self, dir: &Path) -> Result<()> {
+        let side = tempfile::tempdir()?;
+        output(self.command(&side.path().join("airlock.toml")).arg("init"))?;
+        std::fs::rename(side.path().join("airlock-data"), dir.join("airlock-data")).context("moving the new data directory")?;
+        Ok(())
+    }
+
+    /// `airlock secret put NAME` with `value` on stdin.
+    pub fn secret_put(&self, config: &Path, name: &str, value: &str) -> Result<()> {
+        use std::io::Write;
+        let mut c = self.command(config).args(["secret", "put", name]).stdin(Stdio::piped()).stdout(Stdio::null()).spawn()?;
+        c.stdin.take().context("stdin")?.write_all(value.as_bytes())?;
+        if !c.wait()?.success() {
+            bail!("secret put {name} failed");
+        }
+        Ok(())
+    }
+
+    /// `airlock agent add NAME`; the agent's token.
+    pub fn agent_add(&self, config: &Path, name: &str) -> Result<String> {
+        Ok(output(self.command(config).args(["agent", "add", name]).stderr(Stdio::null()))?.trim().to_owned())
+    }
+
+    /// `airlock serve` on `config`, quiet (its errors still reach stderr), once
+    /// `{base}/healthz` answers; an error as soon as it exits instead.
+    pub async fn serve(&self, config: &Path, base: &str) -> Result<Proc> {
+        let mut proc = Proc(self.command(config).arg("serve").env("RUST_LOG", "error").stdout(Stdio::null()).spawn()?);
+        let (c, url, t0) = (reqwest::Client::new(), format!("{base}/healthz"), Instant::now());
+        while t0.elapsed() < SERVE_WITHIN {
+            if let Some(status) = proc.0.try_wait()? {
+                bail!("airlock serve --config {} exited ({status}) before answering", config.display());
+            }
+            if c.get(&url).send().await.is_ok() {
+                return Ok(proc);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        bail!("{url} did not come up within {} s", SERVE_WITHIN.as_secs())
+    }
+}

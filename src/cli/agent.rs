@@ -1,0 +1,74 @@
+//! `airlock agent`: agent identities in the store. A new agent's token is printed once; revoking
+//! goes through the broker so that the agent's sub-agents and leases go with it.
+
+use crate::home;
+use airlock_store::agents::Agent;
+use anyhow::Result;
+use clap::Subcommand;
+use std::path::Path;
+
+#[derive(Subcommand)]
+pub enum AgentCmd {
+    /// Create an agent and print its token once.
+    Add {
+        /// The agent's name (the one grants refer to).
+        name: String,
+        /// Expire the token after this many seconds.
+        #[arg(long)]
+        expires_in: Option<u64>,
+    },
+    /// List agents.
+    List,
+    /// Revoke an agent and its sub-agents, and their leases.
+    Revoke {
+        /// The agent's name or id.
+        name: String,
+    },
+    /// Agents and their sub-agents, as a tree.
+    Tree,
+}
+
+pub async fn run(config: &Path, cmd: AgentCmd) -> Result<u8> {
+    let cfg = super::load(config)?;
+    let store = home::open_store(&cfg).await?;
+    match cmd {
+        AgentCmd::Add { name, expires_in } => {
+            let exp = expires_in.map(|s| {
+                (chrono::Utc::now() + chrono::Duration::seconds(s as i64)).to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+            });
+            let (a, token) = store.add_agent(&name, None, exp.as_deref()).await?;
+            if !cfg.agents.contains_key(&name) {
+                eprintln!("note: no [agents.{name}] grants in {}; this agent can call nothing yet", cfg.source);
+            }
+            eprintln!("agent {} ({}) created; its token is shown once:", a.name, a.id);
+            println!("{}", token.reveal());
+        }
+        AgentCmd::List => {
+            for a in store.list_agents().await? {
+                let state = if a.revoked_at.is_some() { "revoked" } else { "live" };
+                println!("{}\t{}\t{}\tcreated {}", a.id, a.name, state, a.created_at);
+            }
+        }
+        AgentCmd::Revoke { name } => {
+            drop(store);
+            // Through the broker, so that the agents' leases are revoked now.
+            let broker = super::open_broker(cfg).await?;
+            let n = broker.revoke_agent(&name).await?;
+            println!("revoked {n} agent(s)");
+        }
+        AgentCmd::Tree => print_tree(&store.list_agents().await?, None, 0),
+    }
+    Ok(0)
+}
+
+/// The agents under `parent` (the roots for None), each followed by its own, indented; 16 levels
+/// at most.
+fn print_tree(agents: &[Agent], parent: Option<&str>, depth: usize) {
+    for a in agents.iter().filter(|a| a.parent.as_deref() == parent) {
+        let state = if a.revoked_at.is_some() { "revoked" } else { "live" };
+        println!("{}{} ({}, {state})", "  ".repeat(depth), a.name, a.id);
+        if depth < 16 {
+            print_tree(agents, Some(&a.id), depth + 1);
+        }
+    }
+}

@@ -1,0 +1,249 @@
+//! The command line: clap's definition of every command, and the dispatch of each to the module
+//! of its group. What a command does lives in its module; this one owns the top-level flags, the
+//! helpers the groups share (loading the config, opening the broker) and the exit code of an
+//! error: 3 when no broker answered at the endpoint, 2 for anything else.
+
+mod agent;
+mod approve;
+mod audit;
+mod call;
+mod init;
+mod lease;
+mod migrate;
+mod policy;
+mod secret;
+mod serve;
+mod share;
+
+use crate::{client, demo, doctor};
+use airlock_core::config::Config;
+use airlock_server::Broker;
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// airlock: a secrets broker for AI agents.
+#[derive(Parser)]
+#[command(name = "airlock", version, about)]
+pub struct Cli {
+    /// The configuration file.
+    #[arg(long, global = true, env = "AIRLOCK_CONFIG", default_value = "airlock.toml")]
+    config: PathBuf,
+    /// Log as JSON lines (for the server).
+    #[arg(long, global = true)]
+    pub log_json: bool,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the whole job on a throw-away setup: brokered calls, denials, scrubbing, audit verify.
+    Demo,
+    /// Create a commented airlock.toml, the data directory, the master key and the audit key.
+    Init,
+    /// Serve the REST API and MCP over streamable HTTP at /mcp.
+    Serve,
+    /// MCP over stdio for an agent: a thin client of the running broker (its socket, or
+    /// AIRLOCK_ENDPOINT) holding only the agent's token (AIRLOCK_TOKEN or AIRLOCK_TOKEN_FILE).
+    Mcp,
+    /// Check this deployment: file modes and owners, the broker's user, the sandbox, TLS, the
+    /// database credentials of read-only handles. Exits 1 on any error-level finding.
+    Doctor {
+        /// Print the findings as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Manage secrets in the local vault (values from stdin or a file, never from argv).
+    Secret {
+        #[command(subcommand)]
+        cmd: secret::SecretCmd,
+    },
+    /// Manage agent identities.
+    Agent {
+        #[command(subcommand)]
+        cmd: agent::AgentCmd,
+    },
+    /// Print the tools the agent may call (a thin client of the running broker; token from
+    /// AIRLOCK_TOKEN or AIRLOCK_TOKEN_FILE).
+    Tools {
+        /// mcp, openai or anthropic.
+        #[arg(long, default_value = "mcp")]
+        format: String,
+    },
+    /// Invoke a tool as an agent (a thin client of the running broker; token from AIRLOCK_TOKEN
+    /// or AIRLOCK_TOKEN_FILE). Exit 0 ok, 1 refused or failed, 3 no broker answered.
+    Call {
+        /// The tool.
+        tool: String,
+        /// The arguments as a JSON object (including credential_handle).
+        #[arg(long, default_value = "{}")]
+        args: String,
+    },
+    /// Read and verify the audit log.
+    Audit {
+        #[command(subcommand)]
+        cmd: audit::AuditCmd,
+    },
+    /// Check and explain policies.
+    Policy {
+        #[command(subcommand)]
+        cmd: policy::PolicyCmd,
+    },
+    /// Make a one-time, end-to-end encrypted link to the secret on stdin; prints the link.
+    Share(share::ShareArgs),
+    /// Open a one-time link (uses one view) and print the secret.
+    Open {
+        /// The link, `{base}/s/{id}#{key}`.
+        link: String,
+        /// Read the passphrase from the first line of this file instead of prompting.
+        #[arg(long)]
+        passphrase_file: Option<PathBuf>,
+    },
+    /// Short-lived, scoped credentials: issue one as an agent (token from AIRLOCK_TOKEN), list
+    /// them with their status, revoke one.
+    Lease {
+        #[command(subcommand)]
+        cmd: lease::LeaseCmd,
+    },
+    /// Copy the SQLite store of the data directory into a PostgreSQL database (agents, sealed
+    /// secrets, leases, tasks, shares, receipts, the audit log with its checkpoints), in one
+    /// transaction. Running it again changes nothing; a database holding other data is refused.
+    Migrate {
+        /// The target, postgres://user@host:5432/database.
+        #[arg(long)]
+        to: String,
+    },
+    /// Manage approvers: the people who approve or deny held calls, each with their own token.
+    Approver {
+        #[command(subcommand)]
+        cmd: approve::ApproverCmd,
+    },
+    /// Approve a held call (approver token from AIRLOCK_APPROVER_TOKEN, else prompted).
+    Approve {
+        /// The approval id (from the agent's `approval-required` answer or the webhook).
+        id: String,
+        /// The airlock server; default `shares.base_url`, else the configured listen address.
+        #[arg(long, env = "AIRLOCK_URL")]
+        server: Option<String>,
+    },
+    /// Deny a held call (approver token from AIRLOCK_APPROVER_TOKEN, else prompted).
+    Deny {
+        /// The approval id.
+        id: String,
+        /// The airlock server; default `shares.base_url`, else the configured listen address.
+        #[arg(long, env = "AIRLOCK_URL")]
+        server: Option<String>,
+    },
+}
+
+impl Cli {
+    /// The log level when RUST_LOG does not say: `serve` reports its start and stop, every other
+    /// command is quiet unless something is wrong.
+    pub fn default_log_level(&self) -> &'static str {
+        if matches!(self.cmd, Cmd::Serve) {
+            "info"
+        } else {
+            "warn"
+        }
+    }
+}
+
+/// Runs the command on a multi-threaded runtime; prints an error that ends it as `error: ...`
+/// with its context chain.
+pub fn execute(cli: Cli) -> ExitCode {
+    let outcome = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+        .and_then(|rt| rt.block_on(run(cli)));
+    match outcome {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(exit_code_of(&e))
+        }
+    }
+}
+
+/// The exit code of a command that ended in `e`.
+fn exit_code_of(e: &anyhow::Error) -> u8 {
+    if e.downcast_ref::<client::Unreachable>().is_some() {
+        client::EXIT_UNREACHABLE
+    } else {
+        2
+    }
+}
+
+/// Dispatches to the command's group; its exit code.
+async fn run(cli: Cli) -> Result<u8> {
+    let config = cli.config.as_path();
+    match cli.cmd {
+        Cmd::Demo => demo::run().await,
+        Cmd::Init => init::run(config).await,
+        Cmd::Serve => serve::run(config).await,
+        Cmd::Mcp => call::mcp().await,
+        Cmd::Doctor { json } => doctor::run(config, json).await,
+        Cmd::Secret { cmd } => secret::run(config, cmd).await,
+        Cmd::Agent { cmd } => agent::run(config, cmd).await,
+        Cmd::Tools { format } => call::tools(&format).await,
+        Cmd::Call { tool, args } => call::call(&tool, &args).await,
+        Cmd::Audit { cmd } => audit::run(config, cmd).await,
+        Cmd::Policy { cmd } => policy::run(config, cmd).await,
+        Cmd::Share(args) => share::run(config, args).await,
+        Cmd::Open { link, passphrase_file } => share::open(&link, passphrase_file.as_deref()).await,
+        Cmd::Lease { cmd } => lease::run(config, cmd).await,
+        Cmd::Migrate { to } => migrate::run(config, &to).await,
+        Cmd::Approver { cmd } => approve::approvers(config, cmd).await,
+        Cmd::Approve { id, server } => approve::decide_at(config, server, &id, true).await,
+        Cmd::Deny { id, server } => approve::decide_at(config, server, &id, false).await,
+    }
+}
+
+/// The configuration at `path`; its errors already name the file, line and field.
+fn load(path: &Path) -> Result<Config> {
+    Config::load(path).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// The broker on `cfg`, in this process.
+async fn open_broker(cfg: Config) -> Result<Broker> {
+    Broker::open(cfg).await.context("opening the broker")
+}
+
+/// Where people's commands (`share`, `approve`, `deny`) reach this deployment's server when no
+/// `--server` is given: `shares.base_url`, else the listen address.
+fn configured_server(cfg: &Config) -> String {
+    cfg.shares.base_url.clone().unwrap_or_else(|| format!("http://{}", cfg.server.listen))
+}
+
+/// Drops one trailing newline (`\n` or `\r\n`) from a value read from stdin or a file: it is the
+/// shell's or the editor's, not the secret's.
+fn trim_one_newline(buf: &mut Vec<u8>) {
+    if buf.last() == Some(&b'\n') {
+        buf.pop();
+        if buf.last() == Some(&b'\r') {
+            buf.pop();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_trailing_newline_is_dropped_and_no_more() {
+        for (input, want) in [(&b"v\n"[..], &b"v"[..]), (b"v\r\n", b"v"), (b"v\n\n", b"v\n"), (b"v", b"v"), (b"\r", b"\r"), (b"", b"")] {
+            let mut buf = input.to_vec();
+            trim_one_newline(&mut buf);
+            assert_eq!(buf, want, "{input:?}");
+        }
+    }
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,70 @@
+//! `airlock policy`: validate the grants and Cedar files of the configuration, and explain one
+//! decision (which policy allowed or denied an agent a tool on a handle).
+
+use airlock_core::config::Config;
+use airlock_core::{HandleName, Tool};
+use airlock_policy::PolicyEngine;
+use anyhow::{Context, Result};
+use clap::Subcommand;
+use std::path::Path;
+
+#[derive(Subcommand)]
+pub enum PolicyCmd {
+    /// Validate the grants and Cedar files against the schema.
+    Check {
+        /// Also print the Cedar generated from the grants.
+        #[arg(long)]
+        show: bool,
+        /// Print the Cedar schema.
+        #[arg(long)]
+        schema: bool,
+    },
+    /// Say whether an agent may call a tool on a handle, and which policy decided.
+    Explain {
+        #[arg(long)]
+        agent: String,
+        #[arg(long)]
+        tool: String,
+        #[arg(long)]
+        handle: String,
+    },
+}
+
+pub async fn run(config: &Path, cmd: PolicyCmd) -> Result<u8> {
+    let cfg = super::load(config)?;
+    let engine = PolicyEngine::from_config(&cfg).map_err(|e| anyhow::anyhow!("{e}"))?;
+    match cmd {
+        PolicyCmd::Check { show, schema } => {
+            if schema {
+                println!("{}", airlock_policy::schema_text());
+            }
+            if show {
+                println!("{}", engine.generated_policies());
+            }
+            println!("policies ok: {} policies, version {}", engine.policy_count(), engine.version());
+            Ok(0)
+        }
+        PolicyCmd::Explain { agent, tool, handle } => explain(&cfg, &engine, &agent, &tool, &handle),
+    }
+}
+
+/// `policy explain`: allow (exit 0) or deny (exit 1), with the deciding policies.
+fn explain(cfg: &Config, engine: &PolicyEngine, agent: &str, tool: &str, handle: &str) -> Result<u8> {
+    let t = Tool::parse(tool).with_context(|| format!("unknown tool {tool:?}"))?;
+    let h = HandleName::parse(handle).map_err(|e| anyhow::anyhow!("{handle:?}: {e}"))?;
+    let Some(handle) = cfg.handles.get(&h) else {
+        println!("deny: no handle {h} in {}", cfg.source);
+        return Ok(1);
+    };
+    if !t.applies_to(handle.kind) {
+        println!("deny: {} does not apply to {} handle {h}", t.name(), handle.kind.as_str());
+        return Ok(1);
+    }
+    let d = engine.decide(agent, t, handle);
+    let who = if d.policies.is_empty() { "default deny (no policy matched)".to_owned() } else { d.policies.join(", ") };
+    println!("{}: {who}", if d.allowed { "allow" } else { "deny" });
+    for e in &d.errors {
+        println!("evaluation error: {e}");
+    }
+    Ok(if d.allowed { 0 } else { 1 })
+}

@@ -1,0 +1,66 @@
+//! `airlock serve`: the broker. Refuses to start on a data directory or key files others can
+//! read (T22), then serves REST and MCP on the TCP listener and the agents' routes on the Unix
+//! socket; SIGHUP drops cached secrets, SIGTERM or Ctrl-C drain in-flight requests and stop.
+
+use crate::home;
+use airlock_server::Broker;
+use anyhow::{Context, Result};
+use std::path::Path;
+use std::sync::Arc;
+
+pub async fn run(config: &Path) -> Result<u8> {
+    let cfg = super::load(config)?;
+    home::refuse_unsafe_home(&cfg)?;
+    let listen = cfg.server.listen;
+    let socket = cfg.server.socket_path();
+    let broker = Arc::new(super::open_broker(cfg.clone()).await?);
+    let tcp = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
+    let unix = match &socket {
+        Some(p) => Some(home::bind_socket(p, &cfg.server)?),
+        None => None,
+    };
+    tracing::info!(addr = %tcp.local_addr()?, socket = ?socket, "airlock serving");
+    let mcp = airlock_mcp::http_router(broker.clone());
+    spawn_invalidate_on_hup(broker.clone());
+    let listeners = airlock_server::http::Listeners { tcp, unix };
+    let r = airlock_server::http::serve_on(listeners, broker, mcp, shutdown_signal()).await;
+    if let Some(p) = &socket {
+        let _ = std::fs::remove_file(p);
+    }
+    r?;
+    Ok(0)
+}
+
+/// SIGHUP drops every cached secret (remote vault values included) and rebuilds the scrubber.
+fn spawn_invalidate_on_hup(broker: Arc<Broker>) {
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else { return };
+        while s.recv().await.is_some() {
+            match broker.invalidate_secrets().await {
+                Ok(()) => tracing::info!("SIGHUP: cached secrets dropped"),
+                Err(e) => tracing::warn!(error = %e, "SIGHUP: secret invalidation failed"),
+            }
+        }
+    });
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down; draining in-flight requests");
+}
