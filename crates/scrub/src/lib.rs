@@ -223,8 +223,11 @@ impl ScrubberBuilder {
         let mut prefixes: Vec<(Box<[u8]>, u32)> = raw.iter().map(|(p, l)| (p.clone().into_boxed_slice(), l.0)).collect();
         // A case-insensitive pattern is listed once; a cut tail is compared byte for byte, so its
         // all-upper and all-lower forms go in too (a mixed-case tail is not recognised).
+        // Only for patterns written in one case (hex, base32, escapes): a mixed-case pattern
+        // (base64) flipped to one case would make ordinary short words look like cut secrets.
         for p in &folded {
-            if let Some(l) = raw.get(p) {
+            let mixed = p.iter().any(u8::is_ascii_lowercase) && p.iter().any(u8::is_ascii_uppercase);
+            if let (Some(l), false) = (raw.get(p), mixed) {
                 prefixes.push((p.to_ascii_uppercase().into_boxed_slice(), l.0));
                 prefixes.push((p.to_ascii_lowercase().into_boxed_slice(), l.0));
             }
