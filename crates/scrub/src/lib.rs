@@ -554,7 +554,10 @@ impl Scrubber {
         }
         starts.push(joined.len());
         let mut spans = self.known_spans(&joined);
-        if cut {
+        // A cap cuts text, never a number: the tail is looked at only when the last leaf is a
+        // string (a number's text is owned, a string's borrowed).
+        let ends_in_string = seq.last().is_some_and(|&i| matches!(texts[i], Cow::Borrowed(_)));
+        if cut && ends_in_string {
             if let Some((start, label)) = self.cut_tail(&joined) {
                 spans.push(Span { start, end: joined.len(), label });
             }
