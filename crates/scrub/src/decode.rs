@@ -439,13 +439,19 @@ fn reversal_regions(
     out
 }
 
-/// The regions of a layer whose canonical form is decoded: `reach` bytes on both sides of every
-/// character the canonical form changes (an encoded secret re-spelled in part lies within its
-/// length of each re-spelled character), merged, on character boundaries. Text with no
-/// re-spelled character is not copied at all; prose dense with them is copied whole once.
+/// The regions of a layer whose canonical form is decoded: around every character the
+/// canonical form changes, the run of non-blank bytes that holds it and `reach` bytes on both
+/// sides of that run, merged, on character boundaries. An encoded secret re-spelled in part
+/// either holds no blank, and then it lies inside the run whatever its length (a nested
+/// encoding is many times the secret's length: hex in HTML entities is about 36 bytes a
+/// byte), or it is written with blanks, and then the re-spelled character is within its length
+/// of its ends. Text with no re-spelled character is not copied at all; prose dense with them
+/// is copied whole once.
 fn canonical_regions(bytes: &[u8], reach: usize) -> Vec<(usize, usize)> {
     let cont = |c: u8| (0x80..0xc0).contains(&c);
+    let blank = |c: u8| c <= b' ' || c == 0x7f;
     let mut out: Vec<(usize, usize)> = Vec::new();
+    let mut run_end = 0;
     let mut at = 0;
     for chunk in bytes.utf8_chunks() {
         let valid = chunk.valid();
@@ -454,11 +460,25 @@ fn canonical_regions(bytes: &[u8], reach: usize) -> Vec<(usize, usize)> {
                 continue;
             }
             let p = at + i;
-            let mut a = p.saturating_sub(reach);
+            // Inside the run of the last one: its region is recorded (and each run is walked
+            // once, so the whole is linear).
+            if p < run_end {
+                continue;
+            }
+            let mut run_a = p;
+            while run_a > 0 && !blank(bytes[run_a - 1]) {
+                run_a -= 1;
+            }
+            let mut run_b = p + c.len_utf8();
+            while run_b < bytes.len() && !blank(bytes[run_b]) {
+                run_b += 1;
+            }
+            run_end = run_b;
+            let mut a = run_a.saturating_sub(reach);
             while a > 0 && cont(bytes[a]) {
                 a -= 1;
             }
-            let mut b = (p + c.len_utf8() + reach).min(bytes.len());
+            let mut b = (run_b + reach).min(bytes.len());
             while b < bytes.len() && cont(bytes[b]) {
                 b += 1;
             }
@@ -588,36 +608,43 @@ fn scan(bytes: &[u8], seps: &[u64]) -> Candidates {
     let mut ends = RunEnds::default();
     let mut sep_end = 0usize;
     for (k, &m) in seps.iter().enumerate() {
-        let alt = has_byte(m, 0x55) | has_byte(m, 0xaa);
-        if (has_byte(m, 0) | has_byte(m, 0x49) | has_byte(m, 0x92) | alt) == 0 {
-            continue;
-        }
-        for j in 0..8 {
+        // High bit of each mask byte that is interesting: no whitespace in its word, whitespace
+        // every third byte, or every other byte. Only those words are visited.
+        let zero = has_byte(m, 0);
+        let every3 = has_byte(m, 0x49) | has_byte(m, 0x92);
+        let every2 = has_byte(m, 0x55) | has_byte(m, 0xaa);
+        let mut visit = zero | every3 | every2;
+        while visit != 0 {
+            let j = (visit.trailing_zeros() / 8) as usize;
+            visit &= visit - 1;
             let i = k * 64 + j * 8;
-            let lw = (m >> (8 * j)) as u8;
             if i + 8 > bytes.len() {
                 continue;
             }
+            let lw = (m >> (8 * j)) as u8;
             // `s e c r e t`, one blank between every character: whitespace every other byte.
             // (The normalisation pass finds it too, but a form that must then be decoded, such
             // as partial percent-encoding, needs the collapsed layer.)
-            if (lw == 0x55 || lw == 0xaa) && i >= sep_end {
-                for p in [i, i + 1] {
-                    if let Some(r) = sep_run(bytes, p, 2) {
-                        sep_end = r.1;
-                        c.sep_runs.push(r);
-                        break;
+            if lw == 0x55 || lw == 0xaa {
+                if i >= sep_end {
+                    for p in [i, i + 1] {
+                        if let Some(r) = sep_run(bytes, p, 2) {
+                            sep_end = r.1;
+                            c.sep_runs.push(r);
+                            break;
+                        }
                     }
                 }
-                continue;
-            }
-            if !(lw == 0 || lw == 0x49 || lw == 0x92) {
                 continue;
             }
             let v = u64::from_le_bytes(bytes[i..i + 8].try_into().unwrap_or([0; 8]));
             // The exact class test inline: most whitespace-free words of prose fail it (`@`,
             // `'`, `(`) or are too short a run.
-            let cls = lw == 0 && is_cls_word(v) && i >= ends.block && long_enough(bytes, i);
+            let cls = lw == 0
+                && i >= ends.block
+                && is_cls_word(v)
+                && may_be_long(bytes, seps, i)
+                && long_enough(bytes, i);
             if cls || lw != 0 {
                 scan_word(bytes, i, WordClass { all_cls: cls, s3: lw != 0 }, &mut c, &mut ends);
             }
@@ -636,6 +663,29 @@ fn scan(bytes: &[u8], seps: &[u64]) -> Candidates {
         }
     }
     c
+}
+
+/// A necessary condition for [`long_enough`], from the whitespace masks alone: the run of
+/// non-whitespace bytes around the whitespace-free word at `i` reaches [`MIN_BLOCK_RUN`], or
+/// one of its ends is a line break (class bytes are never whitespace, so the class run lies
+/// inside this run and a break next to the class run is next to this run).
+#[inline(always)]
+fn may_be_long(bytes: &[u8], seps: &[u64], i: usize) -> bool {
+    let need = MIN_BLOCK_RUN - 8;
+    let bit = |p: usize| seps.get(p / 64).is_none_or(|w| (w >> (p % 64)) & 1 == 1);
+    let mut l = 0;
+    while l < need && i > l && !bit(i - 1 - l) {
+        l += 1;
+    }
+    let mut r = 0;
+    while l + r < need && !bit(i + 8 + r) {
+        r += 1;
+    }
+    if l + r >= need {
+        return true;
+    }
+    let brk = |p: usize| matches!(bytes.get(p), Some(b'\n' | b'\r'));
+    (i > l && brk(i - 1 - l)) || brk(i + 8 + r)
 }
 
 /// True when all 8 bytes of `v` are class bytes ([`is_cls`]).
@@ -1233,9 +1283,13 @@ impl Triggers {
         for p in memchr::memchr3_iter(b'=', b'x', b'X', bytes) {
             if bytes[p] == b'=' {
                 t.eq.push(p);
-            } else if p > 0 && bytes[p - 1] == b'0' {
+                continue;
+            }
+            if p > 0 && bytes[p - 1] == b'0' {
                 t.hx.push(p - 1);
-            } else if p >= 2
+            }
+            // Both at once for `a0x0`: `0x0a` written backwards, whose digit `0` precedes the `x`.
+            if p >= 2
                 && bytes.get(p + 1) == Some(&b'0')
                 && bytes[p - 1].is_ascii_hexdigit()
                 && bytes[p - 2].is_ascii_hexdigit()

@@ -182,29 +182,20 @@ fn base32_variants(secret: &[u8], out: &mut Vec<Vec<u8>>) {
 /// alignment the stable core (characters that depend on secret bits only), and the tail forms for a
 /// secret that ends the blob, padded and unpadded; standard and URL-safe alphabets.
 fn base64_variants(secret: &[u8], out: &mut Vec<Vec<u8>>) {
-    for plain in [STANDARD_NO_PAD, URL_SAFE_NO_PAD] {
-        for k in 0..3usize {
-            let mut buf = vec![0u8; k];
-            buf.extend_from_slice(secret);
-            let enc = plain.encode(&buf).into_bytes();
-            let (first, last) = stable_range(k, secret.len());
-            out.push(enc[first..last].to_vec());
-            // Tail: the secret ends the blob, so the last partial character is padded with zero
-            // bits and is stable too.
-            let tail = enc[first..].to_vec();
-            let pad = (3 - (k + secret.len()) % 3) % 3;
-            let mut padded = tail.clone();
-            padded.extend(std::iter::repeat_n(b'=', pad));
-            out.push(tail);
-            out.push(padded);
-        }
-    }
+    base64_aligned(secret, true, out);
     out.push(STANDARD.encode(secret).into_bytes());
     out.push(URL_SAFE.encode(secret).into_bytes());
 }
 
 /// Only the stable middle cores (both alphabets, three alignments): used at depth 2.
 fn base64_cores(secret: &[u8], out: &mut Vec<Vec<u8>>) {
+    base64_aligned(secret, false, out);
+}
+
+/// For each alphabet and alignment `k` (the secret at byte offset `k` mod 3 of a larger blob),
+/// the stable core; with `tails`, also the forms of a secret that ends the blob, whose last
+/// partial character is padded with zero bits and is stable too (unpadded and padded).
+fn base64_aligned(secret: &[u8], tails: bool, out: &mut Vec<Vec<u8>>) {
     for plain in [STANDARD_NO_PAD, URL_SAFE_NO_PAD] {
         for k in 0..3usize {
             let mut buf = vec![0u8; k];
@@ -212,6 +203,14 @@ fn base64_cores(secret: &[u8], out: &mut Vec<Vec<u8>>) {
             let enc = plain.encode(&buf).into_bytes();
             let (first, last) = stable_range(k, secret.len());
             out.push(enc[first..last].to_vec());
+            if tails {
+                let tail = enc[first..].to_vec();
+                let pad = (3 - (k + secret.len()) % 3) % 3;
+                let mut padded = tail.clone();
+                padded.extend(std::iter::repeat_n(b'=', pad));
+                out.push(tail);
+                out.push(padded);
+            }
         }
     }
 }
