@@ -300,7 +300,7 @@ path = "outbox.jsonl"
     let audit_pk = AuditKey::load_public(&data)?;
     let report = store.verify_audit(&audit_pk).await?;
     println!("\n[audit] {} records, {} signed checkpoints: {}", report.records, report.checkpoints,
-        if report.ok() { "chain verified".to_owned() } else { format!("BROKEN {:?}", report.first_bad) });
+        if report.ok() { "chain verified (every column of every record under the hash)".to_owned() } else { format!("BROKEN at {}", report.first_bad.as_ref().map(ToString::to_string).unwrap_or_default()) });
     for (seq, r) in store.audit_tail(3).await? {
         println!("    #{seq} {} {} {} {} {}", r.agent, r.tool, r.handle.unwrap_or_default(),
             r.code.unwrap_or_else(|| "ok".into()), if r.redactions > 0 { format!("({} redacted)", r.redactions) } else { String::new() });

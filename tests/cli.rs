@@ -201,12 +201,43 @@ fn agent_call_revoke_and_audit_verify_with_tampering() {
     assert_eq!(lines.len(), 2);
     assert!(lines[1].contains("\"seq\":3") && lines[1].contains("unauthenticated"), "{}", lines[1]);
 
-    // Edit record 2 behind airlock's back.
+    // The public key and the signed checkpoints, exported for a verifier outside the host.
+    let o = run(d.path(), &["audit", "public-key"]);
+    assert!(o.status.success(), "{}", text(&o));
+    std::fs::write(d.path().join("pinned.pub"), &o.stdout).unwrap();
+    let o = run(d.path(), &["audit", "checkpoints", "export", "--output", "cps.jsonl"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let exported = std::fs::read_to_string(d.path().join("cps.jsonl")).unwrap();
+    assert_eq!(exported.lines().last().map(|l| l.contains("\"seq\":3")), Some(true), "{exported}");
+    let offline = ["audit", "verify", "--offline", "--checkpoints", "cps.jsonl", "--public-key", "pinned.pub"];
+    let o = run(d.path(), &offline);
+    assert!(o.status.success() && text(&o).contains("checkpoints ok: "), "{}", text(&o));
+
+    // T28: edit record 2 behind airlock's back: the body, then a column outside the body.
     let db = d.path().join("airlock-data/store.db");
-    sqlite_exec(&format!("sqlite://{}", db.display()), "UPDATE audit SET body = replace(body, 'handle-unavailable', 'ok') WHERE seq = 2");
+    let url = format!("sqlite://{}", db.display());
+    sqlite_exec(&url, "CREATE TABLE kept AS SELECT body FROM audit WHERE seq = 2");
+    sqlite_exec(&url, "UPDATE audit SET body = replace(body, 'handle-unavailable', 'ok') WHERE seq = 2");
     let o = run(d.path(), &["audit", "verify"]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(text(&o).contains("BROKEN at record 2"), "{}", text(&o));
+    assert!(text(&o).contains("BROKEN at record 2: audit-hash-mismatch"), "{}", text(&o));
+    sqlite_exec(&url, "UPDATE audit SET body = (SELECT body FROM kept) WHERE seq = 2");
+    let o = run(d.path(), &["audit", "verify"]);
+    assert!(o.status.success(), "{}", text(&o));
+    sqlite_exec(&url, "UPDATE audit SET decision = decision || 'x' WHERE seq = 2");
+    let o = run(d.path(), &["audit", "verify", "--json"]);
+    assert_eq!(o.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!((v["audit"]["first_bad"]["seq"].as_i64(), v["audit"]["first_bad"]["code"].as_str()), (Some(2), Some("audit-hash-mismatch")), "{v}");
+    sqlite_exec(&url, "UPDATE audit SET decision = substr(decision, 1, length(decision) - 1) WHERE seq = 2");
+
+    // Truncated back to an earlier checkpoint, later checkpoints gone: only the export tells.
+    sqlite_exec(&url, "DELETE FROM audit WHERE seq > 2; DELETE FROM audit_checkpoints WHERE seq > 2");
+    let o = run(d.path(), &["audit", "verify"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = run(d.path(), &["audit", "verify", "--checkpoints", "cps.jsonl", "--public-key", "pinned.pub"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).contains("BROKEN at record 3: audit-truncated"), "{}", text(&o));
 }
 
 #[test]

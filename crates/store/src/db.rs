@@ -155,17 +155,35 @@ CREATE INDEX approvals_call ON approvals(call_hash, status);
     pub(super) const BUCKETS: &str = r#"
 ALTER TABLE leases ADD COLUMN buckets TEXT;
 "#;
+
+    /// The record format of each audit row and checkpoint (see `crate::audit`): rows written
+    /// before this migration are format 1 and keep verifying under format 1's rule; the writer
+    /// writes format 2, whose hash covers every column of the row.
+    pub(super) const AUDIT_FORMAT: &str = r#"
+ALTER TABLE audit ADD COLUMN format {int} NOT NULL DEFAULT 1;
+ALTER TABLE audit_checkpoints ADD COLUMN format {int} NOT NULL DEFAULT 1;
+"#;
 }
 
 /// The SQLite migrations, applied in order, each the schema parts it adds; `PRAGMA
 /// user_version` records how many have run.
-const MIGRATIONS: &[&[&str]] =
-    &[&[schema::CORE], &[schema::SHARES], &[schema::LEASES], &[schema::APPROVALS], &[schema::BUCKETS]];
+const MIGRATIONS: &[&[&str]] = &[
+    &[schema::CORE],
+    &[schema::SHARES],
+    &[schema::LEASES],
+    &[schema::APPROVALS],
+    &[schema::BUCKETS],
+    &[schema::AUDIT_FORMAT],
+];
 
 /// The PostgreSQL migrations, the first of which adds the first three parts at once, applied in
 /// order under an advisory lock; `airlock_schema` records how many have run.
-const PG_MIGRATIONS: &[&[&str]] =
-    &[&[schema::CORE, schema::SHARES, schema::LEASES], &[schema::APPROVALS], &[schema::BUCKETS]];
+const PG_MIGRATIONS: &[&[&str]] = &[
+    &[schema::CORE, schema::SHARES, schema::LEASES],
+    &[schema::APPROVALS],
+    &[schema::BUCKETS],
+    &[schema::AUDIT_FORMAT],
+];
 
 /// The PostgreSQL schema version this build brings a database to.
 pub const PG_SCHEMA_VERSION: i64 = PG_MIGRATIONS.len() as i64;

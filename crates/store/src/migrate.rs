@@ -1,7 +1,7 @@
 //! `airlock migrate`: copying a SQLite store into a PostgreSQL database.
 //!
 //! Every table is copied as it is: token hashes (agents' and approvers'), approvals, sealed ciphertext, lease states and the audit
-//! log with its sequence numbers, hashes and signed checkpoints, so `audit verify` gives the same
+//! log with its sequence numbers, record formats, hashes and signed checkpoints, so `audit verify` gives the same
 //! answer before and after, and the PostgreSQL chain continues from the copied head. The copy
 //! is one transaction under an advisory lock: it happens entirely or not at all. A target that
 //! already holds exactly the source's rows is left alone (running the command twice changes
@@ -99,9 +99,10 @@ const TABLES: &[(&str, &[(&str, Kind)])] = &[
             ("body", Text),
             ("prev_hash", Bytes),
             ("hash", Bytes),
+            ("format", Int),
         ],
     ),
-    ("audit_checkpoints", &[("seq", Int), ("hash", Bytes), ("signature", Bytes), ("ts", Text)]),
+    ("audit_checkpoints", &[("seq", Int), ("hash", Bytes), ("signature", Bytes), ("ts", Text), ("format", Int)]),
     ("approvers", &[("id", Text), ("name", Text), ("token_hash", Bytes), ("created_at", Text), ("revoked_at", Text)]),
     (
         "approvals",

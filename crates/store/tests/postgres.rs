@@ -180,7 +180,7 @@ async fn audit_appends_from_two_replicas_form_one_gap_free_chain_that_verifies()
         .execute(a.pg_pool().unwrap())
         .await
         .unwrap();
-    assert_eq!(a.verify_audit(&pk).await.unwrap().first_bad.unwrap().0, 123);
+    assert_eq!(a.verify_audit(&pk).await.unwrap().first_bad.unwrap().seq, 123);
     a.close().await;
     b.close().await;
     db.drop_db().await;
