@@ -165,7 +165,7 @@ async fn an_openbao_database_lease_is_a_dynamic_credential_revoked_through_openb
     let f = Fixture::start_with(|t| {
         format!(
             "{t}\n{vaults}\n[handles.BAO_DB]\nkind = \"postgres\"\nsecret = \"env:{var}_BASE\"\n[handles.BAO_DB.database]\n\
-             url = \"postgres://nobody@127.0.0.1:5432/test\"\ntables = [\"{schema}.t\"]\n\
+             url = \"postgres://nobody@127.0.0.1:5432/test\"\ntables = [\"{schema}.t\"]\nallow_catalogs = true\n\
              [handles.BAO_DB.lease]\nprovider = \"openbao\"\nvault = \"corp\"\nrole = \"ro\"\nmax_ttl_seconds = 900\n\n\
              [agents.leasebot]\ngrants = [{{ handle = \"BAO_DB\", tools = [\"request_lease\"] }}]\n"
         )

@@ -79,7 +79,7 @@ async fn postgres_and_mariadb_through_the_broker() {
     }
     let (s, v) = f.invoke_as(&tok, "query_db", json!({"credential_handle": "PG", "query": "SELECT current_setting('data_directory')"})).await;
     if pg {
-        assert_eq!((s, code(&v)), (403, "statement-not-allowed"));
+        assert_eq!((s, code(&v)), (403, "function-not-allowed"));
     }
 }
 

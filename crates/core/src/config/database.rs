@@ -4,9 +4,10 @@ use super::defaults;
 use super::problem::ProblemCode;
 use super::source::{FieldPath, Report};
 use serde::Deserialize;
+use std::collections::BTreeMap;
 
 /// Read-only or read-write access.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize, serde::Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Scope {
     /// Queries only, in a read-only transaction.
@@ -17,31 +18,157 @@ pub enum Scope {
 
 /// Constraints of a database handle. None of them comes from the agent.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(from = "RawDatabase")]
 pub struct DatabaseConstraints {
     /// `read_only` (default) or `read_write`.
-    #[serde(default = "default_scope")]
     pub scope: Scope,
     /// The tables statements may touch (`name` or `schema.name`, compared case-insensitively as
-    /// SQL identifiers are). `None` allows every non-catalog table.
-    #[serde(default)]
+    /// SQL identifiers are). `None` allows every non-catalog table. Written as a list, or as a
+    /// table whose keys are these names and whose values may restrict columns ([`columns`]).
+    ///
+    /// [`columns`]: DatabaseConstraints::columns
     pub tables: Option<Vec<String>>,
-    /// Allow system catalogs (`pg_catalog`, `information_schema`, `mysql.*`, `sqlite_master`).
-    #[serde(default)]
+    /// Column rules of the tables that have one, keyed by the entry of `tables` as written
+    /// (`tables = { customers = { deny_columns = ["ssn"] } }`).
+    pub columns: BTreeMap<String, TableColumns>,
+    /// Allow system catalogs (`pg_catalog`, `information_schema`, `mysql.*`, `sqlite_master`)
+    /// and the dialect's catalog functions (`pg_get_viewdef`, `format_type`, ...).
     pub allow_catalogs: bool,
+    /// Functions a statement may call besides the dialect's built-in allow-list (`name` or
+    /// `schema.name`): user-defined functions and procedures, extension functions. A statement
+    /// calling one of them may change data, so on a `read_write` handle it counts as a write.
+    pub allow_functions: Vec<String>,
     /// Most rows returned; more are cut and the result says `truncated`.
-    #[serde(default = "default_max_rows")]
     pub max_rows: usize,
     /// Most bytes of cell data returned.
-    #[serde(default = "defaults::max_bytes")]
     pub max_bytes: usize,
     /// Statement timeout.
-    #[serde(default = "defaults::timeout_ms")]
     pub statement_timeout_ms: u64,
     /// A connection URL without credentials. When set, the secret is the password and is put
     /// into this URL by the executor; when unset, the secret is the whole connection URL.
-    #[serde(default)]
     pub url: Option<String>,
+}
+
+/// Which columns of one table statements may name. A restricted table cannot be read with `*`
+/// or `t.*`, nor as a whole row (`to_json(t)`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableColumns {
+    /// The only columns statements may name; `None`: every column but `deny_columns`.
+    #[serde(default)]
+    pub columns: Option<Vec<String>>,
+    /// Columns statements may never name.
+    #[serde(default)]
+    pub deny_columns: Vec<String>,
+}
+
+impl TableColumns {
+    /// Whether the rule restricts anything.
+    pub fn restricts(&self) -> bool {
+        self.columns.is_some() || !self.deny_columns.is_empty()
+    }
+
+    /// Whether a column may be named. `exact` is the column as the database compares it (a
+    /// quoted PostgreSQL name as written, otherwise lower case): allowed only when it is
+    /// exactly one of `columns`; denied as soon as it equals one of `deny_columns` in any case.
+    pub fn allows(&self, exact: &str) -> bool {
+        // Column names in a rule are ASCII (checked at load), so ASCII case folding is theirs.
+        if self.deny_columns.iter().any(|d| d.eq_ignore_ascii_case(exact)) {
+            return false;
+        }
+        match &self.columns {
+            Some(only) => only.iter().any(|c| lower_eq(c, exact)),
+            None => true,
+        }
+    }
+}
+
+/// Whether `name` in lower case is `key` (ASCII folding, no allocation).
+fn lower_eq(name: &str, key: &str) -> bool {
+    name.len() == key.len() && name.bytes().zip(key.bytes()).all(|(n, k)| n.to_ascii_lowercase() == k)
+}
+
+/// `[handles.X.database]` as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDatabase {
+    #[serde(default = "default_scope")]
+    scope: Scope,
+    #[serde(default)]
+    tables: Option<TableSpec>,
+    #[serde(default)]
+    allow_catalogs: bool,
+    #[serde(default)]
+    allow_functions: Vec<String>,
+    #[serde(default = "default_max_rows")]
+    max_rows: usize,
+    #[serde(default = "defaults::max_bytes")]
+    max_bytes: usize,
+    #[serde(default = "defaults::timeout_ms")]
+    statement_timeout_ms: u64,
+    #[serde(default)]
+    url: Option<String>,
+}
+
+impl From<RawDatabase> for DatabaseConstraints {
+    fn from(r: RawDatabase) -> Self {
+        let (tables, columns) = match r.tables {
+            None => (None, BTreeMap::new()),
+            Some(t) => (Some(t.names), t.columns),
+        };
+        DatabaseConstraints {
+            scope: r.scope,
+            tables,
+            columns,
+            allow_catalogs: r.allow_catalogs,
+            allow_functions: r.allow_functions,
+            max_rows: r.max_rows,
+            max_bytes: r.max_bytes,
+            statement_timeout_ms: r.statement_timeout_ms,
+            url: r.url,
+        }
+    }
+}
+
+/// `tables`: a list of names, or a table of names to column rules.
+struct TableSpec {
+    names: Vec<String>,
+    columns: BTreeMap<String, TableColumns>,
+}
+
+impl<'de> Deserialize<'de> for TableSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = TableSpec;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a list of table names or a table of tables")
+            }
+
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<TableSpec, A::Error> {
+                let mut names = Vec::new();
+                while let Some(n) = seq.next_element::<String>()? {
+                    names.push(n);
+                }
+                Ok(TableSpec { names, columns: BTreeMap::new() })
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<TableSpec, A::Error> {
+                let mut names = Vec::new();
+                let mut columns = BTreeMap::new();
+                while let Some(n) = map.next_key::<String>()? {
+                    let rule = map.next_value::<TableColumns>()?;
+                    if rule.restricts() {
+                        columns.insert(n.clone(), rule);
+                    }
+                    names.push(n);
+                }
+                Ok(TableSpec { names, columns })
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 impl Default for DatabaseConstraints {
@@ -50,7 +177,9 @@ impl Default for DatabaseConstraints {
         DatabaseConstraints {
             scope: default_scope(),
             tables: None,
+            columns: BTreeMap::new(),
             allow_catalogs: false,
+            allow_functions: Vec::new(),
             max_rows: default_max_rows(),
             max_bytes: defaults::max_bytes(),
             statement_timeout_ms: defaults::timeout_ms(),
@@ -60,7 +189,12 @@ impl Default for DatabaseConstraints {
 }
 
 impl DatabaseConstraints {
-    /// Checks limits, table names and the URL.
+    /// The column rule of an entry of `tables`, if it has one.
+    pub fn columns_of(&self, entry: &str) -> Option<&TableColumns> {
+        self.columns.get(entry).filter(|c| c.restricts())
+    }
+
+    /// Checks limits, table, column and function names, and the URL.
     pub(super) fn check(&self, r: &mut Report<'_, '_>, at: &FieldPath) {
         for (field, value) in [
             ("max_rows", self.max_rows as u64),
@@ -73,6 +207,19 @@ impl DatabaseConstraints {
         }
         if let Some(tables) = &self.tables {
             check_table_names(r, &at.join("tables"), tables);
+            let mut seen: Vec<String> = Vec::new();
+            for t in tables {
+                if seen.contains(&t.to_lowercase()) {
+                    r.problem(&at.join("tables").key(t), ProblemCode::DuplicateKey, format!("'{t}' is listed twice (names compare case-insensitively)"));
+                }
+                seen.push(t.to_lowercase());
+            }
+        }
+        for (table, rule) in &self.columns {
+            check_columns(r, &at.join("tables").key(table), rule);
+        }
+        for f in self.allow_functions.iter().filter(|f| !valid_table_name(f)) {
+            r.problem(&at.join("allow_functions"), ProblemCode::BadFunctionName, format!("'{f}' is not a function name (name or schema.name)"));
         }
         if let Some(u) = &self.url {
             match url::Url::parse(u) {
@@ -82,6 +229,23 @@ impl DatabaseConstraints {
                 }
                 Ok(_) => {}
             }
+        }
+    }
+}
+
+/// One table's column rule: `columns` or `deny_columns`, not both; names of ASCII letters,
+/// digits and `_`.
+fn check_columns(r: &mut Report<'_, '_>, at: &FieldPath, rule: &TableColumns) {
+    if rule.columns.is_some() && !rule.deny_columns.is_empty() {
+        r.problem(at, ProblemCode::BadValue, "give columns or deny_columns, not both");
+    }
+    if rule.columns.as_ref().is_some_and(Vec::is_empty) {
+        r.problem(&at.join("columns"), ProblemCode::EmptyList, "columns = [] allows no column: name at least one, or leave it out");
+    }
+    let named = rule.columns.iter().flatten().map(|c| ("columns", c));
+    for (field, c) in named.chain(rule.deny_columns.iter().map(|c| ("deny_columns", c))) {
+        if c.is_empty() || !c.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_') {
+            r.problem(&at.join(field), ProblemCode::BadColumnName, format!("'{c}' is not a column name (ASCII letters, digits and _)"));
         }
     }
 }

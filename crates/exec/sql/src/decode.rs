@@ -4,6 +4,10 @@
 //! NUMERIC/DECIMAL become strings (exact); text stays text; bytes become standard base64; dates,
 //! times, timestamps and UUIDs become strings; JSON stays JSON. A type with no decoder is tried as
 //! text; if that fails the cell is `null` and the column is named in `unsupported_columns`.
+//!
+//! The `*_min_bytes` functions give, from a raw value and without copying it, a lower bound of
+//! what the decoded cell counts against the byte cap (exact for text, base64 length for bytes), so
+//! the executor refuses an over-budget cell before decoding it (T20).
 
 use base64::Engine as _;
 use serde_json::{json, Value};
@@ -198,6 +202,68 @@ pub(crate) fn sqlite_cell(row: &sqlx::sqlite::SqliteRow, i: usize) -> Cell {
     v.map(Cell::Value).unwrap_or(Cell::Unsupported(ty))
 }
 
+/// Length of the standard, padded base64 of `n` bytes.
+fn base64_len(n: usize) -> usize {
+    n.div_ceil(3).saturating_mul(4)
+}
+
+/// The bytes a PostgreSQL cell will count for at least ([`cell_bytes`] of its decoded value),
+/// read from the raw value the row already holds, without decoding (copying) it: exact for text,
+/// the base64 length for `bytea`, 0 for types whose size is known only once decoded. The
+/// executor checks it against the byte budget first, so an over-budget cell is never copied.
+pub(crate) fn pg_min_bytes(row: &sqlx::postgres::PgRow, i: usize) -> usize {
+    let Ok(raw) = row.try_get_raw(i) else {
+        return 0;
+    };
+    if raw.is_null() {
+        return 0;
+    }
+    let n = raw.as_bytes().map(<[u8]>::len).unwrap_or(0);
+    match raw.type_info().name() {
+        // Binary and text format alike: the UTF-8 text itself.
+        "TEXT" | "VARCHAR" | "CHAR" | "NAME" => n,
+        "BYTEA" if raw.format() == sqlx::postgres::PgValueFormat::Binary => base64_len(n),
+        _ => 0,
+    }
+}
+
+/// As [`pg_min_bytes`] for MySQL/MariaDB: text types by length; binary strings at least by length
+/// (they come back as text when printable, as longer base64 otherwise).
+pub(crate) fn mysql_min_bytes(row: &sqlx::mysql::MySqlRow, i: usize) -> usize {
+    let ty = match row.try_get_raw(i) {
+        Ok(raw) if !raw.is_null() => raw.type_info().name().to_owned(),
+        _ => return 0,
+    };
+    match ty.as_str() {
+        "VARCHAR" | "CHAR" | "TEXT" | "TINYTEXT" | "MEDIUMTEXT" | "LONGTEXT" | "BINARY"
+        | "VARBINARY" | "BLOB" | "TINYBLOB" | "MEDIUMBLOB" | "LONGBLOB" => row
+            .try_get_unchecked::<&[u8], _>(i)
+            .map(<[u8]>::len)
+            .unwrap_or(0),
+        _ => 0,
+    }
+}
+
+/// As [`pg_min_bytes`] for SQLite: text by length, blobs by their base64 length. Only the TEXT
+/// and BLOB storage classes are read (reading another class as bytes would convert it).
+pub(crate) fn sqlite_min_bytes(row: &sqlx::sqlite::SqliteRow, i: usize) -> usize {
+    let ty = match row.try_get_raw(i) {
+        Ok(raw) if !raw.is_null() => raw.type_info().name().to_owned(),
+        _ => return 0,
+    };
+    match ty.as_str() {
+        "TEXT" => row
+            .try_get_unchecked::<&str, _>(i)
+            .map(str::len)
+            .unwrap_or(0),
+        "BLOB" => row
+            .try_get_unchecked::<&[u8], _>(i)
+            .map(|b| base64_len(b.len()))
+            .unwrap_or(0),
+        _ => 0,
+    }
+}
+
 /// Bytes a cell counts against `max_bytes`: text and base64 by length, others by JSON length.
 pub(crate) fn cell_bytes(v: &Value) -> usize {
     match v {
@@ -221,5 +287,9 @@ mod tests {
         assert_eq!(cell_bytes(&json!("abcd")), 4);
         assert_eq!(cell_bytes(&json!(12345)), 5);
         assert_eq!(cell_bytes(&Value::Null), 0);
+        // The lower bound used before decoding matches what decoding then counts.
+        for n in 0..10 {
+            assert_eq!(base64_len(n), cell_bytes(&b64(&vec![7u8; n])));
+        }
     }
 }

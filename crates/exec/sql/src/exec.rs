@@ -6,9 +6,48 @@
 //!
 //! Every error is mapped to a fixed agent message; the driver's text, which may name the DSN,
 //! goes only to `CallError::detail` (T12).
+//!
+//! # Caps while streaming (T20)
+//!
+//! Rows are read as they arrive and each is returned whole or not at all: the result ends, with
+//! `truncated: true`, at `max_rows` rows or at the first row whose cells would take the total
+//! past `max_bytes` (text and base64 by length, other values by their JSON length). Each cell is
+//! checked from its raw length before it is decoded (`decode::*_min_bytes`), so the decoder never
+//! copies a cell over the budget. A cell larger than `max_bytes` can never be returned: that is
+//! the cell cap. (A row is not cut inside a cell: the scrubber redacts the tail of a cut only at
+//! the end of a result, T24.)
+//!
+//! What bounds one call's memory in the broker:
+//!
+//! | statement | rows | one huge cell |
+//! |---|---|---|
+//! | PostgreSQL and MySQL/MariaDB reads | the bounded form ([`crate::wrap`]): the server stops at `max_rows + 1` rows | the server sends a row's variable-width cells only when together they hold at most `max_bytes` in text form, else `NULL` and the broker ends the result there: at most `max_bytes` of text-form cell data per row received (PostgreSQL arrays and records of small fixed-width elements: up to about 6 times that in binary form), plus fixed-width columns |
+//! | SQLite (not wrapped: see [`crate::wrap`]) | the stream is left at the cap and the statement interrupted | SQLite builds or reads the value inside the broker, up to `SQLITE_MAX_LENGTH` (10^9 bytes; a computed string up to twice its size while it grows), and sqlx copies it once into its row; measured: 190 MiB for a stored 95 MiB cell, 285 MiB for a computed one |
+//! | writes, and reads the server refuses in bounded form | read to the end (the rest discarded) so the statement completes, except reads on a read-only handle, which are left | the driver receives the row whole (PostgreSQL: a field up to 1 GB; MariaDB: a value up to `max_allowed_packet`, 16 MiB by default, and a row may hold several), its buffer about twice the row |
+//!
+//! On top of the row in flight: at most `max_bytes` of cell data in the rows kept, their JSON
+//! structure (about 32 bytes a cell, which counts for nothing against `max_bytes`), and for SQLite
+//! the worker's read-ahead of [`SQLITE_READ_AHEAD`] rows.
+//!
+//! A statement left before its end (a cap reached on a read-only handle, other than the row cap
+//! of a bounded read, which the server's own LIMIT ends) is cancelled on the server from another
+//! session: PostgreSQL `pg_cancel_backend(pid)` and MySQL/MariaDB `KILL QUERY id`, both allowed on
+//! a role's or user's own sessions, the id read when the transaction starts; then its connection
+//! is closed, never returned to the pool with unread rows nor finished (a `ROLLBACK` would first
+//! read the rest of the result). The answer waits for the cancel (one round trip on an idle pooled
+//! session, else a new connection; at most [`CANCEL_WAIT`]). SQLite: the progress handler's stop
+//! flag interrupts the statement, and the connection, clean again, goes back to the pool; a
+//! SQLite read changes nothing, so it is left at the cap whatever the handle's scope.
+//! A read-write PostgreSQL or MySQL handle's statements are never left: a write must complete
+//! (`rows_affected` counts all of it, and a data-modifying CTE runs to its end whatever is read),
+//! so the rest is read and discarded, within the statement timeout.
 
-use crate::decode::{cell_bytes, mysql_cell, pg_cell, sqlite_cell, Cell};
+use crate::decode::{
+    cell_bytes, mysql_cell, mysql_min_bytes, pg_cell, pg_min_bytes, sqlite_cell, sqlite_min_bytes,
+    Cell,
+};
 use crate::validate::{Param, ValidatedQuery};
+use crate::wrap::Col;
 use airlock_core::config::{DatabaseConstraints, Handle, HandleKind, Scope};
 use airlock_core::{CallError, ErrorCode, HandleName, Secret};
 use futures::future::BoxFuture;
@@ -22,16 +61,23 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions, Postgres};
 use sqlx::query::Query;
 use sqlx::sqlite::SqliteQueryResult;
 use sqlx::sqlite::{Sqlite, SqliteConnectOptions, SqlitePoolOptions};
-use sqlx::{Column, Connection, Database, Either, Encode, Executor, Statement, Type};
+use sqlx::{
+    Column, ConnectOptions, Connection, Database, Either, Encode, Executor, Statement, Type,
+    TypeInfo,
+};
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::str::FromStr;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Connections per handle pool.
 const MAX_CONNECTIONS: u32 = 4;
 /// Longest wait for a connection (capped by the statement timeout).
 const MAX_ACQUIRE: Duration = Duration::from_secs(10);
+/// Rows SQLite's worker thread may read ahead of the executor (sqlx's default is 50).
+pub(crate) const SQLITE_READ_AHEAD: usize = 4;
 
 #[derive(Clone)]
 enum Pool {
@@ -97,15 +143,23 @@ impl SqlExecutor {
         let pool = self.pool(handle, db, secret)?;
         match pool {
             Pool::Pg(p) => {
-                let begin = ("BEGIN READ ONLY", "BEGIN");
-                run_in_transaction(&p, q, db, begin, run_pg).await
+                let server = Server {
+                    begin: ("BEGIN READ ONLY", "BEGIN"),
+                    run: run_pg,
+                    cancel: cancel_pg,
+                };
+                run_in_transaction(&p, q, db, &server).await
             }
             Pool::My(p) => {
-                let begin = (
-                    "START TRANSACTION READ ONLY",
-                    "START TRANSACTION READ WRITE",
-                );
-                run_in_transaction(&p, q, db, begin, run_mysql).await
+                let server = Server {
+                    begin: (
+                        "START TRANSACTION READ ONLY",
+                        "START TRANSACTION READ WRITE",
+                    ),
+                    run: run_mysql,
+                    cancel: cancel_mysql,
+                };
+                run_in_transaction(&p, q, db, &server).await
             }
             Pool::Lite(p) => run_sqlite(&p, q, db).await,
         }
@@ -293,9 +347,12 @@ fn build_pool(
                 })?,
                 None => options(db, secret)?,
             };
+            // The worker thread reads rows ahead of the executor into a channel: few, so that
+            // rows read past a cap (each at most `max_bytes` of cells, see `wrap`) stay few.
             let mut o = o
                 .create_if_missing(false)
-                .busy_timeout(Duration::from_millis(db.statement_timeout_ms.min(5000)));
+                .busy_timeout(Duration::from_millis(db.statement_timeout_ms.min(5000)))
+                .row_buffer_size(SQLITE_READ_AHEAD);
             if read_only {
                 o = o.read_only(true).pragma("query_only", "ON");
             }
@@ -397,6 +454,8 @@ trait Engine: Database {
     const UINT: fn(u64) -> Self::UInt;
     /// Decodes one cell of a row.
     const CELL: fn(&Self::Row, usize) -> Cell;
+    /// What a cell counts against the byte cap at least, from its raw value (not copied).
+    const MIN_BYTES: fn(&Self::Row, usize) -> usize;
     /// The rows a statement changed.
     const ROWS_AFFECTED: fn(&Self::QueryResult) -> u64;
 
@@ -445,6 +504,7 @@ impl Engine for Postgres {
     type UInt = sqlx::types::BigDecimal;
     const UINT: fn(u64) -> Self::UInt = sqlx::types::BigDecimal::from;
     const CELL: fn(&Self::Row, usize) -> Cell = pg_cell;
+    const MIN_BYTES: fn(&Self::Row, usize) -> usize = pg_min_bytes;
     const ROWS_AFFECTED: fn(&Self::QueryResult) -> u64 = PgQueryResult::rows_affected;
 }
 
@@ -452,6 +512,7 @@ impl Engine for MySql {
     type UInt = u64;
     const UINT: fn(u64) -> Self::UInt = std::convert::identity;
     const CELL: fn(&Self::Row, usize) -> Cell = mysql_cell;
+    const MIN_BYTES: fn(&Self::Row, usize) -> usize = mysql_min_bytes;
     const ROWS_AFFECTED: fn(&Self::QueryResult) -> u64 = MySqlQueryResult::rows_affected;
 }
 
@@ -460,36 +521,92 @@ impl Engine for Sqlite {
     type UInt = f64;
     const UINT: fn(u64) -> Self::UInt = |x| x as f64;
     const CELL: fn(&Self::Row, usize) -> Cell = sqlite_cell;
+    const MIN_BYTES: fn(&Self::Row, usize) -> usize = sqlite_min_bytes;
     const ROWS_AFFECTED: fn(&Self::QueryResult) -> u64 = SqliteQueryResult::rows_affected;
 }
 
-/// Runs the statement on `conn`, streaming rows until `max_rows` or `max_bytes` is reached.
-// A macro rather than a generic `async fn`: with the generic version's higher-ranked
+/// What running one statement gave.
+struct Ran {
+    value: Value,
+    /// The statement was left before its end (a cap was reached on a read-only handle): the server
+    /// may still be running it and the connection holds unread messages. The caller cancels it
+    /// and closes the connection instead of finishing the transaction on it.
+    abandoned: bool,
+    /// The server's id of the session (PostgreSQL backend pid, MySQL/MariaDB connection id), read
+    /// when the statement may be abandoned, for the cancel.
+    session: Option<u64>,
+}
+
+/// The statement actually sent: the bounded form of a read (see [`crate::wrap`]), whose last
+/// column is the server's measure of the row's guarded cells, or the validated text as it is.
+struct Plan<'a> {
+    sql: Cow<'a, str>,
+    guarded: bool,
+}
+
+impl<'a> Plan<'a> {
+    fn plain(q: &'a ValidatedQuery) -> Self {
+        Plan {
+            sql: Cow::Borrowed(&q.sql),
+            guarded: false,
+        }
+    }
+}
+
+/// Prepares `$sql` on `$conn` with the parameters' types and names its result columns (names and
+/// type names). Prepared statements are cached per connection, so a second call is free.
+// Macros rather than generic `async fn`s: with the generic version's higher-ranked
 // `for<'c> &'c mut DB::Connection: Executor<'c>` bound, rustc cannot prove the future `Send`,
 // and the broker runs it inside an axum handler that must be `Send`.
-macro_rules! run_statement {
-    ($db:ty, $conn:expr, $q:expr, $dbc:expr) => {{
+macro_rules! describe {
+    ($db:ty, $conn:expr, $sql:expr, $q:expr) => {{
+        let conn: &mut <$db as Database>::Connection = $conn;
+        let sql: &str = $sql;
+        let q: &ValidatedQuery = $q;
+        async move {
+            let types: Vec<<$db as Database>::TypeInfo> =
+                q.params.iter().map(<$db as Engine>::param_type).collect();
+            let stmt = (&mut *conn).prepare_with(sql, &types).await?;
+            Ok::<Vec<Col>, sqlx::Error>(
+                stmt.columns()
+                    .iter()
+                    .map(|c| Col {
+                        name: c.name().to_owned(),
+                        ty: c.type_info().name().to_owned(),
+                    })
+                    .collect(),
+            )
+        }
+    }};
+}
+
+/// Runs `$plan` on `$conn`, streaming rows and applying the caps as they arrive.
+///
+/// A row is returned whole or not at all: at the row cap, or at the first row whose cells would
+/// pass `max_bytes` (checked cell by cell, each from its raw size before it is decoded, so an
+/// over-budget cell is never copied), the result ends with `truncated: true`. Then, with
+/// `$abandon` (read-only handles; any SQLite read), the stream is left at once, unless the
+/// server's own `LIMIT` already ended it; otherwise the rest is read and discarded, so the
+/// statement completes and, for writes, `rows_affected` counts it all.
+macro_rules! stream_rows {
+    ($db:ty, $conn:expr, $q:expr, $plan:expr, $columns:expr, $dbc:expr, $abandon:expr) => {{
         let conn: &mut <$db as Database>::Connection = $conn;
         let q: &ValidatedQuery = $q;
+        let plan: &Plan<'_> = $plan;
+        let columns: &[Col] = $columns;
         let db: &DatabaseConstraints = $dbc;
+        let abandon: bool = $abandon;
         async move {
             use sqlx::Row as _;
-            let types: Vec<<$db as Database>::TypeInfo> = q.params.iter().map(<$db as Engine>::param_type).collect();
-            // Prepared first so the result names its columns even when no row comes back.
-            let columns: Vec<String> = {
-                let stmt = (&mut *conn)
-                    .prepare_with(&q.sql, &types)
-                    .await
-                    .map_err(query_error)?;
-                stmt.columns().iter().map(|c| c.name().to_owned()).collect()
-            };
-            let mut query = sqlx::query::<$db>(&q.sql);
+            let width = columns.len();
+            let mut query = sqlx::query::<$db>(plan.sql.as_ref());
             for p in &q.params {
                 query = <$db as Engine>::bind(query, p);
             }
             let mut rows: Vec<Value> = Vec::new();
             let mut bytes = 0usize;
             let mut truncated = false;
+            let mut abandoned = false;
             let mut affected = 0u64;
             let mut unsupported: Vec<String> = Vec::new();
             #[allow(deprecated)] // the only sqlx API giving both rows and rows_affected of one statement
@@ -503,43 +620,59 @@ macro_rules! run_statement {
                     Either::Right(row) => row,
                 };
                 if truncated {
-                    // Only writes get here: drain so the statement completes and is counted.
+                    // Past a cap: only rows being drained (or, wrapped, none) get here.
+                    if abandon {
+                        abandoned = true;
+                        break;
+                    }
                     continue;
                 }
-                if rows.len() >= db.max_rows {
-                    truncated = true;
-                } else {
-                    let mut cells = Vec::with_capacity(row.len());
-                    let mut row_bytes = 0usize;
-                    for i in 0..row.len() {
-                        let v = match <$db as Engine>::CELL(&row, i) {
-                            Cell::Value(v) => v,
-                            Cell::Unsupported(ty) => {
-                                let name = columns.get(i).cloned().unwrap_or_else(|| i.to_string());
-                                let note = format!("{name} ({ty})");
-                                if !unsupported.contains(&note) {
-                                    unsupported.push(note);
-                                }
-                                Value::Null
+                let by_rows = rows.len() >= db.max_rows;
+                let over = by_rows
+                    || (plan.guarded
+                        && row.try_get::<i64, _>(width).map_or(true, |n| n < 0 || n as u64 > db.max_bytes as u64));
+                let mut cells = Vec::with_capacity(width);
+                let mut row_bytes = 0usize;
+                let mut fits = !over;
+                for i in 0..width {
+                    if !fits {
+                        break;
+                    }
+                    if bytes + row_bytes + <$db as Engine>::MIN_BYTES(&row, i) > db.max_bytes {
+                        fits = false;
+                        break;
+                    }
+                    let v = match <$db as Engine>::CELL(&row, i) {
+                        Cell::Value(v) => v,
+                        Cell::Unsupported(ty) => {
+                            let name = columns.get(i).map(|c| c.name.clone()).unwrap_or_else(|| i.to_string());
+                            let note = format!("{name} ({ty})");
+                            if !unsupported.contains(&note) {
+                                unsupported.push(note);
                             }
-                        };
-                        row_bytes += cell_bytes(&v);
-                        cells.push(v);
-                    }
-                    if bytes + row_bytes > db.max_bytes {
-                        truncated = true;
-                    } else {
-                        bytes += row_bytes;
-                        rows.push(Value::Array(cells));
-                    }
+                            Value::Null
+                        }
+                    };
+                    row_bytes += cell_bytes(&v);
+                    fits = bytes + row_bytes <= db.max_bytes;
+                    cells.push(v);
                 }
-                if truncated && !q.writes {
+                if fits {
+                    bytes += row_bytes;
+                    rows.push(Value::Array(cells));
+                    continue;
+                }
+                truncated = true;
+                // A wrapped read cut at the row cap is the server's last row (its LIMIT is one
+                // past the cap): reading on costs nothing and leaves the connection clean.
+                if abandon && !(plan.guarded && by_rows) {
+                    abandoned = true;
                     break;
                 }
             }
             drop(stream);
             let mut out = json!({
-                "columns": columns,
+                "columns": columns.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(),
                 "row_count": rows.len(),
                 "rows": rows,
                 "truncated": truncated,
@@ -550,8 +683,7 @@ macro_rules! run_statement {
             if !unsupported.is_empty() {
                 out["unsupported_columns"] = json!(unsupported);
             }
-            Ok(out)
-
+            Ok::<(Value, bool), CallError>((out, abandoned))
         }
     }};
 }
@@ -582,37 +714,84 @@ fn limit(db: &DatabaseConstraints) -> Duration {
     Duration::from_millis(db.statement_timeout_ms)
 }
 
-/// Runs a validated statement on a connection inside its transaction (one per engine, each an
-/// expansion of `run_statement!`).
+/// Longest wait for the cancel of an abandoned statement (one round trip on a pooled session, or
+/// a new connection).
+pub(crate) const CANCEL_WAIT: Duration = Duration::from_secs(2);
+
+/// Runs a validated statement on a connection inside its transaction (one per engine).
 type RunStatement<DB> = for<'c> fn(
     &'c mut <DB as Database>::Connection,
     &'c ValidatedQuery,
     &'c DatabaseConstraints,
-) -> BoxFuture<'c, Result<Value, CallError>>;
+) -> BoxFuture<'c, Result<Ran, CallError>>;
 
-/// Runs the statement on a PostgreSQL or MySQL/MariaDB connection in a transaction that
-/// `begin` opens (its read-only and its read-write statement), within the handle's statement
-/// timeout.
+/// Stops the statement running in the session with this id, from another session.
+type CancelStatement<DB> =
+    for<'p> fn(&'p sqlx::Pool<DB>, u64) -> BoxFuture<'p, Result<(), sqlx::Error>>;
+
+/// What differs between PostgreSQL and MySQL/MariaDB around one statement.
+struct Server<DB: Database> {
+    /// The statements opening a read-only and a read-write transaction.
+    begin: (&'static str, &'static str),
+    run: RunStatement<DB>,
+    cancel: CancelStatement<DB>,
+}
+
+/// Runs the statement on a PostgreSQL or MySQL/MariaDB connection in a transaction, within the
+/// handle's statement timeout. An abandoned statement is cancelled on the server and its
+/// connection closed, never returned to the pool with unread rows (nor finished: a `ROLLBACK`
+/// would first read the rest of the result).
 async fn run_in_transaction<DB: Database>(
     pool: &sqlx::Pool<DB>,
     q: &ValidatedQuery,
     db: &DatabaseConstraints,
-    begin: (&'static str, &'static str),
-    run: RunStatement<DB>,
+    server: &Server<DB>,
 ) -> Result<Value, CallError> {
     let mut conn = pool.acquire().await.map_err(connect_error)?;
     let read_only = db.scope == Scope::ReadOnly;
     let work = async {
-        let begin = if read_only { begin.0 } else { begin.1 };
+        let begin = if read_only {
+            server.begin.0
+        } else {
+            server.begin.1
+        };
         let mut tx = Connection::begin_with(&mut *conn, begin)
             .await
             .map_err(query_error)?;
-        let r = run(&mut tx, q, db).await;
-        finish(tx, r, read_only).await
+        match (server.run)(&mut tx, q, db).await {
+            // Dropping the transaction only queues its ROLLBACK; the connection is closed below.
+            Ok(ran) if ran.abandoned => Ok(ran),
+            r => {
+                let session = r.as_ref().ok().and_then(|ran| ran.session);
+                finish(tx, r.map(|ran| ran.value), read_only)
+                    .await
+                    .map(|value| Ran {
+                        value,
+                        abandoned: false,
+                        session,
+                    })
+            }
+        }
     };
     let res = tokio::time::timeout(limit(db), work).await;
     match res {
-        Ok(r) => r,
+        Ok(Ok(ran)) if ran.abandoned => {
+            conn.close_on_drop();
+            if let Some(id) = ran.session {
+                match tokio::time::timeout(CANCEL_WAIT, (server.cancel)(pool, id)).await {
+                    Ok(Ok(())) => {}
+                    // The closed connection still ends it: the server stops at its next write
+                    // or at its own statement timeout.
+                    Ok(Err(_)) | Err(_) => {
+                        tracing::warn!(
+                            "could not cancel a statement cut at a cap; closing its connection"
+                        )
+                    }
+                }
+            }
+            Ok(ran.value)
+        }
+        Ok(r) => r.map(|ran| ran.value),
         Err(_) => {
             // The connection may be mid-statement: never hand it out again.
             conn.close_on_drop();
@@ -621,36 +800,167 @@ async fn run_in_transaction<DB: Database>(
     }
 }
 
-/// PostgreSQL: the statement timeout and literal syntax for this transaction, then the
-/// statement.
+/// Runs `sql` (one statement naming the session in `id`) on an idle pooled connection, else on a
+/// new one made with the pool's options.
+macro_rules! on_another_session {
+    ($db:ty, $pool:expr, $sql:expr) => {{
+        let pool: &sqlx::Pool<$db> = $pool;
+        let sql: String = $sql;
+        async move {
+            if let Some(mut c) = pool.try_acquire() {
+                match Executor::execute(&mut *c, sql.as_str()).await {
+                    Ok(_) => return Ok(()),
+                    // A stale idle connection: try a new one.
+                    Err(_) => c.close_on_drop(),
+                }
+            }
+            let mut c = pool.connect_options().connect().await?;
+            let r = Executor::execute(&mut c, sql.as_str()).await.map(|_| ());
+            let _ = c.close().await;
+            r
+        }
+    }};
+}
+
+/// PostgreSQL: `pg_cancel_backend` (allowed on sessions of one's own role).
+fn cancel_pg(pool: &sqlx::PgPool, pid: u64) -> BoxFuture<'_, Result<(), sqlx::Error>> {
+    Box::pin(on_another_session!(
+        Postgres,
+        pool,
+        format!("SELECT pg_cancel_backend({pid})")
+    ))
+}
+
+/// MySQL/MariaDB: `KILL QUERY` (allowed on one's own connections).
+fn cancel_mysql(pool: &sqlx::MySqlPool, id: u64) -> BoxFuture<'_, Result<(), sqlx::Error>> {
+    Box::pin(on_another_session!(MySql, pool, format!("KILL QUERY {id}")))
+}
+
+/// The savepoint a PostgreSQL transaction returns to when the server refuses the bounded form
+/// of a read (a failed statement aborts the whole transaction otherwise).
+const PG_SAVEPOINT: &str = "airlock_wrap";
+
+/// PostgreSQL: the statement timeout and literal syntax for this transaction (plus, when the
+/// statement may be abandoned, the backend pid; for a read, a savepoint), then the bounded form
+/// of a read or the statement as validated.
 fn run_pg<'c>(
     tx: &'c mut sqlx::PgConnection,
     q: &'c ValidatedQuery,
     db: &'c DatabaseConstraints,
-) -> BoxFuture<'c, Result<Value, CallError>> {
+) -> BoxFuture<'c, Result<Ran, CallError>> {
     Box::pin(async move {
+        use sqlx::Row as _;
+        let abandon = db.scope == Scope::ReadOnly;
+        let wrap = !q.writes;
         // standard_conforming_strings: the server reads backslashes in '...' as the validator did.
-        let setup = format!(
+        let mut setup = format!(
             "SET LOCAL statement_timeout = {}; SET LOCAL standard_conforming_strings = on",
             db.statement_timeout_ms
         );
-        // A plain `&str` runs over the simple-query protocol (both statements in one round
-        // trip); `raw_sql(..).execute(..)` would make this future non-`Send` (sqlx's
-        // higher-ranked `Executor` bound).
-        Executor::execute(&mut *tx, setup.as_str())
+        if abandon {
+            setup.push_str("; SELECT pg_backend_pid()");
+        }
+        if wrap {
+            setup.push_str("; SAVEPOINT ");
+            setup.push_str(PG_SAVEPOINT);
+        }
+        // A plain `&str` runs over the simple-query protocol (all statements in one round
+        // trip); `raw_sql(..)` would make this future non-`Send` (sqlx's higher-ranked
+        // `Executor` bound).
+        let session = Executor::fetch_all(&mut *tx, setup.as_str())
+            .await
+            .map_err(query_error)?
+            .first()
+            .and_then(|r| r.try_get::<i32, _>(0).ok())
+            .and_then(|pid| u64::try_from(pid).ok());
+        let columns = describe!(Postgres, &mut *tx, &q.sql, q)
             .await
             .map_err(query_error)?;
-        run_statement!(Postgres, tx, q, db).await
+        let mut plan = Plan::plain(q);
+        if wrap {
+            let sql = crate::wrap::pg(&q.sql, &columns, db);
+            match describe!(Postgres, &mut *tx, &sql, q).await {
+                Ok(_) => {
+                    plan = Plan {
+                        sql: Cow::Owned(sql),
+                        guarded: true,
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(code = ?db_code(&e), "bounded form refused; capping while streaming");
+                    let back = format!("ROLLBACK TO SAVEPOINT {PG_SAVEPOINT}");
+                    Executor::execute(&mut *tx, back.as_str())
+                        .await
+                        .map_err(query_error)?;
+                }
+            }
+        }
+        let (value, abandoned) =
+            stream_rows!(Postgres, &mut *tx, q, &plan, &columns, db, abandon).await?;
+        Ok(Ran {
+            value,
+            abandoned,
+            session,
+        })
     })
 }
 
-/// MySQL/MariaDB: the session already holds the statement timeout (`mysql_session`).
+/// MySQL/MariaDB: the session already holds the statement timeout (`mysql_session`). Reads the
+/// connection id when the statement may be abandoned, then runs the bounded form of a read or
+/// the statement as validated.
 fn run_mysql<'c>(
     tx: &'c mut sqlx::MySqlConnection,
     q: &'c ValidatedQuery,
     db: &'c DatabaseConstraints,
-) -> BoxFuture<'c, Result<Value, CallError>> {
-    Box::pin(run_statement!(MySql, tx, q, db))
+) -> BoxFuture<'c, Result<Ran, CallError>> {
+    Box::pin(async move {
+        use sqlx::Row as _;
+        let abandon = db.scope == Scope::ReadOnly;
+        let session = if abandon {
+            let row = Executor::fetch_one(&mut *tx, "SELECT CAST(CONNECTION_ID() AS SIGNED)")
+                .await
+                .map_err(query_error)?;
+            row.try_get::<i64, _>(0)
+                .ok()
+                .and_then(|id| u64::try_from(id).ok())
+        } else {
+            None
+        };
+        let columns = describe!(MySql, &mut *tx, &q.sql, q)
+            .await
+            .map_err(query_error)?;
+        let mut plan = Plan::plain(q);
+        if !q.writes {
+            if let Some(sql) = crate::wrap::mysql(&q.sql, &columns, db) {
+                match describe!(MySql, &mut *tx, &sql, q).await {
+                    Ok(_) => {
+                        plan = Plan {
+                            sql: Cow::Owned(sql),
+                            guarded: true,
+                        }
+                    }
+                    Err(e) => {
+                        tracing::debug!(code = ?db_code(&e), "bounded form refused; capping while streaming")
+                    }
+                }
+            }
+        }
+        let (value, abandoned) =
+            stream_rows!(MySql, &mut *tx, q, &plan, &columns, db, abandon).await?;
+        Ok(Ran {
+            value,
+            abandoned,
+            session,
+        })
+    })
+}
+
+/// The server's code of a failed statement (an enumeration, safe to log), without its message.
+fn db_code(e: &sqlx::Error) -> Option<String> {
+    match e {
+        sqlx::Error::Database(d) => d.code().map(|c| c.into_owned()),
+        _ => None,
+    }
 }
 
 async fn run_sqlite(
@@ -662,11 +972,16 @@ async fn run_sqlite(
     let read_only = db.scope == Scope::ReadOnly;
     let deadline = Instant::now() + limit(db);
     // SQLite has no server-side timeout: a progress handler interrupts the statement at the
-    // deadline (the tokio timeout alone would leave the worker thread running it).
+    // deadline (the tokio timeout alone would leave the worker thread running it), or as soon as
+    // the statement is abandoned at a cap (`stop`).
+    let stop = Arc::new(AtomicBool::new(false));
+    let stopped = stop.clone();
     conn.lock_handle()
         .await
         .map_err(connect_error)?
-        .set_progress_handler(1000, move || Instant::now() < deadline);
+        .set_progress_handler(1000, move || {
+            !stopped.load(Ordering::Relaxed) && Instant::now() < deadline
+        });
     let work = async {
         let mut tx = match Connection::begin_with(
             &mut *conn,
@@ -681,14 +996,31 @@ async fn run_sqlite(
             Ok(tx) => tx,
             Err(e) => return (Err(query_error(e)), false),
         };
-        let r: Result<Value, CallError> = run_statement!(Sqlite, &mut tx, q, db).await;
+        let r: Result<Value, CallError> = async {
+            let columns = describe!(Sqlite, &mut *tx, &q.sql, q)
+                .await
+                .map_err(query_error)?;
+            // No bounded form: SQLite copies a value at every level of a subquery, so a wrapper
+            // would multiply a huge cell instead of keeping it out. A read (which cannot change
+            // data in SQLite, whatever the scope) is left at the cap and interrupted instead.
+            let plan = Plan::plain(q);
+            let (value, abandoned) =
+                stream_rows!(Sqlite, &mut *tx, q, &plan, &columns, db, !q.writes).await?;
+            if abandoned {
+                // The worker thread may still be stepping the statement: interrupt it.
+                stop.store(true, Ordering::Relaxed);
+            }
+            Ok(value)
+        }
+        .await;
         let r = match r {
             Err(e) if e.code == ErrorCode::QueryFailed && Instant::now() >= deadline => {
                 Err(timeout_error().detail(e.detail.unwrap_or_default()))
             }
             other => other,
         };
-        // The handler must go before COMMIT/ROLLBACK, which it would interrupt past the deadline.
+        // The handler must go before COMMIT/ROLLBACK, which it would interrupt past the deadline
+        // (or after a stop). Locking the handle waits for the worker to finish the statement.
         let removed = match tx.lock_handle().await {
             Ok(mut h) => {
                 h.remove_progress_handler();
@@ -712,6 +1044,18 @@ async fn run_sqlite(
     }
 }
 
+/// The broker awaits `execute` inside an axum handler, which must be `Send`.
+#[allow(dead_code)]
+fn execute_future_is_send(
+    e: &'static SqlExecutor,
+    h: &'static Handle,
+    q: &'static ValidatedQuery,
+    s: &'static Secret,
+) {
+    fn is_send<T: Send>(_: T) {}
+    is_send(e.execute(h, q, s));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -725,6 +1069,7 @@ mod tests {
             max_bytes: 100,
             statement_timeout_ms: 1000,
             url: None,
+            ..DatabaseConstraints::default()
         }
     }
 
@@ -802,15 +1147,4 @@ mod tests {
         assert_eq!(e.code, ErrorCode::UpstreamUnavailable);
         assert_eq!(e.message, ErrorCode::UpstreamUnavailable.default_message());
     }
-}
-/// The broker awaits `execute` inside an axum handler, which must be `Send`.
-#[allow(dead_code)]
-fn execute_future_is_send(
-    e: &'static SqlExecutor,
-    h: &'static Handle,
-    q: &'static ValidatedQuery,
-    s: &'static Secret,
-) {
-    fn is_send<T: Send>(_: T) {}
-    is_send(e.execute(h, q, s));
 }

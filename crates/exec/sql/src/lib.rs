@@ -4,7 +4,8 @@
 //! The shape of a call is validate (no secret, no I/O: [`SqlExecutor::validate`]) then execute
 //! (the only place the secret is used: [`SqlExecutor::execute`]); the broker scrubs the result.
 //! [`validate`](mod@validate) owns the statement rules (T01, T02), `exec` the pools, transactions,
-//! timeouts and caps (T12, T20), `decode` the conversion of values to JSON.
+//! timeouts and caps (T12, T20), `wrap` the bounded form of a read that lets the server enforce
+//! the row and cell caps, `decode` the conversion of values to JSON.
 //!
 //! Notes for callers:
 //! * PostgreSQL parameters are typed by their JSON value (`null` and strings as `text`, integers as
@@ -22,6 +23,7 @@ mod exec;
 pub mod lease;
 mod tool;
 pub mod validate;
+mod wrap;
 
 pub use exec::SqlExecutor;
 pub use validate::{QueryArgs, ValidatedQuery};

@@ -5,35 +5,55 @@
 //!
 //! * exactly one statement of the handle's dialect;
 //! * statement kinds by scope: `read_only` allows queries only (`SELECT`, `WITH`, set operations,
-//!   `VALUES`, `TABLE t`); `read_write` adds `INSERT`, `UPDATE`, `DELETE` and `MERGE`. Everything
+//!   `VALUES`, `TABLE t`); `read_write` adds `INSERT`, `UPDATE`, `DELETE`, `MERGE` and `CALL` of
+//!   a procedure the handle names in `allow_functions`. Everything
 //!   else is refused, `EXPLAIN` included (`EXPLAIN ANALYZE` executes its statement, and a plan is
 //!   not worth a second code path). Nested statements (data-modifying CTEs) obey the same rule;
-//! * `SELECT ... INTO` (a table, a variable, `OUTFILE`, `DUMPFILE`), optimizer hints (they can
-//!   change session limits, e.g. MySQL `SET_VAR`) and, in `read_only`, locking clauses are refused;
+//! * writes are found over the whole tree, not only at the top (T26): a DML statement, a
+//!   data-modifying CTE inside a `SELECT`, a locking clause (`FOR UPDATE`, `FOR SHARE`), `CALL`,
+//!   and a function that changes data or state (sequences, large objects, advisory locks) each
+//!   make the statement a write ([`ValidatedQuery::is_write`], which approvals for writes read),
+//!   and each is refused on a `read_only` handle;
+//! * `SELECT ... INTO` (a table, a variable, `OUTFILE`, `DUMPFILE`) and optimizer hints (they can
+//!   change session limits, e.g. MySQL `SET_VAR`) are refused;
 //! * every relation anywhere in the tree (joins, subqueries, CTE bodies, DML targets, `TABLE t`) is
 //!   checked against the catalog deny list and the handle's table allow-list. A bare name that
 //!   refers to a CTE in scope is not a table; CTE scoping follows SQL (a non-recursive CTE sees only
 //!   the CTEs before it) and is exact, so a CTE cannot shadow a real table elsewhere. DML targets
 //!   are always real tables;
-//! * functions are allowed by default, except a deny list of functions that reach the file system,
-//!   the network, server settings, other sessions, or run SQL given as a string, plus (unless
-//!   `allow_catalogs`) every `pg_*` function outside a small harmless set;
+//! * functions are allowed by name from a per-dialect allow-list of functions that read nothing
+//!   beyond their arguments ([`functions`](mod@functions)), plus catalog functions under
+//!   `allow_catalogs` and the handle's own `allow_functions`; anything else, an extension's or a
+//!   user's function included, is `function-not-allowed` (T25). `CALL` needs `allow_functions`;
+//! * with column rules (`tables = { t = { columns = [...] } }`), every column reference is checked
+//!   (the `columns` module): a denied column, `*` over a restricted table or a whole-row
+//!   reference is `column-not-allowed` (T25);
 //! * placeholders are the dialect's (`$1`.. for PostgreSQL, `?` for MySQL and SQLite) and their
 //!   number must match `params`.
 //!
-//! The statement is then printed back from the AST and re-parsed; the printed text (no comments,
-//! canonical spacing) is what the database runs. So lexer differences between `sqlparser` and the
+//! The statement is printed back from the AST and the printed text (no comments, canonical
+//! spacing) is what the database runs; that text is parsed again and the checks run on *that*
+//! tree, which must print back to the same text. So lexer differences between `sqlparser` and the
 //! server (MySQL `--x` and `/*! */`, nested comments) cannot smuggle SQL that was never checked.
+//!
+//! Pathological input is bounded before any tree walk can exhaust the stack (T20): the text is at
+//! most [`MAX_QUERY_BYTES`], the parser nests at most 50 levels, a statement has at most
+//! [`MAX_OPERATORS`] operators and operator keywords (the parser builds `a + a + ...` and
+//! `... UNION ...` chains in a loop, one tree level each), and the checks walk at most
+//! [`MAX_DEPTH`] nested expressions or set operations; past any of them the call is refused with
+//! `limit-exceeded`.
 
 use airlock_core::config::{DatabaseConstraints, Handle, HandleKind, Scope};
 use airlock_core::{CallError, ErrorCode};
 use serde::Deserialize;
 use sqlparser::ast::{
-    ObjectName, ObjectNamePart, Query, Select, SetExpr, Statement, TableFactor, TableObject, Value,
-    ValueWithSpan, Visit, Visitor,
+    BinaryOperator, Expr, Ident, ObjectName, ObjectNamePart, Query, Select, SetExpr, Statement,
+    TableFactor, TableObject, Value, ValueWithSpan, Visit, Visitor,
 };
 use sqlparser::dialect::{Dialect, MySqlDialect, PostgreSqlDialect, SQLiteDialect};
-use sqlparser::parser::{Parser, ParserOptions};
+use sqlparser::keywords::Keyword;
+use sqlparser::parser::{Parser, ParserError, ParserOptions};
+use sqlparser::tokenizer::{Token, Tokenizer};
 use std::collections::HashSet;
 use std::ops::ControlFlow;
 
@@ -41,15 +61,24 @@ use std::ops::ControlFlow;
 pub const MAX_QUERY_BYTES: usize = 64 * 1024;
 /// Most parameters accepted.
 pub const MAX_PARAMS: usize = 1000;
+/// Most operators and operator keywords (`AND`, `UNION`, `::`, `+`, ...) in one statement (T20).
+/// Each can add a level to the tree outside the parser's own recursion limit.
+pub const MAX_OPERATORS: usize = 4096;
+/// Deepest nesting of expressions, or of set operations, the checks walk (T20).
+pub const MAX_DEPTH: usize = 256;
 
 /// The arguments of `query_db` besides the handle.
-#[derive(Debug, Clone, Deserialize)]
+///
+/// The doc comments of the fields are the descriptions in the tool's JSON Schema (`schemars`).
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct QueryArgs {
     /// One SQL statement.
     pub query: String,
-    /// Values for the placeholders, bound by the driver (never interpolated).
+    /// Values for the placeholders, in order, bound by the driver (never interpolated).
+    // Only scalars bind; an array or an object is refused (`params[i] must be ...`).
     #[serde(default)]
+    #[schemars(extend("items" = {"type": ["string", "number", "boolean", "null"]}))]
     pub params: Vec<serde_json::Value>,
 }
 
@@ -80,7 +109,10 @@ impl ValidatedQuery {
         &self.sql
     }
 
-    /// True for INSERT, UPDATE, DELETE and MERGE (the result then carries `rows_affected`).
+    /// True when the statement may change data or state anywhere in its tree: INSERT, UPDATE,
+    /// DELETE and MERGE, a data-modifying CTE, a locking clause, `CALL`, a function that writes
+    /// (sequences, large objects, advisory locks), or, on a `read_write` handle, a function
+    /// allowed only by the handle's `allow_functions`. The result then carries `rows_affected`.
     pub fn is_write(&self) -> bool {
         self.writes
     }
@@ -100,19 +132,106 @@ fn dialect(kind: HandleKind) -> Option<Box<dyn Dialect>> {
     }
 }
 
+/// Keywords that continue an expression or a query as infix operators, so that a chain of them
+/// nests the tree one level each without the parser's recursion limit seeing it.
+const OPERATOR_KEYWORDS: &[Keyword] = &[
+    Keyword::AND,
+    Keyword::AT,
+    Keyword::BETWEEN,
+    Keyword::COLLATE,
+    Keyword::DIV,
+    Keyword::ESCAPE,
+    Keyword::EXCEPT,
+    Keyword::GLOB,
+    Keyword::GLOBAL,
+    Keyword::ILIKE,
+    Keyword::IN,
+    Keyword::INTERSECT,
+    Keyword::IS,
+    Keyword::LIKE,
+    Keyword::MATCH,
+    Keyword::MEMBER,
+    Keyword::MINUS,
+    Keyword::MOD,
+    Keyword::NOT,
+    Keyword::NOTNULL,
+    Keyword::OPERATOR,
+    Keyword::OR,
+    Keyword::OVERLAPS,
+    Keyword::REGEXP,
+    Keyword::RLIKE,
+    Keyword::SIMILAR,
+    Keyword::UNION,
+    Keyword::XOR,
+];
+
+/// Whether a token may continue an expression or a query as an operator: every symbol but
+/// commas, parentheses and the statement's end, and the keywords above. Names, numbers, strings
+/// and placeholders never do.
+fn operator_token(t: &Token) -> bool {
+    match t {
+        Token::Word(w) => OPERATOR_KEYWORDS.contains(&w.keyword),
+        Token::EOF
+        | Token::Whitespace(_)
+        | Token::Comma
+        | Token::LParen
+        | Token::RParen
+        | Token::SemiColon
+        | Token::Number(..)
+        | Token::Placeholder(_)
+        | Token::SingleQuotedString(_)
+        | Token::DoubleQuotedString(_)
+        | Token::TripleSingleQuotedString(_)
+        | Token::TripleDoubleQuotedString(_)
+        | Token::DollarQuotedString(_)
+        | Token::SingleQuotedByteStringLiteral(_)
+        | Token::DoubleQuotedByteStringLiteral(_)
+        | Token::TripleSingleQuotedByteStringLiteral(_)
+        | Token::TripleDoubleQuotedByteStringLiteral(_)
+        | Token::SingleQuotedRawStringLiteral(_)
+        | Token::DoubleQuotedRawStringLiteral(_)
+        | Token::TripleSingleQuotedRawStringLiteral(_)
+        | Token::TripleDoubleQuotedRawStringLiteral(_)
+        | Token::NationalStringLiteral(_)
+        | Token::EscapedStringLiteral(_)
+        | Token::UnicodeStringLiteral(_)
+        | Token::HexStringLiteral(_) => false,
+        _ => true,
+    }
+}
+
 /// Parses `sql` as exactly one statement, literals kept as written (no unescaping), so printing
-/// the AST reproduces each literal's source text.
+/// the AST reproduces each literal's source text. Refuses, before building a tree, a statement
+/// with more than [`MAX_OPERATORS`] operators, and maps the parser's recursion limit to
+/// `limit-exceeded`.
 fn parse_one(dialect: &dyn Dialect, sql: &str) -> Result<Statement, CallError> {
+    let invalid = |e: &dyn std::fmt::Display| {
+        CallError::with_message(
+            ErrorCode::InvalidSql,
+            format!("the query does not parse: {e}"),
+        )
+    };
+    let tokens = Tokenizer::new(dialect, sql)
+        .with_unescape(false)
+        .tokenize_with_location()
+        .map_err(|e| invalid(&e))?;
+    if tokens.iter().filter(|t| operator_token(&t.token)).count() > MAX_OPERATORS {
+        return Err(CallError::with_message(
+            ErrorCode::LimitExceeded,
+            format!("the statement has more than {MAX_OPERATORS} operators"),
+        ));
+    }
     let opts = ParserOptions::new().with_unescape(false);
     let mut statements = Parser::new(dialect)
         .with_options(opts)
-        .try_with_sql(sql)
-        .and_then(|mut p| p.parse_statements())
-        .map_err(|e| {
-            CallError::with_message(
-                ErrorCode::InvalidSql,
-                format!("the query does not parse: {e}"),
-            )
+        .with_tokens_with_locations(tokens)
+        .parse_statements()
+        .map_err(|e| match e {
+            ParserError::RecursionLimitExceeded => CallError::with_message(
+                ErrorCode::LimitExceeded,
+                "the statement nests deeper than the parser allows (50 levels)",
+            ),
+            e => invalid(&e),
         })?;
     match statements.len() {
         0 => Err(CallError::with_message(
@@ -151,26 +270,28 @@ pub(crate) fn validate(handle: &Handle, args: &QueryArgs) -> Result<ValidatedQue
         .map(|(i, v)| to_param(i, v))
         .collect::<Result<Vec<_>, _>>()?;
 
-    let statement = parse_one(dialect.as_ref(), &args.query)?;
+    // What runs is the statement printed from its tree; what is checked is that text parsed
+    // again, which must print back to itself.
+    let sql = parse_one(dialect.as_ref(), &args.query)?.to_string();
+    let unfaithful = || {
+        CallError::with_message(
+            ErrorCode::InvalidSql,
+            "the statement uses a construct airlock cannot reproduce faithfully",
+        )
+        .detail("AST round trip through Display changed the statement")
+    };
+    let statement = parse_one(dialect.as_ref(), &sql).map_err(|_| unfaithful())?;
+    if statement.to_string() != sql {
+        return Err(unfaithful());
+    }
     let mut checker = Checker::new(handle.kind, db);
     if let ControlFlow::Break(e) = statement.visit(&mut checker) {
         return Err(e);
     }
     checker.check_placeholders(params.len())?;
-
-    let sql = statement.to_string();
-    // The printed text must mean what was checked: re-parse it and compare the trees.
-    match parse_one(dialect.as_ref(), &sql) {
-        Ok(again) if again == statement => {}
-        _ => {
-            return Err(CallError::with_message(
-                ErrorCode::InvalidSql,
-                "the statement uses a construct airlock cannot reproduce faithfully",
-            )
-            .detail("AST round trip through Display changed the statement"))
-        }
-    }
-    let writes = !matches!(statement, Statement::Query(_));
+    let writes = !matches!(statement, Statement::Query(_))
+        || checker.writes
+        || (checker.handle_functions && db.scope == Scope::ReadWrite);
     Ok(ValidatedQuery {
         kind: handle.kind,
         sql,
@@ -213,99 +334,6 @@ const CATALOG_SCHEMAS: &[&str] = &[
     "sys",
 ];
 
-/// Functions refused whatever the scope and `allow_catalogs`: file system, network, server
-/// settings and processes, timing oracles and locks, SQL run from a string (it would bypass the
-/// table checks), extension loading. Matched on the last name part, case-insensitively.
-const DENIED_FUNCTIONS: &[&str] = &[
-    // PostgreSQL
-    "pg_read_file",
-    "pg_read_binary_file",
-    "pg_ls_dir",
-    "pg_stat_file",
-    "pg_file_write",
-    "pg_file_rename",
-    "pg_file_unlink",
-    "pg_logdir_ls",
-    "lo_import",
-    "lo_export",
-    "lo_get",
-    "lo_put",
-    "lo_from_bytea",
-    "lo_create",
-    "lo_creat",
-    "lo_open",
-    "lo_unlink",
-    "loread",
-    "lowrite",
-    "current_setting",
-    "set_config",
-    "pg_terminate_backend",
-    "pg_cancel_backend",
-    "pg_reload_conf",
-    "pg_rotate_logfile",
-    "pg_promote",
-    "pg_switch_wal",
-    "ts_stat",
-    "ts_rewrite",
-    "cursor_to_xml",
-    "cursor_to_xmlschema",
-    // MySQL / MariaDB
-    "load_file",
-    "sys_exec",
-    "sys_eval",
-    "benchmark",
-    "sleep",
-    "get_lock",
-    "release_lock",
-    "release_all_locks",
-    "is_free_lock",
-    "is_used_lock",
-    "master_pos_wait",
-    "source_pos_wait",
-    // SQLite (and its shell's functions)
-    "load_extension",
-    "readfile",
-    "writefile",
-    "fts3_tokenizer",
-    "edit",
-];
-
-/// Prefixes refused the same way (function families).
-const DENIED_FUNCTION_PREFIXES: &[&str] = &[
-    "dblink",
-    "pg_sleep",
-    "query_to_xml",
-    "table_to_xml",
-    "schema_to_xml",
-    "database_to_xml",
-    "pg_ls_",
-    "pg_read_",
-    "pg_advisory",
-    "pg_try_advisory",
-    "lo_",
-    "pg_create_",
-    "pg_drop_",
-    "pg_replication_",
-    "pg_backup_",
-    "pg_start_backup",
-    "pg_stop_backup",
-];
-
-/// `pg_*` functions that read nothing sensitive, allowed without `allow_catalogs`.
-const HARMLESS_PG_FUNCTIONS: &[&str] = &[
-    "pg_typeof",
-    "pg_column_size",
-    "pg_size_pretty",
-    "pg_size_bytes",
-];
-
-fn function_denied(last: &str, allow_catalogs: bool) -> bool {
-    let f = last.to_ascii_lowercase();
-    DENIED_FUNCTIONS.contains(&f.as_str())
-        || DENIED_FUNCTION_PREFIXES.iter().any(|p| f.starts_with(p))
-        || (!allow_catalogs && f.starts_with("pg_") && !HARMLESS_PG_FUNCTIONS.contains(&f.as_str()))
-}
-
 fn catalog_table_name(kind: HandleKind, table: &str) -> bool {
     let t = table.to_ascii_lowercase();
     t.starts_with("pg_")
@@ -343,10 +371,47 @@ struct Checker<'a> {
     function_relations: HashSet<usize>,
     max_dollar: usize,
     question_marks: usize,
+    /// Something in the tree changes data or state (T26).
+    writes: bool,
+    /// A function allowed only by the handle's `allow_functions` is called: it may write.
+    handle_functions: bool,
+    /// Nesting of the expressions being visited.
+    depth: usize,
+    /// Restricted relations in scope, innermost last (only when the handle has column rules).
+    scopes: Vec<columns::ColumnScope<'a>>,
+    /// `SELECT`s that are a query's body: their scope lasts until the query's `ORDER BY`.
+    query_bodies: HashSet<usize>,
+    /// Bare `ORDER BY` names that are output aliases (no column check).
+    order_aliases: HashSet<usize>,
 }
 
 fn refuse(code: ErrorCode, message: String) -> ControlFlow<CallError> {
     ControlFlow::Break(CallError::with_message(code, message))
+}
+
+fn too_deep() -> ControlFlow<CallError> {
+    refuse(
+        ErrorCode::LimitExceeded,
+        format!("the statement nests expressions or set operations deeper than {MAX_DEPTH} levels"),
+    )
+}
+
+/// How deep the set operations of a query body go, counted without recursion; stops past
+/// [`MAX_DEPTH`].
+fn set_depth(body: &SetExpr) -> usize {
+    let mut deepest = 0;
+    let mut todo = vec![(body, 1usize)];
+    while let Some((e, d)) = todo.pop() {
+        deepest = deepest.max(d);
+        if d > MAX_DEPTH {
+            break;
+        }
+        if let SetExpr::SetOperation { left, right, .. } = e {
+            todo.push((left, d + 1));
+            todo.push((right, d + 1));
+        }
+    }
+    deepest
 }
 
 impl<'a> Checker<'a> {
@@ -366,12 +431,30 @@ impl<'a> Checker<'a> {
             function_relations: HashSet::new(),
             max_dollar: 0,
             question_marks: 0,
+            writes: false,
+            handle_functions: false,
+            depth: 0,
+            scopes: Vec::new(),
+            query_bodies: HashSet::new(),
+            order_aliases: HashSet::new(),
         }
+    }
+
+    /// Records a write (T26); on a read-only handle, refuses it saying why.
+    fn write(&mut self, why: &str) -> ControlFlow<CallError> {
+        if self.db.scope == Scope::ReadOnly {
+            return refuse(
+                ErrorCode::StatementNotAllowed,
+                format!("this handle is read-only: {why}"),
+            );
+        }
+        self.writes = true;
+        ControlFlow::Continue(())
     }
 
     /// How an identifier names an object: PostgreSQL folds unquoted names to lower case and keeps
     /// quoted ones; MySQL and SQLite keep the spelling (the stricter choice for CTE matching).
-    fn ident_key(&self, i: &sqlparser::ast::Ident) -> String {
+    fn ident_key(&self, i: &Ident) -> String {
         if self.kind == HandleKind::Postgres && i.quote_style.is_none() {
             i.value.to_lowercase()
         } else {
@@ -381,12 +464,65 @@ impl<'a> Checker<'a> {
 
     /// Allow-list key: as SQL identifiers compare (PostgreSQL quoted names exactly), otherwise
     /// case-insensitive.
-    fn table_key(&self, i: &sqlparser::ast::Ident) -> String {
+    fn table_key(&self, i: &Ident) -> String {
         if self.kind == HandleKind::Postgres && i.quote_style.is_some() {
             i.value.clone()
         } else {
             i.value.to_lowercase()
         }
+    }
+
+    /// The identifiers of a relation's name, if it is one this dialect can name (at most
+    /// database.schema.table on PostgreSQL, schema.table elsewhere).
+    fn relation_parts<'n>(&self, name: &'n ObjectName) -> Option<Vec<&'n Ident>> {
+        let max_parts = if self.kind == HandleKind::Postgres {
+            3
+        } else {
+            2
+        };
+        if name.0.is_empty() || name.0.len() > max_parts {
+            return None;
+        }
+        name.0
+            .iter()
+            .map(|p| match p {
+                ObjectNamePart::Identifier(i) => Some(i),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The entry of the handle's `tables` a relation name matches, as the config spells it.
+    fn allow_list_entry(&self, name: &ObjectName) -> Option<&'a String> {
+        let parts = self.relation_parts(name)?;
+        let allowed = self.db.tables.as_ref()?;
+        let t = self.table_key(parts.last()?);
+        let schema = (parts.len() >= 2).then(|| self.table_key(parts[parts.len() - 2]));
+        let default = self.default_schema.as_deref();
+        // Entries are compared in lower case (ASCII, checked at load) without allocating: this
+        // runs for every relation against every entry.
+        let lower_eq = |entry: &str, key: &str| {
+            entry.len() == key.len()
+                && entry
+                    .bytes()
+                    .zip(key.bytes())
+                    .all(|(e, k)| e.to_ascii_lowercase() == k)
+        };
+        allowed.iter().find(|entry| {
+            let (es, et) = match entry.split_once('.') {
+                Some((s, t)) => (Some(s), t),
+                None => (None, entry.as_str()),
+            };
+            if !lower_eq(et, &t) {
+                return false;
+            }
+            match (schema.as_deref(), es) {
+                (None, None) => true,
+                (None, Some(es)) => default.is_some_and(|d| lower_eq(es, d)),
+                (Some(rs), None) => Some(rs) == default,
+                (Some(rs), Some(es)) => lower_eq(es, rs),
+            }
+        })
     }
 
     fn check_relation(&self, name: &ObjectName, ctes: &[&String]) -> ControlFlow<CallError> {
@@ -397,24 +533,12 @@ impl<'a> Checker<'a> {
                 format!("table {shown} is not allowed on this handle"),
             )
         };
-        let mut parts = Vec::with_capacity(name.0.len());
-        for p in &name.0 {
-            match p {
-                ObjectNamePart::Identifier(i) => parts.push(i),
-                _ => return not_allowed(),
-            }
-        }
-        let max_parts = if self.kind == HandleKind::Postgres {
-            3
-        } else {
-            2
+        let Some(parts) = self.relation_parts(name) else {
+            return not_allowed();
         };
         let Some(table) = parts.last() else {
             return not_allowed();
         };
-        if parts.len() > max_parts {
-            return not_allowed();
-        }
         if !self.db.allow_catalogs {
             let schema_is_catalog = parts[..parts.len() - 1]
                 .iter()
@@ -426,29 +550,7 @@ impl<'a> Checker<'a> {
         if parts.len() == 1 && ctes.iter().any(|c| **c == self.ident_key(table)) {
             return ControlFlow::Continue(());
         }
-        let Some(allowed) = &self.db.tables else {
-            return ControlFlow::Continue(());
-        };
-        let t = self.table_key(table);
-        let schema = (parts.len() >= 2).then(|| self.table_key(parts[parts.len() - 2]));
-        let default = self.default_schema.as_deref();
-        let ok = allowed.iter().any(|entry| {
-            let entry = entry.to_lowercase();
-            let (es, et) = match entry.split_once('.') {
-                Some((s, t)) => (Some(s), t),
-                None => (None, entry.as_str()),
-            };
-            if et != t {
-                return false;
-            }
-            match (schema.as_deref(), es) {
-                (None, None) => true,
-                (None, Some(es)) => Some(es) == default,
-                (Some(rs), None) => Some(rs) == default,
-                (Some(rs), Some(es)) => rs == es,
-            }
-        });
-        if ok {
+        if self.db.tables.is_none() || self.allow_list_entry(name).is_some() {
             ControlFlow::Continue(())
         } else {
             not_allowed()
@@ -472,21 +574,21 @@ impl<'a> Checker<'a> {
         }
     }
 
-    fn check_function_name(&self, name: &ObjectName) -> ControlFlow<CallError> {
-        let last = match name.0.last() {
-            Some(ObjectNamePart::Identifier(i)) => i.value.as_str(),
-            _ => {
-                return refuse(
-                    ErrorCode::StatementNotAllowed,
-                    format!("function {name} is not allowed"),
-                )
-            }
-        };
-        if function_denied(last, self.db.allow_catalogs) {
+    /// A called function (or procedure): on the dialect's allow-list, under `allow_catalogs`
+    /// in its catalog list, or in the handle's `allow_functions` (T25). A function that
+    /// changes data makes the statement a write (T26).
+    fn check_function_name(&mut self, name: &ObjectName) -> ControlFlow<CallError> {
+        let Some(f) = functions::resolve(self.kind, self.db, name) else {
             return refuse(
-                ErrorCode::StatementNotAllowed,
-                format!("function {name} is not allowed"),
+                ErrorCode::FunctionNotAllowed,
+                format!("function {name} is not allowed on this handle"),
             );
+        };
+        if functions::writes(self.kind, &f.name) {
+            return self.write(&format!("{name} changes data"));
+        }
+        if f.origin == functions::Origin::Handle {
+            self.handle_functions = true;
         }
         ControlFlow::Continue(())
     }
@@ -527,7 +629,9 @@ impl<'a> Checker<'a> {
                     .last()
                     .map(|f| f.visible().collect())
                     .unwrap_or_default();
-                self.check_relation(&ObjectName::from(idents), &ctes)
+                let name = ObjectName::from(idents);
+                self.check_relation(&name, &ctes)?;
+                self.check_table_statement(&name)
             }
             _ => ControlFlow::Continue(()),
         }
@@ -547,13 +651,8 @@ impl Visitor for Checker<'_> {
     fn pre_visit_statement(&mut self, s: &Statement) -> ControlFlow<CallError> {
         let hints = match s {
             Statement::Query(_) => return ControlFlow::Continue(()),
-            _ if self.db.scope == Scope::ReadOnly => {
-                return refuse(
-                    ErrorCode::StatementNotAllowed,
-                    "this handle is read-only: queries only".into(),
-                )
-            }
             Statement::Insert(i) => {
+                self.write("INSERT changes data")?;
                 match &i.table {
                     TableObject::TableName(n) => self.check_target(n)?,
                     _ => {
@@ -572,6 +671,7 @@ impl Visitor for Checker<'_> {
                 &i.optimizer_hints
             }
             Statement::Update(u) => {
+                self.write("UPDATE changes data")?;
                 self.check_target_factor(&u.table.relation)?;
                 for j in &u.table.joins {
                     self.check_target_factor(&j.relation)?;
@@ -579,6 +679,7 @@ impl Visitor for Checker<'_> {
                 &u.optimizer_hints
             }
             Statement::Delete(d) => {
+                self.write("DELETE changes data")?;
                 for t in &d.tables {
                     self.check_target(t)?;
                 }
@@ -595,8 +696,20 @@ impl Visitor for Checker<'_> {
                 &d.optimizer_hints
             }
             Statement::Merge(m) => {
+                self.write("MERGE changes data")?;
                 self.check_target_factor(&m.table)?;
                 &m.optimizer_hints
+            }
+            Statement::Call(f) => {
+                // A procedure may do anything its owner can: only one the handle names runs.
+                self.write("CALL runs a procedure")?;
+                return self.check_function_name(&f.name);
+            }
+            _ if self.db.scope == Scope::ReadOnly => {
+                return refuse(
+                    ErrorCode::StatementNotAllowed,
+                    "this handle is read-only: queries only".into(),
+                )
             }
             _ => {
                 return refuse(
@@ -611,15 +724,28 @@ impl Visitor for Checker<'_> {
                 "optimizer hints are not allowed".into(),
             );
         }
+        self.enter_dml(s)
+    }
+
+    fn post_visit_statement(&mut self, s: &Statement) -> ControlFlow<CallError> {
+        if matches!(
+            s,
+            Statement::Insert(_)
+                | Statement::Update(_)
+                | Statement::Delete(_)
+                | Statement::Merge(_)
+        ) {
+            self.leave_scope();
+        }
         ControlFlow::Continue(())
     }
 
     fn pre_visit_query(&mut self, q: &Query) -> ControlFlow<CallError> {
-        if !q.locks.is_empty() && self.db.scope == Scope::ReadOnly {
-            return refuse(
-                ErrorCode::StatementNotAllowed,
-                "locking clauses need a read-write handle".into(),
-            );
+        if set_depth(&q.body) > MAX_DEPTH {
+            return too_deep();
+        }
+        if !q.locks.is_empty() {
+            self.write("a locking clause (FOR UPDATE, FOR SHARE) locks rows")?;
         }
         if q.for_clause.is_some()
             || q.settings.is_some()
@@ -664,16 +790,24 @@ impl Visitor for Checker<'_> {
             bodies,
             recursive,
         });
+        if let SetExpr::Select(s) = q.body.as_ref() {
+            self.query_bodies.insert(addr(&**s));
+            self.note_order_aliases(q);
+        }
         self.check_set_expr(&q.body)
     }
 
-    fn post_visit_query(&mut self, _q: &Query) -> ControlFlow<CallError> {
+    fn post_visit_query(&mut self, q: &Query) -> ControlFlow<CallError> {
         self.frames.pop();
+        if matches!(q.body.as_ref(), SetExpr::Select(_)) {
+            self.leave_scope();
+        }
         ControlFlow::Continue(())
     }
 
     fn pre_visit_select(&mut self, s: &Select) -> ControlFlow<CallError> {
         if s.into.is_some() {
+            self.write("SELECT ... INTO writes its result")?;
             return refuse(
                 ErrorCode::StatementNotAllowed,
                 "SELECT ... INTO is not allowed".into(),
@@ -684,6 +818,13 @@ impl Visitor for Checker<'_> {
                 ErrorCode::StatementNotAllowed,
                 "optimizer hints are not allowed".into(),
             );
+        }
+        self.enter_select(s)
+    }
+
+    fn post_visit_select(&mut self, s: &Select) -> ControlFlow<CallError> {
+        if !self.query_bodies.contains(&addr(s)) {
+            self.leave_scope();
         }
         ControlFlow::Continue(())
     }
@@ -697,7 +838,6 @@ impl Visitor for Checker<'_> {
             }
             | TableFactor::Function { name, .. } => {
                 self.function_relations.insert(addr(name));
-                self.check_function_name(name)?;
                 if !self.db.allow_catalogs {
                     if let Some(ObjectNamePart::Identifier(i)) = name.0.last() {
                         if catalog_table_name(self.kind, &i.value) {
@@ -708,8 +848,15 @@ impl Visitor for Checker<'_> {
                         }
                     }
                 }
-                ControlFlow::Continue(())
+                self.check_function_name(name)
             }
+            TableFactor::Pivot { .. }
+            | TableFactor::Unpivot { .. }
+            | TableFactor::MatchRecognize { .. }
+            | TableFactor::OpenJsonTable { .. } => refuse(
+                ErrorCode::StatementNotAllowed,
+                "this kind of FROM item is not allowed".into(),
+            ),
             _ => ControlFlow::Continue(()),
         }
     }
@@ -726,10 +873,30 @@ impl Visitor for Checker<'_> {
         self.check_relation(r, &ctes)
     }
 
-    fn pre_visit_expr(&mut self, e: &sqlparser::ast::Expr) -> ControlFlow<CallError> {
-        if let sqlparser::ast::Expr::Function(f) = e {
-            self.check_function_name(&f.name)?;
+    fn pre_visit_expr(&mut self, e: &Expr) -> ControlFlow<CallError> {
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            return too_deep();
         }
+        match e {
+            Expr::Function(f) => self.check_function_name(&f.name)?,
+            // A user-defined operator is a function under another name.
+            Expr::BinaryOp {
+                op: op @ (BinaryOperator::Custom(_) | BinaryOperator::PGCustomBinaryOperator(_)),
+                ..
+            } => {
+                return refuse(
+                    ErrorCode::FunctionNotAllowed,
+                    format!("operator {op} is not allowed on this handle"),
+                )
+            }
+            _ => {}
+        }
+        self.check_expr_columns(e)
+    }
+
+    fn post_visit_expr(&mut self, _e: &Expr) -> ControlFlow<CallError> {
+        self.depth -= 1;
         ControlFlow::Continue(())
     }
 
@@ -765,6 +932,9 @@ impl Visitor for Checker<'_> {
         ControlFlow::Continue(())
     }
 }
+
+mod columns;
+pub mod functions;
 
 #[cfg(test)]
 mod tests;

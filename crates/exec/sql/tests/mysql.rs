@@ -229,7 +229,7 @@ async fn t01_mysql_catalogs_are_refused() {
     let e = call(&ex, &h, MY_URL, "SELECT LOAD_FILE('/etc/passwd')", vec![])
         .await
         .unwrap_err();
-    assert_eq!(e.code, ErrorCode::StatementNotAllowed);
+    assert_eq!(e.code, ErrorCode::FunctionNotAllowed);
 }
 
 #[tokio::test]

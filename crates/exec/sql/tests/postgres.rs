@@ -218,7 +218,10 @@ async fn t02_read_only_transaction_blocks_writes_even_via_function() {
         .await
         .unwrap();
     let ex = SqlExecutor::new();
-    let h = handle("PG", HandleKind::Postgres, db(Scope::ReadOnly));
+    // The handle names the function (T25), so the read-only transaction is what stops it.
+    let mut d = db(Scope::ReadOnly);
+    d.allow_functions = vec![f.clone()];
+    let h = handle("PG", HandleKind::Postgres, d);
     let e = call(&ex, &h, PG_URL, &format!("SELECT {f}()"), vec![])
         .await
         .unwrap_err();
@@ -282,7 +285,7 @@ async fn t01_catalog_and_allow_list_hold_against_the_real_server() {
     )
     .await
     .unwrap_err();
-    assert_eq!(e.code, ErrorCode::StatementNotAllowed);
+    assert_eq!(e.code, ErrorCode::FunctionNotAllowed);
     drop_table(&a, &t).await;
 }
 
@@ -381,6 +384,8 @@ async fn url_on_handle_takes_the_secret_as_password_and_rotation_renews_the_pool
     let ex = SqlExecutor::new();
     let mut d = db(Scope::ReadOnly);
     d.url = Some(PG_URL.into());
+    // current_user is session information, a catalog function (T25).
+    d.allow_catalogs = true;
     let h = handle("PGPW", HandleKind::Postgres, d);
     // Trust authentication here: any password connects; what matters is the path.
     let r = call(

@@ -48,6 +48,7 @@ pub fn db(scope: Scope) -> DatabaseConstraints {
         max_bytes: 1_000_000,
         statement_timeout_ms: 5000,
         url: None,
+        ..DatabaseConstraints::default()
     }
 }
 
