@@ -20,7 +20,9 @@ const MAX_KEY_BYTES: usize = 1024;
 const AWS_PATH: &AsciiSet = &AWS_URI.remove(b'/');
 
 /// The arguments of `s3_object` besides `credential_handle`.
-#[derive(Clone, Debug, Deserialize)]
+///
+/// The doc comments of the fields are the descriptions in the tool's JSON Schema (`schemars`).
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct S3Args {
     /// `get`, `put`, `list` or `delete`.
@@ -29,6 +31,7 @@ pub struct S3Args {
     pub bucket: String,
     /// The object key (get, put, delete) or the key prefix (list).
     #[serde(default)]
+    #[schemars(length(min = 1, max = MAX_KEY_BYTES))]
     pub key: Option<String>,
     /// The object's content, as text (put only).
     #[serde(default)]

@@ -64,10 +64,12 @@ pub fn is_non_dumpable() -> bool {
 }
 
 /// The arguments of `run_command` besides `credential_handle`.
-#[derive(Clone, Debug, Default, serde::Deserialize)]
+///
+/// The doc comment of the field is its description in the tool's JSON Schema (`schemars`).
+#[derive(Clone, Debug, Default, serde::Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CommandArgs {
-    /// One value per placeholder of the handle's template, by name.
+    /// One value per placeholder of the handle's argument template, by name.
     #[serde(default)]
     pub args: BTreeMap<String, String>,
 }

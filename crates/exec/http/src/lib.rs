@@ -31,15 +31,19 @@ use url::Url;
 use zeroize::Zeroizing;
 
 /// The arguments of `http_request` besides `credential_handle`.
-#[derive(Clone, Debug, serde::Deserialize)]
+///
+/// The doc comments of the fields are the descriptions in the tool's JSON Schema (`schemars`).
+#[derive(Clone, Debug, serde::Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HttpArgs {
-    /// GET, HEAD, POST, PUT, PATCH, DELETE or OPTIONS (case-insensitive).
+    /// The HTTP method: GET, HEAD, POST, PUT, PATCH, DELETE or OPTIONS (case-insensitive), one
+    /// the handle's destinations allow.
     pub method: String,
-    /// A path starting with `/` (joined onto the first destination) or an absolute URL.
+    /// A path starting with `/` such as `/v1/items` (joined onto the handle's first
+    /// destination), or a full URL on one of the handle's destinations.
     pub path_or_url: String,
-    /// Extra request headers; credential, routing, framing, range, override and
-    /// `Accept-Encoding` headers are refused (`header-not-allowed`).
+    /// Extra request headers (never credentials); credential, routing, framing, range, override
+    /// and `Accept-Encoding` headers are refused (`header-not-allowed`).
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
     /// The request body, sent as is.

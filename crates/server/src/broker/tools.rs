@@ -3,12 +3,28 @@
 //! Built only from tool names, handle names, handle kinds and constraints' non-secret facts, and
 //! the operator's descriptions; never from a secret (T21). `credential_handle` is an enum of
 //! exactly the handles this agent may use with that tool.
+//!
+//! Each tool's JSON Schema is generated with `schemars` from the argument type its executor
+//! parses (`QueryArgs`, `HttpArgs`, ...; the doc comments of their fields are the
+//! descriptions), then the per-agent facts are laid over it. tests/t21_tool_schema_golden.rs
+//! holds the result for a fixed configuration and checks that every schema's properties are
+//! exactly the fields its type reads.
 
+use super::lease::{RawAwsLeaseArgs, RawLeaseArgs};
+use super::share::ShareArgs;
 use airlock_core::config::{ArgTemplate, Handle, Scope, SharesConfig};
 use airlock_core::{HandleName, Tool};
+use airlock_exec_aws::S3Args;
+use airlock_exec_command::CommandArgs;
+use airlock_exec_email::EmailArgs;
+use airlock_exec_http::HttpArgs;
+use airlock_exec_sql::QueryArgs;
+use schemars::generate::SchemaSettings;
+use schemars::transform::RecursiveTransform;
+use schemars::{JsonSchema, Schema};
+use serde_json::{json, Map, Value};
 use std::borrow::Cow;
 use std::collections::BTreeMap;
-use serde_json::{json, Value};
 
 /// The three output shapes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -105,7 +121,179 @@ fn handle_line(cfg: &Handles, h: &HandleName) -> String {
     format!("- {h}:{desc} ({})", facts.join(", "))
 }
 
+/// A JSON object (a schema, or the properties of one).
+type Object = Map<String, Value>;
+
+/// The JSON Schema of the argument type `T` (a tool's arguments besides `credential_handle`),
+/// self-contained as MCP, OpenAI and Anthropic tool schemas must be: subschemas inlined (no
+/// `$ref` or `$defs`), no `$schema`, and no description at the top (the tool has its own).
+/// Every subschema is tidied (`tidy`). `additionalProperties: false` comes from `deny_unknown_fields`.
+fn args_schema<T: JsonSchema>() -> Object {
+    let generator = SchemaSettings::draft2020_12()
+        .with(|s| {
+            s.inline_subschemas = true;
+            s.meta_schema = None;
+        })
+        .with_transform(RecursiveTransform(tidy))
+        .into_generator();
+    match generator.into_root_schema_for::<T>().to_value() {
+        Value::Object(mut schema) => {
+            schema.remove("description");
+            schema
+        }
+        // Only `true`/`false` schemas are not objects; no argument type is one.
+        _ => Object::new(),
+    }
+}
+
+/// Tidies one generated subschema for a tool list:
+///
+/// - no `title` and no `default` (the descriptions say what a default is);
+/// - descriptions (doc comments) with each paragraph on one line;
+/// - no `null` alternative for an optional property (an `Option` field): serde reads `null` as
+///   absent, and the schema says so by not requiring the property, as the hand-written schemas
+///   did (a `null` the type really takes, such as a `params` value, stays);
+/// - no `format` on integers (`uint32` and the like are not JSON Schema formats);
+/// - a `oneOf` of string constants (an enum whose variants have doc comments, such as `Scope`)
+///   as one `{"type": "string", "enum": [...]}`.
+fn tidy(schema: &mut Schema) {
+    let Some(obj) = schema.as_object_mut() else { return };
+    obj.remove("title");
+    obj.remove("default");
+    if let Some(Value::String(d)) = obj.get_mut("description") {
+        *d = d.split("\n\n").map(|p| p.lines().map(str::trim).collect::<Vec<_>>().join(" ")).collect::<Vec<_>>().join("\n\n");
+    }
+    let required: Vec<Value> = obj.get("required").and_then(Value::as_array).cloned().unwrap_or_default();
+    if let Some(Value::Object(props)) = obj.get_mut("properties") {
+        for (name, prop) in props.iter_mut() {
+            if !required.iter().any(|r| r == name.as_str()) {
+                if let Value::Object(prop) = prop {
+                    drop_null(prop);
+                }
+            }
+        }
+    }
+    if obj.get("type").and_then(Value::as_str) == Some("integer") {
+        obj.remove("format");
+    }
+    if let Some(Value::Array(alts)) = obj.get("oneOf") {
+        let consts: Option<Vec<Value>> = alts
+            .iter()
+            .map(|a| match (a.get("type").and_then(Value::as_str), a.get("const")) {
+                (Some("string"), Some(c @ Value::String(_))) => Some(c.clone()),
+                _ => None,
+            })
+            .collect();
+        if let Some(values) = consts {
+            obj.remove("oneOf");
+            obj.insert("type".into(), json!("string"));
+            obj.insert("enum".into(), Value::Array(values));
+        }
+    }
+}
+
+/// Removes the `null` that `Option<T>` adds to `T`'s schema: from `"type": ["string", "null"]`,
+/// or the `{"type": "null"}` branch of an `anyOf` (whose one remaining branch is merged in).
+fn drop_null(prop: &mut Object) {
+    let single_type = match prop.get_mut("type") {
+        Some(Value::Array(types)) => {
+            types.retain(|t| t != "null");
+            (types.len() == 1).then(|| types[0].clone())
+        }
+        _ => None,
+    };
+    if let Some(t) = single_type {
+        prop.insert("type".into(), t);
+    }
+    let null = json!({"type": "null"});
+    let Some(Value::Array(alts)) = prop.get("anyOf") else { return };
+    let rest: Vec<Value> = alts.iter().filter(|a| **a != null).cloned().collect();
+    if rest.len() == alts.len() {
+        return;
+    }
+    match <[Value; 1]>::try_from(rest) {
+        Ok([Value::Object(only)]) => {
+            prop.remove("anyOf");
+            for (k, v) in only {
+                prop.entry(k).or_insert(v);
+            }
+        }
+        Ok([other]) => {
+            prop.insert("anyOf".into(), Value::Array(vec![other]));
+        }
+        Err(rest) => {
+            prop.insert("anyOf".into(), Value::Array(rest));
+        }
+    }
+}
+
+/// Adds per-agent facts to property `name` of `schema` (an enum of buckets, a maximum from the
+/// configuration), replacing the keys they name. A property the type lacks is not created:
+/// the schema never offers what the argument type refuses.
+fn overlay(schema: &mut Object, name: &str, facts: Value) {
+    let prop = schema.get_mut("properties").and_then(|p| p.get_mut(name)).and_then(Value::as_object_mut);
+    if let (Some(prop), Value::Object(facts)) = (prop, facts) {
+        prop.extend(facts);
+    }
+}
+
+/// Lists `name` in `schema`'s `required`.
+fn require(schema: &mut Object, name: &str) {
+    let required = schema.entry("required").or_insert_with(|| json!([]));
+    if let Some(r) = required.as_array_mut() {
+        if !r.iter().any(|x| x == name) {
+            r.push(json!(name));
+        }
+    }
+}
+
+/// One schema for arguments of either of two types (`request_lease` on database and on aws
+/// handles): the properties of both (`first`'s where both have one), required what both
+/// require, closed when both are.
+fn either(mut first: Object, second: Object) -> Object {
+    let names = |s: &Object, key: &str| -> Vec<Value> { s.get(key).and_then(Value::as_array).cloned().unwrap_or_default() };
+    let theirs = names(&second, "required");
+    let required: Vec<Value> = names(&first, "required").into_iter().filter(|r| theirs.contains(r)).collect();
+    first.insert("required".into(), Value::Array(required));
+    if let (Some(Value::Object(props)), Some(Value::Object(more))) = (first.get_mut("properties"), second.get("properties")) {
+        for (k, v) in more {
+            props.entry(k.clone()).or_insert_with(|| v.clone());
+        }
+    }
+    if second.get("additionalProperties") != Some(&Value::Bool(false)) {
+        first.remove("additionalProperties");
+    }
+    first
+}
+
+/// The tool's input schema: `args` with `credential_handle` first among the properties and in
+/// `required`, and the top-level keys in a fixed order.
+fn with_handle(mut args: Object, handle_prop: Value) -> Object {
+    let mut props = Object::new();
+    props.insert("credential_handle".into(), handle_prop);
+    if let Some(Value::Object(p)) = args.remove("properties") {
+        props.extend(p);
+    }
+    let mut required = vec![json!("credential_handle")];
+    if let Some(Value::Array(r)) = args.remove("required") {
+        required.extend(r);
+    }
+    let mut schema = Object::new();
+    schema.insert("type".into(), args.remove("type").unwrap_or_else(|| json!("object")));
+    schema.insert("properties".into(), Value::Object(props));
+    schema.insert("required".into(), Value::Array(required));
+    if let Some(closed) = args.remove("additionalProperties") {
+        schema.insert("additionalProperties".into(), closed);
+    }
+    schema.extend(args);
+    schema
+}
+
 /// The tools `handles_for` permits, with their schemas.
+///
+/// Each schema is generated from the tool's argument type with `schemars`; what depends on
+/// the agent's handles and the configuration (the handles themselves, methods, buckets,
+/// operations, placeholders, recipients, share limits) is laid over it.
 pub fn tool_defs(cfg: &Handles, shares: &SharesConfig, handles_for: impl Fn(Tool) -> Vec<HandleName>) -> Vec<ToolDef> {
     let mut out = Vec::new();
     for &tool in Tool::ALL {
@@ -121,19 +309,14 @@ pub fn tool_defs(cfg: &Handles, shares: &SharesConfig, handles_for: impl Fn(Tool
             "description": "The credential to use, by handle name. airlock performs the call; the credential is never shown."
         });
         let mut open_world = matches!(tool, Tool::HttpRequest | Tool::SendEmail | Tool::ShareSecret | Tool::S3Object);
-        let (summary, props, required, read_only) = match tool {
+        let (summary, schema, read_only) = match tool {
             Tool::QueryDb => {
                 let ro = handles
                     .iter()
                     .all(|h| cfg[h].database().map(|d| d.scope == Scope::ReadOnly).unwrap_or(true));
                 (
                     "Run one SQL statement on a database through airlock. Use placeholders ($1 for postgres, ? for mysql and sqlite) with `params`; results are capped.",
-                    json!({
-                        "credential_handle": handle_prop,
-                        "query": {"type": "string", "description": "One SQL statement."},
-                        "params": {"type": "array", "items": {"type": ["string", "number", "boolean", "null"]}, "description": "Values bound to the placeholders, in order."}
-                    }),
-                    vec!["credential_handle", "query"],
+                    args_schema::<QueryArgs>(),
                     ro,
                 )
             }
@@ -146,41 +329,22 @@ pub fn tool_defs(cfg: &Handles, shares: &SharesConfig, handles_for: impl Fn(Tool
                 methods.sort();
                 methods.dedup();
                 let ro = methods.iter().all(|m| m == "GET" || m == "HEAD" || m == "OPTIONS");
+                let mut schema = args_schema::<HttpArgs>();
+                overlay(&mut schema, "method", json!({"enum": methods}));
                 (
                     "Send an HTTP request to an API through airlock, which adds the credential. `path_or_url` is a path on the handle's API or a full URL on one of its bound destinations.",
-                    json!({
-                        "credential_handle": handle_prop,
-                        "method": {"type": "string", "enum": methods},
-                        "path_or_url": {"type": "string", "description": "A path such as /v1/items, or a full URL on a bound destination."},
-                        "headers": {"type": "object", "additionalProperties": {"type": "string"}, "description": "Extra request headers (never credentials)."},
-                        "body": {"type": "string", "description": "Request body."}
-                    }),
-                    vec!["credential_handle", "method", "path_or_url"],
+                    schema,
                     ro,
                 )
             }
-            Tool::SendEmail => {
-                let addresses = json!({"oneOf": [
-                    {"type": "string"},
-                    {"type": "array", "items": {"type": "string"}}
-                ]});
-                (
-                    "Send a plain-text e-mail through airlock, which signs in to the mail server. The sender is fixed by the handle; recipients must be on its allow-list. Header values must not contain line breaks, and a message containing a credential is refused.",
-                    json!({
-                        "credential_handle": handle_prop,
-                        "to": {"description": "Recipient address (name@example.com) or a list of them.", "oneOf": addresses["oneOf"]},
-                        "cc": {"description": "Copy recipients.", "oneOf": addresses["oneOf"]},
-                        "subject": {"type": "string", "description": "One line."},
-                        "body": {"type": "string", "description": "Plain text."},
-                        "reply_to": {"type": "string", "description": "A Reply-To address."}
-                    }),
-                    vec!["credential_handle", "to", "subject", "body"],
-                    false,
-                )
-            }
+            Tool::SendEmail => (
+                "Send a plain-text e-mail through airlock, which signs in to the mail server. The sender is fixed by the handle; recipients must be on its allow-list. Header values must not contain line breaks, and a message containing a credential is refused.",
+                args_schema::<EmailArgs>(),
+                false,
+            ),
             Tool::RunCommand => {
                 // The union of the permitted handles' placeholders; one handle's enums are shown.
-                let mut props = serde_json::Map::new();
+                let mut props = Object::new();
                 for h in &handles {
                     let Some(cmd) = cfg[h].command() else { continue };
                     open_world |= cmd.network;
@@ -195,51 +359,41 @@ pub fn tool_defs(cfg: &Handles, shares: &SharesConfig, handles_for: impl Fn(Tool
                         props.entry(name.clone()).or_insert(schema);
                     }
                 }
+                let mut schema = args_schema::<CommandArgs>();
+                // Only the handle's placeholders: anything else is refused.
+                overlay(&mut schema, "args", json!({"properties": props, "additionalProperties": false}));
                 (
                     "Run the handle's program through airlock, which gives it the credential privately (never in its arguments). Supply only the values of the handle's argument placeholders. Returns the exit code and the (capped) output.",
-                    json!({
-                        "credential_handle": handle_prop,
-                        "args": {
-                            "type": "object",
-                            "properties": props,
-                            "additionalProperties": false,
-                            "description": "One value per placeholder of the handle's argument template."
-                        }
-                    }),
-                    vec!["credential_handle"],
+                    schema,
                     false,
                 )
             }
             Tool::ShareSecret => {
                 let recipients: Vec<&str> = shares.recipients.keys().map(String::as_str).collect();
+                let mut schema = args_schema::<ShareArgs>();
+                overlay(&mut schema, "recipient", json!({"enum": recipients}));
+                overlay(&mut schema, "views", json!({"maximum": shares.max_views}));
+                overlay(&mut schema, "expires_in", json!({"maximum": shares.max_expiry_seconds}));
                 (
                     "Hand the credential behind a handle to a person as a one-time, end-to-end encrypted link. airlock creates the link and delivers it to the recipient through a configured channel; you get only the share id and its expiry, never the link or the secret.",
-                    json!({
-                        "credential_handle": handle_prop,
-                        "recipient": {"type": "string", "enum": recipients, "description": "Who receives the link (a recipient configured in airlock)."},
-                        "views": {"type": "integer", "minimum": 1, "maximum": shares.max_views, "description": "How many times the link can be opened; default 1."},
-                        "expires_in": {"type": "integer", "minimum": 60, "maximum": shares.max_expiry_seconds, "description": "Seconds until the link expires; default 3600."}
-                    }),
-                    vec!["credential_handle", "recipient"],
+                    schema,
                     false,
                 )
             }
             Tool::RequestLease => {
+                // A database handle takes RawLeaseArgs, an aws handle RawAwsLeaseArgs.
                 let aws = handles.iter().any(|h| cfg[h].aws().is_some());
-                let mut props = json!({
-                    "credential_handle": handle_prop,
-                    "scope": {"type": "string", "enum": ["read_only", "read_write"]},
-                    "ttl_seconds": {"type": "integer", "minimum": 1, "description": "Lifetime in seconds; the handle's policy caps it (aws handles: 900, STS's minimum and the default, or more)."},
-                    "tables": {"type": "array", "items": {"type": "string"}, "description": "Database handles: the tables the lease may touch (default: all of the handle's)."},
-                    "task_id": {"type": "string", "description": "A task from POST /v1/tasks; closing it revokes the lease."}
-                });
-                if aws {
-                    props["buckets"] = json!({"type": "array", "items": {"type": "string"}, "description": "aws handles: the buckets the lease may use with s3_object (default: all of the handle's)."});
-                }
+                let database = handles.iter().any(|h| cfg[h].aws().is_none());
+                let mut schema = match (database, aws) {
+                    (true, true) => either(args_schema::<RawLeaseArgs>(), args_schema::<RawAwsLeaseArgs>()),
+                    (false, true) => args_schema::<RawAwsLeaseArgs>(),
+                    _ => args_schema::<RawLeaseArgs>(),
+                };
+                // Both types default it, but an agent asking for a lease names its lifetime.
+                require(&mut schema, "ttl_seconds");
                 (
                     "Ask airlock for a short-lived lease: a new handle, usable only by you until it expires, limited to the scope and tables or buckets you name (never wider than the handle). On a database handle use it with query_db; on an aws handle it is a short-lived AWS session used with s3_object. Nothing secret is returned.",
-                    props,
-                    vec!["credential_handle", "scope", "ttl_seconds"],
+                    schema,
                     // Issuing a lease changes no data.
                     true,
                 )
@@ -250,16 +404,12 @@ pub fn tool_defs(cfg: &Handles, shares: &SharesConfig, handles_for: impl Fn(Tool
                 buckets.dedup();
                 let ro = handles.iter().all(|h| cfg[h].aws().is_none_or(|a| !a.scopes.contains(&Scope::ReadWrite)));
                 let ops: &[&str] = if ro { &["get", "list"] } else { &["get", "put", "list", "delete"] };
+                let mut schema = args_schema::<S3Args>();
+                overlay(&mut schema, "operation", json!({"enum": ops}));
+                overlay(&mut schema, "bucket", json!({"enum": buckets}));
                 (
                     "Get, put, list or delete objects in S3 through airlock with a lease of an aws handle (request_lease first). The bucket must be one the lease names; airlock signs the request with the lease's short-lived credentials, which are never shown. get returns the object as text (encoding utf-8) or base64, capped; list returns keys (capped); put stores `body` as the object's content (read_write leases only).",
-                    json!({
-                        "credential_handle": handle_prop,
-                        "operation": {"type": "string", "enum": ops},
-                        "bucket": {"type": "string", "enum": buckets},
-                        "key": {"type": "string", "minLength": 1, "maxLength": 1024, "description": "The object key (get, put, delete) or a key prefix (list)."},
-                        "body": {"type": "string", "description": "put: the object's content, as text."}
-                    }),
-                    vec!["credential_handle", "operation", "bucket"],
+                    schema,
                     ro,
                 )
             }
@@ -267,12 +417,7 @@ pub fn tool_defs(cfg: &Handles, shares: &SharesConfig, handles_for: impl Fn(Tool
         out.push(ToolDef {
             tool,
             description: format!("{summary}\nHandles:\n{}", lines.join("\n")),
-            input_schema: json!({
-                "type": "object",
-                "properties": props,
-                "required": required,
-                "additionalProperties": false
-            }),
+            input_schema: Value::Object(with_handle(schema, handle_prop)),
             read_only,
             open_world,
         });

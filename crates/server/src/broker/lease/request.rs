@@ -16,15 +16,26 @@ fn default_lease_ttl() -> u64 {
     300
 }
 
-/// `request_lease` arguments, as the agent sends them.
-#[derive(Debug, Deserialize)]
+/// `request_lease` arguments on a database handle, as the agent sends them (besides
+/// `credential_handle`).
+///
+/// The doc comments of the fields are the descriptions in the tool's JSON Schema (`schemars`).
+/// A tool list with database and aws handles shows one schema for both types, so a field they
+/// share says the same in both.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct RawLeaseArgs {
+pub struct RawLeaseArgs {
+    /// The lease's access: `read_only`, or `read_write` where the handle allows it.
     scope: Scope,
+    /// Lifetime in seconds; the handle's policy caps it (aws handles: 900, STS's minimum and the
+    /// default, or more).
     #[serde(default = "default_lease_ttl")]
+    #[schemars(range(min = 1))]
     ttl_seconds: u64,
+    /// Database handles: the tables the lease may touch (default: all of the handle's).
     #[serde(default)]
     tables: Option<Vec<String>>,
+    /// A task from POST /v1/tasks; closing it revokes the lease.
     #[serde(default)]
     task_id: Option<String>,
 }
@@ -36,15 +47,24 @@ impl LeaseRequest {
     }
 }
 
-/// `request_lease` arguments on an aws handle.
-#[derive(Debug, Deserialize)]
+/// `request_lease` arguments on an aws handle (besides `credential_handle`).
+///
+/// The doc comments of the fields are the descriptions in the tool's JSON Schema, as for
+/// [`RawLeaseArgs`].
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct RawAwsLeaseArgs {
+pub struct RawAwsLeaseArgs {
+    /// The lease's access: `read_only`, or `read_write` where the handle allows it.
     scope: Scope,
+    /// Lifetime in seconds; the handle's policy caps it (aws handles: 900, STS's minimum and the
+    /// default, or more).
     #[serde(default)]
+    #[schemars(range(min = AWS_MIN_TTL_SECONDS))]
     ttl_seconds: Option<u64>,
+    /// aws handles: the buckets the lease may use with s3_object (default: all of the handle's).
     #[serde(default)]
     buckets: Option<Vec<String>>,
+    /// A task from POST /v1/tasks; closing it revokes the lease.
     #[serde(default)]
     task_id: Option<String>,
 }
