@@ -4,7 +4,6 @@
 use crate::home::{self, Finding, Level};
 use airlock_core::config::{Config, HandleKind, Scope};
 use anyhow::Result;
-use std::net::IpAddr;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
@@ -155,10 +154,6 @@ async fn sandbox_findings(cfg: &Config) -> Vec<Finding> {
     }
 }
 
-fn is_loopback_host(host: &str) -> bool {
-    host.eq_ignore_ascii_case("localhost") || host.trim_matches(['[', ']']).parse::<IpAddr>().is_ok_and(|a| a.is_loopback())
-}
-
 /// Plain HTTP only on loopback; links for people over https.
 fn tls_findings(cfg: &Config) -> Vec<Finding> {
     let mut out = Vec::new();
@@ -170,21 +165,9 @@ fn tls_findings(cfg: &Config) -> Vec<Finding> {
             "listen on 127.0.0.1 behind a TLS-terminating proxy",
         ));
     }
-    match cfg.shares.base_url.as_deref().map(url::Url::parse) {
-        Some(Ok(u)) if u.scheme() == "http" && !u.host_str().is_some_and(is_loopback_host) => out.push(Finding::new(
-            Level::Error,
-            "share-links-plain-http",
-            format!("shares.base_url is {u}: one-time links would be opened over plain HTTP"),
-            "use an https:// base_url",
-        )),
-        None if !cfg.server.listen.ip().is_loopback() => out.push(Finding::new(
-            Level::Warning,
-            "share-links-base-url",
-            "shares.base_url is unset: links point at the plain-HTTP listen address",
-            "set shares.base_url to the https:// address people reach",
-        )),
-        _ => {}
-    }
+    // An http base_url for links that is not loopback (or an unset one on a listener that is
+    // not loopback) is refused when the configuration loads (`insecure-link`), so it never
+    // reaches here.
     out
 }
 

@@ -194,12 +194,14 @@ fn agent_call_revoke_and_audit_verify_with_tampering() {
 
     let o = run(d.path(), &["audit", "verify"]);
     assert!(o.status.success(), "{}", text(&o));
-    assert!(text(&o).contains("audit ok: 3 records"), "{}", text(&o));
+    assert!(text(&o).contains("audit ok: 4 records"), "{}", text(&o));
     let o = run(d.path(), &["audit", "tail", "-n", "2"]);
     let out = String::from_utf8(o.stdout).unwrap();
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 2);
-    assert!(lines[1].contains("\"seq\":3") && lines[1].contains("unauthenticated"), "{}", lines[1]);
+    // T27: the revocation is audited, with who revoked and why.
+    assert!(lines[0].contains("\"seq\":3") && lines[0].contains("agent_revoked") && lines[0].contains("revoked by the operator"), "{}", lines[0]);
+    assert!(lines[1].contains("\"seq\":4") && lines[1].contains("unauthenticated"), "{}", lines[1]);
 
     // The public key and the signed checkpoints, exported for a verifier outside the host.
     let o = run(d.path(), &["audit", "public-key"]);
@@ -208,7 +210,7 @@ fn agent_call_revoke_and_audit_verify_with_tampering() {
     let o = run(d.path(), &["audit", "checkpoints", "export", "--output", "cps.jsonl"]);
     assert!(o.status.success(), "{}", text(&o));
     let exported = std::fs::read_to_string(d.path().join("cps.jsonl")).unwrap();
-    assert_eq!(exported.lines().last().map(|l| l.contains("\"seq\":3")), Some(true), "{exported}");
+    assert_eq!(exported.lines().last().map(|l| l.contains("\"seq\":4")), Some(true), "{exported}");
     let offline = ["audit", "verify", "--offline", "--checkpoints", "cps.jsonl", "--public-key", "pinned.pub"];
     let o = run(d.path(), &offline);
     assert!(o.status.success() && text(&o).contains("checkpoints ok: "), "{}", text(&o));

@@ -94,9 +94,15 @@ enum Cmd {
     /// Make a one-time, end-to-end encrypted link to the secret on stdin; prints the link.
     Share(share::ShareArgs),
     /// Open a one-time link (uses one view) and print the secret.
+    ///
+    /// The link, `{base}/s/{id}#{key}`, is read from stdin (`airlock open < link.txt`) or, on a
+    /// terminal, from a prompt that does not echo it. Never give it as an argument: arguments are
+    /// visible to every user in /proc and stay in the shell's history.
     Open {
-        /// The link, `{base}/s/{id}#{key}`.
-        link: String,
+        /// Refused: a link on the command line is readable by others. Paste it at the prompt or
+        /// pipe it in.
+        #[arg(hide = true)]
+        link: Option<String>,
         /// Read the passphrase from the first line of this file instead of prompting.
         #[arg(long)]
         passphrase_file: Option<PathBuf>,
@@ -192,7 +198,7 @@ async fn run(cli: Cli) -> Result<u8> {
         Cmd::Audit { cmd } => audit::run(config, cmd).await,
         Cmd::Policy { cmd } => policy::run(config, cmd).await,
         Cmd::Share(args) => share::run(config, args).await,
-        Cmd::Open { link, passphrase_file } => share::open(&link, passphrase_file.as_deref()).await,
+        Cmd::Open { link, passphrase_file } => share::open(link.is_some(), passphrase_file.as_deref()).await,
         Cmd::Lease { cmd } => lease::run(config, cmd).await,
         Cmd::Migrate { to } => migrate::run(config, &to).await,
         Cmd::Approver { cmd } => approve::approvers(config, cmd).await,

@@ -145,9 +145,36 @@ async fn share(o: &ShareArgs, server: &str, max_plaintext: usize) -> Result<()> 
     Ok(())
 }
 
-/// Burns one view of `link` and writes the secret to stdout.
-pub async fn open(link: &str, passphrase_file: Option<&Path>) -> Result<u8> {
-    let l = Link::parse(link)?;
+/// The link to open: the first non-empty line of stdin, or, on a terminal, typed at a prompt
+/// that does not echo it (the key is in the link).
+fn read_link() -> Result<Zeroizing<String>> {
+    use std::io::IsTerminal;
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        let l = Zeroizing::new(rpassword::prompt_password("Link: ").context("reading the link from the terminal")?);
+        return Ok(Zeroizing::new(l.trim().to_owned()));
+    }
+    let mut text = Zeroizing::new(String::new());
+    stdin.lock().take(64 * 1024).read_to_string(&mut text).context("reading the link from stdin")?;
+    let line = text.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("");
+    if line.is_empty() {
+        bail!("no link on stdin: pipe it in (`airlock open < link.txt`) or run `airlock open` in a terminal and paste it");
+    }
+    Ok(Zeroizing::new(line.to_owned()))
+}
+
+/// Burns one view of the link read from stdin or a prompt and writes the secret to stdout.
+/// `link_in_argv`: a link was given as an argument, which is refused before anything is read
+/// or sent (argv is readable by other users in /proc and lands in shell history).
+pub async fn open(link_in_argv: bool, passphrase_file: Option<&Path>) -> Result<u8> {
+    if link_in_argv {
+        bail!(
+            "a link on the command line is visible to other users (/proc) and stays in shell history, so it was not used; \
+             run `airlock open` and paste it at the prompt, or pipe it in: `airlock open < link.txt`"
+        );
+    }
+    let link = read_link()?;
+    let l = Link::parse(&link)?;
     let pass = if l.passphrase { Some(passphrase(passphrase_file, "Passphrase: ", false)?) } else { None };
     let d = derive(&l.key, &l.id, pass.as_ref().map(|p| p.as_str()));
     let resp = client()?

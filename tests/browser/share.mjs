@@ -87,10 +87,13 @@ try {
   check('t17_result_page', resultText.includes('Your secure link is ready') && resultText.includes('One-time view') &&
     resultText.includes('End-to-end encrypted') && resultText.includes('Expires in 5 minutes'), resultText);
   check('t17_link_shape', new RegExp('^' + base + '/s/[A-Za-z0-9_-]{22}#[A-Za-z0-9_-]{43}$').test(link1), link1);
-  const o1 = cli(['open', link1]);
+  const o1 = cli(['open'], link1 + '\n');
   check('t17_browser_to_cli', o1.status === 0 && o1.stdout === secret1 + '\n', JSON.stringify(o1));
-  const o2 = cli(['open', link1]);
+  const o2 = cli(['open'], link1 + '\n');
   check('t17_cli_second_open_refused', o2.status === 1 && o2.stderr.includes('already opened or has expired'), JSON.stringify(o2));
+  // A link given as an argument is refused before anything is sent (argv is readable in /proc).
+  const o3 = cli(['open', link1]);
+  check('t17_cli_refuses_a_link_in_argv', o3.status === 2 && o3.stderr.includes('visible to other users') && o3.stdout === '', JSON.stringify(o3));
 
   // 4. Create with the CLI, open in the browser: nothing fetched before Reveal, fragment gone after.
   const secret2 = 'cli→browser secret ' + Date.now();
@@ -142,9 +145,9 @@ try {
   await p5.waitForSelector('#result:not([hidden])');
   const link5 = await p5.inputValue('#link');
   writeFileSync(join(work, 'pass5.txt'), 'pw-✓\n');
-  const a = cli(['open', link5, '--passphrase-file', join(work, 'pass5.txt')]);
-  const b = cli(['open', link5, '--passphrase-file', join(work, 'pass5.txt')]);
-  const c = cli(['open', link5, '--passphrase-file', join(work, 'pass5.txt')]);
+  const a = cli(['open', '--passphrase-file', join(work, 'pass5.txt')], link5);
+  const b = cli(['open', '--passphrase-file', join(work, 'pass5.txt')], link5);
+  const c = cli(['open', '--passphrase-file', join(work, 'pass5.txt')], link5);
   check('t17_two_views_then_gone', a.stdout === 'two views\n' && b.stdout === 'two views\n' && c.status === 1, JSON.stringify([a, b, c]));
 } finally {
   await browser.close();

@@ -23,11 +23,21 @@ pub enum ErrorCode {
     InvalidArguments,
     /// The SQL text does not parse as one statement of the handle's dialect.
     InvalidSql,
-    /// The statement kind is not allowed for the handle's scope, or it uses a forbidden function
-    /// or clause.
+    /// The statement kind is not allowed for the handle's scope (a write on a read-only handle,
+    /// including data-modifying CTEs, locking clauses and sequence functions), or it uses a
+    /// forbidden clause.
     StatementNotAllowed,
     /// The statement reads or writes a table outside the handle's allow-list or a system catalog.
     TableNotAllowed,
+    /// The statement calls a function that is neither on the dialect's allow-list of functions
+    /// that read nothing beyond their arguments (string, numeric, date/time, JSON, aggregate,
+    /// window, conditional) nor in the handle's `allow_functions`, or a function qualified
+    /// with a schema other than the server's own catalog. The message names the function (T25).
+    FunctionNotAllowed,
+    /// The statement names a column that the handle's column rules do not allow, reads a
+    /// restricted table with `*` or as a whole row, or joins it with `NATURAL`. The message
+    /// names the column or the table (T25).
+    ColumnNotAllowed,
     /// The URL, scheme, host, port, path or method is outside the handle's bound destinations.
     DestinationNotAllowed,
     /// The destination resolved to an address the handle does not bind (loopback, private,
@@ -82,6 +92,12 @@ pub enum ErrorCode {
     LeaseNotAllowed,
     /// A sub-agent was asked for a grant its parent does not hold, or for a longer life.
     GrantNotAllowed,
+    /// A sub-agent was refused because its parent already has as many live children as its
+    /// limit allows, or because the chain of sub-agents would be deeper than the limit (T27).
+    ChildLimit,
+    /// The lease no longer stands: the grant that allowed it was removed or its agent's chain
+    /// was revoked. The lease has been revoked; nothing ran (T27).
+    LeaseRevoked,
     /// The resource exists but is in a state that forbids the operation (a closed task).
     Conflict,
     /// The call needs a person's approval first. Nothing was executed; the response carries the
@@ -120,6 +136,8 @@ impl ErrorCode {
             ErrorCode::InvalidSql => "invalid-sql",
             ErrorCode::StatementNotAllowed => "statement-not-allowed",
             ErrorCode::TableNotAllowed => "table-not-allowed",
+            ErrorCode::FunctionNotAllowed => "function-not-allowed",
+            ErrorCode::ColumnNotAllowed => "column-not-allowed",
             ErrorCode::DestinationNotAllowed => "destination-not-allowed",
             ErrorCode::AddressRefused => "address-refused",
             ErrorCode::RateLimited => "rate-limited",
@@ -143,6 +161,8 @@ impl ErrorCode {
             ErrorCode::InvalidShare => "invalid-share",
             ErrorCode::LeaseNotAllowed => "lease-not-allowed",
             ErrorCode::GrantNotAllowed => "grant-not-allowed",
+            ErrorCode::ChildLimit => "child-limit",
+            ErrorCode::LeaseRevoked => "lease-revoked",
             ErrorCode::Conflict => "conflict",
             ErrorCode::ApprovalRequired => "approval-required",
             ErrorCode::ApprovalDenied => "approval-denied",
@@ -160,6 +180,8 @@ impl ErrorCode {
             ErrorCode::HandleUnavailable
             | ErrorCode::StatementNotAllowed
             | ErrorCode::TableNotAllowed
+            | ErrorCode::FunctionNotAllowed
+            | ErrorCode::ColumnNotAllowed
             | ErrorCode::DestinationNotAllowed
             | ErrorCode::AddressRefused
             | ErrorCode::RecipientNotAllowed
@@ -167,6 +189,8 @@ impl ErrorCode {
             | ErrorCode::ArgumentNotAllowed
             | ErrorCode::LeaseNotAllowed
             | ErrorCode::GrantNotAllowed
+            | ErrorCode::ChildLimit
+            | ErrorCode::LeaseRevoked
             // Not executed, as for any other refusal by policy; the body says what to do next.
             | ErrorCode::ApprovalRequired
             | ErrorCode::ApprovalDenied => 403,
@@ -202,6 +226,8 @@ impl ErrorCode {
             ErrorCode::InvalidSql => "the query is not one valid SQL statement",
             ErrorCode::StatementNotAllowed => "this kind of statement is not allowed on this handle",
             ErrorCode::TableNotAllowed => "the statement touches a table this handle does not allow",
+            ErrorCode::FunctionNotAllowed => "the statement calls a function this handle does not allow",
+            ErrorCode::ColumnNotAllowed => "the statement names a column this handle does not allow",
             ErrorCode::DestinationNotAllowed => "the destination is not bound to this handle",
             ErrorCode::AddressRefused => "the destination address is not allowed for this handle",
             ErrorCode::RateLimited => "too many calls; retry later",
@@ -225,6 +251,8 @@ impl ErrorCode {
             ErrorCode::InvalidShare => "the share request or link is malformed",
             ErrorCode::LeaseNotAllowed => "the lease is wider than this handle's lease policy allows",
             ErrorCode::GrantNotAllowed => "a sub-agent cannot hold more than its parent",
+            ErrorCode::ChildLimit => "no more sub-agents: the live-children or depth limit is reached",
+            ErrorCode::LeaseRevoked => "the lease was revoked: the grant that allowed it no longer stands",
             ErrorCode::Conflict => "the resource is in a state that does not allow this",
             ErrorCode::ApprovalRequired => "this call needs a person's approval; repeat it unchanged once approved",
             ErrorCode::ApprovalDenied => "an approver denied this call; nothing was executed",
@@ -306,6 +334,17 @@ mod tests {
         assert_eq!(ErrorCode::ALL.first(), Some(&ErrorCode::Unauthenticated));
         assert_eq!(ErrorCode::ALL.last(), Some(&ErrorCode::UndecodableResponse));
         assert_eq!(ErrorCode::ALL.iter().collect::<HashSet<_>>().len(), ErrorCode::ALL.len());
+    }
+
+    #[test]
+    fn sql_function_and_column_refusals_have_their_own_codes() {
+        // T25: refusals by policy, like table-not-allowed.
+        assert_eq!(ErrorCode::FunctionNotAllowed.as_str(), "function-not-allowed");
+        assert_eq!(ErrorCode::ColumnNotAllowed.as_str(), "column-not-allowed");
+        assert_eq!(ErrorCode::FunctionNotAllowed.http_status(), 403);
+        assert_eq!(ErrorCode::ColumnNotAllowed.http_status(), 403);
+        assert!(ErrorCode::ALL.contains(&ErrorCode::FunctionNotAllowed));
+        assert!(ErrorCode::ALL.contains(&ErrorCode::ColumnNotAllowed));
     }
 
     #[test]

@@ -165,7 +165,8 @@ async fn authenticate(State(broker): State<Arc<Broker>>, mut req: Request, next:
             next.run(Request::from_parts(parts, Body::from(bytes))).await
         }
         Err(e) => {
-            let inv = broker.refuse("-", e).await;
+            // A refused token is audited once per source per minute (T29).
+            let inv = broker.refuse_from(&airlock_server::http::auth::source(req.extensions()), "-", e).await;
             let mut r = json_response(inv.status(), &inv.to_json());
             if inv.status() == 401 {
                 r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));

@@ -122,9 +122,12 @@ async fn authentication_failures_are_uniform_and_audited() {
         bodies.push(without_request_id(&v));
     }
     assert!(bodies.windows(2).all(|w| w[0] == w[1]));
+    // One record for the source in this minute; the other four are folded into the next (T29).
     let tail = f.store.audit_tail(100).await.unwrap();
-    assert_eq!(tail.len(), 5);
+    assert_eq!(tail.len(), 1, "{tail:?}");
     assert!(tail.iter().all(|(_, r)| r.agent == "-" && r.code.as_deref() == Some("unauthenticated")));
+    assert_eq!(tail[0].1.arguments, json!({"source": "127.0.0.1", "refusals_folded": 0}));
+    assert!(f.broker.metrics().encode().contains("airlock_refusals_folded_total 4"), "{}", f.broker.metrics().encode());
 
     // Revocation takes effect on the next call.
     f.store.revoke_agent("bot").await.unwrap();
@@ -270,4 +273,30 @@ async fn rotated_secret_is_used_and_scrubbed_at_once() {
     assert_eq!(s, 200);
     assert!(!v.to_string().contains(new_token), "{v}");
     assert!(v.to_string().contains("[REDACTED:API]"));
+}
+
+#[tokio::test]
+async fn t29_a_flood_of_bad_tokens_makes_one_audit_record_per_source_per_minute() {
+    let f = Fixture::start().await;
+    let other = reqwest::Client::builder().local_address(Some("127.0.0.2".parse().unwrap())).build().unwrap();
+    for i in 0..300 {
+        let c = if i % 3 == 0 { &other } else { &f.client };
+        let r = c
+            .post(format!("{}/v1/invoke", f.base))
+            .bearer_auth(format!("alk_0000000000000000_{i:0>43}"))
+            .json(&json!({"tool": "query_db", "arguments": {}}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401);
+    }
+    let tail = f.store.audit_tail(1000).await.unwrap();
+    let mut sources: Vec<String> = tail.iter().map(|(_, r)| r.arguments["source"].as_str().unwrap_or("?").to_owned()).collect();
+    sources.sort();
+    assert_eq!(sources, ["127.0.0.1", "127.0.0.2"], "one record per source");
+    assert!(f.broker.metrics().encode().contains("airlock_refusals_folded_total 298"));
+    // A good token still works, and its call is audited as always.
+    let (s, _) = f.invoke("query_db", json!({"credential_handle": "APP_DB", "query": "SELECT 1"})).await;
+    assert_eq!(s, 200);
+    assert_eq!(f.store.audit_tail(1000).await.unwrap().len(), 3);
 }

@@ -330,3 +330,76 @@ async fn a_waiting_call_runs_when_approved_and_the_webhook_names_it_without_argu
     assert_eq!(s, 200);
     assert_eq!(f.upstream_requests().iter().filter(|s| s.method == "POST" && s.path.starts_with("/v1/items")).count(), 1);
 }
+
+#[tokio::test]
+async fn t29_identical_concurrent_first_calls_create_exactly_one_pending_approval() {
+    let (f, _, alice) = start(600).await;
+    let q = "UPDATE orders SET total = total + 7 WHERE id = ?";
+    let f = std::sync::Arc::new(f);
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let f = f.clone();
+        tasks.push(tokio::spawn(async move { call(&f, &f.token, q, json!([1])).await }));
+    }
+    let mut ids = std::collections::HashSet::new();
+    for t in tasks {
+        let (s, v) = t.await.unwrap();
+        assert_eq!((s, code(&v)), (403, "approval-required"), "{v}");
+        ids.insert(approval_id(&v));
+    }
+    assert_eq!(ids.len(), 1, "every call joined the same approval: {ids:?}");
+    let pending = f.broker.pending_approvals().await.unwrap();
+    assert_eq!(pending.as_array().map(Vec::len), Some(1), "{pending}");
+    // The one approval, once approved, runs the call once.
+    let id = ids.into_iter().next().unwrap();
+    assert_eq!(decide(&f, &alice, &id, "approve").await.0, 200);
+    assert_eq!(call(&f, &f.token, q, json!([1])).await.0, 200);
+    assert_eq!(total(&f, 1).await, 107);
+}
+
+#[tokio::test]
+async fn t16_the_approval_page_shows_invisible_and_bidirectional_characters_escaped() {
+    let (f, _bot2, alice) = start(600).await;
+    // An argument that reads "1 exe.txt" on screen but holds a right-to-left override, a
+    // zero-width space and an isolate.
+    let tricky = "txt.\u{202e}exe\u{200b}\u{2066}1\u{2069}\u{feff}";
+    let (s, v) = call(&f, &f.token, UPDATE, json!([tricky, 1])).await;
+    assert_eq!((s, code(&v)), (403, "approval-required"), "{v}");
+    let id = approval_id(&v);
+    let (s, v) = show(&f, &alice, &id).await;
+    assert_eq!(s, 200, "{v}");
+    let a = &v["approval"];
+    assert_eq!(a["arguments"]["params"][0], tricky, "the raw value is unchanged");
+    let shown = a["shown"]["arguments"].as_str().unwrap();
+    assert!(shown.contains(r"txt.\u{202e}exe\u{200b}\u{2066}1\u{2069}\u{feff}"), "{shown}");
+    for c in ['\u{202e}', '\u{200b}', '\u{2066}', '\u{2069}', '\u{feff}'] {
+        assert!(!shown.contains(c), "{:x} shown raw", c as u32);
+    }
+    assert_eq!(a["shown"]["agent"], "bot");
+    // The page displays `shown`, never the raw arguments when it is there.
+    let page = f.client.get(format!("{}/approve/{id}", f.base)).send().await.unwrap().text().await.unwrap();
+    assert!(page.contains(r"shown as \u{…}"), "{page}");
+    let js = f.client.get(format!("{}/web/approve.js", f.base)).send().await.unwrap().text().await.unwrap();
+    assert!(js.contains("s.arguments ?? JSON.stringify(a.arguments"), "{js}");
+    // Deciding answers with the same escaped view.
+    let (s, v) = decide(&f, &alice, &id, "deny").await;
+    assert_eq!(s, 200, "{v}");
+    assert!(v["approval"]["shown"]["arguments"].as_str().unwrap().contains(r"\u{202e}"));
+}
+
+#[tokio::test]
+async fn t26_a_write_inside_a_select_is_held_like_any_write() {
+    // The approval rule reads the statement's write analysis, which covers the whole tree: a
+    // data-modifying CTE or a locking clause under a SELECT is held; a plain SELECT is not.
+    let (f, _, _) = start(600).await;
+    for q in [
+        "WITH u AS (UPDATE orders SET total = 5 WHERE id = 1 RETURNING id) SELECT id FROM u",
+        "SELECT id FROM orders WHERE id IN (SELECT id FROM orders FOR UPDATE)",
+    ] {
+        let (s, v) = call(&f, &f.token, q, json!([])).await;
+        assert_eq!((s, code(&v)), (403, "approval-required"), "{q}: {v}");
+    }
+    assert_eq!(total(&f, 1).await, 100, "nothing ran while held");
+    let (s, v) = call(&f, &f.token, "SELECT id FROM orders WHERE id IN (SELECT id FROM orders)", json!([])).await;
+    assert_eq!(s, 200, "{v}");
+}

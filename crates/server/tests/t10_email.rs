@@ -173,6 +173,31 @@ async fn t10_recipients_outside_the_list_are_refused_and_nothing_is_sent() {
 }
 
 #[tokio::test]
+async fn t10_a_reply_to_off_the_allow_list_is_refused_like_a_recipient_and_nothing_is_sent() {
+    let Some((f, smtp, _d)) = setup(10).await else { return };
+    for reply_to in ["evil@attacker.test", "x@sub.team.example.test", "ops@example.test.attacker.test", "OPS@example.test.evil"] {
+        let (s, v) = f
+            .invoke(
+                "send_email",
+                json!({"credential_handle": "MAIL", "to": "ops@example.test", "subject": "s", "body": "b", "reply_to": reply_to}),
+            )
+            .await;
+        assert_eq!((s, code(&v)), (403, "recipient-not-allowed"), "{reply_to} {v}");
+    }
+    assert!(smtp.events().is_empty(), "nothing may reach the server: {:?}", smtp.events());
+    // On the list (an exact address or a whole domain, any case): sent.
+    let (s, v) = f
+        .invoke(
+            "send_email",
+            json!({"credential_handle": "MAIL", "to": "ops@example.test", "subject": "s", "body": "b", "reply_to": "Lead@Team.Example.test"}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(smtp.messages().len(), 1);
+    f.stop().await;
+}
+
+#[tokio::test]
 async fn t10_cr_or_lf_in_a_header_value_is_refused_not_stripped() {
     let Some((f, smtp, _d)) = setup(10).await else { return };
     let base = json!({"credential_handle": "MAIL", "to": "ops@example.test", "subject": "s", "body": "b"});

@@ -239,3 +239,111 @@ async fn t17_creation_is_rate_limited_per_address() {
     assert_eq!(r.status(), 429);
     assert_eq!(r.json::<Value>().await.unwrap()["error"]["code"], "rate-limited");
 }
+
+/// A client whose connections come from `ip` (any 127.0.0.0/8 address reaches the loopback
+/// listener), like people behind different proxies.
+fn client_from(ip: &str) -> reqwest::Client {
+    reqwest::Client::builder().local_address(Some(ip.parse().unwrap())).build().unwrap()
+}
+
+async fn consume_from(f: &Fixture, c: &reqwest::Client, id: &str, proof: &str) -> (u16, Value) {
+    let r = c.post(format!("{}/v1/shares/{id}/consume", f.base)).json(&json!({"proof": proof})).send().await.unwrap();
+    (r.status().as_u16(), r.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn t29_forty_wrong_proofs_from_one_address_never_lock_out_the_key_holder() {
+    let f = Fixture::start_with(|t| {
+        with_shares(5)(t).replace("failed_consumes_per_minute = 5", "failed_consumes_per_minute = 5\nfailed_consumes_per_share_per_minute = 20")
+    })
+    .await;
+    let s = create(&f, b"held by the key holder", 3).await;
+    let right = derive(&s.key, &s.id, None).proof().to_string();
+    let wrong = derive(&airlock_share::LinkKey::generate().unwrap(), &s.id, None).proof().to_string();
+    let (attacker, holder, bystander) = (client_from("127.0.0.2"), client_from("127.0.0.3"), client_from("127.0.0.4"));
+
+    let mut codes = Vec::new();
+    for _ in 0..40 {
+        codes.push(consume_from(&f, &attacker, &s.id, &wrong).await.0);
+    }
+    assert_eq!(&codes[..5], &[404; 5], "{codes:?}");
+    assert!(codes[5..].iter().all(|c| *c == 429), "past the limit for (share, address): {codes:?}");
+    // Past the share's own limit too: a wrong proof from anywhere is rate-limited now...
+    assert_eq!(consume_from(&f, &bystander, &s.id, &wrong).await.0, 429);
+    // ...but the right key opens it, from another address and from the attacker's own.
+    let (st, v) = consume_from(&f, &holder, &s.id, &right).await;
+    assert_eq!(st, 200, "{v}");
+    let (st, v) = consume_from(&f, &attacker, &s.id, &right).await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(f.store.share_views_left(&s.id).await.unwrap(), Some(1), "wrong proofs burned nothing");
+    // Other shares are not affected by this share's limits.
+    let other = create(&f, b"another", 1).await;
+    assert_eq!(consume_from(&f, &bystander, &other.id, &wrong).await.0, 404);
+    let (st, _) = consume_from(&f, &attacker, &other.id, &derive(&other.key, &other.id, None).proof()).await;
+    assert_eq!(st, 200);
+}
+
+#[tokio::test]
+async fn t29_maps_keyed_by_client_input_stay_within_their_cap_with_evictions_counted() {
+    // (A bucket that has refilled holds nothing and is dropped without counting as an eviction,
+    // so the limits are low enough here not to refill during the test.)
+    let f = Fixture::start_with(|t| with_shares(5)(t).replace("create_per_minute = 100000", "create_per_minute = 100000\nmax_tracked_clients = 16"))
+        .await;
+    let proof = derive(&airlock_share::LinkKey::generate().unwrap(), "x", None).proof().to_string();
+    for _ in 0..200 {
+        let id = airlock_share::new_id().unwrap();
+        assert_eq!(consume(&f, &id, &proof).await.0, 404);
+    }
+    let rates = f.broker.share_rates();
+    assert!(rates.failed_pair.len() <= 16 && rates.failed_share.len() <= 16, "{} {}", rates.failed_pair.len(), rates.failed_share.len());
+    let m = f.broker.metrics().encode();
+    for limiter in ["share_failed_pair", "share_failed_share"] {
+        let line = format!("airlock_rate_limiter_evictions_total{{limiter=\"{limiter}\"}} ");
+        let n: u64 = m.lines().find_map(|l| l.strip_prefix(line.as_str())).and_then(|v| v.trim().parse().ok()).unwrap_or(0);
+        assert!(n >= 200 - 16, "{limiter}: {n} evictions\n{m}");
+    }
+}
+
+#[tokio::test]
+async fn t29_a_flood_of_unauthenticated_shares_stays_within_the_cap_and_ids_are_never_reused() {
+    let f = Fixture::start_with(|t| with_shares(100000)(t).replace("create_per_minute = 100000", "create_per_minute = 100000\nmax_anonymous_shares = 10"))
+        .await;
+    // An agent's share is not counted against anonymous ones and is never evicted by them.
+    let exp = chrono::Utc::now().timestamp() + 3600;
+    let mine = NewShare::create(b"agent's", None, exp, 1, MAX).unwrap();
+    let (ct, ph) = mine.request_fields();
+    let r = f
+        .client
+        .post(format!("{}/v1/shares", f.base))
+        .bearer_auth(&f.token)
+        .json(&json!({"id": mine.id, "ciphertext": ct, "proof_hash": ph, "expires_at": exp, "views": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let mut made = Vec::new();
+    for _ in 0..300 {
+        made.push(create(&f, b"flood", 1).await);
+    }
+    let (live,): (i64,) = sqlx::query_as("SELECT count(*) FROM shares WHERE views_left > 0").fetch_one(f.store.pool().unwrap()).await.unwrap();
+    assert_eq!(live, 11, "ten anonymous and the agent's");
+    assert!(f.broker.metrics().encode().contains("airlock_shares_evicted_total 290"), "{}", f.broker.metrics().encode());
+    // The newest survive; an evicted one is unavailable and its id cannot be created again.
+    let newest = made.last().unwrap();
+    assert_eq!(consume(&f, &newest.id, &derive(&newest.key, &newest.id, None).proof()).await.0, 200);
+    let oldest = &made[0];
+    assert_eq!(consume(&f, &oldest.id, &derive(&oldest.key, &oldest.id, None).proof()).await.0, 404);
+    assert_eq!(consume(&f, &mine.id, &derive(&mine.key, &mine.id, None).proof()).await.0, 200);
+    for used in [oldest, newest] {
+        let (ct, ph) = used.request_fields();
+        let r = f
+            .client
+            .post(format!("{}/v1/shares", f.base))
+            .json(&json!({"id": used.id, "ciphertext": ct, "proof_hash": ph, "expires_at": exp, "views": 1}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "an evicted or used id is taken for good");
+        assert_eq!(r.json::<Value>().await.unwrap()["error"]["code"], "invalid-share");
+    }
+}

@@ -34,16 +34,20 @@
     return body.approval;
   }
 
+  // The server sends `shown`: the same texts with every invisible or bidirectional character
+  // written as \u{...}, so what is displayed is what will run.
   function render(a) {
+    const s = a.shown || {};
+    const parents = s.parent_chain || a.parent_chain;
     $('status').textContent = a.status;
-    $('agent').textContent = a.agent;
-    $('parents').textContent = a.parent_chain.length ? a.parent_chain.join(' ← ') : '(none)';
-    $('tool').textContent = a.tool;
-    $('handle').textContent = a.handle;
-    $('reason').textContent = a.reason;
+    $('agent').textContent = s.agent ?? a.agent;
+    $('parents').textContent = parents.length ? parents.join(' ← ') : '(none)';
+    $('tool').textContent = s.tool ?? a.tool;
+    $('handle').textContent = s.handle ?? a.handle;
+    $('reason').textContent = s.reason ?? a.reason;
     $('expires').textContent = a.expires_at;
     $('approver').textContent = a.approver || '—';
-    $('arguments').textContent = JSON.stringify(a.arguments, null, 2);
+    $('arguments').textContent = s.arguments ?? JSON.stringify(a.arguments, null, 2);
     const open = a.status === 'pending' && a.current_policy;
     $('approve').disabled = !open;
     $('deny').disabled = !open;

@@ -8,12 +8,27 @@
 //! committed), so on either engine, from any number of processes, exactly as many consumers
 //! succeed as there were views, and a wrong proof changes nothing. The guard compares SHA-256 hashes of a
 //! 256-bit proof, so the timing of that comparison says nothing useful about the proof.
+//!
+//! An id is never reusable (T17, T29): a share that is used up, expired, deleted or evicted keeps
+//! its row as a tombstone (no ciphertext, no proof hash, no views left), so creating another
+//! share under its id is a conflict. The sweeper turns expired shares into tombstones instead of
+//! deleting them.
+//!
+//! Shares created without an agent (no read receipt) are capped: at the cap, the oldest live ones
+//! become tombstones to make room ([`Store::create_share_capped`]).
 
 use crate::db::{bind, conflict, with_pool};
 use crate::{Result, Store, StoreError};
 
 /// Receipts outlive their share by this long, then the sweeper removes them.
 const RECEIPT_RETENTION_SECS: i64 = 30 * 86_400;
+
+/// The ciphertext and proof hash of a tombstone: nothing to read, no proof that matches.
+const WIPED: &[u8] = &[];
+
+/// A live share made without an agent (it has no read receipt), as a condition on `shares s`.
+const LIVE_ANONYMOUS: &str = "s.views_left > 0 AND s.expires_at > ? \
+     AND NOT EXISTS (SELECT 1 FROM share_receipts r WHERE r.share_id = s.id)";
 
 /// A share to store.
 #[derive(Debug, Clone)]
@@ -73,14 +88,38 @@ fn unix_now() -> i64 {
 }
 
 impl Store {
-    /// Stores a new share. A duplicate id is a [`StoreError::Conflict`].
+    /// Stores a new share. A duplicate id, even of a share long used up or expired, is a
+    /// [`StoreError::Conflict`].
     pub async fn create_share(&self, s: &NewShareRecord<'_>) -> Result<()> {
+        self.create_share_capped(s, None).await.map(|_| ())
+    }
+
+    /// Stores a new share; when it has no creator and `anonymous_cap` is set, first turns the
+    /// oldest live shares without a creator into tombstones until, with this one, there are at
+    /// most `anonymous_cap`. Returns how many were evicted. A duplicate id is a
+    /// [`StoreError::Conflict`].
+    pub async fn create_share_capped(&self, s: &NewShareRecord<'_>, anonymous_cap: Option<u64>) -> Result<u64> {
         if s.views == 0 {
             return Err(StoreError::Invalid("a share has at least one view".into()));
         }
         let now = unix_now();
         with_pool!(self, |p, d| {
-            let mut tx = p.begin().await?;
+            // SQLite: IMMEDIATE, so two creators do not both count below the cap.
+            let mut tx = p.begin_with(d.pick("BEGIN IMMEDIATE", "BEGIN")).await?;
+            let mut evicted = 0u64;
+            if let (None, Some(cap)) = (s.creator, anonymous_cap) {
+                let count = format!("SELECT count(*) FROM shares s WHERE {LIVE_ANONYMOUS}");
+                let (live,): (i64,) = sqlx::query_as(&d.sql(&count)).bind(now).fetch_one(&mut *tx).await?;
+                let over = (live.max(0) as u64 + 1).saturating_sub(cap.max(1));
+                if over > 0 {
+                    let evict = format!(
+                        "UPDATE shares SET ciphertext = ?, proof_hash = ?, views_left = 0 WHERE id IN \
+                         (SELECT s.id FROM shares s WHERE {LIVE_ANONYMOUS} ORDER BY s.created_at, s.id LIMIT ?)"
+                    );
+                    let args = [WIPED.into(), WIPED.into(), now.into(), (over as i64).into()];
+                    evicted = bind(sqlx::query(&d.sql(&evict)), &args).execute(&mut *tx).await?.rows_affected();
+                }
+            }
             let views = i64::from(s.views);
             let insert = d.sql(
                 "INSERT INTO shares (id, ciphertext, proof_hash, expires_at, max_views, views_left, created_at)
@@ -101,7 +140,7 @@ impl Store {
                 bind(sqlx::query(&upsert), &args).execute(&mut *tx).await?;
             }
             tx.commit().await?;
-            Ok(())
+            Ok(evicted)
         })
     }
 
@@ -128,7 +167,9 @@ impl Store {
                 return Ok(None);
             };
             if views_left <= 0 {
-                sqlx::query(&d.sql("DELETE FROM shares WHERE id = ?")).bind(id).execute(&mut *tx).await?;
+                // A tombstone: the ciphertext is gone, the id stays taken.
+                let wipe = d.sql("UPDATE shares SET ciphertext = ?, proof_hash = ? WHERE id = ?");
+                bind(sqlx::query(&wipe), &[WIPED.into(), WIPED.into(), id.into()]).execute(&mut *tx).await?;
             }
             let receipt = d.sql(
                 "UPDATE share_receipts SET views_used = views_used + 1,
@@ -140,25 +181,44 @@ impl Store {
         })
     }
 
+    /// True when share `id` is live and `proof_hash` is the hash of its proof. A read only: a
+    /// client past its limit of wrong proofs is checked with this before a consume, so its
+    /// guesses do not take the write lock, and the key's holder still gets through.
+    pub async fn share_proof_matches(&self, id: &str, proof_hash: &[u8; 32]) -> Result<bool> {
+        let r: Option<(i64,)> = self
+            .fetch_optional(
+                "SELECT views_left FROM shares WHERE id = ? AND proof_hash = ? AND views_left > 0 AND expires_at > ?",
+                &[id.into(), proof_hash[..].into(), unix_now().into()],
+            )
+            .await?;
+        Ok(r.is_some())
+    }
+
     /// Views left on a live share (None when unknown, used up or expired). For tests and the
     /// operator; it reveals nothing the consume guard does not.
     pub async fn share_views_left(&self, id: &str) -> Result<Option<u32>> {
         let r: Option<(i64,)> =
-            self.fetch_optional("SELECT views_left FROM shares WHERE id = ? AND expires_at > ?", &[id.into(), unix_now().into()]).await?;
+            self.fetch_optional("SELECT views_left FROM shares WHERE id = ? AND expires_at > ? AND views_left > 0", &[id.into(), unix_now().into()]).await?;
         Ok(r.map(|(v,)| v.max(0) as u32))
     }
 
-    /// Deletes a share (a link that could not be delivered).
+    /// Burns a share unread (a link that could not be delivered): it becomes a tombstone.
     pub async fn delete_share(&self, id: &str) -> Result<()> {
-        self.execute("DELETE FROM shares WHERE id = ?", &[id.into()]).await?;
+        self.execute("UPDATE shares SET ciphertext = ?, proof_hash = ?, views_left = 0 WHERE id = ?", &[WIPED.into(), WIPED.into(), id.into()])
+            .await?;
         Ok(())
     }
 
-    /// Deletes expired shares (and receipts long past their share's expiry). Returns the number
-    /// of shares deleted.
+    /// Turns expired shares into tombstones (their ids stay taken) and deletes receipts long past
+    /// their share's expiry. Returns the number of shares wiped.
     pub async fn sweep_shares(&self) -> Result<u64> {
         let now = unix_now();
-        let n = self.execute("DELETE FROM shares WHERE expires_at <= ? OR views_left <= 0", &[now.into()]).await?;
+        let n = self
+            .execute(
+                "UPDATE shares SET ciphertext = ?, proof_hash = ?, views_left = 0 WHERE (expires_at <= ? OR views_left <= 0) AND length(proof_hash) > 0",
+                &[WIPED.into(), WIPED.into(), now.into()],
+            )
+            .await?;
         self.execute("DELETE FROM share_receipts WHERE expires_at <= ?", &[(now - RECEIPT_RETENTION_SECS).into()]).await?;
         Ok(n)
     }

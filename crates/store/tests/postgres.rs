@@ -131,8 +131,12 @@ async fn t17_64_concurrent_consumers_on_two_replicas_give_exactly_one_success() 
             }
         }
         assert_eq!(ok, want, "{id}");
-        let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM shares WHERE id = $1").bind(id).fetch_one(a.pg_pool().unwrap()).await.unwrap();
-        assert_eq!(n, 0, "the used-up share row is gone");
+        let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM shares WHERE id = $1 AND (length(ciphertext) > 0 OR views_left > 0)")
+            .bind(id)
+            .fetch_one(a.pg_pool().unwrap())
+            .await
+            .unwrap();
+        assert_eq!(n, 0, "the used-up share is a tombstone");
         let r = b.share_receipt(id, "creator").await.unwrap().unwrap();
         assert_eq!(r.views_used as usize, want);
     }
@@ -470,5 +474,42 @@ async fn approvals_on_two_replicas_are_decided_once_and_used_once() {
     b.revoke_approver("alice").await.unwrap();
     assert!(a.authenticate_approver(token.reveal()).await.unwrap().is_none());
     drop((a, b));
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn t17_t29_on_postgres_ids_are_never_reused_and_anonymous_shares_are_capped() {
+    let Some(db) = TempDb::create().await else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let a = Store::open_postgres(&db.url, dir.path()).await.unwrap();
+    let rec = |id: &'static str, creator: Option<&'static str>, expires_in: i64| NewShareRecord {
+        id,
+        ciphertext: b"ct",
+        proof_hash: &[7; 32],
+        expires_at: chrono::Utc::now().timestamp() + expires_in,
+        views: 1,
+        creator,
+        recipient: None,
+    };
+    let ids = ["pg-anon-0", "pg-anon-1", "pg-anon-2", "pg-anon-3", "pg-anon-4"];
+    let mut evicted = 0;
+    for id in ids {
+        evicted += a.create_share_capped(&rec(id, None, 600), Some(2)).await.unwrap();
+    }
+    assert_eq!(evicted, 3);
+    a.create_share_capped(&rec("pg-agent", Some("creator"), 600), Some(2)).await.unwrap();
+    assert_eq!(a.share_views_left("pg-anon-0").await.unwrap(), None);
+    assert_eq!(a.share_views_left("pg-anon-4").await.unwrap(), Some(1));
+    assert_eq!(a.share_views_left("pg-agent").await.unwrap(), Some(1));
+    a.consume_share("pg-anon-4", &[7; 32]).await.unwrap().unwrap();
+    a.create_share(&rec("pg-expired", None, -1)).await.unwrap();
+    assert_eq!(a.sweep_shares().await.unwrap(), 1);
+    for id in ["pg-anon-0", "pg-anon-4", "pg-expired"] {
+        assert!(matches!(a.create_share(&rec(id, None, 600)).await, Err(StoreError::Conflict(_))), "{id}");
+    }
+    assert!(a.share_proof_matches("pg-anon-3", &[7; 32]).await.unwrap());
+    assert!(!a.share_proof_matches("pg-anon-3", &[8; 32]).await.unwrap());
+    assert!(!a.share_proof_matches("pg-anon-4", &[7; 32]).await.unwrap(), "used");
+    a.close().await;
     db.drop_db().await;
 }

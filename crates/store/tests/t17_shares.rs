@@ -46,9 +46,12 @@ async fn t17_64_concurrent_consumers_of_a_single_view_share_give_exactly_one_suc
     let store = Store::open(dir.path()).await.unwrap();
     put(&store, "AAAAAAAAAAAAAAAAAAAAAA", 1, 3600).await;
     assert_eq!(race(&store, "AAAAAAAAAAAAAAAAAAAAAA", 64, hash(7)).await, 1);
-    assert_eq!(store.share_views_left("AAAAAAAAAAAAAAAAAAAAAA").await.unwrap(), None, "deleted at its last view");
-    let n: (i64,) = sqlx::query_as("SELECT count(*) FROM shares").fetch_one(store.pool().unwrap()).await.unwrap();
-    assert_eq!(n.0, 0);
+    assert_eq!(store.share_views_left("AAAAAAAAAAAAAAAAAAAAAA").await.unwrap(), None, "wiped at its last view");
+    let n: (i64,) = sqlx::query_as("SELECT count(*) FROM shares WHERE length(ciphertext) > 0 OR length(proof_hash) > 0")
+        .fetch_one(store.pool().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(n.0, 0, "only a tombstone is left: no ciphertext, no proof hash");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -105,4 +108,67 @@ async fn t17_expired_and_unknown_are_alike_and_swept() {
     let r = store.share_receipt("GGGGGGGGGGGGGGGGGGGGGG", "agent1").await.unwrap().unwrap();
     assert_eq!(r.views_used, 1);
     assert!(r.first_opened_at.is_some());
+}
+
+async fn put_as(store: &Store, id: &str, creator: Option<&str>, cap: Option<u64>) -> airlock_store::Result<u64> {
+    store
+        .create_share_capped(
+            &NewShareRecord {
+                id,
+                ciphertext: b"ct",
+                proof_hash: &hash(7),
+                expires_at: chrono::Utc::now().timestamp() + 3600,
+                views: 1,
+                creator,
+                recipient: None,
+            },
+            cap,
+        )
+        .await
+}
+
+#[tokio::test]
+async fn t17_t29_a_used_expired_deleted_or_swept_share_id_can_never_be_created_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).await.unwrap();
+    put(&store, "HHHHHHHHHHHHHHHHHHHHHH", 1, 3600).await;
+    store.consume_share("HHHHHHHHHHHHHHHHHHHHHH", &hash(7)).await.unwrap().unwrap();
+    put(&store, "IIIIIIIIIIIIIIIIIIIIII", 1, -1).await;
+    put(&store, "JJJJJJJJJJJJJJJJJJJJJJ", 1, 3600).await;
+    store.delete_share("JJJJJJJJJJJJJJJJJJJJJJ").await.unwrap();
+    assert_eq!(store.sweep_shares().await.unwrap(), 1, "the expired one");
+    assert_eq!(store.sweep_shares().await.unwrap(), 0, "tombstones are not swept again");
+    for id in ["HHHHHHHHHHHHHHHHHHHHHH", "IIIIIIIIIIIIIIIIIIIIII", "JJJJJJJJJJJJJJJJJJJJJJ"] {
+        for creator in [None, Some("agent1")] {
+            let again = put_as(&store, id, creator, None).await;
+            assert!(matches!(again, Err(airlock_store::StoreError::Conflict(_))), "{id} {creator:?}: {again:?}");
+        }
+        assert_eq!(store.consume_share(id, &hash(7)).await.unwrap(), None, "{id}");
+        assert_eq!(store.share_views_left(id).await.unwrap(), None, "{id}");
+    }
+    // Nothing readable is kept in a tombstone.
+    let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM shares WHERE length(ciphertext) > 0").fetch_one(store.pool().unwrap()).await.unwrap();
+    assert_eq!(n, 0);
+}
+
+#[tokio::test]
+async fn t29_shares_without_an_agent_stay_within_the_cap_oldest_evicted_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).await.unwrap();
+    let id = |i: usize| format!("{i:0>22}");
+    let mut evicted = 0;
+    for i in 0..500 {
+        evicted += put_as(&store, &id(i), None, Some(20)).await.unwrap();
+    }
+    assert_eq!(evicted, 480);
+    // Agents' shares are not counted and never evicted by anonymous ones.
+    put_as(&store, "agent-share-0000000000", Some("agent1"), Some(20)).await.unwrap();
+    assert_eq!(put_as(&store, &id(500), None, Some(20)).await.unwrap(), 1);
+    let (live,): (i64,) = sqlx::query_as("SELECT count(*) FROM shares WHERE views_left > 0").fetch_one(store.pool().unwrap()).await.unwrap();
+    assert_eq!(live, 21, "20 anonymous and the agent's");
+    assert_eq!(store.share_views_left("agent-share-0000000000").await.unwrap(), Some(1));
+    assert_eq!(store.share_views_left(&id(480)).await.unwrap(), None, "the oldest went first");
+    assert_eq!(store.share_views_left(&id(500)).await.unwrap(), Some(1));
+    // An evicted id stays taken.
+    assert!(matches!(put_as(&store, &id(0), None, Some(20)).await, Err(airlock_store::StoreError::Conflict(_))));
 }

@@ -1,5 +1,6 @@
 //! `[agents.NAME]`: each agent's grants and rate limits.
 
+use super::limits::MAX_CHILD_DEPTH;
 use super::problem::ProblemCode;
 use super::source::{get, FieldPath, Report};
 use crate::handle::HandleName;
@@ -37,6 +38,16 @@ pub struct AgentConfig {
     /// E-mails per minute, over all smtp handles; overrides `limits.sends_per_minute`.
     #[serde(default)]
     pub sends_per_minute: Option<u32>,
+    /// Live sub-agents each agent of this root's tree may have; overrides `limits.max_children`.
+    #[serde(default)]
+    pub max_children: Option<u32>,
+    /// Deepest chain of sub-agents below this agent; overrides `limits.max_child_depth`.
+    #[serde(default)]
+    pub max_child_depth: Option<u32>,
+    /// Calls per minute of each of this agent's sub-agents (which also count against this
+    /// agent's own budget); never more than this agent's own rate, which it is clamped to.
+    #[serde(default)]
+    pub child_rate_per_minute: Option<u32>,
 }
 
 /// `[agents.NAME]` as written, its grants read one by one.
@@ -51,6 +62,12 @@ struct RawAgent {
     rate_per_minute: Option<u32>,
     #[serde(default)]
     sends_per_minute: Option<u32>,
+    #[serde(default)]
+    max_children: Option<u32>,
+    #[serde(default)]
+    max_child_depth: Option<u32>,
+    #[serde(default)]
+    child_rate_per_minute: Option<u32>,
 }
 
 /// Agent names: `[a-z][a-z0-9_-]{0,63}`.
@@ -90,12 +107,21 @@ pub(super) fn check_all<'s, 't>(
                 }
             }
         }
+        if raw.max_child_depth.is_some_and(|d| d > MAX_CHILD_DEPTH) {
+            r.problem(&at.key("max_child_depth"), ProblemCode::OutOfRange, format!("must be at most {MAX_CHILD_DEPTH}"));
+        }
+        if raw.child_rate_per_minute == Some(0) {
+            r.problem(&at.key("child_rate_per_minute"), ProblemCode::OutOfRange, "must be at least 1");
+        }
         if r.count() == before {
             let agent = AgentConfig {
                 description: raw.description,
                 grants,
                 rate_per_minute: raw.rate_per_minute,
                 sends_per_minute: raw.sends_per_minute,
+                max_children: raw.max_children,
+                max_child_depth: raw.max_child_depth,
+                child_rate_per_minute: raw.child_rate_per_minute,
             };
             agents.insert(name.to_owned(), agent);
         }

@@ -41,11 +41,11 @@ pub use self::agents::{valid_agent_name, AgentConfig, Grant};
 pub use self::approvals::ApprovalRule;
 pub use self::aws::{valid_bucket_name, AwsConstraints, AWS_MAX_TTL_SECONDS, AWS_MIN_TTL_SECONDS};
 pub use self::command::{ArgTemplate, CommandConstraints, Placeholder, SecretDelivery};
-pub use self::database::{table_in, DatabaseConstraints, Scope};
+pub use self::database::{table_in, DatabaseConstraints, Scope, TableColumns};
 pub use self::handle::{Constraints, Handle};
 pub use self::http::{Destination, HttpConstraints, Injection};
 pub use self::leases::{LeasePolicy, LeaseProvider, LEASE_SUFFIX_LEN};
-pub use self::limits::LimitsConfig;
+pub use self::limits::{LimitsConfig, MAX_CHILD_DEPTH};
 pub use self::policy::PolicyConfig;
 pub use self::problem::{ConfigError, Location, Problem, ProblemCode};
 pub use self::results::{MarkupPolicy, ResultsPolicy};
@@ -145,6 +145,7 @@ impl Config {
         let sandbox = section::<SandboxConfig>(&mut r, &src, "sandbox").checked(&mut r, &root.key("sandbox"), base);
         let policy = section::<PolicyConfig>(&mut r, &src, "policy").resolved(base);
         let shares = section::<SharesConfig>(&mut r, &src, "shares").checked(&mut r, &root.key("shares"), base);
+        self::shares::check_default_base(&shares, server.listen, &mut r, &root.key("shares"));
 
         let problems = r.into_problems();
         if !problems.is_empty() {

@@ -152,6 +152,10 @@ pub enum ProblemCode {
     BadUrl,
     /// A connection that would carry a credential in clear to a host that is not loopback.
     InsecureTransport,
+    /// A base URL for links people open (one-time shares, approval pages) that is http to a
+    /// host that is not loopback: the link, and a share's key with it, would cross the network in
+    /// clear.
+    InsecureLink,
     /// A connection URL that carries a password, which belongs in the secret.
     PasswordInUrl,
     /// An http destination that is not a bare http(s) URL with a host.
@@ -166,6 +170,10 @@ pub enum ProblemCode {
     BadAddress,
     /// A table name that is not `name` or `schema.name`.
     BadTableName,
+    /// A column name of a table's column rule that is not one identifier.
+    BadColumnName,
+    /// An `allow_functions` entry that is not `name` or `schema.name`.
+    BadFunctionName,
     /// A bucket name outside S3's naming rules.
     BadBucketName,
     /// An AWS region name that is not one.

@@ -25,6 +25,18 @@ pub struct SharesConfig {
     /// Failed consumes (wrong proof, unknown, used or expired id) per minute per client address.
     #[serde(default = "default_share_fail_rate")]
     pub failed_consumes_per_minute: u32,
+    /// Failed consumes of one share id per minute from all addresses together (T29). A correct
+    /// proof is never refused by either limit: it is the key's holder.
+    #[serde(default = "default_share_fail_rate_per_share")]
+    pub failed_consumes_per_share_per_minute: u32,
+    /// Shares created without an agent token kept at once; at the cap the oldest are burned
+    /// unread to make room (T29).
+    #[serde(default = "default_max_anonymous_shares")]
+    pub max_anonymous_shares: u64,
+    /// Entries each in-memory map keyed by client input (addresses, share ids) may hold; at the
+    /// cap the least recently used are evicted (T29).
+    #[serde(default = "default_max_tracked_clients")]
+    pub max_tracked_clients: usize,
     /// The public base of links the broker makes for `share_secret`, for example
     /// `https://airlock.example`; default `http://{server.listen}`.
     #[serde(default)]
@@ -46,6 +58,9 @@ impl Default for SharesConfig {
             max_expiry_seconds: default_max_expiry(),
             create_per_minute: default_share_create_rate(),
             failed_consumes_per_minute: default_share_fail_rate(),
+            failed_consumes_per_share_per_minute: default_share_fail_rate_per_share(),
+            max_anonymous_shares: default_max_anonymous_shares(),
+            max_tracked_clients: default_max_tracked_clients(),
             base_url: None,
             channels: BTreeMap::new(),
             recipients: BTreeMap::new(),
@@ -82,6 +97,9 @@ impl SharesConfig {
             ("max_expiry_seconds", self.max_expiry_seconds, 60),
             ("create_per_minute", u64::from(self.create_per_minute), 1),
             ("failed_consumes_per_minute", u64::from(self.failed_consumes_per_minute), 1),
+            ("failed_consumes_per_share_per_minute", u64::from(self.failed_consumes_per_share_per_minute), 1),
+            ("max_anonymous_shares", self.max_anonymous_shares, 1),
+            ("max_tracked_clients", self.max_tracked_clients as u64, 16),
         ];
         for (field, value, min) in at_least {
             if value < min {
@@ -94,6 +112,11 @@ impl SharesConfig {
                 Ok(u) if u.scheme() != "https" && u.scheme() != "http" || u.fragment().is_some() || u.query().is_some() => {
                     r.problem(&at.join("base_url"), ProblemCode::BadUrl, "an http(s) URL without query or fragment")
                 }
+                Ok(u) if u.scheme() == "http" && !loopback(&u) => r.problem(
+                    &at.join("base_url"),
+                    ProblemCode::InsecureLink,
+                    "links for people (shares, approvals) need https unless the host is loopback (127.0.0.1, ::1, localhost)",
+                ),
                 Ok(_) => {}
             }
         }
@@ -125,6 +148,28 @@ impl SharesConfig {
     }
 }
 
+/// True when `u`'s host is a loopback address or `localhost`.
+fn loopback(u: &url::Url) -> bool {
+    match u.host() {
+        Some(url::Host::Ipv4(a)) => a.is_loopback(),
+        Some(url::Host::Ipv6(a)) => a.is_loopback(),
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        None => false,
+    }
+}
+
+/// The default base of links when `[shares] base_url` is not set is `http://{server.listen}`:
+/// refused (startup fails) unless `listen` is a loopback address (T17, T29).
+pub(super) fn check_default_base(shares: &SharesConfig, listen: std::net::SocketAddr, r: &mut Report<'_, '_>, at: &FieldPath) {
+    if shares.base_url.is_none() && !listen.ip().is_loopback() {
+        r.problem(
+            &at.join("base_url"),
+            ProblemCode::InsecureLink,
+            format!("server.listen {listen} is not loopback, so links for people need an https base_url"),
+        );
+    }
+}
+
 fn default_max_share_bytes() -> usize {
     1 << 20
 }
@@ -139,4 +184,13 @@ fn default_share_create_rate() -> u32 {
 }
 fn default_share_fail_rate() -> u32 {
     30
+}
+fn default_share_fail_rate_per_share() -> u32 {
+    300
+}
+fn default_max_anonymous_shares() -> u64 {
+    100_000
+}
+fn default_max_tracked_clients() -> usize {
+    100_000
 }

@@ -537,7 +537,7 @@ fn starter_demo_and_full_configs_load_to_their_stored_values() {
     // The Debug form hides the store URL's user; the value keeps it.
     let full = Config::parse(include_str!("testdata/full.toml"), "airlock.toml", Path::new("/etc/airlock")).unwrap();
     assert_eq!(full.store.url.as_deref(), Some("postgres://airlock@db.internal:5432/airlock"));
-    assert_eq!(full.handles.len(), 11);
+    assert_eq!(full.handles.len(), 12);
     assert_eq!(full.leases.len(), 2);
     assert_eq!(full.approvals.len(), 3);
 }
@@ -548,4 +548,17 @@ fn field_paths_read_as_dotted_keys_and_indexes() {
     assert_eq!(p.to_string(), "handles.API.http.destinations[2].methods");
     assert_eq!(source::FieldPath::root().join("agents.bot.grants[0]").to_string(), "agents.bot.grants[0]");
     assert_eq!(source::FieldPath::root().key("shares").key("recipients").key("a@b.example").to_string(), "shares.recipients.a@b.example");
+}
+
+#[test]
+fn t17_t29_the_default_link_base_of_a_listener_that_is_not_loopback_is_refused() {
+    let open = GOOD.replace("127.0.0.1:9000", "0.0.0.0:9000");
+    let p = problems_of(&open);
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert_eq!((p[0].code, p[0].field.as_str()), (ProblemCode::InsecureLink, "shares.base_url"));
+    // An https base, or a loopback listener, is fine.
+    Config::parse(&format!("{open}\n[shares]\nbase_url = \"https://airlock.example\"\n"), "airlock.toml", Path::new(".")).unwrap();
+    Config::parse(GOOD, "airlock.toml", Path::new(".")).unwrap();
+    let p = problems_of(&format!("{GOOD}\n[shares]\nbase_url = \"http://[::ffff:10.0.0.1]:80\"\n"));
+    assert_eq!(p[0].code, ProblemCode::InsecureLink);
 }

@@ -2,7 +2,7 @@
 //!
 //! Two steps, like the other executors. [`EmailExecutor::validate`] checks the agent's message
 //! with no secret and no I/O: a header value holding CR or LF is refused, never stripped
-//! (`header-injection`); every recipient must be on the handle's allow-list
+//! (`header-injection`); every recipient, and the reply-to, must be on the handle's allow-list
 //! (`recipient-not-allowed`); and the subject, body and addresses are scanned for any known
 //! secret or its encodings (`outbound-contains-secret`), because an e-mail cannot be redacted
 //! once it has left (T10). Only then does [`EmailExecutor::execute`] expose the secret, as the
@@ -24,7 +24,7 @@ use std::time::Duration;
 pub const MAX_RECIPIENTS: usize = 50;
 
 /// One address or a list of them.
-#[derive(Clone, Debug, serde::Deserialize)]
+#[derive(Clone, Debug, serde::Deserialize, schemars::JsonSchema)]
 #[serde(untagged)]
 pub enum Addresses {
     /// A single address.
@@ -43,12 +43,14 @@ impl Addresses {
 }
 
 /// The arguments of `send_email` besides `credential_handle`.
-#[derive(Clone, Debug, serde::Deserialize)]
+///
+/// The doc comments of the fields are the descriptions in the tool's JSON Schema (`schemars`).
+#[derive(Clone, Debug, serde::Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EmailArgs {
     /// Recipients: bare addresses (`name@example.com`), one or a list.
     pub to: Addresses,
-    /// Copy recipients.
+    /// Copy recipients, one or a list.
     #[serde(default)]
     pub cc: Option<Addresses>,
     /// The subject (one line).
@@ -152,6 +154,16 @@ impl EmailExecutor {
                 return Err(CallError::with_message(
                     ErrorCode::RecipientNotAllowed,
                     format!("recipient #{} is not allowed for this handle; nothing was sent", i + 1),
+                ));
+            }
+        }
+        // Replies go where the reply-to says: it follows the same allow-list (T10), or the agent
+        // could route the answers to a message anywhere.
+        if let Some(r) = &args.reply_to {
+            if !recipient_allowed(&c.allowed_recipients, r) {
+                return Err(CallError::with_message(
+                    ErrorCode::RecipientNotAllowed,
+                    "reply_to is not allowed for this handle; nothing was sent",
                 ));
             }
         }

@@ -19,6 +19,8 @@ use airlock_store::approvals::{Approval, ApprovalStatus, Approver, DecideOutcome
 use airlock_store::audit::{AuditRecord, Decision};
 use ring::digest;
 use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Now, in Unix milliseconds.
@@ -164,19 +166,49 @@ fn valid_id(id: &str) -> bool {
     id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
 }
 
-/// The broker's approval state: the version approvals are bound to, and the wake-up of calls
-/// waiting for a decision.
+/// The broker's approval state: the version approvals are bound to, the wake-up of calls
+/// waiting for a decision, and the locks that make create-or-join of a pending approval atomic.
 #[derive(Debug)]
 pub(crate) struct ApprovalState {
     /// A hash of the policies and of the configuration that decides calls.
     policy_version: String,
     /// Wakes calls waiting for an approval decision.
     pub(crate) wake: tokio::sync::Notify,
+    /// One lock per call hash at the gate right now (an entry lives only while a call holds or
+    /// waits for it), so that identical concurrent first calls create one pending approval.
+    gates: std::sync::Mutex<HashMap<Vec<u8>, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl ApprovalState {
     pub(crate) fn new(policy_version: String) -> ApprovalState {
-        ApprovalState { policy_version, wake: tokio::sync::Notify::new() }
+        ApprovalState { policy_version, wake: tokio::sync::Notify::new(), gates: Default::default() }
+    }
+
+    /// Waits for, and holds, the gate of the call with hash `hash`.
+    async fn gate_lock(&self, hash: &[u8]) -> GateLock<'_> {
+        let lock = {
+            let mut m = self.gates.lock().unwrap_or_else(|p| p.into_inner());
+            m.entry(hash.to_vec()).or_default().clone()
+        };
+        GateLock { state: self, hash: hash.to_vec(), guard: Some(lock.lock_owned().await) }
+    }
+}
+
+/// The held gate of one call hash; dropping it lets the next identical call in and forgets the
+/// lock when no call waits for it.
+struct GateLock<'a> {
+    state: &'a ApprovalState,
+    hash: Vec<u8>,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl Drop for GateLock<'_> {
+    fn drop(&mut self) {
+        drop(self.guard.take());
+        let mut m = self.state.gates.lock().unwrap_or_else(|p| p.into_inner());
+        if m.get(&self.hash).is_some_and(|l| Arc::strong_count(l) == 1) {
+            m.remove(&self.hash);
+        }
     }
 }
 
@@ -225,6 +257,9 @@ impl Broker {
         let a = &caller.agent;
         let key = CallKey { agent_id: &a.id, agent_name: &a.name, parents: &caller.parents, tool: tool.name(), handle: handle.as_str(), args };
         let hash = call_hash(&key, self.policy_version());
+        // Read and create under the call's lock: of identical concurrent first calls, one
+        // creates the pending approval and the others find it (T29).
+        let gate = self.approvals.gate_lock(&hash).await;
         let now = now_ms();
         let rows = self.store().approvals_for_call(&hash, now).await.map_err(internal)?;
         for r in rows.iter().filter(|r| r.status == ApprovalStatus::Approved) {
@@ -279,6 +314,7 @@ impl Broker {
                 (id, expires_at)
             }
         };
+        drop(gate);
         if rule.wait_seconds > 0 {
             let deadline = Instant::now() + Duration::from_secs(rule.wait_seconds);
             loop {

@@ -5,8 +5,39 @@
 use super::call::CallCtx;
 use super::Broker;
 use airlock_core::Tool;
-use airlock_store::audit::AuditRecord;
+use airlock_store::audit::{AuditRecord, Decision};
 use serde_json::{json, Value};
+
+/// Who revoked something (an agent, a lease) and why, for the revocation's audit record.
+#[derive(Debug, Clone, Copy)]
+pub struct Revoker<'a> {
+    /// The revoking agent's name, or `operator` (the CLI), `reaper` (expiry), `broker` (a
+    /// check that failed).
+    pub by: &'a str,
+    /// The revoking agent's parent chain, nearest first (empty for the others).
+    pub chain: &'a [String],
+    /// Why, in a few words (never anything secret).
+    pub reason: &'a str,
+}
+
+impl Revoker<'static> {
+    /// The operator, through the CLI.
+    pub const OPERATOR: Revoker<'static> = Revoker { by: "operator", chain: &[], reason: "revoked by the operator" };
+    /// The reaper, at a lease's expiry.
+    pub const REAPER: Revoker<'static> = Revoker { by: "reaper", chain: &[], reason: "expired" };
+}
+
+/// What a revocation record says about its outcome.
+pub(crate) struct Revoked<'a> {
+    /// `agent_revoked` or `lease_revoked`.
+    pub event: &'a str,
+    /// The lease's handle, for a lease.
+    pub handle: Option<&'a str>,
+    /// What was revoked (ids and names; `reason` and `revoked_by` are added).
+    pub target: Value,
+    /// The error code when the revocation is not complete yet (it is retried).
+    pub code: Option<&'a str>,
+}
 
 impl Broker {
     /// The audit record of `ctx` as it stands; [`Broker::finish`](super::Broker) adds the outcome.
@@ -35,6 +66,41 @@ impl Broker {
             approval: ctx.approval.clone(),
             peer: ctx.caller.and_then(|c| c.peer),
             sandbox: None,
+        }
+    }
+}
+
+impl Broker {
+    /// Writes the audit record of a revocation: who, why, what. A revocation stands even when its
+    /// record cannot be written (it only takes rights away); the failure is logged.
+    pub(crate) async fn audit_revocation(&self, who: &Revoker<'_>, what: Revoked<'_>) {
+        let mut arguments = what.target;
+        if let Some(m) = arguments.as_object_mut() {
+            m.insert("reason".into(), json!(who.reason));
+            m.insert("revoked_by".into(), json!(who.by));
+        }
+        self.scrubber().scrub_json(&mut arguments);
+        let rec = AuditRecord {
+            ts: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            request_id: uuid::Uuid::now_v7().to_string(),
+            agent: who.by.to_owned(),
+            parent_chain: who.chain.to_vec(),
+            tool: what.event.to_owned(),
+            handle: what.handle.map(str::to_owned),
+            arguments,
+            decision: Decision::Allow,
+            code: what.code.map(str::to_owned),
+            outcome: if what.code.is_some() { "error" } else { "ok" }.into(),
+            result_bytes: 0,
+            redactions: 0,
+            duration_us: 0,
+            policies: vec![],
+            approval: None,
+            peer: None,
+            sandbox: None,
+        };
+        if let Err(e) = self.audit.append(rec).await {
+            tracing::error!(event = what.event, error = %e, "revocation not audited");
         }
     }
 }

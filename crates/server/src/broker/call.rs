@@ -144,6 +144,8 @@ impl Broker {
                 // A lease handle: only its owner, only before expiry, only with query_db (a
                 // database lease) or s3_object (an aws lease) (T15).
                 let (lease, h) = self.lease_for(caller, name).await.ok_or_else(unavailable)?;
+                // The grant that allowed it must still stand (T27).
+                self.recheck_lease(caller, &lease).await?;
                 if !matches!(tool, Tool::QueryDb | Tool::S3Object) || !tool.applies_to(h.kind) {
                     return Err(unavailable());
                 }
@@ -158,13 +160,8 @@ impl Broker {
             }
             return Err(unavailable());
         }
-        let rate = self
-            .cfg
-            .agents
-            .get(&caller.agent.name)
-            .and_then(|a| a.rate_per_minute)
-            .unwrap_or(self.cfg.limits.rate_per_minute);
-        if !self.limits.calls.check(&caller.agent.id, rate) {
+        // A sub-agent's call counts against its own budget and every ancestor's (T27).
+        if !self.take_call(caller) {
             return Err(CallError::new(ErrorCode::RateLimited));
         }
         Ok(Checked { tool, handle })

@@ -1,4 +1,5 @@
-//! Prometheus metrics: calls by tool and outcome, and a latency histogram.
+//! Prometheus metrics: calls by tool and outcome, a latency histogram, and the rate limiters'
+//! sizes and evictions.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -13,6 +14,11 @@ struct CallLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MapLabel {
+    map: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ToolLabel {
     tool: String,
 }
@@ -22,6 +28,9 @@ pub struct Metrics {
     registry: Registry,
     calls: Family<CallLabels, Counter>,
     latency: Family<ToolLabel, Histogram>,
+    evictions: Family<MapLabel, Counter>,
+    shares_evicted: Counter,
+    refusals_folded: Counter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -40,7 +49,17 @@ impl Default for Metrics {
         });
         registry.register("calls", "Tool calls by tool and outcome (ok or an error code)", calls.clone());
         registry.register("call_duration_seconds", "Wall time of a tool call through the broker", latency.clone());
-        Metrics { registry, calls, latency }
+        let evictions = Family::<MapLabel, Counter>::default();
+        let shares_evicted = Counter::default();
+        let refusals_folded = Counter::default();
+        registry.register("bounded_evictions", "Entries evicted from a capped client-keyed map, by map", evictions.clone());
+        registry.register("shares_evicted", "Unauthenticated shares burned unread to keep their number under the cap", shares_evicted.clone());
+        registry.register(
+            "refusals_folded",
+            "Refusals of bad tokens counted into an aggregated audit record instead of one record each",
+            refusals_folded.clone(),
+        );
+        Metrics { registry, calls, latency, evictions, shares_evicted, refusals_folded }
     }
 }
 
@@ -49,6 +68,30 @@ impl Metrics {
     pub fn record(&self, tool: &str, outcome: &str, seconds: f64) {
         self.calls.get_or_create(&CallLabels { tool: tool.to_owned(), outcome: outcome.to_owned() }).inc();
         self.latency.get_or_create(&ToolLabel { tool: tool.to_owned() }).observe(seconds);
+    }
+
+    /// Exports a rate limiter's evictions and key count, labelled `limiter="<name>"` (T29).
+    pub fn register_limiter(&mut self, name: &'static str, l: &super::rate::RateLimiter) {
+        let sub = self.registry.sub_registry_with_label(("limiter".into(), name.into()));
+        sub.register("rate_limiter_evictions", "Buckets a rate limiter dropped to stay within its cap", l.evictions().clone());
+        sub.register("rate_limiter_keys", "Buckets a rate limiter keeps", l.keys().clone());
+    }
+
+    /// Counts `n` entries evicted from the capped map `map`.
+    pub fn evicted(&self, map: &str, n: u64) {
+        if n > 0 {
+            self.evictions.get_or_create(&MapLabel { map: map.to_owned() }).inc_by(n);
+        }
+    }
+
+    /// Counts `n` unauthenticated shares evicted at the cap.
+    pub fn shares_evicted(&self, n: u64) {
+        self.shares_evicted.inc_by(n);
+    }
+
+    /// Counts one refusal folded into an aggregated audit record.
+    pub fn refusal_folded(&self) {
+        self.refusals_folded.inc();
     }
 
     /// The Prometheus text exposition.

@@ -9,8 +9,9 @@
 //! action is taken (the call is refused if it cannot be written).
 
 pub mod approval;
-mod audit;
-mod call;
+pub mod audit;
+mod audit_agg;
+pub mod call;
 pub mod children;
 mod identity;
 pub mod lease;
@@ -21,6 +22,7 @@ mod secrets;
 pub mod share;
 pub mod tools;
 
+pub use audit::Revoker;
 pub use children::ChildRequest;
 pub use tools::{Format, ToolDef};
 
@@ -115,8 +117,12 @@ struct Limits {
     calls: rate::RateLimiter,
     /// E-mail send buckets: `agent:<id>` per agent, `handle:<name>` per smtp handle.
     sends: rate::RateLimiter,
+    /// Sub-agent creations per agent (by name), counted against every agent of the chain.
+    children: rate::RateLimiter,
     /// The share endpoints' per-address limiters.
     shares: share::ShareRates,
+    /// Sources of refused tokens, for one audit record per source per minute (T29).
+    bad_tokens: audit_agg::BadTokens,
 }
 
 /// The broker. One per process; share it as `Arc<Broker>`.
@@ -136,6 +142,7 @@ pub struct Broker {
     leases: lease::LeaseState,
     approvals: approval::ApprovalState,
     metrics: Metrics,
+    children: children::ChildState,
 }
 
 impl std::fmt::Debug for Broker {
@@ -161,6 +168,14 @@ impl Broker {
         let leases = lease::LeaseState::new(lease::installation_id(&dir)?);
         let approvals = approval::ApprovalState::new(approval::policy_version(policy.version(), &cfg));
         let executors = registry::Executors::new(&cfg, store.clone());
+        let limits = Limits { shares: share::ShareRates::new(&cfg.shares), ..Limits::default() };
+        let mut metrics = Metrics::default();
+        metrics.register_limiter("calls", &limits.calls);
+        metrics.register_limiter("sends", &limits.sends);
+        metrics.register_limiter("children", &limits.children);
+        metrics.register_limiter("share_create", &limits.shares.create);
+        metrics.register_limiter("share_failed_pair", &limits.shares.failed_pair);
+        metrics.register_limiter("share_failed_share", &limits.shares.failed_share);
         let broker = Broker {
             cfg: Arc::new(cfg),
             policy,
@@ -168,10 +183,11 @@ impl Broker {
             audit,
             secrets: secrets::Secrets::new(vault),
             executors,
-            limits: Limits::default(),
+            limits,
             leases,
             approvals,
-            metrics: Metrics::default(),
+            metrics,
+            children: children::ChildState::default(),
         };
         broker.rebuild_scrubber().await?;
         Ok(broker)

@@ -2,6 +2,7 @@
 //! links"; T17): validating and storing uploaded shares, sealing a handle's secret into a new
 //! share, and delivering its link to a configured recipient, never to the agent.
 
+use super::rate::RateLimiter;
 use super::Broker;
 use airlock_core::config::{Handle, ShareChannelConfig, SharesConfig};
 use airlock_core::{CallError, CallFacts, ErrorCode, Executor, Secret, Unscrubbed, ValidateCtx};
@@ -35,17 +36,78 @@ pub fn rfc3339(unix: i64) -> String {
         .unwrap_or_default()
 }
 
-/// The two per-address limiters of the share endpoints.
+/// The limiters of the share endpoints, each a map keyed by client input and capped at
+/// `[shares] max_tracked_clients` entries (T29).
+///
+/// Wrong proofs are limited per (share, client address) and per share over all addresses, never
+/// per address alone: a third party behind the same proxy as the person holding the link cannot
+/// lock that person out, and a correct proof is never refused by these limits (the consume
+/// endpoint checks the proof before it answers `rate-limited`).
 #[derive(Debug, Default)]
 pub struct ShareRates {
     /// Creations per client address.
-    pub create: super::rate::RateLimiter,
-    /// Failed consumes per client address.
-    pub failed: super::rate::RateLimiter,
+    pub create: RateLimiter,
+    /// Failed consumes per (share id, client address).
+    pub failed_pair: RateLimiter,
+    /// Failed consumes per share id, all addresses together.
+    pub failed_share: RateLimiter,
 }
 
-/// Checks an upload and stores it. Shared by the upload endpoint and the executor.
-async fn store_upload(store: &Store, s: &SharesConfig, body: &ShareUpload, owner: ShareOwner<'_>) -> Result<(), CallError> {
+/// Whether a consume may take the write path for a proof, or must first show it is right.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConsumeGate {
+    /// Under both limits: try the consume.
+    Open,
+    /// Past a limit: only a correct proof goes on; a wrong one is `rate-limited`.
+    ProofFirst,
+}
+
+impl ShareRates {
+    /// The three limiters, each keeping at most `max_tracked_clients` keys.
+    pub fn new(s: &SharesConfig) -> ShareRates {
+        let cap = s.max_tracked_clients;
+        ShareRates {
+            create: RateLimiter::with_capacity(cap),
+            failed_pair: RateLimiter::with_capacity(cap),
+            failed_share: RateLimiter::with_capacity(cap),
+        }
+    }
+
+    fn pair_key(id: &str, ip: &str) -> String {
+        format!("{id} {ip}")
+    }
+
+    /// The gate for a consume of share `id` from `ip`.
+    pub fn consume_gate(&self, s: &SharesConfig, id: &str, ip: &str) -> ConsumeGate {
+        if self.failed_pair.available(&Self::pair_key(id, ip), s.failed_consumes_per_minute)
+            && self.failed_share.available(id, s.failed_consumes_per_share_per_minute)
+        {
+            ConsumeGate::Open
+        } else {
+            ConsumeGate::ProofFirst
+        }
+    }
+}
+
+impl Broker {
+    /// Counts a failed consume of share `id` from `ip`.
+    pub fn share_consume_failed(&self, id: &str, ip: &str) {
+        let s = &self.config().shares;
+        let rates = self.share_rates();
+        rates.failed_pair.check(&ShareRates::pair_key(id, ip), s.failed_consumes_per_minute);
+        rates.failed_share.check(id, s.failed_consumes_per_share_per_minute);
+    }
+
+    /// Takes a creation token for `ip`; false when it has none left.
+    pub fn share_create_allowed(&self, ip: &str) -> bool {
+        let s = &self.config().shares;
+        self.share_rates().create.check(ip, s.create_per_minute)
+    }
+}
+
+/// Checks an upload and stores it. Shared by the upload endpoint and the executor. Returns how
+/// many shares without a creator were evicted to keep them under `max_anonymous_shares`.
+async fn store_upload(store: &Store, s: &SharesConfig, body: &ShareUpload, owner: ShareOwner<'_>) -> Result<u64, CallError> {
     let now = chrono::Utc::now().timestamp();
     let proof_hash: Option<[u8; 32]> =
         airlock_share::decode_b64(&body.proof_hash).and_then(|v| v.as_slice().try_into().ok());
@@ -75,8 +137,8 @@ async fn store_upload(store: &Store, s: &SharesConfig, body: &ShareUpload, owner
         creator: owner.creator,
         recipient: owner.recipient,
     };
-    match store.create_share(&rec).await {
-        Ok(()) => Ok(()),
+    match store.create_share_capped(&rec, Some(s.max_anonymous_shares)).await {
+        Ok(evicted) => Ok(evicted),
         Err(StoreError::Conflict(_)) => Err(CallError::new(ErrorCode::InvalidShare)),
         Err(e) => Err(CallError::new(ErrorCode::Internal).detail(e.to_string())),
     }
@@ -94,7 +156,9 @@ pub struct ShareOwner<'a> {
 impl Broker {
     /// Validates and stores an uploaded share (from the web page or the CLI).
     pub async fn store_share(&self, body: &ShareUpload, owner: ShareOwner<'_>) -> Result<(), CallError> {
-        store_upload(self.store(), &self.config().shares, body, owner).await
+        let evicted = store_upload(self.store(), &self.config().shares, body, owner).await?;
+        self.metrics().shares_evicted(evicted);
+        Ok(())
     }
 
     /// The public base of links this broker makes.
@@ -111,16 +175,21 @@ fn base_url(cfg: &airlock_core::config::Config) -> String {
 }
 
 /// Arguments of `share_secret` (the handle is checked before these are parsed).
-#[derive(Debug, Deserialize)]
+///
+/// The doc comments of the fields are the descriptions in the tool's JSON Schema (`schemars`);
+/// the upper bounds come from `[shares]` (crates/server/src/broker/tools.rs).
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ShareArgs {
-    /// A recipient named in `[shares.recipients]`.
+    /// Who receives the link: a recipient named in `[shares.recipients]`.
     pub recipient: String,
-    /// Views, default 1.
+    /// How many times the link can be opened; default 1.
     #[serde(default)]
+    #[schemars(range(min = 1))]
     pub views: Option<u32>,
-    /// Seconds until expiry, default 3600.
+    /// Seconds until the link expires; default 3600.
     #[serde(default)]
+    #[schemars(range(min = 60))]
     pub expires_in: Option<u64>,
 }
 

@@ -32,23 +32,40 @@ pub fn socket_peer(extensions: &http::Extensions) -> Option<Peer> {
     extensions.get::<ConnectInfo<SocketPeer>>().and_then(|c| c.0 .0)
 }
 
+/// Where a request came from, for aggregating refusals (T29): the socket peer's uid, or the
+/// client address of an HTTP connection.
+pub fn source(extensions: &http::Extensions) -> String {
+    if let Some(p) = socket_peer(extensions) {
+        return format!("uid:{}", p.uid);
+    }
+    match extensions.get::<ConnectInfo<std::net::SocketAddr>>() {
+        Some(c) => c.0.ip().to_string(),
+        None => "unknown".to_owned(),
+    }
+}
+
 /// Authenticates the request's bearer token; the caller carries the socket peer, if any, for
 /// the audit. The one way every front end (REST, MCP over HTTP) turns a request into a
 /// [`Caller`].
 pub async fn authenticate(broker: &Broker, headers: &HeaderMap, extensions: &http::Extensions) -> Result<Caller, CallError> {
-    AgentAuth { token: bearer(headers).map(str::to_owned), peer: socket_peer(extensions) }.caller(broker).await
+    AgentAuth { token: bearer(headers).map(str::to_owned), peer: socket_peer(extensions), source: String::new() }.caller(broker).await
 }
 
 /// The caller side of a request, for handlers: its bearer token and socket peer.
 pub struct AgentAuth {
     token: Option<String>,
     peer: Option<Peer>,
+    source: String,
 }
 
 impl<S: Send + Sync> axum::extract::FromRequestParts<S> for AgentAuth {
     type Rejection = std::convert::Infallible;
     async fn from_request_parts(parts: &mut http::request::Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(AgentAuth { token: bearer(&parts.headers).map(str::to_owned), peer: socket_peer(&parts.extensions) })
+        Ok(AgentAuth {
+            token: bearer(&parts.headers).map(str::to_owned),
+            peer: socket_peer(&parts.extensions),
+            source: source(&parts.extensions),
+        })
     }
 }
 
@@ -65,11 +82,12 @@ impl AgentAuth {
         Ok(c)
     }
 
-    /// The authenticated agent, or the audited refusal of `action` to answer with.
+    /// The authenticated agent, or the audited refusal of `action` to answer with (a refused
+    /// token is audited once per source per minute, [`Broker::refuse_from`]).
     pub async fn caller_or_refuse(&self, broker: &Broker, action: &str) -> Result<Caller, Response> {
         match self.caller(broker).await {
             Ok(c) => Ok(c),
-            Err(e) => Err(axum::response::IntoResponse::into_response(broker.refuse(action, e).await)),
+            Err(e) => Err(axum::response::IntoResponse::into_response(broker.refuse_from(&self.source, action, e).await)),
         }
     }
 }

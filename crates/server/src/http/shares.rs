@@ -3,11 +3,13 @@
 //!
 //! The server stores ciphertext and a hash of the consume proof; the key exists only in the link's
 //! fragment, which browsers never send. Unknown, used and expired shares answer alike
-//! (`share-unavailable`), and failed consumes are rate-limited per client address.
+//! (`share-unavailable`). Wrong proofs are limited per (share, client address) and per share, in
+//! maps of bounded size; past a limit a wrong proof answers `rate-limited`, but a correct proof
+//! always goes through (T29: a third party cannot lock the key's holder out).
 
 use super::auth::bearer;
 use super::response::{json, ApiError};
-use crate::broker::share::{rfc3339, ShareOwner, ShareUpload};
+use crate::broker::share::{rfc3339, ConsumeGate, ShareOwner, ShareUpload};
 use crate::broker::Broker;
 use airlock_core::config::SharesConfig;
 use airlock_core::ErrorCode;
@@ -40,7 +42,7 @@ fn create_body_limit(s: &SharesConfig) -> usize {
 async fn create(State(b): State<Arc<Broker>>, req: Request) -> Response {
     let ip = client_ip(&req);
     let s = &b.config().shares;
-    if !b.share_rates().create.check(&ip.to_string(), s.create_per_minute) {
+    if !b.share_create_allowed(&ip.to_string()) {
         return err(ErrorCode::RateLimited);
     }
     let token = bearer(req.headers()).map(str::to_owned);
@@ -75,28 +77,39 @@ struct ConsumeBody {
 
 async fn consume(State(b): State<Arc<Broker>>, Path(id): Path<String>, req: Request) -> Response {
     let ip = client_ip(&req).to_string();
-    let s = &b.config().shares;
-    let rates = b.share_rates();
-    if !rates.failed.available(&ip, s.failed_consumes_per_minute) {
-        return err(ErrorCode::RateLimited);
-    }
-    let fail = |code: ErrorCode| {
-        rates.failed.check(&ip, s.failed_consumes_per_minute);
-        err(code)
-    };
+    // Malformed requests cost nothing and are no guess at a proof: refused without counting.
     let Ok(bytes) = axum::body::to_bytes(req.into_body(), 4096).await else {
-        return fail(ErrorCode::InvalidShare);
+        return err(ErrorCode::InvalidShare);
     };
     let Ok(body) = serde_json::from_slice::<ConsumeBody>(&bytes) else {
-        return fail(ErrorCode::InvalidShare);
+        return err(ErrorCode::InvalidShare);
     };
     let Some(proof) = airlock_share::parse_proof(&body.proof) else {
-        return fail(ErrorCode::InvalidShare);
+        return err(ErrorCode::InvalidShare);
     };
     if !airlock_share::valid_id(&id) {
-        return fail(ErrorCode::InvalidShare);
+        return err(ErrorCode::InvalidShare);
     }
-    match b.store().consume_share(&id, &airlock_share::proof_hash(&proof)).await {
+    let hash = airlock_share::proof_hash(&proof);
+    if b.share_rates().consume_gate(&b.config().shares, &id, &ip) == ConsumeGate::ProofFirst {
+        // Past a limit, a guess costs a read, never the write lock; the right proof goes on.
+        match b.store().share_proof_matches(&id, &hash).await {
+            Ok(true) => {}
+            Ok(false) => {
+                b.share_consume_failed(&id, &ip);
+                return err(ErrorCode::RateLimited);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "share proof check failed in the store");
+                return err(ErrorCode::Internal);
+            }
+        }
+    }
+    let fail = |code: ErrorCode| {
+        b.share_consume_failed(&id, &ip);
+        err(code)
+    };
+    match b.store().consume_share(&id, &hash).await {
         Ok(Some(c)) => json(
             200,
             &j!({

@@ -17,9 +17,12 @@ mod provider;
 mod reaper;
 pub(crate) mod request;
 
-use crate::broker::{Broker, BrokerError, Caller};
+pub use request::{RawAwsLeaseArgs, RawLeaseArgs};
+
+use crate::broker::audit::Revoked;
+use crate::broker::{Broker, BrokerError, Caller, Revoker};
 use airlock_core::config::{Constraints, Handle, LeasePolicy, Scope, SecretRef};
-use airlock_core::{CallError, ErrorCode, HandleName};
+use airlock_core::{CallError, ErrorCode, HandleName, Tool};
 use airlock_exec_sql::lease as dynamic;
 use airlock_store::leases::{stamp, status, Lease};
 use rand::RngCore;
@@ -170,7 +173,8 @@ impl Broker {
             Some(l) if l.agent_id == caller.agent.id => l,
             _ => return Err(CallError::new(ErrorCode::NotFound)),
         };
-        let revoked = self.revoke_lease(&l.id).await;
+        let who = Revoker { by: &caller.agent.name, chain: &caller.parents, reason: "revoked by its agent" };
+        let revoked = self.revoke_lease_by(&l.id, &who).await;
         let after = self.store.lease(id).await.map_err(internal)?.map(|l| l.status).unwrap_or_default();
         match revoked {
             Ok(_) | Err(CallError { code: ErrorCode::UpstreamUnavailable, .. }) => Ok(json!({"lease_id": id, "status": after})),
@@ -194,8 +198,9 @@ impl Broker {
         };
         let mut revoked = 0;
         let mut pending = 0;
+        let who = Revoker { by: &caller.agent.name, chain: &caller.parents, reason: "its task was closed" };
         for l in &ids {
-            match self.revoke_lease(l).await {
+            match self.revoke_lease_by(l, &who).await {
                 Ok(_) => revoked += 1,
                 Err(_) => pending += 1,
             }
@@ -204,12 +209,59 @@ impl Broker {
         Ok(json!({"task_id": id, "revoked": revoked, "revoke_pending": pending}))
     }
 
-    /// Revokes an agent and its descendants (by name or id) and then their leases.
+    /// Revokes an agent and its descendants (by name or id) and then their leases, as the
+    /// operator; see [`Broker::revoke_agent_by`].
     pub async fn revoke_agent(&self, name_or_id: &str) -> Result<u64, airlock_store::StoreError> {
+        self.revoke_agent_by(name_or_id, &Revoker::OPERATOR).await
+    }
+
+    /// Revokes an agent and its descendants (by name or id) and then their leases. The agents'
+    /// revocation and each lease's are audited with who revoked and why.
+    pub async fn revoke_agent_by(&self, name_or_id: &str, who: &Revoker<'_>) -> Result<u64, airlock_store::StoreError> {
+        // The tree as it is before the revocation, for the audit and the leases.
+        let agents = self.store.list_agents().await?;
+        let root = agents.iter().find(|a| a.revoked_at.is_none() && (a.name == name_or_id || a.id == name_or_id));
+        let mut tree: Vec<&airlock_store::agents::Agent> = root.into_iter().collect();
+        let mut i = 0;
+        while i < tree.len() && tree.len() <= agents.len() {
+            let id = tree[i].id.clone();
+            tree.extend(agents.iter().filter(|a| a.parent.as_deref() == Some(id.as_str()) && a.revoked_at.is_none()));
+            i += 1;
+        }
         let n = self.store.revoke_agent(name_or_id).await?;
+        let names: Vec<&str> = tree.iter().map(|a| a.name.as_str()).collect();
+        let shown: String = name_or_id.chars().take(64).collect();
+        let target = json!({"agent": shown, "agents": names, "revoked": n});
+        self.audit_revocation(who, Revoked { event: "agent_revoked", handle: None, target, code: None }).await;
+        // Their live leases now, each with the reason; the reaper takes the rest.
+        let why = format!("agent {} was revoked ({})", tree.first().map(|a| a.name.as_str()).unwrap_or("?"), who.reason);
+        let by_lease = Revoker { reason: &why, ..*who };
+        let ids: std::collections::HashSet<&str> = tree.iter().map(|a| a.id.as_str()).collect();
+        for l in self.store.leases_in(status::ACTIVE).await? {
+            if ids.contains(l.agent_id.as_str()) {
+                let _ = self.revoke_lease_by(&l.id, &by_lease).await;
+            }
+        }
         self.reap_once().await;
         self.leases.reaper_wake.notify_one();
         Ok(n)
+    }
+
+    /// T27: a lease stands only while the grant that allowed it does. Every use re-checks that
+    /// `caller` may still `request_lease` on the lease's base handle under the current grants
+    /// and policies; when it may not, the lease is revoked now (its role dropped) and the call
+    /// fails with `lease-revoked`.
+    pub(crate) async fn recheck_lease(&self, caller: &Caller, lease: &Lease) -> Result<(), CallError> {
+        let base = HandleName::parse(&lease.base).ok().and_then(|n| self.cfg.handles.get(&n));
+        if base.is_some_and(|b| self.decide(caller, Tool::RequestLease, b).allowed) {
+            return Ok(());
+        }
+        let who = Revoker { by: "broker", chain: &[], reason: "the grant that allowed the lease was removed" };
+        if let Err(e) = self.revoke_lease_by(&lease.id, &who).await {
+            tracing::warn!(lease = %lease.id, code = e.code.as_str(), "lease revocation after a lost grant failed; retried");
+        }
+        self.leases.reaper_wake.notify_one();
+        Err(CallError::new(ErrorCode::LeaseRevoked))
     }
 }
 

@@ -1,6 +1,7 @@
 //! What a lease stands for, created and dropped: a real database role (dynamic leases), an
 //! OpenBao database credential, or an STS session; and revocation, which drops it.
 
+use crate::broker::audit::{Revoked, Revoker};
 use crate::broker::{Broker, Caller};
 use super::reaper::backoff_secs;
 use super::request::LeaseRequest;
@@ -9,7 +10,7 @@ use airlock_core::config::{Handle, LeaseProvider, LeasePolicy, SecretRef};
 use airlock_core::Secret;
 use airlock_core::{CallError, ErrorCode, HandleName};
 use airlock_exec_sql::lease as dynamic;
-use airlock_store::leases::{stamp, status, NewLease};
+use airlock_store::leases::{stamp, status, Lease, NewLease};
 use rand::RngCore;
 use serde_json::{json, Value};
 
@@ -220,10 +221,28 @@ impl Broker {
         }
     }
 
+    /// Revokes a lease as the operator (`airlock lease revoke`); see [`Broker::revoke_lease_by`].
+    pub async fn revoke_lease(&self, id: &str) -> Result<bool, CallError> {
+        self.revoke_lease_by(id, &Revoker::OPERATOR).await
+    }
+
     /// Revokes a lease once: the caller that moves it to `revoking` does the work; any other gets
     /// `Ok(false)`. A failed revocation is recorded as `revoke-pending` and retried by the reaper.
-    pub async fn revoke_lease(&self, id: &str) -> Result<bool, CallError> {
+    /// The first attempt is audited with who revoked and why (a retry is not audited again).
+    pub async fn revoke_lease_by(&self, id: &str, who: &Revoker<'_>) -> Result<bool, CallError> {
         let l = self.store.lease(id).await.map_err(internal)?.ok_or_else(|| CallError::new(ErrorCode::NotFound))?;
+        let result = self.revoke_claimed(&l).await;
+        if matches!(result, Ok(true) | Err(_)) && l.status != status::REVOKE_PENDING {
+            let code = result.as_ref().err().map(|e| e.code.as_str());
+            let target = json!({"lease_id": l.id, "lease_handle": l.handle, "base": l.base, "owner_agent_id": l.agent_id});
+            self.audit_revocation(who, Revoked { event: "lease_revoked", handle: Some(&l.handle), target, code }).await;
+        }
+        result
+    }
+
+    /// [`Broker::revoke_lease_by`] without the audit.
+    async fn revoke_claimed(&self, l: &Lease) -> Result<bool, CallError> {
+        let id = l.id.as_str();
         let claimed = self
             .store
             .transition_lease(id, &[status::ACTIVE, status::REVOKE_PENDING, status::PENDING], status::REVOKING)

@@ -2,7 +2,7 @@
 //! leases left `pending` by a crash, and at start-up drops roles of this installation that no
 //! lease accounts for.
 
-use crate::broker::{Broker, BrokerError};
+use crate::broker::{Broker, BrokerError, Revoker};
 use airlock_exec_sql::lease as dynamic;
 use airlock_store::leases::{stamp, status};
 use std::sync::Arc;
@@ -43,7 +43,7 @@ impl Broker {
         };
         let mut n = 0;
         for l in due {
-            if let Ok(true) = self.revoke_lease(&l.id).await {
+            if let Ok(true) = self.revoke_lease_by(&l.id, &Revoker::REAPER).await {
                 n += 1;
             }
         }
