@@ -139,16 +139,7 @@ impl<'a> Checker<'a> {
             self.collect(twj, &mut rels);
         }
         self.scopes.push(ColumnScope { rels });
-        for item in &s.projection {
-            match item {
-                SelectItem::Wildcard(_) => self.check_star()?,
-                SelectItem::QualifiedWildcard(
-                    SelectItemQualifiedWildcardKind::ObjectName(n),
-                    _,
-                ) => self.check_qualified_star(n)?,
-                _ => {}
-            }
-        }
+        self.check_items(&s.projection)?;
         for twj in &s.from {
             for j in &twj.joins {
                 let c = match &j.join_operator {
@@ -423,7 +414,13 @@ impl<'a> Checker<'a> {
     }
 
     fn check_returning(&self, returning: Option<&Vec<SelectItem>>) -> Flow {
-        for item in returning.into_iter().flatten() {
+        returning.map_or(ControlFlow::Continue(()), |items| self.check_items(items))
+    }
+
+    /// The stars of a select list or a `RETURNING` list (`*`, `t.*`): each must expand to
+    /// allowed columns only.
+    fn check_items(&self, items: &[SelectItem]) -> Flow {
+        for item in items {
             match item {
                 SelectItem::Wildcard(_) => self.check_star()?,
                 SelectItem::QualifiedWildcard(
