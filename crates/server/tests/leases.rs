@@ -14,20 +14,6 @@ use sqlx::Connection;
 const PG: &str = "postgres://postgres@127.0.0.1:5432/test";
 const MY: &str = "mysql://root@127.0.0.1:3306/test";
 
-async fn reachable(addr: &str, what: &str) -> bool {
-    let ok = tokio::time::timeout(std::time::Duration::from_secs(2), tokio::net::TcpStream::connect(addr))
-        .await
-        .map(|r| r.is_ok())
-        .unwrap_or(false);
-    if !ok {
-        if std::env::var("AIRLOCK_REQUIRE_SERVICES").as_deref() == Ok("1") {
-            panic!("{what} at {addr} is required (AIRLOCK_REQUIRE_SERVICES=1) but unreachable");
-        }
-        println!("skipped: {what} at {addr} is unreachable");
-    }
-    ok
-}
-
 /// Config: a dynamic PostgreSQL handle (read_write base, two tables), a read-only one, a
 /// dynamic MariaDB handle, and agents that may lease them.
 fn with_lease_handles(t: String, ta: &str, tb: &str) -> String {

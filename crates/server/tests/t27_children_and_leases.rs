@@ -143,20 +143,6 @@ async fn t27_child_creation_is_rate_limited_over_the_chain() {
 
 // ---- leases: re-checked at every use, revoked and audited when their grant is gone ----
 
-async fn reachable() -> bool {
-    let ok = tokio::time::timeout(std::time::Duration::from_secs(2), tokio::net::TcpStream::connect("127.0.0.1:5432"))
-        .await
-        .map(|r| r.is_ok())
-        .unwrap_or(false);
-    if !ok {
-        if std::env::var("AIRLOCK_REQUIRE_SERVICES").as_deref() == Ok("1") {
-            panic!("PostgreSQL at 127.0.0.1:5432 is required (AIRLOCK_REQUIRE_SERVICES=1) but unreachable");
-        }
-        println!("skipped: PostgreSQL at 127.0.0.1:5432 is unreachable");
-    }
-    ok
-}
-
 fn lease_config(t: String, table: &str, leaser_grants: &str) -> String {
     format!(
         r#"{t}
@@ -230,7 +216,7 @@ async fn audited(f: &Fixture, event: &str) -> Vec<airlock_store::audit::AuditRec
 
 #[tokio::test]
 async fn t27_removing_a_childs_grant_revokes_its_lease_at_the_next_use() {
-    if !reachable().await {
+    if !reachable("127.0.0.1:5432", "PostgreSQL").await {
         return;
     }
     let e = setup("child").await;
@@ -264,7 +250,7 @@ async fn t27_removing_a_childs_grant_revokes_its_lease_at_the_next_use() {
 
 #[tokio::test]
 async fn t27_a_grant_removed_from_the_configuration_revokes_the_lease_after_a_restart() {
-    if !reachable().await {
+    if !reachable("127.0.0.1:5432", "PostgreSQL").await {
         return;
     }
     let e = setup("config").await;
@@ -284,7 +270,7 @@ async fn t27_a_grant_removed_from_the_configuration_revokes_the_lease_after_a_re
 
 #[tokio::test]
 async fn t27_revoking_an_agent_is_audited_with_its_leases_and_descendants() {
-    if !reachable().await {
+    if !reachable("127.0.0.1:5432", "PostgreSQL").await {
         return;
     }
     let e = setup("revoke").await;

@@ -252,3 +252,19 @@ pub fn without_request_id(v: &Value) -> Value {
     v.as_object_mut().unwrap().remove("request_id");
     v
 }
+
+/// True when a service answers on `addr` within two seconds. When it does not: with
+/// `AIRLOCK_REQUIRE_SERVICES=1` (CI) the test fails; otherwise it says it is skipped.
+pub async fn reachable(addr: &str, what: &str) -> bool {
+    let ok = tokio::time::timeout(std::time::Duration::from_secs(2), tokio::net::TcpStream::connect(addr))
+        .await
+        .map(|r| r.is_ok())
+        .unwrap_or(false);
+    if !ok {
+        if std::env::var("AIRLOCK_REQUIRE_SERVICES").as_deref() == Ok("1") {
+            panic!("{what} at {addr} is required (AIRLOCK_REQUIRE_SERVICES=1) but unreachable");
+        }
+        println!("skipped: {what} at {addr} is unreachable");
+    }
+    ok
+}
