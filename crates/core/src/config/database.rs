@@ -47,6 +47,11 @@ pub struct DatabaseConstraints {
     /// A connection URL without credentials. When set, the secret is the password and is put
     /// into this URL by the executor; when unset, the secret is the whole connection URL.
     pub url: Option<String>,
+    /// PostgreSQL only: a role every statement of a `read_only` handle runs under
+    /// (`SET LOCAL ROLE` inside the read-only transaction), so the database enforces what the
+    /// validator checks: grant it `SELECT` on the allowed tables (and columns) only. The
+    /// credential must be a member of it.
+    pub query_role: Option<String>,
 }
 
 /// Which columns of one table statements may name. A restricted table cannot be read with `*`
@@ -108,6 +113,8 @@ struct RawDatabase {
     statement_timeout_ms: u64,
     #[serde(default)]
     url: Option<String>,
+    #[serde(default)]
+    query_role: Option<String>,
 }
 
 impl From<RawDatabase> for DatabaseConstraints {
@@ -126,6 +133,7 @@ impl From<RawDatabase> for DatabaseConstraints {
             max_bytes: r.max_bytes,
             statement_timeout_ms: r.statement_timeout_ms,
             url: r.url,
+            query_role: r.query_role,
         }
     }
 }
@@ -184,6 +192,7 @@ impl Default for DatabaseConstraints {
             max_bytes: defaults::max_bytes(),
             statement_timeout_ms: defaults::timeout_ms(),
             url: None,
+            query_role: None,
         }
     }
 }
@@ -220,6 +229,17 @@ impl DatabaseConstraints {
         }
         for f in self.allow_functions.iter().filter(|f| !valid_table_name(f)) {
             r.problem(&at.join("allow_functions"), ProblemCode::BadFunctionName, format!("'{f}' is not a function name (name or schema.name)"));
+        }
+        if let Some(role) = &self.query_role {
+            let ok = role.len() <= 63
+                && role.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+                && role.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !ok {
+                r.problem(&at.join("query_role"), ProblemCode::BadValue, format!("'{role}' is not a role name (ASCII letters, digits and _, at most 63)"));
+            }
+            if self.scope != Scope::ReadOnly {
+                r.problem(&at.join("query_role"), ProblemCode::BadValue, "applies to read_only handles only");
+            }
         }
         if let Some(u) = &self.url {
             match url::Url::parse(u) {

@@ -273,6 +273,12 @@ fn check_constraints<'s, 't>(r: &mut Report<'s, 't>, at: &FieldPath, name: &str,
                 let d = r.de::<DatabaseConstraints>(&sub, v)?;
                 let before = r.count();
                 d.check(r, &sub);
+                if d.query_role.is_some() && kind != HandleKind::Postgres {
+                    // MariaDB's SET ROLE adds a role's privileges to the user's own instead of
+                    // replacing them, and SQLite has no roles: neither can narrow a credential.
+                    let msg = "PostgreSQL only (a MariaDB role adds to the user's privileges; use a least-privilege user or a lease)";
+                    r.problem(&sub.join("query_role"), ProblemCode::BadValue, msg);
+                }
                 (r.count() == before).then_some(Constraints::Database(d))
             }
         },

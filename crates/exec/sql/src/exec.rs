@@ -857,6 +857,13 @@ fn run_pg<'c>(
             "SET LOCAL statement_timeout = {}; SET LOCAL standard_conforming_strings = on",
             db.statement_timeout_ms
         );
+        // The database enforces the handle too: a read runs under its least-privilege role.
+        // (The name is checked at load: letters, digits and `_`; quoted all the same.)
+        if let (Scope::ReadOnly, Some(role)) = (db.scope, &db.query_role) {
+            setup.push_str("; SET LOCAL ROLE \"");
+            setup.push_str(&role.replace('"', "\"\""));
+            setup.push('"');
+        }
         if abandon {
             setup.push_str("; SELECT pg_backend_pid()");
         }

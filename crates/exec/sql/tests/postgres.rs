@@ -456,3 +456,45 @@ async fn t12_connection_error_hides_dsn_and_password() {
         .unwrap_err();
     assert!(!e.message.contains(password) && !e.detail.unwrap_or_default().contains(password));
 }
+
+/// T25: the database enforces a read-only handle too. With `query_role`, every read runs under
+/// a role granted `SELECT` on one table and one of its columns only, although the credential is
+/// the superuser: a statement the validator passes (the handle allows the table and the column
+/// rules are the role's, not the handle's) is refused by the server when it reaches beyond the
+/// role's grants, and an allowed one runs as the role.
+#[tokio::test]
+async fn t25_a_query_role_makes_the_database_refuse_what_it_does_not_grant() {
+    if !service(ADDR, "PostgreSQL").await {
+        return;
+    }
+    let a = admin().await;
+    let (t, other, role) = (unique("airlock_qr_t"), unique("airlock_qr_other"), unique("airlock_qr_role"));
+    a.execute(
+        format!(
+            "CREATE TABLE {t} (id int4, secret text); INSERT INTO {t} VALUES (1, 'hidden');
+             CREATE TABLE {other} (id int4); INSERT INTO {other} VALUES (7);
+             CREATE ROLE {role} NOLOGIN; GRANT SELECT (id) ON {t} TO {role};"
+        )
+        .as_str(),
+    )
+    .await
+    .unwrap();
+    let mut d = db(Scope::ReadOnly);
+    d.tables = Some(vec![t.clone(), other.clone()]);
+    d.query_role = Some(role.clone());
+    let h = handle("PG_QR", HandleKind::Postgres, d);
+    let ex = SqlExecutor::new();
+    let ok = call(&ex, &h, PG_URL, &format!("SELECT id FROM {t}"), vec![]).await.unwrap();
+    assert_eq!(ok["rows"], json!([[1]]));
+    for q in [format!("SELECT secret FROM {t}"), format!("SELECT id FROM {other}"), format!("SELECT upper(secret) FROM {t} WHERE id = 1")] {
+        let e = call(&ex, &h, PG_URL, &q, vec![]).await.unwrap_err();
+        assert_eq!(e.code, ErrorCode::QueryFailed, "{q}: {e:?}");
+    }
+    // The same handle without the role reads everything the validator allows.
+    let mut d = db(Scope::ReadOnly);
+    d.tables = Some(vec![t.clone()]);
+    let h = handle("PG_NO_QR", HandleKind::Postgres, d);
+    let r = call(&ex, &h, PG_URL, &format!("SELECT secret FROM {t}"), vec![]).await.unwrap();
+    assert_eq!(r["rows"], json!([["hidden"]]));
+    a.execute(format!("DROP TABLE {t}; DROP TABLE {other}; DROP ROLE {role};").as_str()).await.unwrap();
+}
