@@ -642,9 +642,14 @@ fn t22_doctor_warns_when_a_read_only_handle_sits_on_a_role_that_can_write() {
     let h = home("agent_users = [\"nobody\"]\n");
     let cfg = std::fs::read_to_string(h.config()).unwrap()
         + "\n[handles.PG_ADMIN]\nkind = \"postgres\"\nsecret = \"local:PG_ADMIN\"\n[handles.PG_ADMIN.database]\nscope = \"read_only\"\n\
-           \n[handles.PG_RO]\nkind = \"postgres\"\nsecret = \"local:PG_RO\"\n[handles.PG_RO.database]\nscope = \"read_only\"\n";
+           \n[handles.PG_RO]\nkind = \"postgres\"\nsecret = \"local:PG_RO\"\n[handles.PG_RO.database]\nscope = \"read_only\"\n\
+           \n[handles.PG_QR]\nkind = \"postgres\"\nsecret = \"local:PG_QR\"\n[handles.PG_QR.database]\nscope = \"read_only\"\nquery_role = \"airlock_t22_ro\"\n";
     std::fs::write(h.config(), cfg).unwrap();
-    for (name, dsn) in [("PG_ADMIN", admin.to_owned()), ("PG_RO", "postgres://airlock_t22_ro@127.0.0.1:5432/test".to_owned())] {
+    for (name, dsn) in [
+        ("PG_ADMIN", admin.to_owned()),
+        ("PG_RO", "postgres://airlock_t22_ro@127.0.0.1:5432/test".to_owned()),
+        ("PG_QR", admin.to_owned()),
+    ] {
         let o = h.admin_run(&["secret", "put", name], &dsn);
         assert!(o.status.success(), "{}", text(&o));
     }
@@ -654,8 +659,14 @@ fn t22_doctor_warns_when_a_read_only_handle_sits_on_a_role_that_can_write() {
     let su = find("read-only-handle-superuser").unwrap_or_else(|| panic!("{v}"));
     assert_eq!(su["level"], "warning");
     assert!(su["message"].as_str().unwrap().contains("PG_ADMIN"), "{su}");
-    let ok = v["findings"].as_array().unwrap().iter().any(|f| f["check"] == "database-credentials" && f["level"] == "ok" && f["message"].as_str().unwrap().contains("PG_RO"));
-    assert!(ok, "{v}");
+    let ok = |handle: &str| {
+        v["findings"].as_array().unwrap().iter().any(|f| {
+            f["check"] == "database-credentials" && f["level"] == "ok" && f["message"].as_str().unwrap().contains(handle)
+        })
+    };
+    assert!(ok("PG_RO: "), "{v}");
+    // A superuser credential whose reads run under a query_role is judged by that role.
+    assert!(ok("PG_QR: role airlock_t22_ro reads only"), "{v}");
     // No password or DSN in the report.
     assert!(!String::from_utf8_lossy(&o.stdout).contains("postgres://"), "{v}");
 }

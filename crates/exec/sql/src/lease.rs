@@ -487,12 +487,21 @@ pub struct Privileges {
     pub can_write: bool,
 }
 
-/// Connects with the handle's credential and reads what it may do.
+/// Connects with the handle's credential and reads what it may do; with a `query_role`, what
+/// that role may do (reads run under it), after switching to it as the executor does.
 pub async fn privileges(handle: &Handle, secret: &Secret) -> Result<Privileges, LeaseError> {
     let db = handle.database().ok_or(LeaseError::Unsupported("not a database handle"))?;
     let url = admin_url(db, secret)?;
     let mut conn = connect(handle.kind, &url).await?;
     let failed = |e: sqlx::Error| LeaseError::Statement { index: 0, code: db_code(&e) };
+    if let (Admin::Pg(c), Some(role)) = (&mut conn, &db.query_role) {
+        // This connection is closed below: the session-wide switch ends with it.
+        let set = format!("SET ROLE \"{}\"", role.replace('"', "\"\""));
+        if let Err(e) = sqlx::Executor::execute(&mut *c, set.as_str()).await {
+            conn.close().await;
+            return Err(failed(e));
+        }
+    }
     let r = match &mut conn {
         Admin::Pg(c) => sqlx::query_as::<_, (String, bool, bool)>(
             "SELECT current_user::text, r.rolsuper OR r.rolbypassrls, \
