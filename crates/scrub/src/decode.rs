@@ -1389,6 +1389,26 @@ fn decode_escapes(bytes: &[u8], a: usize, b: usize, fam: Family) -> Option<Escap
 mod tests {
     use super::*;
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 2000, ..Default::default() })]
+
+        /// The mask pre-check of the block scan never rejects a word [`long_enough`] accepts:
+        /// texts of class bytes, blanks, line breaks and other punctuation, every aligned word.
+        #[test]
+        fn may_be_long_is_necessary_for_long_enough(
+            text in proptest::collection::vec(proptest::sample::select(b"aZ09+/=-.:_ \t\n\r@'(".to_vec()), 0..300)
+        ) {
+            let seps = crate::normalize::sep_words(&text);
+            let mut i = 0;
+            while i + 8 <= text.len() {
+                if long_enough(&text, i) {
+                    proptest::prop_assert!(may_be_long(&text, &seps, i), "word at {} of {:?}", i, String::from_utf8_lossy(&text));
+                }
+                i += 8;
+            }
+        }
+    }
+
     #[test]
     fn class_swar_agrees_with_scalar() {
         for b0 in 0u8..=255 {
