@@ -104,6 +104,7 @@ struct Cached {
 /// Runs validated statements. `Send + Sync`; keeps one small, lazily connecting pool per handle.
 pub struct SqlExecutor {
     pools: Mutex<HashMap<HandleName, Cached>>,
+    statements: crate::statements::StatementCache,
 }
 
 impl Default for SqlExecutor {
@@ -117,12 +118,24 @@ impl SqlExecutor {
     pub fn new() -> Self {
         SqlExecutor {
             pools: Mutex::new(HashMap::new()),
+            statements: crate::statements::StatementCache::default(),
         }
     }
 
     /// Parse and check against the handle's kind and `DatabaseConstraints`. No I/O.
     pub fn validate(handle: &Handle, args: &crate::QueryArgs) -> Result<ValidatedQuery, CallError> {
-        crate::validate::validate(handle, args)
+        crate::validate::validate(handle, args, None)
+    }
+
+    /// [`validate`](Self::validate), answered from this executor's cache of checked statements
+    /// when the same text was checked before under the same constraints (`statements`).
+    pub fn validate_cached(&self, handle: &Handle, args: &crate::QueryArgs) -> Result<ValidatedQuery, CallError> {
+        crate::validate::validate(handle, args, Some(&self.statements))
+    }
+
+    /// Statements in the cache of checked statements.
+    pub fn cached_statements(&self) -> usize {
+        self.statements.len()
     }
 
     /// Run a validated statement with the resolved secret; returns

@@ -5,7 +5,8 @@
 //! (the only place the secret is used: [`SqlExecutor::execute`]); the broker scrubs the result.
 //! [`validate`](mod@validate) owns the statement rules (T01, T02), `exec` the pools, transactions,
 //! timeouts and caps (T12, T20), `wrap` the bounded form of a read that lets the server enforce
-//! the row and cell caps, `decode` the conversion of values to JSON.
+//! the row and cell caps, `decode` the conversion of values to JSON, [`statements`] the bounded
+//! cache of statements already checked.
 //!
 //! Notes for callers:
 //! * PostgreSQL parameters are typed by their JSON value (`null` and strings as `text`, integers as
@@ -21,6 +22,7 @@
 mod decode;
 mod exec;
 pub mod lease;
+pub mod statements;
 mod tool;
 pub mod validate;
 mod wrap;

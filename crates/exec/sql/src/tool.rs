@@ -9,7 +9,7 @@ impl Executor for SqlExecutor {
     type Prepared = ValidatedQuery;
 
     fn validate(&self, handle: &Handle, args: QueryArgs, _: &ValidateCtx<'_>) -> Result<ValidatedQuery, CallError> {
-        SqlExecutor::validate(handle, &args)
+        self.validate_cached(handle, &args)
     }
 
     fn facts(&self, handle: &Handle, q: &ValidatedQuery) -> CallFacts {

@@ -246,8 +246,25 @@ fn parse_one(dialect: &dyn Dialect, sql: &str) -> Result<Statement, CallError> {
     }
 }
 
-pub(crate) fn validate(handle: &Handle, args: &QueryArgs) -> Result<ValidatedQuery, CallError> {
-    let (Some(db), Some(dialect)) = (handle.database(), dialect(handle.kind)) else {
+/// A statement checked against one handle, before its parameters are bound: the part of
+/// validation that depends only on the handle's kind and constraints and on the statement text,
+/// which is what [`StatementCache`](crate::statements::StatementCache) keeps.
+#[derive(Debug, Clone)]
+pub(crate) struct CheckedStatement {
+    pub(crate) sql: String,
+    pub(crate) writes: bool,
+    /// Placeholders the statement uses: the highest `$n` on PostgreSQL, the `?` count elsewhere.
+    pub(crate) placeholders: usize,
+}
+
+/// Checks `args` against `handle`; `cache` (if any) answers for a statement text already checked
+/// under the same constraints.
+pub(crate) fn validate(
+    handle: &Handle,
+    args: &QueryArgs,
+    cache: Option<&crate::statements::StatementCache>,
+) -> Result<ValidatedQuery, CallError> {
+    let Some(db) = handle.database().filter(|_| dialect(handle.kind).is_some()) else {
         return Err(CallError::new(ErrorCode::HandleUnavailable)
             .detail("query_db on a handle that is not a database"));
     };
@@ -269,10 +286,42 @@ pub(crate) fn validate(handle: &Handle, args: &QueryArgs) -> Result<ValidatedQue
         .enumerate()
         .map(|(i, v)| to_param(i, v))
         .collect::<Result<Vec<_>, _>>()?;
+    let checked = match cache {
+        Some(cache) => cache.get_or_check(handle, db, &args.query)?,
+        None => std::sync::Arc::new(check_statement(handle.kind, db, &args.query)?),
+    };
+    if checked.placeholders != params.len() {
+        return Err(CallError::with_message(
+            ErrorCode::InvalidArguments,
+            format!(
+                "the query has {} placeholders but {} params were given",
+                checked.placeholders,
+                params.len()
+            ),
+        ));
+    }
+    Ok(ValidatedQuery {
+        kind: handle.kind,
+        sql: checked.sql.clone(),
+        params,
+        writes: checked.writes,
+    })
+}
 
+/// Parses `query`, checks it against `db` and prints the text that runs. A pure function of its
+/// arguments (no I/O, no clock), which is what makes its result safe to cache.
+pub(crate) fn check_statement(
+    kind: HandleKind,
+    db: &DatabaseConstraints,
+    query: &str,
+) -> Result<CheckedStatement, CallError> {
+    let Some(dialect) = dialect(kind) else {
+        return Err(CallError::new(ErrorCode::HandleUnavailable)
+            .detail("query_db on a handle that is not a database"));
+    };
     // What runs is the statement printed from its tree; what is checked is that text parsed
     // again, which must print back to itself.
-    let sql = parse_one(dialect.as_ref(), &args.query)?.to_string();
+    let sql = parse_one(dialect.as_ref(), query)?.to_string();
     let unfaithful = || {
         CallError::with_message(
             ErrorCode::InvalidSql,
@@ -284,19 +333,17 @@ pub(crate) fn validate(handle: &Handle, args: &QueryArgs) -> Result<ValidatedQue
     if statement.to_string() != sql {
         return Err(unfaithful());
     }
-    let mut checker = Checker::new(handle.kind, db);
+    let mut checker = Checker::new(kind, db);
     if let ControlFlow::Break(e) = statement.visit(&mut checker) {
         return Err(e);
     }
-    checker.check_placeholders(params.len())?;
     let writes = !matches!(statement, Statement::Query(_))
         || checker.writes
         || (checker.handle_functions && db.scope == Scope::ReadWrite);
-    Ok(ValidatedQuery {
-        kind: handle.kind,
+    Ok(CheckedStatement {
         sql,
-        params,
         writes,
+        placeholders: checker.placeholders(),
     })
 }
 
@@ -593,19 +640,12 @@ impl<'a> Checker<'a> {
         ControlFlow::Continue(())
     }
 
-    fn check_placeholders(&self, n: usize) -> Result<(), CallError> {
-        let used = if self.kind == HandleKind::Postgres {
+    fn placeholders(&self) -> usize {
+        if self.kind == HandleKind::Postgres {
             self.max_dollar
         } else {
             self.question_marks
-        };
-        if used != n {
-            return Err(CallError::with_message(
-                ErrorCode::InvalidArguments,
-                format!("the query has {used} placeholders but {n} params were given"),
-            ));
         }
-        Ok(())
     }
 
     /// `TABLE t` (a `SetExpr::Table`) names a table without an `ObjectName`.

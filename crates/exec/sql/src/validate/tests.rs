@@ -24,6 +24,21 @@ fn handle(kind: HandleKind, scope: Scope, tables: Option<&[&str]>) -> Handle {
     }
 }
 
+/// Every check in this suite runs three times: uncached, then twice through one cache shared by
+/// the whole suite (a miss, then a hit), and all three must agree. Every handle here is named
+/// `DB` with many different constraints, so the cache meets the same text under other rules all
+/// the time and must never answer with what another rule set decided.
+fn validate(h: &Handle, a: &QueryArgs) -> Result<ValidatedQuery, CallError> {
+    static CACHE: std::sync::LazyLock<crate::statements::StatementCache> =
+        std::sync::LazyLock::new(Default::default);
+    let plain = super::validate(h, a, None);
+    for _ in 0..2 {
+        let cached = super::validate(h, a, Some(&CACHE));
+        assert_eq!(format!("{plain:?}"), format!("{cached:?}"), "cache disagrees on {:?}", a.query);
+    }
+    plain
+}
+
 const ALL: [HandleKind; 3] = [HandleKind::Postgres, HandleKind::Mysql, HandleKind::Sqlite];
 
 fn check(h: &Handle, sql: &str) -> Result<ValidatedQuery, CallError> {
