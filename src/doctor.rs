@@ -209,6 +209,12 @@ async fn database_findings(cfg: &Config) -> Vec<Finding> {
                 format!("{} is read_only but its role {} can write (or owns tables)", h.name, p.role),
                 "give the handle a role with SELECT only on its tables, or on PostgreSQL a query_role that has only that",
             )),
+            Ok(p) if !p.wide_reads.is_empty() => out.push(Finding::new(
+                Level::Warning,
+                "read-only-handle-reads-beyond",
+                format!("{} is read_only but its role {} can read beyond its tables through {}", h.name, p.role, p.wide_reads.join(", ")),
+                "revoke those roles or privileges from the handle's role (airlock refuses catalog and file functions, but the database should too)",
+            )),
             Ok(p) => out.push(Finding::new(Level::Ok, "database-credentials", format!("{}: role {} reads only", h.name, p.role), "")),
             Err(e) => out.push(Finding::new(Level::Warning, "database-credentials", format!("{}: {e}", h.name), "")),
         }

@@ -617,7 +617,7 @@ fn t22_doctor_warns_about_plain_http_links_and_a_broker_that_is_root() {
 }
 
 #[test]
-fn t22_doctor_warns_when_a_read_only_handle_sits_on_a_role_that_can_write() {
+fn t22_doctor_warns_when_a_read_only_handle_sits_on_a_role_that_can_write_or_read_beyond_its_tables() {
     let admin = "postgres://postgres@127.0.0.1:5432/test";
     let rt = tokio::runtime::Runtime::new().unwrap();
     let up = rt.block_on(async {
@@ -627,8 +627,11 @@ fn t22_doctor_warns_when_a_read_only_handle_sits_on_a_role_that_can_write() {
         sqlx::raw_sql(
             "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'airlock_t22_ro') THEN \
                CREATE ROLE airlock_t22_ro LOGIN; END IF; END $$; \
+             DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'airlock_t22_wide') THEN \
+               CREATE ROLE airlock_t22_wide LOGIN; END IF; END $$; \
              CREATE TABLE IF NOT EXISTS airlock_t22_items (id int); \
-             GRANT SELECT ON airlock_t22_items TO airlock_t22_ro;",
+             GRANT SELECT ON airlock_t22_items TO airlock_t22_ro, airlock_t22_wide; \
+             GRANT pg_read_all_settings, pg_read_server_files TO airlock_t22_wide;",
         )
         .execute(&mut c)
         .await?;
@@ -643,12 +646,14 @@ fn t22_doctor_warns_when_a_read_only_handle_sits_on_a_role_that_can_write() {
     let cfg = std::fs::read_to_string(h.config()).unwrap()
         + "\n[handles.PG_ADMIN]\nkind = \"postgres\"\nsecret = \"local:PG_ADMIN\"\n[handles.PG_ADMIN.database]\nscope = \"read_only\"\n\
            \n[handles.PG_RO]\nkind = \"postgres\"\nsecret = \"local:PG_RO\"\n[handles.PG_RO.database]\nscope = \"read_only\"\n\
-           \n[handles.PG_QR]\nkind = \"postgres\"\nsecret = \"local:PG_QR\"\n[handles.PG_QR.database]\nscope = \"read_only\"\nquery_role = \"airlock_t22_ro\"\n";
+           \n[handles.PG_QR]\nkind = \"postgres\"\nsecret = \"local:PG_QR\"\n[handles.PG_QR.database]\nscope = \"read_only\"\nquery_role = \"airlock_t22_ro\"\n\
+           \n[handles.PG_WIDE]\nkind = \"postgres\"\nsecret = \"local:PG_WIDE\"\n[handles.PG_WIDE.database]\nscope = \"read_only\"\n";
     std::fs::write(h.config(), cfg).unwrap();
     for (name, dsn) in [
         ("PG_ADMIN", admin.to_owned()),
         ("PG_RO", "postgres://airlock_t22_ro@127.0.0.1:5432/test".to_owned()),
         ("PG_QR", admin.to_owned()),
+        ("PG_WIDE", "postgres://airlock_t22_wide@127.0.0.1:5432/test".to_owned()),
     ] {
         let o = h.admin_run(&["secret", "put", name], &dsn);
         assert!(o.status.success(), "{}", text(&o));
@@ -667,6 +672,12 @@ fn t22_doctor_warns_when_a_read_only_handle_sits_on_a_role_that_can_write() {
     assert!(ok("PG_RO: "), "{v}");
     // A superuser credential whose reads run under a query_role is judged by that role.
     assert!(ok("PG_QR: role airlock_t22_ro reads only"), "{v}");
+    // Built-in roles that read settings and server files are named.
+    let wide = find("read-only-handle-reads-beyond").unwrap_or_else(|| panic!("{v}"));
+    assert_eq!(wide["level"], "warning");
+    let m = wide["message"].as_str().unwrap();
+    assert!(m.contains("PG_WIDE") && m.contains("pg_read_all_settings") && m.contains("pg_read_server_files"), "{wide}");
+    assert!(!m.contains("pg_read_all_data"), "{wide}");
     // No password or DSN in the report.
     assert!(!String::from_utf8_lossy(&o.stdout).contains("postgres://"), "{v}");
 }

@@ -1,7 +1,7 @@
 //! `airlock policy`: validate the grants and Cedar files of the configuration, and explain one
 //! decision (which policy allowed or denied an agent a tool on a handle).
 
-use airlock_core::config::Config;
+use airlock_core::config::{Config, HandleKind, Scope};
 use airlock_core::{HandleName, Tool};
 use airlock_policy::PolicyEngine;
 use anyhow::{Context, Result};
@@ -42,10 +42,39 @@ pub async fn run(config: &Path, cmd: PolicyCmd) -> Result<u8> {
                 println!("{}", engine.generated_policies());
             }
             println!("policies ok: {} policies, version {}", engine.policy_count(), engine.version());
+            for w in database_warnings(&cfg) {
+                println!("warning: {w}");
+            }
             Ok(0)
         }
         PolicyCmd::Explain { agent, tool, handle } => explain(&cfg, &engine, &agent, &tool, &handle),
     }
+}
+
+/// What a valid configuration cannot prove about its read-only database handles: that the
+/// database itself refuses what airlock's statement checks refuse (T25). `airlock doctor`
+/// connects and reads each credential's privileges; these name the handles it should look at.
+fn database_warnings(cfg: &Config) -> Vec<String> {
+    let mut out = Vec::new();
+    for h in cfg.handles.values() {
+        let Some(db) = h.database().filter(|d| d.scope == Scope::ReadOnly) else { continue };
+        let narrowed = match h.kind {
+            HandleKind::Postgres => db.query_role.is_some(),
+            HandleKind::Mysql => false,
+            _ => continue,
+        };
+        if !narrowed {
+            out.push(format!(
+                "{} is read_only, but its credential runs statements as it is: whether that role could write or read catalogs is up to the database (`airlock doctor` checks it){}",
+                h.name,
+                if h.kind == HandleKind::Postgres { "; a query_role makes every statement run as a role granted SELECT only" } else { "" }
+            ));
+        }
+        if db.allow_catalogs {
+            out.push(format!("{} sets allow_catalogs: agents can read the server's catalogs (every table's name, roles, settings)", h.name));
+        }
+    }
+    out
 }
 
 /// `policy explain`: allow (exit 0) or deny (exit 1), with the deciding policies.

@@ -485,6 +485,55 @@ pub struct Privileges {
     pub superuser: bool,
     /// Holds a write privilege on some table (or owns one, on PostgreSQL).
     pub can_write: bool,
+    /// What lets it read beyond the tables it is granted, by name: on PostgreSQL the built-in
+    /// roles it is a member of that read all data, server files, every setting or every
+    /// session's statements (`pg_read_all_data`, `pg_read_server_files`, `pg_read_all_settings`,
+    /// `pg_read_all_stats`, `pg_monitor`, `pg_execute_server_program`); on MariaDB and MySQL the
+    /// global `FILE`, `PROCESS` and `SHOW DATABASES` privileges, `SELECT` on `*.*` and any grant
+    /// on the `mysql` schema.
+    pub wide_reads: Vec<String>,
+}
+
+/// Built-in PostgreSQL roles whose members read beyond their own grants.
+const PG_WIDE_READ_ROLES: &[&str] = &[
+    "pg_execute_server_program",
+    "pg_monitor",
+    "pg_read_all_data",
+    "pg_read_all_settings",
+    "pg_read_all_stats",
+    "pg_read_server_files",
+];
+
+/// Judges `SHOW GRANTS` lines: (superuser, can write, what reads beyond the granted tables).
+fn judge_mysql_grants(grants: &[String]) -> (bool, bool, Vec<String>) {
+    let (mut superuser, mut can_write, mut wide) = (false, false, Vec::new());
+    for g in grants {
+        let up = g.to_ascii_uppercase();
+        let Some(rest) = up.strip_prefix("GRANT ") else { continue };
+        let Some((privs, target)) = rest.split_once(" ON ") else { continue };
+        let target = target.split(" TO ").next().unwrap_or("").trim();
+        let global = target == "*.*";
+        let all = privs.contains("ALL PRIVILEGES");
+        superuser |= privs.contains("SUPER") || (all && global);
+        can_write |= all || ["INSERT", "UPDATE", "DELETE", "DROP", "CREATE", "ALTER"].iter().any(|p| privs.contains(p));
+        let mut note = |what: String| {
+            if !wide.contains(&what) {
+                wide.push(what);
+            }
+        };
+        for p in ["FILE", "PROCESS", "SHOW DATABASES"] {
+            if privs.split(',').any(|x| x.trim() == p) {
+                note(p.to_owned());
+            }
+        }
+        if global && (all || privs.split(',').any(|x| x.trim() == "SELECT")) {
+            note("SELECT ON *.*".to_owned());
+        }
+        if target.trim_start_matches('`').starts_with("MYSQL`.") || target.starts_with("MYSQL.") {
+            note(format!("grant on {}", target.to_ascii_lowercase()));
+        }
+    }
+    (superuser, can_write, wide)
 }
 
 /// Connects with the handle's credential and reads what it may do; with a `query_role`, what
@@ -513,24 +562,36 @@ pub async fn privileges(handle: &Handle, secret: &Secret) -> Result<Privileges, 
         )
         .fetch_one(&mut *c)
         .await
-        .map(|(role, superuser, can_write)| Privileges { role, superuser, can_write })
-        .map_err(failed),
+        .map_err(failed)
+        .map(|(role, superuser, can_write)| Privileges { role, superuser, can_write, wide_reads: Vec::new() }),
         Admin::My(c) => {
             let role: Result<String, _> = sqlx::query_scalar("SELECT CAST(CURRENT_USER() AS CHAR)").fetch_one(&mut *c).await;
             let grants: Result<Vec<String>, _> = sqlx::query_scalar("SHOW GRANTS FOR CURRENT_USER()").fetch_all(&mut *c).await;
             match (role, grants) {
                 (Ok(role), Ok(grants)) => {
-                    let up: Vec<String> = grants.iter().map(|g| g.to_ascii_uppercase()).collect();
-                    let superuser = up.iter().any(|g| g.contains(" SUPER") || (g.contains("ALL PRIVILEGES") && g.contains(" ON *.*")));
-                    let can_write = up.iter().any(|g| {
-                        let privs = g.split(" ON ").next().unwrap_or("");
-                        ["ALL PRIVILEGES", "INSERT", "UPDATE", "DELETE", "DROP", "CREATE", "ALTER"].iter().any(|p| privs.contains(p))
-                    });
-                    Ok(Privileges { role, superuser, can_write })
+                    let (superuser, can_write, wide_reads) = judge_mysql_grants(&grants);
+                    Ok(Privileges { role, superuser, can_write, wide_reads })
                 }
                 (Err(e), _) | (_, Err(e)) => Err(failed(e)),
             }
         }
+    };
+    let r = match (r, &mut conn) {
+        (Ok(mut p), Admin::Pg(c)) => {
+            let wide: Result<Vec<String>, _> = sqlx::query_scalar(
+                "SELECT rolname::text FROM pg_roles WHERE rolname = ANY($1) \
+                 AND pg_has_role(current_user, oid, 'MEMBER') ORDER BY rolname",
+            )
+            .bind(PG_WIDE_READ_ROLES)
+            .fetch_all(&mut *c)
+            .await;
+            wide.map(|w| {
+                p.wide_reads = w;
+                p
+            })
+            .map_err(failed)
+        }
+        (r, _) => r,
     };
     conn.close().await;
     r
@@ -559,6 +620,24 @@ mod tests {
             scram_sha256_verifier(b"pencil", &salt),
             "SCRAM-SHA-256$4096:AAECAwQFBgcICQoLDA0ODw==$zHCdol2044/ZyWzPLi7oxApCkamKw9Z+E4U/QApd/5Y=:dd5peBOitVnLNFu7VmwP+HiDaaw4OUCv396eVCWhYiE="
         );
+    }
+
+    #[test]
+    fn mysql_grants_are_judged_by_privilege_and_target() {
+        let g = |lines: &[&str]| judge_mysql_grants(&lines.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        assert_eq!(g(&["GRANT USAGE ON *.* TO `ro`@`%`", "GRANT SELECT ON `test`.* TO `ro`@`%`"]), (false, false, vec![]));
+        assert_eq!(
+            g(&["GRANT FILE, PROCESS ON *.* TO `w`@`%`", "GRANT SELECT ON `test`.`t` TO `w`@`%`"]),
+            (false, false, vec!["FILE".to_owned(), "PROCESS".to_owned()])
+        );
+        assert_eq!(g(&["GRANT SELECT ON *.* TO `w`@`%`"]), (false, false, vec!["SELECT ON *.*".to_owned()]));
+        assert_eq!(g(&["GRANT SELECT ON `mysql`.* TO `w`@`%`"]), (false, false, vec!["grant on `mysql`.*".to_owned()]));
+        assert_eq!(g(&["grant select on mysql.user to `w`@`%`"]), (false, false, vec!["grant on mysql.user".to_owned()]));
+        let (su, w, wide) = g(&["GRANT ALL PRIVILEGES ON *.* TO `root`@`localhost` WITH GRANT OPTION"]);
+        assert!(su && w && wide == vec!["SELECT ON *.*".to_owned()]);
+        assert_eq!(g(&["GRANT INSERT ON `test`.* TO `w`@`%`"]), (false, true, vec![]));
+        // A database or table merely named like a privilege is not that privilege.
+        assert_eq!(g(&["GRANT SELECT ON `file`.`process` TO `x`@`%`"]), (false, false, vec![]));
     }
 
     #[test]
