@@ -107,6 +107,12 @@ enum Cmd {
         #[arg(long)]
         passphrase_file: Option<PathBuf>,
     },
+    /// Revoke a one-time link before it is opened or used up (the operator, on the broker's
+    /// configuration). The revocation is audited. Exit 0 revoked, 1 no such live link.
+    Unshare {
+        /// The link's id (the part of `{base}/s/{id}#{key}` before `#`).
+        id: String,
+    },
     /// Short-lived, scoped credentials: issue one as an agent (token from AIRLOCK_TOKEN), list
     /// them with their status, revoke one.
     Lease {
@@ -199,6 +205,7 @@ async fn run(cli: Cli) -> Result<u8> {
         Cmd::Policy { cmd } => policy::run(config, cmd).await,
         Cmd::Share(args) => share::run(config, args).await,
         Cmd::Open { link, passphrase_file } => share::open(link.is_some(), passphrase_file.as_deref()).await,
+        Cmd::Unshare { id } => share::revoke(&open_broker(load(config)?).await?, &id).await,
         Cmd::Lease { cmd } => lease::run(config, cmd).await,
         Cmd::Migrate { to } => migrate::run(config, &to).await,
         Cmd::Approver { cmd } => approve::approvers(config, cmd).await,

@@ -23,12 +23,19 @@ fn with_shares(fail_rate: u32) -> impl FnOnce(String) -> String {
 }
 
 async fn create(f: &Fixture, plaintext: &[u8], views: u32) -> NewShare {
+    create_as(f, None, plaintext, views).await
+}
+
+/// Uploads a share, as the agent holding `token` (its creator) or anonymously.
+async fn create_as(f: &Fixture, token: Option<&str>, plaintext: &[u8], views: u32) -> NewShare {
     let exp = chrono::Utc::now().timestamp() + 3600;
     let s = NewShare::create(plaintext, None, exp, views, MAX).unwrap();
     let (ct, ph) = s.request_fields();
-    let r = f
-        .client
-        .post(format!("{}/v1/shares", f.base))
+    let mut req = f.client.post(format!("{}/v1/shares", f.base));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let r = req
         .json(&json!({"id": s.id, "ciphertext": ct, "proof_hash": ph, "expires_at": exp, "views": views}))
         .send()
         .await
@@ -346,4 +353,63 @@ async fn t29_a_flood_of_unauthenticated_shares_stays_within_the_cap_and_ids_are_
         assert_eq!(r.status(), 400, "an evicted or used id is taken for good");
         assert_eq!(r.json::<Value>().await.unwrap()["error"]["code"], "invalid-share");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn t17_the_creator_or_the_operator_revokes_a_live_share_and_each_revocation_is_audited() {
+    let f = Fixture::start_with(with_shares(100000)).await;
+    let revoke = |token: Option<String>, id: String| {
+        let (c, url) = (f.client.clone(), format!("{}/v1/shares/{id}", f.base));
+        async move {
+            let mut req = c.delete(url);
+            if let Some(t) = token {
+                req = req.bearer_auth(t);
+            }
+            let r = req.send().await.unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+    let s = create_as(&f, Some(&f.token), b"revocable canary_Rv0ke", 2).await;
+    let proof = derive(&s.key, &s.id, None).proof().to_string();
+
+    // Nobody else can: no token, another agent, a malformed id.
+    assert_eq!(revoke(None, s.id.clone()).await.0, 401);
+    let (st, v) = revoke(Some(f.other_token.clone()), s.id.clone()).await;
+    assert_eq!((st, code(&v)), (404, "share-unavailable"));
+    let (st, v) = revoke(Some(f.token.clone()), "not-an-id".into()).await;
+    assert_eq!((st, code(&v)), (400, "invalid-share"), "{v}");
+    assert_eq!(f.store.share_views_left(&s.id).await.unwrap(), Some(2), "a refused revocation burns nothing");
+
+    // The creator can, once; the link is dead for its holder too.
+    let (st, v) = revoke(Some(f.token.clone()), s.id.clone()).await;
+    assert_eq!((st, &v["result"]["revoked"]), (200, &json!(true)), "{v}");
+    let (st, v) = consume(&f, &s.id, &proof).await;
+    assert_eq!((st, code(&v)), (404, "share-unavailable"));
+    let (st, v) = revoke(Some(f.token.clone()), s.id.clone()).await;
+    assert_eq!((st, code(&v)), (404, "share-unavailable"), "twice is unavailable");
+
+    // An opened (used up) share cannot be revoked; an anonymous one is the operator's alone.
+    let used = create_as(&f, Some(&f.token), b"x", 1).await;
+    assert_eq!(consume(&f, &used.id, &derive(&used.key, &used.id, None).proof()).await.0, 200);
+    assert_eq!(revoke(Some(f.token.clone()), used.id.clone()).await.0, 404);
+    let anon = create(&f, b"anonymous canary_An0n", 1).await;
+    assert_eq!(revoke(Some(f.token.clone()), anon.id.clone()).await.0, 404);
+    let op = airlock_server::broker::audit::Revoker::OPERATOR;
+    f.broker.revoke_share_by(&anon.id, None, &op).await.unwrap();
+    assert_eq!(consume(&f, &anon.id, &derive(&anon.key, &anon.id, None).proof()).await.0, 404);
+    assert_eq!(f.broker.revoke_share_by(&anon.id, None, &op).await.unwrap_err().code, airlock_core::ErrorCode::ShareUnavailable);
+
+    // Each revocation is one record: what, by whom, why; the refused attempts are audited as calls.
+    let recs: Vec<_> = f.store.audit_tail(200).await.unwrap().into_iter().map(|(_, r)| r).collect();
+    let revoked: Vec<_> = recs.iter().filter(|r| r.tool == "share_revoked").collect();
+    assert_eq!(revoked.len(), 2, "{revoked:?}");
+    let by_agent = revoked.iter().find(|r| r.arguments["share_id"] == json!(s.id)).unwrap();
+    assert_eq!((by_agent.agent.as_str(), by_agent.arguments["revoked_by"].as_str()), ("bot", Some("bot")));
+    assert_eq!(by_agent.arguments["reason"], "revoked by the agent that created it");
+    let by_op = revoked.iter().find(|r| r.arguments["share_id"] == json!(anon.id)).unwrap();
+    assert_eq!((by_op.agent.as_str(), by_op.arguments["reason"].as_str()), ("operator", Some("revoked by the operator")));
+    let calls: Vec<_> = recs.iter().filter(|r| r.tool == "revoke_share").collect();
+    assert!(calls.iter().any(|r| r.agent == "other" && r.code.as_deref() == Some("share-unavailable")), "{calls:?}");
+    let pk = airlock_store::audit::AuditKey::load_public(&f.dir.path().join("data")).unwrap();
+    assert!(f.store.verify_audit(&pk).await.unwrap().ok());
 }

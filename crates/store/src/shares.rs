@@ -209,6 +209,24 @@ impl Store {
         Ok(())
     }
 
+    /// Revokes live share `id` before it is used up: it becomes a tombstone (its id stays taken).
+    /// With `creator` (an agent id), only a share that agent created. False when there is no
+    /// such live share (unknown, used up, expired, already revoked, or another agent's).
+    pub async fn revoke_share(&self, id: &str, creator: Option<&str>) -> Result<bool> {
+        let live = "UPDATE shares SET ciphertext = ?, proof_hash = ?, views_left = 0 \
+                    WHERE id = ? AND views_left > 0 AND expires_at > ? AND length(proof_hash) > 0";
+        let mut args = vec![WIPED.into(), WIPED.into(), id.into(), unix_now().into()];
+        let sql = match creator {
+            Some(c) => {
+                args.push(id.into());
+                args.push(c.into());
+                format!("{live} AND EXISTS (SELECT 1 FROM share_receipts r WHERE r.share_id = ? AND r.creator = ?)")
+            }
+            None => live.to_owned(),
+        };
+        Ok(self.execute(&sql, &args).await? > 0)
+    }
+
     /// Turns expired shares into tombstones (their ids stay taken) and deletes receipts long past
     /// their share's expiry. Returns the number of shares wiped.
     pub async fn sweep_shares(&self) -> Result<u64> {

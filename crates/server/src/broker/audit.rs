@@ -8,7 +8,7 @@ use airlock_core::Tool;
 use airlock_store::audit::{AuditRecord, Decision};
 use serde_json::{json, Value};
 
-/// Who revoked something (an agent, a lease) and why, for the revocation's audit record.
+/// Who revoked something (an agent, a lease, a share) and why, for the revocation's audit record.
 #[derive(Debug, Clone, Copy)]
 pub struct Revoker<'a> {
     /// The revoking agent's name, or `operator` (the CLI), `reaper` (expiry), `broker` (a
@@ -29,7 +29,7 @@ impl Revoker<'static> {
 
 /// What a revocation record says about its outcome.
 pub(crate) struct Revoked<'a> {
-    /// `agent_revoked` or `lease_revoked`.
+    /// `agent_revoked`, `lease_revoked` or `share_revoked`.
     pub event: &'a str,
     /// The lease's handle, for a lease.
     pub handle: Option<&'a str>,

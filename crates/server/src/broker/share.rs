@@ -2,6 +2,7 @@
 //! links"; T17): validating and storing uploaded shares, sealing a handle's secret into a new
 //! share, and delivering its link to a configured recipient, never to the agent.
 
+use super::audit::{Revoked, Revoker};
 use super::rate::RateLimiter;
 use super::Broker;
 use airlock_core::config::{Handle, ShareChannelConfig, SharesConfig};
@@ -159,6 +160,25 @@ impl Broker {
         let evicted = store_upload(self.store(), &self.config().shares, body, owner).await?;
         self.metrics().shares_evicted(evicted);
         Ok(())
+    }
+
+    /// Revokes a live share before it is used up, as `who`; with `creator` (an agent id), only a
+    /// share that agent created. The revocation is audited (`share_revoked`) with who and why.
+    /// An unknown, used, expired, already revoked or another agent's share is
+    /// `share-unavailable`, alike.
+    pub async fn revoke_share_by(&self, id: &str, creator: Option<&str>, who: &Revoker<'_>) -> Result<Value, CallError> {
+        if !airlock_share::valid_id(id) {
+            return Err(CallError::new(ErrorCode::InvalidShare));
+        }
+        match self.store().revoke_share(id, creator).await {
+            Ok(true) => {
+                let target = json!({"share_id": id});
+                self.audit_revocation(who, Revoked { event: "share_revoked", handle: None, target, code: None }).await;
+                Ok(json!({"share_id": id, "revoked": true}))
+            }
+            Ok(false) => Err(CallError::new(ErrorCode::ShareUnavailable)),
+            Err(e) => Err(CallError::new(ErrorCode::Internal).detail(e.to_string())),
+        }
     }
 
     /// The public base of links this broker makes.

@@ -84,7 +84,7 @@ async fn lease_list(State(b): State<Arc<Broker>>, auth: AgentAuth) -> Response {
 
 /// An operation that is not a tool call, authenticated and audited like one: `action` is its
 /// audit name, `args` what the audit keeps.
-async fn audited_op<F, Fut>(b: &Broker, auth: &AgentAuth, action: &str, args: Value, op: F) -> Response
+pub(super) async fn audited_op<F, Fut>(b: &Broker, auth: &AgentAuth, action: &str, args: Value, op: F) -> Response
 where
     F: FnOnce(crate::broker::Caller) -> Fut,
     Fut: std::future::Future<Output = Result<Value, CallError>>,
@@ -99,7 +99,7 @@ where
 }
 
 /// An id from the path, bounded before it goes anywhere.
-fn path_id(id: &str) -> String {
+pub(super) fn path_id(id: &str) -> String {
     id.chars().take(64).collect()
 }
 

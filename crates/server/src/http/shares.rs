@@ -1,5 +1,6 @@
 //! One-time links over HTTP (DESIGN.md, "One-time links"; T17): `POST /v1/shares`,
-//! `POST /v1/shares/{id}/consume`, `GET /v1/shares/{id}`.
+//! `POST /v1/shares/{id}/consume`, `GET /v1/shares/{id}` (the creator's receipt) and
+//! `DELETE /v1/shares/{id}` (the creator's revocation).
 //!
 //! The server stores ciphertext and a hash of the consume proof; the key exists only in the link's
 //! fragment, which browsers never send. Unknown, used and expired shares answer alike
@@ -7,8 +8,10 @@
 //! maps of bounded size; past a limit a wrong proof answers `rate-limited`, but a correct proof
 //! always goes through (T29: a third party cannot lock the key's holder out).
 
-use super::auth::bearer;
+use super::agent::{audited_op, path_id};
+use super::auth::{bearer, AgentAuth};
 use super::response::{json, ApiError};
+use crate::broker::audit::Revoker;
 use crate::broker::share::{rfc3339, ConsumeGate, ShareOwner, ShareUpload};
 use crate::broker::Broker;
 use airlock_core::config::SharesConfig;
@@ -160,10 +163,23 @@ async fn receipt(State(b): State<Arc<Broker>>, Path(id): Path<String>, headers: 
     }
 }
 
+/// `DELETE /v1/shares/{id}`: the agent that created a share revokes it before it is opened (or
+/// used up). Another agent's share, or one already used, expired or revoked, is
+/// `share-unavailable`. The call is audited as `revoke_share`, the revocation as `share_revoked`.
+async fn revoke(State(b): State<Arc<Broker>>, auth: AgentAuth, Path(id): Path<String>) -> Response {
+    let id = path_id(&id);
+    let (b2, args) = (b.clone(), j!({"share_id": id}));
+    audited_op(&b, &auth, "revoke_share", args, move |c| async move {
+        let who = Revoker { by: &c.agent.name, chain: &c.parents, reason: "revoked by the agent that created it" };
+        b2.revoke_share_by(&id, Some(&c.agent.id), &who).await
+    })
+    .await
+}
+
 /// The share API.
 pub fn routes() -> Router<Arc<Broker>> {
     Router::new()
         .route("/v1/shares", post(create))
         .route("/v1/shares/{id}/consume", post(consume))
-        .route("/v1/shares/{id}", get(receipt))
+        .route("/v1/shares/{id}", get(receipt).delete(revoke))
 }
