@@ -261,6 +261,8 @@ async fn t15_an_agent_revoked_through_one_replica_is_refused_by_the_other_on_its
     }
     let o = run(c.dir.path(), "airlock.toml", &["agent", "revoke", "bot"], None);
     assert!(o.status.success(), "{}", text(&o));
+    // Every replica learns of it through the identity generation within this.
+    tokio::time::sleep(airlock_server::broker::IDENTITY_RECHECK).await;
     for base in [&c.b.base, &c.a.base] {
         let (st, body) = invoke(&http, base, &c.token, "query_db", query()).await;
         assert_eq!((st, body["error"]["code"].as_str()), (401, Some("unauthenticated")), "{base}: {body}");

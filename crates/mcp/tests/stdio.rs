@@ -70,6 +70,8 @@ async fn a_token_revoked_mid_session_is_refused_and_nothing_runs() {
     let r = s.request("tools/call", json!({"name": "http_request", "arguments": args})).await;
     assert_eq!(r["result"]["isError"], false, "{r}");
     env.store.revoke_agent("bot").await.unwrap();
+    // Revoked by another process: the broker drops what it keeps of identities within this.
+    tokio::time::sleep(airlock_server::broker::IDENTITY_RECHECK).await;
     let r = s.request("tools/call", json!({"name": "http_request", "arguments": args})).await;
     assert_eq!(r["result"]["isError"], true, "{r}");
     assert_eq!(r["result"]["structuredContent"]["code"], "unauthenticated");

@@ -129,8 +129,10 @@ async fn authentication_failures_are_uniform_and_audited() {
     assert_eq!(tail[0].1.arguments, json!({"source": "127.0.0.1", "refusals_folded": 0}));
     assert!(f.broker.metrics().encode().contains("airlock_refusals_folded_total 4"), "{}", f.broker.metrics().encode());
 
-    // Revocation takes effect on the next call.
+    // Revocation by another process takes effect on the first call after the broker's
+    // identity recheck interval.
     f.store.revoke_agent("bot").await.unwrap();
+    tokio::time::sleep(airlock_server::broker::IDENTITY_RECHECK).await;
     let (s, v) = f.invoke("query_db", json!({"credential_handle": "APP_DB", "query": "SELECT 1"})).await;
     assert_eq!((s, code(&v)), (401, "unauthenticated"));
     let r = f.client.get(format!("{}/v1/tools", f.base)).bearer_auth(&f.token).send().await.unwrap();

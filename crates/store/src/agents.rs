@@ -45,6 +45,16 @@ impl std::fmt::Debug for NewToken {
     }
 }
 
+/// What a cache of authenticated agents keys a token by: the agent id it names and the SHA-256
+/// of the whole token (to compare in constant time). None for a token that is not an agent
+/// token's shape.
+pub fn agent_token_key(token: &str) -> Option<(String, [u8; 32])> {
+    let id = AGENT.token_id(token)?.to_owned();
+    let mut h = [0u8; 32];
+    h.copy_from_slice(digest::digest(&digest::SHA256, token.as_bytes()).as_ref());
+    Some((id, h))
+}
+
 pub(crate) fn token_hash(token: &str) -> Vec<u8> {
     digest::digest(&digest::SHA256, token.as_bytes()).as_ref().to_vec()
 }
@@ -241,6 +251,14 @@ impl Store {
             tx.commit().await?;
             Ok(n)
         })
+    }
+
+    /// The identity generation: a number that changes whenever any agent or grant changes, in
+    /// any process or replica sharing this store (triggers bump it). Equal numbers mean nothing
+    /// an authentication depends on has changed in between.
+    pub async fn identity_generation(&self) -> Result<i64> {
+        let (n,): (i64,) = self.fetch_one("SELECT n FROM identity_generation", &[]).await?;
+        Ok(n)
     }
 
     /// The chain of parent names from the immediate parent up to the root.

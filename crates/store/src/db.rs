@@ -165,6 +165,39 @@ ALTER TABLE audit_checkpoints ADD COLUMN format {int} NOT NULL DEFAULT 1;
 "#;
 }
 
+/// A generation number for identities, bumped by triggers on every change to `agents` or
+/// `agent_grants`, by whichever process or replica makes it, so that a broker keeping
+/// authenticated agents in memory learns of a revocation with one small read. Idempotent (the
+/// audit-format migration test runs it again).
+mod identity {
+    pub(super) const SQLITE: &str = r#"
+CREATE TABLE IF NOT EXISTS identity_generation (n INTEGER NOT NULL);
+INSERT INTO identity_generation (n) SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM identity_generation);
+CREATE TRIGGER IF NOT EXISTS agents_identity_i AFTER INSERT ON agents BEGIN UPDATE identity_generation SET n = n + 1; END;
+CREATE TRIGGER IF NOT EXISTS agents_identity_u AFTER UPDATE ON agents BEGIN UPDATE identity_generation SET n = n + 1; END;
+CREATE TRIGGER IF NOT EXISTS agents_identity_d AFTER DELETE ON agents BEGIN UPDATE identity_generation SET n = n + 1; END;
+CREATE TRIGGER IF NOT EXISTS agent_grants_identity_i AFTER INSERT ON agent_grants BEGIN UPDATE identity_generation SET n = n + 1; END;
+CREATE TRIGGER IF NOT EXISTS agent_grants_identity_u AFTER UPDATE ON agent_grants BEGIN UPDATE identity_generation SET n = n + 1; END;
+CREATE TRIGGER IF NOT EXISTS agent_grants_identity_d AFTER DELETE ON agent_grants BEGIN UPDATE identity_generation SET n = n + 1; END;
+"#;
+
+    pub(super) const POSTGRES: &str = r#"
+CREATE TABLE IF NOT EXISTS identity_generation (n BIGINT NOT NULL);
+INSERT INTO identity_generation (n) SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM identity_generation);
+CREATE OR REPLACE FUNCTION airlock_identity_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE identity_generation SET n = n + 1;
+    RETURN NULL;
+END $$;
+DROP TRIGGER IF EXISTS agents_identity ON agents;
+CREATE TRIGGER agents_identity AFTER INSERT OR UPDATE OR DELETE ON agents
+    FOR EACH STATEMENT EXECUTE FUNCTION airlock_identity_changed();
+DROP TRIGGER IF EXISTS agent_grants_identity ON agent_grants;
+CREATE TRIGGER agent_grants_identity AFTER INSERT OR UPDATE OR DELETE ON agent_grants
+    FOR EACH STATEMENT EXECUTE FUNCTION airlock_identity_changed();
+"#;
+}
+
 /// The SQLite migrations, applied in order, each the schema parts it adds; `PRAGMA
 /// user_version` records how many have run.
 const MIGRATIONS: &[&[&str]] = &[
@@ -174,6 +207,7 @@ const MIGRATIONS: &[&[&str]] = &[
     &[schema::APPROVALS],
     &[schema::BUCKETS],
     &[schema::AUDIT_FORMAT],
+    &[identity::SQLITE],
 ];
 
 /// The PostgreSQL migrations, the first of which adds the first three parts at once, applied in
@@ -183,6 +217,7 @@ const PG_MIGRATIONS: &[&[&str]] = &[
     &[schema::APPROVALS],
     &[schema::BUCKETS],
     &[schema::AUDIT_FORMAT],
+    &[identity::POSTGRES],
 ];
 
 /// The PostgreSQL schema version this build brings a database to.

@@ -24,6 +24,7 @@ pub mod tools;
 
 pub use audit::Revoker;
 pub use children::ChildRequest;
+pub use identity::RECHECK as IDENTITY_RECHECK;
 pub use tools::{Format, ToolDef};
 
 use airlock_core::config::Config;
@@ -143,6 +144,7 @@ pub struct Broker {
     approvals: approval::ApprovalState,
     metrics: Metrics,
     children: children::ChildState,
+    identities: identity::Identities,
 }
 
 impl std::fmt::Debug for Broker {
@@ -188,6 +190,7 @@ impl Broker {
             approvals,
             metrics,
             children: children::ChildState::default(),
+            identities: identity::Identities::default(),
         };
         broker.rebuild_scrubber().await?;
         Ok(broker)

@@ -229,6 +229,9 @@ impl Broker {
             i += 1;
         }
         let n = self.store.revoke_agent(name_or_id).await?;
+        // Not one more call on a kept identity (it would also be dropped at the next check of
+        // the identity generation).
+        self.identities.forget_all();
         let names: Vec<&str> = tree.iter().map(|a| a.name.as_str()).collect();
         let shown: String = name_or_id.chars().take(64).collect();
         let target = json!({"agent": shown, "agents": names, "revoked": n});
@@ -251,7 +254,19 @@ impl Broker {
     /// `caller` may still `request_lease` on the lease's base handle under the current grants
     /// and policies; when it may not, the lease is revoked now (its role dropped) and the call
     /// fails with `lease-revoked`.
+    ///
+    /// A sub-agent's grants are read from the store here, not taken from the identity kept in
+    /// memory, so a grant removed by another process ends the lease at its next use.
     pub(crate) async fn recheck_lease(&self, caller: &Caller, lease: &Lease) -> Result<(), CallError> {
+        let fresh;
+        let caller = match &caller.grants {
+            None => caller,
+            Some(_) => {
+                let grants = self.store.agent_grants(&caller.agent.id).await.map_err(internal)?;
+                fresh = Caller { grants: Some(grants), ..caller.clone() };
+                &fresh
+            }
+        };
         let base = HandleName::parse(&lease.base).ok().and_then(|n| self.cfg.handles.get(&n));
         if base.is_some_and(|b| self.decide(caller, Tool::RequestLease, b).allowed) {
             return Ok(());
