@@ -79,6 +79,14 @@ impl Airlock {
         Ok(Airlock(p))
     }
 
+    /// A given `airlock` binary (another build, to compare against).
+    pub fn at(path: PathBuf) -> Result<Airlock> {
+        if !path.exists() {
+            bail!("{} not found", path.display());
+        }
+        Ok(Airlock(path))
+    }
+
     /// Its path.
     pub fn path(&self) -> &Path {
         &self.0

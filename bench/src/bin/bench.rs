@@ -15,7 +15,8 @@
 //!
 //! The broker runs as its own process (`airlock serve`, the release binary next to this one); the
 //! upstream and the load generator run here. Run: `cargo build --release -p airlock && cargo run
-//! --release -p airlock-bench --bin airlock-bench` (`-- thin-mcp` for (f) alone).
+//! --release -p airlock-bench --bin airlock-bench` (`-- thin-mcp` for (f) alone; `-- compare OTHER_AIRLOCK` for
+//! (a) and (b) against another build of `airlock`, alternating rounds).
 #![forbid(unsafe_code)]
 
 use airlock_bench::bao::{self, Bao};
@@ -54,6 +55,10 @@ async fn upstream() -> Result<std::net::SocketAddr> {
 async fn main() -> Result<()> {
     if std::env::args().nth(1).as_deref() == Some("thin-mcp") {
         return thin_mcp_only().await;
+    }
+    if std::env::args().nth(1).as_deref() == Some("compare") {
+        let other = std::env::args().nth(2).context("usage: airlock-bench compare OTHER_AIRLOCK_BINARY")?;
+        return compare(PathBuf::from(other)).await;
     }
     println!(
         "airlock-bench: {} cores; each run {}s after {}s warm-up",
@@ -197,9 +202,52 @@ struct Broker {
     agent_token: String,
 }
 
+/// `airlock-bench compare OTHER`: this build's `airlock` (A) against another `airlock` binary
+/// (B, e.g. an earlier commit's release build), both with `sync = normal`, the same upstream and
+/// the same generator. Each case runs A then B, three rounds, so both see the same machine; prints
+/// each round and the median with the spread.
+async fn compare(other: PathBuf) -> Result<()> {
+    let up_addr = upstream().await?;
+    let a = Broker::start_with(Airlock::next_to_this()?, up_addr, "normal").await?;
+    let b = Broker::start_with(Airlock::at(other.clone())?, up_addr, "normal").await?;
+    println!("airlock-bench compare: A = {}, B = {}; sync = normal; {}s runs after {}s warm-up, 3 rounds", a.airlock.path().display(), other.display(), PHASES.measure.as_secs(), PHASES.warmup.as_secs());
+    let select1 = serde_json::json!({"credential_handle": "DB", "query": "SELECT 1"});
+    for (tool, args) in [("http_request", ping_args()), ("query_db", select1)] {
+        for c in [1usize, 32] {
+            let mut rounds: [Vec<Stats>; 2] = [Vec::new(), Vec::new()];
+            for _ in 0..3 {
+                for (i, broker) in [&a, &b].into_iter().enumerate() {
+                    rounds[i].push(http_load(std::slice::from_ref(&broker.invoke(tool, args.clone())), c, PHASES).await?);
+                }
+            }
+            println!("\n{tool}, concurrency {c}");
+            for (name, r) in ["A", "B"].iter().zip(&rounds) {
+                let mut rps: Vec<f64> = r.iter().map(Stats::rps).collect();
+                let mut p50: Vec<f64> = r.iter().map(Stats::p50).collect();
+                rps.sort_by(f64::total_cmp);
+                p50.sort_by(f64::total_cmp);
+                println!(
+                    "  {name}: {:>7.0} req/s ({:.0}-{:.0})   p50 {} ({}-{})   errors {}",
+                    rps[1],
+                    rps[0],
+                    rps[2],
+                    us(p50[1]),
+                    us(p50[0]),
+                    us(p50[2]),
+                    r.iter().map(|s| s.errors).sum::<usize>()
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
 impl Broker {
     async fn start(up_addr: std::net::SocketAddr, sync: &str) -> Result<Broker> {
-        let airlock = Airlock::next_to_this()?;
+        Broker::start_with(Airlock::next_to_this()?, up_addr, sync).await
+    }
+
+    async fn start_with(airlock: Airlock, up_addr: std::net::SocketAddr, sync: &str) -> Result<Broker> {
         let dir = tempfile::tempdir()?;
         let port = free_port()?;
         let db = select1_db(&dir.path().join("bench.db")).await?;
