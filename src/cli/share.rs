@@ -47,7 +47,7 @@ pub async fn run(config: &Path, args: ShareArgs) -> Result<u8> {
 /// `unshare`: 0 when the link was live and is revoked now, 1 when there is no live link by
 /// that id (unknown, used up, expired or revoked before).
 pub async fn revoke(broker: &airlock_server::Broker, id: &str) -> Result<u8> {
-    match broker.revoke_share_by(id, None, &airlock_server::broker::audit::Revoker::OPERATOR).await {
+    match broker.revoke_share_by(id, None, &airlock_server::broker::Revoker::OPERATOR).await {
         Ok(_) => {
             println!("revoked {id}");
             Ok(0)

@@ -394,7 +394,7 @@ async fn t17_the_creator_or_the_operator_revokes_a_live_share_and_each_revocatio
     assert_eq!(revoke(Some(f.token.clone()), used.id.clone()).await.0, 404);
     let anon = create(&f, b"anonymous canary_An0n", 1).await;
     assert_eq!(revoke(Some(f.token.clone()), anon.id.clone()).await.0, 404);
-    let op = airlock_server::broker::audit::Revoker::OPERATOR;
+    let op = airlock_server::broker::Revoker::OPERATOR;
     f.broker.revoke_share_by(&anon.id, None, &op).await.unwrap();
     assert_eq!(consume(&f, &anon.id, &derive(&anon.key, &anon.id, None).proof()).await.0, 404);
     assert_eq!(f.broker.revoke_share_by(&anon.id, None, &op).await.unwrap_err().code, airlock_core::ErrorCode::ShareUnavailable);

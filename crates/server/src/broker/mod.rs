@@ -18,11 +18,12 @@ pub mod lease;
 pub mod metrics;
 pub mod rate;
 mod registry;
+pub mod revocation;
 mod secrets;
 pub mod share;
 pub mod tools;
 
-pub use audit::Revoker;
+pub use revocation::Revoker;
 pub use children::ChildRequest;
 pub use identity::RECHECK as IDENTITY_RECHECK;
 pub use tools::{Format, ToolDef};

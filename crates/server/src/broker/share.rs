@@ -2,7 +2,7 @@
 //! links"; T17): validating and storing uploaded shares, sealing a handle's secret into a new
 //! share, and delivering its link to a configured recipient, never to the agent.
 
-use super::audit::{Revoked, Revoker};
+use super::revocation::{Revoked, Revoker};
 use super::rate::RateLimiter;
 use super::Broker;
 use airlock_core::config::{Handle, ShareChannelConfig, SharesConfig};

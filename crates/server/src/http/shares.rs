@@ -11,7 +11,7 @@
 use super::agent::{audited_op, path_id};
 use super::auth::{bearer, AgentAuth};
 use super::response::{json, ApiError};
-use crate::broker::audit::Revoker;
+use crate::broker::Revoker;
 use crate::broker::share::{rfc3339, ConsumeGate, ShareOwner, ShareUpload};
 use crate::broker::Broker;
 use airlock_core::config::SharesConfig;

@@ -19,7 +19,7 @@ pub(crate) mod request;
 
 pub use request::{RawAwsLeaseArgs, RawLeaseArgs};
 
-use crate::broker::audit::Revoked;
+use crate::broker::revocation::Revoked;
 use crate::broker::{Broker, BrokerError, Caller, Revoker};
 use airlock_core::config::{Constraints, Handle, LeasePolicy, Scope, SecretRef};
 use airlock_core::{CallError, ErrorCode, HandleName, Tool};

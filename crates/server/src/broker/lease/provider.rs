@@ -1,7 +1,7 @@
 //! What a lease stands for, created and dropped: a real database role (dynamic leases), an
 //! OpenBao database credential, or an STS session; and revocation, which drops it.
 
-use crate::broker::audit::{Revoked, Revoker};
+use crate::broker::revocation::{Revoked, Revoker};
 use crate::broker::{Broker, Caller};
 use super::reaper::backoff_secs;
 use super::request::LeaseRequest;
