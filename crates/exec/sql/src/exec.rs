@@ -124,13 +124,13 @@ impl SqlExecutor {
 
     /// Parse and check against the handle's kind and `DatabaseConstraints`. No I/O.
     pub fn validate(handle: &Handle, args: &crate::QueryArgs) -> Result<ValidatedQuery, CallError> {
-        crate::validate::validate(handle, args, None)
+        crate::validate::validate(handle, args, &crate::validate::check_uncached)
     }
 
     /// [`validate`](Self::validate), answered from this executor's cache of checked statements
     /// when the same text was checked before under the same constraints (`statements`).
     pub fn validate_cached(&self, handle: &Handle, args: &crate::QueryArgs) -> Result<ValidatedQuery, CallError> {
-        crate::validate::validate(handle, args, Some(&self.statements))
+        crate::validate::validate(handle, args, &|h, db, q| self.statements.get_or_check(h, db, q))
     }
 
     /// Statements in the cache of checked statements.

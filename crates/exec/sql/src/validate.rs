@@ -56,6 +56,7 @@ use sqlparser::parser::{Parser, ParserError, ParserOptions};
 use sqlparser::tokenizer::{Token, Tokenizer};
 use std::collections::HashSet;
 use std::ops::ControlFlow;
+use std::sync::Arc;
 
 /// Largest SQL text accepted, in bytes (T20: bounded parsing work).
 pub const MAX_QUERY_BYTES: usize = 64 * 1024;
@@ -248,7 +249,7 @@ fn parse_one(dialect: &dyn Dialect, sql: &str) -> Result<Statement, CallError> {
 
 /// A statement checked against one handle, before its parameters are bound: the part of
 /// validation that depends only on the handle's kind and constraints and on the statement text,
-/// which is what [`StatementCache`](crate::statements::StatementCache) keeps.
+/// which is what the executor's cache of checked statements keeps.
 #[derive(Debug, Clone)]
 pub(crate) struct CheckedStatement {
     pub(crate) sql: String,
@@ -257,13 +258,22 @@ pub(crate) struct CheckedStatement {
     pub(crate) placeholders: usize,
 }
 
-/// Checks `args` against `handle`; `cache` (if any) answers for a statement text already checked
-/// under the same constraints.
-pub(crate) fn validate(
+/// How [`validate`] gets a statement checked: [`check_statement`] itself, or a cache in front of
+/// it. Called with the handle, its constraints and the statement text.
+pub(crate) type CheckFn<'a> =
+    &'a dyn Fn(&Handle, &DatabaseConstraints, &str) -> Result<Arc<CheckedStatement>, CallError>;
+
+/// Checks the statement with no cache.
+pub(crate) fn check_uncached(
     handle: &Handle,
-    args: &QueryArgs,
-    cache: Option<&crate::statements::StatementCache>,
-) -> Result<ValidatedQuery, CallError> {
+    db: &DatabaseConstraints,
+    query: &str,
+) -> Result<Arc<CheckedStatement>, CallError> {
+    check_statement(handle.kind, db, query).map(Arc::new)
+}
+
+/// Checks `args` against `handle`, the statement through `check`.
+pub(crate) fn validate(handle: &Handle, args: &QueryArgs, check: CheckFn<'_>) -> Result<ValidatedQuery, CallError> {
     let Some(db) = handle.database().filter(|_| dialect(handle.kind).is_some()) else {
         return Err(CallError::new(ErrorCode::HandleUnavailable)
             .detail("query_db on a handle that is not a database"));
@@ -286,10 +296,7 @@ pub(crate) fn validate(
         .enumerate()
         .map(|(i, v)| to_param(i, v))
         .collect::<Result<Vec<_>, _>>()?;
-    let checked = match cache {
-        Some(cache) => cache.get_or_check(handle, db, &args.query)?,
-        None => std::sync::Arc::new(check_statement(handle.kind, db, &args.query)?),
-    };
+    let checked = check(handle, db, &args.query)?;
     if checked.placeholders != params.len() {
         return Err(CallError::with_message(
             ErrorCode::InvalidArguments,

@@ -31,9 +31,9 @@ fn handle(kind: HandleKind, scope: Scope, tables: Option<&[&str]>) -> Handle {
 fn validate(h: &Handle, a: &QueryArgs) -> Result<ValidatedQuery, CallError> {
     static CACHE: std::sync::LazyLock<crate::statements::StatementCache> =
         std::sync::LazyLock::new(Default::default);
-    let plain = super::validate(h, a, None);
+    let plain = super::validate(h, a, &check_uncached);
     for _ in 0..2 {
-        let cached = super::validate(h, a, Some(&CACHE));
+        let cached = super::validate(h, a, &|h, db, q| CACHE.get_or_check(h, db, q));
         assert_eq!(format!("{plain:?}"), format!("{cached:?}"), "cache disagrees on {:?}", a.query);
     }
     plain
