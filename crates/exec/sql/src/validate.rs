@@ -378,6 +378,19 @@ fn to_param(i: usize, v: &serde_json::Value) -> Result<Param, CallError> {
     })
 }
 
+/// An unquoted word the MySQL dialect reads as a variable: `@name` or `@@name`. A quoted
+/// `` `@@name` `` is an ordinary column name.
+fn variable(i: &Ident) -> bool {
+    i.quote_style.is_none() && i.value.starts_with('@')
+}
+
+fn refuse_variable() -> ControlFlow<CallError> {
+    refuse(
+        ErrorCode::FunctionNotAllowed,
+        "server and session variables (@@name, @name) are not allowed".into(),
+    )
+}
+
 /// Schemas that are system catalogs in one of the engines.
 const CATALOG_SCHEMAS: &[&str] = &[
     "pg_catalog",
@@ -927,6 +940,13 @@ impl Visitor for Checker<'_> {
         }
         match e {
             Expr::Function(f) => self.check_function_name(&f.name)?,
+            // MySQL and MariaDB read server and session variables as bare words (`@@datadir`,
+            // `@@global.secure_file_priv`, `@x`): settings and state outside the statement's
+            // tables, as `current_setting` is on PostgreSQL (T01, T25).
+            Expr::Identifier(i) if variable(i) => return refuse_variable(),
+            Expr::CompoundIdentifier(parts) if parts.first().is_some_and(variable) => {
+                return refuse_variable()
+            }
             // A user-defined operator is a function under another name.
             Expr::BinaryOp {
                 op: op @ (BinaryOperator::Custom(_) | BinaryOperator::PGCustomBinaryOperator(_)),

@@ -401,3 +401,41 @@ async fn t25_crosstab_and_connectby_on_a_read_only_handle_are_refused() {
         .await
         .unwrap();
 }
+
+/// T01: every server variable MariaDB has, read as `@@name` in each scope and case, is refused
+/// (the list comes from the server, so a new version's variables are covered too).
+#[tokio::test]
+async fn t01_every_mariadb_server_variable_is_refused_in_every_spelling() {
+    if !service("127.0.0.1:3306", "MariaDB").await {
+        return;
+    }
+    let mut c = sqlx::MySqlConnection::connect(MY_URL).await.unwrap();
+    let mut names = BTreeSet::new();
+    for q in ["SHOW GLOBAL VARIABLES", "SHOW SESSION VARIABLES"] {
+        for r in c.fetch_all(q).await.unwrap() {
+            names.insert(r.get::<String, _>(0));
+        }
+    }
+    assert!(names.len() > 400, "{} variables", names.len());
+    let mut tried = 0;
+    for n in &names {
+        let upper = n.to_uppercase();
+        for sql in [
+            format!("SELECT @@{n}"),
+            format!("SELECT @@{upper}"),
+            format!("SELECT @@global.{n}"),
+            format!("SELECT @@SESSION.{n}"),
+            format!("SELECT 1 WHERE @@{n} IS NOT NULL"),
+            format!("SELECT @{n}"),
+        ] {
+            let e = validate(HandleKind::Mysql, true, &sql).expect_err(&sql);
+            assert!(
+                matches!(e.code, ErrorCode::FunctionNotAllowed | ErrorCode::InvalidSql),
+                "{sql}: {:?}",
+                e.code
+            );
+            tried += 1;
+        }
+    }
+    println!("{} server variables, {tried} statements, all refused", names.len());
+}

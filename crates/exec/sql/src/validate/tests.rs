@@ -1613,3 +1613,32 @@ mod spelled {
         }
     }
 }
+
+#[test]
+fn t01_mysql_server_and_session_variables_are_refused_in_every_position_and_spelling() {
+    for h in [ro(HandleKind::Mysql), rw(HandleKind::Mysql), listed(HandleKind::Mysql, Scope::ReadOnly)] {
+        for sql in [
+            "SELECT @@datadir",
+            "SELECT @@DATADIR",
+            "SELECT @@global.secure_file_priv",
+            "SELECT @@GLOBAL.secure_file_priv",
+            "SELECT @@session.sql_mode",
+            "SELECT @@local.sql_mode",
+            "SELECT @x",
+            "SELECT 1 FROM orders WHERE id = @@port",
+            "SELECT id FROM orders ORDER BY @@version_comment",
+            "SELECT concat('v', @@version) AS v FROM orders",
+            "SELECT id FROM orders UNION SELECT @@hostname",
+            "SELECT (SELECT @@basedir) AS b",
+            "SELECT CASE WHEN @@port > 0 THEN 1 END",
+        ] {
+            assert_eq!(code(&h, sql), Some(ErrorCode::FunctionNotAllowed), "{sql}");
+        }
+        // Spellings the parser does not take at all.
+        for sql in ["SELECT @`x`", "SELECT @@ version"] {
+            assert_eq!(code(&h, sql), Some(ErrorCode::InvalidSql), "{sql}");
+        }
+        // A quoted column whose name begins with @ is a column.
+        assert_eq!(code(&h, "SELECT `@@datadir` FROM orders"), None);
+    }
+}
