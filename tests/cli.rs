@@ -395,3 +395,39 @@ fn t15_lease_issue_list_revoke_and_agent_tree() {
     let o = run(d.path(), &["agent", "tree"]);
     assert!(o.status.success() && text(&o).contains("bot ("), "{}", text(&o));
 }
+
+#[test]
+fn unshare_revokes_a_live_link_once_and_audits_it() {
+    let d = setup();
+    // A live share as an upload leaves it, stored through the store's own API.
+    let id = airlock_share::new_id().unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let store = airlock_store::Store::open(&d.path().join("airlock-data")).await.unwrap();
+        let rec = airlock_store::shares::NewShareRecord {
+            id: &id,
+            ciphertext: &[1u8; 64],
+            proof_hash: &[7u8; 32],
+            expires_at: chrono::Utc::now().timestamp() + 3600,
+            views: 1,
+            creator: None,
+            recipient: None,
+        };
+        store.create_share(&rec).await.unwrap();
+        store.close().await;
+    });
+    let o = run(d.path(), &["unshare", &id]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(text(&o).contains(&format!("revoked {id}")), "{}", text(&o));
+    // Once only; an unknown or malformed id is no live link either.
+    let o = run(d.path(), &["unshare", &id]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("share-unavailable"), "{}", text(&o));
+    let o = run(d.path(), &["unshare", "not-a-share-id"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("invalid-share"), "{}", text(&o));
+    let o = run(d.path(), &["audit", "tail", "-n", "5"]);
+    assert!(text(&o).contains("share_revoked") && text(&o).contains(&id), "{}", text(&o));
+    let o = run(d.path(), &["audit", "verify"]);
+    assert!(o.status.success(), "{}", text(&o));
+}

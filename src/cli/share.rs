@@ -43,7 +43,6 @@ pub async fn run(config: &Path, args: ShareArgs) -> Result<u8> {
     Ok(0)
 }
 
-/// Parses `90s`, `5m`, `1h`, `1d`, `7d` or a number of seconds.
 /// `unshare`: 0 when the link was live and is revoked now, 1 when there is no live link by
 /// that id (unknown, used up, expired or revoked before).
 pub async fn revoke(broker: &airlock_server::Broker, id: &str) -> Result<u8> {
@@ -59,6 +58,7 @@ pub async fn revoke(broker: &airlock_server::Broker, id: &str) -> Result<u8> {
     }
 }
 
+/// Parses `90s`, `5m`, `1h`, `1d`, `7d` or a number of seconds.
 fn parse_duration(s: &str) -> Result<u64> {
     let s = s.trim();
     let (num, unit) = match s.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
