@@ -52,7 +52,9 @@ use crate::{Result, Store, StoreError};
 use ring::digest;
 use ring::signature::{self, Ed25519KeyPair, KeyPair};
 use serde::{Deserialize, Serialize};
+use crate::writer::{AtEnd, Op, Writer};
 use std::path::Path;
+use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
 /// The allow/deny decision of a call.
@@ -369,79 +371,89 @@ fn chain_rows(head: (i64, Vec<u8>), batch: &[Pending]) -> Vec<(AuditRow, Vec<u8>
 type Pending = (AuditRecord, oneshot::Sender<Result<i64>>);
 
 /// The audit writer: append returns once the record is committed (with the store's sync mode:
-/// fsynced for `full`).
+/// fsynced for `full`), in a group with whatever else was being committed at the time (one
+/// transaction, one fsync and one signed checkpoint per group).
 ///
-/// The writer owns one SQLite connection on a dedicated thread. Records queue up while a group
-/// commits, and the next group takes all of them: one transaction, one fsync and one signature
-/// per group, and no thread hand-off per statement.
+/// On SQLite a record is an operation of the store's writer ([`crate::writer`]): written on the
+/// caller's own thread when nothing else is being written, grouped with others when it is. On
+/// PostgreSQL a task on the current Tokio runtime groups the records.
 #[derive(Clone, Debug)]
 pub struct AuditLog {
-    tx: mpsc::Sender<Pending>,
+    to: Appender,
+}
+
+#[derive(Clone, Debug)]
+enum Appender {
+    Sqlite { writer: Arc<Writer>, key: Arc<AuditKey> },
+    Postgres(mpsc::Sender<Pending>),
 }
 
 impl AuditLog {
-    /// Starts the group-commit writer: a thread with its own SQLite connection, or on
-    /// PostgreSQL a task on the current Tokio runtime.
+    /// Starts the audit log of `store`, signing its checkpoints with `key`: on PostgreSQL a
+    /// group-commit task on the current Tokio runtime.
     pub fn start(store: Store, key: AuditKey) -> AuditLog {
-        let (tx, rx) = mpsc::channel::<Pending>(8192);
         if let Backend::Postgres(pool) = &store.backend {
+            let (tx, rx) = mpsc::channel::<Pending>(8192);
             tokio::spawn(pg_writer(pool.clone(), key, rx));
-            return AuditLog { tx };
+            return AuditLog { to: Appender::Postgres(tx) };
         }
-        let path = store.dir().join("store.db");
-        let sync = store.sync();
-        std::thread::Builder::new()
-            .name("airlock-audit".into())
-            .spawn(move || writer(path, sync, key, rx))
-            .expect("spawning the audit writer thread");
-        AuditLog { tx }
+        let writer = Arc::clone(store.writer().expect("a SQLite store has a writer"));
+        AuditLog { to: Appender::Sqlite { writer, key: Arc::new(key) } }
     }
 
     /// Appends a record; resolves to its sequence number once it is committed.
     pub async fn append(&self, record: AuditRecord) -> Result<i64> {
         let (done, wait) = oneshot::channel();
-        self.tx.send((record, done)).await.map_err(|_| StoreError::AuditWriterGone)?;
+        match &self.to {
+            Appender::Sqlite { writer, key } => {
+                // The row's columns but its place in the chain, built before the write turn.
+                let row = AuditRow::new(0, &record, Vec::new());
+                writer.submit(Box::new(Append { row, key: Arc::clone(key), seq: 0, done }));
+            }
+            Appender::Postgres(tx) => tx.send((record, done)).await.map_err(|_| StoreError::AuditWriterGone)?,
+        }
         wait.await.map_err(|_| StoreError::AuditWriterGone)?
     }
 }
 
-fn open_writer(path: &Path, sync: airlock_core::config::SyncMode) -> rusqlite::Result<rusqlite::Connection> {
-    let conn = rusqlite::Connection::open(path)?;
-    conn.busy_timeout(std::time::Duration::from_secs(10))?;
-    conn.pragma_update(None, "journal_mode", "WAL")?;
-    conn.pragma_update(
-        None,
-        "synchronous",
-        match sync {
-            airlock_core::config::SyncMode::Full => "FULL",
-            airlock_core::config::SyncMode::Normal => "NORMAL",
-        },
-    )?;
-    Ok(conn)
+/// One record for the SQLite writer: linked to the chain's head, inserted, and the group's
+/// checkpoint left to sign the last record of the group.
+struct Append {
+    row: AuditRow,
+    key: Arc<AuditKey>,
+    seq: i64,
+    done: oneshot::Sender<Result<i64>>,
 }
 
-fn writer(path: std::path::PathBuf, sync: airlock_core::config::SyncMode, key: AuditKey, mut rx: mpsc::Receiver<Pending>) {
-    let conn = match open_writer(&path, sync) {
-        Ok(c) => Some(c),
-        Err(e) => {
-            tracing::error!(error = %e, "audit writer cannot open the store; every call will be refused");
-            None
-        }
-    };
-    let mut batch: Vec<Pending> = Vec::with_capacity(MAX_BATCH);
-    while let Some(first) = rx.blocking_recv() {
-        batch.push(first);
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(p) => batch.push(p),
-                Err(_) => break,
-            }
-        }
-        let result = match &conn {
-            Some(c) => write_batch(c, &key, &batch),
-            None => Err(rusqlite::Error::InvalidQuery),
-        };
-        answer(&mut batch, result);
+impl Op for Append {
+    fn apply(&mut self, c: &rusqlite::Connection, at_end: &mut Option<AtEnd>) -> Result<()> {
+        let head: Option<(i64, Vec<u8>)> = c
+            .prepare_cached("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")?
+            .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map(Some)
+            .or_else(|e| if e == rusqlite::Error::QueryReturnedNoRows { Ok(None) } else { Err(e) })?;
+        let (seq, prev) = head.map(|(s, h)| (s + 1, h)).unwrap_or((1, GENESIS.to_vec()));
+        let r = &mut self.row;
+        r.seq = seq;
+        r.prev_hash = prev;
+        let hash = r.expected_hash().expect("the current format is known");
+        c.prepare_cached(
+            "INSERT INTO audit (seq, format, ts, agent, tool, decision, body, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )?
+        .execute(rusqlite::params![r.seq, r.format, r.ts, r.agent, r.tool, r.decision, r.body, r.prev_hash, hash])?;
+        self.seq = seq;
+        let key = Arc::clone(&self.key);
+        *at_end = Some(Box::new(move |c| {
+            let (ts, sig) = key.sign_checkpoint(seq, &hash);
+            c.prepare_cached("INSERT OR REPLACE INTO audit_checkpoints (seq, hash, signature, ts, format) VALUES (?, ?, ?, ?, ?)")?
+                .execute(rusqlite::params![seq, hash, sig, ts, FORMAT_CURRENT])?;
+            Ok(())
+        }));
+        Ok(())
+    }
+
+    fn answer(self: Box<Self>, outcome: Result<()>) {
+        let _ = self.done.send(outcome.map(|()| self.seq));
     }
 }
 
@@ -459,43 +471,6 @@ fn answer<E: std::fmt::Display>(batch: &mut Vec<Pending>, result: std::result::R
             for (_, done) in batch.drain(..) {
                 let _ = done.send(Err(StoreError::AuditWriterGone));
             }
-        }
-    }
-}
-
-fn write_batch(conn: &rusqlite::Connection, key: &AuditKey, batch: &[Pending]) -> rusqlite::Result<i64> {
-    // IMMEDIATE takes the write lock before reading the chain head, so two processes writing to
-    // one store cannot fork the chain.
-    conn.execute_batch("BEGIN IMMEDIATE")?;
-    let run = || -> rusqlite::Result<i64> {
-        let head: Option<(i64, Vec<u8>)> = conn
-            .prepare_cached("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")?
-            .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
-            .map(Some)
-            .or_else(|e| if e == rusqlite::Error::QueryReturnedNoRows { Ok(None) } else { Err(e) })?;
-        let head = head.unwrap_or((0, GENESIS.to_vec()));
-        let first = head.0 + 1;
-        let rows = chain_rows(head, batch);
-        let mut insert = conn.prepare_cached(
-            "INSERT INTO audit (seq, format, ts, agent, tool, decision, body, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )?;
-        for (r, hash) in &rows {
-            insert.execute(rusqlite::params![r.seq, r.format, r.ts, r.agent, r.tool, r.decision, r.body, r.prev_hash, hash])?;
-        }
-        let (last, last_hash) = rows.last().map(|(r, h)| (r.seq, h.as_slice())).expect("a batch is never empty");
-        let (ts, sig) = key.sign_checkpoint(last, last_hash);
-        conn.prepare_cached("INSERT OR REPLACE INTO audit_checkpoints (seq, hash, signature, ts, format) VALUES (?, ?, ?, ?, ?)")?
-            .execute(rusqlite::params![last, last_hash, sig, ts, FORMAT_CURRENT])?;
-        Ok(first)
-    };
-    match run() {
-        Ok(first) => {
-            conn.execute_batch("COMMIT")?;
-            Ok(first)
-        }
-        Err(e) => {
-            let _ = conn.execute_batch("ROLLBACK");
-            Err(e)
         }
     }
 }

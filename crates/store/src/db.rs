@@ -165,6 +165,13 @@ ALTER TABLE audit_checkpoints ADD COLUMN format {int} NOT NULL DEFAULT 1;
 "#;
 }
 
+/// Live shares by expiry, a partial index: the per-create count of live anonymous shares (the
+/// cap) and its eviction visit live shares only, never the tombstones every used share leaves.
+/// Idempotent.
+const SHARES_LIVE: &str = r#"
+CREATE INDEX IF NOT EXISTS shares_live ON shares(expires_at) WHERE views_left > 0;
+"#;
+
 /// A generation number for identities, bumped by triggers on every change to `agents` or
 /// `agent_grants`, by whichever process or replica makes it, so that a broker keeping
 /// authenticated agents in memory learns of a revocation with one small read. Idempotent (the
@@ -208,6 +215,7 @@ const MIGRATIONS: &[&[&str]] = &[
     &[schema::BUCKETS],
     &[schema::AUDIT_FORMAT],
     &[identity::SQLITE],
+    &[SHARES_LIVE],
 ];
 
 /// The PostgreSQL migrations, the first of which adds the first three parts at once, applied in
@@ -218,6 +226,7 @@ const PG_MIGRATIONS: &[&[&str]] = &[
     &[schema::BUCKETS],
     &[schema::AUDIT_FORMAT],
     &[identity::POSTGRES],
+    &[SHARES_LIVE],
 ];
 
 /// The PostgreSQL schema version this build brings a database to.
@@ -477,6 +486,9 @@ pub struct Store {
     pub(crate) backend: Backend,
     dir: PathBuf,
     sync: SyncMode,
+    /// On SQLite, the one writer of what must be durable before a caller is answered (audit
+    /// records, share creates and burns), shared by every clone of this store.
+    writer: Option<std::sync::Arc<crate::writer::Writer>>,
 }
 
 impl Store {
@@ -510,7 +522,11 @@ impl Store {
             Backend::Sqlite(pool) => migrate_sqlite(pool).await?,
             Backend::Postgres(pool) => migrate_postgres(pool).await?,
         }
-        Ok(Store { backend, dir: data_dir.to_path_buf(), sync })
+        let writer = match &backend {
+            Backend::Sqlite(_) => Some(crate::writer::Writer::new(data_dir.join("store.db"), sync)),
+            Backend::Postgres(_) => None,
+        };
+        Ok(Store { backend, dir: data_dir.to_path_buf(), sync, writer })
     }
 
     /// Which engine holds the state: `sqlite` or `postgres`.
@@ -576,6 +592,11 @@ impl Store {
         self.sync
     }
 
+    /// The group-committing writer, on SQLite.
+    pub(crate) fn writer(&self) -> Option<&std::sync::Arc<crate::writer::Writer>> {
+        self.writer.as_ref()
+    }
+
     /// The data directory.
     pub fn dir(&self) -> &Path {
         &self.dir
@@ -597,9 +618,12 @@ impl Store {
         }
     }
 
-    /// Closes the pool, waiting for connections to finish.
+    /// Closes the pool, waiting for connections to finish, and the writer's connection.
     pub async fn close(&self) {
-        with_pool!(self, |p, d| p.close().await)
+        with_pool!(self, |p, d| p.close().await);
+        if let Some(w) = &self.writer {
+            w.close();
+        }
     }
 }
 

@@ -14,6 +14,7 @@ pub mod migrate;
 pub mod leases;
 pub mod secrets;
 pub mod shares;
+mod writer;
 
 pub use db::{ReaperTurn, Store, PG_SCHEMA_VERSION};
 
@@ -47,6 +48,10 @@ pub enum StoreError {
     /// The audit writer has stopped.
     #[error("the audit writer is not running")]
     AuditWriterGone,
+    /// The store's writer could not open the store or commit a group: nothing of the group was
+    /// written.
+    #[error("store write failed: {0}")]
+    Writer(String),
 }
 
 /// Result alias.

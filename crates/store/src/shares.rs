@@ -2,8 +2,10 @@
 //! plaintext), plus read receipts for shares an agent created.
 //!
 //! A consume is one `UPDATE ... RETURNING` guarded by the id, the proof hash, the views left and
-//! the expiry, inside a transaction that also deletes the row at its last view. SQLite
-//! serializes writers (`BEGIN IMMEDIATE`); on PostgreSQL the `UPDATE` takes the row lock, and a
+//! the expiry, inside a transaction that also wipes the row at its last view. On SQLite creates
+//! and consumes are operations of the store's one writer (`crate::writer`), committed in groups
+//! with the audit records of the moment, each under its own savepoint; the writer's
+//! `BEGIN IMMEDIATE` serializes them with any other process writing the file. On PostgreSQL the `UPDATE` takes the row lock, and a
 //! concurrent consumer waiting on it re-checks the guard against the committed row (read
 //! committed), so on either engine, from any number of processes, exactly as many consumers
 //! succeed as there were views, and a wrong proof changes nothing. The guard compares SHA-256 hashes of a
@@ -18,7 +20,10 @@
 //! become tombstones to make room ([`Store::create_share_capped`]).
 
 use crate::db::{bind, conflict, with_pool};
+use crate::writer::{AtEnd, Op};
 use crate::{Result, Store, StoreError};
+use rusqlite::OptionalExtension;
+use tokio::sync::oneshot;
 
 /// Receipts outlive their share by this long, then the sweeper removes them.
 const RECEIPT_RETENTION_SECS: i64 = 30 * 86_400;
@@ -27,8 +32,39 @@ const RECEIPT_RETENTION_SECS: i64 = 30 * 86_400;
 const WIPED: &[u8] = &[];
 
 /// A live share made without an agent (it has no read receipt), as a condition on `shares s`.
-const LIVE_ANONYMOUS: &str = "s.views_left > 0 AND s.expires_at > ? \
-     AND NOT EXISTS (SELECT 1 FROM share_receipts r WHERE r.share_id = s.id)";
+macro_rules! live_anonymous {
+    () => {
+        "s.views_left > 0 AND s.expires_at > ? AND NOT EXISTS (SELECT 1 FROM share_receipts r WHERE r.share_id = s.id)"
+    };
+}
+
+/// The statements of a create and a consume, in SQLite's spelling (see `db::Dialect::sql`), run
+/// by the SQLite writer and on PostgreSQL alike.
+mod sql {
+    /// Live shares without a creator: `?` now.
+    pub(super) const COUNT_ANONYMOUS: &str = concat!("SELECT count(*) FROM shares s WHERE ", live_anonymous!());
+    /// Wipes the oldest `?` live shares without a creator: `?` wiped, `?` wiped, `?` now, `?` count.
+    pub(super) const EVICT_ANONYMOUS: &str = concat!(
+        "UPDATE shares SET ciphertext = ?, proof_hash = ?, views_left = 0 WHERE id IN (SELECT s.id FROM shares s WHERE ",
+        live_anonymous!(),
+        " ORDER BY s.created_at, s.id LIMIT ?)"
+    );
+    pub(super) const INSERT: &str = "INSERT INTO shares (id, ciphertext, proof_hash, expires_at, max_views, views_left, created_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?)";
+    pub(super) const UPSERT_RECEIPT: &str = "INSERT INTO share_receipts (share_id, creator, recipient, created_at, expires_at, max_views)
+         VALUES (?, ?, ?, ?, ?, ?)
+         ON CONFLICT (share_id) DO UPDATE SET creator = excluded.creator, recipient = excluded.recipient,
+           created_at = excluded.created_at, expires_at = excluded.expires_at, max_views = excluded.max_views,
+           views_used = 0, first_opened_at = NULL, last_opened_at = NULL";
+    /// Burns one view: `?` id, `?` proof hash, `?` now.
+    pub(super) const BURN: &str = "UPDATE shares SET views_left = views_left - 1
+         WHERE id = ? AND proof_hash = ? AND views_left > 0 AND expires_at > ?
+         RETURNING ciphertext, expires_at, max_views, views_left";
+    /// Makes a tombstone of a used-up share: `?` wiped, `?` wiped, `?` id.
+    pub(super) const WIPE: &str = "UPDATE shares SET ciphertext = ?, proof_hash = ? WHERE id = ?";
+    pub(super) const COUNT_VIEW: &str = "UPDATE share_receipts SET views_used = views_used + 1,
+         first_opened_at = COALESCE(first_opened_at, ?), last_opened_at = ? WHERE share_id = ?";
+}
 
 /// A share to store.
 #[derive(Debug, Clone)]
@@ -103,41 +139,29 @@ impl Store {
             return Err(StoreError::Invalid("a share has at least one view".into()));
         }
         let now = unix_now();
+        if let Some(w) = self.writer() {
+            let (done, wait) = oneshot::channel();
+            w.submit(Box::new(Create { share: OwnedShare::from(s), cap: anonymous_cap, now, evicted: 0, done }));
+            return wait.await.map_err(|_| StoreError::AuditWriterGone)?;
+        }
         with_pool!(self, |p, d| {
-            // SQLite: IMMEDIATE, so two creators do not both count below the cap.
             let mut tx = p.begin_with(d.pick("BEGIN IMMEDIATE", "BEGIN")).await?;
             let mut evicted = 0u64;
             if let (None, Some(cap)) = (s.creator, anonymous_cap) {
-                let count = format!("SELECT count(*) FROM shares s WHERE {LIVE_ANONYMOUS}");
-                let (live,): (i64,) = sqlx::query_as(&d.sql(&count)).bind(now).fetch_one(&mut *tx).await?;
-                let over = (live.max(0) as u64 + 1).saturating_sub(cap.max(1));
+                let (live,): (i64,) = sqlx::query_as(&d.sql(sql::COUNT_ANONYMOUS)).bind(now).fetch_one(&mut *tx).await?;
+                let over = over_cap(live, cap);
                 if over > 0 {
-                    let evict = format!(
-                        "UPDATE shares SET ciphertext = ?, proof_hash = ?, views_left = 0 WHERE id IN \
-                         (SELECT s.id FROM shares s WHERE {LIVE_ANONYMOUS} ORDER BY s.created_at, s.id LIMIT ?)"
-                    );
-                    let args = [WIPED.into(), WIPED.into(), now.into(), (over as i64).into()];
-                    evicted = bind(sqlx::query(&d.sql(&evict)), &args).execute(&mut *tx).await?.rows_affected();
+                    let args = [WIPED.into(), WIPED.into(), now.into(), over.into()];
+                    evicted = bind(sqlx::query(&d.sql(sql::EVICT_ANONYMOUS)), &args).execute(&mut *tx).await?.rows_affected();
                 }
             }
             let views = i64::from(s.views);
-            let insert = d.sql(
-                "INSERT INTO shares (id, ciphertext, proof_hash, expires_at, max_views, views_left, created_at)
-                 VALUES (?, ?, ?, ?, ?, ?, ?)",
-            );
             let args = [s.id.into(), s.ciphertext.into(), s.proof_hash[..].into(), s.expires_at.into(), views.into(), views.into(), now.into()];
-            let res = bind(sqlx::query(&insert), &args).execute(&mut *tx).await;
+            let res = bind(sqlx::query(&d.sql(sql::INSERT)), &args).execute(&mut *tx).await;
             conflict(res, || "share id".to_owned())?;
             if let Some(creator) = s.creator {
-                let upsert = d.sql(
-                    "INSERT INTO share_receipts (share_id, creator, recipient, created_at, expires_at, max_views)
-                     VALUES (?, ?, ?, ?, ?, ?)
-                     ON CONFLICT (share_id) DO UPDATE SET creator = excluded.creator, recipient = excluded.recipient,
-                       created_at = excluded.created_at, expires_at = excluded.expires_at, max_views = excluded.max_views,
-                       views_used = 0, first_opened_at = NULL, last_opened_at = NULL",
-                );
                 let args = [s.id.into(), creator.into(), s.recipient.into(), now.into(), s.expires_at.into(), views.into()];
-                bind(sqlx::query(&upsert), &args).execute(&mut *tx).await?;
+                bind(sqlx::query(&d.sql(sql::UPSERT_RECEIPT)), &args).execute(&mut *tx).await?;
             }
             tx.commit().await?;
             Ok(evicted)
@@ -148,34 +172,24 @@ impl Store {
     /// `proof_hash`. None for an unknown, expired or used share and for a wrong proof alike.
     pub async fn consume_share(&self, id: &str, proof_hash: &[u8; 32]) -> Result<Option<Consumed>> {
         let now = unix_now();
+        if let Some(w) = self.writer() {
+            let (done, wait) = oneshot::channel();
+            w.submit(Box::new(Consume { id: id.to_owned(), proof_hash: *proof_hash, now, consumed: None, done }));
+            return wait.await.map_err(|_| StoreError::AuditWriterGone)?;
+        }
         with_pool!(self, |p, d| {
-            // SQLite: IMMEDIATE takes the write lock up front, so concurrent consumers queue
-            // (busy_timeout) instead of failing on a read-to-write upgrade. PostgreSQL: the
-            // UPDATE's row lock orders them.
+            // The UPDATE's row lock orders concurrent consumers.
             let mut tx = p.begin_with(d.pick("BEGIN IMMEDIATE", "BEGIN")).await?;
-            let row: Option<(Vec<u8>, i64, i64, i64)> = sqlx::query_as(&d.sql(
-                "UPDATE shares SET views_left = views_left - 1
-                 WHERE id = ? AND proof_hash = ? AND views_left > 0 AND expires_at > ?
-                 RETURNING ciphertext, expires_at, max_views, views_left",
-            ))
-            .bind(id)
-            .bind(&proof_hash[..])
-            .bind(now)
-            .fetch_optional(&mut *tx)
-            .await?;
+            let row: Option<(Vec<u8>, i64, i64, i64)> =
+                sqlx::query_as(&d.sql(sql::BURN)).bind(id).bind(&proof_hash[..]).bind(now).fetch_optional(&mut *tx).await?;
             let Some((ciphertext, expires_at, max_views, views_left)) = row else {
                 return Ok(None);
             };
             if views_left <= 0 {
                 // A tombstone: the ciphertext is gone, the id stays taken.
-                let wipe = d.sql("UPDATE shares SET ciphertext = ?, proof_hash = ? WHERE id = ?");
-                bind(sqlx::query(&wipe), &[WIPED.into(), WIPED.into(), id.into()]).execute(&mut *tx).await?;
+                bind(sqlx::query(&d.sql(sql::WIPE)), &[WIPED.into(), WIPED.into(), id.into()]).execute(&mut *tx).await?;
             }
-            let receipt = d.sql(
-                "UPDATE share_receipts SET views_used = views_used + 1,
-                 first_opened_at = COALESCE(first_opened_at, ?), last_opened_at = ? WHERE share_id = ?",
-            );
-            bind(sqlx::query(&receipt), &[now.into(), now.into(), id.into()]).execute(&mut *tx).await?;
+            bind(sqlx::query(&d.sql(sql::COUNT_VIEW)), &[now.into(), now.into(), id.into()]).execute(&mut *tx).await?;
             tx.commit().await?;
             Ok(Some(Consumed { ciphertext, expires_at, views: max_views as u32, views_left: views_left.max(0) as u32 }))
         })
@@ -261,5 +275,128 @@ impl Store {
             first_opened_at: r.6,
             last_opened_at: r.7,
         }))
+    }
+}
+
+/// How many live anonymous shares to evict so that, with one more, there are at most `cap`.
+fn over_cap(live: i64, cap: u64) -> i64 {
+    (live.max(0) as u64 + 1).saturating_sub(cap.max(1)) as i64
+}
+
+/// A [`NewShareRecord`] the writer can keep until its group is written.
+struct OwnedShare {
+    id: String,
+    ciphertext: Vec<u8>,
+    proof_hash: [u8; 32],
+    expires_at: i64,
+    views: u32,
+    creator: Option<String>,
+    recipient: Option<String>,
+}
+
+impl From<&NewShareRecord<'_>> for OwnedShare {
+    fn from(s: &NewShareRecord<'_>) -> OwnedShare {
+        OwnedShare {
+            id: s.id.to_owned(),
+            ciphertext: s.ciphertext.to_vec(),
+            proof_hash: *s.proof_hash,
+            expires_at: s.expires_at,
+            views: s.views,
+            creator: s.creator.map(str::to_owned),
+            recipient: s.recipient.map(str::to_owned),
+        }
+    }
+}
+
+/// A share create for the SQLite writer.
+struct Create {
+    share: OwnedShare,
+    cap: Option<u64>,
+    now: i64,
+    evicted: u64,
+    done: oneshot::Sender<Result<u64>>,
+}
+
+impl Op for Create {
+    fn apply(&mut self, c: &rusqlite::Connection, _: &mut Option<AtEnd>) -> Result<()> {
+        let (s, now) = (&self.share, self.now);
+        if let (None, Some(cap)) = (&s.creator, self.cap) {
+            let live: i64 = c.prepare_cached(sql::COUNT_ANONYMOUS)?.query_row([now], |r| r.get(0))?;
+            let over = over_cap(live, cap);
+            if over > 0 {
+                self.evicted = c.prepare_cached(sql::EVICT_ANONYMOUS)?.execute(rusqlite::params![WIPED, WIPED, now, over])? as u64;
+            }
+        }
+        let views = i64::from(s.views);
+        let inserted = c
+            .prepare_cached(sql::INSERT)?
+            .execute(rusqlite::params![s.id, s.ciphertext, &s.proof_hash[..], s.expires_at, views, views, now]);
+        match inserted {
+            Err(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::ConstraintViolation) => {
+                return Err(StoreError::Conflict("share id".into()));
+            }
+            other => other?,
+        };
+        if let Some(creator) = &s.creator {
+            c.prepare_cached(sql::UPSERT_RECEIPT)?.execute(rusqlite::params![s.id, creator, s.recipient, now, s.expires_at, views])?;
+        }
+        Ok(())
+    }
+
+    fn answer(self: Box<Self>, outcome: Result<()>) {
+        let _ = self.done.send(outcome.map(|()| self.evicted));
+    }
+}
+
+/// A share consume (one view burned) for the SQLite writer. The writer's transaction holds the
+/// store's write lock, so consumers in this process and in any other are serialized.
+struct Consume {
+    id: String,
+    proof_hash: [u8; 32],
+    now: i64,
+    consumed: Option<Consumed>,
+    done: oneshot::Sender<Result<Option<Consumed>>>,
+}
+
+impl Op for Consume {
+    fn apply(&mut self, c: &rusqlite::Connection, _: &mut Option<AtEnd>) -> Result<()> {
+        let row: Option<(Vec<u8>, i64, i64, i64)> = c
+            .prepare_cached(sql::BURN)?
+            .query_row(rusqlite::params![self.id, &self.proof_hash[..], self.now], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .optional()?;
+        let Some((ciphertext, expires_at, max_views, views_left)) = row else {
+            return Ok(());
+        };
+        if views_left <= 0 {
+            c.prepare_cached(sql::WIPE)?.execute(rusqlite::params![WIPED, WIPED, self.id])?;
+        }
+        c.prepare_cached(sql::COUNT_VIEW)?.execute(rusqlite::params![self.now, self.now, self.id])?;
+        self.consumed = Some(Consumed { ciphertext, expires_at, views: max_views as u32, views_left: views_left.max(0) as u32 });
+        Ok(())
+    }
+
+    fn answer(self: Box<Self>, outcome: Result<()>) {
+        let Consume { done, consumed, .. } = *self;
+        let _ = done.send(outcome.map(|()| consumed));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sql;
+
+    /// The cap's count and eviction read live shares through the partial index, not every
+    /// tombstone a used share leaves.
+    #[tokio::test]
+    async fn the_cap_reads_live_shares_through_their_index() {
+        let d = tempfile::tempdir().unwrap();
+        crate::Store::open(d.path()).await.unwrap();
+        let c = rusqlite::Connection::open(d.path().join("store.db")).unwrap();
+        for q in [sql::COUNT_ANONYMOUS, sql::EVICT_ANONYMOUS] {
+            let mut st = c.prepare(&format!("EXPLAIN QUERY PLAN {q}")).unwrap();
+            let nulls = std::iter::repeat_n(rusqlite::types::Null, st.parameter_count());
+            let plan: Vec<String> = st.query_map(rusqlite::params_from_iter(nulls), |r| r.get(3)).unwrap().map(Result::unwrap).collect();
+            assert!(plan.iter().any(|r| r.contains("USING INDEX shares_live")), "{q}: {plan:?}");
+        }
     }
 }

@@ -1,0 +1,246 @@
+//! One writer for what must be durable before its caller is answered, on the SQLite store:
+//! audit records, one-time share creates and share burns. Operations that arrive together are
+//! committed together: one transaction, one fsync (with `sync = full`) and one signed audit
+//! checkpoint per group.
+//!
+//! There is no writer thread to hand work to. A caller that finds no group being written
+//! writes its own group at once, on its own thread (inside `block_in_place` on a multi-threaded
+//! Tokio runtime, so the runtime moves its other tasks away while SQLite blocks), so a call on
+//! an idle broker pays no thread hand-off for its durable writes. Callers that arrive while a
+//! group is being written queue up; when the group is done, the writer that wrote it hands the
+//! queue to a blocking-pool task, which writes queued groups until the queue is empty and then
+//! ends the turn. A queued caller that goes away (its request was cancelled) does not stop its
+//! operation from being written or anyone else's from being answered.
+//!
+//! Each operation runs under its own savepoint: one that fails (a share id that is taken) is
+//! rolled back alone and answered with its error, the others go on. A group that cannot commit
+//! fails every operation in it: nothing is answered as done that is not durable.
+//!
+//! The writer knows nothing of what it writes: an operation is an [`Op`], which does its work
+//! in the group's transaction, may leave one step for the end of the group (the audit
+//! checkpoint signs the last record of the group, once), and answers its caller.
+
+use crate::{Result, StoreError};
+use airlock_core::config::SyncMode;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// The most operations one group takes; more wait for the next group.
+const MAX_GROUP: usize = 512;
+
+/// A step left for the end of a group, run in its transaction before the commit.
+pub(crate) type AtEnd = Box<dyn FnOnce(&rusqlite::Connection) -> rusqlite::Result<()> + Send>;
+
+/// One durable operation.
+pub(crate) trait Op: Send {
+    /// Does the work inside the group's transaction (under a savepoint) and keeps its outcome
+    /// for [`Op::answer`]. May leave a step in `at_end`; the last one left by an operation that
+    /// succeeded runs before the commit. An error here rolls this operation back alone.
+    fn apply(&mut self, conn: &rusqlite::Connection, at_end: &mut Option<AtEnd>) -> Result<()>;
+
+    /// Answers the caller once the group's fate is known: `outcome` is what [`Op::apply`]
+    /// returned when the group committed, else the failure that kept it from being written.
+    fn answer(self: Box<Self>, outcome: Result<()>);
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> StoreError {
+        StoreError::Writer(e.to_string())
+    }
+}
+
+/// The queue and whose turn it is to write.
+#[derive(Default)]
+struct Turn {
+    queue: Vec<Box<dyn Op>>,
+    /// True while a group is being written (by a caller or the blocking-pool task).
+    writing: bool,
+}
+
+/// The SQLite writer of one store file.
+pub(crate) struct Writer {
+    path: PathBuf,
+    sync: SyncMode,
+    turn: Mutex<Turn>,
+    /// Opened on first use (and again after a failure to open); used by whoever holds the turn.
+    conn: Mutex<Option<rusqlite::Connection>>,
+}
+
+impl std::fmt::Debug for Writer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Writer").field("path", &self.path).field("sync", &self.sync).finish_non_exhaustive()
+    }
+}
+
+/// Locks `m`; a panic while it was held does not poison the writer (the state it guards is
+/// consistent between statements).
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Writer {
+    /// The writer of the SQLite file at `path`, committing with `sync`.
+    pub(crate) fn new(path: PathBuf, sync: SyncMode) -> Arc<Writer> {
+        Arc::new(Writer { path, sync, turn: Mutex::new(Turn::default()), conn: Mutex::new(None) })
+    }
+
+    /// Closes the connection (after the group being written, if any); the next operation opens
+    /// it again.
+    pub(crate) fn close(&self) {
+        lock(&self.conn).take();
+    }
+
+    /// Queues `op`, or, when no group is being written, writes it now on this thread. The op
+    /// answers its caller through whatever channel it carries.
+    pub(crate) fn submit(self: &Arc<Self>, op: Box<dyn Op>) {
+        {
+            let mut t = lock(&self.turn);
+            if t.writing {
+                t.queue.push(op);
+                return;
+            }
+            t.writing = true;
+        }
+        let mut group = vec![op];
+        let guard = EndTurn(self);
+        blocking(|| self.write_group(&mut group));
+        // Whoever queued meanwhile is written by a task of the blocking pool, so that this
+        // caller is answered now.
+        let rest = self.next_group();
+        guard.disarm();
+        if let Some(rest) = rest {
+            let w = Arc::clone(self);
+            tokio::task::spawn_blocking(move || w.drain(rest));
+        }
+    }
+
+    /// The next group from the queue, or `None` (and the turn ended) when it is empty.
+    fn next_group(&self) -> Option<Vec<Box<dyn Op>>> {
+        let mut t = lock(&self.turn);
+        if t.queue.is_empty() {
+            t.writing = false;
+            return None;
+        }
+        let n = t.queue.len().min(MAX_GROUP);
+        Some(t.queue.drain(..n).collect())
+    }
+
+    /// Writes groups from the queue until it is empty (on a blocking-pool thread).
+    fn drain(&self, mut group: Vec<Box<dyn Op>>) {
+        let guard = EndTurn(self);
+        loop {
+            self.write_group(&mut group);
+            match self.next_group() {
+                Some(g) => group = g,
+                None => break,
+            }
+        }
+        guard.disarm();
+    }
+
+    /// Writes `group` in one transaction and answers every operation in it.
+    fn write_group(&self, group: &mut Vec<Box<dyn Op>>) {
+        let mut conn = lock(&self.conn);
+        if conn.is_none() {
+            match open(&self.path, self.sync) {
+                Ok(c) => *conn = Some(c),
+                Err(e) => {
+                    tracing::error!(error = %e, path = %self.path.display(), "the store writer cannot open the store; its operations fail");
+                    for op in group.drain(..) {
+                        op.answer(Err(StoreError::Writer(e.to_string())));
+                    }
+                    return;
+                }
+            }
+        }
+        let c = conn.as_ref().expect("opened above");
+        let outcomes = match apply_all(c, group) {
+            Ok(outcomes) => outcomes,
+            Err(e) => {
+                tracing::error!(error = %e, "a durable group could not be committed; its operations fail");
+                let _ = c.execute_batch("ROLLBACK");
+                group.iter().map(|_| Err(StoreError::Writer(e.to_string()))).collect()
+            }
+        };
+        for (op, outcome) in group.drain(..).zip(outcomes) {
+            op.answer(outcome);
+        }
+    }
+}
+
+/// Runs `ops` in one transaction, each under a savepoint; commits. The outcome of each.
+fn apply_all(c: &rusqlite::Connection, ops: &mut [Box<dyn Op>]) -> rusqlite::Result<Vec<Result<()>>> {
+    // IMMEDIATE takes the write lock up front: two processes writing one store queue on it
+    // (busy_timeout) instead of failing on a read-to-write upgrade, and the audit chain head
+    // read inside cannot move.
+    c.execute_batch("BEGIN IMMEDIATE")?;
+    let mut at_end: Option<AtEnd> = None;
+    let mut out = Vec::with_capacity(ops.len());
+    for op in ops.iter_mut() {
+        c.execute_batch("SAVEPOINT op")?;
+        let mut left = None;
+        let r = op.apply(c, &mut left);
+        if r.is_ok() {
+            c.execute_batch("RELEASE op")?;
+            if left.is_some() {
+                at_end = left;
+            }
+        } else {
+            // Rolled back alone, and what it left for the end of the group with it.
+            c.execute_batch("ROLLBACK TO op; RELEASE op")?;
+        }
+        out.push(r);
+    }
+    if let Some(end) = at_end {
+        end(c)?;
+    }
+    c.execute_batch("COMMIT")?;
+    Ok(out)
+}
+
+/// Opens the writer's connection: WAL, the store's sync mode, a busy timeout.
+fn open(path: &std::path::Path, sync: SyncMode) -> rusqlite::Result<rusqlite::Connection> {
+    let conn = rusqlite::Connection::open(path)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(
+        None,
+        "synchronous",
+        match sync {
+            SyncMode::Full => "FULL",
+            SyncMode::Normal => "NORMAL",
+        },
+    )?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(conn)
+}
+
+/// Runs `f`, which blocks on SQLite: on a worker of a multi-threaded Tokio runtime inside
+/// `block_in_place` (the runtime hands this worker's other tasks to another thread meanwhile);
+/// elsewhere (a current-thread runtime, a blocking-pool thread) directly.
+fn blocking<R>(f: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
+/// Ends the turn if the writer unwinds mid-group (a panic): the queued operations are dropped
+/// (their callers see the writer gone) and the next caller writes again. Forgotten on the
+/// normal path.
+struct EndTurn<'a>(&'a Writer);
+
+impl EndTurn<'_> {
+    /// The turn was passed on or ended normally: nothing to undo.
+    fn disarm(self) {
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for EndTurn<'_> {
+    fn drop(&mut self) {
+        let mut t = lock(&self.0.turn);
+        t.queue.clear();
+        t.writing = false;
+    }
+}

@@ -1,0 +1,213 @@
+//! The SQLite store's one writer: audit records, share creates and share burns that arrive
+//! together are committed together (one transaction, one signed checkpoint per group), each
+//! operation is answered by its own outcome, and a caller that goes away stalls nothing.
+
+use airlock_store::audit::{AuditKey, AuditLog, AuditRecord, Decision};
+use airlock_store::shares::NewShareRecord;
+use airlock_store::{Store, StoreError};
+use std::time::Duration;
+
+fn rec(i: usize) -> AuditRecord {
+    AuditRecord {
+        ts: chrono::Utc::now().to_rfc3339(),
+        request_id: format!("req-{i}"),
+        agent: "bot".into(),
+        parent_chain: vec![],
+        tool: "query_db".into(),
+        handle: Some("DB".into()),
+        arguments: serde_json::json!({"query": format!("SELECT {i}")}),
+        decision: Decision::Allow,
+        code: None,
+        outcome: "ok".into(),
+        result_bytes: 10,
+        redactions: 0,
+        duration_us: 5,
+        policies: vec![],
+        approval: None,
+        peer: None,
+        sandbox: None,
+    }
+}
+
+/// A 22-character share id from `n`.
+fn id(n: usize) -> String {
+    format!("{n:0>22}")
+}
+
+fn share(id: &str, views: u32) -> NewShareRecord<'_> {
+    NewShareRecord {
+        id,
+        ciphertext: b"ciphertext-bytes",
+        proof_hash: &[7; 32],
+        expires_at: chrono::Utc::now().timestamp() + 3600,
+        views,
+        creator: None,
+        recipient: None,
+    }
+}
+
+async fn setup() -> (tempfile::TempDir, Store, AuditLog, Vec<u8>) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).await.unwrap();
+    let key = AuditKey::create(dir.path()).unwrap();
+    let public = key.public_key();
+    let log = AuditLog::start(store.clone(), key);
+    (dir, store, log, public)
+}
+
+async fn count(store: &Store, sql: &str) -> i64 {
+    let (n,): (i64,) = sqlx::query_as(sql).fetch_one(store.pool().unwrap()).await.unwrap();
+    n
+}
+
+/// Holds the store's write lock from another connection until `release` is dropped, so that
+/// everything submitted meanwhile queues behind the first operation.
+async fn hold_write_lock(store: &Store) -> tokio::sync::oneshot::Sender<()> {
+    let (release, released) = tokio::sync::oneshot::channel::<()>();
+    let (locked, is_locked) = tokio::sync::oneshot::channel();
+    let pool = store.pool().unwrap().clone();
+    tokio::spawn(async move {
+        let mut conn = pool.acquire().await.unwrap();
+        sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await.unwrap();
+        locked.send(()).unwrap();
+        let _ = released.await;
+        sqlx::query("ROLLBACK").execute(&mut *conn).await.unwrap();
+    });
+    is_locked.await.unwrap();
+    release
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn operations_that_arrive_together_commit_as_one_group_with_one_checkpoint() {
+    let (_dir, store, log, public) = setup().await;
+    let release = hold_write_lock(&store).await;
+    let mut tasks = Vec::new();
+    for i in 0..64 {
+        let log = log.clone();
+        tasks.push(tokio::spawn(async move { log.append(rec(i)).await.unwrap() }));
+    }
+    // The first caller waits on the lock holding the writer's turn; the other 63 queue.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(release);
+    let mut seqs = Vec::new();
+    for t in tasks {
+        seqs.push(t.await.unwrap());
+    }
+    seqs.sort();
+    assert_eq!(seqs, (1..=64).collect::<Vec<i64>>(), "every record a place in the chain, none twice");
+    assert_eq!(count(&store, "SELECT count(*) FROM audit_checkpoints").await, 2, "one group of 1, then one group of 63: one signature each");
+    let report = store.verify_audit(&public).await.unwrap();
+    assert!(report.ok(), "{report:?}");
+    assert_eq!(report.records, 64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn each_operation_in_a_group_gets_its_own_outcome() {
+    let (_dir, store, log, public) = setup().await;
+    for s in 0..8 {
+        store.create_share(&share(&id(s), 3)).await.unwrap();
+    }
+    let release = hold_write_lock(&store).await;
+    let mut consumes = Vec::new();
+    let mut wrong = Vec::new();
+    let mut dupes = Vec::new();
+    let mut appends = Vec::new();
+    for s in 0..8 {
+        for _ in 0..5 {
+            let st = store.clone();
+            consumes.push((s, tokio::spawn(async move { st.consume_share(&id(s), &[7; 32]).await.unwrap() })));
+        }
+        let st = store.clone();
+        wrong.push(tokio::spawn(async move { st.consume_share(&id(s), &[8; 32]).await.unwrap() }));
+        let st = store.clone();
+        dupes.push(tokio::spawn(async move { st.create_share(&share(&id(s), 1)).await }));
+        let st = store.clone();
+        // New shares in the same groups succeed next to the conflicts.
+        dupes.push(tokio::spawn(async move { st.create_share(&share(&id(100 + s), 1)).await }));
+        let log = log.clone();
+        appends.push(tokio::spawn(async move { log.append(rec(s)).await.unwrap() }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(release);
+    let mut per_share = [0u32; 8];
+    for (s, t) in consumes {
+        if let Some(c) = t.await.unwrap() {
+            per_share[s] += 1;
+            assert_eq!(c.ciphertext, b"ciphertext-bytes");
+        }
+    }
+    assert_eq!(per_share, [3; 8], "exactly as many burns as views, in groups too");
+    for t in wrong {
+        assert!(t.await.unwrap().is_none(), "a wrong proof burns nothing");
+    }
+    let mut conflicts = 0;
+    let mut created = 0;
+    for t in dupes {
+        match t.await.unwrap() {
+            Err(StoreError::Conflict(_)) => conflicts += 1,
+            Ok(()) => created += 1,
+            Err(e) => panic!("unexpected {e}"),
+        }
+    }
+    assert_eq!((conflicts, created), (8, 8), "a taken id fails alone; the rest of its group is written");
+    for s in 0..8 {
+        assert_eq!(store.share_views_left(&id(100 + s)).await.unwrap(), Some(1));
+    }
+    let mut seqs = Vec::new();
+    for t in appends {
+        seqs.push(t.await.unwrap());
+    }
+    seqs.sort();
+    assert_eq!(seqs, (1..=8).collect::<Vec<i64>>());
+    assert!(store.verify_audit(&public).await.unwrap().ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn callers_that_go_away_lose_no_record_and_stall_no_one() {
+    let (_dir, store, log, public) = setup().await;
+    let release = hold_write_lock(&store).await;
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let log = log.clone();
+        tasks.push(tokio::spawn(async move { log.append(rec(i)).await.unwrap() }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Every other caller goes away while its record waits in the queue (the first one holds the
+    // turn inside SQLite's busy wait and cannot be cancelled there).
+    for t in tasks.iter().skip(1).step_by(2) {
+        t.abort();
+    }
+    drop(release);
+    let mut answered = 0;
+    for t in tasks {
+        if t.await.is_ok() {
+            answered += 1;
+        }
+    }
+    assert!(answered >= 20, "the callers still there are answered ({answered})");
+    // The writer's turn ended: a new caller is written at once, not stuck behind the gone ones.
+    let seq = tokio::time::timeout(Duration::from_secs(10), log.append(rec(99))).await.expect("the writer is not stalled").unwrap();
+    assert_eq!(seq, 41, "the records of callers that went away were written too, in order");
+    let report = store.verify_audit(&public).await.unwrap();
+    assert!(report.ok(), "{report:?}");
+    assert_eq!(report.records, 41);
+}
+
+/// A current-thread runtime (no `block_in_place` there): the caller writes inline, and what
+/// queues meanwhile still gets written.
+#[tokio::test]
+async fn a_current_thread_runtime_writes_inline() {
+    let (_dir, store, log, public) = setup().await;
+    let mut tasks = Vec::new();
+    for i in 0..32 {
+        let log = log.clone();
+        tasks.push(tokio::spawn(async move { log.append(rec(i)).await.unwrap() }));
+    }
+    let mut seqs = Vec::new();
+    for t in tasks {
+        seqs.push(t.await.unwrap());
+    }
+    seqs.sort();
+    assert_eq!(seqs, (1..=32).collect::<Vec<i64>>());
+    assert!(store.verify_audit(&public).await.unwrap().ok());
+}
