@@ -613,12 +613,27 @@ fn scan(bytes: &[u8], seps: &[u64]) -> Candidates {
         let zero = has_byte(m, 0);
         let every3 = has_byte(m, 0x49) | has_byte(m, 0x92);
         let every2 = has_byte(m, 0x55) | has_byte(m, 0xaa);
-        let mut visit = zero | every3 | every2;
+        // The same words shifted by half a word (bytes 8j+4 .. 8j+12): a run of 11 or more
+        // class bytes holds a whole word at one of the two phases, so no run of
+        // [`MIN_BLOCK_RUN`] escapes by where it starts (at one phase alone, a run of up to 14
+        // could fall across two words that each hold a blank).
+        let next = seps.get(k + 1).copied().unwrap_or(u64::MAX);
+        let half = has_byte((m >> 4) | (next << 60), 0);
+        let mut visit = zero | every3 | every2 | half;
         while visit != 0 {
             let j = (visit.trailing_zeros() / 8) as usize;
+            let bit = visit & visit.wrapping_neg();
             visit &= visit - 1;
             let i = k * 64 + j * 8;
-            if i + 8 > bytes.len() {
+            if half & bit != 0 {
+                // After the word at 8j (below) in position order, but its run is found from
+                // either: `ends.block` keeps it recorded once.
+                let h = i + 4;
+                if (zero | every3 | every2) & bit == 0 && h + 8 <= bytes.len() {
+                    half_word(bytes, seps, h, &mut c, &mut ends);
+                }
+            }
+            if (zero | every3 | every2) & bit == 0 || i + 8 > bytes.len() {
                 continue;
             }
             let lw = (m >> (8 * j)) as u8;
@@ -660,9 +675,21 @@ fn scan(bytes: &[u8], seps: &[u64]) -> Candidates {
                     }
                 }
             }
+            if half & bit != 0 && i + 12 <= bytes.len() {
+                half_word(bytes, seps, i + 4, &mut c, &mut ends);
+            }
         }
     }
     c
+}
+
+/// The block test of [`scan`] on the whitespace-free word at `h` (a half-word phase).
+#[inline(always)]
+fn half_word(bytes: &[u8], seps: &[u64], h: usize, c: &mut Candidates, ends: &mut RunEnds) {
+    let v = u64::from_le_bytes(bytes[h..h + 8].try_into().unwrap_or([0; 8]));
+    if h >= ends.block && is_cls_word(v) && may_be_long(bytes, seps, h) && long_enough(bytes, h) {
+        scan_word(bytes, h, WordClass { all_cls: true, s3: false }, c, ends);
+    }
 }
 
 /// A necessary condition for [`long_enough`], from the whitespace masks alone: the run of

@@ -697,3 +697,23 @@ fn t04_deep_nesting_within_the_documented_depth_is_found() {
     let (out, n) = s.scrub_str(&text);
     assert_eq!((out.as_ref(), n), ("v=[REDACTED:API];", 1), "5-deep base64");
 }
+
+/// An encoded run of 12 to 16 characters that only decoding can find (base64 of a partly
+/// quoted-printable secret, which no precomputed variant covers) is found wherever it starts:
+/// the block scan looks at words at two phases half a word apart, so no start position lets a
+/// run fall across two words that each hold a blank.
+#[test]
+fn t04_short_encoded_runs_are_found_at_every_alignment() {
+    for secret in ["!!!!!!!!", "hunter2!x", "pa55w0rd-Z"] {
+        let s = scrubber_for(secret);
+        // `=XX` for the first byte, the rest as it is: quoted-printable that decodes to the secret.
+        let qp = format!("={:02X}{}", secret.as_bytes()[0], &secret[1..]);
+        for enc in [STANDARD.encode(&qp), URL_SAFE_NO_PAD.encode(&qp)] {
+            for lead in 0..24 {
+                let text = format!("{} {enc} tail", "a".repeat(lead));
+                let (out, n) = s.scrub_str(&text);
+                assert!(n >= 1 && !out.contains(&enc), "{secret:?} as {enc:?} after {lead} bytes: {out:?}");
+            }
+        }
+    }
+}
