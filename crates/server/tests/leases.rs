@@ -479,3 +479,58 @@ async fn t15_mariadb_lease_is_a_real_user() {
     assert!(my_users(&inst).await.is_empty());
     assert!(sqlx::query("SELECT 1").execute(&mut c).await.is_err(), "the user's session survived revocation");
 }
+
+/// The admin sessions of the test's own credential (its `application_name` is unique).
+async fn admin_pids(app: &str) -> Vec<i32> {
+    let mut c = sqlx::PgConnection::connect(PG).await.unwrap();
+    sqlx::query_scalar("SELECT pid FROM pg_stat_activity WHERE application_name = $1 AND usename = 'postgres' ORDER BY pid")
+        .bind(app)
+        .fetch_all(&mut c)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn t15_lease_operations_reuse_one_admin_session_and_survive_its_loss() {
+    if !reachable("127.0.0.1:5432", "PostgreSQL").await {
+        return;
+    }
+    let e = setup("kept", true, false).await;
+    let f = &e.f;
+    let inst = f.broker.installation().to_owned();
+    // A credential of this test alone: the kept admin session is found by its application name.
+    let app = format!("airlock_kept_{}", std::process::id());
+    vault(f).put("PGL", &Secret::from_str_value(&format!("{PG}?application_name={app}"))).await.unwrap();
+    f.broker.refresh().await.unwrap();
+
+    let issue = || async {
+        let (s, v) = post(f, &e.leaser, "/v1/leases", lease_body("PGL", "read_only", 60, &[&e.ta])).await;
+        assert_eq!(s, 200, "{v}");
+        v["result"]["lease_id"].as_str().unwrap().to_owned()
+    };
+    let first = issue().await;
+    let kept = admin_pids(&app).await;
+    assert_eq!(kept.len(), 1, "one admin session is kept after the issue: {kept:?}");
+    let (s, v) = delete(f, &e.leaser, &format!("/v1/leases/{first}")).await;
+    assert_eq!((s, &v["result"]["status"]), (200, &json!("revoked")), "{v}");
+    let second = issue().await;
+    assert_eq!(admin_pids(&app).await, kept, "the revoke and the next issue ran on the kept session");
+    assert_eq!(pg_roles(&inst).await.len(), 1);
+
+    // The kept session dies (a server restart, an idle timeout): the next operation connects anew.
+    let mut c = sqlx::PgConnection::connect(PG).await.unwrap();
+    sqlx::query("SELECT pg_terminate_backend($1)").bind(kept[0]).execute(&mut c).await.unwrap();
+    let (s, v) = delete(f, &e.leaser, &format!("/v1/leases/{second}")).await;
+    assert_eq!((s, &v["result"]["status"]), (200, &json!("revoked")), "{v}");
+    assert!(pg_roles(&inst).await.is_empty(), "the revoke went through on a new session");
+    let now = admin_pids(&app).await;
+    assert_eq!(now.len(), 1, "{now:?}");
+    assert_ne!(now, kept);
+
+    // A rotated credential is a different key: the old session is not used for it.
+    vault(f).put("PGL", &Secret::from_str_value(&format!("{PG}?application_name={app}_2"))).await.unwrap();
+    f.broker.refresh().await.unwrap();
+    let _third = issue().await;
+    assert_eq!(admin_pids(&format!("{app}_2")).await.len(), 1);
+    assert_eq!(admin_pids(&app).await, now, "the old credential's session was not used");
+}

@@ -287,6 +287,78 @@ enum Admin {
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long an admin connection is kept unused for the next lease operation.
+const KEEP_IDLE: Duration = Duration::from_secs(60);
+/// At most this many idle admin connections per credential.
+const KEEP_PER_CREDENTIAL: usize = 2;
+
+/// Admin connections kept between lease operations, so that issuing and revoking a lease do not
+/// each open (and authenticate) a new connection. Keyed by the SHA-256 of the admin URL (server,
+/// database, user and credential; never the URL itself), so a rotated credential never reuses a
+/// session of the old one. A kept connection is reset and checked with one round trip before
+/// reuse (on PostgreSQL [`PG_RESET`], which drops whatever session state a custom statement set;
+/// a ping on MySQL, whose connections are kept only after the default statements, which set
+/// none). A connection whose operation failed is closed, never kept; one unused for
+/// [`KEEP_IDLE`] is dropped when next looked at.
+struct Kept {
+    conn: Admin,
+    since: std::time::Instant,
+}
+
+type KeptMap = std::collections::HashMap<[u8; 32], Vec<Kept>>;
+
+fn kept() -> std::sync::MutexGuard<'static, KeptMap> {
+    static KEPT: std::sync::OnceLock<std::sync::Mutex<KeptMap>> = std::sync::OnceLock::new();
+    KEPT.get_or_init(Default::default).lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// `DISCARD ALL` but for its `DEALLOCATE ALL` and `DISCARD PLANS`: the driver's own prepared
+/// statements stay valid (it would otherwise use statements the server dropped), everything a
+/// statement may have changed in the session goes.
+const PG_RESET: &str = "CLOSE ALL; SET SESSION AUTHORIZATION DEFAULT; RESET ALL; UNLISTEN *; \
+     SELECT pg_advisory_unlock_all(); DISCARD TEMP; DISCARD SEQUENCES";
+
+/// The key of an admin URL in [`kept`].
+fn credential_key(url: &url::Url) -> [u8; 32] {
+    let d = digest::digest(&digest::SHA256, url.as_str().as_bytes());
+    d.as_ref().try_into().expect("SHA-256 is 32 bytes")
+}
+
+/// An admin connection for `url`: a kept one that answers its reset, else a new one.
+async fn checkout(kind: HandleKind, url: &url::Url) -> Result<Admin, LeaseError> {
+    let key = credential_key(url);
+    loop {
+        let Some(k) = kept().get_mut(&key).and_then(Vec::pop) else { break };
+        if k.since.elapsed() > KEEP_IDLE {
+            continue;
+        }
+        let mut conn = k.conn;
+        let ok = match &mut conn {
+            Admin::Pg(c) => c.execute(sqlx::raw_sql(PG_RESET)).await.is_ok(),
+            Admin::My(c) => c.ping().await.is_ok(),
+        };
+        if ok {
+            return Ok(conn);
+        }
+    }
+    connect(kind, url).await
+}
+
+/// Returns an admin connection after an operation: kept when `reusable` (the operation
+/// succeeded; on MySQL with the default statements too), else closed.
+async fn check_in(url: &url::Url, conn: Admin, reusable: bool) {
+    if !reusable {
+        conn.close().await;
+        return;
+    }
+    let mut map = kept();
+    let list = map.entry(credential_key(url)).or_default();
+    list.retain(|k| k.since.elapsed() <= KEEP_IDLE);
+    if list.len() < KEEP_PER_CREDENTIAL {
+        list.push(Kept { conn, since: std::time::Instant::now() });
+    }
+}
+
 /// One lock per database server and database: GRANT and DROP OWNED on one database update the
 /// same catalog row, and PostgreSQL fails concurrent updates of it ("tuple concurrently
 /// updated"). Within a process they queue here; across processes the retries cover it.
@@ -394,7 +466,7 @@ pub async fn create_role(handle: &Handle, policy: &LeasePolicy, admin: &Secret, 
     let secret = lease_secret(db, &url, spec.name, &password)?;
     let lock = ddl_lock(&url);
     let _guard = lock.lock().await;
-    let mut conn = connect(handle.kind, &url).await?;
+    let mut conn = checkout(handle.kind, &url).await?;
     let mut attempt = 0;
     loop {
         match conn.run(&stmts).await {
@@ -404,15 +476,21 @@ pub async fn create_role(handle: &Handle, policy: &LeasePolicy, admin: &Secret, 
                 let _ = drop_role_on(&mut conn, handle.kind, policy, spec.name, &database).await;
                 attempt += 1;
                 if !retryable(&e) || attempt >= RETRIES {
-                    conn.close().await;
+                    check_in(&url, conn, false).await;
                     return Err(e);
                 }
                 tokio::time::sleep(Duration::from_millis(10 * attempt as u64)).await;
             }
         }
     }
-    conn.close().await;
+    check_in(&url, conn, keepable(handle.kind, policy)).await;
     Ok(secret)
+}
+
+/// Whether an admin connection may be kept after this policy's statements ran: always on
+/// PostgreSQL (reset before reuse), on MySQL only after the default statements.
+fn keepable(kind: HandleKind, policy: &LeasePolicy) -> bool {
+    kind == HandleKind::Postgres || (policy.creation_statements.is_none() && policy.revocation_statements.is_none())
 }
 
 /// Attempts at a statement list that lost a race.
@@ -459,9 +537,9 @@ pub async fn drop_role(handle: &Handle, policy: &LeasePolicy, admin: &Secret, na
     let database = database_name(&url)?;
     let lock = ddl_lock(&url);
     let _guard = lock.lock().await;
-    let mut conn = connect(handle.kind, &url).await?;
+    let mut conn = checkout(handle.kind, &url).await?;
     let r = drop_role_on(&mut conn, handle.kind, policy, name, &database).await;
-    conn.close().await;
+    check_in(&url, conn, r.is_ok() && keepable(handle.kind, policy)).await;
     r
 }
 
