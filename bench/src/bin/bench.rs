@@ -11,7 +11,12 @@
 //! (e) the same `http_request` as an MCP `tools/call` over streamable HTTP against REST;
 //! (f) the same call as an MCP `tools/call` through the thin stdio client (`airlock mcp`, what an
 //!     MCP host launches: stdio → the broker's Unix socket → the session in the broker) against
-//!     REST, sequentially.
+//!     REST, sequentially;
+//! (g) with `-- footprint` alone: the cold start of `airlock serve` to its first answered call,
+//!     and its resident memory idle, after 10,000 calls and after 200,000 calls.
+//!
+//! Each store sync mode's section starts with the fsync of this machine (a 4 KiB write and
+//! `fdatasync` in the store's directory, p50), the floor of a durable commit with `sync = full`.
 //!
 //! The broker runs as its own process (`airlock serve`, the release binary next to this one); the
 //! upstream and the load generator run here. Run: `cargo build --release -p airlock && cargo run
@@ -55,6 +60,9 @@ async fn upstream() -> Result<std::net::SocketAddr> {
 async fn main() -> Result<()> {
     if std::env::args().nth(1).as_deref() == Some("thin-mcp") {
         return thin_mcp_only().await;
+    }
+    if std::env::args().nth(1).as_deref() == Some("footprint") {
+        return footprint().await;
     }
     if std::env::args().nth(1).as_deref() == Some("compare") {
         let other = std::env::args().nth(2).context("usage: airlock-bench compare OTHER_AIRLOCK_BINARY")?;
@@ -109,6 +117,10 @@ async fn main() -> Result<()> {
     let mut direct_stats: Vec<Stats> = Vec::new();
     for sync in ["full", "normal"] {
         let broker = Broker::start(up_addr, sync).await?;
+        if sync == "full" {
+            let f = fsync_p50(broker.dir.path())?;
+            println!("\nfsync of this machine (4 KiB write + fdatasync in the store's directory, 200 times): p50 {}", us(f));
+        }
         let brokered = broker.invoke("http_request", ping_args());
         let select1 = broker.invoke("query_db", serde_json::json!({"credential_handle": "DB", "query": "SELECT 1"}));
         println!("\n--- store sync = {sync} ({}) ---", if sync == "full" { "every audit commit fsynced: survives power loss" } else { "fsync at checkpoints: survives kill -9, not an OS crash" });
@@ -175,6 +187,77 @@ async fn main() -> Result<()> {
     Ok(())
 }
 
+/// The p50 of a 4 KiB write followed by `fdatasync`, 200 times, in a file in `dir`.
+fn fsync_p50(dir: &std::path::Path) -> Result<f64> {
+    use std::io::Write;
+    let mut f = std::fs::File::create(dir.join("fsync-probe"))?;
+    let block = [0x5au8; 4096];
+    let mut times = Vec::with_capacity(200);
+    for _ in 0..200 {
+        let t0 = Instant::now();
+        f.write_all(&block)?;
+        f.sync_data()?;
+        times.push(t0.elapsed());
+    }
+    Ok(Latencies::from_durations(times).p50())
+}
+
+/// `airlock-bench footprint`: (g) five cold starts of `airlock serve` (process spawned to the
+/// first `http_request` answered, polled every millisecond; median and spread), then one broker's
+/// resident memory (`VmRSS`) idle, after 10,000 calls and after 200,000 calls of that
+/// `http_request` at concurrency 32 (`sync = normal`).
+async fn footprint() -> Result<()> {
+    let up_addr = upstream().await?;
+    let b = Broker::start(up_addr, "normal").await?;
+    let target = b.invoke("http_request", ping_args());
+    let cfg = b.dir.path().join("airlock.toml");
+    drop(b.proc);
+    println!("(g) cold start of `airlock serve` to its first answered call (http_request), 5 starts");
+    let client = reqwest::Client::builder().pool_max_idle_per_host(0).build()?;
+    let mut starts = Vec::new();
+    for _ in 0..5 {
+        let t0 = Instant::now();
+        let proc = Proc(b.airlock.command(&cfg).arg("serve").env("RUST_LOG", "error").stdout(Stdio::null()).spawn()?);
+        loop {
+            if target.send(&client).await.is_ok() {
+                break;
+            }
+            anyhow::ensure!(t0.elapsed() < Duration::from_secs(15), "airlock serve did not answer within 15 s");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        starts.push(t0.elapsed());
+        drop(proc);
+        // The socket file and the port are free again before the next start.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut ms: Vec<f64> = starts.iter().map(|d| d.as_secs_f64() * 1e3).collect();
+    ms.sort_by(f64::total_cmp);
+    println!("  median {:.1} ms ({:.1} to {:.1})", ms[2], ms[0], ms[4]);
+
+    let proc = b.airlock.serve(&cfg, &b.base).await?;
+    let pid = proc.0.id();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    println!("\n(g) resident memory of the broker (VmRSS)");
+    println!("  idle after start: {}", rss(pid)?);
+    let mut calls = 0usize;
+    for milestone in [10_000usize, 200_000] {
+        while calls < milestone {
+            let s = http_load(std::slice::from_ref(&target), 32, Phases { warmup: Duration::ZERO, measure: Duration::from_millis(500) }).await?;
+            anyhow::ensure!(s.errors == 0, "{} calls failed", s.errors);
+            calls += s.latencies.len();
+        }
+        println!("  after {calls} calls: {}", rss(pid)?);
+    }
+    Ok(())
+}
+
+/// The `VmRSS` line of process `pid`.
+fn rss(pid: u32) -> Result<String> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).context("no VmRSS")?;
+    Ok(line.trim_start_matches("VmRSS:").trim().to_owned())
+}
+
 /// `airlock-bench thin-mcp`: only (f), against a broker with `sync = full`.
 async fn thin_mcp_only() -> Result<()> {
     let broker = Broker::start(upstream().await?, "full").await?;
@@ -195,8 +278,8 @@ async fn thin_mcp(broker: &Broker, rest: &Target) -> Result<()> {
 /// local upstream) and `DB` (a SQLite file).
 struct Broker {
     airlock: Airlock,
-    _proc: Proc,
-    _dir: tempfile::TempDir,
+    proc: Proc,
+    dir: tempfile::TempDir,
     base: String,
     socket: PathBuf,
     agent_token: String,
@@ -283,7 +366,7 @@ grants = [{{ handle = "API", tools = ["http_request"] }}, {{ handle = "DB", tool
         let base = format!("http://127.0.0.1:{port}");
         let proc = airlock.serve(&cfg, &base).await?;
         let socket = dir.path().join("airlock.sock");
-        Ok(Broker { airlock, _proc: proc, _dir: dir, base, socket, agent_token })
+        Ok(Broker { airlock, proc, dir, base, socket, agent_token })
     }
 
     /// `airlock mcp` (the thin client) as an MCP host runs it: one session, then for the

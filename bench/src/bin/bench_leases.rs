@@ -2,10 +2,16 @@
 //! role), run the first query with it, revoke it (role dropped and checked gone). Prints p50/p99 of
 //! the full cycle, sequentially, and the cycles per second sustained at a given concurrency.
 //!
+//! In the same run, when `bao` is on PATH, OpenBao's database secrets engine does the same against
+//! the same PostgreSQL (its built-in `postgresql-database-plugin`, `database/creds/ROLE` then
+//! `sys/leases/revoke`, over its HTTP API): issue and revoke p50, and leases per second at the same
+//! concurrency.
+//!
 //! `cargo run --release -p airlock-bench --bin airlock-bench-leases -- [postgres://admin@host/db]
 //! [concurrency] [seconds]` (default `postgres://postgres@127.0.0.1:5432/test`, 8, 10).
 #![forbid(unsafe_code)]
 
+use airlock_bench::bao::{self, Bao};
 use airlock_bench::load::Latencies;
 use airlock_bench::scratch::Scratch;
 use airlock_core::Secret;
@@ -70,13 +76,16 @@ async fn main() -> Result<()> {
         cycle(&broker, &caller, &table).await?;
     }
     let mut samples: [Vec<Duration>; 4] = Default::default();
+    let mut issue_revoke = Vec::new();
     for _ in 0..200 {
         let p = cycle_phases(&broker, &caller, &table).await?;
+        issue_revoke.push(p[1] + p[3]);
         for (v, d) in samples.iter_mut().zip(p) {
             v.push(d);
         }
     }
     let phases = samples.map(Latencies::from_durations);
+    let issue_revoke = Latencies::from_durations(issue_revoke);
     println!(
         "lease cycle (issue + first query + revoke), sequential, 200 cycles: p50 {:.2} ms, p99 {:.2} ms \
          (p50 issue {:.2} ms, first query {:.2} ms, revoke {:.2} ms)",
@@ -86,6 +95,7 @@ async fn main() -> Result<()> {
         ms(phases[2].p50()),
         ms(phases[3].p50())
     );
+    println!("airlock issue + revoke (without the first query): p50 {:.2} ms", ms(issue_revoke.p50()));
 
     let deadline = Instant::now() + Duration::from_secs(secs);
     let mut tasks = Vec::new();
@@ -118,6 +128,115 @@ async fn main() -> Result<()> {
         .fetch_one(&mut admin)
         .await?;
     println!("roles left behind: {left}");
+
+    match Bao::start().await? {
+        None => println!("OpenBao: skipped, {}", bao::MISSING),
+        Some(bao) => openbao(&bao, &dsn, &table, conc, secs, issue_revoke.p50()).await?,
+    }
     sqlx::raw_sql(&format!("DROP TABLE {table}")).execute(&mut admin).await?;
     Ok(())
+}
+
+/// OpenBao's database secrets engine against the same PostgreSQL: a role with the same grants as
+/// airlock's default statements, then 200 sequential issue + revoke pairs and `conc` concurrent
+/// loops for `secs` seconds.
+async fn openbao(bao: &Bao, dsn: &str, table: &str, conc: usize, secs: u64, airlock_p50: f64) -> Result<()> {
+    use reqwest::Method;
+    let u = url::Url::parse(dsn)?;
+    let (host, port, db, user) = (u.host_str().unwrap_or("127.0.0.1"), u.port().unwrap_or(5432), u.path().trim_start_matches('/'), u.username());
+    let password = u.password().unwrap_or("unused");
+    bao.call(Method::POST, "sys/mounts/database", Some(json!({"type": "database"}))).await?;
+    bao.call(
+        Method::POST,
+        "database/config/pg",
+        Some(json!({
+            "plugin_name": "postgresql-database-plugin",
+            "connection_url": format!("postgresql://{{{{username}}}}:{{{{password}}}}@{host}:{port}/{db}?sslmode=disable"),
+            "username": user,
+            "password": password,
+            "allowed_roles": "ro",
+            "verify_connection": true,
+        })),
+    )
+    .await?;
+    bao.call(
+        Method::POST,
+        "database/roles/ro",
+        Some(json!({
+            "db_name": "pg",
+            "creation_statements": [
+                "CREATE ROLE \"{{name}}\" LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}';",
+                format!("GRANT CONNECT ON DATABASE \"{db}\" TO \"{{{{name}}}}\";"),
+                "GRANT USAGE ON SCHEMA public TO \"{{name}}\";",
+                format!("GRANT SELECT ON {table} TO \"{{{{name}}}}\";"),
+            ],
+            "revocation_statements": [
+                "ALTER ROLE \"{{name}}\" NOLOGIN;",
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{{name}}';",
+                "REASSIGN OWNED BY \"{{name}}\" TO CURRENT_USER;",
+                "DROP OWNED BY \"{{name}}\";",
+                "DROP ROLE IF EXISTS \"{{name}}\";",
+            ],
+            "default_ttl": "60s",
+            "max_ttl": "600s",
+        })),
+    )
+    .await?;
+    let http = reqwest::Client::new();
+    for _ in 0..5 {
+        bao_pair(&http, &bao.addr).await?;
+    }
+    let (mut issue, mut revoke, mut both) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..200 {
+        let (i, r) = bao_pair(&http, &bao.addr).await?;
+        issue.push(i);
+        revoke.push(r);
+        both.push(i + r);
+    }
+    let (issue, revoke, both) = (Latencies::from_durations(issue), Latencies::from_durations(revoke), Latencies::from_durations(both));
+    println!(
+        "OpenBao database engine, sequential, 200 pairs: issue + revoke p50 {:.2} ms (issue {:.2} ms, revoke {:.2} ms); airlock / OpenBao = {:.2}",
+        ms(both.p50()),
+        ms(issue.p50()),
+        ms(revoke.p50()),
+        airlock_p50 / both.p50()
+    );
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let start = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..conc {
+        let (http, addr) = (http.clone(), bao.addr.clone());
+        tasks.spawn(async move {
+            let mut done = 0usize;
+            while Instant::now() < deadline {
+                bao_pair(&http, &addr).await?;
+                done += 1;
+            }
+            Ok::<_, anyhow::Error>(done)
+        });
+    }
+    let mut n = 0usize;
+    while let Some(r) = tasks.join_next().await {
+        n += r??;
+    }
+    println!("OpenBao database engine, concurrency {conc}, {secs} s: {:.0} leases/s sustained (issue + revoke)", n as f64 / start.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// One OpenBao dynamic credential issued (`database/creds/ro`) and revoked (`sys/leases/revoke`,
+/// synchronous): the time of each.
+async fn bao_pair(http: &reqwest::Client, addr: &str) -> Result<(Duration, Duration)> {
+    let t = Instant::now();
+    let v: serde_json::Value =
+        http.get(format!("{addr}/v1/database/creds/ro")).header("X-Vault-Token", bao::ROOT).send().await?.error_for_status()?.json().await?;
+    let issued = t.elapsed();
+    let lease = v["lease_id"].as_str().context("no lease_id")?.to_owned();
+    let t = Instant::now();
+    http.put(format!("{addr}/v1/sys/leases/revoke"))
+        .header("X-Vault-Token", bao::ROOT)
+        .json(&json!({"lease_id": lease}))
+        .send()
+        .await?
+        .error_for_status()?;
+    Ok((issued, t.elapsed()))
 }
