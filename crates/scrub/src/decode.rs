@@ -8,7 +8,7 @@
 //!
 //! | scanner | finds | decoded as | a hit redacts |
 //! |---|---|---|---|
-//! | the whitespace masks the normalisation trigger computes anyway (one bit per byte, 64 bytes per step), then an exact SWAR class test on each whitespace-free aligned 8-byte word: all bytes in `[A-Za-z0-9+,-./:_]` (a superset) | runs of ≥ [`MIN_BLOCK_RUN`] encoded-looking bytes, line breaks allowed inside | base64 (both alphabets, 4 character offsets), base32 (8 offsets, any case), hex (2 offsets) | the whole encoded run |
+//! | the whitespace masks the normalisation trigger computes anyway (one bit per byte, 64 bytes per step), then an exact SWAR class test on each whitespace-free 8-byte word at offsets 0 and 4 mod 8 (a run of 11 holds one wherever it starts): all bytes in `[A-Za-z0-9+,-./:_]` (a superset) | runs of ≥ [`MIN_BLOCK_RUN`] encoded-looking bytes, line breaks allowed inside | base64 (both alphabets, 4 character offsets), base32 (8 offsets, any case), hex (2 offsets) | the whole encoded run |
 //! | a whitespace-free word whose even (or odd) bytes are equal | `s-e-c-r-e-t`: one non-blank separator from [`SEPARATORS`] between every character | the characters alone | the separated run's covering range |
 //! | inside class runs | `de:ad:be:ef`: one non-blank separator between every hex pair | the bytes the pairs stand for | the covering range |
 //! | SWAR: the bytes below `+` of a word are exactly every third one | `de ad be ef` (blank separators) | the bytes the pairs stand for | the covering range |
