@@ -13,11 +13,7 @@ use std::sync::{Arc, RwLock};
 
 struct KnownSecrets {
     scrubber: Arc<Scrubber>,
-    /// The store's secrets generation the last full rebuild read.
     generation: String,
-    /// What the scrubber was built from, so that one new value (a lease's, a rotated one) is
-    /// added without reading and opening every stored secret again.
-    values: Arc<Vec<(HandleName, Secret)>>,
 }
 
 /// The secret backends and the scrubber of every value they hold.
@@ -31,11 +27,7 @@ impl Secrets {
     pub(crate) fn new(vault: Vault) -> Secrets {
         Secrets {
             vault,
-            known: RwLock::new(Arc::new(KnownSecrets {
-                scrubber: Arc::new(Scrubber::empty()),
-                generation: String::new(),
-                values: Arc::new(Vec::new()),
-            })),
+            known: RwLock::new(Arc::new(KnownSecrets { scrubber: Arc::new(Scrubber::empty()), generation: String::new() })),
             rebuild: tokio::sync::Mutex::new(()),
         }
     }
@@ -55,44 +47,10 @@ impl Broker {
     }
 
     /// As [`Broker::rebuild_scrubber`], also covering `extra` (a value just resolved from a
-    /// backend that may have changed since the last rebuild). With `extra`, the scrubber is
-    /// rebuilt from the values it was built with plus `extra`, without reading the store; the
-    /// generation stays that of the last full rebuild, so the next [`Broker::refresh`] still
-    /// catches up with whatever else changed in the store.
+    /// backend that may have changed since the last rebuild).
     async fn rebuild_scrubber_with(&self, extra: Option<(HandleName, Secret)>) -> Result<(), BrokerError> {
         let _guard = self.secrets.rebuild.lock().await;
-        let current = self.secrets.known.read().unwrap_or_else(|p| p.into_inner()).clone();
-        let (generation, labelled) = match extra {
-            Some((label, s)) => {
-                if current.scrubber.knows(&label, &s) {
-                    // Added by the rebuild this one waited for.
-                    return Ok(());
-                }
-                let mut labelled = current.values.as_ref().clone();
-                self.push_known(&label.to_string(), label, s, &mut labelled);
-                (current.generation.clone(), labelled)
-            }
-            None => (self.store.secrets_generation().await?, self.read_all_secrets().await?),
-        };
-        let labelled = Arc::new(labelled);
-        let values = Arc::clone(&labelled);
-        let scrubber = tokio::task::spawn_blocking(move || {
-            let mut b = ScrubberBuilder::new();
-            for (l, s) in labelled.iter() {
-                b.add_secret(l, s);
-            }
-            b.build()
-        })
-        .await
-        .expect("scrubber build does not panic");
-        *self.secrets.known.write().unwrap_or_else(|p| p.into_inner()) =
-            Arc::new(KnownSecrets { scrubber: Arc::new(scrubber), generation, values });
-        Ok(())
-    }
-
-    /// Every secret the broker holds, labelled: every sealed secret in the local vault and every
-    /// handle's resolvable reference.
-    async fn read_all_secrets(&self) -> Result<Vec<(HandleName, Secret)>, BrokerError> {
+        let generation = self.store.secrets_generation().await?;
         let mut labelled: Vec<(HandleName, Secret)> = Vec::new();
         for (name, _) in self.store.all_sealed().await? {
             let Ok(label) = HandleName::parse(&name) else { continue };
@@ -110,7 +68,21 @@ impl Broker {
                 Err(e) => tracing::warn!(handle = %h.name, error = %e, "secret unavailable; not in the scrubber"),
             }
         }
-        Ok(labelled)
+        if let Some((label, s)) = extra {
+            self.push_known(&label.to_string(), label, s, &mut labelled);
+        }
+        let scrubber = tokio::task::spawn_blocking(move || {
+            let mut b = ScrubberBuilder::new();
+            for (l, s) in &labelled {
+                b.add_secret(l, s);
+            }
+            b.build()
+        })
+        .await
+        .expect("scrubber build does not panic");
+        *self.secrets.known.write().unwrap_or_else(|p| p.into_inner()) =
+            Arc::new(KnownSecrets { scrubber: Arc::new(scrubber), generation });
+        Ok(())
     }
 
     /// Adds a secret to the scrubber's list. An aws secret (the handle's key pair or a lease's
