@@ -7,6 +7,10 @@ use airlock_store::shares::NewShareRecord;
 use airlock_store::{Store, StoreError};
 use std::time::Duration;
 
+/// Long enough for every spawned caller to reach the writer's queue while the store is locked,
+/// even on a loaded machine.
+const QUEUE_UP: Duration = Duration::from_secs(1);
+
 fn rec(i: usize) -> AuditRecord {
     AuditRecord {
         ts: chrono::Utc::now().to_rfc3339(),
@@ -87,7 +91,7 @@ async fn operations_that_arrive_together_commit_as_one_group_with_one_checkpoint
         tasks.push(tokio::spawn(async move { log.append(rec(i)).await.unwrap() }));
     }
     // The first caller waits on the lock holding the writer's turn; the other 63 queue.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    tokio::time::sleep(QUEUE_UP).await;
     drop(release);
     let mut seqs = Vec::new();
     for t in tasks {
@@ -127,7 +131,7 @@ async fn each_operation_in_a_group_gets_its_own_outcome() {
         let log = log.clone();
         appends.push(tokio::spawn(async move { log.append(rec(s)).await.unwrap() }));
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    tokio::time::sleep(QUEUE_UP).await;
     drop(release);
     let mut per_share = [0u32; 8];
     for (s, t) in consumes {
@@ -171,7 +175,7 @@ async fn callers_that_go_away_lose_no_record_and_stall_no_one() {
         let log = log.clone();
         tasks.push(tokio::spawn(async move { log.append(rec(i)).await.unwrap() }));
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    tokio::time::sleep(QUEUE_UP).await;
     // Every other caller goes away while its record waits in the queue (the first one holds the
     // turn inside SQLite's busy wait and cannot be cancelled there).
     for t in tasks.iter().skip(1).step_by(2) {
