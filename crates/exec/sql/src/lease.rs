@@ -293,23 +293,69 @@ const KEEP_IDLE: Duration = Duration::from_secs(60);
 const KEEP_PER_CREDENTIAL: usize = 2;
 
 /// Admin connections kept between lease operations, so that issuing and revoking a lease do not
-/// each open (and authenticate) a new connection. Keyed by the SHA-256 of the admin URL (server,
-/// database, user and credential; never the URL itself), so a rotated credential never reuses a
-/// session of the old one. A kept connection is reset and checked with one round trip before
-/// reuse (on PostgreSQL [`PG_RESET`], which drops whatever session state a custom statement set;
-/// a ping on MySQL, whose connections are kept only after the default statements, which set
-/// none). A connection whose operation failed is closed, never kept; one unused for
+/// each open (and authenticate) a new connection. One value per broker, never process-wide: a
+/// connection belongs to the Tokio runtime that opened it. Keyed by the SHA-256 of the admin URL
+/// (server, database, user and credential; never the URL itself), so a rotated credential never
+/// reuses a session of the old one. A kept connection is reset and checked with one round trip
+/// before reuse (on PostgreSQL [`PG_RESET`], which drops whatever session state a custom
+/// statement set; a ping on MySQL, whose connections are kept only after the default statements,
+/// which set none). A connection whose operation failed is closed, never kept; one unused for
 /// [`KEEP_IDLE`] is dropped when next looked at.
+#[derive(Default)]
+pub struct AdminSessions {
+    kept: std::sync::Mutex<std::collections::HashMap<[u8; 32], Vec<Kept>>>,
+}
+
+impl std::fmt::Debug for AdminSessions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AdminSessions")
+    }
+}
+
 struct Kept {
     conn: Admin,
     since: std::time::Instant,
 }
 
-type KeptMap = std::collections::HashMap<[u8; 32], Vec<Kept>>;
+impl AdminSessions {
+    fn kept(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<[u8; 32], Vec<Kept>>> {
+        self.kept.lock().unwrap_or_else(|p| p.into_inner())
+    }
 
-fn kept() -> std::sync::MutexGuard<'static, KeptMap> {
-    static KEPT: std::sync::OnceLock<std::sync::Mutex<KeptMap>> = std::sync::OnceLock::new();
-    KEPT.get_or_init(Default::default).lock().unwrap_or_else(|p| p.into_inner())
+    /// An admin connection for `url`: a kept one that answers its reset, else a new one.
+    async fn checkout(&self, kind: HandleKind, url: &url::Url) -> Result<Admin, LeaseError> {
+        let key = credential_key(url);
+        loop {
+            let Some(k) = self.kept().get_mut(&key).and_then(Vec::pop) else { break };
+            if k.since.elapsed() > KEEP_IDLE {
+                continue;
+            }
+            let mut conn = k.conn;
+            let ok = match &mut conn {
+                Admin::Pg(c) => c.execute(sqlx::raw_sql(PG_RESET)).await.is_ok(),
+                Admin::My(c) => c.ping().await.is_ok(),
+            };
+            if ok {
+                return Ok(conn);
+            }
+        }
+        connect(kind, url).await
+    }
+
+    /// Returns an admin connection after an operation: kept when `reusable` (the operation
+    /// succeeded; on MySQL with the default statements too), else closed.
+    async fn check_in(&self, url: &url::Url, conn: Admin, reusable: bool) {
+        if !reusable {
+            conn.close().await;
+            return;
+        }
+        let mut map = self.kept();
+        let list = map.entry(credential_key(url)).or_default();
+        list.retain(|k| k.since.elapsed() <= KEEP_IDLE);
+        if list.len() < KEEP_PER_CREDENTIAL {
+            list.push(Kept { conn, since: std::time::Instant::now() });
+        }
+    }
 }
 
 /// `DISCARD ALL` but for its `DEALLOCATE ALL` and `DISCARD PLANS`: the driver's own prepared
@@ -318,46 +364,12 @@ fn kept() -> std::sync::MutexGuard<'static, KeptMap> {
 const PG_RESET: &str = "CLOSE ALL; SET SESSION AUTHORIZATION DEFAULT; RESET ALL; UNLISTEN *; \
      SELECT pg_advisory_unlock_all(); DISCARD TEMP; DISCARD SEQUENCES";
 
-/// The key of an admin URL in [`kept`].
+/// The key of an admin URL in [`AdminSessions`].
 fn credential_key(url: &url::Url) -> [u8; 32] {
     let d = digest::digest(&digest::SHA256, url.as_str().as_bytes());
     d.as_ref().try_into().expect("SHA-256 is 32 bytes")
 }
 
-/// An admin connection for `url`: a kept one that answers its reset, else a new one.
-async fn checkout(kind: HandleKind, url: &url::Url) -> Result<Admin, LeaseError> {
-    let key = credential_key(url);
-    loop {
-        let Some(k) = kept().get_mut(&key).and_then(Vec::pop) else { break };
-        if k.since.elapsed() > KEEP_IDLE {
-            continue;
-        }
-        let mut conn = k.conn;
-        let ok = match &mut conn {
-            Admin::Pg(c) => c.execute(sqlx::raw_sql(PG_RESET)).await.is_ok(),
-            Admin::My(c) => c.ping().await.is_ok(),
-        };
-        if ok {
-            return Ok(conn);
-        }
-    }
-    connect(kind, url).await
-}
-
-/// Returns an admin connection after an operation: kept when `reusable` (the operation
-/// succeeded; on MySQL with the default statements too), else closed.
-async fn check_in(url: &url::Url, conn: Admin, reusable: bool) {
-    if !reusable {
-        conn.close().await;
-        return;
-    }
-    let mut map = kept();
-    let list = map.entry(credential_key(url)).or_default();
-    list.retain(|k| k.since.elapsed() <= KEEP_IDLE);
-    if list.len() < KEEP_PER_CREDENTIAL {
-        list.push(Kept { conn, since: std::time::Instant::now() });
-    }
-}
 
 /// One lock per database server and database: GRANT and DROP OWNED on one database update the
 /// same catalog row, and PostgreSQL fails concurrent updates of it ("tuple concurrently
@@ -445,7 +457,7 @@ impl Admin {
 /// Creates the role of a lease with the handle's admin credential and returns the lease's
 /// secret (a connection URL, or a password when the handle has a `url`). On failure, whatever was
 /// created is dropped again.
-pub async fn create_role(handle: &Handle, policy: &LeasePolicy, admin: &Secret, spec: &RoleSpec<'_>) -> Result<Secret, LeaseError> {
+pub async fn create_role(sessions: &AdminSessions, handle: &Handle, policy: &LeasePolicy, admin: &Secret, spec: &RoleSpec<'_>) -> Result<Secret, LeaseError> {
     let db = handle.database().ok_or(LeaseError::Unsupported("not a database handle"))?;
     let url = admin_url(db, admin)?;
     let database = database_name(&url)?;
@@ -466,7 +478,7 @@ pub async fn create_role(handle: &Handle, policy: &LeasePolicy, admin: &Secret, 
     let secret = lease_secret(db, &url, spec.name, &password)?;
     let lock = ddl_lock(&url);
     let _guard = lock.lock().await;
-    let mut conn = checkout(handle.kind, &url).await?;
+    let mut conn = sessions.checkout(handle.kind, &url).await?;
     let mut attempt = 0;
     loop {
         match conn.run(&stmts).await {
@@ -476,14 +488,14 @@ pub async fn create_role(handle: &Handle, policy: &LeasePolicy, admin: &Secret, 
                 let _ = drop_role_on(&mut conn, handle.kind, policy, spec.name, &database).await;
                 attempt += 1;
                 if !retryable(&e) || attempt >= RETRIES {
-                    check_in(&url, conn, false).await;
+                    sessions.check_in(&url, conn, false).await;
                     return Err(e);
                 }
                 tokio::time::sleep(Duration::from_millis(10 * attempt as u64)).await;
             }
         }
     }
-    check_in(&url, conn, keepable(handle.kind, policy)).await;
+    sessions.check_in(&url, conn, keepable(handle.kind, policy)).await;
     Ok(secret)
 }
 
@@ -531,15 +543,15 @@ async fn drop_role_on(conn: &mut Admin, kind: HandleKind, policy: &LeasePolicy, 
 
 /// Revokes a lease's role: no more logins, its sessions ended, its grants and objects gone, the
 /// role dropped, and checked to be gone. A role that does not exist counts as revoked.
-pub async fn drop_role(handle: &Handle, policy: &LeasePolicy, admin: &Secret, name: &str) -> Result<(), LeaseError> {
+pub async fn drop_role(sessions: &AdminSessions, handle: &Handle, policy: &LeasePolicy, admin: &Secret, name: &str) -> Result<(), LeaseError> {
     let db = handle.database().ok_or(LeaseError::Unsupported("not a database handle"))?;
     let url = admin_url(db, admin)?;
     let database = database_name(&url)?;
     let lock = ddl_lock(&url);
     let _guard = lock.lock().await;
-    let mut conn = checkout(handle.kind, &url).await?;
+    let mut conn = sessions.checkout(handle.kind, &url).await?;
     let r = drop_role_on(&mut conn, handle.kind, policy, name, &database).await;
-    check_in(&url, conn, r.is_ok() && keepable(handle.kind, policy)).await;
+    sessions.check_in(&url, conn, r.is_ok() && keepable(handle.kind, policy)).await;
     r
 }
 

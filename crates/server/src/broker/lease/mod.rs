@@ -74,11 +74,18 @@ pub(crate) struct LeaseState {
     pub(crate) tool_changes: tokio::sync::broadcast::Sender<String>,
     /// Wakes the reaper early (a lease issued with a short TTL, an agent revoked).
     reaper_wake: tokio::sync::Notify,
+    /// Admin connections kept between lease operations.
+    pub(crate) admin_sessions: airlock_exec_sql::lease::AdminSessions,
 }
 
 impl LeaseState {
     pub(crate) fn new(installation: String) -> LeaseState {
-        LeaseState { installation, tool_changes: tokio::sync::broadcast::channel(64).0, reaper_wake: tokio::sync::Notify::new() }
+        LeaseState {
+            installation,
+            tool_changes: tokio::sync::broadcast::channel(64).0,
+            reaper_wake: tokio::sync::Notify::new(),
+            admin_sessions: Default::default(),
+        }
     }
 }
 

@@ -91,7 +91,7 @@ impl Broker {
                 }
             };
             let spec = dynamic::RoleSpec { name: &role, scope: req.scope, tables: req.tables.as_deref(), expires_at: expires };
-            let secret = match dynamic::create_role(base, policy, &admin, &spec).await {
+            let secret = match dynamic::create_role(&self.leases.admin_sessions, base, policy, &admin, &spec).await {
                 Ok(s) => s,
                 Err(e) => {
                     fail().await;
@@ -104,7 +104,7 @@ impl Broker {
             };
             if !matches!(saved, Ok(true)) {
                 // Roll back: the role must not outlive a lease that was never recorded as active.
-                let _ = dynamic::drop_role(base, policy, &admin, &role).await;
+                let _ = dynamic::drop_role(&self.leases.admin_sessions, base, policy, &admin, &role).await;
                 let _ = self.store.remove_secret(name.as_str()).await;
                 fail().await;
                 return Err(internal(format!("lease {id} not saved: {saved:?}")));
@@ -298,7 +298,7 @@ impl Broker {
             return self.revoke_openbao_credential(h, &policy, handle, role).await;
         }
         let admin = self.resolve(h).await?;
-        dynamic::drop_role(h, &policy, &admin, role).await.map_err(|e| unavailable(format!("lease role on {base}: {e}")))
+        dynamic::drop_role(&self.leases.admin_sessions, h, &policy, &admin, role).await.map_err(|e| unavailable(format!("lease role on {base}: {e}")))
     }
 }
 

@@ -79,7 +79,7 @@ impl Broker {
                         }
                     }
                     for r in roles.into_iter().filter(|r| !keep.contains(r)) {
-                        match dynamic::drop_role(h, policy, &admin, &r).await {
+                        match dynamic::drop_role(&self.leases.admin_sessions, h, policy, &admin, &r).await {
                             Ok(()) => tracing::info!(handle = %name, role = %r, "dropped a role with no live lease"),
                             Err(e) => tracing::warn!(handle = %name, role = %r, error = %e, "orphan role not dropped"),
                         }
