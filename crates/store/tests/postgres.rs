@@ -3,7 +3,9 @@
 //! replicas would, and drops it after. Skips (printing why) when the server is down, unless
 //! AIRLOCK_REQUIRE_SERVICES=1.
 
-use airlock_store::audit::{AuditKey, AuditLog, AuditRecord, Decision};
+mod common;
+
+use airlock_store::audit::{AuditKey, AuditLog, AuditRecord};
 use airlock_store::leases::{status, NewLease};
 use airlock_store::shares::NewShareRecord;
 use airlock_store::{Store, StoreError};
@@ -53,25 +55,7 @@ impl TempDb {
 }
 
 fn rec(i: usize, agent: &str) -> AuditRecord {
-    AuditRecord {
-        ts: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-        request_id: format!("req-{i}"),
-        agent: agent.into(),
-        parent_chain: vec![],
-        tool: "query_db".into(),
-        handle: Some("DB".into()),
-        arguments: serde_json::json!({"query": format!("SELECT {i}")}),
-        decision: Decision::Allow,
-        code: None,
-        outcome: "ok".into(),
-        result_bytes: 1,
-        redactions: 0,
-        duration_us: 1,
-        policies: vec![],
-        approval: None,
-        peer: None,
-        sandbox: None,
-    }
+    common::record(i, agent)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

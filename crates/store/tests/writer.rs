@@ -2,7 +2,9 @@
 //! together are committed together (one transaction, one signed checkpoint per group), each
 //! operation is answered by its own outcome, and a caller that goes away stalls nothing.
 
-use airlock_store::audit::{AuditKey, AuditLog, AuditRecord, Decision};
+mod common;
+
+use airlock_store::audit::{AuditKey, AuditLog, AuditRecord};
 use airlock_store::shares::NewShareRecord;
 use airlock_store::{Store, StoreError};
 use std::time::Duration;
@@ -12,25 +14,7 @@ use std::time::Duration;
 const QUEUE_UP: Duration = Duration::from_secs(1);
 
 fn rec(i: usize) -> AuditRecord {
-    AuditRecord {
-        ts: chrono::Utc::now().to_rfc3339(),
-        request_id: format!("req-{i}"),
-        agent: "bot".into(),
-        parent_chain: vec![],
-        tool: "query_db".into(),
-        handle: Some("DB".into()),
-        arguments: serde_json::json!({"query": format!("SELECT {i}")}),
-        decision: Decision::Allow,
-        code: None,
-        outcome: "ok".into(),
-        result_bytes: 10,
-        redactions: 0,
-        duration_us: 5,
-        policies: vec![],
-        approval: None,
-        peer: None,
-        sandbox: None,
-    }
+    common::record(i, "bot")
 }
 
 /// A 22-character share id from `n`.
