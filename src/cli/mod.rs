@@ -3,6 +3,7 @@
 //! helpers the groups share (loading the config, opening the broker) and the exit code of an
 //! error: 3 when no broker answered at the endpoint, 2 for anything else.
 
+mod account;
 mod agent;
 mod approve;
 mod audit;
@@ -148,6 +149,20 @@ enum Cmd {
         #[arg(long, env = "AIRLOCK_URL")]
         server: Option<String>,
     },
+    /// Make a link for a person to connect their account at an oauth handle's provider; prints
+    /// the link and the code its page asks for (the operator, on the broker's configuration).
+    Connect {
+        /// The oauth handle.
+        handle: String,
+        /// Who connects it: one of the handle's `owners`.
+        #[arg(long)]
+        owner: String,
+    },
+    /// Connected OAuth accounts: list them, revoke one.
+    Account {
+        #[command(subcommand)]
+        cmd: account::AccountCmd,
+    },
 }
 
 impl Cli {
@@ -211,6 +226,8 @@ async fn run(cli: Cli) -> Result<u8> {
         Cmd::Approver { cmd } => approve::approvers(config, cmd).await,
         Cmd::Approve { id, server } => approve::decide_at(config, server, &id, true).await,
         Cmd::Deny { id, server } => approve::decide_at(config, server, &id, false).await,
+        Cmd::Connect { handle, owner } => account::connect(&open_broker(load(config)?).await?, &handle, &owner).await,
+        Cmd::Account { cmd } => account::run(&open_broker(load(config)?).await?, cmd).await,
     }
 }
 

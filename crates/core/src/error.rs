@@ -119,6 +119,18 @@ pub enum ErrorCode {
     /// decode, or a body that fails to decode. It is refused rather than returned undecoded,
     /// since the scrubber cannot see a secret inside compressed bytes (T24).
     UndecodableResponse,
+    /// The `oauth` handle has no connected account yet: call `connect_account` and have the
+    /// owner finish the link. Nothing was sent.
+    AccountNotConnected,
+    /// The provider refused the account's refresh token (`invalid_grant`: revoked, expired or
+    /// used twice) or a refresh may have spent it without an answer; the owner must connect the
+    /// account again (`connect_account`). Nothing was sent.
+    NeedsReauth,
+    /// The connect link is unknown, used, expired or was finished in another browser; the cases
+    /// are indistinguishable on purpose (T31).
+    ConnectUnavailable,
+    /// The owner named in `connect_account` is not one the handle allows.
+    OwnerNotAllowed,
 }
 
 impl ErrorCode {
@@ -170,6 +182,10 @@ impl ErrorCode {
             ErrorCode::OperationNotAllowed => "operation-not-allowed",
             ErrorCode::HeaderNotAllowed => "header-not-allowed",
             ErrorCode::UndecodableResponse => "undecodable-response",
+            ErrorCode::AccountNotConnected => "account-not-connected",
+            ErrorCode::NeedsReauth => "needs-reauth",
+            ErrorCode::ConnectUnavailable => "connect-unavailable",
+            ErrorCode::OwnerNotAllowed => "owner-not-allowed",
         }
     }
 
@@ -196,7 +212,9 @@ impl ErrorCode {
             | ErrorCode::ApprovalDenied => 403,
             | ErrorCode::BucketNotAllowed
             | ErrorCode::OperationNotAllowed => 403,
-            ErrorCode::Conflict => 409,
+            ErrorCode::OwnerNotAllowed => 403,
+            ErrorCode::Conflict | ErrorCode::AccountNotConnected | ErrorCode::NeedsReauth => 409,
+            ErrorCode::ConnectUnavailable => 404,
             ErrorCode::UnknownTool | ErrorCode::NotFound | ErrorCode::ShareUnavailable => 404,
             ErrorCode::InvalidArguments
             | ErrorCode::InvalidSql
@@ -260,6 +278,10 @@ impl ErrorCode {
             ErrorCode::OperationNotAllowed => "the operation is outside this lease's scope; nothing was requested",
             ErrorCode::HeaderNotAllowed => "a request header may not be set by the agent; nothing was sent",
             ErrorCode::UndecodableResponse => "the upstream response uses an unknown or corrupt content encoding; it was not returned",
+            ErrorCode::AccountNotConnected => "no account is connected to this handle; ask its owner with connect_account",
+            ErrorCode::NeedsReauth => "the connected account must be connected again by its owner (connect_account); nothing was sent",
+            ErrorCode::ConnectUnavailable => "this connect link was already used, has expired, or never existed",
+            ErrorCode::OwnerNotAllowed => "this owner may not connect an account to this handle",
         }
     }
 }
@@ -332,7 +354,7 @@ mod tests {
     fn all_lists_every_code_once_in_declaration_order() {
         // The first and the last variant, so that a list cut short or reordered shows.
         assert_eq!(ErrorCode::ALL.first(), Some(&ErrorCode::Unauthenticated));
-        assert_eq!(ErrorCode::ALL.last(), Some(&ErrorCode::UndecodableResponse));
+        assert_eq!(ErrorCode::ALL.last(), Some(&ErrorCode::OwnerNotAllowed));
         assert_eq!(ErrorCode::ALL.iter().collect::<HashSet<_>>().len(), ErrorCode::ALL.len());
     }
 

@@ -62,6 +62,13 @@ impl Unscrubbed {
     pub fn into_raw(self) -> Value {
         self.0
     }
+
+    /// The HTTP status of an `http_request` result (its top-level `status` number), and nothing
+    /// else of it: the broker refreshes an oauth handle's token once and retries when the
+    /// upstream answers 401.
+    pub fn http_status(&self) -> Option<u16> {
+        self.0.get("status").and_then(Value::as_u64).and_then(|s| u16::try_from(s).ok())
+    }
 }
 
 /// One tool's executor.

@@ -27,12 +27,22 @@ pub enum HandleKind {
     /// An AWS access key pair. Never used directly by an agent: a lease on it is a short-lived
     /// STS session (`AssumeRole` with a session policy) used with `s3_object`.
     Aws,
+    /// An OAuth account connected by a person: the handle holds the provider's configuration and
+    /// the client secret; airlock holds the account's token set and puts a fresh access token
+    /// into each `http_request` (never into a result).
+    Oauth,
 }
 
 impl HandleKind {
     /// True for the SQL kinds.
     pub fn is_database(self) -> bool {
         matches!(self, HandleKind::Postgres | HandleKind::Mysql | HandleKind::Sqlite)
+    }
+
+    /// True for the kinds `http_request` runs on (an `http` handle's static secret, or an `oauth`
+    /// handle's current access token).
+    pub fn is_http(self) -> bool {
+        matches!(self, HandleKind::Http | HandleKind::Oauth)
     }
 
     /// The wire name.
@@ -46,6 +56,7 @@ impl HandleKind {
             HandleKind::Smtp => "smtp",
             HandleKind::Command => "command",
             HandleKind::Aws => "aws",
+            HandleKind::Oauth => "oauth",
         }
     }
 }

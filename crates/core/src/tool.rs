@@ -23,11 +23,19 @@ pub enum Tool {
     /// `s3_object {credential_handle, operation, bucket, key?, body?}`: an object operation
     /// on a lease of an aws handle, signed by the broker with the lease's STS credentials.
     S3Object,
+    /// `connect_account {credential_handle, owner}`: a one-time link (10 minutes) for the named
+    /// owner to connect their account at an `oauth` handle's provider. The agent never sees a
+    /// code or a token.
+    ConnectAccount,
+    /// `connect_status {credential_handle, connect_id?}`: `pending`, `connected`, `denied` or
+    /// `expired` for a connect link; `connected`, `needs-reauth` or `not-connected` for the
+    /// handle's account.
+    ConnectStatus,
 }
 
 impl Tool {
     /// Every tool, in a stable order.
-    pub const ALL: &'static [Tool] = &[Tool::QueryDb, Tool::HttpRequest, Tool::SendEmail, Tool::RunCommand, Tool::ShareSecret, Tool::RequestLease, Tool::S3Object];
+    pub const ALL: &'static [Tool] = &[Tool::QueryDb, Tool::HttpRequest, Tool::SendEmail, Tool::RunCommand, Tool::ShareSecret, Tool::RequestLease, Tool::S3Object, Tool::ConnectAccount, Tool::ConnectStatus];
 
     /// The tool's wire name.
     pub fn name(self) -> &'static str {
@@ -39,6 +47,8 @@ impl Tool {
             Tool::ShareSecret => "share_secret",
             Tool::RequestLease => "request_lease",
             Tool::S3Object => "s3_object",
+            Tool::ConnectAccount => "connect_account",
+            Tool::ConnectStatus => "connect_status",
         }
     }
 
@@ -51,17 +61,19 @@ impl Tool {
     pub fn applies_to(self, kind: HandleKind) -> bool {
         match self {
             Tool::QueryDb => kind.is_database(),
-            Tool::HttpRequest => kind == HandleKind::Http,
+            Tool::HttpRequest => kind.is_http(),
             Tool::SendEmail => kind == HandleKind::Smtp,
             Tool::RunCommand => kind == HandleKind::Command,
-            // Any secret can be handed to a person; policy decides which.
-            Tool::ShareSecret => true,
+            // Any secret can be handed to a person; policy decides which. Not an oauth handle's:
+            // its secret is the client's, and its tokens never leave the broker.
+            Tool::ShareSecret => kind != HandleKind::Oauth,
             // Leases narrow a database handle (and on PostgreSQL and MySQL can be real roles),
             // or mint STS credentials from an aws handle.
             Tool::RequestLease => kind.is_database() || kind == HandleKind::Aws,
             // Only ever on a lease of an aws handle: a grant of it on the handle itself is
             // refused at load, and the broker refuses it on any configured handle.
             Tool::S3Object => kind == HandleKind::Aws,
+            Tool::ConnectAccount | Tool::ConnectStatus => kind == HandleKind::Oauth,
         }
     }
 }

@@ -26,6 +26,7 @@ use airlock_exec_http::HttpArgs;
 use airlock_exec_sql::QueryArgs;
 use airlock_policy::PolicyEngine;
 use airlock_server::broker::lease::{RawAwsLeaseArgs, RawLeaseArgs};
+use airlock_server::broker::oauth::{ConnectArgs, ConnectStatusArgs};
 use airlock_server::broker::share::ShareArgs;
 use airlock_server::broker::tools::{render, tool_defs, Format, ToolDef};
 use serde::de::DeserializeOwned;
@@ -112,6 +113,19 @@ buckets = ["reports", "exports"]
 scopes = ["read_only", "read_write"]
 max_ttl_seconds = 3600
 
+[handles.GITHUB]
+kind = "oauth"
+secret = "local:GITHUB_CLIENT"
+description = "the owner's GitHub account"
+[handles.GITHUB.oauth]
+authorization_url = "https://github.com/login/oauth/authorize"
+token_url = "https://github.com/login/oauth/access_token"
+client_id = "Iv1.0123456789abcdef"
+scopes = ["repo", "read:org"]
+owners = ["dba@example.com"]
+[handles.GITHUB.http]
+destinations = [{ url = "https://api.github.com/", methods = ["GET", "POST"] }]
+
 [handles.NOTE]
 kind = "generic"
 secret = "local:NOTE"
@@ -127,6 +141,7 @@ grants = [
   { handle = "DEPLOY", tools = ["run_command"] },
   { handle = "S3", tools = ["request_lease"] },
   { handle = "NOTE", tools = ["share_secret"] },
+  { handle = "GITHUB", tools = ["http_request", "connect_account", "connect_status"] },
 ]
 
 [agents.db_leases]
@@ -199,6 +214,8 @@ enum ArgType {
     S3,
     Lease,
     AwsLease,
+    Connect,
+    ConnectStatus,
 }
 
 impl ArgType {
@@ -212,6 +229,8 @@ impl ArgType {
             Tool::RunCommand => vec![ArgType::Command],
             Tool::ShareSecret => vec![ArgType::Share],
             Tool::S3Object => vec![ArgType::S3],
+            Tool::ConnectAccount => vec![ArgType::Connect],
+            Tool::ConnectStatus => vec![ArgType::ConnectStatus],
             Tool::RequestLease => {
                 let handles = def.input_schema["properties"]["credential_handle"]["enum"].as_array().unwrap();
                 let mut types = Vec::new();
@@ -241,6 +260,8 @@ impl ArgType {
             ArgType::S3 => p::<S3Args>(args),
             ArgType::Lease => p::<RawLeaseArgs>(args),
             ArgType::AwsLease => p::<RawAwsLeaseArgs>(args),
+            ArgType::Connect => p::<ConnectArgs>(args),
+            ArgType::ConnectStatus => p::<ConnectStatusArgs>(args),
         }
     }
 
@@ -254,6 +275,8 @@ impl ArgType {
             ArgType::Share => fields::<ShareArgs>(),
             ArgType::S3 => fields::<S3Args>(),
             ArgType::Lease => fields::<RawLeaseArgs>(),
+            ArgType::Connect => fields::<ConnectArgs>(),
+            ArgType::ConnectStatus => fields::<ConnectStatusArgs>(),
             ArgType::AwsLease => fields::<RawAwsLeaseArgs>(),
         }
     }
@@ -414,7 +437,7 @@ fn t21_every_schema_is_its_argument_type() {
             }
         }
     }
-    assert_eq!(checked.len(), 8, "every argument type was checked: {checked:?}");
+    assert_eq!(checked.len(), 10, "every argument type was checked: {checked:?}");
 }
 
 #[test]

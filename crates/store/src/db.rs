@@ -165,6 +165,40 @@ ALTER TABLE audit_checkpoints ADD COLUMN format {int} NOT NULL DEFAULT 1;
 "#;
 }
 
+/// Connected OAuth accounts and the links that connect them (`crate::oauth`).
+const OAUTH: &str = r#"
+CREATE TABLE oauth_connects (
+    id            TEXT PRIMARY KEY,
+    handle        TEXT NOT NULL,
+    agent_id      TEXT NOT NULL,
+    agent_name    TEXT NOT NULL,
+    owner         TEXT NOT NULL,
+    code_hash     {blob} NOT NULL,
+    attempts      {int} NOT NULL DEFAULT 0,
+    status        TEXT NOT NULL,
+    state_hash    {blob},
+    browser_hash  {blob},
+    verifier      {blob},
+    created_at    {int} NOT NULL,
+    expires_at    {int} NOT NULL
+);
+CREATE UNIQUE INDEX oauth_connects_state ON oauth_connects(state_hash);
+CREATE INDEX oauth_connects_expiry ON oauth_connects(expires_at);
+CREATE TABLE oauth_accounts (
+    handle            TEXT PRIMARY KEY,
+    owner             TEXT NOT NULL,
+    status            TEXT NOT NULL,
+    sealed            {blob} NOT NULL,
+    version           {int} NOT NULL,
+    access_expires_at {int},
+    claim_until       {int},
+    claimed_by        TEXT,
+    connected_at      {time} NOT NULL,
+    refreshed_at      {time},
+    updated_at        {time} NOT NULL
+);
+"#;
+
 /// Live shares by expiry, a partial index: the per-create count of live anonymous shares (the
 /// cap) and its eviction visit live shares only, never the tombstones every used share leaves.
 /// Idempotent.
@@ -216,6 +250,7 @@ const MIGRATIONS: &[&[&str]] = &[
     &[schema::AUDIT_FORMAT],
     &[identity::SQLITE],
     &[SHARES_LIVE],
+    &[OAUTH],
 ];
 
 /// The PostgreSQL migrations, the first of which adds the first three parts at once, applied in
@@ -227,6 +262,7 @@ const PG_MIGRATIONS: &[&[&str]] = &[
     &[schema::AUDIT_FORMAT],
     &[identity::POSTGRES],
     &[SHARES_LIVE],
+    &[OAUTH],
 ];
 
 /// The PostgreSQL schema version this build brings a database to.
@@ -353,6 +389,7 @@ pub(crate) enum Arg<'a> {
     OptText(Option<&'a str>),
     Bytes(&'a [u8]),
     Int(i64),
+    OptInt(Option<i64>),
     Bool(bool),
 }
 
@@ -386,6 +423,12 @@ impl From<i64> for Arg<'_> {
     }
 }
 
+impl From<Option<i64>> for Arg<'_> {
+    fn from(v: Option<i64>) -> Self {
+        Arg::OptInt(v)
+    }
+}
+
 impl From<bool> for Arg<'_> {
     fn from(v: bool) -> Self {
         Arg::Bool(v)
@@ -403,6 +446,7 @@ where
     Option<&'q str>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
     &'q [u8]: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
     i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    Option<i64>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
     bool: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
 {
     for a in args {
@@ -411,6 +455,7 @@ where
             Arg::OptText(v) => q.bind(v),
             Arg::Bytes(v) => q.bind(v),
             Arg::Int(v) => q.bind(v),
+            Arg::OptInt(v) => q.bind(v),
             Arg::Bool(v) => q.bind(v),
         };
     }

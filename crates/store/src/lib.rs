@@ -12,6 +12,7 @@ pub mod audit;
 mod db;
 pub mod migrate;
 pub mod leases;
+pub mod oauth;
 pub mod secrets;
 pub mod shares;
 mod writer;

@@ -126,6 +126,40 @@ const TABLES: &[(&str, &[(&str, Kind)])] = &[
             ("used_at", Int),
         ],
     ),
+    (
+        "oauth_connects",
+        &[
+            ("id", Text),
+            ("handle", Text),
+            ("agent_id", Text),
+            ("agent_name", Text),
+            ("owner", Text),
+            ("code_hash", Bytes),
+            ("attempts", Int),
+            ("status", Text),
+            ("state_hash", Bytes),
+            ("browser_hash", Bytes),
+            ("verifier", Bytes),
+            ("created_at", Int),
+            ("expires_at", Int),
+        ],
+    ),
+    (
+        "oauth_accounts",
+        &[
+            ("handle", Text),
+            ("owner", Text),
+            ("status", Text),
+            ("sealed", Bytes),
+            ("version", Int),
+            ("access_expires_at", Int),
+            ("claim_until", Int),
+            ("claimed_by", Text),
+            ("connected_at", Text),
+            ("refreshed_at", Text),
+            ("updated_at", Text),
+        ],
+    ),
 ];
 
 /// What [`Store::copy_into`] did.

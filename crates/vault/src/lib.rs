@@ -321,6 +321,18 @@ impl Vault {
         }
     }
 
+    /// Seals `secret` for `name` without storing it (a connected account's token set, a PKCE
+    /// verifier): the caller keeps the ciphertext, and only [`Vault::open_value`] with the same
+    /// name opens it.
+    pub fn seal_value(&self, name: &str, secret: &Secret) -> Vec<u8> {
+        seal(&self.master, name, secret)
+    }
+
+    /// Opens what [`Vault::seal_value`] sealed for `name`.
+    pub fn open_value(&self, name: &str, sealed: &[u8]) -> Result<Secret, VaultError> {
+        open(&self.master, name, sealed)
+    }
+
     /// Seals and stores a secret under `name`. Returns the new version.
     pub async fn put(&self, name: &str, secret: &Secret) -> Result<i64, VaultError> {
         if secret.is_empty() {

@@ -6,6 +6,7 @@ use super::aws::{AwsConstraints, RawAws};
 use super::command::{CommandConstraints, RawCommand};
 use super::database::DatabaseConstraints;
 use super::http::{HttpConstraints, RawHttp};
+use super::oauth::{OauthConstraints, RawOauth};
 use super::leases::{LeasePolicy, LeaseTarget, LEASE_SUFFIX_LEN};
 use super::problem::ProblemCode;
 use super::results::ResultsPolicy;
@@ -37,6 +38,8 @@ pub enum Constraints {
     Command(CommandConstraints),
     /// For aws handles.
     Aws(AwsConstraints),
+    /// For oauth handles.
+    Oauth(OauthConstraints),
 }
 
 /// A validated handle.
@@ -79,10 +82,20 @@ impl Handle {
         }
     }
 
-    /// The HTTP constraints, if this is an HTTP handle.
+    /// The HTTP constraints, if this is an HTTP handle or an oauth handle (whose access token
+    /// goes only to these destinations).
     pub fn http(&self) -> Option<&HttpConstraints> {
         match &self.constraints {
             Constraints::Http(h) => Some(h),
+            Constraints::Oauth(o) => Some(&o.http),
+            _ => None,
+        }
+    }
+
+    /// The oauth constraints, if this is an oauth handle.
+    pub fn oauth(&self) -> Option<&OauthConstraints> {
+        match &self.constraints {
+            Constraints::Oauth(o) => Some(o),
             _ => None,
         }
     }
@@ -117,6 +130,8 @@ struct RawHandle {
     #[serde(default)]
     aws: Option<IgnoredAny>,
     #[serde(default)]
+    oauth: Option<IgnoredAny>,
+    #[serde(default)]
     lease: Option<IgnoredAny>,
     #[serde(default)]
     approval: Option<IgnoredAny>,
@@ -124,8 +139,9 @@ struct RawHandle {
     results: Option<IgnoredAny>,
 }
 
-/// The tables of constraints, one per kind but for generic handles, which take none.
-const CONSTRAINT_TABLES: [&str; 5] = ["database", "http", "smtp", "command", "aws"];
+/// The tables of constraints: one per kind but for generic handles, which take none, and oauth
+/// handles, which take `[oauth]` and `[http]`.
+const CONSTRAINT_TABLES: [&str; 6] = ["database", "http", "smtp", "command", "aws", "oauth"];
 
 /// The `[handles]` of a file.
 #[derive(Default)]
@@ -204,7 +220,7 @@ struct HandleParts {
 fn check_parts<'s, 't>(r: &mut Report<'s, 't>, at: &FieldPath, value: &'s DeValue<'t>, raw: &RawHandle, ctx: &HandleCtx<'_>) -> HandleParts {
     let kind = raw.kind;
     let secret = check_secret(r, &at.join("secret"), &raw.secret, ctx.vaults, ctx.base);
-    let constraints = check_constraints(r, at, ctx.name, value, kind);
+    let constraints = check_constraints(r, at, ctx, value, kind);
     let db = match &constraints {
         Some(Constraints::Database(db)) => Some(db),
         _ => None,
@@ -240,16 +256,19 @@ fn check_secret(r: &mut Report<'_, '_>, at: &FieldPath, s: &str, vaults: &Vaults
 }
 
 /// The table of constraints of the handle's kind, and no other.
-fn check_constraints<'s, 't>(r: &mut Report<'s, 't>, at: &FieldPath, name: &str, value: &'s DeValue<'t>, kind: HandleKind) -> Option<Constraints> {
+fn check_constraints<'s, 't>(r: &mut Report<'s, 't>, at: &FieldPath, ctx: &HandleCtx<'_>, value: &'s DeValue<'t>, kind: HandleKind) -> Option<Constraints> {
+    let name = ctx.name;
     let own = match kind {
         HandleKind::Postgres | HandleKind::Mysql | HandleKind::Sqlite => "database",
         HandleKind::Http => "http",
         HandleKind::Smtp => "smtp",
         HandleKind::Command => "command",
         HandleKind::Aws => "aws",
+        HandleKind::Oauth => "oauth",
         HandleKind::Generic => "",
     };
-    for table in CONSTRAINT_TABLES.into_iter().filter(|t| *t != own && get(value, t).is_some()) {
+    let owns = |t: &str| t == own || (kind == HandleKind::Oauth && t == "http");
+    for table in CONSTRAINT_TABLES.into_iter().filter(|t| !owns(t) && get(value, t).is_some()) {
         let msg = if own.is_empty() {
             "generic handles take no constraints".to_owned()
         } else {
@@ -284,7 +303,7 @@ fn check_constraints<'s, 't>(r: &mut Report<'s, 't>, at: &FieldPath, name: &str,
         },
         HandleKind::Http => match get(value, "http") {
             None => needs(r, "an http handle needs [http] destinations and inject"),
-            Some(v) => r.de::<RawHttp>(&sub, v)?.check(r, &sub).map(Constraints::Http),
+            Some(v) => r.de::<RawHttp>(&sub, v)?.check(r, &sub, false).map(Constraints::Http),
         },
         HandleKind::Smtp => match get(value, "smtp") {
             None => needs(r, "an smtp handle needs [smtp] host, username, from and allowed_recipients"),
@@ -294,6 +313,15 @@ fn check_constraints<'s, 't>(r: &mut Report<'s, 't>, at: &FieldPath, name: &str,
             None => needs(r, "a command handle needs [command] program"),
             Some(v) => r.de::<RawCommand>(&sub, v)?.check(r, &sub).map(Constraints::Command),
         },
+        HandleKind::Oauth => {
+            let http_at = at.join("http");
+            let (Some(o), Some(h)) = (get(value, "oauth"), get(value, "http")) else {
+                return needs(r, "an oauth handle needs [oauth] (provider, client_id, owners) and [http] destinations");
+            };
+            let provider = r.de::<RawOauth>(&sub, o).and_then(|raw| raw.check(r, &sub, ctx.base));
+            let http = r.de::<RawHttp>(&http_at, h).and_then(|raw| raw.check(r, &http_at, true));
+            Some(Constraints::Oauth(OauthConstraints { http: http?, provider: provider? }))
+        }
         HandleKind::Aws => {
             if name.len() + LEASE_SUFFIX_LEN > 64 {
                 r.problem(at, ProblemCode::NameTooLong, "an aws handle's name is at most 55 characters (its leases add 9)");
@@ -315,6 +343,7 @@ fn check_shape<'s, 't>(r: &mut Report<'s, 't>, at: &FieldPath, table: &str, valu
         "smtp" => r.de::<RawSmtp>(at, value).map(drop),
         "command" => r.de::<RawCommand>(at, value).map(drop),
         "aws" => r.de::<RawAws>(at, value).map(drop),
+        "oauth" => r.de::<RawOauth>(at, value).map(drop),
         _ => None,
     };
 }

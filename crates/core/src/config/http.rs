@@ -69,7 +69,10 @@ pub struct HttpConstraints {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawHttp {
     destinations: Vec<RawDestination>,
-    inject: Injection,
+    /// Required on an `http` handle; refused on an `oauth` handle, whose access token always goes
+    /// in `Authorization: Bearer`.
+    #[serde(default)]
+    inject: Option<Injection>,
     #[serde(default = "defaults::max_bytes")]
     max_response_bytes: usize,
     #[serde(default = "defaults::http_timeout_ms")]
@@ -91,9 +94,25 @@ struct RawDestination {
 }
 
 impl RawHttp {
-    /// Checks destinations, injection and limits.
-    pub(super) fn check(self, r: &mut Report<'_, '_>, at: &FieldPath) -> Option<HttpConstraints> {
+    /// Checks destinations, injection and limits. `bearer` is for an `oauth` handle: no
+    /// `inject` may be written, and the token goes in `Authorization: Bearer`.
+    pub(super) fn check(self, r: &mut Report<'_, '_>, at: &FieldPath, bearer: bool) -> Option<HttpConstraints> {
         let before = r.count();
+        let inject = match (self.inject, bearer) {
+            (Some(i), false) => {
+                check_injection(r, &at.join("inject"), &i);
+                i
+            }
+            (None, true) => Injection::Header { name: "Authorization".into(), format: default_header_format() },
+            (None, false) => {
+                r.problem(&at.join("inject"), ProblemCode::MissingKey, "an http handle says where its secret goes (inject)");
+                return None;
+            }
+            (Some(_), true) => {
+                r.problem(&at.join("inject"), ProblemCode::BadInjection, "an oauth handle's token always goes in Authorization: Bearer");
+                return None;
+            }
+        };
         if self.destinations.is_empty() {
             r.problem(&at.join("destinations"), ProblemCode::EmptyList, "at least one destination is required");
         }
@@ -103,7 +122,6 @@ impl RawHttp {
             .enumerate()
             .filter_map(|(i, d)| check_destination(r, &at.key("destinations").index(i), d))
             .collect();
-        check_injection(r, &at.join("inject"), &self.inject);
         for (field, value) in [("max_response_bytes", self.max_response_bytes as u64), ("timeout_ms", self.timeout_ms)] {
             if value == 0 {
                 r.problem(&at.join(field), ProblemCode::OutOfRange, "must be at least 1");
@@ -111,7 +129,7 @@ impl RawHttp {
         }
         (r.count() == before).then_some(HttpConstraints {
             destinations,
-            inject: self.inject,
+            inject,
             max_response_bytes: self.max_response_bytes,
             timeout_ms: self.timeout_ms,
             max_redirects: self.max_redirects,

@@ -22,6 +22,7 @@ mod handle;
 mod http;
 mod leases;
 mod limits;
+mod oauth;
 mod policy;
 mod problem;
 mod results;
@@ -46,6 +47,7 @@ pub use self::handle::{Constraints, Handle};
 pub use self::http::{Destination, HttpConstraints, Injection};
 pub use self::leases::{LeasePolicy, LeaseProvider, LEASE_SUFFIX_LEN};
 pub use self::limits::{LimitsConfig, MAX_CHILD_DEPTH};
+pub use self::oauth::{OauthConstraints, OauthEndpoints, OauthProvider};
 pub use self::policy::PolicyConfig;
 pub use self::problem::{ConfigError, Location, Problem, ProblemCode};
 pub use self::results::{MarkupPolicy, ResultsPolicy};
@@ -144,7 +146,12 @@ impl Config {
         let limits = section::<LimitsConfig>(&mut r, &src, "limits").checked(&mut r, &root.key("limits"));
         let sandbox = section::<SandboxConfig>(&mut r, &src, "sandbox").checked(&mut r, &root.key("sandbox"), base);
         let policy = section::<PolicyConfig>(&mut r, &src, "policy").resolved(base);
+        let before_shares = r.count();
         let shares = section::<SharesConfig>(&mut r, &src, "shares").checked(&mut r, &root.key("shares"), base);
+        // Owners are checked against recipients only when [shares] itself is valid.
+        if r.count() == before_shares {
+            check_owners(&mut r, &handles.handles, &shares);
+        }
         self::shares::check_default_base(&shares, server.listen, &mut r, &root.key("shares"));
 
         let problems = r.into_problems();
@@ -166,6 +173,18 @@ impl Config {
             results: handles.results,
             vaults: vaults.valid,
         })
+    }
+}
+
+/// Every owner an oauth handle names is a `[shares.recipients]` entry: the channel that reaches
+/// that person delivers the code the connect page asks for.
+fn check_owners(r: &mut Report<'_, '_>, handles: &BTreeMap<HandleName, Handle>, shares: &SharesConfig) {
+    for h in handles.values() {
+        let Some(o) = h.oauth() else { continue };
+        let at = FieldPath::root().key("handles").key(h.name.as_str()).join("oauth").join("owners");
+        for owner in o.provider.owners.iter().filter(|w| !shares.recipients.contains_key(*w)) {
+            r.problem(&at, ProblemCode::UnknownChannel, format!("owner '{owner}' is not in [shares.recipients]"));
+        }
     }
 }
 

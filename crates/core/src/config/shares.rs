@@ -149,7 +149,7 @@ impl SharesConfig {
 }
 
 /// True when `u`'s host is a loopback address or `localhost`.
-fn loopback(u: &url::Url) -> bool {
+pub(super) fn loopback(u: &url::Url) -> bool {
     match u.host() {
         Some(url::Host::Ipv4(a)) => a.is_loopback(),
         Some(url::Host::Ipv6(a)) => a.is_loopback(),

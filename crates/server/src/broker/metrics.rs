@@ -19,6 +19,11 @@ struct MapLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ToolLabel {
     tool: String,
 }
@@ -31,6 +36,7 @@ pub struct Metrics {
     evictions: Family<MapLabel, Counter>,
     shares_evicted: Counter,
     refusals_folded: Counter,
+    oauth_refreshes: Family<OutcomeLabel, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -59,7 +65,13 @@ impl Default for Metrics {
             "Refusals of bad tokens counted into an aggregated audit record instead of one record each",
             refusals_folded.clone(),
         );
-        Metrics { registry, calls, latency, evictions, shares_evicted, refusals_folded }
+        let oauth_refreshes = Family::<OutcomeLabel, Counter>::default();
+        registry.register(
+            "oauth_refreshes",
+            "Refreshes of connected accounts' tokens by outcome (ok, unavailable, needs-reauth)",
+            oauth_refreshes.clone(),
+        );
+        Metrics { registry, calls, latency, evictions, shares_evicted, refusals_folded, oauth_refreshes }
     }
 }
 
@@ -92,6 +104,11 @@ impl Metrics {
     /// Counts one refusal folded into an aggregated audit record.
     pub fn refusal_folded(&self) {
         self.refusals_folded.inc();
+    }
+
+    /// Counts one refresh of a connected account's tokens.
+    pub fn oauth_refresh(&self, outcome: &str) {
+        self.oauth_refreshes.get_or_create(&OutcomeLabel { outcome: outcome.to_owned() }).inc();
     }
 
     /// The Prometheus text exposition.

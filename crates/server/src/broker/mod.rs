@@ -16,6 +16,7 @@ pub mod children;
 mod identity;
 pub mod lease;
 pub mod metrics;
+pub mod oauth;
 pub mod rate;
 mod registry;
 pub mod revocation;
@@ -146,6 +147,7 @@ pub struct Broker {
     metrics: Metrics,
     children: children::ChildState,
     identities: identity::Identities,
+    oauth: oauth::OauthState,
 }
 
 impl std::fmt::Debug for Broker {
@@ -192,6 +194,7 @@ impl Broker {
             metrics,
             children: children::ChildState::default(),
             identities: identity::Identities::default(),
+            oauth: oauth::OauthState::default(),
         };
         broker.rebuild_scrubber().await?;
         Ok(broker)

@@ -10,6 +10,7 @@
 //! [`Executor`], a field of [`Executors`] and one arm in each `match` below.
 
 use super::lease::request::LeaseRequest;
+use super::oauth::{ConnectArgs, ConnectStatusArgs, Requester};
 use super::share::ShareExecutor;
 use super::{Broker, Caller};
 use airlock_core::config::{Config, Handle};
@@ -26,7 +27,7 @@ use serde_json::Value;
 /// One executor per tool, built once.
 pub(crate) struct Executors {
     pub(crate) sql: SqlExecutor,
-    http: HttpExecutor,
+    pub(crate) http: HttpExecutor,
     email: EmailExecutor,
     command: CommandExecutor,
     pub(crate) aws: AwsExecutor,
@@ -55,6 +56,8 @@ pub(crate) enum Prepared {
     Share(<ShareExecutor as Executor>::Prepared),
     S3(<AwsExecutor as Executor>::Prepared),
     Lease(LeaseRequest),
+    Connect(ConnectArgs),
+    ConnectStatus(ConnectStatusArgs),
 }
 
 /// Parses `args` for executor `E` and validates them.
@@ -77,6 +80,8 @@ impl Prepared {
             Tool::ShareSecret => Prepared::Share(validate(&x.share, handle, args, &ctx)?),
             Tool::S3Object => Prepared::S3(validate(&x.aws, handle, args, &ctx)?),
             Tool::RequestLease => Prepared::Lease(broker.validate_lease(caller, handle, args)?),
+            Tool::ConnectAccount => Prepared::Connect(parse_args(args.clone())?),
+            Tool::ConnectStatus => Prepared::ConnectStatus(parse_args(args.clone())?),
         })
     }
 
@@ -92,6 +97,9 @@ impl Prepared {
             Prepared::S3(p) => x.aws.facts(handle, p),
             // A lease may create a database role or an STS session.
             Prepared::Lease(l) => CallFacts { side_effects: true, lease_ttl: Some(l.ttl()), ..CallFacts::default() },
+            // A code is sent to the owner.
+            Prepared::Connect(a) => CallFacts { side_effects: true, recipients: vec![a.owner.clone()], ..CallFacts::default() },
+            Prepared::ConnectStatus(_) => CallFacts::default(),
         }
     }
 
@@ -101,12 +109,19 @@ impl Prepared {
         let x = &broker.executors;
         match self {
             Prepared::Sql(p) => Executor::execute(&x.sql, handle, p, &broker.resolve(handle).await?).await,
+            // An oauth handle's secret is its client's: the request carries the account's token.
+            Prepared::Http(p) if handle.oauth().is_some() => broker.oauth_http(handle, p).await,
             Prepared::Http(p) => Executor::execute(&x.http, handle, p, &broker.resolve(handle).await?).await,
             Prepared::Email(p) => Executor::execute(&x.email, handle, p, &broker.resolve(handle).await?).await,
             Prepared::Command(p) => Executor::execute(&x.command, handle, p, &broker.resolve(handle).await?).await,
             Prepared::Share(p) => Executor::execute(&x.share, handle, p, &broker.resolve(handle).await?).await,
             Prepared::S3(p) => Executor::execute(&x.aws, handle, p, &broker.resolve(handle).await?).await,
             Prepared::Lease(req) => broker.issue_lease(caller, handle, req).await.map(Unscrubbed::new),
+            Prepared::Connect(a) => {
+                let by = Requester { id: &caller.agent.id, name: &caller.agent.name };
+                broker.connect_account(handle, a, by).await.map(Unscrubbed::new)
+            }
+            Prepared::ConnectStatus(a) => broker.connect_status(handle, a, &caller.agent.id).await.map(Unscrubbed::new),
         }
     }
 }

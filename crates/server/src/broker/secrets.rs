@@ -68,6 +68,8 @@ impl Broker {
                 Err(e) => tracing::warn!(handle = %h.name, error = %e, "secret unavailable; not in the scrubber"),
             }
         }
+        // Connected accounts' tokens: an upstream that echoes its bearer token back is scrubbed.
+        labelled.extend(self.account_tokens().await);
         if let Some((label, s)) = extra {
             self.push_known(&label.to_string(), label, s, &mut labelled);
         }

@@ -234,7 +234,7 @@ pub enum ShareChannel {
 }
 
 impl ShareChannel {
-    fn from_config(c: &ShareChannelConfig) -> ShareChannel {
+    pub(crate) fn from_config(c: &ShareChannelConfig) -> ShareChannel {
         match c {
             ShareChannelConfig::Webhook { url } => ShareChannel::Webhook(url.clone()),
             ShareChannelConfig::Outbox { path } => ShareChannel::Outbox(path.clone()),
@@ -242,7 +242,7 @@ impl ShareChannel {
     }
 
     /// Delivers `payload` (it holds the link: never log it).
-    async fn deliver(&self, payload: &Value) -> Result<(), String> {
+    pub(crate) async fn deliver(&self, payload: &Value) -> Result<(), String> {
         match self {
             ShareChannel::Webhook(url) => {
                 let client = reqwest::Client::builder()

@@ -11,6 +11,7 @@
 //! exactly the fields its type reads.
 
 use super::lease::{RawAwsLeaseArgs, RawLeaseArgs};
+use super::oauth::{ConnectArgs, ConnectStatusArgs};
 use super::share::ShareArgs;
 use airlock_core::config::{ArgTemplate, Handle, Scope, SharesConfig};
 use airlock_core::{HandleName, Tool};
@@ -100,6 +101,10 @@ fn handle_line(cfg: &Handles, h: &HandleName) -> String {
         facts.push(scopes.join(" or "));
         facts.push(format!("buckets: {}", aws.buckets.join(", ")));
         facts.push(format!("lease duration: 900 to {} s", aws.max_ttl_seconds));
+    }
+    if let Some(o) = handle.oauth() {
+        facts.push(format!("connected account, scopes: {}", o.provider.scopes.join(" ")));
+        facts.push(format!("owners: {}", o.provider.owners.join(", ")));
     }
     if let Some(smtp) = handle.smtp() {
         facts.push(format!("recipients: {}", smtp.allowed_recipients.join(", ")));
@@ -308,7 +313,7 @@ pub fn tool_defs(cfg: &Handles, shares: &SharesConfig, handles_for: impl Fn(Tool
             "enum": names,
             "description": "The credential to use, by handle name. airlock performs the call; the credential is never shown."
         });
-        let mut open_world = matches!(tool, Tool::HttpRequest | Tool::SendEmail | Tool::ShareSecret | Tool::S3Object);
+        let mut open_world = matches!(tool, Tool::HttpRequest | Tool::SendEmail | Tool::ShareSecret | Tool::S3Object | Tool::ConnectAccount);
         let (summary, schema, read_only) = match tool {
             Tool::QueryDb => {
                 let ro = handles
@@ -398,6 +403,24 @@ pub fn tool_defs(cfg: &Handles, shares: &SharesConfig, handles_for: impl Fn(Tool
                     true,
                 )
             }
+            Tool::ConnectAccount => {
+                let mut owners: Vec<&str> =
+                    handles.iter().filter_map(|h| cfg[h].oauth()).flat_map(|o| o.provider.owners.iter().map(String::as_str)).collect();
+                owners.sort();
+                owners.dedup();
+                let mut schema = args_schema::<ConnectArgs>();
+                overlay(&mut schema, "owner", json!({"enum": owners}));
+                (
+                    "Ask a person to connect their account at the provider behind an oauth handle. airlock sends the owner a code through their own channel and returns a one-time link (valid 10 minutes) for you to give them; they finish it in their browser. You never see a code or a token: poll connect_status, then use http_request on the handle.",
+                    schema,
+                    false,
+                )
+            }
+            Tool::ConnectStatus => (
+                "The status of a connect link (pending, connected, denied, failed or expired) or, without connect_id, of the handle's account (connected, needs-reauth or not-connected).",
+                args_schema::<ConnectStatusArgs>(),
+                true,
+            ),
             Tool::S3Object => {
                 let mut buckets: Vec<String> = handles.iter().filter_map(|h| cfg[h].aws()).flat_map(|a| a.buckets.clone()).collect();
                 buckets.sort();
@@ -436,8 +459,9 @@ pub fn render(defs: &[ToolDef], format: Format) -> Value {
                 "inputSchema": d.input_schema,
                 "annotations": {
                     "readOnlyHint": d.read_only,
-                    // Creating a one-time link adds a record and destroys nothing.
-                    "destructiveHint": !d.read_only && d.tool != Tool::ShareSecret,
+                    // Creating a one-time link (to a secret, or to connect an account) adds a
+                    // record and destroys nothing.
+                    "destructiveHint": !d.read_only && !matches!(d.tool, Tool::ShareSecret | Tool::ConnectAccount),
                     "openWorldHint": d.open_world,
                 }
             }),

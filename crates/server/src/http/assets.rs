@@ -18,12 +18,13 @@ const FORMAT_JS: &str = include_str!("../../web/share-format.js");
 const CREATE_JS: &str = include_str!("../../web/create.js");
 const OPEN_JS: &str = include_str!("../../web/open.js");
 const APPROVE_JS: &str = include_str!("../../web/approve.js");
+const CONNECT_JS: &str = include_str!("../../web/connect.js");
 const CSS: &str = include_str!("../../web/airlock.css");
 const HTML: &str = "text/html; charset=utf-8";
 
 /// A whole page: the shared head (charset, viewport, referrer and robots meta, stylesheet) with
 /// `title`, then `body`.
-fn html(title: &str, body: &str) -> String {
+pub(super) fn html(title: &str, body: &str) -> String {
     let mut s = HEAD_HTML.replace("{{TITLE}}", title);
     s.push_str(body);
     s
@@ -56,6 +57,7 @@ async fn asset(Path(name): Path<String>) -> Response {
         "create.js" => ("text/javascript; charset=utf-8", CREATE_JS),
         "open.js" => ("text/javascript; charset=utf-8", OPEN_JS),
         "approve.js" => ("text/javascript; charset=utf-8", APPROVE_JS),
+        "connect.js" => ("text/javascript; charset=utf-8", CONNECT_JS),
         "airlock.css" => ("text/css; charset=utf-8", CSS),
         _ => return ApiError::from(ErrorCode::NotFound).into_response(),
     };

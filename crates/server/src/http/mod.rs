@@ -7,6 +7,7 @@
 mod agent;
 mod approvals;
 mod assets;
+mod connect;
 pub mod auth;
 pub mod response;
 mod shares;
@@ -45,7 +46,7 @@ fn finish(routes: Router<Arc<Broker>>, broker: Arc<Broker>) -> Router {
 /// The router of the TCP listener: the agents' routes, the one-time link pages and API, and the
 /// approval pages and API. For tests (`Router::oneshot`) and for [`serve`].
 pub fn router(broker: Arc<Broker>) -> Router {
-    let routes = agent::routes().merge(shares::routes()).merge(approvals::routes()).merge(assets::routes());
+    let routes = agent::routes().merge(shares::routes()).merge(approvals::routes()).merge(assets::routes()).merge(connect::routes());
     finish(routes, broker)
 }
 
@@ -101,6 +102,8 @@ pub async fn serve_on(
                 if let Err(e) = b.refresh().await {
                     tracing::warn!(error = %e, "secret refresh failed");
                 }
+                // Connected accounts marked keep_alive are refreshed before they expire.
+                b.keep_accounts_alive().await;
                 // The share sweeper: expired one-time links are deleted about every 30 s.
                 if n.is_multiple_of(15) {
                     if let Err(e) = b.store().sweep_shares().await {
