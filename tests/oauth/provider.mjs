@@ -13,7 +13,7 @@
 //
 // The resource server (rs): GET /api/... answers 200 {"ok":true,"sub":...,"path":...} for a live
 // access token issued for it, 401 otherwise; GET /echo/... reflects the Authorization header back
-// (a hostile upstream); GET /_stats counts refreshes, reuses, revoked grants, revocation calls and
+// (a hostile upstream); GET /plain answers {"ok":true} to anyone (the benchmark); GET /_stats counts refreshes, reuses, revoked grants, revocation calls and
 // token requests; GET /_tokens lists every code and token it issued; POST /_mode?token=MODE
 // makes the token endpoint misbehave (ok, 503, nonjson, slow, invalid_grant) and
 // POST /_mode?api=MODE the API (ok, 401-once).
@@ -82,6 +82,10 @@ provider.on('grant.error', (_ctx, err) => { if (/already used/.test(err.error_de
 provider.on('grant.success', (ctx) => { if (ctx.oidc.params.grant_type === 'refresh_token') stats.refresh += 1; });
 
 provider.use(async (ctx, next) => {
+  if (ctx.path === '/auth' && ctx.method === 'GET') {
+    const q = ctx.query;
+    stats.last_authorize = { prompt: q.prompt, resource: q.resource, code_challenge_method: q.code_challenge_method, scope: q.scope };
+  }
   if (ctx.path === '/token/revocation' && ctx.method === 'POST') stats.revocations += 1;
   if (ctx.path === '/token' && ctx.method === 'POST') {
     stats.token_requests += 1;
@@ -123,6 +127,8 @@ rs.on('request', async (req, res) => {
   }
   const auth = req.headers.authorization || '';
   if (url.pathname.startsWith('/echo')) return json(res, 200, { authorization: auth });
+  // The benchmark's upstream: the same constant answer whatever the token.
+  if (url.pathname === '/plain') return json(res, 200, { ok: true });
   if (mode.api === '401-once') { mode.api = 'ok'; stats.api_refused += 1; return json(res, 401, { error: 'invalid_token' }); }
   const m = /^Bearer (.+)$/.exec(auth);
   const at = m && await provider.AccessToken.find(m[1]);

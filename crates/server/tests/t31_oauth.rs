@@ -139,16 +139,23 @@ struct Options<'a> {
     auto: bool,
     store_url: Option<&'a str>,
     extra_oauth: &'a str,
+    /// Endpoints from the issuer's metadata instead of the configuration.
+    discover: bool,
 }
 
 impl Default for Options<'_> {
     fn default() -> Self {
-        Options { access_ttl: 3600, margin: 60, auto: true, store_url: None, extra_oauth: "" }
+        Options { access_ttl: 3600, margin: 60, auto: true, store_url: None, extra_oauth: "", discover: false }
     }
 }
 
 fn config_text(base: &str, p: &Provider, o: &Options<'_>, outbox: &Path) -> String {
     let store_url = o.store_url.map(|u| format!("url = \"{u}\"\n")).unwrap_or_default();
+    let endpoints = if o.discover {
+        format!("issuer = \"{}\"", p.get("issuer"))
+    } else {
+        format!("authorization_url = \"{}\"\ntoken_url = \"{}\"\nrevocation_url = \"{}\"", p.get("authorize"), p.get("token"), p.get("revocation"))
+    };
     format!(
         r#"
 [store]
@@ -171,9 +178,7 @@ kind = "oauth"
 secret = "local:ACME_CLIENT"
 description = "the owner's Acme account"
 [handles.ACME.oauth]
-authorization_url = "{authorize}"
-token_url = "{token}"
-revocation_url = "{revocation}"
+{endpoints}
 client_id = "{client_id}"
 scopes = ["api:read"]
 resource = "{resource}"
@@ -191,9 +196,6 @@ grants = [{{ handle = "ACME", tools = ["http_request", "connect_account", "conne
 grants = [{{ handle = "ACME", tools = ["connect_status"] }}]
 "#,
         outbox = outbox.display(),
-        authorize = p.get("authorize"),
-        token = p.get("token"),
-        revocation = p.get("revocation"),
         client_id = p.get("client_id"),
         resource = p.get("resource"),
         rs = p.get("rs"),
@@ -363,6 +365,10 @@ impl Setup {
     }
 }
 
+fn chrono_now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
+}
+
 async fn wait_until_due(secs: u64) {
     tokio::time::sleep(Duration::from_millis(secs * 1000 + 200)).await;
 }
@@ -525,6 +531,16 @@ async fn t31_forged_replayed_foreign_and_late_callbacks_finish_nothing() {
     assert_eq!(s.callback(&back, Some(&cookie)).await.0, 404);
     let (st, _, _) = s.verify(&id, &code).await;
     assert_eq!(st, 404, "a finished link takes no code");
+    // A callback after the link expired finishes nothing, even with the right state and browser.
+    let (asked, code) = s.ask().await;
+    let late = asked["connect_id"].as_str().unwrap().to_owned();
+    let (_, v, cookie) = s.verify(&late, &code).await;
+    let back = s.authorize(v["authorize_url"].as_str().unwrap()).await;
+    let pool = s.broker.store().pool().expect("a SQLite store").clone();
+    sqlx::query("UPDATE oauth_connects SET expires_at = ? WHERE id = ?").bind(chrono_now() - 1).bind(&late).execute(&pool).await.unwrap();
+    assert_eq!(s.callback(&back, cookie.as_deref()).await.0, 404);
+    let (_, st) = s.invoke("connect_status", json!({"credential_handle": "ACME", "connect_id": late})).await;
+    assert_eq!(st["result"]["status"], "expired", "{st}");
     // Five wrong codes end a link for good, even for the right code afterwards.
     let (asked, code) = s.ask().await;
     let id = asked["connect_id"].as_str().unwrap();
@@ -590,4 +606,53 @@ async fn t31_two_replicas_on_postgres_racing_the_same_expiry_refresh_once() {
     assert_eq!((stats["refresh"].as_i64(), stats["grant_revoked"].as_i64()), (Some(1), Some(0)), "{stats}");
     drop(s);
     let _ = sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)")).execute(&mut admin).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn t31_connect_flow_in_chromium() {
+    let browser = if !Path::new("/usr/bin/chromium").exists() {
+        Some("/usr/bin/chromium is missing (apt-get install chromium)".to_owned())
+    } else if !root().join("tests/browser/node_modules/playwright-core").exists() {
+        Some("tests/browser/node_modules is missing (cd tests/browser && npm ci)".to_owned())
+    } else {
+        None
+    };
+    if skip(browser) {
+        return;
+    }
+    let Some(s) = Setup::start(Options { auto: false, ..Options::default() }).await else { return };
+    let (asked, code) = s.ask().await;
+    let out = tokio::process::Command::new("node")
+        .arg(root().join("tests/browser/connect.mjs"))
+        .current_dir(root().join("tests/browser"))
+        .env("AIRLOCK_CONNECT_LINK", asked["link"].as_str().unwrap())
+        .env("AIRLOCK_OWNER_CODE", &code)
+        .output()
+        .await
+        .unwrap();
+    let report = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    println!("{report}");
+    assert!(out.status.success() && report.contains(" 0 failed"), "browser checks failed:\n{report}");
+    let (_, st) = s.invoke("connect_status", json!({"credential_handle": "ACME", "connect_id": asked["connect_id"]})).await;
+    assert_eq!(st["result"]["status"], "connected", "{st}");
+    let (_, v) = s.api("/api/me").await;
+    assert_eq!(v["result"]["status"], 200, "{v}");
+    s.sweep(&[asked, st, v]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn t31_discovered_endpoints_and_extra_parameters_reach_the_provider() {
+    let o = Options { discover: true, extra_oauth: "authorize_params = { prompt = \"consent\" }", ..Options::default() };
+    let Some(s) = Setup::start(o).await else { return };
+    s.connect().await;
+    let stats = s.provider.stats().await;
+    let a = &stats["last_authorize"];
+    assert_eq!((a["prompt"].as_str(), a["code_challenge_method"].as_str(), a["scope"].as_str()), (Some("consent"), Some("S256"), Some("api:read")), "{stats}");
+    assert_eq!(a["resource"].as_str(), Some(s.provider.get("resource").as_str()), "{stats}");
+    let (_, v) = s.api("/api/x").await;
+    assert_eq!(v["result"]["status"], 200, "{v}");
+    // The discovered revocation endpoint is used too.
+    let h = s.broker.config().handles.values().find(|h| h.name.as_str() == "ACME").unwrap().clone();
+    assert_eq!(s.broker.revoke_account(&h, &airlock_server::broker::Revoker::OPERATOR).await.unwrap(), Some(true));
+    assert_eq!(s.provider.stat("revocations").await, 1);
 }

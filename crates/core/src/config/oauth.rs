@@ -50,6 +50,9 @@ pub struct OauthProvider {
     pub keep_alive: bool,
     /// Timeout of one request to the token or revocation endpoint.
     pub token_timeout_ms: u64,
+    /// Extra parameters of the authorization request (Google's `access_type = "offline"`,
+    /// `prompt = "consent"`); the protocol's own parameters cannot be set here.
+    pub authorize_params: std::collections::BTreeMap<String, String>,
     /// A PEM file of certificate authorities trusted for the provider's endpoints besides the
     /// public roots (an identity provider behind an internal CA). Absolute.
     pub ca_file: Option<PathBuf>,
@@ -90,7 +93,13 @@ pub(super) struct RawOauth {
     token_timeout_ms: u64,
     #[serde(default)]
     ca_file: Option<PathBuf>,
+    #[serde(default)]
+    authorize_params: std::collections::BTreeMap<String, String>,
 }
+
+/// Parameters of the authorization request that airlock sets itself.
+const RESERVED_PARAMS: &[&str] =
+    &["response_type", "client_id", "redirect_uri", "scope", "state", "code_challenge", "code_challenge_method", "resource", "nonce"];
 
 fn default_margin() -> u64 {
     60
@@ -163,6 +172,9 @@ impl RawOauth {
         if self.refresh_margin_seconds > 3600 {
             r.problem(&at.join("refresh_margin_seconds"), ProblemCode::OutOfRange, "is 0 to 3600");
         }
+        for k in self.authorize_params.keys().filter(|k| RESERVED_PARAMS.contains(&k.as_str())) {
+            r.problem(&at.join("authorize_params"), ProblemCode::BadValue, format!("'{k}' is set by airlock"));
+        }
         if let Some(f) = &self.ca_file {
             if !base.join(f).is_file() {
                 r.problem(&at.join("ca_file"), ProblemCode::BadValue, format!("{} is not a file", base.join(f).display()));
@@ -181,6 +193,7 @@ impl RawOauth {
             keep_alive: self.keep_alive,
             token_timeout_ms: self.token_timeout_ms,
             ca_file: self.ca_file.map(|f| base.join(f)),
+            authorize_params: self.authorize_params,
         })
     }
 }

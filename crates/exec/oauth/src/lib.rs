@@ -328,6 +328,9 @@ impl<'a> Client<'a> {
         if let Some(r) = &self.provider.resource {
             req = req.add_extra_param("resource", r.clone());
         }
+        for (k, v) in &self.provider.authorize_params {
+            req = req.add_extra_param(k.clone(), v.clone());
+        }
         let (url, state) = req.url();
         Ok(Authorization {
             url: url.to_string(),
