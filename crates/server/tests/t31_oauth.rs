@@ -21,6 +21,26 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Every log line the brokers of this test binary write (swept for tokens like the answers).
+static LOG: std::sync::Mutex<Vec<u8>> = std::sync::Mutex::new(Vec::new());
+
+struct LogWriter;
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        LOG.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn capture_logs() {
+    let filter = tracing_subscriber::EnvFilter::new("trace,hyper=info,h2=info,reqwest=debug,rustls=info,sqlx=info,tower=info");
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(|| LogWriter).try_init();
+}
+
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
@@ -217,6 +237,7 @@ impl Setup {
         if skip(missing_provider()) {
             return None;
         }
+        capture_logs();
         let dir = tempfile::tempdir().unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
@@ -346,13 +367,16 @@ impl Setup {
         vec![asked, status]
     }
 
-    /// Everything that must never hold a token: the agent's answers, the audit log, the log of
-    /// deliveries minus the owner's code (which is the owner's).
+    /// Everything that must never hold a token: the agent's answers, the audit log and every
+    /// log line the brokers wrote (at trace level).
     async fn sweep(&self, seen: &[Value]) {
         let mut haystack: Vec<String> = seen.iter().map(Value::to_string).collect();
         for (_, rec) in self.broker.store().audit_tail(100_000).await.unwrap() {
             haystack.push(serde_json::to_string(&rec).unwrap());
         }
+        let log = String::from_utf8_lossy(&LOG.lock().unwrap()).into_owned();
+        assert!(log.contains("airlock"), "the brokers' log lines are captured");
+        haystack.push(log);
         let tokens = self.provider.tokens().await;
         assert!(!tokens.is_empty());
         let mut canaries = tokens.clone();
@@ -655,4 +679,21 @@ async fn t31_discovered_endpoints_and_extra_parameters_reach_the_provider() {
     let h = s.broker.config().handles.values().find(|h| h.name.as_str() == "ACME").unwrap().clone();
     assert_eq!(s.broker.revoke_account(&h, &airlock_server::broker::Revoker::OPERATOR).await.unwrap(), Some(true));
     assert_eq!(s.provider.stat("revocations").await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn t31_keep_alive_refreshes_an_idle_account_before_it_expires() {
+    let o = Options { access_ttl: 4, margin: 2, extra_oauth: "keep_alive = true", ..Options::default() };
+    let Some(s) = Setup::start(o).await else { return };
+    s.connect().await;
+    // No call at all: the serving loop refreshes it (its tick is 2 s).
+    let t0 = std::time::Instant::now();
+    while s.provider.stat("refresh").await < 2 && t0.elapsed() < Duration::from_secs(15) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let stats = s.provider.stats().await;
+    assert!(stats["refresh"].as_i64().unwrap() >= 2, "{stats}");
+    assert_eq!(stats["grant_revoked"], 0, "{stats}");
+    let (_, v) = s.api("/api/x").await;
+    assert_eq!(v["result"]["status"], 200, "{v}");
 }
