@@ -219,7 +219,7 @@ async fn main() -> Result<()> {
     let airlock = Airlock::next_to_this()?;
     let s = setup(&airlock, 3600, 60).await?;
     println!("http_request through airlock serve (sync = full), oauth handle vs static key, same upstream; 3 alternating runs");
-    println!("{:>4} {:>8} {:>18} {:>18} {:>16} {:>16} {:>7}", "conc", "handle", "p50 (min-max)", "", "calls/s (min-max)", "", "ratio");
+    println!("conc   handle  p50 (min-max)                  calls/s (min-max)    against STATIC");
     for conc in [1usize, 32] {
         let mut res: HashMap<&str, (Vec<f64>, Vec<f64>)> = HashMap::new();
         for _ in 0..3 {

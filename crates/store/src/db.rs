@@ -165,9 +165,10 @@ ALTER TABLE audit_checkpoints ADD COLUMN format {int} NOT NULL DEFAULT 1;
 "#;
 }
 
-/// Connected OAuth accounts and the links that connect them (`crate::oauth`).
+/// Connected OAuth accounts and the links that connect them (`crate::oauth`). Idempotent (the
+/// audit-format migration test runs it again).
 const OAUTH: &str = r#"
-CREATE TABLE oauth_connects (
+CREATE TABLE IF NOT EXISTS oauth_connects (
     id            TEXT PRIMARY KEY,
     handle        TEXT NOT NULL,
     agent_id      TEXT NOT NULL,
@@ -182,9 +183,9 @@ CREATE TABLE oauth_connects (
     created_at    {int} NOT NULL,
     expires_at    {int} NOT NULL
 );
-CREATE UNIQUE INDEX oauth_connects_state ON oauth_connects(state_hash);
-CREATE INDEX oauth_connects_expiry ON oauth_connects(expires_at);
-CREATE TABLE oauth_accounts (
+CREATE UNIQUE INDEX IF NOT EXISTS oauth_connects_state ON oauth_connects(state_hash);
+CREATE INDEX IF NOT EXISTS oauth_connects_expiry ON oauth_connects(expires_at);
+CREATE TABLE IF NOT EXISTS oauth_accounts (
     handle            TEXT PRIMARY KEY,
     owner             TEXT NOT NULL,
     status            TEXT NOT NULL,
