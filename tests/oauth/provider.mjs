@@ -7,6 +7,8 @@
 //   AUTO_CONSENT=1 log in as `owner-1` and consent without a page (HTTP-only tests);
 //                  otherwise the provider's own login and consent pages (the browser test)
 //   TLS_CERT, TLS_KEY  PEM files: the authorization server serves HTTPS (as providers do)
+//   ROTATE=0       refresh tokens are not rotated, and a refresh's answer carries no refresh
+//                  token at all (as many providers answer)
 //
 // Prints one JSON line on stdout once listening:
 //   {"issuer", "token", "authorize", "revocation", "resource", "rs", "client_id", "client_secret"}
@@ -52,7 +54,7 @@ const provider = new Provider(issuer, {
   }],
   scopes: ['openid', 'offline_access', 'api:read'],
   pkce: { required: () => true },
-  rotateRefreshToken: true,
+  rotateRefreshToken: process.env.ROTATE !== '0',
   issueRefreshToken: async () => true,
   ttl: { AccessToken: accessTtl, AuthorizationCode: 60, Grant: 86400, RefreshToken: 86400, Session: 86400, Interaction: 600 },
   features: {
@@ -112,6 +114,9 @@ provider.use(async (ctx, next) => {
     return;
   }
   await next();
+  if (process.env.ROTATE === '0' && ctx.path === '/token' && ctx.oidc?.params?.grant_type === 'refresh_token' && ctx.body) {
+    delete ctx.body.refresh_token;
+  }
 });
 
 op.on('request', provider.callback());

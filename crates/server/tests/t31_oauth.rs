@@ -101,9 +101,11 @@ fn tls_files(dir: &Path) {
 }
 
 impl Provider {
-    fn start(redirect: &str, access_ttl: u64, auto: bool, tls: &Path) -> Provider {
+    fn start(redirect: &str, o: &Options<'_>, tls: &Path) -> Provider {
+        let (access_ttl, auto) = (o.access_ttl, o.auto);
         let mut child = Command::new("node")
             .arg(root().join("tests/oauth/provider.mjs"))
+            .env("ROTATE", if o.rotate { "1" } else { "0" })
             .env("TLS_CERT", tls.join("cert.pem"))
             .env("TLS_KEY", tls.join("key.pem"))
             .env("REDIRECT_URI", redirect)
@@ -161,11 +163,13 @@ struct Options<'a> {
     extra_oauth: &'a str,
     /// Endpoints from the issuer's metadata instead of the configuration.
     discover: bool,
+    /// The provider rotates refresh tokens.
+    rotate: bool,
 }
 
 impl Default for Options<'_> {
     fn default() -> Self {
-        Options { access_ttl: 3600, margin: 60, auto: true, store_url: None, extra_oauth: "", discover: false }
+        Options { access_ttl: 3600, margin: 60, auto: true, store_url: None, extra_oauth: "", discover: false, rotate: true }
     }
 }
 
@@ -242,7 +246,7 @@ impl Setup {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         tls_files(dir.path());
-        let provider = Provider::start(&format!("{base}/oauth/callback"), o.access_ttl, o.auto, dir.path());
+        let provider = Provider::start(&format!("{base}/oauth/callback"), &o, dir.path());
         std::fs::write(dir.path().join("airlock.toml"), config_text(&base, &provider, &o, &dir.path().join("outbox.jsonl"))).unwrap();
         let data = dir.path().join("data");
         std::fs::create_dir_all(&data).unwrap();
@@ -696,4 +700,18 @@ async fn t31_keep_alive_refreshes_an_idle_account_before_it_expires() {
     assert_eq!(stats["grant_revoked"], 0, "{stats}");
     let (_, v) = s.api("/api/x").await;
     assert_eq!(v["result"]["status"], 200, "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn t31_a_provider_that_does_not_rotate_keeps_the_first_refresh_token_working() {
+    let Some(s) = Setup::start(Options { access_ttl: 3, margin: 1, rotate: false, ..Options::default() }).await else { return };
+    s.connect().await;
+    // Three refreshes, each answered without a refresh token: the one from the connect is kept.
+    for round in 1..=3 {
+        wait_until_due(2).await;
+        let (_, v) = s.api("/api/x").await;
+        assert_eq!(v["result"]["status"], 200, "round {round}: {v}");
+        assert_eq!(s.provider.stat("refresh").await, round, "round {round}");
+    }
+    assert_eq!(s.provider.stat("grant_revoked").await, 0);
 }
