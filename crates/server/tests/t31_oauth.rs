@@ -715,3 +715,21 @@ async fn t31_a_provider_that_does_not_rotate_keeps_the_first_refresh_token_worki
     }
     assert_eq!(s.provider.stat("grant_revoked").await, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn t29_t31_an_address_guessing_connect_links_is_slowed_down() {
+    let Some(s) = Setup::start(Options::default()).await else { return };
+    // [shares] failed_consumes_per_minute (30 by default) requests that find nothing, then 429.
+    let mut statuses = Vec::new();
+    for i in 0..40 {
+        let r = s.http.get(format!("{}/v1/connect/guess{i}", s.base)).send().await.unwrap();
+        statuses.push(r.status().as_u16());
+    }
+    assert!(statuses[..30].iter().all(|&c| c == 404), "{statuses:?}");
+    assert!(statuses[30..].iter().all(|&c| c == 429), "{statuses:?}");
+    let (st, v, _) = s.verify("guess", "AAAAAAAA").await;
+    assert_eq!((st, v["error"]["code"].as_str()), (429, Some("rate-limited")), "{v}");
+    // The limit is per address: the agent's own calls are not affected.
+    let (_, st) = s.invoke("connect_status", json!({"credential_handle": "ACME"})).await;
+    assert_eq!(st["result"]["status"], "not-connected", "{st}");
+}

@@ -126,6 +126,8 @@ struct Limits {
     shares: share::ShareRates,
     /// Sources of refused tokens, for one audit record per source per minute (T29).
     bad_tokens: audit_agg::BadTokens,
+    /// Connect-page requests that found nothing to continue, per client address (T29, T31).
+    connect_failed: rate::RateLimiter,
 }
 
 /// The broker. One per process; share it as `Arc<Broker>`.
@@ -173,7 +175,11 @@ impl Broker {
         let leases = lease::LeaseState::new(lease::installation_id(&dir)?);
         let approvals = approval::ApprovalState::new(approval::policy_version(policy.version(), &cfg));
         let executors = registry::Executors::new(&cfg, store.clone());
-        let limits = Limits { shares: share::ShareRates::new(&cfg.shares), ..Limits::default() };
+        let limits = Limits {
+            shares: share::ShareRates::new(&cfg.shares),
+            connect_failed: rate::RateLimiter::with_capacity(cfg.shares.max_tracked_clients),
+            ..Limits::default()
+        };
         let mut metrics = Metrics::default();
         metrics.register_limiter("calls", &limits.calls);
         metrics.register_limiter("sends", &limits.sends);
@@ -181,6 +187,7 @@ impl Broker {
         metrics.register_limiter("share_create", &limits.shares.create);
         metrics.register_limiter("share_failed_pair", &limits.shares.failed_pair);
         metrics.register_limiter("share_failed_share", &limits.shares.failed_share);
+        metrics.register_limiter("connect_failed", &limits.connect_failed);
         let broker = Broker {
             cfg: Arc::new(cfg),
             policy,

@@ -10,13 +10,14 @@
 //!   fixed text: nothing of the request is reflected.
 
 use super::approvals::shown;
+use super::auth::source;
 use super::assets::html;
 use super::response::{json, page, ApiError};
 use crate::broker::oauth::CallbackOutcome;
 use crate::broker::Broker;
 use airlock_core::ErrorCode;
 use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderMap, HeaderValue};
+use axum::http::{header, Extensions, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -33,7 +34,16 @@ async fn connect_page() -> Response {
     page("text/html; charset=utf-8", CONNECT.as_str())
 }
 
-async fn view(State(b): State<Arc<Broker>>, Path(id): Path<String>) -> Response {
+/// The limiter's answer when `ip` has used up its failures (T29).
+fn limited() -> Response {
+    ApiError::from(ErrorCode::RateLimited).into_response()
+}
+
+async fn view(State(b): State<Arc<Broker>>, ext: Extensions, Path(id): Path<String>) -> Response {
+    let ip = source(&ext);
+    if !b.connect_allowed(&ip) {
+        return limited();
+    }
     match b.connect_view(&id).await {
         Ok(mut v) => {
             // The agent's name is agent text: hidden characters are shown escaped (T16).
@@ -42,7 +52,10 @@ async fn view(State(b): State<Arc<Broker>>, Path(id): Path<String>) -> Response 
             }
             json(200, &j!({"ok": true, "connect": v}))
         }
-        Err(e) => ApiError(e).into_response(),
+        Err(e) => {
+            b.connect_failed(&ip);
+            ApiError(e).into_response()
+        }
     }
 }
 
@@ -52,7 +65,16 @@ struct VerifyBody {
     code: String,
 }
 
-async fn verify(State(b): State<Arc<Broker>>, Path(id): Path<String>, body: Result<Json<VerifyBody>, axum::extract::rejection::JsonRejection>) -> Response {
+async fn verify(
+    State(b): State<Arc<Broker>>,
+    ext: Extensions,
+    Path(id): Path<String>,
+    body: Result<Json<VerifyBody>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let ip = source(&ext);
+    if !b.connect_allowed(&ip) {
+        return limited();
+    }
     let Ok(Json(body)) = body else { return ApiError::from(ErrorCode::BadRequest).into_response() };
     if body.code.len() > 64 {
         return ApiError::from(ErrorCode::BadRequest).into_response();
@@ -72,7 +94,10 @@ async fn verify(State(b): State<Arc<Broker>>, Path(id): Path<String>, body: Resu
             }
             r
         }
-        Err(e) => ApiError(e).into_response(),
+        Err(e) => {
+            b.connect_failed(&ip);
+            ApiError(e).into_response()
+        }
     }
 }
 
@@ -95,13 +120,18 @@ fn cookies(headers: &HeaderMap) -> Vec<(String, String)> {
         .collect()
 }
 
-async fn callback(State(b): State<Arc<Broker>>, headers: HeaderMap, Query(q): Query<CallbackQuery>) -> Response {
+async fn callback(State(b): State<Arc<Broker>>, ext: Extensions, headers: HeaderMap, Query(q): Query<CallbackQuery>) -> Response {
+    let ip = source(&ext);
     let outcome = match q.state.as_deref() {
+        _ if !b.connect_allowed(&ip) => CallbackOutcome::Unavailable,
         Some(state) if !state.is_empty() && state.len() <= 512 => {
             b.connect_callback(state, q.code.as_deref(), q.error.as_deref(), &cookies(&headers)).await
         }
         _ => CallbackOutcome::Unavailable,
     };
+    if outcome == CallbackOutcome::Unavailable {
+        b.connect_failed(&ip);
+    }
     let (status, title, detail) = match outcome {
         CallbackOutcome::Connected => (200, "Account connected", "airlock holds the account's tokens now; the agent can use the account without ever seeing them."),
         CallbackOutcome::Denied => (200, "Not connected", "The request was refused; nothing was connected."),

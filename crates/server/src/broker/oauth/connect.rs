@@ -101,6 +101,18 @@ pub enum CallbackOutcome {
 }
 
 impl Broker {
+    /// Whether the connect pages may answer `ip`: under `[shares] failed_consumes_per_minute`
+    /// requests that found nothing to continue (an unknown, finished or expired link, a wrong
+    /// code, a callback that finishes nothing) in the last minute (T29).
+    pub fn connect_allowed(&self, ip: &str) -> bool {
+        self.limits.connect_failed.available(ip, self.config().shares.failed_consumes_per_minute)
+    }
+
+    /// Counts one connect-page request from `ip` that found nothing to continue.
+    pub fn connect_failed(&self, ip: &str) {
+        self.limits.connect_failed.check(ip, self.config().shares.failed_consumes_per_minute);
+    }
+
     /// Makes a connect link for `owner` (one the handle allows) on behalf of `by`.
     pub async fn create_connect(&self, handle: &Handle, owner: &str, by: Requester<'_>) -> Result<NewLink, CallError> {
         let c = constraints(handle)?;
