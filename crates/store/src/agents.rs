@@ -207,6 +207,25 @@ impl Store {
         Ok(Some(Agent { id, name, parent, created_at, expires_at, revoked_at }))
     }
 
+    /// The live, unexpired top-level agent called `name`, if any (an agent that authenticates
+    /// with a token of a trusted issuer is found by name).
+    pub async fn live_agent_named(&self, name: &str) -> Result<Option<Agent>> {
+        let row: Option<AgentRow> = self
+            .fetch_optional(
+                "SELECT id, name, parent, created_at, expires_at, revoked_at FROM agents
+                 WHERE name = ? AND revoked_at IS NULL AND parent IS NULL AND (expires_at IS NULL OR expires_at > ?)",
+                &[name.into(), (&now()).into()],
+            )
+            .await?;
+        Ok(row.map(row_to_agent))
+    }
+
+    /// Whether a top-level agent called `name` was ever added (live, expired or revoked).
+    pub async fn agent_name_used(&self, name: &str) -> Result<bool> {
+        let (n,): (i64,) = self.fetch_one("SELECT COUNT(*) FROM agents WHERE name = ? AND parent IS NULL", &[name.into()]).await?;
+        Ok(n > 0)
+    }
+
     /// Every agent, live and revoked, oldest first.
     pub async fn list_agents(&self) -> Result<Vec<Agent>> {
         let rows: Vec<AgentRow> = self

@@ -20,6 +20,7 @@ mod database;
 mod defaults;
 mod handle;
 mod http;
+mod issuers;
 mod leases;
 mod limits;
 mod oauth;
@@ -45,6 +46,7 @@ pub use self::command::{ArgTemplate, CommandConstraints, Placeholder, SecretDeli
 pub use self::database::{table_in, DatabaseConstraints, Scope, TableColumns};
 pub use self::handle::{Constraints, Handle};
 pub use self::http::{Destination, HttpConstraints, Injection};
+pub use self::issuers::{IssuerConfig, JwksSource, SubjectRule, ASYMMETRIC_ALGORITHMS};
 pub use self::leases::{LeasePolicy, LeaseProvider, LEASE_SUFFIX_LEN};
 pub use self::limits::{LimitsConfig, MAX_CHILD_DEPTH};
 pub use self::oauth::{OauthConstraints, OauthEndpoints, OauthProvider};
@@ -98,6 +100,8 @@ pub struct Config {
     pub results: BTreeMap<HandleName, ResultsPolicy>,
     /// Remote vaults by name (`[vaults.NAME]`).
     pub vaults: BTreeMap<String, RemoteVaultConfig>,
+    /// Trusted token issuers by name (`[issuers.NAME]`).
+    pub issuers: BTreeMap<String, IssuerConfig>,
 }
 
 /// The top-level tables. Each is read on its own; they are named here so that any other key
@@ -115,6 +119,7 @@ struct Sections {
     handles: Option<IgnoredAny>,
     agents: Option<IgnoredAny>,
     vaults: Option<IgnoredAny>,
+    issuers: Option<IgnoredAny>,
 }
 
 impl Config {
@@ -140,6 +145,13 @@ impl Config {
         let vaults = vault::check_all(&mut r, src.section("vaults"), base);
         let handles = handle::check_all(&mut r, src.section("handles"), &vaults, base);
         let agents = agents::check_all(&mut r, src.section("agents"), &handles.declared);
+        // Every agent the file declares, valid or not: a rule naming one in error is not
+        // reported again as unknown.
+        let agent_names: Vec<&str> = match src.section("agents").map(toml::Spanned::get_ref) {
+            Some(toml::de::DeValue::Table(t)) => t.iter().map(|(k, _)| k.get_ref().as_ref()).collect(),
+            _ => Vec::new(),
+        };
+        let issuers = issuers::check_all(&mut r, src.section("issuers"), base, &agent_names);
         let root = FieldPath::root();
         let server = section::<ServerConfig>(&mut r, &src, "server").checked(&mut r, &root.key("server"), base);
         let store = section::<StoreConfig>(&mut r, &src, "store").checked(&mut r, &root.key("store"), base);
@@ -172,6 +184,7 @@ impl Config {
             approvals: handles.approvals,
             results: handles.results,
             vaults: vaults.valid,
+            issuers,
         })
     }
 }

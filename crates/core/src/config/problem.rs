@@ -138,6 +138,8 @@ pub enum ProblemCode {
     UnknownHandle,
     /// A share recipient names a channel that is not defined.
     UnknownChannel,
+    /// An issuer's subject rule names an agent that is not an `[agents]` entry.
+    UnknownAgent,
     /// A handle carries a table of constraints of another kind.
     WrongConstraints,
     /// A handle lacks the table of constraints its kind needs.

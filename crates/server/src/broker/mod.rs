@@ -14,6 +14,7 @@ mod audit_agg;
 pub mod call;
 pub mod children;
 mod identity;
+pub mod issuers;
 pub mod lease;
 pub mod metrics;
 pub mod oauth;
@@ -150,6 +151,7 @@ pub struct Broker {
     children: children::ChildState,
     identities: identity::Identities,
     oauth: oauth::OauthState,
+    issuers: issuers::Issuers,
 }
 
 impl std::fmt::Debug for Broker {
@@ -175,6 +177,7 @@ impl Broker {
         let leases = lease::LeaseState::new(lease::installation_id(&dir)?);
         let approvals = approval::ApprovalState::new(approval::policy_version(policy.version(), &cfg));
         let executors = registry::Executors::new(&cfg, store.clone());
+        let cfg_issuers: Vec<_> = cfg.issuers.values().cloned().collect();
         let limits = Limits {
             shares: share::ShareRates::new(&cfg.shares),
             connect_failed: rate::RateLimiter::with_capacity(cfg.shares.max_tracked_clients),
@@ -202,6 +205,7 @@ impl Broker {
             children: children::ChildState::default(),
             identities: identity::Identities::default(),
             oauth: oauth::OauthState::default(),
+            issuers: issuers::Issuers::new(&cfg_issuers),
         };
         broker.rebuild_scrubber().await?;
         Ok(broker)

@@ -304,6 +304,7 @@ impl Broker {
         self.store().finish_connect(&c.id, &[status::EXCHANGING], status::CONNECTED).await.map_err(internal)?;
         self.oauth.keep(&handle.name, version, &set);
         self.rebuild_scrubber().await.map_err(internal)?;
+        tracing::info!(handle = %c.handle, owner = %c.owner, version, "account connected");
         let target = json!({"connect_id": c.id, "requested_by": c.agent_name, "scope": set.scope(), "version": version});
         self.audit_account(&c.owner, "account connected", "account_connected", &c.handle, None, target).await;
         Ok(())

@@ -316,6 +316,7 @@ impl Broker {
                     return Ok((a.version, set));
                 }
                 self.oauth.keep(name, version + 1, &new);
+                tracing::debug!(handle = %name, version = version + 1, forced, "account tokens refreshed");
                 self.rebuild_scrubber().await.map_err(internal)?;
                 let target = json!({"handle": name.as_str(), "version": version + 1, "forced": forced, "expires_at": new.expires_at()});
                 self.audit_account("broker", "access token refreshed", "account_refreshed", name.as_str(), None, target).await;

@@ -1,0 +1,226 @@
+//! T30: agents authenticate with a JWT of a trusted issuer (`[issuers.NAME]`): a locally
+//! generated P-256 key set served over HTTP on 127.0.0.1 plays a Kubernetes- or CI-style issuer.
+//! A token maps to an agent of the configuration by its subject or its claims; every bad token
+//! is `unauthenticated`; a flood of unknown key ids fetches the key set at most once per
+//! interval; a key removed from the set stops verifying within one interval; a revoked agent
+//! stays revoked.
+
+mod common;
+
+use axum::routing::get;
+use axum::{Json, Router};
+use base64::Engine as _;
+use common::{code, Fixture};
+use jsonwebtoken::{encode, EncodingKey, Header};
+use ring::rand::SystemRandom;
+use ring::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
+use serde_json::{json, Value};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+const AUD: &str = "https://airlock.test";
+
+fn b64(b: &[u8]) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
+}
+
+/// A P-256 signing key and its JWK.
+struct Key {
+    pkcs8: Vec<u8>,
+    jwk: Value,
+    kid: String,
+}
+
+impl Key {
+    fn new(kid: &str) -> Key {
+        let rng = SystemRandom::new();
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap().as_ref().to_vec();
+        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &pkcs8, &rng).unwrap();
+        let point = pair.public_key().as_ref();
+        let jwk = json!({"kty": "EC", "crv": "P-256", "x": b64(&point[1..33]), "y": b64(&point[33..65]), "kid": kid, "alg": "ES256", "use": "sig"});
+        Key { pkcs8, jwk, kid: kid.to_owned() }
+    }
+
+    fn sign(&self, claims: &Value) -> String {
+        let mut h = Header::new(jsonwebtoken::Algorithm::ES256);
+        h.kid = Some(self.kid.clone());
+        encode(&h, claims, &EncodingKey::from_ec_der(&self.pkcs8)).unwrap()
+    }
+}
+
+/// The issuer: its key set (replaceable) at /jwks, and how often it was fetched.
+struct IssuerServer {
+    url: String,
+    keys: Arc<Mutex<Value>>,
+    fetches: Arc<AtomicU64>,
+}
+
+async fn issuer(keys: Value) -> IssuerServer {
+    let keys = Arc::new(Mutex::new(keys));
+    let fetches = Arc::new(AtomicU64::new(0));
+    let (k, f) = (keys.clone(), fetches.clone());
+    let app = Router::new().route(
+        "/jwks",
+        get(move || {
+            let (k, f) = (k.clone(), f.clone());
+            async move {
+                f.fetch_add(1, Ordering::SeqCst);
+                Json(k.lock().unwrap().clone())
+            }
+        }),
+    );
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", l.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(l, app).await });
+    IssuerServer { url, keys, fetches }
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
+}
+
+fn claims(iss: &str, sub: &str) -> Value {
+    json!({"iss": iss, "sub": sub, "aud": AUD, "exp": now() + 300, "iat": now(), "nbf": now() - 5})
+}
+
+async fn setup() -> (Fixture, IssuerServer, Key) {
+    let key = Key::new("k1");
+    let iss = issuer(json!({"keys": [key.jwk.clone()]})).await;
+    let url = iss.url.clone();
+    let fx = Fixture::start_with(move |t| {
+        format!(
+            r#"{t}
+[agents.deployer]
+grants = [{{ handle = "API", tools = ["http_request"] }}]
+
+[agents.ci]
+grants = [{{ handle = "API", tools = ["http_request"] }}]
+
+[issuers.cluster]
+issuer = "{url}"
+jwks_url = "{url}/jwks"
+audience = "{AUD}"
+algorithms = ["ES256"]
+leeway_seconds = 0
+refetch_interval_seconds = 1
+subjects = [
+  {{ subject = "system:serviceaccount:ci:deployer", agent = "deployer" }},
+  {{ claims = {{ repository = "acme/app", ref = "refs/heads/main" }}, agent = "ci" }},
+]
+"#
+        )
+    })
+    .await;
+    (fx, iss, key)
+}
+
+async fn call(fx: &Fixture, token: &str) -> (u16, Value) {
+    fx.invoke_as(token, "http_request", json!({"credential_handle": "API", "method": "GET", "path_or_url": "/v1/items"})).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t30_a_token_of_a_trusted_issuer_authenticates_its_mapped_agent() {
+    let (fx, iss, key) = setup().await;
+    let (status, v) = call(&fx, &key.sign(&claims(&iss.url, "system:serviceaccount:ci:deployer"))).await;
+    assert_eq!((status, v["result"]["status"].as_i64()), (200, Some(200)), "{v}");
+    let mut ci = claims(&iss.url, "repo:acme/app:ref:refs/heads/main");
+    ci["repository"] = json!("acme/app");
+    ci["ref"] = json!("refs/heads/main");
+    let (status, v) = call(&fx, &key.sign(&ci)).await;
+    assert_eq!(status, 200, "{v}");
+    let agents: Vec<String> = fx.store.audit_tail(10).await.unwrap().into_iter().map(|(_, r)| r.agent).collect();
+    assert!(agents.contains(&"deployer".to_owned()) && agents.contains(&"ci".to_owned()), "{agents:?}");
+    // The same claims on another branch map to nothing.
+    ci["ref"] = json!("refs/heads/evil");
+    assert_eq!(call(&fx, &key.sign(&ci)).await.0, 401);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t30_bad_tokens_are_unauthenticated() {
+    let (fx, iss, key) = setup().await;
+    let sub = "system:serviceaccount:ci:deployer";
+    let good = claims(&iss.url, sub);
+    let with = |k: &str, v: Value| {
+        let mut c = good.clone();
+        c[k] = v;
+        c
+    };
+    let mut cases: Vec<(&str, String)> = vec![
+        ("expired", key.sign(&with("exp", json!(now() - 10)))),
+        ("not yet valid", key.sign(&with("nbf", json!(now() + 120)))),
+        ("wrong audience", key.sign(&with("aud", json!("https://other.example")))),
+        ("an ID token (audience: the client)", key.sign(&with("aud", json!("airlock-client")))),
+        ("wrong issuer", key.sign(&with("iss", json!("https://evil.example")))),
+        ("unmapped subject", key.sign(&with("sub", json!("system:serviceaccount:ci:other")))),
+        ("no subject", key.sign(&{
+            let mut c = good.clone();
+            c.as_object_mut().unwrap().remove("sub");
+            c
+        })),
+        ("oversized", key.sign(&with("pad", json!("x".repeat(9_000))))),
+        ("malformed", "a.b.c".to_owned()),
+        ("not base64", "eyJ!.eyJ.sig".to_owned()),
+    ];
+    // alg none, with and without a signature part.
+    let none_header = b64(br#"{"alg":"none","typ":"JWT"}"#);
+    let body = b64(good.to_string().as_bytes());
+    cases.push(("alg none", format!("{none_header}.{body}.")));
+    cases.push(("alg none, signed", format!("{none_header}.{body}.AAAA")));
+    // HS256 "signed" with the issuer's public key, under its kid.
+    let mut h = Header::new(jsonwebtoken::Algorithm::HS256);
+    h.kid = Some("k1".into());
+    let public = serde_json::to_vec(&key.jwk).unwrap();
+    cases.push(("HMAC with the public key", encode(&h, &good, &EncodingKey::from_secret(&public)).unwrap()));
+    // Signed by a key the issuer does not have, under the issuer's kid.
+    cases.push(("foreign key, known kid", Key::new("k1").sign(&good)));
+    for (what, token) in &cases {
+        let (status, v) = call(&fx, token).await;
+        assert_eq!((status, code(&v)), (401, "unauthenticated"), "{what}: {v}");
+    }
+    // A token in the query string is not read.
+    let r = fx.client.get(format!("{}/v1/tools?access_token={}", fx.base, key.sign(&good))).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    // The good one works.
+    assert_eq!(call(&fx, &key.sign(&good)).await.0, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t30_unknown_key_ids_fetch_at_most_once_per_interval_and_a_removed_key_stops_working() {
+    let (fx, iss, key) = setup().await;
+    let sub = "system:serviceaccount:ci:deployer";
+    assert_eq!(call(&fx, &key.sign(&claims(&iss.url, sub))).await.0, 200);
+    let before = iss.fetches.load(Ordering::SeqCst);
+    // 200 tokens under made-up key ids, as fast as they come.
+    let t0 = std::time::Instant::now();
+    for i in 0..200 {
+        let mut k = Key::new(&format!("made-up-{i}"));
+        k.kid = format!("made-up-{i}");
+        assert_eq!(call(&fx, &k.sign(&claims(&iss.url, sub))).await.0, 401);
+    }
+    let secs = t0.elapsed().as_secs() + 1;
+    let fetched = iss.fetches.load(Ordering::SeqCst) - before;
+    assert!(fetched <= secs + 1, "{fetched} key-set fetches in about {secs} s for 200 unknown kids");
+    // Rotation: the issuer now serves k2 only. Within one interval k1's tokens stop working and
+    // k2's work.
+    let k2 = Key::new("k2");
+    *iss.keys.lock().unwrap() = json!({"keys": [k2.jwk.clone()]});
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    // The first call after the interval may still verify with the set it finds (another caller
+    // is fetching); a short while later the old key is gone.
+    let _ = call(&fx, &key.sign(&claims(&iss.url, sub))).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(call(&fx, &key.sign(&claims(&iss.url, sub))).await.0, 401, "a removed key stops verifying");
+    assert_eq!(call(&fx, &k2.sign(&claims(&iss.url, sub))).await.0, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t30_a_revoked_agent_stays_revoked_for_its_issuers_tokens() {
+    let (fx, iss, key) = setup().await;
+    let token = key.sign(&claims(&iss.url, "system:serviceaccount:ci:deployer"));
+    assert_eq!(call(&fx, &token).await.0, 200);
+    assert!(fx.store.revoke_agent("deployer").await.unwrap() >= 1);
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let (status, v) = call(&fx, &token).await;
+    assert_eq!((status, code(&v)), (401, "unauthenticated"), "{v}");
+}
