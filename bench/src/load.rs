@@ -187,6 +187,38 @@ pub async fn http_load(targets: &[Target], concurrency: usize, phases: Phases) -
     .await
 }
 
+/// The median of `v` with its minimum and maximum, for "median (min to max)" over runs.
+pub fn median_spread(mut v: Vec<f64>) -> (f64, f64, f64) {
+    v.sort_by(f64::total_cmp);
+    match (v.first(), v.last()) {
+        (Some(&lo), Some(&hi)) => (v[v.len() / 2], lo, hi),
+        _ => (f64::NAN, f64::NAN, f64::NAN),
+    }
+}
+
+/// `targets` (named) loaded in turn, `rounds` times, at `concurrency`: each name's p50s and
+/// calls/s, one per round. Fails on any failed call.
+pub async fn alternate<'a>(
+    targets: &[(&'a str, Target)],
+    concurrency: usize,
+    rounds: usize,
+    phases: Phases,
+) -> Result<std::collections::HashMap<&'a str, (Vec<f64>, Vec<f64>)>> {
+    let mut res: std::collections::HashMap<&str, (Vec<f64>, Vec<f64>)> = std::collections::HashMap::new();
+    for _ in 0..rounds {
+        for (name, t) in targets {
+            let st = http_load(std::slice::from_ref(t), concurrency, phases).await?;
+            if st.errors > 0 {
+                bail!("{name} at concurrency {concurrency}: {} errors", st.errors);
+            }
+            let e = res.entry(name).or_default();
+            e.0.push(st.p50());
+            e.1.push(st.rps());
+        }
+    }
+    Ok(res)
+}
+
 /// Seconds as whole microseconds, for tables: `"586 µs"`.
 pub fn us(secs: f64) -> String {
     format!("{:.0} µs", secs * 1e6)

@@ -16,7 +16,7 @@
 //! command. Run: `cargo build --release -p airlock -p airlock-bench && target/release/airlock-bench-oauth`.
 #![forbid(unsafe_code)]
 
-use airlock_bench::load::{http_load, us, Phases, Target};
+use airlock_bench::load::{alternate, median_spread as median, us, Phases, Target};
 use airlock_bench::served::{free_port, Airlock, Proc};
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
@@ -209,10 +209,6 @@ fn call(s: &Setup, handle: &str) -> Target {
     Target::invoke(&s.base, &s.token, "http_request", json!({"credential_handle": handle, "method": "GET", "path_or_url": "/plain"}))
 }
 
-fn median(mut v: Vec<f64>) -> (f64, f64, f64) {
-    v.sort_by(f64::total_cmp);
-    (v[v.len() / 2], v[0], v[v.len() - 1])
-}
 
 #[tokio::main]
 async fn main() -> Result<()> {
@@ -221,18 +217,7 @@ async fn main() -> Result<()> {
     println!("http_request through airlock serve (sync = full), oauth handle vs static key, same upstream; 3 alternating runs");
     println!("conc   handle  p50 (min-max)                  calls/s (min-max)    against STATIC");
     for conc in [1usize, 32] {
-        let mut res: HashMap<&str, (Vec<f64>, Vec<f64>)> = HashMap::new();
-        for _ in 0..3 {
-            for h in ["STATIC", "ACME"] {
-                let st = http_load(&[call(&s, h)], conc, PHASES).await?;
-                if st.errors > 0 {
-                    bail!("{h} at {conc}: {} errors", st.errors);
-                }
-                let e = res.entry(h).or_default();
-                e.0.push(st.p50());
-                e.1.push(st.rps());
-            }
-        }
+        let res = alternate(&[("STATIC", call(&s, "STATIC")), ("ACME", call(&s, "ACME"))], conc, 3, PHASES).await?;
         let (sp, _, _) = median(res["STATIC"].0.clone());
         let (sr, _, _) = median(res["STATIC"].1.clone());
         for h in ["STATIC", "ACME"] {

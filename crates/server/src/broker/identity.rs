@@ -114,17 +114,9 @@ fn internal(e: airlock_store::StoreError) -> CallError {
 }
 
 impl Broker {
-    /// Authenticates a bearer token: from the agents kept in memory when the token is known and
-    /// nothing changed, else from the store.
-    pub async fn authenticate(&self, token: Option<&str>) -> Result<Caller, CallError> {
-        let token = token.ok_or_else(|| CallError::new(ErrorCode::Unauthenticated))?;
-        let Some((id, hash)) = agent_token_key(token) else {
-            // Not an airlock token: a token of a trusted issuer, if any is configured (T30).
-            if self.issuers.any() && super::issuers::looks_like_jwt(token) {
-                return self.authenticate_jwt(token).await;
-            }
-            return Err(CallError::new(ErrorCode::Unauthenticated));
-        };
+    /// The store's identity generation, read again when the last read is older than
+    /// [`RECHECK`] (one reader at a time; the others use the last one read).
+    pub(crate) async fn current_identity_generation(&self) -> Result<i64, CallError> {
         let ids = &self.identities;
         if ids.claim_check() {
             match self.store.identity_generation().await {
@@ -136,6 +128,22 @@ impl Broker {
                 }
             }
         }
+        Ok(ids.generation.load(Ordering::Acquire))
+    }
+
+    /// Authenticates a bearer token: from the agents kept in memory when the token is known and
+    /// nothing changed, else from the store; a JWT of a trusted issuer through `issuers.rs`.
+    pub async fn authenticate(&self, token: Option<&str>) -> Result<Caller, CallError> {
+        let token = token.ok_or_else(|| CallError::new(ErrorCode::Unauthenticated))?;
+        let Some((id, hash)) = agent_token_key(token) else {
+            // Not an airlock token: a token of a trusted issuer, if any is configured (T30).
+            if self.issuers.any() && super::issuers::looks_like_jwt(token) {
+                return self.authenticate_jwt(token).await;
+            }
+            return Err(CallError::new(ErrorCode::Unauthenticated));
+        };
+        let ids = &self.identities;
+        self.current_identity_generation().await?;
         if let Some(c) = ids.get(&id, &hash) {
             // The store's rule: expired once `expires_at <= now`, both RFC 3339 UTC with µs.
             let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);

@@ -11,6 +11,10 @@
 //! interval. Then the signature, `exp`, `nbf` (with the issuer's leeway), `iss` and `aud`. An
 //! ID token is refused by its audience (the client's, not airlock's). Every refusal is the same
 //! `unauthenticated`; the token itself is never logged.
+//!
+//! A verified token is kept (by its SHA-256) until its `exp` or one refetch interval, whichever
+//! comes first, and while the store's identity generation stands (a revocation drops it), so a
+//! platform token used for many calls is checked once.
 
 use super::{Broker, Caller};
 use airlock_core::config::{IssuerConfig, JwksSource};
@@ -41,11 +45,26 @@ struct Issuer {
     fetches: std::sync::atomic::AtomicU64,
 }
 
+/// A verified token, kept so that its next use costs no signature check and no store read.
+struct Verified {
+    caller: Caller,
+    /// Unix seconds: the token's `exp`, or one refetch interval after it was verified, whichever
+    /// comes first (so a key removed at the issuer stops its tokens within one interval more).
+    until: i64,
+    /// The identity generation it was verified under: a revocation drops it.
+    generation: i64,
+}
+
+/// Verified tokens kept at most.
+const MAX_VERIFIED: usize = 10_000;
+
 /// The issuers of the configuration, by `iss`.
 #[derive(Default)]
 pub(crate) struct Issuers {
     by_iss: HashMap<String, Arc<Issuer>>,
     http: Option<reqwest::Client>,
+    /// By SHA-256 of the token.
+    verified: std::sync::Mutex<HashMap<[u8; 32], Verified>>,
 }
 
 fn unauthenticated(detail: impl Into<String>) -> CallError {
@@ -99,7 +118,7 @@ impl Issuers {
                 .build()
                 .expect("the HTTP client (rustls) could not be initialised")
         });
-        Issuers { by_iss, http }
+        Issuers { by_iss, http, verified: Default::default() }
     }
 
     /// Whether any issuer is configured.
@@ -181,7 +200,7 @@ impl Issuers {
 
     /// Verifies `token` and returns the name of the agent it maps to, its issuer's name and
     /// its subject.
-    pub(crate) async fn verify(&self, token: &str) -> Result<(String, String, String), CallError> {
+    pub(crate) async fn verify(&self, token: &str) -> Result<(String, String, String, i64), CallError> {
         if token.len() > MAX_TOKEN_BYTES || !looks_like_jwt(token) {
             return Err(unauthenticated("not a token of a trusted issuer"));
         }
@@ -214,7 +233,9 @@ impl Issuers {
             r.subject.as_deref().is_none_or(|s| s == sub) && r.claims.iter().all(|(k, want)| claims.get(k).and_then(Value::as_str) == Some(want.as_str()))
         });
         let rule = rule.ok_or_else(|| unauthenticated(format!("subject {sub:?} of {} maps to no agent", issuer.cfg.name)))?;
-        Ok((rule.agent.clone(), issuer.cfg.name.clone(), sub))
+        let exp = claims.get("exp").and_then(Value::as_i64).unwrap_or(0);
+        let until = exp.min(chrono::Utc::now().timestamp() + issuer.cfg.refetch_interval_seconds as i64);
+        Ok((rule.agent.clone(), issuer.cfg.name.clone(), sub, until))
     }
 }
 
@@ -224,7 +245,19 @@ impl Broker {
     /// An agent of that name that was revoked or expired stays so: its issuer's tokens are
     /// refused until an operator adds the agent again.
     pub(crate) async fn authenticate_jwt(&self, token: &str) -> Result<Caller, CallError> {
-        let (agent, issuer, sub) = self.issuers.verify(token).await?;
+        let key: [u8; 32] = ring::digest::digest(&ring::digest::SHA256, token.as_bytes()).as_ref().try_into().expect("32 bytes");
+        let generation = self.current_identity_generation().await?;
+        {
+            let mut kept = self.issuers.verified.lock().unwrap_or_else(|p| p.into_inner());
+            match kept.get(&key) {
+                Some(v) if v.generation == generation && v.until > chrono::Utc::now().timestamp() => return Ok(v.caller.clone()),
+                Some(_) => {
+                    kept.remove(&key);
+                }
+                None => {}
+            }
+        }
+        let (agent, issuer, sub, until) = self.issuers.verify(token).await?;
         let internal = |e: airlock_store::StoreError| CallError::new(ErrorCode::Internal).detail(e.to_string());
         let found = self.store.live_agent_named(&agent).await.map_err(internal)?;
         let agent = match found {
@@ -242,7 +275,13 @@ impl Broker {
             },
         };
         tracing::debug!(agent = %agent.name, issuer = %issuer, subject = %sub, "authenticated by a trusted issuer");
-        Ok(Caller { agent, parents: Vec::new(), grants: None, peer: None })
+        let caller = Caller { agent, parents: Vec::new(), grants: None, peer: None };
+        let mut kept = self.issuers.verified.lock().unwrap_or_else(|p| p.into_inner());
+        if kept.len() >= MAX_VERIFIED {
+            kept.clear();
+        }
+        kept.insert(key, Verified { caller: caller.clone(), until, generation });
+        Ok(caller)
     }
 
     /// Key-set fetches made for the trusted issuer `iss` (tests and metrics).
