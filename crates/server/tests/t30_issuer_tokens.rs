@@ -224,3 +224,35 @@ async fn t30_a_revoked_agent_stays_revoked_for_its_issuers_tokens() {
     let (status, v) = call(&fx, &token).await;
     assert_eq!((status, code(&v)), (401, "unauthenticated"), "{v}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t30_every_one_character_change_of_a_valid_token_is_refused() {
+    let (fx, iss, key) = setup().await;
+    let good = key.sign(&claims(&iss.url, "system:serviceaccount:ci:deployer"));
+    assert!(fx.broker.authenticate(Some(&good)).await.is_ok());
+    // Every position, replaced by a base64url character it does not hold, and by a '.'; plus
+    // the token cut at every position. None may authenticate.
+    let mut tried = 0;
+    for i in 0..good.len() {
+        let c = good.as_bytes()[i];
+        for r in [if c == b'A' { b'B' } else { b'A' }, b'.'] {
+            let mut t = good.clone().into_bytes();
+            t[i] = r;
+            let t = String::from_utf8(t).unwrap();
+            // A change in a base64 part's padding bits can decode to the same bytes: such a token
+            // says exactly what the issuer signed and is not a forgery.
+            let same = {
+                let dec = |s: &str| s.split('.').map(|p| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(p).ok()).collect::<Vec<_>>();
+                dec(&t) == dec(&good)
+            };
+            if same {
+                continue;
+            }
+            let e = fx.broker.authenticate(Some(&t)).await.err().unwrap_or_else(|| panic!("position {i} changed to {}: accepted", r as char));
+            assert_eq!(e.code, airlock_core::ErrorCode::Unauthenticated);
+            tried += 1;
+        }
+        assert!(fx.broker.authenticate(Some(&good[..i])).await.is_err(), "cut at {i}: accepted");
+    }
+    assert!(tried > good.len(), "{tried} variants tried");
+}
