@@ -131,6 +131,10 @@ pub enum ErrorCode {
     ConnectUnavailable,
     /// The owner named in `connect_account` is not one the handle allows.
     OwnerNotAllowed,
+    /// The agent's token (of a trusted issuer whose scopes limit the tools) does not carry the
+    /// scope `airlock:TOOL` for this tool. Nothing ran. Over MCP the answer is HTTP 403 with
+    /// `WWW-Authenticate: Bearer error="insufficient_scope"`, so the client can ask for it.
+    InsufficientScope,
 }
 
 impl ErrorCode {
@@ -186,6 +190,7 @@ impl ErrorCode {
             ErrorCode::NeedsReauth => "needs-reauth",
             ErrorCode::ConnectUnavailable => "connect-unavailable",
             ErrorCode::OwnerNotAllowed => "owner-not-allowed",
+            ErrorCode::InsufficientScope => "insufficient-scope",
         }
     }
 
@@ -213,6 +218,7 @@ impl ErrorCode {
             | ErrorCode::BucketNotAllowed
             | ErrorCode::OperationNotAllowed => 403,
             ErrorCode::OwnerNotAllowed => 403,
+            ErrorCode::InsufficientScope => 403,
             ErrorCode::Conflict | ErrorCode::AccountNotConnected | ErrorCode::NeedsReauth => 409,
             ErrorCode::ConnectUnavailable => 404,
             ErrorCode::UnknownTool | ErrorCode::NotFound | ErrorCode::ShareUnavailable => 404,
@@ -282,6 +288,7 @@ impl ErrorCode {
             ErrorCode::NeedsReauth => "the connected account must be connected again by its owner (connect_account); nothing was sent",
             ErrorCode::ConnectUnavailable => "this connect link was already used, has expired, or never existed",
             ErrorCode::OwnerNotAllowed => "this owner may not connect an account to this handle",
+            ErrorCode::InsufficientScope => "the token's scopes do not include this tool",
         }
     }
 }
@@ -354,7 +361,7 @@ mod tests {
     fn all_lists_every_code_once_in_declaration_order() {
         // The first and the last variant, so that a list cut short or reordered shows.
         assert_eq!(ErrorCode::ALL.first(), Some(&ErrorCode::Unauthenticated));
-        assert_eq!(ErrorCode::ALL.last(), Some(&ErrorCode::OwnerNotAllowed));
+        assert_eq!(ErrorCode::ALL.last(), Some(&ErrorCode::InsufficientScope));
         assert_eq!(ErrorCode::ALL.iter().collect::<HashSet<_>>().len(), ErrorCode::ALL.len());
     }
 

@@ -8,7 +8,7 @@
 use crate::handler::AirlockMcp;
 use airlock_core::config::ServerConfig;
 use airlock_core::ErrorCode;
-use airlock_server::Broker;
+use airlock_server::{Broker, Caller};
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -48,12 +48,84 @@ pub fn http_router(broker: Arc<Broker>) -> Router {
         Arc::new(NeverSessionManager::default()),
         cfg,
     );
+    let metadata = Router::new()
+        .route(&format!("{PRM_PATH}{MCP_PATH}"), axum::routing::get(protected_resource))
+        .route(PRM_PATH, axum::routing::get(protected_resource))
+        .with_state(broker.clone());
     Router::new()
         .route_service(MCP_PATH, service)
         .route(crate::stream::STREAM_PATH, axum::routing::get(crate::stream::upgrade).with_state(broker.clone()))
         .layer(middleware::from_fn_with_state(broker, authenticate))
+        .merge(metadata)
         .layer(middleware::from_fn_with_state(guard, check_host_and_origin))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_response))
+}
+
+/// Where the protected resource metadata is served (RFC 9728 §3.1): this path followed by the
+/// resource's path (`/.well-known/oauth-protected-resource/mcp`), and the bare path too.
+pub const PRM_PATH: &str = "/.well-known/oauth-protected-resource";
+
+/// `GET /.well-known/oauth-protected-resource[/mcp]`: which authorization servers MCP clients
+/// get their tokens from (RFC 9728), when an issuer has `mcp = true`; 404 otherwise.
+async fn protected_resource(State(broker): State<Arc<Broker>>) -> Response {
+    match broker.protected_resource() {
+        Some(p) => json_response(
+            200,
+            &json!({
+                "resource": p.resource,
+                "authorization_servers": p.authorization_servers,
+                "scopes_supported": p.scopes,
+                "bearer_methods_supported": ["header"],
+                "resource_name": "airlock",
+            }),
+        ),
+        None => json_response(404, &json!({"ok": false, "error": {"code": "not-found", "message": ErrorCode::NotFound.default_message()}})),
+    }
+}
+
+/// `WWW-Authenticate` for a 401 (`error` absent) or a 403 step-up (`insufficient_scope`):
+/// where the metadata is and which scopes to ask for (MCP authorization, RFC 6750 §3).
+fn challenge(broker: &Broker, error: Option<&str>, scope: Option<&str>) -> HeaderValue {
+    let mut v = String::from("Bearer");
+    let mut params: Vec<String> = Vec::new();
+    if let Some(e) = error {
+        params.push(format!("error=\"{e}\""));
+    }
+    if let Some(p) = broker.protected_resource() {
+        params.push(format!("resource_metadata=\"{}\"", p.metadata_url()));
+        let scope = scope.map(str::to_owned).unwrap_or_else(|| p.scopes.join(" "));
+        params.push(format!("scope=\"{scope}\""));
+    }
+    if !params.is_empty() {
+        v.push(' ');
+        v.push_str(&params.join(", "));
+    }
+    // Built from configuration and tool names only: always a valid header value.
+    HeaderValue::from_str(&v).unwrap_or_else(|_| HeaderValue::from_static("Bearer"))
+}
+
+/// For a `tools/call` of a tool the caller's token has no scope for: HTTP 403 with
+/// `error="insufficient_scope"` and the scopes to ask for (what it holds plus the tool's), so
+/// an MCP client can step up. The refusal is audited like any other.
+async fn step_up(broker: &Broker, caller: &Caller, body: &[u8]) -> Option<Response> {
+    let held = caller.scopes()?;
+    let v: Value = serde_json::from_slice(body).ok()?;
+    if v.get("method").and_then(Value::as_str) != Some("tools/call") {
+        return None;
+    }
+    let name = v.pointer("/params/name").and_then(Value::as_str)?;
+    let tool = airlock_core::Tool::parse(name)?;
+    if caller.scope_allows(tool) {
+        return None;
+    }
+    // The broker refuses it (the scope check comes before anything else) and audits it.
+    let args = v.pointer("/params/arguments").cloned().unwrap_or_else(|| json!({}));
+    let inv = broker.invoke(caller, tool.name(), args).await;
+    let mut scopes = held;
+    scopes.push(format!("{}{}", airlock_server::SCOPE_PREFIX, tool.name()));
+    let mut r = json_response(403, &inv.to_json());
+    r.headers_mut().insert(header::WWW_AUTHENTICATE, challenge(broker, Some("insufficient_scope"), Some(&scopes.join(" "))));
+    Some(r)
 }
 
 fn json_response(status: u16, v: &Value) -> Response {
@@ -162,6 +234,13 @@ async fn authenticate(State(broker): State<Arc<Broker>>, mut req: Request, next:
             if let Some(refusal) = jsonrpc_shape_error(&bytes) {
                 return refusal;
             }
+            let caller = parts.extensions.get::<Caller>().cloned();
+            if let Some(refusal) = match &caller {
+                Some(c) => step_up(&broker, c, &bytes).await,
+                None => None,
+            } {
+                return refusal;
+            }
             next.run(Request::from_parts(parts, Body::from(bytes))).await
         }
         Err(e) => {
@@ -169,7 +248,7 @@ async fn authenticate(State(broker): State<Arc<Broker>>, mut req: Request, next:
             let inv = broker.refuse_from(&airlock_server::http::auth::source(req.extensions()), "-", e).await;
             let mut r = json_response(inv.status(), &inv.to_json());
             if inv.status() == 401 {
-                r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                r.headers_mut().insert(header::WWW_AUTHENTICATE, challenge(&broker, None, None));
             }
             r
         }

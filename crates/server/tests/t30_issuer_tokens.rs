@@ -107,7 +107,22 @@ refetch_interval_seconds = 1
 subjects = [
   {{ subject = "system:serviceaccount:ci:deployer", agent = "deployer" }},
   {{ claims = {{ repository = "acme/app", ref = "refs/heads/main" }}, agent = "ci" }},
+  {{ claims = {{ "/kubernetes.io/namespace" = "ci", "/kubernetes.io/serviceaccount/name" = "builder" }}, agent = "ci" }},
 ]
+
+[agents.scoped]
+grants = [
+  {{ handle = "API", tools = ["http_request"] }},
+  {{ handle = "APP_DB", tools = ["query_db", "request_lease"] }},
+]
+
+[issuers.idp]
+issuer = "{url}/idp"
+jwks_url = "{url}/jwks"
+audience = "{AUD}"
+algorithms = ["ES256"]
+tool_scopes = true
+subjects = [{{ subject = "person-1", agent = "scoped" }}]
 "#
         )
     })
@@ -129,11 +144,31 @@ async fn t30_a_token_of_a_trusted_issuer_authenticates_its_mapped_agent() {
     ci["ref"] = json!("refs/heads/main");
     let (status, v) = call(&fx, &key.sign(&ci)).await;
     assert_eq!(status, 200, "{v}");
-    let agents: Vec<String> = fx.store.audit_tail(10).await.unwrap().into_iter().map(|(_, r)| r.agent).collect();
-    assert!(agents.contains(&"deployer".to_owned()) && agents.contains(&"ci".to_owned()), "{agents:?}");
+    let records: Vec<_> = fx.store.audit_tail(10).await.unwrap().into_iter().map(|(_, r)| r).collect();
+    let agents: Vec<&str> = records.iter().map(|r| r.agent.as_str()).collect();
+    assert!(agents.contains(&"deployer") && agents.contains(&"ci"), "{agents:?}");
+    // The audit says who vouched for each: the issuer's name and the token's subject.
+    let who: Vec<(String, String)> = records.iter().filter_map(|r| r.identity.clone()).map(|i| (i.issuer, i.subject)).collect();
+    assert!(who.contains(&("cluster".into(), "system:serviceaccount:ci:deployer".into())), "{who:?}");
+    assert!(who.contains(&("cluster".into(), "repo:acme/app:ref:refs/heads/main".into())), "{who:?}");
+    // An airlock token's records carry no issuer.
+    assert_eq!(fx.invoke("http_request", json!({"credential_handle": "API", "method": "GET", "path_or_url": "/v1/items"})).await.0, 200);
+    assert_eq!(fx.store.audit_tail(1).await.unwrap()[0].1.identity, None);
     // The same claims on another branch map to nothing.
     ci["ref"] = json!("refs/heads/evil");
     assert_eq!(call(&fx, &key.sign(&ci)).await.0, 401);
+    // Nested claims by JSON pointer: a Kubernetes token's namespace and service account, whatever
+    // its subject says; the same names at the top level or another namespace map to nothing.
+    let mut k8s = claims(&iss.url, "system:serviceaccount:ci:builder");
+    k8s["kubernetes.io"] = json!({"namespace": "ci", "serviceaccount": {"name": "builder", "uid": "u-1"}});
+    assert_eq!(call(&fx, &key.sign(&k8s)).await.0, 200);
+    k8s["kubernetes.io"]["namespace"] = json!("prod");
+    assert_eq!(call(&fx, &key.sign(&k8s)).await.0, 401);
+    let mut flat = claims(&iss.url, "x");
+    flat["namespace"] = json!("ci");
+    flat["kubernetes.io/namespace"] = json!("ci");
+    flat["kubernetes.io/serviceaccount/name"] = json!("builder");
+    assert_eq!(call(&fx, &key.sign(&flat)).await.0, 401);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -255,4 +290,164 @@ async fn t30_every_one_character_change_of_a_valid_token_is_refused() {
         assert!(fx.broker.authenticate(Some(&good[..i])).await.is_err(), "cut at {i}: accepted");
     }
     assert!(tried > good.len(), "{tried} variants tried");
+}
+
+fn scoped(iss: &IssuerServer, scope: Value) -> Value {
+    let mut c = claims(&format!("{}/idp", iss.url), "person-1");
+    match scope {
+        Value::Array(_) => c["scp"] = scope,
+        other => c["scope"] = other,
+    }
+    c
+}
+
+async fn tool_names(fx: &Fixture, token: &str) -> Vec<String> {
+    let r = fx.client.get(format!("{}/v1/tools", fx.base)).bearer_auth(token).send().await.unwrap();
+    let v: Value = r.json().await.unwrap();
+    v["tools"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap().to_owned()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t30_scopes_limit_the_tools_within_the_agents_grants() {
+    let (fx, iss, key) = setup().await;
+    let db = json!({"credential_handle": "APP_DB", "query": "SELECT id FROM orders ORDER BY id"});
+    let api = json!({"credential_handle": "API", "method": "GET", "path_or_url": "/v1/items"});
+    // Only airlock:query_db: the list shows query_db alone, http_request is insufficient-scope
+    // and nothing reached the upstream.
+    let only_db = key.sign(&scoped(&iss, json!("openid airlock:query_db")));
+    assert_eq!(tool_names(&fx, &only_db).await, ["query_db"]);
+    assert_eq!(fx.invoke_as(&only_db, "query_db", db.clone()).await.0, 200);
+    let (status, v) = fx.invoke_as(&only_db, "http_request", api.clone()).await;
+    assert_eq!((status, code(&v)), (403, "insufficient-scope"), "{v}");
+    assert!(fx.upstream_requests().is_empty());
+    // The scp array form, both tools.
+    let both = key.sign(&scoped(&iss, json!(["airlock:query_db", "airlock:http_request"])));
+    assert_eq!(tool_names(&fx, &both).await, ["query_db", "http_request"]);
+    assert_eq!(fx.invoke_as(&both, "http_request", api.clone()).await.0, 200);
+    // A scope never widens the grants: send_email and RW_DB are not the agent's.
+    let wide = key.sign(&scoped(&iss, json!("airlock:query_db airlock:send_email airlock:http_request")));
+    let (status, v) = fx.invoke_as(&wide, "query_db", json!({"credential_handle": "RW_DB", "query": "SELECT 1"})).await;
+    assert_eq!((status, code(&v)), (403, "handle-unavailable"), "{v}");
+    // No airlock scope at all: no tool. Look-alike scopes count for nothing.
+    for s in ["", "openid profile", "airlock:", "airlock:*", "Airlock:query_db", "airlock:query_db2", "airlock:query_db:APP_DB", "xairlock:query_db"] {
+        let t = key.sign(&scoped(&iss, json!(s)));
+        assert!(tool_names(&fx, &t).await.is_empty(), "{s:?}");
+        let (status, v) = fx.invoke_as(&t, "query_db", db.clone()).await;
+        assert_eq!((status, code(&v)), (403, "insufficient-scope"), "{s:?}: {v}");
+    }
+    // A request_lease needs its own scope too.
+    let (status, v) = fx.invoke_as(&only_db, "request_lease", json!({"credential_handle": "APP_DB", "ttl_seconds": 60})).await;
+    assert_eq!((status, code(&v)), (403, "insufficient-scope"), "{v}");
+    // The refusal is audited with the identity.
+    let last = fx.store.audit_tail(1).await.unwrap().remove(0).1;
+    assert_eq!((last.code.as_deref(), last.identity.map(|i| i.subject)), (Some("insufficient-scope"), Some("person-1".into())));
+}
+
+async fn exchange(fx: &Fixture, form: &[(&str, &str)]) -> (u16, Value) {
+    let r = fx.client.post(format!("{}/v1/token", fx.base)).form(form).send().await.unwrap();
+    let s = r.status().as_u16();
+    let cc = r.headers().get("cache-control").map(|v| v.to_str().unwrap().to_owned());
+    assert_eq!(cc.as_deref(), Some("no-store"));
+    (s, r.json().await.unwrap())
+}
+
+const TE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+const JWT_TYPE: &str = "urn:ietf:params:oauth:token-type:jwt";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t30_token_exchange_gives_a_child_no_wider_than_its_parent() {
+    let (fx, iss, key) = setup().await;
+    let parent = key.sign(&scoped(&iss, json!("airlock:query_db airlock:request_lease")));
+    let base = |scope: &'static str| vec![("grant_type", TE), ("subject_token_type", JWT_TYPE), ("scope", scope)];
+    // A child for query_db on APP_DB, from the parent's JWT.
+    let mut form = base("airlock:query_db:APP_DB");
+    form.push(("subject_token", &parent));
+    form.push(("expires_in", "120"));
+    let (status, v) = exchange(&fx, &form).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["issued_token_type"], "urn:ietf:params:oauth:token-type:access_token");
+    assert_eq!((v["token_type"].as_str(), v["expires_in"].as_u64()), (Some("Bearer"), Some(120)));
+    assert_eq!(v["scope"], "airlock:query_db:APP_DB");
+    assert_eq!(v["parent_chain"], json!(["scoped"]));
+    let child = v["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(fx.invoke_as(&child, "query_db", json!({"credential_handle": "APP_DB", "query": "SELECT 1"})).await.0, 200);
+    // The child has only what it was given.
+    let (status, v) = fx.invoke_as(&child, "http_request", json!({"credential_handle": "API", "method": "GET", "path_or_url": "/v1/items"})).await;
+    assert_eq!((status, code(&v)), (403, "handle-unavailable"), "{v}");
+    // Its records chain to the parent; the exchange's record names the parent's issuer and
+    // subject, and holds no token.
+    let tail = fx.store.audit_tail(3).await.unwrap();
+    let child_rec = &tail.last().unwrap().1;
+    assert_eq!(child_rec.parent_chain, ["scoped"]);
+    let ex = tail.iter().map(|(_, r)| r).find(|r| r.tool == "token_exchange").expect("the exchange is audited");
+    assert_eq!(ex.identity.as_ref().map(|i| (i.issuer.as_str(), i.subject.as_str())), Some(("idp", "person-1")));
+    let body = serde_json::to_string(ex).unwrap();
+    assert!(!body.contains(&parent) && !body.contains(&child));
+
+    // Wider than the parent: a tool outside the parent's token scopes (the agent holds
+    // http_request on API, its token does not), a handle the agent lacks, an unknown tool.
+    for scope in ["airlock:http_request:API", "airlock:query_db:RW_DB", "airlock:drop_db:APP_DB", "airlock:query_db:NOPE"] {
+        let mut form = vec![("grant_type", TE), ("subject_token_type", JWT_TYPE), ("scope", scope)];
+        form.push(("subject_token", &parent));
+        let (status, v) = exchange(&fx, &form).await;
+        assert_eq!((status, v["error"].as_str()), (400, Some("invalid_scope")), "{scope}: {v}");
+    }
+    // A child of the child: never wider, and a chain of two.
+    let mut form = vec![("grant_type", TE), ("subject_token_type", "urn:ietf:params:oauth:token-type:access_token")];
+    form.push(("subject_token", &child));
+    form.push(("scope", "airlock:query_db:APP_DB"));
+    let (status, v) = exchange(&fx, &form).await;
+    assert_eq!(status, 200, "{v}");
+    assert!(v["parent_chain"][0].as_str().unwrap().starts_with("child-") && v["parent_chain"][1] == "scoped", "{v}");
+    // Its life is cut to what its parent has left (120 s), not the 900 s default.
+    assert!((110..=120).contains(&v["expires_in"].as_u64().unwrap()), "{v}");
+    let mut form = vec![("grant_type", TE), ("subject_token_type", "urn:ietf:params:oauth:token-type:access_token")];
+    form.push(("subject_token", &child));
+    form.push(("scope", "airlock:request_lease:APP_DB"));
+    assert_eq!(exchange(&fx, &form).await.1["error"], "invalid_scope");
+
+    // Malformed requests, each with its OAuth error.
+    let good = |extra: Vec<(&'static str, &'static str)>| {
+        let mut f: Vec<(&str, String)> =
+            vec![("grant_type", TE.into()), ("subject_token_type", JWT_TYPE.into()), ("scope", "airlock:query_db:APP_DB".into()), ("subject_token", parent.clone())];
+        for (k, v) in extra {
+            f.retain(|(kk, _)| *kk != k);
+            if !v.is_empty() {
+                f.push((k, v.into()));
+            }
+        }
+        f
+    };
+    let cases: Vec<(Vec<(&str, &str)>, u16, &str)> = vec![
+        (vec![("grant_type", "authorization_code")], 400, "unsupported_grant_type"),
+        (vec![("grant_type", "")], 400, "unsupported_grant_type"),
+        (vec![("subject_token", "")], 400, "invalid_request"),
+        (vec![("subject_token", "not-a-token")], 400, "invalid_request"),
+        (vec![("subject_token_type", "urn:ietf:params:oauth:token-type:id_token")], 400, "invalid_request"),
+        (vec![("actor_token", "x")], 400, "invalid_request"),
+        (vec![("requested_token_type", "urn:ietf:params:oauth:token-type:refresh_token")], 400, "invalid_request"),
+        (vec![("resource", "https://elsewhere.example/")], 400, "invalid_target"),
+        (vec![("audience", "https://elsewhere.example/")], 400, "invalid_target"),
+        (vec![("expires_in", "86400")], 400, "invalid_request"),
+        (vec![("expires_in", "0")], 400, "invalid_request"),
+        (vec![("scope", "")], 400, "invalid_scope"),
+        (vec![("scope", "query_db:APP_DB")], 400, "invalid_scope"),
+        (vec![("client_secret", "x")], 400, "invalid_request"),
+    ];
+    for (extra, want_status, want) in cases {
+        let f = good(extra.clone());
+        let form: Vec<(&str, &str)> = f.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let (status, v) = exchange(&fx, &form).await;
+        assert_eq!((status, v["error"].as_str()), (want_status, Some(want)), "{extra:?}: {v}");
+    }
+    // A parameter given twice.
+    let r = fx.client.post(format!("{}/v1/token", fx.base)).body(format!("grant_type={TE}&grant_type={TE}")).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    // An expired parent token gets nothing.
+    let mut old = scoped(&iss, json!("airlock:query_db"));
+    old["exp"] = json!(now() - 60);
+    let old = key.sign(&old);
+    let mut form = base("airlock:query_db:APP_DB");
+    form.push(("subject_token", &old));
+    assert_eq!(exchange(&fx, &form).await.1["airlock_code"], "unauthenticated");
 }

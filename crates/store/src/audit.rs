@@ -111,6 +111,19 @@ pub struct AuditRecord {
     /// `insecure_no_sandbox`). Never argument or result data.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sandbox: Option<serde_json::Value>,
+    /// Who vouched for the agent, when it signed in with a token of a trusted issuer (T30):
+    /// the issuer's name and the token's subject. Absent for airlock's own tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<AuditIdentity>,
+}
+
+/// The issuer and subject of the token an agent signed in with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditIdentity {
+    /// The issuer's name (`[issuers.NAME]`).
+    pub issuer: String,
+    /// The token's `sub`.
+    pub subject: String,
 }
 
 const GENESIS: [u8; 32] = [0u8; 32];
@@ -1035,6 +1048,7 @@ mod tests {
             approval: None,
             peer: None,
             sandbox: None,
+            identity: None,
         }
     }
 

@@ -320,6 +320,7 @@ fn rec(i: usize) -> AuditRecord {
         approval: None,
         peer: Some(airlock_core::Peer { uid: 1000, gid: 1000, pid: Some(4242) }),
         sandbox: None,
+        identity: None,
     }
 }
 

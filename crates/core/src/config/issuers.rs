@@ -28,7 +28,9 @@ pub struct SubjectRule {
     #[serde(default)]
     pub subject: Option<String>,
     /// Claims the token must carry with exactly these string values (a GitHub Actions token's
-    /// `repository` and `ref`, a Kubernetes token's namespace).
+    /// `repository` and `ref`). A name starting with `/` is a JSON pointer (RFC 6901) into
+    /// nested claims: a Kubernetes token's `/kubernetes.io/namespace` and
+    /// `/kubernetes.io/serviceaccount/name`.
     #[serde(default)]
     pub claims: BTreeMap<String, String>,
     /// The agent (`[agents.NAME]`) a matching token authenticates as.
@@ -54,6 +56,12 @@ pub struct IssuerConfig {
     pub refetch_interval_seconds: u64,
     /// The mapping, first match wins.
     pub subjects: Vec<SubjectRule>,
+    /// An authorization server that MCP clients are sent to: it is listed in airlock's
+    /// protected resource metadata (RFC 9728), and its `audience` is the MCP endpoint's URI.
+    pub mcp: bool,
+    /// The token's `scope` (or `scp`) claim limits the tools: only those named `airlock:TOOL`
+    /// may be called, within the agent's grants; a token with no such scope calls nothing.
+    pub tool_scopes: bool,
 }
 
 /// The asymmetric algorithms a JWT may be signed with. `none` and the HMAC family are refused:
@@ -77,6 +85,10 @@ pub(super) struct RawIssuer {
     #[serde(default = "default_refetch")]
     refetch_interval_seconds: u64,
     subjects: Vec<SubjectRule>,
+    #[serde(default)]
+    mcp: bool,
+    #[serde(default)]
+    tool_scopes: Option<bool>,
 }
 
 fn default_algorithms() -> Vec<String> {
@@ -140,6 +152,16 @@ impl RawIssuer {
         if !(1..=86_400).contains(&self.refetch_interval_seconds) {
             r.problem(&at.join("refetch_interval_seconds"), ProblemCode::OutOfRange, "is 1 to 86400");
         }
+        if self.mcp {
+            match url::Url::parse(&self.audience) {
+                Ok(u) if matches!(u.scheme(), "https" | "http") && u.host().is_some() && u.query().is_none() && u.fragment().is_none() => {}
+                _ => r.problem(
+                    &at.join("audience"),
+                    ProblemCode::BadUrl,
+                    "an MCP authorization server's audience is the MCP endpoint's URI (https://airlock.example/mcp)",
+                ),
+            }
+        }
         if self.subjects.is_empty() {
             r.problem(&at.join("subjects"), ProblemCode::EmptyList, "map at least one subject to an agent");
         }
@@ -161,6 +183,10 @@ impl RawIssuer {
             leeway_seconds: self.leeway_seconds,
             refetch_interval_seconds: self.refetch_interval_seconds,
             subjects: self.subjects,
+            mcp: self.mcp,
+            // An MCP client's token says what the person consented to: it limits the tools
+            // unless the operator says otherwise.
+            tool_scopes: self.tool_scopes.unwrap_or(self.mcp),
         })
     }
 }
@@ -185,6 +211,13 @@ pub(super) fn check_all<'s, 't>(
             }
             seen_iss.push(i.issuer.clone());
             out.insert(name.to_owned(), i);
+        }
+    }
+    // One MCP endpoint, one resource URI: every authorization server of it names the same one.
+    let mut resources = out.values().filter(|i| i.mcp).map(|i| i.audience.as_str());
+    if let Some(first) = resources.next() {
+        if resources.any(|a| a != first) {
+            r.problem(&at, ProblemCode::BadValue, "issuers with mcp = true must have the same audience (the MCP endpoint's URI)");
         }
     }
     out

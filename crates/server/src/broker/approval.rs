@@ -443,6 +443,7 @@ impl Broker {
             approval: Some(id.to_owned()),
             peer: None,
             sandbox: None,
+            identity: None,
         };
         if let Err(e) = self.audit.append(rec).await {
             // A decision without its record must not stand.

@@ -36,6 +36,10 @@ impl Broker {
             approval: ctx.approval.clone(),
             peer: ctx.caller.and_then(|c| c.peer),
             sandbox: None,
+            identity: ctx.caller.and_then(|c| c.signed_in.as_ref()).map(|s| airlock_store::audit::AuditIdentity {
+                issuer: s.issuer.clone(),
+                subject: s.subject.clone(),
+            }),
         }
     }
 }
@@ -68,6 +72,7 @@ impl Broker {
             approval: None,
             peer: None,
             sandbox: None,
+            identity: None,
         };
         if let Err(e) = self.audit.append(rec).await {
             tracing::error!(event = what.event, error = %e, "revocation not audited");

@@ -127,6 +127,10 @@ impl Broker {
     /// a policy refusal leaves its policies in `ctx`.
     async fn check<'h>(&'h self, caller: &Caller, ctx: &mut CallCtx<'_>) -> Result<Checked<'h>, CallError> {
         let tool = Tool::parse(ctx.tool).ok_or(CallError::new(ErrorCode::UnknownTool))?;
+        // The token's scopes first: an MCP client may step up (ask for the scope) on this code.
+        if !caller.scope_allows(tool) {
+            return Err(CallError::new(ErrorCode::InsufficientScope));
+        }
         if !ctx.args.is_object() {
             return Err(CallError::new(ErrorCode::InvalidArguments));
         }

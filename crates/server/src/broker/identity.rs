@@ -165,7 +165,7 @@ impl Broker {
             None => None,
             Some(_) => Some(self.store.agent_grants(&agent.id).await.map_err(internal)?),
         };
-        Ok(Caller { agent, parents, grants, peer: None })
+        Ok(Caller { agent, parents, grants, peer: None, signed_in: None })
     }
 
     /// Agents authenticated and kept in memory now (for tests and metrics).
@@ -177,6 +177,10 @@ impl Broker {
     /// its name; a sub-agent needs the grant in its own list *and* Cedar's permit for the root of
     /// its chain, so it can never be wider than its ancestors (T16).
     pub fn decide(&self, caller: &Caller, tool: Tool, handle: &Handle) -> airlock_policy::Decision {
+        // A token whose scopes do not name the tool: nothing else can allow it.
+        if !caller.scope_allows(tool) {
+            return airlock_policy::Decision { allowed: false, policies: vec![], errors: vec![] };
+        }
         match &caller.grants {
             None => self.policy.decide(&caller.agent.name, tool, handle),
             Some(g) => {

@@ -16,7 +16,7 @@
 //! comes first, and while the store's identity generation stands (a revocation drops it), so a
 //! platform token used for many calls is checked once.
 
-use super::{Broker, Caller};
+use super::{Broker, Caller, SignedIn, SCOPE_PREFIX};
 use airlock_core::config::{IssuerConfig, JwksSource};
 use airlock_core::{CallError, ErrorCode};
 use jsonwebtoken::jwk::JwkSet;
@@ -55,6 +55,33 @@ struct Verified {
     generation: i64,
 }
 
+/// What a verified token says.
+pub(crate) struct Vouched {
+    /// The agent (`[agents.NAME]`) it maps to.
+    agent: String,
+    signed_in: SignedIn,
+    /// Until when it may be kept (see [`Verified::until`]).
+    until: i64,
+}
+
+/// The tools the `airlock:TOOL` scopes of `claims` name: its `scope` (a space-separated string,
+/// RFC 9068) or `scp` (a string or an array, as some providers write it).
+fn scoped_tools(claims: &Map<String, Value>) -> Vec<airlock_core::Tool> {
+    let mut words: Vec<&str> = Vec::new();
+    for key in ["scope", "scp"] {
+        match claims.get(key) {
+            Some(Value::String(s)) => words.extend(s.split_ascii_whitespace()),
+            Some(Value::Array(a)) => words.extend(a.iter().filter_map(Value::as_str)),
+            _ => {}
+        }
+    }
+    let mut tools: Vec<airlock_core::Tool> =
+        words.iter().filter_map(|w| w.strip_prefix(SCOPE_PREFIX)).filter_map(airlock_core::Tool::parse).collect();
+    tools.sort_by_key(|t| t.name());
+    tools.dedup();
+    tools
+}
+
 /// Verified tokens kept at most.
 const MAX_VERIFIED: usize = 10_000;
 
@@ -83,6 +110,21 @@ fn algorithm(name: &str) -> Option<Algorithm> {
         "ES384" => Algorithm::ES384,
         "EdDSA" => Algorithm::EdDSA,
         _ => return None,
+    })
+}
+
+/// A claim by name, or by JSON pointer (RFC 6901) when the name starts with `/`: a nested claim
+/// such as a Kubernetes token's `/kubernetes.io/namespace`.
+fn claim<'c>(claims: &'c Map<String, Value>, key: &str) -> Option<&'c Value> {
+    if !key.starts_with('/') {
+        return claims.get(key);
+    }
+    let mut parts = key[1..].split('/').map(|p| p.replace("~1", "/").replace("~0", "~"));
+    let first = parts.next()?;
+    parts.try_fold(claims.get(&first)?, |v, p| match v {
+        Value::Object(m) => m.get(&p),
+        Value::Array(a) => p.parse::<usize>().ok().and_then(|i| a.get(i)),
+        _ => None,
     })
 }
 
@@ -198,9 +240,8 @@ impl Issuers {
         }
     }
 
-    /// Verifies `token` and returns the name of the agent it maps to, its issuer's name and
-    /// its subject.
-    pub(crate) async fn verify(&self, token: &str) -> Result<(String, String, String, i64), CallError> {
+    /// Verifies `token`: the agent it maps to, and who vouched for it.
+    pub(crate) async fn verify(&self, token: &str) -> Result<Vouched, CallError> {
         if token.len() > MAX_TOKEN_BYTES || !looks_like_jwt(token) {
             return Err(unauthenticated("not a token of a trusted issuer"));
         }
@@ -230,12 +271,13 @@ impl Issuers {
         let claims = data.claims;
         let sub = claims.get("sub").and_then(Value::as_str).unwrap_or_default().to_owned();
         let rule = issuer.cfg.subjects.iter().find(|r| {
-            r.subject.as_deref().is_none_or(|s| s == sub) && r.claims.iter().all(|(k, want)| claims.get(k).and_then(Value::as_str) == Some(want.as_str()))
+            r.subject.as_deref().is_none_or(|s| s == sub) && r.claims.iter().all(|(k, want)| claim(&claims, k).and_then(Value::as_str) == Some(want.as_str()))
         });
         let rule = rule.ok_or_else(|| unauthenticated(format!("subject {sub:?} of {} maps to no agent", issuer.cfg.name)))?;
         let exp = claims.get("exp").and_then(Value::as_i64).unwrap_or(0);
         let until = exp.min(chrono::Utc::now().timestamp() + issuer.cfg.refetch_interval_seconds as i64);
-        Ok((rule.agent.clone(), issuer.cfg.name.clone(), sub, until))
+        let tools = issuer.cfg.tool_scopes.then(|| scoped_tools(&claims));
+        Ok(Vouched { agent: rule.agent.clone(), signed_in: SignedIn { issuer: issuer.cfg.name.clone(), subject: sub, tools }, until })
     }
 }
 
@@ -257,7 +299,7 @@ impl Broker {
                 None => {}
             }
         }
-        let (agent, issuer, sub, until) = self.issuers.verify(token).await?;
+        let Vouched { agent, signed_in, until } = self.issuers.verify(token).await?;
         let internal = |e: airlock_store::StoreError| CallError::new(ErrorCode::Internal).detail(e.to_string());
         let found = self.store.live_agent_named(&agent).await.map_err(internal)?;
         let agent = match found {
@@ -274,8 +316,8 @@ impl Broker {
                 Err(e) => return Err(internal(e)),
             },
         };
-        tracing::debug!(agent = %agent.name, issuer = %issuer, subject = %sub, "authenticated by a trusted issuer");
-        let caller = Caller { agent, parents: Vec::new(), grants: None, peer: None };
+        tracing::debug!(agent = %agent.name, issuer = %signed_in.issuer, subject = %signed_in.subject, "authenticated by a trusted issuer");
+        let caller = Caller { agent, parents: Vec::new(), grants: None, peer: None, signed_in: Some(Arc::new(signed_in)) };
         let mut kept = self.issuers.verified.lock().unwrap_or_else(|p| p.into_inner());
         if kept.len() >= MAX_VERIFIED {
             kept.clear();
@@ -287,5 +329,44 @@ impl Broker {
     /// Key-set fetches made for the trusted issuer `iss` (tests and metrics).
     pub fn issuer_key_fetches(&self, iss: &str) -> u64 {
         self.issuers.fetches(iss)
+    }
+}
+
+/// airlock's protected resource metadata (RFC 9728), when an issuer is an MCP authorization
+/// server (`mcp = true`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProtectedResource {
+    /// The MCP endpoint's URI: the audience its tokens must name.
+    pub resource: String,
+    /// The `iss` of every issuer with `mcp = true`.
+    pub authorization_servers: Vec<String>,
+    /// `airlock:TOOL` for every tool.
+    pub scopes: Vec<String>,
+}
+
+impl ProtectedResource {
+    /// Where the metadata is served: the well-known path inserted before the resource's path
+    /// (RFC 9728 §3.1), `https://host/.well-known/oauth-protected-resource/mcp`.
+    pub fn metadata_url(&self) -> String {
+        match url::Url::parse(&self.resource) {
+            Ok(u) => {
+                let path = u.path().trim_end_matches('/');
+                format!("{}/.well-known/oauth-protected-resource{}", u.origin().ascii_serialization(), path)
+            }
+            Err(_) => self.resource.clone(),
+        }
+    }
+}
+
+impl Broker {
+    /// The protected resource metadata, when an issuer is an MCP authorization server.
+    pub fn protected_resource(&self) -> Option<ProtectedResource> {
+        let mcp: Vec<&IssuerConfig> = self.cfg.issuers.values().filter(|i| i.mcp).collect();
+        let first = mcp.first()?;
+        Some(ProtectedResource {
+            resource: first.audience.clone(),
+            authorization_servers: mcp.iter().map(|i| i.issuer.clone()).collect(),
+            scopes: airlock_core::Tool::ALL.iter().map(|t| format!("{SCOPE_PREFIX}{}", t.name())).collect(),
+        })
     }
 }

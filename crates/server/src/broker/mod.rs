@@ -73,7 +73,39 @@ pub struct Caller {
     /// The OS process behind the call when it came over the Unix socket (set by the front end
     /// that accepted the connection; recorded in the audit).
     pub peer: Option<airlock_core::Peer>,
+    /// Set when the agent signed in with a token of a trusted issuer: who vouched for it, and
+    /// the tools its token's scopes allow (recorded in the audit).
+    pub signed_in: Option<std::sync::Arc<SignedIn>>,
 }
+
+/// What a trusted issuer's token said about a caller (T30).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedIn {
+    /// The issuer's name (`[issuers.NAME]`).
+    pub issuer: String,
+    /// The token's `sub`.
+    pub subject: String,
+    /// The tools the token's `airlock:TOOL` scopes allow, when its issuer has `tool_scopes`;
+    /// `None`: the token does not limit the tools.
+    pub tools: Option<Vec<airlock_core::Tool>>,
+}
+
+impl Caller {
+    /// Whether the caller's token allows `tool` at all (its scopes, if its issuer limits tools
+    /// by scope). Grants and policy decide the rest.
+    pub fn scope_allows(&self, tool: airlock_core::Tool) -> bool {
+        self.signed_in.as_ref().and_then(|s| s.tools.as_ref()).is_none_or(|t| t.contains(&tool))
+    }
+
+    /// The `airlock:TOOL` scopes the caller's token holds, when its scopes limit the tools.
+    pub fn scopes(&self) -> Option<Vec<String>> {
+        let tools = self.signed_in.as_ref()?.tools.as_ref()?;
+        Some(tools.iter().map(|t| format!("{}{}", SCOPE_PREFIX, t.name())).collect())
+    }
+}
+
+/// The prefix of the scopes that name tools: `airlock:query_db`.
+pub const SCOPE_PREFIX: &str = "airlock:";
 
 /// The outcome of one call, ready to be rendered by any front end.
 #[derive(Debug)]

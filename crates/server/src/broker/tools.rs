@@ -512,7 +512,7 @@ impl super::Broker {
                 .map(|h| h.name.clone())
                 .collect();
             // Lease handles: query_db on database leases, s3_object on aws leases.
-            if matches!(t, Tool::QueryDb | Tool::S3Object) {
+            if matches!(t, Tool::QueryDb | Tool::S3Object) && caller.scope_allows(t) {
                 v.extend(leases.iter().filter(|l| t.applies_to(l.kind)).map(|l| l.name.clone()));
             }
             v

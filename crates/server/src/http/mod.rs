@@ -11,6 +11,7 @@ mod connect;
 pub mod auth;
 pub mod response;
 mod shares;
+pub mod token;
 
 pub use auth::{authenticate, bearer, socket_peer, AgentAuth, SocketPeer};
 pub use response::{ApiError, PAGE_CSP};
@@ -46,14 +47,14 @@ fn finish(routes: Router<Arc<Broker>>, broker: Arc<Broker>) -> Router {
 /// The router of the TCP listener: the agents' routes, the one-time link pages and API, and the
 /// approval pages and API. For tests (`Router::oneshot`) and for [`serve`].
 pub fn router(broker: Arc<Broker>) -> Router {
-    let routes = agent::routes().merge(shares::routes()).merge(approvals::routes()).merge(assets::routes()).merge(connect::routes());
+    let routes = agent::routes().merge(token::routes()).merge(shares::routes()).merge(approvals::routes()).merge(assets::routes()).merge(connect::routes());
     finish(routes, broker)
 }
 
 /// The router of the Unix socket: the agents' routes only. People open links and approve calls
 /// over HTTP; the socket is for the thin clients agents run.
 pub fn socket_router(broker: Arc<Broker>) -> Router {
-    finish(agent::routes(), broker)
+    finish(agent::routes().merge(token::routes()), broker)
 }
 
 /// What [`serve_on`] listens on.

@@ -22,5 +22,6 @@ pub fn record(i: usize, agent: &str) -> AuditRecord {
         approval: None,
         peer: None,
         sandbox: None,
+        identity: None,
     }
 }
