@@ -4,7 +4,7 @@
 
 use airlock_core::config::{Config, ServerConfig};
 use airlock_store::Store;
-use airlock_vault::{MasterKey, Vault};
+use airlock_vault::Vault;
 use anyhow::{bail, Context, Result};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -193,7 +193,11 @@ pub async fn open_store(cfg: &Config) -> Result<Store> {
 
 /// The local vault with the configured remotes; its master key must exist.
 pub async fn open_vault(cfg: &Config) -> Result<Vault> {
-    let master = MasterKey::load(&cfg.store.data_dir.join("master.key")).context("run `airlock init` first")?;
+    let path = cfg.store.data_dir.join("master.key");
+    if !path.exists() {
+        anyhow::bail!("{} does not exist: run `airlock init` first", path.display());
+    }
+    let master = airlock_vault::wrap::open(&cfg.store.master_key, &cfg.vaults, &path).await.context("opening the master key")?;
     let store = open_store(cfg).await?;
     Ok(Vault::with_remotes(master, store, cfg.vaults.values())?)
 }

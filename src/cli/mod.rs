@@ -9,6 +9,7 @@ mod approve;
 mod audit;
 mod call;
 mod init;
+mod key;
 mod lease;
 mod migrate;
 mod policy;
@@ -158,6 +159,12 @@ enum Cmd {
         #[arg(long)]
         owner: String,
     },
+    /// The master key at rest: how it is protected (`key status`), and protecting it as
+    /// [store.master_key] says (`key wrap`).
+    Key {
+        #[command(subcommand)]
+        cmd: key::KeyCmd,
+    },
     /// Connected OAuth accounts: list them, revoke one.
     Account {
         #[command(subcommand)]
@@ -227,6 +234,7 @@ async fn run(cli: Cli) -> Result<u8> {
         Cmd::Approve { id, server } => approve::decide_at(config, server, &id, true).await,
         Cmd::Deny { id, server } => approve::decide_at(config, server, &id, false).await,
         Cmd::Connect { handle, owner } => account::connect(&open_broker(load(config)?).await?, &handle, &owner).await,
+        Cmd::Key { cmd } => key::run(&load(config)?, cmd).await,
         Cmd::Account { cmd } => account::run(&open_broker(load(config)?).await?, cmd).await,
     }
 }

@@ -15,6 +15,7 @@
 #![forbid(unsafe_code)]
 
 pub mod remote;
+pub mod wrap;
 
 use airlock_core::config::{RemoteRef, RemoteVaultConfig, SecretRef};
 pub use remote::{RemoteFailure, RemoteVault};
@@ -279,6 +280,21 @@ impl Vault {
             m.insert(c.name.clone(), Arc::new(RemoteVault::new(c.clone())?));
         }
         Ok(Vault { master, store, remotes: m, recent: Recent::default() })
+    }
+
+    /// The master key (to wrap it again: [`wrap::write_wrapped`]).
+    pub fn master(&self) -> &MasterKey {
+        &self.master
+    }
+
+    /// Checks that the master key opens the stored secrets: the first one stored, if any. A
+    /// wrong key fails with [`VaultError::Decrypt`].
+    pub async fn check_key(&self) -> Result<(), VaultError> {
+        let names = self.store.list_secrets().await?;
+        if let Some(m) = names.first() {
+            self.resolve(&SecretRef::Local(m.name.clone())).await?;
+        }
+        Ok(())
     }
 
     /// The remote vault `name`.

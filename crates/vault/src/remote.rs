@@ -370,6 +370,40 @@ impl RemoteVault {
         Ok((st, resp))
     }
 
+    /// Encrypts `plaintext` with the transit key `mount/encrypt/key`; returns the ciphertext
+    /// (`vault:vN:...`). For the master key's wrapping.
+    pub async fn transit_encrypt(&self, mount: &str, key: &str, plaintext: &Secret) -> Result<String, VaultError> {
+        use base64::Engine as _;
+        let path = format!("{}/encrypt/{}", encode_path(mount), encode_path(key));
+        let b64 = Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(plaintext.expose_secret()));
+        let body = Zeroizing::new(serde_json::to_vec(&json!({"plaintext": b64.as_str()})).expect("JSON"));
+        let (st, resp) = self.authed(reqwest::Method::POST, &path, Some(&body), false).await?;
+        if st != 200 {
+            let (f, m) = status_failure(st, &resp);
+            return Err(self.err(f, format!("transit encrypt with {mount}/{key}: {m}")));
+        }
+        let v: Value = serde_json::from_slice(&resp).map_err(|_| self.err(RemoteFailure::Protocol, "transit encrypt: not JSON"))?;
+        v["data"]["ciphertext"].as_str().map(str::to_owned).ok_or_else(|| self.err(RemoteFailure::Protocol, "transit encrypt: no ciphertext"))
+    }
+
+    /// Decrypts `ciphertext` with the transit key `mount/decrypt/key`.
+    pub async fn transit_decrypt(&self, mount: &str, key: &str, ciphertext: &str) -> Result<Secret, VaultError> {
+        use base64::Engine as _;
+        let path = format!("{}/decrypt/{}", encode_path(mount), encode_path(key));
+        let body = Zeroizing::new(serde_json::to_vec(&json!({"ciphertext": ciphertext})).expect("JSON"));
+        let (st, resp) = self.authed(reqwest::Method::POST, &path, Some(&body), true).await?;
+        if st != 200 {
+            let (f, m) = status_failure(st, &resp);
+            return Err(self.err(f, format!("transit decrypt with {mount}/{key}: {m}")));
+        }
+        let v: Value = serde_json::from_slice(&resp).map_err(|_| self.err(RemoteFailure::Protocol, "transit decrypt: not JSON"))?;
+        let b64 = v["data"]["plaintext"].as_str().ok_or_else(|| self.err(RemoteFailure::Protocol, "transit decrypt: no plaintext"))?;
+        let plain = base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .map_err(|_| self.err(RemoteFailure::Protocol, "transit decrypt: plaintext not base64"))?;
+        Ok(Secret::new(plain))
+    }
+
     /// Reads the whole KV v2 secret at `r` (its field ignored): the fields and the version.
     pub async fn read_kv(&self, r: &RemoteRef) -> Result<(Vec<(String, Secret)>, u64), VaultError> {
         let mut path = format!("{}/data/{}", encode_path(&r.mount), encode_path(&r.path));

@@ -58,7 +58,7 @@ pub use self::secret_ref::{RemoteRef, SecretRef};
 pub use self::server::{default_socket_path, ServerConfig};
 pub use self::shares::{ShareChannelConfig, SharesConfig};
 pub use self::smtp::{plausible_address, SmtpConstraints, SmtpTls};
-pub use self::store::{validate_store_url, StoreConfig, SyncMode};
+pub use self::store::{validate_store_url, MasterKeyConfig, MasterKeyWrap, StoreConfig, SyncMode};
 pub use self::secret_ref::valid_vault_name;
 pub use self::vault::{RemoteAuth, RemoteVaultConfig, RemoteVaultKind};
 pub use crate::kind::HandleKind;
@@ -154,7 +154,8 @@ impl Config {
         let issuers = issuers::check_all(&mut r, src.section("issuers"), base, &agent_names);
         let root = FieldPath::root();
         let server = section::<ServerConfig>(&mut r, &src, "server").checked(&mut r, &root.key("server"), base);
-        let store = section::<StoreConfig>(&mut r, &src, "store").checked(&mut r, &root.key("store"), base);
+        let vault_names: Vec<&str> = vaults.valid.keys().map(String::as_str).collect();
+        let store = section::<StoreConfig>(&mut r, &src, "store").checked(&mut r, &root.key("store"), base, &vault_names);
         let limits = section::<LimitsConfig>(&mut r, &src, "limits").checked(&mut r, &root.key("limits"));
         let sandbox = section::<SandboxConfig>(&mut r, &src, "sandbox").checked(&mut r, &root.key("sandbox"), base);
         let policy = section::<PolicyConfig>(&mut r, &src, "policy").resolved(base);

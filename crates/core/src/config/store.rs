@@ -22,6 +22,57 @@ pub struct StoreConfig {
     /// a process crash or kill -9 but not an OS crash.
     #[serde(default)]
     pub sync: SyncMode,
+    /// How the master key is kept at rest (`[store.master_key]`).
+    #[serde(default)]
+    pub master_key: MasterKeyConfig,
+}
+
+/// How the master key file (`data_dir/master.key`) is protected.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MasterKeyWrap {
+    /// The raw key in a 0600 file: whoever reads the data directory has every secret.
+    #[default]
+    File,
+    /// Wrapped under a key derived from a passphrase (Argon2id).
+    Passphrase,
+    /// Wrapped by an OpenBao/Vault transit key: unwrapping needs that server and its policy.
+    Transit,
+}
+
+/// `[store.master_key]`
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MasterKeyConfig {
+    /// The protection.
+    #[serde(default)]
+    pub wrap: MasterKeyWrap,
+    /// `passphrase`: read it from this file (0600; a systemd credential, say). Absolute once
+    /// checked.
+    #[serde(default)]
+    pub passphrase_file: Option<PathBuf>,
+    /// `passphrase`: read it from this open file descriptor (a pipe from a secrets manager).
+    /// With neither, it is asked for on the terminal.
+    #[serde(default)]
+    pub passphrase_fd: Option<u32>,
+    /// `transit`: the `[vaults.NAME]` whose transit engine wraps the key.
+    #[serde(default)]
+    pub vault: Option<String>,
+    /// `transit`: the mount and key name, `transit/keys/NAME` → `transit/NAME` (default
+    /// `transit/airlock-master`).
+    #[serde(default)]
+    pub transit_key: Option<String>,
+}
+
+impl MasterKeyConfig {
+    /// The transit key as `(mount, name)`.
+    pub fn transit_key(&self) -> (String, String) {
+        let k = self.transit_key.as_deref().unwrap_or("transit/airlock-master");
+        match k.rsplit_once('/') {
+            Some((m, n)) => (m.to_owned(), n.to_owned()),
+            None => ("transit".to_owned(), k.to_owned()),
+        }
+    }
 }
 
 /// Store durability, see [`StoreConfig::sync`].
@@ -37,7 +88,7 @@ pub enum SyncMode {
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        StoreConfig { data_dir: default_data_dir(), url: None, sync: SyncMode::Full }
+        StoreConfig { data_dir: default_data_dir(), url: None, sync: SyncMode::Full, master_key: MasterKeyConfig::default() }
     }
 }
 
@@ -48,17 +99,47 @@ impl std::fmt::Debug for StoreConfig {
             Ok(p) => format!("{}://{}{}", p.scheme(), p.host_str().unwrap_or(""), p.path()),
             Err(_) => "[invalid]".into(),
         });
-        f.debug_struct("StoreConfig").field("data_dir", &self.data_dir).field("url", &url).field("sync", &self.sync).finish()
+        f.debug_struct("StoreConfig")
+            .field("data_dir", &self.data_dir)
+            .field("url", &url)
+            .field("sync", &self.sync)
+            .field("master_key", &self.master_key)
+            .finish()
     }
 }
 
 impl StoreConfig {
-    /// Checks the URL and makes `data_dir` absolute.
-    pub(super) fn checked(self, r: &mut Report<'_, '_>, at: &FieldPath, base: &Path) -> StoreConfig {
+    /// Checks the URL and the master key's protection (`vaults`: the `[vaults]` names), and
+    /// makes the paths absolute.
+    pub(super) fn checked(self, r: &mut Report<'_, '_>, at: &FieldPath, base: &Path, vaults: &[&str]) -> StoreConfig {
         if let Some(Err(m)) = self.url.as_deref().map(validate_store_url) {
             r.problem(&at.join("url"), ProblemCode::BadUrl, m);
         }
-        StoreConfig { data_dir: base.join(self.data_dir), ..self }
+        let mut mk = self.master_key;
+        let at_mk = at.key("master_key");
+        let passphrase = mk.passphrase_file.is_some() || mk.passphrase_fd.is_some();
+        let transit = mk.vault.is_some() || mk.transit_key.is_some();
+        match mk.wrap {
+            MasterKeyWrap::File | MasterKeyWrap::Passphrase if transit => {
+                r.problem(&at_mk, ProblemCode::BadValue, "vault and transit_key are for wrap = \"transit\"")
+            }
+            MasterKeyWrap::File | MasterKeyWrap::Transit if passphrase => {
+                r.problem(&at_mk, ProblemCode::BadValue, "passphrase_file and passphrase_fd are for wrap = \"passphrase\"")
+            }
+            MasterKeyWrap::Passphrase if mk.passphrase_file.is_some() && mk.passphrase_fd.is_some() => {
+                r.problem(&at_mk, ProblemCode::BadValue, "give passphrase_file or passphrase_fd, not both")
+            }
+            MasterKeyWrap::Transit => match mk.vault.as_deref() {
+                None => r.problem(&at_mk.join("vault"), ProblemCode::MissingKey, "wrap = \"transit\" names the [vaults] entry that wraps the key"),
+                Some(v) if !vaults.contains(&v) => {
+                    r.problem(&at_mk.join("vault"), ProblemCode::UnknownVault, format!("'{v}' is not a [vaults] entry"))
+                }
+                Some(_) => {}
+            },
+            _ => {}
+        }
+        mk.passphrase_file = mk.passphrase_file.map(|p| base.join(p));
+        StoreConfig { data_dir: base.join(self.data_dir), master_key: mk, ..self }
     }
 }
 

@@ -36,7 +36,7 @@ use airlock_policy::PolicyEngine;
 use airlock_store::agents::Agent;
 use airlock_store::audit::{AuditKey, AuditLog};
 use airlock_store::Store;
-use airlock_vault::{MasterKey, Vault};
+use airlock_vault::Vault;
 use metrics::Metrics;
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -200,7 +200,8 @@ impl Broker {
         // process's memory or /proc/PID/environ (T08).
         airlock_exec_command::make_non_dumpable().map_err(BrokerError::Harden)?;
         let dir = cfg.store.data_dir.clone();
-        let master = MasterKey::load(&dir.join("master.key"))?;
+        // Unwrapped as [store.master_key] says; only in memory from here.
+        let master = airlock_vault::wrap::open(&cfg.store.master_key, &cfg.vaults, &dir.join("master.key")).await?;
         let store = Store::connect(&cfg.store).await?;
         let key = AuditKey::load(&dir)?;
         let policy = PolicyEngine::from_config(&cfg)?;
