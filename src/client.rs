@@ -14,13 +14,30 @@
 //! - client config: `AIRLOCK_CLIENT_CONFIG`, else `$XDG_CONFIG_HOME/airlock/client.toml` (or
 //!   `~/.config/airlock/client.toml`), if it exists.
 //!
+//! A token read from a file is followed by `airlock mcp`. `airlock call`, `tools` and `lease`
+//! read the file anew on every run; an MCP session lasts longer than a platform's short-lived
+//! token (a Kubernetes projected service-account token, a CI OIDC token: `[issuers.NAME]` on
+//! the broker), whose file the platform rewrites before it expires. So before it forwards each
+//! JSON-RPC line from stdin, and every [`TOKEN_CHECK`] in between, `airlock mcp` looks at the
+//! file's metadata (modification time, length, inode: no read); when it changed, it reads the
+//! file and, if the token differs, sends it to the broker in band, between two lines, as the
+//! notification `{"jsonrpc":"2.0","method":"notifications/airlock/token","params":{"token":"…"}}`.
+//! The broker adopts it for the session only when it authenticates as the session's agent (see
+//! the broker's stream, `airlock_mcp`); a file that cannot be read just now (mid-rewrite) is
+//! tried again at the next check. A token given in `AIRLOCK_TOKEN` is fixed for the session.
+//!
 //! Exit codes: 0 the call succeeded, 1 the broker refused or the call failed (the envelope says
 //! why), 2 a usage or local error, 3 no broker answered at the endpoint.
 
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use zeroize::Zeroizing;
+
+/// How often `airlock mcp` looks at its token file while no message goes to the broker.
+pub const TOKEN_CHECK: Duration = Duration::from_secs(5);
 
 /// Exit code when no broker answers at the endpoint (distinct from a refusal, 1).
 pub const EXIT_UNREACHABLE: u8 = 3;
@@ -108,6 +125,8 @@ pub struct Client {
     http: reqwest::Client,
     base: String,
     token: Zeroizing<String>,
+    /// The file the token came from, and what it looked like when it was read.
+    token_file: Option<TokenFile>,
 }
 
 /// Why a request got no answer from a broker.
@@ -130,16 +149,141 @@ impl std::fmt::Display for Unreachable {
 
 impl std::error::Error for Unreachable {}
 
-fn read_token(file: Option<&Path>) -> Result<Zeroizing<String>> {
+/// What a token file looked like: enough to notice that it was rewritten without reading it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Stamp {
+    modified: Option<SystemTime>,
+    len: u64,
+    inode: u64,
+}
+
+impl Stamp {
+    /// The file's stamp (following symlinks, as Kubernetes swaps a `..data` link), if it exists.
+    fn of(path: &Path) -> Option<Stamp> {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(path).ok()?;
+        Some(Stamp { modified: m.modified().ok(), len: m.len(), inode: m.ino() })
+    }
+}
+
+/// A token file being followed.
+#[derive(Clone, Debug)]
+struct TokenFile {
+    path: PathBuf,
+    /// Taken before the read, so a rewrite between the two is noticed at the next check.
+    seen: Option<Stamp>,
+}
+
+impl TokenFile {
+    /// The file's token when the file changed since the last look and holds another token than
+    /// `current`. A file that cannot be read now, or holds nothing, is looked at again next time.
+    fn rotated(&mut self, current: &str) -> Option<Zeroizing<String>> {
+        let now = Stamp::of(&self.path);
+        if now == self.seen {
+            return None;
+        }
+        let text = Zeroizing::new(std::fs::read_to_string(&self.path).ok()?);
+        let token = text.trim();
+        if token.is_empty() {
+            return None;
+        }
+        self.seen = now;
+        // In band as a JSON string written as is: a token is printable ASCII without quotes or
+        // backslashes (airlock's and JWTs are), so nothing needs escaping.
+        if !token.bytes().all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\') {
+            tracing::warn!(file = %self.path.display(), "the token file holds characters no token has; not sent");
+            return None;
+        }
+        (token != current).then(|| Zeroizing::new(token.to_owned()))
+    }
+}
+
+/// The token, and the file it came from (none when it came from `AIRLOCK_TOKEN`).
+fn read_token(file: Option<&Path>) -> Result<(Zeroizing<String>, Option<TokenFile>)> {
     if let Ok(t) = std::env::var("AIRLOCK_TOKEN") {
-        return Ok(Zeroizing::new(t.trim().to_owned()));
+        return Ok((Zeroizing::new(t.trim().to_owned()), None));
     }
     let file = std::env::var_os("AIRLOCK_TOKEN_FILE").map(PathBuf::from).or_else(|| file.map(Path::to_path_buf));
     let Some(file) = file else {
         bail!("no agent token: set AIRLOCK_TOKEN or AIRLOCK_TOKEN_FILE (or token_file in the client config)")
     };
+    let seen = Stamp::of(&file);
     let t = Zeroizing::new(std::fs::read_to_string(&file).with_context(|| format!("reading the token file {}", file.display()))?);
-    Ok(Zeroizing::new(t.trim().to_owned()))
+    Ok((Zeroizing::new(t.trim().to_owned()), Some(TokenFile { path: file, seen })))
+}
+
+/// The in-band line that hands the broker's session a rotated token (`token` needs no escaping,
+/// see [`TokenFile::rotated`]). Built in place, so the only copy is zeroized on drop.
+fn token_notification(token: &str) -> Zeroizing<String> {
+    let (head, tail) = (r#"{"jsonrpc":"2.0","method":""#, r#"","params":{"token":""#);
+    let mut line = Zeroizing::new(String::with_capacity(head.len() + airlock_mcp::TOKEN_NOTIFICATION.len() + tail.len() + token.len() + 4));
+    line.push_str(head);
+    line.push_str(airlock_mcp::TOKEN_NOTIFICATION);
+    line.push_str(tail);
+    line.push_str(token);
+    line.push_str("\"}}\n");
+    line
+}
+
+/// Copies the MCP host's stdin to the broker, and hands the broker a rotated token from `file`
+/// between two lines: checked before each line is forwarded and every [`TOKEN_CHECK`] while
+/// stdin is quiet. Returns at the end of stdin.
+async fn relay_following<R, W>(mut stdin: R, to_broker: &mut W, mut file: TokenFile, mut current: Zeroizing<String>) -> std::io::Result<()>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut buf = vec![0u8; 64 * 1024];
+    // Whether the next byte starts a line (where a notification may go).
+    let mut at_line_start = true;
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + TOKEN_CHECK, TOKEN_CHECK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let n = tokio::select! {
+            n = stdin.read(&mut buf) => n?,
+            _ = tick.tick() => {
+                if at_line_start {
+                    send_if_rotated(to_broker, &mut file, &mut current).await?;
+                }
+                continue;
+            }
+        };
+        if n == 0 {
+            return Ok(());
+        }
+        let mut rest = &buf[..n];
+        if !at_line_start {
+            // Finish the line under way first.
+            match rest.iter().position(|b| *b == b'\n') {
+                Some(i) => {
+                    to_broker.write_all(&rest[..=i]).await?;
+                    rest = &rest[i + 1..];
+                }
+                None => {
+                    to_broker.write_all(rest).await?;
+                    rest = &[];
+                }
+            }
+        }
+        if !rest.is_empty() {
+            // The lines of one read arrived together: one look at the file covers them.
+            send_if_rotated(to_broker, &mut file, &mut current).await?;
+            to_broker.write_all(rest).await?;
+        }
+        at_line_start = buf[n - 1] == b'\n';
+        to_broker.flush().await?;
+    }
+}
+
+/// Sends the notification when the token file holds a new token.
+async fn send_if_rotated<W: AsyncWrite + Unpin>(to_broker: &mut W, file: &mut TokenFile, current: &mut Zeroizing<String>) -> std::io::Result<()> {
+    if let Some(new) = file.rotated(current) {
+        to_broker.write_all(token_notification(&new).as_bytes()).await?;
+        to_broker.flush().await?;
+        tracing::debug!(file = %file.path.display(), "sent the rotated token to the broker");
+        *current = new;
+    }
+    Ok(())
 }
 
 impl Client {
@@ -150,18 +294,18 @@ impl Client {
             Some(s) => Endpoint::parse(&s)?,
             None => Endpoint::Unix(airlock_core::config::default_socket_path()),
         };
-        let token = read_token(file.token_file.as_deref())?;
-        Client::new(endpoint, token)
+        let (token, token_file) = read_token(file.token_file.as_deref())?;
+        Client::new(endpoint, token, token_file)
     }
 
-    fn new(endpoint: Endpoint, token: Zeroizing<String>) -> Result<Client> {
+    fn new(endpoint: Endpoint, token: Zeroizing<String>, token_file: Option<TokenFile>) -> Result<Client> {
         let b = reqwest::Client::builder().connect_timeout(std::time::Duration::from_secs(5)).redirect(reqwest::redirect::Policy::none());
         let (http, base) = match &endpoint {
             // The host name is only the Host header (the MCP endpoint's guard accepts localhost).
             Endpoint::Unix(p) => (b.unix_socket(p.as_path()).build()?, "http://localhost".to_owned()),
             Endpoint::Http(u) => (b.build()?, u.as_str().trim_end_matches('/').to_owned()),
         };
-        Ok(Client { endpoint, http, base, token })
+        Ok(Client { endpoint, http, base, token, token_file })
     }
 
     fn unreachable(&self, e: &reqwest::Error) -> anyhow::Error {
@@ -213,7 +357,8 @@ impl Client {
     }
 
     /// MCP over stdin/stdout: upgrades a connection to the broker's MCP stream and relays bytes
-    /// both ways until either side closes. Nothing but MCP goes to stdout.
+    /// both ways until either side closes. Nothing but MCP goes to stdout. A token from a file
+    /// is followed: a rotated one goes to the broker in band (see the module docs).
     pub async fn mcp_stdio(&self) -> Result<u8> {
         let req = self
             .http
@@ -231,7 +376,10 @@ impl Client {
         let (mut from_broker, mut to_broker) = tokio::io::split(upgraded);
         let (mut stdin, mut stdout) = stdio();
         let up = async {
-            let r = tokio::io::copy(&mut stdin, &mut to_broker).await;
+            let r = match self.token_file.clone() {
+                Some(file) => relay_following(&mut stdin, &mut to_broker, file, self.token.clone()).await,
+                None => tokio::io::copy(&mut stdin, &mut to_broker).await.map(|_| ()),
+            };
             // The MCP host closed our stdin: end the session on the broker's side too.
             let _ = tokio::io::AsyncWriteExt::shutdown(&mut to_broker).await;
             r
@@ -249,7 +397,7 @@ impl Client {
                 Ok(0)
             }
             r = &mut up => {
-                r.context("reading stdin")?;
+                r.with_context(|| format!("relaying stdin to {}", self.endpoint))?;
                 // Let the broker's last answers through, then stop.
                 match tokio::time::timeout(std::time::Duration::from_secs(5), down).await {
                     Ok(r) => { r.with_context(|| format!("the MCP session with {} broke", self.endpoint))?; }

@@ -15,6 +15,8 @@ pub async fn run(config: &Path, json: bool) -> Result<u8> {
     findings.extend(socket_findings(&cfg));
     findings.extend(sandbox_findings(&cfg).await);
     findings.extend(tls_findings(&cfg));
+    findings.extend(identity_findings(&cfg, &platforms()));
+    findings.extend(master_key_findings(&cfg));
     findings.extend(database_findings(&cfg).await);
     let errors = findings.iter().filter(|f| f.level == Level::Error).count();
     if json {
@@ -169,6 +171,129 @@ fn tls_findings(cfg: &Config) -> Vec<Finding> {
     // not loopback) is refused when the configuration loads (`insecure-link`), so it never
     // reaches here.
     out
+}
+
+/// A platform whose workloads get short-lived signed tokens, as doctor's environment shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Platform {
+    /// `KUBERNETES_SERVICE_HOST` is set, or a service-account token is mounted.
+    Kubernetes,
+    /// `ACTIONS_ID_TOKEN_REQUEST_URL` is set (a job with `id-token: write`).
+    GitHubActions,
+    /// `GITLAB_CI` is set; the instance URL from `CI_SERVER_URL` when that is too.
+    GitLab(Option<String>),
+}
+
+impl Platform {
+    /// How an `[issuers.NAME]` table for it looks.
+    fn advice(&self) -> String {
+        match self {
+            Platform::Kubernetes => "this runs in Kubernetes: the issuer is the cluster's service-account issuer \
+                (`kubectl get --raw /.well-known/openid-configuration`) with its key set (jwks_url, or jwks_file \
+                from `kubectl get --raw /openid/v1/jwks`); agents mount a projected service-account token whose \
+                audience is airlock's URI and point AIRLOCK_TOKEN_FILE at it"
+                .to_owned(),
+            Platform::GitHubActions => "this runs in GitHub Actions: issuer = \"https://token.actions.githubusercontent.com\", \
+                subjects matched on the repository and ref claims; the job asks for an ID token whose audience is \
+                airlock's URI (permissions: id-token: write)"
+                .to_owned(),
+            Platform::GitLab(url) => format!(
+                "this runs in GitLab CI: issuer = {}, subjects matched on the project_path and ref claims; \
+                 the job gets a token from `id_tokens:` with aud = airlock's URI",
+                match url {
+                    Some(u) => format!("\"{u}\" (the instance URL)"),
+                    None => "the instance URL (CI_SERVER_URL)".to_owned(),
+                }
+            ),
+        }
+    }
+}
+
+/// The platforms doctor's environment shows (several when, say, a CI runner runs in Kubernetes).
+fn platforms() -> Vec<Platform> {
+    let set = |v: &str| std::env::var_os(v).is_some_and(|s| !s.is_empty());
+    let mut out = Vec::new();
+    if set("KUBERNETES_SERVICE_HOST") || Path::new("/var/run/secrets/kubernetes.io/serviceaccount").exists() {
+        out.push(Platform::Kubernetes);
+    }
+    if set("ACTIONS_ID_TOKEN_REQUEST_URL") {
+        out.push(Platform::GitHubActions);
+    }
+    if set("GITLAB_CI") {
+        out.push(Platform::GitLab(std::env::var("CI_SERVER_URL").ok().filter(|u| !u.is_empty())));
+    }
+    out
+}
+
+/// How agents authenticate: static airlock tokens, or the short-lived tokens of trusted issuers
+/// (T30). A note, not a fault: static tokens are sound, platform tokens need none handed out.
+fn identity_findings(cfg: &Config, platforms: &[Platform]) -> Vec<Finding> {
+    if cfg.agents.is_empty() {
+        return Vec::new();
+    }
+    let agents: Vec<&str> = cfg.agents.keys().map(String::as_str).collect();
+    if cfg.issuers.is_empty() {
+        let mut message = format!(
+            "agents authenticate with static airlock tokens ({}); an [issuers.NAME] table lets them sign in with \
+             their platform's short-lived token instead, so no long-lived token is handed out",
+            agents.join(", ")
+        );
+        for p in platforms {
+            message.push_str("; ");
+            message.push_str(&p.advice());
+        }
+        return vec![Finding::new(Level::Ok, "agent-identity", message, "")];
+    }
+    let mut mapped: Vec<&str> = Vec::new();
+    let issuers: Vec<String> = cfg
+        .issuers
+        .values()
+        .map(|i| {
+            let mut to: Vec<&str> = i.subjects.iter().map(|s| s.agent.as_str()).collect();
+            let mut seen = std::collections::BTreeSet::new();
+            to.retain(|a| seen.insert(*a));
+            mapped.extend(&to);
+            format!("{} ({}) signs in {}", i.name, i.issuer, to.join(", "))
+        })
+        .collect();
+    let mut message = format!("trusted issuers: {}", issuers.join("; "));
+    let static_only: Vec<&str> = agents.iter().copied().filter(|a| !mapped.contains(a)).collect();
+    if !static_only.is_empty() {
+        message.push_str(&format!("; {} only with static airlock tokens", static_only.join(", ")));
+    }
+    vec![Finding::new(Level::Ok, "agent-identity", message, "")]
+}
+
+/// How the master key is kept at rest. A plain key file is a warning where the broker serves
+/// beyond this machine (a listener that is not loopback, or a shared PostgreSQL store): a copy
+/// of the data directory is then every secret.
+fn master_key_findings(cfg: &Config) -> Vec<Finding> {
+    use airlock_core::config::MasterKeyWrap;
+    let path = cfg.store.data_dir.join("master.key");
+    let want = cfg.store.master_key.wrap;
+    let found = match airlock_vault::wrap::current_wrap(&path) {
+        Ok(w) => w,
+        // A missing key is reported where the store is opened; nothing to add here.
+        Err(_) => return Vec::new(),
+    };
+    if found != want {
+        return vec![Finding::new(
+            Level::Error,
+            "master-key",
+            format!("{} is protected by {found:?} but [store.master_key] says {want:?}: the broker will not start", path.display()),
+            "run `airlock key wrap` to protect it as configured",
+        )];
+    }
+    if want != MasterKeyWrap::File {
+        return vec![Finding::new(Level::Ok, "master-key", format!("the master key is wrapped ({want:?})"), "")];
+    }
+    let production = !cfg.server.listen.ip().is_loopback() || cfg.store.url.is_some();
+    let message = format!(
+        "the master key is a plain file ({}): anyone with a copy of the data directory (a backup, a snapshot, a disk) has every secret",
+        path.display()
+    );
+    let fix = "set [store.master_key] wrap = \"passphrase\" or \"transit\" and run `airlock key wrap`";
+    vec![if production { Finding::new(Level::Warning, "master-key", message, fix) } else { Finding::new(Level::Ok, "master-key", message, "") }]
 }
 
 /// A read-only handle on a role that can write (or a superuser) leaves the scope to airlock's

@@ -188,3 +188,122 @@ path "transit/decrypt/airlock-master" { capabilities = ["update"] }"#;
     assert!(e.contains("master key") && e.contains("unwrapping through transit"), "{e}");
     assert!(!e.contains(CANARY) && !e.contains(&token));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn backup_then_wipe_then_restore_verifies_and_every_secret_opens() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    assert!(airlock(dir, &["init"], None, &[]).status.success());
+    let starter = std::fs::read_to_string(dir.join("airlock.toml")).unwrap();
+    assert!(airlock(dir, &["secret", "put", "API_KEY"], Some(&format!("{CANARY}\n")), &[]).status.success());
+    let data = dir.join("airlock-data");
+    let raw = std::fs::read(data.join("master.key")).unwrap();
+    private(&dir.join("pass"), "correct horse battery staple\n");
+    configure(dir, &starter, "[store.master_key]\nwrap = \"passphrase\"\npassphrase_file = \"pass\"\n");
+    assert!(airlock(dir, &["key", "wrap"], None, &[]).status.success());
+    // Some audit records, written by a broker.
+    {
+        let b = airlock_server::Broker::open(Config::load(&dir.join("airlock.toml")).unwrap()).await.unwrap();
+        for _ in 0..5 {
+            b.refuse("query_db", airlock_core::CallError::new(airlock_core::ErrorCode::Unauthenticated)).await;
+        }
+    }
+    let o = airlock(dir, &["backup", "b.bak"], None, &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let bytes = std::fs::read(dir.join("b.bak")).unwrap();
+    for needle in [CANARY.as_bytes(), b"correct horse", raw.as_slice()] {
+        assert!(!bytes.windows(needle.len()).any(|w| w == needle), "the backup holds plaintext");
+    }
+    let header: Value = serde_json::from_slice(bytes.split(|b| *b == b'\n').nth(1).unwrap()).unwrap();
+    assert_eq!(header["audit"]["last_seq"], 5, "{header}");
+    assert_eq!(header["master_key"]["wrap"], "passphrase");
+    // A backup never replaces a file.
+    assert!(!airlock(dir, &["backup", "b.bak"], None, &[]).status.success());
+
+    // Not over a live data directory.
+    let o = airlock(dir, &["restore", "b.bak", "--to", "airlock-data"], None, &[]);
+    assert!(!o.status.success() && text(&o).contains("not empty"), "{}", text(&o));
+    // Wipe, then every broken variant is refused and leaves no directory behind.
+    std::fs::remove_dir_all(&data).unwrap();
+    let mut cases: Vec<(&str, Vec<u8>)> = vec![
+        ("truncated", bytes[..bytes.len() - 100].to_vec()),
+        ("cut in the header", bytes[..40].to_vec()),
+        ("another audit head", {
+            let s = String::from_utf8_lossy(&bytes[..200]).into_owned();
+            let at = s.find("\"last_seq\":5").unwrap();
+            let mut b = bytes.clone();
+            b[at + 11] = b'6';
+            b
+        }),
+        ("a flipped payload byte", {
+            let mut b = bytes.clone();
+            let i = b.len() - 20;
+            b[i] ^= 1;
+            b
+        }),
+    ];
+    cases.push(("not a backup", b"hello\n{}\n".to_vec()));
+    for (what, b) in cases {
+        std::fs::write(dir.join("bad.bak"), &b).unwrap();
+        let o = airlock(dir, &["restore", "bad.bak", "--to", "airlock-data"], None, &[]);
+        assert!(!o.status.success(), "{what}: {}", text(&o));
+        assert!(!data.exists(), "{what}: a half-restored directory was left");
+        assert!(!text(&o).contains(CANARY));
+    }
+    // The wrong passphrase.
+    private(&dir.join("pass"), "wrong\n");
+    let o = airlock(dir, &["restore", "b.bak", "--to", "airlock-data"], None, &[]);
+    assert!(!o.status.success() && text(&o).contains("passphrase is wrong"), "{}", text(&o));
+    assert!(!data.exists());
+    // The right one: restored, the chain verifies, the secret opens.
+    private(&dir.join("pass"), "correct horse battery staple\n");
+    let o = airlock(dir, &["restore", "b.bak", "--to", "airlock-data"], None, &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(resolve(dir).await.unwrap(), CANARY);
+    let o = airlock(dir, &["audit", "verify"], None, &[]);
+    assert!(o.status.success(), "{}", text(&o));
+
+    // A raw key is never in a backup: restoring needs it given.
+    let d2 = tempfile::tempdir().unwrap();
+    let dir2 = d2.path();
+    assert!(airlock(dir2, &["init"], None, &[]).status.success());
+    assert!(airlock(dir2, &["secret", "put", "API_KEY"], Some(&format!("{CANARY}\n")), &[]).status.success());
+    let raw2 = std::fs::read(dir2.join("airlock-data/master.key")).unwrap();
+    assert!(airlock(dir2, &["backup", "plain.bak"], None, &[]).status.success());
+    let b2 = std::fs::read(dir2.join("plain.bak")).unwrap();
+    assert!(!b2.windows(32).any(|w| w == raw2.as_slice()));
+    std::fs::rename(dir2.join("airlock-data/master.key"), dir2.join("kept.key")).unwrap();
+    std::fs::remove_dir_all(dir2.join("airlock-data")).unwrap();
+    let o = airlock(dir2, &["restore", "plain.bak", "--to", "airlock-data"], None, &[]);
+    assert!(!o.status.success() && text(&o).contains("--master-key-file"), "{}", text(&o));
+    let o = airlock(dir2, &["restore", "plain.bak", "--to", "airlock-data", "--master-key-file", "kept.key"], None, &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(resolve(dir2).await.unwrap(), CANARY);
+}
+
+#[test]
+fn doctor_warns_of_a_plain_master_key_where_the_broker_serves_beyond_this_machine() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    assert!(airlock(dir, &["init"], None, &[]).status.success());
+    let starter = std::fs::read_to_string(dir.join("airlock.toml")).unwrap();
+    let finding = |dir: &Path| -> Value {
+        let o = airlock(dir, &["doctor", "--json"], None, &[]);
+        let v: Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|_| panic!("{}", text(&o)));
+        v["findings"].as_array().unwrap().iter().find(|f| f["check"] == "master-key").cloned().unwrap_or_else(|| panic!("{v}"))
+    };
+    // Loopback: a note.
+    assert_eq!(finding(dir)["level"], "ok");
+    // Serving beyond this machine: a warning with the fix.
+    let public = starter.replacen("listen = \"127.0.0.1:", "listen = \"0.0.0.0:", 1) + "\n[shares]\nbase_url = \"https://airlock.example\"\n";
+    std::fs::write(dir.join("airlock.toml"), public).unwrap();
+    let f = finding(dir);
+    assert_eq!(f["level"], "warning", "{f}");
+    assert!(f["fix"].as_str().unwrap().contains("airlock key wrap"), "{f}");
+    // Configured for a passphrase the file does not have: an error before the broker fails.
+    private(&dir.join("pass"), "pp\n");
+    configure(dir, &starter, "[store.master_key]\nwrap = \"passphrase\"\npassphrase_file = \"pass\"\n");
+    assert_eq!(finding(dir)["level"], "error");
+    assert!(airlock(dir, &["key", "wrap"], None, &[]).status.success());
+    assert_eq!(finding(dir)["level"], "ok");
+}

@@ -683,3 +683,60 @@ fn t22_doctor_warns_when_a_read_only_handle_sits_on_a_role_that_can_write_or_rea
     // No password or DSN in the report.
     assert!(!String::from_utf8_lossy(&o.stdout).contains("postgres://"), "{v}");
 }
+
+#[test]
+fn t30_doctor_notes_static_tokens_and_the_platform_issuer_that_could_replace_them() {
+    let h = home("");
+    // The finding `agent-identity` of a doctor run whose environment shows `env` and no other
+    // platform (the variables of this test's own CI are removed).
+    let identity = |env: &[(&str, &str)]| -> (Value, Value) {
+        let mut c = h.admin(&["doctor", "--json"]);
+        for v in ["KUBERNETES_SERVICE_HOST", "ACTIONS_ID_TOKEN_REQUEST_URL", "GITLAB_CI", "CI_SERVER_URL"] {
+            c.env_remove(v);
+        }
+        let o = c.envs(env.iter().copied()).output().unwrap();
+        let v: Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|_| panic!("{}", text(&o)));
+        let f = v["findings"].as_array().unwrap().iter().find(|f| f["check"] == "agent-identity").cloned();
+        (f.unwrap_or_else(|| panic!("no agent-identity finding: {v}")), v)
+    };
+    let message = |f: &Value| f["message"].as_str().unwrap().to_owned();
+    // A mounted service-account token says Kubernetes whatever the environment says.
+    let in_kubernetes = Path::new("/var/run/secrets/kubernetes.io/serviceaccount").exists();
+
+    // Static tokens only: a note (level ok, no fix), which changes neither errors nor warnings.
+    let (f, plain) = identity(&[]);
+    assert_eq!(f["level"], "ok", "{f}");
+    assert!(f.get("fix").is_none(), "{f}");
+    let m = message(&f);
+    assert!(m.contains("static airlock tokens (bot, other)") && m.contains("[issuers.NAME]") && m.contains("short-lived"), "{m}");
+    assert_eq!(m.contains("Kubernetes"), in_kubernetes, "{m}");
+    assert!(!m.contains("GitHub") && !m.contains("GitLab"), "{m}");
+
+    // The platform doctor runs on is named, with its issuer.
+    let m = message(&identity(&[("ACTIONS_ID_TOKEN_REQUEST_URL", "https://pipelines.actions.githubusercontent.com/abc")]).0);
+    assert!(m.contains("GitHub Actions") && m.contains("issuer = \"https://token.actions.githubusercontent.com\""), "{m}");
+    let m = message(&identity(&[("GITLAB_CI", "true"), ("CI_SERVER_URL", "https://gitlab.acme.test")]).0);
+    assert!(m.contains("GitLab CI") && m.contains("issuer = \"https://gitlab.acme.test\" (the instance URL)"), "{m}");
+    assert!(!m.contains("GitHub"), "{m}");
+    let m = message(&identity(&[("KUBERNETES_SERVICE_HOST", "10.96.0.1")]).0);
+    assert!(m.contains("Kubernetes") && m.contains("service-account issuer") && m.contains("AIRLOCK_TOKEN_FILE"), "{m}");
+
+    // With an issuer: which agents it signs in, and which still use static tokens.
+    let jwks = h.dir.path().join("jwks.json");
+    std::fs::write(&jwks, r#"{"keys":[]}"#).unwrap();
+    let cfg = std::fs::read_to_string(h.config()).unwrap()
+        + &format!(
+            "\n[issuers.cluster]\nissuer = \"https://kubernetes.default.svc\"\njwks_file = \"{}\"\naudience = \"https://airlock.test\"\n\
+             subjects = [{{ subject = \"system:serviceaccount:agents:bot\", agent = \"bot\" }}]\n",
+            jwks.display()
+        );
+    std::fs::write(h.config(), cfg).unwrap();
+    let (f, with_issuer) = identity(&[("KUBERNETES_SERVICE_HOST", "10.96.0.1")]);
+    assert_eq!(f["level"], "ok", "{f}");
+    let m = message(&f);
+    assert!(m.contains("cluster (https://kubernetes.default.svc) signs in bot"), "{m}");
+    assert!(m.contains("other only with static airlock tokens"), "{m}");
+    assert!(!m.contains("[issuers.NAME]") && !m.contains("this runs in"), "{m}");
+    // The note counts as nothing to fix.
+    assert_eq!(plain["errors"], with_issuer["errors"], "{plain}\n{with_issuer}");
+}

@@ -6,7 +6,8 @@ use crate::client::Client;
 use airlock_server::Format;
 use anyhow::{Context, Result};
 
-/// `airlock mcp`: MCP over stdio, relayed to the broker's session.
+/// `airlock mcp`: MCP over stdio, relayed to the broker's session. A token read from a file is
+/// followed for the whole session: a rotated one is handed to the broker in band.
 pub async fn mcp() -> Result<u8> {
     Client::from_env()?.mcp_stdio().await
 }

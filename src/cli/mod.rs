@@ -7,6 +7,7 @@ mod account;
 mod agent;
 mod approve;
 mod audit;
+mod backup;
 mod call;
 mod init;
 mod key;
@@ -159,6 +160,24 @@ enum Cmd {
         #[arg(long)]
         owner: String,
     },
+    /// Write an encrypted, online snapshot of the SQLite store and the audit signing key to FILE
+    /// (a passphrase- or transit-wrapped master key travels in it, still wrapped).
+    Backup {
+        /// The backup file to create (never replaced).
+        file: std::path::PathBuf,
+    },
+    /// Restore a backup into a new data directory; refused unless its audit chain verifies and
+    /// ends where the backup recorded.
+    Restore {
+        /// The backup file.
+        file: std::path::PathBuf,
+        /// The new data directory (must not exist, or be empty).
+        #[arg(long)]
+        to: std::path::PathBuf,
+        /// The raw master key file, for a backup made with wrap = "file".
+        #[arg(long)]
+        master_key_file: Option<std::path::PathBuf>,
+    },
     /// The master key at rest: how it is protected (`key status`), and protecting it as
     /// [store.master_key] says (`key wrap`).
     Key {
@@ -234,6 +253,8 @@ async fn run(cli: Cli) -> Result<u8> {
         Cmd::Approve { id, server } => approve::decide_at(config, server, &id, true).await,
         Cmd::Deny { id, server } => approve::decide_at(config, server, &id, false).await,
         Cmd::Connect { handle, owner } => account::connect(&open_broker(load(config)?).await?, &handle, &owner).await,
+        Cmd::Backup { file } => backup::backup(&load(config)?, &file).await,
+        Cmd::Restore { file, to, master_key_file } => backup::restore(&load(config)?, &file, &to, master_key_file.as_deref()).await,
         Cmd::Key { cmd } => key::run(&load(config)?, cmd).await,
         Cmd::Account { cmd } => account::run(&open_broker(load(config)?).await?, cmd).await,
     }

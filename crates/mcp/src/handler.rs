@@ -25,12 +25,16 @@ const INSTRUCTIONS: &str = "Tools run through airlock. Name a credential by its 
 enum Auth {
     /// A stream session (stdio, or the thin client's upgraded connection): the token given at
     /// start, checked again on every request so that revocation takes effect mid-session, and
-    /// the socket peer the session came from, if any.
-    Token(zeroize::Zeroizing<String>, Option<airlock_core::Peer>),
+    /// the socket peer the session came from, if any. Shared with the thin client's stream,
+    /// which swaps in a rotated token of the same agent (`notifications/airlock/token`).
+    Token(SessionToken, Option<airlock_core::Peer>),
     /// streamable HTTP: the [`Caller`] the router's middleware authenticated for this request,
     /// carried in the request's `http::request::Parts` extensions.
     FromRequest,
 }
+
+/// A stream session's token, shared between its handler and whatever may rotate it.
+pub(crate) type SessionToken = Arc<std::sync::RwLock<zeroize::Zeroizing<String>>>;
 
 /// The `rmcp` server handler for airlock. One per stdio session or per HTTP request.
 #[derive(Clone)]
@@ -53,7 +57,16 @@ impl AirlockMcp {
 
     /// As [`AirlockMcp::for_token`], recording `peer` (the socket peer) with every call.
     pub fn for_session(broker: Arc<Broker>, token: String, peer: Option<airlock_core::Peer>) -> AirlockMcp {
-        AirlockMcp { broker, auth: Auth::Token(zeroize::Zeroizing::new(token), peer) }
+        let token = Arc::new(std::sync::RwLock::new(zeroize::Zeroizing::new(token)));
+        AirlockMcp { broker, auth: Auth::Token(token, peer) }
+    }
+
+    /// A stream session's token (`None` for the per-request HTTP handler), to rotate it.
+    pub(crate) fn session_token(&self) -> Option<SessionToken> {
+        match &self.auth {
+            Auth::Token(t, _) => Some(t.clone()),
+            Auth::FromRequest => None,
+        }
     }
 
     /// A handler that takes the caller from the HTTP request (set by [`crate::http_router`]).
@@ -65,6 +78,8 @@ impl AirlockMcp {
         match &self.auth {
             // The token is used here for its purpose: authenticating the agent.
             Auth::Token(t, peer) => {
+                // A copy (zeroized on drop): no lock is held across the await.
+                let t = t.read().unwrap_or_else(|p| p.into_inner()).clone();
                 let mut c = self.broker.authenticate(Some(t.as_str())).await?;
                 c.peer = *peer;
                 Ok(c)

@@ -14,7 +14,10 @@
 //!   It also carries [`STREAM_PATH`]: the thin `airlock mcp` client (what an agent's MCP host
 //!   launches) upgrades an HTTP/1.1 connection there, on the broker's Unix socket or loopback, and
 //!   relays its stdin and stdout over it byte for byte; the session runs here, in the broker, as
-//!   [`serve_session`], so the agent's process holds nothing but its token.
+//!   [`serve_session`], so the agent's process holds nothing but its token. A token the client
+//!   read from a file (a platform's short-lived token, rewritten before it expires) is followed:
+//!   the client sends each new one in band as [`TOKEN_NOTIFICATION`], and the session adopts it
+//!   only when it authenticates as the session's agent.
 #![forbid(unsafe_code)]
 
 mod handler;
@@ -25,4 +28,4 @@ mod stream;
 pub use handler::AirlockMcp;
 pub use http::{http_router, MCP_PATH};
 pub use stdio::{serve_io, serve_session, serve_stdio, StdioError};
-pub use stream::{STREAM_PATH, STREAM_PROTOCOL};
+pub use stream::{STREAM_PATH, STREAM_PROTOCOL, TOKEN_NOTIFICATION};

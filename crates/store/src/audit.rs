@@ -329,6 +329,14 @@ impl AuditKey {
         Ok(AuditKey { pair })
     }
 
+    /// Writes the public key file (`audit-signing.pub`, hex) into `dir`, as [`AuditKey::create`]
+    /// does (a restored data directory gets it from the restored key).
+    pub fn write_public(&self, dir: &Path) -> Result<()> {
+        let pub_hex = hex::encode(self.pair.public_key().as_ref());
+        std::fs::write(dir.join(PUB_FILE), format!("{pub_hex}\n"))
+            .map_err(|e| StoreError::Io { path: dir.join(PUB_FILE).display().to_string(), source: e })
+    }
+
     /// Loads the key pair from `dir`.
     pub fn load(dir: &Path) -> Result<AuditKey> {
         let p = dir.join(KEY_FILE);

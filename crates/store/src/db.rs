@@ -633,6 +633,19 @@ impl Store {
         Store::start(Backend::Sqlite(pool), data_dir, sync).await
     }
 
+    /// Writes a consistent copy of the SQLite store to `dest` while the store stays in use
+    /// (`VACUUM INTO`: one read transaction, so the copy is the state at one instant, compacted).
+    /// `dest` must not exist. On PostgreSQL the snapshot is `pg_dump`'s job:
+    /// [`StoreError::Invalid`].
+    pub async fn snapshot(&self, dest: &Path) -> Result<()> {
+        let Backend::Sqlite(pool) = &self.backend else {
+            return Err(crate::StoreError::Invalid("a PostgreSQL store is backed up with pg_dump (see the README)".into()));
+        };
+        let d = dest.to_str().ok_or_else(|| crate::StoreError::Invalid("the snapshot path is not UTF-8".into()))?;
+        sqlx::query("VACUUM INTO ?").bind(d).execute(pool).await?;
+        Ok(())
+    }
+
     /// The durability the store was opened with.
     pub fn sync(&self) -> SyncMode {
         self.sync

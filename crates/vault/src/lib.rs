@@ -16,6 +16,7 @@
 
 pub mod remote;
 pub mod wrap;
+pub mod backup;
 
 use airlock_core::config::{RemoteRef, RemoteVaultConfig, SecretRef};
 pub use remote::{RemoteFailure, RemoteVault};
@@ -57,6 +58,9 @@ pub enum VaultError {
         /// What is wrong.
         message: String,
     },
+    /// A backup could not be written or restored; the message says why (never a value).
+    #[error("backup: {0}")]
+    Backup(String),
     /// An empty value was given.
     #[error("a secret cannot be empty")]
     Empty,
