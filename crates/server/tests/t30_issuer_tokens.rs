@@ -451,3 +451,45 @@ async fn t30_token_exchange_gives_a_child_no_wider_than_its_parent() {
     form.push(("subject_token", &old));
     assert_eq!(exchange(&fx, &form).await.1["airlock_code"], "unauthenticated");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t30_no_token_is_in_any_log_line_or_audit_record() {
+    common::capture_logs();
+    let (fx, iss, key) = setup().await;
+    let good = claims(&iss.url, "system:serviceaccount:ci:deployer");
+    let mut expired = good.clone();
+    expired["exp"] = json!(now() - 60);
+    let mut foreign = good.clone();
+    foreign["aud"] = json!("https://other.example");
+    let tokens = vec![
+        key.sign(&good),
+        key.sign(&expired),
+        key.sign(&foreign),
+        Key::new("k1").sign(&good),
+        key.sign(&scoped(&iss, json!("airlock:query_db"))),
+    ];
+    for t in &tokens {
+        call(&fx, t).await;
+        fx.invoke_as(t, "query_db", json!({"credential_handle": "APP_DB", "query": "SELECT 1"})).await;
+    }
+    // An exchange: the parent's token in, the child's out; neither may be logged.
+    let form = [("grant_type", TE), ("subject_token_type", JWT_TYPE), ("scope", "airlock:query_db:APP_DB"), ("subject_token", tokens[4].as_str())];
+    let (status, v) = exchange(&fx, &form).await;
+    assert_eq!(status, 200, "{v}");
+    let child = v["access_token"].as_str().unwrap().to_owned();
+    fx.invoke_as(&child, "query_db", json!({"credential_handle": "APP_DB", "query": "SELECT 1"})).await;
+    // A replayable piece is the whole token; its signature alone is swept too.
+    let mut needles: Vec<String> = tokens.iter().flat_map(|t| [t.clone(), t.rsplit('.').next().unwrap().to_owned()]).collect();
+    needles.push(child.clone());
+    let log = common::captured_logs();
+    assert!(log.contains("airlock"), "the broker's log lines are captured");
+    let mut haystack = vec![log];
+    for (_, r) in fx.store.audit_tail(10_000).await.unwrap() {
+        haystack.push(serde_json::to_string(&r).unwrap());
+    }
+    for n in &needles {
+        for h in &haystack {
+            assert!(!h.contains(n.as_str()), "a token leaked into {}", &h[..h.len().min(300)]);
+        }
+    }
+}

@@ -8,6 +8,8 @@
 //! pages in headless Chromium. Without node, the provider's node modules or (for the browser
 //! test) Chromium, the tests skip, unless AIRLOCK_REQUIRE_SERVICES=1 (CI), where they fail.
 
+mod common;
+
 use airlock_core::config::Config;
 use airlock_server::Broker;
 use airlock_store::audit::AuditKey;
@@ -20,26 +22,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
-
-/// Every log line the brokers of this test binary write (swept for tokens like the answers).
-static LOG: std::sync::Mutex<Vec<u8>> = std::sync::Mutex::new(Vec::new());
-
-struct LogWriter;
-
-impl std::io::Write for LogWriter {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        LOG.lock().unwrap().extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-fn capture_logs() {
-    let filter = tracing_subscriber::EnvFilter::new("trace,hyper=info,h2=info,reqwest=debug,rustls=info,sqlx=info,tower=info");
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(|| LogWriter).try_init();
-}
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -241,7 +223,7 @@ impl Setup {
         if skip(missing_provider()) {
             return None;
         }
-        capture_logs();
+        common::capture_logs();
         let dir = tempfile::tempdir().unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
@@ -378,7 +360,7 @@ impl Setup {
         for (_, rec) in self.broker.store().audit_tail(100_000).await.unwrap() {
             haystack.push(serde_json::to_string(&rec).unwrap());
         }
-        let log = String::from_utf8_lossy(&LOG.lock().unwrap()).into_owned();
+        let log = common::captured_logs();
         assert!(log.contains("airlock"), "the brokers' log lines are captured");
         haystack.push(log);
         let tokens = self.provider.tokens().await;

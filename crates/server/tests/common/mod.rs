@@ -15,6 +15,33 @@ use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
+/// Every log line the brokers of this test binary write, at trace level (swept for tokens and
+/// secrets like the answers): [`capture_logs`] once, then [`captured_logs`].
+static LOG: Mutex<Vec<u8>> = Mutex::new(Vec::new());
+
+struct LogWriter;
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        LOG.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Sends every log line of this test binary to the capture (idempotent).
+pub fn capture_logs() {
+    let filter = tracing_subscriber::EnvFilter::new("trace,hyper=info,h2=info,reqwest=debug,rustls=info,sqlx=info,tower=info");
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(|| LogWriter).try_init();
+}
+
+/// Everything captured so far.
+pub fn captured_logs() -> String {
+    String::from_utf8_lossy(&LOG.lock().unwrap()).into_owned()
+}
+
 /// The canary secrets: distinctive so a sweep can find them anywhere.
 pub const API_TOKEN: &str = "canaryTok_7Qm2Xv9LpR4sT8wZ1nB6";
 pub const DB_NAME_SECRET_PART: &str = "canaryDb_K3j9Vq";
