@@ -431,3 +431,34 @@ fn unshare_revokes_a_live_link_once_and_audits_it() {
     let o = run(d.path(), &["audit", "verify"]);
     assert!(o.status.success(), "{}", text(&o));
 }
+
+#[test]
+fn agent_rotate_gives_a_new_token_and_the_old_one_works_for_the_overlap_only() {
+    let d = setup();
+    let o = run(d.path(), &["agent", "add", "bot"]);
+    let old = String::from_utf8(o.stdout).unwrap().trim().to_owned();
+    let _broker = serve(d.path());
+    let call = |tok: &str| {
+        with_stdin(d.path(), &["call", "query_db", "--args", r#"{"credential_handle": "APP", "query": "SELECT v FROM t"}"#], "", &[("AIRLOCK_TOKEN", tok)])
+    };
+    assert!(call(&old).status.success());
+    for bad in ["2d", "25h", "x", "-5"] {
+        let o = run(d.path(), &["agent", "rotate", "bot", "--overlap", bad]);
+        assert_eq!(o.status.code(), Some(2), "{bad}: {}", text(&o));
+    }
+    // Rotated by another process than the serving broker, with a 2 s overlap.
+    let o = run(d.path(), &["agent", "rotate", "bot", "--overlap", "2s"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let new = String::from_utf8(o.stdout.clone()).unwrap().trim().to_owned();
+    assert!(new.starts_with("alk_") && new != old && new[..20] == old[..20], "same agent id: {new}");
+    assert!(!String::from_utf8_lossy(&o.stderr).contains(&new[20..]), "the token is printed once, on stdout");
+    assert!(call(&old).status.success(), "the old token works during the overlap");
+    assert!(call(&new).status.success());
+    std::thread::sleep(std::time::Duration::from_millis(2300));
+    let o = call(&old);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).contains("unauthenticated"), "{}", text(&o));
+    assert!(call(&new).status.success());
+    let o = run(d.path(), &["audit", "verify"]);
+    assert!(o.status.success(), "{}", text(&o));
+}

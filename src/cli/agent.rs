@@ -26,6 +26,35 @@ pub enum AgentCmd {
     },
     /// Agents and their sub-agents, as a tree.
     Tree,
+    /// Give an agent a new token, printed once. Its current token keeps working for --overlap
+    /// (e.g. 10m, 1h; default 0: it stops now), so that the agent can switch without a failed
+    /// call; a token from before an earlier rotation stops now.
+    Rotate {
+        /// The agent's name or id.
+        name: String,
+        /// How long the current token keeps working: seconds, or a number with s, m or h.
+        #[arg(long, default_value = "0")]
+        overlap: String,
+    },
+}
+
+/// `90`, `90s`, `10m`, `1h` → a duration (at most a day).
+fn overlap(s: &str) -> Result<std::time::Duration> {
+    let (n, unit) = match s.trim().char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => (&s.trim()[..i], c),
+        _ => (s.trim(), 's'),
+    };
+    let n: u64 = n.parse().map_err(|_| anyhow::anyhow!("--overlap {s:?}: a number of seconds, or with s, m or h"))?;
+    let secs = match unit {
+        's' => n,
+        'm' => n.saturating_mul(60),
+        'h' => n.saturating_mul(3600),
+        _ => anyhow::bail!("--overlap {s:?}: the unit is s, m or h"),
+    };
+    if secs > 86_400 {
+        anyhow::bail!("--overlap is at most 24h");
+    }
+    Ok(std::time::Duration::from_secs(secs))
 }
 
 pub async fn run(config: &Path, cmd: AgentCmd) -> Result<u8> {
@@ -57,6 +86,15 @@ pub async fn run(config: &Path, cmd: AgentCmd) -> Result<u8> {
             println!("revoked {n} agent(s)");
         }
         AgentCmd::Tree => print_tree(&store.list_agents().await?, None, 0),
+        AgentCmd::Rotate { name, overlap: o } => {
+            let o = overlap(&o)?;
+            drop(store);
+            // Through the broker, so that the rotation is audited.
+            let broker = super::open_broker(cfg).await?;
+            let (a, token) = broker.rotate_agent_token(&name, o).await?;
+            eprintln!("agent {} ({}) has a new token, shown once; the previous one works for {} s more:", a.name, a.id, o.as_secs());
+            println!("{}", token.reveal());
+        }
     }
     Ok(0)
 }

@@ -102,3 +102,83 @@ async fn t15_an_expired_agent_is_refused_though_nothing_in_the_store_changed() {
     tokio::time::sleep(std::time::Duration::from_millis(1600)).await;
     assert_eq!(tools(&f, &token).await, 401);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t15_a_token_rotated_with_an_overlap_fails_no_call_and_stops_when_the_overlap_ends() {
+    let f = std::sync::Arc::new(Fixture::start().await);
+    let old = f.token.clone();
+    // Four callers on the old token until each sees the new one, which they pick up as soon as
+    // it is printed; every call on the way must succeed.
+    let current = std::sync::Arc::new(std::sync::RwLock::new(old.clone()));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut callers = Vec::new();
+    for _ in 0..4 {
+        let (f, current, stop) = (f.clone(), current.clone(), stop.clone());
+        callers.push(tokio::spawn(async move {
+            let (mut ok, mut failed) = (0u32, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let t = current.read().unwrap().clone();
+                let (s, v) = select(&f, &t).await;
+                if s == 200 {
+                    ok += 1;
+                } else {
+                    failed.push(v);
+                }
+            }
+            (ok, failed)
+        }));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let (a, new) = f.broker.rotate_agent_token("bot", std::time::Duration::from_secs(2)).await.unwrap();
+    assert_eq!(a.name, "bot");
+    let new = new.reveal().to_owned();
+    assert_ne!(new, old);
+    assert!(new.starts_with(&format!("alk_{}_", a.id)), "same agent id, new secret");
+    // Some callers still use the old token for a while.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    *current.write().unwrap() = new.clone();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut total = 0;
+    for c in callers {
+        let (ok, failed) = c.await.unwrap();
+        assert!(failed.is_empty(), "a call failed during the rotation: {failed:?}");
+        total += ok;
+    }
+    assert!(total > 20, "{total} calls");
+    // Both work during the overlap; after it, only the new one, kept or not.
+    assert_eq!(select(&f, &old).await.0, 200);
+    assert_eq!(select(&f, &new).await.0, 200);
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let (s, v) = select(&f, &old).await;
+    assert_eq!((s, code(&v)), (401, "unauthenticated"));
+    assert_eq!(select(&f, &new).await.0, 200);
+    // The rotation is audited, with no token.
+    let recs = f.store.audit_tail(10_000).await.unwrap();
+    let rot = recs.iter().map(|(_, r)| r).find(|r| r.tool == "agent_token_rotated").expect("audited");
+    assert_eq!(rot.arguments["agent"], "bot");
+    assert_eq!(rot.arguments["overlap_seconds"], 2);
+    for (_, r) in &recs {
+        let body = serde_json::to_string(r).unwrap();
+        assert!(!body.contains(&old) && !body.contains(&new));
+    }
+
+    // No overlap: the token it replaces stops at once, and so does the one before.
+    let (_, newer) = f.broker.rotate_agent_token("bot", std::time::Duration::ZERO).await.unwrap();
+    let newer = newer.reveal().to_owned();
+    for t in [&new, &old] {
+        let (s, v) = select(&f, t).await;
+        assert_eq!((s, code(&v)), (401, "unauthenticated"));
+    }
+    assert_eq!(select(&f, &newer).await.0, 200);
+    // A rotation with an overlap, then another: only the latest previous token overlaps.
+    let (_, n2) = f.broker.rotate_agent_token("bot", std::time::Duration::from_secs(60)).await.unwrap();
+    let (_, n3) = f.broker.rotate_agent_token("bot", std::time::Duration::from_secs(60)).await.unwrap();
+    assert_eq!(select(&f, &newer).await.0, 401, "two rotations back");
+    assert_eq!(select(&f, n2.reveal()).await.0, 200);
+    assert_eq!(select(&f, n3.reveal()).await.0, 200);
+    // An unknown or revoked agent has nothing to rotate.
+    assert!(f.broker.rotate_agent_token("nobody", std::time::Duration::ZERO).await.is_err());
+    f.broker.revoke_agent("other").await.unwrap();
+    assert!(f.broker.rotate_agent_token("other", std::time::Duration::ZERO).await.is_err());
+}

@@ -91,14 +91,18 @@ impl Holder {
     /// A new id and a token for it.
     fn new_token(self) -> (String, String) {
         // The thread-local generator is not Send: it must not live across an await.
-        let mut rng = rand::rng();
         let mut id = [0u8; 8];
-        rng.fill_bytes(&mut id);
-        let mut secret = [0u8; 32];
-        rng.fill_bytes(&mut secret);
+        rand::rng().fill_bytes(&mut id);
         let id = hex::encode(id);
-        let token = format!("{}{id}_{}", self.prefix, base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret));
+        let token = self.token_for(&id);
         (id, token)
+    }
+
+    /// A new token for the holder `id`.
+    fn token_for(self, id: &str) -> String {
+        let mut secret = [0u8; 32];
+        rand::rng().fill_bytes(&mut secret);
+        format!("{}{id}_{}", self.prefix, base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret))
     }
 }
 
@@ -167,6 +171,12 @@ impl Store {
     /// Authenticates a bearer token: the live, unexpired agent it belongs to, or None. The same
     /// answer (None) for a malformed, unknown, wrong, revoked or expired token.
     pub async fn authenticate(&self, token: &str) -> Result<Option<Agent>> {
+        Ok(self.authenticate_token(token).await?.map(|(a, _)| a))
+    }
+
+    /// As [`Store::authenticate`], and whether the token is the agent's previous one, valid
+    /// only until its rotation's overlap ends (a cache must not keep it).
+    pub async fn authenticate_token(&self, token: &str) -> Result<Option<(Agent, bool)>> {
         let Some(id) = AGENT.token_id(token) else { return Ok(None) };
         let row: Option<(String, String, Option<String>, String, Option<String>, Option<String>, Vec<u8>)> = self
             .fetch_optional(
@@ -178,8 +188,18 @@ impl Store {
             return Ok(None);
         };
         let presented = token_hash(token);
-        if !bool::from(presented.as_slice().ct_eq(stored.as_slice())) {
-            return Ok(None);
+        let previous = !bool::from(presented.as_slice().ct_eq(stored.as_slice()));
+        if previous {
+            // The token it had before a rotation, while the overlap lasts.
+            let prev: Option<(Vec<u8>,)> = self
+                .fetch_optional(
+                    "SELECT token_hash FROM agent_previous_tokens WHERE agent_id = ? AND expires_at > ?",
+                    &[(&id).into(), (&now()).into()],
+                )
+                .await?;
+            if !prev.is_some_and(|(h,)| bool::from(presented.as_slice().ct_eq(h.as_slice()))) {
+                return Ok(None);
+            }
         }
         if revoked_at.is_some() {
             return Ok(None);
@@ -204,7 +224,7 @@ impl Store {
                 _ => return Ok(None),
             }
         }
-        Ok(Some(Agent { id, name, parent, created_at, expires_at, revoked_at }))
+        Ok(Some((Agent { id, name, parent, created_at, expires_at, revoked_at }, previous)))
     }
 
     /// The live, unexpired top-level agent called `name`, if any (an agent that authenticates
@@ -238,7 +258,8 @@ impl Store {
     /// the expiry of their leases to now. Returns the number of agents revoked.
     pub async fn revoke_agent(&self, name_or_id: &str) -> Result<u64> {
         with_pool!(self, |p, d| {
-            let mut tx = p.begin().await?;
+            // IMMEDIATE on SQLite, as for a rotation: a read, then writes.
+            let mut tx = p.begin_with(d.pick("BEGIN IMMEDIATE", "BEGIN")).await?;
             let root: Option<(String,)> =
                 sqlx::query_as(&d.sql("SELECT id FROM agents WHERE (name = ? OR id = ?) AND revoked_at IS NULL"))
                     .bind(name_or_id)
@@ -269,6 +290,50 @@ impl Store {
             .await?;
             tx.commit().await?;
             Ok(n)
+        })
+    }
+
+    /// Gives the live agent `name_or_id` a new token. The current one keeps authenticating for
+    /// `overlap` more (zero: not at all), so that whoever holds it can switch without a failed
+    /// call; a token from before an earlier rotation stops now. Both in one transaction, which
+    /// bumps the identity generation (brokers drop what they kept of the old token).
+    pub async fn rotate_agent_token(&self, name_or_id: &str, overlap: std::time::Duration) -> Result<(Agent, NewToken)> {
+        let now_t = chrono::Utc::now();
+        let until = crate::leases::stamp(now_t + chrono::Duration::from_std(overlap).unwrap_or(chrono::Duration::zero()));
+        with_pool!(self, |p, d| {
+            // IMMEDIATE on SQLite: this reads then writes, and must not lose its snapshot to a
+            // writer in between.
+            let mut tx = p.begin_with(d.pick("BEGIN IMMEDIATE", "BEGIN")).await?;
+            let row: Option<AgentRow> = sqlx::query_as(&d.sql(
+                "SELECT id, name, parent, created_at, expires_at, revoked_at FROM agents WHERE (name = ? OR id = ?) AND revoked_at IS NULL",
+            ))
+            .bind(name_or_id)
+            .bind(name_or_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(row) = row else {
+                return Err(StoreError::NotFound(format!("live agent {name_or_id}")));
+            };
+            let agent = row_to_agent(row);
+            let (old,): (Vec<u8>,) =
+                sqlx::query_as(&d.sql("SELECT token_hash FROM agents WHERE id = ?")).bind(&agent.id).fetch_one(&mut *tx).await?;
+            let token = AGENT.token_for(&agent.id);
+            sqlx::query(&d.sql("UPDATE agents SET token_hash = ? WHERE id = ?"))
+                .bind(token_hash(&token))
+                .bind(&agent.id)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(&d.sql("DELETE FROM agent_previous_tokens WHERE agent_id = ?")).bind(&agent.id).execute(&mut *tx).await?;
+            if !overlap.is_zero() {
+                sqlx::query(&d.sql("INSERT INTO agent_previous_tokens (agent_id, token_hash, expires_at) VALUES (?, ?, ?)"))
+                    .bind(&agent.id)
+                    .bind(old)
+                    .bind(&until)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+            Ok((agent, NewToken(token)))
         })
     }
 

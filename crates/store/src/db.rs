@@ -200,6 +200,16 @@ CREATE TABLE IF NOT EXISTS oauth_accounts (
 );
 "#;
 
+/// An agent's previous token during a rotation's overlap (`Store::rotate_agent_token`): its
+/// hash and until when it still authenticates. Idempotent.
+const AGENT_TOKENS: &str = r#"
+CREATE TABLE IF NOT EXISTS agent_previous_tokens (
+    agent_id    TEXT PRIMARY KEY REFERENCES agents(id){fk},
+    token_hash  {blob} NOT NULL,
+    expires_at  {time} NOT NULL
+);
+"#;
+
 /// Live shares by expiry, a partial index: the per-create count of live anonymous shares (the
 /// cap) and its eviction visit live shares only, never the tombstones every used share leaves.
 /// Idempotent.
@@ -252,6 +262,7 @@ const MIGRATIONS: &[&[&str]] = &[
     &[identity::SQLITE],
     &[SHARES_LIVE],
     &[OAUTH],
+    &[AGENT_TOKENS],
 ];
 
 /// The PostgreSQL migrations, the first of which adds the first three parts at once, applied in
@@ -264,6 +275,7 @@ const PG_MIGRATIONS: &[&[&str]] = &[
     &[identity::POSTGRES],
     &[SHARES_LIVE],
     &[OAUTH],
+    &[AGENT_TOKENS],
 ];
 
 /// The PostgreSQL schema version this build brings a database to.

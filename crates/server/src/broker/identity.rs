@@ -151,21 +151,26 @@ impl Broker {
             return if live { Ok(c) } else { Err(CallError::new(ErrorCode::Unauthenticated)) };
         }
         let read_under = ids.generation.load(Ordering::Acquire);
-        let caller = self.authenticate_in_store(token).await?;
-        ids.keep(read_under, hash, &caller);
+        let (caller, previous) = self.authenticate_in_store(token).await?;
+        // A token replaced by a rotation works until its overlap ends: never kept, so that its
+        // end is read from the store on every call.
+        if !previous {
+            ids.keep(read_under, hash, &caller);
+        }
         Ok(caller)
     }
 
     /// [`Broker::authenticate`] with no memory: the agent, its parent chain and a sub-agent's
-    /// grants, read from the store.
-    async fn authenticate_in_store(&self, token: &str) -> Result<Caller, CallError> {
-        let agent = self.store.authenticate(token).await.map_err(internal)?.ok_or_else(|| CallError::new(ErrorCode::Unauthenticated))?;
+    /// grants, read from the store; and whether the token is the agent's previous one.
+    async fn authenticate_in_store(&self, token: &str) -> Result<(Caller, bool), CallError> {
+        let (agent, previous) =
+            self.store.authenticate_token(token).await.map_err(internal)?.ok_or_else(|| CallError::new(ErrorCode::Unauthenticated))?;
         let parents = self.store.parent_chain(&agent).await.map_err(internal)?;
         let grants = match agent.parent {
             None => None,
             Some(_) => Some(self.store.agent_grants(&agent.id).await.map_err(internal)?),
         };
-        Ok(Caller { agent, parents, grants, peer: None, signed_in: None })
+        Ok((Caller { agent, parents, grants, peer: None, signed_in: None }, previous))
     }
 
     /// Agents authenticated and kept in memory now (for tests and metrics).

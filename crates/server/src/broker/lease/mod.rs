@@ -257,6 +257,22 @@ impl Broker {
         Ok(n)
     }
 
+    /// Gives an agent a new token; its current one keeps working for `overlap` more. Audited
+    /// (`agent_token_rotated`: the agent and the overlap, never a token).
+    pub async fn rotate_agent_token(
+        &self,
+        name_or_id: &str,
+        overlap: std::time::Duration,
+    ) -> Result<(airlock_store::agents::Agent, airlock_store::agents::NewToken), airlock_store::StoreError> {
+        let (agent, token) = self.store.rotate_agent_token(name_or_id, overlap).await?;
+        // The old token's kept identity goes now; during the overlap it is checked in the store.
+        self.identities.forget_all();
+        let target = json!({"agent": agent.name, "agent_id": agent.id, "overlap_seconds": overlap.as_secs()});
+        let who = Revoker { by: "operator", chain: &[], reason: "token rotated by the operator" };
+        self.audit_revocation(&who, Revoked { event: "agent_token_rotated", handle: None, target, code: None }).await;
+        Ok((agent, token))
+    }
+
     /// T27: a lease stands only while the grant that allowed it does. Every use re-checks that
     /// `caller` may still `request_lease` on the lease's base handle under the current grants
     /// and policies; when it may not, the lease is revoked now (its role dropped) and the call
