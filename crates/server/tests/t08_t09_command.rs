@@ -643,8 +643,10 @@ async fn t23_ptrace_namespaces_keyrings_and_mounts_are_refused() {
 async fn t23_a_fork_bomb_and_a_memory_hog_are_contained_while_the_broker_answers() {
     let f = setup().await;
     let m = marker("bomb");
-    // The shell stays, so the bomb runs into its limit until the call's timeout.
-    let bomb_script = format!("exec 2>/dev/null; bomb() {{ bomb | bomb & }}; bomb; sleep 10; : {m}");
+    // The shell stays, so the bomb runs into its limit until the call's timeout. Its sleep is
+    // started before the bomb and waited for with the `wait` builtin: once the bomb holds every
+    // process slot, a `sleep` started after it could not be forked and the shell would end early.
+    let bomb_script = format!("exec 2>/dev/null; sleep 10 & s=$!; bomb() {{ bomb | bomb & }}; bomb; wait $s; : {m}");
     let bomb = sh(&f, "BOMB", &bomb_script);
     let hog = sh(&f, "SH", "python3 -c 'b = bytearray(6 << 30); b[-1] = 1; print(len(b))'; echo \"hog_rc=$?\"");
     let procs = sh(&f, "SH", "(i=0; while [ $i -lt 400 ]; do sleep 5 & i=$((i+1)); done) 2>/dev/null; set -- /proc/[0-9]*; echo $#");
