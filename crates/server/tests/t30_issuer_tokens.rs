@@ -418,7 +418,9 @@ async fn t30_token_exchange_gives_a_child_no_wider_than_its_parent() {
         }
         f
     };
-    let cases: Vec<(Vec<(&str, &str)>, u16, &str)> = vec![
+    // (parameters replaced or added, HTTP status, OAuth error)
+    type Case<'a> = (Vec<(&'a str, &'a str)>, u16, &'a str);
+    let cases: Vec<Case> = vec![
         (vec![("grant_type", "authorization_code")], 400, "unsupported_grant_type"),
         (vec![("grant_type", "")], 400, "unsupported_grant_type"),
         (vec![("subject_token", "")], 400, "invalid_request"),

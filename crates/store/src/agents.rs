@@ -143,6 +143,9 @@ impl Store {
 
 type AgentRow = (String, String, Option<String>, String, Option<String>, Option<String>);
 
+/// An agent row and its token hash.
+type AuthRow = (String, String, Option<String>, String, Option<String>, Option<String>, Vec<u8>);
+
 fn row_to_agent(r: AgentRow) -> Agent {
     Agent { id: r.0, name: r.1, parent: r.2, created_at: r.3, expires_at: r.4, revoked_at: r.5 }
 }
@@ -178,7 +181,7 @@ impl Store {
     /// only until its rotation's overlap ends (a cache must not keep it).
     pub async fn authenticate_token(&self, token: &str) -> Result<Option<(Agent, bool)>> {
         let Some(id) = AGENT.token_id(token) else { return Ok(None) };
-        let row: Option<(String, String, Option<String>, String, Option<String>, Option<String>, Vec<u8>)> = self
+        let row: Option<AuthRow> = self
             .fetch_optional(
                 "SELECT id, name, parent, created_at, expires_at, revoked_at, token_hash FROM agents WHERE id = ?",
                 &[id.into()],

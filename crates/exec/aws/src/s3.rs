@@ -113,7 +113,7 @@ impl AwsExecutor {
             "delete" => Op::Delete,
             _ => return Err(bad("operation must be one of get, put, list, delete")),
         };
-        if !aws.buckets.iter().any(|b| *b == a.bucket) {
+        if !aws.buckets.contains(&a.bucket) {
             return Err(CallError::new(ErrorCode::BucketNotAllowed));
         }
         if matches!(op, Op::Put | Op::Delete) && !aws.scopes.contains(&Scope::ReadWrite) {
@@ -144,7 +144,7 @@ impl AwsExecutor {
     pub async fn execute(&self, handle: &Handle, v: &ValidatedS3, secret: &Secret) -> Result<Value, CallError> {
         let aws = handle.aws().ok_or_else(|| CallError::new(ErrorCode::HandleUnavailable))?;
         // Checked again where the request is made: nothing leaves for another bucket.
-        if !aws.buckets.iter().any(|b| *b == v.bucket) {
+        if !aws.buckets.contains(&v.bucket) {
             return Err(CallError::new(ErrorCode::BucketNotAllowed));
         }
         let creds = AwsCredentials::from_secret(secret)

@@ -74,15 +74,15 @@ fn invalid_request(description: &str) -> Response {
     oauth_error(400, "invalid_request", description, None)
 }
 
-/// The form's parameters; `Err` for a repeated or unknown parameter.
-fn params(body: &[u8]) -> Result<BTreeMap<String, String>, Response> {
+/// The form's parameters; `Err` (why) for a repeated or unknown parameter.
+fn params(body: &[u8]) -> Result<BTreeMap<String, String>, &'static str> {
     let mut out = BTreeMap::new();
     for (k, v) in url::form_urlencoded::parse(body) {
         if !KNOWN.contains(&k.as_ref()) {
-            return Err(invalid_request("unknown parameter"));
+            return Err("unknown parameter");
         }
         if out.insert(k.into_owned(), v.into_owned()).is_some() {
-            return Err(invalid_request("a parameter is given more than once"));
+            return Err("a parameter is given more than once");
         }
     }
     Ok(out)
@@ -108,7 +108,7 @@ fn grants(scope: &str) -> Option<Vec<ChildGrant>> {
 async fn exchange(State(b): State<Arc<Broker>>, parts: http::request::Parts, body: Bytes) -> Response {
     let p = match params(&body) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(why) => return invalid_request(why),
     };
     let get = |k: &str| p.get(k).map(String::as_str);
     if get("grant_type") != Some(TOKEN_EXCHANGE) {
