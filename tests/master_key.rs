@@ -310,3 +310,75 @@ fn doctor_warns_of_a_plain_master_key_where_the_broker_serves_beyond_this_machin
     assert!(airlock(dir, &["key", "wrap"], None, &[]).status.success());
     assert_eq!(finding(dir)["level"], "ok");
 }
+
+#[path = "../crates/server/tests/moto/mod.rs"]
+mod moto;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn master_key_wrapped_by_aws_kms() {
+    let Some(mut m) = moto::Moto::start(&[]).await else { return };
+    let (s, created) = m.setup_with("kms", "POST", "/", b"{}".to_vec(), &[("x-amz-target", "TrentService.CreateKey")]).await;
+    assert_eq!(s, 200, "{created}");
+    let key_id = serde_json::from_str::<Value>(&created).unwrap()["KeyMetadata"]["KeyId"].as_str().unwrap().to_owned();
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    assert!(airlock(dir, &["init"], None, &[]).status.success());
+    let starter = std::fs::read_to_string(dir.join("airlock.toml")).unwrap();
+    assert!(airlock(dir, &["secret", "put", "API_KEY"], Some(&format!("{CANARY}\n")), &[]).status.success());
+    let raw = std::fs::read(dir.join("airlock-data/master.key")).unwrap();
+    private(&dir.join("aws.json"), r#"{"access_key_id": "AKIAKMSTEST000000001", "secret_access_key": "canaryKmsSecret/Zq81Lx0Pw"}"#);
+    let kms = |key: &str, endpoint: &str| {
+        format!(
+            "[store.master_key]\nwrap = \"aws_kms\"\nkms_key_id = \"{key}\"\naws_region = \"us-east-1\"\naws_endpoint = \"{endpoint}\"\naws_credentials = \"file:{}\"\n",
+            dir.join("aws.json").display()
+        )
+    };
+    configure(dir, &starter, &kms(&key_id, &m.url));
+    let o = airlock(dir, &["key", "wrap"], None, &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let doc_bytes = std::fs::read(dir.join("airlock-data/master.key")).unwrap();
+    assert!(!doc_bytes.windows(32).any(|w| w == raw.as_slice()));
+    let doc: Value = serde_json::from_slice(&doc_bytes).unwrap();
+    assert_eq!((doc["wrap"].as_str(), doc["key_id"].as_str()), (Some("aws_kms"), Some(key_id.as_str())));
+    assert_eq!(resolve(dir).await.unwrap(), CANARY);
+    drop(airlock_server::Broker::open(Config::load(&dir.join("airlock.toml")).unwrap()).await.expect("the broker opens a KMS-wrapped key"));
+
+    // Another key named in the configuration, an altered blob, credentials that are not there:
+    // refused, each saying why, and nothing of the key or the credentials in the message.
+    configure(dir, &starter, &kms("alias/other", &m.url));
+    assert!(resolve(dir).await.unwrap_err().contains("another KMS key"));
+    configure(dir, &starter, &kms(&key_id, &m.url));
+    let mut altered = doc.clone();
+    let mut blob = base64_decode(altered["ciphertext"].as_str().unwrap());
+    let n = blob.len();
+    blob[n / 2] ^= 0x55;
+    altered["ciphertext"] = json!(base64_encode(&blob));
+    private(&dir.join("airlock-data/master.key"), &altered.to_string());
+    let e = resolve(dir).await.unwrap_err();
+    assert!(e.contains("unwrapping through KMS"), "{e}");
+    private(&dir.join("airlock-data/master.key"), &String::from_utf8(doc_bytes.clone()).unwrap());
+    std::fs::remove_file(dir.join("aws.json")).unwrap();
+    let e = resolve(dir).await.unwrap_err();
+    assert!(e.contains("aws_credentials"), "{e}");
+    private(&dir.join("aws.json"), r#"{"access_key_id": "AKIAKMSTEST000000001", "secret_access_key": "canaryKmsSecret/Zq81Lx0Pw"}"#);
+    assert_eq!(resolve(dir).await.unwrap(), CANARY);
+    // KMS down: the broker does not start.
+    let url = m.url.clone();
+    drop(std::mem::replace(&mut m, moto::Moto::start(&[]).await.unwrap()));
+    configure(dir, &starter, &kms(&key_id, &url));
+    let e = match airlock_server::Broker::open(Config::load(&dir.join("airlock.toml")).unwrap()).await {
+        Ok(_) => panic!("a broker started without its key"),
+        Err(e) => e.to_string(),
+    };
+    assert!(e.contains("unwrapping through KMS") && !e.contains("canaryKmsSecret") && !e.contains(CANARY), "{e}");
+}
+
+fn base64_decode(s: &str) -> Vec<u8> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.decode(s).unwrap()
+}
+
+fn base64_encode(b: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(b)
+}

@@ -6,14 +6,14 @@
 //! installed, unless AIRLOCK_REQUIRE_SERVICES=1, when it fails.
 
 mod common;
+mod moto;
 
 use airlock_core::Secret;
 use airlock_vault::{MasterKey, Vault};
 use common::*;
+use moto::{free_port, Moto};
 use serde_json::{json, Value};
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 const ROLE: &str = "airlock-agent-s3";
 const ROLE_ARN: &str = "arn:aws:iam::123456789012:role/airlock-agent-s3";
@@ -21,85 +21,10 @@ const ROLE_ARN: &str = "arn:aws:iam::123456789012:role/airlock-agent-s3";
 const BASE_KEY_ID: &str = "AKIACANARYBASE7Q2XZ9";
 const BASE_SECRET: &str = "canaryAwsBaseSecret/Kx81Lq0PwZ3vN5";
 
-/// A `moto_server` child, killed when dropped.
-struct Moto {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
-
-fn required() -> bool {
-    std::env::var("AIRLOCK_REQUIRE_SERVICES").as_deref() == Ok("1")
-}
-
 impl Moto {
-    /// Starts moto on a free port with `env`; None (after printing why) when it is not installed.
-    async fn start(env: &[(&str, &str)]) -> Option<Moto> {
-        let port = free_port();
-        let mut cmd = Command::new("moto_server");
-        cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()]).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let child = match cmd.spawn() {
-            Ok(c) => c,
-            Err(e) => {
-                if required() {
-                    panic!("moto_server is required (AIRLOCK_REQUIRE_SERVICES=1) but cannot start: {e}");
-                }
-                println!("skipped: moto_server is not installed (pip install 'moto[server]'): {e}");
-                return None;
-            }
-        };
-        let m = Moto { child, url: format!("http://127.0.0.1:{port}") };
-        let c = reqwest::Client::new();
-        for _ in 0..300 {
-            if let Ok(r) = c.get(format!("{}/moto-api/data.json", m.url)).send().await {
-                if r.status().is_success() {
-                    return Some(m);
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("moto_server did not answer on {} within 30 s", m.url);
-    }
-
-    /// moto's recorded state.
-    async fn data(&self) -> Value {
-        reqwest::get(format!("{}/moto-api/data.json", self.url)).await.unwrap().json().await.unwrap()
-    }
-
     /// The sessions STS issued, as moto recorded them.
     async fn assumed_roles(&self) -> Vec<Value> {
         self.data().await["sts"]["AssumedRole"].as_array().cloned().unwrap_or_default()
-    }
-
-    /// A request to moto outside the broker (test setup). moto routes by the credential scope
-    /// of the Authorization header and, without IAM enforcement, does not check the signature.
-    async fn setup(&self, service: &str, method: &str, path: &str, body: Vec<u8>) -> (u16, String) {
-        let auth = format!(
-            "AWS4-HMAC-SHA256 Credential=AKIAFAKESETUP0000001/20260101/us-east-1/{service}/aws4_request, SignedHeaders=host, Signature=00"
-        );
-        let mut r = reqwest::Client::new()
-            .request(method.parse().unwrap(), format!("{}{path}", self.url))
-            .header("authorization", auth)
-            .body(body);
-        if service != "s3" {
-            r = r.header("content-type", "application/x-www-form-urlencoded");
-        }
-        let r = r.send().await.unwrap();
-        (r.status().as_u16(), r.text().await.unwrap())
     }
 
     async fn iam(&self, params: &[(&str, &str)]) -> String {

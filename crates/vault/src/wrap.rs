@@ -9,13 +9,17 @@
 //!  "nonce": b64, "ciphertext": b64}            AES-256-GCM under the Argon2id output
 //! {"format": "airlock-master-key/1", "wrap": "transit",
 //!  "vault": "bao", "key": "transit/airlock-master", "ciphertext": "vault:v1:..."}
+//! {"format": "airlock-master-key/1", "wrap": "aws_kms",
+//!  "key_id": "alias/airlock-master", "region": "eu-west-1", "ciphertext": b64}
 //! ```
 //!
 //! The passphrase form's associated data is `airlock-master-key-v1\0passphrase`, so the document's
 //! ciphertext opens only as what it says it is. The Argon2id cost (64 MiB, 3 passes, 1 lane)
 //! is above OWASP's minimum (19 MiB, 2 passes) and recorded in the document, so raising it later
 //! does not strand old files. A transit key is wrapped by OpenBao/Vault's transit engine
-//! (`transit/encrypt/NAME`, `transit/decrypt/NAME`) with the vault's own login.
+//! (`transit/encrypt/NAME`, `transit/decrypt/NAME`) with the vault's own login; an AWS KMS
+//! key by `Encrypt`/`Decrypt` with the encryption context `airlock=master-key`, signed with the
+//! credentials `aws_credentials` names (an environment variable or a file, never the config).
 //!
 //! The configured protection must match the file's: a raw file under `wrap = "passphrase"` is
 //! refused (it would mean the protection silently went away), and so is the reverse. The
@@ -107,6 +111,23 @@ fn transit_vault<'v>(cfg: &MasterKeyConfig, vaults: &'v BTreeMap<String, RemoteV
     vaults.get(name).ok_or_else(|| err(path, format!("[vaults.{name}] is not configured")))
 }
 
+/// The KMS settings of `cfg` and its credentials (from `env:NAME` or `file:/path`).
+fn kms_parts(cfg: &MasterKeyConfig, path: &Path) -> Result<(String, String, Option<String>, airlock_exec_aws::AwsCredentials), VaultError> {
+    let key_id = cfg.kms_key_id.clone().ok_or_else(|| err(path, "wrap = \"aws_kms\" names no kms_key_id"))?;
+    let region = cfg.aws_region.clone().ok_or_else(|| err(path, "wrap = \"aws_kms\" names no aws_region"))?;
+    let at = cfg.aws_credentials.as_deref().ok_or_else(|| err(path, "wrap = \"aws_kms\" names no aws_credentials"))?;
+    let raw = if let Some(v) = at.strip_prefix("env:") {
+        Zeroizing::new(std::env::var(v).map_err(|_| err(path, format!("aws_credentials: environment variable {v} is not set")))?)
+    } else if let Some(f) = at.strip_prefix("file:") {
+        Zeroizing::new(std::fs::read_to_string(f).map_err(|e| err(path, format!("aws_credentials: {f}: {e}")))?)
+    } else {
+        return Err(err(path, "aws_credentials is env:NAME or file:/path"));
+    };
+    let creds = airlock_exec_aws::AwsCredentials::from_secret(&Secret::new(raw.trim().as_bytes().to_vec()))
+        .map_err(|m| err(path, format!("aws_credentials: {m}")))?;
+    Ok((key_id, region, cfg.aws_endpoint.clone(), creds))
+}
+
 /// Wraps `key` as `cfg` says and writes it to `path` (0600, replacing it atomically).
 pub async fn write_wrapped(
     key: &MasterKey,
@@ -139,6 +160,13 @@ pub async fn write_wrapped(
             let doc = json!({"format": FORMAT, "wrap": "transit", "vault": v.config().name, "key": format!("{mount}/{name}"), "ciphertext": ct});
             Zeroizing::new(serde_json::to_vec_pretty(&doc).expect("JSON"))
         }
+        MasterKeyWrap::AwsKms => {
+            let (key_id, region, endpoint, creds) = kms_parts(cfg, path)?;
+            let kms = airlock_exec_aws::kms::Kms { creds: &creds, region: &region, endpoint: endpoint.as_deref() };
+            let blob = kms.encrypt(&key_id, &Secret::new(key.0.to_vec())).await.map_err(|e| err(path, format!("wrapping through KMS: {e}")))?;
+            let doc = json!({"format": FORMAT, "wrap": "aws_kms", "key_id": key_id, "region": region, "ciphertext": B64.encode(blob)});
+            Zeroizing::new(serde_json::to_vec_pretty(&doc).expect("JSON"))
+        }
     };
     let tmp = path.with_extension("key.new");
     let _ = std::fs::remove_file(&tmp);
@@ -169,6 +197,7 @@ pub fn current_wrap(path: &Path) -> Result<MasterKeyWrap, VaultError> {
     match (doc["format"].as_str(), doc["wrap"].as_str()) {
         (Some(FORMAT), Some("passphrase")) => Ok(MasterKeyWrap::Passphrase),
         (Some(FORMAT), Some("transit")) => Ok(MasterKeyWrap::Transit),
+        (Some(FORMAT), Some("aws_kms")) => Ok(MasterKeyWrap::AwsKms),
         _ => Err(err(path, "an unknown wrapped key format")),
     }
 }
@@ -237,6 +266,16 @@ pub async fn open_as(
             }
             let ct = doc["ciphertext"].as_str().ok_or_else(|| err(path, "ciphertext is missing"))?;
             let plain = v.transit_decrypt(&mount, &name, ct).await.map_err(|e| err(path, format!("unwrapping through transit: {e}")))?;
+            Zeroizing::new(plain.expose_secret().to_vec())
+        }
+        MasterKeyWrap::AwsKms => {
+            let (key_id, region, endpoint, creds) = kms_parts(cfg, path)?;
+            if doc["key_id"].as_str() != Some(key_id.as_str()) || doc["region"].as_str() != Some(region.as_str()) {
+                return Err(err(path, "was wrapped by another KMS key or region than [store.master_key] names"));
+            }
+            let blob = b64(&doc["ciphertext"], "ciphertext")?;
+            let kms = airlock_exec_aws::kms::Kms { creds: &creds, region: &region, endpoint: endpoint.as_deref() };
+            let plain = kms.decrypt(&key_id, &blob).await.map_err(|e| err(path, format!("unwrapping through KMS: {e}")))?;
             Zeroizing::new(plain.expose_secret().to_vec())
         }
         MasterKeyWrap::File => unreachable!("handled above"),

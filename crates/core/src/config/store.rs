@@ -38,6 +38,8 @@ pub enum MasterKeyWrap {
     Passphrase,
     /// Wrapped by an OpenBao/Vault transit key: unwrapping needs that server and its policy.
     Transit,
+    /// Wrapped by an AWS KMS key: unwrapping needs `kms:Decrypt` on it.
+    AwsKms,
 }
 
 /// `[store.master_key]`
@@ -62,6 +64,20 @@ pub struct MasterKeyConfig {
     /// `transit/airlock-master`).
     #[serde(default)]
     pub transit_key: Option<String>,
+    /// `aws_kms`: the key's id, ARN or alias (`alias/airlock-master`).
+    #[serde(default)]
+    pub kms_key_id: Option<String>,
+    /// `aws_kms`: its region.
+    #[serde(default)]
+    pub aws_region: Option<String>,
+    /// `aws_kms`: the endpoint, for a VPC endpoint or an emulator (default
+    /// `https://kms.{region}.amazonaws.com`; plain http only on loopback).
+    #[serde(default)]
+    pub aws_endpoint: Option<String>,
+    /// `aws_kms`: where the credentials are, `env:NAME` or `file:/path`, holding
+    /// `{"access_key_id": ..., "secret_access_key": ...[, "session_token": ...]}`.
+    #[serde(default)]
+    pub aws_credentials: Option<String>,
 }
 
 impl MasterKeyConfig {
@@ -119,13 +135,17 @@ impl StoreConfig {
         let at_mk = at.key("master_key");
         let passphrase = mk.passphrase_file.is_some() || mk.passphrase_fd.is_some();
         let transit = mk.vault.is_some() || mk.transit_key.is_some();
-        match mk.wrap {
-            MasterKeyWrap::File | MasterKeyWrap::Passphrase if transit => {
-                r.problem(&at_mk, ProblemCode::BadValue, "vault and transit_key are for wrap = \"transit\"")
+        let kms = mk.kms_key_id.is_some() || mk.aws_region.is_some() || mk.aws_endpoint.is_some() || mk.aws_credentials.is_some();
+        let wrap = mk.wrap;
+        let misplaced = |on: bool, kind: MasterKeyWrap, what: &str, r: &mut Report<'_, '_>| {
+            if on && wrap != kind {
+                r.problem(&at_mk, ProblemCode::BadValue, what);
             }
-            MasterKeyWrap::File | MasterKeyWrap::Transit if passphrase => {
-                r.problem(&at_mk, ProblemCode::BadValue, "passphrase_file and passphrase_fd are for wrap = \"passphrase\"")
-            }
+        };
+        misplaced(transit, MasterKeyWrap::Transit, "vault and transit_key are for wrap = \"transit\"", r);
+        misplaced(passphrase, MasterKeyWrap::Passphrase, "passphrase_file and passphrase_fd are for wrap = \"passphrase\"", r);
+        misplaced(kms, MasterKeyWrap::AwsKms, "kms_key_id, aws_region, aws_endpoint and aws_credentials are for wrap = \"aws_kms\"", r);
+        match wrap {
             MasterKeyWrap::Passphrase if mk.passphrase_file.is_some() && mk.passphrase_fd.is_some() => {
                 r.problem(&at_mk, ProblemCode::BadValue, "give passphrase_file or passphrase_fd, not both")
             }
@@ -136,6 +156,25 @@ impl StoreConfig {
                 }
                 Some(_) => {}
             },
+            MasterKeyWrap::AwsKms => {
+                for (name, v) in [("kms_key_id", &mk.kms_key_id), ("aws_region", &mk.aws_region), ("aws_credentials", &mk.aws_credentials)] {
+                    if v.as_deref().is_none_or(str::is_empty) {
+                        r.problem(&at_mk.join(name), ProblemCode::MissingKey, "wrap = \"aws_kms\" needs kms_key_id, aws_region and aws_credentials");
+                    }
+                }
+                if let Some(c) = mk.aws_credentials.as_deref() {
+                    if !(c.starts_with("env:") || c.starts_with("file:")) {
+                        r.problem(&at_mk.join("aws_credentials"), ProblemCode::BadSecretRef, "env:NAME or file:/path (never the keys themselves)");
+                    }
+                }
+                if let Some(e) = mk.aws_endpoint.as_deref() {
+                    match url::Url::parse(e) {
+                        Ok(u) if u.scheme() == "https" && u.host().is_some() => {}
+                        Ok(u) if u.scheme() == "http" && super::shares::loopback(&u) => {}
+                        _ => r.problem(&at_mk.join("aws_endpoint"), ProblemCode::InsecureTransport, "an https URL (plain http only on loopback)"),
+                    }
+                }
+            }
             _ => {}
         }
         mk.passphrase_file = mk.passphrase_file.map(|p| base.join(p));

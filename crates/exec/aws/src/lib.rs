@@ -18,6 +18,7 @@
 #![forbid(unsafe_code)]
 
 mod creds;
+pub mod kms;
 mod policy;
 mod s3;
 mod sign;

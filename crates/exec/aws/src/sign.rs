@@ -13,6 +13,7 @@ use std::time::SystemTime;
 pub(crate) enum Service {
     Sts,
     S3,
+    Kms,
 }
 
 /// The parts of a request that are signed.
@@ -45,6 +46,7 @@ pub(crate) fn signature_headers(creds: &AwsCredentials, region: &str, service: S
     let mut settings = SigningSettings::default();
     let name = match service {
         Service::Sts => "sts",
+        Service::Kms => "kms",
         Service::S3 => {
             // S3 signs the path as sent (no double encoding, no normalisation) and wants the
             // payload hash in x-amz-content-sha256.
