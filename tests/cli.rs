@@ -462,3 +462,17 @@ fn agent_rotate_gives_a_new_token_and_the_old_one_works_for_the_overlap_only() {
     let o = run(d.path(), &["audit", "verify"]);
     assert!(o.status.success(), "{}", text(&o));
 }
+
+#[test]
+fn secret_rotate_replaces_the_value_and_refuses_an_unknown_name() {
+    let d = setup();
+    let o = with_stdin(d.path(), &["secret", "rotate", "APP", "--overlap", "10m"], "canaryRotCli_9Lx\n", &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("rotated APP (version 2)") && text(&o).contains("600 s") && !text(&o).contains("canaryRotCli"), "{}", text(&o));
+    let o = run(d.path(), &["secret", "list"]);
+    assert!(text(&o).contains("APP\tversion 2"), "{}", text(&o));
+    let o = with_stdin(d.path(), &["secret", "rotate", "NOPE"], "x\n", &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let o = with_stdin(d.path(), &["secret", "rotate", "APP", "--overlap", "3d"], "x\n", &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+}

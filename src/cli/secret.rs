@@ -21,6 +21,19 @@ pub enum SecretCmd {
         #[arg(long)]
         from_file: Option<PathBuf>,
     },
+    /// Replace HANDLE's secret with a new value (stdin or --from-file). The value it replaces is
+    /// retired: never used again, but still redacted from results for --overlap (e.g. 1h), while
+    /// it may still be valid upstream.
+    Rotate {
+        /// The name (a handle name).
+        name: String,
+        /// Read the new value from this file instead of stdin.
+        #[arg(long)]
+        from_file: Option<PathBuf>,
+        /// How long the old value stays known to the scrubber: seconds, or with s, m or h.
+        #[arg(long, default_value = "1h")]
+        overlap: String,
+    },
     /// List names and metadata (never values).
     List,
     /// Remove a secret.
@@ -59,6 +72,12 @@ pub async fn run(config: &Path, cmd: SecretCmd) -> Result<u8> {
     let vault = home::open_vault(&cfg).await?;
     match cmd {
         SecretCmd::Put { name, from_file } => put(&vault, &name, from_file.as_deref()).await?,
+        SecretCmd::Rotate { name, from_file, overlap } => {
+            let o = super::overlap(&overlap)?;
+            HandleName::parse(&name).map_err(|e| anyhow::anyhow!("{name:?}: {e}"))?;
+            let v = vault.rotate(&name, &read_value(from_file.as_deref())?, o).await?;
+            println!("rotated {name} (version {v}); the previous value is redacted for {} s more", o.as_secs());
+        }
         SecretCmd::List => {
             for m in vault.store().list_secrets().await? {
                 println!("{}\tversion {}\tupdated {}", m.name, m.version, m.updated_at);
@@ -77,6 +96,13 @@ pub async fn run(config: &Path, cmd: SecretCmd) -> Result<u8> {
 /// `secret put`: the value from `from_file` or stdin, less one trailing newline.
 async fn put(vault: &Vault, name: &str, from_file: Option<&Path>) -> Result<()> {
     HandleName::parse(name).map_err(|e| anyhow::anyhow!("{name:?}: {e}"))?;
+    let v = vault.put(name, &read_value(from_file)?).await?;
+    println!("stored {name} (version {v})");
+    Ok(())
+}
+
+/// A value from `from_file` or stdin, less one trailing newline.
+fn read_value(from_file: Option<&Path>) -> Result<Secret> {
     let mut buf = match from_file {
         Some(p) => std::fs::read(p).with_context(|| format!("reading {}", p.display()))?,
         None => {
@@ -86,9 +112,7 @@ async fn put(vault: &Vault, name: &str, from_file: Option<&Path>) -> Result<()> 
         }
     };
     super::trim_one_newline(&mut buf);
-    let v = vault.put(name, &Secret::new(buf)).await?;
-    println!("stored {name} (version {v})");
-    Ok(())
+    Ok(Secret::new(buf))
 }
 
 /// Parses `openbao:...` or `vault:...` for import and export.

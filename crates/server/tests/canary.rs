@@ -104,3 +104,44 @@ async fn t14_no_secret_in_logs_responses_or_audit() {
     // The agent's attempt to smuggle the token through a header it wrote is scrubbed in the audit.
     assert!(audit.contains("[REDACTED:API]"), "{audit}");
 }
+
+/// T18 across a rotation: `secret rotate` switches the handle to the new value at once, and the
+/// value it replaced (still valid upstream during the overlap) stays redacted from every result
+/// until the overlap ends; then it is dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t18_a_rotated_secret_stays_redacted_for_its_overlap_and_the_new_one_is_used() {
+    let f = Fixture::start().await;
+    const NEW: &str = "canaryRotatedTok_Pq5Wz1Kd8Ls3Mv7";
+    // A row that holds the old token, as an upstream or a table might after a rotation.
+    {
+        use sqlx::Connection;
+        let mut c = sqlx::SqliteConnection::connect(&f.db_dsn.replace("mode=ro", "mode=rw")).await.unwrap();
+        sqlx::query("INSERT INTO orders VALUES (9, ?, 1)").bind(format!("old key {API_TOKEN} and new {NEW}")).execute(&mut c).await.unwrap();
+        c.close().await.unwrap();
+    }
+    let data = f.dir.path().join("data");
+    let vault = airlock_vault::Vault::new(airlock_vault::MasterKey::load(&data.join("master.key")).unwrap(), f.store.clone());
+    let v = vault.rotate("API", &airlock_core::Secret::from_str_value(NEW), std::time::Duration::from_secs(3)).await.unwrap();
+    assert_eq!(v, 2);
+    assert!(vault.rotate("NOPE", &airlock_core::Secret::from_str_value(NEW), std::time::Duration::ZERO).await.is_err());
+    // As another process's change: the broker picks it up.
+    assert!(f.broker.refresh().await.unwrap());
+    let (s, v) = f.invoke("query_db", json!({"credential_handle": "APP_DB", "query": "SELECT item FROM orders WHERE id = 9"})).await;
+    assert_eq!(s, 200, "{v}");
+    let text = v.to_string();
+    assert!(!text.contains(API_TOKEN) && !text.contains(NEW), "both values are redacted: {text}");
+    assert!(text.contains("[REDACTED:API]"), "{text}");
+    // The upstream gets the new value, never the old one again.
+    let (s, v) = f.invoke("http_request", json!({"credential_handle": "API", "method": "GET", "path_or_url": "/v1/echo"})).await;
+    assert_eq!(s, 200, "{v}");
+    assert!(!v.to_string().contains(NEW) && !v.to_string().contains(API_TOKEN), "{v}");
+    let sent = f.upstream_requests().into_iter().last().unwrap();
+    let auth = sent.headers.iter().find(|(k, _)| k == "authorization").map(|(_, v)| v.clone()).unwrap();
+    assert_eq!(auth, format!("Bearer {NEW}"));
+    // After the overlap the retired value is dropped.
+    tokio::time::sleep(std::time::Duration::from_millis(3100)).await;
+    assert!(f.broker.refresh().await.unwrap(), "dropping it moves the generation");
+    assert!(f.store.retired_sealed().await.unwrap().is_empty());
+    let (_, v) = f.invoke("query_db", json!({"credential_handle": "APP_DB", "query": "SELECT item FROM orders WHERE id = 9"})).await;
+    assert!(!v.to_string().contains(NEW), "the current value is still redacted: {v}");
+}

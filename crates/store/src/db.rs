@@ -200,13 +200,21 @@ CREATE TABLE IF NOT EXISTS oauth_accounts (
 );
 "#;
 
-/// An agent's previous token during a rotation's overlap (`Store::rotate_agent_token`): its
-/// hash and until when it still authenticates. Idempotent.
-const AGENT_TOKENS: &str = r#"
+/// Rotations with an overlap: an agent's previous token (`Store::rotate_agent_token`), its
+/// hash and until when it still authenticates; a secret's retired value
+/// (`Store::rotate_sealed`), still known to the scrubber until then. Idempotent.
+const ROTATIONS: &str = r#"
 CREATE TABLE IF NOT EXISTS agent_previous_tokens (
     agent_id    TEXT PRIMARY KEY REFERENCES agents(id){fk},
     token_hash  {blob} NOT NULL,
     expires_at  {time} NOT NULL
+);
+CREATE TABLE IF NOT EXISTS retired_secrets (
+    name        TEXT NOT NULL,
+    version     {int} NOT NULL,
+    sealed      {blob} NOT NULL,
+    until       {time} NOT NULL,
+    PRIMARY KEY (name, version)
 );
 "#;
 
@@ -262,7 +270,7 @@ const MIGRATIONS: &[&[&str]] = &[
     &[identity::SQLITE],
     &[SHARES_LIVE],
     &[OAUTH],
-    &[AGENT_TOKENS],
+    &[ROTATIONS],
 ];
 
 /// The PostgreSQL migrations, the first of which adds the first three parts at once, applied in
@@ -275,7 +283,7 @@ const PG_MIGRATIONS: &[&[&str]] = &[
     &[identity::POSTGRES],
     &[SHARES_LIVE],
     &[OAUTH],
-    &[AGENT_TOKENS],
+    &[ROTATIONS],
 ];
 
 /// The PostgreSQL schema version this build brings a database to.

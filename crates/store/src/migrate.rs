@@ -104,6 +104,7 @@ const TABLES: &[(&str, &[(&str, Kind)])] = &[
     ),
     ("audit_checkpoints", &[("seq", Int), ("hash", Bytes), ("signature", Bytes), ("ts", Text), ("format", Int)]),
     ("agent_previous_tokens", &[("agent_id", Text), ("token_hash", Bytes), ("expires_at", Text)]),
+    ("retired_secrets", &[("name", Text), ("version", Int), ("sealed", Bytes), ("until", Text)]),
     ("approvers", &[("id", Text), ("name", Text), ("token_hash", Bytes), ("created_at", Text), ("revoked_at", Text)]),
     (
         "approvals",

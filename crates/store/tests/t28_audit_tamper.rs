@@ -663,7 +663,7 @@ async fn make_legacy(fx: &mut Fx, n: i64) {
     fx.exec("ALTER TABLE audit DROP COLUMN format").await;
     fx.exec("ALTER TABLE audit_checkpoints DROP COLUMN format").await;
     // The audit-format migration is the fifth to last (the identity generation, the live
-    // shares index, the oauth tables and the previous agent tokens, all idempotent, came after
+    // shares index, the oauth tables and the rotation tables, all idempotent, came after
     // it), so the previous release's version is five back.
     match fx.store.pool() {
         Some(p) => {

@@ -364,6 +364,32 @@ impl Vault {
         Ok(version)
     }
 
+    /// Replaces the local secret `name` with `secret`; the value it replaces stays known to the
+    /// scrubber for `overlap` (retired, never used again). Returns the new version.
+    pub async fn rotate(&self, name: &str, secret: &Secret, overlap: std::time::Duration) -> Result<i64, VaultError> {
+        if secret.is_empty() {
+            return Err(VaultError::Empty);
+        }
+        let sealed = seal(&self.master, name, secret);
+        let until = std::time::SystemTime::now() + overlap;
+        let until = airlock_store::leases::stamp(until.into());
+        let version = self.store.rotate_sealed(name, &sealed, &until).await?;
+        self.recent.clear();
+        Ok(version)
+    }
+
+    /// The retired values still in their overlap, `(name, value)`, for the scrubber; a value
+    /// that does not open is left out (and logged by the caller's count).
+    pub async fn retired(&self) -> Result<Vec<(String, Secret)>, VaultError> {
+        let mut out = Vec::new();
+        for (name, sealed) in self.store.retired_sealed().await? {
+            if let Ok(s) = open(&self.master, &name, &sealed) {
+                out.push((name, s));
+            }
+        }
+        Ok(out)
+    }
+
     /// [`Vault::resolve`], reusing a value resolved less than [`RECENT_TTL`] ago (the hot path of
     /// calls: one backend read per reference every few seconds, not one per call).
     pub async fn resolve_recent(&self, r: &SecretRef) -> Result<Secret, VaultError> {

@@ -68,6 +68,13 @@ impl Broker {
                 Err(e) => tracing::warn!(handle = %h.name, error = %e, "secret unavailable; not in the scrubber"),
             }
         }
+        // Values retired by a rotation, during its overlap: still valid upstream, so still
+        // scrubbed.
+        for (name, s) in self.secrets.vault.retired().await.map_err(BrokerError::from)? {
+            if let Ok(label) = HandleName::parse(&name) {
+                self.push_known(&name, label, s, &mut labelled);
+            }
+        }
         // Connected accounts' tokens: an upstream that echoes its bearer token back is scrubbed.
         labelled.extend(self.account_tokens().await);
         if let Some((label, s)) = extra {
@@ -114,6 +121,8 @@ impl Broker {
     /// Checks whether secrets changed in the store (another process ran `secret put`) and rebuilds
     /// the scrubber and drops cached secrets if so. Call it periodically.
     pub async fn refresh(&self) -> Result<bool, BrokerError> {
+        // Retired values whose overlap has ended leave the scrubber (the generation moves).
+        self.store.drop_retired_secrets().await?;
         let generation = self.store.secrets_generation().await?;
         let current = self.secrets.known.read().unwrap_or_else(|p| p.into_inner()).generation.clone();
         if generation == current {
