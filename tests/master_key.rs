@@ -382,3 +382,69 @@ fn base64_encode(b: &[u8]) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode(b)
 }
+
+/// Whether `systemd-creds` can wrap here: `Err(None)` when it is not installed (skipped even
+/// under AIRLOCK_REQUIRE_SERVICES=1), `Err(Some(why))` when it is but cannot encrypt.
+fn systemd_creds() -> Result<(), Option<String>> {
+    let child = Command::new("systemd-creds")
+        .args(["encrypt", "--with-key=auto", "--name=airlock-probe", "-", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn();
+    let mut child = child.map_err(|_| None)?;
+    child.stdin.take().unwrap().write_all(b"probe").unwrap();
+    let o = child.wait_with_output().unwrap();
+    if o.status.success() {
+        Ok(())
+    } else {
+        Err(Some(String::from_utf8_lossy(&o.stderr).into_owned()))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn master_key_wrapped_by_systemd_creds() {
+    match systemd_creds() {
+        Ok(()) => {}
+        Err(None) => {
+            println!("skipped: systemd-creds is not installed");
+            return;
+        }
+        Err(Some(why)) => {
+            if std::env::var("AIRLOCK_REQUIRE_SERVICES").as_deref() == Ok("1") {
+                panic!("systemd-creds is installed but cannot encrypt: {why}");
+            }
+            println!("skipped: systemd-creds cannot encrypt here: {why}");
+            return;
+        }
+    }
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    assert!(airlock(dir, &["init"], None, &[]).status.success());
+    let starter = std::fs::read_to_string(dir.join("airlock.toml")).unwrap();
+    assert!(airlock(dir, &["secret", "put", "API_KEY"], Some(&format!("{CANARY}\n")), &[]).status.success());
+    let key_path = dir.join("airlock-data/master.key");
+    let raw = std::fs::read(&key_path).unwrap();
+    configure(dir, &starter, "[store.master_key]\nwrap = \"systemd_creds\"\n");
+    let o = airlock(dir, &["key", "wrap"], None, &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let doc_bytes = std::fs::read(&key_path).unwrap();
+    assert!(!doc_bytes.windows(32).any(|w| w == raw.as_slice()));
+    let doc: Value = serde_json::from_slice(&doc_bytes).unwrap();
+    assert_eq!(doc["wrap"], "systemd_creds");
+    let ct = base64_decode(doc["ciphertext"].as_str().unwrap());
+    assert!(!ct.windows(32).any(|w| w == raw.as_slice()));
+    assert_eq!(resolve(dir).await.unwrap(), CANARY);
+    drop(airlock_server::Broker::open(Config::load(&dir.join("airlock.toml")).unwrap()).await.expect("the broker opens it"));
+    // An altered credential does not open, and says which tool refused.
+    let mut altered = doc.clone();
+    let mut c = ct.clone();
+    let n = c.len();
+    c[n - 20] ^= 0x01;
+    altered["ciphertext"] = json!(base64_encode(&c));
+    private(&key_path, &altered.to_string());
+    let e = resolve(dir).await.unwrap_err();
+    assert!(e.contains("systemd-creds decrypt failed"), "{e}");
+    private(&key_path, &String::from_utf8(doc_bytes).unwrap());
+    assert_eq!(resolve(dir).await.unwrap(), CANARY);
+}

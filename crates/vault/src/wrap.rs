@@ -11,7 +11,12 @@
 //!  "vault": "bao", "key": "transit/airlock-master", "ciphertext": "vault:v1:..."}
 //! {"format": "airlock-master-key/1", "wrap": "aws_kms",
 //!  "key_id": "alias/airlock-master", "region": "eu-west-1", "ciphertext": b64}
+//! {"format": "airlock-master-key/1", "wrap": "systemd_creds", "ciphertext": b64}
 //! ```
+//!
+//! `systemd_creds` runs `systemd-creds encrypt --with-key=auto --name=airlock-master` (the TPM2
+//! when the machine has one, else the host key) and `systemd-creds decrypt` with the same name,
+//! the key passing through their standard input and output only.
 //!
 //! The passphrase form's associated data is `airlock-master-key-v1\0passphrase`, so the document's
 //! ciphertext opens only as what it says it is. The Argon2id cost (64 MiB, 3 passes, 1 lane)
@@ -128,6 +133,37 @@ fn kms_parts(cfg: &MasterKeyConfig, path: &Path) -> Result<(String, String, Opti
     Ok((key_id, region, cfg.aws_endpoint.clone(), creds))
 }
 
+/// The credential name `systemd-creds` binds the wrapped key to.
+const SYSTEMD_NAME: &str = "airlock-master";
+
+/// Runs `systemd-creds ARGS` with `input` on its standard input; its standard output.
+async fn systemd_creds(args: &[&str], input: &[u8], path: &Path) -> Result<Zeroizing<Vec<u8>>, VaultError> {
+    use tokio::io::AsyncWriteExt;
+    let mut child = tokio::process::Command::new("systemd-creds")
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| err(path, format!("systemd-creds cannot run: {e}")))?;
+    let mut stdin = child.stdin.take().expect("piped");
+    let data = input.to_vec();
+    let writer = tokio::spawn(async move {
+        let _ = stdin.write_all(&data).await;
+        drop(stdin);
+        Zeroizing::new(data)
+    });
+    let out = child.wait_with_output().await.map_err(|e| err(path, format!("systemd-creds: {e}")))?;
+    let _ = writer.await;
+    let stdout = Zeroizing::new(out.stdout);
+    if !out.status.success() {
+        let why = String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or("").chars().take(200).collect::<String>();
+        return Err(err(path, format!("systemd-creds {} failed: {why}", args.first().unwrap_or(&""))));
+    }
+    Ok(stdout)
+}
+
 /// Wraps `key` as `cfg` says and writes it to `path` (0600, replacing it atomically).
 pub async fn write_wrapped(
     key: &MasterKey,
@@ -158,6 +194,12 @@ pub async fn write_wrapped(
             let (mount, name) = cfg.transit_key();
             let ct = v.transit_encrypt(&mount, &name, &Secret::new(key.0.to_vec())).await?;
             let doc = json!({"format": FORMAT, "wrap": "transit", "vault": v.config().name, "key": format!("{mount}/{name}"), "ciphertext": ct});
+            Zeroizing::new(serde_json::to_vec_pretty(&doc).expect("JSON"))
+        }
+        MasterKeyWrap::SystemdCreds => {
+            let name = format!("--name={SYSTEMD_NAME}");
+            let ct = systemd_creds(&["encrypt", "--with-key=auto", &name, "-", "-"], key.0.as_ref(), path).await?;
+            let doc = json!({"format": FORMAT, "wrap": "systemd_creds", "ciphertext": B64.encode(ct.as_slice())});
             Zeroizing::new(serde_json::to_vec_pretty(&doc).expect("JSON"))
         }
         MasterKeyWrap::AwsKms => {
@@ -198,6 +240,7 @@ pub fn current_wrap(path: &Path) -> Result<MasterKeyWrap, VaultError> {
         (Some(FORMAT), Some("passphrase")) => Ok(MasterKeyWrap::Passphrase),
         (Some(FORMAT), Some("transit")) => Ok(MasterKeyWrap::Transit),
         (Some(FORMAT), Some("aws_kms")) => Ok(MasterKeyWrap::AwsKms),
+        (Some(FORMAT), Some("systemd_creds")) => Ok(MasterKeyWrap::SystemdCreds),
         _ => Err(err(path, "an unknown wrapped key format")),
     }
 }
@@ -277,6 +320,11 @@ pub async fn open_as(
             let kms = airlock_exec_aws::kms::Kms { creds: &creds, region: &region, endpoint: endpoint.as_deref() };
             let plain = kms.decrypt(&key_id, &blob).await.map_err(|e| err(path, format!("unwrapping through KMS: {e}")))?;
             Zeroizing::new(plain.expose_secret().to_vec())
+        }
+        MasterKeyWrap::SystemdCreds => {
+            let ct = b64(&doc["ciphertext"], "ciphertext")?;
+            let name = format!("--name={SYSTEMD_NAME}");
+            systemd_creds(&["decrypt", &name, "-", "-"], &ct, path).await?
         }
         MasterKeyWrap::File => unreachable!("handled above"),
     };

@@ -40,6 +40,9 @@ pub enum MasterKeyWrap {
     Transit,
     /// Wrapped by an AWS KMS key: unwrapping needs `kms:Decrypt` on it.
     AwsKms,
+    /// Wrapped by `systemd-creds` (the machine's TPM2 when it has one, else the host key in
+    /// /var/lib/systemd): unwrapping needs this machine.
+    SystemdCreds,
 }
 
 /// `[store.master_key]`
