@@ -335,10 +335,20 @@ async fn t29_a_flood_of_unauthenticated_shares_stays_within_the_cap_and_ids_are_
     let (live,): (i64,) = sqlx::query_as("SELECT count(*) FROM shares WHERE views_left > 0").fetch_one(f.store.pool().unwrap()).await.unwrap();
     assert_eq!(live, 11, "ten anonymous and the agent's");
     assert!(f.broker.metrics().encode().contains("airlock_shares_evicted_total 290"), "{}", f.broker.metrics().encode());
-    // The newest survive; an evicted one is unavailable and its id cannot be created again.
+    // The oldest go first: no evicted share was created after a surviving one (created_at has
+    // whole seconds, so shares of one second are told apart by id, not by the order made).
+    let live_ids: Vec<(String, i64)> = sqlx::query_as("SELECT id, created_at FROM shares WHERE views_left > 0 AND id <> ?")
+        .bind(&mine.id)
+        .fetch_all(f.store.pool().unwrap())
+        .await
+        .unwrap();
+    let first_live = live_ids.iter().map(|(_, c)| *c).min().unwrap();
+    let (evicted_last,): (i64,) = sqlx::query_as("SELECT max(created_at) FROM shares WHERE views_left = 0").fetch_one(f.store.pool().unwrap()).await.unwrap();
+    assert!(evicted_last <= first_live, "an older share outlived a newer one");
+    // The newest survives; an evicted one is unavailable and its id cannot be created again.
     let newest = made.last().unwrap();
     assert_eq!(consume(&f, &newest.id, &derive(&newest.key, &newest.id, None).proof()).await.0, 200);
-    let oldest = &made[0];
+    let oldest = made.iter().find(|m| !live_ids.iter().any(|(id, _)| *id == m.id)).expect("290 were evicted");
     assert_eq!(consume(&f, &oldest.id, &derive(&oldest.key, &oldest.id, None).proof()).await.0, 404);
     assert_eq!(consume(&f, &mine.id, &derive(&mine.key, &mine.id, None).proof()).await.0, 200);
     for used in [oldest, newest] {
