@@ -287,6 +287,25 @@ fn trim_one_newline(buf: &mut Vec<u8>) {
     }
 }
 
+/// `90`, `90s`, `10m`, `1h` → a duration (at most a day).
+pub(crate) fn overlap(s: &str) -> Result<std::time::Duration> {
+    let (n, unit) = match s.trim().char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => (&s.trim()[..i], c),
+        _ => (s.trim(), 's'),
+    };
+    let n: u64 = n.parse().map_err(|_| anyhow::anyhow!("--overlap {s:?}: a number of seconds, or with s, m or h"))?;
+    let secs = match unit {
+        's' => n,
+        'm' => n.saturating_mul(60),
+        'h' => n.saturating_mul(3600),
+        _ => anyhow::bail!("--overlap {s:?}: the unit is s, m or h"),
+    };
+    if secs > 86_400 {
+        anyhow::bail!("--overlap is at most 24h");
+    }
+    Ok(std::time::Duration::from_secs(secs))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -305,23 +324,4 @@ mod tests {
         use clap::CommandFactory;
         Cli::command().debug_assert();
     }
-}
-
-/// `90`, `90s`, `10m`, `1h` → a duration (at most a day).
-pub(crate) fn overlap(s: &str) -> Result<std::time::Duration> {
-    let (n, unit) = match s.trim().char_indices().last() {
-        Some((i, c)) if c.is_ascii_alphabetic() => (&s.trim()[..i], c),
-        _ => (s.trim(), 's'),
-    };
-    let n: u64 = n.parse().map_err(|_| anyhow::anyhow!("--overlap {s:?}: a number of seconds, or with s, m or h"))?;
-    let secs = match unit {
-        's' => n,
-        'm' => n.saturating_mul(60),
-        'h' => n.saturating_mul(3600),
-        _ => anyhow::bail!("--overlap {s:?}: the unit is s, m or h"),
-    };
-    if secs > 86_400 {
-        anyhow::bail!("--overlap is at most 24h");
-    }
-    Ok(std::time::Duration::from_secs(secs))
 }
