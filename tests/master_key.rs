@@ -214,6 +214,9 @@ async fn backup_then_wipe_then_restore_verifies_and_every_secret_opens() {
     let o = airlock(dir, &["backup", "b.bak"], None, &[]);
     assert!(o.status.success(), "{}", text(&o));
     let bytes = std::fs::read(dir.join("b.bak")).unwrap();
+    // The plain snapshot it was made from is gone.
+    let left: Vec<_> = std::fs::read_dir(dir).unwrap().filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().starts_with(".airlock-backup")).collect();
+    assert!(left.is_empty(), "a scratch snapshot was left: {left:?}");
     for needle in [CANARY.as_bytes(), b"correct horse", raw.as_slice()] {
         assert!(!bytes.windows(needle.len()).any(|w| w == needle), "the backup holds plaintext");
     }

@@ -70,11 +70,11 @@ pub async fn write(store: &Store, dir: &Path, master: &MasterKey, cfg: &MasterKe
     if !report.ok() {
         return Err(bad("the audit chain does not verify; run `airlock audit verify` (a backup of a broken chain would not restore)"));
     }
-    let scratch = tempfile_in(dest)?;
-    let snap = scratch.join("store.db");
+    let scratch = Scratch(tempfile_in(dest)?);
+    let snap = scratch.0.join("store.db");
     store.snapshot(&snap).await?;
     let db = Zeroizing::new(std::fs::read(&snap).map_err(|e| bad(format!("reading the snapshot: {e}")))?);
-    let _ = std::fs::remove_dir_all(&scratch);
+    drop(scratch);
     let audit_key = Zeroizing::new(std::fs::read(dir.join(AUDIT_KEY_FILE)).map_err(|e| bad(format!("reading the audit key: {e}")))?);
     let wrapped = match cfg.wrap {
         MasterKeyWrap::File => Value::Null,
@@ -106,6 +106,16 @@ pub async fn write(store: &Store, dir: &Path, master: &MasterKey, cfg: &MasterKe
 
 fn unix_now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// A scratch directory, removed when dropped (the plain snapshot never outlives the backup,
+/// whether it succeeds or fails).
+struct Scratch(std::path::PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// A private scratch directory next to `dest`.
