@@ -6,6 +6,7 @@
 
 #[path = "../crates/vault/tests/bao/mod.rs"]
 mod bao;
+mod common;
 
 use airlock_core::config::{Config, SecretRef};
 use serde_json::{json, Value};
@@ -16,24 +17,7 @@ use std::process::{Command, Output, Stdio};
 const CANARY: &str = "canaryWrapped_7Hq2Lx9Zp";
 
 fn airlock(dir: &Path, args: &[&str], input: Option<&str>, env: &[(&str, &str)]) -> Output {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_airlock"));
-    c.current_dir(dir)
-        .env("AIRLOCK_CONFIG", dir.join("airlock.toml"))
-        .env_remove("RUST_LOG")
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    let mut child = c.spawn().unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    if let Some(i) = input {
-        stdin.write_all(i.as_bytes()).unwrap();
-    }
-    drop(stdin);
-    child.wait_with_output().unwrap()
+    common::airlock_in(dir, args, input, env)
 }
 
 fn text(o: &Output) -> String {

@@ -2,29 +2,14 @@
 
 #[path = "../crates/vault/tests/bao/mod.rs"]
 mod bao;
+mod common;
 
 use serde_json::json;
-use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
 fn airlock(dir: &Path, args: &[&str], token_var: &str, token: &str, input: Option<&str>) -> Output {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_airlock"));
-    c.current_dir(dir)
-        .env("AIRLOCK_CONFIG", dir.join("airlock.toml"))
-        .env_remove("RUST_LOG")
-        .env(token_var, token)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = c.spawn().unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    if let Some(i) = input {
-        stdin.write_all(i.as_bytes()).unwrap();
-    }
-    drop(stdin);
-    child.wait_with_output().unwrap()
+    common::airlock_in(dir, args, input, &[(token_var, token)])
 }
 
 fn text(o: &Output) -> String {

@@ -1,9 +1,32 @@
-//! What the browser tests share: the `airlock serve` child they stop on drop, and the check
-//! for headless Chromium and playwright-core.
+//! What the binary's tests share: the `airlock serve` child they stop on drop, one run of the
+//! `airlock` command in a directory, and the check for headless Chromium and playwright-core.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
+
+/// Runs `airlock ARGS` in `dir` (its `airlock.toml`) with `env` added and `input` on stdin,
+/// and waits for it.
+pub fn airlock_in(dir: &Path, args: &[&str], input: Option<&str>, env: &[(&str, &str)]) -> std::process::Output {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut c = Command::new(env!("CARGO_BIN_EXE_airlock"));
+    c.current_dir(dir)
+        .env("AIRLOCK_CONFIG", dir.join("airlock.toml"))
+        .env_remove("RUST_LOG")
+        .envs(env.iter().copied())
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    if let Some(i) = input {
+        stdin.write_all(i.as_bytes()).unwrap();
+    }
+    drop(stdin);
+    child.wait_with_output().unwrap()
+}
 
 /// A running `airlock serve`, killed and reaped when dropped.
 pub struct Server(pub Child);

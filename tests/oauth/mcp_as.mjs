@@ -18,6 +18,7 @@
 import crypto from 'node:crypto';
 import http from 'node:http';
 import Provider from 'oidc-provider';
+import { autoConsent } from './consent.mjs';
 
 const resource = process.env.RESOURCE;
 if (!resource) throw new Error('RESOURCE is required');
@@ -83,20 +84,7 @@ provider.use(async (ctx, next) => {
   }
   if (ctx.path === '/token' && ctx.method === 'POST') stats.token_requests += 1;
   if (ctx.path.startsWith('/interaction/')) {
-    const details = await provider.interactionDetails(ctx.req, ctx.res);
-    let result;
-    if (details.prompt.name === 'login') {
-      result = { login: { accountId: subject } };
-    } else {
-      const grant = details.grantId ? await provider.Grant.find(details.grantId)
-        : new provider.Grant({ accountId: details.session.accountId, clientId: details.params.client_id });
-      const d = details.prompt.details;
-      if (d.missingOIDCScope) grant.addOIDCScope(d.missingOIDCScope.join(' '));
-      for (const [ind, scopes] of Object.entries(d.missingResourceScopes || {})) grant.addResourceScope(ind, scopes.join(' '));
-      result = { consent: { grantId: await grant.save() } };
-    }
-    const to = await provider.interactionResult(ctx.req, ctx.res, result, { mergeWithLastSubmission: false });
-    ctx.redirect(to);
+    await autoConsent(provider, ctx, subject);
     return;
   }
   await next();

@@ -23,6 +23,7 @@ import fs from 'node:fs';
 import http from 'node:http';
 import https from 'node:https';
 import Provider from 'oidc-provider';
+import { autoConsent } from './consent.mjs';
 
 const accessTtl = Number(process.env.ACCESS_TTL || 3600);
 const auto = process.env.AUTO_CONSENT === '1';
@@ -97,20 +98,7 @@ provider.use(async (ctx, next) => {
     if (mode.token === 'slow') await new Promise((r) => setTimeout(r, 3000));
   }
   if (auto && ctx.path.startsWith('/interaction/')) {
-    const details = await provider.interactionDetails(ctx.req, ctx.res);
-    let result;
-    if (details.prompt.name === 'login') {
-      result = { login: { accountId: 'owner-1' } };
-    } else {
-      const grant = details.grantId ? await provider.Grant.find(details.grantId)
-        : new provider.Grant({ accountId: details.session.accountId, clientId: details.params.client_id });
-      const d = details.prompt.details;
-      if (d.missingOIDCScope) grant.addOIDCScope(d.missingOIDCScope.join(' '));
-      for (const [ind, scopes] of Object.entries(d.missingResourceScopes || {})) grant.addResourceScope(ind, scopes.join(' '));
-      result = { consent: { grantId: await grant.save() } };
-    }
-    const to = await provider.interactionResult(ctx.req, ctx.res, result, { mergeWithLastSubmission: false });
-    ctx.redirect(to);
+    await autoConsent(provider, ctx, 'owner-1');
     return;
   }
   await next();

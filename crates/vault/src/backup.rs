@@ -155,7 +155,9 @@ pub async fn restore(
     let records = header["audit"]["records"].as_u64().unwrap_or(0);
 
     std::fs::create_dir_all(to).map_err(|e| bad(format!("{}: {e}", to.display())))?;
-    let result = restore_into(to, header_line, &header, sealed, cfg, vaults, raw_key, last_seq).await;
+    let backup = Parsed { header_line, header: &header, sealed, last_seq };
+    let keys = KeyMeans { cfg, vaults, raw_key };
+    let result = restore_into(to, &backup, &keys).await;
     if result.is_err() {
         // Nothing half-restored is left to be mistaken for a data directory.
         let _ = std::fs::remove_dir_all(to);
@@ -163,17 +165,24 @@ pub async fn restore(
     result.map(|()| BackupSummary { last_seq, records, bytes: sealed.len() as u64 })
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn restore_into(
-    to: &Path,
-    header_line: &[u8],
-    header: &Value,
-    sealed: &[u8],
-    cfg: &MasterKeyConfig,
-    vaults: &BTreeMap<String, RemoteVaultConfig>,
-    raw_key: Option<&Path>,
+/// A backup file, read and split.
+struct Parsed<'a> {
+    header_line: &'a [u8],
+    header: &'a Value,
+    sealed: &'a [u8],
     last_seq: i64,
-) -> Result<(), VaultError> {
+}
+
+/// What opens the master key of a backup: the configured means, or a raw key file.
+struct KeyMeans<'a> {
+    cfg: &'a MasterKeyConfig,
+    vaults: &'a BTreeMap<String, RemoteVaultConfig>,
+    raw_key: Option<&'a Path>,
+}
+
+async fn restore_into(to: &Path, backup: &Parsed<'_>, keys: &KeyMeans<'_>) -> Result<(), VaultError> {
+    let Parsed { header_line, header, sealed, last_seq } = *backup;
+    let KeyMeans { cfg, vaults, raw_key } = *keys;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
