@@ -444,8 +444,9 @@ fn reversal_regions(
 /// sides of that run, merged, on character boundaries. An encoded secret re-spelled in part
 /// either holds no blank, and then it lies inside the run whatever its length (a nested
 /// encoding is many times the secret's length: hex in HTML entities is about 36 bytes a
-/// byte), or it is written with blanks, and then the re-spelled character is within its length
-/// of its ends. Text with no re-spelled character is not copied at all; prose dense with them
+/// byte), or it is a spaced run (one blank between every character or pair), which is taken
+/// whole ([`spaced_run`]), or it is written with other blanks, and then the re-spelled
+/// character is within its length of its ends. Text with no re-spelled character is not copied at all; prose dense with them
 /// is copied whole once.
 fn canonical_regions(bytes: &[u8], reach: usize) -> Vec<(usize, usize)> {
     let cont = |c: u8| (0x80..0xc0).contains(&c);
@@ -473,6 +474,7 @@ fn canonical_regions(bytes: &[u8], reach: usize) -> Vec<(usize, usize)> {
             while run_b < bytes.len() && !blank(bytes[run_b]) {
                 run_b += 1;
             }
+            (run_a, run_b) = spaced_run(bytes, run_a, run_b);
             run_end = run_b;
             let mut a = run_a.saturating_sub(reach);
             while a > 0 && cont(bytes[a]) {
@@ -490,6 +492,41 @@ fn canonical_regions(bytes: &[u8], reach: usize) -> Vec<(usize, usize)> {
         at += valid.len() + chunk.invalid().len();
     }
     out
+}
+
+/// The run `[a, b)` of non-blank bytes, widened to the whole spaced run around it when it is one
+/// of short tokens (at most two characters) separated by single blanks: `s e c r e t`,
+/// `de ad be ef`, or an encoding of an encoding written one character per line, which can be
+/// many times the secret's length, so `reach` bytes around the re-spelled token would not cover
+/// it. Each step walks one token, and a run is widened once (`canonical_regions` skips what it
+/// covers), so the whole stays linear.
+fn spaced_run(bytes: &[u8], mut a: usize, mut b: usize) -> (usize, usize) {
+    let blank = |c: u8| c <= b' ' || c == 0x7f;
+    let short = |a: usize, b: usize| std::str::from_utf8(&bytes[a..b]).map_or(b - a <= 2, |t| t.chars().nth(2).is_none());
+    if !short(a, b) {
+        return (a, b);
+    }
+    while a >= 2 && blank(bytes[a - 1]) && !blank(bytes[a - 2]) {
+        let mut t = a - 2;
+        while t > 0 && !blank(bytes[t - 1]) {
+            t -= 1;
+        }
+        if !short(t, a - 1) {
+            break;
+        }
+        a = t;
+    }
+    while b + 1 < bytes.len() && blank(bytes[b]) && !blank(bytes[b + 1]) {
+        let mut t = b + 2;
+        while t < bytes.len() && !blank(bytes[t]) {
+            t += 1;
+        }
+        if !short(b + 1, t) {
+            break;
+        }
+        b = t;
+    }
+    (a, b)
 }
 
 /// The token around byte `p`: the run of non-blank bytes that holds it, continued across a

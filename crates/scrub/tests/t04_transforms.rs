@@ -717,3 +717,28 @@ fn t04_short_encoded_runs_are_found_at_every_alignment() {
         }
     }
 }
+
+/// An encoding of an encoding spelled one character per line or per space (many times the
+/// secret's length) with homoglyphs inside: the re-spelled characters lie far from the ends of
+/// the spaced run, and the run is still found whole. Every seed draws its own separator and
+/// look-alikes; found once by the nested-chain property above.
+#[test]
+fn t04_spaced_nested_encoding_with_homoglyphs_is_redacted() {
+    let secrets = ["😀!😀!!!中!!!!!!!é!!!!!!!PP!!!", "pg-password-canary-123", "AKIA3EXAMPLE7KEY90"];
+    for secret in secrets {
+        for chain in [
+            [T::HexLower, T::HtmlDec, T::Separated, T::Homoglyph],
+            [T::B64Std, T::HtmlHex, T::Separated, T::Homoglyph],
+            [T::HexLower, T::PercentAll, T::Separated, T::FullWidth],
+        ] {
+            let mut runner = proptest::test_runner::TestRunner::deterministic();
+            for seed in 0..64u64 {
+                use proptest::strategy::ValueTree;
+                let at = any::<prop::sample::Index>().new_tree(&mut runner).expect("an index").current();
+                if let Err(e) = check(secret, &chain, "before and after", at, seed) {
+                    panic!("secret {secret:?}, seed {seed}: {e}");
+                }
+            }
+        }
+    }
+}
