@@ -199,5 +199,7 @@ pub async fn open_vault(cfg: &Config) -> Result<Vault> {
     }
     let master = airlock_vault::wrap::open(&cfg.store.master_key, &cfg.vaults, &path).await.context("opening the master key")?;
     let store = open_store(cfg).await?;
-    Ok(Vault::with_remotes(master, store, cfg.vaults.values())?)
+    let vault = Vault::with_remotes(master, store, cfg.vaults.values())?;
+    vault.reload_keyring().await.context("reading the key versions")?;
+    Ok(vault)
 }

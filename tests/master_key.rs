@@ -76,6 +76,10 @@ async fn master_key_wrapped_by_passphrase_then_transit() {
     assert!(o.status.success(), "{}", text(&o));
     let doc_bytes = std::fs::read(&key_path).unwrap();
     assert!(!doc_bytes.windows(32).any(|w| w == raw.as_slice()), "the raw key is in the wrapped file");
+    // Audited, with the protections and nothing of the key or the passphrase.
+    let tail = text(&airlock(dir, &["audit", "tail", "-n", "5"], None, &[]));
+    let rec = tail.lines().find(|l| l.contains("master_key_wrapped")).unwrap_or_else(|| panic!("not audited: {tail}"));
+    assert!(rec.contains("\"from\":\"File\"") && rec.contains("\"to\":\"Passphrase\"") && !rec.contains("correct horse"), "{rec}");
     let doc: Value = serde_json::from_slice(&doc_bytes).unwrap();
     assert_eq!((doc["format"].as_str(), doc["wrap"].as_str(), doc["kdf"]["alg"].as_str()), (Some("airlock-master-key/1"), Some("passphrase"), Some("argon2id")));
     assert!(doc["kdf"]["m_kib"].as_u64().unwrap() >= 19 * 1024 && doc["kdf"]["t"].as_u64().unwrap() >= 2);
@@ -205,7 +209,8 @@ async fn backup_then_wipe_then_restore_verifies_and_every_secret_opens() {
         assert!(!bytes.windows(needle.len()).any(|w| w == needle), "the backup holds plaintext");
     }
     let header: Value = serde_json::from_slice(bytes.split(|b| *b == b'\n').nth(1).unwrap()).unwrap();
-    assert_eq!(header["audit"]["last_seq"], 5, "{header}");
+    // The `key wrap` above and the broker's five.
+    assert_eq!(header["audit"]["last_seq"], 6, "{header}");
     assert_eq!(header["master_key"]["wrap"], "passphrase");
     // A backup never replaces a file.
     assert!(!airlock(dir, &["backup", "b.bak"], None, &[]).status.success());
@@ -220,9 +225,9 @@ async fn backup_then_wipe_then_restore_verifies_and_every_secret_opens() {
         ("cut in the header", bytes[..40].to_vec()),
         ("another audit head", {
             let s = String::from_utf8_lossy(&bytes[..200]).into_owned();
-            let at = s.find("\"last_seq\":5").unwrap();
+            let at = s.find("\"last_seq\":6").unwrap();
             let mut b = bytes.clone();
-            b[at + 11] = b'6';
+            b[at + 11] = b'7';
             b
         }),
         ("a flipped payload byte", {

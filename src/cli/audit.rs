@@ -1,6 +1,7 @@
 //! `airlock audit`: the newest audit records as JSON lines, the verification of the hash chain
 //! and its signed checkpoints, the export of those checkpoints for a verifier outside the host,
-//! and the public key that verifies them.
+//! the public key that verifies them, and the rotation of the signing key with a signed
+//! hand-over (after which `verify` accepts the original key, the new one or any between).
 //!
 //! Exit codes of `verify`: 0 intact, 1 the first bad record (or checkpoint line) named with its
 //! stable code (`audit-hash-mismatch`, `audit-record-missing`, ...; see
@@ -8,7 +9,7 @@
 //! store, no key, an unreadable file).
 
 use crate::home;
-use airlock_store::audit::{self, AuditKey, CheckpointFileReport, VerifyReport};
+use airlock_store::audit::{self, AuditKey, AuditLog, CheckpointFileReport, VerifyReport};
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use std::io::Write;
@@ -32,6 +33,9 @@ pub enum AuditCmd {
     },
     /// Print the public key that verifies the checkpoints (hex, from audit-signing.key).
     PublicKey,
+    /// Replace the signing key with a new one, through a hand-over record signed by both;
+    /// prints the new public key (pin it) and the hand-over's seq.
+    RotateKey,
 }
 
 // The arguments of `audit verify` (its help text is the variant's above).
@@ -57,8 +61,9 @@ pub struct VerifyArgs {
 
 #[derive(Subcommand)]
 pub enum CheckpointsCmd {
-    /// Write the signed checkpoints as JSON lines {seq, hash, time, signature, format}; each one
-    /// verifies with the public key alone.
+    /// Write the signed checkpoints as JSON lines {seq, hash, time, signature, format}, with the
+    /// signing-key hand-overs among them ({"kind": "key_handover", ...}); they verify with one
+    /// public key alone.
     Export {
         /// Only the checkpoints of records after this sequence number (for incremental export).
         #[arg(long, default_value_t = 0)]
@@ -108,7 +113,28 @@ pub async fn run(config: &Path, cmd: AuditCmd) -> Result<u8> {
             export(&store, after, output.as_deref()).await
         }
         AuditCmd::PublicKey => public_key(&cfg.store.data_dir),
+        AuditCmd::RotateKey => {
+            let store = home::open_store(&cfg).await?;
+            rotate_key(&store, &cfg.store.data_dir).await
+        }
     }
+}
+
+/// `audit rotate-key`: stages a new key in the data directory and appends the hand-over with the
+/// key in use (reloaded first when another process already rotated it).
+async fn rotate_key(store: &airlock_store::Store, dir: &Path) -> Result<u8> {
+    let key = AuditKey::load(dir).context("reading the audit signing key (run as the broker's user)")?;
+    let log = AuditLog::start(store.clone(), key);
+    let next = AuditKey::stage(dir).context("writing the new audit signing key")?;
+    let r = log.rotate_key(next).await.context("rotating the audit signing key")?;
+    println!("{}", hex::encode(&r.next));
+    eprintln!(
+        "audit signing key rotated at record {}: checkpoints up to it verify with {}, later ones with the new key above. \
+         `audit verify` accepts either; pin the new key and export the checkpoints (`audit checkpoints export`).",
+        r.seq,
+        hex::encode(&r.previous)
+    );
+    Ok(0)
 }
 
 /// Reads and verifies an exported checkpoint file with `pk`.
@@ -127,8 +153,13 @@ fn verify_offline(args: &VerifyArgs) -> Result<u8> {
     let summary = match (&r.first_bad, &r.last) {
         (Some(bad), _) => bad.to_string(),
         (None, Some(last)) => format!(
-            "checkpoints ok: {} signed checkpoints ({} in the legacy format 1, time not signed), last seq {} hash {} signed at {}",
-            r.checkpoints, r.legacy_checkpoints, last.seq, last.hash, last.time
+            "checkpoints ok: {} signed checkpoints ({} in the legacy format 1, time not signed){}, last seq {} hash {} signed at {}",
+            r.checkpoints,
+            r.legacy_checkpoints,
+            keys_note(r.handovers, r.keys),
+            last.seq,
+            last.hash,
+            last.time
         ),
         (None, None) => bail!("{} holds no checkpoint", cps.display()),
     };
@@ -157,8 +188,12 @@ fn print_report(r: &VerifyReport, json: bool) -> u8 {
         None => {
             let anchors = if r.anchors > 0 { format!(", {} exported checkpoints held", r.anchors) } else { String::new() };
             println!(
-                "audit ok: {} records ({} in the legacy format 1), {} signed checkpoints{anchors}, last seq {}",
-                r.records, r.legacy_records, r.checkpoints, r.last_seq
+                "audit ok: {} records ({} in the legacy format 1), {} signed checkpoints{}{anchors}, last seq {}",
+                r.records,
+                r.legacy_records,
+                r.checkpoints,
+                keys_note(r.handovers, r.keys),
+                r.last_seq
             );
             0
         }
@@ -169,7 +204,16 @@ fn print_report(r: &VerifyReport, json: bool) -> u8 {
     }
 }
 
-/// `audit checkpoints export`: pages through the checkpoints, one JSON line each.
+/// `, K signing keys (H hand-overs)` after a rotation; nothing before the first.
+fn keys_note(handovers: u64, keys: u64) -> String {
+    if handovers == 0 {
+        return String::new();
+    }
+    format!(", {keys} signing keys ({handovers} hand-over{})", if handovers == 1 { "" } else { "s" })
+}
+
+/// `audit checkpoints export`: pages through the checkpoints (and the hand-overs among them),
+/// one JSON line each.
 async fn export(store: &airlock_store::Store, after: i64, output: Option<&Path>) -> Result<u8> {
     const PAGE: i64 = 10_000;
     let mut out: Box<dyn Write> = match output {
@@ -180,12 +224,19 @@ async fn export(store: &airlock_store::Store, after: i64, output: Option<&Path>)
     };
     let mut after = after;
     loop {
-        let page = store.audit_checkpoints(after, PAGE).await.context("reading the checkpoints")?;
-        for cp in &page {
-            writeln!(out, "{}", serde_json::to_string(cp)?).context("writing the export")?;
+        let page = store.audit_export(after, PAGE).await.context("reading the checkpoints")?;
+        for line in &page {
+            writeln!(out, "{}", serde_json::to_string(line)?).context("writing the export")?;
         }
-        match page.last() {
-            Some(last) if page.len() as i64 == PAGE => after = last.seq,
+        let checkpoints: Vec<i64> = page
+            .iter()
+            .filter_map(|l| match l {
+                audit::ExportLine::Checkpoint(c) => Some(c.seq),
+                audit::ExportLine::Handover(_) => None,
+            })
+            .collect();
+        match checkpoints.last() {
+            Some(last) if checkpoints.len() as i64 == PAGE => after = *last,
             _ => break,
         }
     }

@@ -2,7 +2,10 @@
 //! `[store.master_key]` now says (a raw file to a passphrase or an OpenBao/Vault transit key, a
 //! new passphrase, another transit key). The key itself does not change, so no secret is
 //! re-sealed; the file is replaced atomically, and the key is checked against a sealed secret
-//! before the old file goes. `key status` says how the file is protected.
+//! before the old file goes. `key rotate` changes the key that seals the data keys: a new key
+//! version, every value re-wrapped under it online, the old versions deleted
+//! (`airlock_vault::keyring`). `key status` says how the file is protected and where a rotation
+//! stands.
 
 use airlock_core::config::{Config, MasterKeyWrap};
 use anyhow::{bail, Context, Result};
@@ -20,8 +23,13 @@ pub enum KeyCmd {
         #[arg(long)]
         old_passphrase_file: Option<PathBuf>,
     },
-    /// How the master key file is protected now, and whether that matches the configuration.
+    /// How the master key file is protected now, whether that matches the configuration, and
+    /// the key versions (a rotation under way, and how many values it has left).
     Status,
+    /// Rotate the key that seals the data keys: a new key version, every sealed value re-wrapped
+    /// under it while the broker keeps serving, then the old versions deleted. Interrupted, run
+    /// it again: it resumes. Audited.
+    Rotate,
 }
 
 pub async fn run(cfg: &Config, cmd: KeyCmd) -> Result<u8> {
@@ -31,7 +39,48 @@ pub async fn run(cfg: &Config, cmd: KeyCmd) -> Result<u8> {
         KeyCmd::Status => {
             let want = cfg.store.master_key.wrap;
             println!("{}: {current:?}{}", path.display(), if current == want { "" } else { " (the configuration says otherwise)" });
-            Ok(if current == want { 0 } else { 1 })
+            // The versions are read with the key as configured; a key that does not open that
+            // way was reported above.
+            let status = match crate::home::open_vault(cfg).await {
+                Ok(vault) => vault.rotation_status().await.context("reading the key versions")?,
+                Err(e) => {
+                    println!("key versions: not read ({e:#})");
+                    return Ok(1);
+                }
+            };
+            match (status.versions.len(), status.in_progress()) {
+                (0, _) => println!("key versions: the master key only (never rotated)"),
+                (_, false) => println!("key version {}", status.active),
+                (_, true) => println!(
+                    "key version {}; rotation under way: {} value(s) still under version(s) {:?} (run `airlock key rotate` to finish it)",
+                    status.active,
+                    status.remaining,
+                    status.versions.iter().filter(|v| **v != status.active).collect::<Vec<_>>()
+                ),
+            }
+            Ok(if current == want && !status.in_progress() { 0 } else { 1 })
+        }
+        KeyCmd::Rotate => {
+            let vault = crate::home::open_vault(cfg).await?;
+            let audit_key = airlock_store::audit::AuditKey::load(&cfg.store.data_dir).context("reading the audit signing key")?;
+            let audit = airlock_store::audit::AuditLog::start(vault.store().clone(), audit_key);
+            let mut last = std::time::Instant::now();
+            let mut progress = |done: u64, total: u64| {
+                if last.elapsed() >= std::time::Duration::from_secs(1) {
+                    last = std::time::Instant::now();
+                    eprintln!("re-wrapped {done} of {total}");
+                }
+            };
+            let (started, report) = airlock_server::broker::keys::rotate_master_key(&vault, &audit, &mut progress).await.context("rotating the master key")?;
+            match started {
+                Some(v) => eprintln!("started key version {v}"),
+                None => eprintln!("resumed the rotation to key version {}", report.version),
+            }
+            println!(
+                "key version {}: {} value(s) re-wrapped, {} older version(s) deleted",
+                report.version, report.rewrapped, report.retired
+            );
+            Ok(0)
         }
         KeyCmd::Wrap { old_passphrase_file } => {
             let mut old = cfg.store.master_key.clone();
@@ -53,6 +102,12 @@ pub async fn run(cfg: &Config, cmd: KeyCmd) -> Result<u8> {
                 .context("writing the wrapped key")?;
             // Read back as the broker will, before saying it is done.
             airlock_vault::wrap::open(&cfg.store.master_key, &cfg.vaults, &path).await.context("reading the new key file back")?;
+            let audit_key = airlock_store::audit::AuditKey::load(&cfg.store.data_dir).context("reading the audit signing key")?;
+            let audit = airlock_store::audit::AuditLog::start(vault.store().clone(), audit_key);
+            let target = serde_json::json!({"from": format!("{current:?}"), "to": format!("{:?}", cfg.store.master_key.wrap)});
+            airlock_server::broker::keys::audit_key_event(&audit, "master_key_wrapped", "master key re-protected by the operator", target)
+                .await
+                .context("auditing the new protection")?;
             println!("{}: {current:?} -> {:?}", path.display(), cfg.store.master_key.wrap);
             Ok(0)
         }

@@ -178,8 +178,9 @@ enum Cmd {
         #[arg(long)]
         master_key_file: Option<std::path::PathBuf>,
     },
-    /// The master key at rest: how it is protected (`key status`), and protecting it as
-    /// [store.master_key] says (`key wrap`).
+    /// The master key at rest: how it is protected (`key status`), protecting it as
+    /// [store.master_key] says (`key wrap`), and rotating the key that seals the data keys,
+    /// online (`key rotate`).
     Key {
         #[command(subcommand)]
         cmd: key::KeyCmd,

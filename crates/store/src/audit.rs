@@ -44,16 +44,30 @@
 //! a predecessor (no fork); a group whose transaction fails is not written at all, and its calls
 //! are refused (`audit-unavailable`), never answered as done.
 //!
+//! # Signing-key rotation
+//!
+//! [`AuditLog::rotate_key`] replaces the signing key with a hand-over record of its own group
+//! ([`TOOL_KEY_ROTATED`], [`KeyHandover`]): the new key signs [`handover_message`] (the record's
+//! seq and prev_hash and both keys), the old key signs the group's checkpoint, and every later
+//! checkpoint is the new key's. The chain's current key is also kept in a one-row table
+//! (`audit_signing_key`) that every appender reads in each group's transaction, so a process
+//! that still holds the old key reloads the new one from the data directory or refuses the
+//! group; it never signs with a retired key. Verification ([`Store::verify_audit`],
+//! [`verify_checkpoint_file`]) follows the hand-overs from the original key, and accepts as the
+//! trusted key any key of the sequence; an export carries the hand-overs as lines of
+//! their own ([`ExportLine`]), so a file spans keys too.
+//!
 //! [`AuditRecord`] has no field that can hold a [`airlock_core::Secret`]; the broker scrubs the
 //! arguments before it builds one.
 
-use crate::db::{locks, with_pool, Backend};
+use crate::db::{locks, with_pool, Backend, Dialect};
 use crate::{Result, Store, StoreError};
 use ring::digest;
 use ring::signature::{self, Ed25519KeyPair, KeyPair};
+use rusqlite::OptionalExtension;
 use serde::{Deserialize, Serialize};
 use crate::writer::{AtEnd, Op, Writer};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
@@ -115,6 +129,60 @@ pub struct AuditRecord {
     /// the issuer's name and the token's subject. Absent for airlock's own tokens.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub identity: Option<AuditIdentity>,
+    /// Only on the record [`AuditLog::rotate_key`] writes (tool [`TOOL_KEY_ROTATED`]): the
+    /// signing key it retires, the key that signs from the next group on, and the new key's
+    /// signature binding the two to this place in the chain ([`handover_message`]). Absent on
+    /// every other record, so older records hash as before; never set from a call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_handover: Option<KeyHandover>,
+}
+
+/// The tool name of the hand-over record that [`AuditLog::rotate_key`] appends.
+pub const TOOL_KEY_ROTATED: &str = "audit_key_rotated";
+
+/// A signing-key hand-over, as a hand-over record's body holds it (`key_handover`): all hex.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyHandover {
+    /// The public key that signed checkpoints up to and including this record's (32 bytes).
+    pub previous: String,
+    /// The public key that signs every checkpoint after this record (32 bytes).
+    pub next: String,
+    /// `next`'s Ed25519 signature over [`handover_message`] of this record's `seq` and
+    /// `prev_hash` and the two keys (64 bytes).
+    pub signature: String,
+}
+
+/// A hand-over, decoded and checked for shape (not yet for its signature).
+struct Handover {
+    previous: Vec<u8>,
+    next: Vec<u8>,
+    signature: Vec<u8>,
+}
+
+impl KeyHandover {
+    /// The keys and the signature as bytes; `None` unless they are 32, 32 and 64 bytes of hex.
+    fn decode(&self) -> Option<Handover> {
+        let previous = hex::decode(&self.previous).ok().filter(|k| k.len() == 32)?;
+        let next = hex::decode(&self.next).ok().filter(|k| k.len() == 32)?;
+        let signature = hex::decode(&self.signature).ok().filter(|s| s.len() == 64)?;
+        Some(Handover { previous, next, signature })
+    }
+}
+
+/// The message the new key signs in a hand-over: the canonical encoding (see [`Field`]) of the
+/// hand-over record's `seq`, the `prev_hash` it links to, and the previous and next public keys
+/// under `airlock-audit-key-handover-v1`. Binding `seq` and `prev_hash` fixes the signature to
+/// one place in one chain (it cannot be replayed elsewhere) and makes the new key vouch for
+/// every record before the hand-over.
+pub fn handover_message(seq: i64, prev_hash: &[u8], previous: &[u8], next: &[u8]) -> Vec<u8> {
+    let mut m = Vec::with_capacity(192);
+    encode(
+        &mut m,
+        "airlock-audit-key-handover-v1",
+        &[("seq", Field::Int(seq)), ("prev_hash", Field::Bytes(prev_hash)), ("previous", Field::Bytes(previous)), ("next", Field::Bytes(next))],
+    );
+    m
 }
 
 /// The issuer and subject of the token an agent signed in with.
@@ -302,9 +370,14 @@ pub fn checkpoint_message(format: i64, seq: i64, hash: &[u8], ts: &str) -> Optio
     }
 }
 
-/// The Ed25519 key that signs checkpoints, kept in the data directory (mode 0600).
+/// The Ed25519 key that signs checkpoints, kept in the data directory (mode 0600). It remembers
+/// the directory it came from, so that an appender that finds the chain signed by another key
+/// (rotated by another process, [`AuditLog::rotate_key`]) reloads it from there.
 pub struct AuditKey {
     pair: Ed25519KeyPair,
+    dir: PathBuf,
+    /// For a key made by [`AuditKey::stage`]: the file it waits in until its hand-over commits.
+    staged: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for AuditKey {
@@ -315,6 +388,9 @@ impl std::fmt::Debug for AuditKey {
 
 const KEY_FILE: &str = "audit-signing.key";
 const PUB_FILE: &str = "audit-signing.pub";
+/// A staged key's file is `audit-signing.key.next-` followed by its public key in hex: named by
+/// its key, so that two rotations started at once never take each other's file.
+const STAGED_PREFIX: &str = "audit-signing.key.next-";
 
 impl AuditKey {
     /// Creates a new key pair in `dir`; refuses to overwrite.
@@ -326,7 +402,21 @@ impl AuditKey {
         let pub_hex = hex::encode(pair.public_key().as_ref());
         std::fs::write(dir.join(PUB_FILE), format!("{pub_hex}\n"))
             .map_err(|e| StoreError::Io { path: dir.join(PUB_FILE).display().to_string(), source: e })?;
-        Ok(AuditKey { pair })
+        Ok(AuditKey { pair, dir: dir.to_path_buf(), staged: None })
+    }
+
+    /// A new key pair for [`AuditLog::rotate_key`], written (mode 0600, fsynced) to
+    /// `audit-signing.key.next-<public key hex>` in `dir`, where it waits until its hand-over
+    /// is committed; only then does it become `audit-signing.key`. Writing it first means that
+    /// the chain never names a key that exists nowhere on disk.
+    pub fn stage(dir: &Path) -> Result<AuditKey> {
+        let rng = ring::rand::SystemRandom::new();
+        let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng).map_err(|_| StoreError::BadKey("new audit key".into()))?;
+        let pair = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).map_err(|_| StoreError::BadKey("new audit key".into()))?;
+        let file = dir.join(format!("{STAGED_PREFIX}{}", hex::encode(pair.public_key().as_ref())));
+        crate::write_private_file(&file, pkcs8.as_ref())?;
+        sync_dir(dir)?;
+        Ok(AuditKey { pair, dir: dir.to_path_buf(), staged: Some(file) })
     }
 
     /// Writes the public key file (`audit-signing.pub`, hex) into `dir`, as [`AuditKey::create`]
@@ -339,15 +429,72 @@ impl AuditKey {
 
     /// Loads the key pair from `dir`.
     pub fn load(dir: &Path) -> Result<AuditKey> {
-        let p = dir.join(KEY_FILE);
-        let bytes = std::fs::read(&p).map_err(|e| StoreError::Io { path: p.display().to_string(), source: e })?;
+        AuditKey::load_file(dir, &dir.join(KEY_FILE))
+    }
+
+    fn load_file(dir: &Path, p: &Path) -> Result<AuditKey> {
+        let bytes = std::fs::read(p).map_err(|e| StoreError::Io { path: p.display().to_string(), source: e })?;
         let pair = Ed25519KeyPair::from_pkcs8(&bytes).map_err(|_| StoreError::BadKey(p.display().to_string()))?;
-        Ok(AuditKey { pair })
+        Ok(AuditKey { pair, dir: dir.to_path_buf(), staged: None })
+    }
+
+    /// Makes `audit-signing.key` (and `audit-signing.pub`) in `dir` hold the key whose public
+    /// half is `public`, the chain's current signing key, and loads it: as it is when it already
+    /// does; else from the staged file of that key ([`AuditKey::stage`]), left there by a
+    /// rotation whose hand-over committed but which did not get to rename it (killed, or another
+    /// process of this data directory got here first). The public file is replaced first, the
+    /// key second, each atomically (a temporary file renamed over it); see
+    /// [`AuditLog::rotate_key`] for why that order. [`StoreError::BadKey`] when neither file
+    /// holds that key: this data directory has no key the chain accepts now.
+    pub fn settle(dir: &Path, public: &[u8]) -> Result<AuditKey> {
+        let key_file = dir.join(KEY_FILE);
+        let staged = dir.join(format!("{STAGED_PREFIX}{}", hex::encode(public)));
+        // Twice: a rename lost to another process that was settling at the same moment finds
+        // the key in place on the second look.
+        for _ in 0..2 {
+            if let Ok(k) = AuditKey::load(dir) {
+                if k.public() == public {
+                    if AuditKey::load_public(dir).ok().as_deref() != Some(public) {
+                        replace_file(&dir.join(PUB_FILE), format!("{}\n", hex::encode(public)).as_bytes())?;
+                        sync_dir(dir)?;
+                    }
+                    return Ok(k);
+                }
+            }
+            let Ok(k) = AuditKey::load_file(dir, &staged) else { continue };
+            if k.public() != public {
+                return Err(StoreError::BadKey(format!("{} does not hold the key its name says", staged.display())));
+            }
+            replace_file(&dir.join(PUB_FILE), format!("{}\n", hex::encode(public)).as_bytes())?;
+            match std::fs::rename(&staged, &key_file) {
+                Ok(()) => {
+                    sync_dir(dir)?;
+                    return Ok(k);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(StoreError::Io { path: staged.display().to_string(), source: e }),
+            }
+        }
+        Err(StoreError::BadKey(format!(
+            "{}: not the audit chain's current signing key {} (the key was rotated, and neither this file nor {} holds the new one)",
+            key_file.display(),
+            hex::encode(public),
+            staged.display()
+        )))
     }
 
     /// The public key.
     pub fn public_key(&self) -> Vec<u8> {
-        self.pair.public_key().as_ref().to_vec()
+        self.public().to_vec()
+    }
+
+    fn public(&self) -> &[u8] {
+        self.pair.public_key().as_ref()
+    }
+
+    /// The data directory the key was loaded from (or created or staged in).
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// Reads the public key file of `dir` (`audit-signing.pub`, hex).
@@ -375,6 +522,74 @@ impl AuditKey {
     }
 }
 
+/// Writes `bytes` to the (public) file `path` atomically: a temporary file in the same
+/// directory (named at random, so two processes replacing one file never share it), fsynced,
+/// renamed over `path`. A kill before the rename leaves `path` as it was (and a stray temporary
+/// file).
+fn replace_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let tmp = path.with_file_name(format!(".{name}.tmp-{}", hex::encode(rand::random::<[u8; 8]>())));
+    let io = |e| StoreError::Io { path: tmp.display().to_string(), source: e };
+    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).open(&tmp).map_err(io)?;
+    f.write_all(bytes).and_then(|()| f.sync_all()).map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        StoreError::Io { path: path.display().to_string(), source: e }
+    })
+}
+
+/// Fsyncs the directory `dir`, so that a file created or renamed in it survives a power loss.
+fn sync_dir(dir: &Path) -> Result<()> {
+    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| StoreError::Io { path: dir.display().to_string(), source: e })
+}
+
+/// The key an [`AuditLog`] signs with, shared by its appenders and replaced when the chain's
+/// current key (the `audit_signing_key` row) says it was rotated.
+struct Signer {
+    key: std::sync::RwLock<Arc<AuditKey>>,
+}
+
+impl std::fmt::Debug for Signer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Signer({:?})", self.current())
+    }
+}
+
+impl Signer {
+    fn new(key: AuditKey) -> Arc<Signer> {
+        Arc::new(Signer { key: std::sync::RwLock::new(Arc::new(key)) })
+    }
+
+    fn current(&self) -> Arc<AuditKey> {
+        Arc::clone(&self.key.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    fn set(&self, key: AuditKey) -> Arc<AuditKey> {
+        let key = Arc::new(key);
+        *self.key.write().unwrap_or_else(|e| e.into_inner()) = Arc::clone(&key);
+        key
+    }
+
+    /// The key to sign a group's checkpoint with, given the chain's current key as read in the
+    /// group's transaction (`None` before the first rotation: any key signs, as before
+    /// rotations existed). When the chain names another key than ours, the key was rotated
+    /// (by another process, or our own rotation is being finished): reload it from the data
+    /// directory ([`AuditKey::settle`]); an error when that does not give the chain's key either,
+    /// and the group is refused rather than signed with a retired key.
+    fn for_group(&self, chain: Option<&[u8]>) -> Result<Arc<AuditKey>> {
+        let key = self.current();
+        match chain {
+            Some(public) if public != key.public() => {
+                let fresh = AuditKey::settle(key.dir(), public)?;
+                tracing::info!(public = %hex::encode(public), "the audit signing key was rotated; signing with the new key");
+                Ok(self.set(fresh))
+            }
+            _ => Ok(key),
+        }
+    }
+}
+
 /// The rows of `batch` appended after the head `(seq, hash)`, each with its hash.
 fn chain_rows(head: (i64, Vec<u8>), batch: &[Pending]) -> Vec<(AuditRow, Vec<u8>)> {
     let (mut seq, mut prev) = head;
@@ -391,6 +606,19 @@ fn chain_rows(head: (i64, Vec<u8>), batch: &[Pending]) -> Vec<(AuditRow, Vec<u8>
 
 type Pending = (AuditRecord, oneshot::Sender<Result<i64>>);
 
+/// The head of the chain (its last seq and hash; NULL when it is empty) and the chain's current
+/// signing key (NULL before the first rotation), in one statement: what an appender reads, under
+/// the append lock, before it writes a group.
+const HEAD_AND_KEY: &str = "SELECT (SELECT seq FROM audit ORDER BY seq DESC LIMIT 1), (SELECT hash FROM audit ORDER BY seq DESC LIMIT 1), \
+     (SELECT public FROM audit_signing_key WHERE id = 1)";
+/// The chain's current signing key, on its own (SQLite's appender reads the head per record).
+const CURRENT_KEY: &str = "SELECT public FROM audit_signing_key WHERE id = 1";
+const INSERT_ROW: &str = "INSERT INTO audit (seq, format, ts, agent, tool, decision, body, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)";
+const UPSERT_CHECKPOINT: &str = "INSERT INTO audit_checkpoints (seq, hash, signature, ts, format) VALUES (?, ?, ?, ?, ?) \
+     ON CONFLICT (seq) DO UPDATE SET hash = excluded.hash, signature = excluded.signature, ts = excluded.ts, format = excluded.format";
+const SET_CURRENT_KEY: &str = "INSERT INTO audit_signing_key (id, public, since_seq) VALUES (1, ?, ?) \
+     ON CONFLICT (id) DO UPDATE SET public = excluded.public, since_seq = excluded.since_seq";
+
 /// The audit writer: append returns once the record is committed (with the store's sync mode:
 /// fsynced for `full`), in a group with whatever else was being committed at the time (one
 /// transaction, one fsync and one signed checkpoint per group).
@@ -398,50 +626,224 @@ type Pending = (AuditRecord, oneshot::Sender<Result<i64>>);
 /// On SQLite a record is an operation of the store's writer ([`crate::writer`]): written on the
 /// caller's own thread when nothing else is being written, grouped with others when it is. On
 /// PostgreSQL a task on the current Tokio runtime groups the records.
+///
+/// Each group reads the chain's current signing key (the one-row table `audit_signing_key`,
+/// written by [`AuditLog::rotate_key`]) in its transaction, next to the head, and signs its
+/// checkpoint only with that key: a log whose key was rotated by another process reloads it
+/// from the data directory ([`AuditKey::settle`]), or refuses the group.
 #[derive(Clone, Debug)]
 pub struct AuditLog {
     to: Appender,
+    store: Store,
+    signer: Arc<Signer>,
 }
 
 #[derive(Clone, Debug)]
 enum Appender {
-    Sqlite { writer: Arc<Writer>, key: Arc<AuditKey> },
+    Sqlite(Arc<Writer>),
     Postgres(mpsc::Sender<Pending>),
+}
+
+/// What [`AuditLog::rotate_key`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyRotation {
+    /// The hand-over record: its checkpoint is signed by the previous key, every later one by
+    /// the next.
+    pub seq: i64,
+    /// The retired public key.
+    pub previous: Vec<u8>,
+    /// The public key that signs from now on.
+    pub next: Vec<u8>,
 }
 
 impl AuditLog {
     /// Starts the audit log of `store`, signing its checkpoints with `key`: on PostgreSQL a
     /// group-commit task on the current Tokio runtime.
     pub fn start(store: Store, key: AuditKey) -> AuditLog {
+        let signer = Signer::new(key);
         if let Backend::Postgres(pool) = &store.backend {
             let (tx, rx) = mpsc::channel::<Pending>(8192);
-            tokio::spawn(pg_writer(pool.clone(), key, rx));
-            return AuditLog { to: Appender::Postgres(tx) };
+            tokio::spawn(pg_writer(pool.clone(), Arc::clone(&signer), rx));
+            return AuditLog { to: Appender::Postgres(tx), store, signer };
         }
         let writer = Arc::clone(store.writer().expect("a SQLite store has a writer"));
-        AuditLog { to: Appender::Sqlite { writer, key: Arc::new(key) } }
+        AuditLog { to: Appender::Sqlite(writer), store, signer }
     }
 
     /// Appends a record; resolves to its sequence number once it is committed.
     pub async fn append(&self, record: AuditRecord) -> Result<i64> {
         let (done, wait) = oneshot::channel();
         match &self.to {
-            Appender::Sqlite { writer, key } => {
+            Appender::Sqlite(writer) => {
                 // The row's columns but its place in the chain, built before the write turn.
                 let row = AuditRow::new(0, &record, Vec::new());
-                writer.submit(Box::new(Append { row, key: Arc::clone(key), seq: 0, done }));
+                writer.submit(Box::new(Append { row, signer: Arc::clone(&self.signer), seq: 0, done }));
             }
             Appender::Postgres(tx) => tx.send((record, done)).await.map_err(|_| StoreError::AuditWriterGone)?,
         }
         wait.await.map_err(|_| StoreError::AuditWriterGone)?
     }
+
+    /// The public key this log signs with now.
+    pub fn public_key(&self) -> Vec<u8> {
+        self.signer.current().public_key()
+    }
+
+    /// Rotates the signing key to `next`, a key made by [`AuditKey::stage`] in this log's data
+    /// directory, with a signed hand-over, and returns where it is in the chain.
+    ///
+    /// One transaction, under the append lock (SQLite's write lock, PostgreSQL's advisory lock),
+    /// so it is a group of its own: it appends the hand-over record ([`TOOL_KEY_ROTATED`], with
+    /// [`KeyHandover`]: the previous and the next public key and `next`'s signature over
+    /// [`handover_message`]), its checkpoint signed by the *previous* key, and sets the chain's
+    /// current key (`audit_signing_key`) to `next`. So the old key vouches for the new one (its
+    /// checkpoint covers the record naming it) and the new key vouches for the old one and for
+    /// the chain up to here (its signature binds `seq` and `prev_hash`). Every group after it,
+    /// in any process, reads the new current key in its own transaction and signs with it, or
+    /// is refused.
+    ///
+    /// The files: the new key waits in `audit-signing.key.next-<hex>` (written and fsynced by
+    /// [`AuditKey::stage`], before anything else); after the commit, `audit-signing.pub` is
+    /// replaced, then the staged file is renamed over `audit-signing.key` ([`AuditKey::settle`]).
+    /// What a `kill -9` at each point leaves:
+    ///
+    /// - before the staged file is durable: nothing changed;
+    /// - after it, before the commit: the chain still names the old key, which keeps signing;
+    ///   the staged file names a key the chain never will, and is left behind, unused (remove
+    ///   it by hand; nothing reads it);
+    /// - after the commit, before the public file is replaced: the chain names the new key,
+    ///   whose only copy is the staged file. No checkpoint is signed with the old key: the next
+    ///   group of any process of this data directory (the broker after a restart, another
+    ///   `rotate-key`) finds the chain's key differs from its own, and [`AuditKey::settle`]
+    ///   finishes the renames before it signs. `audit verify` meanwhile trusts the old
+    ///   `audit-signing.pub`, which verifies across the hand-over (the original key is in the
+    ///   chain);
+    /// - after the public file, before the key is renamed: as above, and `audit verify` already
+    ///   trusts the new key;
+    /// - after the rename: done.
+    ///
+    /// A rotation whose transaction fails leaves the staged file too (the commit might have
+    /// happened without its answer reaching here: removing the file could lose the key the
+    /// chain names). Replicas in other data directories (PostgreSQL) need the new
+    /// `audit-signing.key` copied in: until then their groups are refused, never signed with the
+    /// retired key.
+    pub async fn rotate_key(&self, next: AuditKey) -> Result<KeyRotation> {
+        let Some(staged) = next.staged.clone() else {
+            return Err(StoreError::Invalid("a new audit key is staged (AuditKey::stage) before it is rotated in".into()));
+        };
+        if next.dir != self.signer.current().dir {
+            return Err(StoreError::Invalid("the new audit key is staged in another data directory than the log's key".into()));
+        }
+        let rotation = handover(&self.store, &self.signer, &next).await?;
+        // Committed. The files follow, under the append lock again: every rename of a staged
+        // key over audit-signing.key happens under it (here, or in an appender's group), to the
+        // key the chain names at that moment, so two rotations at once cannot leave the file
+        // holding a key the chain has already moved past.
+        if let Err(e) = settle_locked(&self.store, &self.signer).await {
+            // The next group of any process finishes the renames.
+            tracing::error!(seq = rotation.seq, staged = %staged.display(), error = %e, "the audit key hand-over is committed but the key files were not replaced");
+            return Err(e);
+        }
+        Ok(rotation)
+    }
+}
+
+/// Opens a transaction holding the append lock (SQLite's write lock, PostgreSQL's advisory
+/// lock) on `$p` of dialect `$d`.
+macro_rules! begin_append {
+    ($p:expr, $d:expr) => {{
+        let mut tx = if $d == Dialect::Postgres { $p.begin().await? } else { $p.begin_with("BEGIN IMMEDIATE").await? };
+        if $d == Dialect::Postgres {
+            sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(locks::AUDIT).execute(&mut *tx).await?;
+        }
+        tx
+    }};
+}
+
+/// Under the append lock and without writing anything: brings `signer` (and the key files of its
+/// data directory, [`AuditKey::settle`]) to the chain's current key.
+async fn settle_locked(store: &Store, signer: &Signer) -> Result<()> {
+    with_pool!(store, |p, d| {
+        let mut tx = begin_append!(p, d);
+        let chain: Option<Vec<u8>> = sqlx::query_scalar(CURRENT_KEY).fetch_optional(&mut *tx).await?;
+        let settled = signer.for_group(chain.as_deref());
+        tx.rollback().await?;
+        settled.map(drop)
+    })
+}
+
+/// The hand-over record at `seq` after `prev_hash`, retiring `old` for `next`.
+fn handover_record(seq: i64, prev_hash: &[u8], old: &AuditKey, next: &AuditKey) -> AuditRecord {
+    let signature = next.pair.sign(&handover_message(seq, prev_hash, old.public(), next.public()));
+    AuditRecord {
+        ts: crate::db::now(),
+        request_id: format!("audit-key-{}", hex::encode(rand::random::<[u8; 8]>())),
+        agent: "operator".into(),
+        parent_chain: vec![],
+        tool: TOOL_KEY_ROTATED.into(),
+        handle: None,
+        arguments: serde_json::Value::Object(serde_json::Map::new()),
+        decision: Decision::Allow,
+        code: None,
+        outcome: "ok".into(),
+        result_bytes: 0,
+        redactions: 0,
+        duration_us: 0,
+        policies: vec![],
+        approval: None,
+        peer: None,
+        sandbox: None,
+        identity: None,
+        key_handover: Some(KeyHandover {
+            previous: hex::encode(old.public()),
+            next: hex::encode(next.public()),
+            signature: hex::encode(signature.as_ref()),
+        }),
+    }
+}
+
+/// The hand-over transaction of [`AuditLog::rotate_key`], on either engine: from the chain's
+/// current key (the signer's, reloaded under the lock when another process rotated it) to
+/// `next`.
+async fn handover(store: &Store, signer: &Signer, next: &AuditKey) -> Result<KeyRotation> {
+    with_pool!(store, |p, d| {
+        let mut tx = begin_append!(p, d);
+        let (head, head_hash, chain): (Option<i64>, Option<Vec<u8>>, Option<Vec<u8>>) =
+            sqlx::query_as(HEAD_AND_KEY).fetch_one(&mut *tx).await?;
+        let old = signer.for_group(chain.as_deref())?;
+        if old.public() == next.public() {
+            return Err(StoreError::Invalid("the new audit key is the current one".into()));
+        }
+        let seq = head.unwrap_or(0) + 1;
+        let prev = head_hash.unwrap_or_else(|| GENESIS.to_vec());
+        let row = AuditRow::new(seq, &handover_record(seq, &prev, &old, next), prev);
+        let hash = row.expected_hash().expect("the current format is known");
+        sqlx::query(&d.sql(INSERT_ROW))
+            .bind(row.seq)
+            .bind(row.format)
+            .bind(&row.ts)
+            .bind(&row.agent)
+            .bind(&row.tool)
+            .bind(&row.decision)
+            .bind(&row.body)
+            .bind(&row.prev_hash)
+            .bind(&hash)
+            .execute(&mut *tx)
+            .await?;
+        // Signed by the key it retires.
+        let (ts, sig) = old.sign_checkpoint(seq, &hash);
+        sqlx::query(&d.sql(UPSERT_CHECKPOINT)).bind(seq).bind(&hash).bind(&sig).bind(&ts).bind(FORMAT_CURRENT).execute(&mut *tx).await?;
+        sqlx::query(&d.sql(SET_CURRENT_KEY)).bind(next.public()).bind(seq).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(KeyRotation { seq, previous: old.public_key(), next: next.public_key() })
+    })
 }
 
 /// One record for the SQLite writer: linked to the chain's head, inserted, and the group's
 /// checkpoint left to sign the last record of the group.
 struct Append {
     row: AuditRow,
-    key: Arc<AuditKey>,
+    signer: Arc<Signer>,
     seq: i64,
     done: oneshot::Sender<Result<i64>>,
 }
@@ -451,23 +853,23 @@ impl Op for Append {
         let head: Option<(i64, Vec<u8>)> = c
             .prepare_cached("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")?
             .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
-            .map(Some)
-            .or_else(|e| if e == rusqlite::Error::QueryReturnedNoRows { Ok(None) } else { Err(e) })?;
+            .optional()?;
         let (seq, prev) = head.map(|(s, h)| (s + 1, h)).unwrap_or((1, GENESIS.to_vec()));
         let r = &mut self.row;
         r.seq = seq;
         r.prev_hash = prev;
         let hash = r.expected_hash().expect("the current format is known");
-        c.prepare_cached(
-            "INSERT INTO audit (seq, format, ts, agent, tool, decision, body, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )?
-        .execute(rusqlite::params![r.seq, r.format, r.ts, r.agent, r.tool, r.decision, r.body, r.prev_hash, hash])?;
+        c.prepare_cached(INSERT_ROW)?
+            .execute(rusqlite::params![r.seq, r.format, r.ts, r.agent, r.tool, r.decision, r.body, r.prev_hash, hash])?;
         self.seq = seq;
-        let key = Arc::clone(&self.key);
+        let signer = Arc::clone(&self.signer);
         *at_end = Some(Box::new(move |c| {
+            // Once per group, in its transaction: the key the chain accepts now.
+            let chain: Option<Vec<u8>> = c.prepare_cached(CURRENT_KEY)?.query_row([], |r| r.get(0)).optional()?;
+            // (A rusqlite error that carries ours: the group fails with its message.)
+            let key = signer.for_group(chain.as_deref()).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
             let (ts, sig) = key.sign_checkpoint(seq, &hash);
-            c.prepare_cached("INSERT OR REPLACE INTO audit_checkpoints (seq, hash, signature, ts, format) VALUES (?, ?, ?, ?, ?)")?
-                .execute(rusqlite::params![seq, hash, sig, ts, FORMAT_CURRENT])?;
+            c.prepare_cached(UPSERT_CHECKPOINT)?.execute(rusqlite::params![seq, hash, sig, ts, FORMAT_CURRENT])?;
             Ok(())
         }));
         Ok(())
@@ -496,22 +898,23 @@ fn answer<E: std::fmt::Display>(batch: &mut Vec<Pending>, result: std::result::R
     }
 }
 
-async fn pg_writer(pool: sqlx::PgPool, key: AuditKey, mut rx: mpsc::Receiver<Pending>) {
+async fn pg_writer(pool: sqlx::PgPool, signer: Arc<Signer>, mut rx: mpsc::Receiver<Pending>) {
     let mut batch: Vec<Pending> = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let result = pg_write_batch(&pool, &key, &batch).await;
+        let result = pg_write_batch(&pool, &signer, &batch).await;
         answer(&mut batch, result);
     }
 }
 
-async fn pg_write_batch(pool: &sqlx::PgPool, key: &AuditKey, batch: &[Pending]) -> std::result::Result<i64, sqlx::Error> {
+async fn pg_write_batch(pool: &sqlx::PgPool, signer: &Signer, batch: &[Pending]) -> Result<i64> {
     let mut tx = pool.begin().await?;
     // One appender at a time over every replica: the head read below is the head this group
     // extends, so seq stays gap-free and the chain cannot fork.
     sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(locks::AUDIT).execute(&mut *tx).await?;
-    let head: Option<(i64, Vec<u8>)> =
-        sqlx::query_as("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetch_optional(&mut *tx).await?;
-    let head = head.unwrap_or((0, GENESIS.to_vec()));
+    // The head and the chain's current key in one round trip.
+    let (head, head_hash, chain): (Option<i64>, Option<Vec<u8>>, Option<Vec<u8>>) = sqlx::query_as(HEAD_AND_KEY).fetch_one(&mut *tx).await?;
+    let key = signer.for_group(chain.as_deref())?;
+    let head = (head.unwrap_or(0), head_hash.unwrap_or_else(|| GENESIS.to_vec()));
     let first = head.0 + 1;
     let rows = chain_rows(head, batch);
     let mut seqs = Vec::with_capacity(rows.len());
@@ -614,6 +1017,19 @@ pub enum Failure {
     ExportMismatch,
     /// `audit-truncated`: the chain ends before an exported checkpoint's `seq`.
     Truncated,
+    /// `audit-handover-invalid`: a signing-key hand-over record (or an exported hand-over line)
+    /// does not hold: its `next` key's signature does not verify, it names a `previous` key
+    /// that is not the key in use at that point, it is not signed by a checkpoint of the key it
+    /// retires, or it is malformed. A hand-over re-made with another key, or a forged one.
+    HandoverInvalid,
+    /// `audit-key-unknown`: the trusted public key is none of the keys the chain's hand-overs
+    /// name (the original key and each later one): a chain re-made without the key that was
+    /// pinned, or the wrong key given. (A chain with no hand-over names no key; a wrong key
+    /// shows there as `audit-checkpoint-invalid`.)
+    UnknownKey,
+    /// `audit-checkpoint-retired-key`: a checkpoint after a hand-over is signed by a key that
+    /// hand-over retired: something kept signing with the old key after the rotation.
+    CheckpointRetiredKey,
 }
 
 impl Failure {
@@ -636,6 +1052,9 @@ impl Failure {
             Failure::ExportOutOfOrder => "audit-export-out-of-order",
             Failure::ExportMismatch => "audit-export-mismatch",
             Failure::Truncated => "audit-truncated",
+            Failure::HandoverInvalid => "audit-handover-invalid",
+            Failure::UnknownKey => "audit-key-unknown",
+            Failure::CheckpointRetiredKey => "audit-checkpoint-retired-key",
         }
     }
 }
@@ -683,6 +1102,11 @@ pub struct VerifyReport {
     pub legacy_checkpoints: u64,
     /// Exported checkpoints ([`Store::verify_audit_anchored`]) the chain still holds.
     pub anchors: u64,
+    /// Signing-key hand-overs ([`AuditLog::rotate_key`]) that verified.
+    pub handovers: u64,
+    /// Signing keys the chain is signed with: the original one and one more per hand-over (0
+    /// for an empty chain).
+    pub keys: u64,
     /// The last record's sequence number.
     pub last_seq: i64,
     /// The first problem found.
@@ -720,6 +1144,97 @@ impl ExportedCheckpoint {
     }
 }
 
+/// The `kind` of an exported hand-over line.
+pub const EXPORT_KIND_HANDOVER: &str = "key_handover";
+
+/// A signing-key hand-over record as the export writes it, on the line before the checkpoint of
+/// the same `seq`: every column of the row, so that a verifier holding one public key can
+/// recompute the record's hash (the previous key's checkpoint signs it) and check the new key's
+/// signature ([`handover_message`]), and so follow the signing key across the rotation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportedHandover {
+    /// Always [`EXPORT_KIND_HANDOVER`]: what tells this line from a checkpoint (which has no
+    /// `kind`).
+    pub kind: String,
+    /// The record's sequence number.
+    pub seq: i64,
+    /// Its format ([`FORMAT_CURRENT`]).
+    pub format: i64,
+    /// Its `ts` column.
+    pub ts: String,
+    /// Its `agent` column.
+    pub agent: String,
+    /// Its `tool` column ([`TOOL_KEY_ROTATED`]).
+    pub tool: String,
+    /// Its `decision` column.
+    pub decision: String,
+    /// Its `body` column: the record's JSON, with its `key_handover`.
+    pub body: String,
+    /// Its `prev_hash`, hex.
+    pub prev_hash: String,
+    /// Its `hash`, hex.
+    pub hash: String,
+}
+
+impl ExportedHandover {
+    fn from_row(row: AuditRow, hash: &[u8]) -> ExportedHandover {
+        ExportedHandover {
+            kind: EXPORT_KIND_HANDOVER.into(),
+            seq: row.seq,
+            format: row.format,
+            ts: row.ts,
+            agent: row.agent,
+            tool: row.tool,
+            decision: row.decision,
+            body: row.body,
+            prev_hash: hex::encode(row.prev_hash),
+            hash: hex::encode(hash),
+        }
+    }
+
+    /// The row and its stated hash; `None` when a hash is not hex.
+    fn row(&self) -> Option<(AuditRow, Vec<u8>)> {
+        let row = AuditRow {
+            seq: self.seq,
+            format: self.format,
+            ts: self.ts.clone(),
+            agent: self.agent.clone(),
+            tool: self.tool.clone(),
+            decision: self.decision.clone(),
+            body: self.body.clone(),
+            prev_hash: hex::decode(&self.prev_hash).ok()?,
+        };
+        Some((row, hex::decode(&self.hash).ok()?))
+    }
+}
+
+/// One line of an export: a checkpoint, or a hand-over (which has a `kind`). Serializes as the
+/// bare line object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum ExportLine {
+    /// A signed checkpoint.
+    Checkpoint(ExportedCheckpoint),
+    /// A signing-key hand-over record, before the checkpoint that signs it.
+    Handover(ExportedHandover),
+}
+
+impl ExportLine {
+    /// Parses one line of an export; what is wrong with it, in words, when it is neither kind.
+    pub fn parse(line: &str) -> std::result::Result<ExportLine, String> {
+        let v: serde_json::Value = serde_json::from_str(line).map_err(|e| format!("not a checkpoint: {e}"))?;
+        if v.get("kind").is_none() {
+            return serde_json::from_value(v).map(ExportLine::Checkpoint).map_err(|e| format!("not a checkpoint: {e}"));
+        }
+        let h: ExportedHandover = serde_json::from_value(v).map_err(|e| format!("not a key hand-over: {e}"))?;
+        if h.kind != EXPORT_KIND_HANDOVER {
+            return Err(format!("unknown line kind {:?}", h.kind));
+        }
+        Ok(ExportLine::Handover(h))
+    }
+}
+
 /// A record hash an exported checkpoint vouches for, after its signature verified.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Anchor {
@@ -736,6 +1251,10 @@ pub struct CheckpointFileReport {
     pub checkpoints: u64,
     /// Of those, format-1 checkpoints (their time is not signed).
     pub legacy_checkpoints: u64,
+    /// Hand-over lines that verified.
+    pub handovers: u64,
+    /// Signing keys the file's checkpoints are signed with (0 for a file with no checkpoint).
+    pub keys: u64,
     /// The last verified checkpoint.
     pub last: Option<ExportedCheckpoint>,
     /// The first problem found; `seq` is the checkpoint's (0 when the line has none) and the
@@ -753,49 +1272,263 @@ impl CheckpointFileReport {
     }
 }
 
-/// Verifies an exported checkpoint file (JSON lines of [`ExportedCheckpoint`], blank lines
-/// ignored) with `public_key` alone: every line parses, its signature verifies, and `seq`
-/// increases from line to line. No store is needed: this is what a party outside the host runs.
-pub fn verify_checkpoint_file(text: &str, public_key: &[u8]) -> CheckpointFileReport {
-    let pk = signature::UnparsedPublicKey::new(&signature::ED25519, public_key);
-    let mut report = CheckpointFileReport { checkpoints: 0, legacy_checkpoints: 0, last: None, first_bad: None, anchors: Vec::new() };
-    let mut after = 0i64;
-    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-        let n = i + 1;
-        let cp: ExportedCheckpoint = match serde_json::from_str(line) {
-            Ok(cp) => cp,
-            Err(e) => {
-                report.first_bad = Some(Finding::new(0, Failure::ExportMalformed, format!("line {n}: not a checkpoint: {e}")));
-                return report;
-            }
-        };
-        let (Ok(hash), Ok(sig)) = (hex::decode(&cp.hash), hex::decode(&cp.signature)) else {
-            report.first_bad = Some(Finding::new(cp.seq, Failure::ExportMalformed, format!("line {n}: hash or signature is not hex")));
-            return report;
-        };
-        if cp.seq <= after {
-            report.first_bad = Some(Finding::new(cp.seq, Failure::ExportOutOfOrder, format!("line {n}: seq {} does not follow {after}", cp.seq)));
-            return report;
-        }
-        let Some(msg) = checkpoint_message(cp.format, cp.seq, &hash, &cp.time) else {
-            report.first_bad = Some(Finding::new(cp.seq, Failure::FormatUnknown, format!("line {n}: unknown checkpoint format {}", cp.format)));
-            return report;
-        };
-        if pk.verify(&msg, &sig).is_err() {
-            report.first_bad = Some(Finding::new(
-                cp.seq,
-                Failure::ExportBadSignature,
-                format!("line {n}: the signature does not verify with this public key (forged or edited)"),
-            ));
-            return report;
-        }
-        report.checkpoints += 1;
-        report.legacy_checkpoints += u64::from(cp.format == FORMAT_LEGACY);
-        report.anchors.push(Anchor { seq: cp.seq, hash });
-        after = cp.seq;
-        report.last = Some(cp);
+/// The key hand-over a record's body holds: `Ok(None)` for every record but a hand-over (most
+/// bodies are not even parsed), `Err` (what is wrong) for a body whose `key_handover` is
+/// malformed.
+fn body_handover(body: &str) -> std::result::Result<Option<KeyHandover>, String> {
+    if !body.contains("\"key_handover\"") {
+        return Ok(None);
     }
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(body) else { return Ok(None) };
+    match v.get("key_handover") {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(h) => serde_json::from_value(h.clone()).map(Some).map_err(|e| format!("its key_handover is malformed: {e}")),
+    }
+}
+
+/// (seq, previous, next) of the hand-overs among `rows` (seq, body), in order, for
+/// [`Keys::start`]; a malformed one is left out (the walk reports it where it is).
+fn handover_keys<'a>(rows: impl Iterator<Item = (i64, &'a str)>) -> Vec<(i64, Vec<u8>, Vec<u8>)> {
+    rows.filter_map(|(seq, body)| {
+        let h = body_handover(body).ok()??.decode()?;
+        Some((seq, h.previous, h.next))
+    })
+    .collect()
+}
+
+/// How a checkpoint's signature failed under [`Keys`].
+enum SigFault {
+    /// Not by the key in force, nor by any key retired before.
+    Bad,
+    /// By a key a hand-over before retired.
+    Retired,
+}
+
+/// The signing keys along a chain (or an export) as its hand-overs pass them on: the key in
+/// force where the walk has got to, the ones retired before, and the key the verifier trusts.
+///
+/// Trusting any one key of the sequence trusts them all, in both directions: each hand-over is
+/// signed by its `next` key (over the chain up to there, through `prev_hash`) and its record
+/// is signed by a checkpoint of its `previous` key. So the walk starts at the original key,
+/// checks both signatures of every hand-over, and the trusted key must be among the keys it
+/// passes.
+struct Keys {
+    current: Vec<u8>,
+    retired: Vec<Vec<u8>>,
+    trusted: Vec<u8>,
+    /// True once the walk is where `trusted` is (or was) in force.
+    trusted_seen: bool,
+    handovers: u64,
+}
+
+impl Keys {
+    /// The keys of a chain whose hand-overs (read ahead) are `handovers` (seq, previous, next),
+    /// trusting `trusted`: the walk starts at the original key (the first hand-over's previous),
+    /// or at `trusted` when the chain has no hand-over (it names no key then, as before
+    /// rotations existed). A finding ([`Failure::UnknownKey`]) when there are hand-overs and
+    /// `trusted` is none of their keys.
+    fn start(trusted: &[u8], handovers: &[(i64, Vec<u8>, Vec<u8>)]) -> std::result::Result<Keys, Finding> {
+        let Some((first_seq, original, _)) = handovers.first() else {
+            return Ok(Keys { current: trusted.to_vec(), retired: Vec::new(), trusted: trusted.to_vec(), trusted_seen: true, handovers: 0 });
+        };
+        if !handovers.iter().any(|(_, p, n)| p == trusted || n == trusted) {
+            let last = &handovers[handovers.len() - 1].2;
+            return Err(Finding::new(
+                *first_seq,
+                Failure::UnknownKey,
+                format!(
+                    "the trusted public key {} is none of the {} keys the chain's hand-overs name (original {}, current {})",
+                    hex::encode(trusted),
+                    handovers.len() + 1,
+                    hex::encode(original),
+                    hex::encode(last)
+                ),
+            ));
+        }
+        Ok(Keys { current: original.clone(), retired: Vec::new(), trusted: trusted.to_vec(), trusted_seen: original == trusted, handovers: 0 })
+    }
+
+    /// Checks a checkpoint's signature `sig` over `msg` with the key in force.
+    fn verify(&self, msg: &[u8], sig: &[u8]) -> std::result::Result<(), SigFault> {
+        let by = |k: &[u8]| signature::UnparsedPublicKey::new(&signature::ED25519, k).verify(msg, sig).is_ok();
+        if by(&self.current) {
+            Ok(())
+        } else if self.retired.iter().any(|k| by(k)) {
+            Err(SigFault::Retired)
+        } else {
+            Err(SigFault::Bad)
+        }
+    }
+
+    /// Checks the hand-over `h` held by `row` against the key in force: a format-2 record of
+    /// [`TOOL_KEY_ROTATED`] retiring the key in force, for another key, whose signature over
+    /// [`handover_message`] of the row's `seq` and `prev_hash` verifies. (That a checkpoint of
+    /// the retired key signs the record is the caller's to check.) What fails, in words.
+    fn check(&self, row: &AuditRow, h: &KeyHandover) -> std::result::Result<Handover, String> {
+        if row.format != FORMAT_CURRENT {
+            return Err(format!("a key hand-over in a record of format {}", row.format));
+        }
+        if row.tool != TOOL_KEY_ROTATED {
+            return Err(format!("a key hand-over in a record whose tool is not {TOOL_KEY_ROTATED}"));
+        }
+        let Some(d) = h.decode() else {
+            return Err("the hand-over's keys or signature are not hex of the right length".into());
+        };
+        if d.previous != self.current {
+            return Err(format!(
+                "the hand-over retires key {}, but key {} signs at this point",
+                hex::encode(&d.previous),
+                hex::encode(&self.current)
+            ));
+        }
+        if d.next == d.previous {
+            return Err("the hand-over hands over to the key it retires".into());
+        }
+        let msg = handover_message(row.seq, &row.prev_hash, &d.previous, &d.next);
+        if signature::UnparsedPublicKey::new(&signature::ED25519, &d.next).verify(&msg, &d.signature).is_err() {
+            return Err("the next key's signature over the hand-over does not verify (re-made or forged)".into());
+        }
+        Ok(d)
+    }
+
+    /// Passes a checked hand-over: its next key signs from here.
+    fn pass(&mut self, h: Handover) {
+        self.retired.push(std::mem::replace(&mut self.current, h.next));
+        self.trusted_seen |= self.current == self.trusted;
+        self.handovers += 1;
+    }
+
+    /// After the walk: a finding when it never got to the trusted key.
+    fn end(&self, seq: i64) -> std::result::Result<(), Finding> {
+        if self.trusted_seen {
+            return Ok(());
+        }
+        Err(Finding::new(seq, Failure::UnknownKey, format!("the trusted public key {} signs no part of the chain", hex::encode(&self.trusted))))
+    }
+}
+
+/// Verifies an exported checkpoint file (JSON lines, [`ExportLine`]: checkpoints, and the
+/// hand-overs of signing-key rotations; blank lines ignored) with `public_key` alone: every line
+/// parses, every checkpoint's signature verifies with the key in force at its `seq`, and `seq`
+/// increases from line to line. `public_key` may be any key of the file's hand-over sequence
+/// (the original one, or any later): each hand-over is signed by both its keys, so trusting one
+/// key of the sequence trusts them all. A hand-over line must be followed by the
+/// checkpoint of its record, signed by the key it retires. No store is needed: this is what a
+/// party outside the host runs.
+pub fn verify_checkpoint_file(text: &str, public_key: &[u8]) -> CheckpointFileReport {
+    let mut report =
+        CheckpointFileReport { checkpoints: 0, legacy_checkpoints: 0, handovers: 0, keys: 0, last: None, first_bad: None, anchors: Vec::new() };
+    let lines: Vec<(usize, &str)> = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()).map(|(i, l)| (i + 1, l)).collect();
+    // The hand-overs first: they say which key signs where. A line that does not parse leaves
+    // the set of keys unknown: it is the finding then, rather than the key.
+    let mut handovers = Vec::new();
+    let mut malformed = None;
+    for &(n, l) in &lines {
+        match ExportLine::parse(l) {
+            Ok(ExportLine::Handover(h)) => handovers.push(h),
+            Ok(ExportLine::Checkpoint(_)) => {}
+            Err(e) => {
+                malformed = Some(Finding::new(0, Failure::ExportMalformed, format!("line {n}: {e}")));
+                break;
+            }
+        }
+    }
+    let mut keys = match Keys::start(public_key, &handover_keys(handovers.iter().map(|h| (h.seq, h.body.as_str())))) {
+        Ok(k) => k,
+        Err(f) => {
+            report.first_bad = Some(malformed.unwrap_or(f));
+            return report;
+        }
+    };
+    match walk_file(&lines, &mut keys, &mut report) {
+        Err(f) => report.first_bad = Some(f),
+        Ok(()) => report.first_bad = keys.end(report.last.as_ref().map_or(0, |c| c.seq)).err(),
+    }
+    report.handovers = keys.handovers;
+    report.keys = if report.checkpoints > 0 { keys.handovers + 1 } else { 0 };
     report
+}
+
+/// The lines of an export in order, for [`verify_checkpoint_file`].
+fn walk_file(lines: &[(usize, &str)], keys: &mut Keys, report: &mut CheckpointFileReport) -> std::result::Result<(), Finding> {
+    let mut after = 0i64;
+    // A hand-over line waiting for the checkpoint of its record: (line, seq, hash, hand-over).
+    let mut pending: Option<(usize, i64, Vec<u8>, Handover)> = None;
+    for &(n, line) in lines {
+        let h = match ExportLine::parse(line) {
+            Ok(ExportLine::Handover(h)) => h,
+            Ok(ExportLine::Checkpoint(cp)) => {
+                let (Ok(hash), Ok(sig)) = (hex::decode(&cp.hash), hex::decode(&cp.signature)) else {
+                    return Err(Finding::new(cp.seq, Failure::ExportMalformed, format!("line {n}: hash or signature is not hex")));
+                };
+                if let Some((hn, hseq, hhash, _)) = &pending {
+                    if cp.seq != *hseq || hash != *hhash {
+                        return Err(Finding::new(
+                            *hseq,
+                            Failure::HandoverInvalid,
+                            format!("line {hn}: the hand-over is not followed by the checkpoint of its record"),
+                        ));
+                    }
+                }
+                if cp.seq <= after {
+                    return Err(Finding::new(cp.seq, Failure::ExportOutOfOrder, format!("line {n}: seq {} does not follow {after}", cp.seq)));
+                }
+                let Some(msg) = checkpoint_message(cp.format, cp.seq, &hash, &cp.time) else {
+                    return Err(Finding::new(cp.seq, Failure::FormatUnknown, format!("line {n}: unknown checkpoint format {}", cp.format)));
+                };
+                match keys.verify(&msg, &sig) {
+                    Ok(()) => {}
+                    Err(SigFault::Retired) => {
+                        return Err(Finding::new(
+                            cp.seq,
+                            Failure::CheckpointRetiredKey,
+                            format!("line {n}: signed by a key retired by an earlier hand-over"),
+                        ))
+                    }
+                    Err(SigFault::Bad) => {
+                        return Err(Finding::new(
+                            cp.seq,
+                            Failure::ExportBadSignature,
+                            format!("line {n}: the signature does not verify with this public key (forged or edited)"),
+                        ))
+                    }
+                }
+                report.checkpoints += 1;
+                report.legacy_checkpoints += u64::from(cp.format == FORMAT_LEGACY);
+                report.anchors.push(Anchor { seq: cp.seq, hash });
+                after = cp.seq;
+                report.last = Some(cp);
+                if let Some((_, _, _, h)) = pending.take() {
+                    keys.pass(h);
+                }
+                continue;
+            }
+            Err(e) => return Err(Finding::new(0, Failure::ExportMalformed, format!("line {n}: {e}"))),
+        };
+        if let Some((hn, hseq, _, _)) = &pending {
+            return Err(Finding::new(*hseq, Failure::HandoverInvalid, format!("line {hn}: the hand-over is not followed by the checkpoint of its record")));
+        }
+        if h.seq <= after {
+            return Err(Finding::new(h.seq, Failure::ExportOutOfOrder, format!("line {n}: seq {} does not follow {after}", h.seq)));
+        }
+        let Some((row, hash)) = h.row() else {
+            return Err(Finding::new(h.seq, Failure::ExportMalformed, format!("line {n}: prev_hash or hash is not hex")));
+        };
+        if row.expected_hash().as_deref() != Some(hash.as_slice()) {
+            return Err(Finding::new(h.seq, Failure::HandoverInvalid, format!("line {n}: the hand-over record's columns do not match its hash (edited)")));
+        }
+        let checked = match body_handover(&row.body) {
+            Ok(Some(kh)) => keys.check(&row, &kh),
+            Ok(None) => Err("the record holds no key hand-over".into()),
+            Err(e) => Err(e),
+        };
+        let d = checked.map_err(|e| Finding::new(h.seq, Failure::HandoverInvalid, format!("line {n}: {e}")))?;
+        pending = Some((n, h.seq, hash, d));
+    }
+    if let Some((hn, hseq, _, _)) = pending {
+        return Err(Finding::new(hseq, Failure::HandoverInvalid, format!("line {hn}: the hand-over is not followed by the checkpoint of its record")));
+    }
+    Ok(())
 }
 
 /// A stored checkpoint as read back.
@@ -810,7 +1543,7 @@ struct StoredCheckpoint {
 /// The walk along the chain: the state [`Store::verify_audit_anchored`] carries from row to
 /// row, the same for both engines.
 struct Walk<'a> {
-    pk: signature::UnparsedPublicKey<&'a [u8]>,
+    keys: Keys,
     stored: std::iter::Peekable<std::vec::IntoIter<StoredCheckpoint>>,
     anchors: std::iter::Peekable<std::slice::Iter<'a, Anchor>>,
     prev: Vec<u8>,
@@ -847,7 +1580,21 @@ impl Walk<'_> {
             }
             self.report.legacy_records += 1;
         }
-        self.checkpoints(seq, &hash)?;
+        let handover = match body_handover(&row.body) {
+            Ok(Some(h)) => Some(self.keys.check(&row, &h)),
+            Ok(None) => None,
+            Err(e) => Some(Err(e)),
+        }
+        .transpose()
+        .map_err(|e| Finding::new(seq, Failure::HandoverInvalid, e))?;
+        // A hand-over record's own checkpoint is still the retiring key's.
+        self.checkpoints(seq, &hash, handover.is_some())?;
+        if let Some(h) = handover {
+            if self.last_checkpoint != seq {
+                return Err(Finding::new(seq, Failure::HandoverInvalid, "the hand-over has no checkpoint signed by the key it retires"));
+            }
+            self.keys.pass(h);
+        }
         while let Some(a) = self.anchors.next_if(|a| a.seq <= seq) {
             if a.seq != seq || a.hash != hash {
                 return Err(Finding::new(a.seq, Failure::ExportMismatch, "the record's hash differs from the exported checkpoint's (the chain was rewritten)"));
@@ -859,8 +1606,11 @@ impl Walk<'_> {
         Ok(())
     }
 
-    /// The stored checkpoints up to record `seq`, whose hash is `hash`.
-    fn checkpoints(&mut self, seq: i64, hash: &[u8]) -> std::result::Result<(), Finding> {
+    /// The stored checkpoints up to record `seq`, whose hash is `hash`. For a hand-over record
+    /// (`handover`), a checkpoint that does not sign it with the key in force (the key it
+    /// retires) is reported as the hand-over's failure: the hand-over was re-made by someone
+    /// without that key.
+    fn checkpoints(&mut self, seq: i64, hash: &[u8], handover: bool) -> std::result::Result<(), Finding> {
         while let Some(cp) = self.stored.next_if(|c| c.seq <= seq) {
             if cp.seq < seq {
                 return Err(Finding::new(cp.seq, Failure::CheckpointOrphaned, "a signed checkpoint for a record that is gone"));
@@ -868,8 +1618,26 @@ impl Walk<'_> {
             let Some(msg) = checkpoint_message(cp.format, cp.seq, &cp.hash, &cp.ts) else {
                 return Err(Finding::new(seq, Failure::FormatUnknown, format!("unknown checkpoint format {}", cp.format)));
             };
-            if cp.hash != hash || self.pk.verify(&msg, &cp.signature).is_err() {
-                return Err(Finding::new(seq, Failure::CheckpointInvalid, "the signed checkpoint does not match (chain rewritten or checkpoint forged)"));
+            let invalid = || {
+                if handover {
+                    Finding::new(seq, Failure::HandoverInvalid, "the hand-over is not signed by a checkpoint of the key it retires (re-made without that key)")
+                } else {
+                    Finding::new(seq, Failure::CheckpointInvalid, "the signed checkpoint does not match (chain rewritten or checkpoint forged)")
+                }
+            };
+            if cp.hash != hash {
+                return Err(invalid());
+            }
+            match self.keys.verify(&msg, &cp.signature) {
+                Ok(()) => {}
+                Err(SigFault::Bad) => return Err(invalid()),
+                Err(SigFault::Retired) => {
+                    return Err(Finding::new(
+                        seq,
+                        Failure::CheckpointRetiredKey,
+                        "the checkpoint is signed by a key an earlier hand-over retired (something kept signing with the old key)",
+                    ))
+                }
             }
             self.report.checkpoints += 1;
             self.report.legacy_checkpoints += u64::from(cp.format == FORMAT_LEGACY);
@@ -890,12 +1658,16 @@ impl Walk<'_> {
                 format!("the chain ends at record {} but an exported checkpoint signs record {} (truncated)", self.report.last_seq, a.seq),
             ));
         }
-        Ok(())
+        self.keys.end(self.report.last_seq)
     }
 }
 
 const SELECT_ROWS: &str = "SELECT seq, format, ts, agent, tool, decision, body, prev_hash, hash FROM audit ORDER BY seq";
 const SELECT_CHECKPOINTS: &str = "SELECT seq, hash, signature, ts, format FROM audit_checkpoints ORDER BY seq";
+/// The candidates for hand-over records, read ahead of the walk: their keys say which key signs
+/// where. (Any call may name a tool `audit_key_rotated`; only a body with a `key_handover`,
+/// which no call can put there, is a hand-over.)
+const SELECT_HANDOVERS: &str = "SELECT seq, body FROM audit WHERE tool = ? ORDER BY seq";
 
 /// Reads one row of [`SELECT_ROWS`] (`$row`, either engine): `Ok((row, hash))`, or a
 /// [`Failure::ColumnMalformed`] finding when a column holds a value of the wrong type.
@@ -948,9 +1720,40 @@ impl Store {
     /// [`verify_checkpoint_file`] returns them). This catches a truncation back to an earlier
     /// checkpoint with the later checkpoints deleted, and a chain rewritten and re-signed with a
     /// substituted key.
+    ///
+    /// Across signing-key rotations ([`AuditLog::rotate_key`]), `public_key` may be the
+    /// original key or any later one the chain's hand-overs name (the one the operator pinned):
+    /// checkpoints up to and including each hand-over record verify under its previous key,
+    /// later ones under its next, and each hand-over must be signed both ways.
     pub async fn verify_audit_anchored(&self, public_key: &[u8], anchors: &[Anchor]) -> Result<VerifyReport> {
         use futures_lite::StreamExt;
-        let empty = VerifyReport { records: 0, legacy_records: 0, checkpoints: 0, legacy_checkpoints: 0, anchors: 0, last_seq: 0, first_bad: None };
+        let empty = VerifyReport {
+            records: 0,
+            legacy_records: 0,
+            checkpoints: 0,
+            legacy_checkpoints: 0,
+            anchors: 0,
+            handovers: 0,
+            keys: 0,
+            last_seq: 0,
+            first_bad: None,
+        };
+        // The hand-overs, read ahead: the walk starts at the original key. A row that cannot be
+        // read here is left to the walk, which names it.
+        let candidates: Vec<(i64, String)> = with_pool!(self, |p, d| {
+            use sqlx::Row;
+            sqlx::query(&d.sql(SELECT_HANDOVERS))
+                .bind(TOOL_KEY_ROTATED)
+                .fetch_all(p)
+                .await?
+                .iter()
+                .filter_map(|r| Some((r.try_get(0).ok()?, r.try_get(1).ok()?)))
+                .collect()
+        });
+        let keys = match Keys::start(public_key, &handover_keys(candidates.iter().map(|(s, b)| (*s, b.as_str())))) {
+            Ok(k) => k,
+            Err(f) => return Ok(VerifyReport { first_bad: Some(f), ..empty }),
+        };
         let stored: std::result::Result<Vec<StoredCheckpoint>, Finding> = with_pool!(self, |p, d| {
             let mut out = Vec::new();
             let mut bad = None;
@@ -970,7 +1773,7 @@ impl Store {
             Err(f) => return Ok(VerifyReport { first_bad: Some(f), ..empty }),
         };
         let mut walk = Walk {
-            pk: signature::UnparsedPublicKey::new(&signature::ED25519, public_key),
+            keys,
             stored: stored.into_iter().peekable(),
             anchors: anchors.iter().peekable(),
             prev: GENESIS.to_vec(),
@@ -990,6 +1793,8 @@ impl Store {
             }
             result
         });
+        walk.report.handovers = walk.keys.handovers;
+        walk.report.keys = if walk.report.records > 0 { walk.keys.handovers + 1 } else { 0 };
         if let Err(f) = walked.and_then(|()| walk.end()) {
             walk.report.first_bad = Some(f);
             return Ok(walk.report);
@@ -1016,6 +1821,37 @@ impl Store {
             )
             .await?;
         Ok(rows.into_iter().map(|(seq, hash, sig, ts, format)| ExportedCheckpoint::from_stored(seq, &hash, &sig, ts, format)).collect())
+    }
+
+    /// The lines of a checkpoint export after record `after`, oldest first, at most `limit`
+    /// checkpoints: each signed checkpoint, preceded by the hand-over record it signs when it
+    /// signs one ([`ExportLine`]). What `airlock audit checkpoints export` writes; a page never
+    /// separates a hand-over from its checkpoint.
+    pub async fn audit_export(&self, after: i64, limit: i64) -> Result<Vec<ExportLine>> {
+        type Row = (i64, i64, String, String, String, String, String, Vec<u8>, Vec<u8>);
+        let checkpoints = self.audit_checkpoints(after, limit).await?;
+        let Some(last) = checkpoints.last().map(|c| c.seq) else { return Ok(Vec::new()) };
+        let rows: Vec<Row> = self
+            .fetch_all(
+                "SELECT seq, format, ts, agent, tool, decision, body, prev_hash, hash FROM audit WHERE tool = ? AND seq > ? AND seq <= ? ORDER BY seq",
+                &[TOOL_KEY_ROTATED.into(), after.into(), last.into()],
+            )
+            .await?;
+        let mut handovers = rows
+            .into_iter()
+            .filter(|r| matches!(body_handover(&r.6), Ok(Some(_))))
+            .map(|(seq, format, ts, agent, tool, decision, body, prev_hash, hash)| {
+                ExportedHandover::from_row(AuditRow { seq, format, ts, agent, tool, decision, body, prev_hash }, &hash)
+            })
+            .peekable();
+        let mut out = Vec::with_capacity(checkpoints.len());
+        for cp in checkpoints {
+            while let Some(h) = handovers.next_if(|h| h.seq <= cp.seq) {
+                out.push(ExportLine::Handover(h));
+            }
+            out.push(ExportLine::Checkpoint(cp));
+        }
+        Ok(out)
     }
 
     /// The last `n` records, oldest first, as (seq, record).
@@ -1057,6 +1893,7 @@ mod tests {
             peer: None,
             sandbox: None,
             identity: None,
+            key_handover: None,
         }
     }
 
@@ -1198,6 +2035,32 @@ mod tests {
         assert_eq!(
             hex::encode(enc(&[("n", Field::Int(1)), ("t", Field::Text("hi"))])),
             concat!("0000000164", "00000002", "000000016e", "01", "0000000000000008", "0000000000000001", "0000000174", "02", "0000000000000002", "6869")
+        );
+    }
+
+    #[test]
+    fn the_handover_message_is_the_documented_vector() {
+        // docs/audit-format.md, "Signing-key rotation": keys from fixed seeds, so the signature
+        // (Ed25519 is deterministic) is fixed too.
+        let previous = Ed25519KeyPair::from_seed_unchecked(&[1u8; 32]).unwrap();
+        let next = Ed25519KeyPair::from_seed_unchecked(&[2u8; 32]).unwrap();
+        let (p, n) = (previous.public_key().as_ref(), next.public_key().as_ref());
+        assert_eq!(hex::encode(p), "8a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c");
+        assert_eq!(hex::encode(n), "8139770ea87d175f56a35466c34c7ecccb8d8a91b4ee37a25df60f5b8fc9b394");
+        let msg = handover_message(5, &[0x11; 32], p, n);
+        assert_eq!(
+            hex::encode(&msg),
+            concat!(
+                "0000001d", "6169726c6f636b2d61756469742d6b65792d68616e646f7665722d7631", "00000004",
+                "00000003", "736571", "01", "0000000000000008", "0000000000000005",
+                "00000009", "707265765f68617368", "03", "0000000000000020", "1111111111111111111111111111111111111111111111111111111111111111",
+                "00000008", "70726576696f7573", "03", "0000000000000020", "8a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c",
+                "00000004", "6e657874", "03", "0000000000000020", "8139770ea87d175f56a35466c34c7ecccb8d8a91b4ee37a25df60f5b8fc9b394",
+            )
+        );
+        assert_eq!(
+            hex::encode(next.sign(&msg).as_ref()),
+            "95e27dc083421fc0b2f95faeec2bccb14632ef6086739204678953d055213b65c88d53b70599ae7bfc43c6466d262963fca928079500f027aa14b66d057aad03"
         );
     }
 

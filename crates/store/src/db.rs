@@ -218,6 +218,96 @@ CREATE TABLE IF NOT EXISTS retired_secrets (
 );
 "#;
 
+/// Key versions. `master_keys` is the keyring of the local vault (`airlock_vault::keyring`):
+/// each version is a random key sealed under the root master key (`wrapped`), and `tag` is the
+/// header every value sealed under it begins with; version 0 is the root key itself (tag `01`,
+/// the original sealed format, no `wrapped`). The table is empty until the first rotation. A
+/// trigger refuses any sealed value whose version is not in the table (once it holds any row),
+/// so no value can ever be written under a key that a finished rotation has deleted; the
+/// rotation deletes a version only when no value is left under it, in a transaction that holds
+/// every writer of sealed values off (`Store::retire_master_keys`).
+///
+/// `audit_signing_key` is the audit chain's current signing key (one row, `id` 1, absent until
+/// the first rotation): the public key and the hand-over record since which it signs, set in
+/// the hand-over's transaction (`AuditLog::rotate_key`) and read by every appender in each
+/// group's transaction, so that no process goes on signing with a retired key. Idempotent.
+mod keys {
+    pub(super) const SQLITE: &str = r#"
+CREATE TABLE IF NOT EXISTS master_keys (
+    version     INTEGER PRIMARY KEY,
+    tag         BLOB NOT NULL UNIQUE,
+    wrapped     BLOB,
+    created_at  TEXT NOT NULL
+);
+CREATE TRIGGER IF NOT EXISTS secrets_key_live_i BEFORE INSERT ON secrets
+WHEN EXISTS (SELECT 1 FROM master_keys) AND NOT EXISTS (SELECT 1 FROM master_keys WHERE tag = substr(NEW.sealed, 1, length(tag)))
+BEGIN SELECT RAISE(ABORT, 'airlock-key-retired'); END;
+CREATE TRIGGER IF NOT EXISTS secrets_key_live_u BEFORE UPDATE OF sealed ON secrets
+WHEN EXISTS (SELECT 1 FROM master_keys) AND NOT EXISTS (SELECT 1 FROM master_keys WHERE tag = substr(NEW.sealed, 1, length(tag)))
+BEGIN SELECT RAISE(ABORT, 'airlock-key-retired'); END;
+CREATE TRIGGER IF NOT EXISTS retired_secrets_key_live_i BEFORE INSERT ON retired_secrets
+WHEN EXISTS (SELECT 1 FROM master_keys) AND NOT EXISTS (SELECT 1 FROM master_keys WHERE tag = substr(NEW.sealed, 1, length(tag)))
+BEGIN SELECT RAISE(ABORT, 'airlock-key-retired'); END;
+CREATE TRIGGER IF NOT EXISTS retired_secrets_key_live_u BEFORE UPDATE OF sealed ON retired_secrets
+WHEN EXISTS (SELECT 1 FROM master_keys) AND NOT EXISTS (SELECT 1 FROM master_keys WHERE tag = substr(NEW.sealed, 1, length(tag)))
+BEGIN SELECT RAISE(ABORT, 'airlock-key-retired'); END;
+CREATE TRIGGER IF NOT EXISTS oauth_accounts_key_live_i BEFORE INSERT ON oauth_accounts
+WHEN EXISTS (SELECT 1 FROM master_keys) AND NOT EXISTS (SELECT 1 FROM master_keys WHERE tag = substr(NEW.sealed, 1, length(tag)))
+BEGIN SELECT RAISE(ABORT, 'airlock-key-retired'); END;
+CREATE TRIGGER IF NOT EXISTS oauth_accounts_key_live_u BEFORE UPDATE OF sealed ON oauth_accounts
+WHEN EXISTS (SELECT 1 FROM master_keys) AND NOT EXISTS (SELECT 1 FROM master_keys WHERE tag = substr(NEW.sealed, 1, length(tag)))
+BEGIN SELECT RAISE(ABORT, 'airlock-key-retired'); END;
+CREATE TRIGGER IF NOT EXISTS oauth_connects_key_live_u BEFORE UPDATE OF verifier ON oauth_connects
+WHEN NEW.verifier IS NOT NULL AND EXISTS (SELECT 1 FROM master_keys) AND NOT EXISTS (SELECT 1 FROM master_keys WHERE tag = substr(NEW.verifier, 1, length(tag)))
+BEGIN SELECT RAISE(ABORT, 'airlock-key-retired'); END;
+CREATE TABLE IF NOT EXISTS audit_signing_key (
+    id          INTEGER PRIMARY KEY CHECK (id = 1),
+    public      BLOB NOT NULL,
+    since_seq   INTEGER NOT NULL
+);
+"#;
+
+    pub(super) const POSTGRES: &str = r#"
+CREATE TABLE IF NOT EXISTS master_keys (
+    version     BIGINT PRIMARY KEY,
+    tag         BYTEA NOT NULL UNIQUE,
+    wrapped     BYTEA,
+    created_at  TEXT COLLATE "C" NOT NULL
+);
+CREATE OR REPLACE FUNCTION airlock_sealed_key_live(v BYTEA) RETURNS BOOLEAN LANGUAGE sql VOLATILE AS $$
+    SELECT v IS NULL OR NOT EXISTS (SELECT 1 FROM master_keys)
+        OR EXISTS (SELECT 1 FROM master_keys WHERE tag = substring(v FROM 1 FOR length(tag)))
+$$;
+CREATE OR REPLACE FUNCTION airlock_sealed_key_check() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NOT airlock_sealed_key_live(NEW.sealed) THEN RAISE EXCEPTION 'airlock-key-retired'; END IF;
+    RETURN NEW;
+END $$;
+CREATE OR REPLACE FUNCTION airlock_verifier_key_check() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NOT airlock_sealed_key_live(NEW.verifier) THEN RAISE EXCEPTION 'airlock-key-retired'; END IF;
+    RETURN NEW;
+END $$;
+DROP TRIGGER IF EXISTS secrets_key_live ON secrets;
+CREATE TRIGGER secrets_key_live BEFORE INSERT OR UPDATE OF sealed ON secrets
+    FOR EACH ROW EXECUTE FUNCTION airlock_sealed_key_check();
+DROP TRIGGER IF EXISTS retired_secrets_key_live ON retired_secrets;
+CREATE TRIGGER retired_secrets_key_live BEFORE INSERT OR UPDATE OF sealed ON retired_secrets
+    FOR EACH ROW EXECUTE FUNCTION airlock_sealed_key_check();
+DROP TRIGGER IF EXISTS oauth_accounts_key_live ON oauth_accounts;
+CREATE TRIGGER oauth_accounts_key_live BEFORE INSERT OR UPDATE OF sealed ON oauth_accounts
+    FOR EACH ROW EXECUTE FUNCTION airlock_sealed_key_check();
+DROP TRIGGER IF EXISTS oauth_connects_key_live ON oauth_connects;
+CREATE TRIGGER oauth_connects_key_live BEFORE UPDATE OF verifier ON oauth_connects
+    FOR EACH ROW EXECUTE FUNCTION airlock_verifier_key_check();
+CREATE TABLE IF NOT EXISTS audit_signing_key (
+    id          BIGINT PRIMARY KEY CHECK (id = 1),
+    public      BYTEA NOT NULL,
+    since_seq   BIGINT NOT NULL
+);
+"#;
+}
+
 /// Live shares by expiry, a partial index: the per-create count of live anonymous shares (the
 /// cap) and its eviction visit live shares only, never the tombstones every used share leaves.
 /// Idempotent.
@@ -271,6 +361,7 @@ const MIGRATIONS: &[&[&str]] = &[
     &[SHARES_LIVE],
     &[OAUTH],
     &[ROTATIONS],
+    &[keys::SQLITE],
 ];
 
 /// The PostgreSQL migrations, the first of which adds the first three parts at once, applied in
@@ -284,6 +375,7 @@ const PG_MIGRATIONS: &[&[&str]] = &[
     &[SHARES_LIVE],
     &[OAUTH],
     &[ROTATIONS],
+    &[keys::POSTGRES],
 ];
 
 /// The PostgreSQL schema version this build brings a database to.

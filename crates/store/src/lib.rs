@@ -10,6 +10,7 @@ pub mod agents;
 pub mod approvals;
 pub mod audit;
 mod db;
+pub mod keyring;
 pub mod migrate;
 pub mod leases;
 pub mod oauth;

@@ -38,6 +38,8 @@ const TABLES: &[(&str, &[(&str, Kind)])] = &[
         "agents",
         &[("id", Text), ("name", Text), ("token_hash", Bytes), ("parent", Text), ("created_at", Text), ("expires_at", Text), ("revoked_at", Text)],
     ),
+    // Before every table of sealed values: their triggers check the key versions.
+    ("master_keys", &[("version", Int), ("tag", Bytes), ("wrapped", Bytes), ("created_at", Text)]),
     ("secrets", &[("name", Text), ("sealed", Bytes), ("created_at", Text), ("updated_at", Text), ("version", Int)]),
     ("tasks", &[("id", Text), ("agent_id", Text), ("created_at", Text), ("closed_at", Text)]),
     (
@@ -103,6 +105,7 @@ const TABLES: &[(&str, &[(&str, Kind)])] = &[
         ],
     ),
     ("audit_checkpoints", &[("seq", Int), ("hash", Bytes), ("signature", Bytes), ("ts", Text), ("format", Int)]),
+    ("audit_signing_key", &[("id", Int), ("public", Bytes), ("since_seq", Int)]),
     ("agent_previous_tokens", &[("agent_id", Text), ("token_hash", Bytes), ("expires_at", Text)]),
     ("retired_secrets", &[("name", Text), ("version", Int), ("sealed", Bytes), ("until", Text)]),
     ("approvers", &[("id", Text), ("name", Text), ("token_hash", Bytes), ("created_at", Text), ("revoked_at", Text)]),

@@ -9,6 +9,9 @@
 //! 0x01 | dek_nonce (12) | wrapped_dek (32 + 16 tag) | nonce (12) | ciphertext (n + 16 tag)
 //! ```
 //!
+//! That is version 0 of the keyring: after a rotation ([`keyring`]) data keys are sealed under a
+//! key version instead, whose own key is sealed under the master key.
+//!
 //! Remote vaults (OpenBao, HashiCorp Vault) are in [`remote`].
 //!
 //! This crate and the executors are the only places that handle plaintext.
@@ -17,6 +20,7 @@
 pub mod remote;
 pub mod wrap;
 pub mod backup;
+pub mod keyring;
 
 use airlock_core::config::{RemoteRef, RemoteVaultConfig, SecretRef};
 pub use remote::{RemoteFailure, RemoteVault};
@@ -81,6 +85,10 @@ pub enum VaultError {
     /// A reference names a vault that is not configured.
     #[error("no vault named {0} is configured")]
     UnknownVault(String),
+    /// The keyring (key versions) cannot be read or changed: a version that does not open with
+    /// this master key, a rotation already under way, a value that opens under no version.
+    #[error("keyring: {0}")]
+    Keyring(String),
 }
 
 impl VaultError {
@@ -163,52 +171,104 @@ fn random<const N: usize>() -> [u8; N] {
     b
 }
 
-/// Seals `secret` under `master` for the name `name`.
+/// Seals `secret` under `master` for the name `name` (version 0, the original format).
 pub fn seal(master: &MasterKey, name: &str, secret: &Secret) -> Vec<u8> {
+    seal_under(master, &[VERSION], name, secret)
+}
+
+/// Opens a value sealed by [`seal`] for `name`.
+pub fn open(master: &MasterKey, name: &str, sealed: &[u8]) -> Result<Secret, VaultError> {
+    if sealed.first() != Some(&VERSION) {
+        return Err(VaultError::Decrypt(name.to_owned()));
+    }
+    open_under(master, 1, name, sealed)
+}
+
+/// Seals `secret` for `name` with a fresh data key sealed under `kek`; the result begins with
+/// `tag`.
+fn seal_under(kek: &MasterKey, tag: &[u8], name: &str, secret: &Secret) -> Vec<u8> {
     let dek = Zeroizing::new(random::<32>());
-    let dek_nonce = random::<NONCE_LEN>();
     let nonce = random::<NONCE_LEN>();
-    let mut wrapped = dek.to_vec();
-    aead_key(master.0.as_ref())
-        .seal_in_place_append_tag(Nonce::assume_unique_for_key(dek_nonce), Aad::from(aad("dek", name)), &mut wrapped)
-        .expect("seal dek");
     let mut ct = secret.expose_secret().to_vec();
     aead_key(dek.as_ref())
         .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad("secret", name)), &mut ct)
         .expect("seal secret");
-    let mut out = Vec::with_capacity(1 + 12 + wrapped.len() + 12 + ct.len());
-    out.push(VERSION);
-    out.extend_from_slice(&dek_nonce);
-    out.extend_from_slice(&wrapped);
+    let mut out = Vec::with_capacity(tag.len() + 12 + 32 + TAG + 12 + ct.len());
+    out.extend_from_slice(tag);
+    push_wrapped_dek(&mut out, kek, name, dek.as_ref());
     out.extend_from_slice(&nonce);
     out.extend_from_slice(&ct);
     out
 }
 
-/// Opens a sealed value for `name`.
-pub fn open(master: &MasterKey, name: &str, sealed: &[u8]) -> Result<Secret, VaultError> {
-    let bad = || VaultError::Decrypt(name.to_owned());
+/// Appends `dek_nonce | wrapped_dek`: `dek` sealed under `kek` for `name`, with a fresh nonce.
+fn push_wrapped_dek(out: &mut Vec<u8>, kek: &MasterKey, name: &str, dek: &[u8]) {
+    let dek_nonce = random::<NONCE_LEN>();
+    let mut wrapped = dek.to_vec();
+    aead_key(kek.0.as_ref())
+        .seal_in_place_append_tag(Nonce::assume_unique_for_key(dek_nonce), Aad::from(aad("dek", name)), &mut wrapped)
+        .expect("seal dek");
+    out.extend_from_slice(&dek_nonce);
+    out.extend_from_slice(&wrapped);
+}
+
+/// The parts of a sealed value after its tag: (dek_nonce, wrapped_dek, nonce, ciphertext).
+type SealedParts<'a> = (&'a [u8], &'a [u8], &'a [u8], &'a [u8]);
+
+/// The parts after a tag of `tag_len` bytes.
+fn split_sealed(sealed: &[u8], tag_len: usize) -> Option<SealedParts<'_>> {
     let wrapped_len = 32 + TAG;
-    if sealed.len() < 1 + NONCE_LEN + wrapped_len + NONCE_LEN + TAG || sealed[0] != VERSION {
-        return Err(bad());
+    if sealed.len() < tag_len + NONCE_LEN + wrapped_len + NONCE_LEN + TAG {
+        return None;
     }
-    let (dek_nonce, rest) = sealed[1..].split_at(NONCE_LEN);
+    let (dek_nonce, rest) = sealed[tag_len..].split_at(NONCE_LEN);
     let (wrapped, rest) = rest.split_at(wrapped_len);
     let (nonce, ct) = rest.split_at(NONCE_LEN);
+    Some((dek_nonce, wrapped, nonce, ct))
+}
+
+/// The data key of a sealed value, opened with `kek`.
+fn open_dek(kek: &MasterKey, name: &str, dek_nonce: &[u8], wrapped: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
     let mut dek = Zeroizing::new(wrapped.to_vec());
-    let dek_plain = aead_key(master.0.as_ref())
-        .open_in_place(
-            Nonce::try_assume_unique_for_key(dek_nonce).map_err(|_| bad())?,
-            Aad::from(aad("dek", name)),
-            &mut dek,
-        )
-        .map_err(|_| bad())?;
-    let key = aead_key(dek_plain);
+    let n = aead_key(kek.0.as_ref())
+        .open_in_place(Nonce::try_assume_unique_for_key(dek_nonce).ok()?, Aad::from(aad("dek", name)), &mut dek)
+        .ok()?
+        .len();
+    dek.truncate(n);
+    Some(dek)
+}
+
+/// Opens a value for `name` whose data key is sealed under `kek`, after a tag of `tag_len`
+/// bytes.
+fn open_under(kek: &MasterKey, tag_len: usize, name: &str, sealed: &[u8]) -> Result<Secret, VaultError> {
+    let bad = || VaultError::Decrypt(name.to_owned());
+    let (dek_nonce, wrapped, nonce, ct) = split_sealed(sealed, tag_len).ok_or_else(bad)?;
+    let dek = open_dek(kek, name, dek_nonce, wrapped).ok_or_else(bad)?;
     let mut buf = Zeroizing::new(ct.to_vec());
-    let plain = key
+    let plain = aead_key(&dek)
         .open_in_place(Nonce::try_assume_unique_for_key(nonce).map_err(|_| bad())?, Aad::from(aad("secret", name)), &mut buf)
         .map_err(|_| bad())?;
     Ok(Secret::new(plain.to_vec()))
+}
+
+/// The value sealed for `name` with its data key under `old` (after a tag of `old_tag_len`
+/// bytes), with the data key sealed under `new` instead and the tag `new_tag`. The value's own
+/// nonce and ciphertext are kept; the data key is checked to open the value before it is
+/// re-wrapped, so a damaged value is never carried over as if it were sound.
+fn rewrap_under(old: &MasterKey, old_tag_len: usize, new: &MasterKey, new_tag: &[u8], name: &str, sealed: &[u8]) -> Result<Vec<u8>, VaultError> {
+    let bad = || VaultError::Decrypt(name.to_owned());
+    let (dek_nonce, wrapped, nonce, ct) = split_sealed(sealed, old_tag_len).ok_or_else(bad)?;
+    let dek = open_dek(old, name, dek_nonce, wrapped).ok_or_else(bad)?;
+    let mut check = Zeroizing::new(ct.to_vec());
+    aead_key(&dek)
+        .open_in_place(Nonce::try_assume_unique_for_key(nonce).map_err(|_| bad())?, Aad::from(aad("secret", name)), &mut check)
+        .map_err(|_| bad())?;
+    let mut out = Vec::with_capacity(new_tag.len() + sealed.len());
+    out.extend_from_slice(new_tag);
+    push_wrapped_dek(&mut out, new, name, &dek);
+    out.extend_from_slice(nonce);
+    out.extend_from_slice(ct);
+    Ok(out)
 }
 
 /// How long a resolved value is reused before it is read from its backend again.
@@ -255,7 +315,7 @@ impl Recent {
 
 /// Resolves secret references against the local vault, the environment and files.
 pub struct Vault {
-    master: MasterKey,
+    keys: keyring::Keyring,
     store: Store,
     remotes: BTreeMap<String, Arc<RemoteVault>>,
     recent: Recent,
@@ -270,7 +330,7 @@ impl std::fmt::Debug for Vault {
 impl Vault {
     /// A vault over `store` with `master`.
     pub fn new(master: MasterKey, store: Store) -> Vault {
-        Vault { master, store, remotes: BTreeMap::new(), recent: Recent::default() }
+        Vault { keys: keyring::Keyring::new(master), store, remotes: BTreeMap::new(), recent: Recent::default() }
     }
 
     /// A vault that also resolves `openbao:` references against `remotes` (`[vaults.NAME]`).
@@ -283,12 +343,12 @@ impl Vault {
         for c in remotes {
             m.insert(c.name.clone(), Arc::new(RemoteVault::new(c.clone())?));
         }
-        Ok(Vault { master, store, remotes: m, recent: Recent::default() })
+        Ok(Vault { keys: keyring::Keyring::new(master), store, remotes: m, recent: Recent::default() })
     }
 
-    /// The master key (to wrap it again: [`wrap::write_wrapped`]).
+    /// The master key, the keyring's root (to wrap it again: [`wrap::write_wrapped`]).
     pub fn master(&self) -> &MasterKey {
-        &self.master
+        self.keys.root()
     }
 
     /// Checks that the master key opens the stored secrets: the first one stored, if any. A
@@ -341,16 +401,42 @@ impl Vault {
         }
     }
 
-    /// Seals `secret` for `name` without storing it (a connected account's token set, a PKCE
-    /// verifier): the caller keeps the ciphertext, and only [`Vault::open_value`] with the same
-    /// name opens it.
-    pub fn seal_value(&self, name: &str, secret: &Secret) -> Vec<u8> {
-        seal(&self.master, name, secret)
+    /// Seals `secret` for `name` and hands the sealed bytes to `write` (a store operation that
+    /// keeps them): if the store refuses them because a rotation retired the key version they
+    /// are under (another process rotated), the keyring is read again and `write` runs once more
+    /// with the value sealed under the current version.
+    pub async fn seal_into<T, F, Fut>(&self, name: &str, secret: &Secret, write: F) -> Result<T, VaultError>
+    where
+        F: Fn(Vec<u8>) -> Fut,
+        Fut: std::future::Future<Output = Result<T, airlock_store::StoreError>>,
+    {
+        match write(self.keys.seal(name, secret)).await {
+            Err(e) if e.is_key_retired() => {
+                self.reload_keyring().await?;
+                Ok(write(self.keys.seal(name, secret)).await?)
+            }
+            r => Ok(r?),
+        }
     }
 
-    /// Opens what [`Vault::seal_value`] sealed for `name`.
-    pub fn open_value(&self, name: &str, sealed: &[u8]) -> Result<Secret, VaultError> {
-        open(&self.master, name, sealed)
+    /// Opens a value sealed for `name` (by [`Vault::seal_into`], [`Vault::put`] or
+    /// [`Vault::rotate`]) under any key version the store holds; a version this process has not
+    /// read yet (another process rotated) makes it read the keyring again.
+    pub async fn open_value(&self, name: &str, sealed: &[u8]) -> Result<Secret, VaultError> {
+        match self.keys.open(name, sealed) {
+            Ok(s) => Ok(s),
+            Err(keyring::OpenError::Decrypt) => Err(VaultError::Decrypt(name.to_owned())),
+            Err(keyring::OpenError::UnknownVersion) => {
+                self.reload_keyring().await?;
+                self.keys.open(name, sealed).map_err(|_| VaultError::Decrypt(name.to_owned()))
+            }
+        }
+    }
+
+    /// Reads the key versions from the store again.
+    pub async fn reload_keyring(&self) -> Result<(), VaultError> {
+        let stored = self.store.master_keys().await?;
+        self.keys.load(&stored)
     }
 
     /// Seals and stores a secret under `name`. Returns the new version.
@@ -358,8 +444,7 @@ impl Vault {
         if secret.is_empty() {
             return Err(VaultError::Empty);
         }
-        let sealed = seal(&self.master, name, secret);
-        let version = self.store.put_sealed(name, &sealed).await?;
+        let version = self.seal_into(name, secret, |sealed| async move { self.store.put_sealed(name, &sealed).await }).await?;
         self.recent.clear();
         Ok(version)
     }
@@ -370,10 +455,10 @@ impl Vault {
         if secret.is_empty() {
             return Err(VaultError::Empty);
         }
-        let sealed = seal(&self.master, name, secret);
         let until = std::time::SystemTime::now() + overlap;
         let until = airlock_store::leases::stamp(until.into());
-        let version = self.store.rotate_sealed(name, &sealed, &until).await?;
+        let version =
+            self.seal_into(name, secret, |sealed| { let until = &until; async move { self.store.rotate_sealed(name, &sealed, until).await } }).await?;
         self.recent.clear();
         Ok(version)
     }
@@ -383,11 +468,98 @@ impl Vault {
     pub async fn retired(&self) -> Result<Vec<(String, Secret)>, VaultError> {
         let mut out = Vec::new();
         for (name, sealed) in self.store.retired_sealed().await? {
-            if let Ok(s) = open(&self.master, &name, &sealed) {
+            if let Ok(s) = self.open_value(&name, &sealed).await {
                 out.push((name, s));
             }
         }
         Ok(out)
+    }
+
+    /// Where the key rotation stands: the versions, the active one, and how many values are
+    /// still under older ones.
+    pub async fn rotation_status(&self) -> Result<keyring::RotationStatus, VaultError> {
+        let stored = self.store.master_keys().await?;
+        self.keys.load(&stored)?;
+        let active = self.keys.active();
+        let remaining = if stored.len() > 1 { self.store.count_sealed_outside(&keyring::tag(active)).await? } else { 0 };
+        Ok(keyring::RotationStatus { versions: stored.iter().map(|k| k.version as u32).collect(), active, remaining })
+    }
+
+    /// Starts a rotation: a new key version, sealed under the master key, becomes the one new
+    /// values are sealed under; the older ones stay readable. Returns it. Refused while a
+    /// rotation is unfinished ([`Vault::finish_rotation`] resumes it).
+    pub async fn begin_rotation(&self) -> Result<u32, VaultError> {
+        let stored = self.store.master_keys().await?;
+        self.keys.load(&stored)?;
+        if stored.len() > 1 {
+            return Err(VaultError::Keyring("a rotation is under way; finish it first (airlock key rotate resumes it)".into()));
+        }
+        let new = self.keys.new_version(&stored)?;
+        let root = keyring::Keyring::root_entry();
+        self.store.add_master_key(&stored, Some(&root), &new).await.map_err(|e| match e {
+            airlock_store::StoreError::Conflict(m) => VaultError::Keyring(m),
+            e => e.into(),
+        })?;
+        self.reload_keyring().await?;
+        Ok(self.keys.active())
+    }
+
+    /// Re-wraps every value not under the active version, page by page, then deletes the older
+    /// versions; repeats while values were written under an older version meanwhile (another
+    /// process that had not read the new version yet). Safe to stop at any point and run again.
+    /// `progress` is told after every page: (re-wrapped so far, still under older versions at
+    /// the start).
+    pub async fn finish_rotation(&self, progress: &mut (dyn FnMut(u64, u64) + Send)) -> Result<keyring::RotationReport, VaultError> {
+        use airlock_store::keyring::{Retire, SEALED_COLUMNS};
+        const PAGE: i64 = 512;
+        let stored = self.store.master_keys().await?;
+        self.keys.load(&stored)?;
+        let active = self.keys.active();
+        let mut report = keyring::RotationReport { version: active, rewrapped: 0, retired: 0, passes: 0 };
+        let Some(keep) = stored.iter().find(|k| k.version == i64::from(active)).cloned() else {
+            return Ok(report);
+        };
+        if stored.len() == 1 {
+            return Ok(report);
+        }
+        let total = self.store.count_sealed_outside(&keep.tag).await?;
+        loop {
+            report.passes += 1;
+            for col in SEALED_COLUMNS {
+                let mut after = String::new();
+                loop {
+                    let page = self.store.sealed_page(*col, &after, PAGE).await?;
+                    let Some(last) = page.last() else { break };
+                    after = last.key.clone();
+                    let mut rows = Vec::new();
+                    for r in page {
+                        match self.keys.rewrap(&r.name, &r.sealed) {
+                            Ok(Some(new)) => rows.push((r.key, r.sealed, new)),
+                            Ok(None) => {}
+                            Err(_) => {
+                                return Err(VaultError::Keyring(format!(
+                                    "{} {:?} opens under no key version this master key holds; the rotation stops here, nothing is lost",
+                                    col.table, r.key
+                                )))
+                            }
+                        }
+                    }
+                    if !rows.is_empty() {
+                        report.rewrapped += self.store.replace_sealed(*col, &rows).await?;
+                        progress(report.rewrapped, total);
+                    }
+                }
+            }
+            match self.store.retire_master_keys(&keep).await? {
+                Retire::Retired(n) => {
+                    report.retired = n;
+                    break;
+                }
+                Retire::Remaining(_) => continue,
+            }
+        }
+        self.reload_keyring().await?;
+        Ok(report)
     }
 
     /// [`Vault::resolve`], reusing a value resolved less than [`RECENT_TTL`] ago (the hot path of
@@ -406,7 +578,7 @@ impl Vault {
         let s = match r {
             SecretRef::Local(name) => {
                 let (sealed, _) = self.store.get_sealed(name).await?.ok_or_else(|| VaultError::NotFound(name.clone()))?;
-                open(&self.master, name, &sealed)?
+                self.open_value(name, &sealed).await?
             }
             SecretRef::Env(var) => match std::env::var(var) {
                 Ok(v) if !v.is_empty() => Secret::new(v.into_bytes()),

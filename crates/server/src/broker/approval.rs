@@ -444,6 +444,7 @@ impl Broker {
             peer: None,
             sandbox: None,
             identity: None,
+            key_handover: None,
         };
         if let Err(e) = self.audit.append(rec).await {
             // A decision without its record must not stand.

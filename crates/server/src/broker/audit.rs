@@ -40,6 +40,7 @@ impl Broker {
                 issuer: s.issuer.clone(),
                 subject: s.subject.clone(),
             }),
+            key_handover: None,
         }
     }
 }
@@ -48,35 +49,44 @@ impl Broker {
     /// Writes the audit record of a revocation: who, why, what. A revocation stands even when its
     /// record cannot be written (it only takes rights away); the failure is logged.
     pub(crate) async fn audit_revocation(&self, who: &Revoker<'_>, what: Revoked<'_>) {
-        let mut arguments = what.target;
-        if let Some(m) = arguments.as_object_mut() {
-            m.insert("reason".into(), json!(who.reason));
-            m.insert("revoked_by".into(), json!(who.by));
-        }
-        self.scrubber().scrub_json(&mut arguments);
-        let rec = AuditRecord {
-            ts: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-            request_id: uuid::Uuid::now_v7().to_string(),
-            agent: who.by.to_owned(),
-            parent_chain: who.chain.to_vec(),
-            tool: what.event.to_owned(),
-            handle: what.handle.map(str::to_owned),
-            arguments,
-            decision: Decision::Allow,
-            code: what.code.map(str::to_owned),
-            outcome: if what.code.is_some() { "error" } else { "ok" }.into(),
-            result_bytes: 0,
-            redactions: 0,
-            duration_us: 0,
-            policies: vec![],
-            approval: None,
-            peer: None,
-            sandbox: None,
-            identity: None,
-        };
+        let event = what.event;
+        let mut rec = operator_record(who, what);
+        self.scrubber().scrub_json(&mut rec.arguments);
         if let Err(e) = self.audit.append(rec).await {
-            tracing::error!(event = what.event, error = %e, "revocation not audited");
+            tracing::error!(event, error = %e, "revocation not audited");
         }
+    }
+}
+
+/// The record of something done by `who` outside a call (a revocation, a rotation): the event as
+/// its tool, what it acted on as its arguments, with `reason` and `revoked_by` added. The caller
+/// scrubs the arguments when they may hold anything but names and numbers.
+pub(crate) fn operator_record(who: &Revoker<'_>, what: Revoked<'_>) -> AuditRecord {
+    let mut arguments = what.target;
+    if let Some(m) = arguments.as_object_mut() {
+        m.insert("reason".into(), json!(who.reason));
+        m.insert("revoked_by".into(), json!(who.by));
+    }
+    AuditRecord {
+        ts: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        request_id: uuid::Uuid::now_v7().to_string(),
+        agent: who.by.to_owned(),
+        parent_chain: who.chain.to_vec(),
+        tool: what.event.to_owned(),
+        handle: what.handle.map(str::to_owned),
+        arguments,
+        decision: Decision::Allow,
+        code: what.code.map(str::to_owned),
+        outcome: if what.code.is_some() { "error" } else { "ok" }.into(),
+        result_bytes: 0,
+        redactions: 0,
+        duration_us: 0,
+        policies: vec![],
+        approval: None,
+        peer: None,
+        sandbox: None,
+        identity: None,
+        key_handover: None,
     }
 }
 

@@ -15,6 +15,7 @@ pub mod call;
 pub mod children;
 mod identity;
 pub mod issuers;
+pub mod keys;
 pub mod lease;
 pub mod metrics;
 pub mod oauth;
@@ -207,6 +208,8 @@ impl Broker {
         let policy = PolicyEngine::from_config(&cfg)?;
         let audit = AuditLog::start(store.clone(), key);
         let vault = Vault::with_remotes(master, store.clone(), cfg.vaults.values())?;
+        // A key version that does not open with this master key fails the start here.
+        vault.reload_keyring().await?;
         let leases = lease::LeaseState::new(lease::installation_id(&dir)?);
         let approvals = approval::ApprovalState::new(approval::policy_version(policy.version(), &cfg));
         let executors = registry::Executors::new(&cfg, store.clone());

@@ -23,5 +23,6 @@ pub fn record(i: usize, agent: &str) -> AuditRecord {
         peer: None,
         sandbox: None,
         identity: None,
+        key_handover: None,
     }
 }

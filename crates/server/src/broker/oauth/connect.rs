@@ -41,7 +41,7 @@ pub struct ConnectStatusArgs {
 }
 
 fn verifier_name(connect_id: &str) -> String {
-    format!("oauth-connect\u{0}{connect_id}")
+    airlock_store::keyring::connect_seal_name(connect_id)
 }
 
 fn owner_code() -> String {
@@ -235,8 +235,15 @@ impl Broker {
         let parts = self.client_parts(handle).await?;
         let auth = self.client(constraints(handle)?, &parts).authorize().map_err(|e| CallError::new(ErrorCode::UpstreamUnavailable).detail(e.to_string()))?;
         let browser = airlock_exec_oauth::random_token(32).to_string();
-        let verifier = self.vault().seal_value(&verifier_name(id), &auth.verifier);
-        let ok = self.store().connect_authorize(id, &auth.state_hash, &sha256(&[browser.as_bytes()]), &verifier).await.map_err(internal)?;
+        let browser_hash = sha256(&[browser.as_bytes()]);
+        let ok = self
+            .vault()
+            .seal_into(&verifier_name(id), &auth.verifier, |verifier| {
+                let (state_hash, browser_hash) = (&auth.state_hash, &browser_hash);
+                async move { self.store().connect_authorize(id, state_hash, browser_hash, &verifier).await }
+            })
+            .await
+            .map_err(internal)?;
         if !ok {
             return Err(unavailable());
         }
@@ -293,14 +300,20 @@ impl Broker {
 
     async fn finish_exchange(&self, handle: &Handle, c: &airlock_store::oauth::Connect, code: &str) -> Result<(), CallError> {
         let sealed = c.verifier.as_deref().ok_or_else(|| internal("no verifier"))?;
-        let verifier = self.vault().open_value(&verifier_name(&c.id), sealed).map_err(internal)?;
+        let verifier = self.vault().open_value(&verifier_name(&c.id), sealed).await.map_err(internal)?;
         let parts = self.client_parts(handle).await?;
         let set = parts
             .bounded(self.client(constraints(handle)?, &parts).exchange(code, &verifier))
             .await
             .map_err(|e| CallError::new(ErrorCode::UpstreamUnavailable).detail(e.to_string()))?;
-        let sealed = self.vault().seal_value(&seal_name(&c.handle, &c.owner), &set.to_secret());
-        let version = self.store().put_account(&c.handle, &c.owner, &sealed, set.expires_at()).await.map_err(internal)?;
+        let expires_at = set.expires_at();
+        let version = self
+            .vault()
+            .seal_into(&seal_name(&c.handle, &c.owner), &set.to_secret(), |sealed| async move {
+                self.store().put_account(&c.handle, &c.owner, &sealed, expires_at).await
+            })
+            .await
+            .map_err(internal)?;
         self.store().finish_connect(&c.id, &[status::EXCHANGING], status::CONNECTED).await.map_err(internal)?;
         self.oauth.keep(&handle.name, version, &set);
         self.rebuild_scrubber().await.map_err(internal)?;

@@ -108,7 +108,7 @@ impl OauthState {
 /// The vault name an account's token set is sealed under: its handle and owner are the
 /// associated data, so a row copied to another handle or owner does not open.
 pub(crate) fn seal_name(handle: &str, owner: &str) -> String {
-    format!("oauth-account\u{0}{handle}\u{0}{owner}")
+    airlock_store::keyring::account_seal_name(handle, owner)
 }
 
 pub(super) fn sha256(parts: &[&[u8]]) -> Vec<u8> {
@@ -197,8 +197,8 @@ impl Broker {
         self.audit_revocation(&who, Revoked { event, handle: Some(handle), target, code }).await;
     }
 
-    fn open_account(&self, a: &Account) -> Result<TokenSet, CallError> {
-        let plain = self.vault().open_value(&seal_name(&a.handle, &a.owner), &a.sealed).map_err(internal)?;
+    async fn open_account(&self, a: &Account) -> Result<TokenSet, CallError> {
+        let plain = self.vault().open_value(&seal_name(&a.handle, &a.owner), &a.sealed).await.map_err(internal)?;
         TokenSet::from_secret(&plain).ok_or_else(|| internal("a stored token set does not parse"))
     }
 
@@ -212,7 +212,7 @@ impl Broker {
             self.oauth.forget(name);
             return Err(CallError::new(ErrorCode::NeedsReauth));
         }
-        let set = self.open_account(&a)?;
+        let set = self.open_account(&a).await?;
         self.oauth.keep(name, a.version, &set);
         Ok((a, set))
     }
@@ -304,10 +304,12 @@ impl Broker {
         match outcome {
             Ok(new) => {
                 let a = self.store().account(name.as_str()).await.map_err(internal)?.ok_or_else(|| CallError::new(ErrorCode::AccountNotConnected))?;
-                let sealed = self.vault().seal_value(&seal_name(name.as_str(), &a.owner), &new.to_secret());
+                let access_expires_at = new.expires_at();
                 let saved = self
-                    .store()
-                    .save_refresh(name.as_str(), version, &Refreshed { sealed: &sealed, access_expires_at: new.expires_at() })
+                    .vault()
+                    .seal_into(&seal_name(name.as_str(), &a.owner), &new.to_secret(), |sealed| async move {
+                        self.store().save_refresh(name.as_str(), version, &Refreshed { sealed: &sealed, access_expires_at }).await
+                    })
                     .await
                     .map_err(internal)?;
                 if !saved {
@@ -374,7 +376,7 @@ impl Broker {
     /// otherwise whether the provider confirmed.
     pub async fn revoke_account(&self, handle: &Handle, who: &Revoker<'_>) -> Result<Option<bool>, CallError> {
         let Some(a) = self.store().account(handle.name.as_str()).await.map_err(internal)? else { return Ok(None) };
-        let set = self.open_account(&a)?;
+        let set = self.open_account(&a).await?;
         let revoked = match self.client_parts(handle).await {
             Ok(parts) => Ok(parts.bounded(self.client(constraints(handle)?, &parts).revoke(&set)).await),
             Err(e) => Err(e),
@@ -403,7 +405,7 @@ impl Broker {
         let Ok(accounts) = self.store().accounts().await else { return out };
         for a in accounts {
             let Ok(name) = HandleName::parse(&a.handle) else { continue };
-            match self.open_account(&a) {
+            match self.open_account(&a).await {
                 Ok(set) => out.extend(set.secrets().into_iter().map(|s| (name.clone(), s))),
                 Err(_) => tracing::warn!(handle = %a.handle, "a connected account's tokens do not open; not in the scrubber"),
             }
