@@ -17,6 +17,7 @@ pub async fn run(config: &Path, json: bool) -> Result<u8> {
     findings.extend(tls_findings(&cfg));
     findings.extend(identity_findings(&cfg, &platforms()));
     findings.extend(master_key_findings(&cfg));
+    findings.extend(key_version_findings(&cfg).await);
     findings.extend(database_findings(&cfg).await);
     let errors = findings.iter().filter(|f| f.level == Level::Error).count();
     if json {
@@ -294,6 +295,56 @@ fn master_key_findings(cfg: &Config) -> Vec<Finding> {
     );
     let fix = "set [store.master_key] wrap = \"passphrase\" or \"transit\" and run `airlock key wrap`";
     vec![if production { Finding::new(Level::Warning, "master-key", message, fix) } else { Finding::new(Level::Ok, "master-key", message, "") }]
+}
+
+/// Where the rotations stand: a rotation of the vault key left unfinished (values still under
+/// an older version; `key rotate` resumes it), and a data directory whose audit signing key is
+/// not the one the chain names now (another replica rotated it: this one cannot append).
+async fn key_version_findings(cfg: &Config) -> Vec<Finding> {
+    let Ok(store) = airlock_store::Store::connect(&cfg.store).await else {
+        // An unreachable store is reported where the store is opened.
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    match store.master_keys().await {
+        Ok(keys) if keys.len() > 1 => {
+            let active = keys.iter().map(|k| k.version).max().unwrap_or(0);
+            let left = match u32::try_from(active) {
+                Ok(v) => store.count_sealed_outside(&airlock_vault::keyring::tag(v)).await.map_or("some".into(), |n| n.to_string()),
+                Err(_) => "some".into(),
+            };
+            out.push(Finding::new(
+                Level::Warning,
+                "key-rotation",
+                format!("a rotation of the vault key to version {active} is unfinished: {left} value(s) still under an older version (all readable)"),
+                "run `airlock key rotate` to finish it",
+            ));
+        }
+        Ok(keys) => {
+            let m = keys.first().map_or("the vault key was never rotated".to_owned(), |k| format!("the vault key is at version {}", k.version));
+            out.push(Finding::new(Level::Ok, "key-rotation", m, ""));
+        }
+        Err(e) => out.push(Finding::new(Level::Error, "key-rotation", format!("the key versions cannot be read: {e}"), "")),
+    }
+    let local = airlock_store::audit::AuditKey::load(&cfg.store.data_dir).map(|k| k.public_key());
+    match (store.audit_signing_key().await, local) {
+        (Ok(Some(chain)), Ok(local)) if chain != local => out.push(Finding::new(
+            Level::Error,
+            "audit-key",
+            format!(
+                "this data directory's audit signing key ({}) is not the chain's current key ({}): the audit signing key was rotated elsewhere, and every call here is refused with audit-unavailable",
+                hex::encode(&local),
+                hex::encode(&chain)
+            ),
+            "copy audit-signing.key (mode 0600) and audit-signing.pub from the data directory where `airlock audit rotate-key` ran",
+        )),
+        (Ok(_), Ok(_)) => out.push(Finding::new(Level::Ok, "audit-key", "the audit signing key is the chain's current key", "")),
+        (Err(e), _) => out.push(Finding::new(Level::Error, "audit-key", format!("the chain's signing key cannot be read: {e}"), "")),
+        // A missing or unreadable key file is reported with the data directory's files.
+        (_, Err(_)) => {}
+    }
+    store.close().await;
+    out
 }
 
 /// A read-only handle on a role that can write (or a superuser) leaves the scope to airlock's

@@ -136,3 +136,42 @@ async fn key_rotation_killed_at_random_points_resumes_and_loses_nothing() {
     let o = common::airlock_in(dir, &["audit", "verify"], None, &[]);
     assert!(o.status.success(), "{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
 }
+
+/// `airlock doctor` finding `check`: (level, message).
+fn doctor(dir: &Path, check: &str) -> (String, String) {
+    let o = common::airlock_in(dir, &["doctor", "--json"], None, &[]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&o.stdout)));
+    let f = v["findings"].as_array().unwrap().iter().find(|f| f["check"] == check).unwrap_or_else(|| panic!("no {check} finding: {v}"));
+    (f["level"].as_str().unwrap().to_owned(), f["message"].as_str().unwrap().to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn doctor_reports_an_unfinished_rotation_and_an_audit_key_rotated_elsewhere() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    assert!(common::airlock_in(dir, &["init"], None, &[]).status.success());
+    for name in ["A", "B", "C"] {
+        assert!(common::airlock_in(dir, &["secret", "put", name], Some("a-value-of-some-length\n"), &[]).status.success());
+    }
+    assert_eq!(doctor(dir, "key-rotation"), ("ok".into(), "the vault key was never rotated".into()));
+    // A rotation started and stopped before any re-wrap (as a kill leaves it).
+    let (vault, store) = watcher(dir).await;
+    assert_eq!(vault.begin_rotation().await.unwrap(), 1);
+    store.close().await;
+    let (level, message) = doctor(dir, "key-rotation");
+    assert!(level == "warning" && message.contains("version 1") && message.contains("3 value(s)"), "{level}: {message}");
+    assert!(common::airlock_in(dir, &["key", "rotate"], None, &[]).status.success());
+    assert_eq!(doctor(dir, "key-rotation"), ("ok".into(), "the vault key is at version 1".into()));
+
+    // The audit signing key rotated by "another replica": this directory keeps its old key.
+    let data = dir.join("airlock-data");
+    let old_key = std::fs::read(data.join("audit-signing.key")).unwrap();
+    let old_pub = std::fs::read(data.join("audit-signing.pub")).unwrap();
+    assert_eq!(doctor(dir, "audit-key").0, "ok");
+    assert!(common::airlock_in(dir, &["audit", "rotate-key"], None, &[]).status.success());
+    assert_eq!(doctor(dir, "audit-key").0, "ok");
+    std::fs::write(data.join("audit-signing.key"), &old_key).unwrap();
+    std::fs::write(data.join("audit-signing.pub"), &old_pub).unwrap();
+    let (level, message) = doctor(dir, "audit-key");
+    assert!(level == "error" && message.contains("rotated elsewhere"), "{level}: {message}");
+}

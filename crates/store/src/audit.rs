@@ -1709,6 +1709,14 @@ macro_rules! read_checkpoint {
 }
 
 impl Store {
+    /// The chain's current signing key as the last rotation recorded it (`None` before the first
+    /// rotation: the data directory's key is the chain's). For `doctor`: a data directory whose
+    /// key differs cannot append.
+    pub async fn audit_signing_key(&self) -> Result<Option<Vec<u8>>> {
+        let row: Option<(Vec<u8>,)> = self.fetch_optional(CURRENT_KEY, &[]).await?;
+        Ok(row.map(|(k,)| k))
+    }
+
     /// Verifies the whole chain and every stored checkpoint against `public_key`.
     pub async fn verify_audit(&self, public_key: &[u8]) -> Result<VerifyReport> {
         self.verify_audit_anchored(public_key, &[]).await
