@@ -4,8 +4,9 @@
 //! the audit chain verifies and holds a record for every call that was answered `ok` (the
 //! record is committed before the answer); after every restart: every link whose create was
 //! answered 201 and that was not consumed still opens, once, to the ciphertext uploaded; every
-//! link whose consume was answered 200 is gone (never burned twice). A consume whose answer was
-//! lost with the broker is counted: the link is either still there or gone, never served twice.
+//! link whose consume was answered 200 is gone (never burned twice); every consume whose answer
+//! was lost with the broker, asked again with the same attempt id, gets the link (still there, or
+//! burned and answered again): no link is lost without its ciphertext having been returned.
 
 mod common;
 
@@ -28,8 +29,8 @@ struct Seen {
     live: HashMap<String, (String, String)>,
     /// Links whose consume was answered 200: id → proof.
     consumed: HashMap<String, String>,
-    /// Links whose consume got no answer (the broker died): id → (proof, ciphertext).
-    uncertain: HashMap<String, (String, String)>,
+    /// Links whose consume got no answer (the broker died): id → (proof, ciphertext, attempt).
+    uncertain: HashMap<String, (String, String, String)>,
 }
 
 fn free_port() -> u16 {
@@ -85,8 +86,8 @@ async fn start(dir: &Path, base: &str, client: &reqwest::Client) -> Child {
     panic!("airlock serve did not answer /healthz");
 }
 
-async fn consume(client: &reqwest::Client, base: &str, id: &str, proof: &str) -> Result<(u16, Value), reqwest::Error> {
-    let r = client.post(format!("{base}/v1/shares/{id}/consume")).json(&json!({"proof": proof})).send().await?;
+async fn consume(client: &reqwest::Client, base: &str, id: &str, proof: &str, attempt: &str) -> Result<(u16, Value), reqwest::Error> {
+    let r = client.post(format!("{base}/v1/shares/{id}/consume")).json(&json!({"proof": proof, "attempt": attempt})).send().await?;
     let status = r.status().as_u16();
     Ok((status, r.json().await?))
 }
@@ -125,14 +126,15 @@ async fn client_loop(base: String, token: String, seen: Arc<Mutex<Seen>>, stop: 
                     id.and_then(|id| g.live.remove_entry(&id))
                 };
                 let Some((id, (proof, ct))) = pick else { continue };
-                match consume(&client, &base, &id, &proof).await {
+                let attempt = airlock_share::encode_b64(&r.random::<[u8; 16]>());
+                match consume(&client, &base, &id, &proof, &attempt).await {
                     Ok((200, v)) => {
                         assert_eq!(v["ciphertext"].as_str(), Some(ct.as_str()), "{id}: another ciphertext");
                         seen.lock().unwrap().consumed.insert(id, proof);
                     }
                     Ok((status, v)) => panic!("{id}: a live link's consume answered {status} {v}"),
                     Err(_) => {
-                        seen.lock().unwrap().uncertain.insert(id, (proof, ct));
+                        seen.lock().unwrap().uncertain.insert(id, (proof, ct, attempt));
                         break;
                     }
                 }
@@ -163,7 +165,7 @@ async fn broker_killed_under_load_loses_no_audit_record_and_burns_no_link_twice(
     let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::new();
     let seen = Arc::new(Mutex::new(Seen::default()));
-    let (mut reopened, mut lost_with_answer, mut uncertain_total) = (0, 0, 0);
+    let (mut reopened, mut redelivered, mut uncertain_total) = (0, 0, 0);
     for round in 0..rounds {
         let mut child = start(dir, &base, &client).await;
         // What the previous rounds left: live links open once, consumed ones are gone, and a
@@ -173,7 +175,7 @@ async fn broker_killed_under_load_loses_no_audit_record_and_burns_no_link_twice(
             (std::mem::take(&mut g.live), g.consumed.clone(), std::mem::take(&mut g.uncertain))
         };
         for (id, (proof, ct)) in &live {
-            let (status, v) = consume(&client, &base, id, proof).await.unwrap();
+            let (status, v) = consume(&client, &base, id, proof, "fresh-attempt-after-restart").await.unwrap();
             assert_eq!(status, 200, "{id}: a created link did not survive the crash: {v}");
             assert_eq!(v["ciphertext"].as_str(), Some(ct.as_str()));
             seen.lock().unwrap().consumed.insert(id.clone(), proof.clone());
@@ -181,20 +183,16 @@ async fn broker_killed_under_load_loses_no_audit_record_and_burns_no_link_twice(
         }
         // With their right proofs (a wrong one is refused anyway).
         for (id, proof) in consumed.iter().take(100) {
-            let (status, v) = consume(&client, &base, id, proof).await.unwrap();
+            let (status, v) = consume(&client, &base, id, proof, "another-attempt-entirely").await.unwrap();
             assert_eq!(status, 404, "{id}: a consumed link opened again: {v}");
         }
-        for (id, (proof, ct)) in &uncertain {
+        for (id, (proof, ct, attempt)) in &uncertain {
             uncertain_total += 1;
-            let (status, v) = consume(&client, &base, id, proof).await.unwrap();
-            match status {
-                200 => {
-                    assert_eq!(v["ciphertext"].as_str(), Some(ct.as_str()));
-                    seen.lock().unwrap().consumed.insert(id.clone(), proof.clone());
-                }
-                404 => lost_with_answer += 1,
-                s => panic!("{id}: {s} {v}"),
-            }
+            let (status, v) = consume(&client, &base, id, proof, attempt).await.unwrap();
+            assert_eq!(status, 200, "{id}: a consume whose answer was lost, asked again with its attempt: {v}");
+            assert_eq!(v["ciphertext"].as_str(), Some(ct.as_str()));
+            redelivered += usize::from(v["redelivered"] == true);
+            seen.lock().unwrap().consumed.insert(id.clone(), proof.clone());
         }
         // Load, then a kill at a random moment.
         let stop = Arc::new(AtomicBool::new(false));
@@ -226,7 +224,7 @@ async fn broker_killed_under_load_loses_no_audit_record_and_burns_no_link_twice(
     let g = seen.lock().unwrap();
     println!(
         "{rounds} kills: {} calls answered ok, all audited; {} links consumed once; {reopened} reopened after a crash; \
-         {uncertain_total} consumes lost their answer, of which {lost_with_answer} had burned the link",
+         {uncertain_total} consumes lost their answer and were asked again: {redelivered} answered again (burned before the kill), the rest opened",
         g.ok_calls.len(),
         g.consumed.len()
     );

@@ -192,12 +192,23 @@ pub async fn open(link_in_argv: bool, passphrase_file: Option<&Path>) -> Result<
     let l = Link::parse(&link)?;
     let pass = if l.passphrase { Some(passphrase(passphrase_file, "Passphrase: ", false)?) } else { None };
     let d = derive(&l.key, &l.id, pass.as_ref().map(|p| p.as_str()));
-    let resp = client()?
-        .post(format!("{}/v1/shares/{}/consume", l.base, l.id))
-        .json(&json!({"proof": d.proof().as_str()}))
-        .send()
-        .await
-        .with_context(|| format!("reaching {}", l.base))?;
+    // One attempt id for this open: a consume whose answer is lost (the connection or the
+    // server died after the view was burned) is asked again with it, and answered again.
+    let attempt = airlock_share::encode_b64(&rand::random::<[u8; 16]>());
+    let (http, url) = (client()?, format!("{}/v1/shares/{}/consume", l.base, l.id));
+    let body = json!({"proof": d.proof().as_str(), "attempt": attempt});
+    let mut tries = 0;
+    let resp = loop {
+        match http.post(&url).json(&body).send().await {
+            Ok(r) => break r,
+            Err(e) if tries < 4 => {
+                tries += 1;
+                eprintln!("no answer from {} ({e}); asking again", l.base);
+                tokio::time::sleep(std::time::Duration::from_millis(500 * tries)).await;
+            }
+            Err(e) => return Err(anyhow::Error::new(e).context(format!("reaching {}", l.base))),
+        }
+    };
     if resp.status().as_u16() == 404 {
         eprintln!(
             "this link was already opened or has expired{}",

@@ -423,3 +423,28 @@ async fn t17_the_creator_or_the_operator_revokes_a_live_share_and_each_revocatio
     let pk = airlock_store::audit::AuditKey::load_public(&f.dir.path().join("data")).unwrap();
     assert!(f.store.verify_audit(&pk).await.unwrap().ok());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t17_a_consume_asked_again_with_its_attempt_is_answered_again_and_only_it() {
+    let f = Fixture::start_with(with_shares(100000)).await;
+    let s = create(&f, b"lost-answer canary_R3try", 1).await;
+    let proof = derive(&s.key, &s.id, None).proof().to_string();
+    let post = |body: Value| f.client.post(format!("{}/v1/shares/{}/consume", f.base, s.id)).json(&body).send();
+    // An attempt that is not 16 to 64 base64url characters: refused, nothing burned.
+    for bad in ["short", "has spaces in it, which are not base64url", &"a".repeat(65), "ü-not-ascii-but-long-enough"] {
+        let r = post(json!({"proof": proof, "attempt": bad})).await.unwrap();
+        assert_eq!(r.status(), 400, "{bad:?}");
+    }
+    assert_eq!(f.store.share_views_left(&s.id).await.unwrap(), Some(1));
+    let attempt = "attempt-0123456789abcdef";
+    let first: Value = post(json!({"proof": proof, "attempt": attempt})).await.unwrap().json().await.unwrap();
+    assert_eq!((first["ok"].as_bool(), first["redelivered"].as_bool()), (Some(true), Some(false)), "{first}");
+    let again: Value = post(json!({"proof": proof, "attempt": attempt})).await.unwrap().json().await.unwrap();
+    assert_eq!((again["redelivered"].as_bool(), &again["ciphertext"]), (Some(true), &first["ciphertext"]), "{again}");
+    // Another attempt, or none: the used link looks unknown.
+    for body in [json!({"proof": proof, "attempt": "attempt-fedcba9876543210"}), json!({"proof": proof})] {
+        let r = post(body).await.unwrap();
+        let (st, v): (u16, Value) = (r.status().as_u16(), r.json().await.unwrap());
+        assert_eq!((st, code(&v)), (404, "share-unavailable"));
+    }
+}

@@ -131,13 +131,25 @@
   // Burns one view and decrypts. Throws an Error whose code is the server's error code.
   async function consume(id, key, passphrase, hasPassphrase) {
     const d = await derive(key, id, hasPassphrase ? passphrase : null);
-    const resp = await fetch('/v1/shares/' + encodeURIComponent(id) + '/consume', {
+    // One attempt id for this reveal: if the answer is lost (the connection or the server died
+    // after the view was burned), the same request is sent again and answered again.
+    const attempt = b64u(crypto.getRandomValues(new Uint8Array(16)));
+    const request = () => fetch('/v1/shares/' + encodeURIComponent(id) + '/consume', {
       method: 'POST',
       headers: { 'Content-Type': 'application/json' },
-      body: JSON.stringify({ proof: b64u(d.proof) }),
+      body: JSON.stringify({ proof: b64u(d.proof), attempt: attempt }),
       credentials: 'omit',
       referrerPolicy: 'no-referrer',
     });
+    let resp = null;
+    for (let tries = 0; resp === null; tries++) {
+      try {
+        resp = await request();
+      } catch (e) {
+        if (tries >= 4) throw e;
+        await new Promise((r) => setTimeout(r, 500 * (tries + 1)));
+      }
+    }
     const body = await resp.json();
     if (!resp.ok || !body.ok) {
       const e = new Error((body.error && body.error.message) || ('HTTP ' + resp.status));

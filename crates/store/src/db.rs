@@ -308,6 +308,25 @@ CREATE TABLE IF NOT EXISTS audit_signing_key (
 "#;
 }
 
+/// Answers to consumes that may not have arrived (the connection or the broker died after the
+/// burn committed): a consume that names an `attempt` (a random value only its client knows)
+/// keeps a copy of what it answered for `REDELIVERY_SECS`, so the same client retrying with the
+/// same proof and attempt gets the same answer without burning another view, and nobody else
+/// gets anything (`Store::consume_share`). Idempotent.
+const SHARE_DELIVERIES: &str = r#"
+CREATE TABLE IF NOT EXISTS share_deliveries (
+    share_id      TEXT PRIMARY KEY,
+    proof_hash    {blob} NOT NULL,
+    attempt_hash  {blob} NOT NULL,
+    ciphertext    {blob} NOT NULL,
+    expires_at    {int} NOT NULL,
+    max_views     {int} NOT NULL,
+    views_left    {int} NOT NULL,
+    until         {int} NOT NULL
+);
+CREATE INDEX IF NOT EXISTS share_deliveries_until ON share_deliveries(until);
+"#;
+
 /// Live shares by expiry, a partial index: the per-create count of live anonymous shares (the
 /// cap) and its eviction visit live shares only, never the tombstones every used share leaves.
 /// Idempotent.
@@ -362,6 +381,7 @@ const MIGRATIONS: &[&[&str]] = &[
     &[OAUTH],
     &[ROTATIONS],
     &[keys::SQLITE],
+    &[SHARE_DELIVERIES],
 ];
 
 /// The PostgreSQL migrations, the first of which adds the first three parts at once, applied in
@@ -376,6 +396,7 @@ const PG_MIGRATIONS: &[&[&str]] = &[
     &[OAUTH],
     &[ROTATIONS],
     &[keys::POSTGRES],
+    &[SHARE_DELIVERIES],
 ];
 
 /// The PostgreSQL schema version this build brings a database to.

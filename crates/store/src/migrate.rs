@@ -77,6 +77,19 @@ const TABLES: &[(&str, &[(&str, Kind)])] = &[
         ],
     ),
     (
+        "share_deliveries",
+        &[
+            ("share_id", Text),
+            ("proof_hash", Bytes),
+            ("attempt_hash", Bytes),
+            ("ciphertext", Bytes),
+            ("expires_at", Int),
+            ("max_views", Int),
+            ("views_left", Int),
+            ("until", Int),
+        ],
+    ),
+    (
         "share_receipts",
         &[
             ("share_id", Text),

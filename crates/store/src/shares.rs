@@ -31,6 +31,10 @@ const RECEIPT_RETENTION_SECS: i64 = 30 * 86_400;
 /// The ciphertext and proof hash of a tombstone: nothing to read, no proof that matches.
 const WIPED: &[u8] = &[];
 
+/// How long the answer to a consume that named an attempt is kept for that attempt's retry
+/// (its client lost the answer: the connection or the broker died after the burn committed).
+pub const REDELIVERY_SECS: i64 = 120;
+
 /// A live share made without an agent (it has no read receipt), as a condition on `shares s`.
 macro_rules! live_anonymous {
     () => {
@@ -64,6 +68,18 @@ mod sql {
     pub(super) const WIPE: &str = "UPDATE shares SET ciphertext = ?, proof_hash = ? WHERE id = ?";
     pub(super) const COUNT_VIEW: &str = "UPDATE share_receipts SET views_used = views_used + 1,
          first_opened_at = COALESCE(first_opened_at, ?), last_opened_at = ? WHERE share_id = ?";
+    /// The kept answer of an attempt: `?` id, `?` proof hash, `?` attempt hash, `?` now.
+    pub(super) const REDELIVER: &str = "SELECT ciphertext, expires_at, max_views, views_left FROM share_deliveries
+         WHERE share_id = ? AND proof_hash = ? AND attempt_hash = ? AND until > ?";
+    /// Keeps the answer of an attempt (the latest of the share's): id, proof hash, attempt hash,
+    /// ciphertext, expiry, views, views left, until.
+    pub(super) const KEEP_DELIVERY: &str = "INSERT INTO share_deliveries
+         (share_id, proof_hash, attempt_hash, ciphertext, expires_at, max_views, views_left, until) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+         ON CONFLICT (share_id) DO UPDATE SET proof_hash = excluded.proof_hash, attempt_hash = excluded.attempt_hash,
+           ciphertext = excluded.ciphertext, expires_at = excluded.expires_at, max_views = excluded.max_views,
+           views_left = excluded.views_left, until = excluded.until";
+    /// Drops kept answers past their time: `?` now.
+    pub(super) const DROP_DELIVERIES: &str = "DELETE FROM share_deliveries WHERE until <= ?";
 }
 
 /// A share to store.
@@ -96,6 +112,9 @@ pub struct Consumed {
     pub views: u32,
     /// Views left after this one; 0 means the record is gone.
     pub views_left: u32,
+    /// True when this is the kept answer to an earlier consume of the same attempt (no view
+    /// was burned now).
+    pub redelivered: bool,
 }
 
 /// Whether and when an agent's share was opened.
@@ -170,19 +189,41 @@ impl Store {
 
     /// Burns one view of share `id` for a caller presenting a proof whose SHA-256 is
     /// `proof_hash`. None for an unknown, expired or used share and for a wrong proof alike.
-    pub async fn consume_share(&self, id: &str, proof_hash: &[u8; 32]) -> Result<Option<Consumed>> {
+    ///
+    /// With `attempt_hash` (SHA-256 of a random value the client made for this consume), the
+    /// answer is also kept for [`REDELIVERY_SECS`]: the same proof with the same attempt gets it
+    /// again (`redelivered`) without burning another view, even after the broker restarted, so an
+    /// answer lost with its connection is not a link lost; any other request sees what it would
+    /// have seen without the copy (a used link is still unknown to it).
+    pub async fn consume_share(&self, id: &str, proof_hash: &[u8; 32], attempt_hash: Option<&[u8; 32]>) -> Result<Option<Consumed>> {
         let now = unix_now();
+        let attempt_hash = attempt_hash.copied();
         if let Some(w) = self.writer() {
             let (done, wait) = oneshot::channel();
-            w.submit(Box::new(Consume { id: id.to_owned(), proof_hash: *proof_hash, now, consumed: None, done }));
+            w.submit(Box::new(Consume { id: id.to_owned(), proof_hash: *proof_hash, attempt_hash, now, consumed: None, done }));
             return wait.await.map_err(|_| StoreError::AuditWriterGone)?;
         }
         with_pool!(self, |p, d| {
             // The UPDATE's row lock orders concurrent consumers.
             let mut tx = p.begin_with(d.pick("BEGIN IMMEDIATE", "BEGIN")).await?;
+            sqlx::query(&d.sql(sql::DROP_DELIVERIES)).bind(now).execute(&mut *tx).await?;
+            if let Some(a) = &attempt_hash {
+                let kept: Option<(Vec<u8>, i64, i64, i64)> = sqlx::query_as(&d.sql(sql::REDELIVER))
+                    .bind(id)
+                    .bind(&proof_hash[..])
+                    .bind(&a[..])
+                    .bind(now)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                if let Some((ciphertext, expires_at, max_views, views_left)) = kept {
+                    tx.commit().await?;
+                    return Ok(Some(Consumed { ciphertext, expires_at, views: max_views as u32, views_left: views_left.max(0) as u32, redelivered: true }));
+                }
+            }
             let row: Option<(Vec<u8>, i64, i64, i64)> =
                 sqlx::query_as(&d.sql(sql::BURN)).bind(id).bind(&proof_hash[..]).bind(now).fetch_optional(&mut *tx).await?;
             let Some((ciphertext, expires_at, max_views, views_left)) = row else {
+                tx.commit().await?;
                 return Ok(None);
             };
             if views_left <= 0 {
@@ -190,9 +231,28 @@ impl Store {
                 bind(sqlx::query(&d.sql(sql::WIPE)), &[WIPED.into(), WIPED.into(), id.into()]).execute(&mut *tx).await?;
             }
             bind(sqlx::query(&d.sql(sql::COUNT_VIEW)), &[now.into(), now.into(), id.into()]).execute(&mut *tx).await?;
+            if let Some(a) = &attempt_hash {
+                sqlx::query(&d.sql(sql::KEEP_DELIVERY))
+                    .bind(id)
+                    .bind(&proof_hash[..])
+                    .bind(&a[..])
+                    .bind(&ciphertext)
+                    .bind(expires_at)
+                    .bind(max_views)
+                    .bind(views_left.max(0))
+                    .bind(now + REDELIVERY_SECS)
+                    .execute(&mut *tx)
+                    .await?;
+            }
             tx.commit().await?;
-            Ok(Some(Consumed { ciphertext, expires_at, views: max_views as u32, views_left: views_left.max(0) as u32 }))
+            Ok(Some(Consumed { ciphertext, expires_at, views: max_views as u32, views_left: views_left.max(0) as u32, redelivered: false }))
         })
+    }
+
+    /// Moves every kept consume answer `secs` seconds closer to its end (tests of the
+    /// redelivery window; the clock is not mocked).
+    pub async fn age_share_deliveries(&self, secs: i64) -> Result<u64> {
+        self.execute("UPDATE share_deliveries SET until = until - ?", &[secs.into()]).await
     }
 
     /// True when share `id` is live and `proof_hash` is the hash of its proof. A read only: a
@@ -353,6 +413,7 @@ impl Op for Create {
 struct Consume {
     id: String,
     proof_hash: [u8; 32],
+    attempt_hash: Option<[u8; 32]>,
     now: i64,
     consumed: Option<Consumed>,
     done: oneshot::Sender<Result<Option<Consumed>>>,
@@ -360,6 +421,20 @@ struct Consume {
 
 impl Op for Consume {
     fn apply(&mut self, c: &rusqlite::Connection, _: &mut Option<AtEnd>) -> Result<()> {
+        c.prepare_cached(sql::DROP_DELIVERIES)?.execute(rusqlite::params![self.now])?;
+        if let Some(a) = &self.attempt_hash {
+            let kept: Option<(Vec<u8>, i64, i64, i64)> = c
+                .prepare_cached(sql::REDELIVER)?
+                .query_row(rusqlite::params![self.id, &self.proof_hash[..], &a[..], self.now], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                })
+                .optional()?;
+            if let Some((ciphertext, expires_at, max_views, views_left)) = kept {
+                self.consumed =
+                    Some(Consumed { ciphertext, expires_at, views: max_views as u32, views_left: views_left.max(0) as u32, redelivered: true });
+                return Ok(());
+            }
+        }
         let row: Option<(Vec<u8>, i64, i64, i64)> = c
             .prepare_cached(sql::BURN)?
             .query_row(rusqlite::params![self.id, &self.proof_hash[..], self.now], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
@@ -371,7 +446,20 @@ impl Op for Consume {
             c.prepare_cached(sql::WIPE)?.execute(rusqlite::params![WIPED, WIPED, self.id])?;
         }
         c.prepare_cached(sql::COUNT_VIEW)?.execute(rusqlite::params![self.now, self.now, self.id])?;
-        self.consumed = Some(Consumed { ciphertext, expires_at, views: max_views as u32, views_left: views_left.max(0) as u32 });
+        if let Some(a) = &self.attempt_hash {
+            c.prepare_cached(sql::KEEP_DELIVERY)?.execute(rusqlite::params![
+                self.id,
+                &self.proof_hash[..],
+                &a[..],
+                ciphertext,
+                expires_at,
+                max_views,
+                views_left.max(0),
+                self.now + REDELIVERY_SECS
+            ])?;
+        }
+        self.consumed =
+            Some(Consumed { ciphertext, expires_at, views: max_views as u32, views_left: views_left.max(0) as u32, redelivered: false });
         Ok(())
     }
 

@@ -105,7 +105,7 @@ async fn t17_64_concurrent_consumers_on_two_replicas_give_exactly_one_success() 
         let mut tasks = Vec::new();
         for i in 0..64 {
             let s = if i % 2 == 0 { a.clone() } else { b.clone() };
-            tasks.push(tokio::spawn(async move { s.consume_share(id, &[7; 32]).await.unwrap() }));
+            tasks.push(tokio::spawn(async move { s.consume_share(id, &[7; 32], None).await.unwrap() }));
         }
         let mut ok = 0;
         for t in tasks {
@@ -128,7 +128,7 @@ async fn t17_64_concurrent_consumers_on_two_replicas_give_exactly_one_success() 
     a.create_share(&NewShareRecord { id: "guarded", ciphertext: b"ct", proof_hash: &[7; 32], expires_at: chrono::Utc::now().timestamp() + 60, views: 1, creator: None, recipient: None })
         .await
         .unwrap();
-    assert!(b.consume_share("guarded", &[8; 32]).await.unwrap().is_none());
+    assert!(b.consume_share("guarded", &[8; 32], None).await.unwrap().is_none());
     assert_eq!(a.share_views_left("guarded").await.unwrap(), Some(1));
     a.close().await;
     b.close().await;
@@ -378,7 +378,7 @@ async fn migrate_copies_a_sqlite_store_once_and_refuses_a_target_with_other_data
     let l = pg.lease("l1").await.unwrap().unwrap();
     assert!(l.dynamic && l.status == status::PENDING);
     assert_eq!(pg.agent_grants(&c.id).await.unwrap().len(), 1);
-    assert!(pg.consume_share("s1", &[7; 32]).await.unwrap().is_some());
+    assert!(pg.consume_share("s1", &[7; 32], None).await.unwrap().is_some());
     let r = pg.verify_audit(&pk).await.unwrap();
     assert!(r.ok() && r.records == 30, "{r:?}");
     // The PostgreSQL chain continues from the copied head.
@@ -485,7 +485,7 @@ async fn t17_t29_on_postgres_ids_are_never_reused_and_anonymous_shares_are_cappe
     assert_eq!(a.share_views_left("pg-anon-0").await.unwrap(), None);
     assert_eq!(a.share_views_left("pg-anon-4").await.unwrap(), Some(1));
     assert_eq!(a.share_views_left("pg-agent").await.unwrap(), Some(1));
-    a.consume_share("pg-anon-4", &[7; 32]).await.unwrap().unwrap();
+    a.consume_share("pg-anon-4", &[7; 32], None).await.unwrap().unwrap();
     a.create_share(&rec("pg-expired", None, -1)).await.unwrap();
     assert_eq!(a.sweep_shares().await.unwrap(), 1);
     for id in ["pg-anon-0", "pg-anon-4", "pg-expired"] {
@@ -495,5 +495,20 @@ async fn t17_t29_on_postgres_ids_are_never_reused_and_anonymous_shares_are_cappe
     assert!(!a.share_proof_matches("pg-anon-3", &[8; 32]).await.unwrap());
     assert!(!a.share_proof_matches("pg-anon-4", &[7; 32]).await.unwrap(), "used");
     a.close().await;
+    db.drop_db().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t17_a_lost_answer_is_given_again_to_its_attempt_only_on_postgres() {
+    let Some(db) = TempDb::create().await else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_postgres(&db.url, dir.path()).await.unwrap();
+    let (url, path) = (db.url.clone(), dir.path().to_owned());
+    common::redelivery_is_for_the_attempt_only(&store, || {
+        let (u, p) = (url.clone(), path.clone());
+        async move { Store::open_postgres(&u, &p).await.unwrap() }
+    })
+    .await;
+    store.close().await;
     db.drop_db().await;
 }

@@ -1,5 +1,8 @@
 //! T17 at the store: a share burns only for its proof, atomically, and survives a restart.
 
+#[allow(dead_code)] // the helpers of the other store tests
+mod common;
+
 use airlock_store::shares::NewShareRecord;
 use airlock_store::Store;
 use std::sync::Arc;
@@ -29,7 +32,7 @@ async fn race(store: &Store, id: &str, n: usize, proof: [u8; 32]) -> usize {
     for _ in 0..n {
         let s = store.clone();
         let id = id.to_owned();
-        tasks.push(tokio::spawn(async move { s.consume_share(&id, &proof).await.unwrap().is_some() }));
+        tasks.push(tokio::spawn(async move { s.consume_share(&id, &proof, None).await.unwrap().is_some() }));
     }
     let mut ok = 0;
     for t in tasks {
@@ -61,7 +64,7 @@ async fn t17_exactly_views_successes_across_a_restart() {
         let store = Store::open(dir.path()).await.unwrap();
         put(&store, "BBBBBBBBBBBBBBBBBBBBBB", 1, 3600).await;
         put(&store, "CCCCCCCCCCCCCCCCCCCCCC", 3, 3600).await;
-        assert!(store.consume_share("CCCCCCCCCCCCCCCCCCCCCC", &hash(7)).await.unwrap().is_some());
+        assert!(store.consume_share("CCCCCCCCCCCCCCCCCCCCCC", &hash(7), None).await.unwrap().is_some());
         store.close().await;
     }
     let store = Store::open(dir.path()).await.unwrap();
@@ -77,7 +80,7 @@ async fn t17_wrong_proofs_burn_nothing_even_a_thousand_at_once() {
     put(&store, "DDDDDDDDDDDDDDDDDDDDDD", 2, 3600).await;
     assert_eq!(race(&store, "DDDDDDDDDDDDDDDDDDDDDD", 1000, hash(8)).await, 0);
     assert_eq!(store.share_views_left("DDDDDDDDDDDDDDDDDDDDDD").await.unwrap(), Some(2));
-    let c = store.consume_share("DDDDDDDDDDDDDDDDDDDDDD", &hash(7)).await.unwrap().unwrap();
+    let c = store.consume_share("DDDDDDDDDDDDDDDDDDDDDD", &hash(7), None).await.unwrap().unwrap();
     assert_eq!((c.views, c.views_left, c.ciphertext.as_slice()), (2, 1, &b"ciphertext-bytes"[..]));
 }
 
@@ -86,8 +89,8 @@ async fn t17_expired_and_unknown_are_alike_and_swept() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).await.unwrap();
     put(&store, "EEEEEEEEEEEEEEEEEEEEEE", 1, -1).await;
-    assert_eq!(store.consume_share("EEEEEEEEEEEEEEEEEEEEEE", &hash(7)).await.unwrap(), None);
-    assert_eq!(store.consume_share("FFFFFFFFFFFFFFFFFFFFFF", &hash(7)).await.unwrap(), None);
+    assert_eq!(store.consume_share("EEEEEEEEEEEEEEEEEEEEEE", &hash(7), None).await.unwrap(), None);
+    assert_eq!(store.consume_share("FFFFFFFFFFFFFFFFFFFFFF", &hash(7), None).await.unwrap(), None);
     assert_eq!(store.sweep_shares().await.unwrap(), 1);
     let dup = store
         .create_share(&NewShareRecord {
@@ -104,7 +107,7 @@ async fn t17_expired_and_unknown_are_alike_and_swept() {
     let r = store.share_receipt("GGGGGGGGGGGGGGGGGGGGGG", "agent1").await.unwrap().unwrap();
     assert_eq!((r.views_used, r.first_opened_at), (0, None));
     assert!(store.share_receipt("GGGGGGGGGGGGGGGGGGGGGG", "agent2").await.unwrap().is_none(), "only the creator");
-    store.consume_share("GGGGGGGGGGGGGGGGGGGGGG", &hash(1)).await.unwrap().unwrap();
+    store.consume_share("GGGGGGGGGGGGGGGGGGGGGG", &hash(1), None).await.unwrap().unwrap();
     let r = store.share_receipt("GGGGGGGGGGGGGGGGGGGGGG", "agent1").await.unwrap().unwrap();
     assert_eq!(r.views_used, 1);
     assert!(r.first_opened_at.is_some());
@@ -132,7 +135,7 @@ async fn t17_t29_a_used_expired_deleted_or_swept_share_id_can_never_be_created_a
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).await.unwrap();
     put(&store, "HHHHHHHHHHHHHHHHHHHHHH", 1, 3600).await;
-    store.consume_share("HHHHHHHHHHHHHHHHHHHHHH", &hash(7)).await.unwrap().unwrap();
+    store.consume_share("HHHHHHHHHHHHHHHHHHHHHH", &hash(7), None).await.unwrap().unwrap();
     put(&store, "IIIIIIIIIIIIIIIIIIIIII", 1, -1).await;
     put(&store, "JJJJJJJJJJJJJJJJJJJJJJ", 1, 3600).await;
     store.delete_share("JJJJJJJJJJJJJJJJJJJJJJ").await.unwrap();
@@ -143,7 +146,7 @@ async fn t17_t29_a_used_expired_deleted_or_swept_share_id_can_never_be_created_a
             let again = put_as(&store, id, creator, None).await;
             assert!(matches!(again, Err(airlock_store::StoreError::Conflict(_))), "{id} {creator:?}: {again:?}");
         }
-        assert_eq!(store.consume_share(id, &hash(7)).await.unwrap(), None, "{id}");
+        assert_eq!(store.consume_share(id, &hash(7), None).await.unwrap(), None, "{id}");
         assert_eq!(store.share_views_left(id).await.unwrap(), None, "{id}");
     }
     // Nothing readable is kept in a tombstone.
@@ -171,4 +174,16 @@ async fn t29_shares_without_an_agent_stay_within_the_cap_oldest_evicted_first() 
     assert_eq!(store.share_views_left(&id(500)).await.unwrap(), Some(1));
     // An evicted id stays taken.
     assert!(matches!(put_as(&store, &id(0), None, Some(20)).await, Err(airlock_store::StoreError::Conflict(_))));
+}
+
+#[tokio::test]
+async fn t17_a_lost_answer_is_given_again_to_its_attempt_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).await.unwrap();
+    let path = dir.path().to_owned();
+    common::redelivery_is_for_the_attempt_only(&store, || {
+        let p = path.clone();
+        async move { Store::open(&p).await.unwrap() }
+    })
+    .await;
 }

@@ -103,10 +103,10 @@ async fn each_operation_in_a_group_gets_its_own_outcome() {
     for s in 0..8 {
         for _ in 0..5 {
             let st = store.clone();
-            consumes.push((s, tokio::spawn(async move { st.consume_share(&id(s), &[7; 32]).await.unwrap() })));
+            consumes.push((s, tokio::spawn(async move { st.consume_share(&id(s), &[7; 32], None).await.unwrap() })));
         }
         let st = store.clone();
-        wrong.push(tokio::spawn(async move { st.consume_share(&id(s), &[8; 32]).await.unwrap() }));
+        wrong.push(tokio::spawn(async move { st.consume_share(&id(s), &[8; 32], None).await.unwrap() }));
         let st = store.clone();
         dupes.push(tokio::spawn(async move { st.create_share(&share(&id(s), 1)).await }));
         let st = store.clone();

@@ -76,6 +76,10 @@ async fn create(State(b): State<Arc<Broker>>, req: Request) -> Response {
 #[serde(deny_unknown_fields)]
 struct ConsumeBody {
     proof: String,
+    /// A random value (base64url, 16 to 64 characters) the client made for this consume and
+    /// sends again when it retries after a lost answer.
+    #[serde(default)]
+    attempt: Option<String>,
 }
 
 async fn consume(State(b): State<Arc<Broker>>, Path(id): Path<String>, req: Request) -> Response {
@@ -94,6 +98,13 @@ async fn consume(State(b): State<Arc<Broker>>, Path(id): Path<String>, req: Requ
         return err(ErrorCode::InvalidShare);
     }
     let hash = airlock_share::proof_hash(&proof);
+    let attempt = match body.attempt.as_deref() {
+        None => None,
+        Some(a) if (16..=64).contains(&a.len()) && a.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_') => {
+            Some(airlock_share::proof_hash(a.as_bytes()))
+        }
+        Some(_) => return err(ErrorCode::InvalidShare),
+    };
     if b.share_rates().consume_gate(&b.config().shares, &id, &ip) == ConsumeGate::ProofFirst {
         // Past a limit, a guess costs a read, never the write lock; the right proof goes on.
         match b.store().share_proof_matches(&id, &hash).await {
@@ -112,7 +123,7 @@ async fn consume(State(b): State<Arc<Broker>>, Path(id): Path<String>, req: Requ
         b.share_consume_failed(&id, &ip);
         err(code)
     };
-    match b.store().consume_share(&id, &hash).await {
+    match b.store().consume_share(&id, &hash, attempt.as_ref()).await {
         Ok(Some(c)) => json(
             200,
             &j!({
@@ -121,6 +132,7 @@ async fn consume(State(b): State<Arc<Broker>>, Path(id): Path<String>, req: Requ
                 "expires_at": c.expires_at,
                 "views": c.views,
                 "views_left": c.views_left,
+                "redelivered": c.redelivered,
             }),
         ),
         Ok(None) => fail(ErrorCode::ShareUnavailable),

@@ -26,3 +26,43 @@ pub fn record(i: usize, agent: &str) -> AuditRecord {
         key_handover: None,
     }
 }
+
+/// T17, a lost answer: a consume that named an attempt is answered again to the same proof and
+/// attempt (without burning another view, after the store is reopened too), and to nothing else;
+/// the kept answer goes after `REDELIVERY_SECS`. `reopen` opens the same store again, as a
+/// restarted broker does.
+pub async fn redelivery_is_for_the_attempt_only<F, Fut>(store: &airlock_store::Store, reopen: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = airlock_store::Store>,
+{
+    use airlock_store::shares::NewShareRecord;
+    let now = chrono::Utc::now().timestamp();
+    for (id, views) in [("RRRRRRRRRRRRRRRRRRRRR1", 1u32), ("RRRRRRRRRRRRRRRRRRRRR2", 2)] {
+        let rec = NewShareRecord { id, ciphertext: b"redelivered-bytes", proof_hash: &[7; 32], expires_at: now + 3600, views, creator: None, recipient: None };
+        store.create_share(&rec).await.unwrap();
+    }
+    let (one, two) = ("RRRRRRRRRRRRRRRRRRRRR1", "RRRRRRRRRRRRRRRRRRRRR2");
+    let first = store.consume_share(one, &[7; 32], Some(&[1; 32])).await.unwrap().unwrap();
+    assert_eq!((first.views_left, first.redelivered, first.ciphertext.as_slice()), (0, false, &b"redelivered-bytes"[..]));
+    // The broker restarts; the client retries the same attempt: the same answer.
+    let store = reopen().await;
+    let again = store.consume_share(one, &[7; 32], Some(&[1; 32])).await.unwrap().unwrap();
+    assert_eq!((again.views_left, again.redelivered, again.ciphertext.as_slice()), (0, true, &b"redelivered-bytes"[..]));
+    // Anyone else: the used link is unknown, with the right proof and another attempt or none.
+    assert_eq!(store.consume_share(one, &[7; 32], Some(&[2; 32])).await.unwrap(), None);
+    assert_eq!(store.consume_share(one, &[7; 32], None).await.unwrap(), None);
+    assert_eq!(store.consume_share(one, &[8; 32], Some(&[1; 32])).await.unwrap(), None);
+    // Two views: a retried attempt burns nothing more; a new attempt burns the second view.
+    let a = store.consume_share(two, &[7; 32], Some(&[3; 32])).await.unwrap().unwrap();
+    let a2 = store.consume_share(two, &[7; 32], Some(&[3; 32])).await.unwrap().unwrap();
+    assert_eq!((a.views_left, a2.views_left, a2.redelivered), (1, 1, true));
+    assert_eq!(store.share_views_left(two).await.unwrap(), Some(1));
+    let b = store.consume_share(two, &[7; 32], Some(&[4; 32])).await.unwrap().unwrap();
+    assert_eq!((b.views_left, b.redelivered), (0, false));
+    assert_eq!(store.consume_share(two, &[7; 32], Some(&[5; 32])).await.unwrap(), None);
+    // The kept answers go once their time is up (moved back past it here).
+    store.age_share_deliveries(airlock_store::shares::REDELIVERY_SECS + 1).await.unwrap();
+    assert_eq!(store.consume_share(one, &[7; 32], Some(&[1; 32])).await.unwrap(), None);
+    assert_eq!(store.consume_share(two, &[7; 32], Some(&[4; 32])).await.unwrap(), None);
+}
