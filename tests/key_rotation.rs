@@ -132,6 +132,8 @@ async fn key_rotation_killed_at_random_points_resumes_and_loses_nothing() {
     // Audited, and the chain verifies.
     let o = common::airlock_in(dir, &["audit", "tail", "-n", "200"], None, &[]);
     let tail = String::from_utf8_lossy(&o.stdout);
+    // The start is recorded before the version is made, so even a run killed right after it
+    // left its record.
     assert!(tail.contains("master_key_rotation_started") && tail.contains("master_key_rotated"), "{tail}");
     let o = common::airlock_in(dir, &["audit", "verify"], None, &[]);
     assert!(o.status.success(), "{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
@@ -162,6 +164,10 @@ async fn doctor_reports_an_unfinished_rotation_and_an_audit_key_rotated_elsewher
     assert!(level == "warning" && message.contains("version 1") && message.contains("3 value(s)"), "{level}: {message}");
     assert!(common::airlock_in(dir, &["key", "rotate"], None, &[]).status.success());
     assert_eq!(doctor(dir, "key-rotation"), ("ok".into(), "the vault key is at version 1".into()));
+    // The run that finished it recorded that it resumed a rotation under way.
+    let tail = String::from_utf8_lossy(&common::airlock_in(dir, &["audit", "tail", "-n", "5"], None, &[]).stdout).into_owned();
+    let resumed = tail.lines().find(|l| l.contains("master_key_rotation_resumed")).unwrap_or_else(|| panic!("{tail}"));
+    assert!(resumed.contains("\"remaining\":3"), "{resumed}");
 
     // The audit signing key rotated by "another replica": this directory keeps its old key.
     let data = dir.join("airlock-data");

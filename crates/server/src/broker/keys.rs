@@ -11,8 +11,10 @@ use serde_json::json;
 /// Starts a rotation of `vault`'s key (a new key version) unless one is under way, then
 /// re-wraps every sealed value under the new version and deletes the older ones; brokers on the
 /// same store go on serving meanwhile. Run again after an interruption, it resumes. Audited in
-/// `audit`: `master_key_rotation_started` (the new version) and `master_key_rotated` (the
-/// version, values re-wrapped, versions deleted, passes), never key material. Returns the
+/// `audit`: `master_key_rotation_started` (the new version, written before it is made),
+/// `master_key_rotation_resumed` (a run that finishes an interrupted one),
+/// `master_key_rotation_failed` and `master_key_rotated` (the version, values re-wrapped,
+/// versions deleted, passes), never key material. Returns the
 /// version this run started, if any, and the report.
 pub async fn rotate_master_key(
     vault: &Vault,
@@ -20,12 +22,24 @@ pub async fn rotate_master_key(
     progress: &mut (dyn FnMut(u64, u64) + Send),
 ) -> Result<(Option<u32>, RotationReport), VaultError> {
     let reason = "master key rotated by the operator";
-    let started = if vault.rotation_status().await?.in_progress() {
+    let status = vault.rotation_status().await?;
+    let started = if status.in_progress() {
+        let target = json!({"key_version": status.active, "remaining": status.remaining});
+        audit_key_event(audit, "master_key_rotation_resumed", reason, target).await?;
         None
     } else {
-        let v = vault.begin_rotation().await?;
-        audit_key_event(audit, "master_key_rotation_started", reason, json!({"key_version": v})).await?;
-        Some(v)
+        // Recorded before the version exists, so that a process killed right after it leaves
+        // the record; a failure to make it is recorded too.
+        let next = status.versions.iter().max().copied().unwrap_or(0) + 1;
+        audit_key_event(audit, "master_key_rotation_started", reason, json!({"key_version": next})).await?;
+        match vault.begin_rotation().await {
+            Ok(v) => Some(v),
+            Err(e) => {
+                let target = json!({"key_version": next, "error": e.to_string()});
+                audit_key_event(audit, "master_key_rotation_failed", reason, target).await?;
+                return Err(e);
+            }
+        }
     };
     let report = vault.finish_rotation(progress).await?;
     let target = json!({
