@@ -253,7 +253,8 @@ async fn a_process_that_has_not_read_the_new_version_keeps_working_during_rotati
         println!("{}: {} calls during two rotations, none failed", e.name, calls.load(Ordering::Relaxed));
         assert!(versions(&e.store).await.iter().all(|x| *x == 2), "{}", e.name);
         let fresh = vault(&e.store, root()).await;
-        for (name, value) in want.lock().unwrap().clone() {
+        let want = want.lock().unwrap().clone();
+        for (name, value) in want {
             assert_eq!(resolve(&fresh, &name).await.unwrap(), value, "{name}");
         }
         e.finish().await;
