@@ -57,7 +57,7 @@ pub use self::sandbox::SandboxConfig;
 pub use self::secret_ref::{RemoteRef, SecretRef};
 pub use self::server::{default_socket_path, ServerConfig};
 pub use self::shares::{ShareChannelConfig, SharesConfig};
-pub use self::smtp::{plausible_address, SmtpConstraints, SmtpTls};
+pub use self::smtp::{plausible_address, recipient_allowed, SmtpConstraints, SmtpTls};
 pub use self::store::{validate_store_url, MasterKeyConfig, MasterKeyWrap, StoreConfig, SyncMode};
 pub use self::secret_ref::valid_vault_name;
 pub use self::vault::{RemoteAuth, RemoteVaultConfig, RemoteVaultKind};
@@ -164,6 +164,7 @@ impl Config {
         // Owners are checked against recipients only when [shares] itself is valid.
         if r.count() == before_shares {
             check_owners(&mut r, &handles.handles, &shares);
+            check_channel_handles(&mut r, &handles, &shares);
         }
         self::shares::check_default_base(&shares, server.listen, &mut r, &root.key("shares"));
 
@@ -198,6 +199,31 @@ fn check_owners(r: &mut Report<'_, '_>, handles: &BTreeMap<HandleName, Handle>, 
         let at = FieldPath::root().key("handles").key(h.name.as_str()).join("oauth").join("owners");
         for owner in o.provider.owners.iter().filter(|w| !shares.recipients.contains_key(*w)) {
             r.problem(&at, ProblemCode::UnknownChannel, format!("owner '{owner}' is not in [shares.recipients]"));
+        }
+    }
+}
+
+/// Every smtp share channel goes through a declared smtp handle that allows its address. A
+/// handle declared in error is reported where it is, not again here.
+fn check_channel_handles(r: &mut Report<'_, '_>, handles: &handle::Handles, shares: &SharesConfig) {
+    for (name, ch) in &shares.channels {
+        let ShareChannelConfig::Smtp { handle, to } = ch else { continue };
+        let at = FieldPath::root().key("shares").key("channels").key(name);
+        match handles.declared.get(handle.as_str()) {
+            None => r.problem(&at.key("handle"), ProblemCode::UnknownHandle, format!("unknown handle {handle}")),
+            Some(Some(kind)) if *kind != HandleKind::Smtp => {
+                r.problem(&at.key("handle"), ProblemCode::WrongHandleKind, format!("handle {handle} is {}, not smtp", kind.as_str()))
+            }
+            _ => {
+                let allowed = handles.handles.get(handle).and_then(Handle::smtp).map(|c| &c.allowed_recipients);
+                if allowed.is_some_and(|a| !recipient_allowed(a, to)) {
+                    r.problem(
+                        &at.key("to"),
+                        ProblemCode::RecipientNotAllowed,
+                        format!("handle {handle}'s allowed_recipients do not allow '{}'", to.escape_debug()),
+                    );
+                }
+            }
         }
     }
 }

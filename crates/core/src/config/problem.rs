@@ -138,6 +138,12 @@ pub enum ProblemCode {
     UnknownHandle,
     /// A share recipient names a channel that is not defined.
     UnknownChannel,
+    /// A setting names a handle of a kind it cannot use (a share channel's handle that is not
+    /// smtp).
+    WrongHandleKind,
+    /// An address the handle it goes through may not send to (a share channel's `to` outside
+    /// its smtp handle's `allowed_recipients`).
+    RecipientNotAllowed,
     /// An issuer's subject rule names an agent that is not an `[agents]` entry.
     UnknownAgent,
     /// A handle carries a table of constraints of another kind.

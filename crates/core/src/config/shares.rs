@@ -1,7 +1,9 @@
 //! `[shares]`: one-time links, their limits, and the channels that deliver them.
 
 use super::problem::ProblemCode;
+use super::smtp::plausible_address;
 use super::source::{FieldPath, Report};
+use crate::handle::HandleName;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -68,12 +70,14 @@ impl Default for SharesConfig {
     }
 }
 
-/// How a link made by `share_secret` reaches its recipient. More kinds (SMTP through a handle)
-/// fit here later.
+/// How a link made for a person (`share_secret`, the code of `connect_account`) reaches its
+/// recipient. Every kind gets the same message: webhooks and outboxes as JSON, e-mail as a
+/// subject and a plain-text body.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum ShareChannelConfig {
-    /// POST `{recipient, link, share_id, expires_at, views}` as JSON to this URL.
+    /// POST `{purpose, recipient, link, ...}` as JSON to this URL (`purpose`: `share`,
+    /// `connect` or `request`).
     Webhook {
         /// The endpoint (http or https).
         url: String,
@@ -83,6 +87,15 @@ pub enum ShareChannelConfig {
     Outbox {
         /// The file.
         path: PathBuf,
+    },
+    /// Send the link by e-mail to one address, through an smtp handle of `[handles]`: the broker
+    /// signs in with the handle's secret and sends from its `from`. The handle's
+    /// `allowed_recipients` must allow `to` (checked at load).
+    Smtp {
+        /// The smtp handle.
+        handle: HandleName,
+        /// The one address this channel reaches.
+        to: String,
     },
 }
 
@@ -133,6 +146,13 @@ impl SharesConfig {
                     }
                 }
                 ShareChannelConfig::Outbox { path } => *path = base.join(&*path),
+                // The handle is checked once handles are read (`check_channel_handles`).
+                ShareChannelConfig::Smtp { to, .. } => {
+                    if !plausible_address(to) {
+                        let field = at.key("channels").key(name).key("to");
+                        r.problem(&field, ProblemCode::BadAddress, format!("'{}' is not a bare e-mail address", to.escape_debug()));
+                    }
+                }
             }
         }
         for (recipient, ch) in &self.recipients {

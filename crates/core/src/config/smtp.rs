@@ -73,6 +73,18 @@ pub fn plausible_address(a: &str) -> bool {
         && a.bytes().all(|b| b.is_ascii_graphic() && !matches!(b, b'<' | b'>' | b',' | b'"' | b'(' | b')' | b';' | b'\\'))
 }
 
+/// True when `addr` is allowed by `allowed` (an smtp handle's `allowed_recipients`, as loaded:
+/// exact addresses in lowercase, or `@domain`, that domain exactly and not its subdomains). The
+/// one matcher for `send_email` and for `[shares.channels.NAME]` of type smtp.
+pub fn recipient_allowed(allowed: &[String], addr: &str) -> bool {
+    let addr = addr.to_ascii_lowercase();
+    let domain = addr.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
+    allowed.iter().any(|a| match a.strip_prefix('@') {
+        Some(d) => d == domain,
+        None => *a == addr,
+    })
+}
+
 impl RawSmtp {
     /// Checks the host, TLS, sender, recipients and limits; fills in the port.
     pub(super) fn check(self, r: &mut Report<'_, '_>, at: &FieldPath) -> Option<SmtpConstraints> {
@@ -143,4 +155,21 @@ impl RawSmtp {
 
 fn default_smtp_tls() -> SmtpTls {
     SmtpTls::Starttls
+}
+
+#[cfg(test)]
+mod tests {
+    use super::recipient_allowed;
+
+    #[test]
+    fn t10_allow_list_matches_exact_addresses_and_whole_domains() {
+        let allowed = vec!["ops@example.com".to_owned(), "@team.example".to_owned()];
+        assert!(recipient_allowed(&allowed, "ops@example.com"));
+        assert!(recipient_allowed(&allowed, "OPS@Example.com"));
+        assert!(recipient_allowed(&allowed, "anyone@team.example"));
+        assert!(!recipient_allowed(&allowed, "dev@example.com"));
+        assert!(!recipient_allowed(&allowed, "x@sub.team.example"));
+        assert!(!recipient_allowed(&allowed, "x@team.example.evil"));
+        assert!(!recipient_allowed(&allowed, "team.example"));
+    }
 }

@@ -14,8 +14,10 @@ mod tool;
 
 use airlock_core::config::{Handle, SmtpConstraints, SmtpTls};
 use airlock_core::{CallError, ErrorCode, Secret};
-use lettre::message::{header::ContentType, Mailbox};
+use lettre::message::header::{ContentTransferEncoding, ContentType};
+use lettre::message::{Body, Mailbox};
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
+use lettre::transport::smtp::response::Response;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -87,15 +89,9 @@ fn has_crlf(s: &str) -> bool {
     s.bytes().any(|b| b == b'\r' || b == b'\n')
 }
 
-/// True when `addr` is allowed by `allowed` (exact addresses, lowercase, or `@domain`).
-pub fn recipient_allowed(allowed: &[String], addr: &str) -> bool {
-    let addr = addr.to_ascii_lowercase();
-    let domain = addr.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
-    allowed.iter().any(|a| match a.strip_prefix('@') {
-        Some(d) => d == domain,
-        None => *a == addr,
-    })
-}
+/// True when `addr` is allowed by `allowed` (exact addresses, lowercase, or `@domain`): the
+/// configuration checks smtp share channels with this same matcher.
+pub use airlock_core::config::recipient_allowed;
 
 fn constraints(handle: &Handle) -> Result<&SmtpConstraints, CallError> {
     handle.smtp().ok_or_else(|| CallError::new(ErrorCode::HandleUnavailable))
@@ -197,33 +193,114 @@ impl EmailExecutor {
             .body(mail.body.clone())
             .map_err(|e| internal(&format!("message build: {e}")))?;
 
-        let password = secret.expose_str().ok_or_else(|| {
-            CallError::with_message(ErrorCode::SecretUnavailable, "the credential behind this handle is not a UTF-8 password")
-        })?;
-        let creds = Credentials::new(c.username.clone(), password.to_owned());
-        let timeout = Duration::from_millis(c.timeout_ms);
-        let builder = match c.tls {
-            SmtpTls::Starttls => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&c.host),
-            SmtpTls::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(&c.host),
-            // Config validation admits this only for a loopback host.
-            SmtpTls::None => Ok(AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&c.host)),
+        let resp = send(c, secret, message).await.map_err(|f| f.into_error(|e| format!("smtp: {e}")))?;
+        Ok(json!({
+            "accepted": mail.recipients().collect::<Vec<_>>(),
+            "smtp_code": resp.code().to_string(),
+        }))
+    }
+}
+
+/// Sends the broker's own plain-text message (a link for a person, through a
+/// `[shares.channels.NAME]` of type smtp) from the handle's sender to `to`, signed in with the
+/// handle's secret as `send_email` is. `to` must be on the handle's allow-list, `subject` one
+/// line.
+///
+/// The body holds a secret (the link): no error carries it, nor the subject, nor any text the
+/// server answered with; an error names only what failed and the server's reply code.
+pub async fn send_plain(handle: &Handle, secret: &Secret, to: &str, subject: &str, body: &str) -> Result<(), CallError> {
+    let c = constraints(handle)?;
+    if has_crlf(subject) || has_crlf(to) {
+        return Err(CallError::new(ErrorCode::HeaderInjection));
+    }
+    if !recipient_allowed(&c.allowed_recipients, to) {
+        return Err(CallError::new(ErrorCode::RecipientNotAllowed).detail("the address is not on the handle's allow-list"));
+    }
+    let internal = |what: &str| CallError::new(ErrorCode::Internal).detail(what.to_owned());
+    let from: Mailbox = c.from.parse().map_err(|_| internal("the handle's from address does not parse"))?;
+    let to: Mailbox = to.parse().map_err(|_| internal("the address does not parse"))?;
+    let message = Message::builder()
+        .from(from)
+        .to(to)
+        .subject(subject)
+        .header(ContentType::TEXT_PLAIN)
+        .body(plain_body(body))
+        .map_err(|_| internal("the message could not be built"))?;
+    send(c, secret, message).await.map_err(|f| f.into_error(reply_only)).map(|_| ())
+}
+
+/// A body whose lines stay whole on the wire when they can: ASCII text with lines of at most
+/// 998 characters goes as 7bit (a link is not cut by quoted-printable soft breaks); anything
+/// else is encoded as lettre chooses.
+fn plain_body(text: &str) -> Body {
+    let text = text.replace('\r', "");
+    if text.bytes().all(|b| b.is_ascii() && b != 0) && text.lines().all(|l| l.len() <= 998) {
+        Body::dangerous_pre_encoded(text.replace('\n', "\r\n").into_bytes(), ContentTransferEncoding::SevenBit)
+    } else {
+        Body::new(text)
+    }
+}
+
+/// A send failure as the operator may read it: what failed and the server's reply code, never
+/// the text of a reply (a server may quote the message back).
+fn reply_only(e: &lettre::transport::smtp::Error) -> String {
+    if let Some(code) = e.status() {
+        let kind = if e.is_permanent() { "permanent" } else { "transient" };
+        format!("smtp: {kind} error ({code})")
+    } else if e.is_response() {
+        "smtp: the server's reply does not parse".to_owned()
+    } else if e.is_client() {
+        "smtp: client error".to_owned()
+    } else {
+        // Connection, network and TLS errors carry only their I/O or TLS cause.
+        format!("smtp: {e}")
+    }
+}
+
+/// Why a send failed, before the caller decides how much of it to tell.
+enum Failure {
+    /// Mapped already (no UTF-8 password, no transport, the whole-send timeout).
+    Call(CallError),
+    /// The SMTP exchange failed.
+    Smtp(lettre::transport::smtp::Error),
+}
+
+impl Failure {
+    fn into_error(self, describe: impl Fn(&lettre::transport::smtp::Error) -> String) -> CallError {
+        match self {
+            Failure::Call(e) => e,
+            Failure::Smtp(e) if e.is_timeout() => CallError::new(ErrorCode::UpstreamTimeout).detail("smtp timed out"),
+            Failure::Smtp(e) => CallError::new(ErrorCode::UpstreamUnavailable).detail(describe(&e)),
         }
-        .map_err(|e| CallError::new(ErrorCode::UpstreamUnavailable).detail(format!("smtp transport: {e}")))?;
-        let transport = builder
-            .port(c.port)
-            .credentials(creds)
-            .authentication(vec![Mechanism::Plain, Mechanism::Login])
-            .timeout(Some(timeout))
-            .build();
-        match tokio::time::timeout(timeout, transport.send(message)).await {
-            Err(_) => Err(CallError::new(ErrorCode::UpstreamTimeout).detail("smtp send timed out")),
-            Ok(Err(e)) if e.is_timeout() => Err(CallError::new(ErrorCode::UpstreamTimeout).detail("smtp timed out")),
-            Ok(Err(e)) => Err(CallError::new(ErrorCode::UpstreamUnavailable).detail(format!("smtp: {e}"))),
-            Ok(Ok(resp)) => Ok(json!({
-                "accepted": mail.recipients().collect::<Vec<_>>(),
-                "smtp_code": resp.code().to_string(),
-            })),
-        }
+    }
+}
+
+/// Opens a connection to the handle's server (STARTTLS or TLS; plain only for the loopback host
+/// the configuration admits), signs in with the secret as the AUTH password, sends `message`
+/// and closes, all within the handle's timeout.
+async fn send(c: &SmtpConstraints, secret: &Secret, message: Message) -> Result<Response, Failure> {
+    let password = secret.expose_str().ok_or_else(|| {
+        Failure::Call(CallError::with_message(ErrorCode::SecretUnavailable, "the credential behind this handle is not a UTF-8 password"))
+    })?;
+    let creds = Credentials::new(c.username.clone(), password.to_owned());
+    let timeout = Duration::from_millis(c.timeout_ms);
+    let builder = match c.tls {
+        SmtpTls::Starttls => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&c.host),
+        SmtpTls::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(&c.host),
+        // Config validation admits this only for a loopback host.
+        SmtpTls::None => Ok(AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&c.host)),
+    }
+    .map_err(|e| Failure::Call(CallError::new(ErrorCode::UpstreamUnavailable).detail(format!("smtp transport: {e}"))))?;
+    let transport = builder
+        .port(c.port)
+        .credentials(creds)
+        .authentication(vec![Mechanism::Plain, Mechanism::Login])
+        .timeout(Some(timeout))
+        .build();
+    match tokio::time::timeout(timeout, transport.send(message)).await {
+        Err(_) => Err(Failure::Call(CallError::new(ErrorCode::UpstreamTimeout).detail("smtp send timed out"))),
+        Ok(Err(e)) => Err(Failure::Smtp(e)),
+        Ok(Ok(resp)) => Ok(resp),
     }
 }
 
@@ -232,14 +309,40 @@ mod tests {
     use super::*;
 
     #[test]
-    fn t10_allow_list_matches_exact_addresses_and_whole_domains() {
+    fn t10_the_allow_list_is_cores_matcher() {
+        // The matcher itself is tested in airlock-core (config/smtp.rs).
         let allowed = vec!["ops@example.com".to_owned(), "@team.example".to_owned()];
-        assert!(recipient_allowed(&allowed, "ops@example.com"));
-        assert!(recipient_allowed(&allowed, "OPS@Example.com"));
-        assert!(recipient_allowed(&allowed, "anyone@team.example"));
-        assert!(!recipient_allowed(&allowed, "dev@example.com"));
-        assert!(!recipient_allowed(&allowed, "x@sub.team.example"));
-        assert!(!recipient_allowed(&allowed, "x@team.example.evil"));
-        assert!(!recipient_allowed(&allowed, "team.example"));
+        assert!(recipient_allowed(&allowed, "OPS@Example.com") && !recipient_allowed(&allowed, "x@sub.team.example"));
+    }
+
+    #[test]
+    fn a_plain_body_keeps_a_long_link_on_one_line() {
+        let link = format!("https://airlock.example/s/{}#{}", "i".repeat(22), "k".repeat(43));
+        let b = plain_body(&format!("A link for you:\n\n{link}\n\nIt expires soon.\n"));
+        assert_eq!(b.encoding(), ContentTransferEncoding::SevenBit);
+        let wire = String::from_utf8(b.into_vec()).unwrap();
+        assert!(wire.contains(&format!("\r\n{link}\r\n")), "{wire}");
+        assert_ne!(plain_body("caf\u{e9}").encoding(), ContentTransferEncoding::SevenBit);
+    }
+
+    #[tokio::test]
+    async fn send_plain_refuses_an_address_the_handle_does_not_allow_and_a_split_subject() {
+        let cfg = airlock_core::config::Config::parse(
+            "[handles.M]\nkind = \"smtp\"\nsecret = \"env:X\"\n[handles.M.smtp]\nhost = \"127.0.0.1\"\nport = 9\ntls = \"none\"\n\
+             username = \"u\"\nfrom = \"me@localhost\"\nallowed_recipients = [\"you@localhost\"]\ntimeout_ms = 3000\n",
+            "t.toml",
+            std::path::Path::new("."),
+        )
+        .unwrap();
+        let h = cfg.handles.values().next().unwrap();
+        let s = Secret::from_str_value("pw");
+        let e = send_plain(h, &s, "eve@localhost", "hi", "body").await.unwrap_err();
+        assert_eq!(e.code, ErrorCode::RecipientNotAllowed);
+        let e = send_plain(h, &s, "you@localhost", "hi\r\nBcc: eve@localhost", "body").await.unwrap_err();
+        assert_eq!(e.code, ErrorCode::HeaderInjection);
+        // Nothing listens on port 9: the error names the connection, never the body.
+        let e = send_plain(h, &s, "you@localhost", "hi", "the link https://x/s/ID#KEYKEY").await.unwrap_err();
+        assert!(matches!(e.code, ErrorCode::UpstreamUnavailable | ErrorCode::UpstreamTimeout), "{e:?}");
+        assert!(!format!("{e:?}").contains("KEYKEY"), "{e:?}");
     }
 }

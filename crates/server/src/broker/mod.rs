@@ -13,6 +13,7 @@ pub mod audit;
 mod audit_agg;
 pub mod call;
 pub mod children;
+mod delivery;
 mod identity;
 pub mod issuers;
 pub mod keys;

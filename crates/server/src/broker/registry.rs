@@ -31,7 +31,7 @@ pub(crate) struct Executors {
     email: EmailExecutor,
     command: CommandExecutor,
     pub(crate) aws: AwsExecutor,
-    share: ShareExecutor,
+    pub(crate) share: ShareExecutor,
 }
 
 impl Executors {
@@ -53,7 +53,7 @@ pub(crate) enum Prepared {
     Http(<HttpExecutor as Executor>::Prepared),
     Email(<EmailExecutor as Executor>::Prepared),
     Command(<CommandExecutor as Executor>::Prepared),
-    Share(<ShareExecutor as Executor>::Prepared),
+    Share(super::share::ValidatedShare),
     S3(<AwsExecutor as Executor>::Prepared),
     Lease(LeaseRequest),
     Connect(ConnectArgs),
@@ -77,7 +77,7 @@ impl Prepared {
             Tool::HttpRequest => Prepared::Http(validate(&x.http, handle, args, &ctx)?),
             Tool::SendEmail => Prepared::Email(validate(&x.email, handle, args, &ctx)?),
             Tool::RunCommand => Prepared::Command(validate(&x.command, handle, args, &ctx)?),
-            Tool::ShareSecret => Prepared::Share(validate(&x.share, handle, args, &ctx)?),
+            Tool::ShareSecret => Prepared::Share(x.share.validate(handle, parse_args(args.clone())?, &ctx)?),
             Tool::S3Object => Prepared::S3(validate(&x.aws, handle, args, &ctx)?),
             Tool::RequestLease => Prepared::Lease(broker.validate_lease(caller, handle, args)?),
             Tool::ConnectAccount => Prepared::Connect(parse_args(args.clone())?),
@@ -114,7 +114,8 @@ impl Prepared {
             Prepared::Http(p) => Executor::execute(&x.http, handle, p, &broker.resolve(handle).await?).await,
             Prepared::Email(p) => Executor::execute(&x.email, handle, p, &broker.resolve(handle).await?).await,
             Prepared::Command(p) => Executor::execute(&x.command, handle, p, &broker.resolve(handle).await?).await,
-            Prepared::Share(p) => Executor::execute(&x.share, handle, p, &broker.resolve(handle).await?).await,
+            // Made here, delivered by the broker, withdrawn if the delivery fails.
+            Prepared::Share(p) => broker.share_secret(handle, p).await,
             Prepared::S3(p) => Executor::execute(&x.aws, handle, p, &broker.resolve(handle).await?).await,
             Prepared::Lease(req) => broker.issue_lease(caller, handle, req).await.map(Unscrubbed::new),
             Prepared::Connect(a) => {

@@ -1,12 +1,14 @@
 //! The `share_secret` executor and the broker's side of one-time links (DESIGN.md, "One-time
 //! links"; T17): validating and storing uploaded shares, sealing a handle's secret into a new
-//! share, and delivering its link to a configured recipient, never to the agent.
+//! share, and delivering its link to a configured recipient ([`Broker::deliver`]), never to the
+//! agent.
 
+use super::delivery::{self, Delivery, Purpose};
 use super::revocation::{Revoked, Revoker};
 use super::rate::RateLimiter;
 use super::Broker;
-use airlock_core::config::{Handle, ShareChannelConfig, SharesConfig};
-use airlock_core::{CallError, CallFacts, ErrorCode, Executor, Secret, Unscrubbed, ValidateCtx};
+use airlock_core::config::{Handle, SharesConfig};
+use airlock_core::{CallError, CallFacts, ErrorCode, Secret, Unscrubbed, ValidateCtx};
 use airlock_share::{Link, NewShare, ShareError};
 use airlock_store::shares::NewShareRecord;
 use airlock_store::{Store, StoreError};
@@ -219,75 +221,16 @@ pub struct ValidatedShare {
     recipient: String,
     agent_id: String,
     agent_name: String,
-    channel: ShareChannel,
     views: u32,
     expires_in: u64,
-}
-
-/// Where a link goes. New kinds (SMTP through a handle) are new variants.
-#[derive(Debug, Clone)]
-pub enum ShareChannel {
-    /// POST the delivery as JSON.
-    Webhook(String),
-    /// Append the delivery as a JSON line to a 0600 file.
-    Outbox(std::path::PathBuf),
-}
-
-impl ShareChannel {
-    pub(crate) fn from_config(c: &ShareChannelConfig) -> ShareChannel {
-        match c {
-            ShareChannelConfig::Webhook { url } => ShareChannel::Webhook(url.clone()),
-            ShareChannelConfig::Outbox { path } => ShareChannel::Outbox(path.clone()),
-        }
-    }
-
-    /// Delivers `payload` (it holds the link: never log it).
-    pub(crate) async fn deliver(&self, payload: &Value) -> Result<(), String> {
-        match self {
-            ShareChannel::Webhook(url) => {
-                let client = reqwest::Client::builder()
-                    .redirect(reqwest::redirect::Policy::none())
-                    .timeout(std::time::Duration::from_secs(10))
-                    .build()
-                    .map_err(|e| e.to_string())?;
-                let r = client.post(url).json(payload).send().await.map_err(|e| format!("webhook: {}", e.without_url()))?;
-                if r.status().is_success() {
-                    Ok(())
-                } else {
-                    Err(format!("webhook answered {}", r.status()))
-                }
-            }
-            ShareChannel::Outbox(path) => {
-                use std::io::Write;
-                let mut line = serde_json::to_vec(payload).map_err(|e| e.to_string())?;
-                line.push(b'\n');
-                let path = path.clone();
-                tokio::task::spawn_blocking(move || {
-                    let mut o = std::fs::OpenOptions::new();
-                    o.append(true).create(true);
-                    #[cfg(unix)]
-                    {
-                        use std::os::unix::fs::OpenOptionsExt;
-                        o.mode(0o600);
-                    }
-                    let mut f = o.open(&path).map_err(|e| format!("outbox {}: {e}", path.display()))?;
-                    f.write_all(&line).and_then(|_| f.sync_data()).map_err(|e| format!("outbox {}: {e}", path.display()))
-                })
-                .await
-                .map_err(|e| e.to_string())?
-            }
-        }
-    }
 }
 
 impl ValidatedShare {
     /// Checks the arguments against the configuration before any secret is touched.
     pub fn validate(cfg: &SharesConfig, a: &ShareArgs, ctx: &ValidateCtx<'_>) -> Result<ValidatedShare, CallError> {
-        let channel = cfg
-            .recipients
-            .get(&a.recipient)
-            .and_then(|name| cfg.channels.get(name))
-            .ok_or_else(|| CallError::new(ErrorCode::RecipientNotAllowed))?;
+        if delivery::channel_of(cfg, &a.recipient).is_none() {
+            return Err(CallError::new(ErrorCode::RecipientNotAllowed));
+        }
         let views = a.views.unwrap_or(1);
         if views == 0 || views > cfg.max_views {
             return Err(CallError::with_message(ErrorCode::InvalidArguments, format!("views is 1 to {}", cfg.max_views)));
@@ -303,18 +246,28 @@ impl ValidatedShare {
             recipient: a.recipient.clone(),
             agent_id: ctx.agent_id.to_owned(),
             agent_name: ctx.agent_name.to_owned(),
-            channel: ShareChannel::from_config(channel),
             views,
             expires_in,
         })
     }
 }
 
-/// `share_secret`: seals the handle's secret into a one-time link and delivers the link.
+/// `share_secret`'s executor: validates the call and seals the handle's secret into a stored
+/// share. The broker runs it ([`Broker::share_secret`]): it resolves the secret, has the share
+/// made, delivers the link and withdraws the share when the link could not be delivered.
 pub struct ShareExecutor {
     store: Store,
     cfg: SharesConfig,
     base_url: String,
+}
+
+/// A share just stored, and its link (base, id and key): for the recipient only, never for the
+/// agent or a log.
+pub(crate) struct MadeShare {
+    /// The link; `link.id` is the share id.
+    pub(crate) link: Link,
+    /// Unix seconds.
+    pub(crate) expires_at: i64,
 }
 
 impl ShareExecutor {
@@ -322,24 +275,20 @@ impl ShareExecutor {
     pub fn new(store: Store, cfg: &airlock_core::config::Config) -> ShareExecutor {
         ShareExecutor { store, cfg: cfg.shares.clone(), base_url: base_url(cfg) }
     }
-}
 
-impl Executor for ShareExecutor {
-    type Args = ShareArgs;
-    type Prepared = ValidatedShare;
-
-    fn validate(&self, _: &Handle, args: ShareArgs, ctx: &ValidateCtx<'_>) -> Result<ValidatedShare, CallError> {
+    /// Checks a call's arguments (no secret, no I/O).
+    pub fn validate(&self, _: &Handle, args: ShareArgs, ctx: &ValidateCtx<'_>) -> Result<ValidatedShare, CallError> {
         ValidatedShare::validate(&self.cfg, &args, ctx)
     }
 
     /// A link is delivered to a person: it acts on the world.
-    fn facts(&self, _: &Handle, _: &ValidatedShare) -> CallFacts {
+    pub fn facts(&self, _: &Handle, _: &ValidatedShare) -> CallFacts {
         CallFacts { side_effects: true, ..CallFacts::default() }
     }
 
-    /// Seals the secret, stores the share, delivers the link. The agent gets only the id, the
-    /// expiry and the recipient.
-    async fn execute(&self, _: &Handle, p: &ValidatedShare, secret: &Secret) -> Result<Unscrubbed, CallError> {
+    /// Seals `secret` into a new share and stores it. The link it returns is the only way to
+    /// open it: deliver it, or the share is as good as gone (and withdraw it anyway).
+    pub(crate) async fn make(&self, p: &ValidatedShare, secret: &Secret) -> Result<MadeShare, CallError> {
         let cfg = &self.cfg;
         if secret.len() > cfg.max_plaintext_bytes {
             return Err(CallError::new(ErrorCode::LimitExceeded));
@@ -351,21 +300,54 @@ impl Executor for ShareExecutor {
         let body = ShareUpload { id: share.id.clone(), ciphertext, proof_hash, expires_at, views: p.views };
         let owner = ShareOwner { creator: Some(&p.agent_id), recipient: Some(&p.recipient) };
         store_upload(&self.store, cfg, &body, owner).await?;
-        let link = Link::render(&self.base_url, &share.id, &share.key, false);
-        let payload = json!({
+        let link = Link { base: self.base_url.clone(), id: share.id, key: share.key, passphrase: false };
+        Ok(MadeShare { link, expires_at })
+    }
+}
+
+impl Broker {
+    /// `share_secret`'s run step: the handle's secret sealed into a share, whose link goes to
+    /// the recipient through [`Broker::deliver`]. The agent gets only the id, the expiry and the
+    /// recipient. A link that could not be delivered is withdrawn at once: nobody may hold a
+    /// redeemable link that its recipient never received.
+    pub(crate) async fn share_secret(&self, handle: &Handle, p: &ValidatedShare) -> Result<Unscrubbed, CallError> {
+        let made = {
+            let secret = self.resolve(handle).await?;
+            self.executors.share.make(p, &secret).await?
+        };
+        let (id, expires) = (made.link.id.as_str(), rfc3339(made.expires_at));
+        let link = Link::render(&made.link.base, id, &made.link.key, false);
+        let json = json!({
             "recipient": p.recipient,
             "link": link.as_str(),
-            "share_id": share.id,
-            "expires_at": rfc3339(expires_at),
+            "share_id": id,
+            "expires_at": expires,
             "views": p.views,
             "from_agent": p.agent_name,
         });
-        if let Err(e) = p.channel.deliver(&payload).await {
+        let views = if p.views == 1 { "once".to_owned() } else { format!("{} times", p.views) };
+        let body = delivery::mail_body(
+            &format!("{} (an agent using airlock) shared a secret with you as a one-time link:", p.agent_name),
+            &link,
+            &format!(
+                "The link can be opened {views}, until {expires}; then it no longer works.\n\
+                 It was delivered to you only: the agent has the share id {id}, not the link.\n\
+                 If you did not expect it, do not open it, and tell whoever runs airlock."
+            ),
+        );
+        let subject = format!("{} shared a secret with you (one-time link)", p.agent_name);
+        let message = Delivery { purpose: Purpose::Share, json: &json, subject: &subject, body: &body };
+        if let Err(e) = self.deliver(&p.recipient, &message).await {
             // A link nobody received must not stay redeemable.
-            let _ = self.store.delete_share(&share.id).await;
-            return Err(CallError::with_message(ErrorCode::UpstreamUnavailable, "the link could not be delivered to the recipient")
-                .detail(e));
+            if let Err(w) = self.store().delete_share(id).await {
+                tracing::error!(share_id = %id, error = %w, "an undelivered share could not be withdrawn");
+            }
+            return Err(CallError::with_message(
+                ErrorCode::UpstreamUnavailable,
+                format!("the link could not be delivered to the recipient; share {id} was withdrawn"),
+            )
+            .detail(e));
         }
-        Ok(Unscrubbed::new(json!({"share_id": share.id, "expires_at": rfc3339(expires_at), "recipient": p.recipient})))
+        Ok(Unscrubbed::new(json!({"share_id": id, "expires_at": expires, "recipient": p.recipient})))
     }
 }

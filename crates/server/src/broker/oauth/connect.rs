@@ -4,7 +4,7 @@
 //! `state` and that browser, once, and stores the sealed token set.
 
 use super::{constraints, internal, now, seal_name, sha256};
-use crate::broker::share::ShareChannel;
+use crate::broker::delivery::{self, Delivery, Purpose};
 use crate::broker::Broker;
 use airlock_core::config::Handle;
 use airlock_core::{CallError, ErrorCode, HandleName};
@@ -129,29 +129,37 @@ impl Broker {
         Ok(NewLink { id, link, code, expires_at })
     }
 
-    /// `connect_account`: a link for the owner, whose code goes to the owner's channel; the
-    /// agent gets the link, never the code.
+    /// `connect_account`: a link for the owner, whose code goes to the owner's channel
+    /// ([`Broker::deliver`]); the agent gets the link, never the code.
     pub(crate) async fn connect_account(&self, handle: &Handle, a: &ConnectArgs, by: Requester<'_>) -> Result<Value, CallError> {
-        let shares = &self.config().shares;
-        let channel = shares
-            .recipients
-            .get(&a.owner)
-            .and_then(|ch| shares.channels.get(ch))
-            .map(ShareChannel::from_config)
-            .ok_or_else(|| CallError::new(ErrorCode::OwnerNotAllowed))?;
+        if delivery::channel_of(&self.config().shares, &a.owner).is_none() {
+            return Err(CallError::new(ErrorCode::OwnerNotAllowed));
+        }
         let l = self.create_connect(handle, &a.owner, by).await?;
         let scopes = constraints(handle)?.provider.scopes.join(" ");
+        let expires = crate::broker::share::rfc3339(l.expires_at);
         let payload = json!({
             "recipient": a.owner,
-            "purpose": "connect_account",
             "handle": handle.name.as_str(),
             "from_agent": by.name,
             "link": l.link,
             "code": l.code,
             "scopes": scopes,
-            "expires_at": crate::broker::share::rfc3339(l.expires_at),
+            "expires_at": expires,
         });
-        if let Err(e) = channel.deliver(&payload).await {
+        let subject = format!("Your code to connect an account for {}", handle.name);
+        let body = delivery::mail_body(
+            &format!(
+                "{} (an agent using airlock) asks you to connect your account for {} (scopes: {scopes}).\n\n\
+                 Your code: {}\n\n\
+                 The agent gives you this link; its page asks for the code above:",
+                by.name, handle.name, l.code
+            ),
+            &l.link,
+            &format!("The link and the code work until {expires}. If you did not expect this, do not use them."),
+        );
+        let message = Delivery { purpose: Purpose::Connect, json: &payload, subject: &subject, body: &body };
+        if let Err(e) = self.deliver(&a.owner, &message).await {
             let _ = self.store().finish_connect(&l.id, &[status::PENDING], status::FAILED).await;
             return Err(CallError::with_message(ErrorCode::UpstreamUnavailable, "the owner's code could not be delivered").detail(e));
         }
