@@ -11,6 +11,8 @@
 //! (`crates/server/web/share-format.js`), and `tests/vectors.json` pins both to the same bytes.
 #![forbid(unsafe_code)]
 
+pub mod intake;
+
 use airlock_core::Secret;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
