@@ -16,6 +16,7 @@ mod migrate;
 mod policy;
 mod secret;
 mod serve;
+mod request;
 mod share;
 
 use crate::{client, demo, doctor};
@@ -109,6 +110,12 @@ enum Cmd {
         /// Read the passphrase from the first line of this file instead of prompting.
         #[arg(long)]
         passphrase_file: Option<PathBuf>,
+    },
+    /// Ask a person for a secret as an agent (new, status), or answer such a request as the
+    /// person (fill).
+    Request {
+        #[command(subcommand)]
+        cmd: request::RequestCmd,
     },
     /// Revoke a one-time link before it is opened or used up (the operator, on the broker's
     /// configuration). The revocation is audited. Exit 0 revoked, 1 no such live link.
@@ -247,6 +254,7 @@ async fn run(cli: Cli) -> Result<u8> {
         Cmd::Policy { cmd } => policy::run(config, cmd).await,
         Cmd::Share(args) => share::run(config, args).await,
         Cmd::Open { link, passphrase_file } => share::open(link.is_some(), passphrase_file.as_deref()).await,
+        Cmd::Request { cmd } => request::run(cmd).await,
         Cmd::Unshare { id } => share::revoke(&open_broker(load(config)?).await?, &id).await,
         Cmd::Lease { cmd } => lease::run(config, cmd).await,
         Cmd::Migrate { to } => migrate::run(config, &to).await,

@@ -99,7 +99,7 @@ fn passphrase(file: Option<&Path>, prompt: &str, confirm: bool) -> Result<Zeroiz
     Ok(a)
 }
 
-fn client() -> Result<reqwest::Client> {
+pub(super) fn client() -> Result<reqwest::Client> {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .timeout(std::time::Duration::from_secs(30))
@@ -107,7 +107,7 @@ fn client() -> Result<reqwest::Client> {
         .context("building the HTTP client")
 }
 
-async fn error_of(resp: reqwest::Response) -> anyhow::Error {
+pub(super) async fn error_of(resp: reqwest::Response) -> anyhow::Error {
     let status = resp.status();
     let v: Value = resp.json().await.unwrap_or(Value::Null);
     match v["error"]["code"].as_str() {

@@ -135,6 +135,18 @@ pub enum ErrorCode {
     /// scope `airlock:TOOL` for this tool. Nothing ran. Over MCP the answer is HTTP 403 with
     /// `WWW-Authenticate: Bearer error="insufficient_scope"`, so the client can ask for it.
     InsufficientScope,
+    /// The intake link of a secret request is unknown, used, expired, or its proof is wrong;
+    /// the cases are indistinguishable on purpose.
+    RequestUnavailable,
+    /// The handle a `request_secret` proposes already exists (a configured handle, or a request
+    /// that is pending, received or approved).
+    HandleExists,
+    /// A submitted value does not open for this request: tampered ciphertext or context, or
+    /// another request's key. Nothing was stored; the link stays usable.
+    InvalidSubmission,
+    /// A submitted value does not match the request's format hints (prefix, length, pattern).
+    /// Nothing was stored; the link stays usable.
+    ValueRejected,
 }
 
 impl ErrorCode {
@@ -191,6 +203,10 @@ impl ErrorCode {
             ErrorCode::ConnectUnavailable => "connect-unavailable",
             ErrorCode::OwnerNotAllowed => "owner-not-allowed",
             ErrorCode::InsufficientScope => "insufficient-scope",
+            ErrorCode::RequestUnavailable => "request-unavailable",
+            ErrorCode::HandleExists => "handle-exists",
+            ErrorCode::InvalidSubmission => "invalid-submission",
+            ErrorCode::ValueRejected => "value-rejected",
         }
     }
 
@@ -220,7 +236,10 @@ impl ErrorCode {
             ErrorCode::OwnerNotAllowed => 403,
             ErrorCode::InsufficientScope => 403,
             ErrorCode::Conflict | ErrorCode::AccountNotConnected | ErrorCode::NeedsReauth => 409,
-            ErrorCode::ConnectUnavailable => 404,
+            ErrorCode::ConnectUnavailable | ErrorCode::RequestUnavailable => 404,
+            ErrorCode::HandleExists => 409,
+            ErrorCode::InvalidSubmission => 400,
+            ErrorCode::ValueRejected => 422,
             ErrorCode::UnknownTool | ErrorCode::NotFound | ErrorCode::ShareUnavailable => 404,
             ErrorCode::InvalidArguments
             | ErrorCode::InvalidSql
@@ -289,6 +308,10 @@ impl ErrorCode {
             ErrorCode::ConnectUnavailable => "this connect link was already used, has expired, or never existed",
             ErrorCode::OwnerNotAllowed => "this owner may not connect an account to this handle",
             ErrorCode::InsufficientScope => "the token's scopes do not include this tool",
+            ErrorCode::RequestUnavailable => "this request link is unknown, used or expired",
+            ErrorCode::HandleExists => "a handle of this name exists or is already requested",
+            ErrorCode::InvalidSubmission => "the submitted value does not open for this request",
+            ErrorCode::ValueRejected => "the value does not match the format the request asks for",
         }
     }
 }
@@ -361,7 +384,7 @@ mod tests {
     fn all_lists_every_code_once_in_declaration_order() {
         // The first and the last variant, so that a list cut short or reordered shows.
         assert_eq!(ErrorCode::ALL.first(), Some(&ErrorCode::Unauthenticated));
-        assert_eq!(ErrorCode::ALL.last(), Some(&ErrorCode::InsufficientScope));
+        assert_eq!(ErrorCode::ALL.last(), Some(&ErrorCode::ValueRejected));
         assert_eq!(ErrorCode::ALL.iter().collect::<HashSet<_>>().len(), ErrorCode::ALL.len());
     }
 

@@ -31,11 +31,18 @@ pub enum Tool {
     /// `expired` for a connect link; `connected`, `needs-reauth` or `not-connected` for the
     /// handle's account.
     ConnectStatus,
+    /// `request_secret {handle, description, kind, recipient, ...}`: a one-time, end-to-end
+    /// encrypted intake link for a person to send a secret in; it lands as a new handle bound
+    /// as the request says. Decided by policy on the proposed handle (`resource.requested`).
+    RequestSecret,
+    /// `request_status {request_id}`: `pending`, `received`, `approved`, `rejected` or
+    /// `expired` for one of the caller's own requests.
+    RequestStatus,
 }
 
 impl Tool {
     /// Every tool, in a stable order.
-    pub const ALL: &'static [Tool] = &[Tool::QueryDb, Tool::HttpRequest, Tool::SendEmail, Tool::RunCommand, Tool::ShareSecret, Tool::RequestLease, Tool::S3Object, Tool::ConnectAccount, Tool::ConnectStatus];
+    pub const ALL: &'static [Tool] = &[Tool::QueryDb, Tool::HttpRequest, Tool::SendEmail, Tool::RunCommand, Tool::ShareSecret, Tool::RequestLease, Tool::S3Object, Tool::ConnectAccount, Tool::ConnectStatus, Tool::RequestSecret, Tool::RequestStatus];
 
     /// The tool's wire name.
     pub fn name(self) -> &'static str {
@@ -49,6 +56,8 @@ impl Tool {
             Tool::S3Object => "s3_object",
             Tool::ConnectAccount => "connect_account",
             Tool::ConnectStatus => "connect_status",
+            Tool::RequestSecret => "request_secret",
+            Tool::RequestStatus => "request_status",
         }
     }
 
@@ -74,6 +83,11 @@ impl Tool {
             // refused at load, and the broker refuses it on any configured handle.
             Tool::S3Object => kind == HandleKind::Aws,
             Tool::ConnectAccount | Tool::ConnectStatus => kind == HandleKind::Oauth,
+            // The resource is the handle a request proposes, never a configured one (a grant
+            // of it is refused at load): an http key, a database URL or a plain secret.
+            Tool::RequestSecret => matches!(kind, HandleKind::Http | HandleKind::Postgres | HandleKind::Mysql | HandleKind::Generic),
+            // Asks about the caller's own requests; no handle.
+            Tool::RequestStatus => false,
         }
     }
 }

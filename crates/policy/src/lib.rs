@@ -28,10 +28,12 @@ use std::str::FromStr;
 ///
 /// `Agent.name` is the agent's config name. `Handle.kind` is the handle kind's wire name
 /// (`postgres`, `mysql`, `sqlite`, `http`, `generic`); `Handle.scope` is `read_only` or
-/// `read_write` for database handles and `""` otherwise.
+/// `read_write` for database handles and `""` otherwise; `Handle.hosts` are the hosts of an
+/// http handle's destinations (empty otherwise); `Handle.requested` is true for a handle a
+/// person's secret lands as (`request_secret`), false for a configured one.
 pub const SCHEMA: &str = r#"namespace Airlock {
   entity Agent = { name: String };
-  entity Handle = { kind: String, scope: String };
+  entity Handle = { kind: String, scope: String, hosts: Set<String>, requested: Bool };
 "#;
 
 /// The complete Cedar schema: [`SCHEMA`] plus one action per built-in tool, each applying to
@@ -325,6 +327,35 @@ impl PolicyEngine {
     /// Fails closed: an invalid agent name, a tool that does not apply to the handle's kind, or
     /// any evaluation error denies.
     pub fn decide(&self, agent: &str, tool: Tool, handle: &Handle) -> Decision {
+        self.decide_on(agent, tool, handle, false)
+    }
+
+    /// [`PolicyEngine::decide`] on a handle a request for a secret proposes or made
+    /// (`resource.requested` is true).
+    pub fn decide_requested(&self, agent: &str, tool: Tool, handle: &Handle) -> Decision {
+        self.decide_on(agent, tool, handle, true)
+    }
+
+    /// Whether any `permit` in `agent`'s slice could allow `tool` (its action constraint admits
+    /// it): what lists a tool with no handle enum, such as `request_secret`. The call itself
+    /// is decided by [`PolicyEngine::decide_requested`].
+    pub fn may_permit(&self, agent: &str, tool: Tool) -> bool {
+        if !valid_agent_name(agent) {
+            return false;
+        }
+        let Some(action) = self.actions.iter().find(|(t, _)| *t == tool).map(|(_, a)| a) else { return false };
+        let set = self.per_agent.get(agent).unwrap_or(&self.common);
+        set.policies().any(|p| {
+            p.effect() == cedar_policy::Effect::Permit
+                && match p.action_constraint() {
+                    cedar_policy::ActionConstraint::Any => true,
+                    cedar_policy::ActionConstraint::Eq(a) => &a == action,
+                    cedar_policy::ActionConstraint::In(v) => v.iter().any(|a| a == action),
+                }
+        })
+    }
+
+    fn decide_on(&self, agent: &str, tool: Tool, handle: &Handle, requested: bool) -> Decision {
         // Only exact, valid agent names reach Cedar, so a look-alike cannot fall into the
         // common slice and match `principal is Agent` policies meant for real agents (T16).
         if !valid_agent_name(agent) {
@@ -340,7 +371,7 @@ impl PolicyEngine {
         let principal = EntityUid::from_type_name_and_id(self.agent_type.clone(), EntityId::new(agent));
         let resource = EntityUid::from_type_name_and_id(self.handle_type.clone(), EntityId::new(handle.name.as_str()));
 
-        let entities = match self.request_entities(agent, &principal, handle, &resource) {
+        let entities = match self.request_entities(agent, &principal, (handle, requested), &resource) {
             Ok(e) => e,
             Err(e) => return Decision::deny(e),
         };
@@ -366,9 +397,13 @@ impl PolicyEngine {
         &self,
         agent: &str,
         principal: &EntityUid,
-        handle: &Handle,
+        (handle, requested): (&Handle, bool),
         resource: &EntityUid,
     ) -> Result<Entities, String> {
+        let hosts: Vec<RestrictedExpression> = handle
+            .http()
+            .map(|h| h.destinations.iter().map(|d| RestrictedExpression::new_string(d.host.clone())).collect())
+            .unwrap_or_default();
         let scope = match handle.database().map(|d| d.scope) {
             Some(Scope::ReadOnly) => "read_only",
             Some(Scope::ReadWrite) => "read_write",
@@ -385,6 +420,8 @@ impl PolicyEngine {
             HashMap::from([
                 ("kind".to_owned(), RestrictedExpression::new_string(handle.kind.as_str().to_owned())),
                 ("scope".to_owned(), RestrictedExpression::new_string(scope.to_owned())),
+                ("hosts".to_owned(), RestrictedExpression::new_set(hosts)),
+                ("requested".to_owned(), RestrictedExpression::new_bool(requested)),
             ]),
             HashSet::new(),
         )

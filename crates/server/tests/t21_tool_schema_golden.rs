@@ -28,7 +28,8 @@ use airlock_policy::PolicyEngine;
 use airlock_server::broker::lease::{RawAwsLeaseArgs, RawLeaseArgs};
 use airlock_server::broker::oauth::{ConnectArgs, ConnectStatusArgs};
 use airlock_server::broker::share::ShareArgs;
-use airlock_server::broker::tools::{render, tool_defs, Format, ToolDef};
+use airlock_server::broker::request::{RequestArgs, RequestStatusArgs};
+use airlock_server::broker::tools::{render, request_tool_defs, tool_defs, Format, ToolDef};
 use serde::de::DeserializeOwned;
 use serde_json::{json, Map, Value};
 use std::collections::BTreeSet;
@@ -159,7 +160,7 @@ fn config() -> Config {
 /// (standing in for its live leases, whose names are random).
 fn defs_for(cfg: &Config, agent: &str) -> Vec<ToolDef> {
     let policy = PolicyEngine::from_config(cfg).unwrap();
-    tool_defs(&cfg.handles, &cfg.shares, |t| {
+    let mut defs = tool_defs(&cfg.handles, &cfg.shares, |t| {
         if t == Tool::S3Object {
             policy
                 .allowed_handles(agent, Tool::RequestLease, cfg)
@@ -169,7 +170,12 @@ fn defs_for(cfg: &Config, agent: &str) -> Vec<ToolDef> {
         } else {
             policy.allowed_handles(agent, t, cfg)
         }
-    })
+    });
+    // `bot` stands in for an agent a Cedar policy lets ask a person for a secret.
+    if agent == "bot" {
+        defs.extend(request_tool_defs(&cfg.shares, &cfg.requests));
+    }
+    defs
 }
 
 fn golden_path(format: &str) -> PathBuf {
@@ -216,6 +222,8 @@ enum ArgType {
     AwsLease,
     Connect,
     ConnectStatus,
+    Request,
+    RequestStatus,
 }
 
 impl ArgType {
@@ -231,6 +239,8 @@ impl ArgType {
             Tool::S3Object => vec![ArgType::S3],
             Tool::ConnectAccount => vec![ArgType::Connect],
             Tool::ConnectStatus => vec![ArgType::ConnectStatus],
+            Tool::RequestSecret => vec![ArgType::Request],
+            Tool::RequestStatus => vec![ArgType::RequestStatus],
             Tool::RequestLease => {
                 let handles = def.input_schema["properties"]["credential_handle"]["enum"].as_array().unwrap();
                 let mut types = Vec::new();
@@ -262,6 +272,8 @@ impl ArgType {
             ArgType::AwsLease => p::<RawAwsLeaseArgs>(args),
             ArgType::Connect => p::<ConnectArgs>(args),
             ArgType::ConnectStatus => p::<ConnectStatusArgs>(args),
+            ArgType::Request => p::<RequestArgs>(args),
+            ArgType::RequestStatus => p::<RequestStatusArgs>(args),
         }
     }
 
@@ -278,6 +290,8 @@ impl ArgType {
             ArgType::Connect => fields::<ConnectArgs>(),
             ArgType::ConnectStatus => fields::<ConnectStatusArgs>(),
             ArgType::AwsLease => fields::<RawAwsLeaseArgs>(),
+            ArgType::Request => fields::<RequestArgs>(),
+            ArgType::RequestStatus => fields::<RequestStatusArgs>(),
         }
     }
 }
@@ -341,6 +355,9 @@ fn alternatives(schema: &Value) -> usize {
 /// bound of a range on even variants, the upper one on odd variants.
 fn sample(schema: &Value, variant: usize) -> Value {
     let pick = |a: &Vec<Value>| a[variant % a.len()].clone();
+    if let Some(c) = schema.get("const") {
+        return c.clone();
+    }
     if let Some(values) = schema.get("enum").and_then(Value::as_array) {
         return pick(values);
     }
@@ -405,15 +422,22 @@ fn t21_every_schema_is_its_argument_type() {
             assert_eq!(schema["additionalProperties"], false, "{name}: every argument type denies unknown fields");
             let props: BTreeSet<&str> = schema["properties"].as_object().unwrap().keys().map(String::as_str).collect();
             let required: BTreeSet<&str> = schema["required"].as_array().unwrap().iter().map(|r| r.as_str().unwrap()).collect();
-            assert_eq!(schema["properties"].as_object().unwrap().keys().next().map(String::as_str), Some("credential_handle"), "{name}");
-            assert_eq!(schema["required"][0], "credential_handle", "{name}");
+            // Every tool names a configured handle first, but those that propose one or ask
+            // about a request.
+            let on_handle = !matches!(def.tool, Tool::RequestSecret | Tool::RequestStatus);
+            if on_handle {
+                assert_eq!(schema["properties"].as_object().unwrap().keys().next().map(String::as_str), Some("credential_handle"), "{name}");
+                assert_eq!(schema["required"][0], "credential_handle", "{name}");
+            }
             assert!(required.is_subset(&props), "{name}: required {required:?} not among {props:?}");
 
             let types = ArgType::of(&cfg, &def);
             // The schema's properties are exactly the fields of the type(s): nothing offered
             // that the executor refuses, nothing it reads left out.
             let mut all: BTreeSet<&str> = types.iter().flat_map(|t| t.fields()).collect();
-            all.insert("credential_handle");
+            if on_handle {
+                all.insert("credential_handle");
+            }
             assert_eq!(props, all, "{name}: schema properties vs the fields of {types:?}");
 
             for ty in types {
@@ -437,7 +461,7 @@ fn t21_every_schema_is_its_argument_type() {
             }
         }
     }
-    assert_eq!(checked.len(), 10, "every argument type was checked: {checked:?}");
+    assert_eq!(checked.len(), 12, "every argument type was checked: {checked:?}");
 }
 
 #[test]

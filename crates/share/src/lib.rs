@@ -11,6 +11,7 @@
 //! (`crates/server/web/share-format.js`), and `tests/vectors.json` pins both to the same bytes.
 #![forbid(unsafe_code)]
 
+pub mod hints;
 pub mod intake;
 
 use airlock_core::Secret;

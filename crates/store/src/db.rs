@@ -327,6 +327,62 @@ CREATE TABLE IF NOT EXISTS share_deliveries (
 CREATE INDEX IF NOT EXISTS share_deliveries_until ON share_deliveries(until);
 "#;
 
+/// Requests for a secret (`crate::requests`): one row per intake link, its private key sealed
+/// under the keyring like every other sealed value (the trigger refuses a retired version), and
+/// one live request per handle name. Idempotent.
+mod requests {
+    const TABLE: &str = r#"
+CREATE TABLE IF NOT EXISTS secret_requests (
+    id            TEXT PRIMARY KEY,
+    agent_id      TEXT NOT NULL,
+    agent_name    TEXT NOT NULL,
+    handle        TEXT NOT NULL,
+    kind          TEXT NOT NULL,
+    context       TEXT NOT NULL,
+    definition    TEXT NOT NULL,
+    tools         TEXT NOT NULL,
+    recipient     TEXT NOT NULL,
+    proof_hash    {blob} NOT NULL,
+    intake_key    {blob},
+    status        TEXT NOT NULL,
+    approval_id   TEXT,
+    created_at    {int} NOT NULL,
+    expires_at    {int} NOT NULL,
+    received_at   {int},
+    decided_at    {int}
+);
+CREATE UNIQUE INDEX IF NOT EXISTS secret_requests_live_handle ON secret_requests(handle)
+    WHERE status IN ('pending', 'received', 'approved');
+CREATE INDEX IF NOT EXISTS secret_requests_agent ON secret_requests(agent_id, status);
+"#;
+
+    pub(super) const SQLITE: &[&str] = &[
+        TABLE,
+        r#"
+CREATE TRIGGER IF NOT EXISTS secret_requests_key_live_i BEFORE INSERT ON secret_requests
+WHEN NEW.intake_key IS NOT NULL AND EXISTS (SELECT 1 FROM master_keys) AND NOT EXISTS (SELECT 1 FROM master_keys WHERE tag = substr(NEW.intake_key, 1, length(tag)))
+BEGIN SELECT RAISE(ABORT, 'airlock-key-retired'); END;
+CREATE TRIGGER IF NOT EXISTS secret_requests_key_live_u BEFORE UPDATE OF intake_key ON secret_requests
+WHEN NEW.intake_key IS NOT NULL AND EXISTS (SELECT 1 FROM master_keys) AND NOT EXISTS (SELECT 1 FROM master_keys WHERE tag = substr(NEW.intake_key, 1, length(tag)))
+BEGIN SELECT RAISE(ABORT, 'airlock-key-retired'); END;
+"#,
+    ];
+
+    pub(super) const POSTGRES: &[&str] = &[
+        TABLE,
+        r#"
+CREATE OR REPLACE FUNCTION airlock_intake_key_check() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NOT airlock_sealed_key_live(NEW.intake_key) THEN RAISE EXCEPTION 'airlock-key-retired'; END IF;
+    RETURN NEW;
+END $$;
+DROP TRIGGER IF EXISTS secret_requests_key_live ON secret_requests;
+CREATE TRIGGER secret_requests_key_live BEFORE INSERT OR UPDATE OF intake_key ON secret_requests
+    FOR EACH ROW EXECUTE FUNCTION airlock_intake_key_check();
+"#,
+    ];
+}
+
 /// Live shares by expiry, a partial index: the per-create count of live anonymous shares (the
 /// cap) and its eviction visit live shares only, never the tombstones every used share leaves.
 /// Idempotent.
@@ -382,6 +438,7 @@ const MIGRATIONS: &[&[&str]] = &[
     &[ROTATIONS],
     &[keys::SQLITE],
     &[SHARE_DELIVERIES],
+    requests::SQLITE,
 ];
 
 /// The PostgreSQL migrations, the first of which adds the first three parts at once, applied in
@@ -397,6 +454,7 @@ const PG_MIGRATIONS: &[&[&str]] = &[
     &[ROTATIONS],
     &[keys::POSTGRES],
     &[SHARE_DELIVERIES],
+    requests::POSTGRES,
 ];
 
 /// The PostgreSQL schema version this build brings a database to.

@@ -79,6 +79,13 @@ pub const SEALED_COLUMNS: &[SealedColumn] = &[
     },
     SealedColumn { table: "oauth_accounts", key: "handle", column: "sealed", name_parts: ["handle", "owner"], name: account_seal_name },
     SealedColumn { table: "oauth_connects", key: "id", column: "verifier", name_parts: ["id", "''"], name: |id, _| connect_seal_name(id) },
+    SealedColumn {
+        table: "secret_requests",
+        key: "id",
+        column: "intake_key",
+        name_parts: ["id", "''"],
+        name: |id, _| crate::requests::intake_seal_name(id),
+    },
 ];
 
 /// One sealed value of a [`SealedColumn`].

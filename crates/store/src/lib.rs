@@ -14,6 +14,7 @@ pub mod keyring;
 pub mod migrate;
 pub mod leases;
 pub mod oauth;
+pub mod requests;
 pub mod secrets;
 pub mod shares;
 mod writer;

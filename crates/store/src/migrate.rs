@@ -178,6 +178,28 @@ const TABLES: &[(&str, &[(&str, Kind)])] = &[
             ("updated_at", Text),
         ],
     ),
+    (
+        "secret_requests",
+        &[
+            ("id", Text),
+            ("agent_id", Text),
+            ("agent_name", Text),
+            ("handle", Text),
+            ("kind", Text),
+            ("context", Text),
+            ("definition", Text),
+            ("tools", Text),
+            ("recipient", Text),
+            ("proof_hash", Bytes),
+            ("intake_key", Bytes),
+            ("status", Text),
+            ("approval_id", Text),
+            ("created_at", Int),
+            ("expires_at", Int),
+            ("received_at", Int),
+            ("decided_at", Int),
+        ],
+    ),
 ];
 
 /// What [`Store::copy_into`] did.

@@ -663,16 +663,16 @@ async fn t28_truncation_to_an_earlier_checkpoint_and_a_re_signed_chain_are_caugh
 async fn make_legacy(fx: &mut Fx, n: i64) {
     fx.exec("ALTER TABLE audit DROP COLUMN format").await;
     fx.exec("ALTER TABLE audit_checkpoints DROP COLUMN format").await;
-    // The audit-format migration is the seventh to last (the identity generation, the live
-    // shares index, the oauth tables, the rotation tables, the key versions and the share
-    // deliveries, all idempotent, came after it), so the previous release's version is seven
-    // back.
+    // The audit-format migration is the eighth to last (the identity generation, the live
+    // shares index, the oauth tables, the rotation tables, the key versions, the share
+    // deliveries and the secret requests, all idempotent, came after it), so the previous
+    // release's version is eight back.
     match fx.store.pool() {
         Some(p) => {
             let (v,): (i64,) = sqlx::query_as("PRAGMA user_version").fetch_one(p).await.unwrap();
-            sqlx::raw_sql(&format!("PRAGMA user_version = {}", v - 7)).execute(p).await.unwrap();
+            sqlx::raw_sql(&format!("PRAGMA user_version = {}", v - 8)).execute(p).await.unwrap();
         }
-        None => fx.exec(&format!("UPDATE airlock_schema SET version = {}", airlock_store::PG_SCHEMA_VERSION - 7)).await,
+        None => fx.exec(&format!("UPDATE airlock_schema SET version = {}", airlock_store::PG_SCHEMA_VERSION - 8)).await,
     }
     assert!(fx.columns("audit").await.iter().all(|c| c.0 != "format"));
     let key = Ed25519KeyPair::from_pkcs8(&std::fs::read(fx.dir.path().join("audit-signing.key")).unwrap()).unwrap();

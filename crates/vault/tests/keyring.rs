@@ -10,6 +10,7 @@ use airlock_core::config::SecretRef;
 use airlock_core::Secret;
 use airlock_store::keyring::{account_seal_name, connect_seal_name};
 use airlock_store::oauth::NewConnect;
+use airlock_store::requests::{intake_seal_name, CreateOutcome, NewRequest};
 use airlock_store::Store;
 use airlock_vault::keyring::{tag, version_of};
 use airlock_vault::{MasterKey, Vault, VaultError};
@@ -137,6 +138,27 @@ async fn rotation_rewraps_every_sealed_value_and_deletes_the_old_version() {
             })
             .await
             .unwrap());
+        // A request for a secret keeps its own private key sealed.
+        let intake = random_value(&mut r);
+        let req = |id: &'static str, key: Vec<u8>| async move {
+            let n = NewRequest {
+                id,
+                agent_id: "a",
+                agent_name: "a",
+                handle: id,
+                kind: "generic",
+                context: "{}",
+                definition: "",
+                tools: "share_secret",
+                recipient: "alice",
+                proof_hash: b"p",
+                intake_key: &key,
+                expires_at: i64::MAX / 2,
+            };
+            s.create_request(&n, 100).await
+        };
+        let created = v.seal_into(&intake_seal_name("R1"), &Secret::new(intake.clone()), |sealed| req("R1", sealed)).await.unwrap();
+        assert_eq!(created, CreateOutcome::Created);
         let st = v.rotation_status().await.unwrap();
         assert_eq!((st.versions.clone(), st.active, st.in_progress()), (vec![], 0, false), "{}", e.name);
         assert!(versions(s).await.iter().all(|x| *x == 0));
@@ -145,7 +167,7 @@ async fn rotation_rewraps_every_sealed_value_and_deletes_the_old_version() {
         let before = vault(s, root()).await;
         assert_eq!(v.begin_rotation().await.unwrap(), 1);
         let st = v.rotation_status().await.unwrap();
-        assert_eq!((st.versions.clone(), st.active, st.remaining), (vec![0, 1], 1, 303), "{}", e.name);
+        assert_eq!((st.versions.clone(), st.active, st.remaining), (vec![0, 1], 1, 304), "{}", e.name);
         // Mid-rotation: the old values open, a new one goes under the new version.
         assert_eq!(resolve(&v, "S0007").await.unwrap(), want["S0007"]);
         let value = random_value(&mut r);
@@ -156,8 +178,8 @@ async fn rotation_rewraps_every_sealed_value_and_deletes_the_old_version() {
 
         let mut seen = Vec::new();
         let report = v.finish_rotation(&mut |done, total| seen.push((done, total))).await.unwrap();
-        assert_eq!((report.version, report.rewrapped, report.retired), (1, 303, 1), "{}", e.name);
-        assert!(seen.windows(2).all(|w| w[0].0 < w[1].0) && seen.last() == Some(&(303, 303)), "{seen:?}");
+        assert_eq!((report.version, report.rewrapped, report.retired), (1, 304, 1), "{}", e.name);
+        assert!(seen.windows(2).all(|w| w[0].0 < w[1].0) && seen.last() == Some(&(304, 304)), "{seen:?}");
         let st = v.rotation_status().await.unwrap();
         assert_eq!((st.versions, st.active, st.remaining), (vec![1], 1, 0));
         assert!(versions(s).await.iter().all(|x| *x == 1), "{}", e.name);
@@ -173,12 +195,15 @@ async fn rotation_rewraps_every_sealed_value_and_deletes_the_old_version() {
         assert_eq!(bytes(&fresh.open_value(&account_seal_name("ACCT", "alice"), &a.sealed).await.unwrap()), account);
         let link = s.connect_link("c1").await.unwrap().unwrap();
         assert_eq!(bytes(&fresh.open_value(&connect_seal_name("c1"), &link.verifier.unwrap()).await.unwrap()), verifier);
+        let request = s.request("R1").await.unwrap().unwrap();
+        assert_eq!(bytes(&fresh.open_value(&intake_seal_name("R1"), &request.intake_key.unwrap()).await.unwrap()), intake);
 
         // The store refuses a value sealed under the deleted version, whoever writes it.
         let stale = airlock_vault::seal(&root(), "X", &Secret::from_str_value("x"));
         assert!(s.put_sealed("X", &stale).await.unwrap_err().is_key_retired(), "{}", e.name);
         assert!(s.put_account("ACCT", "alice", &stale, None).await.unwrap_err().is_key_retired());
         assert!(s.connect_authorize("c1", b"s", b"b", &stale).await.unwrap_err().is_key_retired());
+        assert!(req("R2", stale.clone()).await.unwrap_err().is_key_retired());
         assert!(s.get_sealed("X").await.unwrap().is_none());
         // Through the vault, the refusal makes it read the keyring and seal under version 1.
         let value = random_value(&mut r);
@@ -189,7 +214,7 @@ async fn rotation_rewraps_every_sealed_value_and_deletes_the_old_version() {
         // A second rotation: version 2, and version 1 goes.
         assert_eq!(v.begin_rotation().await.unwrap(), 2);
         let report = v.finish_rotation(&mut |_, _| {}).await.unwrap();
-        assert_eq!((report.version, report.rewrapped, report.retired), (2, 305, 1));
+        assert_eq!((report.version, report.rewrapped, report.retired), (2, 306, 1));
         assert!(versions(s).await.iter().all(|x| *x == 2));
         assert_eq!(s.master_keys().await.unwrap().iter().map(|k| (k.version, k.tag.clone())).collect::<Vec<_>>(), vec![(2, tag(2))]);
         let fresh = vault(s, root()).await;

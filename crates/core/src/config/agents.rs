@@ -145,6 +145,15 @@ fn check_grant(r: &mut Report<'_, '_>, at: &FieldPath, g: &Grant, handles: &BTre
                 ProblemCode::ToolNotApplicable,
                 format!("s3_object is used on leases of an aws handle, never on the handle itself: grant request_lease on {}", g.handle),
             );
+        } else if matches!(t, Tool::RequestSecret | Tool::RequestStatus) {
+            r.problem(
+                at,
+                ProblemCode::ToolNotApplicable,
+                format!(
+                    "{} names no configured handle: allow it with a Cedar policy on Airlock::Action::\"request_secret\" (see README, \"Requests for a secret\")",
+                    t.name()
+                ),
+            );
         } else if let Some(kind) = kind.filter(|k| !t.applies_to(*k)) {
             r.problem(
                 at,

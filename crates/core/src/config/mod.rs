@@ -26,6 +26,7 @@ mod limits;
 mod oauth;
 mod policy;
 mod problem;
+mod requests;
 mod results;
 mod sandbox;
 mod secret_ref;
@@ -52,6 +53,7 @@ pub use self::limits::{LimitsConfig, MAX_CHILD_DEPTH};
 pub use self::oauth::{OauthConstraints, OauthEndpoints, OauthProvider};
 pub use self::policy::PolicyConfig;
 pub use self::problem::{ConfigError, Location, Problem, ProblemCode};
+pub use self::requests::RequestsConfig;
 pub use self::results::{MarkupPolicy, ResultsPolicy};
 pub use self::sandbox::SandboxConfig;
 pub use self::secret_ref::{RemoteRef, SecretRef};
@@ -87,6 +89,8 @@ pub struct Config {
     pub policy: PolicyConfig,
     /// `[shares]`, with outbox paths made absolute.
     pub shares: SharesConfig,
+    /// `[requests]`: limits of requests for a secret.
+    pub requests: RequestsConfig,
     /// Handles by name.
     pub handles: BTreeMap<HandleName, Handle>,
     /// Agents by name.
@@ -116,6 +120,7 @@ struct Sections {
     sandbox: Option<IgnoredAny>,
     policy: Option<IgnoredAny>,
     shares: Option<IgnoredAny>,
+    requests: Option<IgnoredAny>,
     handles: Option<IgnoredAny>,
     agents: Option<IgnoredAny>,
     vaults: Option<IgnoredAny>,
@@ -167,6 +172,7 @@ impl Config {
             check_channel_handles(&mut r, &handles, &shares);
         }
         self::shares::check_default_base(&shares, server.listen, &mut r, &root.key("shares"));
+        let requests = section::<RequestsConfig>(&mut r, &src, "requests").checked(&mut r, &root.key("requests"));
 
         let problems = r.into_problems();
         if !problems.is_empty() {
@@ -180,6 +186,7 @@ impl Config {
             sandbox,
             policy,
             shares,
+            requests,
             handles: handles.handles,
             agents,
             leases: handles.leases,
@@ -188,6 +195,34 @@ impl Config {
             vaults: vaults.valid,
             issuers,
         })
+    }
+}
+
+/// One handle defined at run time (a handle a person's secret lands as, `request_secret`),
+/// checked exactly as a configured one: `text` is a TOML document holding the one table
+/// `[handles.NAME]`, with no lease, approval or results table and no remote vault. Every
+/// problem is returned at once.
+pub fn parse_handle(text: &str, name: &HandleName) -> Result<Handle, ConfigError> {
+    let file = "<requested handle>";
+    let invalid = |problems| ConfigError::Invalid { file: file.to_owned(), problems };
+    let src = Source::parse(text).map_err(invalid)?;
+    let mut r = Report::new(&src);
+    let at = FieldPath::root();
+    let mut handles = handle::check_all(&mut r, src.section("handles"), &vault::Vaults::default(), Path::new("."));
+    let extra = !handles.leases.is_empty() || !handles.approvals.is_empty() || !handles.results.is_empty();
+    let count = handles.declared.len();
+    let problems = r.into_problems();
+    if !problems.is_empty() {
+        return Err(invalid(problems));
+    }
+    match handles.handles.remove(name) {
+        Some(h) if count == 1 && !extra => Ok(h),
+        _ => Err(invalid(vec![Problem::new(
+            ProblemCode::UnknownHandle,
+            at.key("handles").to_string(),
+            &format!("exactly one [handles.{name}] table without lease, approval or results"),
+            None,
+        )])),
     }
 }
 

@@ -91,6 +91,9 @@ impl Broker {
 
     /// Runs one call for `caller`.
     pub async fn invoke(&self, caller: &Caller, tool_name: &str, args: Value) -> Invocation {
+        if let Some(tool @ (Tool::RequestSecret | Tool::RequestStatus)) = Tool::parse(tool_name) {
+            return self.invoke_request(caller, tool, args).await;
+        }
         let mut ctx = CallCtx::new(Some(caller), tool_name, args);
         let handle_text = ctx.args.get("credential_handle").and_then(Value::as_str).map(str::to_owned);
         ctx.handle = handle_text.as_deref().and_then(|h| HandleName::parse(h).ok());
@@ -123,6 +126,46 @@ impl Broker {
         self.finish(ctx, result).await
     }
 
+    /// `request_secret` and `request_status`, which name no configured handle: the proposed
+    /// handle (or none) is decided by the request module; the rate, the intent record (a link
+    /// goes to a person) and the ending are a call's.
+    async fn invoke_request(&self, caller: &Caller, tool: Tool, args: Value) -> Invocation {
+        let mut ctx = CallCtx::new(Some(caller), tool.name(), args);
+        if tool == Tool::RequestSecret {
+            ctx.handle = ctx.args.get("handle").and_then(Value::as_str).and_then(|h| HandleName::parse(h).ok());
+        }
+        if !caller.scope_allows(tool) {
+            return self.finish(ctx, Err(CallError::new(ErrorCode::InsufficientScope))).await;
+        }
+        if !ctx.args.is_object() {
+            return self.finish(ctx, Err(CallError::new(ErrorCode::InvalidArguments))).await;
+        }
+        if !self.take_call(caller) {
+            return self.finish(ctx, Err(CallError::new(ErrorCode::RateLimited))).await;
+        }
+        let result = match tool {
+            Tool::RequestSecret => {
+                // Checked (arguments, recipient, policy) before the intent record is written.
+                match self.check_request(caller, &ctx.args) {
+                    Ok(policies) => {
+                        ctx.policies = policies;
+                        ctx.decision = Decision::Allow;
+                        if let Err(inv) = self.write_intent(&ctx).await {
+                            return *inv;
+                        }
+                        self.request_secret(caller, &ctx.args).await
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            _ => {
+                ctx.decision = Decision::Allow;
+                self.request_status(caller, &ctx.args).await
+            }
+        };
+        self.finish(ctx, result.map(Unscrubbed::new)).await
+    }
+
     /// Tool, handle, policy and rate checks. Every refusal about the handle is the same error;
     /// a policy refusal leaves its policies in `ctx`.
     async fn check<'h>(&'h self, caller: &Caller, ctx: &mut CallCtx<'_>) -> Result<Checked<'h>, CallError> {
@@ -143,6 +186,12 @@ impl Broker {
                     return Err(unavailable());
                 }
                 (Cow::Borrowed(h), self.decide(caller, tool, h))
+            }
+            None if !name.as_str().contains("__L") => {
+                // A handle a person's secret landed as: only the agent that asked, only with
+                // the tool its request granted, only once approved (by policy or an approver).
+                let (h, d) = self.requested_for(caller, name, tool).await.ok_or_else(unavailable)?;
+                (Cow::Owned(h), d)
             }
             None => {
                 // A lease handle: only its owner, only before expiry, only with query_db (a

@@ -26,7 +26,6 @@ pub(crate) enum Purpose {
     /// The owner's code and link to connect an account (`connect_account`).
     Connect,
     /// An intake link for a person to send a secret in (`request_secret`).
-    #[allow(dead_code, reason = "request_secret delivers through here")]
     Request,
 }
 

@@ -178,6 +178,15 @@ impl Broker {
         self.identities.len()
     }
 
+    /// [`Broker::decide`] on a handle a request for a secret proposes: only an agent of the
+    /// configuration (a sub-agent's grants name configured handles only), by its own policies.
+    pub fn decide_requested(&self, caller: &Caller, tool: Tool, handle: &Handle) -> airlock_policy::Decision {
+        if !caller.scope_allows(tool) || caller.grants.is_some() {
+            return airlock_policy::Decision { allowed: false, policies: vec![], errors: vec![] };
+        }
+        self.policy.decide_requested(&caller.agent.name, tool, handle)
+    }
+
     /// The policy decision for `caller`. An agent of the configuration is decided by Cedar under
     /// its name; a sub-agent needs the grant in its own list *and* Cedar's permit for the root of
     /// its chain, so it can never be wider than its ancestors (T16).

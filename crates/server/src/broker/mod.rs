@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod oauth;
 pub mod rate;
 mod registry;
+pub mod request;
 pub mod revocation;
 mod secrets;
 pub mod share;
@@ -163,6 +164,10 @@ struct Limits {
     bad_tokens: audit_agg::BadTokens,
     /// Connect-page requests that found nothing to continue, per client address (T29, T31).
     connect_failed: rate::RateLimiter,
+    /// `request_secret` calls per agent.
+    requests: rate::RateLimiter,
+    /// Failed opens and submits of intake links, per request id and per client address.
+    request_failed: rate::RateLimiter,
 }
 
 /// The broker. One per process; share it as `Arc<Broker>`.
@@ -218,6 +223,7 @@ impl Broker {
         let limits = Limits {
             shares: share::ShareRates::new(&cfg.shares),
             connect_failed: rate::RateLimiter::with_capacity(cfg.shares.max_tracked_clients),
+            request_failed: rate::RateLimiter::with_capacity(cfg.shares.max_tracked_clients),
             ..Limits::default()
         };
         let mut metrics = Metrics::default();
@@ -228,6 +234,8 @@ impl Broker {
         metrics.register_limiter("share_failed_pair", &limits.shares.failed_pair);
         metrics.register_limiter("share_failed_share", &limits.shares.failed_share);
         metrics.register_limiter("connect_failed", &limits.connect_failed);
+        metrics.register_limiter("requests", &limits.requests);
+        metrics.register_limiter("request_failed", &limits.request_failed);
         let broker = Broker {
             cfg: Arc::new(cfg),
             policy,

@@ -82,6 +82,8 @@ impl Prepared {
             Tool::RequestLease => Prepared::Lease(broker.validate_lease(caller, handle, args)?),
             Tool::ConnectAccount => Prepared::Connect(parse_args(args.clone())?),
             Tool::ConnectStatus => Prepared::ConnectStatus(parse_args(args.clone())?),
+            // They name no configured handle and never reach this step (`invoke_request`).
+            Tool::RequestSecret | Tool::RequestStatus => return Err(CallError::new(airlock_core::ErrorCode::UnknownTool)),
         })
     }
 

@@ -48,7 +48,7 @@ impl Broker {
 
     /// As [`Broker::rebuild_scrubber`], also covering `extra` (a value just resolved from a
     /// backend that may have changed since the last rebuild).
-    async fn rebuild_scrubber_with(&self, extra: Option<(HandleName, Secret)>) -> Result<(), BrokerError> {
+    pub(crate) async fn rebuild_scrubber_with(&self, extra: Option<(HandleName, Secret)>) -> Result<(), BrokerError> {
         let _guard = self.secrets.rebuild.lock().await;
         let generation = self.store.secrets_generation().await?;
         let mut labelled: Vec<(HandleName, Secret)> = Vec::new();

@@ -12,8 +12,9 @@
 
 use super::lease::{RawAwsLeaseArgs, RawLeaseArgs};
 use super::oauth::{ConnectArgs, ConnectStatusArgs};
+use super::request::{RequestArgs, RequestStatusArgs};
 use super::share::ShareArgs;
-use airlock_core::config::{ArgTemplate, Handle, Scope, SharesConfig};
+use airlock_core::config::{ArgTemplate, Handle, RequestsConfig, Scope, SharesConfig};
 use airlock_core::{HandleName, Tool};
 use airlock_exec_aws::S3Args;
 use airlock_exec_command::CommandArgs;
@@ -302,6 +303,10 @@ fn with_handle(mut args: Object, handle_prop: Value) -> Object {
 pub fn tool_defs(cfg: &Handles, shares: &SharesConfig, handles_for: impl Fn(Tool) -> Vec<HandleName>) -> Vec<ToolDef> {
     let mut out = Vec::new();
     for &tool in Tool::ALL {
+        // They name no configured handle: listed by `request_tool_defs`.
+        if matches!(tool, Tool::RequestSecret | Tool::RequestStatus) {
+            continue;
+        }
         let handles = handles_for(tool);
         if handles.is_empty() {
             continue;
@@ -416,6 +421,8 @@ pub fn tool_defs(cfg: &Handles, shares: &SharesConfig, handles_for: impl Fn(Tool
                     false,
                 )
             }
+            // Skipped above.
+            Tool::RequestSecret | Tool::RequestStatus => continue,
             Tool::ConnectStatus => (
                 "The status of a connect link (pending, connected, denied, failed or expired) or, without connect_id, of the handle's account (connected, needs-reauth or not-connected).",
                 args_schema::<ConnectStatusArgs>(),
@@ -448,6 +455,30 @@ pub fn tool_defs(cfg: &Handles, shares: &SharesConfig, handles_for: impl Fn(Tool
     out
 }
 
+/// `request_secret` and `request_status`, for an agent that may ask a person for a secret.
+pub fn request_tool_defs(shares: &SharesConfig, requests: &RequestsConfig) -> Vec<ToolDef> {
+    let recipients: Vec<&str> = shares.recipients.keys().map(String::as_str).collect();
+    let mut schema = args_schema::<RequestArgs>();
+    overlay(&mut schema, "recipient", json!({"enum": recipients}));
+    overlay(&mut schema, "expires_in", json!({"maximum": requests.max_expiry_seconds}));
+    vec![
+        ToolDef {
+            tool: Tool::RequestSecret,
+            description: "Ask a person for a secret you need (an API key, a database URL, a password). airlock sends the recipient a one-time, end-to-end encrypted link showing what you asked for and where the secret will be bound; the value lands as a new handle you can then use (http_request, query_db or share_secret) but never read. You get only the request id: poll request_status.".into(),
+            input_schema: Value::Object(schema),
+            read_only: false,
+            open_world: true,
+        },
+        ToolDef {
+            tool: Tool::RequestStatus,
+            description: "The status of one of your requests for a secret: pending, received (waiting for an approver), approved (use the handle), rejected or expired.".into(),
+            input_schema: Value::Object(args_schema::<RequestStatusArgs>()),
+            read_only: true,
+            open_world: false,
+        },
+    ]
+}
+
 /// Renders definitions in one of the shapes.
 pub fn render(defs: &[ToolDef], format: Format) -> Value {
     let items: Vec<Value> = defs
@@ -461,7 +492,7 @@ pub fn render(defs: &[ToolDef], format: Format) -> Value {
                     "readOnlyHint": d.read_only,
                     // Creating a one-time link (to a secret, or to connect an account) adds a
                     // record and destroys nothing.
-                    "destructiveHint": !d.read_only && !matches!(d.tool, Tool::ShareSecret | Tool::ConnectAccount),
+                    "destructiveHint": !d.read_only && !matches!(d.tool, Tool::ShareSecret | Tool::ConnectAccount | Tool::RequestSecret),
                     "openWorldHint": d.open_world,
                 }
             }),
@@ -483,27 +514,32 @@ impl super::Broker {
     /// The tools `agent` (an agent of the configuration) may call.
     pub fn tool_defs(&self, agent: &str) -> Vec<ToolDef> {
         // s3_object is only ever on a lease, never on a configured handle.
-        tool_defs(&self.cfg.handles, &self.cfg.shares, |t| {
+        let mut defs = tool_defs(&self.cfg.handles, &self.cfg.shares, |t| {
             if t == Tool::S3Object {
                 Vec::new()
             } else {
                 self.policy.allowed_handles(agent, t, &self.cfg)
             }
-        })
+        });
+        if self.policy.may_permit(agent, Tool::RequestSecret) {
+            defs.extend(request_tool_defs(&self.cfg.shares, &self.cfg.requests));
+        }
+        defs
     }
 
     /// The tools `caller` may call: its grants, `query_db` on its live database leases and
     /// `s3_object` on its live aws leases.
     pub async fn tool_defs_for(&self, caller: &Caller) -> Vec<ToolDef> {
         let leases = self.live_lease_handles(&caller.agent.id).await;
+        let requested = if caller.grants.is_none() { self.requested_handles(caller).await } else { Vec::new() };
         let mut handles = Cow::Borrowed(&self.cfg.handles);
-        if !leases.is_empty() {
+        if !leases.is_empty() || !requested.is_empty() {
             let h = handles.to_mut();
-            for l in &leases {
+            for l in leases.iter().chain(requested.iter().map(|(h, _)| h)) {
                 h.insert(l.name.clone(), l.clone());
             }
         }
-        tool_defs(&handles, &self.cfg.shares, |t| {
+        let mut defs = tool_defs(&handles, &self.cfg.shares, |t| {
             let mut v: Vec<HandleName> = self
                 .cfg
                 .handles
@@ -515,8 +551,17 @@ impl super::Broker {
             if matches!(t, Tool::QueryDb | Tool::S3Object) && caller.scope_allows(t) {
                 v.extend(leases.iter().filter(|l| t.applies_to(l.kind)).map(|l| l.name.clone()));
             }
+            // Handles that landed from this agent's approved requests, with the tool granted.
+            if caller.scope_allows(t) {
+                v.extend(requested.iter().filter(|(_, g)| *g == t).map(|(h, _)| h.name.clone()));
+            }
             v
-        })
+        });
+        let may_request = caller.grants.is_none() && caller.scope_allows(Tool::RequestSecret) && self.policy.may_permit(&caller.agent.name, Tool::RequestSecret);
+        if may_request {
+            defs.extend(request_tool_defs(&self.cfg.shares, &self.cfg.requests));
+        }
+        defs
     }
 
     /// [`Broker::tool_defs_for`], rendered and scrubbed (T21).

@@ -19,6 +19,9 @@ const CREATE_JS: &str = include_str!("../../web/create.js");
 const OPEN_JS: &str = include_str!("../../web/open.js");
 const APPROVE_JS: &str = include_str!("../../web/approve.js");
 const CONNECT_JS: &str = include_str!("../../web/connect.js");
+const REQUEST_HTML: &str = include_str!("../../web/request.html");
+const REQUEST_JS: &str = include_str!("../../web/request.js");
+const REQUEST_FORMAT_JS: &str = include_str!("../../web/request-format.js");
 const CSS: &str = include_str!("../../web/airlock.css");
 const HTML: &str = "text/html; charset=utf-8";
 
@@ -32,6 +35,7 @@ pub(super) fn html(title: &str, body: &str) -> String {
 
 static OPEN: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| html("a secret for you", OPEN_HTML));
 static APPROVE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| html("approve a call", APPROVE_HTML));
+static REQUEST: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| html("a secret is requested", REQUEST_HTML));
 
 async fn create_page(State(b): State<Arc<Broker>>) -> Response {
     let s = &b.config().shares;
@@ -51,6 +55,11 @@ async fn approve_page() -> Response {
     page(HTML, APPROVE.as_str())
 }
 
+/// The same bytes for every id: the page fetches the request only with the link's proof.
+async fn request_page() -> Response {
+    page(HTML, REQUEST.as_str())
+}
+
 async fn asset(Path(name): Path<String>) -> Response {
     let (ct, body) = match name.as_str() {
         "share-format.js" => ("text/javascript; charset=utf-8", FORMAT_JS),
@@ -58,6 +67,8 @@ async fn asset(Path(name): Path<String>) -> Response {
         "open.js" => ("text/javascript; charset=utf-8", OPEN_JS),
         "approve.js" => ("text/javascript; charset=utf-8", APPROVE_JS),
         "connect.js" => ("text/javascript; charset=utf-8", CONNECT_JS),
+        "request.js" => ("text/javascript; charset=utf-8", REQUEST_JS),
+        "request-format.js" => ("text/javascript; charset=utf-8", REQUEST_FORMAT_JS),
         "airlock.css" => ("text/css; charset=utf-8", CSS),
         _ => return ApiError::from(ErrorCode::NotFound).into_response(),
     };
@@ -70,5 +81,6 @@ pub fn routes() -> Router<Arc<Broker>> {
         .route("/share", get(create_page))
         .route("/s/{id}", get(open_page))
         .route("/approve/{id}", get(approve_page))
+        .route("/r/{id}", get(request_page))
         .route("/web/{name}", get(asset))
 }

@@ -8,6 +8,7 @@ mod agent;
 mod approvals;
 mod assets;
 mod connect;
+mod requests;
 pub mod auth;
 pub mod response;
 mod shares;
@@ -47,7 +48,7 @@ fn finish(routes: Router<Arc<Broker>>, broker: Arc<Broker>) -> Router {
 /// The router of the TCP listener: the agents' routes, the one-time link pages and API, and the
 /// approval pages and API. For tests (`Router::oneshot`) and for [`serve`].
 pub fn router(broker: Arc<Broker>) -> Router {
-    let routes = agent::routes().merge(token::routes()).merge(shares::routes()).merge(approvals::routes()).merge(assets::routes()).merge(connect::routes());
+    let routes = agent::routes().merge(token::routes()).merge(shares::routes()).merge(approvals::routes()).merge(assets::routes()).merge(connect::routes()).merge(requests::routes());
     finish(routes, broker)
 }
 

@@ -1,5 +1,7 @@
 //! What the store's integration tests share.
 
+#![allow(dead_code, reason = "each test binary uses a part of the fixtures")]
+
 use airlock_store::audit::{AuditRecord, Decision};
 
 /// An allowed `query_db` call of `agent`, numbered `i` (in its request id and query).
