@@ -101,6 +101,24 @@ pub const UNTRUSTED_META: &str = "dev.airlock/untrusted-content";
 const ELICIT_MAX: std::time::Duration = std::time::Duration::from_secs(600);
 
 impl AirlockMcp {
+    /// Whether this session can send the client a URL-mode elicitation: a session with a server
+    /// side (stdio; the streamable HTTP endpoint is stateless) whose client declared it.
+    fn can_elicit_url(&self, ctx: &RequestContext<RoleServer>) -> bool {
+        matches!(self.auth, Auth::Token(..))
+            && ctx.peer.peer_info().is_some_and(|i| i.capabilities.elicitation.as_ref().is_some_and(|e| e.url.is_some()))
+    }
+
+    /// Sends the person at the client to a link made for them (`Invocation::elicit`: the intake
+    /// link of a request for a secret). The link goes to the client only, never into the tool's
+    /// result; the answer (the person accepted to open it, or not) changes nothing of the call.
+    async fn elicit_link(&self, e: &airlock_server::broker::Elicit, ctx: &RequestContext<RoleServer>) {
+        let Ok(url) = url::Url::parse(&e.url) else { return };
+        match ctx.peer.elicit_url_with_timeout(e.message.clone(), url, e.id.clone(), Some(ELICIT_MAX)).await {
+            Ok(action) => tracing::info!(request = %e.id, ?action, "request link elicited"),
+            Err(err) => tracing::info!(request = %e.id, error = %err, "request link elicitation not completed"),
+        }
+    }
+
     /// For `approval-required`, on a session whose client declared URL-mode elicitation (stdio:
     /// the streamable HTTP endpoint is stateless and cannot send requests to the client), asks
     /// the client to send the person to the approval page. `Some(true)` when the person says
@@ -108,14 +126,7 @@ impl AirlockMcp {
     async fn elicit_approval(&self, inv: &Invocation, ctx: &RequestContext<RoleServer>) -> Option<bool> {
         let code = inv.result.as_ref().err()?.code;
         let ticket = inv.approval.as_ref()?;
-        if code != ErrorCode::ApprovalRequired || !matches!(self.auth, Auth::Token(..)) {
-            return None;
-        }
-        let url_mode = ctx
-            .peer
-            .peer_info()
-            .is_some_and(|i| i.capabilities.elicitation.as_ref().is_some_and(|e| e.url.is_some()));
-        if !url_mode {
+        if code != ErrorCode::ApprovalRequired || !self.can_elicit_url(ctx) {
             return None;
         }
         let url = url::Url::parse(ticket["url"].as_str()?).ok()?;
@@ -219,9 +230,13 @@ impl ServerHandler for AirlockMcp {
         ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
         let inv = match self.caller(&ctx).await {
-            Ok(caller) => {
+            Ok(mut caller) => {
+                caller.elicit_url = self.can_elicit_url(&ctx);
                 let args = request.arguments.map(Value::Object).unwrap_or_else(|| json!({}));
                 let inv = self.broker.invoke(&caller, &request.name, args.clone()).await;
+                if let Some(e) = &inv.elicit {
+                    self.elicit_link(e, &ctx).await;
+                }
                 match self.elicit_approval(&inv, &ctx).await {
                     // The person went to the page: the same call once more (it runs if approved).
                     Some(true) => match self.caller(&ctx).await {
@@ -248,6 +263,7 @@ mod tests {
             result: Err(CallError::new(ErrorCode::HandleUnavailable)),
             redactions: 0,
             approval: None,
+            elicit: None,
         };
         let r = serde_json::to_value(call_result(&inv)).unwrap();
         assert_eq!(r["isError"], true);
@@ -260,14 +276,14 @@ mod tests {
 
     #[test]
     fn a_result_is_structured_content_with_its_json_text() {
-        let inv = Invocation { request_id: "r-2".into(), result: Ok(json!({"row_count": 2})), redactions: 0, approval: None };
+        let inv = Invocation { request_id: "r-2".into(), result: Ok(json!({"row_count": 2})), redactions: 0, approval: None, elicit: None };
         let r = serde_json::to_value(call_result(&inv)).unwrap();
         assert_eq!(r["isError"], false);
         assert_eq!(r["structuredContent"], json!({"row_count": 2}));
         assert_eq!(r["_meta"][UNTRUSTED_META], true, "t11: the result is marked as untrusted content");
         let text: Value = serde_json::from_str(r["content"][0]["text"].as_str().unwrap()).unwrap();
         assert_eq!(text, json!({"row_count": 2}));
-        let inv = Invocation { request_id: "r-3".into(), result: Ok(json!([1])), redactions: 0, approval: None };
+        let inv = Invocation { request_id: "r-3".into(), result: Ok(json!([1])), redactions: 0, approval: None, elicit: None };
         assert_eq!(call_result(&inv).structured_content, Some(json!({"result": [1]})));
     }
 

@@ -12,4 +12,4 @@
 pub mod broker;
 pub mod http;
 
-pub use broker::{Broker, BrokerError, Caller, Format, Invocation, SignedIn, SCOPE_PREFIX};
+pub use broker::{Broker, BrokerError, Caller, Elicit, Format, Invocation, SignedIn, SCOPE_PREFIX};

@@ -97,6 +97,11 @@ pub enum ShareChannelConfig {
         /// The one address this channel reaches.
         to: String,
     },
+    /// The person at the asking agent's MCP client: the link of a `request_secret` goes to the
+    /// client as a URL-mode elicitation (`elicitation/create`, `mode: "url"`), never into the
+    /// tool's result. Only for requests, and only to a client that declared URL-mode
+    /// elicitation; anything else through it is refused.
+    Elicitation {},
 }
 
 impl SharesConfig {
@@ -153,6 +158,7 @@ impl SharesConfig {
                         r.problem(&field, ProblemCode::BadAddress, format!("'{}' is not a bare e-mail address", to.escape_debug()));
                     }
                 }
+                ShareChannelConfig::Elicitation {} => {}
             }
         }
         for (recipient, ch) in &self.recipients {

@@ -102,7 +102,7 @@ impl Broker {
             }
             Note::Folded => {
                 self.metrics().refusal_folded();
-                Invocation { request_id: uuid::Uuid::now_v7().to_string(), result: Err(err), redactions: 0, approval: None }
+                Invocation { request_id: uuid::Uuid::now_v7().to_string(), result: Err(err), redactions: 0, approval: None, elicit: None }
             }
         }
     }

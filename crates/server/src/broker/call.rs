@@ -143,7 +143,7 @@ impl Broker {
         if !self.take_call(caller) {
             return self.finish(ctx, Err(CallError::new(ErrorCode::RateLimited))).await;
         }
-        let result = match tool {
+        let (result, elicit) = match tool {
             Tool::RequestSecret => {
                 // Checked (arguments, recipient, policy) before the intent record is written.
                 match self.check_request(caller, &ctx.args) {
@@ -153,17 +153,24 @@ impl Broker {
                         if let Err(inv) = self.write_intent(&ctx).await {
                             return *inv;
                         }
-                        self.request_secret(caller, &ctx.args).await
+                        match self.request_secret(caller, &ctx.args).await {
+                            Ok((v, elicit)) => (Ok(v), elicit),
+                            Err(e) => (Err(e), None),
+                        }
                     }
-                    Err(e) => Err(e),
+                    Err(e) => (Err(e), None),
                 }
             }
             _ => {
                 ctx.decision = Decision::Allow;
-                self.request_status(caller, &ctx.args).await
+                (self.request_status(caller, &ctx.args).await, None)
             }
         };
-        self.finish(ctx, result.map(Unscrubbed::new)).await
+        let mut inv = self.finish(ctx, result.map(Unscrubbed::new)).await;
+        if inv.result.is_ok() {
+            inv.elicit = elicit;
+        }
+        inv
     }
 
     /// Tool, handle, policy and rate checks. Every refusal about the handle is the same error;
@@ -258,7 +265,7 @@ impl Broker {
             self.give_back(ctx.approval.as_deref()).await;
             let err = CallError::new(ErrorCode::AuditUnavailable);
             self.metrics.record(ctx.tool, err.code.as_str(), ctx.started.elapsed().as_secs_f64());
-            return Err(Box::new(Invocation { request_id: ctx.request_id.clone(), result: Err(err), redactions: 0, approval: None }));
+            return Err(Box::new(Invocation { request_id: ctx.request_id.clone(), result: Err(err), redactions: 0, approval: None, elicit: None }));
         }
         Ok(())
     }
@@ -363,6 +370,6 @@ impl Broker {
         };
         let tool_label = Tool::parse(ctx.tool).map(|t| t.name()).unwrap_or("unknown");
         self.metrics.record(tool_label, outcome, ctx.started.elapsed().as_secs_f64());
-        Invocation { request_id: ctx.request_id, result, redactions, approval: None }
+        Invocation { request_id: ctx.request_id, result, redactions, approval: None, elicit: None }
     }
 }

@@ -82,6 +82,8 @@ impl Broker {
             ShareChannelConfig::Webhook { url } => post_json(url, &with_purpose(message)?).await,
             ShareChannelConfig::Outbox { path } => append_json(path, &with_purpose(message)?).await,
             ShareChannelConfig::Smtp { handle, to } => self.send_mail(handle, to, message).await,
+            // The front end hands such a link to the client itself (`Invocation::elicit`).
+            ShareChannelConfig::Elicitation {} => Err(format!("recipient {recipient} is reached only by URL-mode elicitation of a request")),
         }
     }
 

@@ -170,7 +170,7 @@ impl Broker {
             None => None,
             Some(_) => Some(self.store.agent_grants(&agent.id).await.map_err(internal)?),
         };
-        Ok((Caller { agent, parents, grants, peer: None, signed_in: None }, previous))
+        Ok((Caller { agent, parents, grants, peer: None, signed_in: None, elicit_url: false }, previous))
     }
 
     /// Agents authenticated and kept in memory now (for tests and metrics).

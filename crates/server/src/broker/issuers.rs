@@ -317,7 +317,7 @@ impl Broker {
             },
         };
         tracing::debug!(agent = %agent.name, issuer = %signed_in.issuer, subject = %signed_in.subject, "authenticated by a trusted issuer");
-        let caller = Caller { agent, parents: Vec::new(), grants: None, peer: None, signed_in: Some(Arc::new(signed_in)) };
+        let caller = Caller { agent, parents: Vec::new(), grants: None, peer: None, signed_in: Some(Arc::new(signed_in)), elicit_url: false };
         let mut kept = self.issuers.verified.lock().unwrap_or_else(|p| p.into_inner());
         if kept.len() >= MAX_VERIFIED {
             kept.clear();

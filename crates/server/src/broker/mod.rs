@@ -79,6 +79,9 @@ pub struct Caller {
     /// Set when the agent signed in with a token of a trusted issuer: who vouched for it, and
     /// the tools its token's scopes allow (recorded in the audit).
     pub signed_in: Option<std::sync::Arc<SignedIn>>,
+    /// Set by a front end whose client declared URL-mode elicitation (MCP over stdio): a link
+    /// for the person at that client can be handed to it (`Invocation::elicit`).
+    pub elicit_url: bool,
 }
 
 /// What a trusted issuer's token said about a caller (T30).
@@ -122,6 +125,26 @@ pub struct Invocation {
     /// For `approval-required` and `approval-denied`: the approval's id, page URL, status and
     /// expiry (never anything secret).
     pub approval: Option<Value>,
+    /// A link for the person at the caller's client, which the front end sends as a URL-mode
+    /// elicitation and never puts in the result (the intake link of a `request_secret` whose
+    /// recipient is reached that way).
+    pub elicit: Option<Elicit>,
+}
+
+/// A URL-mode elicitation to send: the link holds a proof, so it has no `Debug` that shows it.
+pub struct Elicit {
+    /// The URL (a secret: never logged, never in a result).
+    pub url: String,
+    /// The elicitation id (the request id).
+    pub id: String,
+    /// What the client shows the person.
+    pub message: String,
+}
+
+impl std::fmt::Debug for Elicit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Elicit").field("id", &self.id).finish_non_exhaustive()
+    }
 }
 
 impl Invocation {

@@ -13,12 +13,12 @@
 //! that, when an approver approves it through the approval flow.
 
 use super::approval::{binding, call_hash, canonical_json, now_ms, CallKey};
-use super::delivery::{mail_body, Delivery, Purpose};
+use super::delivery::{channel_of, mail_body, Delivery, Purpose};
 use super::audit::operator_record;
 use super::revocation::{Revoked, Revoker};
 use super::share::rfc3339;
-use super::{Broker, Caller};
-use airlock_core::config::{parse_handle, Handle, HandleKind, SecretRef};
+use super::{Broker, Caller, Elicit};
+use airlock_core::config::{parse_handle, Handle, HandleKind, SecretRef, ShareChannelConfig};
 use airlock_core::{CallError, ErrorCode, HandleName, Tool};
 use airlock_store::approvals::{ApprovalStatus, NewApproval};
 use airlock_store::requests::{intake_seal_name, status, value_seal_name, CreateOutcome, LandOutcome, NewRequest, Request};
@@ -359,10 +359,19 @@ impl Broker {
 
     /// `request_secret`: stores the request with its own sealed key, delivers the link to the
     /// recipient, and returns only the id and the expiry.
-    pub(crate) async fn request_secret(&self, caller: &Caller, args: &Value) -> Result<Value, CallError> {
+    pub(crate) async fn request_secret(&self, caller: &Caller, args: &Value) -> Result<(Value, Option<Elicit>), CallError> {
         let a: RequestArgs = airlock_core::executor::parse_args(args.clone())?;
         let p = self.propose(caller, &a)?;
         let cfg = &self.cfg.requests;
+        // A recipient reached by elicitation is the person at this very client: only a client
+        // that can be sent there.
+        let by_elicitation = matches!(channel_of(&self.cfg.shares, &p.recipient), Some(ShareChannelConfig::Elicitation {}));
+        if by_elicitation && !caller.elicit_url {
+            return Err(CallError::with_message(
+                ErrorCode::RecipientNotAllowed,
+                "this recipient is the person at an MCP client with URL-mode elicitation; this client does not offer it",
+            ));
+        }
         if !self.limits.requests.check(&caller.agent.id, cfg.create_per_minute) {
             return Err(CallError::with_message(ErrorCode::RateLimited, "too many requests for secrets; retry later"));
         }
@@ -431,6 +440,11 @@ impl Broker {
             "expires_at": rfc3339(expires_at),
             "from_agent": caller.agent.name,
         });
+        let result = json!({"request_id": id, "handle": p.name.as_str(), "expires_at": rfc3339(expires_at), "recipient": p.recipient, "status": status::PENDING});
+        if by_elicitation {
+            let message = format!("{} asks you for a secret ({}): {}. Open the link to see where it will be used and send it encrypted.", caller.agent.name, p.name, a.description);
+            return Ok((result, Some(Elicit { url: link, id: id.clone(), message })));
+        }
         let subject = format!("{} asks you for a secret: {}", caller.agent.name, p.name);
         let intro = format!(
             "The agent {} asks you for a secret through airlock, for: {}\n\nOpen this one-time link to see exactly where it will be used, and send it encrypted:",
@@ -443,7 +457,7 @@ impl Broker {
             let _ = self.store().delete_request(&id).await;
             return Err(CallError::with_message(ErrorCode::UpstreamUnavailable, "the link could not be delivered to the recipient").detail(e));
         }
-        Ok(json!({"request_id": id, "handle": p.name.as_str(), "expires_at": rfc3339(expires_at), "recipient": p.recipient, "status": status::PENDING}))
+        Ok((result, None))
     }
 
     /// `request_status`: the caller's own request, settled first (an approver's decision
