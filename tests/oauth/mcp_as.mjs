@@ -24,7 +24,7 @@ const resource = process.env.RESOURCE;
 if (!resource) throw new Error('RESOURCE is required');
 const subject = process.env.SUBJECT || 'mcp-user';
 const accessTtl = Number(process.env.ACCESS_TTL || 600);
-const tools = ['query_db', 'http_request', 'send_email', 'run_command', 'share_secret', 'request_lease', 's3_object', 'connect_account', 'connect_status'];
+const tools = ['query_db', 'http_request', 'send_email', 'run_command', 'share_secret', 'request_lease', 's3_object', 'connect_account', 'connect_status', 'request_secret', 'request_status'];
 const airlockScopes = tools.map((t) => `airlock:${t}`);
 const consented = new Set((process.env.SCOPES || '').split(/\s+/).filter(Boolean));
 
