@@ -33,9 +33,13 @@ fn policy(auto: bool) -> (tempfile::TempDir, PathBuf) {
 }
 
 fn with_requests(policy: PathBuf, max_open: u32) -> impl FnOnce(String) -> String {
+    with_limits(policy, max_open, 100_000)
+}
+
+fn with_limits(policy: PathBuf, max_open: u32, per_minute: u32) -> impl FnOnce(String) -> String {
     move |t: String| {
         format!(
-            "{t}\n[policy]\nfiles = [\"{}\"]\n[requests]\nmax_open_per_agent = {max_open}\nmax_value_bytes = 256\nfailed_per_minute = 1000\n\
+            "{t}\n[policy]\nfiles = [\"{}\"]\n[requests]\nmax_open_per_agent = {max_open}\ncreate_per_minute = {per_minute}\nmax_value_bytes = 256\nfailed_per_minute = 1000\n\
              [shares]\nbase_url = \"https://airlock.example\"\n\
              [shares.channels.box]\ntype = \"outbox\"\npath = \"outbox.jsonl\"\n\
              [shares.recipients]\n\"alice@example.com\" = \"box\"\n",
@@ -323,4 +327,69 @@ async fn ask_expired(f: &Fixture) -> String {
     ask(f, "SHORT_LIVED").await;
     let _ = API_TOKEN;
     id
+}
+
+/// The binding the person is shown is the handle that lands, whatever the agent writes: for
+/// hostile destinations, methods and header names (quotes, brackets, newlines, `=` and `#`,
+/// everything that could break out of a TOML value), a request is either refused, with nothing
+/// stored, or its stored definition parses to exactly one destination, on the host the context
+/// shows, with the methods and header the context shows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_bindings_land_exactly_as_shown_or_not_at_all() {
+    use rand::{Rng, SeedableRng};
+    let (_p, path) = policy(true);
+    let f = Fixture::start_with(with_requests(path, 10_000)).await;
+    let seed: u64 = std::env::var("AIRLOCK_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random);
+    println!("AIRLOCK_TEST_SEED={seed}");
+    let mut r = rand::rngs::StdRng::seed_from_u64(seed);
+    let alphabet: Vec<char> = "\"'\n\r\t]}[{=,#\\%?@:/ .aZ09_-\u{0}\u{2028}é".chars().collect();
+    let mut junk = |r: &mut rand::rngs::StdRng, n: usize| -> String { (0..r.random_range(0..n)).map(|_| alphabet[r.random_range(0..alphabet.len())]).collect() };
+    let (mut landed, mut refused) = (0, 0);
+    for i in 0..150 {
+        let handle = format!("H{i}");
+        let destination = format!("http://127.0.0.1:{}/{}", f.upstream.port(), junk(&mut r, 12));
+        let method = if r.random_bool(0.7) { "GET".to_owned() } else { junk(&mut r, 6) };
+        let header = if r.random_bool(0.6) { "X-Api-Key".to_owned() } else { junk(&mut r, 8) };
+        let mut a = http_request_args(&f, &handle);
+        a["destination"] = json!(destination);
+        a["methods"] = json!([method]);
+        a["inject"] = json!({"type": "header", "name": header, "format": "Key {}"});
+        let (st, v) = f.invoke("request_secret", a).await;
+        let stored = f.store.request_for_handle(&handle).await.unwrap();
+        if st != 200 {
+            assert!(matches!(code(&v), "invalid-arguments" | "handle-unavailable"), "{destination:?} {method:?} {header:?}: {v}");
+            assert!(stored.is_none(), "a refused request stores nothing");
+            refused += 1;
+            continue;
+        }
+        let req = stored.expect("stored");
+        let ctx: Value = serde_json::from_str(&req.context).unwrap();
+        assert_eq!(ctx["binding"]["destination"], json!(destination));
+        assert_eq!(ctx["binding"]["methods"], json!([method]));
+        assert_eq!(ctx["binding"]["inject"]["name"], json!(header));
+        let name = airlock_core::HandleName::parse(&handle).unwrap();
+        let h = airlock_core::config::parse_handle(&req.definition, &name).unwrap();
+        let http = h.http().unwrap();
+        assert_eq!(http.destinations.len(), 1, "{destination:?}");
+        assert_eq!(http.destinations[0].host, "127.0.0.1", "{destination:?}");
+        assert_eq!(http.destinations[0].port, f.upstream.port());
+        assert_eq!(http.destinations[0].methods, vec![method.to_ascii_uppercase()]);
+        assert_eq!(http.inject, airlock_core::config::Injection::Header { name: header.clone(), format: "Key {}".into() });
+        landed += 1;
+    }
+    println!("{landed} requests stored exactly as shown, {refused} refused");
+    assert!(landed > 30 && refused > 10, "both outcomes were exercised: {landed} / {refused}");
+}
+
+/// Requests per agent per minute: past the bucket, `rate-limited`, and nothing stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_are_rate_limited_per_agent() {
+    let (_p, path) = policy(true);
+    let f = Fixture::start_with(with_limits(path, 100, 3)).await;
+    for i in 0..3 {
+        ask(&f, &format!("RATE_{i}")).await;
+    }
+    let (st, v) = f.invoke("request_secret", http_request_args(&f, "RATE_3")).await;
+    assert_eq!((st, code(&v)), (429, "rate-limited"), "{v}");
+    assert!(f.store.request_for_handle("RATE_3").await.unwrap().is_none());
 }
