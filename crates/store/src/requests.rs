@@ -41,6 +41,11 @@ pub fn value_seal_name(handle: &str) -> String {
     format!("request\u{0}{handle}")
 }
 
+/// The handle a name made by [`value_seal_name`] is for.
+pub fn handle_of_value_name(name: &str) -> Option<&str> {
+    name.strip_prefix("request\u{0}")
+}
+
 /// A new request (`pending`).
 #[derive(Debug, Clone)]
 pub struct NewRequest<'a> {

@@ -53,7 +53,9 @@ impl Broker {
         let generation = self.store.secrets_generation().await?;
         let mut labelled: Vec<(HandleName, Secret)> = Vec::new();
         for (name, _) in self.store.all_sealed().await? {
-            let Ok(label) = HandleName::parse(&name) else { continue };
+            // A configured handle's local secret, or a value a person sent for a request.
+            let label_text = airlock_store::requests::handle_of_value_name(&name).unwrap_or(&name);
+            let Ok(label) = HandleName::parse(label_text) else { continue };
             match self.secrets.vault.resolve(&SecretRef::Local(name.clone())).await {
                 Ok(s) => self.push_known(&name, label, s, &mut labelled),
                 Err(e) => tracing::warn!(secret = %name, error = %e, "stored secret does not open; not in the scrubber"),
