@@ -98,7 +98,7 @@ async fn main() -> Result<()> {
     )?;
     let scratch = Scratch::new(&format!(
         "[store]\ndata_dir = \"data\"\nsync = \"full\"\n[limits]\nrate_per_minute = 100000000\n[policy]\nfiles = [\"{}\"]\n\
-         [requests]\nmax_open_per_agent = 10000\ncreate_per_minute = 100000000\n\
+         [requests]\nmax_open_per_agent = 10000\ncreate_per_minute = 100000\n\
          [shares.channels.hook]\ntype = \"webhook\"\nurl = \"http://127.0.0.1:{hook_port}/hook\"\n[shares.recipients]\nperson = \"hook\"\n",
         cedar.display()
     ))
@@ -120,6 +120,7 @@ async fn main() -> Result<()> {
         PHASES.warmup.as_secs()
     );
     for cc in [1usize, 32] {
+        let known = setup.next.load(Ordering::Relaxed);
         let client = reqwest::Client::builder().pool_max_idle_per_host(cc * 2).build()?;
         let s = setup.clone();
         let stats = closed_loop(cc, PHASES, move |_| {
@@ -128,7 +129,7 @@ async fn main() -> Result<()> {
         })
         .await?;
         println!(
-            "  concurrency {cc:>2}: {:>7.0} rounds/s   p50 {}   p99 {}   errors {}",
+            "  concurrency {cc:>2} ({known:>4} requested values known before): {:>7.0} rounds/s   p50 {}   p99 {}   errors {}",
             stats.rps(),
             us(stats.p50()),
             us(stats.p99()),

@@ -51,6 +51,24 @@ impl Broker {
     pub(crate) async fn rebuild_scrubber_with(&self, extra: Option<(HandleName, Secret)>) -> Result<(), BrokerError> {
         let _guard = self.secrets.rebuild.lock().await;
         let generation = self.store.secrets_generation().await?;
+        self.rebuild_locked(extra, generation).await
+    }
+
+    /// Makes the scrubber cover every secret stored so far (called after storing one: a value a
+    /// person sent for a request). It rebuilds unless a rebuild that read the store after that
+    /// write already covers it, so concurrent writers share rebuilds instead of queueing one
+    /// each.
+    pub(crate) async fn cover_stored_secrets(&self) -> Result<(), BrokerError> {
+        let _guard = self.secrets.rebuild.lock().await;
+        let generation = self.store.secrets_generation().await?;
+        if self.secrets.known.read().unwrap_or_else(|p| p.into_inner()).generation == generation {
+            return Ok(());
+        }
+        self.rebuild_locked(None, generation).await
+    }
+
+    /// The rebuild, with the rebuild lock held and the store's `generation` read under it.
+    async fn rebuild_locked(&self, extra: Option<(HandleName, Secret)>, generation: String) -> Result<(), BrokerError> {
         let mut labelled: Vec<(HandleName, Secret)> = Vec::new();
         for (name, _) in self.store.all_sealed().await? {
             // A configured handle's local secret, or a value a person sent for a request.
