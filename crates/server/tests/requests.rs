@@ -351,7 +351,7 @@ async fn hostile_bindings_land_exactly_as_shown_or_not_at_all() {
     println!("AIRLOCK_TEST_SEED={seed}");
     let mut r = rand::rngs::StdRng::seed_from_u64(seed);
     let alphabet: Vec<char> = "\"'\n\r\t]}[{=,#\\%?@:/ .aZ09_-\u{0}\u{2028}é".chars().collect();
-    let mut junk = |r: &mut rand::rngs::StdRng, n: usize| -> String { (0..r.random_range(0..n)).map(|_| alphabet[r.random_range(0..alphabet.len())]).collect() };
+    let junk = |r: &mut rand::rngs::StdRng, n: usize| -> String { (0..r.random_range(0..n)).map(|_| alphabet[r.random_range(0..alphabet.len())]).collect() };
     let (mut landed, mut refused) = (0, 0);
     for i in 0..150 {
         let handle = format!("H{i}");
