@@ -359,8 +359,13 @@ impl Link {
         if !valid_id(id) {
             return Err(ShareError::BadLink("the id is not 22 base64url characters"));
         }
-        if !(base.starts_with("http://") || base.starts_with("https://")) {
-            return Err(ShareError::BadLink("the link is not http(s)"));
+        let rest = base.strip_prefix("https://").or_else(|| base.strip_prefix("http://")).ok_or(ShareError::BadLink("the link is not http(s)"))?;
+        // A host, and nothing that moves it: `https:///s/...` would render as `https:/s/...`
+        // and reach whatever a client makes of an empty host; `user@` and `\` can make a
+        // reader see another host than the client uses.
+        let host = rest.split('/').next().unwrap_or("");
+        if host.is_empty() || host.chars().any(|c| c.is_whitespace() || c.is_control() || matches!(c, '@' | '\\' | '?' | '#')) {
+            return Err(ShareError::BadLink("the link has no host, or a host with characters a link never has"));
         }
         Ok(Link { base: base.to_owned(), id: id.to_owned(), key, passphrase })
     }
