@@ -1,6 +1,7 @@
 //! Leases, tasks and sub-agents through the REST API, with real roles on the machine's
 //! PostgreSQL and MariaDB (T15, T16). Skips when a server is down, unless
 //! AIRLOCK_REQUIRE_SERVICES=1, when it fails.
+#![allow(clippy::disallowed_methods, reason = "the test connects to the database as the lease, with the DSN it was issued")]
 
 mod common;
 

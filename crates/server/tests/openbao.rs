@@ -1,6 +1,7 @@
 //! OpenBao behind the broker: handles whose secret is in OpenBao's KV v2 (scrubbed, rotated,
 //! failing closed when OpenBao is sealed or down) and leases issued by OpenBao's database
 //! secrets engine on the machine's PostgreSQL. Each test starts its own `bao server -dev`.
+#![allow(clippy::disallowed_methods, reason = "the test compares values read back from OpenBao")]
 
 mod common;
 #[path = "../../vault/tests/bao/mod.rs"]

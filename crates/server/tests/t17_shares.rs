@@ -1,4 +1,5 @@
 //! T17 over HTTP: the share endpoints and pages, and the `share_secret` tool with its outbox.
+#![allow(clippy::disallowed_methods, reason = "the test plays the recipient, who reads the shared secret")]
 
 mod common;
 

@@ -1,7 +1,5 @@
 //! What the store's integration tests share.
 
-#![allow(dead_code, reason = "each test binary uses a part of the fixtures")]
-
 use airlock_store::audit::{AuditRecord, Decision};
 
 /// An allowed `query_db` call of `agent`, numbered `i` (in its request id and query).
@@ -33,6 +31,7 @@ pub fn record(i: usize, agent: &str) -> AuditRecord {
 /// attempt (without burning another view, after the store is reopened too), and to nothing else;
 /// the kept answer goes after `REDELIVERY_SECS`. `reopen` opens the same store again, as a
 /// restarted broker does.
+#[allow(dead_code, reason = "only the share tests use it")]
 pub async fn redelivery_is_for_the_attempt_only<F, Fut>(store: &airlock_store::Store, reopen: F)
 where
     F: Fn() -> Fut,
