@@ -9,8 +9,9 @@
 //! * scrubbing is idempotent (documented): scrubbing the output again changes nothing;
 //! * `contains_known_secret` (the outbound check) sees the embedded secret;
 //! * a cut through the secret (keeping `MIN_CUT_FRAGMENT + cut % ..` bytes of it) leaves, after
-//!   `scrub_str` and `scrub_cut_tail`, no trailing prefix of the secret of `MIN_CUT_FRAGMENT`
-//!   bytes or more (T24; not checked for a secret holding `]`, which ends every marker);
+//!   `scrub_str` and `scrub_cut_tail`, no trailing prefix of the secret as long as its floor
+//!   (`min_cut_fragment`: 4 bytes, 6 for a secret of hex digits) or longer (T24; not checked for
+//!   a secret holding `]`, which ends every marker);
 //! * the decoding work stays within the documented linear cap,
 //!   `WORK_FACTOR * len + WORK_BASE` (a counter, never wall time).
 //!
@@ -19,7 +20,7 @@
 
 use airlock_core::{HandleName, Secret};
 use airlock_scrub::decode::{WORK_BASE, WORK_FACTOR};
-use airlock_scrub::{Scrubber, ScrubberBuilder, MIN_CUT_FRAGMENT};
+use airlock_scrub::{min_cut_fragment, Scrubber, ScrubberBuilder, MIN_CUT_FRAGMENT};
 
 /// The smallest secret the target builds (the brief: at least 8 bytes).
 pub const MIN_SECRET: usize = 8;
@@ -140,11 +141,12 @@ pub fn holds(s: &Scrubber, secret: &str, text: &str, at: usize, keep: usize) -> 
     // marker ends with one, so the marker that replaced the fragment can complete a prefix of
     // such a secret with text that was in front of the fragment (the property would then see
     // a prefix the cut did not leave).
-    if keep >= MIN_CUT_FRAGMENT && !secret.contains(']') {
+    let floor = min_cut_fragment(secret.as_bytes());
+    if keep >= floor && !secret.contains(']') {
         let cut = &text[..at + keep];
         let (whole, _) = s.scrub_str(cut);
         let (tail, _) = s.scrub_cut_tail(&whole);
-        for j in (MIN_CUT_FRAGMENT..secret.len()).filter(|&j| secret.is_char_boundary(j)) {
+        for j in (floor..secret.len()).filter(|&j| secret.is_char_boundary(j)) {
             // A marker's own ending is public text (the redaction that replaced the fragment).
             if tail.ends_with(&secret[..j]) && !marker_ends_with(&secret[..j]) {
                 return Err(format!("a cut leaves {j} bytes of the secret at the end: {tail:?}"));

@@ -49,8 +49,9 @@
 //!
 //! A whole secret shorter than [`variants::MIN_SECRET_LEN`] (6 bytes) is not matched (it would
 //! shred ordinary text). A trailing fragment left by a cut is redacted from
-//! [`MIN_CUT_FRAGMENT`] (4) bytes on: a cut that keeps 3 bytes of a secret or of one of its
-//! encodings gives away at most 3 characters. The pieces of a secret split across cells are all
+//! [`MIN_CUT_FRAGMENT`] (4) bytes on, and from [`MIN_CUT_FRAGMENT_HEX`] (6) digits on for a
+//! form written in hex digits only ([`min_cut_fragment`]): a cut that keeps 3 bytes of a secret
+//! or of one of its encodings, or 5 hex digits, gives away at most 3 characters. The pieces of a secret split across cells are all
 //! redacted, however short (together they would spell it).
 //!
 //! # Bounds
@@ -330,6 +331,23 @@ pub struct Scrubber {
 /// some secret happens to begin with them.
 pub const MIN_CUT_FRAGMENT: usize = 4;
 
+/// The floor for a form written in hex digits only (hex encodings, and all-digit or all-hex
+/// secrets): two digits hold one byte, so 5 digits give away at most 2½ bytes, within the same
+/// bound as [`MIN_CUT_FRAGMENT`] for denser forms. A floor of 4 digits would redact one cut text
+/// in about 65,536 ending in hex (UUIDs, digests) per hex form of every known secret.
+pub const MIN_CUT_FRAGMENT_HEX: usize = 6;
+
+/// The shortest trailing fragment of `form` (a secret or one of its encodings) that
+/// [`Scrubber::scrub_cut_tail`] redacts: [`MIN_CUT_FRAGMENT_HEX`] when the form is written in
+/// hex digits only, [`MIN_CUT_FRAGMENT`] otherwise.
+pub fn min_cut_fragment(form: &[u8]) -> usize {
+    if !form.is_empty() && form.iter().all(u8::is_ascii_hexdigit) {
+        MIN_CUT_FRAGMENT_HEX
+    } else {
+        MIN_CUT_FRAGMENT
+    }
+}
+
 /// SHA-256 over the label, a separator and the value.
 fn fingerprint(label: &HandleName, secret: &Secret) -> [u8; 32] {
     let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
@@ -432,8 +450,8 @@ impl Scrubber {
     }
 
     /// Redacts what a cut leaves of a secret that straddled it: the longest suffix of `text`
-    /// (at least [`MIN_CUT_FRAGMENT`] bytes) that is the beginning of a known secret or of one of
-    /// its encodings. Call it on every text that was cut at a size cap or a chunk boundary,
+    /// (at least [`min_cut_fragment`] bytes of that form: 4, or 6 hex digits) that is the
+    /// beginning of a known secret or of one of its encodings. Call it on every text that was cut at a size cap or a chunk boundary,
     /// after [`Scrubber::scrub_str`] (which finds whole occurrences); [`Scrubber::scrub_result`]
     /// does both. Time: O(L log P) for the longest pattern L and pattern count P.
     pub fn scrub_cut_tail<'a>(&self, text: &'a str) -> (Cow<'a, str>, usize) {
@@ -463,12 +481,15 @@ impl Scrubber {
                 continue;
             }
             let frag = &bytes[start..];
-            // The first pattern not less than `frag`: if any pattern starts with `frag`, this one does.
+            // The patterns that start with `frag` follow the first one not less than it; the
+            // fragment counts when it reaches the floor of one of them.
             let i = self.prefixes.partition_point(|(p, _)| &p[..] < frag);
-            if let Some((p, label)) = self.prefixes.get(i) {
-                if p.starts_with(frag) {
-                    return Some((start, *label));
-                }
+            let found = self.prefixes[i..]
+                .iter()
+                .take_while(|(p, _)| p.starts_with(frag))
+                .find(|(p, _)| frag.len() >= min_cut_fragment(p));
+            if let Some((_, label)) = found {
+                return Some((start, *label));
             }
         }
         None

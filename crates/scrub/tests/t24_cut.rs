@@ -1,10 +1,10 @@
 //! T24: part of a secret returned at a cut. A size cap or a chunk boundary that falls inside a
 //! secret (or one of its encodings) must not hand back the part before the cut: after
-//! `scrub_result`, no suffix of a cut text that is at least `MIN_CUT_FRAGMENT` bytes long is the
+//! `scrub_result`, no suffix of a cut text that reaches the form's floor (`min_cut_fragment`: 4 bytes, 6 hex digits) is the
 //! beginning of the secret's form in that text.
 
 use airlock_core::{HandleName, Secret};
-use airlock_scrub::{ScrubberBuilder, MIN_CUT_FRAGMENT};
+use airlock_scrub::{min_cut_fragment, ScrubberBuilder, MIN_CUT_FRAGMENT};
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
 use base64::Engine;
 use proptest::prelude::*;
@@ -29,9 +29,10 @@ fn encode(form: usize, s: &str) -> String {
     }
 }
 
-/// The longest suffix of `out` (at least `MIN_CUT_FRAGMENT` long) that begins `form`, if any.
+/// The longest suffix of `out` (at least the form's floor long: 4 bytes, 6 hex digits) that
+/// begins `form`, if any.
 fn leaked_prefix(out: &str, form: &str) -> Option<usize> {
-    (MIN_CUT_FRAGMENT..=form.len().min(out.len())).rev().find(|&k| out.ends_with(&form[..k]))
+    (min_cut_fragment(form.as_bytes())..=form.len().min(out.len())).rev().find(|&k| out.ends_with(&form[..k]))
 }
 
 fn secret_strategy() -> impl Strategy<Value = String> {
@@ -48,7 +49,7 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
 
     /// For every form, every text before it and every cut position inside it, the scrubbed,
-    /// cut result keeps fewer than MIN_CUT_FRAGMENT bytes of the form.
+    /// cut result keeps less of the form than its floor (`min_cut_fragment`).
     #[test]
     fn t24_no_prefix_of_a_secret_survives_a_cut(
         secret in secret_strategy(),
@@ -105,4 +106,38 @@ fn t24_only_truncated_results_have_their_tails_redacted() {
     // Shorter than the floor: kept (documented).
     let mut v = json!({"body": format!("x {}", &secret[..MIN_CUT_FRAGMENT - 1]), "truncated": true});
     assert_eq!(scrubber.scrub_result(&mut v), 0);
+}
+
+#[test]
+fn t24_hex_forms_are_cut_from_six_digits_and_hex_endings_survive() {
+    let secret = "X4AA00AAaAAa00aA";
+    let mut b = ScrubberBuilder::new();
+    b.add_secret(&HandleName::parse("API").unwrap(), &Secret::from_str_value(secret));
+    let scrubber = b.build();
+    let h = hex(secret.as_bytes(), false);
+    assert_eq!(min_cut_fragment(h.as_bytes()), 6);
+    assert_eq!(min_cut_fragment(secret.as_bytes()), MIN_CUT_FRAGMENT);
+    // A UUID whose last 4 digits begin the hex form ("X4" is 58 34): 2 bytes, not a cut secret.
+    let uuid = "00000000-0000-0000-0000-000000005834";
+    assert!(h.starts_with("5834"));
+    let mut v = json!({"rows": [[uuid]], "truncated": true});
+    assert_eq!(scrubber.scrub_result(&mut v), 0);
+    assert_eq!(v["rows"][0][0], uuid);
+    // Five digits are kept, six are redacted, in either case.
+    for (k, n) in [(5, 0), (6, 1), (11, 1)] {
+        for form in [h.clone(), h.to_ascii_uppercase()] {
+            let mut v = json!({"body": format!("id {}", &form[..k]), "truncated": true});
+            assert_eq!(scrubber.scrub_result(&mut v), n, "{k} digits of {form}");
+            if n == 1 {
+                assert_eq!(v["body"], "id [REDACTED:API]");
+            }
+        }
+    }
+    // A raw secret that begins with hex digits is still cut from 4 bytes.
+    let mut b = ScrubberBuilder::new();
+    b.add_secret(&HandleName::parse("RAW").unwrap(), &Secret::from_str_value("beef-Kq9_zzT8mW2"));
+    let scrubber = b.build();
+    let mut v = json!({"body": "x beef", "truncated": true});
+    assert_eq!(scrubber.scrub_result(&mut v), 1);
+    assert_eq!(v["body"], "x [REDACTED:RAW]");
 }
