@@ -107,6 +107,10 @@ pub enum BuildError {
     /// A built-in rule expression failed to compile (a bug).
     #[error("a built-in pattern rule failed to compile: {0}")]
     Rule(String),
+    /// A handle added to a built scrubber has a marker that contains one of its patterns;
+    /// build it from all its secrets instead ([`Scrubber::with_added`]).
+    #[error("a new handle's marker contains a known pattern: build the scrubber from all its secrets")]
+    MarkerConflict,
 }
 
 /// At most this many scrub passes run on one text: a later pass only finds a match that straddles
@@ -163,37 +167,100 @@ impl ScrubberBuilder {
     /// Builds the scrubber, reporting a capacity failure instead of panicking.
     pub fn try_build(&self) -> Result<Scrubber, BuildError> {
         let rules = (!self.patterns_off).then(builtin_rules);
-        let mut labels: Vec<String> = Vec::new();
-        let mut label_of: HashMap<&str, u32> = HashMap::new();
-        // The first handle to claim a pattern labels it.
-        let mut raw: HashMap<Vec<u8>, (u32, usize)> = HashMap::new();
-        // Patterns matched case-insensitively (a pattern listed both ways is matched so).
-        let mut folded: HashSet<Vec<u8>> = HashSet::new();
-        let mut known = 0usize;
-        for (secret_idx, (handle, secret)) in self.secrets.iter().enumerate() {
+        let mut labels = Labels::default();
+        let mut sources = Sources::default();
+        sources.collect(&self.secrets, &mut labels);
+        let rule_base = labels.markers.len();
+        for id in rules::rule_ids() {
+            labels.markers.push(marker(id));
+        }
+        let base = Layer::compile(&sources, &labels.markers)?;
+        let fingerprints = self.secrets.iter().map(|(l, s)| fingerprint(l, s)).collect();
+        Ok(Scrubber {
+            layers: vec![Arc::new(base)],
+            added: None,
+            rules,
+            labels: Arc::new(labels),
+            rule_base,
+            known: sources.known,
+            fingerprints: Arc::new(fingerprints),
+            added_fingerprints: HashSet::new(),
+        })
+    }
+}
+
+/// Marker texts and the label of each handle that has one.
+#[derive(Clone, Default)]
+struct Labels {
+    /// Markers: the handles' and the rules' (a handle added to a built scrubber comes after the
+    /// rules).
+    markers: Vec<String>,
+    of: HashMap<String, u32>,
+}
+
+impl Labels {
+    fn of(&mut self, handle: &HandleName) -> u32 {
+        if let Some(&l) = self.of.get(handle.as_str()) {
+            return l;
+        }
+        self.markers.push(marker(handle.as_str()));
+        let l = (self.markers.len() - 1) as u32;
+        self.of.insert(handle.as_str().to_owned(), l);
+        l
+    }
+}
+
+/// The patterns of some secrets before compiling: every variant with its label and the order of
+/// the secret that first listed it, and which are matched case-insensitively.
+#[derive(Clone, Default)]
+struct Sources {
+    raw: HashMap<Vec<u8>, (u32, usize)>,
+    folded: HashSet<Vec<u8>>,
+    /// Secrets that listed at least one new pattern.
+    known: usize,
+    /// Secrets collected (orders the next ones after them).
+    seen: usize,
+}
+
+impl Sources {
+    /// Lists the variants of `secrets`; the first handle to claim a pattern labels it.
+    fn collect(&mut self, secrets: &[(HandleName, Secret)], labels: &mut Labels) {
+        for (handle, secret) in secrets {
+            let secret_idx = self.seen;
+            self.seen += 1;
             let vars = variants::classified_variants(secret.expose_secret());
             if vars.is_empty() {
                 continue;
             }
-            let label = *label_of.entry(handle.as_str()).or_insert_with(|| {
-                labels.push(marker(handle.as_str()));
-                (labels.len() - 1) as u32
-            });
-            let before = raw.len();
+            let label = labels.of(handle);
+            let before = self.raw.len();
             for (v, case) in vars {
                 if case == variants::Case::Fold {
-                    folded.insert(v.clone());
+                    self.folded.insert(v.clone());
                 }
-                raw.entry(v).or_insert((label, secret_idx));
+                self.raw.entry(v).or_insert((label, secret_idx));
             }
-            if raw.len() > before {
-                known += 1;
+            if self.raw.len() > before {
+                self.known += 1;
             }
         }
-        let rule_base = labels.len();
-        for id in rules::rule_ids() {
-            labels.push(marker(id));
-        }
+    }
+}
+
+/// One compiled set of known-value patterns: the raw and normalized automata and the sorted
+/// patterns a cut tail is compared with. A scrubber has one, and a second for secrets added to
+/// it after it was built ([`Scrubber::with_added`]).
+struct Layer {
+    raw: Option<PatternSet>,
+    norm: Option<PatternSet>,
+    /// Every known-value pattern with its label, sorted, for [`Scrubber::scrub_cut_tail`].
+    prefixes: Vec<(Box<[u8]>, u32)>,
+}
+
+impl Layer {
+    /// Compiles `sources`, leaving out patterns found inside any of `markers`.
+    fn compile(sources: &Sources, markers: &[String]) -> Result<Layer, BuildError> {
+        let (raw, folded) = (&sources.raw, &sources.folded);
         let mut norm: HashMap<Vec<u8>, (u32, usize)> = HashMap::new();
         // In secret order, so a folded pattern shared by two secrets keeps the first one's label.
         let mut ordered: Vec<(&Vec<u8>, &(u32, usize))> = raw.iter().collect();
@@ -220,13 +287,12 @@ impl ScrubberBuilder {
                 }
             }
         }
-        let markers = labels.join("\0");
         let mut prefixes: Vec<(Box<[u8]>, u32)> = raw.iter().map(|(p, l)| (p.clone().into_boxed_slice(), l.0)).collect();
         // A case-insensitive pattern is listed once; a cut tail is compared byte for byte, so its
         // all-upper and all-lower forms go in too (a mixed-case tail is not recognised).
         // Only for patterns written in one case (hex, base32, escapes): a mixed-case pattern
         // (base64) flipped to one case would make ordinary short words look like cut secrets.
-        for p in &folded {
+        for p in folded {
             let mixed = p.iter().any(u8::is_ascii_lowercase) && p.iter().any(u8::is_ascii_uppercase);
             if let (Some(l), false) = (raw.get(p), mixed) {
                 prefixes.push((p.to_ascii_uppercase().into_boxed_slice(), l.0));
@@ -235,10 +301,23 @@ impl ScrubberBuilder {
         }
         prefixes.sort();
         prefixes.dedup_by(|a, b| a.0 == b.0);
-        let raw = compile(raw, &folded, markers.as_bytes())?;
-        let norm = compile_norm(norm, &norm_folded, &labels)?;
-        let fingerprints = self.secrets.iter().map(|(l, s)| fingerprint(l, s)).collect();
-        Ok(Scrubber { raw, norm, rules, labels, rule_base, known, fingerprints, prefixes })
+        let raw = compile(raw.clone(), folded, markers.join("\0").as_bytes())?;
+        let norm = compile_norm(norm, &norm_folded, markers)?;
+        Ok(Layer { raw, norm, prefixes })
+    }
+
+    /// True when one of this layer's patterns occurs inside one of `markers` (so matching it
+    /// would redact a marker's text).
+    fn occurs_in(&self, markers: &[String]) -> bool {
+        let inside = |set: &Option<PatternSet>, text: &[u8]| {
+            let mut hits = Vec::new();
+            if let Some(p) = set {
+                p.matcher.find_all_unfiltered(text, &mut hits);
+            }
+            hits.iter().any(|h| !text[h.start..h.end].contains(&0))
+        };
+        let normalized: Vec<Vec<u8>> = markers.iter().map(|l| normalize::normalize_str(l)).collect();
+        inside(&self.raw, markers.join("\0").as_bytes()) || inside(&self.norm, &normalized.join(&0u8))
     }
 }
 
@@ -311,18 +390,20 @@ struct Span {
 /// Redacts known secrets, their encodings and well-known token formats. Immutable; `Send + Sync`;
 /// share it as `Arc<Scrubber>`.
 pub struct Scrubber {
-    raw: Option<PatternSet>,
-    norm: Option<PatternSet>,
+    /// The automata built with the scrubber, then at most one for secrets added since
+    /// ([`Scrubber::with_added`]).
+    layers: Vec<Arc<Layer>>,
+    /// What the added layer was compiled from, so the next addition recompiles only it.
+    added: Option<Arc<Sources>>,
     rules: Option<Arc<Rules>>,
-    /// Markers: one per handle, then one per rule.
-    labels: Vec<String>,
+    labels: Arc<Labels>,
     rule_base: usize,
     known: usize,
     /// SHA-256 of (label, value) of every secret given to the builder, so the broker can tell
     /// whether a freshly resolved value is already covered without holding values itself.
-    fingerprints: HashSet<[u8; 32]>,
-    /// Every known-value pattern with its label, sorted, for [`Scrubber::scrub_cut_tail`].
-    prefixes: Vec<(Box<[u8]>, u32)>,
+    fingerprints: Arc<HashSet<[u8; 32]>>,
+    /// The same for the secrets added since.
+    added_fingerprints: HashSet<[u8; 32]>,
 }
 
 /// The shortest trailing fragment [`Scrubber::scrub_cut_tail`] redacts. A cut that keeps 3 bytes
@@ -363,7 +444,60 @@ impl Scrubber {
     /// True when this scrubber was built with `secret` under `label` (a rotated or newly
     /// resolved value is not).
     pub fn knows(&self, label: &HandleName, secret: &Secret) -> bool {
-        self.fingerprints.contains(&fingerprint(label, secret))
+        let f = fingerprint(label, secret);
+        self.fingerprints.contains(&f) || self.added_fingerprints.contains(&f)
+    }
+
+    /// A scrubber that also covers `secrets`, without rebuilding this one: their patterns are
+    /// compiled into a second, small automaton (with those of every secret added before), and
+    /// this one's are shared. Scanning costs one more pass per text; rebuild from all secrets
+    /// with [`ScrubberBuilder`] when [`Scrubber::added_count`] grows (the broker does so when
+    /// the store's secrets change, off the request path). Fails with
+    /// [`BuildError::MarkerConflict`] when a new handle's marker would contain a pattern of
+    /// the existing automaton (scrubbing would then not be idempotent): build from all secrets.
+    pub fn with_added(&self, secrets: &[(HandleName, Secret)]) -> Result<Scrubber, BuildError> {
+        let mut labels = (*self.labels).clone();
+        let mut sources = self.added.as_deref().cloned().unwrap_or_default();
+        let had = sources.known;
+        sources.collect(secrets, &mut labels);
+        let new_markers = &labels.markers[self.labels.markers.len()..];
+        let base = &self.layers[0];
+        if !new_markers.is_empty() && base.occurs_in(new_markers) {
+            return Err(BuildError::MarkerConflict);
+        }
+        let added = Layer::compile(&sources, &labels.markers)?;
+        let mut added_fingerprints = self.added_fingerprints.clone();
+        added_fingerprints.extend(secrets.iter().map(|(l, s)| fingerprint(l, s)));
+        Ok(Scrubber {
+            layers: vec![base.clone(), Arc::new(added)],
+            known: self.known + sources.known - had,
+            added: Some(Arc::new(sources)),
+            rules: self.rules.clone(),
+            labels: Arc::new(labels),
+            rule_base: self.rule_base,
+            fingerprints: self.fingerprints.clone(),
+            added_fingerprints,
+        })
+    }
+
+    /// How many secrets were added with [`Scrubber::with_added`] since this scrubber's
+    /// automaton was built.
+    pub fn added_count(&self) -> usize {
+        self.added.as_ref().map_or(0, |a| a.seen)
+    }
+
+    /// The raw and normalized pattern sets of every layer.
+    fn raw_sets(&self) -> impl Iterator<Item = &PatternSet> {
+        self.layers.iter().filter_map(|l| l.raw.as_ref())
+    }
+
+    fn norm_sets(&self) -> impl Iterator<Item = &PatternSet> {
+        self.layers.iter().filter_map(|l| l.norm.as_ref())
+    }
+
+    /// The longest known-value pattern, if there is one.
+    fn longest_raw(&self) -> Option<usize> {
+        self.raw_sets().map(|p| p.matcher.max_len()).max()
     }
 
     /// A scrubber with the pattern rules only.
@@ -403,7 +537,7 @@ impl Scrubber {
 
     /// How far around a marker a straddling match can reach.
     fn rescan_reach(&self) -> usize {
-        let longest = [&self.raw, &self.norm].iter().filter_map(|p| p.as_ref()).map(|p| p.matcher.max_len()).max();
+        let longest = self.raw_sets().chain(self.norm_sets()).map(|p| p.matcher.max_len()).max();
         // Normalized matches may be spread out by interleaved characters in the original, and a
         // decoded match may come from an escaped form several times the pattern's length.
         8 * longest.unwrap_or(0) + 256
@@ -459,7 +593,7 @@ impl Scrubber {
             Some((start, label)) => {
                 let mut out = String::with_capacity(start + 32);
                 out.push_str(&text[..start]);
-                out.push_str(&self.labels[label as usize]);
+                out.push_str(&self.labels.markers[label as usize]);
                 (Cow::Owned(out), 1)
             }
             None => (Cow::Borrowed(text), 0),
@@ -469,7 +603,7 @@ impl Scrubber {
     /// Where the longest suffix of `text` (at least [`MIN_CUT_FRAGMENT`] bytes) that begins a
     /// known pattern starts, and that pattern's label.
     fn cut_tail(&self, text: &str) -> Option<(usize, u32)> {
-        let longest = self.prefixes.iter().map(|(p, _)| p.len()).max().unwrap_or(0);
+        let longest = self.layers.iter().flat_map(|l| l.prefixes.iter()).map(|(p, _)| p.len()).max().unwrap_or(0);
         if text.len() < MIN_CUT_FRAGMENT || longest < MIN_CUT_FRAGMENT {
             return None;
         }
@@ -483,11 +617,13 @@ impl Scrubber {
             let frag = &bytes[start..];
             // The patterns that start with `frag` follow the first one not less than it; the
             // fragment counts when it reaches the floor of one of them.
-            let i = self.prefixes.partition_point(|(p, _)| &p[..] < frag);
-            let found = self.prefixes[i..]
-                .iter()
-                .take_while(|(p, _)| p.starts_with(frag))
-                .find(|(p, _)| frag.len() >= min_cut_fragment(p));
+            let found = self.layers.iter().find_map(|l| {
+                let i = l.prefixes.partition_point(|(p, _)| &p[..] < frag);
+                l.prefixes[i..]
+                    .iter()
+                    .take_while(|(p, _)| p.starts_with(frag))
+                    .find(|(p, _)| frag.len() >= min_cut_fragment(p))
+            });
             if let Some((_, label)) = found {
                 return Some((start, *label));
             }
@@ -535,7 +671,7 @@ impl Scrubber {
     /// matches meaningless). Object keys are not leaves ([`Scrubber::scrub_json`] scrubs them on
     /// their own). Returns the number of redactions.
     pub fn scrub_across_leaves(&self, value: &mut serde_json::Value, cut: bool) -> usize {
-        if self.raw.is_none() {
+        if self.longest_raw().is_none() {
             return 0;
         }
         let mut leaves: Vec<&mut serde_json::Value> = Vec::new();
@@ -620,13 +756,12 @@ impl Scrubber {
     /// True when `text` contains a known secret or any of its encodings, directly or after
     /// normalisation (for outbound checks such as an e-mail body).
     pub fn contains_known_secret(&self, text: &str) -> bool {
-        if let Some(raw) = &self.raw {
-            if raw.matcher.is_match(text.as_bytes()) {
-                return true;
-            }
+        if self.raw_sets().any(|raw| raw.matcher.is_match(text.as_bytes())) {
+            return true;
         }
-        if let Some(norm) = &self.norm {
-            if normalize::needs_normalization(text) && norm.matcher.is_match(&Normalized::new(text).bytes) {
+        if self.norm_sets().next().is_some() && normalize::needs_normalization(text) {
+            let n = Normalized::new(text);
+            if self.norm_sets().any(|norm| norm.matcher.is_match(&n.bytes)) {
                 return true;
             }
         }
@@ -639,9 +774,9 @@ impl Scrubber {
     /// cap stopped them: for tests that bound the work on hostile input.
     #[doc(hidden)]
     pub fn decode_work(&self, text: &str) -> (usize, bool) {
-        match &self.raw {
-            Some(raw) => {
-                let d = decode::decode_passes(text.as_bytes(), raw.matcher.max_len(), &|b, out| self.match_layer(b, out));
+        match self.longest_raw() {
+            Some(longest) => {
+                let d = decode::decode_passes(text.as_bytes(), longest, &|b, out| self.match_layer(b, out));
                 (d.work, d.exhausted)
             }
             None => (0, false),
@@ -652,20 +787,34 @@ impl Scrubber {
     /// layer is text that needs normalizing.
     fn match_layer(&self, bytes: &[u8], out: &mut Vec<decode::Found>) {
         let mut hits: Vec<Hit> = Vec::new();
-        if let Some(raw) = &self.raw {
+        for raw in self.raw_sets() {
+            hits.clear();
             raw.matcher.find_all(bytes, &mut hits);
             out.extend(hits.iter().map(|h| (h.start, h.end, raw.labels[h.pattern])));
         }
-        if let (Some(norm), Ok(text)) = (&self.norm, std::str::from_utf8(bytes)) {
+        if self.norm_sets().next().is_none() {
+            return;
+        }
+        if let Ok(text) = std::str::from_utf8(bytes) {
             if normalize::needs_normalization(text) {
-                let n = Normalized::new(text);
-                hits.clear();
-                norm.matcher.find_all(&n.bytes, &mut hits);
-                out.extend(hits.iter().map(|h| {
-                    let (s, e) = n.original_span(h.start, h.end);
-                    (s, e, norm.labels[h.pattern])
-                }));
+                let mut spans = Vec::new();
+                self.normalized_spans(text, &mut spans);
+                out.extend(spans.iter().map(|sp| (sp.start, sp.end, sp.label)));
             }
+        }
+    }
+
+    /// Hits of the normalized patterns in `text` normalized, mapped back onto `text`.
+    fn normalized_spans(&self, text: &str, spans: &mut Vec<Span>) {
+        let n = Normalized::new(text);
+        let mut hits: Vec<Hit> = Vec::new();
+        for norm in self.norm_sets() {
+            hits.clear();
+            norm.matcher.find_all(&n.bytes, &mut hits);
+            spans.extend(hits.iter().map(|h| {
+                let (start, end) = n.original_span(h.start, h.end);
+                Span { start, end, label: norm.labels[h.pattern] }
+            }));
         }
     }
 
@@ -673,8 +822,8 @@ impl Scrubber {
     /// wholly inside a marker is dropped: a marker's text is public, and decoding it into
     /// something that matches must not make scrubbing loop.
     fn decoded_spans(&self, text: &str, seps: &[u64], spans: &mut Vec<Span>) {
-        let Some(raw) = &self.raw else { return };
-        let d = decode::decode_passes_with(text.as_bytes(), seps, raw.matcher.max_len(), &|b, out| {
+        let Some(longest) = self.longest_raw() else { return };
+        let d = decode::decode_passes_with(text.as_bytes(), seps, longest, &|b, out| {
             self.match_layer(b, out)
         });
         if d.found.is_empty() {
@@ -697,7 +846,7 @@ impl Scrubber {
 
     /// The number of known-value patterns (raw and encoded forms) in the automaton.
     pub fn pattern_count(&self) -> usize {
-        self.raw.as_ref().map_or(0, |p| p.matcher.pattern_count())
+        self.raw_sets().map(|p| p.matcher.pattern_count()).sum()
     }
 
     /// Redactions for `text`, merged and sorted, on character boundaries.
@@ -719,22 +868,15 @@ impl Scrubber {
     fn known_spans(&self, text: &str) -> Vec<Span> {
         let mut spans = Vec::new();
         let mut hits: Vec<Hit> = Vec::new();
-        if let Some(raw) = &self.raw {
+        for raw in self.raw_sets() {
+            hits.clear();
             raw.matcher.find_all(text.as_bytes(), &mut hits);
             spans.extend(hits.iter().map(|h| Span { start: h.start, end: h.end, label: raw.labels[h.pattern] }));
         }
         // One pass of whitespace masks serves the normalisation trigger and the decode scanner.
         let seps = normalize::sep_words(text.as_bytes());
-        if let Some(norm) = &self.norm {
-            if normalize::needs_normalization_with(text, &seps) {
-                let n = Normalized::new(text);
-                hits.clear();
-                norm.matcher.find_all(&n.bytes, &mut hits);
-                spans.extend(hits.iter().map(|h| {
-                    let (start, end) = n.original_span(h.start, h.end);
-                    Span { start, end, label: norm.labels[h.pattern] }
-                }));
-            }
+        if self.norm_sets().next().is_some() && normalize::needs_normalization_with(text, &seps) {
+            self.normalized_spans(text, &mut spans);
         }
         self.decoded_spans(text, &seps, &mut spans);
         spans
@@ -748,7 +890,7 @@ impl Scrubber {
         for s in spans {
             out.push_str(&text[at..s.start]);
             let start = out.len();
-            out.push_str(&self.labels[s.label as usize]);
+            out.push_str(&self.labels.markers[s.label as usize]);
             markers.push((start, out.len()));
             at = s.end;
         }

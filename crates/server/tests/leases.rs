@@ -192,6 +192,16 @@ async fn t15_postgres_lease_is_a_real_role_bound_to_agent_scope_tables_and_expir
 
     // The database enforces the same: connect as the role with the lease's own credential.
     let dsn = vault(f).resolve(&SecretRef::Local(lh.clone())).await.unwrap();
+    // The first query covered the lease's credential in the scrubber (added to it, no rebuild);
+    // the refresh that sees the store changed rebuilds from all secrets and still covers it.
+    let label = airlock_core::HandleName::parse(&lh).unwrap();
+    assert!(f.broker.scrubber().knows(&label, &dsn));
+    let shown = format!("dsn: {}", dsn.expose_str().unwrap());
+    assert_eq!(f.broker.scrubber().scrub_str(&shown).0, format!("dsn: [REDACTED:{lh}]"));
+    f.broker.refresh().await.unwrap();
+    assert_eq!(f.broker.scrubber().added_count(), 0);
+    assert!(f.broker.scrubber().knows(&label, &dsn));
+    assert_eq!(f.broker.scrubber().scrub_str(&shown).0, format!("dsn: [REDACTED:{lh}]"));
     let dsn = dsn.expose_str().unwrap().to_owned();
     assert!(dsn.contains(&role));
     let mut c = sqlx::PgConnection::connect(&dsn).await.unwrap();

@@ -616,11 +616,9 @@ impl Broker {
         if landed == LandOutcome::Unavailable {
             return Err(CallError::new(ErrorCode::RequestUnavailable));
         }
-        // Known to the scrubber before anything can return it (the rebuild reads it from the
-        // store, where it now is).
-        drop(value);
-        if let Err(e) = self.cover_stored_secrets().await {
-            tracing::error!(error = %e, "scrubber rebuild after a landed request failed");
+        // Known to the scrubber before anything can return it.
+        if let Err(e) = self.cover(&value_seal_name(&r.handle), handle.name.clone(), value).await {
+            tracing::error!(error = %e, "covering a landed value in the scrubber failed");
         }
         self.audit_request_event(&format!("person:{}", r.recipient), "secret_request_received", &r, None).await;
         let status = self.grant_landed(&r, &handle).await?;

@@ -7,9 +7,14 @@
 use super::{Broker, BrokerError};
 use airlock_core::config::{Handle, HandleKind, SecretRef};
 use airlock_core::{CallError, ErrorCode, HandleName, Secret};
-use airlock_scrub::{Scrubber, ScrubberBuilder};
+use airlock_scrub::{BuildError, Scrubber, ScrubberBuilder};
 use airlock_vault::Vault;
 use std::sync::{Arc, RwLock};
+
+/// At most this many secrets are added to a built scrubber ([`Scrubber::with_added`]); the next
+/// one rebuilds it from every secret. The periodic refresh rebuilds it too when the store's
+/// secrets changed, so the added automaton stays small.
+const MAX_ADDED: usize = 64;
 
 struct KnownSecrets {
     scrubber: Arc<Scrubber>,
@@ -43,28 +48,41 @@ impl Broker {
     /// the local vault and every handle's resolvable reference. Runs off the hot path; the new
     /// matcher is swapped in when ready.
     pub async fn rebuild_scrubber(&self) -> Result<(), BrokerError> {
-        self.rebuild_scrubber_with(None).await
-    }
-
-    /// As [`Broker::rebuild_scrubber`], also covering `extra` (a value just resolved from a
-    /// backend that may have changed since the last rebuild).
-    pub(crate) async fn rebuild_scrubber_with(&self, extra: Option<(HandleName, Secret)>) -> Result<(), BrokerError> {
         let _guard = self.secrets.rebuild.lock().await;
         let generation = self.store.secrets_generation().await?;
-        self.rebuild_locked(extra, generation).await
+        self.rebuild_locked(None, generation).await
     }
 
-    /// Makes the scrubber cover every secret stored so far (called after storing one: a value a
-    /// person sent for a request). It rebuilds unless a rebuild that read the store after that
-    /// write already covers it, so concurrent writers share rebuilds instead of queueing one
-    /// each.
-    pub(crate) async fn cover_stored_secrets(&self) -> Result<(), BrokerError> {
+    /// Makes the scrubber cover `secret` (stored or resolved under `name`, redacted as
+    /// `label`) before anything can return it: added to the current scrubber without rebuilding
+    /// it, or, past [`MAX_ADDED`] additions, by a rebuild from every secret. The store
+    /// generation the scrubber covers does not move: the next refresh that sees the store
+    /// changed rebuilds from all of it.
+    pub(crate) async fn cover(&self, name: &str, label: HandleName, secret: Secret) -> Result<(), BrokerError> {
         let _guard = self.secrets.rebuild.lock().await;
-        let generation = self.store.secrets_generation().await?;
-        if self.secrets.known.read().unwrap_or_else(|p| p.into_inner()).generation == generation {
+        let current = self.secrets.known.read().unwrap_or_else(|p| p.into_inner()).clone();
+        if current.scrubber.knows(&label, &secret) {
             return Ok(());
         }
-        self.rebuild_locked(None, generation).await
+        let mut parts = Vec::new();
+        self.push_known(name, label.clone(), secret.clone(), &mut parts);
+        if current.scrubber.added_count() + parts.len() <= MAX_ADDED {
+            let base = current.scrubber.clone();
+            let added = tokio::task::spawn_blocking(move || base.with_added(&parts))
+                .await
+                .expect("scrubber build does not panic");
+            match added {
+                Ok(scrubber) => {
+                    *self.secrets.known.write().unwrap_or_else(|p| p.into_inner()) =
+                        Arc::new(KnownSecrets { scrubber: Arc::new(scrubber), generation: current.generation.clone() });
+                    return Ok(());
+                }
+                Err(BuildError::MarkerConflict) => {}
+                Err(e) => tracing::warn!(error = %e, "adding to the scrubber failed; rebuilding it"),
+            }
+        }
+        let generation = self.store.secrets_generation().await?;
+        self.rebuild_locked(Some((label, secret)), generation).await
     }
 
     /// The rebuild, with the rebuild lock held and the store's `generation` read under it.
@@ -169,7 +187,7 @@ impl Broker {
             CallError::new(ErrorCode::SecretUnavailable).detail(format!("handle {}: {e}", handle.name))
         })?;
         if !self.scrubber().knows(&handle.name, &secret) {
-            self.rebuild_scrubber_with(Some((handle.name.clone(), secret.clone())))
+            self.cover(handle.name.as_str(), handle.name.clone(), secret.clone())
                 .await
                 .map_err(|e| CallError::new(ErrorCode::SecretUnavailable).detail(e.to_string()))?;
         }
