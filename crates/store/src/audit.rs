@@ -636,6 +636,8 @@ pub struct AuditLog {
     to: Appender,
     store: Store,
     signer: Arc<Signer>,
+    /// Whether the last append failed (cleared by the next one that succeeds).
+    failing: Arc<std::sync::atomic::AtomicBool>,
 }
 
 #[derive(Clone, Debug)]
@@ -664,10 +666,17 @@ impl AuditLog {
         if let Backend::Postgres(pool) = &store.backend {
             let (tx, rx) = mpsc::channel::<Pending>(8192);
             tokio::spawn(pg_writer(pool.clone(), Arc::clone(&signer), rx));
-            return AuditLog { to: Appender::Postgres(tx), store, signer };
+            return AuditLog { to: Appender::Postgres(tx), store, signer, failing: Arc::default() };
         }
         let writer = Arc::clone(store.writer().expect("a SQLite store has a writer"));
-        AuditLog { to: Appender::Sqlite(writer), store, signer }
+        AuditLog { to: Appender::Sqlite(writer), store, signer, failing: Arc::default() }
+    }
+
+    /// True when the last append failed (a full disk, the store unreachable) and none has
+    /// succeeded since: the broker then writes an intent record before every call, so that a
+    /// call whose record cannot be kept is refused before it runs, not after.
+    pub fn failing(&self) -> bool {
+        self.failing.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Appends a record; resolves to its sequence number once it is committed.
@@ -679,9 +688,16 @@ impl AuditLog {
                 let row = AuditRow::new(0, &record, Vec::new());
                 writer.submit(Box::new(Append { row, signer: Arc::clone(&self.signer), seq: 0, done }));
             }
-            Appender::Postgres(tx) => tx.send((record, done)).await.map_err(|_| StoreError::AuditWriterGone)?,
+            Appender::Postgres(tx) => {
+                if tx.send((record, done)).await.is_err() {
+                    self.failing.store(true, std::sync::atomic::Ordering::Relaxed);
+                    return Err(StoreError::AuditWriterGone);
+                }
+            }
         }
-        wait.await.map_err(|_| StoreError::AuditWriterGone)?
+        let r = wait.await.map_err(|_| StoreError::AuditWriterGone).and_then(|r| r);
+        self.failing.store(r.is_err(), std::sync::atomic::Ordering::Relaxed);
+        r
     }
 
     /// The public key this log signs with now.

@@ -429,6 +429,16 @@ fn query_error(e: sqlx::Error) -> CallError {
             if timed_out {
                 return CallError::new(ErrorCode::UpstreamTimeout).detail(format!("database: {e}"));
             }
+            // The server went away under the statement, which it did not reject: PostgreSQL's
+            // class 08 (connection exception) and 57P01..57P03 (admin or crash shutdown, not
+            // accepting connections yet: a restart), MariaDB/MySQL 1053 (server shutdown).
+            let gone = (d.try_downcast_ref::<sqlx::postgres::PgDatabaseError>().is_some()
+                && (code.starts_with("08") || matches!(code.as_str(), "57P01" | "57P02" | "57P03")))
+                || mysql_number == Some(1053);
+            if gone {
+                return CallError::new(ErrorCode::UpstreamUnavailable)
+                    .detail(format!("database: {e}"));
+            }
             let shown = match mysql_number {
                 Some(n) => format!("{n}"),
                 None => code,

@@ -117,7 +117,9 @@ impl Broker {
         }
         // From here the call is allowed: what follows is its outcome.
         ctx.decision = Decision::Allow;
-        if prepared.facts(self, &checked.handle).side_effects {
+        // While the audit log is failing (disk full, store down) every call writes its intent
+        // record first: a call whose record cannot be kept is refused before it runs.
+        if prepared.facts(self, &checked.handle).side_effects || self.audit.failing() {
             if let Err(inv) = self.write_intent(&ctx).await {
                 return *inv;
             }
