@@ -220,30 +220,70 @@ struct Sources {
     known: usize,
     /// Secrets collected (orders the next ones after them).
     seen: usize,
+    /// For added secrets only: each secret's label, fingerprint and variants, so that the
+    /// secrets of one handle can be taken out again ([`Scrubber::without_added`]).
+    kept: Option<Vec<Kept>>,
+}
+
+/// An added secret's label, fingerprint and variants.
+#[derive(Clone)]
+struct Kept {
+    label: u32,
+    fingerprint: [u8; 32],
+    variants: Vec<(Vec<u8>, variants::Case)>,
 }
 
 impl Sources {
+    /// Sources that keep each secret's variants (for the added layer).
+    fn keeping() -> Sources {
+        Sources { kept: Some(Vec::new()), ..Sources::default() }
+    }
+
     /// Lists the variants of `secrets`; the first handle to claim a pattern labels it.
     fn collect(&mut self, secrets: &[(HandleName, Secret)], labels: &mut Labels) {
         for (handle, secret) in secrets {
-            let secret_idx = self.seen;
-            self.seen += 1;
             let vars = variants::classified_variants(secret.expose_secret());
             if vars.is_empty() {
+                self.seen += 1;
                 continue;
             }
             let label = labels.of(handle);
-            let before = self.raw.len();
-            for (v, case) in vars {
-                if case == variants::Case::Fold {
-                    self.folded.insert(v.clone());
-                }
-                self.raw.entry(v).or_insert((label, secret_idx));
+            if let Some(kept) = &mut self.kept {
+                kept.push(Kept { label, fingerprint: fingerprint(handle, secret), variants: vars.clone() });
             }
-            if self.raw.len() > before {
-                self.known += 1;
+            self.add(label, vars);
+        }
+    }
+
+    fn add(&mut self, label: u32, vars: Vec<(Vec<u8>, variants::Case)>) {
+        let secret_idx = self.seen;
+        self.seen += 1;
+        let before = self.raw.len();
+        for (v, case) in vars {
+            if case == variants::Case::Fold {
+                self.folded.insert(v.clone());
+            }
+            self.raw.entry(v).or_insert((label, secret_idx));
+        }
+        if self.raw.len() > before {
+            self.known += 1;
+        }
+    }
+
+    /// These sources without the kept secrets labelled `label`, and the fingerprints of those
+    /// taken out.
+    fn without(&self, label: u32) -> (Sources, Vec<[u8; 32]>) {
+        let mut out = Sources::keeping();
+        let mut gone = Vec::new();
+        for k in self.kept.iter().flatten() {
+            if k.label == label {
+                gone.push(k.fingerprint);
+            } else {
+                out.kept.as_mut().expect("keeping").push(k.clone());
+                out.add(k.label, k.variants.clone());
             }
         }
+        (out, gone)
     }
 }
 
@@ -457,7 +497,7 @@ impl Scrubber {
     /// the existing automaton (scrubbing would then not be idempotent): build from all secrets.
     pub fn with_added(&self, secrets: &[(HandleName, Secret)]) -> Result<Scrubber, BuildError> {
         let mut labels = (*self.labels).clone();
-        let mut sources = self.added.as_deref().cloned().unwrap_or_default();
+        let mut sources = self.added.as_deref().cloned().unwrap_or_else(Sources::keeping);
         let had = sources.known;
         sources.collect(secrets, &mut labels);
         let new_markers = &labels.markers[self.labels.markers.len()..];
@@ -484,6 +524,40 @@ impl Scrubber {
     /// automaton was built.
     pub fn added_count(&self) -> usize {
         self.added.as_ref().map_or(0, |a| a.seen)
+    }
+
+    /// This scrubber without the secrets that were added under `label` (a lease's handle once
+    /// the lease is revoked), so that values no longer valid do not pile up in the added
+    /// automaton; `None` when none were. Secrets the scrubber was built with stay until the
+    /// next full build.
+    pub fn without_added(&self, label: &HandleName) -> Result<Option<Scrubber>, BuildError> {
+        let (Some(added), Some(&l)) = (&self.added, self.labels.of.get(label.as_str())) else {
+            return Ok(None);
+        };
+        let (sources, gone) = added.without(l);
+        if gone.is_empty() {
+            return Ok(None);
+        }
+        let mut added_fingerprints = self.added_fingerprints.clone();
+        for f in &gone {
+            added_fingerprints.remove(f);
+        }
+        let base = self.layers[0].clone();
+        let (layers, added) = if sources.seen == 0 {
+            (vec![base], None)
+        } else {
+            (vec![base, Arc::new(Layer::compile(&sources, &self.labels.markers)?)], Some(Arc::new(sources)))
+        };
+        Ok(Some(Scrubber {
+            layers,
+            known: self.known - gone.len().min(self.known),
+            added,
+            rules: self.rules.clone(),
+            labels: self.labels.clone(),
+            rule_base: self.rule_base,
+            fingerprints: self.fingerprints.clone(),
+            added_fingerprints,
+        }))
     }
 
     /// The raw and normalized pattern sets of every layer.

@@ -102,6 +102,36 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+    /// Taking out what was added under one handle (a revoked lease) leaves a scrubber that
+    /// redacts exactly what one built without it redacts, and no longer knows its values.
+    #[test]
+    fn taking_out_an_added_handle_is_as_if_it_was_never_added(
+        base in proptest::collection::vec(secret_strategy(), 1..4),
+        added in proptest::collection::vec(secret_strategy(), 2..6),
+        gone in any::<prop::sample::Index>(),
+        picks in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..6),
+    ) {
+        let base: Vec<(HandleName, Secret)> = base.iter().enumerate().map(|(i, s)| (label(i), Secret::from_str_value(s))).collect();
+        // Two values per handle, as a lease's credential and its parts.
+        let added: Vec<(HandleName, Secret)> = added.iter().enumerate().map(|(i, s)| (label(100 + i / 2), Secret::from_str_value(s))).collect();
+        let out = added[gone.index(added.len())].0.clone();
+        let kept: Vec<(HandleName, Secret)> = added.iter().filter(|(l, _)| *l != out).cloned().collect();
+        let expected = if kept.is_empty() { build(&base) } else { build(&base).with_added(&kept).unwrap() };
+        let taken = build(&base).with_added(&added).unwrap().without_added(&out).unwrap().expect("it was added");
+        prop_assert_eq!(taken.added_count(), kept.len());
+        for (l, s) in &added {
+            prop_assert_eq!(taken.knows(l, s), *l != out);
+        }
+        let values: Vec<&str> = base.iter().chain(&added).map(|(_, s)| std::str::from_utf8(s.expose_secret()).unwrap()).collect();
+        let text: String = picks.iter().map(|(w, f)| format!("x {} y", form(values[w.index(values.len())], *f))).collect();
+        prop_assert_eq!(taken.scrub_str(&text), expected.scrub_str(&text));
+        prop_assert!(taken.without_added(&out).unwrap().is_none(), "taken out twice");
+    }
+}
+
 #[test]
 fn the_first_scrubber_is_unchanged_and_counts_add_up() {
     let base = build(&[(label(1), Secret::from_str_value("first-secret-value-1"))]);

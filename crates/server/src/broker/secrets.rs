@@ -12,9 +12,10 @@ use airlock_vault::Vault;
 use std::sync::{Arc, RwLock};
 
 /// At most this many secrets are added to a built scrubber ([`Scrubber::with_added`]); the next
-/// one rebuilds it from every secret. The periodic refresh rebuilds it too when the store's
-/// secrets changed, so the added automaton stays small.
-const MAX_ADDED: usize = 64;
+/// one rebuilds it from every secret. Each addition recompiles the added automaton (about 1.5 ms
+/// per connection URL here), so it is kept small: a revoked lease's values are taken out again,
+/// and the periodic refresh rebuilds in full when the store's secrets changed.
+const MAX_ADDED: usize = 16;
 
 struct KnownSecrets {
     scrubber: Arc<Scrubber>,
@@ -154,6 +155,24 @@ impl Broker {
         self.cfg.handles.values().filter(|h| h.kind == HandleKind::Aws).any(|h| {
             h.name.as_str() == base || h.name.as_str() == name || matches!(&h.secret, SecretRef::Local(k) if k == name)
         })
+    }
+
+    /// Takes the values added for `label` (a lease's handle, once the lease is revoked) out of
+    /// the scrubber's added automaton, so revoked credentials do not pile up there. Values the
+    /// scrubber was built with stay until the next full build (still redacted; harmless).
+    pub(crate) async fn uncover(&self, label: &HandleName) {
+        let _guard = self.secrets.rebuild.lock().await;
+        let current = self.secrets.known.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let scrubber = current.scrubber.clone();
+        let name = label.clone();
+        match tokio::task::spawn_blocking(move || scrubber.without_added(&name)).await.expect("scrubber build does not panic") {
+            Ok(Some(s)) => {
+                *self.secrets.known.write().unwrap_or_else(|p| p.into_inner()) =
+                    Arc::new(KnownSecrets { scrubber: Arc::new(s), generation: current.generation.clone() });
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(handle = %label, error = %e, "taking a value out of the scrubber failed; the next rebuild does"),
+        }
     }
 
     /// Checks whether secrets changed in the store (another process ran `secret put`) and rebuilds

@@ -284,6 +284,9 @@ impl Broker {
             }
         }
         self.store.transition_lease(id, &[status::REVOKING], status::REVOKED).await.map_err(internal)?;
+        if let Ok(name) = HandleName::parse(&l.handle) {
+            self.uncover(&name).await;
+        }
         tracing::info!(lease = %id, handle = %l.handle, "lease revoked");
         self.notify_tools(&l.agent_id);
         Ok(true)
