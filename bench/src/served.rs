@@ -59,6 +59,32 @@ pub async fn select1_db(path: &Path) -> Result<String> {
     Ok(url)
 }
 
+/// The `VmRSS` line of process `pid`, as the kernel writes it (`"44600 kB"`).
+pub fn vm_rss(pid: u32) -> Result<String> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).context("no VmRSS")?;
+    Ok(line.trim_start_matches("VmRSS:").trim().to_owned())
+}
+
+/// The resident memory of process `pid` (`VmRSS`), in KiB.
+pub fn vm_rss_kib(pid: u32) -> Result<u64> {
+    let v = vm_rss(pid)?;
+    v.trim_end_matches("kB").trim().parse().with_context(|| format!("VmRSS {v:?}"))
+}
+
+/// How many file descriptors process `pid` has open (the entries of `/proc/PID/fd`).
+pub fn open_fds(pid: u32) -> Result<usize> {
+    Ok(std::fs::read_dir(format!("/proc/{pid}/fd"))?.count())
+}
+
+/// Runs `sql` (one or more statements) on a new connection to the PostgreSQL server at `url`.
+pub async fn pg_exec(url: &str, sql: &str) -> Result<()> {
+    use sqlx::Connection;
+    let mut c = sqlx::PgConnection::connect(url).await.with_context(|| format!("connecting to PostgreSQL at {}", url.split('@').next_back().unwrap_or("")))?;
+    sqlx::raw_sql(sql).execute(&mut c).await?;
+    Ok(())
+}
+
 /// How long a started `airlock serve` may take to answer `/healthz`.
 const SERVE_WITHIN: Duration = Duration::from_secs(15);
 
@@ -127,7 +153,22 @@ impl Airlock {
     /// `airlock serve` on `config`, quiet (its errors still reach stderr), once
     /// `{base}/healthz` answers; an error as soon as it exits instead.
     pub async fn serve(&self, config: &Path, base: &str) -> Result<Proc> {
-        let mut proc = Proc(self.command(config).arg("serve").env("RUST_LOG", "error").stdout(Stdio::null()).spawn()?);
+        let mut cmd = self.command(config);
+        cmd.arg("serve").env("RUST_LOG", "error").stdout(Stdio::null());
+        self.start_serve(cmd, config, base).await
+    }
+
+    /// [`Airlock::serve`] with its whole log (stdout and stderr, `RUST_LOG=level`) written to
+    /// the file `log`, for reading afterwards.
+    pub async fn serve_logged(&self, config: &Path, base: &str, log: &Path, level: &str) -> Result<Proc> {
+        let f = std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
+        let mut cmd = self.command(config);
+        cmd.arg("serve").env("RUST_LOG", level).stdout(f.try_clone()?).stderr(f);
+        self.start_serve(cmd, config, base).await
+    }
+
+    async fn start_serve(&self, mut cmd: Command, config: &Path, base: &str) -> Result<Proc> {
+        let mut proc = Proc(cmd.spawn()?);
         let (c, url, t0) = (reqwest::Client::new(), format!("{base}/healthz"), Instant::now());
         while t0.elapsed() < SERVE_WITHIN {
             if let Some(status) = proc.0.try_wait()? {

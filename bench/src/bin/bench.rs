@@ -26,7 +26,7 @@
 
 use airlock_bench::bao::{self, Bao};
 use airlock_bench::load::{http_load, us, Latencies, Phases, Stats, Target};
-use airlock_bench::served::{free_port, select1_db, Airlock, Proc};
+use airlock_bench::served::{free_port, select1_db, vm_rss, Airlock, Proc};
 use anyhow::{Context, Result};
 use axum::routing::get;
 use axum::Router;
@@ -238,7 +238,7 @@ async fn footprint() -> Result<()> {
     let pid = proc.0.id();
     tokio::time::sleep(Duration::from_secs(1)).await;
     println!("\n(g) resident memory of the broker (VmRSS)");
-    println!("  idle after start: {}", rss(pid)?);
+    println!("  idle after start: {}", vm_rss(pid)?);
     let mut calls = 0usize;
     for milestone in [10_000usize, 200_000] {
         while calls < milestone {
@@ -246,16 +246,9 @@ async fn footprint() -> Result<()> {
             anyhow::ensure!(s.errors == 0, "{} calls failed", s.errors);
             calls += s.latencies.len();
         }
-        println!("  after {calls} calls: {}", rss(pid)?);
+        println!("  after {calls} calls: {}", vm_rss(pid)?);
     }
     Ok(())
-}
-
-/// The `VmRSS` line of process `pid`.
-fn rss(pid: u32) -> Result<String> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).context("no VmRSS")?;
-    Ok(line.trim_start_matches("VmRSS:").trim().to_owned())
 }
 
 /// `airlock-bench thin-mcp`: only (f), against a broker with `sync = full`.

@@ -12,7 +12,7 @@
 #![forbid(unsafe_code)]
 
 use airlock_bench::load::{http_load, Latencies, Phases, Target};
-use airlock_bench::served::{free_port, select1_db, Airlock, Proc};
+use airlock_bench::served::{free_port, pg_exec, select1_db, Airlock, Proc};
 use anyhow::{Context, Result};
 use std::time::Duration;
 
@@ -66,13 +66,6 @@ async fn load(s: &Setup, concurrency: usize) -> Result<(f64, f64, usize)> {
     Ok((st.rps(), st.p50(), st.errors))
 }
 
-async fn pg_admin(admin: &str, sql: &str) -> Result<()> {
-    use sqlx::Connection;
-    let mut c = sqlx::PgConnection::connect(admin).await.context("connecting to PostgreSQL (AIRLOCK_BENCH_PG)")?;
-    sqlx::raw_sql(sql).execute(&mut c).await?;
-    Ok(())
-}
-
 fn median(v: Vec<f64>) -> f64 {
     Latencies::from_secs(v).p50()
 }
@@ -84,8 +77,8 @@ async fn main() -> Result<()> {
     // One fresh database per PostgreSQL setup.
     let dbname = format!("airlock_bench_{:08x}", rand::random::<u32>());
     let (db1, db2) = (format!("{dbname}_1"), format!("{dbname}_2"));
-    pg_admin(&admin, &format!("CREATE DATABASE {db1}")).await?;
-    pg_admin(&admin, &format!("CREATE DATABASE {db2}")).await?;
+    pg_exec(&admin, &format!("CREATE DATABASE {db1}")).await?;
+    pg_exec(&admin, &format!("CREATE DATABASE {db2}")).await?;
     let server = admin.rsplit_once('/').map(|(s, _)| s).context("AIRLOCK_BENCH_PG names no database")?;
     let (url1, url2) = (format!("{server}/{db1}"), format!("{server}/{db2}"));
     println!(
@@ -126,7 +119,7 @@ async fn main() -> Result<()> {
     }
     .await;
     for db in [&db1, &db2] {
-        pg_admin(&admin, &format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)")).await?;
+        pg_exec(&admin, &format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)")).await?;
     }
     result
 }
