@@ -91,10 +91,7 @@ use matcher::{Hit, Matcher};
 use normalize::Normalized;
 use rules::Rules;
 use std::borrow::Cow;
-/// The builder's maps hash pattern bytes by the million: foldhash (randomly seeded per process)
-/// instead of SipHash, which was about a tenth of a rebuild's time.
-type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
-type HashSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, OnceLock};
 
 #[doc(hidden)]
@@ -187,7 +184,7 @@ impl ScrubberBuilder {
             rule_base,
             known: sources.known,
             fingerprints: Arc::new(fingerprints),
-            added_fingerprints: HashSet::default(),
+            added_fingerprints: HashSet::new(),
         })
     }
 }
@@ -304,14 +301,14 @@ impl Layer {
     /// Compiles `sources`, leaving out patterns found inside any of `markers`.
     fn compile(sources: &Sources, markers: &[String]) -> Result<Layer, BuildError> {
         let (raw, folded) = (&sources.raw, &sources.folded);
-        let mut norm: HashMap<Vec<u8>, (u32, usize)> = HashMap::default();
+        let mut norm: HashMap<Vec<u8>, (u32, usize)> = HashMap::new();
         // In secret order, so a folded pattern shared by two secrets keeps the first one's label.
         let mut ordered: Vec<(&Vec<u8>, &(u32, usize))> = raw.iter().collect();
         ordered.sort_by(|a, b| (a.1 .1, a.0).cmp(&(b.1 .1, b.0)));
         // Normalized case-insensitive patterns, matched case-insensitively too. Normalisation
         // folds `I` (not `i`) onto `l`, so a folded pattern is normalized from its all-lower and
         // its all-upper form (a mixed-case form that also needs normalizing is not covered).
-        let mut norm_folded: HashSet<Vec<u8>> = HashSet::default();
+        let mut norm_folded: HashSet<Vec<u8>> = HashSet::new();
         for (p, &l) in ordered {
             let forms = if folded.contains(p) {
                 vec![p.to_ascii_lowercase(), p.to_ascii_uppercase()]
