@@ -260,6 +260,32 @@ async fn t15_postgres_lease_is_a_real_role_bound_to_agent_scope_tables_and_expir
     assert!(pg_roles(&inst).await.is_empty(), "revoking the agent leaves its lease roles");
 }
 
+/// Another replica revoked the lease (it dropped the role, killed its sessions and removed the
+/// credential from the shared store): this broker's refresh closes its own pool for the lease,
+/// instead of keeping the killed connection open.
+#[tokio::test]
+async fn t15_a_lease_revoked_by_another_replica_closes_this_ones_pool() {
+    if !reachable("127.0.0.1:5432", "PostgreSQL").await {
+        return;
+    }
+    let e = setup("replica", true, false).await;
+    let f = &e.f;
+    let (s, v) = post(f, &e.leaser, "/v1/leases", lease_body("PGL", "read_only", 60, &[&e.ta])).await;
+    assert_eq!(s, 200, "{v}");
+    let lh = v["result"]["lease_handle"].as_str().unwrap().to_owned();
+    let (s, v) = f.invoke_as(&e.leaser, "query_db", json!({"credential_handle": lh, "query": format!("SELECT id FROM {}", e.ta)})).await;
+    assert_eq!(s, 200, "{v}");
+    let pools = f.broker.sql_pool_count();
+    assert!(pools >= 1);
+    f.broker.refresh().await.unwrap();
+    assert_eq!(f.broker.sql_pool_count(), pools, "a live lease keeps its pool");
+    // What the other replica's revocation leaves in the shared store.
+    f.store.remove_secret(&lh).await.unwrap();
+    // The server's own refresh may come first; either one closes it.
+    f.broker.refresh().await.unwrap();
+    assert_eq!(f.broker.sql_pool_count(), pools - 1);
+}
+
 #[tokio::test]
 async fn t15_bad_lease_requests_get_a_code_and_create_nothing() {
     if !reachable("127.0.0.1:5432", "PostgreSQL").await {

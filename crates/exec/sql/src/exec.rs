@@ -190,6 +190,11 @@ impl SqlExecutor {
         }
     }
 
+    /// The handles that have a cached pool.
+    pub fn cached_handles(&self) -> Vec<HandleName> {
+        self.pools.lock().unwrap_or_else(|e| e.into_inner()).keys().cloned().collect()
+    }
+
     /// Number of cached pools (for tests and metrics).
     pub fn pool_count(&self) -> usize {
         self.pools.lock().unwrap_or_else(|e| e.into_inner()).len()

@@ -22,11 +22,23 @@ struct KnownSecrets {
     generation: String,
 }
 
+/// The values added since the last full build began ([`Broker::cover`]), so that a full build,
+/// which runs without holding up additions, adds again at its swap what it did not read.
+#[derive(Default)]
+struct Journal {
+    /// Counts additions.
+    epoch: u64,
+    added: Vec<(u64, HandleName, Secret)>,
+}
+
 /// The secret backends and the scrubber of every value they hold.
 pub(crate) struct Secrets {
     pub(crate) vault: Vault,
     known: RwLock<Arc<KnownSecrets>>,
-    rebuild: tokio::sync::Mutex<()>,
+    /// Held to change `known` (an addition, a taking out, a full build's swap): short.
+    swap: tokio::sync::Mutex<Journal>,
+    /// Held for a whole full build: one at a time.
+    full: tokio::sync::Mutex<()>,
 }
 
 impl Secrets {
@@ -34,60 +46,113 @@ impl Secrets {
         Secrets {
             vault,
             known: RwLock::new(Arc::new(KnownSecrets { scrubber: Arc::new(Scrubber::empty()), generation: String::new() })),
-            rebuild: tokio::sync::Mutex::new(()),
+            swap: tokio::sync::Mutex::new(Journal::default()),
+            full: tokio::sync::Mutex::new(()),
         }
+    }
+
+    fn current(&self) -> Arc<KnownSecrets> {
+        self.known.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn set(&self, scrubber: Scrubber, generation: String) {
+        *self.known.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(KnownSecrets { scrubber: Arc::new(scrubber), generation });
     }
 }
 
 impl Broker {
     /// The current scrubber (for front ends that scrub their own output, such as log lines).
     pub fn scrubber(&self) -> Arc<Scrubber> {
-        self.secrets.known.read().unwrap_or_else(|p| p.into_inner()).scrubber.clone()
+        self.secrets.current().scrubber.clone()
     }
 
     /// Rebuilds the known-value scrubber from every secret the broker holds: every sealed secret in
-    /// the local vault and every handle's resolvable reference. Runs off the hot path; the new
-    /// matcher is swapped in when ready.
+    /// the local vault and every handle's resolvable reference. Runs off the hot path, and without
+    /// holding up values being added meanwhile ([`Broker::cover`]): the new matcher is swapped in
+    /// when ready, with those values added to it.
     pub async fn rebuild_scrubber(&self) -> Result<(), BrokerError> {
-        let _guard = self.secrets.rebuild.lock().await;
-        let generation = self.store.secrets_generation().await?;
-        self.rebuild_locked(None, generation).await
+        self.full_build(Vec::new()).await
+    }
+
+    /// A full build from every secret and `extra`; see [`Broker::rebuild_scrubber`].
+    async fn full_build(&self, extra: Vec<(HandleName, Secret)>) -> Result<(), BrokerError> {
+        let _full = self.secrets.full.lock().await;
+        let (generation, start) = {
+            let journal = self.secrets.swap.lock().await;
+            (self.store.secrets_generation().await?, journal.epoch)
+        };
+        let labelled = self.gather(extra).await?;
+        let built = tokio::task::spawn_blocking(move || build_from(&labelled)).await.expect("scrubber build does not panic");
+        let mut journal = self.secrets.swap.lock().await;
+        journal.added.retain(|(e, _, _)| *e > start);
+        let since: Vec<(HandleName, Secret)> = journal.added.iter().map(|(_, l, s)| (l.clone(), s.clone())).collect();
+        let scrubber = if since.is_empty() {
+            built
+        } else {
+            // Added while this build read the secrets: added to it again (the rare failure, a
+            // new marker holding a known pattern, builds once more with them).
+            let again = since.clone();
+            match tokio::task::spawn_blocking(move || built.with_added(&again)).await.expect("scrubber build does not panic") {
+                Ok(s) => s,
+                Err(_) => {
+                    let labelled = self.gather(since).await?;
+                    tokio::task::spawn_blocking(move || build_from(&labelled)).await.expect("scrubber build does not panic")
+                }
+            }
+        };
+        self.secrets.set(scrubber, generation);
+        Ok(())
     }
 
     /// Makes the scrubber cover `secret` (stored or resolved under `name`, redacted as
     /// `label`) before anything can return it: added to the current scrubber without rebuilding
-    /// it, or, past [`MAX_ADDED`] additions, by a rebuild from every secret. The store
-    /// generation the scrubber covers does not move: the next refresh that sees the store
-    /// changed rebuilds from all of it.
+    /// it, or, past [`MAX_ADDED`] additions, by a full build. The store generation the scrubber
+    /// covers does not move: the next refresh that sees the store changed builds from all of it.
     pub(crate) async fn cover(&self, name: &str, label: HandleName, secret: Secret) -> Result<(), BrokerError> {
-        let _guard = self.secrets.rebuild.lock().await;
-        let current = self.secrets.known.read().unwrap_or_else(|p| p.into_inner()).clone();
-        if current.scrubber.knows(&label, &secret) {
-            return Ok(());
-        }
         let mut parts = Vec::new();
         self.push_known(name, label.clone(), secret.clone(), &mut parts);
-        if current.scrubber.added_count() + parts.len() <= MAX_ADDED {
-            let base = current.scrubber.clone();
-            let added = tokio::task::spawn_blocking(move || base.with_added(&parts))
-                .await
-                .expect("scrubber build does not panic");
-            match added {
-                Ok(scrubber) => {
-                    *self.secrets.known.write().unwrap_or_else(|p| p.into_inner()) =
-                        Arc::new(KnownSecrets { scrubber: Arc::new(scrubber), generation: current.generation.clone() });
-                    return Ok(());
+        {
+            let mut journal = self.secrets.swap.lock().await;
+            let current = self.secrets.current();
+            if current.scrubber.knows(&label, &secret) {
+                return Ok(());
+            }
+            if current.scrubber.added_count() + parts.len() <= MAX_ADDED {
+                let (base, adding) = (current.scrubber.clone(), parts.clone());
+                let added = tokio::task::spawn_blocking(move || base.with_added(&adding)).await.expect("scrubber build does not panic");
+                match added {
+                    Ok(scrubber) => {
+                        self.secrets.set(scrubber, current.generation.clone());
+                        journal.epoch += 1;
+                        let epoch = journal.epoch;
+                        journal.added.extend(parts.into_iter().map(|(l, s)| (epoch, l, s)));
+                        return Ok(());
+                    }
+                    Err(BuildError::MarkerConflict) => {}
+                    Err(e) => tracing::warn!(error = %e, "adding to the scrubber failed; rebuilding it"),
                 }
-                Err(BuildError::MarkerConflict) => {}
-                Err(e) => tracing::warn!(error = %e, "adding to the scrubber failed; rebuilding it"),
             }
         }
-        let generation = self.store.secrets_generation().await?;
-        self.rebuild_locked(Some((label, secret)), generation).await
+        self.full_build(vec![(label, secret)]).await
     }
 
-    /// The rebuild, with the rebuild lock held and the store's `generation` read under it.
-    async fn rebuild_locked(&self, extra: Option<(HandleName, Secret)>, generation: String) -> Result<(), BrokerError> {
+    /// Takes the values added for `label` (a lease's handle, once the lease is revoked) out of
+    /// the scrubber's added automaton, so revoked credentials do not pile up there. Values the
+    /// scrubber was built with stay until the next full build (still redacted; harmless).
+    pub(crate) async fn uncover(&self, label: &HandleName) {
+        let mut journal = self.secrets.swap.lock().await;
+        journal.added.retain(|(_, l, _)| l != label);
+        let current = self.secrets.current();
+        let (scrubber, name) = (current.scrubber.clone(), label.clone());
+        match tokio::task::spawn_blocking(move || scrubber.without_added(&name)).await.expect("scrubber build does not panic") {
+            Ok(Some(s)) => self.secrets.set(s, current.generation.clone()),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(handle = %label, error = %e, "taking a value out of the scrubber failed; the next rebuild does"),
+        }
+    }
+
+    /// Every secret the scrubber must know, labelled, with `extra`.
+    async fn gather(&self, extra: Vec<(HandleName, Secret)>) -> Result<Vec<(HandleName, Secret)>, BrokerError> {
         let mut labelled: Vec<(HandleName, Secret)> = Vec::new();
         for (name, _) in self.store.all_sealed().await? {
             // A configured handle's local secret, or a value a person sent for a request.
@@ -116,21 +181,10 @@ impl Broker {
         }
         // Connected accounts' tokens: an upstream that echoes its bearer token back is scrubbed.
         labelled.extend(self.account_tokens().await);
-        if let Some((label, s)) = extra {
+        for (label, s) in extra {
             self.push_known(&label.to_string(), label, s, &mut labelled);
         }
-        let scrubber = tokio::task::spawn_blocking(move || {
-            let mut b = ScrubberBuilder::new();
-            for (l, s) in &labelled {
-                b.add_secret(l, s);
-            }
-            b.build()
-        })
-        .await
-        .expect("scrubber build does not panic");
-        *self.secrets.known.write().unwrap_or_else(|p| p.into_inner()) =
-            Arc::new(KnownSecrets { scrubber: Arc::new(scrubber), generation });
-        Ok(())
+        Ok(labelled)
     }
 
     /// Adds a secret to the scrubber's list. An aws secret (the handle's key pair or a lease's
@@ -157,37 +211,40 @@ impl Broker {
         })
     }
 
-    /// Takes the values added for `label` (a lease's handle, once the lease is revoked) out of
-    /// the scrubber's added automaton, so revoked credentials do not pile up there. Values the
-    /// scrubber was built with stay until the next full build (still redacted; harmless).
-    pub(crate) async fn uncover(&self, label: &HandleName) {
-        let _guard = self.secrets.rebuild.lock().await;
-        let current = self.secrets.known.read().unwrap_or_else(|p| p.into_inner()).clone();
-        let scrubber = current.scrubber.clone();
-        let name = label.clone();
-        match tokio::task::spawn_blocking(move || scrubber.without_added(&name)).await.expect("scrubber build does not panic") {
-            Ok(Some(s)) => {
-                *self.secrets.known.write().unwrap_or_else(|p| p.into_inner()) =
-                    Arc::new(KnownSecrets { scrubber: Arc::new(s), generation: current.generation.clone() });
-            }
-            Ok(None) => {}
-            Err(e) => tracing::warn!(handle = %label, error = %e, "taking a value out of the scrubber failed; the next rebuild does"),
-        }
-    }
-
     /// Checks whether secrets changed in the store (another process ran `secret put`) and rebuilds
     /// the scrubber and drops cached secrets if so. Call it periodically.
     pub async fn refresh(&self) -> Result<bool, BrokerError> {
         // Retired values whose overlap has ended leave the scrubber (the generation moves).
         self.store.drop_retired_secrets().await?;
         let generation = self.store.secrets_generation().await?;
-        let current = self.secrets.known.read().unwrap_or_else(|p| p.into_inner()).generation.clone();
-        if generation == current {
+        if generation == self.secrets.current().generation {
             return Ok(false);
         }
         self.secrets.vault.invalidate();
         self.rebuild_scrubber().await?;
+        self.forget_gone_pools().await;
         Ok(true)
+    }
+
+    /// Closes the cached database pools of lease handles whose credential is gone from the
+    /// store: a lease revoked by another replica, whose revocation killed the role's sessions
+    /// (without this, this replica would keep each killed connection open until its pool
+    /// idled out).
+    async fn forget_gone_pools(&self) {
+        for name in self.executors.sql.cached_handles() {
+            if self.cfg.handles.contains_key(&name) {
+                continue;
+            }
+            if matches!(self.store.get_sealed(name.as_str()).await, Ok(None)) {
+                self.executors.sql.forget(&name).await;
+            }
+        }
+    }
+
+    /// The number of database pools this broker keeps open (for tests).
+    #[doc(hidden)]
+    pub fn sql_pool_count(&self) -> usize {
+        self.executors.sql.pool_count()
     }
 
     /// Drops every cached secret, including values read from remote vaults (OpenBao, Vault), so
@@ -212,4 +269,13 @@ impl Broker {
         }
         Ok(secret)
     }
+}
+
+/// The scrubber of `labelled`.
+fn build_from(labelled: &[(HandleName, Secret)]) -> Scrubber {
+    let mut b = ScrubberBuilder::new();
+    for (l, s) in labelled {
+        b.add_secret(l, s);
+    }
+    b.build()
 }
