@@ -401,3 +401,55 @@ async fn requests_are_rate_limited_per_agent() {
     assert_eq!((st, code(&v)), (429, "rate-limited"), "{v}");
     assert!(f.store.request_for_handle("RATE_3").await.unwrap().is_none());
 }
+
+/// Values landing while full rebuilds of the scrubber run back to back (more of them than the
+/// added automaton holds, so some landings build in full themselves) are all known to the
+/// scrubber as soon as their submission is answered: a full build that read the store before a
+/// value landed adds it again at its swap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn values_landing_during_full_rebuilds_are_all_covered() {
+    let (_p, path) = policy(true);
+    let f = Fixture::start_with(with_requests(path, 40)).await;
+    let n = 24;
+    let mut links = Vec::new();
+    for i in 0..n {
+        let id = ask(&f, &format!("COVER_{i}")).await;
+        links.push(delivered(&f, &id));
+    }
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let rebuilds = {
+        let (b, stop) = (f.broker.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut k = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                b.rebuild_scrubber().await.unwrap();
+                k += 1;
+            }
+            k
+        })
+    };
+    let values: Vec<String> = (0..n).map(|i| format!("sk_live_cover_{i}_{:x}", rand_u64())).collect();
+    for ((id, proof), value) in links.iter().zip(&values) {
+        let (_, opened) = open(&f, id, proof).await;
+        let (st, v) = submit(&f, id, proof, &seal(&opened, value.as_bytes(), None)).await;
+        assert_eq!(st, 200, "{v}");
+        // Known the moment the submission is answered.
+        let label = airlock_core::HandleName::parse(v["result"]["handle"].as_str().or(v["handle"].as_str()).unwrap()).unwrap();
+        assert!(f.broker.scrubber().knows(&label, &airlock_core::Secret::from_str_value(value)), "{label} not covered");
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(rebuilds.await.unwrap() >= 1);
+    let s = f.broker.scrubber();
+    for (i, value) in values.iter().enumerate() {
+        let label = airlock_core::HandleName::parse(&format!("COVER_{i}")).unwrap();
+        assert!(s.knows(&label, &airlock_core::Secret::from_str_value(value)), "{label} lost by a rebuild");
+        assert_eq!(s.scrub_str(&format!("v={value}")).0, format!("v=[REDACTED:{label}]"));
+    }
+}
+
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(std::process::id() as u64);
+    h.finish()
+}
