@@ -77,6 +77,11 @@ impl Broker {
     /// A full build from every secret and `extra`; see [`Broker::rebuild_scrubber`].
     async fn full_build(&self, extra: Vec<(HandleName, Secret)>) -> Result<(), BrokerError> {
         let _full = self.secrets.full.lock().await;
+        self.full_build_locked(extra).await
+    }
+
+    /// [`Broker::full_build`], with the full-build lock held.
+    async fn full_build_locked(&self, extra: Vec<(HandleName, Secret)>) -> Result<(), BrokerError> {
         let (generation, start) = {
             let journal = self.secrets.swap.lock().await;
             (self.store.secrets_generation().await?, journal.epoch)
@@ -111,29 +116,44 @@ impl Broker {
     pub(crate) async fn cover(&self, name: &str, label: HandleName, secret: Secret) -> Result<(), BrokerError> {
         let mut parts = Vec::new();
         self.push_known(name, label.clone(), secret.clone(), &mut parts);
-        {
-            let mut journal = self.secrets.swap.lock().await;
-            let current = self.secrets.current();
-            if current.scrubber.knows(&label, &secret) {
-                return Ok(());
+        if self.try_add(&label, &secret, &parts).await {
+            return Ok(());
+        }
+        // No room: one full build at a time, and a full build that ran while this one waited
+        // has made room again (or covers the value), so the waiters do not each build in full.
+        let _full = self.secrets.full.lock().await;
+        if self.try_add(&label, &secret, &parts).await {
+            return Ok(());
+        }
+        self.full_build_locked(vec![(label, secret)]).await
+    }
+
+    /// Covers `secret` by adding `parts` to the current scrubber when it does not know it yet
+    /// and has room; false when it would need a full build.
+    async fn try_add(&self, label: &HandleName, secret: &Secret, parts: &[(HandleName, Secret)]) -> bool {
+        let mut journal = self.secrets.swap.lock().await;
+        let current = self.secrets.current();
+        if current.scrubber.knows(label, secret) {
+            return true;
+        }
+        if current.scrubber.added_count() + parts.len() > MAX_ADDED {
+            return false;
+        }
+        let (base, adding) = (current.scrubber.clone(), parts.to_vec());
+        match tokio::task::spawn_blocking(move || base.with_added(&adding)).await.expect("scrubber build does not panic") {
+            Ok(scrubber) => {
+                self.secrets.set(scrubber, current.generation.clone());
+                journal.epoch += 1;
+                let epoch = journal.epoch;
+                journal.added.extend(parts.iter().map(|(l, s)| (epoch, l.clone(), s.clone())));
+                true
             }
-            if current.scrubber.added_count() + parts.len() <= MAX_ADDED {
-                let (base, adding) = (current.scrubber.clone(), parts.clone());
-                let added = tokio::task::spawn_blocking(move || base.with_added(&adding)).await.expect("scrubber build does not panic");
-                match added {
-                    Ok(scrubber) => {
-                        self.secrets.set(scrubber, current.generation.clone());
-                        journal.epoch += 1;
-                        let epoch = journal.epoch;
-                        journal.added.extend(parts.into_iter().map(|(l, s)| (epoch, l, s)));
-                        return Ok(());
-                    }
-                    Err(BuildError::MarkerConflict) => {}
-                    Err(e) => tracing::warn!(error = %e, "adding to the scrubber failed; rebuilding it"),
-                }
+            Err(BuildError::MarkerConflict) => false,
+            Err(e) => {
+                tracing::warn!(error = %e, "adding to the scrubber failed; rebuilding it");
+                false
             }
         }
-        self.full_build(vec![(label, secret)]).await
     }
 
     /// Takes the values added for `label` (a lease's handle, once the lease is revoked) out of
