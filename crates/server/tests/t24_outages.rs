@@ -789,6 +789,30 @@ impl Drop for PrivatePg {
     }
 }
 
+/// Runs `pg_ctl ACTION` off the runtime; returns when it started and ended, from `t0`.
+async fn pg_ctl_timed(pg: &Arc<PrivatePg>, action: &[&str], t0: Instant) -> (Duration, Duration) {
+    let (p, action): (Arc<PrivatePg>, Vec<String>) = (pg.clone(), action.iter().map(|a| a.to_string()).collect());
+    tokio::task::spawn_blocking(move || {
+        let start = t0.elapsed();
+        let args: Vec<&str> = action.iter().map(String::as_str).collect();
+        assert!(p.ctl(&args), "pg_ctl {}: {}", args[0], p.log());
+        (start, t0.elapsed())
+    })
+    .await
+    .unwrap()
+}
+
+/// Stops the load tasks and returns their calls in the order they were sent.
+async fn finish(tasks: Vec<tokio::task::JoinHandle<Vec<Call>>>, stop: &AtomicBool) -> Vec<Call> {
+    stop.store(true, Ordering::Relaxed);
+    let mut calls = Vec::new();
+    for t in tasks {
+        calls.extend(t.await.unwrap());
+    }
+    calls.sort_by_key(|c| c.at);
+    calls
+}
+
 /// Calls in a loop from `tasks` tasks until `stop`; every call, in order of sending.
 fn load(c: &reqwest::Client, base: &str, token: &str, tasks: usize, args: Value, t0: Instant, stop: Arc<AtomicBool>) -> Vec<tokio::task::JoinHandle<Vec<Call>>> {
     (0..tasks)
@@ -840,39 +864,13 @@ async fn outage_private_postgres_restarted_under_load_fails_clearly_and_the_pool
     // A fast restart (sessions terminated), then a stop with PG_OUTAGE_MS of outage before the
     // start.
     let pg = Arc::new(pg);
-    let p = pg.clone();
-    let (r0, r1) = tokio::task::spawn_blocking(move || {
-        let r0 = t0.elapsed();
-        assert!(p.ctl(&["restart", "-m", "fast"]), "pg_ctl restart: {}", p.log());
-        (r0, t0.elapsed())
-    })
-    .await
-    .unwrap();
+    let (r0, r1) = pg_ctl_timed(&pg, &["restart", "-m", "fast"], t0).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let p = pg.clone();
-    let (s0, s1) = tokio::task::spawn_blocking(move || {
-        let s0 = t0.elapsed();
-        assert!(p.ctl(&["stop", "-m", "fast"]), "pg_ctl stop: {}", p.log());
-        (s0, t0.elapsed())
-    })
-    .await
-    .unwrap();
+    let (s0, s1) = pg_ctl_timed(&pg, &["stop", "-m", "fast"], t0).await;
     tokio::time::sleep(Duration::from_millis(PG_OUTAGE_MS)).await;
-    let p = pg.clone();
-    let (u0, u1) = tokio::task::spawn_blocking(move || {
-        let u0 = t0.elapsed();
-        assert!(p.ctl(&["start"]), "pg_ctl start: {}", p.log());
-        (u0, t0.elapsed())
-    })
-    .await
-    .unwrap();
+    let (u0, u1) = pg_ctl_timed(&pg, &["start"], t0).await;
     tokio::time::sleep(Duration::from_millis(3000)).await;
-    stop.store(true, Ordering::Relaxed);
-    let mut calls = Vec::new();
-    for t in tasks {
-        calls.extend(t.await.unwrap());
-    }
-    calls.sort_by_key(|c| c.at);
+    let calls = finish(tasks, &stop).await;
 
     println!("private postgres under load: {}", counts(&calls));
     let fails: Vec<String> = calls.iter().filter(|k| k.status != 200).map(|k| format!("{:?}+{:?} {}", k.at, k.elapsed, k.code())).collect();
@@ -985,31 +983,12 @@ async fn outage_store_on_private_postgres_restarted_refuses_calls_and_recovers()
     let tasks = load(&c, &rig.base, &rig.token, 4, json!({"credential_handle": "APP_DB", "query": "SELECT id, item FROM orders"}), t0, stop.clone());
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let pg = Arc::new(pg);
-    let p = pg.clone();
-    let (s0, s1) = tokio::task::spawn_blocking(move || {
-        let s0 = t0.elapsed();
-        assert!(p.ctl(&["stop", "-m", "fast"]), "pg_ctl stop: {}", p.log());
-        (s0, t0.elapsed())
-    })
-    .await
-    .unwrap();
+    let (s0, s1) = pg_ctl_timed(&pg, &["stop", "-m", "fast"], t0).await;
     // Longer than the store pool's 5 s wait for a connection, so calls find no store.
     tokio::time::sleep(Duration::from_millis(STORE_OUTAGE_MS)).await;
-    let p = pg.clone();
-    let (u0, u1) = tokio::task::spawn_blocking(move || {
-        let u0 = t0.elapsed();
-        assert!(p.ctl(&["start"]), "pg_ctl start: {}", p.log());
-        (u0, t0.elapsed())
-    })
-    .await
-    .unwrap();
+    let (u0, u1) = pg_ctl_timed(&pg, &["start"], t0).await;
     tokio::time::sleep(Duration::from_millis(4000)).await;
-    stop.store(true, Ordering::Relaxed);
-    let mut calls = Vec::new();
-    for t in tasks {
-        calls.extend(t.await.unwrap());
-    }
-    calls.sort_by_key(|c| c.at);
+    let calls = finish(tasks, &stop).await;
     println!("store on private postgres: {}", counts(&calls));
     let fails: Vec<String> = calls.iter().filter(|k| k.status != 200).map(|k| format!("{:?}+{:?} {}", k.at, k.elapsed, k.code())).collect();
     println!("refused: {fails:?}");
