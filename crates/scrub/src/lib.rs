@@ -233,10 +233,33 @@ struct Kept {
     variants: Vec<(Vec<u8>, variants::Case)>,
 }
 
+/// The patterns are the secrets in other forms: wiped when dropped. (The compiled automata hold
+/// them too, in memory the matcher crate owns and does not wipe.)
+impl Drop for Sources {
+    fn drop(&mut self) {
+        for (mut p, _) in self.raw.drain() {
+            zeroize::Zeroize::zeroize(&mut p);
+        }
+        for mut p in self.folded.drain() {
+            zeroize::Zeroize::zeroize(&mut p);
+        }
+    }
+}
+
+impl Drop for Kept {
+    fn drop(&mut self) {
+        for (v, _) in &mut self.variants {
+            zeroize::Zeroize::zeroize(v);
+        }
+    }
+}
+
 impl Sources {
     /// Sources that keep each secret's variants (for the added layer).
     fn keeping() -> Sources {
-        Sources { kept: Some(Vec::new()), ..Sources::default() }
+        let mut s = Sources::default();
+        s.kept = Some(Vec::new());
+        s
     }
 
     /// Lists the variants of `secrets`; the first handle to claim a pattern labels it.
@@ -295,6 +318,14 @@ struct Layer {
     norm: Option<PatternSet>,
     /// Every known-value pattern with its label, sorted, for [`Scrubber::scrub_cut_tail`].
     prefixes: Vec<(Box<[u8]>, u32)>,
+}
+
+impl Drop for Layer {
+    fn drop(&mut self) {
+        for (p, _) in &mut self.prefixes {
+            zeroize::Zeroize::zeroize(&mut **p);
+        }
+    }
 }
 
 impl Layer {
