@@ -24,11 +24,15 @@ fn main() -> ExitCode {
     cli::execute(cli)
 }
 
-/// Logs to stderr at `default` unless RUST_LOG says otherwise; JSON lines with `json`.
+/// Logs to stderr at `default` unless RUST_LOG says otherwise; JSON lines with `json`. Colored
+/// only on a terminal, and never with NO_COLOR set (https://no-color.org): a log redirected to a
+/// file or read by journald holds no escape sequences.
 fn init_logging(default: &str, json: bool) {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let color = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(color);
     if json {
         b.json().init();
     } else {
