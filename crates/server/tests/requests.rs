@@ -453,3 +453,42 @@ fn rand_u64() -> u64 {
     h.write_u64(std::process::id() as u64);
     h.finish()
 }
+
+/// Values landed by earlier versions were stored under `request\0HANDLE`, a name a PostgreSQL
+/// store cannot hold. A broker opening a store that has one moves it to `request:HANDLE`,
+/// sealed again for that name, and the handle keeps working with the same value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_value_under_its_legacy_name_moves_when_the_broker_opens_and_stays_usable() {
+    let (_p, path) = policy(true);
+    let f = Fixture::start_with(with_requests(path, 10)).await;
+    let id = ask(&f, "OLD_KEY").await;
+    let (rid, proof) = delivered(&f, &id);
+    let (_, opened) = open(&f, &rid, &proof).await;
+    let (st, v) = submit(&f, &rid, &proof, &seal(&opened, CANARY.as_bytes(), None)).await;
+    assert_eq!((st, v["status"].clone()), (200, json!("approved")), "{v}");
+
+    // Put the value where an earlier version kept it.
+    let (current, legacy) = (value_seal_name("OLD_KEY"), "request\u{0}OLD_KEY");
+    assert_eq!(current, "request:OLD_KEY");
+    let (sealed, _) = f.store.get_sealed(&current).await.unwrap().unwrap();
+    let value = f.broker.vault().open_value(&current, &sealed).await.unwrap();
+    f.broker.vault().put(legacy, &value).await.unwrap();
+    f.store.remove_secret(&current).await.unwrap();
+    assert!(f.store.get_sealed(&current).await.unwrap().is_none());
+
+    // A broker opening the store moves it: once, sealed for the new name.
+    let cfg = airlock_core::config::Config::load(&f.dir.path().join("airlock.toml")).unwrap();
+    let reopened = airlock_server::Broker::open(cfg).await.unwrap();
+    assert!(f.store.get_sealed(legacy).await.unwrap().is_none(), "the legacy row is gone");
+    let (moved, _) = f.store.get_sealed(&current).await.unwrap().expect("moved to its current name");
+    assert!(f.broker.vault().open_value(legacy, &moved).await.is_err(), "sealed for the new name only");
+    assert_eq!(reopened.move_legacy_request_values().await.unwrap(), 0, "nothing left to move");
+
+    // The handle works with the person's value, which stays scrubbed.
+    let (st, v) = f.invoke("http_request", json!({"credential_handle": "OLD_KEY", "method": "GET", "path_or_url": "/v1/echo"})).await;
+    assert_eq!(st, 200, "{v}");
+    let seen = f.upstream_requests();
+    let auth = seen.last().unwrap().headers.iter().find(|(k, _)| k == "authorization").unwrap().1.clone();
+    assert_eq!(auth, format!("Bearer {CANARY}"));
+    assert!(!v.to_string().contains(CANARY), "{v}");
+}

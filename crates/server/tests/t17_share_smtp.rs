@@ -254,3 +254,78 @@ async fn t31_a_connect_code_by_email_reaches_the_owner_and_opens_the_link() {
     assert!(!common::captured_logs().contains(&owner_code), "no log line holds a code");
     f.stop().await;
 }
+
+/// The value a person sends in the request test: distinctive, so a sweep finds it anywhere.
+const REQUESTED: &str = "canaryReqMail_Vq38Lz0Xw7Tn";
+
+/// `bot` may ask Alice for a plain secret, and use what it was given with share_secret.
+fn request_policy(dir: &Path) -> PathBuf {
+    let path = dir.join("requests.cedar");
+    std::fs::write(
+        &path,
+        "permit(principal == Airlock::Agent::\"bot\", action == Airlock::Action::\"request_secret\", resource)\n\
+         when { resource.requested && resource.kind == \"generic\" };\n\
+         permit(principal == Airlock::Agent::\"bot\", action == Airlock::Action::\"share_secret\", resource)\n\
+         when { resource.requested };\n",
+    )
+    .unwrap();
+    path
+}
+
+#[tokio::test]
+async fn t22_a_request_link_by_email_reaches_the_person_and_the_value_lands() {
+    common::capture_logs();
+    std::env::set_var("AIRLOCK_TEST_SHARE_SMTP_PASSWORD", SMTP_PASSWORD);
+    let dir = tempfile::tempdir().unwrap();
+    let Some(smtp) = SmtpServer::start(dir.path()) else { return };
+    let policy = request_policy(dir.path());
+    let mail = with_mail_channel(smtp.port);
+    let f = common::Fixture::start_with(move |t| format!("{}\n[policy]\nfiles = [\"{}\"]\n", mail(t), policy.display())).await;
+    let (st, v) = f
+        .invoke("request_secret", json!({"handle": "PARTNER_KEY", "description": "the partner portal's key", "kind": "secret", "recipient": "alice"}))
+        .await;
+    assert_eq!(st, 200, "{v}");
+    let id = v["result"]["request_id"].as_str().unwrap().to_owned();
+
+    // One message to Alice: who asks, for what, the link alone on its line.
+    let msgs = smtp.messages();
+    assert_eq!(msgs.len(), 1, "{msgs:?}");
+    assert_eq!(msgs[0]["rcpt_tos"], json!([ALICE]));
+    assert_eq!(msgs[0]["authenticated"], true);
+    let data = msgs[0]["data"].as_str().unwrap();
+    assert!(line_starting(data, "Subject: ").contains("bot asks you for a secret: PARTNER_KEY"), "{data}");
+    assert!(data.contains("the partner portal's key"), "what it is for: {data}");
+    let link = line_starting(data, &format!("{BASE}/r/{id}#")).to_owned();
+    let proof = link.split('#').nth(1).unwrap().to_owned();
+
+    // The person opens it, sees the binding, and sends the value encrypted to the request.
+    let opened: Value = f.client.post(format!("{}/v1/requests/{id}/open", f.base)).json(&json!({"proof": proof})).send().await.unwrap().json().await.unwrap();
+    let context: Value = serde_json::from_str(opened["context"].as_str().unwrap()).unwrap();
+    assert_eq!((context["handle"].as_str(), context["from_agent"].as_str()), (Some("PARTNER_KEY"), Some("bot")));
+    let public = airlock_share::decode_b64(opened["public_key"].as_str().unwrap()).unwrap();
+    let sealed = airlock_share::intake::seal(&public, REQUESTED.as_bytes(), opened["context"].as_str().unwrap().as_bytes(), context["max_value_bytes"].as_u64().unwrap() as usize).unwrap();
+    let body = json!({"proof": proof, "enc": sealed.enc_b64(), "ciphertext": sealed.ciphertext_b64()});
+    let r = f.client.post(format!("{}/v1/requests/{id}/submit", f.base)).json(&body).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let r: Value = r.json().await.unwrap();
+    assert_eq!(r["status"], "approved", "{r}");
+    // The link burned: the same submit again is refused, and nothing more was mailed.
+    let again = f.client.post(format!("{}/v1/requests/{id}/submit", f.base)).json(&body).send().await.unwrap();
+    assert_eq!(again.status(), 404);
+    assert_eq!(smtp.messages().len(), 1);
+
+    // The agent uses the handle (a one-time link of it, to Bob's outbox) without reading it.
+    let (st, v2) = f.invoke("share_secret", json!({"credential_handle": "PARTNER_KEY", "recipient": "bob"})).await;
+    assert_eq!(st, 200, "{v2}");
+    let (_, status) = f.invoke("request_status", json!({"request_id": id})).await;
+    assert_eq!(status["result"]["status"], "approved", "{status}");
+
+    // Neither the answers, nor the audit, nor the logs hold the link, its proof or the value.
+    let audit = audit_text(&f).await;
+    assert!(audit.contains(&id), "the audit names the request");
+    for (what, text) in [("answers", format!("{v}{v2}{status}{r}")), ("audit", audit), ("logs", common::captured_logs())] {
+        assert!(!text.contains(&proof) && !text.contains(&link), "the link is in the {what}");
+        assert!(!text.contains(REQUESTED), "the value is in the {what}");
+    }
+    f.stop().await;
+}

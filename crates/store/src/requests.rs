@@ -11,7 +11,7 @@
 //! submit finds nothing to do, and the value is written in the same transaction as the step
 //! that accepts it: nothing is ever stored half-way. The request's private key (`intake_key`)
 //! is sealed by the vault under [`intake_seal_name`]; the landed value is a row of `secrets`
-//! under [`value_seal_name`], a name no configured `local:` reference can spell.
+//! under [`value_seal_name`], a name no configured `local:` reference may spell.
 
 use crate::db::{conflict, with_pool};
 use subtle::ConstantTimeEq;
@@ -36,14 +36,24 @@ pub fn intake_seal_name(request_id: &str) -> String {
     format!("request-key\u{0}{request_id}")
 }
 
+/// The prefix of the names requested values are stored under. Configured `local:` names and
+/// `airlock secret put` refuse it, so a requested value and a configured secret never share a
+/// row.
+pub const VALUE_PREFIX: &str = airlock_core::config::REQUESTED_VALUE_PREFIX;
+
+/// The prefix values landed by earlier versions were stored under. A NUL cannot be stored in a
+/// PostgreSQL text column, so [`Store::legacy_request_values`] finds these (only SQLite holds
+/// any) for the broker to seal again under [`value_seal_name`].
+pub const LEGACY_VALUE_PREFIX: &str = "request\u{0}";
+
 /// The name a requested handle's value is sealed and stored for in `secrets`.
 pub fn value_seal_name(handle: &str) -> String {
-    format!("request\u{0}{handle}")
+    format!("{VALUE_PREFIX}{handle}")
 }
 
 /// The handle a name made by [`value_seal_name`] is for.
 pub fn handle_of_value_name(name: &str) -> Option<&str> {
-    name.strip_prefix("request\u{0}")
+    name.strip_prefix(VALUE_PREFIX)
 }
 
 /// A new request (`pending`).
@@ -371,6 +381,38 @@ impl Store {
             .await?;
             let Some((handle,)) = handle else { return Ok(false) };
             sqlx::query(&d.sql("DELETE FROM secrets WHERE name = ?")).bind(value_seal_name(&handle)).execute(&mut *tx).await?;
+            tx.commit().await?;
+            Ok(true)
+        })
+    }
+
+    /// Values stored under [`LEGACY_VALUE_PREFIX`] names: `(name, sealed)`.
+    pub async fn legacy_request_values(&self) -> Result<Vec<(String, Vec<u8>)>> {
+        let rows: Vec<(String, Vec<u8>)> = self.fetch_all("SELECT name, sealed FROM secrets ORDER BY name", &[]).await?;
+        Ok(rows.into_iter().filter(|(n, _)| n.starts_with(LEGACY_VALUE_PREFIX)).collect())
+    }
+
+    /// Moves the value stored as `old` to `new`, sealed again for its new name (`sealed`), in one
+    /// transaction; its times and version are kept. False when `old` is gone (another process
+    /// moved it) or `new` exists.
+    pub async fn rename_sealed(&self, old: &str, new: &str, sealed: &[u8]) -> Result<bool> {
+        with_pool!(self, |p, d| {
+            let mut tx = p.begin_with(d.pick("BEGIN IMMEDIATE", "BEGIN")).await?;
+            let n = sqlx::query(&d.sql(
+                "INSERT INTO secrets (name, sealed, created_at, updated_at, version)
+                 SELECT ?, ?, created_at, updated_at, version FROM secrets WHERE name = ?
+                 ON CONFLICT(name) DO NOTHING",
+            ))
+            .bind(new)
+            .bind(sealed)
+            .bind(old)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if n != 1 {
+                return Ok(false);
+            }
+            sqlx::query(&d.sql("DELETE FROM secrets WHERE name = ?")).bind(old).execute(&mut *tx).await?;
             tx.commit().await?;
             Ok(true)
         })

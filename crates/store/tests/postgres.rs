@@ -9,50 +9,7 @@ use airlock_store::audit::{AuditKey, AuditLog, AuditRecord};
 use airlock_store::leases::{status, NewLease};
 use airlock_store::shares::NewShareRecord;
 use airlock_store::{Store, StoreError};
-use sqlx::Connection;
-
-const ADMIN: &str = "postgres://postgres@127.0.0.1:5432/postgres";
-
-struct TempDb {
-    name: String,
-    url: String,
-}
-
-impl TempDb {
-    async fn create() -> Option<TempDb> {
-        let up = tokio::time::timeout(std::time::Duration::from_secs(2), tokio::net::TcpStream::connect("127.0.0.1:5432"))
-            .await
-            .is_ok_and(|r| r.is_ok());
-        if !up {
-            if std::env::var("AIRLOCK_REQUIRE_SERVICES").as_deref() == Ok("1") {
-                panic!("PostgreSQL at 127.0.0.1:5432 is required (AIRLOCK_REQUIRE_SERVICES=1) but unreachable");
-            }
-            println!("skipped: PostgreSQL at 127.0.0.1:5432 is unreachable");
-            return None;
-        }
-        let name = format!("airlock_t_{:016x}", rand::random::<u64>());
-        let mut c = sqlx::PgConnection::connect(ADMIN).await.unwrap();
-        sqlx::raw_sql(&format!("CREATE DATABASE {name}")).execute(&mut c).await.unwrap();
-        Some(TempDb { url: format!("postgres://postgres@127.0.0.1:5432/{name}"), name })
-    }
-
-    async fn drop_db(self) {
-        let mut c = sqlx::PgConnection::connect(ADMIN).await.unwrap();
-        sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name)).execute(&mut c).await.unwrap();
-    }
-
-    /// Ends every session on the database, as a server restart does for its clients.
-    async fn kill_sessions(&self) -> i64 {
-        let mut c = sqlx::PgConnection::connect(ADMIN).await.unwrap();
-        sqlx::query_scalar(
-            "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()) t",
-        )
-        .bind(&self.name)
-        .fetch_one(&mut c)
-        .await
-        .unwrap()
-    }
-}
+use common::TempDb;
 
 fn rec(i: usize, agent: &str) -> AuditRecord {
     common::record(i, agent)

@@ -56,7 +56,7 @@ pub use self::problem::{ConfigError, Location, Problem, ProblemCode};
 pub use self::requests::RequestsConfig;
 pub use self::results::{MarkupPolicy, ResultsPolicy};
 pub use self::sandbox::SandboxConfig;
-pub use self::secret_ref::{RemoteRef, SecretRef};
+pub use self::secret_ref::{RemoteRef, SecretRef, REQUESTED_VALUE_PREFIX};
 pub use self::server::{default_socket_path, ServerConfig};
 pub use self::shares::{ShareChannelConfig, SharesConfig};
 pub use self::smtp::{plausible_address, recipient_allowed, SmtpConstraints, SmtpTls};

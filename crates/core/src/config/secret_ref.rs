@@ -3,6 +3,10 @@
 use super::agents::valid_agent_name;
 use std::path::{Path, PathBuf};
 
+/// The prefix of the local names that values a person sent for a request are stored under
+/// (`request_secret`); a configured `local:` reference may not begin with it.
+pub const REQUESTED_VALUE_PREFIX: &str = "request:";
+
 /// Vault names: `[a-z][a-z0-9_-]{0,63}`, as agent names.
 pub fn valid_vault_name(s: &str) -> bool {
     valid_agent_name(s)
@@ -32,6 +36,9 @@ impl SecretRef {
             return Err("the reference after the scheme is empty".into());
         }
         match scheme {
+            "local" if rest.starts_with(REQUESTED_VALUE_PREFIX) || rest.contains('\0') => {
+                Err(format!("local names starting with {REQUESTED_VALUE_PREFIX} or holding NUL are airlock's own (requested values)"))
+            }
             "local" => Ok(SecretRef::Local(rest.to_owned())),
             "env" => Ok(SecretRef::Env(rest.to_owned())),
             "file" => Ok(SecretRef::File(base.join(rest))),

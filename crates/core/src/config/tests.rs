@@ -306,6 +306,8 @@ fn remote_refs_are_validated_at_load() {
         ("openbao:corp/secret/app#f@x", "not a positive integer"),
         ("openbao:corp/secret/app#f@0", "versions start at 1"),
         ("openbao:Corp/secret/app#f", "not a vault name"),
+        ("local:request:STRIPE", "airlock's own"),
+        ("local:API\u{0}x", "airlock's own"),
     ] {
         let e = SecretRef::parse(bad, Path::new(".")).unwrap_err();
         assert!(e.contains(what), "{bad}: {e}");

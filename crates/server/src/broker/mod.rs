@@ -275,6 +275,7 @@ impl Broker {
             oauth: oauth::OauthState::default(),
             issuers: issuers::Issuers::new(&cfg_issuers),
         };
+        broker.move_legacy_request_values().await?;
         broker.rebuild_scrubber().await?;
         Ok(broker)
     }

@@ -17,11 +17,11 @@ use super::delivery::{channel_of, mail_body, Delivery, Purpose};
 use super::audit::operator_record;
 use super::revocation::{Revoked, Revoker};
 use super::share::rfc3339;
-use super::{Broker, Caller, Elicit};
+use super::{Broker, BrokerError, Caller, Elicit};
 use airlock_core::config::{parse_handle, Handle, HandleKind, SecretRef, ShareChannelConfig};
 use airlock_core::{CallError, ErrorCode, HandleName, Tool};
 use airlock_store::approvals::{ApprovalStatus, NewApproval};
-use airlock_store::requests::{intake_seal_name, status, value_seal_name, CreateOutcome, LandOutcome, NewRequest, Request};
+use airlock_store::requests::{intake_seal_name, status, value_seal_name, CreateOutcome, LandOutcome, NewRequest, Request, LEGACY_VALUE_PREFIX};
 use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -664,6 +664,28 @@ impl Broker {
         self.store().create_approval(&rec).await.map_err(ie)?;
         self.store().set_request_approval(&r.id, &aid).await.map_err(ie)?;
         Ok(status::RECEIVED)
+    }
+
+    /// Moves values landed under the legacy NUL-separated names (which only a SQLite store can
+    /// hold) to their current names, sealed again for them; run once when the broker opens,
+    /// before the scrubber is built. Returns how many moved.
+    #[doc(hidden)]
+    pub async fn move_legacy_request_values(&self) -> Result<usize, BrokerError> {
+        let mut moved = 0;
+        for (old, sealed) in self.store().legacy_request_values().await? {
+            let handle = &old[LEGACY_VALUE_PREFIX.len()..];
+            let new = value_seal_name(handle);
+            let value = self.vault().open_value(&old, &sealed).await?;
+            let store = self.store();
+            let (old_name, new_name) = (old.as_str(), new.as_str());
+            if self.vault().seal_into(&new, &value, |sealed| async move { store.rename_sealed(old_name, new_name, &sealed).await }).await? {
+                moved += 1;
+            }
+        }
+        if moved > 0 {
+            tracing::info!(moved, "requested values moved to their current storage names");
+        }
+        Ok(moved)
     }
 
     /// One audit record of a request's life (never the value, never the link).

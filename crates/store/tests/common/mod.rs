@@ -1,6 +1,7 @@
 //! What the store's integration tests share.
 
 use airlock_store::audit::{AuditRecord, Decision};
+use sqlx::Connection;
 
 /// An allowed `query_db` call of `agent`, numbered `i` (in its request id and query).
 pub fn record(i: usize, agent: &str) -> AuditRecord {
@@ -67,3 +68,52 @@ where
     assert_eq!(store.consume_share(one, &[7; 32], Some(&[1; 32])).await.unwrap(), None);
     assert_eq!(store.consume_share(two, &[7; 32], Some(&[4; 32])).await.unwrap(), None);
 }
+
+#[allow(dead_code, reason = "only the PostgreSQL tests use it")]
+const ADMIN: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+/// A database of its own on the machine's PostgreSQL, for one test; dropped by `drop_db`.
+#[allow(dead_code, reason = "only the PostgreSQL tests use it")]
+pub struct TempDb {
+    pub name: String,
+    pub url: String,
+}
+
+#[allow(dead_code, reason = "only the PostgreSQL tests use it")]
+impl TempDb {
+    /// None (skip) when the server is down, unless AIRLOCK_REQUIRE_SERVICES=1.
+    pub async fn create() -> Option<TempDb> {
+        let up = tokio::time::timeout(std::time::Duration::from_secs(2), tokio::net::TcpStream::connect("127.0.0.1:5432"))
+            .await
+            .is_ok_and(|r| r.is_ok());
+        if !up {
+            if std::env::var("AIRLOCK_REQUIRE_SERVICES").as_deref() == Ok("1") {
+                panic!("PostgreSQL at 127.0.0.1:5432 is required (AIRLOCK_REQUIRE_SERVICES=1) but unreachable");
+            }
+            println!("skipped: PostgreSQL at 127.0.0.1:5432 is unreachable");
+            return None;
+        }
+        let name = format!("airlock_t_{:016x}", rand::random::<u64>());
+        let mut c = sqlx::PgConnection::connect(ADMIN).await.unwrap();
+        sqlx::raw_sql(&format!("CREATE DATABASE {name}")).execute(&mut c).await.unwrap();
+        Some(TempDb { url: format!("postgres://postgres@127.0.0.1:5432/{name}"), name })
+    }
+
+    pub async fn drop_db(self) {
+        let mut c = sqlx::PgConnection::connect(ADMIN).await.unwrap();
+        sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name)).execute(&mut c).await.unwrap();
+    }
+
+    /// Ends every session on the database, as a server restart does for its clients.
+    pub async fn kill_sessions(&self) -> i64 {
+        let mut c = sqlx::PgConnection::connect(ADMIN).await.unwrap();
+        sqlx::query_scalar(
+            "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()) t",
+        )
+        .bind(&self.name)
+        .fetch_one(&mut c)
+        .await
+        .unwrap()
+    }
+}
+
