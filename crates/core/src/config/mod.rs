@@ -9,11 +9,12 @@
 //! One module per table: `server`, `store`, `limits`, `sandbox`, `policy`, `shares`, `vault`
 //! (`[vaults.NAME]`), `handle` (`[handles.NAME]`, with the constraints of each kind in
 //! `database`, `http`, `smtp`, `command` and `aws`, and its `leases`, `approvals` and
-//! `results` tables) and `agents`. `source` turns spans into places and collects problems;
-//! `problem` holds the error types.
+//! `results` tables), `agents` and `audit` (`[audit.export]`). `source` turns spans into
+//! places and collects problems; `problem` holds the error types.
 
 mod agents;
 mod approvals;
+mod audit;
 mod aws;
 mod command;
 mod database;
@@ -42,6 +43,7 @@ mod tests;
 
 pub use self::agents::{valid_agent_name, AgentConfig, Grant};
 pub use self::approvals::ApprovalRule;
+pub use self::audit::{AuditConfig, AuditExport, AuditExportFormat, AuditSink};
 pub use self::aws::{valid_bucket_name, AwsConstraints, AWS_MAX_TTL_SECONDS, AWS_MIN_TTL_SECONDS};
 pub use self::command::{ArgTemplate, CommandConstraints, Placeholder, SecretDelivery};
 pub use self::database::{table_in, DatabaseConstraints, Scope, TableColumns};
@@ -106,6 +108,8 @@ pub struct Config {
     pub vaults: BTreeMap<String, RemoteVaultConfig>,
     /// Trusted token issuers by name (`[issuers.NAME]`).
     pub issuers: BTreeMap<String, IssuerConfig>,
+    /// `[audit]`: the continuous export of the audit records, when configured.
+    pub audit: AuditConfig,
 }
 
 /// The top-level tables. Each is read on its own; they are named here so that any other key
@@ -125,6 +129,7 @@ struct Sections {
     agents: Option<IgnoredAny>,
     vaults: Option<IgnoredAny>,
     issuers: Option<IgnoredAny>,
+    audit: Option<IgnoredAny>,
 }
 
 impl Config {
@@ -173,6 +178,7 @@ impl Config {
         }
         self::shares::check_default_base(&shares, server.listen, &mut r, &root.key("shares"));
         let requests = section::<RequestsConfig>(&mut r, &src, "requests").checked(&mut r, &root.key("requests"));
+        let audit = section::<audit::RawAudit>(&mut r, &src, "audit").checked(&mut r, &root.key("audit"), base);
 
         let problems = r.into_problems();
         if !problems.is_empty() {
@@ -194,6 +200,7 @@ impl Config {
             results: handles.results,
             vaults: vaults.valid,
             issuers,
+            audit,
         })
     }
 }
