@@ -9,6 +9,7 @@
 pub mod agents;
 pub mod approvals;
 pub mod audit;
+pub mod audit_export;
 mod db;
 pub mod keyring;
 pub mod migrate;
