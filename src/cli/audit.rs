@@ -1,5 +1,7 @@
-//! `airlock audit`: the newest audit records as JSON lines, the verification of the hash chain
-//! and its signed checkpoints, the export of those checkpoints for a verifier outside the host,
+//! `airlock audit`: the newest audit records as JSON lines, the export of every record from a
+//! sequence number on (stored form or OCSF events, optionally following new ones), the
+//! verification of the hash chain and its signed checkpoints, the export of those checkpoints
+//! for a verifier outside the host,
 //! the public key that verifies them, and the rotation of the signing key with a signed
 //! hand-over (after which `verify` accepts the original key, the new one or any between).
 //!
@@ -23,6 +25,9 @@ pub enum AuditCmd {
         #[arg(short, long, default_value_t = 20)]
         n: i64,
     },
+    /// Print the records from a sequence number on as JSON lines, as stored (with their hashes)
+    /// or as OCSF events; --follow keeps printing new ones until interrupted.
+    Export(ExportArgs),
     /// Verify the hash chain (every column of every record) and the signed checkpoints; exits 1
     /// naming the first bad record and a stable code.
     Verify(VerifyArgs),
@@ -59,6 +64,30 @@ pub struct VerifyArgs {
     json: bool,
 }
 
+// The arguments of `audit export`.
+#[derive(Args)]
+pub struct ExportArgs {
+    /// The first sequence number to print (records are numbered 1, 2, ... with no gap).
+    #[arg(long, value_name = "SEQ", default_value_t = 1)]
+    from: i64,
+    /// After the last record, keep polling for new ones (every half second) until interrupted.
+    #[arg(long)]
+    follow: bool,
+    /// `jsonl`: each stored row ({seq, format, ts, agent, tool, decision, body, prev_hash,
+    /// hash}, hashes in hex); `ocsf`: an OCSF 1.3.0 event per record (docs/audit-format.md).
+    #[arg(long, value_enum, default_value_t = ExportFormat::Jsonl)]
+    format: ExportFormat,
+    /// Records read from the store per query (what the export holds in memory at once).
+    #[arg(long, value_name = "N", default_value_t = 500, value_parser = clap::value_parser!(i64).range(1..=100_000))]
+    page_size: i64,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ExportFormat {
+    Jsonl,
+    Ocsf,
+}
+
 #[derive(Subcommand)]
 pub enum CheckpointsCmd {
     /// Write the signed checkpoints as JSON lines {seq, hash, time, signature, format}, with the
@@ -90,6 +119,10 @@ pub async fn run(config: &Path, cmd: AuditCmd) -> Result<u8> {
                 println!("{}", serde_json::to_string(&v)?);
             }
             Ok(0)
+        }
+        AuditCmd::Export(args) => {
+            let store = home::open_store(&cfg).await?;
+            export_records(&store, &args).await
         }
         AuditCmd::Verify(args) => {
             let pk = match &args.public_key {
@@ -242,6 +275,47 @@ async fn export(store: &airlock_store::Store, after: i64, output: Option<&Path>)
     }
     out.flush().context("writing the export")?;
     Ok(0)
+}
+
+/// `audit export`: the records from `--from` on, a page at a time (never the whole table in
+/// memory), one JSON line each; with `--follow`, polls for new records after the last.
+async fn export_records(store: &airlock_store::Store, args: &ExportArgs) -> Result<u8> {
+    use airlock_core::config::AuditExportFormat;
+    let format = match args.format {
+        ExportFormat::Jsonl => AuditExportFormat::Jsonl,
+        ExportFormat::Ocsf => AuditExportFormat::Ocsf,
+    };
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut after = args.from.max(1) - 1;
+    loop {
+        let page = store.audit_records(after, args.page_size).await.context("reading the audit log")?;
+        for rec in &page {
+            let line = airlock_store::audit_export::render(rec, format).with_context(|| format!("rendering record {}", rec.seq))?;
+            if let Err(e) = writeln!(out, "{line}") {
+                return broken_pipe_is_done(e);
+            }
+        }
+        if let Some(last) = page.last() {
+            after = last.seq;
+        }
+        if let Err(e) = out.flush() {
+            return broken_pipe_is_done(e);
+        }
+        if (page.len() as i64) < args.page_size {
+            if !args.follow {
+                return Ok(0);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        }
+    }
+}
+
+/// A reader that went away (`| head`) ends the export normally; any other write error fails it.
+fn broken_pipe_is_done(e: std::io::Error) -> Result<u8> {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        return Ok(0);
+    }
+    Err(anyhow::Error::new(e).context("writing the export"))
 }
 
 /// `audit public-key`: the public half of audit-signing.key; refuses when audit-signing.pub,
