@@ -1,9 +1,10 @@
-//! Prometheus metrics: calls by tool and outcome, a latency histogram, and the rate limiters'
-//! sizes and evictions.
+//! Prometheus metrics: calls by tool and outcome, a latency histogram, the rate limiters'
+//! sizes and evictions, and the audit export's lag (when `[audit.export]` is configured).
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
@@ -28,6 +29,17 @@ struct ToolLabel {
     tool: String,
 }
 
+/// The audit export's metrics ([`super::audit_sink`]).
+#[derive(Clone, Debug, Default)]
+pub struct ExportMetrics {
+    /// The last record's seq minus the export cursor: records not yet confirmed delivered.
+    pub lag: Gauge,
+    /// Records written to the receiver (a record resent after a reconnection counts again).
+    pub records: Counter,
+    /// Connections that failed or broke.
+    pub failures: Counter,
+}
+
 /// The broker's metrics.
 pub struct Metrics {
     registry: Registry,
@@ -37,6 +49,7 @@ pub struct Metrics {
     shares_evicted: Counter,
     refusals_folded: Counter,
     oauth_refreshes: Family<OutcomeLabel, Counter>,
+    audit_export: ExportMetrics,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -71,7 +84,7 @@ impl Default for Metrics {
             "Refreshes of connected accounts' tokens by outcome (ok, unavailable, needs-reauth)",
             oauth_refreshes.clone(),
         );
-        Metrics { registry, calls, latency, evictions, shares_evicted, refusals_folded, oauth_refreshes }
+        Metrics { registry, calls, latency, evictions, shares_evicted, refusals_folded, oauth_refreshes, audit_export: ExportMetrics::default() }
     }
 }
 
@@ -87,6 +100,20 @@ impl Metrics {
         let sub = self.registry.sub_registry_with_label(("limiter".into(), name.into()));
         sub.register("rate_limiter_evictions", "Buckets a rate limiter dropped to stay within its cap", l.evictions().clone());
         sub.register("rate_limiter_keys", "Buckets a rate limiter keeps", l.keys().clone());
+    }
+
+    /// Exports the audit export's lag, records and failures (`airlock_audit_export_*`); only
+    /// when a sink is configured, so that a broker without one shows no lag of 0.
+    pub fn register_audit_export(&mut self) {
+        let m = self.audit_export.clone();
+        self.registry.register("audit_export_lag", "Audit records not yet confirmed delivered to the export's receiver (last seq minus the export cursor)", m.lag);
+        self.registry.register("audit_export_records", "Audit records written to the export's receiver (resent ones count again)", m.records);
+        self.registry.register("audit_export_failures", "Connections to the export's receiver that failed or broke", m.failures);
+    }
+
+    /// The audit export's metrics.
+    pub fn audit_export(&self) -> &ExportMetrics {
+        &self.audit_export
     }
 
     /// Counts `n` entries evicted from the capped map `map`.

@@ -11,6 +11,7 @@
 pub mod approval;
 pub mod audit;
 mod audit_agg;
+pub mod audit_sink;
 pub mod call;
 pub mod children;
 mod delivery;
@@ -259,6 +260,9 @@ impl Broker {
         metrics.register_limiter("connect_failed", &limits.connect_failed);
         metrics.register_limiter("requests", &limits.requests);
         metrics.register_limiter("request_failed", &limits.request_failed);
+        if cfg.audit.export.is_some() {
+            metrics.register_audit_export();
+        }
         let broker = Broker {
             cfg: Arc::new(cfg),
             policy,

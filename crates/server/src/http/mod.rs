@@ -119,6 +119,8 @@ pub async fn serve_on(
     // Revokes leases at expiry, retries failed revocations, and first reconciles roles left by
     // a previous run.
     let reaper = broker.spawn_reaper();
+    // Sends the audit records to the [audit.export] receiver, reading them back from the table.
+    let export = broker.spawn_audit_export();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
@@ -141,6 +143,9 @@ pub async fn serve_on(
     };
     refresher.abort();
     reaper.abort();
+    if let Some(e) = export {
+        e.abort();
+    }
     r.and(u)
 }
 
