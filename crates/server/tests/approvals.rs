@@ -183,6 +183,50 @@ async fn a_denied_call_never_runs_and_its_retries_are_told_so() {
     assert_eq!(show(&f, &alice, "../../etc").await.0, 404);
 }
 
+/// A decision's record is in the audit before the decision lands: the broker killed between the
+/// two once left an approval approved with no record of who approved it (found by
+/// tests/crash_under_load.rs). A trigger on the store refuses any decision whose record is not
+/// there yet.
+#[tokio::test]
+async fn a_decision_is_audited_before_it_lands() {
+    use sqlx::Connection;
+    let (f, _, alice) = start(600).await;
+    let mut db = sqlx::SqliteConnection::connect(&format!("sqlite://{}", f.dir.path().join("data/store.db").display())).await.unwrap();
+    sqlx::raw_sql(
+        "CREATE TRIGGER decided_after_its_record BEFORE UPDATE OF status ON approvals \
+         WHEN OLD.status = 'pending' AND NEW.status IN ('approved', 'denied') AND NOT EXISTS (SELECT 1 FROM audit \
+           WHERE json_extract(body, '$.approval') = NEW.id AND json_extract(body, '$.tool') IN ('approve_call', 'deny_call')) \
+         BEGIN SELECT RAISE(ABORT, 'a decision without its audit record'); END",
+    )
+    .execute(&mut db)
+    .await
+    .unwrap();
+    // The trigger bites: a decision written with no record first is refused.
+    let (_, v) = call(&f, &f.token, UPDATE, json!([9, 1])).await;
+    let e = sqlx::query("UPDATE approvals SET status = 'approved' WHERE id = ?").bind(approval_id(&v)).execute(&mut db).await.unwrap_err();
+    assert!(e.to_string().contains("a decision without its audit record"), "{e}");
+    for (verb, params, status) in [("approve", json!([7, 1]), "approved"), ("deny", json!([8, 1]), "denied")] {
+        let (_, v) = call(&f, &f.token, UPDATE, params.clone()).await;
+        let id = approval_id(&v);
+        let (s, v) = decide(&f, &alice, &id, verb).await;
+        assert_eq!(s, 200, "{verb}: {v}");
+        assert_eq!(v["approval"]["status"], status);
+        // The intent and the result of the decision, under one request id.
+        let tail = f.store.audit_tail(50).await.unwrap();
+        let recs: Vec<_> = tail.iter().map(|(_, r)| r).filter(|r| r.tool == format!("{verb}_call") && r.approval.as_deref() == Some(id.as_str())).collect();
+        assert_eq!(recs.iter().map(|r| r.outcome.as_str()).collect::<Vec<_>>(), ["started", "ok"], "{verb}");
+        assert_eq!(recs[0].request_id, recs[1].request_id);
+        // Decided already: refused, with no record.
+        let (s, v) = decide(&f, &alice, &id, verb).await;
+        assert_eq!((s, code(&v)), (409, "conflict"), "{v}");
+        assert_eq!(f.store.audit_tail(50).await.unwrap().len(), tail.len());
+    }
+    assert_eq!(total(&f, 1).await, 100);
+    let (s, v) = call(&f, &f.token, UPDATE, json!([7, 1])).await;
+    assert_eq!(s, 200, "the approved call runs: {v}");
+    assert_eq!(total(&f, 1).await, 7);
+}
+
 #[tokio::test]
 async fn an_expired_approval_is_refused_and_the_expiry_is_bound() {
     let (f, _, alice) = start(2).await;

@@ -408,24 +408,28 @@ impl Broker {
     }
 
     /// Records `approver`'s decision on pending approval `id`, and audits it.
+    ///
+    /// Its record is written before the decision lands, as a call's intent record before the
+    /// call runs (outcome `started`), then its result under the same request id: a broker killed
+    /// between the two leaves a record of a decision that may not have landed, never an approved
+    /// call with no record of who approved it.
     pub async fn decide_approval(&self, approver: &Approver, id: &str, approve: bool) -> Result<Value, CallError> {
         if !valid_id(id) {
             return Err(CallError::new(ErrorCode::NotFound));
         }
         let ie = |e: airlock_store::StoreError| CallError::new(ErrorCode::Internal).detail(e.to_string());
+        let not_pending = || {
+            CallError::with_message(
+                ErrorCode::Conflict,
+                "this approval was already decided, used, has expired, or was made under another policy version",
+            )
+        };
         let now = now_ms();
         let a = self.store().approval(id, now).await.map_err(ie)?.ok_or_else(|| CallError::new(ErrorCode::NotFound))?;
-        match self.store().decide_approval(id, approve, &approver.name, now, self.policy_version()).await.map_err(ie)? {
-            DecideOutcome::Decided => {}
-            DecideOutcome::NotFound => return Err(CallError::new(ErrorCode::NotFound)),
-            DecideOutcome::NotPending => {
-                return Err(CallError::with_message(
-                    ErrorCode::Conflict,
-                    "this approval was already decided, used, has expired, or was made under another policy version",
-                ))
-            }
+        if a.status != ApprovalStatus::Pending || a.policy_version != self.policy_version() {
+            return Err(not_pending());
         }
-        let rec = AuditRecord {
+        let mut rec = AuditRecord {
             ts: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
             request_id: uuid::Uuid::now_v7().to_string(),
             agent: format!("approver:{}", approver.name),
@@ -435,7 +439,7 @@ impl Broker {
             arguments: json!({"approval_id": id, "for_agent": a.agent, "for_parent_chain": a.parent_chain, "for_tool": a.tool}),
             decision: Decision::Allow,
             code: None,
-            outcome: "ok".into(),
+            outcome: "started".into(),
             result_bytes: 0,
             redactions: 0,
             duration_us: 0,
@@ -446,8 +450,30 @@ impl Broker {
             identity: None,
             key_handover: None,
         };
+        if let Err(e) = self.audit.append(rec.clone()).await {
+            tracing::error!(approval = %id, error = %e, "decision not audited; not made");
+            return Err(CallError::new(ErrorCode::AuditUnavailable));
+        }
+        let outcome = self.store().decide_approval(id, approve, &approver.name, now, self.policy_version()).await;
+        rec.ts = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+        let refused = match outcome {
+            Ok(DecideOutcome::Decided) => None,
+            Ok(DecideOutcome::NotFound) => Some(CallError::new(ErrorCode::NotFound)),
+            // Decided by someone else, or expired, since it was read.
+            Ok(DecideOutcome::NotPending) => Some(not_pending()),
+            Err(e) => Some(ie(e)),
+        };
+        if let Some(err) = refused {
+            rec.code = Some(err.code.as_str().to_owned());
+            rec.outcome = "error".into();
+            if let Err(e) = self.audit.append(rec).await {
+                tracing::warn!(approval = %id, error = %e, "refused decision not audited");
+            }
+            return Err(err);
+        }
+        rec.outcome = "ok".into();
         if let Err(e) = self.audit.append(rec).await {
-            // A decision without its record must not stand.
+            // A decision whose result cannot be recorded does not stand.
             tracing::error!(approval = %id, error = %e, "decision not audited; reverting it");
             let _ = self.store().revert_decision(id).await;
             return Err(CallError::new(ErrorCode::AuditUnavailable));
