@@ -492,3 +492,44 @@ async fn a_value_under_its_legacy_name_moves_when_the_broker_opens_and_stays_usa
     assert_eq!(auth, format!("Bearer {CANARY}"));
     assert!(!v.to_string().contains(CANARY), "{v}");
 }
+
+/// An operator revokes a request: a pending link stops opening; a landed value is deleted, its
+/// handle stops resolving and leaves the agent's tools, and its name can be asked for again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_revokes_a_request_and_its_handle_and_the_name_is_free_again() {
+    let (_p, path) = policy(true);
+    let f = Fixture::start_with(with_requests(path, 10)).await;
+    let id = ask(&f, "REVOKED_KEY").await;
+    let (rid, proof) = delivered(&f, &id);
+    let (_, opened) = open(&f, &rid, &proof).await;
+    let (st, v) = submit(&f, &rid, &proof, &seal(&opened, CANARY.as_bytes(), None)).await;
+    assert_eq!((st, v["status"].clone()), (200, json!("approved")), "{v}");
+    let call = json!({"credential_handle": "REVOKED_KEY", "method": "GET", "path_or_url": "/v1/echo"});
+    assert_eq!(f.invoke("http_request", call.clone()).await.0, 200);
+
+    assert_eq!(f.broker.live_request_for("REVOKED_KEY").await.unwrap().as_deref(), Some(id.as_str()));
+    assert!(f.broker.revoke_request(&id, "operator:test").await.unwrap());
+    assert!(!f.broker.revoke_request(&id, "operator:test").await.unwrap(), "a second revocation finds nothing");
+    assert!(f.broker.live_request_for("REVOKED_KEY").await.unwrap().is_none());
+    let (st, v) = f.invoke("http_request", call.clone()).await;
+    assert_eq!((st, code(&v)), (403, "handle-unavailable"), "{v}");
+    let tools: Value = f.client.get(format!("{}/v1/tools", f.base)).bearer_auth(&f.token).send().await.unwrap().json().await.unwrap();
+    assert!(!tools.to_string().contains("REVOKED_KEY"), "the handle left the agent's tools");
+    assert!(f.store.get_sealed(&value_seal_name("REVOKED_KEY")).await.unwrap().is_none(), "the value is deleted");
+    let (_, s) = status(&f, &f.token, &id).await;
+    assert_eq!(s["result"]["status"], "revoked", "{s}");
+    let audit = audit_text(&f).await;
+    assert!(audit.contains("secret_request_revoked") && audit.contains("operator:test"), "{audit}");
+    assert!(!audit.contains(CANARY));
+
+    // The name is free: a new request for it, revoked while pending, takes its link with it.
+    let again = ask(&f, "REVOKED_KEY").await;
+    let (rid2, proof2) = delivered(&f, &again);
+    let (st, opened2) = open(&f, &rid2, &proof2).await;
+    assert_eq!(st, 200, "{opened2}");
+    assert!(f.broker.revoke_request(&again, "operator:test").await.unwrap());
+    assert_eq!(open(&f, &rid2, &proof2).await.0, 404, "a revoked link does not open");
+    let (st, v) = submit(&f, &rid2, &proof2, &seal(&opened2, CANARY.as_bytes(), None)).await;
+    assert_eq!((st, code(&v)), (404, "request-unavailable"), "{v}");
+    assert!(f.store.get_sealed(&value_seal_name("REVOKED_KEY")).await.unwrap().is_none(), "nothing landed");
+}

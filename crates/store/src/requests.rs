@@ -4,7 +4,8 @@
 //! ```text
 //! pending ──submit (proof, once)──▶ received ──policy or approver──▶ approved
 //!    │                                 └──────────approver denies──▶ rejected (value deleted)
-//!    └── expires_at passed: expired (a time, not a write; `status_at` reports it)
+//!    ├── expires_at passed: expired (a time, not a write; `status_at` reports it)
+//!    └── an operator revokes (pending, received or approved) ──▶ revoked (value deleted)
 //! ```
 //!
 //! Every step is one conditional `UPDATE` inside a transaction, so that a replayed or raced
@@ -29,6 +30,9 @@ pub mod status {
     pub const REJECTED: &str = "rejected";
     /// The link expired unused (reported, never stored).
     pub const EXPIRED: &str = "expired";
+    /// An operator revoked the request (its link, or the handle it landed as); the value, if
+    /// any, was deleted.
+    pub const REVOKED: &str = "revoked";
 }
 
 /// The name a request's intake private key is sealed for.
@@ -383,6 +387,28 @@ impl Store {
             sqlx::query(&d.sql("DELETE FROM secrets WHERE name = ?")).bind(value_seal_name(&handle)).execute(&mut *tx).await?;
             tx.commit().await?;
             Ok(true)
+        })
+    }
+
+    /// `pending`, `received` or `approved` → `revoked`, and the value deleted, in one
+    /// transaction: the link stops opening, the handle stops resolving, and its name is free
+    /// again. The request (now `revoked`); None when there is no such live request.
+    pub async fn revoke_request(&self, id: &str) -> Result<Option<Request>> {
+        let now = now_s();
+        with_pool!(self, |p, d| {
+            let mut tx = p.begin_with(d.pick("BEGIN IMMEDIATE", "BEGIN")).await?;
+            // One conditional UPDATE: a submit or an approval racing with it either lands first
+            // (and its value is deleted below) or finds the request no longer pending.
+            let sql = format!(
+                "UPDATE secret_requests SET status = 'revoked', intake_key = NULL, decided_at = ?
+                 WHERE id = ? AND status IN ('pending', 'received', 'approved') RETURNING {REQUEST_COLS}"
+            );
+            let row: Option<RequestRow> = sqlx::query_as(&d.sql(&sql)).bind(now).bind(id).fetch_optional(&mut *tx).await?;
+            let Some(row) = row else { return Ok(None) };
+            let r = request_row(row);
+            sqlx::query(&d.sql("DELETE FROM secrets WHERE name = ?")).bind(value_seal_name(&r.handle)).execute(&mut *tx).await?;
+            tx.commit().await?;
+            Ok(Some(r))
         })
     }
 

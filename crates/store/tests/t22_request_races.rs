@@ -1,12 +1,13 @@
 //! Requests for a secret under contention, on SQLite and on PostgreSQL with two replicas: a
 //! flood of requests from one agent opens exactly its cap; agents racing for one handle name get
 //! one request; racing submits of one link land the value once; a wrong proof, a late submit or
-//! a used link stores nothing. The broker relies on these for "at most N open requests per
+//! a used link stores nothing; an operator's revocation racing with submits leaves no value
+//! behind. The broker relies on these for "at most N open requests per
 //! agent", "a requested handle never overwrites another" and "the link burns on submit".
 
 mod common;
 
-use airlock_store::requests::{value_seal_name, CreateOutcome, LandOutcome, NewRequest};
+use airlock_store::requests::{status, value_seal_name, CreateOutcome, LandOutcome, NewRequest};
 use airlock_store::Store;
 use common::TempDb;
 
@@ -114,6 +115,35 @@ async fn contention_holds(stores: &[Store]) {
     assert_eq!(a.create_request(&new_request("late-again", "careful", "LATE", in_an_hour()), 5).await.unwrap(), CreateOutcome::Created);
     assert!(a.request("late").await.unwrap().is_none());
     assert_eq!(a.create_request(&new_request("guarded-again", "careful", "GUARDED", in_an_hour()), 5).await.unwrap(), CreateOutcome::HandleTaken);
+
+    // An operator's revocation racing with submits: in whatever order they run, the request
+    // ends revoked and no value is left behind.
+    for round in 0..20 {
+        let (id, handle) = (format!("raced-{round}"), format!("RACED_{round}"));
+        assert_eq!(a.create_request(&new_request(&id, "racer", &handle, in_an_hour()), 100).await.unwrap(), CreateOutcome::Created);
+        let mut submits = Vec::new();
+        for i in 0..8usize {
+            let (s, id, handle) = (stores[i % stores.len()].clone(), id.clone(), handle.clone());
+            submits.push(tokio::spawn(async move { s.land_request(&id, &PROOF, &handle, b"raced value").await.unwrap() }));
+        }
+        let revoker = stores[round % stores.len()].clone();
+        let revoked = revoker.revoke_request(&id).await.unwrap().expect("a live request is revoked");
+        assert_eq!(revoked.status, status::REVOKED);
+        let landed = landed_count(submits).await;
+        assert!(landed <= 1, "round {round}: {landed} submits landed");
+        assert!(a.get_sealed(&value_seal_name(&handle)).await.unwrap().is_none(), "round {round}: a value outlived the revocation");
+        assert_eq!(a.request(&id).await.unwrap().unwrap().status, status::REVOKED);
+        assert!(a.revoke_request(&id).await.unwrap().is_none(), "revoked once");
+    }
+}
+
+/// How many of the submits landed.
+async fn landed_count(submits: Vec<tokio::task::JoinHandle<LandOutcome>>) -> usize {
+    let mut n = 0;
+    for t in submits {
+        n += usize::from(t.await.unwrap() == LandOutcome::Received);
+    }
+    n
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -328,7 +328,7 @@ class AirlockClient:
         return self.call("request_secret", args)
 
     def request_status(self, request_id: str) -> JSON:
-        """``pending``, ``received`` (with the approval page), ``approved``, ``rejected`` or ``expired``."""
+        """``pending``, ``received`` (with the approval page), ``approved``, ``rejected``, ``expired`` or ``revoked`` (by an operator)."""
         return self.call("request_status", {"request_id": request_id})
 
 

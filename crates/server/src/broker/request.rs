@@ -483,6 +483,25 @@ impl Broker {
         Ok(out)
     }
 
+    /// An operator's revocation of request `id`: a pending link stops opening; a received or
+    /// approved value is deleted and its handle stops resolving on every replica (each checks
+    /// the request on every call); the name is free again. Audited as
+    /// `secret_request_revoked` by `by`. False when no live request has that id.
+    pub async fn revoke_request(&self, id: &str, by: &str) -> Result<bool, BrokerError> {
+        let Some(r) = self.store().revoke_request(id).await? else { return Ok(false) };
+        if let Ok(name) = HandleName::parse(&r.handle) {
+            self.executors.sql.forget(&name).await;
+        }
+        self.audit_request_event(by, "secret_request_revoked", &r, None).await;
+        let _ = self.leases.tool_changes.send(r.agent_id.clone());
+        Ok(true)
+    }
+
+    /// The live request (pending, received or approved) that names `handle`: its id.
+    pub async fn live_request_for(&self, handle: &str) -> Result<Option<String>, BrokerError> {
+        Ok(self.store().request_for_handle(handle).await?.map(|r| r.id))
+    }
+
     /// Applies an approver's decision to a received request: approved (or used) → approved;
     /// denied or expired → rejected, and the value deleted.
     async fn settle(&self, r: Request) -> Result<Request, CallError> {

@@ -248,7 +248,7 @@ impl Broker {
         Ok(true)
     }
 
-    /// Closes the cached database pools of lease handles whose credential is gone from the
+    /// Closes the cached database pools of lease and requested handles whose credential is gone from the
     /// store: a lease revoked by another replica, whose revocation killed the role's sessions
     /// (without this, this replica would keep each killed connection open until its pool
     /// idled out).
@@ -257,7 +257,10 @@ impl Broker {
             if self.cfg.handles.contains_key(&name) {
                 continue;
             }
-            if matches!(self.store.get_sealed(name.as_str()).await, Ok(None)) {
+            // A lease's secret is stored under its handle's name, a requested handle's under
+            // `request:NAME`: a pool whose secret is in neither place is gone.
+            let requested = airlock_store::requests::value_seal_name(name.as_str());
+            if matches!(self.store.get_sealed(name.as_str()).await, Ok(None)) && matches!(self.store.get_sealed(&requested).await, Ok(None)) {
                 self.executors.sql.forget(&name).await;
             }
         }

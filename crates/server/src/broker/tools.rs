@@ -471,7 +471,7 @@ pub fn request_tool_defs(shares: &SharesConfig, requests: &RequestsConfig) -> Ve
         },
         ToolDef {
             tool: Tool::RequestStatus,
-            description: "The status of one of your requests for a secret: pending, received (waiting for an approver), approved (use the handle), rejected or expired.".into(),
+            description: "The status of one of your requests for a secret: pending, received (waiting for an approver), approved (use the handle), rejected, expired, or revoked (by an operator).".into(),
             input_schema: Value::Object(args_schema::<RequestStatusArgs>()),
             read_only: true,
             open_world: false,
