@@ -34,7 +34,7 @@ const POLL: Duration = Duration::from_millis(200);
 const PAGE: i64 = 500;
 /// Reconnection backoff: from this, doubling, up to [`MAX_BACKOFF`].
 const MIN_BACKOFF: Duration = Duration::from_millis(200);
-const MAX_BACKOFF: Duration = Duration::from_secs(10);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// A connection (and TLS handshake), or a write, that takes longer than this has failed.
 const IO_TIMEOUT: Duration = Duration::from_secs(30);
 /// RFC 5424 facility 13, log audit.
@@ -261,22 +261,26 @@ impl Sink {
         let _abort = AbortOnDrop(reader);
         let mut sent = *cursor;
         let mut unconfirmed: VecDeque<(i64, Instant)> = VecDeque::new();
+        // The cursor file is replaced (two fsyncs) at most once per CONFIRM while a backlog
+        // streams, and as soon as everything sent is confirmed.
+        let mut confirmed_seq = *cursor;
+        let mut saved_at = Instant::now();
         let mut buf = Vec::with_capacity(64 * 1024);
         loop {
             if *gone.borrow() {
                 return Err(self.receiver_error("the receiver closed the connection"));
             }
-            let mut confirmed = None;
             while let Some(&(seq, at)) = unconfirmed.front() {
                 if at.elapsed() < CONFIRM {
                     break;
                 }
-                confirmed = Some(seq);
+                confirmed_seq = seq;
                 unconfirmed.pop_front();
             }
-            if let Some(seq) = confirmed {
-                self.cursor.save(seq)?;
-                *cursor = seq;
+            if confirmed_seq > *cursor && (unconfirmed.is_empty() || saved_at.elapsed() >= CONFIRM) {
+                self.cursor.save(confirmed_seq)?;
+                *cursor = confirmed_seq;
+                saved_at = Instant::now();
             }
             self.update_lag(*cursor).await;
             let page = self.store.audit_records(sent, PAGE).await?;
