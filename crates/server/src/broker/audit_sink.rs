@@ -74,6 +74,8 @@ struct Sink {
     hostname: String,
     pid: u32,
     metrics: ExportMetrics,
+    /// [`CONFIRM`]; longer in a test that must see nothing confirmed.
+    confirm: Duration,
 }
 
 impl Broker {
@@ -97,6 +99,7 @@ impl Broker {
             pid: std::process::id(),
             metrics: self.metrics.audit_export().clone(),
             cfg,
+            confirm: CONFIRM,
         };
         Some(tokio::spawn(sink.run()))
     }
@@ -271,13 +274,13 @@ impl Sink {
                 return Err(self.receiver_error("the receiver closed the connection"));
             }
             while let Some(&(seq, at)) = unconfirmed.front() {
-                if at.elapsed() < CONFIRM {
+                if at.elapsed() < self.confirm {
                     break;
                 }
                 confirmed_seq = seq;
                 unconfirmed.pop_front();
             }
-            if confirmed_seq > *cursor && (unconfirmed.is_empty() || saved_at.elapsed() >= CONFIRM) {
+            if confirmed_seq > *cursor && (unconfirmed.is_empty() || saved_at.elapsed() >= self.confirm) {
                 self.cursor.save(confirmed_seq)?;
                 *cursor = confirmed_seq;
                 saved_at = Instant::now();
@@ -333,6 +336,125 @@ impl Drop for AbortOnDrop {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use airlock_core::config::{AuditExportFormat, AuditSink};
+    use airlock_store::audit::{AuditKey, AuditLog, AuditRecord, Decision};
+
+    fn record(i: usize) -> AuditRecord {
+        AuditRecord {
+            ts: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            request_id: format!("req-{i}"),
+            agent: "bot".into(),
+            parent_chain: vec![],
+            tool: "query_db".into(),
+            handle: Some("DB".into()),
+            arguments: serde_json::json!({"query": format!("SELECT {i}")}),
+            decision: Decision::Allow,
+            code: None,
+            outcome: "ok".into(),
+            result_bytes: 1,
+            redactions: 0,
+            duration_us: 1,
+            policies: vec![],
+            approval: None,
+            peer: None,
+            sandbox: None,
+            identity: None,
+            key_handover: None,
+        }
+    }
+
+    /// The seqs of the whole octet-counted messages in `bytes` (their MSG is jsonl); a message
+    /// not yet all there ends the list.
+    fn seqs(mut bytes: &[u8]) -> Vec<i64> {
+        let mut out = Vec::new();
+        while let Some(sp) = bytes.iter().position(|b| *b == b' ') {
+            let len: usize = std::str::from_utf8(&bytes[..sp]).unwrap().parse().unwrap();
+            if bytes.len() < sp + 1 + len {
+                break;
+            }
+            let msg = std::str::from_utf8(&bytes[sp + 1..sp + 1 + len]).unwrap();
+            let json = msg.splitn(8, ' ').nth(7).unwrap();
+            out.push(serde_json::from_str::<serde_json::Value>(json).unwrap()["seq"].as_i64().unwrap());
+            bytes = &bytes[sp + 1 + len..];
+        }
+        out
+    }
+
+    /// Reads one connection of `listener` until it holds messages up to `last`; what it read.
+    /// At most 30 s.
+    async fn read_until(listener: &tokio::net::TcpListener, last: i64) -> (tokio::net::TcpStream, Vec<i64>) {
+        tokio::time::timeout(Duration::from_secs(30), read_until_unbounded(listener, last)).await.unwrap_or_else(|_| panic!("no messages up to {last} in 30 s"))
+    }
+
+    async fn read_until_unbounded(listener: &tokio::net::TcpListener, last: i64) -> (tokio::net::TcpStream, Vec<i64>) {
+        let (mut c, _) = listener.accept().await.unwrap();
+        let mut buf = Vec::new();
+        loop {
+            let mut chunk = [0u8; 65536];
+            let n = c.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "the sink closed the connection");
+            buf.extend_from_slice(&chunk[..n]);
+            let got = seqs(&buf);
+            if got.last() == Some(&last) {
+                return (c, got);
+            }
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn records_not_confirmed_when_the_receiver_goes_are_sent_again_and_the_cursor_follows_confirmation() {
+        let d = tempfile::tempdir().unwrap();
+        let store = Store::open(d.path()).await.unwrap();
+        let log = AuditLog::start(store.clone(), AuditKey::create(d.path()).unwrap());
+        for i in 0..20 {
+            log.append(record(i)).await.unwrap();
+        }
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let cfg = AuditExport {
+            sink: AuditSink::Syslog,
+            host: "127.0.0.1".into(),
+            port: listener.local_addr().unwrap().port(),
+            tls: false,
+            ca_file: None,
+            format: AuditExportFormat::Jsonl,
+            app_name: "airlock".into(),
+        };
+        let sink = |confirm| Sink {
+            cfg: cfg.clone(),
+            store: store.clone(),
+            cursor: ExportCursor::new(d.path()),
+            tls: None,
+            hostname: "h".into(),
+            pid: 1,
+            metrics: ExportMetrics::default(),
+            confirm,
+        };
+        // Nothing is confirmed within an hour: a receiver that reads everything and goes gets
+        // everything again on the next connection, and the cursor stays at 0.
+        let task = AbortOnDrop(tokio::spawn(sink(Duration::from_secs(3600)).run()));
+        let (first, got) = read_until(&listener, 20).await;
+        assert_eq!(got, (1..=20).collect::<Vec<_>>());
+        drop(first);
+        let (_second, got) = read_until(&listener, 20).await;
+        assert_eq!(got, (1..=20).collect::<Vec<_>>(), "the unconfirmed records again, in order");
+        assert_eq!(ExportCursor::new(d.path()).load().unwrap(), 0);
+        drop(task);
+
+        // Confirmed at once: the cursor reaches the last record, and a new sink (the broker
+        // restarted) sends only what came after it.
+        let task = AbortOnDrop(tokio::spawn(sink(Duration::ZERO).run()));
+        let (_third, _) = read_until(&listener, 20).await;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while ExportCursor::new(d.path()).load().unwrap() != 20 {
+            assert!(Instant::now() < deadline, "the cursor did not reach 20");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        drop(task);
+        log.append(record(20)).await.unwrap();
+        let _task = AbortOnDrop(tokio::spawn(sink(Duration::ZERO).run()));
+        let (_fourth, got) = read_until(&listener, 21).await;
+        assert_eq!(got, vec![21]);
+    }
 
     #[test]
     fn a_message_is_octet_counted_rfc5424() {
