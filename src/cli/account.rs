@@ -9,6 +9,7 @@ use airlock_server::broker::Revoker;
 use airlock_server::Broker;
 use anyhow::{anyhow, Result};
 use clap::Subcommand;
+use serde_json::{json, Value};
 
 #[derive(Subcommand)]
 pub enum AccountCmd {
@@ -35,20 +36,33 @@ fn oauth_handle<'b>(broker: &'b Broker, name: &str) -> Result<&'b airlock_core::
 
 /// `airlock connect HANDLE --owner OWNER`: a connect link for the owner, and the code its page
 /// asks for.
-pub async fn connect(broker: &Broker, handle: &str, owner: &str) -> Result<u8> {
+pub async fn connect(broker: &Broker, handle: &str, owner: &str, json: bool) -> Result<u8> {
     let h = oauth_handle(broker, handle)?;
     let l = broker
         .create_connect(h, owner, Requester { id: "operator", name: "operator" })
         .await
         .map_err(|e| anyhow!("{}: {}", e.code, e.message))?;
-    println!("link: {}", l.link);
-    println!("code: {}", l.code);
-    println!("expires: {}", airlock_server::broker::share::rfc3339(l.expires_at));
+    let expires = airlock_server::broker::share::rfc3339(l.expires_at);
+    if json {
+        // The link and the code are what the operator hands over: the text prints them too.
+        super::print_json(&json!({"handle": handle, "owner": owner, "link": l.link, "code": l.code, "expires_at": expires}))?;
+    } else {
+        println!("link: {}", l.link);
+        println!("code: {}", l.code);
+        println!("expires: {expires}");
+    }
     Ok(0)
 }
 
-pub async fn run(broker: &Broker, cmd: AccountCmd) -> Result<u8> {
+pub async fn run(broker: &Broker, cmd: AccountCmd, json: bool) -> Result<u8> {
     match cmd {
+        AccountCmd::List if json => {
+            let items = broker.store().accounts().await?.into_iter().map(|a| {
+                json!({"handle": a.handle, "owner": a.owner, "status": a.status, "connected_at": a.connected_at, "refreshed_at": a.refreshed_at})
+            });
+            super::print_json(&Value::Array(items.collect()))?;
+            Ok(0)
+        }
         AccountCmd::List => {
             for a in broker.store().accounts().await? {
                 let refreshed = a.refreshed_at.as_deref().unwrap_or("-");
@@ -58,7 +72,13 @@ pub async fn run(broker: &Broker, cmd: AccountCmd) -> Result<u8> {
         }
         AccountCmd::Revoke { handle } => {
             let h = oauth_handle(broker, &handle)?;
-            match broker.revoke_account(h, &Revoker::OPERATOR).await.map_err(|e| anyhow!("{}: {}", e.code, e.message))? {
+            let outcome = broker.revoke_account(h, &Revoker::OPERATOR).await.map_err(|e| anyhow!("{}: {}", e.code, e.message))?;
+            if json {
+                let revoked = outcome.is_some();
+                super::print_json(&json!({"handle": handle, "revoked": revoked, "provider_confirmed": outcome}))?;
+                return Ok(if revoked { 0 } else { 1 });
+            }
+            match outcome {
                 None => {
                     println!("{handle} has no connected account");
                     Ok(1)

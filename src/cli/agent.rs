@@ -4,6 +4,7 @@
 use crate::home;
 use airlock_store::agents::Agent;
 use anyhow::Result;
+use serde_json::{json, Value};
 use clap::Subcommand;
 use std::path::Path;
 
@@ -38,7 +39,7 @@ pub enum AgentCmd {
     },
 }
 
-pub async fn run(config: &Path, cmd: AgentCmd) -> Result<u8> {
+pub async fn run(config: &Path, cmd: AgentCmd, json: bool) -> Result<u8> {
     let cfg = super::load(config)?;
     let store = home::open_store(&cfg).await?;
     match cmd {
@@ -50,9 +51,15 @@ pub async fn run(config: &Path, cmd: AgentCmd) -> Result<u8> {
             if !cfg.agents.contains_key(&name) {
                 eprintln!("note: no [agents.{name}] grants in {}; this agent can call nothing yet", cfg.source);
             }
-            eprintln!("agent {} ({}) created; its token is shown once:", a.name, a.id);
-            println!("{}", token.reveal());
+            if json {
+                // The token, once: printing it to the operator is what `agent add` is for.
+                super::print_json(&json!({"id": a.id, "name": a.name, "expires_at": a.expires_at, "token": token.reveal()}))?;
+            } else {
+                eprintln!("agent {} ({}) created; its token is shown once:", a.name, a.id);
+                println!("{}", token.reveal());
+            }
         }
+        AgentCmd::List if json => super::print_json(&Value::Array(store.list_agents().await?.iter().map(agent_json).collect()))?,
         AgentCmd::List => {
             for a in store.list_agents().await? {
                 let state = if a.revoked_at.is_some() { "revoked" } else { "live" };
@@ -64,8 +71,13 @@ pub async fn run(config: &Path, cmd: AgentCmd) -> Result<u8> {
             // Through the broker, so that the agents' leases are revoked now.
             let broker = super::open_broker(cfg).await?;
             let n = broker.revoke_agent(&name).await?;
-            println!("revoked {n} agent(s)");
+            if json {
+                super::print_json(&json!({"name": name, "revoked": n}))?;
+            } else {
+                println!("revoked {n} agent(s)");
+            }
         }
+        AgentCmd::Tree if json => super::print_json(&Value::Array(tree_json(&store.list_agents().await?, None, 0)))?,
         AgentCmd::Tree => print_tree(&store.list_agents().await?, None, 0),
         AgentCmd::Rotate { name, overlap: o } => {
             let o = super::overlap(&o)?;
@@ -73,11 +85,50 @@ pub async fn run(config: &Path, cmd: AgentCmd) -> Result<u8> {
             // Through the broker, so that the rotation is audited.
             let broker = super::open_broker(cfg).await?;
             let (a, token) = broker.rotate_agent_token(&name, o).await?;
-            eprintln!("agent {} ({}) has a new token, shown once; the previous one works for {} s more:", a.name, a.id, o.as_secs());
-            println!("{}", token.reveal());
+            if json {
+                // The new token, once: printing it to the operator is what `agent rotate` is for.
+                super::print_json(&json!({"id": a.id, "name": a.name, "overlap_seconds": o.as_secs(), "token": token.reveal()}))?;
+            } else {
+                eprintln!("agent {} ({}) has a new token, shown once; the previous one works for {} s more:", a.name, a.id, o.as_secs());
+                println!("{}", token.reveal());
+            }
         }
     }
     Ok(0)
+}
+
+fn state(a: &Agent) -> &'static str {
+    if a.revoked_at.is_some() {
+        "revoked"
+    } else {
+        "live"
+    }
+}
+
+/// An agent in `agent list --json` (never its token).
+fn agent_json(a: &Agent) -> Value {
+    json!({
+        "id": a.id,
+        "name": a.name,
+        "parent": a.parent,
+        "status": state(a),
+        "created_at": a.created_at,
+        "expires_at": a.expires_at,
+        "revoked_at": a.revoked_at,
+    })
+}
+
+/// `agent tree --json`: the agents under `parent`, each with its own under `children`; 16
+/// levels at most, as in the text.
+fn tree_json(agents: &[Agent], parent: Option<&str>, depth: usize) -> Vec<Value> {
+    agents
+        .iter()
+        .filter(|a| a.parent.as_deref() == parent)
+        .map(|a| {
+            let children = if depth < 16 { tree_json(agents, Some(&a.id), depth + 1) } else { Vec::new() };
+            json!({"id": a.id, "name": a.name, "status": state(a), "children": children})
+        })
+        .collect()
 }
 
 /// The agents under `parent` (the roots for None), each followed by its own, indented; 16 levels

@@ -28,14 +28,26 @@ pub enum ApproverCmd {
 }
 
 /// `airlock approver ...`, on the store of the configuration.
-pub async fn approvers(config: &Path, cmd: ApproverCmd) -> Result<u8> {
+pub async fn approvers(config: &Path, cmd: ApproverCmd, json: bool) -> Result<u8> {
     let cfg = super::load(config)?;
     let store = home::open_store(&cfg).await?;
     match cmd {
         ApproverCmd::Add { name } => {
             let (a, token) = store.add_approver(&name).await?;
-            eprintln!("approver {} ({}) created; its token is shown once:", a.name, a.id);
-            println!("{}", token.reveal());
+            if json {
+                // The token, once: printing it to the operator is what `approver add` is for.
+                super::print_json(&serde_json::json!({"id": a.id, "name": a.name, "token": token.reveal()}))?;
+            } else {
+                eprintln!("approver {} ({}) created; its token is shown once:", a.name, a.id);
+                println!("{}", token.reveal());
+            }
+        }
+        ApproverCmd::List if json => {
+            let items = store.list_approvers().await?.into_iter().map(|a| {
+                let state = if a.revoked_at.is_some() { "revoked" } else { "live" };
+                serde_json::json!({"id": a.id, "name": a.name, "status": state, "created_at": a.created_at, "revoked_at": a.revoked_at})
+            });
+            super::print_json(&Value::Array(items.collect()))?;
         }
         ApproverCmd::List => {
             for a in store.list_approvers().await? {
@@ -45,19 +57,23 @@ pub async fn approvers(config: &Path, cmd: ApproverCmd) -> Result<u8> {
         }
         ApproverCmd::Revoke { name } => {
             store.revoke_approver(&name).await?;
-            println!("revoked approver {name}");
+            if json {
+                super::print_json(&serde_json::json!({"name": name, "revoked": true}))?;
+            } else {
+                println!("revoked approver {name}");
+            }
         }
     }
     Ok(0)
 }
 
 /// `airlock approve` / `airlock deny`, against `server` or the configured one.
-pub async fn decide_at(config: &Path, server: Option<String>, id: &str, approve: bool) -> Result<u8> {
+pub async fn decide_at(config: &Path, server: Option<String>, id: &str, approve: bool, json: bool) -> Result<u8> {
     let server = match server {
         Some(s) => s,
         None => super::configured_server(&super::load(config)?),
     };
-    decide(&server, id, approve).await
+    decide(&server, id, approve, json).await
 }
 
 fn token() -> Result<Zeroizing<String>> {
@@ -70,13 +86,17 @@ fn token() -> Result<Zeroizing<String>> {
     Ok(Zeroizing::new(t.trim().to_owned()))
 }
 
-fn refused(v: &Value) -> u8 {
-    eprintln!(
-        "refused: {}: {}",
-        v["error"]["code"].as_str().unwrap_or("unknown"),
-        v["error"]["message"].as_str().unwrap_or("")
-    );
-    1
+/// The server refused: its error on stderr, or with `json` as `{id, decision: null, error}` on
+/// stdout; exit 1.
+fn refused(v: &Value, id: &str, json: bool) -> Result<u8> {
+    let code = v["error"]["code"].as_str().unwrap_or("unknown");
+    let message = v["error"]["message"].as_str().unwrap_or("");
+    if json {
+        super::print_json(&serde_json::json!({"id": id, "decision": null, "error": {"code": code, "message": message}}))?;
+    } else {
+        eprintln!("refused: {code}: {message}");
+    }
+    Ok(1)
 }
 
 /// Sends `req` and reads the server's JSON answer.
@@ -91,7 +111,7 @@ async fn answer(req: reqwest::RequestBuilder, server: &str) -> Result<Value> {
 
 /// Shows the call on stderr, then approves or denies it. Exit 0 when the decision is recorded,
 /// 1 when the server refused it.
-async fn decide(server: &str, id: &str, approve: bool) -> Result<u8> {
+async fn decide(server: &str, id: &str, approve: bool, json: bool) -> Result<u8> {
     let server = server.trim_end_matches('/');
     if !(id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit())) {
         anyhow::bail!("{id:?} is not an approval id (32 hex digits)");
@@ -103,7 +123,7 @@ async fn decide(server: &str, id: &str, approve: bool) -> Result<u8> {
         .build()?;
     let v = answer(client.get(format!("{server}/v1/approvals/{id}")).bearer_auth(token.as_str()), server).await?;
     if v["ok"] != true {
-        return Ok(refused(&v));
+        return refused(&v, id, json);
     }
     let a = &v["approval"];
     eprintln!("agent     {}", a["agent"].as_str().unwrap_or(""));
@@ -119,8 +139,13 @@ async fn decide(server: &str, id: &str, approve: bool) -> Result<u8> {
     let verb = if approve { "approve" } else { "deny" };
     let v = answer(client.post(format!("{server}/v1/approvals/{id}/{verb}")).bearer_auth(token.as_str()), server).await?;
     if v["ok"] != true {
-        return Ok(refused(&v));
+        return refused(&v, id, json);
     }
-    println!("{} {id}", if approve { "approved" } else { "denied" });
+    let decision = if approve { "approved" } else { "denied" };
+    if json {
+        super::print_json(&serde_json::json!({"id": id, "decision": decision, "error": null}))?;
+    } else {
+        println!("{decision} {id}");
+    }
     Ok(0)
 }

@@ -8,7 +8,7 @@ use anyhow::{bail, Context, Result};
 use std::path::Path;
 
 /// `airlock backup FILE`
-pub async fn backup(cfg: &Config, file: &Path) -> Result<u8> {
+pub async fn backup(cfg: &Config, file: &Path, json: bool) -> Result<u8> {
     if cfg.store.url.is_some() {
         bail!("this store is on PostgreSQL: back it up with pg_dump, with master.key and audit-signing.key of {}", cfg.store.data_dir.display());
     }
@@ -16,16 +16,32 @@ pub async fn backup(cfg: &Config, file: &Path) -> Result<u8> {
     let master = airlock_vault::wrap::open(&cfg.store.master_key, &cfg.vaults, &dir.join("master.key")).await.context("opening the master key")?;
     let store = crate::home::open_store(cfg).await?;
     let s = airlock_vault::backup::write(&store, dir, &master, &cfg.store.master_key, file).await?;
+    let key_apart = cfg.store.master_key.wrap == airlock_core::config::MasterKeyWrap::File;
+    if json {
+        let out = serde_json::json!({
+            "file": file,
+            "bytes": s.bytes,
+            "last_seq": s.last_seq,
+            "records": s.records,
+            "master_key_included": !key_apart,
+        });
+        super::print_json(&out)?;
+        return Ok(0);
+    }
     println!("backed up to {} ({} bytes sealed; audit through record {}, {} records)", file.display(), s.bytes, s.last_seq, s.records);
-    if cfg.store.master_key.wrap == airlock_core::config::MasterKeyWrap::File {
+    if key_apart {
         println!("the master key is a plain file and is not in the backup: keep {} apart from it", dir.join("master.key").display());
     }
     Ok(0)
 }
 
 /// `airlock restore FILE --to DIR [--master-key-file F]`
-pub async fn restore(cfg: &Config, file: &Path, to: &Path, raw_key: Option<&Path>) -> Result<u8> {
+pub async fn restore(cfg: &Config, file: &Path, to: &Path, raw_key: Option<&Path>, json: bool) -> Result<u8> {
     let s = airlock_vault::backup::restore(file, to, &cfg.store.master_key, &cfg.vaults, raw_key).await?;
+    if json {
+        super::print_json(&serde_json::json!({"file": file, "data_dir": to, "last_seq": s.last_seq}))?;
+        return Ok(0);
+    }
     println!(
         "restored {} into {} (audit verified through record {}); point [store] data_dir at it",
         file.display(),

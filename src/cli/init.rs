@@ -7,7 +7,7 @@ use airlock_vault::MasterKey;
 use anyhow::{bail, Context, Result};
 use std::path::Path;
 
-pub async fn run(config: &Path) -> Result<u8> {
+pub async fn run(config: &Path, json: bool) -> Result<u8> {
     if config.exists() {
         bail!("{} exists; refusing to overwrite it", config.display());
     }
@@ -26,6 +26,14 @@ pub async fn run(config: &Path) -> Result<u8> {
     AuditKey::create(&dir)?;
     Store::open(&dir).await?;
     std::fs::write(config, include_str!("../starter.toml")).with_context(|| format!("writing {}", config.display()))?;
-    println!("created {}, {}/ (master.key, audit-signing.key, store.db)", config.display(), dir.display());
+    if json {
+        super::print_json(&serde_json::json!({
+            "config": config,
+            "data_dir": dir,
+            "files": ["master.key", "audit-signing.key", "store.db"],
+        }))?;
+    } else {
+        println!("created {}, {}/ (master.key, audit-signing.key, store.db)", config.display(), dir.display());
+    }
     Ok(0)
 }

@@ -10,6 +10,7 @@
 use airlock_core::config::{Config, MasterKeyWrap};
 use anyhow::{bail, Context, Result};
 use clap::Subcommand;
+use serde_json::json;
 use std::path::PathBuf;
 
 #[derive(Subcommand)]
@@ -32,10 +33,11 @@ pub enum KeyCmd {
     Rotate,
 }
 
-pub async fn run(cfg: &Config, cmd: KeyCmd) -> Result<u8> {
+pub async fn run(cfg: &Config, cmd: KeyCmd, json: bool) -> Result<u8> {
     let path = cfg.store.data_dir.join("master.key");
     let current = airlock_vault::wrap::current_wrap(&path)?;
     match cmd {
+        KeyCmd::Status if json => status_json(cfg, &path, current).await,
         KeyCmd::Status => {
             let want = cfg.store.master_key.wrap;
             println!("{}: {current:?}{}", path.display(), if current == want { "" } else { " (the configuration says otherwise)" });
@@ -72,6 +74,15 @@ pub async fn run(cfg: &Config, cmd: KeyCmd) -> Result<u8> {
                 }
             };
             let (started, report) = airlock_server::broker::keys::rotate_master_key(&vault, &audit, &mut progress).await.context("rotating the master key")?;
+            if json {
+                super::print_json(&json!({
+                    "version": report.version,
+                    "resumed": started.is_none(),
+                    "rewrapped": report.rewrapped,
+                    "retired": report.retired,
+                }))?;
+                return Ok(0);
+            }
             match started {
                 Some(v) => eprintln!("started key version {v}"),
                 None => eprintln!("resumed the rotation to key version {}", report.version),
@@ -108,8 +119,49 @@ pub async fn run(cfg: &Config, cmd: KeyCmd) -> Result<u8> {
             airlock_server::broker::keys::audit_key_event(&audit, "master_key_wrapped", "master key re-protected by the operator", target)
                 .await
                 .context("auditing the new protection")?;
-            println!("{}: {current:?} -> {:?}", path.display(), cfg.store.master_key.wrap);
+            if json {
+                super::print_json(&json!({
+                    "file": path,
+                    "from": super::snake_case(&format!("{current:?}")),
+                    "to": super::snake_case(&format!("{:?}", cfg.store.master_key.wrap)),
+                }))?;
+            } else {
+                println!("{}: {current:?} -> {:?}", path.display(), cfg.store.master_key.wrap);
+            }
             Ok(0)
         }
     }
+}
+
+/// `key status --json`: what the text says, as one object; the same exit code (1 when the
+/// protection differs from the configuration, a rotation is under way, or the versions could
+/// not be read).
+async fn status_json(cfg: &Config, path: &std::path::Path, current: MasterKeyWrap) -> Result<u8> {
+    let want = cfg.store.master_key.wrap;
+    let mut out = json!({
+        "file": path,
+        "wrap": super::snake_case(&format!("{current:?}")),
+        "configured_wrap": super::snake_case(&format!("{want:?}")),
+        "matches_configuration": current == want,
+    });
+    let code = match crate::home::open_vault(cfg).await {
+        Ok(vault) => {
+            let s = vault.rotation_status().await.context("reading the key versions")?;
+            out["active_version"] = json!(s.active);
+            out["versions"] = json!(s.versions);
+            out["remaining"] = json!(s.remaining);
+            out["rotation_in_progress"] = json!(s.in_progress());
+            if current == want && !s.in_progress() {
+                0
+            } else {
+                1
+            }
+        }
+        Err(e) => {
+            out["error"] = json!(format!("{e:#}"));
+            1
+        }
+    };
+    super::print_json(&out)?;
+    Ok(code)
 }

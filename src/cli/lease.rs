@@ -2,9 +2,11 @@
 //! running broker; `list` and `revoke` are the operator's, on the broker's configuration.
 
 use crate::client::Client;
+use airlock_core::ErrorCode;
 use airlock_server::Broker;
 use anyhow::Result;
 use clap::{Args, Subcommand};
+use serde_json::{json, Value};
 use std::path::Path;
 
 #[derive(Subcommand)]
@@ -40,11 +42,12 @@ pub struct IssueArgs {
     buckets: Option<String>,
 }
 
-pub async fn run(config: &Path, cmd: LeaseCmd) -> Result<u8> {
+/// `json`: `issue` prints the broker's JSON envelope either way.
+pub async fn run(config: &Path, cmd: LeaseCmd, json: bool) -> Result<u8> {
     match cmd {
         LeaseCmd::Issue(args) => issue(args).await,
-        LeaseCmd::List => list(&super::open_broker(super::load(config)?).await?).await,
-        LeaseCmd::Revoke { id } => revoke(&super::open_broker(super::load(config)?).await?, &id).await,
+        LeaseCmd::List => list(&super::open_broker(super::load(config)?).await?, json).await,
+        LeaseCmd::Revoke { id } => revoke(&super::open_broker(super::load(config)?).await?, &id, json).await,
     }
 }
 
@@ -65,16 +68,52 @@ async fn issue(a: IssueArgs) -> Result<u8> {
 }
 
 /// `lease list`: one line a lease, with its status.
-async fn list(broker: &Broker) -> Result<u8> {
+async fn list(broker: &Broker, json: bool) -> Result<u8> {
+    if json {
+        let items = broker.store().list_leases().await?.into_iter().map(|l| {
+            json!({
+                "id": l.id,
+                "handle": l.handle,
+                "base": l.base,
+                "agent_id": l.agent_id,
+                "scope": l.scope,
+                "status": l.status,
+                "tables": l.tables,
+                "buckets": l.buckets,
+                "dynamic": l.dynamic,
+                "created_at": l.created_at,
+                "expires_at": l.expires_at,
+                "revoked_at": l.revoked_at,
+            })
+        });
+        super::print_json(&Value::Array(items.collect()))?;
+        return Ok(0);
+    }
     for l in broker.store().list_leases().await? {
         println!("{}\t{}\t{}\t{}\texpires {}\tagent {}", l.id, l.handle, l.scope, l.status, l.expires_at, l.agent_id);
     }
     Ok(0)
 }
 
-/// `lease revoke`: 0 when revoked now or before, 1 when the revocation failed and is retried.
-async fn revoke(broker: &Broker, id: &str) -> Result<u8> {
-    match broker.revoke_lease(id).await {
+/// `lease revoke`: 0 when revoked now or before, 1 when there is no such lease or the revocation
+/// failed and is retried.
+async fn revoke(broker: &Broker, id: &str, json: bool) -> Result<u8> {
+    let outcome = broker.revoke_lease(id).await;
+    if json {
+        let (status, error, code) = match &outcome {
+            Ok(true) => ("revoked", None, 0),
+            Ok(false) => ("already-revoked", None, 0),
+            Err(e) if e.code == ErrorCode::NotFound => ("not-found", Some(e.code.as_str()), 1),
+            Err(e) => ("revoke-pending", Some(e.code.as_str()), 1),
+        };
+        super::print_json(&json!({"id": id, "status": status, "error": error}))?;
+        return Ok(code);
+    }
+    match outcome {
+        Err(e) if e.code == ErrorCode::NotFound => {
+            println!("{id}: no such lease");
+            Ok(1)
+        }
         Ok(true) => {
             println!("revoked {id}");
             Ok(0)

@@ -6,7 +6,7 @@ use airlock_store::Store;
 use anyhow::{bail, Context, Result};
 use std::path::Path;
 
-pub async fn run(config: &Path, to: &str) -> Result<u8> {
+pub async fn run(config: &Path, to: &str, json: bool) -> Result<u8> {
     let cfg = super::load(config)?;
     if cfg.store.url.is_some() {
         bail!("the configured store is already PostgreSQL (store.url); migrate copies the SQLite store of data_dir");
@@ -19,7 +19,9 @@ pub async fn run(config: &Path, to: &str) -> Result<u8> {
     let source = Store::open(dir).await.with_context(|| format!("opening the store in {}", dir.display()))?;
     let target = Store::open_postgres(to, dir).await.context("opening the PostgreSQL target")?;
     let report = source.copy_into(&target).await?;
-    if report.copied == 0 {
+    if json {
+        super::print_json(&serde_json::json!({"rows": report.rows, "copied": report.copied}))?;
+    } else if report.copied == 0 {
         println!("nothing to do: the target already holds this store ({} rows)", report.rows);
     } else {
         println!("copied {} rows into PostgreSQL; set store.url to use it", report.copied);

@@ -6,6 +6,7 @@ use airlock_core::{HandleName, Tool};
 use airlock_policy::PolicyEngine;
 use anyhow::{Context, Result};
 use clap::Subcommand;
+use serde_json::json;
 use std::path::Path;
 
 #[derive(Subcommand)]
@@ -30,10 +31,26 @@ pub enum PolicyCmd {
     },
 }
 
-pub async fn run(config: &Path, cmd: PolicyCmd) -> Result<u8> {
+pub async fn run(config: &Path, cmd: PolicyCmd, json: bool) -> Result<u8> {
     let cfg = super::load(config)?;
     let engine = PolicyEngine::from_config(&cfg).map_err(|e| anyhow::anyhow!("{e}"))?;
     match cmd {
+        PolicyCmd::Check { show, schema } if json => {
+            let mut out = json!({
+                "ok": true,
+                "policies": engine.policy_count(),
+                "version": engine.version(),
+                "warnings": database_warnings(&cfg),
+            });
+            if schema {
+                out["cedar_schema"] = json!(airlock_policy::schema_text());
+            }
+            if show {
+                out["generated_policies"] = json!(engine.generated_policies());
+            }
+            super::print_json(&out)?;
+            Ok(0)
+        }
         PolicyCmd::Check { show, schema } => {
             if schema {
                 println!("{}", airlock_policy::schema_text());
@@ -47,7 +64,7 @@ pub async fn run(config: &Path, cmd: PolicyCmd) -> Result<u8> {
             }
             Ok(0)
         }
-        PolicyCmd::Explain { agent, tool, handle } => explain(&cfg, &engine, &agent, &tool, &handle),
+        PolicyCmd::Explain { agent, tool, handle } => explain(&cfg, &engine, &agent, &tool, &handle, json),
     }
 }
 
@@ -78,18 +95,32 @@ fn database_warnings(cfg: &Config) -> Vec<String> {
 }
 
 /// `policy explain`: allow (exit 0) or deny (exit 1), with the deciding policies.
-fn explain(cfg: &Config, engine: &PolicyEngine, agent: &str, tool: &str, handle: &str) -> Result<u8> {
+/// With `json`: `{decision, policies, reason, errors}`, where `reason` says why no policy was
+/// asked (no such handle, a tool that does not apply to it).
+fn explain(cfg: &Config, engine: &PolicyEngine, agent: &str, tool: &str, handle: &str, json: bool) -> Result<u8> {
     let t = Tool::parse(tool).with_context(|| format!("unknown tool {tool:?}"))?;
     let h = HandleName::parse(handle).map_err(|e| anyhow::anyhow!("{handle:?}: {e}"))?;
+    let not_asked = |reason: String| -> Result<u8> {
+        if json {
+            super::print_json(&json!({"decision": "deny", "policies": [], "reason": reason, "errors": []}))?;
+        } else {
+            println!("deny: {reason}");
+        }
+        Ok(1)
+    };
     let Some(handle) = cfg.handles.get(&h) else {
-        println!("deny: no handle {h} in {}", cfg.source);
-        return Ok(1);
+        return not_asked(format!("no handle {h} in {}", cfg.source));
     };
     if !t.applies_to(handle.kind) {
-        println!("deny: {} does not apply to {} handle {h}", t.name(), handle.kind.as_str());
-        return Ok(1);
+        return not_asked(format!("{} does not apply to {} handle {h}", t.name(), handle.kind.as_str()));
     }
     let d = engine.decide(agent, t, handle);
+    if json {
+        let decision = if d.allowed { "allow" } else { "deny" };
+        let reason = if d.policies.is_empty() { Some("default deny (no policy matched)") } else { None };
+        super::print_json(&json!({"decision": decision, "policies": d.policies, "reason": reason, "errors": d.errors}))?;
+        return Ok(if d.allowed { 0 } else { 1 });
+    }
     let who = if d.policies.is_empty() { "default deny (no policy matched)".to_owned() } else { d.policies.join(", ") };
     println!("{}: {who}", if d.allowed { "allow" } else { "deny" });
     for e in &d.errors {

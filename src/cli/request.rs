@@ -78,8 +78,10 @@ pub struct NewArgs {
     expires_in: Option<u64>,
 }
 
-/// Runs one `airlock request` command; its exit code.
-pub async fn run(cmd: RequestCmd) -> Result<u8> {
+/// Runs one `airlock request` command; its exit code. `json`: `new` and `status` print the
+/// broker's JSON envelope either way; `fill` prints `{request_id, sent, status}` instead of its
+/// closing line.
+pub async fn run(cmd: RequestCmd, json: bool) -> Result<u8> {
     match cmd {
         RequestCmd::New(n) => {
             let NewArgs { handle, kind, recipient, description, destination, methods, header, header_format, scope, prefix, pattern, expires_in } = *n;
@@ -105,7 +107,7 @@ pub async fn run(cmd: RequestCmd) -> Result<u8> {
             print_envelope(Client::from_env()?.call("request_secret", args).await?)
         }
         RequestCmd::Status { id } => print_envelope(Client::from_env()?.call("request_status", json!({"request_id": id})).await?),
-        RequestCmd::Fill { link_file, yes } => fill(link_file, yes).await,
+        RequestCmd::Fill { link_file, yes } => fill(link_file, yes, json).await,
     }
 }
 
@@ -151,14 +153,20 @@ fn read_value(max: usize) -> Result<Zeroizing<Vec<u8>>> {
     Ok(buf)
 }
 
-async fn fill(link_file: Option<PathBuf>, yes: bool) -> Result<u8> {
+async fn fill(link_file: Option<PathBuf>, yes: bool, json: bool) -> Result<u8> {
     let l = parse_link(&read_link(link_file)?)?;
     let http = client()?;
     let url = |what: &str| format!("{}/v1/requests/{}/{what}", l.base, l.id);
     let resp = http.post(url("open")).json(&json!({"proof": l.proof.as_str()})).send().await.with_context(|| format!("reaching {}", l.base))?;
+    let not_sent = |why: &str, status: &str| -> Result<u8> {
+        eprintln!("{why}");
+        if json {
+            super::print_json(&json!({"request_id": l.id, "sent": false, "status": status}))?;
+        }
+        Ok(1)
+    };
     if resp.status().as_u16() == 404 {
-        eprintln!("this link was already used, has expired, or never existed");
-        return Ok(1);
+        return not_sent("this link was already used, has expired, or never existed", "gone");
     }
     if !resp.status().is_success() {
         return Err(error_of(resp).await.context("opening the request"));
@@ -179,8 +187,7 @@ async fn fill(link_file: Option<PathBuf>, yes: bool) -> Result<u8> {
     if !yes {
         let answer = rpassword::prompt_password("Send it? Type yes: ").unwrap_or_default();
         if answer.trim() != "yes" {
-            eprintln!("nothing was sent");
-            return Ok(1);
+            return not_sent("nothing was sent", "not-sent");
         }
     }
     let public = airlock_share::decode_b64(v["public_key"].as_str().unwrap_or("")).context("no public key")?;
@@ -191,6 +198,11 @@ async fn fill(link_file: Option<PathBuf>, yes: bool) -> Result<u8> {
         return Err(error_of(resp).await.context("sending the secret"));
     }
     let v: Value = resp.json().await.context("the server's answer is not JSON")?;
-    eprintln!("sent; the request is {}", v["status"].as_str().unwrap_or("?"));
+    let status = v["status"].as_str().unwrap_or("?");
+    if json {
+        super::print_json(&json!({"request_id": l.id, "sent": true, "status": status}))?;
+    } else {
+        eprintln!("sent; the request is {status}");
+    }
     Ok(0)
 }

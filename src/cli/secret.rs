@@ -8,6 +8,7 @@ use airlock_core::{HandleName, Secret};
 use airlock_vault::Vault;
 use anyhow::{bail, Context, Result};
 use clap::Subcommand;
+use serde_json::{json, Value};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
@@ -67,16 +68,25 @@ pub enum SecretCmd {
     },
 }
 
-pub async fn run(config: &Path, cmd: SecretCmd) -> Result<u8> {
+pub async fn run(config: &Path, cmd: SecretCmd, json: bool) -> Result<u8> {
     let cfg = super::load(config)?;
     let vault = home::open_vault(&cfg).await?;
     match cmd {
-        SecretCmd::Put { name, from_file } => put(&vault, &name, from_file.as_deref()).await?,
+        SecretCmd::Put { name, from_file } => put(&vault, &name, from_file.as_deref(), json).await?,
         SecretCmd::Rotate { name, from_file, overlap } => {
             let o = super::overlap(&overlap)?;
             HandleName::parse(&name).map_err(|e| anyhow::anyhow!("{name:?}: {e}"))?;
             let v = vault.rotate(&name, &read_value(from_file.as_deref())?, o).await?;
-            println!("rotated {name} (version {v}); the previous value is redacted for {} s more", o.as_secs());
+            if json {
+                super::print_json(&json!({"name": name, "version": v, "overlap_seconds": o.as_secs()}))?;
+            } else {
+                println!("rotated {name} (version {v}); the previous value is redacted for {} s more", o.as_secs());
+            }
+        }
+        SecretCmd::List if json => {
+            let list = vault.store().list_secrets().await?;
+            let items = list.iter().map(|m| json!({"name": m.name, "version": m.version, "created_at": m.created_at, "updated_at": m.updated_at}));
+            super::print_json(&Value::Array(items.collect()))?;
         }
         SecretCmd::List => {
             for m in vault.store().list_secrets().await? {
@@ -85,19 +95,27 @@ pub async fn run(config: &Path, cmd: SecretCmd) -> Result<u8> {
         }
         SecretCmd::Rm { name } => {
             vault.store().remove_secret(&name).await?;
-            println!("removed {name}");
+            if json {
+                super::print_json(&json!({"name": name, "removed": true}))?;
+            } else {
+                println!("removed {name}");
+            }
         }
-        SecretCmd::Import { from, as_name } => import(&vault, &from, as_name).await?,
-        SecretCmd::Export { name, to, force } => export(&vault, &name, &to, force).await?,
+        SecretCmd::Import { from, as_name } => import(&vault, &from, as_name, json).await?,
+        SecretCmd::Export { name, to, force } => export(&vault, &name, &to, force, json).await?,
     }
     Ok(0)
 }
 
 /// `secret put`: the value from `from_file` or stdin, less one trailing newline.
-async fn put(vault: &Vault, name: &str, from_file: Option<&Path>) -> Result<()> {
+async fn put(vault: &Vault, name: &str, from_file: Option<&Path>, json: bool) -> Result<()> {
     HandleName::parse(name).map_err(|e| anyhow::anyhow!("{name:?}: {e}"))?;
     let v = vault.put(name, &read_value(from_file)?).await?;
-    println!("stored {name} (version {v})");
+    if json {
+        super::print_json(&json!({"name": name, "version": v}))?;
+    } else {
+        println!("stored {name} (version {v})");
+    }
     Ok(())
 }
 
@@ -126,7 +144,7 @@ fn remote_arg(s: &str, need_field: bool) -> Result<RemoteRef> {
 
 /// `secret import`: one field of the remote secret `from` (the only one when none is named) into
 /// the local vault, under `as_name` or the field's name in upper case.
-async fn import(vault: &Vault, from: &str, as_name: Option<String>) -> Result<()> {
+async fn import(vault: &Vault, from: &str, as_name: Option<String>, json: bool) -> Result<()> {
     let mut r = remote_arg(from, false)?;
     let remote = vault.remote(&r.vault)?;
     let (fields, version) = remote.read_kv(&r).await?;
@@ -147,17 +165,25 @@ async fn import(vault: &Vault, from: &str, as_name: Option<String>) -> Result<()
     let name = as_name.unwrap_or_else(|| field.to_ascii_uppercase().replace('-', "_"));
     HandleName::parse(&name).map_err(|e| anyhow::anyhow!("{name:?}: {e}; give a local name with --as"))?;
     let v = vault.put(&name, &value).await?;
-    println!("imported {r} (version {version}) into {name} (version {v})");
+    if json {
+        super::print_json(&json!({"from": r.to_string(), "remote_version": version, "name": name, "version": v}))?;
+    } else {
+        println!("imported {r} (version {version}) into {name} (version {v})");
+    }
     Ok(())
 }
 
 /// `secret export`: the local secret `name` into the remote field `to`, with check-and-set.
-async fn export(vault: &Vault, name: &str, to: &str, force: bool) -> Result<()> {
+async fn export(vault: &Vault, name: &str, to: &str, force: bool, json: bool) -> Result<()> {
     let r = remote_arg(to, true)?;
     let remote = vault.remote(&r.vault)?;
     let value = vault.resolve(&SecretRef::Local(name.to_owned())).await?;
     let v = remote.write_field(&r, &value, force).await?;
     let latest = RemoteRef { version: None, ..r };
-    println!("exported {name} to {latest} (version {v})");
+    if json {
+        super::print_json(&json!({"name": name, "to": latest.to_string(), "remote_version": v}))?;
+    } else {
+        println!("exported {name} to {latest} (version {v})");
+    }
     Ok(())
 }

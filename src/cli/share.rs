@@ -31,7 +31,7 @@ pub struct ShareArgs {
 
 /// `airlock share`: the configuration is optional here, since a person may share to any airlock
 /// server; it gives the default server and the size limit.
-pub async fn run(config: &Path, args: ShareArgs) -> Result<u8> {
+pub async fn run(config: &Path, args: ShareArgs, json: bool) -> Result<u8> {
     let cfg = if config.exists() { Some(super::load(config)?) } else { None };
     let server = match (&args.server, &cfg) {
         (Some(s), _) => s.clone(),
@@ -39,14 +39,20 @@ pub async fn run(config: &Path, args: ShareArgs) -> Result<u8> {
         (None, None) => "http://127.0.0.1:7878".to_owned(),
     };
     let max_plaintext = cfg.as_ref().map(|c| c.shares.max_plaintext_bytes).unwrap_or(1 << 20);
-    share(&args, &server, max_plaintext).await?;
+    share(&args, &server, max_plaintext, json).await?;
     Ok(0)
 }
 
 /// `unshare`: 0 when the link was live and is revoked now, 1 when there is no live link by
 /// that id (unknown, used up, expired or revoked before).
-pub async fn revoke(broker: &airlock_server::Broker, id: &str) -> Result<u8> {
-    match broker.revoke_share_by(id, None, &airlock_server::broker::Revoker::OPERATOR).await {
+pub async fn revoke(broker: &airlock_server::Broker, id: &str, json: bool) -> Result<u8> {
+    let outcome = broker.revoke_share_by(id, None, &airlock_server::broker::Revoker::OPERATOR).await;
+    if json {
+        let error = outcome.as_ref().err().map(|e| e.code.as_str());
+        super::print_json(&json!({"id": id, "revoked": outcome.is_ok(), "error": error}))?;
+        return Ok(if outcome.is_ok() { 0 } else { 1 });
+    }
+    match outcome {
         Ok(_) => {
             println!("revoked {id}");
             Ok(0)
@@ -117,7 +123,7 @@ pub(super) async fn error_of(resp: reqwest::Response) -> anyhow::Error {
 }
 
 /// Reads stdin (at most `max_plaintext` bytes), seals it, stores it on `server`, prints the link.
-async fn share(o: &ShareArgs, server: &str, max_plaintext: usize) -> Result<()> {
+async fn share(o: &ShareArgs, server: &str, max_plaintext: usize, json: bool) -> Result<()> {
     let expires_in = parse_duration(&o.expires)?;
     let mut buf = Zeroizing::new(Vec::new());
     std::io::stdin()
@@ -150,8 +156,13 @@ async fn share(o: &ShareArgs, server: &str, max_plaintext: usize) -> Result<()> 
         return Err(error_of(resp).await.context("creating the share"));
     }
     let link = Link::render(base, &s.id, &s.key, pass.is_some());
-    println!("{}", link.as_str());
     let when = chrono::DateTime::from_timestamp(expires_at, 0).map(|t| t.to_rfc3339()).unwrap_or_default();
+    if json {
+        // The link (its key after `#`) is what `share` is for: the text prints it too.
+        let out = json!({"link": link.as_str(), "id": s.id, "expires_at": when, "views": o.views, "passphrase": pass.is_some()});
+        return super::print_json(&out);
+    }
+    println!("{}", link.as_str());
     eprintln!(
         "expires {when}; {}; end-to-end encrypted{}",
         if o.views == 1 { "one-time view".to_owned() } else { format!("{} views", o.views) },
