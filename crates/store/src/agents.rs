@@ -209,6 +209,8 @@ impl Store {
         }
         if let Some(exp) = &expires_at {
             if exp.as_str() <= now().as_str() {
+                // Ended for good, at its expiry: a clock set back later does not revive it.
+                self.execute("UPDATE agents SET revoked_at = expires_at WHERE id = ? AND revoked_at IS NULL", &[(&id).into()]).await?;
                 return Ok(None);
             }
         }

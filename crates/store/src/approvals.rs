@@ -52,6 +52,7 @@ impl ApprovalStatus {
         match s {
             "used" => ApprovalStatus::Used,
             "denied" => ApprovalStatus::Denied,
+            "expired" => ApprovalStatus::Expired,
             _ if expires_at <= now_ms => ApprovalStatus::Expired,
             "approved" => ApprovalStatus::Approved,
             _ => ApprovalStatus::Pending,
@@ -189,7 +190,20 @@ pub enum DecideOutcome {
     NotPending,
 }
 
+/// Marks lapsed approvals (pending or approved, past their expiry) `expired` for good: once the
+/// broker has seen one lapse, a clock set back does not make it pending or usable again.
+const LAPSE: &str = "UPDATE approvals SET status = 'expired' WHERE status IN ('pending', 'approved') AND expires_at <= ?";
+
 impl Store {
+    /// Marks the lapsed approvals of `which` (a condition with one `?`, bound to `key`), or all.
+    async fn lapse_approvals(&self, which: Option<(&str, crate::db::Arg<'_>)>, now_ms: i64) -> Result<()> {
+        match which {
+            Some((cond, key)) => self.execute(&format!("{LAPSE} AND {cond}"), &[now_ms.into(), key]).await?,
+            None => self.execute(LAPSE, &[now_ms.into()]).await?,
+        };
+        Ok(())
+    }
+
     /// Creates an approver and returns it with its token (shown once).
     pub async fn add_approver(&self, name: &str) -> Result<(Approver, NewToken)> {
         let (id, created, token) = self.add_holder(APPROVER, name, &[]).await?;
@@ -257,6 +271,7 @@ impl Store {
 
     /// One approval by id.
     pub async fn approval(&self, id: &str, now_ms: i64) -> Result<Option<Approval>> {
+        self.lapse_approvals(Some(("id = ?", id.into())), now_ms).await?;
         let sql = format!("SELECT {APPROVAL_COLS} FROM approvals WHERE id = ?");
         with_pool!(self, |p, d| {
             let row = sqlx::query(&d.sql(&sql)).bind(id).fetch_optional(p).await?;
@@ -266,6 +281,7 @@ impl Store {
 
     /// The unexpired, unused approvals of one exact call, newest first.
     pub async fn approvals_for_call(&self, call_hash: &[u8], now_ms: i64) -> Result<Vec<Approval>> {
+        self.lapse_approvals(Some(("call_hash = ?", call_hash.into())), now_ms).await?;
         let sql = format!(
             "SELECT {APPROVAL_COLS} FROM approvals WHERE call_hash = ? AND status IN ('pending', 'approved', 'denied') \
              AND expires_at > ? ORDER BY created_at DESC"
@@ -278,6 +294,7 @@ impl Store {
 
     /// Pending approvals, oldest first.
     pub async fn pending_approvals(&self, now_ms: i64) -> Result<Vec<Approval>> {
+        self.lapse_approvals(None, now_ms).await?;
         let sql = format!(
             "SELECT {APPROVAL_COLS} FROM approvals WHERE status = 'pending' AND expires_at > ? ORDER BY created_at"
         );
@@ -297,6 +314,7 @@ impl Store {
         now_ms: i64,
         policy_version: &str,
     ) -> Result<DecideOutcome> {
+        self.lapse_approvals(Some(("id = ?", id.into())), now_ms).await?;
         let n = self
             .execute(
                 "UPDATE approvals SET status = ?, decided_at = ?, approver = ? \
@@ -321,6 +339,7 @@ impl Store {
     /// Uses an approved, unexpired approval whose binding is `binding`. True for exactly one of
     /// any number of concurrent callers.
     pub async fn consume_approval(&self, id: &str, binding: &[u8], now_ms: i64) -> Result<bool> {
+        self.lapse_approvals(Some(("id = ?", id.into())), now_ms).await?;
         let n = self
             .execute(
                 "UPDATE approvals SET status = 'used', used_at = ? \

@@ -14,7 +14,8 @@
 //! An id is never reusable (T17, T29): a share that is used up, expired, deleted or evicted keeps
 //! its row as a tombstone (no ciphertext, no proof hash, no views left), so creating another
 //! share under its id is a conflict. The sweeper turns expired shares into tombstones instead of
-//! deleting them.
+//! deleting them; a consume that finds a share expired does the same at once, so a link once
+//! refused as expired stays refused when the clock is set back before the sweeper runs.
 //!
 //! Shares created without an agent (no read receipt) are capped: at the cap, the oldest live ones
 //! become tombstones to make room ([`Store::create_share_capped`]).
@@ -66,6 +67,10 @@ mod sql {
          RETURNING ciphertext, expires_at, max_views, views_left";
     /// Makes a tombstone of a used-up share: `?` wiped, `?` wiped, `?` id.
     pub(super) const WIPE: &str = "UPDATE shares SET ciphertext = ?, proof_hash = ? WHERE id = ?";
+    /// Makes a tombstone of a share a consume found past its expiry, so that a clock set back
+    /// later cannot open it again: `?` wiped, `?` wiped, `?` id, `?` now.
+    pub(super) const EXPIRE: &str = "UPDATE shares SET ciphertext = ?, proof_hash = ?, views_left = 0
+         WHERE id = ? AND expires_at <= ? AND length(proof_hash) > 0";
     pub(super) const COUNT_VIEW: &str = "UPDATE share_receipts SET views_used = views_used + 1,
          first_opened_at = COALESCE(first_opened_at, ?), last_opened_at = ? WHERE share_id = ?";
     /// The kept answer of an attempt: `?` id, `?` proof hash, `?` attempt hash, `?` now.
@@ -223,6 +228,7 @@ impl Store {
             let row: Option<(Vec<u8>, i64, i64, i64)> =
                 sqlx::query_as(&d.sql(sql::BURN)).bind(id).bind(&proof_hash[..]).bind(now).fetch_optional(&mut *tx).await?;
             let Some((ciphertext, expires_at, max_views, views_left)) = row else {
+                bind(sqlx::query(&d.sql(sql::EXPIRE)), &[WIPED.into(), WIPED.into(), id.into(), now.into()]).execute(&mut *tx).await?;
                 tx.commit().await?;
                 return Ok(None);
             };
@@ -440,6 +446,7 @@ impl Op for Consume {
             .query_row(rusqlite::params![self.id, &self.proof_hash[..], self.now], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
             .optional()?;
         let Some((ciphertext, expires_at, max_views, views_left)) = row else {
+            c.prepare_cached(sql::EXPIRE)?.execute(rusqlite::params![WIPED, WIPED, self.id, self.now])?;
             return Ok(());
         };
         if views_left <= 0 {

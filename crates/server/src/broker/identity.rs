@@ -147,8 +147,12 @@ impl Broker {
         if let Some(c) = ids.get(&id, &hash) {
             // The store's rule: expired once `expires_at <= now`, both RFC 3339 UTC with µs.
             let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
-            let live = c.agent.expires_at.as_deref().is_none_or(|exp| exp > now.as_str());
-            return if live { Ok(c) } else { Err(CallError::new(ErrorCode::Unauthenticated)) };
+            if c.agent.expires_at.as_deref().is_none_or(|exp| exp > now.as_str()) {
+                return Ok(c);
+            }
+            // Expired: forgotten here, and ended for good by the store's check below, so that a
+            // clock set back does not revive it.
+            ids.forget_all();
         }
         let read_under = ids.generation.load(Ordering::Acquire);
         let (caller, previous) = self.authenticate_in_store(token).await?;
