@@ -134,12 +134,12 @@ Examples:
 pub const EX_REQUEST: &str = "\
 Examples:
   airlock request new --handle STRIPE_KEY --kind secret --recipient alice --description 'the Stripe key'
-  airlock request status 0190c3e2d4a87b1c9e0f5a6b7c8d9e0f
+  airlock request status Xk3q9ZrT0bLwP7mN2cVd1A
   airlock request fill --link-file link.txt";
 
 pub const EX_UNSHARE: &str = "\
 Examples:
-  airlock unshare 6f1c2a9b0d3e4f5a";
+  airlock unshare q2Vd8nX0LrT5mB9kZ1pW4A";
 
 pub const EX_LEASE: &str = "\
 Examples:
