@@ -216,6 +216,15 @@ tables = ["t"]
 [handles.APP.lease]
 max_ttl_seconds = 60
 
+[handles.HELD]
+kind = "sqlite"
+secret = "local:APP"
+[handles.HELD.database]
+tables = ["t"]
+[handles.HELD.approval]
+always = true
+expires_in_seconds = 900
+
 [handles.GH]
 kind = "oauth"
 secret = "local:GH_CLIENT"
@@ -229,7 +238,7 @@ owners = ["alice@example.com"]
 destinations = [{{ url = "https://api.github.example/" }}]
 
 [agents.bot]
-grants = [{{ handle = "APP", tools = ["query_db", "request_lease"] }}]
+grants = [{{ handle = "APP", tools = ["query_db", "request_lease"] }}, {{ handle = "HELD", tools = ["query_db"] }}]
 "#
         ),
     )
@@ -399,11 +408,23 @@ async fn every_json_output_matches_its_schema() {
         let v = out.run(dir, "unshare", &["unshare", &id], None, &[], 1);
         assert_eq!(v["error"], "share-unavailable", "{v}");
 
-        // An approver deciding an approval that does not exist: the server's refusal.
+        // Held calls decided by an approver; then one that does not exist, refused.
         let person = [("AIRLOCK_APPROVER_TOKEN", approver.as_str())];
+        let held = |query: &str, out: &mut Outputs| {
+            let args = format!(r#"{{"credential_handle": "HELD", "query": "{query}"}}"#);
+            let v = out.run(dir, "call", &["call", "query_db", "--args", &args], None, &agent, 1);
+            assert_eq!(v["error"]["code"], "approval-required", "{v}");
+            v["error"]["approval"]["id"].as_str().unwrap().to_owned()
+        };
+        let id = held("SELECT v FROM t", &mut out);
+        let v = out.run(dir, "approve", &["approve", &id, "--server", &base], None, &person, 0);
+        assert_eq!(v["decision"], "approved", "{v}");
+        let id = held("SELECT id FROM t", &mut out);
+        let v = out.run(dir, "deny", &["deny", &id, "--server", &base], None, &person, 0);
+        assert_eq!(v["decision"], "denied", "{v}");
+        let v = out.run(dir, "approve", &["approve", &id, "--server", &base], None, &person, 1);
+        assert!(v["error"]["code"].is_string() && v["decision"].is_null(), "{v}");
         let unknown = "0123456789abcdef0123456789abcdef";
-        let v = out.run(dir, "approve", &["approve", unknown, "--server", &base], None, &person, 1);
-        assert!(v["error"]["code"].is_string(), "{v}");
         out.run(dir, "deny", &["deny", unknown, "--server", &base], None, &person, 1);
 
         // Rotation and revocation through the broker's configuration, while it serves.
