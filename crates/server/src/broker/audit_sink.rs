@@ -168,11 +168,19 @@ pub fn frame(out: &mut Vec<u8>, rec: &StoredRecord, hostname: &str, app_name: &s
 impl Sink {
     /// Connects, sends, and on any failure waits and starts again from the cursor; forever.
     async fn run(self) {
-        let mut cursor = match self.start_cursor().await {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::error!(error = %e, "audit export not started: its cursor cannot be read");
-                return;
+        // A store that cannot be read yet (PostgreSQL restarting) or a cursor file that cannot
+        // be read holds the export back, not forever: retried like a receiver that is down.
+        let mut backoff = MIN_BACKOFF;
+        let mut cursor = loop {
+            match self.start_cursor().await {
+                Ok(c) => break c,
+                Err(e) => {
+                    if backoff == MIN_BACKOFF {
+                        tracing::error!(error = %e, "audit export waiting: its cursor or the audit log cannot be read");
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
             }
         };
         let mut backoff = MIN_BACKOFF;
