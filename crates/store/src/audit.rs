@@ -665,7 +665,7 @@ impl AuditLog {
         let signer = Signer::new(key);
         if let Backend::Postgres(pool) = &store.backend {
             let (tx, rx) = mpsc::channel::<Pending>(8192);
-            tokio::spawn(pg_writer(pool.clone(), Arc::clone(&signer), rx));
+            tokio::spawn(pg_writer(pool.clone(), Arc::clone(&signer), rx, store.group_stats_arc()));
             return AuditLog { to: Appender::Postgres(tx), store, signer, failing: Arc::default() };
         }
         let writer = Arc::clone(store.writer().expect("a SQLite store has a writer"));
@@ -914,10 +914,13 @@ fn answer<E: std::fmt::Display>(batch: &mut Vec<Pending>, result: std::result::R
     }
 }
 
-async fn pg_writer(pool: sqlx::PgPool, signer: Arc<Signer>, mut rx: mpsc::Receiver<Pending>) {
+async fn pg_writer(pool: sqlx::PgPool, signer: Arc<Signer>, mut rx: mpsc::Receiver<Pending>, stats: Arc<crate::stats::GroupStats>) {
     let mut batch: Vec<Pending> = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let result = pg_write_batch(&pool, &signer, &batch).await;
+        if result.is_ok() {
+            stats.committed(batch.len());
+        }
         answer(&mut batch, result);
     }
 }

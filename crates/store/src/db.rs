@@ -726,6 +726,8 @@ pub struct Store {
     /// On SQLite, the one writer of what must be durable before a caller is answered (audit
     /// records, share creates and burns), shared by every clone of this store.
     writer: Option<std::sync::Arc<crate::writer::Writer>>,
+    /// Durable commit groups and their writes, shared by every clone of this store.
+    groups: std::sync::Arc<crate::stats::GroupStats>,
 }
 
 impl Store {
@@ -759,11 +761,12 @@ impl Store {
             Backend::Sqlite(pool) => migrate_sqlite(pool).await?,
             Backend::Postgres(pool) => migrate_postgres(pool).await?,
         }
+        let groups = std::sync::Arc::<crate::stats::GroupStats>::default();
         let writer = match &backend {
-            Backend::Sqlite(_) => Some(crate::writer::Writer::new(data_dir.join("store.db"), sync)),
+            Backend::Sqlite(_) => Some(crate::writer::Writer::new(data_dir.join("store.db"), sync, groups.clone())),
             Backend::Postgres(_) => None,
         };
-        Ok(Store { backend, dir: data_dir.to_path_buf(), sync, writer })
+        Ok(Store { backend, dir: data_dir.to_path_buf(), sync, writer, groups })
     }
 
     /// Which engine holds the state: `sqlite` or `postgres`.
@@ -845,6 +848,16 @@ impl Store {
     /// The group-committing writer, on SQLite.
     pub(crate) fn writer(&self) -> Option<&std::sync::Arc<crate::writer::Writer>> {
         self.writer.as_ref()
+    }
+
+    /// Durable commit groups and the writes in them since the store was opened.
+    pub fn group_stats(&self) -> &crate::stats::GroupStats {
+        &self.groups
+    }
+
+    /// The same counters, shared (for the PostgreSQL audit writer).
+    pub(crate) fn group_stats_arc(&self) -> std::sync::Arc<crate::stats::GroupStats> {
+        self.groups.clone()
     }
 
     /// The data directory.

@@ -18,6 +18,7 @@ pub mod oauth;
 pub mod requests;
 pub mod secrets;
 pub mod shares;
+pub mod stats;
 mod writer;
 
 pub use db::{ReaperTurn, Store, PG_SCHEMA_VERSION};

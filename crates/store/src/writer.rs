@@ -64,6 +64,8 @@ pub(crate) struct Writer {
     turn: Mutex<Turn>,
     /// Opened on first use (and again after a failure to open); used by whoever holds the turn.
     conn: Mutex<Option<rusqlite::Connection>>,
+    /// Groups committed and their operations (the metrics' group-commit sizes).
+    stats: Arc<crate::stats::GroupStats>,
 }
 
 impl std::fmt::Debug for Writer {
@@ -80,8 +82,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Writer {
     /// The writer of the SQLite file at `path`, committing with `sync`.
-    pub(crate) fn new(path: PathBuf, sync: SyncMode) -> Arc<Writer> {
-        Arc::new(Writer { path, sync, turn: Mutex::new(Turn::default()), conn: Mutex::new(None) })
+    pub(crate) fn new(path: PathBuf, sync: SyncMode, stats: Arc<crate::stats::GroupStats>) -> Arc<Writer> {
+        Arc::new(Writer { path, sync, turn: Mutex::new(Turn::default()), conn: Mutex::new(None), stats })
     }
 
     /// Closes the connection (after the group being written, if any); the next operation opens
@@ -155,7 +157,10 @@ impl Writer {
         }
         let c = conn.as_ref().expect("opened above");
         let outcomes = match apply_all(c, group) {
-            Ok(outcomes) => outcomes,
+            Ok(outcomes) => {
+                self.stats.committed(outcomes.len());
+                outcomes
+            }
             Err(e) => {
                 tracing::error!(error = %e, "a durable group could not be committed; its operations fail");
                 let _ = c.execute_batch("ROLLBACK");

@@ -150,7 +150,7 @@ async fn landed_count(submits: Vec<tokio::task::JoinHandle<LandOutcome>>) -> usi
 async fn t22_requests_under_contention_on_sqlite() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).await.unwrap();
-    contention_holds(&[store.clone()]).await;
+    contention_holds(std::slice::from_ref(&store)).await;
     store.close().await;
 }
 

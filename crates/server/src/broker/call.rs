@@ -17,6 +17,7 @@
 //! counted.
 
 use super::approval::{reason, GateCall, Held};
+use super::metrics::{Event, Stage};
 use super::registry::Prepared;
 use super::{Broker, Caller, Invocation};
 use airlock_core::config::Handle;
@@ -48,6 +49,8 @@ pub(crate) struct CallCtx<'a> {
     pub policies: Vec<String>,
     /// The approval the call runs under, if any.
     pub approval: Option<String>,
+    /// When the last stage ended (stage timings, [`CallCtx::lap`]).
+    lap_from: Instant,
 }
 
 impl<'a> CallCtx<'a> {
@@ -63,7 +66,16 @@ impl<'a> CallCtx<'a> {
             decision: Decision::Deny,
             policies: Vec::new(),
             approval: None,
+            lap_from: Instant::now(),
         }
+    }
+
+    /// Seconds since the last stage ended (or the call arrived); starts the next stage.
+    fn lap(&mut self) -> f64 {
+        let now = Instant::now();
+        let s = now.duration_since(self.lap_from).as_secs_f64();
+        self.lap_from = now;
+        s
     }
 }
 
@@ -104,11 +116,15 @@ impl Broker {
             Ok(c) => c,
             Err(e) => return self.finish(ctx, Err(e)).await,
         };
+        self.metrics.stage(Stage::Check, ctx.lap());
         let prepared = match self.prepare(caller, &checked, &ctx.args) {
             Ok(p) => p,
             Err(e) => return self.finish(ctx, Err(e)).await,
         };
-        if let Err(held) = self.gate(caller, &checked, &prepared, &mut ctx).await {
+        self.metrics.stage(Stage::Prepare, ctx.lap());
+        let gate = self.gate(caller, &checked, &prepared, &mut ctx).await;
+        self.metrics.stage(Stage::Approval, ctx.lap());
+        if let Err(held) = gate {
             return self.hold(ctx, *held).await;
         }
         if let Err(e) = self.check_sends(caller, &checked.handle, &prepared) {
@@ -124,7 +140,9 @@ impl Broker {
                 return *inv;
             }
         }
+        ctx.lap();
         let result = prepared.run(self, caller, &checked.handle).await;
+        self.metrics.stage(Stage::Execute, ctx.lap());
         self.finish(ctx, result).await
     }
 
@@ -348,6 +366,7 @@ impl Broker {
                 Err(e)
             }
         };
+        self.metrics.stage(Stage::Scrub, ctx.lap());
         let mut rec = self.record(&ctx);
         rec.redactions = redactions as u64;
         rec.sandbox = result.as_ref().ok().and_then(|v| v.get("sandbox")).cloned();
@@ -366,12 +385,39 @@ impl Broker {
                 Err(CallError::new(ErrorCode::AuditUnavailable))
             }
         };
+        self.metrics.stage(Stage::Audit, ctx.lap());
         let outcome = match &result {
             Ok(_) => "ok",
             Err(e) => e.code.as_str(),
         };
-        let tool_label = Tool::parse(ctx.tool).map(|t| t.name()).unwrap_or("unknown");
+        let tool = Tool::parse(ctx.tool);
+        let tool_label = tool.map(|t| t.name()).unwrap_or("unknown");
         self.metrics.record(tool_label, outcome, ctx.started.elapsed().as_secs_f64());
+        self.count(&ctx, tool, &result, redactions);
         Invocation { request_id: ctx.request_id, result, redactions, approval: None, elicit: None }
+    }
+
+    /// The metrics of one ended call beyond its count and time: its decision, its redactions
+    /// by handle, the component that failed it, and the lease or link it made.
+    fn count(&self, ctx: &CallCtx<'_>, tool: Option<Tool>, result: &Result<Value, CallError>, redactions: usize) {
+        let allowed = ctx.decision == Decision::Allow;
+        let code = result.as_ref().err().map(|e| e.code.as_str());
+        self.metrics.decision(allowed, if allowed { None } else { code });
+        if let Some(code) = code {
+            self.metrics.failed(code);
+        }
+        // A label is a configured handle's name, never a name an agent made up.
+        let handle = match &ctx.handle {
+            Some(h) if self.cfg.handles.contains_key(h) => h.as_str(),
+            Some(h) if h.as_str().contains("__L") => "lease",
+            Some(_) => "requested",
+            None => "-",
+        };
+        self.metrics.redacted(handle, redactions as u64);
+        match (tool, result.is_ok()) {
+            (Some(Tool::RequestLease), true) => self.metrics.event(Event::LeaseIssued),
+            (Some(Tool::ShareSecret), true) => self.metrics.event(Event::ShareCreated),
+            _ => {}
+        }
     }
 }

@@ -133,7 +133,15 @@ impl Broker {
 
     /// Authenticates a bearer token: from the agents kept in memory when the token is known and
     /// nothing changed, else from the store; a JWT of a trusted issuer through `issuers.rs`.
+    /// Timed as the `authenticate` stage of a call.
     pub async fn authenticate(&self, token: Option<&str>) -> Result<Caller, CallError> {
+        let started = std::time::Instant::now();
+        let r = self.authenticate_token(token).await;
+        self.metrics.stage(super::metrics::Stage::Authenticate, started.elapsed().as_secs_f64());
+        r
+    }
+
+    async fn authenticate_token(&self, token: Option<&str>) -> Result<Caller, CallError> {
         let token = token.ok_or_else(|| CallError::new(ErrorCode::Unauthenticated))?;
         let Some((id, hash)) = agent_token_key(token) else {
             // Not an airlock token: a token of a trusted issuer, if any is configured (T30).

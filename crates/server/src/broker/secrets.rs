@@ -284,6 +284,7 @@ impl Broker {
     /// the scrubber does not know yet (rotated, or new in its backend) is added to it before any
     /// output of this call is scrubbed.
     pub(crate) async fn resolve(&self, handle: &Handle) -> Result<Secret, CallError> {
+        let started = std::time::Instant::now();
         let secret = self.secrets.vault.resolve_recent(&handle.secret).await.map_err(|e| {
             CallError::new(ErrorCode::SecretUnavailable).detail(format!("handle {}: {e}", handle.name))
         })?;
@@ -292,6 +293,7 @@ impl Broker {
                 .await
                 .map_err(|e| CallError::new(ErrorCode::SecretUnavailable).detail(e.to_string()))?;
         }
+        self.metrics.stage(super::metrics::Stage::Resolve, started.elapsed().as_secs_f64());
         Ok(secret)
     }
 }

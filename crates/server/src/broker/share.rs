@@ -161,6 +161,7 @@ impl Broker {
     pub async fn store_share(&self, body: &ShareUpload, owner: ShareOwner<'_>) -> Result<(), CallError> {
         let evicted = store_upload(self.store(), &self.config().shares, body, owner).await?;
         self.metrics().shares_evicted(evicted);
+        self.metrics().event(super::metrics::Event::ShareCreated);
         Ok(())
     }
 

@@ -138,6 +138,7 @@ async fn healthz() -> Response {
 }
 
 async fn metrics(State(b): State<Arc<Broker>>) -> Response {
+    b.refresh_live_metrics().await;
     let mut r = Response::new(Body::from(b.metrics().encode()));
     r.headers_mut().insert(
         header::CONTENT_TYPE,

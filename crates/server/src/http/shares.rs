@@ -124,17 +124,22 @@ async fn consume(State(b): State<Arc<Broker>>, Path(id): Path<String>, req: Requ
         err(code)
     };
     match b.store().consume_share(&id, &hash, attempt.as_ref()).await {
-        Ok(Some(c)) => json(
-            200,
-            &j!({
-                "ok": true,
-                "ciphertext": airlock_share::encode_blob(&c.ciphertext),
-                "expires_at": c.expires_at,
-                "views": c.views,
-                "views_left": c.views_left,
-                "redelivered": c.redelivered,
-            }),
-        ),
+        Ok(Some(c)) => {
+            if !c.redelivered {
+                b.metrics().event(crate::broker::metrics::Event::ShareOpened);
+            }
+            json(
+                200,
+                &j!({
+                    "ok": true,
+                    "ciphertext": airlock_share::encode_blob(&c.ciphertext),
+                    "expires_at": c.expires_at,
+                    "views": c.views,
+                    "views_left": c.views_left,
+                    "redelivered": c.redelivered,
+                }),
+            )
+        }
         Ok(None) => fail(ErrorCode::ShareUnavailable),
         Err(e) => {
             tracing::error!(error = %e, "share consume failed in the store");

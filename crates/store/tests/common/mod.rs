@@ -4,6 +4,7 @@ use airlock_store::audit::{AuditRecord, Decision};
 use sqlx::Connection;
 
 /// An allowed `query_db` call of `agent`, numbered `i` (in its request id and query).
+#[allow(dead_code, reason = "not every test of the store writes audit records")]
 pub fn record(i: usize, agent: &str) -> AuditRecord {
     AuditRecord {
         ts: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),

@@ -288,6 +288,7 @@ impl Broker {
             self.uncover(&name).await;
         }
         tracing::info!(lease = %id, handle = %l.handle, "lease revoked");
+        self.metrics.event(super::super::metrics::Event::LeaseRevoked);
         self.notify_tools(&l.agent_id);
         Ok(true)
     }
