@@ -253,6 +253,31 @@ async fn roles(inst: &str) -> Vec<String> {
         .unwrap()
 }
 
+/// What a run leaves in PostgreSQL, dropped even when an assertion fails on the way: the lease
+/// roles of this installation (a passing run has the broker revoke them) and the test's table.
+struct Leftovers {
+    table: String,
+    inst: Option<String>,
+}
+
+impl Drop for Leftovers {
+    fn drop(&mut self) {
+        let (table, inst) = (self.table.clone(), self.inst.clone());
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async {
+                if let Some(inst) = inst {
+                    for r in roles(&inst).await {
+                        pg(&format!("DROP OWNED BY \"{r}\"; DROP ROLE \"{r}\"")).await;
+                    }
+                }
+                pg(&format!("DROP TABLE IF EXISTS {table}")).await;
+            })
+        })
+        .join();
+    }
+}
+
 /// The audit records, oldest first.
 async fn audit(dir: &Path) -> Vec<Value> {
     use sqlx::Connection;
@@ -331,15 +356,18 @@ async fn t24_a_clock_jump_ends_links_leases_approvals_and_sub_agents_and_nothing
     let dir = d.path();
     let table = format!("clock_jump_{}", std::process::id());
     pg(&format!("DROP TABLE IF EXISTS {table}; CREATE TABLE {table} (id int); INSERT INTO {table} VALUES (1), (2);")).await;
+    // Declared before the server: dropped after it.
+    let mut leftovers = Leftovers { table: table.clone(), inst: None };
     let port = free_port();
     let (bot, alice) = configure(dir, port, &table);
     let clock = Clock(dir.join("faketime.offset"));
     clock.set("+0");
     let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
-    let server = serve(dir, &clock, &base, &client).await;
+    let _server = serve(dir, &clock, &base, &client).await;
     let api = Api { base, client, bot };
     let inst = std::fs::read_to_string(dir.join("airlock-data/installation.id")).unwrap().trim().to_owned();
+    leftovers.inst = Some(inst.clone());
 
     // ---- Before the jump.
     api.ordinary().await;
@@ -475,8 +503,6 @@ async fn t24_a_clock_jump_ends_links_leases_approvals_and_sub_agents_and_nothing
     let (s, v) = send(api.client.delete(format!("{}/v1/leases/{control_id}", api.base)).bearer_auth(&api.bot)).await;
     assert_eq!((s, &v["result"]["status"]), (200, &json!("revoked")), "{v}");
     let left = roles(&inst).await;
-    drop(server);
-    pg(&format!("DROP TABLE IF EXISTS {table}")).await;
     assert!(left.is_empty(), "roles left behind: {left:?}");
     println!(
         "expired lease's role dropped {:.1} s after the jump; {} audit records, chain verifies; whole run {:.1} s",
