@@ -398,6 +398,13 @@ async fn every_json_output_matches_its_schema() {
         assert_eq!(v["sent"], true, "{v}");
         let v = out.run(dir, "request fill", &["request", "fill", "--link-file", "link.txt", "--yes"], Some(FILLED), &[], 1);
         assert_eq!((v["sent"].as_bool(), v["status"].as_str()), (Some(false), Some("gone")), "{v}");
+        // Revoked by the operator by its handle; then again by its id, refused.
+        let v = out.run(dir, "request revoke", &["request", "revoke", "--handle", "NEW_KEY"], None, &[], 0);
+        assert_eq!((v["revoked"].as_bool(), v["request_id"].as_str()), (Some(true), Some(request.as_str())), "{v}");
+        let v = out.run(dir, "request revoke", &["request", "revoke", "--id", &request], None, &[], 1);
+        assert_eq!(v["revoked"], false, "{v}");
+        let v = out.run(dir, "request status", &["request", "status", &request], None, &agent, 0);
+        assert_eq!(v["result"]["status"], "revoked", "{v}");
 
         // A one-time link, revoked by the operator; then again, refused.
         let v = out.run(dir, "share", &["share", "--server", &base, "--expires", "5m"], Some("shared note"), &[], 0);

@@ -135,7 +135,8 @@ pub const EX_REQUEST: &str = "\
 Examples:
   airlock request new --handle STRIPE_KEY --kind secret --recipient alice --description 'the Stripe key'
   airlock request status Xk3q9ZrT0bLwP7mN2cVd1A
-  airlock request fill --link-file link.txt";
+  airlock request fill --link-file link.txt
+  airlock request revoke --handle STRIPE_KEY";
 
 pub const EX_UNSHARE: &str = "\
 Examples:

@@ -300,7 +300,7 @@ async fn run(cli: Cli) -> Result<u8> {
         Cmd::Policy { cmd } => policy::run(config, cmd, json).await,
         Cmd::Share(args) => share::run(config, args, json).await,
         Cmd::Open { link, passphrase_file } => share::open(link.is_some(), passphrase_file.as_deref()).await,
-        Cmd::Request { cmd } => request::run(cmd, json).await,
+        Cmd::Request { cmd } => request::run(config, cmd, json).await,
         Cmd::Unshare { id } => share::revoke(&open_broker(load(config)?).await?, &id, json).await,
         Cmd::Lease { cmd } => lease::run(config, cmd, json).await,
         Cmd::Migrate { to } => migrate::run(config, &to, json).await,

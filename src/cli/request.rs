@@ -35,6 +35,17 @@ pub enum RequestCmd {
         #[arg(long)]
         yes: bool,
     },
+    /// Revoke a request (the operator, on the broker's configuration): a pending link stops
+    /// opening; a value that landed is deleted and its handle stops working; the name can be
+    /// asked for again. Audited. Exit 0 revoked, 1 no such live request.
+    Revoke {
+        /// The request id.
+        #[arg(long, required_unless_present = "handle", conflicts_with = "handle")]
+        id: Option<String>,
+        /// The handle a live request names (pending, received or approved).
+        #[arg(long)]
+        handle: Option<String>,
+    },
 }
 
 /// What `airlock request new` asks for.
@@ -81,7 +92,7 @@ pub struct NewArgs {
 /// Runs one `airlock request` command; its exit code. `json`: `new` and `status` print the
 /// broker's JSON envelope either way; `fill` prints `{request_id, sent, status}` instead of its
 /// closing line.
-pub async fn run(cmd: RequestCmd, json: bool) -> Result<u8> {
+pub async fn run(config: &std::path::Path, cmd: RequestCmd, json: bool) -> Result<u8> {
     match cmd {
         RequestCmd::New(n) => {
             let NewArgs { handle, kind, recipient, description, destination, methods, header, header_format, scope, prefix, pattern, expires_in } = *n;
@@ -108,7 +119,30 @@ pub async fn run(cmd: RequestCmd, json: bool) -> Result<u8> {
         }
         RequestCmd::Status { id } => print_envelope(Client::from_env()?.call("request_status", json!({"request_id": id})).await?),
         RequestCmd::Fill { link_file, yes } => fill(link_file, yes, json).await,
+        RequestCmd::Revoke { id, handle } => revoke(config, id, handle, json).await,
     }
+}
+
+/// `request revoke`: the request by id, or the live one naming `handle`.
+async fn revoke(config: &std::path::Path, id: Option<String>, handle: Option<String>, json: bool) -> Result<u8> {
+    let broker = super::open_broker(super::load(config)?).await?;
+    let id = match (id, &handle) {
+        (Some(id), _) => Some(id),
+        (None, Some(h)) => broker.live_request_for(h).await.context("reading the requests")?,
+        (None, None) => unreachable!("clap requires one"),
+    };
+    let revoked = match &id {
+        Some(id) => broker.revoke_request(id, "operator").await.context("revoking the request")?,
+        None => false,
+    };
+    if json {
+        super::print_json(&json!({"request_id": id, "handle": handle, "revoked": revoked}))?;
+    } else if revoked {
+        println!("revoked {}", id.as_deref().unwrap_or_default());
+    } else {
+        println!("no live request {}", id.as_deref().or(handle.as_deref()).unwrap_or_default());
+    }
+    Ok(if revoked { 0 } else { 1 })
 }
 
 /// A parsed intake link `{base}/r/{id}#{proof}`.

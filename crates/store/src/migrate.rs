@@ -240,6 +240,14 @@ impl Store {
         let Backend::Postgres(dst) = &target.backend else {
             return Err(StoreError::Invalid("the target of a migration is a PostgreSQL store".into()));
         };
+        // Values landed for requests by earlier versions are named with a NUL, which PostgreSQL
+        // text cannot hold; a broker opening the store renames them (sealed again for the new
+        // name), which this copy cannot do without the master key.
+        if !self.legacy_request_values().await?.is_empty() {
+            return Err(StoreError::Invalid(
+                "the store holds requested values under their old names; start `airlock serve` on it once (it moves them), then migrate".into(),
+            ));
+        }
         // A consistent snapshot of the source.
         let mut stx = src.begin().await?;
         let mut source = Vec::new();

@@ -165,3 +165,26 @@ async fn t22_requests_under_contention_on_two_postgres_replicas() {
     b.close().await;
     db.drop_db().await;
 }
+
+/// A SQLite store holding a requested value under its legacy NUL-separated name is not copied
+/// into PostgreSQL (which cannot hold the name) until the value has moved to its current name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t22_legacy_request_names_block_a_migration_until_they_move() {
+    let Some(db) = TempDb::create().await else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let lite = Store::open(dir.path()).await.unwrap();
+    let legacy = format!("{}OLD", airlock_store::requests::LEGACY_VALUE_PREFIX);
+    lite.put_sealed(&legacy, b"sealed for the old name").await.unwrap();
+    assert_eq!(lite.legacy_request_values().await.unwrap().len(), 1);
+    let pg = Store::open_postgres(&db.url, dir.path()).await.unwrap();
+    let e = lite.copy_into(&pg).await.unwrap_err().to_string();
+    assert!(e.contains("old names"), "{e}");
+    assert!(pg.get_sealed(&value_seal_name("OLD")).await.unwrap().is_none(), "nothing copied");
+    assert!(lite.rename_sealed(&legacy, &value_seal_name("OLD"), b"sealed for the new name").await.unwrap());
+    assert!(!lite.rename_sealed(&legacy, &value_seal_name("OLD"), b"again").await.unwrap(), "moved once");
+    lite.copy_into(&pg).await.unwrap();
+    assert_eq!(pg.get_sealed(&value_seal_name("OLD")).await.unwrap().unwrap().0, b"sealed for the new name");
+    lite.close().await;
+    pg.close().await;
+    db.drop_db().await;
+}
