@@ -447,11 +447,18 @@ async fn every_json_output_matches_its_schema() {
     let o = airlock(dir, &["--json", "audit", "verify"], None, &[]);
     assert!(o.status.success(), "{}", text(&o));
     out.0.push(("audit verify".into(), serde_json::from_slice(&o.stdout).unwrap()));
-    let o = airlock(dir, &["audit", "public-key"], None, &[]);
-    std::fs::write(dir.join("pinned.pub"), &o.stdout).unwrap();
+    let o_key = airlock(dir, &["audit", "public-key"], None, &[]);
+    std::fs::write(dir.join("pinned.pub"), &o_key.stdout).unwrap();
     let o = airlock(dir, &["audit", "checkpoints", "export", "--output", "cps.jsonl"], None, &[]);
     assert!(o.status.success(), "{}", text(&o));
     out.run(dir, "audit verify", &["audit", "verify", "--offline", "--checkpoints", "cps.jsonl", "--public-key", "pinned.pub"], None, &[], 0);
+    let pinned = String::from_utf8_lossy(&o_key.stdout).trim().to_owned();
+    let v = out.run(dir, "audit public-key", &["audit", "public-key"], None, &[], 0);
+    assert_eq!((v["public_key"].as_str(), v["pub_file_matches"].as_bool()), (Some(pinned.as_str()), Some(true)), "{v}");
+    let v = out.run(dir, "audit rotate-key", &["audit", "rotate-key"], None, &[], 0);
+    assert_eq!(v["previous_public_key"].as_str(), Some(pinned.as_str()), "{v}");
+    assert_ne!(v["public_key"], v["previous_public_key"], "{v}");
+    out.run(dir, "audit verify", &["audit", "verify"], None, &[], 0);
 
     // Man pages.
     let v = out.run(dir, "man", &["man", "--out", "man"], None, &[], 0);

@@ -103,7 +103,9 @@ pub enum CheckpointsCmd {
     },
 }
 
-pub async fn run(config: &Path, cmd: AuditCmd) -> Result<u8> {
+/// Runs one `airlock audit` command. `json`: the global `--json` (`verify` reads its own field of
+/// the same id), for `public-key` and `rotate-key`.
+pub async fn run(config: &Path, cmd: AuditCmd, json: bool) -> Result<u8> {
     if let AuditCmd::Verify(args) = &cmd {
         if args.offline {
             return verify_offline(args);
@@ -145,21 +147,29 @@ pub async fn run(config: &Path, cmd: AuditCmd) -> Result<u8> {
             let store = home::open_store(&cfg).await?;
             export(&store, after, output.as_deref()).await
         }
-        AuditCmd::PublicKey => public_key(&cfg.store.data_dir),
+        AuditCmd::PublicKey => public_key(&cfg.store.data_dir, json),
         AuditCmd::RotateKey => {
             let store = home::open_store(&cfg).await?;
-            rotate_key(&store, &cfg.store.data_dir).await
+            rotate_key(&store, &cfg.store.data_dir, json).await
         }
     }
 }
 
 /// `audit rotate-key`: stages a new key in the data directory and appends the hand-over with the
 /// key in use (reloaded first when another process already rotated it).
-async fn rotate_key(store: &airlock_store::Store, dir: &Path) -> Result<u8> {
+async fn rotate_key(store: &airlock_store::Store, dir: &Path, json: bool) -> Result<u8> {
     let key = AuditKey::load(dir).context("reading the audit signing key (run as the broker's user)")?;
     let log = AuditLog::start(store.clone(), key);
     let next = AuditKey::stage(dir).context("writing the new audit signing key")?;
     let r = log.rotate_key(next).await.context("rotating the audit signing key")?;
+    if json {
+        super::print_json(&serde_json::json!({
+            "public_key": hex::encode(&r.next),
+            "previous_public_key": hex::encode(&r.previous),
+            "handover_seq": r.seq,
+        }))?;
+        return Ok(0);
+    }
     println!("{}", hex::encode(&r.next));
     eprintln!(
         "audit signing key rotated at record {}: checkpoints up to it verify with {}, later ones with the new key above. \
@@ -320,9 +330,15 @@ fn broken_pipe_is_done(e: std::io::Error) -> Result<u8> {
 
 /// `audit public-key`: the public half of audit-signing.key; refuses when audit-signing.pub,
 /// which `verify` trusts by default, says otherwise.
-fn public_key(dir: &Path) -> Result<u8> {
+fn public_key(dir: &Path, json: bool) -> Result<u8> {
     let key = AuditKey::load(dir).context("reading the audit signing key (run as the broker's user)")?;
     let hex_key = hex::encode(key.public_key());
+    if json {
+        let file = AuditKey::load_public(dir).ok();
+        let matches = file.as_deref() == Some(key.public_key().as_slice());
+        super::print_json(&serde_json::json!({"public_key": hex_key, "pub_file_matches": matches}))?;
+        return Ok(if matches { 0 } else { 1 });
+    }
     println!("{hex_key}");
     match AuditKey::load_public(dir) {
         Ok(file) if file == key.public_key() => Ok(0),

@@ -296,7 +296,7 @@ async fn run(cli: Cli) -> Result<u8> {
         Cmd::Agent { cmd } => agent::run(config, cmd, json).await,
         Cmd::Tools { format } => call::tools(&format).await,
         Cmd::Call { tool, args } => call::call(&tool, &args).await,
-        Cmd::Audit { cmd } => audit::run(config, cmd).await,
+        Cmd::Audit { cmd } => audit::run(config, cmd, json).await,
         Cmd::Policy { cmd } => policy::run(config, cmd, json).await,
         Cmd::Share(args) => share::run(config, args, json).await,
         Cmd::Open { link, passphrase_file } => share::open(link.is_some(), passphrase_file.as_deref()).await,
@@ -327,8 +327,8 @@ fn without_json(cmd: &Cmd) -> Option<&'static str> {
         Cmd::Mcp => Some("mcp"),
         Cmd::Open { .. } => Some("open"),
         Cmd::Completions { .. } => Some("completions"),
-        Cmd::Audit { cmd: audit::AuditCmd::Verify(_) } => None,
-        Cmd::Audit { .. } => Some("audit (but `audit verify`)"),
+        Cmd::Audit { cmd: audit::AuditCmd::Verify(_) | audit::AuditCmd::PublicKey | audit::AuditCmd::RotateKey } => None,
+        Cmd::Audit { .. } => Some("audit tail, export and checkpoints export (JSON lines already)"),
         _ => None,
     }
 }
