@@ -11,9 +11,9 @@ use airlock_store::audit::{
 };
 use airlock_store::Store;
 use ring::signature::{Ed25519KeyPair, KeyPair};
-use sqlx::Connection;
 
-const ADMIN: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+mod common;
+use common::TempDb;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Kind {
@@ -49,7 +49,7 @@ struct Fx {
     dir: tempfile::TempDir,
     store: Store,
     pk: Vec<u8>,
-    pg: Option<String>,
+    pg: Option<TempDb>,
 }
 
 impl Fx {
@@ -62,24 +62,12 @@ impl Fx {
     }
 
     async fn postgres() -> Option<Fx> {
-        let up = tokio::time::timeout(std::time::Duration::from_secs(2), tokio::net::TcpStream::connect("127.0.0.1:5432"))
-            .await
-            .is_ok_and(|r| r.is_ok());
-        if !up {
-            if std::env::var("AIRLOCK_REQUIRE_SERVICES").as_deref() == Ok("1") {
-                panic!("PostgreSQL at 127.0.0.1:5432 is required (AIRLOCK_REQUIRE_SERVICES=1) but unreachable");
-            }
-            println!("skipped on PostgreSQL: 127.0.0.1:5432 is unreachable");
-            return None;
-        }
-        let name = format!("airlock_t28_{:016x}", rand::random::<u64>());
-        let mut c = sqlx::PgConnection::connect(ADMIN).await.unwrap();
-        sqlx::raw_sql(&format!("CREATE DATABASE {name}")).execute(&mut c).await.unwrap();
+        let db = TempDb::create().await?;
         let dir = tempfile::tempdir().unwrap();
         AuditKey::create(dir.path()).unwrap();
-        let store = Store::open_postgres(&Fx::pg_url(&name), dir.path()).await.unwrap();
+        let store = Store::open_postgres(&db.url, dir.path()).await.unwrap();
         let pk = AuditKey::load_public(dir.path()).unwrap();
-        Some(Fx { dir, store, pk, pg: Some(name) })
+        Some(Fx { dir, store, pk, pg: Some(db) })
     }
 
     /// The SQLite fixture, and the PostgreSQL one when the server is up.
@@ -89,19 +77,14 @@ impl Fx {
         v
     }
 
-    fn pg_url(name: &str) -> String {
-        format!("postgres://postgres@127.0.0.1:5432/{name}")
-    }
-
     fn engine(&self) -> &'static str {
         self.store.engine()
     }
 
     async fn finish(self) {
         self.store.close().await;
-        if let Some(name) = self.pg {
-            let mut c = sqlx::PgConnection::connect(ADMIN).await.unwrap();
-            sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut c).await.unwrap();
+        if let Some(db) = self.pg {
+            db.drop_db().await;
         }
     }
 
@@ -109,7 +92,7 @@ impl Fx {
     async fn reopen(&mut self) {
         self.store.close().await;
         self.store = match &self.pg {
-            Some(name) => Store::open_postgres(&Fx::pg_url(name), self.dir.path()).await.unwrap(),
+            Some(db) => Store::open_postgres(&db.url, self.dir.path()).await.unwrap(),
             None => Store::open(self.dir.path()).await.unwrap(),
         };
     }
