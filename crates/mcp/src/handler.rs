@@ -8,10 +8,13 @@
 use airlock_core::{CallError, ErrorCode};
 use airlock_server::Format;
 use airlock_server::{Broker, Caller, Invocation};
+#[allow(deprecated)] // logging: see crate::notify
+use rmcp::model::SetLevelRequestParams;
 use rmcp::model::{
     CacheScope, CallToolRequestParams, CallToolResponse, CallToolResult, Implementation, ListToolsResult,
     PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
 };
+use crate::notify;
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
 use serde_json::{json, Value};
@@ -41,6 +44,9 @@ pub(crate) type SessionToken = Arc<std::sync::RwLock<zeroize::Zeroizing<String>>
 pub struct AirlockMcp {
     broker: Arc<Broker>,
     auth: Auth,
+    /// The level the client set with `logging/setLevel` (kept for a stream session; a stateless
+    /// HTTP request's handler lives for that request only).
+    level: crate::notify::SessionLevel,
 }
 
 impl std::fmt::Debug for AirlockMcp {
@@ -58,7 +64,7 @@ impl AirlockMcp {
     /// As [`AirlockMcp::for_token`], recording `peer` (the socket peer) with every call.
     pub fn for_session(broker: Arc<Broker>, token: String, peer: Option<airlock_core::Peer>) -> AirlockMcp {
         let token = Arc::new(std::sync::RwLock::new(zeroize::Zeroizing::new(token)));
-        AirlockMcp { broker, auth: Auth::Token(token, peer) }
+        AirlockMcp { broker, auth: Auth::Token(token, peer), level: Default::default() }
     }
 
     /// A stream session's token (`None` for the per-request HTTP handler), to rotate it.
@@ -69,9 +75,19 @@ impl AirlockMcp {
         }
     }
 
+    /// The broker this handler calls.
+    pub(crate) fn broker(&self) -> Arc<Broker> {
+        self.broker.clone()
+    }
+
+    /// The session's logging level, shared with whatever sends it messages outside a request.
+    pub(crate) fn session_level(&self) -> crate::notify::SessionLevel {
+        self.level.clone()
+    }
+
     /// A handler that takes the caller from the HTTP request (set by [`crate::http_router`]).
     pub(crate) fn per_request(broker: Arc<Broker>) -> AirlockMcp {
-        AirlockMcp { broker, auth: Auth::FromRequest }
+        AirlockMcp { broker, auth: Auth::FromRequest, level: Default::default() }
     }
 
     async fn caller(&self, ctx: &RequestContext<RoleServer>) -> Result<Caller, CallError> {
@@ -205,9 +221,11 @@ fn unauthenticated(e: &CallError) -> McpError {
     McpError::invalid_request(e.code.default_message(), Some(json!({"code": e.code.as_str()})))
 }
 
+// Logging is marked deprecated in rmcp (SEP-2577, a draft); the 2025-11-25 specification has it.
+#[allow(deprecated)]
 impl ServerHandler for AirlockMcp {
     fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(ServerCapabilities::builder().enable_tools().enable_tool_list_changed().build())
+        ServerConfig::new(ServerCapabilities::builder().enable_logging().enable_tools().enable_tool_list_changed().build())
             .with_server_info(Implementation::new("airlock", env!("CARGO_PKG_VERSION")))
             .with_instructions(INSTRUCTIONS)
     }
@@ -224,31 +242,91 @@ impl ServerHandler for AirlockMcp {
             .with_cache_scope(CacheScope::Private))
     }
 
+    async fn set_level(&self, request: SetLevelRequestParams, _ctx: RequestContext<RoleServer>) -> Result<(), McpError> {
+        *self.level.lock().unwrap_or_else(|p| p.into_inner()) = Some(request.level);
+        Ok(())
+    }
+
     async fn call_tool(
         &self,
         request: CallToolRequestParams,
         ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
+        let progress = notify::Progress::of(&ctx);
+        progress.step("call received").await;
+        let args = request.arguments.map(Value::Object).unwrap_or_else(|| json!({}));
         let inv = match self.caller(&ctx).await {
             Ok(mut caller) => {
                 caller.elicit_url = self.can_elicit_url(&ctx);
-                let args = request.arguments.map(Value::Object).unwrap_or_else(|| json!({}));
                 let inv = self.broker.invoke(&caller, &request.name, args.clone()).await;
                 if let Some(e) = &inv.elicit {
                     self.elicit_link(e, &ctx).await;
                 }
-                match self.elicit_approval(&inv, &ctx).await {
-                    // The person went to the page: the same call once more (it runs if approved).
-                    Some(true) => match self.caller(&ctx).await {
-                        Ok(caller) => self.broker.invoke(&caller, &request.name, args).await,
-                        Err(e) => self.broker.refuse(&request.name, e).await,
-                    },
-                    _ => inv,
+                let held = inv.result.as_ref().err().is_some_and(|e| e.code == ErrorCode::ApprovalRequired)
+                    && inv.approval.is_some()
+                    && self.can_elicit_url(&ctx);
+                if !held {
+                    inv
+                } else {
+                    // A held call the person is sent to approve: say so now, not when the wait is over.
+                    let level = notify::level_for(&self.level, &ctx);
+                    notify::send(&self.broker, &ctx.peer, level, notify::call_events(&self.broker, &request.name, &args, &inv)).await;
+                    match self.wait_for_approval(&inv, &ctx, &progress).await {
+                        // The person went to the page: the same call once more (it runs if approved).
+                        Some(true) => match self.caller(&ctx).await {
+                            Ok(caller) => self.broker.invoke(&caller, &request.name, args.clone()).await,
+                            Err(e) => self.broker.refuse(&request.name, e).await,
+                        },
+                        // Still held: its message was sent above.
+                        _ => return Ok(self.finish(inv, None, &ctx, &progress).await),
+                    }
                 }
             }
             Err(e) => self.broker.refuse(&request.name, e).await,
         };
-        Ok(call_result(&inv).into())
+        Ok(self.finish(inv, Some((&request.name, &args)), &ctx, &progress).await)
+    }
+}
+
+impl AirlockMcp {
+    /// [`AirlockMcp::elicit_approval`], with a progress step when the wait starts and another
+    /// every [`notify::WAITING_EVERY`] while the person has not answered.
+    async fn wait_for_approval(&self, inv: &Invocation, ctx: &RequestContext<RoleServer>, progress: &notify::Progress) -> Option<bool> {
+        if !progress.wanted() {
+            return self.elicit_approval(inv, ctx).await;
+        }
+        progress.step("waiting for a person to approve the call").await;
+        let ticker = {
+            let progress = progress.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(notify::WAITING_EVERY);
+                tick.tick().await;
+                loop {
+                    tick.tick().await;
+                    progress.step("still waiting for a person to approve the call").await;
+                }
+            })
+        };
+        let r = self.elicit_approval(inv, ctx).await;
+        ticker.abort();
+        r
+    }
+
+    /// The end of a call: its log messages (`call` is the call they are about; `None` when they
+    /// were sent already), the last progress step, and the MCP result.
+    async fn finish(
+        &self,
+        inv: Invocation,
+        call: Option<(&str, &Value)>,
+        ctx: &RequestContext<RoleServer>,
+        progress: &notify::Progress,
+    ) -> CallToolResponse {
+        if let Some((tool, args)) = call {
+            let level = notify::level_for(&self.level, ctx);
+            notify::send(&self.broker, &ctx.peer, level, notify::call_events(&self.broker, tool, args, &inv)).await;
+        }
+        progress.step("call finished").await;
+        call_result(&inv).into()
     }
 }
 

@@ -23,6 +23,7 @@
 mod handler;
 mod http;
 mod stdio;
+mod notify;
 mod stream;
 
 pub use handler::AirlockMcp;

@@ -67,21 +67,31 @@ where
     // Refuse at once rather than serve a session whose every call would fail.
     let caller = broker.authenticate(Some(token)).await.map_err(StdioError::Auth)?;
     let mut changes = broker.subscribe_tool_changes();
+    let (level, broker) = (handler.session_level(), handler.broker());
     let running = handler.serve((reader, writer)).await.map_err(|e| StdioError::Start(e.to_string()))?;
-    // A lease issued or revoked changes this agent's tool list: tell the client.
+    // A lease issued or revoked changes this agent's tool list: tell the client (and say why in
+    // a log message, at `info`, when the client set a level that low).
     let peer = running.peer().clone();
+    let tell = move |peer: rmcp::Peer<rmcp::RoleServer>| {
+        let (level, broker) = (level.clone(), broker.clone());
+        async move {
+            let current = *level.lock().unwrap_or_else(|p| p.into_inner());
+            crate::notify::send(&broker, &peer, current, vec![crate::notify::tools_changed()]).await;
+            peer.notify_tool_list_changed().await
+        }
+    };
     let notifier = tokio::spawn(async move {
         loop {
             match changes.recv().await {
                 Ok(agent) if agent == caller.agent.id => {
-                    if peer.notify_tool_list_changed().await.is_err() {
+                    if tell(peer.clone()).await.is_err() {
                         break;
                     }
                 }
                 Ok(_) => {}
                 // Missed some: the list may have changed.
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                    let _ = peer.notify_tool_list_changed().await;
+                    let _ = tell(peer.clone()).await;
                 }
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
             }
