@@ -60,26 +60,10 @@ fn doc() -> Doc {
 /// `airlock ARGS` in `dir` (its airlock.toml, its socket), with `env` and nothing of the
 /// machine's airlock variables, `input` on stdin.
 fn airlock(dir: &Path, args: &[&str], input: Option<&str>, env: &[(&str, &str)]) -> Output {
-    use std::io::Write;
-    let mut c = Command::new(env!("CARGO_BIN_EXE_airlock"));
-    for v in ["AIRLOCK_TOKEN", "AIRLOCK_TOKEN_FILE", "AIRLOCK_APPROVER_TOKEN", "AIRLOCK_URL", "RUST_LOG"] {
-        c.env_remove(v);
-    }
-    c.current_dir(dir)
-        .env("AIRLOCK_CONFIG", dir.join("airlock.toml"))
-        .env("AIRLOCK_ENDPOINT", format!("unix:{}", dir.join("run/airlock.sock").display()))
-        .envs(env.iter().copied())
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = c.spawn().unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    if let Some(i) = input {
-        stdin.write_all(i.as_bytes()).unwrap();
-    }
-    drop(stdin);
-    child.wait_with_output().unwrap()
+    let endpoint = format!("unix:{}", dir.join("run/airlock.sock").display());
+    let mut all = vec![("AIRLOCK_ENDPOINT", endpoint.as_str())];
+    all.extend_from_slice(env);
+    common::airlock_in(dir, args, input, &all)
 }
 
 fn text(o: &Output) -> String {
