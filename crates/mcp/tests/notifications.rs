@@ -238,3 +238,98 @@ async fn a_held_call_says_it_waits_for_a_person_in_a_log_message_and_in_progress
     let values: Vec<f64> = before.iter().chain(&after).filter_map(|m| m["params"]["progress"].as_f64()).collect();
     assert!(values.windows(2).all(|w| w[0] < w[1]), "progress increases: {values:?}");
 }
+
+/// A stdio session of `token`'s agent with the level set to `level`.
+async fn session_at(env: &Env, token: &str, level: &str) -> Session {
+    let broker = env.broker().await;
+    let (client, server) = tokio::io::duplex(1 << 16);
+    let (sr, sw) = tokio::io::split(server);
+    tokio::spawn(airlock_mcp::serve_io(broker, token.to_owned(), sr, sw));
+    let (cr, cw) = tokio::io::split(client);
+    let mut s = Session { to_server: cw, from_server: BufReader::new(cr).lines() };
+    s.send(json!({"jsonrpc": "2.0", "id": 1, "method": "initialize",
+                  "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}}}))
+        .await;
+    s.next().await;
+    s.send(json!({"jsonrpc": "2.0", "method": "notifications/initialized"})).await;
+    s.send(json!({"jsonrpc": "2.0", "id": 2, "method": "logging/setLevel", "params": {"level": level}})).await;
+    assert_eq!(s.next().await, json!({"jsonrpc": "2.0", "id": 2, "result": {}}));
+    s
+}
+
+#[tokio::test]
+async fn a_lease_issued_in_session_is_said_at_info_with_the_tool_list_change() {
+    let env = Env::prepare().await;
+    let (_, tok) = env.store.add_agent("leaser", None, None).await.unwrap();
+    let mut s = session_at(&env, tok.reveal(), "info").await;
+    let args = json!({"credential_handle": "APP_DB", "scope": "read_only", "ttl_seconds": 30});
+    s.send(json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": "request_lease", "arguments": args}})).await;
+    // The answer, and the tool list change whenever it comes (it is sent from another task).
+    let (mut answer, mut said, mut listed) = (None, Vec::new(), false);
+    while answer.is_none() || !listed || said.len() < 2 {
+        let m = s.next().await;
+        if m["id"] == 3 {
+            answer = Some(m);
+        } else if m["method"] == "notifications/message" {
+            said.push(m["params"].clone());
+        } else if m["method"] == "notifications/tools/list_changed" {
+            listed = true;
+        }
+    }
+    let answer = answer.unwrap();
+    assert_eq!(answer["result"]["isError"], false, "{answer}");
+    let lease = answer["result"]["structuredContent"]["lease_handle"].as_str().unwrap();
+    let texts: Vec<&str> = said.iter().map(|p| p["data"]["message"].as_str().unwrap()).collect();
+    assert!(texts.contains(&"request_lease on APP_DB: lease issued"), "{said:?}");
+    assert!(texts.iter().any(|t| t.starts_with("tool list changed")), "{said:?}");
+    assert!(said.iter().all(|p| p["level"] == "info"), "{said:?}");
+    for p in &said {
+        assert!(!p.to_string().contains(lease), "the lease's handle is not in a message: {p}");
+    }
+}
+
+#[tokio::test]
+async fn over_stateless_http_a_request_sets_its_own_level_in_meta() {
+    let env = Env::prepare().await;
+    let url = serve_mcp(env.broker().await).await;
+    let post = |meta: Value| {
+        let body = json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {
+            "name": "query_db", "_meta": meta,
+            "arguments": {"credential_handle": "SECRET_ONLY", "query": "SELECT 1"}}});
+        let (url, token) = (url.clone(), env.token.clone());
+        async move {
+            let r = reqwest::Client::new()
+                .post(&url)
+                .bearer_auth(token)
+                .header("content-type", "application/json")
+                .header("accept", "application/json, text/event-stream")
+                .header("mcp-protocol-version", "2025-11-25")
+                .body(body.to_string())
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            let text = r.text().await.unwrap();
+            assert_no_secret("MCP HTTP answer", &text);
+            // JSON, or server-sent events when notifications came before the answer.
+            let messages: Vec<Value> = match serde_json::from_str::<Value>(&text) {
+                Ok(v) => vec![v],
+                Err(_) => text.lines().filter_map(|l| l.strip_prefix("data:")).filter_map(|d| serde_json::from_str(d.trim()).ok()).collect(),
+            };
+            messages
+        }
+    };
+    let m = post(json!({"io.modelcontextprotocol/logLevel": "warning"})).await;
+    assert_eq!(m.len(), 2, "{m:?}");
+    assert_eq!(m[0]["method"], "notifications/message", "{m:?}");
+    assert_eq!(m[0]["params"]["level"], "warning");
+    assert_eq!(m[0]["params"]["data"]["code"], "handle-unavailable");
+    assert_eq!(m[0]["params"]["data"]["request_id"], m[1]["result"]["structuredContent"]["request_id"]);
+    assert_eq!(m[1]["id"], 7);
+    // Above the refusal's level, or no level: the answer alone.
+    for meta in [json!({"io.modelcontextprotocol/logLevel": "error"}), json!({})] {
+        let m = post(meta.clone()).await;
+        assert_eq!(m.len(), 1, "{meta}: {m:?}");
+        assert_eq!(m[0]["id"], 7, "{meta}: {m:?}");
+    }
+}
