@@ -144,6 +144,8 @@ fn image_holds_the_binary_its_libraries_and_nothing_else_and_serves_read_only() 
     assert_ne!(uid, 0, "the image runs as root");
     assert_eq!(cfg["Entrypoint"], serde_json::json!(["/usr/local/bin/airlock"]), "{cfg}");
     assert!(cfg["Volumes"].get("/var/lib/airlock").is_some(), "no volume at /var/lib/airlock: {cfg}");
+    let env = cfg["Env"].as_array().map(|e| e.iter().filter_map(|v| v.as_str()).collect::<Vec<_>>()).unwrap_or_default();
+    assert!(env.contains(&"MALLOC_ARENA_MAX=2"), "glibc's arenas bounded (README \"Soak\"): {env:?}");
     let size = v[0]["Size"].as_u64().unwrap();
     let bin_size = std::fs::metadata(bin).unwrap().len();
     println!("image size {size} bytes, binary {bin_size} bytes, overhead {} bytes", size.saturating_sub(bin_size));
