@@ -112,16 +112,20 @@ impl Broker {
         if let Some(obj) = ctx.args.as_object_mut() {
             obj.remove("credential_handle");
         }
-        let checked = match self.check(caller, &mut ctx).await {
+        // Each stage is timed whether it passes or refuses, so that a refusal's time is not
+        // counted as the next stage's.
+        let checked = self.check(caller, &mut ctx).await;
+        self.metrics.stage(Stage::Check, ctx.lap());
+        let checked = match checked {
             Ok(c) => c,
             Err(e) => return self.finish(ctx, Err(e)).await,
         };
-        self.metrics.stage(Stage::Check, ctx.lap());
-        let prepared = match self.prepare(caller, &checked, &ctx.args) {
+        let prepared = self.prepare(caller, &checked, &ctx.args);
+        self.metrics.stage(Stage::Prepare, ctx.lap());
+        let prepared = match prepared {
             Ok(p) => p,
             Err(e) => return self.finish(ctx, Err(e)).await,
         };
-        self.metrics.stage(Stage::Prepare, ctx.lap());
         let gate = self.gate(caller, &checked, &prepared, &mut ctx).await;
         self.metrics.stage(Stage::Approval, ctx.lap());
         if let Err(held) = gate {
