@@ -149,6 +149,13 @@ impl std::fmt::Display for Unreachable {
 
 impl std::error::Error for Unreachable {}
 
+impl Unreachable {
+    /// No broker answered at `endpoint`, for the reason `why`.
+    pub fn new(endpoint: Endpoint, why: String) -> Unreachable {
+        Unreachable { endpoint, why }
+    }
+}
+
 /// What a token file looked like: enough to notice that it was rewritten without reading it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Stamp {

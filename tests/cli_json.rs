@@ -390,6 +390,10 @@ async fn every_json_output_matches_its_schema() {
         let v = out.run(dir, "request status", &["request", "status", &request], None, &agent, 0);
         assert_eq!(v["result"]["status"], "revoked", "{v}");
 
+        // The configuration put in force again in the running broker, unchanged.
+        let v = out.run(dir, "reload", &["reload"], None, &[], 0);
+        assert_eq!((v["reloaded"].as_bool(), v["policy_changed"].as_bool()), (Some(true), Some(false)), "{v}");
+
         // A one-time link, revoked by the operator; then again, refused.
         let v = out.run(dir, "share", &["share", "--server", &base, "--expires", "5m"], Some("shared note"), &[], 0);
         let id = v["id"].as_str().unwrap().to_owned();

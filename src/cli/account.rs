@@ -24,13 +24,14 @@ pub enum AccountCmd {
     },
 }
 
-fn oauth_handle<'b>(broker: &'b Broker, name: &str) -> Result<&'b airlock_core::config::Handle> {
+fn oauth_handle(broker: &Broker, name: &str) -> Result<airlock_core::config::Handle> {
     let name = HandleName::parse(name).map_err(|e| anyhow!("{e}"))?;
     broker
         .config()
         .handles
         .get(&name)
         .filter(|h| h.oauth().is_some())
+        .cloned()
         .ok_or_else(|| anyhow!("{name} is not an oauth handle of this configuration"))
 }
 
@@ -39,7 +40,7 @@ fn oauth_handle<'b>(broker: &'b Broker, name: &str) -> Result<&'b airlock_core::
 pub async fn connect(broker: &Broker, handle: &str, owner: &str, json: bool) -> Result<u8> {
     let h = oauth_handle(broker, handle)?;
     let l = broker
-        .create_connect(h, owner, Requester { id: "operator", name: "operator" })
+        .create_connect(&h, owner, Requester { id: "operator", name: "operator" })
         .await
         .map_err(|e| anyhow!("{}: {}", e.code, e.message))?;
     let expires = airlock_server::broker::share::rfc3339(l.expires_at);
@@ -72,7 +73,7 @@ pub async fn run(broker: &Broker, cmd: AccountCmd, json: bool) -> Result<u8> {
         }
         AccountCmd::Revoke { handle } => {
             let h = oauth_handle(broker, &handle)?;
-            let outcome = broker.revoke_account(h, &Revoker::OPERATOR).await.map_err(|e| anyhow!("{}: {}", e.code, e.message))?;
+            let outcome = broker.revoke_account(&h, &Revoker::OPERATOR).await.map_err(|e| anyhow!("{}: {}", e.code, e.message))?;
             if json {
                 let revoked = outcome.is_some();
                 super::print_json(&json!({"handle": handle, "revoked": revoked, "provider_confirmed": outcome}))?;

@@ -66,6 +66,12 @@ Examples:
 Exit codes: 0 ok, 1 refused, failed or a finding, 2 usage or error, 3 no broker answered
 (docs/cli-json.md).";
 
+pub const EX_RELOAD: &str = "\
+Examples:
+  airlock reload
+  airlock --config /etc/airlock/airlock.toml reload --json
+  systemctl reload airlock        # the unit's ExecReload sends the same SIGHUP";
+
 pub const EX_DEMO: &str = "\
 Examples:
   airlock demo";

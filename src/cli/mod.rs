@@ -17,6 +17,7 @@ mod lease;
 mod migrate;
 mod policy;
 mod secret;
+mod reload;
 mod serve;
 mod request;
 mod share;
@@ -58,6 +59,13 @@ enum Cmd {
     /// Serve the REST API and MCP over streamable HTTP at /mcp.
     #[command(after_long_help = habits::EX_SERVE)]
     Serve,
+    /// Put the configuration file and its policies in force in the running broker, without a restart.
+    ///
+    /// Checks the file (every problem, every policy) first, then sends SIGHUP to the process serving
+    /// the configured socket and prints what the broker did. Exit 0 reloaded, 1 refused by the broker
+    /// (nothing changed), 2 the file does not load, 3 no broker answered.
+    #[command(after_long_help = habits::EX_RELOAD)]
+    Reload,
     /// MCP over stdio for an agent: a thin client of the running broker (its socket, or
     /// AIRLOCK_ENDPOINT) holding only the agent's token (AIRLOCK_TOKEN or AIRLOCK_TOKEN_FILE).
     #[command(after_long_help = habits::EX_MCP)]
@@ -290,6 +298,7 @@ async fn run(cli: Cli) -> Result<u8> {
         Cmd::Demo => demo::run().await,
         Cmd::Init => init::run(config, json).await,
         Cmd::Serve => serve::run(config).await,
+        Cmd::Reload => reload::run(config, json).await,
         Cmd::Mcp => call::mcp().await,
         Cmd::Doctor => doctor::run(config, json).await,
         Cmd::Secret { cmd } => secret::run(config, cmd, json).await,

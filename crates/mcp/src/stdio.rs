@@ -68,12 +68,15 @@ where
     let caller = broker.authenticate(Some(token)).await.map_err(StdioError::Auth)?;
     let mut changes = broker.subscribe_tool_changes();
     let (level, broker) = (handler.session_level(), handler.broker());
+    // The list the client was last told of, to tell it only of a real change after a reload.
+    let mut shown = broker.tools_json_for(&caller, airlock_server::broker::Format::Mcp).await;
+    let token = zeroize::Zeroizing::new(token.to_owned());
     let running = handler.serve((reader, writer)).await.map_err(|e| StdioError::Start(e.to_string()))?;
-    // A lease issued or revoked changes this agent's tool list: tell the client (and say why in
-    // a log message, at `info`, when the client set a level that low).
+    // A lease issued or revoked changes this agent's tool list, and a reload may: tell the client
+    // (and say why in a log message, at `info`, when the client set a level that low).
     let peer = running.peer().clone();
-    let tell = move |peer: rmcp::Peer<rmcp::RoleServer>| {
-        let (level, broker) = (level.clone(), broker.clone());
+    let tell = move |peer: rmcp::Peer<rmcp::RoleServer>, broker: Arc<Broker>| {
+        let level = level.clone();
         async move {
             let current = *level.lock().unwrap_or_else(|p| p.into_inner());
             crate::notify::send(&broker, &peer, current, vec![crate::notify::tools_changed()]).await;
@@ -82,18 +85,23 @@ where
     };
     let notifier = tokio::spawn(async move {
         loop {
-            match changes.recv().await {
-                Ok(agent) if agent == caller.agent.id => {
-                    if tell(peer.clone()).await.is_err() {
-                        break;
-                    }
-                }
-                Ok(_) => {}
+            // Whether to tell the client whatever its list now shows, or only if it differs.
+            let always = match changes.recv().await {
+                Ok(agent) if agent == caller.agent.id => true,
+                // A reload: the list changed for this session when what it shows now differs.
+                Ok(agent) if agent == airlock_server::broker::reload::EVERY_AGENT => false,
+                Ok(_) => continue,
                 // Missed some: the list may have changed.
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                    let _ = tell(peer.clone()).await;
-                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => true,
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+            };
+            let now = match broker.authenticate(Some(&token)).await {
+                Ok(c) => broker.tools_json_for(&c, airlock_server::broker::Format::Mcp).await,
+                Err(_) => serde_json::Value::Null,
+            };
+            let before = std::mem::replace(&mut shown, now);
+            if (always || before != shown) && tell(peer.clone(), broker.clone()).await.is_err() {
+                break;
             }
         }
     });

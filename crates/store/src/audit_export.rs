@@ -119,7 +119,7 @@ fn api_activity(tool: &str, args: &Value) -> (i64, &'static str) {
             Some(_) => OTHER,
         },
         "share_secret" | "request_lease" | "request_secret" | "connect_account" | "send_email" => CREATE,
-        "agent_token_rotated" | "audit_key_rotated" => UPDATE,
+        "agent_token_rotated" | "audit_key_rotated" | "config_reloaded" => UPDATE,
         t if t.ends_with("_revoked") => DELETE,
         _ => OTHER,
     }

@@ -168,10 +168,8 @@ fn valid_id(id: &str) -> bool {
 
 /// The broker's approval state: the version approvals are bound to, the wake-up of calls
 /// waiting for a decision, and the locks that make create-or-join of a pending approval atomic.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub(crate) struct ApprovalState {
-    /// A hash of the policies and of the configuration that decides calls.
-    policy_version: String,
     /// Wakes calls waiting for an approval decision.
     pub(crate) wake: tokio::sync::Notify,
     /// One lock per call hash at the gate right now (an entry lives only while a call holds or
@@ -180,10 +178,6 @@ pub(crate) struct ApprovalState {
 }
 
 impl ApprovalState {
-    pub(crate) fn new(policy_version: String) -> ApprovalState {
-        ApprovalState { policy_version, wake: tokio::sync::Notify::new(), gates: Default::default() }
-    }
-
     /// Waits for, and holds, the gate of the call with hash `hash`.
     async fn gate_lock(&self, hash: &[u8]) -> GateLock<'_> {
         let lock = {
@@ -232,8 +226,8 @@ pub(crate) struct Held {
 impl Broker {
     /// The version approvals are bound to: a hash of the Cedar policy set and of the handles,
     /// agents, lease policies and approval rules. A change invalidates every approval.
-    pub fn policy_version(&self) -> &str {
-        &self.approvals.policy_version
+    pub fn policy_version(&self) -> String {
+        self.live().approval_version.clone()
     }
 
     /// The page where an approver decides approval `id`.
@@ -256,7 +250,9 @@ impl Broker {
         };
         let a = &caller.agent;
         let key = CallKey { agent_id: &a.id, agent_name: &a.name, parents: &caller.parents, tool: tool.name(), handle: handle.as_str(), args };
-        let hash = call_hash(&key, self.policy_version());
+        // One version for the whole gate, even if a reload swaps the policies meanwhile.
+        let version = self.policy_version();
+        let hash = call_hash(&key, &version);
         // Read and create under the call's lock: of identical concurrent first calls, one
         // creates the pending approval and the others find it (T29).
         let gate = self.approvals.gate_lock(&hash).await;
@@ -293,7 +289,7 @@ impl Broker {
                     handle: handle.as_str(),
                     arguments: &shown,
                     reason: &why,
-                    policy_version: self.policy_version(),
+                    policy_version: &version,
                     created_at: now,
                     expires_at,
                 };
@@ -454,7 +450,7 @@ impl Broker {
             tracing::error!(approval = %id, error = %e, "decision not audited; not made");
             return Err(CallError::new(ErrorCode::AuditUnavailable));
         }
-        let outcome = self.store().decide_approval(id, approve, &approver.name, now, self.policy_version()).await;
+        let outcome = self.store().decide_approval(id, approve, &approver.name, now, &self.policy_version()).await;
         rec.ts = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
         let refused = match outcome {
             Ok(DecideOutcome::Decided) => None,

@@ -83,7 +83,7 @@ impl Broker {
     /// A TLS setting that cannot be used is logged, and the sink does not start (the broker
     /// serves on: the records wait in the table).
     pub fn spawn_audit_export(self: &Arc<Self>) -> Option<tokio::task::JoinHandle<()>> {
-        let cfg = self.cfg.audit.export.clone()?;
+        let cfg = self.cfg().audit.export.clone()?;
         let tls = match tls_connector(&cfg) {
             Ok(t) => t,
             Err(e) => {
@@ -92,7 +92,7 @@ impl Broker {
             }
         };
         let sink = Sink {
-            cursor: ExportCursor::new(&self.cfg.store.data_dir),
+            cursor: ExportCursor::new(&self.cfg().store.data_dir),
             store: self.store.clone(),
             tls,
             hostname: hostname(),

@@ -114,7 +114,9 @@ impl Broker {
         }
         // Each stage is timed whether it passes or refuses, so that a refusal's time is not
         // counted as the next stage's.
-        let checked = self.check(caller, &mut ctx).await;
+        // One configuration and one policy set for the whole call, whatever a reload does meanwhile.
+        let live = self.live();
+        let checked = self.check(&live, caller, &mut ctx).await;
         self.metrics.stage(Stage::Check, ctx.lap());
         let checked = match checked {
             Ok(c) => c,
@@ -199,7 +201,7 @@ impl Broker {
 
     /// Tool, handle, policy and rate checks. Every refusal about the handle is the same error;
     /// a policy refusal leaves its policies in `ctx`.
-    async fn check<'h>(&'h self, caller: &Caller, ctx: &mut CallCtx<'_>) -> Result<Checked<'h>, CallError> {
+    async fn check<'h>(&self, live: &'h super::reload::Live, caller: &Caller, ctx: &mut CallCtx<'_>) -> Result<Checked<'h>, CallError> {
         let tool = Tool::parse(ctx.tool).ok_or(CallError::new(ErrorCode::UnknownTool))?;
         // The token's scopes first: an MCP client may step up (ask for the scope) on this code.
         if !caller.scope_allows(tool) {
@@ -210,13 +212,13 @@ impl Broker {
         }
         let unavailable = || CallError::new(ErrorCode::HandleUnavailable);
         let name = ctx.handle.as_ref().ok_or_else(unavailable)?;
-        let (handle, d) = match self.cfg.handles.get(name) {
+        let (handle, d) = match live.cfg.handles.get(name) {
             Some(h) => {
                 // s3_object never runs on an aws handle's own key pair, only on a lease.
                 if !tool.applies_to(h.kind) || tool == Tool::S3Object {
                     return Err(unavailable());
                 }
-                (Cow::Borrowed(h), self.decide(caller, tool, h))
+                (Cow::Borrowed(h), self.decide_in(&live.policy, caller, tool, h))
             }
             None if !name.as_str().contains("__L") => {
                 // A handle a person's secret landed as: only the agent that asked, only with
@@ -260,7 +262,8 @@ impl Broker {
     /// used now (after validation, so that nothing invalid is put before a person). The approval
     /// used is recorded in `ctx`.
     async fn gate(&self, caller: &Caller, c: &Checked<'_>, p: &Prepared, ctx: &mut CallCtx<'_>) -> Result<(), Box<Held>> {
-        let Some(rule) = self.cfg.approvals.get(&c.handle.name) else { return Ok(()) };
+        let cfg = self.cfg();
+        let Some(rule) = cfg.approvals.get(&c.handle.name) else { return Ok(()) };
         let Some(why) = reason(rule, c.tool, &p.facts(self, &c.handle)) else { return Ok(()) };
         let call = GateCall { caller, tool: c.tool, handle: &c.handle.name, args: &ctx.args, rule };
         ctx.approval = Some(self.approval_gate(&call, why).await?);
@@ -308,11 +311,11 @@ impl Broker {
     fn check_sends(&self, caller: &Caller, handle: &Handle, p: &Prepared) -> Result<(), CallError> {
         if let (Prepared::Email(_), Some(smtp)) = (p, handle.smtp()) {
             let per_agent = self
-                .cfg
+                .cfg()
                 .agents
                 .get(&caller.agent.name)
                 .and_then(|a| a.sends_per_minute)
-                .unwrap_or(self.cfg.limits.sends_per_minute);
+                .unwrap_or(self.cfg().limits.sends_per_minute);
             if !self.limits.sends.check(&format!("agent:{}", caller.agent.id), per_agent)
                 || !self.limits.sends.check(&format!("handle:{}", handle.name), smtp.sends_per_minute)
             {
@@ -325,9 +328,10 @@ impl Broker {
     /// T11: defangs (or flags) active markup in a result that points anywhere but the handle's
     /// own destinations, per `[handles.X.results] markup`, and says so in the result.
     fn sanitize_markup(&self, handle: Option<&HandleName>, v: &mut Value) {
-        let policy = handle.and_then(|h| self.cfg.results.get(h)).map(|r| r.markup).unwrap_or_default();
+        let cfg = self.cfg();
+        let policy = handle.and_then(|h| cfg.results.get(h)).map(|r| r.markup).unwrap_or_default();
         let own: Vec<String> = handle
-            .and_then(|h| self.cfg.handles.get(h))
+            .and_then(|h| cfg.handles.get(h))
             .and_then(|h| h.http())
             .map(|c| c.destinations.iter().map(|d| d.host.clone()).collect())
             .unwrap_or_default();
@@ -412,7 +416,7 @@ impl Broker {
         }
         // A label is a configured handle's name, never a name an agent made up.
         let handle = match &ctx.handle {
-            Some(h) if self.cfg.handles.contains_key(h) => h.as_str(),
+            Some(h) if self.cfg().handles.contains_key(h) => h.as_str(),
             Some(h) if h.as_str().contains("__L") => "lease",
             Some(_) => "requested",
             None => "-",

@@ -62,13 +62,14 @@ impl Broker {
     /// itself).
     fn tree_limits(&self, caller: &Caller) -> TreeLimits {
         let root = caller.parents.last().unwrap_or(&caller.agent.name);
-        let cfg = self.cfg.agents.get(root);
-        let root_rate = cfg.and_then(|a| a.rate_per_minute).unwrap_or(self.cfg.limits.rate_per_minute);
+        let all = self.cfg();
+        let cfg = all.agents.get(root);
+        let root_rate = cfg.and_then(|a| a.rate_per_minute).unwrap_or(all.limits.rate_per_minute);
         TreeLimits {
             root_rate,
             child_rate: cfg.and_then(|a| a.child_rate_per_minute).unwrap_or(root_rate).min(root_rate),
-            max_children: cfg.and_then(|a| a.max_children).unwrap_or(self.cfg.limits.max_children),
-            max_depth: cfg.and_then(|a| a.max_child_depth).unwrap_or(self.cfg.limits.max_child_depth).min(MAX_CHILD_DEPTH) as usize,
+            max_children: cfg.and_then(|a| a.max_children).unwrap_or(self.cfg().limits.max_children),
+            max_depth: cfg.and_then(|a| a.max_child_depth).unwrap_or(self.cfg().limits.max_child_depth).min(MAX_CHILD_DEPTH) as usize,
         }
     }
 
@@ -108,12 +109,12 @@ impl Broker {
         }
         // A child named like an agent of the configuration would be mistaken for it by whoever
         // reads the audit log or writes a policy for that name (T16).
-        if self.cfg.agents.contains_key(&req.name) {
+        if self.cfg().agents.contains_key(&req.name) {
             return Err(CallError::with_message(ErrorCode::Conflict, "that name belongs to a configured agent"));
         }
         let limits = self.tree_limits(parent);
         // Every attempt counts, against the parent and each of its ancestors.
-        let per_minute = self.cfg.limits.children_per_minute;
+        let per_minute = self.cfg().limits.children_per_minute;
         let chain: Vec<(&str, u32)> = self.rate_chain(parent).into_iter().map(|(n, _)| (n, per_minute)).collect();
         if !self.limits.children.check_all(&chain) {
             return Err(CallError::with_message(ErrorCode::RateLimited, "too many sub-agents created; retry later"));
@@ -122,11 +123,12 @@ impl Broker {
             return Err(CallError::with_message(ErrorCode::ChildLimit, format!("sub-agents are at most {} deep here", limits.max_depth)));
         }
         let mut grants: Vec<(String, String)> = Vec::new();
+        let cfg = self.cfg();
         for g in &req.grants {
             // Unknown handles, unknown tools and grants the parent lacks: one answer.
             let handle = HandleName::parse(&g.handle)
                 .ok()
-                .and_then(|n| self.cfg.handles.get(&n))
+                .and_then(|n| cfg.handles.get(&n))
                 .ok_or_else(|| CallError::new(ErrorCode::GrantNotAllowed))?;
             if g.tools.is_empty() {
                 return Err(CallError::with_message(ErrorCode::InvalidArguments, "a grant names at least one tool"));

@@ -77,7 +77,8 @@ impl Broker {
     /// link); the caller decides what the link's failure means (a share is withdrawn, a connect
     /// link fails).
     pub(crate) async fn deliver(&self, recipient: &str, message: &Delivery<'_>) -> Result<(), String> {
-        let channel = channel_of(&self.config().shares, recipient).ok_or_else(|| format!("no channel reaches recipient {recipient}"))?;
+        let cfg = self.config();
+        let channel = channel_of(&cfg.shares, recipient).ok_or_else(|| format!("no channel reaches recipient {recipient}"))?;
         match channel {
             ShareChannelConfig::Webhook { url } => post_json(url, &with_purpose(message)?).await,
             ShareChannelConfig::Outbox { path } => append_json(path, &with_purpose(message)?).await,
@@ -90,7 +91,8 @@ impl Broker {
     /// An e-mail through smtp handle `name`: its secret from the vault, its server, its sender;
     /// counted against the handle's `sends_per_minute` like any send through it.
     async fn send_mail(&self, name: &HandleName, to: &str, message: &Delivery<'_>) -> Result<(), String> {
-        let handle = self.config().handles.get(name).filter(|h| h.smtp().is_some()).ok_or_else(|| format!("smtp handle {name} is not defined"))?;
+        let cfg = self.config();
+        let handle = cfg.handles.get(name).filter(|h| h.smtp().is_some()).ok_or_else(|| format!("smtp handle {name} is not defined"))?;
         let smtp = handle.smtp().ok_or_else(|| format!("smtp handle {name} is not defined"))?;
         if !self.limits.sends.check(&format!("handle:{name}"), smtp.sends_per_minute) {
             return Err(format!("smtp handle {name}: sends_per_minute is spent"));

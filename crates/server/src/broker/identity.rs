@@ -196,23 +196,28 @@ impl Broker {
         if !caller.scope_allows(tool) || caller.grants.is_some() {
             return airlock_policy::Decision { allowed: false, policies: vec![], errors: vec![] };
         }
-        self.policy.decide_requested(&caller.agent.name, tool, handle)
+        self.policy().decide_requested(&caller.agent.name, tool, handle)
     }
 
     /// The policy decision for `caller`. An agent of the configuration is decided by Cedar under
     /// its name; a sub-agent needs the grant in its own list *and* Cedar's permit for the root of
     /// its chain, so it can never be wider than its ancestors (T16).
     pub fn decide(&self, caller: &Caller, tool: Tool, handle: &Handle) -> airlock_policy::Decision {
+        self.decide_in(&self.policy(), caller, tool, handle)
+    }
+
+    /// [`Broker::decide`] under `policy` (a call decides under the policies it started with).
+    pub(crate) fn decide_in(&self, policy: &airlock_policy::PolicyEngine, caller: &Caller, tool: Tool, handle: &Handle) -> airlock_policy::Decision {
         // A token whose scopes do not name the tool: nothing else can allow it.
         if !caller.scope_allows(tool) {
             return airlock_policy::Decision { allowed: false, policies: vec![], errors: vec![] };
         }
         match &caller.grants {
-            None => self.policy.decide(&caller.agent.name, tool, handle),
+            None => policy.decide(&caller.agent.name, tool, handle),
             Some(g) => {
                 let granted = g.iter().any(|(h, t)| h == handle.name.as_str() && t == tool.name());
                 match (granted, caller.parents.last()) {
-                    (true, Some(root)) => self.policy.decide(root, tool, handle),
+                    (true, Some(root)) => policy.decide(root, tool, handle),
                     _ => airlock_policy::Decision { allowed: false, policies: vec![], errors: vec![] },
                 }
             }

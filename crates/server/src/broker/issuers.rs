@@ -361,7 +361,8 @@ impl ProtectedResource {
 impl Broker {
     /// The protected resource metadata, when an issuer is an MCP authorization server.
     pub fn protected_resource(&self) -> Option<ProtectedResource> {
-        let mcp: Vec<&IssuerConfig> = self.cfg.issuers.values().filter(|i| i.mcp).collect();
+        let cfg = self.cfg();
+        let mcp: Vec<&IssuerConfig> = cfg.issuers.values().filter(|i| i.mcp).collect();
         let first = mcp.first()?;
         Some(ProtectedResource {
             resource: first.audience.clone(),

@@ -23,6 +23,7 @@ pub mod metrics;
 pub mod oauth;
 pub mod rate;
 mod registry;
+pub mod reload;
 pub mod request;
 pub mod revocation;
 mod secrets;
@@ -201,8 +202,10 @@ struct Limits {
 /// (`registry`), the audit log (`audit`), approvals (`approval`), leases and their reaper
 /// (`lease`), limiters and metrics. The path of one call is `call`.
 pub struct Broker {
-    cfg: Arc<Config>,
-    policy: PolicyEngine,
+    /// The configuration and the policies compiled from it, swapped whole by a reload.
+    live: std::sync::RwLock<Arc<reload::Live>>,
+    /// Serializes reloads.
+    reloading: tokio::sync::Mutex<()>,
     store: Store,
     audit: AuditLog,
     secrets: secrets::Secrets,
@@ -241,7 +244,7 @@ impl Broker {
         // A key version that does not open with this master key fails the start here.
         vault.reload_keyring().await?;
         let leases = lease::LeaseState::new(lease::installation_id(&dir)?);
-        let approvals = approval::ApprovalState::new(approval::policy_version(policy.version(), &cfg));
+        let approvals = approval::ApprovalState::default();
         let executors = registry::Executors::new(&cfg, store.clone());
         let cfg_issuers: Vec<_> = cfg.issuers.values().cloned().collect();
         let limits = Limits {
@@ -264,8 +267,8 @@ impl Broker {
             metrics.register_audit_export();
         }
         let broker = Broker {
-            cfg: Arc::new(cfg),
-            policy,
+            live: std::sync::RwLock::new(Arc::new(reload::Live::new(Arc::new(cfg), policy))),
+            reloading: tokio::sync::Mutex::new(()),
             store,
             audit,
             secrets: secrets::Secrets::new(vault),
@@ -284,9 +287,19 @@ impl Broker {
         Ok(broker)
     }
 
-    /// The configuration.
-    pub fn config(&self) -> &Config {
-        &self.cfg
+    /// The configuration in force (a reload replaces it; a caller keeps the one it was given).
+    pub fn config(&self) -> Arc<Config> {
+        self.live().cfg.clone()
+    }
+
+    /// The configuration in force, for the broker's own modules.
+    fn cfg(&self) -> Arc<Config> {
+        self.live().cfg.clone()
+    }
+
+    /// The configuration and policies in force, together.
+    fn live(&self) -> Arc<reload::Live> {
+        self.live.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// The store.
@@ -294,9 +307,9 @@ impl Broker {
         &self.store
     }
 
-    /// The policy engine.
-    pub fn policy(&self) -> &PolicyEngine {
-        &self.policy
+    /// The policy engine in force.
+    pub fn policy(&self) -> Arc<PolicyEngine> {
+        self.live().policy.clone()
     }
 
     /// The metrics.

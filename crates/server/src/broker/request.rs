@@ -312,7 +312,7 @@ impl Broker {
     /// Checks a `request_secret` call: the arguments, the proposed handle (through the
     /// configuration's checker), the recipient and the policy on the proposed handle.
     fn propose(&self, caller: &Caller, a: &RequestArgs) -> Result<Proposal, CallError> {
-        let cfg = &self.cfg.requests;
+        let cfg = &self.cfg().requests;
         let name = HandleName::parse(&a.handle).map_err(|e| invalid(format!("handle: {e}")))?;
         // `__L` names a lease of a configured handle.
         if name.as_str().contains("__L") {
@@ -321,7 +321,7 @@ impl Broker {
         if a.description.trim().is_empty() || a.description.chars().count() > MAX_DESCRIPTION || a.description.chars().any(|c| c.is_control() && c != '\n') {
             return Err(invalid(format!("description is 1 to {MAX_DESCRIPTION} printable characters")));
         }
-        if !self.cfg.shares.recipients.contains_key(&a.recipient) {
+        if !self.cfg().shares.recipients.contains_key(&a.recipient) {
             return Err(CallError::new(ErrorCode::RecipientNotAllowed));
         }
         let expires_in = a.expires_in.unwrap_or(3600);
@@ -343,7 +343,7 @@ impl Broker {
         if !d.allowed {
             return Err(CallError::new(ErrorCode::HandleUnavailable));
         }
-        if self.cfg.handles.contains_key(&name) {
+        if self.cfg().handles.contains_key(&name) {
             return Err(CallError::new(ErrorCode::HandleExists));
         }
         Ok(Proposal { name, kind: a.kind, handle, definition, binding, format, expires_in, recipient: a.recipient.clone() })
@@ -362,10 +362,10 @@ impl Broker {
     pub(crate) async fn request_secret(&self, caller: &Caller, args: &Value) -> Result<(Value, Option<Elicit>), CallError> {
         let a: RequestArgs = airlock_core::executor::parse_args(args.clone())?;
         let p = self.propose(caller, &a)?;
-        let cfg = &self.cfg.requests;
+        let cfg = &self.cfg().requests;
         // A recipient reached by elicitation is the person at this very client: only a client
         // that can be sent there.
-        let by_elicitation = matches!(channel_of(&self.cfg.shares, &p.recipient), Some(ShareChannelConfig::Elicitation {}));
+        let by_elicitation = matches!(channel_of(&self.cfg().shares, &p.recipient), Some(ShareChannelConfig::Elicitation {}));
         if by_elicitation && !caller.elicit_url {
             return Err(CallError::with_message(
                 ErrorCode::RecipientNotAllowed,
@@ -569,7 +569,7 @@ impl Broker {
     async fn pending_request(&self, id: &str, proof: &str, client: &str) -> Result<Request, CallError> {
         let unavailable = || CallError::new(ErrorCode::RequestUnavailable);
         let (Some(hash), true) = (proof_hash(proof), valid_request_id(id)) else { return Err(unavailable()) };
-        let per_minute = self.cfg.requests.failed_per_minute;
+        let per_minute = self.cfg().requests.failed_per_minute;
         let gate = self.limits.request_failed.available(id, per_minute) && self.limits.request_failed.available(client, per_minute * 10);
         let r = self.store().request_proof_matches(id, &hash).await.map_err(|e| CallError::new(ErrorCode::Internal).detail(e.to_string()))?;
         match r {
@@ -582,7 +582,7 @@ impl Broker {
     }
 
     fn request_failed(&self, id: &str, client: &str) {
-        let per_minute = self.cfg.requests.failed_per_minute;
+        let per_minute = self.cfg().requests.failed_per_minute;
         self.limits.request_failed.check(id, per_minute);
         self.limits.request_failed.check(client, per_minute * 10);
     }
@@ -600,7 +600,7 @@ impl Broker {
     pub async fn submit_request(&self, id: &str, proof: &str, enc: &[u8], ciphertext: &[u8], client: &str) -> Result<Value, CallError> {
         let r = self.pending_request(id, proof, client).await?;
         let key = self.intake_key(&r).await?;
-        let max = self.cfg.requests.max_value_bytes;
+        let max = self.cfg().requests.max_value_bytes;
         let value = match airlock_share::intake::open(&key, enc, ciphertext, r.context.as_bytes(), max) {
             Ok(v) => v,
             Err(airlock_share::intake::IntakeError::TooLarge) => {
@@ -650,10 +650,10 @@ impl Broker {
         let ie = |e: airlock_store::StoreError| CallError::new(ErrorCode::Internal).detail(e.to_string());
         let tool = r.tools.split(',').next().and_then(Tool::parse).ok_or_else(|| CallError::new(ErrorCode::Internal))?;
         let agent = self.store().live_agent_named(&r.agent_name).await.map_err(ie)?;
-        let allowed = agent.as_ref().is_some_and(|a| a.id == r.agent_id && self.policy.decide_requested(&a.name, tool, handle).allowed);
+        let allowed = agent.as_ref().is_some_and(|a| a.id == r.agent_id && self.policy().decide_requested(&a.name, tool, handle).allowed);
         if allowed {
             self.store().approve_request(&r.id).await.map_err(ie)?;
-            let policies = self.policy.decide_requested(&r.agent_name, tool, handle).policies;
+            let policies = self.policy().decide_requested(&r.agent_name, tool, handle).policies;
             self.audit_request_event("policy", "secret_request_approved", r, Some(policies)).await;
             let _ = self.leases.tool_changes.send(r.agent_id.clone());
             return Ok(status::APPROVED);
@@ -662,8 +662,9 @@ impl Broker {
         let aid = hex::encode(random::<16>());
         let args = json!({"request_id": r.id, "handle": r.handle, "grant": [tool.name()], "context": serde_json::from_str::<Value>(&r.context).unwrap_or(Value::Null)});
         let key = CallKey { agent_id: &r.agent_id, agent_name: &r.agent_name, parents: &[], tool: Tool::RequestSecret.name(), handle: &r.handle, args: &args };
-        let hash = call_hash(&key, self.policy_version());
-        let expires_at = now + self.cfg.requests.approval_expires_in_seconds as i64 * 1000;
+        let version = self.policy_version();
+        let hash = call_hash(&key, &version);
+        let expires_at = now + self.cfg().requests.approval_expires_in_seconds as i64 * 1000;
         let b = binding(&aid, &hash, expires_at);
         let rec = NewApproval {
             id: &aid,
@@ -676,7 +677,7 @@ impl Broker {
             handle: &r.handle,
             arguments: &args,
             reason: "a person sent a secret this agent asked for; grant it the handle?",
-            policy_version: self.policy_version(),
+            policy_version: &version,
             created_at: now,
             expires_at,
         };

@@ -185,7 +185,7 @@ impl Broker {
                 Err(e) => tracing::warn!(secret = %name, error = %e, "stored secret does not open; not in the scrubber"),
             }
         }
-        for h in self.cfg.handles.values() {
+        for h in self.cfg().handles.values() {
             if matches!(h.secret, SecretRef::Local(_)) {
                 continue;
             }
@@ -228,7 +228,7 @@ impl Broker {
             Some((b, suffix)) if suffix.len() == 6 => b,
             _ => name,
         };
-        self.cfg.handles.values().filter(|h| h.kind == HandleKind::Aws).any(|h| {
+        self.cfg().handles.values().filter(|h| h.kind == HandleKind::Aws).any(|h| {
             h.name.as_str() == base || h.name.as_str() == name || matches!(&h.secret, SecretRef::Local(k) if k == name)
         })
     }
@@ -254,7 +254,7 @@ impl Broker {
     /// idled out).
     async fn forget_gone_pools(&self) {
         for name in self.executors.sql.cached_handles() {
-            if self.cfg.handles.contains_key(&name) {
+            if self.cfg().handles.contains_key(&name) {
                 continue;
             }
             // A lease's secret is stored under its handle's name, a requested handle's under

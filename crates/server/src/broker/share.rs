@@ -186,7 +186,7 @@ impl Broker {
 
     /// The public base of links this broker makes.
     pub fn share_base_url(&self) -> String {
-        base_url(self.config())
+        base_url(&self.config())
     }
 }
 

@@ -514,15 +514,15 @@ impl super::Broker {
     /// The tools `agent` (an agent of the configuration) may call.
     pub fn tool_defs(&self, agent: &str) -> Vec<ToolDef> {
         // s3_object is only ever on a lease, never on a configured handle.
-        let mut defs = tool_defs(&self.cfg.handles, &self.cfg.shares, |t| {
+        let mut defs = tool_defs(&self.cfg().handles, &self.cfg().shares, |t| {
             if t == Tool::S3Object {
                 Vec::new()
             } else {
-                self.policy.allowed_handles(agent, t, &self.cfg)
+                self.policy().allowed_handles(agent, t, &self.cfg())
             }
         });
-        if self.policy.may_permit(agent, Tool::RequestSecret) {
-            defs.extend(request_tool_defs(&self.cfg.shares, &self.cfg.requests));
+        if self.policy().may_permit(agent, Tool::RequestSecret) {
+            defs.extend(request_tool_defs(&self.cfg().shares, &self.cfg().requests));
         }
         defs
     }
@@ -532,16 +532,16 @@ impl super::Broker {
     pub async fn tool_defs_for(&self, caller: &Caller) -> Vec<ToolDef> {
         let leases = self.live_lease_handles(&caller.agent.id).await;
         let requested = if caller.grants.is_none() { self.requested_handles(caller).await } else { Vec::new() };
-        let mut handles = Cow::Borrowed(&self.cfg.handles);
+        let mut handles = Cow::Borrowed(&self.cfg().handles);
         if !leases.is_empty() || !requested.is_empty() {
             let h = handles.to_mut();
             for l in leases.iter().chain(requested.iter().map(|(h, _)| h)) {
                 h.insert(l.name.clone(), l.clone());
             }
         }
-        let mut defs = tool_defs(&handles, &self.cfg.shares, |t| {
+        let mut defs = tool_defs(&handles, &self.cfg().shares, |t| {
             let mut v: Vec<HandleName> = self
-                .cfg
+                .cfg()
                 .handles
                 .values()
                 .filter(|h| t != Tool::S3Object && t.applies_to(h.kind) && self.decide(caller, t, h).allowed)
@@ -557,9 +557,9 @@ impl super::Broker {
             }
             v
         });
-        let may_request = caller.grants.is_none() && caller.scope_allows(Tool::RequestSecret) && self.policy.may_permit(&caller.agent.name, Tool::RequestSecret);
+        let may_request = caller.grants.is_none() && caller.scope_allows(Tool::RequestSecret) && self.policy().may_permit(&caller.agent.name, Tool::RequestSecret);
         if may_request {
-            defs.extend(request_tool_defs(&self.cfg.shares, &self.cfg.requests));
+            defs.extend(request_tool_defs(&self.cfg().shares, &self.cfg().requests));
         }
         defs
     }

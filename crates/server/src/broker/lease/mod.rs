@@ -101,7 +101,8 @@ impl Broker {
 
     /// The handle a lease record stands for, built from its base handle's configuration.
     fn lease_handle(&self, l: &Lease) -> Option<Handle> {
-        let base = self.cfg.handles.get(&HandleName::parse(&l.base).ok()?)?;
+        let cfg = self.cfg();
+        let base = cfg.handles.get(&HandleName::parse(&l.base).ok()?)?;
         if let Some(aws) = base.aws() {
             // Only the lease's scope, only its buckets, only its own temporary credentials.
             let mut aws = aws.clone();
@@ -290,7 +291,8 @@ impl Broker {
                 &fresh
             }
         };
-        let base = HandleName::parse(&lease.base).ok().and_then(|n| self.cfg.handles.get(&n));
+        let cfg = self.cfg();
+        let base = HandleName::parse(&lease.base).ok().and_then(|n| cfg.handles.get(&n));
         if base.is_some_and(|b| self.decide(caller, Tool::RequestLease, b).allowed) {
             return Ok(());
         }

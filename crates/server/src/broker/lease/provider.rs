@@ -19,7 +19,8 @@ impl Broker {
     /// password sealed in the vault, and only then is the lease `active`. Any failure on the way
     /// drops what was created.
     pub(crate) async fn issue_lease(&self, caller: &Caller, base: &Handle, req: &LeaseRequest) -> Result<Value, CallError> {
-        let policy = self.cfg.leases.get(&base.name);
+        let cfg = self.cfg();
+        let policy = cfg.leases.get(&base.name);
         if policy.is_none() && base.aws().is_none() {
             return Err(CallError::new(ErrorCode::LeaseNotAllowed));
         }
@@ -296,8 +297,9 @@ impl Broker {
     async fn drop_lease_role(&self, base: &str, handle: &str, role: &str) -> Result<(), CallError> {
         let unavailable = |m: String| CallError::new(ErrorCode::UpstreamUnavailable).detail(m);
         let name = HandleName::parse(base).map_err(|_| unavailable(format!("base handle {base}")))?;
-        let h = self.cfg.handles.get(&name).ok_or_else(|| unavailable(format!("base handle {base} is not configured")))?;
-        let policy = self.cfg.leases.get(&name).cloned().unwrap_or_else(default_policy);
+        let cfg = self.cfg();
+        let h = cfg.handles.get(&name).ok_or_else(|| unavailable(format!("base handle {base} is not configured")))?;
+        let policy = self.cfg().leases.get(&name).cloned().unwrap_or_else(default_policy);
         if policy.provider == LeaseProvider::Openbao {
             return self.revoke_openbao_credential(h, &policy, handle, role).await;
         }

@@ -59,11 +59,12 @@ impl Broker {
             self.store.transition_lease(&l.id, &[status::REVOKING], status::REVOKE_PENDING).await?;
         }
         let prefix = dynamic::role_name(&self.leases.installation, "");
-        for (name, policy) in &self.cfg.leases {
+        for (name, policy) in &self.cfg().leases {
             if !policy.dynamic {
                 continue;
             }
-            let Some(h) = self.cfg.handles.get(name) else { continue };
+            let cfg = self.cfg();
+            let Some(h) = cfg.handles.get(name) else { continue };
             let Ok(admin) = self.resolve(h).await else {
                 tracing::warn!(handle = %name, "admin credential unavailable; roles not reconciled");
                 continue;

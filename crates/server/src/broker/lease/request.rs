@@ -126,7 +126,8 @@ impl Broker {
         let a: RawLeaseArgs = serde_json::from_value(args.clone()).map_err(|e| {
             CallError::with_message(ErrorCode::InvalidArguments, format!("invalid arguments: {}", strip_serde_detail(&e)))
         })?;
-        let policy = self.cfg.leases.get(&base.name).ok_or_else(|| CallError::new(ErrorCode::LeaseNotAllowed))?;
+        let cfg = self.cfg();
+        let policy = cfg.leases.get(&base.name).ok_or_else(|| CallError::new(ErrorCode::LeaseNotAllowed))?;
         let db = base.database().ok_or_else(|| CallError::new(ErrorCode::LeaseNotAllowed))?;
         // The per-agent limit of the agent and of every ancestor: a child never outlives what
         // its parents could lease.

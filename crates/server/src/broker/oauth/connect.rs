@@ -205,7 +205,8 @@ impl Broker {
         if !matches!(c.status.as_str(), status::PENDING | status::AUTHORIZING) || c.expires_at <= now() {
             return Err(unavailable());
         }
-        let handle = HandleName::parse(&c.handle).ok().and_then(|h| self.config().handles.get(&h)).ok_or_else(unavailable)?;
+        let cfg = self.config();
+        let handle = HandleName::parse(&c.handle).ok().and_then(|h| cfg.handles.get(&h)).ok_or_else(unavailable)?;
         let o = constraints(handle)?;
         let provider = match &o.provider.endpoints {
             airlock_core::config::OauthEndpoints::Explicit { authorization_url, .. } => authorization_url.clone(),
@@ -239,7 +240,8 @@ impl Broker {
                 .await;
             return Err(if live { CallError::with_message(ErrorCode::OwnerNotAllowed, "the code is not right") } else { unavailable() });
         }
-        let handle = HandleName::parse(&c.handle).ok().and_then(|h| self.config().handles.get(&h)).ok_or_else(unavailable)?;
+        let cfg = self.config();
+        let handle = HandleName::parse(&c.handle).ok().and_then(|h| cfg.handles.get(&h)).ok_or_else(unavailable)?;
         let parts = self.client_parts(handle).await?;
         let auth = self.client(constraints(handle)?, &parts).authorize().map_err(|e| CallError::new(ErrorCode::UpstreamUnavailable).detail(e.to_string()))?;
         let browser = airlock_exec_oauth::random_token(32).to_string();

@@ -100,7 +100,7 @@ impl OauthState {
         self.cache.lock().unwrap_or_else(|p| p.into_inner()).insert(h.clone(), c);
     }
 
-    fn forget(&self, h: &HandleName) {
+    pub(in crate::broker) fn forget(&self, h: &HandleName) {
         self.cache.lock().unwrap_or_else(|p| p.into_inner()).remove(h);
     }
 }
