@@ -219,3 +219,31 @@ fn no_color_with_no_color_or_off_a_terminal() {
     let help = on_a_terminal(dir, "--help", &[("NO_COLOR", "1")]).unwrap();
     assert!(String::from_utf8_lossy(&help).contains("Usage:") && !help.contains(&ESC), "{}", String::from_utf8_lossy(&help));
 }
+
+#[test]
+fn audit_export_draws_a_progress_bar_on_a_terminal_and_nowhere_else() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    assert!(run(dir, &["init"]).status.success());
+    for _ in 0..3 {
+        let o = run(dir, &["audit", "rotate-key"]);
+        assert!(o.status.success(), "{}", text(&o));
+    }
+    // Off a terminal: the records on stdout, nothing on stderr.
+    let o = run(dir, &["audit", "export", "--from", "0"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let records = String::from_utf8_lossy(&o.stdout).lines().count();
+    assert!(records >= 3, "{}", text(&o));
+    assert!(o.stderr.is_empty(), "a bar or a message off a terminal: {}", String::from_utf8_lossy(&o.stderr));
+    // On a terminal, the records to a file: the bar is drawn on the terminal, the file holds
+    // only the records.
+    let Some(shown) = on_a_terminal(dir, "audit export --from 0 > export.jsonl", &[]) else {
+        println!("`script` is not installed: checked off a terminal only");
+        return;
+    };
+    let shown = String::from_utf8_lossy(&shown);
+    assert!(shown.contains(&format!("/{records} records")), "no bar on the terminal: {shown:?}");
+    let file = std::fs::read_to_string(dir.join("export.jsonl")).unwrap();
+    assert_eq!(file.lines().count(), records, "{file}");
+    assert!(file.lines().all(|l| l.starts_with('{')), "{file}");
+}

@@ -297,8 +297,12 @@ async fn export_records(store: &airlock_store::Store, args: &ExportArgs) -> Resu
     };
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let mut after = args.from.max(1) - 1;
+    // The records there are now; a follow goes on past them without a bar.
+    let head = store.audit_head().await.context("reading the audit log")?;
+    let bar = super::progress::bar(head.saturating_sub(after).max(0) as u64, "records");
     loop {
         let page = store.audit_records(after, args.page_size).await.context("reading the audit log")?;
+        bar.inc(page.len() as u64);
         for rec in &page {
             let line = airlock_store::audit_export::render(rec, format).with_context(|| format!("rendering record {}", rec.seq))?;
             if let Err(e) = writeln!(out, "{line}") {
@@ -312,6 +316,7 @@ async fn export_records(store: &airlock_store::Store, args: &ExportArgs) -> Resu
             return broken_pipe_is_done(e);
         }
         if (page.len() as i64) < args.page_size {
+            bar.finish_and_clear();
             if !args.follow {
                 return Ok(0);
             }

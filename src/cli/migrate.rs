@@ -18,7 +18,14 @@ pub async fn run(config: &Path, to: &str, json: bool) -> Result<u8> {
     }
     let source = Store::open(dir).await.with_context(|| format!("opening the store in {}", dir.display()))?;
     let target = Store::open_postgres(to, dir).await.context("opening the PostgreSQL target")?;
-    let report = source.copy_into(&target).await?;
+    let bar = super::progress::bar(0, "rows");
+    let report = source
+        .copy_into_reporting(&target, &|done, total| {
+            bar.set_length(total);
+            bar.set_position(done);
+        })
+        .await?;
+    bar.finish_and_clear();
     if json {
         super::print_json(&serde_json::json!({"rows": report.rows, "copied": report.copied}))?;
     } else if report.copied == 0 {

@@ -16,6 +16,7 @@ mod key;
 mod lease;
 mod migrate;
 mod policy;
+mod progress;
 mod secret;
 mod reload;
 mod serve;

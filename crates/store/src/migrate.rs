@@ -234,6 +234,12 @@ fn select(table: &str, cols: &[(&str, Kind)]) -> String {
 impl Store {
     /// Copies this (SQLite) store into `target` (PostgreSQL), see the module documentation.
     pub async fn copy_into(&self, target: &Store) -> Result<CopyReport> {
+        self.copy_into_reporting(target, &|_, _| {}).await
+    }
+
+    /// [`Store::copy_into`], calling `progress(rows inserted, rows in all)` as the copy goes
+    /// (after each row; nothing is committed before the last).
+    pub async fn copy_into_reporting(&self, target: &Store, progress: &(dyn Fn(u64, u64) + Sync)) -> Result<CopyReport> {
         let Backend::Sqlite(src) = &self.backend else {
             return Err(StoreError::Invalid("the source of a migration is a SQLite store".into()));
         };
@@ -289,6 +295,7 @@ impl Store {
             )));
         }
         sqlx::query("SET CONSTRAINTS ALL DEFERRED").execute(&mut *tx).await?;
+        let mut done = 0;
         for ((table, cols), rows) in TABLES.iter().zip(&source) {
             let names: Vec<&str> = cols.iter().map(|c| c.0).collect();
             let marks: Vec<String> = (1..=cols.len()).map(|i| format!("${i}")).collect();
@@ -308,6 +315,8 @@ impl Store {
                     };
                 }
                 q.execute(&mut *tx).await?;
+                done += 1;
+                progress(done, total);
             }
         }
         tx.commit().await?;
