@@ -426,9 +426,15 @@ fn a_wrapped_master_key_is_opened_with_credentials_from_the_referenced_secret() 
     let name = mk["aws_credentials"].as_str().unwrap().strip_prefix("env:").expect("an env: reference");
     let kms = &r.values["masterKey"]["awsKms"];
     let want = (kms["existingSecret"].as_str().unwrap().to_owned(), kms["credentialsKey"].as_str().unwrap().to_owned());
-    for c in all_containers(r.workload("StatefulSet")) {
+    let sts = r.workload("StatefulSet");
+    for c in all_containers(sts) {
         assert_eq!(env_secret(c, name), Some(want.clone()), "{}", c["name"]);
     }
+    // rewrap: `airlock key wrap` runs once the data directory exists, before the broker.
+    let inits: Vec<&str> = arr(&sts["spec"]["template"]["spec"]["initContainers"]).iter().map(|c| c["args"][0].as_str().unwrap()).collect();
+    assert_eq!(inits, ["init", "key"], "init, then key wrap");
+    let rewrap = &arr(&sts["spec"]["template"]["spec"]["initContainers"])[1];
+    assert_eq!(rewrap["args"][1], "wrap");
     compare_golden("aws-kms", &r);
 }
 

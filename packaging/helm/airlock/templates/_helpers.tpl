@@ -248,3 +248,34 @@ capabilities:
 seccompProfile:
   type: RuntimeDefault
 {{- end -}}
+
+{{/* What every init container has besides its name and arguments. */}}
+{{- define "airlock.initContainerRest" -}}
+env:
+  {{- include "airlock.env" . | nindent 2 }}
+{{- with .Values.extraEnvFrom }}
+envFrom:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+securityContext:
+  {{- include "airlock.containerSecurityContext" . | nindent 2 }}
+resources:
+  {{- toYaml .Values.resources | nindent 2 }}
+volumeMounts:
+  - name: config
+    mountPath: /etc/airlock/airlock.toml
+    subPath: airlock.toml
+    readOnly: true
+  - name: data
+    mountPath: /var/lib/airlock
+  - name: tmp
+    mountPath: /tmp
+  {{- if eq .Values.store.kind "postgres" }}
+  - name: backup
+    mountPath: /etc/airlock/backup
+    readOnly: true
+  {{- end }}
+  {{- with .Values.extraVolumeMounts }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
+{{- end -}}
