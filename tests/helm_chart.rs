@@ -13,6 +13,10 @@
 //!   configuration is loaded and validated), and the sqlite init container's command, run by
 //!   this binary on that configuration, makes a data directory `serve` starts on (twice: it is
 //!   idempotent), answering the probes' path;
+//! - on PostgreSQL, with a real OpenBao transit key and a real database: a backup made once is
+//!   restored by each replica's init container (its command, mounts and environment from the
+//!   manifest, the environment filled from stand-in Secrets as the kubelet would), and every
+//!   replica serves from the same key files;
 //! - values the chart refuses (sqlite with 3 replicas, postgres without its URL, its password
 //!   Secret or its key backup, a password in the URL, a raw master key shared by replicas, ...)
 //!   fail rendering with a message naming the value to set;
@@ -28,6 +32,8 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+#[path = "../crates/vault/tests/bao/mod.rs"]
+mod bao;
 mod common;
 use common::{require, root};
 
@@ -258,7 +264,7 @@ fn assert_config_accepted(r: &Rendered) {
 }
 
 /// The broker's data directory (the configuration's store.data_dir) and the volume it is on.
-fn data_volume<'a>(r: &'a Rendered) -> (PathBuf, &'a Value, String) {
+fn data_volume(r: &Rendered) -> (PathBuf, &Value, String) {
     let cfg: toml::Value = toml::from_str(&r.config()).unwrap();
     let data_dir = PathBuf::from(cfg["store"]["data_dir"].as_str().unwrap());
     let w = r.workloads()[0];
@@ -561,4 +567,183 @@ fn the_init_container_makes_a_data_directory_the_broker_serves_from() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     assert_eq!(status, Some(200), "GET {path}");
+}
+
+/// A container of the manifest run here as the kubelet would: each volume mount (but the
+/// configuration's) becomes a directory under `root`, the configuration is the rendered one with
+/// its paths moved there and the listener on `port`, the arguments' paths likewise, and the
+/// environment is the manifest's, its `secretKeyRef`s filled from `secrets` ((Secret, key) →
+/// value), so a reference to a Secret the test does not stand in for fails.
+struct Local {
+    config: PathBuf,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    /// Mount path in the pod → directory here.
+    mounts: Vec<(PathBuf, PathBuf)>,
+}
+
+fn localize(r: &Rendered, container: &Value, root: &Path, port: u16, secrets: &[((&str, &str), &str)]) -> Local {
+    let config_path = env_value(container, "AIRLOCK_CONFIG").unwrap();
+    let mut mounts = Vec::new();
+    for m in arr(&container["volumeMounts"]) {
+        let at = m["mountPath"].as_str().unwrap();
+        if at == config_path {
+            continue;
+        }
+        let here = root.join(m["name"].as_str().unwrap());
+        std::fs::create_dir_all(&here).unwrap();
+        mounts.push((PathBuf::from(at), here));
+    }
+    let map = |p: &str| -> String {
+        for (at, here) in &mounts {
+            if let Ok(rest) = Path::new(p).strip_prefix(at) {
+                return here.join(rest).display().to_string();
+            }
+        }
+        p.to_owned()
+    };
+    let mut cfg: toml::Table = toml::from_str(&r.config()).unwrap();
+    let data_dir = map(cfg["store"]["data_dir"].as_str().unwrap());
+    let mut set = |table: &str, key: &str, v: String| {
+        cfg.get_mut(table).and_then(toml::Value::as_table_mut).expect(table).insert(key.to_owned(), toml::Value::String(v));
+    };
+    set("store", "data_dir", data_dir);
+    set("server", "listen", format!("127.0.0.1:{port}"));
+    let config = root.join("airlock.toml");
+    std::fs::write(&config, toml::to_string(&cfg).unwrap()).unwrap();
+    let args = arr(&container["args"]).iter().map(|a| map(a.as_str().unwrap())).collect();
+    let env = arr(&container["env"])
+        .iter()
+        .map(|e| {
+            let name = e["name"].as_str().unwrap().to_owned();
+            if name == "AIRLOCK_CONFIG" {
+                return (name, config.display().to_string());
+            }
+            if let Some(v) = e["value"].as_str() {
+                return (name, v.to_owned());
+            }
+            let (secret, key) = env_secret(container, &name).unwrap_or_else(|| panic!("{name}: neither a value nor a Secret"));
+            let v = secrets.iter().find(|(k, _)| *k == (secret.as_str(), key.as_str())).unwrap_or_else(|| panic!("{name}: no stand-in for Secret {secret} key {key}")).1;
+            (name, v.to_owned())
+        })
+        .collect();
+    Local { config, args, env, mounts }
+}
+
+impl Local {
+    fn command(&self) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_airlock"));
+        c.env_clear().env("PATH", std::env::var_os("PATH").unwrap_or_default());
+        c.envs(self.env.iter().map(|(k, v)| (k, v))).args(&self.args).stdin(Stdio::null());
+        c
+    }
+
+    fn here(&self, in_pod: &str) -> PathBuf {
+        let p = Path::new(in_pod);
+        self.mounts.iter().find_map(|(at, here)| p.strip_prefix(at).ok().map(|rest| here.join(rest))).expect("a path on a mount")
+    }
+}
+
+fn pg_up() -> bool {
+    let up = std::net::TcpStream::connect_timeout(&"127.0.0.1:5432".parse().unwrap(), std::time::Duration::from_secs(2)).is_ok();
+    if !up {
+        if require() {
+            panic!("PostgreSQL at 127.0.0.1:5432 is required (AIRLOCK_REQUIRE_SERVICES=1) but unreachable");
+        }
+        eprintln!("skipped: PostgreSQL at 127.0.0.1:5432 is unreachable");
+    }
+    up
+}
+
+async fn pg_admin(sql: &str) {
+    use sqlx::Connection;
+    let mut c = sqlx::PgConnection::connect("postgres://postgres@127.0.0.1:5432/postgres").await.unwrap();
+    sqlx::raw_sql(sql).execute(&mut c).await.unwrap();
+}
+
+fn wait_healthy(server: &mut common::Server, port: u16, path: &str) {
+    for _ in 0..400 {
+        if http_status(port, path) == Some(200) {
+            return;
+        }
+        if let Ok(Some(exit)) = server.0.try_wait() {
+            let mut err = String::new();
+            std::io::Read::read_to_string(server.0.stderr.as_mut().unwrap(), &mut err).unwrap();
+            panic!("serve exited ({exit}): {err}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("GET {path} on port {port} never answered 200");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_replicas_restore_one_transit_wrapped_backup_and_serve() {
+    use std::os::unix::fs::PermissionsExt;
+    if !helm_available() || !pg_up() {
+        return;
+    }
+    let Some(b) = bao::Bao::start().await else { return };
+    b.call("POST", "sys/mounts/transit", Some(serde_json::json!({"type": "transit"}))).await;
+    b.call("POST", "transit/keys/airlock-master", None).await;
+    let db = format!("airlock_helm_{:016x}", rand::random::<u64>());
+    pg_admin(&format!("CREATE DATABASE {db}")).await;
+    let tmp = tempfile::tempdir().unwrap();
+
+    // The postgres values, pointed at this database and this OpenBao.
+    let over = tmp.path().join("here.yaml");
+    let url = format!("postgres://postgres@127.0.0.1:5432/{db}");
+    std::fs::write(&over, format!("store:\n  postgres:\n    url: {url}\nvaults:\n  bao:\n    addr: {}\n", b.addr)).unwrap();
+    let r = rendered(&["postgres.yaml", over.to_str().unwrap()]);
+    let d = r.workload("Deployment");
+    let replicas = d["spec"]["replicas"].as_u64().unwrap();
+    let restore = &arr(&d["spec"]["template"]["spec"]["initContainers"])[0];
+    let broker = r.broker(d);
+    let bao_secret = r.values["vaults"]["bao"]["existingSecret"].as_str().unwrap();
+    let db_secret = r.values["store"]["postgres"]["existingSecret"].as_str().unwrap();
+    let secrets = [((bao_secret, "token"), bao::ROOT), ((db_secret, "password"), "unused-with-trust-auth")];
+
+    // Made once, outside the cluster: a data directory whose master key OpenBao wraps (the
+    // rendered configuration without store.url), and its backup: what keys.backupSecret holds.
+    let once = tmp.path().join("once");
+    std::fs::create_dir(&once).unwrap();
+    let mut cfg: toml::Table = toml::from_str(&r.config()).unwrap();
+    let store = cfg.get_mut("store").and_then(toml::Value::as_table_mut).unwrap();
+    store.remove("url");
+    store.insert("data_dir".into(), toml::Value::String(once.join("data").display().to_string()));
+    std::fs::write(once.join("airlock.toml"), toml::to_string(&cfg).unwrap()).unwrap();
+    let env = [("AIRLOCK_CONFIG", once.join("airlock.toml")), ("AIRLOCK_VAULT_BAO_TOKEN", PathBuf::from(bao::ROOT))];
+    for args in [&["init", "--data-only"][..], &["backup", once.join("airlock.backup").to_str().unwrap()]] {
+        let out = Command::new(env!("CARGO_BIN_EXE_airlock")).envs(env.iter().map(|(k, v)| (k, v))).args(args).output().unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let doc: Value = serde_json::from_slice(&std::fs::read(once.join("data/master.key")).unwrap()).unwrap();
+    assert_eq!(doc["wrap"], "transit", "the master key is wrapped by OpenBao");
+
+    // Each replica: the init container restores the backup, then the broker serves.
+    let mut servers = Vec::new();
+    let mut key_files = Vec::new();
+    for i in 0..replicas {
+        let pod = tmp.path().join(format!("pod-{i}"));
+        let port = free_port();
+        let init = localize(&r, restore, &pod, port, &secrets);
+        assert_eq!(restore["args"][0], "restore");
+        let backup_in_pod = restore["args"][1].as_str().unwrap();
+        std::fs::copy(once.join("airlock.backup"), init.here(backup_in_pod)).unwrap();
+        let out = init.command().output().unwrap();
+        assert!(out.status.success(), "replica {i}: {:?}: {}", init.args, String::from_utf8_lossy(&out.stderr));
+        let cfg: toml::Table = toml::from_str(&std::fs::read_to_string(&init.config).unwrap()).unwrap();
+        let data = PathBuf::from(cfg["store"]["data_dir"].as_str().unwrap());
+        assert_eq!(std::fs::metadata(&data).unwrap().permissions().mode() & 0o777, 0o700);
+        key_files.push(["master.key", "audit-signing.key"].map(|f| std::fs::read(data.join(f)).unwrap()));
+        let serve = localize(&r, broker, &pod, port, &secrets);
+        assert_eq!(serve.config, init.config, "the broker reads the configuration its init container used");
+        let child = serve.command().stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+        servers.push((common::Server(child), port));
+    }
+    for (server, port) in &mut servers {
+        wait_healthy(server, *port, broker["readinessProbe"]["httpGet"]["path"].as_str().unwrap());
+    }
+    assert!(key_files.windows(2).all(|w| w[0] == w[1]), "every replica has the same key files");
+    drop(servers);
+    pg_admin(&format!("DROP DATABASE {db} WITH (FORCE)")).await;
 }
