@@ -17,6 +17,10 @@
 //!   restored by each replica's init container (its command, mounts and environment from the
 //!   manifest, the environment filled from stand-in Secrets as the kubelet would), and every
 //!   replica serves from the same key files;
+//! - the upgrade that sets `masterKey.rewrap` with transit (AppRole login, real OpenBao): the
+//!   init containers, run in order on the first release's data directory, leave the same key
+//!   wrapped by transit (and run again, still succeed), and the broker serves, its socket on the
+//!   pod's socket volume;
 //! - values the chart refuses (sqlite with 3 replicas, postgres without its URL, its password
 //!   Secret or its key backup, a password in the URL, a raw master key shared by replicas, ...)
 //!   fail rendering with a message naming the value to set;
@@ -602,13 +606,18 @@ fn localize(r: &Rendered, container: &Value, root: &Path, port: u16, secrets: &[
         }
         p.to_owned()
     };
-    let mut cfg: toml::Table = toml::from_str(&r.config()).unwrap();
-    let data_dir = map(cfg["store"]["data_dir"].as_str().unwrap());
-    let mut set = |table: &str, key: &str, v: String| {
-        cfg.get_mut(table).and_then(toml::Value::as_table_mut).expect(table).insert(key.to_owned(), toml::Value::String(v));
-    };
-    set("store", "data_dir", data_dir);
-    set("server", "listen", format!("127.0.0.1:{port}"));
+    // Every path of the configuration on a mount (the data directory, the socket) moves with it.
+    fn walk(v: &mut toml::Value, map: &dyn Fn(&str) -> String) {
+        match v {
+            toml::Value::String(s) if s.starts_with('/') => *s = map(s),
+            toml::Value::Array(a) => a.iter_mut().for_each(|x| walk(x, map)),
+            toml::Value::Table(t) => t.iter_mut().for_each(|(_, x)| walk(x, map)),
+            _ => {}
+        }
+    }
+    let mut cfg: toml::Value = toml::from_str(&r.config()).unwrap();
+    walk(&mut cfg, &map);
+    cfg["server"].as_table_mut().unwrap().insert("listen".into(), toml::Value::String(format!("127.0.0.1:{port}")));
     let config = root.join("airlock.toml");
     std::fs::write(&config, toml::to_string(&cfg).unwrap()).unwrap();
     let args = arr(&container["args"]).iter().map(|a| map(a.as_str().unwrap())).collect();
@@ -631,10 +640,18 @@ fn localize(r: &Rendered, container: &Value, root: &Path, port: u16, secrets: &[
 }
 
 impl Local {
+    /// The container's command.
     fn command(&self) -> Command {
+        let mut c = self.exec(&[]);
+        c.args(&self.args).stdin(Stdio::null());
+        c
+    }
+
+    /// `airlock ARGS` in the container's environment (`kubectl exec`).
+    fn exec(&self, args: &[&str]) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_airlock"));
         c.env_clear().env("PATH", std::env::var_os("PATH").unwrap_or_default());
-        c.envs(self.env.iter().map(|(k, v)| (k, v))).args(&self.args).stdin(Stdio::null());
+        c.envs(self.env.iter().map(|(k, v)| (k, v))).args(args);
         c
     }
 
@@ -746,4 +763,61 @@ async fn postgres_replicas_restore_one_transit_wrapped_backup_and_serve() {
     assert!(key_files.windows(2).all(|w| w[0] == w[1]), "every replica has the same key files");
     drop(servers);
     pg_admin(&format!("DROP DATABASE {db} WITH (FORCE)")).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_upgrade_that_sets_rewrap_moves_a_file_key_to_transit() {
+    if !helm_available() {
+        return;
+    }
+    let Some(b) = bao::Bao::start().await else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let pod = tmp.path().join("pod-0");
+    let port = free_port();
+
+    // The first release: the defaults, a raw key made by the init container, a secret put in it.
+    let r = rendered(&[]);
+    let sts = r.workload("StatefulSet");
+    let init = localize(&r, &arr(&sts["spec"]["template"]["spec"]["initContainers"])[0], &pod, port, &[]);
+    let out = init.command().output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let broker = localize(&r, r.broker(sts), &pod, port, &[]);
+    // `kubectl exec ... -- airlock secret put APP_TOKEN`: the container's environment.
+    let mut child = broker.exec(&["secret", "put", "APP_TOKEN"]).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), b"canary-value-before-rewrap\n").unwrap();
+    drop(child.stdin.take());
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "secret put: {}", String::from_utf8_lossy(&out.stderr));
+    let cfg: toml::Table = toml::from_str(&std::fs::read_to_string(&broker.config).unwrap()).unwrap();
+    let key_path = PathBuf::from(cfg["store"]["data_dir"].as_str().unwrap()).join("master.key");
+    assert_eq!(std::fs::read(&key_path).unwrap().len(), 32, "a raw key first");
+
+    // OpenBao: the transit key of transit.yaml, and an AppRole allowed to use it.
+    b.call("POST", "sys/mounts/transit", Some(serde_json::json!({"type": "transit"}))).await;
+    b.call("POST", "transit/keys/airlock", None).await;
+    let (role_id, secret_id) = b.approle("1h").await;
+    let policy = "path \"transit/encrypt/airlock\" { capabilities = [\"update\"] }\npath \"transit/decrypt/airlock\" { capabilities = [\"update\"] }\n";
+    b.call("PUT", "sys/policies/acl/airlock", Some(serde_json::json!({"policy": policy}))).await;
+
+    // The upgrade: transit with rewrap on. Its init containers run in order, then the broker.
+    let over = tmp.path().join("here.yaml");
+    std::fs::write(&over, format!("masterKey:\n  rewrap: true\nvaults:\n  corp-vault:\n    addr: {}\n", b.addr)).unwrap();
+    let r = rendered(&["transit.yaml", over.to_str().unwrap()]);
+    let sts = r.workload("StatefulSet");
+    let approle = r.values["vaults"]["corp-vault"]["existingSecret"].as_str().unwrap();
+    let secrets = [((approle, "role_id"), role_id.as_str()), ((approle, "secret_id"), secret_id.as_str()), (("airlock-handles", "billing"), "billing-token")];
+    for _start in 0..2 {
+        for c in arr(&sts["spec"]["template"]["spec"]["initContainers"]) {
+            let l = localize(&r, c, &pod, port, &secrets);
+            let out = l.command().output().unwrap();
+            assert!(out.status.success(), "{}: {}", c["name"], String::from_utf8_lossy(&out.stderr));
+        }
+        let doc: Value = serde_json::from_slice(&std::fs::read(&key_path).unwrap()).expect("a wrapped key document");
+        assert_eq!(doc["wrap"], "transit");
+    }
+    let serve = localize(&r, r.broker(sts), &pod, port, &secrets);
+    let mut server = common::Server(serve.command().stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap());
+    wait_healthy(&mut server, port, r.broker(sts)["readinessProbe"]["httpGet"]["path"].as_str().unwrap());
+    let socket = pod.join("socket/airlock.sock");
+    assert!(socket.exists(), "the agents' socket is on the pod's socket volume");
 }
