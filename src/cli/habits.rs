@@ -79,7 +79,8 @@ Examples:
 pub const EX_INIT: &str = "\
 Examples:
   airlock init
-  airlock --config /etc/airlock/airlock.toml init --json";
+  airlock --config /etc/airlock/airlock.toml init --json
+  airlock --config /etc/airlock/airlock.toml init --data-only   # a container's first start";
 
 pub const EX_SERVE: &str = "\
 Examples:

@@ -56,7 +56,14 @@ enum Cmd {
     Demo,
     /// Create a commented airlock.toml, the data directory, the master key and the audit key.
     #[command(after_long_help = habits::EX_INIT)]
-    Init,
+    Init {
+        /// Keep the existing configuration (a Kubernetes ConfigMap, say) and create only its
+        /// store.data_dir: the master key, wrapped as [store.master_key] says, the audit signing
+        /// key and the store. A data directory that holds both keys already is left as it is
+        /// (exit 0), so a container can run this before every start.
+        #[arg(long)]
+        data_only: bool,
+    },
     /// Serve the REST API and MCP over streamable HTTP at /mcp.
     #[command(after_long_help = habits::EX_SERVE)]
     Serve,
@@ -297,7 +304,8 @@ async fn run(cli: Cli) -> Result<u8> {
     }
     match cli.cmd {
         Cmd::Demo => demo::run().await,
-        Cmd::Init => init::run(config, json).await,
+        Cmd::Init { data_only: false } => init::run(config, json).await,
+        Cmd::Init { data_only: true } => init::data_only(config, json).await,
         Cmd::Serve => serve::run(config).await,
         Cmd::Reload => reload::run(config, json).await,
         Cmd::Mcp => call::mcp().await,
