@@ -208,9 +208,11 @@ impl<E: SpanExporter> SpanExporter for Warned<E> {
                 st.failing = true;
                 st.lost += n;
                 if st.warned.is_none_or(|w| w.elapsed() >= WARN_EVERY) {
+                    let e = e.to_string();
                     tracing::warn!(
                         endpoint = %self.endpoint,
                         lost = st.lost,
+                        reason = reason(&e),
                         error = %e,
                         "OTLP collector not reached; call spans dropped (calls and the audit are not affected; repeated at most once a minute)"
                     );
@@ -232,5 +234,33 @@ impl<E: SpanExporter> SpanExporter for Warned<E> {
 
     fn set_resource(&mut self, resource: &opentelemetry_sdk::Resource) {
         self.inner.set_resource(resource);
+    }
+}
+
+/// The cause of a failed export in a few words: the innermost OS message of a connection that
+/// failed (`Connection refused`), the collector's status, or a timeout; else the error itself.
+fn reason(e: &str) -> &str {
+    if let Some(m) = e.rsplit_once("message: \"").and_then(|(_, m)| m.split_once('"')).map(|(m, _)| m) {
+        return m;
+    }
+    if let Some(i) = e.find("Status Code: ") {
+        return e[i..].split(',').next().unwrap_or(e);
+    }
+    if e.contains("TimedOut") || e.contains("timed out") {
+        return "timed out";
+    }
+    e
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_reason_of_a_failed_export_is_short() {
+        let refused = r#"Operation failed: reqwest::Error { kind: Request, url: "http://127.0.0.1:9/v1/traces", source: hyper_util::client::legacy::Error(Connect, ConnectError("tcp connect error", 127.0.0.1:9, Os { code: 111, kind: ConnectionRefused, message: "Connection refused" })) }"#;
+        assert_eq!(super::reason(refused), "Connection refused");
+        let status = "Operation failed: OpenTelemetry trace export failed. Url: http://127.0.0.1:9/v1/traces, Status Code: 503, Response: b\"\"";
+        assert_eq!(super::reason(status), "Status Code: 503");
+        assert_eq!(super::reason("Operation failed: error sending request: operation timed out"), "timed out");
+        assert_eq!(super::reason("something else"), "something else");
     }
 }

@@ -367,6 +367,7 @@ async fn a_collector_that_refuses_costs_a_warning_and_nothing_else() {
     assert_eq!(warnings.len(), 1, "one warning a minute at most: {log}");
     eprintln!("{}", warnings[0]);
     assert!(warnings[0].contains(&format!("127.0.0.1:{closed}/v1/traces")) && warnings[0].contains("WARN"), "{}", warnings[0]);
+    assert!(warnings[0].contains("reason=Connection refused") || warnings[0].contains("reason=\"Connection refused\""), "{}", warnings[0]);
     assert!(!log.contains("ERROR"), "{log}");
     // The audit holds every call.
     let o = common::airlock_in(dir, &["audit", "tail", "-n", "50"], None, &[]);
