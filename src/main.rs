@@ -9,6 +9,7 @@ mod client;
 mod demo;
 mod doctor;
 mod home;
+mod telemetry;
 
 use clap::Parser;
 use std::process::ExitCode;
@@ -23,7 +24,7 @@ fn main() -> ExitCode {
     home::harden_process();
     limit_malloc_arenas();
     let cli = cli::Cli::parse();
-    init_logging(cli.default_log_level(), cli.log_json);
+    telemetry::init_logging(cli.default_log_level(), cli.log_json);
     cli::execute(cli)
 }
 
@@ -41,21 +42,5 @@ fn limit_malloc_arenas() {
         unsafe {
             libc::mallopt(libc::M_ARENA_MAX, 2);
         }
-    }
-}
-
-/// Logs to stderr at `default` unless RUST_LOG says otherwise; JSON lines with `json`. Colored
-/// only on a terminal, and never with NO_COLOR set (https://no-color.org): a log redirected to a
-/// file or read by journald holds no escape sequences.
-fn init_logging(default: &str, json: bool) {
-    use std::io::IsTerminal;
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let color = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(color);
-    if json {
-        b.json().init();
-    } else {
-        b.init();
     }
 }

@@ -85,7 +85,9 @@ Examples:
 pub const EX_SERVE: &str = "\
 Examples:
   airlock serve
-  RUST_LOG=debug airlock serve --log-json";
+  RUST_LOG=debug airlock serve --log-json
+  RUST_LOG=info,airlock::trace=debug airlock serve --log-json   # each stage of each call as a log line
+  OTEL_EXPORTER_OTLP_ENDPOINT=https://collector.example:4318 airlock serve   # spans over OTLP/HTTP";
 
 pub const EX_MCP: &str = "\
 Examples:

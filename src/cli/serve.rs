@@ -1,8 +1,8 @@
 //! `airlock serve`: the broker. Refuses to start on a data directory or key files others can
 //! read (T22), then serves REST and MCP on the TCP listener and the agents' routes on the Unix
 //! socket; SIGHUP re-reads the configuration and policies (put in force whole, or refused whole:
-//! `airlock reload`) and drops cached secrets, SIGTERM or Ctrl-C drain in-flight requests and
-//! stop.
+//! `airlock reload`) and drops cached secrets, SIGTERM or Ctrl-C drain in-flight requests, flush
+//! the call spans (when sent over OTLP) and stop.
 
 use crate::home;
 use airlock_server::Broker;
@@ -14,6 +14,8 @@ use std::sync::Arc;
 pub async fn run(config: &Path) -> Result<u8> {
     let cfg = super::load(config)?;
     home::refuse_unsafe_home(&cfg)?;
+    // The call spans over OTLP, when an endpoint is configured (src/telemetry.rs).
+    crate::telemetry::start_traces(&cfg.telemetry)?;
     let listen = cfg.server.listen;
     let socket = cfg.server.socket_path();
     let broker = Arc::new(super::open_broker(cfg.clone()).await?);
@@ -30,6 +32,8 @@ pub async fn run(config: &Path) -> Result<u8> {
     if let Some(p) = &socket {
         let _ = std::fs::remove_file(p);
     }
+    // The spans of the last calls, once they have drained.
+    crate::telemetry::stop_traces().await;
     r?;
     Ok(0)
 }

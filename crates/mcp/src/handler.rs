@@ -7,6 +7,7 @@
 
 use airlock_core::{CallError, ErrorCode};
 use airlock_server::Format;
+use airlock_server::broker::spans;
 use airlock_server::{Broker, Caller, Invocation};
 #[allow(deprecated)] // logging: see crate::notify
 use rmcp::model::SetLevelRequestParams;
@@ -19,6 +20,7 @@ use rmcp::service::RequestContext;
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
 use serde_json::{json, Value};
 use std::sync::Arc;
+use tracing::Instrument;
 
 const INSTRUCTIONS: &str = "Tools run through airlock. Name a credential by its handle \
 (`credential_handle`); airlock performs the call and returns sanitized data. Credentials are never shown.";
@@ -255,10 +257,12 @@ impl ServerHandler for AirlockMcp {
         let progress = notify::Progress::of(&ctx);
         progress.step("call received").await;
         let args = request.arguments.map(Value::Object).unwrap_or_else(|| json!({}));
-        let inv = match self.caller(&ctx).await {
+        // The call's span, around the token check and the call (airlock_server::broker::spans).
+        let span = spans::call_span();
+        let inv = match self.caller(&ctx).instrument(span.clone()).await {
             Ok(mut caller) => {
                 caller.elicit_url = self.can_elicit_url(&ctx);
-                let inv = self.broker.invoke(&caller, &request.name, args.clone()).await;
+                let inv = self.broker.invoke(&caller, &request.name, args.clone()).instrument(span.clone()).await;
                 if let Some(e) = &inv.elicit {
                     self.elicit_link(e, &ctx).await;
                 }
@@ -273,17 +277,23 @@ impl ServerHandler for AirlockMcp {
                     notify::send(&self.broker, &ctx.peer, level, notify::call_events(&self.broker, &request.name, &args, &inv)).await;
                     match self.wait_for_approval(&inv, &ctx, &progress).await {
                         // The person went to the page: the same call once more (it runs if approved).
-                        Some(true) => match self.caller(&ctx).await {
-                            Ok(caller) => self.broker.invoke(&caller, &request.name, args.clone()).await,
-                            Err(e) => self.broker.refuse(&request.name, e).await,
-                        },
+                        // A call of its own, with its own span.
+                        Some(true) => async {
+                            match self.caller(&ctx).await {
+                                Ok(caller) => self.broker.invoke(&caller, &request.name, args.clone()).await,
+                                Err(e) => self.broker.refuse(&request.name, e).await,
+                            }
+                        }
+                        .instrument(spans::call_span())
+                        .await,
                         // Still held: its message was sent above.
                         _ => return Ok(self.finish(inv, None, &ctx, &progress).await),
                     }
                 }
             }
-            Err(e) => self.broker.refuse(&request.name, e).await,
+            Err(e) => self.broker.refuse(&request.name, e).instrument(span.clone()).await,
         };
+        drop(span);
         Ok(self.finish(inv, Some((&request.name, &args)), &ctx, &progress).await)
     }
 }

@@ -9,7 +9,7 @@
 //! One module per table: `server`, `store`, `limits`, `sandbox`, `policy`, `shares`, `vault`
 //! (`[vaults.NAME]`), `handle` (`[handles.NAME]`, with the constraints of each kind in
 //! `database`, `http`, `smtp`, `command` and `aws`, and its `leases`, `approvals` and
-//! `results` tables), `agents` and `audit` (`[audit.export]`). `source` turns spans into
+//! `results` tables), `agents`, `audit` (`[audit.export]`) and `telemetry`. `source` turns spans into
 //! places and collects problems; `problem` holds the error types.
 
 mod agents;
@@ -36,6 +36,7 @@ mod shares;
 mod smtp;
 mod source;
 mod store;
+mod telemetry;
 mod vault;
 
 #[cfg(test)]
@@ -62,6 +63,7 @@ pub use self::secret_ref::{RemoteRef, SecretRef, REQUESTED_VALUE_PREFIX};
 pub use self::server::{default_socket_path, ServerConfig};
 pub use self::shares::{ShareChannelConfig, SharesConfig};
 pub use self::smtp::{plausible_address, recipient_allowed, SmtpConstraints, SmtpTls};
+pub use self::telemetry::TelemetryConfig;
 pub use self::store::{validate_store_url, MasterKeyConfig, MasterKeyWrap, StoreConfig, SyncMode};
 pub use self::secret_ref::valid_vault_name;
 pub use self::vault::{RemoteAuth, RemoteVaultConfig, RemoteVaultKind};
@@ -110,6 +112,8 @@ pub struct Config {
     pub issuers: BTreeMap<String, IssuerConfig>,
     /// `[audit]`: the continuous export of the audit records, when configured.
     pub audit: AuditConfig,
+    /// `[telemetry]`: where the spans of each call go (OTLP, or the log).
+    pub telemetry: TelemetryConfig,
 }
 
 /// The top-level tables. Each is read on its own; they are named here so that any other key
@@ -130,6 +134,7 @@ struct Sections {
     vaults: Option<IgnoredAny>,
     issuers: Option<IgnoredAny>,
     audit: Option<IgnoredAny>,
+    telemetry: Option<IgnoredAny>,
 }
 
 impl Config {
@@ -179,6 +184,7 @@ impl Config {
         self::shares::check_default_base(&shares, server.listen, &mut r, &root.key("shares"));
         let requests = section::<RequestsConfig>(&mut r, &src, "requests").checked(&mut r, &root.key("requests"));
         let audit = section::<audit::RawAudit>(&mut r, &src, "audit").checked(&mut r, &root.key("audit"), base);
+        let telemetry = section::<TelemetryConfig>(&mut r, &src, "telemetry").checked(&mut r, &root.key("telemetry"));
 
         let problems = r.into_problems();
         if !problems.is_empty() {
@@ -201,6 +207,7 @@ impl Config {
             vaults: vaults.valid,
             issuers,
             audit,
+            telemetry,
         })
     }
 }

@@ -569,3 +569,32 @@ fn t17_t29_the_default_link_base_of_a_listener_that_is_not_loopback_is_refused()
     let p = problems_of(&format!("{GOOD}\n[shares]\nbase_url = \"http://[::ffff:10.0.0.1]:80\"\n"));
     assert_eq!(p[0].code, ProblemCode::InsecureLink);
 }
+
+#[test]
+fn telemetry_endpoint_and_service_name_are_checked() {
+    let c = Config::parse(GOOD, "airlock.toml", Path::new(".")).unwrap();
+    assert_eq!(c.telemetry, TelemetryConfig::default());
+    let ok = format!("{GOOD}\n[telemetry]\notlp_endpoint = \"http://127.0.0.1:4318/v1/traces\"\nservice_name = \"airlock-eu\"\n");
+    let c = Config::parse(&ok, "airlock.toml", Path::new(".")).unwrap();
+    assert_eq!(c.telemetry.otlp_endpoint.as_deref(), Some("http://127.0.0.1:4318/v1/traces"));
+    assert_eq!(c.telemetry.service_name.as_deref(), Some("airlock-eu"));
+    let https = format!("{GOOD}\n[telemetry]\notlp_endpoint = \"https://collector.example:4318/v1/traces\"\n");
+    assert!(Config::parse(&https, "airlock.toml", Path::new(".")).is_ok());
+    for (endpoint, code) in [
+        ("http://collector.example:4318/v1/traces", ProblemCode::InsecureTransport),
+        ("collector:4318", ProblemCode::BadUrl),
+        ("not a url", ProblemCode::BadUrl),
+        ("ftp://127.0.0.1/v1/traces", ProblemCode::BadUrl),
+        ("https://user:key@collector.example/v1/traces", ProblemCode::PasswordInUrl),
+        ("https://collector.example/v1/traces?key=1", ProblemCode::BadUrl),
+    ] {
+        let text = format!("{GOOD}\n[telemetry]\notlp_endpoint = \"{endpoint}\"\nservice_name = \"\"\n");
+        let p = problems_of(&text);
+        assert_eq!(summary(&p).iter().map(|(c, f, _)| (*c, *f)).collect::<Vec<_>>(), [
+            (code, "telemetry.otlp_endpoint"),
+            (ProblemCode::BadValue, "telemetry.service_name"),
+        ], "{endpoint}");
+    }
+    let p = problems_of(&format!("{GOOD}\n[telemetry]\nendpoint = \"http://127.0.0.1:4318\"\n"));
+    assert_eq!(p[0].code, ProblemCode::UnknownKey);
+}

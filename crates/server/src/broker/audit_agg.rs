@@ -102,7 +102,13 @@ impl Broker {
             }
             Note::Folded => {
                 self.metrics().refusal_folded();
-                Invocation { request_id: uuid::Uuid::now_v7().to_string(), result: Err(err), redactions: 0, approval: None, elicit: None }
+                let request_id = uuid::Uuid::now_v7().to_string();
+                // Not audited, but traced like any refusal (when a front end opened a call span).
+                let span = tracing::Span::current();
+                span.record("request_id", request_id.as_str());
+                span.record("decision", "deny");
+                span.record("outcome", err.code.as_str());
+                Invocation { request_id, result: Err(err), redactions: 0, approval: None, elicit: None }
             }
         }
     }

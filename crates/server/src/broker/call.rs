@@ -17,8 +17,9 @@
 //! counted.
 
 use super::approval::{reason, GateCall, Held};
-use super::metrics::{Event, Stage};
+use super::metrics::{Event, Metrics, Stage};
 use super::registry::Prepared;
+use super::spans;
 use super::{Broker, Caller, Invocation};
 use airlock_core::config::Handle;
 use airlock_core::{CallError, ErrorCode, HandleName, Tool, Unscrubbed};
@@ -26,6 +27,7 @@ use airlock_store::audit::Decision;
 use serde_json::{json, Value};
 use std::borrow::Cow;
 use std::time::Instant;
+use tracing::{Instrument, Span};
 
 /// One call on its way through the broker: who asked, for what, and what has been decided so
 /// far. Every stage reads it; [`Broker::finish`] turns it into the audit record.
@@ -49,33 +51,68 @@ pub(crate) struct CallCtx<'a> {
     pub policies: Vec<String>,
     /// The approval the call runs under, if any.
     pub approval: Option<String>,
-    /// When the last stage ended (stage timings, [`CallCtx::lap`]).
+    /// The call's span ([`spans`]): the front end's, or its own.
+    pub span: Span,
+    /// The stage running now and its span, from [`CallCtx::start`] to [`CallCtx::lap`].
+    stage: Option<(Stage, Span)>,
+    /// When the running stage started.
     lap_from: Instant,
 }
 
 impl<'a> CallCtx<'a> {
-    /// A call of `tool` with `args` by `caller`, arriving now. Denied until checked.
+    /// A call of `tool` with `args` by `caller`, arriving now. Denied until checked. Its span
+    /// names the tool only if the broker knows it (`unknown` otherwise, as on `/metrics`).
     pub fn new(caller: Option<&'a Caller>, tool: &'a str, args: Value) -> CallCtx<'a> {
+        let request_id = uuid::Uuid::now_v7().to_string();
+        let span = spans::current_or_new_call();
+        span.record("request_id", request_id.as_str());
+        span.record("tool", Tool::parse(tool).map_or("unknown", |t| t.name()));
+        if let Some(c) = caller {
+            span.record("agent", c.agent.name.as_str());
+        }
         CallCtx {
             caller,
             tool,
             handle: None,
             args,
-            request_id: uuid::Uuid::now_v7().to_string(),
+            request_id,
             started: Instant::now(),
             decision: Decision::Deny,
             policies: Vec::new(),
             approval: None,
+            span,
+            stage: None,
             lap_from: Instant::now(),
         }
     }
 
-    /// Seconds since the last stage ended (or the call arrived); starts the next stage.
-    fn lap(&mut self) -> f64 {
-        let now = Instant::now();
-        let s = now.duration_since(self.lap_from).as_secs_f64();
-        self.lap_from = now;
-        s
+    /// Starts `stage` now: its span opens under the call's. Returns the span for the stage's
+    /// work to run in.
+    fn start(&mut self, stage: Stage) -> Span {
+        let span = spans::stage_span(&self.span, stage);
+        self.stage = Some((stage, span.clone()));
+        self.lap_from = Instant::now();
+        span
+    }
+
+    /// Ends the running stage, whether it passed or refused: its time goes to the stage
+    /// histogram and its span closes.
+    fn lap(&mut self, metrics: &Metrics) {
+        if let Some((stage, span)) = self.stage.take() {
+            metrics.stage(stage, self.lap_from.elapsed().as_secs_f64());
+            drop(span);
+        }
+    }
+
+    /// Records how the call ended on its span: the handle, the decision and the outcome (`ok`
+    /// or the error code).
+    fn record_end(&self, outcome: &str) {
+        if let Some(h) = &self.handle {
+            self.span.record("handle", h.as_str());
+        }
+        self.span.record("decision", if self.decision == Decision::Allow { "allow" } else { "deny" });
+        self.span.record("outcome", outcome);
+        self.span.record("otel.status_code", if outcome == "ok" { "ok" } else { "error" });
     }
 }
 
@@ -96,6 +133,8 @@ impl Broker {
     /// a task opened or closed, a sub-agent created), like a call: one record, allowed or denied.
     pub async fn audited(&self, caller: &Caller, action: &str, args: &Value, result: Result<Value, CallError>, started: Instant) -> Invocation {
         let mut ctx = CallCtx::new(Some(caller), action, args.clone());
+        // An operation's name is the broker's own, never an agent's.
+        ctx.span.record("tool", action);
         ctx.started = started;
         ctx.decision = if result.is_ok() { Decision::Allow } else { Decision::Deny };
         self.finish(ctx, result.map(Unscrubbed::new)).await
@@ -112,24 +151,27 @@ impl Broker {
         if let Some(obj) = ctx.args.as_object_mut() {
             obj.remove("credential_handle");
         }
-        // Each stage is timed whether it passes or refuses, so that a refusal's time is not
-        // counted as the next stage's.
-        // One configuration and one policy set for the whole call, whatever a reload does meanwhile.
+        // Each stage is timed (and its span closed) whether it passes or refuses, so that a
+        // refusal's time is not counted as the next stage's. One configuration and one policy
+        // set for the whole call, whatever a reload does meanwhile.
         let live = self.live();
-        let checked = self.check(&live, caller, &mut ctx).await;
-        self.metrics.stage(Stage::Check, ctx.lap());
+        let span = ctx.start(Stage::Check);
+        let checked = self.check(&live, caller, &mut ctx).instrument(span).await;
+        ctx.lap(&self.metrics);
         let checked = match checked {
             Ok(c) => c,
             Err(e) => return self.finish(ctx, Err(e)).await,
         };
+        ctx.start(Stage::Prepare);
         let prepared = self.prepare(caller, &checked, &ctx.args);
-        self.metrics.stage(Stage::Prepare, ctx.lap());
+        ctx.lap(&self.metrics);
         let prepared = match prepared {
             Ok(p) => p,
             Err(e) => return self.finish(ctx, Err(e)).await,
         };
-        let gate = self.gate(caller, &checked, &prepared, &mut ctx).await;
-        self.metrics.stage(Stage::Approval, ctx.lap());
+        let span = ctx.start(Stage::Approval);
+        let gate = self.gate(caller, &checked, &prepared, &mut ctx).instrument(span).await;
+        ctx.lap(&self.metrics);
         if let Err(held) = gate {
             return self.hold(ctx, *held).await;
         }
@@ -146,9 +188,10 @@ impl Broker {
                 return *inv;
             }
         }
-        ctx.lap();
-        let result = prepared.run(self, caller, &checked.handle).await;
-        self.metrics.stage(Stage::Execute, ctx.lap());
+        // The secret is resolved inside: `airlock.resolve` is a child of `airlock.execute`.
+        let span = ctx.start(Stage::Execute);
+        let result = prepared.run(self, caller, &checked.handle).instrument(span).await;
+        ctx.lap(&self.metrics);
         self.finish(ctx, result).await
     }
 
@@ -291,6 +334,7 @@ impl Broker {
             tracing::error!(request_id = %ctx.request_id, error = %e, "audit intent record not written; call refused");
             self.give_back(ctx.approval.as_deref()).await;
             let err = CallError::new(ErrorCode::AuditUnavailable);
+            ctx.record_end(err.code.as_str());
             self.metrics.record(ctx.tool, err.code.as_str(), ctx.started.elapsed().as_secs_f64());
             return Err(Box::new(Invocation { request_id: ctx.request_id.clone(), result: Err(err), redactions: 0, approval: None, elicit: None }));
         }
@@ -348,6 +392,7 @@ impl Broker {
     /// result) and defanged, the error's message scrubbed and its detail logged, the audit
     /// record written (no record, no result), the metrics counted.
     pub(crate) async fn finish(&self, mut ctx: CallCtx<'_>, result: Result<Unscrubbed, CallError>) -> Invocation {
+        ctx.start(Stage::Scrub);
         let scrubber = self.scrubber();
         let mut redactions = 0usize;
         let result = match result {
@@ -374,7 +419,8 @@ impl Broker {
                 Err(e)
             }
         };
-        self.metrics.stage(Stage::Scrub, ctx.lap());
+        ctx.lap(&self.metrics);
+        let span = ctx.start(Stage::Audit);
         let mut rec = self.record(&ctx);
         rec.redactions = redactions as u64;
         rec.sandbox = result.as_ref().ok().and_then(|v| v.get("sandbox")).cloned();
@@ -386,18 +432,19 @@ impl Broker {
                 rec.outcome = "error".into();
             }
         }
-        let result = match self.audit.append(rec).await {
+        let result = match self.audit.append(rec).instrument(span).await {
             Ok(_) => result,
             Err(e) => {
                 tracing::error!(request_id = %ctx.request_id, error = %e, "audit record not written; result withheld");
                 Err(CallError::new(ErrorCode::AuditUnavailable))
             }
         };
-        self.metrics.stage(Stage::Audit, ctx.lap());
+        ctx.lap(&self.metrics);
         let outcome = match &result {
             Ok(_) => "ok",
             Err(e) => e.code.as_str(),
         };
+        ctx.record_end(outcome);
         let tool = Tool::parse(ctx.tool);
         let tool_label = tool.map(|t| t.name()).unwrap_or("unknown");
         self.metrics.record(tool_label, outcome, ctx.started.elapsed().as_secs_f64());

@@ -136,7 +136,9 @@ impl Broker {
     /// Timed as the `authenticate` stage of a call.
     pub async fn authenticate(&self, token: Option<&str>) -> Result<Caller, CallError> {
         let started = std::time::Instant::now();
-        let r = self.authenticate_token(token).await;
+        // Under the front end's call span, when it opened one ([`super::spans`]).
+        let span = super::spans::stage_here(super::metrics::Stage::Authenticate);
+        let r = tracing::Instrument::instrument(self.authenticate_token(token), span).await;
         self.metrics.stage(super::metrics::Stage::Authenticate, started.elapsed().as_secs_f64());
         r
     }

@@ -28,6 +28,7 @@ pub mod request;
 pub mod revocation;
 mod secrets;
 pub mod share;
+pub mod spans;
 pub mod tools;
 
 pub use revocation::Revoker;

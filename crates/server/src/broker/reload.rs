@@ -44,7 +44,7 @@ impl Live {
 }
 
 /// The sections a running broker reads once, at start: changing one needs a restart.
-pub const RESTART_ONLY: &[&str] = &["server", "store", "sandbox", "shares", "vaults", "issuers", "audit"];
+pub const RESTART_ONLY: &[&str] = &["server", "store", "sandbox", "shares", "vaults", "issuers", "audit", "telemetry"];
 
 /// The tool-change broadcast's value for "every session: look again" (agent ids are never empty).
 pub const EVERY_AGENT: &str = "";
@@ -111,6 +111,7 @@ pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
         "vaults" => old.vaults == new.vaults,
         "issuers" => old.issuers == new.issuers,
         "audit" => old.audit == new.audit,
+        "telemetry" => old.telemetry == new.telemetry,
         _ => true,
     };
     RESTART_ONLY.iter().copied().filter(|s| !same(s)).collect()

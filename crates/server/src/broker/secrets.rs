@@ -285,6 +285,8 @@ impl Broker {
     /// output of this call is scrubbed.
     pub(crate) async fn resolve(&self, handle: &Handle) -> Result<Secret, CallError> {
         let started = std::time::Instant::now();
+        // A child of the `execute` span it runs in; it names nothing but its place.
+        let _span = super::spans::stage_here(super::metrics::Stage::Resolve);
         let secret = self.secrets.vault.resolve_recent(&handle.secret).await.map_err(|e| {
             CallError::new(ErrorCode::SecretUnavailable).detail(format!("handle {}: {e}", handle.name))
         })?;

@@ -5,7 +5,7 @@
 
 use super::auth::AgentAuth;
 use super::response::{json, ApiError};
-use crate::broker::{Broker, ChildRequest, Format};
+use crate::broker::{spans, Broker, ChildRequest, Format};
 use airlock_core::{CallError, ErrorCode};
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
@@ -17,6 +17,7 @@ use serde::Deserialize;
 use serde_json::{json as j, Value};
 use std::sync::Arc;
 use std::time::Instant;
+use tracing::Instrument;
 
 #[derive(Deserialize)]
 struct ToolsQuery {
@@ -42,26 +43,36 @@ struct InvokeBody {
     arguments: Value,
 }
 
+// Each call runs in its span, opened before the token is checked so that authentication is
+// one of its stages (crate::broker::spans).
 async fn invoke(State(b): State<Arc<Broker>>, auth: AgentAuth, body: Bytes) -> Response {
-    let c = match auth.caller_or_refuse(&b, "-").await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
-    match serde_json::from_slice::<InvokeBody>(&body) {
-        Ok(req) => b.invoke(&c, &req.tool, req.arguments).await.into_response(),
-        Err(_) => b.refuse("-", CallError::new(ErrorCode::BadRequest)).await.into_response(),
+    async move {
+        let c = match auth.caller_or_refuse(&b, "-").await {
+            Ok(c) => c,
+            Err(r) => return r,
+        };
+        match serde_json::from_slice::<InvokeBody>(&body) {
+            Ok(req) => b.invoke(&c, &req.tool, req.arguments).await.into_response(),
+            Err(_) => b.refuse("-", CallError::new(ErrorCode::BadRequest)).await.into_response(),
+        }
     }
+    .instrument(spans::call_span())
+    .await
 }
 
 async fn lease_issue(State(b): State<Arc<Broker>>, auth: AgentAuth, body: Bytes) -> Response {
-    let c = match auth.caller_or_refuse(&b, "request_lease").await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
-    match serde_json::from_slice::<Value>(&body) {
-        Ok(args) => b.invoke(&c, "request_lease", args).await.into_response(),
-        Err(_) => b.refuse("request_lease", CallError::new(ErrorCode::BadRequest)).await.into_response(),
+    async move {
+        let c = match auth.caller_or_refuse(&b, "request_lease").await {
+            Ok(c) => c,
+            Err(r) => return r,
+        };
+        match serde_json::from_slice::<Value>(&body) {
+            Ok(args) => b.invoke(&c, "request_lease", args).await.into_response(),
+            Err(_) => b.refuse("request_lease", CallError::new(ErrorCode::BadRequest)).await.into_response(),
+        }
     }
+    .instrument(spans::call_span())
+    .await
 }
 
 async fn lease_list(State(b): State<Arc<Broker>>, auth: AgentAuth) -> Response {
@@ -90,12 +101,16 @@ where
     Fut: std::future::Future<Output = Result<Value, CallError>>,
 {
     let started = Instant::now();
-    let c = match auth.caller_or_refuse(b, action).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
-    let result = op(c.clone()).await;
-    b.audited(&c, action, &args, result, started).await.into_response()
+    async move {
+        let c = match auth.caller_or_refuse(b, action).await {
+            Ok(c) => c,
+            Err(r) => return r,
+        };
+        let result = op(c.clone()).await;
+        b.audited(&c, action, &args, result, started).await.into_response()
+    }
+    .instrument(spans::call_span())
+    .await
 }
 
 /// An id from the path, bounded before it goes anywhere.
