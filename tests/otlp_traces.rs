@@ -184,16 +184,7 @@ async fn serve_with(dir: &Path, base: &str, env: &[(&str, &str)], args: &[&str])
         .stderr(log)
         .spawn()
         .unwrap();
-    let mut server = common::Server(child);
-    let client = reqwest::Client::new();
-    for _ in 0..800 {
-        if client.get(format!("{base}/healthz")).send().await.is_ok_and(|r| r.status() == 200) {
-            return server;
-        }
-        assert!(server.0.try_wait().unwrap().is_none(), "airlock serve exited: {}", std::fs::read_to_string(dir.join("serve.log")).unwrap());
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("airlock serve did not answer /healthz");
+    common::until_healthy(common::Server(child), dir, base).await
 }
 
 /// SIGTERM, then the exit status within `secs`.

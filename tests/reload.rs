@@ -6,7 +6,6 @@
 mod common;
 
 use serde_json::Value;
-use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -87,20 +86,11 @@ impl Home {
     }
 
     fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_airlock"));
-        c.current_dir(self.dir.path())
-            .env("AIRLOCK_CONFIG", self.config())
-            .env_remove("AIRLOCK_TOKEN")
-            .env_remove("AIRLOCK_ENDPOINT")
-            .env_remove("RUST_LOG")
-            .args(args);
-        c
+        common::operator(self.dir.path(), args)
     }
 
     fn run(&self, args: &[&str], stdin: &str) -> Output {
-        let mut child = self.cmd(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-        child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
-        child.wait_with_output().unwrap()
+        common::operator_run(self.dir.path(), args, stdin)
     }
 
     fn ok(&self, args: &[&str], stdin: &str) -> String {

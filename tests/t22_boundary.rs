@@ -5,6 +5,8 @@
 //! broker answers, a broker that refuses an unsafe home, and the official Python MCP SDK talking
 //! to `airlock mcp`.
 
+mod common;
+
 use serde_json::{json, Value};
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -53,20 +55,11 @@ impl Home {
 
     /// The `airlock` command as the broker's operator (the config and data dir are theirs).
     fn admin(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_airlock"));
-        c.current_dir(self.dir.path())
-            .env("AIRLOCK_CONFIG", self.config())
-            .env_remove("AIRLOCK_TOKEN")
-            .env_remove("AIRLOCK_ENDPOINT")
-            .env_remove("RUST_LOG")
-            .args(args);
-        c
+        common::operator(self.dir.path(), args)
     }
 
     fn admin_run(&self, args: &[&str], stdin: &str) -> Output {
-        let mut child = self.admin(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-        child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
-        child.wait_with_output().unwrap()
+        common::operator_run(self.dir.path(), args, stdin)
     }
 
     fn add_agent(&self, name: &str) -> String {

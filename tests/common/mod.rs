@@ -40,6 +40,42 @@ impl Drop for Server {
     }
 }
 
+/// `airlock ARGS` as the broker's operator would run it in `dir` (its `airlock.toml`), with none
+/// of the machine's agent variables or log settings.
+pub fn operator(dir: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_airlock"));
+    c.current_dir(dir)
+        .env("AIRLOCK_CONFIG", dir.join("airlock.toml"))
+        .env_remove("AIRLOCK_TOKEN")
+        .env_remove("AIRLOCK_ENDPOINT")
+        .env_remove("RUST_LOG")
+        .args(args);
+    c
+}
+
+/// [`operator`] with `stdin` written to it, waited for.
+pub fn operator_run(dir: &Path, args: &[&str], stdin: &str) -> std::process::Output {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = operator(dir, args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// Waits (20 s at most) until `server`, started in `dir` with its log in `dir/serve.log`,
+/// answers `GET {base}/healthz`; fails with the log when it exits first.
+pub async fn until_healthy(mut server: Server, dir: &Path, base: &str) -> Server {
+    let client = reqwest::Client::new();
+    for _ in 0..800 {
+        if client.get(format!("{base}/healthz")).send().await.is_ok_and(|r| r.status() == 200) {
+            return server;
+        }
+        assert!(server.0.try_wait().unwrap().is_none(), "airlock serve exited: {}", std::fs::read_to_string(dir.join("serve.log")).unwrap());
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    panic!("airlock serve did not answer /healthz");
+}
+
 /// Whether a missing service fails the test (AIRLOCK_REQUIRE_SERVICES=1, as in CI).
 pub fn require() -> bool {
     std::env::var("AIRLOCK_REQUIRE_SERVICES").is_ok_and(|v| v == "1")
