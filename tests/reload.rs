@@ -85,10 +85,6 @@ impl Home {
         std::fs::write(self.config(), cfg).unwrap();
     }
 
-    fn cmd(&self, args: &[&str]) -> Command {
-        common::operator(self.dir.path(), args)
-    }
-
     fn run(&self, args: &[&str], stdin: &str) -> Output {
         common::operator_run(self.dir.path(), args, stdin)
     }
@@ -112,44 +108,13 @@ impl Home {
             .unwrap()
     }
 
-    fn serve(&self) -> Serve {
-        let log = self.dir.path().join("serve.log");
-        let child = self.cmd(&["serve"]).stdout(Stdio::null()).stderr(std::fs::File::create(&log).unwrap()).spawn().unwrap();
-        let mut s = Serve { child, log };
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(20) {
-            if std::os::unix::net::UnixStream::connect(self.socket()).is_ok() {
-                return s;
-            }
-            if let Ok(Some(st)) = s.child.try_wait() {
-                panic!("airlock serve exited with {st}: {}", s.log());
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("airlock serve did not open its socket: {}", s.log());
+    fn serve(&self) -> common::Serving {
+        common::serve_until_socket(self.dir.path(), &self.socket())
     }
 
     /// Every audit record, oldest first.
     fn audit(&self) -> Vec<Value> {
         self.ok(&["audit", "export", "--from", "0"], "").lines().map(|l| serde_json::from_str(l).unwrap()).collect()
-    }
-}
-
-struct Serve {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Serve {
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

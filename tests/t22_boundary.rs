@@ -11,8 +11,8 @@ use serde_json::{json, Value};
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
 const SECRET: &str = "t22Canary_Zq8Lm3Vx7Pw2Kd";
 /// The OS user the agent runs as in these tests (created when missing; needs root).
@@ -104,40 +104,9 @@ fn home(extra_server: &str) -> Home {
     h
 }
 
-/// A running `airlock serve`, killed on drop. Its stderr goes to a file in the home.
-struct Serve {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Serve {
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn serve(h: &Home) -> Serve {
-    let log = h.dir.path().join("serve.log");
-    let child = h.admin(&["serve"]).stdout(Stdio::null()).stderr(std::fs::File::create(&log).unwrap()).spawn().unwrap();
-    let mut s = Serve { child, log };
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(20) {
-        if std::os::unix::net::UnixStream::connect(h.socket()).is_ok() {
-            return s;
-        }
-        if let Ok(Some(st)) = s.child.try_wait() {
-            panic!("airlock serve exited with {st}: {}", s.log());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("airlock serve did not open its socket: {}", s.log());
+/// A running `airlock serve` on the home, once its socket answers.
+fn serve(h: &Home) -> common::Serving {
+    common::serve_until_socket(h.dir.path(), &h.socket())
 }
 
 /// A thin client run, with only the endpoint and token in its environment.

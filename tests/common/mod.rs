@@ -76,6 +76,47 @@ pub async fn until_healthy(mut server: Server, dir: &Path, base: &str) -> Server
     panic!("airlock serve did not answer /healthz");
 }
 
+/// A running `airlock serve` with its stderr in `log`, killed and reaped when dropped.
+pub struct Serving {
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Serving {
+    /// What it logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `airlock serve` as the operator in `dir` (stderr in `dir/serve.log`), once `socket` accepts
+/// connections (20 s at most); fails with the log when it exits first.
+pub fn serve_until_socket(dir: &Path, socket: &Path) -> Serving {
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+    let log = dir.join("serve.log");
+    let child = operator(dir, &["serve"]).stdout(Stdio::null()).stderr(std::fs::File::create(&log).unwrap()).spawn().unwrap();
+    let mut s = Serving { child, log };
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(20) {
+        if std::os::unix::net::UnixStream::connect(socket).is_ok() {
+            return s;
+        }
+        if let Ok(Some(st)) = s.child.try_wait() {
+            panic!("airlock serve exited with {st}: {}", s.log());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("airlock serve did not open its socket: {}", s.log());
+}
+
 /// Whether a missing service fails the test (AIRLOCK_REQUIRE_SERVICES=1, as in CI).
 pub fn require() -> bool {
     std::env::var("AIRLOCK_REQUIRE_SERVICES").is_ok_and(|v| v == "1")
