@@ -198,8 +198,8 @@ struct Limits {
 
 /// The broker. One per process; share it as `Arc<Broker>`.
 ///
-/// It is a handful of components, each owned by one module: the configuration and policy
-/// (`identity`), the secrets and the scrubber built from them (`secrets`), the executors
+/// It is a handful of components, each owned by one module: the configuration and policy in
+/// force, swapped whole by a reload (`reload`), and who may do what under them (`identity`), the secrets and the scrubber built from them (`secrets`), the executors
 /// (`registry`), the audit log (`audit`), approvals (`approval`), leases and their reaper
 /// (`lease`), limiters and metrics. The path of one call is `call`.
 pub struct Broker {
