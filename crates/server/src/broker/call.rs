@@ -244,7 +244,7 @@ impl Broker {
 
     /// Tool, handle, policy and rate checks. Every refusal about the handle is the same error;
     /// a policy refusal leaves its policies in `ctx`.
-    async fn check<'h>(&self, live: &'h super::reload::Live, caller: &Caller, ctx: &mut CallCtx<'_>) -> Result<Checked<'h>, CallError> {
+    async fn check<'h>(&self, live: &'h super::live::Live, caller: &Caller, ctx: &mut CallCtx<'_>) -> Result<Checked<'h>, CallError> {
         let tool = Tool::parse(ctx.tool).ok_or(CallError::new(ErrorCode::UnknownTool))?;
         // The token's scopes first: an MCP client may step up (ask for the scope) on this code.
         if !caller.scope_allows(tool) {

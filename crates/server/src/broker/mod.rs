@@ -16,6 +16,7 @@ pub mod call;
 pub mod children;
 mod delivery;
 mod identity;
+mod live;
 pub mod issuers;
 pub mod keys;
 pub mod lease;
@@ -204,7 +205,7 @@ struct Limits {
 /// (`lease`), limiters and metrics. The path of one call is `call`.
 pub struct Broker {
     /// The configuration and the policies compiled from it, swapped whole by a reload.
-    live: std::sync::RwLock<Arc<reload::Live>>,
+    live: std::sync::RwLock<Arc<live::Live>>,
     /// Serializes reloads.
     reloading: tokio::sync::Mutex<()>,
     store: Store,
@@ -268,7 +269,7 @@ impl Broker {
             metrics.register_audit_export();
         }
         let broker = Broker {
-            live: std::sync::RwLock::new(Arc::new(reload::Live::new(Arc::new(cfg), policy))),
+            live: std::sync::RwLock::new(Arc::new(live::Live::new(Arc::new(cfg), policy))),
             reloading: tokio::sync::Mutex::new(()),
             store,
             audit,
@@ -299,7 +300,7 @@ impl Broker {
     }
 
     /// The configuration and policies in force, together.
-    fn live(&self) -> Arc<reload::Live> {
+    fn live(&self) -> Arc<live::Live> {
         self.live.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 

@@ -20,6 +20,7 @@
 //! Approvals are bound to the policy version: a reload that changes what decides calls leaves
 //! every pending or granted approval unusable, as a restart with the new file would.
 
+use super::live::Live;
 use super::revocation::{Revoked, Revoker};
 use super::Broker;
 use airlock_core::config::{Config, ConfigError, Handle, SecretRef};
@@ -27,21 +28,6 @@ use airlock_core::{HandleName, Secret};
 use airlock_policy::PolicyEngine;
 use serde_json::json;
 use std::sync::Arc;
-
-/// What a call reads of the configuration, swapped whole by a reload.
-pub(crate) struct Live {
-    pub(crate) cfg: Arc<Config>,
-    pub(crate) policy: Arc<PolicyEngine>,
-    /// The version approvals are bound to ([`super::approval::policy_version`]).
-    pub(crate) approval_version: String,
-}
-
-impl Live {
-    pub(crate) fn new(cfg: Arc<Config>, policy: PolicyEngine) -> Live {
-        let approval_version = super::approval::policy_version(policy.version(), &cfg);
-        Live { cfg, policy: Arc::new(policy), approval_version }
-    }
-}
 
 /// The sections a running broker reads once, at start: changing one needs a restart.
 pub const RESTART_ONLY: &[&str] = &["server", "store", "sandbox", "shares", "vaults", "issuers", "audit", "telemetry"];
