@@ -214,6 +214,8 @@ pub(crate) struct GateCall<'a> {
     pub handle: &'a HandleName,
     pub args: &'a Value,
     pub rule: &'a ApprovalRule,
+    /// The policy version the call was checked under (a reload may have moved it since).
+    pub policy_version: &'a str,
 }
 
 /// A refusal of the gate: the error, and the approval it is about.
@@ -244,15 +246,15 @@ impl Broker {
     /// its id and the call runs), or holds the call (creating or reusing a pending approval and,
     /// when the rule says so, waiting for the decision).
     pub(crate) async fn approval_gate(&self, call: &GateCall<'_>, why: String) -> Result<String, Box<Held>> {
-        let GateCall { caller, tool, handle, args, rule } = *call;
+        let GateCall { caller, tool, handle, args, rule, policy_version } = *call;
         let internal = |e: airlock_store::StoreError| {
             Box::new(Held { error: CallError::new(ErrorCode::Internal).detail(e.to_string()), approval_id: String::new(), ticket: Value::Null })
         };
         let a = &caller.agent;
         let key = CallKey { agent_id: &a.id, agent_name: &a.name, parents: &caller.parents, tool: tool.name(), handle: handle.as_str(), args };
-        // One version for the whole gate, even if a reload swaps the policies meanwhile.
-        let version = self.policy_version();
-        let hash = call_hash(&key, &version);
+        // The version the call was checked under, even if a reload swapped the policies since.
+        let version = policy_version;
+        let hash = call_hash(&key, version);
         // Read and create under the call's lock: of identical concurrent first calls, one
         // creates the pending approval and the others find it (T29).
         let gate = self.approvals.gate_lock(&hash).await;
@@ -289,7 +291,7 @@ impl Broker {
                     handle: handle.as_str(),
                     arguments: &shown,
                     reason: &why,
-                    policy_version: &version,
+                    policy_version: version,
                     created_at: now,
                     expires_at,
                 };

@@ -120,6 +120,8 @@ impl<'a> CallCtx<'a> {
 struct Checked<'h> {
     tool: Tool,
     handle: Cow<'h, Handle>,
+    /// The configuration the call was checked under; its approval rule comes from it too.
+    live: &'h super::live::Live,
 }
 
 impl Broker {
@@ -293,7 +295,7 @@ impl Broker {
         if !self.take_call(caller) {
             return Err(CallError::new(ErrorCode::RateLimited));
         }
-        Ok(Checked { tool, handle })
+        Ok(Checked { tool, handle, live })
     }
 
     /// Validates the arguments with the tool's executor; nothing secret exists yet.
@@ -305,10 +307,9 @@ impl Broker {
     /// used now (after validation, so that nothing invalid is put before a person). The approval
     /// used is recorded in `ctx`.
     async fn gate(&self, caller: &Caller, c: &Checked<'_>, p: &Prepared, ctx: &mut CallCtx<'_>) -> Result<(), Box<Held>> {
-        let cfg = self.cfg();
-        let Some(rule) = cfg.approvals.get(&c.handle.name) else { return Ok(()) };
+        let Some(rule) = c.live.cfg.approvals.get(&c.handle.name) else { return Ok(()) };
         let Some(why) = reason(rule, c.tool, &p.facts(self, &c.handle)) else { return Ok(()) };
-        let call = GateCall { caller, tool: c.tool, handle: &c.handle.name, args: &ctx.args, rule };
+        let call = GateCall { caller, tool: c.tool, handle: &c.handle.name, args: &ctx.args, rule, policy_version: &c.live.approval_version };
         ctx.approval = Some(self.approval_gate(&call, why).await?);
         Ok(())
     }

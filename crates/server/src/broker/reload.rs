@@ -11,8 +11,8 @@
 //! 2. the scrubber learns the secrets of the new configuration's handles, kept with the old
 //!    one's, before any call can use a new handle;
 //! 3. one swap of the configuration, the policies and the approvals' policy version together: a
-//!    call takes the configuration once per step and sees the old or the new, never a mix of
-//!    policies and handles;
+//!    call takes them once, at its check, for its handle, policy decision and approval rule, so
+//!    it never mixes one file's handle with the other's policies;
 //! 4. what was kept per handle or per agent is dropped (database pools of changed handles,
 //!    connected accounts' tokens, authenticated agents), sessions are told to look again at their
 //!    tool list, and the reload is audited (`config_reloaded` or `config_reload_refused`).
