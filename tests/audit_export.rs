@@ -229,18 +229,7 @@ async fn setup(dir: &Path, port: u16, extra: &str) -> String {
 
 /// `airlock serve` in `dir`, once it answers /healthz.
 async fn serve(dir: &Path, base: &str) -> common::Server {
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("serve.log")).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_airlock"))
-        .current_dir(dir)
-        .env("AIRLOCK_CONFIG", dir.join("airlock.toml"))
-        .env("RUST_LOG", "info")
-        .arg("serve")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    common::until_healthy(common::Server(child), dir, base).await
+    common::serve_http(dir, base, &[], &[]).await
 }
 
 /// One query_db call as `token`; its answer.

@@ -167,24 +167,7 @@ async fn serve(dir: &Path, base: &str, env: &[(&str, &str)]) -> common::Server {
 
 /// [`serve`] with more arguments (`--log-json`); RUST_LOG may be set in `env`.
 async fn serve_with(dir: &Path, base: &str, env: &[(&str, &str)], args: &[&str]) -> common::Server {
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("serve.log")).unwrap();
-    let mut c = Command::new(env!("CARGO_BIN_EXE_airlock"));
-    for v in ["OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_SERVICE_NAME", "OTEL_SDK_DISABLED", "OTEL_BSP_SCHEDULE_DELAY"] {
-        c.env_remove(v);
-    }
-    let child = c
-        .current_dir(dir)
-        .env("AIRLOCK_CONFIG", dir.join("airlock.toml"))
-        .env("RUST_LOG", "info")
-        .envs(env.iter().copied())
-        .arg("serve")
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    common::until_healthy(common::Server(child), dir, base).await
+    common::serve_http(dir, base, env, args).await
 }
 
 /// SIGTERM, then the exit status within `secs`.

@@ -117,6 +117,31 @@ pub fn serve_until_socket(dir: &Path, socket: &Path) -> Serving {
     panic!("airlock serve did not open its socket: {}", s.log());
 }
 
+/// `airlock serve` in `dir` with `env` and `args` added (RUST_LOG=info unless `env` says
+/// otherwise; none of the machine's OTEL_* settings), its stderr appended to `dir/serve.log`;
+/// once it answers `GET {base}/healthz`.
+pub async fn serve_http(dir: &Path, base: &str, env: &[(&str, &str)], args: &[&str]) -> Server {
+    use std::process::Stdio;
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("serve.log")).unwrap();
+    let mut c = Command::new(env!("CARGO_BIN_EXE_airlock"));
+    for v in ["OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_SERVICE_NAME", "OTEL_SDK_DISABLED", "OTEL_BSP_SCHEDULE_DELAY"] {
+        c.env_remove(v);
+    }
+    let child = c
+        .current_dir(dir)
+        .env("AIRLOCK_CONFIG", dir.join("airlock.toml"))
+        .env("RUST_LOG", "info")
+        .envs(env.iter().copied())
+        .arg("serve")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    until_healthy(Server(child), dir, base).await
+}
+
 /// Whether a missing service fails the test (AIRLOCK_REQUIRE_SERVICES=1, as in CI).
 pub fn require() -> bool {
     std::env::var("AIRLOCK_REQUIRE_SERVICES").is_ok_and(|v| v == "1")
