@@ -21,6 +21,9 @@ use std::num::NonZeroU32;
 use std::str::FromStr;
 use std::time::Duration;
 
+mod group;
+pub use group::{group_name, GROUP_PREFIX};
+
 /// Why a dynamic credential could not be created or revoked. Messages name no secret: driver
 /// errors are reduced to their database code and a fixed text.
 #[derive(Debug, thiserror::Error)]
@@ -289,8 +292,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long an admin connection is kept unused for the next lease operation.
 const KEEP_IDLE: Duration = Duration::from_secs(60);
-/// At most this many idle admin connections per credential.
-const KEEP_PER_CREDENTIAL: usize = 2;
+/// At most this many idle admin connections per credential: leases of one handle are created
+/// and dropped concurrently.
+const KEEP_PER_CREDENTIAL: usize = 8;
 
 /// Admin connections kept between lease operations, so that issuing and revoking a lease do not
 /// each open (and authenticate) a new connection. One value per broker, never process-wide: a
@@ -301,9 +305,13 @@ const KEEP_PER_CREDENTIAL: usize = 2;
 /// statement set; a ping on MySQL, whose connections are kept only after the default statements,
 /// which set none). A connection whose operation failed is closed, never kept; one unused for
 /// [`KEEP_IDLE`] is dropped when next looked at.
+///
+/// It also remembers which group roles ([`group`]) this broker has made or checked, so that a
+/// lease does not make them again (each lease still checks its group's grants).
 #[derive(Default)]
 pub struct AdminSessions {
     kept: std::sync::Mutex<std::collections::HashMap<[u8; 32], Vec<Kept>>>,
+    groups: std::sync::Mutex<std::collections::HashSet<[u8; 32]>>,
 }
 
 impl std::fmt::Debug for AdminSessions {
@@ -318,6 +326,10 @@ struct Kept {
 }
 
 impl AdminSessions {
+    fn groups(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<[u8; 32]>> {
+        self.groups.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn kept(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<[u8; 32], Vec<Kept>>> {
         self.kept.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -412,6 +424,21 @@ impl Admin {
         Ok(())
     }
 
+    /// Runs a batch of statements in one implicit transaction (simple query protocol) and returns
+    /// the boolean in the first column of the last row it yields.
+    async fn fetch_bool(&mut self, batch: &str) -> Result<bool, LeaseError> {
+        use sqlx::Row;
+        let rows = match self {
+            Admin::Pg(c) => c.fetch_all(sqlx::raw_sql(batch)).await.map(|rows| rows.last().map(|r| r.try_get::<bool, _>(0))),
+            Admin::My(c) => c.fetch_all(sqlx::raw_sql(batch)).await.map(|rows| rows.last().map(|r| r.try_get::<bool, _>(0))),
+        };
+        match rows {
+            Ok(Some(Ok(b))) => Ok(b),
+            Ok(_) => Err(LeaseError::Statement { index: usize::MAX, code: "no-result".into() }),
+            Err(e) => Err(LeaseError::Statement { index: 0, code: db_code(&e) }),
+        }
+    }
+
     async fn role_exists(&mut self, name: &str) -> Result<bool, LeaseError> {
         let r = match self {
             Admin::Pg(c) => sqlx::query_scalar::<_, i64>("SELECT count(*) FROM pg_roles WHERE rolname = $1").bind(name).fetch_one(c).await,
@@ -476,6 +503,17 @@ pub async fn create_role(sessions: &AdminSessions, handle: &Handle, policy: &Lea
     let fill = Fill { name: spec.name, password_hash: &hash, expiration: &expiration, database: &database, scope: spec.scope, tables: spec.tables };
     let stmts = expand(handle.kind, &templates(&policy.creation_statements, defaults), &fill);
     let secret = lease_secret(db, &url, spec.name, &password)?;
+    if grouped(handle.kind, policy) {
+        let g = group::Grouped {
+            url: &url,
+            database: &database,
+            group: group_name(url.username(), &database, spec.scope, spec.tables),
+            scope: spec.scope,
+            tables: spec.tables,
+        };
+        g.create(sessions, spec.name, &hash, &expiration).await?;
+        return Ok(secret);
+    }
     let lock = ddl_lock(&url);
     let _guard = lock.lock().await;
     let mut conn = sessions.checkout(handle.kind, &url).await?;
@@ -497,6 +535,12 @@ pub async fn create_role(sessions: &AdminSessions, handle: &Handle, policy: &Lea
     }
     sessions.check_in(&url, conn, keepable(handle.kind, policy)).await;
     Ok(secret)
+}
+
+/// Whether a handle's leases join a group role ([`group`]): PostgreSQL with the default creation
+/// statements.
+fn grouped(kind: HandleKind, policy: &LeasePolicy) -> bool {
+    kind == HandleKind::Postgres && policy.creation_statements.is_none()
 }
 
 /// Whether an admin connection may be kept after this policy's statements ran: always on
@@ -547,6 +591,12 @@ pub async fn drop_role(sessions: &AdminSessions, handle: &Handle, policy: &Lease
     let db = handle.database().ok_or(LeaseError::Unsupported("not a database handle"))?;
     let url = admin_url(db, admin)?;
     let database = database_name(&url)?;
+    // With the default statements a role holds no grants of its own (a group's member) and is
+    // dropped without the lock; a role with grants (made by custom or earlier statements) fails
+    // that way on a concurrent grant and is dropped the careful way below.
+    if handle.kind == HandleKind::Postgres && policy.revocation_statements.is_none() && group::drop_fast(sessions, &url, name).await.is_ok() {
+        return Ok(());
+    }
     let lock = ddl_lock(&url);
     let _guard = lock.lock().await;
     let mut conn = sessions.checkout(handle.kind, &url).await?;

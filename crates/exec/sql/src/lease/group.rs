@@ -1,0 +1,260 @@
+//! PostgreSQL leases with the default statements: the grants live on a group role, a lease's role
+//! only joins it.
+//!
+//! Per-lease `GRANT`s update the catalog rows of the database, the schemas and the tables, which
+//! every lease of a handle shares; PostgreSQL fails two concurrent updates of one row ("tuple
+//! concurrently updated"), so they had to queue, one lease at a time per database. Here the
+//! grants are made once, on a `NOLOGIN` group role per admin user, database, scope and table
+//! set ([`group_name`]), and a lease is one statement that writes only rows of its own:
+//! `CREATE ROLE … IN ROLE group`. Leases of one handle are created and dropped concurrently.
+//!
+//! What a lease may do is exactly what its group holds, and the group holds exactly the grants
+//! its name stands for: the scope's privileges on the listed tables (or every table of `public`),
+//! `USAGE` on their schemas, `CONNECT` on the database. The statement that creates a lease also
+//! checks, in the same transaction, that the group still holds all of them (a table dropped and
+//! created again loses its grants); when it does not, the grants are made again before the lease
+//! is returned.
+//!
+//! Durability: a lease's role is committed without waiting for the WAL flush
+//! (`synchronous_commit = off` for that one transaction). A PostgreSQL crash within the WAL
+//! writer's delay can lose a role created just before; its lease then fails closed (the login is
+//! refused) and its revocation finds the role gone. A revocation is always committed durably:
+//! losing one would bring a revoked role back.
+
+use super::{credential_key, ddl_lock, esc_ident, esc_literal, expand, retryable, Admin, AdminSessions, Fill, LeaseError, RETRIES, PG_CREATE};
+use airlock_core::config::{HandleKind, Scope};
+use ring::digest;
+use sqlx::Executor;
+use std::time::Duration;
+
+/// The prefix of group roles; reconciliation, which drops lease roles left behind, never looks at
+/// them (they are shared by the leases of every installation using the same admin user).
+pub const GROUP_PREFIX: &str = "airlock_g_";
+
+/// The group role of an admin user, database, scope and table set (tables in the config's
+/// spelling, in any order): the prefix and 20 hex digits of a SHA-256 over them.
+pub fn group_name(admin_user: &str, database: &str, scope: Scope, tables: Option<&[String]>) -> String {
+    let mut h = digest::Context::new(&digest::SHA256);
+    let scope = match scope {
+        Scope::ReadOnly => "read_only",
+        Scope::ReadWrite => "read_write",
+    };
+    for part in [admin_user, database, scope] {
+        h.update(part.as_bytes());
+        h.update(&[0]);
+    }
+    match tables {
+        None => h.update(b"\x01all tables of public"),
+        Some(ts) => {
+            let mut ts: Vec<&str> = ts.iter().map(String::as_str).collect();
+            ts.sort_unstable();
+            ts.dedup();
+            for t in ts {
+                h.update(t.as_bytes());
+                h.update(&[0]);
+            }
+        }
+    }
+    let d = h.finish();
+    let hex: String = d.as_ref()[..10].iter().map(|b| format!("{b:02x}")).collect();
+    format!("{GROUP_PREFIX}{hex}")
+}
+
+/// The privileges of a scope, one by one (`has_table_privilege` with a list is true when any of
+/// them is held).
+fn privileges(scope: Scope) -> &'static [&'static str] {
+    match scope {
+        Scope::ReadOnly => &["SELECT"],
+        Scope::ReadWrite => &["SELECT", "INSERT", "UPDATE", "DELETE"],
+    }
+}
+
+/// A `SELECT` of one boolean: whether `group` holds every grant the lease needs.
+fn holds_all(group: &str, database: &str, scope: Scope, tables: Option<&[String]>) -> String {
+    let g = esc_literal(group);
+    let mut parts = vec![format!("has_database_privilege('{g}', '{}', 'CONNECT')", esc_literal(database))];
+    let privs = privileges(scope);
+    match tables {
+        Some(ts) => {
+            let mut schemas: Vec<&str> = ts.iter().map(|t| t.split_once('.').map_or("public", |(s, _)| s)).collect();
+            schemas.sort_unstable();
+            schemas.dedup();
+            parts.extend(schemas.iter().map(|s| format!("has_schema_privilege('{g}', '{}', 'USAGE')", esc_literal(s))));
+            for t in ts {
+                parts.extend(privs.iter().map(|p| format!("has_table_privilege('{g}', '{}', '{p}')", esc_literal(t))));
+            }
+        }
+        None => {
+            parts.push(format!("has_schema_privilege('{g}', 'public', 'USAGE')"));
+            let each: Vec<String> = privs.iter().map(|p| format!("has_table_privilege('{g}', c.oid, '{p}')")).collect();
+            // What `GRANT … ON ALL TABLES IN SCHEMA` covers: tables, partitioned tables, views,
+            // materialized views and foreign tables.
+            parts.push(format!(
+                "NOT EXISTS (SELECT 1 FROM pg_class c WHERE c.relnamespace = 'public'::regnamespace \
+                 AND c.relkind IN ('r', 'p', 'v', 'm', 'f') AND NOT ({}))",
+                each.join(" AND ")
+            ));
+        }
+    }
+    format!("SELECT {}", parts.join(" AND "))
+}
+
+/// What a grouped lease is made of.
+pub(super) struct Grouped<'a> {
+    pub url: &'a url::Url,
+    pub database: &'a str,
+    pub group: String,
+    pub scope: Scope,
+    pub tables: Option<&'a [String]>,
+}
+
+impl Grouped<'_> {
+    /// The key of this group in [`AdminSessions`]: the server, database, admin and group.
+    fn key(&self) -> [u8; 32] {
+        let mut k = credential_key(self.url).to_vec();
+        k.extend_from_slice(self.group.as_bytes());
+        digest::digest(&digest::SHA256, &k).as_ref().try_into().expect("SHA-256 is 32 bytes")
+    }
+
+    /// Creates the group if missing and makes its grants, in one transaction, under the
+    /// database's DDL lock (grants update shared catalog rows). Idempotent; another process doing
+    /// the same at once makes one of the two retry.
+    async fn ensure(&self, sessions: &AdminSessions) -> Result<(), LeaseError> {
+        let fill = Fill { name: &self.group, password_hash: "", expiration: "", database: self.database, scope: self.scope, tables: self.tables };
+        let g = esc_ident(&self.group);
+        let mut stmts = vec![
+            format!(
+                "DO $$ BEGIN CREATE ROLE \"{g}\" NOLOGIN; \
+                 EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$"
+            ),
+            // A role of that name made some other way must not log in either.
+            format!("ALTER ROLE \"{g}\" NOLOGIN"),
+        ];
+        stmts.extend(expand(HandleKind::Postgres, &PG_CREATE[1..].iter().map(|s| (*s).to_owned()).collect::<Vec<_>>(), &fill));
+        let batch = stmts.join(";\n");
+        let lock = ddl_lock(self.url);
+        let _guard = lock.lock().await;
+        let mut conn = sessions.checkout(HandleKind::Postgres, self.url).await?;
+        let mut attempt = 0;
+        let r = loop {
+            match conn.run(std::slice::from_ref(&batch)).await {
+                Ok(()) => break Ok(()),
+                Err(e) if retryable(&e) && attempt + 1 < RETRIES => {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(10 * attempt as u64)).await;
+                }
+                Err(e) => break Err(e),
+            }
+        };
+        sessions.check_in(self.url, conn, r.is_ok()).await;
+        if r.is_ok() {
+            sessions.groups().insert(self.key());
+        }
+        r
+    }
+
+    /// Creates the lease's role in the group: one statement, committed without waiting for the
+    /// WAL flush, checked in the same transaction to find every grant in place. Makes the group
+    /// first if this broker has not seen it, and again if the check finds a grant missing.
+    pub(super) async fn create(&self, sessions: &AdminSessions, name: &str, verifier: &str, expiration: &str) -> Result<(), LeaseError> {
+        if !sessions.groups().contains(&self.key()) {
+            self.ensure(sessions).await?;
+        }
+        let batch = format!(
+            "SET LOCAL synchronous_commit = off;\n\
+             CREATE ROLE \"{}\" LOGIN PASSWORD '{}' VALID UNTIL '{}' IN ROLE \"{}\";\n{}",
+            esc_ident(name),
+            esc_literal(verifier),
+            esc_literal(expiration),
+            esc_ident(&self.group),
+            holds_all(&self.group, self.database, self.scope, self.tables)
+        );
+        let mut attempt = 0;
+        let complete = loop {
+            let mut conn = sessions.checkout(HandleKind::Postgres, self.url).await?;
+            let r = conn.fetch_bool(&batch).await;
+            sessions.check_in(self.url, conn, r.is_ok()).await;
+            match r {
+                Ok(all) => break all,
+                // The group is gone (dropped by hand): make it again, once.
+                Err(LeaseError::Statement { code, .. }) if code == "42704" && attempt == 0 => {
+                    attempt += 1;
+                    sessions.groups().remove(&self.key());
+                    self.ensure(sessions).await?;
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        if !complete {
+            if let Err(e) = self.ensure(sessions).await {
+                let _ = drop_fast(sessions, self.url, name).await;
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Drops a lease's role without the database's DDL lock, for roles made by [`Grouped::create`]
+/// (which hold no grants of their own): its objects reassigned and dropped and the role dropped in
+/// one durable transaction, then its sessions ended (a login is refused from the commit on).
+/// `Ok(false)` when the role did not exist.
+pub(super) async fn drop_fast(sessions: &AdminSessions, url: &url::Url, name: &str) -> Result<bool, LeaseError> {
+    let mut conn = sessions.checkout(HandleKind::Postgres, url).await?;
+    let r = drop_on(&mut conn, name).await;
+    sessions.check_in(url, conn, r.is_ok()).await;
+    r
+}
+
+async fn drop_on(conn: &mut Admin, name: &str) -> Result<bool, LeaseError> {
+    let Admin::Pg(c) = conn else { return Err(LeaseError::Unsupported("grouped leases are PostgreSQL's")) };
+    let failed = |index: usize| move |e: sqlx::Error| LeaseError::Statement { index, code: super::db_code(&e) };
+    let oid: Option<i64> =
+        sqlx::query_scalar("SELECT oid::int8 FROM pg_roles WHERE rolname = $1").bind(name).fetch_optional(&mut *c).await.map_err(failed(usize::MAX))?;
+    let Some(oid) = oid else { return Ok(false) };
+    let n = esc_ident(name);
+    // Its sessions end before the drop and again after the commit, for a login that raced it.
+    let terminate = format!("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE usesysid = {oid}::oid");
+    let batch = format!("{terminate};\nREASSIGN OWNED BY \"{n}\" TO CURRENT_USER;\nDROP OWNED BY \"{n}\";\nDROP ROLE \"{n}\"");
+    c.execute(sqlx::raw_sql(&batch)).await.map_err(failed(0))?;
+    c.execute(sqlx::raw_sql(&terminate)).await.map_err(failed(1))?;
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn group_names_follow_the_grants_not_their_order() {
+        let t = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let a = group_name("admin", "test", Scope::ReadOnly, Some(&t(&["a", "b"])));
+        assert_eq!(a, group_name("admin", "test", Scope::ReadOnly, Some(&t(&["b", "a", "b"]))));
+        assert!(a.starts_with(GROUP_PREFIX) && a.len() == GROUP_PREFIX.len() + 20, "{a}");
+        for other in [
+            group_name("admin", "test", Scope::ReadWrite, Some(&t(&["a", "b"]))),
+            group_name("admin", "test", Scope::ReadOnly, Some(&t(&["a"]))),
+            group_name("admin", "test", Scope::ReadOnly, None),
+            group_name("admin", "other", Scope::ReadOnly, Some(&t(&["a", "b"]))),
+            group_name("other", "test", Scope::ReadOnly, Some(&t(&["a", "b"]))),
+            // No concatenation ambiguity.
+            group_name("admin", "test", Scope::ReadOnly, Some(&t(&["ab"]))),
+        ] {
+            assert_ne!(a, other);
+        }
+    }
+
+    #[test]
+    fn the_check_names_every_grant_of_the_scope() {
+        let ts = vec!["orders".to_owned(), "sales.it'ems".to_owned()];
+        let q = holds_all("g", "te'st", Scope::ReadWrite, Some(&ts));
+        assert!(q.contains("has_database_privilege('g', 'te''st', 'CONNECT')"), "{q}");
+        assert!(q.contains("has_schema_privilege('g', 'public', 'USAGE')") && q.contains("has_schema_privilege('g', 'sales', 'USAGE')"));
+        for p in ["SELECT", "INSERT", "UPDATE", "DELETE"] {
+            assert!(q.contains(&format!("has_table_privilege('g', 'orders', '{p}')")));
+            assert!(q.contains(&format!("has_table_privilege('g', 'sales.it''ems', '{p}')")));
+        }
+        let q = holds_all("g", "test", Scope::ReadOnly, None);
+        assert!(q.contains("has_table_privilege('g', c.oid, 'SELECT')") && !q.contains("INSERT"), "{q}");
+    }
+}
