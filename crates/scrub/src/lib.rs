@@ -87,7 +87,7 @@ pub mod rules;
 pub mod variants;
 
 use airlock_core::{HandleName, Secret};
-use matcher::{Hit, Matcher};
+use matcher::{Build, Hit, Matcher};
 use normalize::Normalized;
 use rules::Rules;
 use std::borrow::Cow;
@@ -174,11 +174,11 @@ impl ScrubberBuilder {
         for id in rules::rule_ids() {
             labels.markers.push(marker(id));
         }
-        let base = Layer::compile(&sources, &labels.markers)?;
+        let base = Layer::compile(&sources, &labels.markers, Build::ForSearch)?;
         let fingerprints = self.secrets.iter().map(|(l, s)| fingerprint(l, s)).collect();
         Ok(Scrubber {
             layers: vec![Arc::new(base)],
-            added: None,
+            added: Vec::new(),
             rules,
             labels: Arc::new(labels),
             rule_base,
@@ -311,8 +311,8 @@ impl Sources {
 }
 
 /// One compiled set of known-value patterns: the raw and normalized automata and the sorted
-/// patterns a cut tail is compared with. A scrubber has one, and a second for secrets added to
-/// it after it was built ([`Scrubber::with_added`]).
+/// patterns a cut tail is compared with. A scrubber has one, and one more per addition of
+/// secrets after it was built ([`Scrubber::with_added`]).
 struct Layer {
     raw: Option<PatternSet>,
     norm: Option<PatternSet>,
@@ -330,7 +330,7 @@ impl Drop for Layer {
 
 impl Layer {
     /// Compiles `sources`, leaving out patterns found inside any of `markers`.
-    fn compile(sources: &Sources, markers: &[String]) -> Result<Layer, BuildError> {
+    fn compile(sources: &Sources, markers: &[String], build: Build) -> Result<Layer, BuildError> {
         let (raw, folded) = (&sources.raw, &sources.folded);
         let mut norm: HashMap<Vec<u8>, (u32, usize)> = HashMap::new();
         // In secret order, so a folded pattern shared by two secrets keeps the first one's label.
@@ -372,8 +372,8 @@ impl Layer {
         }
         prefixes.sort();
         prefixes.dedup_by(|a, b| a.0 == b.0);
-        let raw = compile(raw.clone(), folded, markers.join("\0").as_bytes())?;
-        let norm = compile_norm(norm, &norm_folded, markers)?;
+        let raw = compile(raw.clone(), folded, markers.join("\0").as_bytes(), build)?;
+        let norm = compile_norm(norm, &norm_folded, markers, build)?;
         Ok(Layer { raw, norm, prefixes })
     }
 
@@ -412,6 +412,7 @@ fn compile(
     map: HashMap<Vec<u8>, (u32, usize)>,
     folded: &HashSet<Vec<u8>>,
     markers: &[u8],
+    build: Build,
 ) -> Result<Option<PatternSet>, BuildError> {
     let mut entries: Vec<(Vec<u8>, (u32, usize))> = map.into_iter().collect();
     // Deterministic pattern order (and so deterministic labels on ties), exact patterns first:
@@ -423,7 +424,7 @@ fn compile(
         }
         let split = entries.partition_point(|e| !folded.contains(&e.0));
         let pats: Vec<Vec<u8>> = entries.iter().map(|e| e.0.clone()).collect();
-        let matcher = Matcher::with_nocase(&pats[..split], &pats[split..])
+        let matcher = Matcher::with_nocase(&pats[..split], &pats[split..], build)
             .map_err(|e| BuildError::Automaton(e.to_string()))?;
         let mut hits = Vec::new();
         matcher.find_all_unfiltered(markers, &mut hits);
@@ -445,9 +446,10 @@ fn compile_norm(
     map: HashMap<Vec<u8>, (u32, usize)>,
     folded: &HashSet<Vec<u8>>,
     labels: &[String],
+    build: Build,
 ) -> Result<Option<PatternSet>, BuildError> {
     let joined: Vec<Vec<u8>> = labels.iter().map(|l| normalize::normalize_str(l)).collect();
-    compile(map, folded, &joined.join(&0u8))
+    compile(map, folded, &joined.join(&0u8), build)
 }
 
 /// A redaction: original byte range and label index.
@@ -461,11 +463,12 @@ struct Span {
 /// Redacts known secrets, their encodings and well-known token formats. Immutable; `Send + Sync`;
 /// share it as `Arc<Scrubber>`.
 pub struct Scrubber {
-    /// The automata built with the scrubber, then at most one for secrets added since
+    /// The automata built with the scrubber, then one per addition since
     /// ([`Scrubber::with_added`]).
     layers: Vec<Arc<Layer>>,
-    /// What the added layer was compiled from, so the next addition recompiles only it.
-    added: Option<Arc<Sources>>,
+    /// What each added layer was compiled from (`added[i]` for `layers[i + 1]`), so that a
+    /// handle's secrets can be taken out again.
+    added: Vec<Arc<Sources>>,
     rules: Option<Arc<Rules>>,
     labels: Arc<Labels>,
     rule_base: usize,
@@ -520,29 +523,34 @@ impl Scrubber {
     }
 
     /// A scrubber that also covers `secrets`, without rebuilding this one: their patterns are
-    /// compiled into a second, small automaton (with those of every secret added before), and
-    /// this one's are shared. Scanning costs one more pass per text; rebuild from all secrets
-    /// with [`ScrubberBuilder`] when [`Scrubber::added_count`] grows (the broker does so when
-    /// the store's secrets change, off the request path). Fails with
-    /// [`BuildError::MarkerConflict`] when a new handle's marker would contain a pattern of
-    /// the existing automaton (scrubbing would then not be idempotent): build from all secrets.
+    /// compiled into a layer of their own (a small automaton, built for quick building), and
+    /// every layer this one has is shared. Adding costs the new secrets' compilation only,
+    /// whatever was added before; scanning costs one more pass per text per addition, so
+    /// rebuild from all secrets with [`ScrubberBuilder`] when [`Scrubber::added_count`] grows
+    /// (the broker does so past a small bound, and when the store's secrets change, off the
+    /// request path). Fails with [`BuildError::MarkerConflict`] when a new handle's marker would
+    /// contain a pattern of an existing layer (scrubbing would then not be idempotent): build
+    /// from all secrets.
     pub fn with_added(&self, secrets: &[(HandleName, Secret)]) -> Result<Scrubber, BuildError> {
         let mut labels = (*self.labels).clone();
-        let mut sources = self.added.as_deref().cloned().unwrap_or_else(Sources::keeping);
-        let had = sources.known;
+        let mut sources = Sources::keeping();
         sources.collect(secrets, &mut labels);
         let new_markers = &labels.markers[self.labels.markers.len()..];
-        let base = &self.layers[0];
-        if !new_markers.is_empty() && base.occurs_in(new_markers) {
+        if !new_markers.is_empty() && self.layers.iter().any(|l| l.occurs_in(new_markers)) {
             return Err(BuildError::MarkerConflict);
         }
-        let added = Layer::compile(&sources, &labels.markers)?;
+        let layer = Layer::compile(&sources, &labels.markers, Build::Quick)?;
         let mut added_fingerprints = self.added_fingerprints.clone();
         added_fingerprints.extend(secrets.iter().map(|(l, s)| fingerprint(l, s)));
+        let mut layers = self.layers.clone();
+        layers.push(Arc::new(layer));
+        let mut added = self.added.clone();
+        let known = self.known + sources.known;
+        added.push(Arc::new(sources));
         Ok(Scrubber {
-            layers: vec![base.clone(), Arc::new(added)],
-            known: self.known + sources.known - had,
-            added: Some(Arc::new(sources)),
+            layers,
+            known,
+            added,
             rules: self.rules.clone(),
             labels: Arc::new(labels),
             rule_base: self.rule_base,
@@ -554,18 +562,34 @@ impl Scrubber {
     /// How many secrets were added with [`Scrubber::with_added`] since this scrubber's
     /// automaton was built.
     pub fn added_count(&self) -> usize {
-        self.added.as_ref().map_or(0, |a| a.seen)
+        self.added.iter().map(|a| a.seen).sum()
     }
 
     /// This scrubber without the secrets that were added under `label` (a lease's handle once
-    /// the lease is revoked), so that values no longer valid do not pile up in the added
-    /// automaton; `None` when none were. Secrets the scrubber was built with stay until the
-    /// next full build.
+    /// the lease is revoked), so that values no longer valid do not pile up; `None` when none
+    /// were. A layer that held only that handle's secrets is dropped, without compiling
+    /// anything; one that also held others' is compiled again without them. Secrets the
+    /// scrubber was built with stay until the next full build.
     pub fn without_added(&self, label: &HandleName) -> Result<Option<Scrubber>, BuildError> {
-        let (Some(added), Some(&l)) = (&self.added, self.labels.of.get(label.as_str())) else {
+        let Some(&l) = self.labels.of.get(label.as_str()) else {
             return Ok(None);
         };
-        let (sources, gone) = added.without(l);
+        let mut layers = vec![self.layers[0].clone()];
+        let mut added = Vec::with_capacity(self.added.len());
+        let mut gone = Vec::new();
+        for (sources, layer) in self.added.iter().zip(&self.layers[1..]) {
+            let (rest, out) = sources.without(l);
+            if out.is_empty() {
+                layers.push(layer.clone());
+                added.push(sources.clone());
+                continue;
+            }
+            gone.extend(out);
+            if rest.seen > 0 {
+                layers.push(Arc::new(Layer::compile(&rest, &self.labels.markers, Build::Quick)?));
+                added.push(Arc::new(rest));
+            }
+        }
         if gone.is_empty() {
             return Ok(None);
         }
@@ -573,12 +597,6 @@ impl Scrubber {
         for f in &gone {
             added_fingerprints.remove(f);
         }
-        let base = self.layers[0].clone();
-        let (layers, added) = if sources.seen == 0 {
-            (vec![base], None)
-        } else {
-            (vec![base, Arc::new(Layer::compile(&sources, &self.labels.markers)?)], Some(Arc::new(sources)))
-        };
         Ok(Some(Scrubber {
             layers,
             known: self.known - gone.len().min(self.known),

@@ -16,7 +16,7 @@
 //! variant of a pattern hits the same filter bits; folding only merges q-grams, which can add
 //! false hits but never lose one.
 
-use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
 
 /// Texts shorter than this are scanned by the automaton directly. (The prefilter is sound at any
 /// length; below this its setup is not worth it. Kept low because the decoding passes run the
@@ -36,6 +36,17 @@ pub struct Hit {
     pub pattern: usize,
 }
 
+/// How a matcher's automaton is built.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Build {
+    /// The fastest search for the set (a DFA for small sets): for what is built once and scans
+    /// every result.
+    ForSearch,
+    /// A contiguous NFA, built in a fraction of a DFA's time and searched a little slower: for
+    /// what is rebuilt often (the secrets of leases, added and taken out as they come and go).
+    Quick,
+}
+
 /// The automaton (exact and case-insensitive patterns) with its prefilter.
 pub struct Matcher {
     ac: Option<AhoCorasick>,
@@ -52,18 +63,23 @@ pub struct Matcher {
 impl Matcher {
     /// Builds a matcher over `patterns` (none empty), all matched exactly.
     pub fn new(patterns: &[Vec<u8>]) -> Result<Self, aho_corasick::BuildError> {
-        Self::with_nocase(patterns, &[])
+        Self::with_nocase(patterns, &[], Build::ForSearch)
     }
 
     /// Builds a matcher over `exact` patterns and ASCII-case-insensitive `nocase` patterns (none
     /// empty). Hits number the exact patterns first, then the case-insensitive ones.
-    pub fn with_nocase(exact: &[Vec<u8>], nocase: &[Vec<u8>]) -> Result<Self, aho_corasick::BuildError> {
+    pub fn with_nocase(exact: &[Vec<u8>], nocase: &[Vec<u8>], build: Build) -> Result<Self, aho_corasick::BuildError> {
         let all = || exact.iter().chain(nocase.iter());
         let ci = !nocase.is_empty();
         let ac = if exact.is_empty() && nocase.is_empty() {
             None
         } else {
-            Some(AhoCorasickBuilder::new().match_kind(MatchKind::Standard).ascii_case_insensitive(ci).build(all())?)
+            let mut b = AhoCorasickBuilder::new();
+            b.match_kind(MatchKind::Standard).ascii_case_insensitive(ci);
+            if build == Build::Quick {
+                b.kind(Some(AhoCorasickKind::ContiguousNFA));
+            }
+            Some(b.build(all())?)
         };
         let verify = if ci { exact.iter().map(|p| p.clone().into_boxed_slice()).collect() } else { Vec::new() };
         let min_len = all().map(Vec::len).min().unwrap_or(0);

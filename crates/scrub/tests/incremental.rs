@@ -129,6 +129,17 @@ proptest! {
         let text: String = picks.iter().map(|(w, f)| format!("x {} y", form(values[w.index(values.len())], *f))).collect();
         prop_assert_eq!(taken.scrub_str(&text), expected.scrub_str(&text));
         prop_assert!(taken.without_added(&out).unwrap().is_none(), "taken out twice");
+        // Each handle added on its own (a lease's first use): its layer is dropped whole.
+        let mut each = build(&base);
+        for pair in added.chunk_by(|a, b| a.0 == b.0) {
+            each = each.with_added(pair).unwrap();
+        }
+        let taken = each.without_added(&out).unwrap().expect("it was added");
+        prop_assert_eq!(taken.added_count(), kept.len());
+        for (l, s) in &added {
+            prop_assert_eq!(taken.knows(l, s), *l != out);
+        }
+        prop_assert_eq!(taken.scrub_str(&text), expected.scrub_str(&text));
     }
 }
 

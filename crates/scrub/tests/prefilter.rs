@@ -2,7 +2,7 @@
 //! texts with secrets (and their encodings) planted at random offsets.
 
 use airlock_core::{HandleName, Secret};
-use airlock_scrub::matcher::Matcher;
+use airlock_scrub::matcher::{Build, Matcher};
 use airlock_scrub::variants::all_variants;
 use airlock_scrub::ScrubberBuilder;
 use proptest::prelude::*;
@@ -39,6 +39,24 @@ proptest! {
         b.sort();
         prop_assert_eq!(&a, &b);
         prop_assert_eq!(m.is_match(&text), !b.is_empty());
+    }
+
+    /// The automaton built quickly (for the secrets of leases) finds exactly what the one built
+    /// for search finds, case-insensitive patterns included.
+    #[test]
+    fn quick_and_search_builds_find_the_same(
+        exact in prop::collection::vec(prop::collection::vec(b'a'..=b'f', 6..24), 1..6),
+        nocase in prop::collection::vec(prop::collection::vec(prop::sample::select(b"aAbBcC01".to_vec()), 6..24), 0..6),
+        text in prop::collection::vec(prop::sample::select(b"abcdefABCDEF01 ".to_vec()), 0..3000),
+    ) {
+        let quick = Matcher::with_nocase(&exact, &nocase, Build::Quick).unwrap();
+        let search = Matcher::with_nocase(&exact, &nocase, Build::ForSearch).unwrap();
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        quick.find_all(&text, &mut a);
+        search.find_all(&text, &mut b);
+        a.sort();
+        b.sort();
+        prop_assert_eq!(a, b);
     }
 
     #[test]

@@ -12,9 +12,10 @@ use airlock_vault::Vault;
 use std::sync::{Arc, RwLock};
 
 /// At most this many secrets are added to a built scrubber ([`Scrubber::with_added`]); the next
-/// one rebuilds it from every secret. Each addition recompiles the added automaton (about 1.5 ms
-/// per connection URL here), so it is kept small: a revoked lease's values are taken out again,
-/// and the periodic refresh rebuilds in full when the store's secrets changed.
+/// one rebuilds it from every secret. Each addition compiles a small automaton of its own (its
+/// secret's forms only) and each costs one more pass per scrubbed text, so they are kept few: a
+/// revoked lease's values are taken out again (its automaton dropped, nothing compiled), and
+/// the periodic refresh rebuilds in full when the store's secrets changed.
 const MAX_ADDED: usize = 16;
 
 struct KnownSecrets {
