@@ -8,7 +8,10 @@
 //!
 //! Decisions evaluate only the calling agent's slice: the policies whose principal is
 //! `== Airlock::Agent::"NAME"` plus the common ones (unconstrained, `in`, `is`), prebuilt per
-//! agent, because Cedar's cost grows with each policy evaluated.
+//! agent, because Cedar's cost grows with each policy evaluated. The common ones are in every
+//! agent's slice, so a decision still costs one evaluation of each of them (about 2 µs apiece here);
+//! decisions are therefore kept (bounded, [`MEMO_MAX`]) by everything they depend on, and the
+//! same call decided again costs a lookup.
 #![forbid(unsafe_code)]
 
 use airlock_core::config::{valid_agent_name, Config, Handle, Scope};
@@ -22,6 +25,25 @@ use miette::Diagnostic;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Mutex;
+
+/// The most decisions a [`PolicyEngine`] keeps; when it holds this many it forgets them all and
+/// starts again.
+pub const MEMO_MAX: usize = 65_536;
+
+/// Everything a decision depends on besides the engine itself: the request and the attributes
+/// its entities are built from (the handle's as given, so a requested handle proposed twice
+/// under one name with other hosts is decided again).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct MemoKey {
+    agent: String,
+    tool: Tool,
+    handle: String,
+    kind: airlock_core::kind::HandleKind,
+    scope: &'static str,
+    hosts: Vec<String>,
+    requested: bool,
+}
 
 /// The Cedar schema's entity types (namespace `Airlock`). The actions are not written here: they
 /// are generated from [`Tool::ALL`] by [`schema_text`], so a new tool extends the schema.
@@ -199,6 +221,10 @@ pub struct PolicyEngine {
     generated: String,
     count: usize,
     version: String,
+    /// Decisions made, by [`MemoKey`]. The engine is immutable and Cedar's evaluation is a pure
+    /// function of the policies and the request's entities (no context, no clock), so a kept
+    /// decision is the one evaluating again would give.
+    memo: Mutex<HashMap<MemoKey, Decision>>,
 }
 
 impl fmt::Debug for PolicyEngine {
@@ -319,6 +345,7 @@ impl PolicyEngine {
             generated,
             count: origin.len(),
             version,
+            memo: Mutex::new(HashMap::new()),
         })
     }
 
@@ -364,6 +391,34 @@ impl PolicyEngine {
         if !tool.applies_to(handle.kind) {
             return Decision::deny("the tool does not apply to this kind of handle");
         }
+        let key = MemoKey {
+            agent: agent.to_owned(),
+            tool,
+            handle: handle.name.as_str().to_owned(),
+            kind: handle.kind,
+            scope: scope_of(handle),
+            hosts: handle.http().map(|h| h.destinations.iter().map(|d| d.host.clone()).collect()).unwrap_or_default(),
+            requested,
+        };
+        if let Some(d) = self.memo.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+            return d.clone();
+        }
+        let d = self.evaluate(agent, tool, handle, requested);
+        let mut memo = self.memo.lock().unwrap_or_else(|e| e.into_inner());
+        if memo.len() >= MEMO_MAX {
+            memo.clear();
+        }
+        memo.insert(key, d.clone());
+        d
+    }
+
+    /// How many decisions are kept now (at most [`MEMO_MAX`]).
+    pub fn memo_len(&self) -> usize {
+        self.memo.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// The decision itself, by Cedar, on an agent name and a tool already checked.
+    fn evaluate(&self, agent: &str, tool: Tool, handle: &Handle, requested: bool) -> Decision {
         let Some(action) = self.actions.iter().find(|(t, _)| *t == tool).map(|(_, a)| a.clone()) else {
             return Decision::deny("unknown tool");
         };
@@ -404,11 +459,7 @@ impl PolicyEngine {
             .http()
             .map(|h| h.destinations.iter().map(|d| RestrictedExpression::new_string(d.host.clone())).collect())
             .unwrap_or_default();
-        let scope = match handle.database().map(|d| d.scope) {
-            Some(Scope::ReadOnly) => "read_only",
-            Some(Scope::ReadWrite) => "read_write",
-            None => "",
-        };
+        let scope = scope_of(handle);
         let agent_e = Entity::new(
             principal.clone(),
             HashMap::from([("name".to_owned(), RestrictedExpression::new_string(agent.to_owned()))]),
@@ -434,7 +485,9 @@ impl PolicyEngine {
     pub fn allowed_handles(&self, agent: &str, tool: Tool, cfg: &Config) -> Vec<HandleName> {
         cfg.handles
             .values()
-            .filter(|h| tool.applies_to(h.kind) && self.decide(agent, tool, h).allowed)
+            // Evaluated, not kept: a listing over every handle must not push the decisions of
+            // calls out of the memo.
+            .filter(|h| tool.applies_to(h.kind) && valid_agent_name(agent) && self.evaluate(agent, tool, h, false).allowed)
             .map(|h| h.name.clone())
             .collect()
     }
@@ -453,6 +506,15 @@ impl PolicyEngine {
     /// audit records and approvals).
     pub fn version(&self) -> &str {
         &self.version
+    }
+}
+
+/// A handle's `scope` attribute: `read_only` or `read_write` for a database, `""` otherwise.
+fn scope_of(handle: &Handle) -> &'static str {
+    match handle.database().map(|d| d.scope) {
+        Some(Scope::ReadOnly) => "read_only",
+        Some(Scope::ReadWrite) => "read_write",
+        None => "",
     }
 }
 

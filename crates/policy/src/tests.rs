@@ -368,3 +368,51 @@ fn config_path_is_used_for_files() {
     let e = load_err(&f);
     assert!(Path::new(e.split(':').next().unwrap()).is_absolute(), "{e}");
 }
+
+#[test]
+fn a_decision_made_again_is_the_kept_one() {
+    let f = fixture(
+        GRANTS,
+        &[("rw.cedar", "forbid (principal, action == Airlock::Action::\"query_db\", resource) when { resource.scope == \"read_write\" };\n")],
+    );
+    let e = engine(&f);
+    let first = e.decide("support-bot", Tool::QueryDb, h(&f, "DB_PROD"));
+    assert!(first.allowed, "{first:?}");
+    assert_eq!(e.memo_len(), 1);
+    assert_eq!(e.decide("support-bot", Tool::QueryDb, h(&f, "DB_PROD")), first);
+    assert_eq!(e.memo_len(), 1);
+    // Another agent, tool or handle is another decision, with its own outcome.
+    assert!(!e.decide("other", Tool::QueryDb, h(&f, "DB_RW")).allowed);
+    assert!(!e.decide("support-bot", Tool::QueryDb, h(&f, "DB_RW")).allowed);
+    assert!(e.decide("support-bot", Tool::HttpRequest, h(&f, "API")).allowed);
+    assert_eq!(e.memo_len(), 4);
+    // Refusals before Cedar are not kept.
+    assert!(!e.decide("Support-bot", Tool::QueryDb, h(&f, "DB_PROD")).allowed);
+    assert!(!e.decide("support-bot", Tool::HttpRequest, h(&f, "DB_PROD")).allowed);
+    assert_eq!(e.memo_len(), 4);
+    // A listing over every handle evaluates without filling the memo.
+    assert_eq!(names(e.allowed_handles("support-bot", Tool::QueryDb, &f.cfg)), ["DB_PROD"]);
+    assert_eq!(e.memo_len(), 4);
+}
+
+#[test]
+fn a_handle_of_the_same_name_with_other_attributes_is_decided_again() {
+    // A requested handle is proposed by an agent: the same name may come back with another
+    // host, and must not get the decision kept for the first one.
+    let policy = "permit (principal, action == Airlock::Action::\"http_request\", resource) when { resource.requested };\n\
+                  forbid (principal, action, resource) when { resource.hosts.contains(\"evil.example.net\") };\n";
+    let f = fixture(
+        &format!("{GRANTS}\n[handles.EVIL]\nkind = \"http\"\nsecret = \"local:EVIL\"\n[handles.EVIL.http]\ndestinations = [{{ url = \"https://evil.example.net/\" }}]\ninject = {{ type = \"header\", name = \"X-API-Key\", format = \"{{}}\" }}\n"),
+        &[("req.cedar", policy)],
+    );
+    let e = engine(&f);
+    let good = h(&f, "API");
+    let mut evil = h(&f, "EVIL").clone();
+    evil.name = good.name.clone();
+    let evil = &evil;
+    assert_eq!(good.name, evil.name);
+    assert!(e.decide_requested("other", Tool::HttpRequest, good).allowed);
+    assert!(!e.decide_requested("other", Tool::HttpRequest, evil).allowed);
+    assert!(e.decide_requested("other", Tool::HttpRequest, good).allowed);
+    assert_eq!(e.memo_len(), 2);
+}
