@@ -1,6 +1,8 @@
 //! The lease cycle on PostgreSQL, through the broker in process: issue a dynamic lease (a real
 //! role), run the first query with it, revoke it (role dropped and checked gone). Prints p50/p99 of
-//! the full cycle, sequentially, and the cycles per second sustained at a given concurrency.
+//! the full cycle and of its phases, sequentially; then, at a given concurrency, the whole cycles
+//! per second and the issue + revoke pairs per second (what OpenBao's figure measures), each with
+//! its phases.
 //!
 //! In the same run, when `bao` is on PATH, OpenBao's database secrets engine does the same against
 //! the same PostgreSQL (its built-in `postgresql-database-plugin`, `database/creds/ROLE` then

@@ -128,6 +128,14 @@ proptest! {
             assert_eq!(user, name);
             assert_eq!(held(&dsn, &s).await, expected(scope, &tables), "scope {scope:?}, tables {tables:?}");
 
+            // The server keeps the verifier it was given (never the password), at the lease's
+            // iteration count.
+            let mut a = sqlx::PgConnection::connect(PG_URL).await.unwrap();
+            let stored: String = sqlx::query_scalar("SELECT rolpassword FROM pg_authid WHERE rolname = $1").bind(&name).fetch_one(&mut a).await.unwrap();
+            assert!(stored.starts_with(&format!("SCRAM-SHA-256${}:", lease::LEASE_SCRAM_ITERATIONS)), "{stored}");
+            assert!(!stored.contains(url::Url::parse(&dsn).unwrap().password().unwrap()));
+            a.close().await.unwrap();
+
             let mut c = sqlx::PgConnection::connect(&dsn).await.unwrap();
             let groups: Vec<String> = sqlx::query_scalar(
                 "SELECT g.rolname::text FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid \
