@@ -416,3 +416,56 @@ fn a_handle_of_the_same_name_with_other_attributes_is_decided_again() {
     assert!(e.decide_requested("other", Tool::HttpRequest, good).allowed);
     assert_eq!(e.memo_len(), 2);
 }
+
+/// Kept decisions never stand in for another request: every agent (configured, unknown, a
+/// look-alike), every tool, every handle, plain and requested, and each handle again under every
+/// other handle's name (a requested handle may reuse a name with other attributes), decided by
+/// two engines walking the whole catalogue in opposite orders, twice. A key that two different
+/// requests shared would make the engine that saw the other one first answer differently.
+#[test]
+fn kept_decisions_agree_whatever_order_the_catalogue_is_walked_in() {
+    let policies = "forbid (principal, action, resource) when { resource.scope == \"read_write\" && principal.name == \"other\" };\n\
+                    permit (principal, action == Airlock::Action::\"http_request\", resource) when { resource.requested };\n\
+                    forbid (principal, action, resource) when { resource.hosts.contains(\"evil.example.net\") };\n";
+    let f = fixture(
+        &format!("{GRANTS}\n[handles.EVIL]\nkind = \"http\"\nsecret = \"local:EVIL\"\n[handles.EVIL.http]\ndestinations = [{{ url = \"https://evil.example.net/\" }}]\ninject = {{ type = \"header\", name = \"X-API-Key\", format = \"{{}}\" }}\n"),
+        &[("walk.cedar", policies)],
+    );
+    let mut handles: Vec<Handle> = Vec::new();
+    for a in f.cfg.handles.values() {
+        for b in f.cfg.handles.values() {
+            let mut x = a.clone();
+            x.name = b.name.clone();
+            handles.push(x);
+        }
+    }
+    let mut requests = Vec::new();
+    for agent in ["support-bot", "other", "nobody", "Support-bot"] {
+        for tool in Tool::ALL {
+            for (i, _) in handles.iter().enumerate() {
+                for requested in [false, true] {
+                    requests.push((agent, *tool, i, requested));
+                }
+            }
+        }
+    }
+    let decide = |e: &PolicyEngine, (agent, tool, i, requested): (&str, Tool, usize, bool)| {
+        if requested {
+            e.decide_requested(agent, tool, &handles[i])
+        } else {
+            e.decide(agent, tool, &handles[i])
+        }
+    };
+    let (forward, backward) = (engine(&f), engine(&f));
+    let first: Vec<Decision> = requests.iter().map(|r| decide(&forward, *r)).collect();
+    let second: Vec<Decision> = requests.iter().rev().map(|r| decide(&backward, *r)).collect();
+    let allowed = first.iter().filter(|d| d.allowed).count();
+    assert!(allowed > 0 && allowed < first.len(), "the walk decides both ways: {allowed} of {}", first.len());
+    for (k, r) in requests.iter().enumerate() {
+        let d = &first[k];
+        assert_eq!(d, &second[requests.len() - 1 - k], "{r:?}");
+        assert_eq!(&decide(&forward, *r), d, "{r:?} again");
+        assert_eq!(&decide(&backward, *r), d, "{r:?} again");
+    }
+    assert!(forward.memo_len() > 0);
+}
