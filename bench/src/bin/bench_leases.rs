@@ -24,23 +24,6 @@ use sqlx::Connection;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Issue and revoke, without a query (what OpenBao's engine is measured doing): total, issue,
-/// zero, revoke.
-async fn pair(b: &Broker, c: &Caller, table: &str) -> Result<[Duration; 4]> {
-    let t = Instant::now();
-    let inv = b
-        .invoke(c, "request_lease", json!({"credential_handle": "PG", "scope": "read_only", "ttl_seconds": 60, "tables": [table]}))
-        .await;
-    let v = inv.result.map_err(|e| anyhow::anyhow!("issue: {e} {:?}", e.detail))?;
-    let id = v["lease_id"].as_str().context("lease id")?.to_owned();
-    let issued = t.elapsed();
-    if !b.revoke_lease(&id).await.map_err(|e| anyhow::anyhow!("revoke: {e} {:?}", e.detail))? {
-        bail!("lease {id} was revoked by someone else");
-    }
-    let total = t.elapsed();
-    Ok([total, issued, Duration::ZERO, total - issued])
-}
-
 /// What `conc` loops did in `secs` seconds: latencies of the whole (cycle or pair) and of its
 /// phases (issue, first query, revoke; the query is zero for pairs), and the rate.
 struct Sustained {
@@ -57,7 +40,7 @@ async fn sustained(b: &Arc<Broker>, c: &Caller, table: &str, conc: usize, secs: 
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
             while Instant::now() < deadline {
-                lat.push(if with_query { cycle_phases(&b, &c, &t).await? } else { pair(&b, &c, &t).await? });
+                lat.push(phases(&b, &c, &t, with_query).await?);
             }
             Ok::<_, anyhow::Error>(lat)
         }));
@@ -77,11 +60,13 @@ async fn sustained(b: &Arc<Broker>, c: &Caller, table: &str, conc: usize, secs: 
 
 /// One cycle: total.
 async fn cycle(b: &Broker, c: &Caller, table: &str) -> Result<Duration> {
-    Ok(cycle_phases(b, c, table).await?[0])
+    Ok(phases(b, c, table, true).await?[0])
 }
 
-/// One cycle: total, and the issue, first-query and revoke phases.
-async fn cycle_phases(b: &Broker, c: &Caller, table: &str) -> Result<[Duration; 4]> {
+/// One lease issued, queried once (`with_query`) and revoked: total, and the issue, first-query
+/// (zero without it) and revoke phases. Without the query it is what OpenBao's engine is
+/// measured doing.
+async fn phases(b: &Broker, c: &Caller, table: &str, with_query: bool) -> Result<[Duration; 4]> {
     let t = Instant::now();
     let inv = b
         .invoke(c, "request_lease", json!({"credential_handle": "PG", "scope": "read_only", "ttl_seconds": 60, "tables": [table]}))
@@ -90,8 +75,10 @@ async fn cycle_phases(b: &Broker, c: &Caller, table: &str) -> Result<[Duration; 
     let issued = t.elapsed();
     let handle = v["lease_handle"].as_str().context("lease handle")?.to_owned();
     let id = v["lease_id"].as_str().context("lease id")?.to_owned();
-    let q = b.invoke(c, "query_db", json!({"credential_handle": handle, "query": format!("SELECT id FROM {table}")})).await;
-    q.result.map_err(|e| anyhow::anyhow!("query: {e} {:?}", e.detail))?;
+    if with_query {
+        let q = b.invoke(c, "query_db", json!({"credential_handle": handle, "query": format!("SELECT id FROM {table}")})).await;
+        q.result.map_err(|e| anyhow::anyhow!("query: {e} {:?}", e.detail))?;
+    }
     let queried = t.elapsed();
     if !b.revoke_lease(&id).await.map_err(|e| anyhow::anyhow!("revoke: {e} {:?}", e.detail))? {
         bail!("lease {id} was revoked by someone else");
@@ -132,7 +119,7 @@ async fn main() -> Result<()> {
     let mut samples: [Vec<Duration>; 4] = Default::default();
     let mut issue_revoke = Vec::new();
     for _ in 0..200 {
-        let p = cycle_phases(&broker, &caller, &table).await?;
+        let p = phases(&broker, &caller, &table, true).await?;
         issue_revoke.push(p[1] + p[3]);
         for (v, d) in samples.iter_mut().zip(p) {
             v.push(d);

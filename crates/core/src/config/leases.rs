@@ -60,6 +60,26 @@ pub struct LeasePolicy {
     pub role: Option<String>,
 }
 
+/// What a `[handles.X.lease]` table with nothing in it means (not dynamic, 3,600 s, `read_only`,
+/// the default statements, airlock as provider).
+impl Default for LeasePolicy {
+    fn default() -> Self {
+        LeasePolicy {
+            dynamic: false,
+            max_ttl_seconds: default_lease_ttl(),
+            agent_max_ttl_seconds: BTreeMap::new(),
+            scopes: default_lease_scopes(),
+            tables: None,
+            creation_statements: None,
+            revocation_statements: None,
+            provider: LeaseProvider::default(),
+            vault: None,
+            mount: None,
+            role: None,
+        }
+    }
+}
+
 /// Who makes a lease's credential.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -598,3 +598,9 @@ fn telemetry_endpoint_and_service_name_are_checked() {
     let p = problems_of(&format!("{GOOD}\n[telemetry]\nendpoint = \"http://127.0.0.1:4318\"\n"));
     assert_eq!(p[0].code, ProblemCode::UnknownKey);
 }
+
+#[test]
+fn an_empty_lease_table_is_the_default_lease_policy() {
+    let empty: super::LeasePolicy = toml::from_str("").unwrap();
+    assert_eq!(empty, super::LeasePolicy::default());
+}

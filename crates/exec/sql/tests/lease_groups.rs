@@ -15,19 +15,7 @@ use sqlx::Connection;
 use std::collections::BTreeSet;
 
 fn policy() -> LeasePolicy {
-    LeasePolicy {
-        dynamic: true,
-        max_ttl_seconds: 600,
-        agent_max_ttl_seconds: Default::default(),
-        scopes: vec![Scope::ReadOnly, Scope::ReadWrite],
-        tables: None,
-        creation_statements: None,
-        revocation_statements: None,
-        provider: Default::default(),
-        vault: None,
-        mount: None,
-        role: None,
-    }
+    LeasePolicy { dynamic: true, max_ttl_seconds: 600, scopes: vec![Scope::ReadOnly, Scope::ReadWrite], ..LeasePolicy::default() }
 }
 
 fn pg_handle() -> Handle {

@@ -312,19 +312,7 @@ pub fn openbao_lease_key(lease_handle: &str) -> String {
 }
 
 fn default_policy() -> LeasePolicy {
-    LeasePolicy {
-        dynamic: true,
-        max_ttl_seconds: 1,
-        agent_max_ttl_seconds: Default::default(),
-        scopes: vec![Scope::ReadOnly],
-        tables: None,
-        creation_statements: None,
-        revocation_statements: None,
-        provider: Default::default(),
-        vault: None,
-        mount: None,
-        role: None,
-    }
+    LeasePolicy { dynamic: true, max_ttl_seconds: 1, ..LeasePolicy::default() }
 }
 
 
