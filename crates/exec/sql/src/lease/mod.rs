@@ -100,7 +100,7 @@ pub fn generate_password() -> Secret {
 /// people choose. A lease password is 192 random bits ([`generate_password`]): guessing it takes
 /// about 2^191 attempts whatever each costs, so stretching adds nothing to its strength. It does
 /// cost time wherever PBKDF2 runs: PostgreSQL derives a key from the empty password at
-/// `CREATE ROLE`, to refuse an empty one (4.5 ms at 4,096 iterations on this project's 2-core
+/// `CREATE ROLE`, to refuse an empty one (4.5 ms at 4,096 iterations on a 2-core
 /// machine, most of a lease's issue), and every client logging in derives it once. RFC 7677's
 /// floor of 4,096 is written for chosen passwords; this count is used only for generated ones.
 pub const LEASE_SCRAM_ITERATIONS: u32 = 16;
