@@ -46,7 +46,10 @@ fn with_commands(t: String) -> String {
     );
     let mut out = t;
     out += &sh("SH", "");
-    out += &sh("BOMB", "").replace("timeout_ms = 5000", "timeout_ms = 3000");
+    // bash, not dash: when the bomb (or another call of the same sandbox user) holds every
+    // process slot, dash ends the script at its next failed fork ("Cannot fork", exit 2), where
+    // bash retries the fork until the call's timeout, which is what the test is about.
+    out += &sh("BOMB", "").replace("timeout_ms = 5000", "timeout_ms = 3000").replace("program = \"/bin/sh\"", "program = \"/bin/bash\"");
     for (name, via) in [("OTHER_ENV", "secret_via = \"env\"\nsecret_env = \"OTHER_TOKEN\"\n"), ("OTHER_FILE", "secret_via = \"file\"\n")] {
         out += &sh(name, via).replace("env:AIRLOCK_TEST_CMD_SECRET", "env:AIRLOCK_TEST_OTHER_SECRET");
     }
