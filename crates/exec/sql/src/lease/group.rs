@@ -76,7 +76,9 @@ fn holds_all(group: &str, database: &str, scope: Scope, tables: Option<&[String]
     let privs = privileges(scope);
     match tables {
         Some(ts) => {
-            let mut schemas: Vec<&str> = ts.iter().map(|t| t.split_once('.').map_or("public", |(s, _)| s)).collect();
+            // `has_schema_privilege` takes the name as stored; the `GRANT` named it unquoted, so
+            // PostgreSQL folded it to lower case (table names are parsed by both alike).
+            let mut schemas: Vec<String> = ts.iter().map(|t| t.split_once('.').map_or("public", |(s, _)| s).to_lowercase()).collect();
             schemas.sort_unstable();
             schemas.dedup();
             parts.extend(schemas.iter().map(|s| format!("has_schema_privilege('{g}', '{}', 'USAGE')", esc_literal(s))));
@@ -246,13 +248,13 @@ mod tests {
 
     #[test]
     fn the_check_names_every_grant_of_the_scope() {
-        let ts = vec!["orders".to_owned(), "sales.it'ems".to_owned()];
+        let ts = vec!["orders".to_owned(), "Sales.it'ems".to_owned()];
         let q = holds_all("g", "te'st", Scope::ReadWrite, Some(&ts));
         assert!(q.contains("has_database_privilege('g', 'te''st', 'CONNECT')"), "{q}");
         assert!(q.contains("has_schema_privilege('g', 'public', 'USAGE')") && q.contains("has_schema_privilege('g', 'sales', 'USAGE')"));
         for p in ["SELECT", "INSERT", "UPDATE", "DELETE"] {
             assert!(q.contains(&format!("has_table_privilege('g', 'orders', '{p}')")));
-            assert!(q.contains(&format!("has_table_privilege('g', 'sales.it''ems', '{p}')")));
+            assert!(q.contains(&format!("has_table_privilege('g', 'Sales.it''ems', '{p}')")));
         }
         let q = holds_all("g", "test", Scope::ReadOnly, None);
         assert!(q.contains("has_table_privilege('g', c.oid, 'SELECT')") && !q.contains("INSERT"), "{q}");
