@@ -776,6 +776,10 @@ async fn run_in_transaction<DB: Database>(
     server: &Server<DB>,
 ) -> Result<Value, CallError> {
     let mut conn = pool.acquire().await.map_err(connect_error)?;
+    if q.taints_session {
+        // Whatever happens, the session it may have changed is not handed out again.
+        conn.close_on_drop();
+    }
     let read_only = db.scope == Scope::ReadOnly;
     let work = async {
         let begin = if read_only {
@@ -1004,6 +1008,9 @@ async fn run_sqlite(
     db: &DatabaseConstraints,
 ) -> Result<Value, CallError> {
     let mut conn = pool.acquire().await.map_err(connect_error)?;
+    if q.taints_session {
+        conn.close_on_drop();
+    }
     let read_only = db.scope == Scope::ReadOnly;
     let deadline = Instant::now() + limit(db);
     // SQLite has no server-side timeout: a progress handler interrupts the statement at the

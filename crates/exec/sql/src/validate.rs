@@ -102,6 +102,7 @@ pub struct ValidatedQuery {
     pub(crate) sql: String,
     pub(crate) params: Vec<Param>,
     pub(crate) writes: bool,
+    pub(crate) taints_session: bool,
 }
 
 impl ValidatedQuery {
@@ -116,6 +117,17 @@ impl ValidatedQuery {
     /// allowed only by the handle's `allow_functions`. The result then carries `rows_affected`.
     pub fn is_write(&self) -> bool {
         self.writes
+    }
+
+    /// True when the statement calls a function that is not on the dialect's built-in lists
+    /// (one of its state-changing functions, or one the handle allows by name): such a function
+    /// can leave state on the database session that outlives the transaction (a session-level
+    /// `set_config`, such as a `search_path` that redirects later statements; an advisory lock;
+    /// a temporary object made by a user-defined function). The executor closes the connection
+    /// after such a call instead of returning it to the handle's pool, so the next call, another
+    /// agent's included, starts on a clean session.
+    pub fn taints_session(&self) -> bool {
+        self.taints_session
     }
 
     /// Number of bound parameters.
@@ -254,6 +266,8 @@ fn parse_one(dialect: &dyn Dialect, sql: &str) -> Result<Statement, CallError> {
 pub(crate) struct CheckedStatement {
     pub(crate) sql: String,
     pub(crate) writes: bool,
+    /// See [`ValidatedQuery::taints_session`].
+    pub(crate) taints_session: bool,
     /// Placeholders the statement uses: the highest `$n` on PostgreSQL, the `?` count elsewhere.
     pub(crate) placeholders: usize,
 }
@@ -312,6 +326,7 @@ pub(crate) fn validate(handle: &Handle, args: &QueryArgs, check: CheckFn<'_>) ->
         sql: checked.sql.clone(),
         params,
         writes: checked.writes,
+        taints_session: checked.taints_session,
     })
 }
 
@@ -350,6 +365,7 @@ pub(crate) fn check_statement(
     Ok(CheckedStatement {
         sql,
         writes,
+        taints_session: checker.taints_session,
         placeholders: checker.placeholders(),
     })
 }
@@ -442,6 +458,8 @@ struct Checker<'a> {
     writes: bool,
     /// A function allowed only by the handle's `allow_functions` is called: it may write.
     handle_functions: bool,
+    /// A function off the built-in lists is called: it may leave session state behind.
+    taints_session: bool,
     /// Nesting of the expressions being visited.
     depth: usize,
     /// Restricted relations in scope, innermost last (only when the handle has column rules).
@@ -500,6 +518,7 @@ impl<'a> Checker<'a> {
             question_marks: 0,
             writes: false,
             handle_functions: false,
+            taints_session: false,
             depth: 0,
             scopes: Vec::new(),
             query_bodies: HashSet::new(),
@@ -651,6 +670,9 @@ impl<'a> Checker<'a> {
                 format!("function {name} is not allowed on this handle"),
             );
         };
+        if functions::writes(self.kind, &f.name) || f.origin == functions::Origin::Handle {
+            self.taints_session = true;
+        }
         if functions::writes(self.kind, &f.name) {
             return self.write(&format!("{name} changes data"));
         }

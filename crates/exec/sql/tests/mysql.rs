@@ -297,3 +297,33 @@ async fn t12_connection_error_hides_dsn_and_password() {
     }
     assert!(!e.detail.unwrap_or_default().contains(password));
 }
+
+/// T26: a named lock a call takes with an allowed `GET_LOCK` belongs to its session, and the
+/// session is closed after the call: the lock is free for everyone else, and the next call
+/// through the handle does not hold it.
+#[tokio::test]
+async fn t26_a_named_lock_ends_with_the_call_that_took_it() {
+    if !service(ADDR, "MariaDB").await {
+        return;
+    }
+    let a = admin().await;
+    let name = unique("airlock_lock");
+    let ex = SqlExecutor::new();
+    let mut d = db(Scope::ReadWrite);
+    d.allow_functions = vec!["get_lock".into(), "is_used_lock".into()];
+    let h = handle("MY_LOCK", HandleKind::Mysql, d);
+    let r = call(&ex, &h, MY_URL, &format!("SELECT GET_LOCK('{name}', 0)"), vec![]).await.unwrap();
+    assert_eq!(r["rows"], json!([[1]]));
+    let mut free = false;
+    for _ in 0..100 {
+        let (f,): (i64,) = sqlx::query_as(&format!("SELECT IS_FREE_LOCK('{name}')")).fetch_one(&a).await.unwrap();
+        if f == 1 {
+            free = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(free, "the lock outlived the call");
+    let r = call(&ex, &h, MY_URL, &format!("SELECT IS_USED_LOCK('{name}')"), vec![]).await.unwrap();
+    assert_eq!(r["rows"], json!([[null]]));
+}

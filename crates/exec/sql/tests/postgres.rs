@@ -498,3 +498,98 @@ async fn t25_a_query_role_makes_the_database_refuse_what_it_does_not_grant() {
     assert_eq!(r["rows"], json!([["hidden"]]));
     a.execute(format!("DROP TABLE {t}; DROP TABLE {other}; DROP ROLE {role};").as_str()).await.unwrap();
 }
+
+/// Reads `SELECT v FROM {t}` through the handle `n` times, each on whatever session the pool
+/// hands out.
+async fn read_v(ex: &SqlExecutor, h: &airlock_core::config::Handle, t: &str, n: usize) -> Vec<serde_json::Value> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let r = call(ex, h, PG_URL, &format!("SELECT v FROM {t}"), vec![]).await.unwrap();
+        out.push(r["rows"][0][0].clone());
+    }
+    out
+}
+
+/// T26: a call that changes its session (a session-level `search_path` that would point every
+/// later unqualified name at a table the caller controls, through an allowed `set_config` or a
+/// user-defined function on a read-only handle; a session-level advisory lock) leaves nothing
+/// behind for the next call: its connection is closed, not returned to the pool.
+#[tokio::test]
+async fn t26_session_state_a_call_changes_never_reaches_the_next_call() {
+    if !service(ADDR, "PostgreSQL").await {
+        return;
+    }
+    let a = admin().await;
+    let t = unique("airlock_sp");
+    let s = unique("airlock_sp_schema");
+    let f = unique("airlock_sp_fn");
+    a.execute(
+        format!(
+            "CREATE TABLE {t} (v text); INSERT INTO {t} VALUES ('public');
+             CREATE SCHEMA {s}; CREATE TABLE {s}.{t} (v text); INSERT INTO {s}.{t} VALUES ('planted');
+             CREATE FUNCTION {f}() RETURNS text LANGUAGE sql AS $$ SELECT set_config('search_path', '{s}', false) $$"
+        )
+        .as_str(),
+    )
+    .await
+    .unwrap();
+    let ex = SqlExecutor::new();
+    let public = vec![json!("public"); 6];
+
+    // The operator allowed set_config on a read-write handle.
+    let mut d = db(Scope::ReadWrite);
+    d.allow_functions = vec!["set_config".into()];
+    let h = handle("PG_SP", HandleKind::Postgres, d);
+    assert_eq!(read_v(&ex, &h, &t, 2).await, vec![json!("public"); 2]);
+    for local in ["false", "true"] {
+        let r = call(&ex, &h, PG_URL, &format!("SELECT set_config('search_path', '{s}', {local})"), vec![])
+            .await
+            .unwrap();
+        assert_eq!(r["rows"][0][0], json!(s), "the call itself ran");
+        assert_eq!(read_v(&ex, &h, &t, 6).await, public, "is_local = {local}");
+    }
+    // In a statement that then fails: the change is rolled back, and the session closed anyway.
+    let e = call(&ex, &h, PG_URL, &format!("SELECT set_config('search_path', '{s}', false), 1 / 0"), vec![]).await;
+    assert!(e.is_err());
+    assert_eq!(read_v(&ex, &h, &t, 6).await, public);
+
+    // A function the operator allowed on a read-only handle changes the session from inside.
+    let mut d = db(Scope::ReadOnly);
+    d.allow_functions = vec![f.clone()];
+    let h = handle("PG_SP_RO", HandleKind::Postgres, d);
+    let r = call(&ex, &h, PG_URL, &format!("SELECT {f}()"), vec![]).await.unwrap();
+    assert_eq!(r["rows"][0][0], json!(s));
+    assert_eq!(read_v(&ex, &h, &t, 6).await, public);
+
+    // A session-level advisory lock ends with its session.
+    let key: i64 = rand_key();
+    let mut d = db(Scope::ReadWrite);
+    d.allow_functions = vec!["pg_advisory_lock".into()];
+    let h = handle("PG_LOCK", HandleKind::Postgres, d);
+    call(&ex, &h, PG_URL, &format!("SELECT pg_advisory_lock({key})"), vec![]).await.unwrap();
+    let mut other = a.acquire().await.unwrap();
+    let mut free = false;
+    for _ in 0..100 {
+        let (got,): (bool,) = sqlx::query_as(&format!("SELECT pg_try_advisory_lock({key})"))
+            .fetch_one(&mut *other)
+            .await
+            .unwrap();
+        if got {
+            free = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(free, "the lock outlived the call");
+    other.execute(format!("SELECT pg_advisory_unlock({key})").as_str()).await.unwrap();
+    drop(other);
+
+    a.execute(format!("DROP FUNCTION {f}(); DROP SCHEMA {s} CASCADE; DROP TABLE {t}").as_str())
+        .await
+        .unwrap();
+}
+
+/// An advisory-lock key no other test run uses at the same time.
+fn rand_key() -> i64 {
+    (std::process::id() as i64) << 20 | (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos() as i64 & 0xFFFFF)
+}
