@@ -4,7 +4,7 @@
 //! encodings spelled with invisible characters, full-width forms or homoglyphs).
 //!
 //! Cheap scanners find candidate spans; each is decoded into a scratch buffer (a *layer*) on which
-//! the same known-value automaton runs, and every hit is mapped back to the original text:
+//! the same known-value matcher runs, and every hit is mapped back to the original text:
 //!
 //! | scanner | finds | decoded as | a hit redacts |
 //! |---|---|---|---|
@@ -17,7 +17,7 @@
 //!
 //! Each layer is scanned again, to [`MAX_DEPTH`] layers, so escapes of encodings and encodings of
 //! escapes are found (base64 of hex, percent of base64, hex with separators of base64...), and
-//! the automaton itself holds depth-2 encodings, so a depth-2 chain is usually found one layer
+//! the matcher itself holds depth-2 encodings, so a depth-2 chain is usually found one layer
 //! early. Scanners are linear (no backtracking); total decoding is capped at
 //! [`WORK_FACTOR`] times the text length plus [`WORK_BASE`] bytes, after which remaining candidates
 //! are left undecoded (the generated variants still apply) and [`Decoded::exhausted`] is set.

@@ -3,7 +3,8 @@
 //!
 //! A [`Scrubber`] redacts, in one pass over the text:
 //! 1. **known values**: every secret the broker holds and its encodings (see [`variants`]),
-//!    matched with Aho-Corasick behind a sound two-level q-gram prefilter ([`matcher`]);
+//!    matched through a hashed index of anchored patterns behind a sound two-level q-gram
+//!    prefilter ([`matcher`]);
 //! 2. the same patterns over a **normalized** copy of the text (the skeleton of [`normalize`]:
 //!    whitespace, invisible and format characters removed, homoglyphs and `0`/`O`, `1`/`l`/`I`
 //!    folded) when the text looks suspicious (a non-ASCII character that normalisation changes,
@@ -87,7 +88,7 @@ pub mod rules;
 pub mod variants;
 
 use airlock_core::{HandleName, Secret};
-use matcher::{Build, Hit, Matcher};
+use matcher::{Hit, Matcher};
 use normalize::Normalized;
 use rules::Rules;
 use std::borrow::Cow;
@@ -101,8 +102,8 @@ pub use output::Scrubbed;
 /// Why a scrubber could not be built. Messages never contain pattern text.
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
-    /// The automaton exceeded a capacity limit (too many or too long patterns).
-    #[error("the known-value automaton could not be built: {0}")]
+    /// The known-value index exceeded a capacity limit (too many or too long patterns).
+    #[error("the known-value index could not be built: {0}")]
     Automaton(String),
     /// A built-in rule expression failed to compile (a bug).
     #[error("a built-in pattern rule failed to compile: {0}")]
@@ -151,11 +152,11 @@ impl ScrubberBuilder {
         self
     }
 
-    /// Builds the scrubber. Costly with many secrets (all encodings, two automata): build it off
+    /// Builds the scrubber. Costly with many secrets (all encodings, two indexes): build it off
     /// the request path and swap it in.
     ///
     /// # Panics
-    /// When the automaton exceeds its capacity (see [`ScrubberBuilder::try_build`]); failing closed
+    /// When the index exceeds its capacity (see [`ScrubberBuilder::try_build`]); failing closed
     /// is better than running without the secrets.
     pub fn build(&self) -> Scrubber {
         match self.try_build() {
@@ -174,7 +175,7 @@ impl ScrubberBuilder {
         for id in rules::rule_ids() {
             labels.markers.push(marker(id));
         }
-        let base = Layer::compile(&sources, &labels.markers, Build::ForSearch)?;
+        let base = Layer::compile(&sources, &labels.markers)?;
         let fingerprints = self.secrets.iter().map(|(l, s)| fingerprint(l, s)).collect();
         Ok(Scrubber {
             layers: vec![Arc::new(base)],
@@ -233,8 +234,7 @@ struct Kept {
     variants: Vec<(Vec<u8>, variants::Case)>,
 }
 
-/// The patterns are the secrets in other forms: wiped when dropped. (The compiled automata hold
-/// them too, in memory the matcher crate owns and does not wipe.)
+/// The patterns are the secrets in other forms: wiped when dropped (as the matcher's copy is).
 impl Drop for Sources {
     fn drop(&mut self) {
         for (mut p, _) in self.raw.drain() {
@@ -310,7 +310,7 @@ impl Sources {
     }
 }
 
-/// One compiled set of known-value patterns: the raw and normalized automata and the sorted
+/// One compiled set of known-value patterns: the raw and normalized indexes and the sorted
 /// patterns a cut tail is compared with. A scrubber has one, and one more per addition of
 /// secrets after it was built ([`Scrubber::with_added`]).
 struct Layer {
@@ -330,12 +330,12 @@ impl Drop for Layer {
 
 impl Layer {
     /// Compiles `sources`, leaving out patterns found inside any of `markers`.
-    fn compile(sources: &Sources, markers: &[String], build: Build) -> Result<Layer, BuildError> {
+    fn compile(sources: &Sources, markers: &[String]) -> Result<Layer, BuildError> {
         let (raw, folded) = (&sources.raw, &sources.folded);
         let mut norm: HashMap<Vec<u8>, (u32, usize)> = HashMap::new();
         // In secret order, so a folded pattern shared by two secrets keeps the first one's label.
         let mut ordered: Vec<(&Vec<u8>, &(u32, usize))> = raw.iter().collect();
-        ordered.sort_by(|a, b| (a.1 .1, a.0).cmp(&(b.1 .1, b.0)));
+        ordered.sort_unstable_by(|a, b| (a.1 .1, a.0).cmp(&(b.1 .1, b.0)));
         // Normalized case-insensitive patterns, matched case-insensitively too. Normalisation
         // folds `I` (not `i`) onto `l`, so a folded pattern is normalized from its all-lower and
         // its all-upper form (a mixed-case form that also needs normalizing is not covered).
@@ -370,10 +370,10 @@ impl Layer {
                 prefixes.push((p.to_ascii_lowercase().into_boxed_slice(), l.0));
             }
         }
-        prefixes.sort();
+        prefixes.sort_unstable();
         prefixes.dedup_by(|a, b| a.0 == b.0);
-        let raw = compile(raw.clone(), folded, markers.join("\0").as_bytes(), build)?;
-        let norm = compile_norm(norm, &norm_folded, markers, build)?;
+        let raw = compile(raw.clone(), folded, markers.join("\0").as_bytes())?;
+        let norm = compile_norm(norm, &norm_folded, markers)?;
         Ok(Layer { raw, norm, prefixes })
     }
 
@@ -412,44 +412,54 @@ fn compile(
     map: HashMap<Vec<u8>, (u32, usize)>,
     folded: &HashSet<Vec<u8>>,
     markers: &[u8],
-    build: Build,
 ) -> Result<Option<PatternSet>, BuildError> {
-    let mut entries: Vec<(Vec<u8>, (u32, usize))> = map.into_iter().collect();
-    // Deterministic pattern order (and so deterministic labels on ties), exact patterns first:
-    // the matcher numbers its case-insensitive set after the exact one.
-    entries.sort_by(|a, b| (folded.contains(&a.0), a.1 .1, &a.0).cmp(&(folded.contains(&b.0), b.1 .1, &b.0)));
-    loop {
+    // (case-insensitive, secret order, pattern, label): deterministic pattern order (and so
+    // deterministic labels on ties), exact patterns first, as the matcher numbers its
+    // case-insensitive set after the exact one.
+    let mut entries: Vec<(bool, usize, Vec<u8>, u32)> =
+        map.into_iter().map(|(p, (label, order))| (folded.contains(&p), order, p, label)).collect();
+    entries.sort_unstable();
+    let built = loop {
         if entries.is_empty() {
-            return Ok(None);
+            break Ok(None);
         }
-        let split = entries.partition_point(|e| !folded.contains(&e.0));
-        let pats: Vec<Vec<u8>> = entries.iter().map(|e| e.0.clone()).collect();
-        let matcher = Matcher::with_nocase(&pats[..split], &pats[split..], build)
-            .map_err(|e| BuildError::Automaton(e.to_string()))?;
+        let split = entries.partition_point(|e| !e.0);
+        let pats: Vec<&[u8]> = entries.iter().map(|e| e.2.as_slice()).collect();
+        let matcher = match Matcher::with_nocase(&pats[..split], &pats[split..]) {
+            Ok(m) => m,
+            Err(e) => break Err(BuildError::Automaton(e.to_string())),
+        };
         let mut hits = Vec::new();
         matcher.find_all_unfiltered(markers, &mut hits);
-        let inside: std::collections::HashSet<usize> =
+        let inside: HashSet<usize> =
             hits.iter().filter(|h| !markers[h.start..h.end].contains(&0)).map(|h| h.pattern).collect();
         if inside.is_empty() {
-            let labels = entries.iter().map(|e| e.1 .0).collect();
-            return Ok(Some(PatternSet { matcher, labels }));
+            let labels = entries.iter().map(|e| e.3).collect();
+            break Ok(Some(PatternSet { matcher, labels }));
         }
         let mut i = 0;
-        entries.retain(|_| {
+        entries.retain_mut(|e| {
             i += 1;
-            !inside.contains(&(i - 1))
+            let keep = !inside.contains(&(i - 1));
+            if !keep {
+                zeroize::Zeroize::zeroize(&mut e.2);
+            }
+            keep
         });
+    };
+    for e in &mut entries {
+        zeroize::Zeroize::zeroize(&mut e.2);
     }
+    built
 }
 
 fn compile_norm(
     map: HashMap<Vec<u8>, (u32, usize)>,
     folded: &HashSet<Vec<u8>>,
     labels: &[String],
-    build: Build,
 ) -> Result<Option<PatternSet>, BuildError> {
     let joined: Vec<Vec<u8>> = labels.iter().map(|l| normalize::normalize_str(l)).collect();
-    compile(map, folded, &joined.join(&0u8), build)
+    compile(map, folded, &joined.join(&0u8))
 }
 
 /// A redaction: original byte range and label index.
@@ -463,7 +473,7 @@ struct Span {
 /// Redacts known secrets, their encodings and well-known token formats. Immutable; `Send + Sync`;
 /// share it as `Arc<Scrubber>`.
 pub struct Scrubber {
-    /// The automata built with the scrubber, then one per addition since
+    /// The indexes built with the scrubber, then one per addition since
     /// ([`Scrubber::with_added`]).
     layers: Vec<Arc<Layer>>,
     /// What each added layer was compiled from (`added[i]` for `layers[i + 1]`), so that a
@@ -523,7 +533,7 @@ impl Scrubber {
     }
 
     /// A scrubber that also covers `secrets`, without rebuilding this one: their patterns are
-    /// compiled into a layer of their own (a small automaton, built for quick building), and
+    /// compiled into a layer of their own (a small index), and
     /// every layer this one has is shared. Adding costs the new secrets' compilation only,
     /// whatever was added before; scanning costs one more pass per text per addition, so
     /// rebuild from all secrets with [`ScrubberBuilder`] when [`Scrubber::added_count`] grows
@@ -539,7 +549,7 @@ impl Scrubber {
         if !new_markers.is_empty() && self.layers.iter().any(|l| l.occurs_in(new_markers)) {
             return Err(BuildError::MarkerConflict);
         }
-        let layer = Layer::compile(&sources, &labels.markers, Build::Quick)?;
+        let layer = Layer::compile(&sources, &labels.markers)?;
         let mut added_fingerprints = self.added_fingerprints.clone();
         added_fingerprints.extend(secrets.iter().map(|(l, s)| fingerprint(l, s)));
         let mut layers = self.layers.clone();
@@ -560,7 +570,7 @@ impl Scrubber {
     }
 
     /// How many secrets were added with [`Scrubber::with_added`] since this scrubber's
-    /// automaton was built.
+    /// index was built.
     pub fn added_count(&self) -> usize {
         self.added.iter().map(|a| a.seen).sum()
     }
@@ -586,7 +596,7 @@ impl Scrubber {
             }
             gone.extend(out);
             if rest.seen > 0 {
-                layers.push(Arc::new(Layer::compile(&rest, &self.labels.markers, Build::Quick)?));
+                layers.push(Arc::new(Layer::compile(&rest, &self.labels.markers)?));
                 added.push(Arc::new(rest));
             }
         }
@@ -967,7 +977,7 @@ impl Scrubber {
         self.known
     }
 
-    /// The number of known-value patterns (raw and encoded forms) in the automaton.
+    /// The number of known-value patterns (raw and encoded forms) in the index.
     pub fn pattern_count(&self) -> usize {
         self.raw_sets().map(|p| p.matcher.pattern_count()).sum()
     }

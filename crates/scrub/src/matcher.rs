@@ -1,29 +1,42 @@
-//! Known-value matching: an Aho-Corasick automaton behind a sound q-gram prefilter.
+//! Known-value matching: a hashed index of anchored patterns behind a sound q-gram prefilter.
 //!
 //! Every pattern is at least `m` bytes long. The text is sampled at a stride of `m - q + 1`; at
 //! each sample the q-gram is looked up in a Bloom filter (two levels, see `QGramFilter`) holding
 //! every q-gram that occurs in the first `m` bytes of any pattern. Any occurrence of a pattern covers exactly one sample inside
 //! its first `m` bytes, and that sample's q-gram is in the filter (a Bloom filter has no false
-//! negatives), so running the automaton only on windows around the hits finds every match the
-//! automaton would find on the whole text. Windows start `m - q` bytes before a hit and end the
-//! longest pattern length after it.
+//! negatives), so searching only the windows around the hits finds every match a search of
+//! the whole text would find. Windows start `m - q` bytes before a hit and end the longest
+//! pattern length after it; an occurrence lies wholly inside the window of its sample.
+//!
+//! Inside a window, each pattern is found through its **anchor**: `a = min(m, 8)` bytes at an
+//! offset of the builder's choosing. Every anchor goes into a hash table keyed by its bytes
+//! (ASCII case folded); the search reads the `a` bytes at every position of the window, looks
+//! them up, and compares each pattern anchored there with the text around it, byte for byte or
+//! ASCII-case-insensitively. This finds every occurrence of every pattern wholly inside the
+//! window (overlapping ones included), as an Aho-Corasick automaton would, with memory and
+//! build time linear in the patterns' total length: an automaton over ten thousand secrets'
+//! encodings took minutes and gigabytes to build. Each pattern's anchor is the window of it
+//! (of up to [`MAX_ANCHOR_CHOICES`], tiling it) whose key fewest patterns have taken so far, so
+//! patterns that share a prefix (encodings of URLs with one scheme and user) are anchored in
+//! the parts where they differ, and a position of the text is compared with few patterns.
 //!
 //! Patterns come in two sets: exact ones and ASCII-case-insensitive ones (case-insensitive
-//! encodings such as hex and base32). When there are case-insensitive patterns, one
-//! case-insensitive automaton holds both sets (one pass per window instead of two) and a hit on
-//! an exact pattern is kept only if the text equals the pattern byte for byte. The filter folds
-//! ASCII case (`| 0x20` on every byte) both when it is built and when it samples, so a case
-//! variant of a pattern hits the same filter bits; folding only merges q-grams, which can add
-//! false hits but never lose one.
+//! encodings such as hex and base32). Both sets share the index (keys fold case); an exact
+//! pattern matches only when the text equals it byte for byte. The filter folds ASCII case
+//! (`| 0x20` on every byte) both when it is built and when it samples, so a case variant of a
+//! pattern hits the same filter bits; folding only merges q-grams, which can add false hits but
+//! never lose one.
 
-use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
+use std::collections::HashMap;
 
-/// Texts shorter than this are scanned by the automaton directly. (The prefilter is sound at any
-/// length; below this its setup is not worth it. Kept low because the decoding passes run the
-/// matcher on many short decoded layers, where skipping the automaton is the whole saving.)
+/// Texts shorter than this are searched directly. (The prefilter is sound at any length; below
+/// this its setup is not worth it. Kept low because the decoding passes run the matcher on many
+/// short decoded layers, where skipping the search is the whole saving.)
 const DIRECT_SCAN_BELOW: usize = 64;
 /// The q-gram prefix length considered, capped to keep the filter small for long patterns.
 const MAX_PREFIX: usize = 64;
+/// A pattern's anchor is chosen among at most this many of its windows.
+pub const MAX_ANCHOR_CHOICES: usize = 32;
 
 /// A match: byte range and pattern index.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -36,23 +49,42 @@ pub struct Hit {
     pub pattern: usize,
 }
 
-/// How a matcher's automaton is built.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Build {
-    /// The fastest search for the set (a DFA for small sets): for what is built once and scans
-    /// every result.
-    ForSearch,
-    /// A contiguous NFA, built in a fraction of a DFA's time and searched a little slower: for
-    /// what is rebuilt often (the secrets of leases, added and taken out as they come and go).
-    Quick,
+/// Why a matcher could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// A pattern is empty (it would match everywhere).
+    #[error("an empty pattern")]
+    EmptyPattern,
+    /// The patterns together exceed the index's 4 GiB of pattern bytes or 2^32 patterns.
+    #[error("the patterns exceed the index's capacity")]
+    TooLarge,
 }
 
-/// The automaton (exact and case-insensitive patterns) with its prefilter.
+/// One pattern anchored in the index.
+#[derive(Clone, Copy)]
+struct Entry {
+    /// The anchor's `a` bytes, ASCII case folded.
+    key: u64,
+    /// Where the pattern's bytes start in the arena.
+    at: u32,
+    len: u32,
+    /// The anchor's offset in the pattern.
+    offset: u32,
+    pattern: u32,
+}
+
+/// The patterns, their anchors in a hash table, and the prefilter.
 pub struct Matcher {
-    ac: Option<AhoCorasick>,
-    /// The exact patterns, to verify hits when the automaton is case-insensitive (empty when it
-    /// is not).
-    verify: Vec<Box<[u8]>>,
+    /// Every pattern's bytes, one after another (wiped when dropped).
+    arena: Vec<u8>,
+    /// Entries grouped by hash slot: slot `h` holds `entries[slots[h]..slots[h + 1]]`.
+    slots: Vec<u32>,
+    entries: Vec<Entry>,
+    /// `64 - log2(slot count)`: the shift that turns a hash into a slot.
+    shift: u32,
+    /// Anchor length and the mask of its bytes in a little-endian load.
+    a: usize,
+    mask: u64,
     /// Patterns of the exact set; case-insensitive patterns are numbered after them.
     n_exact: usize,
     n_all: usize,
@@ -60,32 +92,75 @@ pub struct Matcher {
     max_len: usize,
 }
 
+impl Drop for Matcher {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.arena);
+        for e in &mut self.entries {
+            e.key = 0;
+        }
+    }
+}
+
 impl Matcher {
     /// Builds a matcher over `patterns` (none empty), all matched exactly.
-    pub fn new(patterns: &[Vec<u8>]) -> Result<Self, aho_corasick::BuildError> {
-        Self::with_nocase(patterns, &[], Build::ForSearch)
+    pub fn new<P: AsRef<[u8]>>(patterns: &[P]) -> Result<Self, BuildError> {
+        Self::with_nocase::<P>(patterns, &[])
     }
 
     /// Builds a matcher over `exact` patterns and ASCII-case-insensitive `nocase` patterns (none
     /// empty). Hits number the exact patterns first, then the case-insensitive ones.
-    pub fn with_nocase(exact: &[Vec<u8>], nocase: &[Vec<u8>], build: Build) -> Result<Self, aho_corasick::BuildError> {
-        let all = || exact.iter().chain(nocase.iter());
-        let ci = !nocase.is_empty();
-        let ac = if exact.is_empty() && nocase.is_empty() {
-            None
-        } else {
-            let mut b = AhoCorasickBuilder::new();
-            b.match_kind(MatchKind::Standard).ascii_case_insensitive(ci);
-            if build == Build::Quick {
-                b.kind(Some(AhoCorasickKind::ContiguousNFA));
-            }
-            Some(b.build(all())?)
-        };
-        let verify = if ci { exact.iter().map(|p| p.clone().into_boxed_slice()).collect() } else { Vec::new() };
-        let min_len = all().map(Vec::len).min().unwrap_or(0);
-        let max_len = all().map(Vec::len).max().unwrap_or(0);
+    pub fn with_nocase<P: AsRef<[u8]>>(exact: &[P], nocase: &[P]) -> Result<Self, BuildError> {
+        let all = || exact.iter().chain(nocase.iter()).map(AsRef::as_ref);
+        if all().any(<[u8]>::is_empty) {
+            return Err(BuildError::EmptyPattern);
+        }
+        let n_all = exact.len() + nocase.len();
+        let total: usize = all().map(<[u8]>::len).sum();
+        if total > u32::MAX as usize || n_all > u32::MAX as usize {
+            return Err(BuildError::TooLarge);
+        }
+        let min_len = all().map(<[u8]>::len).min().unwrap_or(0);
+        let max_len = all().map(<[u8]>::len).max().unwrap_or(0);
+        let a = min_len.clamp(1, 8);
+        let mask = if a == 8 { u64::MAX } else { (1u64 << (8 * a)) - 1 };
+        let key = |p: &[u8], o: usize| (load(p, o) | FOLD) & mask;
+
+        // Anchors: for each pattern, the window whose key the fewest patterns took before it.
+        let mut taken: HashMap<u64, u32, KeyHash> = HashMap::with_capacity_and_hasher(n_all, KeyHash);
+        let mut arena = Vec::with_capacity(total);
+        let mut entries = Vec::with_capacity(n_all);
+        for (i, p) in all().enumerate() {
+            let last = p.len() - a;
+            let step = last.div_ceil(MAX_ANCHOR_CHOICES - 2).max(a);
+            let choices = (0..=last).step_by(step).chain(std::iter::once(last));
+            let offset = choices
+                .min_by_key(|&o| (taken.get(&key(p, o)).copied().unwrap_or(0), o))
+                .unwrap_or(0);
+            let k = key(p, offset);
+            *taken.entry(k).or_insert(0) += 1;
+            entries.push(Entry { key: k, at: arena.len() as u32, len: p.len() as u32, offset: offset as u32, pattern: i as u32 });
+            arena.extend_from_slice(p);
+        }
+        drop(taken);
+        let bits = (n_all * 2).next_power_of_two().max(16).trailing_zeros();
+        let shift = 64 - bits;
+        let slot_of = |k: u64| (hash(k) >> shift) as usize;
+        let mut slots = vec![0u32; (1usize << bits) + 1];
+        for e in &entries {
+            slots[slot_of(e.key) + 1] += 1;
+        }
+        for h in 1..slots.len() {
+            slots[h] += slots[h - 1];
+        }
+        let mut next = slots.clone();
+        let mut placed = vec![Entry { key: 0, at: 0, len: 0, offset: 0, pattern: 0 }; entries.len()];
+        for e in entries {
+            let h = slot_of(e.key);
+            placed[next[h] as usize] = e;
+            next[h] += 1;
+        }
         let filter = (min_len > 0).then(|| QGramFilter::new(all(), min_len.min(MAX_PREFIX)));
-        Ok(Matcher { ac, verify, n_exact: exact.len(), n_all: exact.len() + nocase.len(), filter, max_len })
+        Ok(Matcher { arena, slots, entries: placed, shift, a, mask, n_exact: exact.len(), n_all, filter, max_len })
     }
 
     /// Number of patterns.
@@ -93,18 +168,30 @@ impl Matcher {
         self.n_all
     }
 
-    /// Every occurrence in `slice` (both sets), offset by `base`, until `f` returns false.
+    /// Every occurrence in `slice` (both sets) wholly inside it, offset by `base`, until `f`
+    /// returns false.
     fn each(&self, base: usize, slice: &[u8], f: &mut impl FnMut(Hit) -> bool) -> bool {
-        let Some(ac) = &self.ac else { return true };
-        for m in ac.find_overlapping_iter(slice) {
-            let p = m.pattern().as_usize();
-            // A case-insensitive automaton also reports case variants of exact patterns.
-            if p < self.n_exact && !self.verify.is_empty() && slice[m.start()..m.end()] != *self.verify[p] {
-                continue;
-            }
-            let h = Hit { start: base + m.start(), end: base + m.end(), pattern: p };
-            if !f(h) {
-                return false;
+        if self.entries.is_empty() || slice.len() < self.a {
+            return true;
+        }
+        for i in 0..=slice.len() - self.a {
+            let k = (load(slice, i) | FOLD) & self.mask;
+            let h = (hash(k) >> self.shift) as usize;
+            let (lo, hi) = (self.slots[h] as usize, self.slots[h + 1] as usize);
+            for e in &self.entries[lo..hi] {
+                let offset = e.offset as usize;
+                if e.key != k || i < offset {
+                    continue;
+                }
+                let start = i - offset;
+                let end = start + e.len as usize;
+                let Some(text) = slice.get(start..end) else { continue };
+                let pat = &self.arena[e.at as usize..e.at as usize + e.len as usize];
+                let pattern = e.pattern as usize;
+                let found = if pattern < self.n_exact { text == pat } else { text.eq_ignore_ascii_case(pat) };
+                if found && !f(Hit { start: base + start, end: base + end, pattern }) {
+                    return false;
+                }
             }
         }
         true
@@ -133,8 +220,8 @@ impl Matcher {
         found
     }
 
-    /// Every occurrence, scanning the whole text with the automaton (the reference the prefilter
-    /// must agree with).
+    /// Every occurrence, searching the whole text with no prefilter (the reference the
+    /// prefilter must agree with).
     pub fn find_all_unfiltered(&self, text: &[u8], out: &mut Vec<Hit>) {
         self.each(0, text, &mut |h| {
             out.push(h);
@@ -176,6 +263,36 @@ impl Matcher {
     }
 }
 
+/// Hashes an anchor's key (its bytes in a `u64`) with the index's own mixing function, for the
+/// map of anchors taken while building.
+#[derive(Clone, Copy, Default)]
+struct KeyHash;
+
+impl std::hash::BuildHasher for KeyHash {
+    type Hasher = KeyHasher;
+    fn build_hasher(&self) -> KeyHasher {
+        KeyHasher(0)
+    }
+}
+
+/// See [`KeyHash`].
+#[derive(Default)]
+struct KeyHasher(u64);
+
+impl std::hash::Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        hash(self.0)
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, k: u64) {
+        self.0 = k;
+    }
+}
+
 /// Two register-blocked Bloom filters over the same q-grams (q <= 8): a small first level (two
 /// bits per entry in one 64-bit word, about [`L1_BITS`] bits per entry) that stays in the
 /// core's cache and rejects most samples, and a larger second level (three bits per entry,
@@ -199,7 +316,7 @@ const L1_BITS: usize = 4;
 const L2_BITS: usize = 16;
 
 impl QGramFilter {
-    fn new<'p>(patterns: impl Iterator<Item = &'p Vec<u8>> + Clone, m: usize) -> Self {
+    fn new<'p>(patterns: impl Iterator<Item = &'p [u8]> + Clone, m: usize) -> Self {
         let q = m.min(8);
         let stride = m - q + 1;
         let entries = patterns.clone().count() * stride;
@@ -307,5 +424,44 @@ mod tests {
         assert!(a.len() >= 4);
         assert!(m.is_match(text.as_bytes()));
         assert!(!m.is_match("lorem ipsum dolor sit amet ".repeat(100).as_bytes()));
+    }
+
+    /// Patterns that share a long prefix (encodings of URLs with one scheme and user) are
+    /// anchored where they differ: no key is shared by more than a few of them, so a text made
+    /// of the shared prefix, repeated, is compared with few patterns at each position.
+    #[test]
+    fn shared_prefixes_are_anchored_apart() {
+        const B62: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+        let mut x = 7u64;
+        let pats: Vec<Vec<u8>> = (0..5000)
+            .map(|_| {
+                let mut p = b"postgres://airlock_reader:".to_vec();
+                p.extend((0..24).map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    B62[(x % 62) as usize]
+                }));
+                p
+            })
+            .collect();
+        let m = Matcher::new(&pats).unwrap();
+        let mut per_key: std::collections::HashMap<u64, usize> = std::collections::HashMap::new();
+        for e in &m.entries {
+            *per_key.entry(e.key).or_default() += 1;
+        }
+        let most = per_key.values().max().copied().unwrap_or(0);
+        assert!(most <= 2, "{most} patterns share one anchor");
+        // Every slot holds few entries (the table has twice as many slots as patterns).
+        let fullest = m.slots.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0);
+        assert!(fullest <= 12, "a slot holds {fullest} entries");
+        let mut hits = Vec::new();
+        m.find_all(&pats[4321], &mut hits);
+        assert_eq!(hits, vec![Hit { start: 0, end: pats[4321].len(), pattern: 4321 }]);
+    }
+
+    #[test]
+    fn an_empty_pattern_is_refused() {
+        assert!(matches!(Matcher::new(&[b"abcdef".to_vec(), Vec::new()]), Err(BuildError::EmptyPattern)));
     }
 }
