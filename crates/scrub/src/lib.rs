@@ -372,8 +372,15 @@ impl Layer {
         }
         prefixes.sort_unstable();
         prefixes.dedup_by(|a, b| a.0 == b.0);
-        let raw = compile(raw.clone(), folded, markers.join("\0").as_bytes())?;
-        let norm = compile_norm(norm, &norm_folded, markers)?;
+        let raw = compile(raw, folded, markers.join("\0").as_bytes())?;
+        let norm_set = compile_norm(&norm, &norm_folded, markers);
+        for (mut p, _) in norm {
+            zeroize::Zeroize::zeroize(&mut p);
+        }
+        for mut p in norm_folded {
+            zeroize::Zeroize::zeroize(&mut p);
+        }
+        let norm = norm_set?;
         Ok(Layer { raw, norm, prefixes })
     }
 
@@ -409,22 +416,22 @@ struct PatternSet {
 /// `folded` are the patterns matched ASCII-case-insensitively (also checked against the markers
 /// case-insensitively).
 fn compile(
-    map: HashMap<Vec<u8>, (u32, usize)>,
+    map: &HashMap<Vec<u8>, (u32, usize)>,
     folded: &HashSet<Vec<u8>>,
     markers: &[u8],
 ) -> Result<Option<PatternSet>, BuildError> {
     // (case-insensitive, secret order, pattern, label): deterministic pattern order (and so
     // deterministic labels on ties), exact patterns first, as the matcher numbers its
     // case-insensitive set after the exact one.
-    let mut entries: Vec<(bool, usize, Vec<u8>, u32)> =
-        map.into_iter().map(|(p, (label, order))| (folded.contains(&p), order, p, label)).collect();
+    let mut entries: Vec<(bool, usize, &[u8], u32)> =
+        map.iter().map(|(p, &(label, order))| (folded.contains(p), order, p.as_slice(), label)).collect();
     entries.sort_unstable();
     let built = loop {
         if entries.is_empty() {
             break Ok(None);
         }
         let split = entries.partition_point(|e| !e.0);
-        let pats: Vec<&[u8]> = entries.iter().map(|e| e.2.as_slice()).collect();
+        let pats: Vec<&[u8]> = entries.iter().map(|e| e.2).collect();
         let matcher = match Matcher::with_nocase(&pats[..split], &pats[split..]) {
             Ok(m) => m,
             Err(e) => break Err(BuildError::Automaton(e.to_string())),
@@ -438,23 +445,16 @@ fn compile(
             break Ok(Some(PatternSet { matcher, labels }));
         }
         let mut i = 0;
-        entries.retain_mut(|e| {
+        entries.retain(|_| {
             i += 1;
-            let keep = !inside.contains(&(i - 1));
-            if !keep {
-                zeroize::Zeroize::zeroize(&mut e.2);
-            }
-            keep
+            !inside.contains(&(i - 1))
         });
     };
-    for e in &mut entries {
-        zeroize::Zeroize::zeroize(&mut e.2);
-    }
     built
 }
 
 fn compile_norm(
-    map: HashMap<Vec<u8>, (u32, usize)>,
+    map: &HashMap<Vec<u8>, (u32, usize)>,
     folded: &HashSet<Vec<u8>>,
     labels: &[String],
 ) -> Result<Option<PatternSet>, BuildError> {
