@@ -210,9 +210,11 @@ struct Source {
 pub struct PolicyEngine {
     schema: Schema,
     authorizer: Authorizer,
-    /// Per named agent: the common slice plus the agent's own policies.
+    /// Per named agent: the agent's own policies (`principal == Airlock::Agent::"name"`). They
+    /// are evaluated next to the common slice, not copied into one set with it: a copy of the
+    /// common slice per agent held about 67 KB per agent (6.7 GB for 100,000 agents).
     per_agent: HashMap<String, PolicySet>,
-    /// Policies not tied to one agent, for agents named nowhere.
+    /// Policies not tied to one agent: they apply to every agent.
     common: PolicySet,
     agent_type: EntityTypeName,
     handle_type: EntityTypeName,
@@ -321,7 +323,7 @@ impl PolicyEngine {
         }
         let mut per_agent = HashMap::with_capacity(own.len());
         for (agent, policies) in own {
-            let mut set = common.clone();
+            let mut set = PolicySet::new();
             for p in policies {
                 set.add(p).map_err(|e| PolicyError::Internal(e.to_string()))?;
             }
@@ -371,8 +373,8 @@ impl PolicyEngine {
             return false;
         }
         let Some(action) = self.actions.iter().find(|(t, _)| *t == tool).map(|(_, a)| a) else { return false };
-        let set = self.per_agent.get(agent).unwrap_or(&self.common);
-        set.policies().any(|p| {
+        let own = self.per_agent.get(agent).into_iter().flat_map(PolicySet::policies);
+        self.common.policies().chain(own).any(|p| {
             p.effect() == cedar_policy::Effect::Permit
                 && match p.action_constraint() {
                     cedar_policy::ActionConstraint::Any => true,
@@ -422,7 +424,6 @@ impl PolicyEngine {
         let Some(action) = self.actions.iter().find(|(t, _)| *t == tool).map(|(_, a)| a.clone()) else {
             return Decision::deny("unknown tool");
         };
-        let set = self.per_agent.get(agent).unwrap_or(&self.common);
         let principal = EntityUid::from_type_name_and_id(self.agent_type.clone(), EntityId::new(agent));
         let resource = EntityUid::from_type_name_and_id(self.handle_type.clone(), EntityId::new(handle.name.as_str()));
 
@@ -434,17 +435,32 @@ impl PolicyEngine {
             Ok(r) => r,
             Err(e) => return Decision::deny(e.to_string()),
         };
-        let response = self.authorizer.is_authorized(&request, set, &entities);
-        let diagnostics = response.diagnostics();
-        let errors: Vec<String> = diagnostics.errors().map(|e| e.to_string()).collect();
-        let mut policies: Vec<String> = diagnostics.reason().map(|p| p.to_string()).collect();
-        policies.sort();
+        // The agent's slice is the common policies and its own, evaluated as two sets and
+        // combined as Cedar combines one set: any satisfied `forbid` denies, and then any
+        // satisfied `permit` allows. A set's response names its satisfied forbids when it has
+        // any (it denies), else its satisfied permits (it allows), else nothing; so the
+        // forbids of both are known exactly, and when there are none, so are the permits.
+        let slices = std::iter::once(&self.common).chain(self.per_agent.get(agent));
+        let (mut forbids, mut permits, mut errors) = (Vec::new(), Vec::new(), Vec::new());
+        for set in slices {
+            let response = self.authorizer.is_authorized(&request, set, &entities);
+            let diagnostics = response.diagnostics();
+            errors.extend(diagnostics.errors().map(|e| e.to_string()));
+            let reason = diagnostics.reason().map(|p| p.to_string());
+            match response.decision() {
+                cedar_policy::Decision::Allow => permits.extend(reason),
+                cedar_policy::Decision::Deny => forbids.extend(reason),
+            }
+        }
         // Cedar skips a policy whose evaluation errors; that would let a broken `forbid` fall
         // away, so any error denies.
-        let allowed = response.decision() == cedar_policy::Decision::Allow && errors.is_empty();
-        if !allowed && response.decision() == cedar_policy::Decision::Allow {
-            policies.clear();
-        }
+        let allowed = forbids.is_empty() && !permits.is_empty() && errors.is_empty();
+        let mut policies = match (forbids.is_empty(), allowed) {
+            (false, _) => forbids,
+            (true, true) => permits,
+            (true, false) => Vec::new(),
+        };
+        policies.sort();
         Decision { allowed, policies, errors }
     }
 

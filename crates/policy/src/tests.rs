@@ -278,10 +278,11 @@ fn unconstrained_or_group_principals_apply_to_every_agent() {
     assert!(e.decide("newbie", Tool::QueryDb, h(&f, "DB_RW")).allowed);
     assert!(!e.decide("stranger", Tool::QueryDb, h(&f, "DB_RW")).allowed);
     assert!(!e.decide("support-bot", Tool::QueryDb, h(&f, "DB_RW")).allowed);
-    // Slices: the 2 config agents plus `newbie`; common policies are in each.
+    // Slices: the 2 config agents plus `newbie`, each with its own policies only; the common
+    // ones are held once.
     assert_eq!(e.per_agent.len(), 3);
     assert_eq!(e.common.policies().count(), 2);
-    assert_eq!(e.per_agent["newbie"].policies().count(), 3);
+    assert_eq!(e.per_agent["newbie"].policies().count(), 1);
 }
 
 #[test]
@@ -468,4 +469,80 @@ fn kept_decisions_agree_whatever_order_the_catalogue_is_walked_in() {
         assert_eq!(&decide(&backward, *r), d, "{r:?} again");
     }
     assert!(forward.memo_len() > 0);
+}
+
+/// The decision on one set holding the common slice and the agent's own policies together, as
+/// Cedar makes it: the reference the two-set evaluation must equal.
+fn one_set_decision(e: &PolicyEngine, agent: &str, tool: Tool, handle: &Handle) -> Decision {
+    let mut set = e.common.clone();
+    for p in e.per_agent.get(agent).into_iter().flat_map(PolicySet::policies) {
+        set.add(p.clone()).unwrap();
+    }
+    let action = e.actions.iter().find(|(t, _)| *t == tool).map(|(_, a)| a.clone()).unwrap();
+    let principal = EntityUid::from_type_name_and_id(e.agent_type.clone(), EntityId::new(agent));
+    let resource = EntityUid::from_type_name_and_id(e.handle_type.clone(), EntityId::new(handle.name.as_str()));
+    let entities = e.request_entities(agent, &principal, (handle, false), &resource).unwrap();
+    let request = Request::new(principal, action, resource, Context::empty(), Some(&e.schema)).unwrap();
+    let response = e.authorizer.is_authorized(&request, &set, &entities);
+    let errors: Vec<String> = response.diagnostics().errors().map(|e| e.to_string()).collect();
+    let mut policies: Vec<String> = response.diagnostics().reason().map(|p| p.to_string()).collect();
+    policies.sort();
+    let allowed = response.decision() == cedar_policy::Decision::Allow && errors.is_empty();
+    if !allowed && response.decision() == cedar_policy::Decision::Allow {
+        policies.clear();
+    }
+    Decision { allowed, policies, errors }
+}
+
+/// Agents' own policies are evaluated next to the common slice, not in one set with it: over
+/// generated policy files (permits and forbids, for one agent, for every agent or for typed
+/// agents, on one tool or any, one handle or any, with conditions on the handle's attributes),
+/// every decision for every agent (with grants, named only in a file, named nowhere), tool and
+/// handle equals Cedar's on the one set, the policies it names included.
+#[test]
+fn two_slices_decide_as_one_set_over_generated_policies() {
+    let agents = ["support-bot", "other", "newbie", "stranger"];
+    let principals = ["principal", "principal is Airlock::Agent", "principal == Airlock::Agent::\"support-bot\"", "principal == Airlock::Agent::\"other\"", "principal == Airlock::Agent::\"newbie\""];
+    let actions = ["action", "action == Airlock::Action::\"query_db\"", "action == Airlock::Action::\"http_request\"", "action in [Airlock::Action::\"query_db\", Airlock::Action::\"share_secret\"]"];
+    let resources = ["resource", "resource == Airlock::Handle::\"DB_PROD\"", "resource == Airlock::Handle::\"API\"", "resource == Airlock::Handle::\"DB_RW\""];
+    let conditions = ["", " when { resource.scope == \"read_only\" }", " when { resource.kind == \"http\" }", " unless { resource.scope == \"read_write\" }", " when { principal.name == \"newbie\" }"];
+    let mut x = 0x2545_F491_4F6C_DD1Du64;
+    let mut pick = |n: usize| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        (x % n as u64) as usize
+    };
+    let (mut walked, mut allowed, mut forbidden) = (0, 0, 0);
+    for round in 0..60 {
+        let mut text = String::new();
+        for i in 0..1 + pick(8) {
+            let effect = if pick(3) == 0 { "forbid" } else { "permit" };
+            text.push_str(&format!(
+                "@id(\"p{round}-{i}\")\n{effect} ({}, {}, {}){};\n",
+                principals[pick(principals.len())],
+                actions[pick(actions.len())],
+                resources[pick(resources.len())],
+                conditions[pick(conditions.len())]
+            ));
+        }
+        let f = fixture(GRANTS, &[("gen.cedar", &text)]);
+        let e = engine(&f);
+        for agent in agents {
+            for tool in Tool::ALL {
+                for handle in f.cfg.handles.values().filter(|h| tool.applies_to(h.kind)) {
+                    let want = one_set_decision(&e, agent, *tool, handle);
+                    let got = e.evaluate(agent, *tool, handle, false);
+                    assert_eq!(got.allowed, want.allowed, "{agent} {tool:?} {}\n{text}", handle.name.as_str());
+                    assert_eq!(got.policies, want.policies, "{agent} {tool:?} {}\n{text}", handle.name.as_str());
+                    assert_eq!(got.errors.len(), want.errors.len(), "{agent} {tool:?}\n{text}");
+                    walked += 1;
+                    allowed += usize::from(got.allowed);
+                    forbidden += usize::from(!got.allowed && !got.policies.is_empty());
+                }
+            }
+        }
+    }
+    // The walk meets all three outcomes often.
+    assert!(allowed * 10 > walked && forbidden * 20 > walked, "{allowed} allowed, {forbidden} forbidden of {walked}");
 }
