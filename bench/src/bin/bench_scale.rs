@@ -47,9 +47,8 @@
 //! cargo run --release -p airlock-bench --bin airlock-bench-scale -- profile [SECONDS=30] [SIZE]
 //! ```
 //!
-//! About 5 minutes on 2 cores with the defaults: most of it is the largest broker's start (the
-//! scrubber's build over 10,000 secrets, about 3 minutes and 8.5 GB here), then about 15 s to
-//! create its 100,000 agents. The three brokers run side by side from their start to the end, so
+//! About 2 minutes on 2 cores with the defaults: about 15 s to create the largest size's 100,000
+//! agents, its broker's start (about 17 s and 1.6 GB here), then the rounds. The three brokers run side by side from their start to the end, so
 //! each start is timed once.
 #![forbid(unsafe_code)]
 
