@@ -670,15 +670,13 @@ impl<'a> Checker<'a> {
                 format!("function {name} is not allowed on this handle"),
             );
         };
-        if functions::writes(self.kind, &f.name) || f.origin == functions::Origin::Handle {
-            self.taints_session = true;
-        }
-        if functions::writes(self.kind, &f.name) {
+        let writes = functions::writes(self.kind, &f.name);
+        let by_handle = f.origin == functions::Origin::Handle;
+        self.taints_session |= writes || by_handle;
+        if writes {
             return self.write(&format!("{name} changes data"));
         }
-        if f.origin == functions::Origin::Handle {
-            self.handle_functions = true;
-        }
+        self.handle_functions |= by_handle;
         ControlFlow::Continue(())
     }
 
