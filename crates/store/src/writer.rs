@@ -178,28 +178,46 @@ fn apply_all(c: &rusqlite::Connection, ops: &mut [Box<dyn Op>]) -> rusqlite::Res
     // IMMEDIATE takes the write lock up front: two processes writing one store queue on it
     // (busy_timeout) instead of failing on a read-to-write upgrade, and the audit chain head
     // read inside cannot move.
-    c.execute_batch("BEGIN IMMEDIATE")?;
+    // The statements are kept prepared on the connection: the common group is one record.
+    let run = |sql: &str| c.prepare_cached(sql).and_then(|mut st| st.execute([])).map(drop);
+    run("BEGIN IMMEDIATE")?;
+    if let [op] = ops {
+        // One operation: the transaction is its savepoint. When it fails, nothing of the group
+        // is kept and the transaction ends empty.
+        let mut left = None;
+        let r = op.apply(c, &mut left);
+        if r.is_err() {
+            run("ROLLBACK")?;
+            return Ok(vec![r]);
+        }
+        if let Some(end) = left {
+            end(c)?;
+        }
+        run("COMMIT")?;
+        return Ok(vec![r]);
+    }
     let mut at_end: Option<AtEnd> = None;
     let mut out = Vec::with_capacity(ops.len());
     for op in ops.iter_mut() {
-        c.execute_batch("SAVEPOINT op")?;
+        run("SAVEPOINT op")?;
         let mut left = None;
         let r = op.apply(c, &mut left);
         if r.is_ok() {
-            c.execute_batch("RELEASE op")?;
+            run("RELEASE op")?;
             if left.is_some() {
                 at_end = left;
             }
         } else {
             // Rolled back alone, and what it left for the end of the group with it.
-            c.execute_batch("ROLLBACK TO op; RELEASE op")?;
+            run("ROLLBACK TO op")?;
+            run("RELEASE op")?;
         }
         out.push(r);
     }
     if let Some(end) = at_end {
         end(c)?;
     }
-    c.execute_batch("COMMIT")?;
+    run("COMMIT")?;
     Ok(out)
 }
 
@@ -217,6 +235,8 @@ fn open(path: &std::path::Path, sync: SyncMode) -> rusqlite::Result<rusqlite::Co
         },
     )?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
+    // Every operation's statements and the group's own stay prepared.
+    conn.set_prepared_statement_cache_capacity(64);
     Ok(conn)
 }
 

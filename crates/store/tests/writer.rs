@@ -199,3 +199,25 @@ async fn a_current_thread_runtime_writes_inline() {
     assert_eq!(seqs, (1..=32).collect::<Vec<i64>>());
     assert!(store.verify_audit(&public).await.unwrap().ok());
 }
+
+/// One caller at a time, so that every operation is a group of its own (the writer's path
+/// without savepoints): a lone create whose id is taken fails with its own error and leaves
+/// nothing, a lone wrong proof burns nothing, and the operations after them commit and chain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lone_operation_that_fails_leaves_nothing_and_the_next_commits() {
+    let (_dir, store, log, public) = setup().await;
+    store.create_share(&share(&id(1), 1)).await.unwrap();
+    assert_eq!(log.append(rec(0)).await.unwrap(), 1);
+    for round in 0..3 {
+        let taken = store.create_share(&share(&id(1), 5)).await;
+        assert!(matches!(taken, Err(StoreError::Conflict(_))), "round {round}: {taken:?}");
+        assert_eq!(store.share_views_left(&id(1)).await.unwrap(), Some(1), "the failed create changed nothing");
+        assert!(store.consume_share(&id(1), &[8; 32], None).await.unwrap().is_none());
+        assert_eq!(log.append(rec(round + 1)).await.unwrap(), round as i64 + 2);
+    }
+    assert_eq!(count(&store, "SELECT COUNT(*) FROM shares").await, 1);
+    assert!(store.consume_share(&id(1), &[7; 32], None).await.unwrap().is_some());
+    assert!(store.consume_share(&id(1), &[7; 32], None).await.unwrap().is_none(), "burned once");
+    assert_eq!(count(&store, "SELECT COUNT(*) FROM audit_checkpoints").await, 4, "one checkpoint per record's group");
+    assert!(store.verify_audit(&public).await.unwrap().ok());
+}
