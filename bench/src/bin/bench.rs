@@ -64,6 +64,13 @@ async fn main() -> Result<()> {
     if std::env::args().nth(1).as_deref() == Some("footprint") {
         return footprint().await;
     }
+    if std::env::args().nth(1).as_deref() == Some("__proxy") {
+        let upstream = std::env::args().nth(2).context("usage: airlock-bench __proxy UPSTREAM_ADDR")?;
+        return bare_proxy(upstream).await;
+    }
+    if std::env::args().nth(1).as_deref() == Some("profile") {
+        return profile().await;
+    }
     if std::env::args().nth(1).as_deref() == Some("compare") {
         let other = std::env::args().nth(2).context("usage: airlock-bench compare OTHER_AIRLOCK_BINARY")?;
         return compare(PathBuf::from(other)).await;
@@ -113,8 +120,10 @@ async fn main() -> Result<()> {
         headers: vec![("authorization".into(), format!("Bearer {UPSTREAM_TOKEN}"))],
         body: None,
     };
+    let (_proxy, bare) = start_bare_proxy(up_addr).await?;
     let mut b_best = 0.0f64;
     let mut direct_stats: Vec<Stats> = Vec::new();
+    let mut bare_stats: Vec<Stats> = Vec::new();
     for sync in ["full", "normal"] {
         let broker = Broker::start(up_addr, sync).await?;
         if sync == "full" {
@@ -130,15 +139,22 @@ async fn main() -> Result<()> {
             if direct_stats.len() <= i {
                 direct_stats.push(http_load(std::slice::from_ref(&direct), c, PHASES).await?);
             }
-            let d = &direct_stats[i];
+            if bare_stats.len() <= i {
+                bare_stats.push(http_load(std::slice::from_ref(&bare), c, PHASES).await?);
+            }
+            let (d, p) = (&direct_stats[i], &bare_stats[i]);
             let b = http_load(std::slice::from_ref(&brokered), c, PHASES).await?;
             report(&format!("direct,   concurrency {c}"), d);
+            report(&format!("bare proxy, concurrency {c}"), p);
             report(&format!("brokered, concurrency {c}"), &b);
             ratio_line.push_str(&format!(
-                "  concurrency {c}: added p50 {}, added p99 {}, throughput ratio {:.0} %\n",
+                "  concurrency {c}: added p50 {}, added p99 {}, throughput ratio {:.0} %; the bare proxy adds p50 {} ({:.0} %), airlock over it p50 {}\n",
                 us(b.p50() - d.p50()),
                 us(b.p99() - d.p99()),
-                100.0 * b.rps() / d.rps()
+                100.0 * b.rps() / d.rps(),
+                us(p.p50() - d.p50()),
+                100.0 * p.rps() / d.rps(),
+                us(b.p50() - p.p50()),
             ));
         }
         print!("{ratio_line}");
@@ -252,6 +268,97 @@ async fn footprint() -> Result<()> {
 }
 
 /// `airlock-bench thin-mcp`: only (f), against a broker with `sync = full`.
+/// The floor of any broker that runs as its own process: a bare proxy (this binary as
+/// `__proxy`) that takes the same `POST /v1/invoke` (bearer token, JSON body), sends the GET to
+/// the upstream with a pooled reqwest client, and answers the upstream's body in a JSON
+/// envelope, with nothing else: no identity, policy, secret, scrubbing or audit. The same
+/// frameworks as airlock (axum, hyper, reqwest, serde_json, a multi-threaded Tokio runtime).
+/// What a brokered call adds over this proxy is airlock's own work; what the proxy adds over the
+/// direct call is the extra process: two more loopback hops and the thread wake-ups they cost.
+async fn bare_proxy(upstream: String) -> Result<()> {
+    use axum::http::{HeaderMap, StatusCode};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    println!("{}", listener.local_addr()?.port());
+    let client = reqwest::Client::builder().no_proxy().build()?;
+    let url = format!("http://{upstream}/v1/ping");
+    let invoke = move |headers: HeaderMap, body: axum::body::Bytes| {
+        let (client, url) = (client.clone(), url.clone());
+        async move {
+            let call: serde_json::Value = serde_json::from_slice(&body).map_err(|_| StatusCode::BAD_REQUEST)?;
+            if headers.get("authorization").is_none() || call.get("tool").is_none() {
+                return Err(StatusCode::UNAUTHORIZED);
+            }
+            let r = client.get(&url).bearer_auth(UPSTREAM_TOKEN).send().await.map_err(|_| StatusCode::BAD_GATEWAY)?;
+            let status = r.status().as_u16();
+            let text = r.text().await.map_err(|_| StatusCode::BAD_GATEWAY)?;
+            Ok::<_, StatusCode>(axum::Json(serde_json::json!({"result": {"status": status, "body": text}})))
+        }
+    };
+    axum::serve(listener, Router::new().route("/v1/invoke", axum::routing::post(invoke))).await?;
+    Ok(())
+}
+
+/// Starts [`bare_proxy`] as a child process in front of `up_addr`; its `POST /v1/invoke`.
+async fn start_bare_proxy(up_addr: std::net::SocketAddr) -> Result<(Proc, Target)> {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(std::env::current_exe()?)
+        .arg("__proxy")
+        .arg(up_addr.to_string())
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("starting the bare proxy")?;
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().context("the proxy's stdout")?).read_line(&mut line)?;
+    let port: u16 = line.trim().parse().context("the bare proxy's port")?;
+    let proc = Proc(child);
+    Ok((proc, Target::invoke(&format!("http://127.0.0.1:{port}"), "bare", "http_request", ping_args())))
+}
+
+/// `airlock-bench profile [SECONDS] [normal|full] [http|query]`: one broker under `http_request`
+/// (or `query_db SELECT 1`) at concurrency 1 for SECONDS (default 20), for `perf record -p` on
+/// the broker's PID, which it prints first; then the broker's time per call stage, from
+/// `/metrics`.
+async fn profile() -> Result<()> {
+    let secs: u64 = std::env::args().nth(2).map(|s| s.parse()).transpose()?.unwrap_or(20);
+    let sync = std::env::args().nth(3).unwrap_or_else(|| "normal".into());
+    let query = std::env::args().nth(4).as_deref() == Some("query");
+    let up_addr = upstream().await?;
+    let broker = Broker::start(up_addr, &sync).await?;
+    if !query {
+        // The floors first: the same upstream directly, then through the bare proxy.
+        let direct = Target {
+            url: format!("http://{up_addr}/v1/ping"),
+            method: reqwest::Method::GET,
+            headers: vec![("authorization".into(), format!("Bearer {UPSTREAM_TOKEN}"))],
+            body: None,
+        };
+        let (_proxy, bare) = start_bare_proxy(up_addr).await?;
+        report("direct", &http_load(&[direct], 1, PHASES).await?);
+        report("bare proxy", &http_load(&[bare], 1, PHASES).await?);
+    }
+    println!("broker pid {} (sync = {sync}), {secs} s at concurrency 1", broker.proc.0.id());
+    let target = if query {
+        broker.invoke("query_db", serde_json::json!({"credential_handle": "DB", "query": "SELECT 1"}))
+    } else {
+        broker.invoke("http_request", ping_args())
+    };
+    let phases = Phases { warmup: Duration::from_secs(1), measure: Duration::from_secs(secs) };
+    report(if query { "query_db" } else { "http_request" }, &http_load(&[target], 1, phases).await?);
+    let metrics = reqwest::get(format!("{}/metrics", broker.base)).await?.text().await?;
+    // Mean time per stage: the histogram's sum over its count.
+    let value = |name: &str| -> Option<f64> {
+        metrics.lines().find(|l| l.starts_with(name)).and_then(|l| l.rsplit(' ').next()).and_then(|v| v.parse().ok())
+    };
+    for stage in ["authenticate", "check", "prepare", "approval", "resolve", "execute", "scrub", "audit"] {
+        let sum = value(&format!("airlock_call_stage_duration_seconds_sum{{stage=\"{stage}\"}}"));
+        let count = value(&format!("airlock_call_stage_duration_seconds_count{{stage=\"{stage}\"}}"));
+        if let (Some(s), Some(c)) = (sum, count) {
+            println!("  stage {stage:<9} mean {:>7.1} µs over {c} calls", s / c.max(1.0) * 1e6);
+        }
+    }
+    Ok(())
+}
+
 async fn thin_mcp_only() -> Result<()> {
     let broker = Broker::start(upstream().await?, "full").await?;
     let rest = broker.invoke("http_request", ping_args());
