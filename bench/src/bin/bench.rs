@@ -1,7 +1,8 @@
 //! `airlock-bench`: one run that measures, side by side on this machine,
 //!
 //! (a) a brokered `http_request` against the same request sent directly to the same local
-//!     upstream, at concurrency 1 and 32 (added p50/p99 latency, throughput ratio);
+//!     upstream and through a bare proxy in its own process (the floor of any broker outside
+//!     the agent's process), at concurrency 1 and 32 (added p50/p99 latency, throughput ratio);
 //! (b) `query_db` `SELECT 1` on SQLite through the whole path (REST, auth, policy, resolve,
 //!     execute, scrub, durable audit): calls per second;
 //! (c) scrubber throughput over 1 MiB of text with 1,000 known secrets and their encodings, and
@@ -13,7 +14,9 @@
 //!     MCP host launches: stdio → the broker's Unix socket → the session in the broker) against
 //!     REST, sequentially;
 //! (g) with `-- footprint` alone: the cold start of `airlock serve` to its first answered call,
-//!     and its resident memory idle, after 10,000 calls and after 200,000 calls.
+//!     and its resident memory idle, after 10,000 calls and after 200,000 calls;
+//! (h) with `-- profile [SECONDS] [normal|full] [http|query]` alone: one broker under load at
+//!     concurrency 1 for `perf record -p`, then its mean time per call stage.
 //!
 //! Each store sync mode's section starts with the fsync of this machine (a 4 KiB write and
 //! `fdatasync` in the store's directory, p50), the floor of a durable commit with `sync = full`.
