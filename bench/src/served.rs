@@ -72,6 +72,18 @@ pub fn vm_rss_kib(pid: u32) -> Result<u64> {
     v.trim_end_matches("kB").trim().parse().with_context(|| format!("VmRSS {v:?}"))
 }
 
+/// What the resident memory of process `pid` is made of (`RssAnon` and `RssFile` of
+/// `/proc/PID/status`): the process's own memory, and the pages of mapped files (the binary's
+/// code and read-only data, shared with the page cache), as text.
+pub fn rss_parts(pid: u32) -> Result<String> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let field = |name: &str| -> Result<String> {
+        let line = status.lines().find(|l| l.starts_with(name)).with_context(|| format!("no {name}"))?;
+        Ok(line.trim_start_matches(name).trim().to_owned())
+    };
+    Ok(format!("anonymous {}, file-backed {}", field("RssAnon:")?, field("RssFile:")?))
+}
+
 /// How many file descriptors process `pid` has open (the entries of `/proc/PID/fd`).
 pub fn open_fds(pid: u32) -> Result<usize> {
     Ok(std::fs::read_dir(format!("/proc/{pid}/fd"))?.count())

@@ -29,7 +29,7 @@
 
 use airlock_bench::bao::{self, Bao};
 use airlock_bench::load::{http_load, us, Latencies, Phases, Stats, Target};
-use airlock_bench::served::{free_port, select1_db, vm_rss, Airlock, Proc};
+use airlock_bench::served::{free_port, rss_parts, select1_db, vm_rss, Airlock, Proc};
 use anyhow::{Context, Result};
 use axum::routing::get;
 use axum::Router;
@@ -257,7 +257,7 @@ async fn footprint() -> Result<()> {
     let pid = proc.0.id();
     tokio::time::sleep(Duration::from_secs(1)).await;
     println!("\n(g) resident memory of the broker (VmRSS)");
-    println!("  idle after start: {}", vm_rss(pid)?);
+    println!("  idle after start: {} ({})", vm_rss(pid)?, rss_parts(pid)?);
     let mut calls = 0usize;
     for milestone in [10_000usize, 200_000] {
         while calls < milestone {
@@ -265,7 +265,7 @@ async fn footprint() -> Result<()> {
             anyhow::ensure!(s.errors == 0, "{} calls failed", s.errors);
             calls += s.latencies.len();
         }
-        println!("  after {calls} calls: {}", vm_rss(pid)?);
+        println!("  after {calls} calls: {} ({})", vm_rss(pid)?, rss_parts(pid)?);
     }
     Ok(())
 }
