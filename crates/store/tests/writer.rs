@@ -1,6 +1,7 @@
 //! The SQLite store's one writer: audit records, share creates and share burns that arrive
 //! together are committed together (one transaction, one signed checkpoint per group), each
-//! operation is answered by its own outcome, and a caller that goes away stalls nothing.
+//! operation is answered by its own outcome, and a caller that goes away stalls nothing; a
+//! generated mix of operations, one at a time or all at once, ends as a model of them says.
 
 mod common;
 
@@ -220,4 +221,111 @@ async fn a_lone_operation_that_fails_leaves_nothing_and_the_next_commits() {
     assert!(store.consume_share(&id(1), &[7; 32], None).await.unwrap().is_none(), "burned once");
     assert_eq!(count(&store, "SELECT COUNT(*) FROM audit_checkpoints").await, 4, "one checkpoint per record's group");
     assert!(store.verify_audit(&public).await.unwrap().ok());
+}
+
+/// One operation of a generated workload, on share slot `0..4`.
+#[derive(Clone, Debug)]
+enum Step {
+    Append,
+    /// A create of the slot's share with this many views (a taken id fails alone).
+    Create(u32),
+    /// A consume of the slot's share with the right proof (`true`) or a wrong one.
+    Consume(bool),
+}
+
+fn step() -> impl proptest::strategy::Strategy<Value = (Step, usize)> {
+    use proptest::prelude::*;
+    (prop_oneof![Just(Step::Append), (1u32..4).prop_map(Step::Create), any::<bool>().prop_map(Step::Consume)], 0usize..4)
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 24, ..Default::default() })]
+
+    /// Whatever mix of appends, creates and consumes arrives, one at a time (each its own group,
+    /// written without a savepoint) or all at once (grouped, each under its own): every append
+    /// gets the next sequence number once and the chain verifies; of the creates of one id
+    /// exactly the first to commit succeeds and the rest fail alone with `Conflict`; a share is
+    /// burned by exactly as many right proofs as it has views and never by a wrong one.
+    #[test]
+    fn any_mix_of_operations_commits_as_a_model_says(batches in proptest::collection::vec((proptest::collection::vec(step(), 1..12), proptest::bool::ANY), 1..6)) {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        rt.block_on(async move {
+            let (_dir, store, log, public) = setup().await;
+            // The model: views given by the create that won, right-proof consumes, appends.
+            let mut views: [Option<u32>; 4] = [None; 4];
+            let mut burns = [0u32; 4];
+            let mut appends = 0i64;
+            let mut seqs = Vec::new();
+            for (batch, together) in batches {
+                let mut tasks = Vec::new();
+                for (st, slot) in batch.clone() {
+                    let (store, log) = (store.clone(), log.clone());
+                    let op = async move {
+                        match st {
+                            Step::Append => (slot, Some(log.append(rec(slot)).await.unwrap()), None, None),
+                            Step::Create(v) => (slot, None, Some(store.create_share(&share(&id(slot), v)).await), None),
+                            Step::Consume(right) => {
+                                let proof = if right { [7u8; 32] } else { [8u8; 32] };
+                                (slot, None, None, Some((right, store.consume_share(&id(slot), &proof, None).await.unwrap().is_some())))
+                            }
+                        }
+                    };
+                    if together {
+                        tasks.push(tokio::spawn(op));
+                    } else {
+                        let out = op.await;
+                        tasks.push(tokio::spawn(async move { out }));
+                    }
+                }
+                // Creates and consumes of one slot in one concurrent batch commit in an order the
+                // model cannot know; it checks them against what was committed.
+                let mut created: [Vec<u32>; 4] = Default::default();
+                let mut conflicts = [0usize; 4];
+                let mut right_burns = [0u32; 4];
+                for t in tasks {
+                    let (slot, seq, create, consume) = t.await.unwrap();
+                    if let Some(s) = seq {
+                        seqs.push(s);
+                        appends += 1;
+                    }
+                    match create {
+                        Some(Ok(())) => created[slot].push(0),
+                        Some(Err(StoreError::Conflict(_))) => conflicts[slot] += 1,
+                        Some(Err(e)) => panic!("a create failed with {e}"),
+                        None => {}
+                    }
+                    if let Some((right, burned)) = consume {
+                        assert!(right || !burned, "a wrong proof burned slot {slot}");
+                        right_burns[slot] += u32::from(burned);
+                    }
+                }
+                for slot in 0..4 {
+                    let creates: Vec<u32> = batch.iter().filter(|(s, n)| *n == slot && matches!(s, Step::Create(_))).map(|(s, _)| match s { Step::Create(v) => *v, _ => 0 }).collect();
+                    if views[slot].is_none() && !creates.is_empty() {
+                        assert_eq!(created[slot].len(), 1, "exactly one create of slot {slot} wins");
+                        assert_eq!(conflicts[slot], creates.len() - 1);
+                        // Which one won shows in the views it gave: a later batch checks them.
+                        let left = store.share_views_left(&id(slot)).await.unwrap().unwrap_or(0) + right_burns[slot];
+                        assert!(creates.contains(&left), "slot {slot}: {left} views from none of {creates:?}");
+                        views[slot] = Some(left);
+                    } else {
+                        assert!(created[slot].is_empty(), "a taken id was created again (slot {slot})");
+                        assert_eq!(conflicts[slot], creates.len());
+                    }
+                    burns[slot] += right_burns[slot];
+                    let total = views[slot].unwrap_or(0);
+                    assert!(burns[slot] <= total, "slot {slot} burned {} times with {total} views", burns[slot]);
+                    let rights = batch.iter().filter(|(s, n)| *n == slot && matches!(s, Step::Consume(true))).count() as u32;
+                    if !together {
+                        // One at a time, every right proof burns while views are left.
+                        assert_eq!(store.share_views_left(&id(slot)).await.unwrap().unwrap_or(0), total - burns[slot]);
+                    }
+                    assert!(right_burns[slot] <= rights);
+                }
+            }
+            seqs.sort();
+            assert_eq!(seqs, (1..=appends).collect::<Vec<i64>>(), "every append once, in one chain");
+            assert!(store.verify_audit(&public).await.unwrap().ok());
+        });
+    }
 }
