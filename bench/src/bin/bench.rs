@@ -51,6 +51,16 @@ fn ping_args() -> serde_json::Value {
     serde_json::json!({"credential_handle": "API", "method": "GET", "path_or_url": "/v1/ping"})
 }
 
+/// The upstream's `GET /v1/ping` sent directly, with the token the broker would inject.
+fn direct_ping(up_addr: std::net::SocketAddr) -> Target {
+    Target {
+        url: format!("http://{up_addr}/v1/ping"),
+        method: reqwest::Method::GET,
+        headers: vec![("authorization".into(), format!("Bearer {UPSTREAM_TOKEN}"))],
+        body: None,
+    }
+}
+
 /// The upstream: `GET /v1/ping` on a loopback port of this process.
 async fn upstream() -> Result<std::net::SocketAddr> {
     let up = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -117,12 +127,7 @@ async fn main() -> Result<()> {
     println!("  per call: an http_request result with a 1 KiB body, p50 {} p99 {}", us(per_call.p50()), us(per_call.p99()));
 
     let up_addr = upstream().await?;
-    let direct = Target {
-        url: format!("http://{up_addr}/v1/ping"),
-        method: reqwest::Method::GET,
-        headers: vec![("authorization".into(), format!("Bearer {UPSTREAM_TOKEN}"))],
-        body: None,
-    };
+    let direct = direct_ping(up_addr);
     let (_proxy, bare) = start_bare_proxy(up_addr).await?;
     let mut b_best = 0.0f64;
     let mut direct_stats: Vec<Stats> = Vec::new();
@@ -331,14 +336,8 @@ async fn profile() -> Result<()> {
     let broker = Broker::start(up_addr, &sync).await?;
     if !query {
         // The floors first: the same upstream directly, then through the bare proxy.
-        let direct = Target {
-            url: format!("http://{up_addr}/v1/ping"),
-            method: reqwest::Method::GET,
-            headers: vec![("authorization".into(), format!("Bearer {UPSTREAM_TOKEN}"))],
-            body: None,
-        };
         let (_proxy, bare) = start_bare_proxy(up_addr).await?;
-        report("direct", &http_load(&[direct], 1, PHASES).await?);
+        report("direct", &http_load(&[direct_ping(up_addr)], 1, PHASES).await?);
         report("bare proxy", &http_load(&[bare], 1, PHASES).await?);
     }
     println!("broker pid {} (sync = {sync}), {secs} s at concurrency 1", broker.proc.0.id());
