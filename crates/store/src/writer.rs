@@ -187,7 +187,11 @@ fn apply_all(c: &rusqlite::Connection, ops: &mut [Box<dyn Op>]) -> rusqlite::Res
         let mut left = None;
         let r = op.apply(c, &mut left);
         if r.is_err() {
-            run("ROLLBACK")?;
+            // SQLite may have ended the transaction itself (a full disk): then the operation's
+            // own error is the answer, and there is nothing to roll back.
+            if !c.is_autocommit() {
+                run("ROLLBACK")?;
+            }
             return Ok(vec![r]);
         }
         if let Some(end) = left {
