@@ -279,7 +279,7 @@ proptest::proptest! {
                 }
                 // Creates and consumes of one slot in one concurrent batch commit in an order the
                 // model cannot know; it checks them against what was committed.
-                let mut created: [Vec<u32>; 4] = Default::default();
+                let mut created = [0usize; 4];
                 let mut conflicts = [0usize; 4];
                 let mut right_burns = [0u32; 4];
                 for t in tasks {
@@ -289,7 +289,7 @@ proptest::proptest! {
                         appends += 1;
                     }
                     match create {
-                        Some(Ok(())) => created[slot].push(0),
+                        Some(Ok(())) => created[slot] += 1,
                         Some(Err(StoreError::Conflict(_))) => conflicts[slot] += 1,
                         Some(Err(e)) => panic!("a create failed with {e}"),
                         None => {}
@@ -300,16 +300,16 @@ proptest::proptest! {
                     }
                 }
                 for slot in 0..4 {
-                    let creates: Vec<u32> = batch.iter().filter(|(s, n)| *n == slot && matches!(s, Step::Create(_))).map(|(s, _)| match s { Step::Create(v) => *v, _ => 0 }).collect();
+                    let creates: Vec<u32> = batch.iter().filter_map(|(s, n)| match s { Step::Create(v) if *n == slot => Some(*v), _ => None }).collect();
                     if views[slot].is_none() && !creates.is_empty() {
-                        assert_eq!(created[slot].len(), 1, "exactly one create of slot {slot} wins");
+                        assert_eq!(created[slot], 1, "exactly one create of slot {slot} wins");
                         assert_eq!(conflicts[slot], creates.len() - 1);
                         // Which one won shows in the views it gave: a later batch checks them.
                         let left = store.share_views_left(&id(slot)).await.unwrap().unwrap_or(0) + right_burns[slot];
                         assert!(creates.contains(&left), "slot {slot}: {left} views from none of {creates:?}");
                         views[slot] = Some(left);
                     } else {
-                        assert!(created[slot].is_empty(), "a taken id was created again (slot {slot})");
+                        assert_eq!(created[slot], 0, "a taken id was created again (slot {slot})");
                         assert_eq!(conflicts[slot], creates.len());
                     }
                     burns[slot] += right_burns[slot];
