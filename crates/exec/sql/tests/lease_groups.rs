@@ -266,3 +266,38 @@ async fn a_role_with_grants_of_its_own_is_dropped_too() {
     // Dropping again is not an error.
     lease::drop_role(&sessions, &pg_handle(), &policy(), &admin(), &name).await.unwrap();
 }
+
+/// A drop that fails part-way (the role owns a table in another database, which `DROP OWNED`
+/// here cannot reach) leaves the role whole and the admin sessions usable: the next lease is
+/// made and reads, and once the table is gone the role drops.
+#[tokio::test]
+async fn a_drop_that_fails_part_way_leaves_the_role_and_the_sessions_whole() {
+    if !service("127.0.0.1:5432", "PostgreSQL").await {
+        return;
+    }
+    let (_, tables) = schema(1).await;
+    let sessions = AdminSessions::default();
+    let name = role("f");
+    issue(&sessions, &name, Scope::ReadOnly, &tables).await;
+    let other_db = PG_URL.rsplit_once('/').map(|(base, _)| format!("{base}/postgres")).unwrap();
+    let mut other = sqlx::PgConnection::connect(&other_db).await.unwrap();
+    let table = unique("lgf_owned");
+    sqlx::raw_sql(&format!("CREATE TABLE {table} (id int); ALTER TABLE {table} OWNER TO \"{name}\"")).execute(&mut other).await.unwrap();
+
+    let failed = lease::drop_role(&sessions, &pg_handle(), &policy(), &admin(), &name).await;
+    assert!(failed.is_err(), "the drop of a role that owns a table elsewhere succeeded");
+    assert_eq!(role_count(&name).await, 1, "the failed drop took the role away");
+
+    let next = role("f");
+    let (dsn, _) = login(&issue(&sessions, &next, Scope::ReadOnly, &tables).await);
+    let mut c = sqlx::PgConnection::connect(&dsn).await.unwrap();
+    let n: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {}", tables[0])).fetch_one(&mut c).await.unwrap();
+    assert_eq!(n, 1);
+    c.close().await.unwrap();
+
+    sqlx::raw_sql(&format!("DROP TABLE {table}")).execute(&mut other).await.unwrap();
+    for r in [name, next] {
+        lease::drop_role(&sessions, &pg_handle(), &policy(), &admin(), &r).await.unwrap();
+        assert_eq!(role_count(&r).await, 0);
+    }
+}

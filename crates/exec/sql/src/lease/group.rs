@@ -214,13 +214,23 @@ async fn drop_on(conn: &mut Admin, name: &str) -> Result<bool, LeaseError> {
     let oid: Option<i64> =
         sqlx::query_scalar("SELECT oid::int8 FROM pg_roles WHERE rolname = $1").bind(name).fetch_optional(&mut *c).await.map_err(failed(usize::MAX))?;
     let Some(oid) = oid else { return Ok(false) };
-    let n = esc_ident(name);
-    // Its sessions end before the drop and again after the commit, for a login that raced it.
-    let terminate = format!("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE usesysid = {oid}::oid");
-    let batch = format!("{terminate};\nREASSIGN OWNED BY \"{n}\" TO CURRENT_USER;\nDROP OWNED BY \"{n}\";\nDROP ROLE \"{n}\"");
-    c.execute(sqlx::raw_sql(&batch)).await.map_err(failed(0))?;
-    c.execute(sqlx::raw_sql(&terminate)).await.map_err(failed(1))?;
+    c.execute(sqlx::raw_sql(&drop_batch(name, oid))).await.map_err(failed(0))?;
     Ok(true)
+}
+
+/// The drop of role `name` (whose oid is `oid`) as one simple query, so one round trip: its
+/// sessions ended, its objects reassigned and dropped and the role dropped in one durable
+/// transaction, then its sessions ended again after the commit, for a login that raced it. The
+/// server runs the statements in order and stops at the first error, leaving the transaction
+/// aborted (the caller then discards the connection). Sessions are found with
+/// `pg_stat_get_activity`, the function under the `pg_stat_activity` view, without the view's
+/// joins: about a third of its cost.
+fn drop_batch(name: &str, oid: i64) -> String {
+    let n = esc_ident(name);
+    let terminate = format!("SELECT count(pg_terminate_backend(s.pid)) FROM pg_stat_get_activity(NULL) AS s WHERE s.usesysid = {oid}::oid");
+    format!(
+        "BEGIN;\n{terminate};\nREASSIGN OWNED BY \"{n}\" TO CURRENT_USER;\nDROP OWNED BY \"{n}\";\nDROP ROLE \"{n}\";\nCOMMIT;\n{terminate}"
+    )
 }
 
 #[cfg(test)]
