@@ -15,8 +15,9 @@
 //!     REST, sequentially;
 //! (g) with `-- footprint` alone: the cold start of `airlock serve` to its first answered call,
 //!     and its resident memory idle, after 10,000 calls and after 200,000 calls;
-//! (h) with `-- profile [SECONDS] [normal|full] [http|query|mcp]` alone: one broker under load at
-//!     concurrency 1 for `perf record -p`, then its mean time per call stage.
+//! (h) with `-- profile [SECONDS] [normal|full] [http|query|mcp] [CONCURRENCY]` alone: one
+//!     broker under load (concurrency 1 by default) for `perf record -p`, then its mean time per
+//!     call stage.
 //!
 //! Each store sync mode's section starts with the fsync of this machine (a 4 KiB write and
 //! `fdatasync` in the store's directory, p50), the floor of a durable commit with `sync = full`.
@@ -322,32 +323,33 @@ async fn start_bare_proxy(up_addr: std::net::SocketAddr) -> Result<(Proc, Target
     Ok((proc, Target::invoke(&format!("http://127.0.0.1:{port}"), "bare", "http_request", ping_args())))
 }
 
-/// `airlock-bench profile [SECONDS] [normal|full] [http|query|mcp]`: one broker under
-/// `http_request` (or `query_db SELECT 1`, or `http_request` as an MCP `tools/call`) at
-/// concurrency 1 for SECONDS (default 20), for `perf record -p` on
+/// `airlock-bench profile [SECONDS] [normal|full] [http|query|mcp] [CONCURRENCY]`: one broker
+/// under `http_request` (or `query_db SELECT 1`, or `http_request` as an MCP `tools/call`) at
+/// CONCURRENCY (default 1) for SECONDS (default 20), for `perf record -p` on
 /// the broker's PID, which it prints first; then the broker's time per call stage, from
 /// `/metrics`.
 async fn profile() -> Result<()> {
     let secs: u64 = std::env::args().nth(2).map(|s| s.parse()).transpose()?.unwrap_or(20);
     let sync = std::env::args().nth(3).unwrap_or_else(|| "normal".into());
     let what = std::env::args().nth(4).unwrap_or_else(|| "http".into());
+    let concurrency: usize = std::env::args().nth(5).map(|s| s.parse()).transpose()?.unwrap_or(1);
     let query = what == "query";
     let up_addr = upstream().await?;
     let broker = Broker::start(up_addr, &sync).await?;
     if !query {
         // The floors first: the same upstream directly, then through the bare proxy.
         let (_proxy, bare) = start_bare_proxy(up_addr).await?;
-        report("direct", &http_load(&[direct_ping(up_addr)], 1, PHASES).await?);
-        report("bare proxy", &http_load(&[bare], 1, PHASES).await?);
+        report("direct", &http_load(&[direct_ping(up_addr)], concurrency, PHASES).await?);
+        report("bare proxy", &http_load(&[bare], concurrency, PHASES).await?);
     }
-    println!("broker pid {} (sync = {sync}), {secs} s at concurrency 1", broker.proc.0.id());
+    println!("broker pid {} (sync = {sync}), {secs} s at concurrency {concurrency}", broker.proc.0.id());
     let target = match what.as_str() {
         "query" => broker.invoke("query_db", serde_json::json!({"credential_handle": "DB", "query": "SELECT 1"})),
         "mcp" => broker.mcp_call("http_request", ping_args()),
         _ => broker.invoke("http_request", ping_args()),
     };
     let phases = Phases { warmup: Duration::from_secs(1), measure: Duration::from_secs(secs) };
-    report(&what, &http_load(&[target], 1, phases).await?);
+    report(&what, &http_load(&[target], concurrency, phases).await?);
     let metrics = reqwest::get(format!("{}/metrics", broker.base)).await?.text().await?;
     // Mean time per stage: the histogram's sum over its count.
     let value = |name: &str| -> Option<f64> {
