@@ -60,7 +60,7 @@ use sqlx::postgres::PgQueryResult;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, Postgres};
 use sqlx::query::Query;
 use sqlx::sqlite::SqliteQueryResult;
-use sqlx::sqlite::{Sqlite, SqliteConnectOptions, SqlitePoolOptions};
+use sqlx::sqlite::{Sqlite, SqliteConnectOptions};
 use sqlx::{
     Column, ConnectOptions, Connection, Database, Either, Encode, Executor, Statement, Type,
     TypeInfo,
@@ -68,8 +68,7 @@ use sqlx::{
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::str::FromStr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// Connections per handle pool.
@@ -83,7 +82,7 @@ pub(crate) const SQLITE_READ_AHEAD: usize = 4;
 enum Pool {
     Pg(sqlx::PgPool),
     My(sqlx::MySqlPool),
-    Lite(sqlx::SqlitePool),
+    Lite(std::sync::Arc<crate::lite::LitePool>),
 }
 
 impl Pool {
@@ -314,14 +313,16 @@ fn options<O: Target>(db: &DatabaseConstraints, secret: &Secret) -> Result<O, Ca
     }
 }
 
+/// Longest wait for one of a handle's connections: the statement timeout, within bounds.
+fn acquire_timeout(db: &DatabaseConstraints) -> Duration {
+    Duration::from_millis(db.statement_timeout_ms).clamp(Duration::from_secs(1), MAX_ACQUIRE)
+}
+
 fn pool_options<DB: Database>(db: &DatabaseConstraints) -> PoolOptions<DB> {
     PoolOptions::<DB>::new()
         .max_connections(MAX_CONNECTIONS)
         .min_connections(0)
-        .acquire_timeout(
-            Duration::from_millis(db.statement_timeout_ms)
-                .clamp(Duration::from_secs(1), MAX_ACQUIRE),
-        )
+        .acquire_timeout(acquire_timeout(db))
         .idle_timeout(Some(Duration::from_secs(300)))
         .max_lifetime(Some(Duration::from_secs(1800)))
 }
@@ -374,9 +375,9 @@ fn build_pool(
             if read_only {
                 o = o.read_only(true).pragma("query_only", "ON");
             }
-            // A local file does not go stale: no ping round trip on every acquire.
-            let opts: SqlitePoolOptions = pool_options(db).test_before_acquire(false);
-            Ok(Pool::Lite(opts.connect_lazy_with(o)))
+            // Connections of its own, each with its progress handler set once (`lite`). A local
+            // file does not go stale: no ping round trip on every acquire.
+            Ok(Pool::Lite(crate::lite::LitePool::new(o, acquire_timeout(db))))
         }
         _ => Err(CallError::new(ErrorCode::HandleUnavailable).detail("not a database handle")),
     }
@@ -1003,30 +1004,24 @@ fn db_code(e: &sqlx::Error) -> Option<String> {
 }
 
 async fn run_sqlite(
-    pool: &sqlx::SqlitePool,
+    pool: &std::sync::Arc<crate::lite::LitePool>,
     q: &ValidatedQuery,
     db: &DatabaseConstraints,
 ) -> Result<Value, CallError> {
-    let mut conn = pool.acquire().await.map_err(connect_error)?;
+    let mut lease = pool.acquire().await.map_err(connect_error)?;
     if q.taints_session {
-        conn.close_on_drop();
+        lease.close_on_drop();
     }
     let read_only = db.scope == Scope::ReadOnly;
     let deadline = Instant::now() + limit(db);
-    // SQLite has no server-side timeout: a progress handler interrupts the statement at the
+    // The connection's progress handler (set once, `lite`) interrupts the statement at the
     // deadline (the tokio timeout alone would leave the worker thread running it), or as soon as
     // the statement is abandoned at a cap (`stop`).
-    let stop = Arc::new(AtomicBool::new(false));
-    let stopped = stop.clone();
-    conn.lock_handle()
-        .await
-        .map_err(connect_error)?
-        .set_progress_handler(1000, move || {
-            !stopped.load(Ordering::Relaxed) && Instant::now() < deadline
-        });
+    let guard = lease.deadline();
+    guard.arm(deadline);
     let work = async {
         let mut tx = match Connection::begin_with(
-            &mut *conn,
+            lease.conn(),
             if read_only {
                 "BEGIN"
             } else {
@@ -1038,6 +1033,7 @@ async fn run_sqlite(
             Ok(tx) => tx,
             Err(e) => return (Err(query_error(e)), false),
         };
+        let mut abandoned = false;
         let r: Result<Value, CallError> = async {
             let columns = describe!(Sqlite, &mut *tx, &q.sql, q)
                 .await
@@ -1046,11 +1042,12 @@ async fn run_sqlite(
             // would multiply a huge cell instead of keeping it out. A read (which cannot change
             // data in SQLite, whatever the scope) is left at the cap and interrupted instead.
             let plan = Plan::plain(q);
-            let (value, abandoned) =
+            let (value, cut) =
                 stream_rows!(Sqlite, &mut *tx, q, &plan, &columns, db, !q.writes).await?;
-            if abandoned {
+            if cut {
                 // The worker thread may still be stepping the statement: interrupt it.
-                stop.store(true, Ordering::Relaxed);
+                guard.stop();
+                abandoned = true;
             }
             Ok(value)
         }
@@ -1061,26 +1058,33 @@ async fn run_sqlite(
             }
             other => other,
         };
-        // The handler must go before COMMIT/ROLLBACK, which it would interrupt past the deadline
-        // (or after a stop). Locking the handle waits for the worker to finish the statement.
-        let removed = match tx.lock_handle().await {
-            Ok(mut h) => {
-                h.remove_progress_handler();
-                true
+        // The handler must stand down before COMMIT/ROLLBACK, which it would interrupt past the
+        // deadline (or after a stop). A statement read to its end has left the worker, so that
+        // is one store; otherwise (a cap, an error mid-stream) the worker may still be stepping
+        // it, and locking the handle waits for it to finish (interrupted) first.
+        let settled = if r.is_ok() && !abandoned {
+            guard.disarm();
+            true
+        } else {
+            match tx.lock_handle().await {
+                Ok(_h) => {
+                    guard.disarm();
+                    true
+                }
+                Err(_) => false,
             }
-            Err(_) => false,
         };
-        (finish(tx, r, read_only).await, removed)
+        (finish(tx, r, read_only).await, settled)
     };
     let res = tokio::time::timeout(limit(db) + Duration::from_millis(250), work).await;
     match res {
         Ok((r, true)) => r,
         Ok((r, false)) => {
-            conn.close_on_drop();
+            lease.close_on_drop();
             r
         }
         Err(_) => {
-            conn.close_on_drop();
+            lease.close_on_drop();
             Err(timeout_error())
         }
     }

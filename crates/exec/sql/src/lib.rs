@@ -21,6 +21,7 @@
 
 mod decode;
 mod exec;
+mod lite;
 pub mod lease;
 pub mod statements;
 mod tool;

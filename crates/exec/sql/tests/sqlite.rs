@@ -276,3 +276,39 @@ async fn rotated_secret_gets_a_new_pool() {
     ex.forget(&h.name).await;
     assert_eq!(ex.pool_count(), 0);
 }
+
+/// More calls at once than the handle has connections, mixing statements that run out their
+/// deadline, statements cut at the row cap and long reads that finish: each answers as its own
+/// statement says, on connections reused after every kind of ending (a deadline or a stop left
+/// armed on a reused connection would cut a read that should finish).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn t20_calls_at_once_end_each_by_their_own_statement() {
+    let (_dir, url) = fixture().await;
+    let ex = std::sync::Arc::new(SqlExecutor::new());
+    let mut d = db(Scope::ReadOnly);
+    d.statement_timeout_ms = 400;
+    let h = std::sync::Arc::new(handle("LITE", HandleKind::Sqlite, d));
+    let endless = "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r) SELECT count(*) FROM r";
+    let capped = "WITH RECURSIVE s(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM s WHERE n < 10000) SELECT a.n FROM s a, s b";
+    let long_read = "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r WHERE n < 20000) SELECT count(*) FROM r";
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..18 {
+        let (ex, h, url) = (ex.clone(), h.clone(), url.clone());
+        let sql = [endless, capped, long_read][i % 3];
+        set.spawn(async move { (i % 3, call(&ex, &h, &url, sql, vec![]).await) });
+    }
+    while let Some(r) = set.join_next().await {
+        match r.unwrap() {
+            (0, r) => assert_eq!(r.unwrap_err().code, ErrorCode::UpstreamTimeout),
+            (1, r) => {
+                let v = r.unwrap();
+                assert_eq!((v["row_count"].clone(), v["truncated"].clone()), (json!(1000), json!(true)));
+            }
+            (_, r) => assert_eq!(r.unwrap()["rows"], json!([[20000]])),
+        }
+    }
+    // And one at a time afterwards, on the same connections.
+    for _ in 0..8 {
+        assert_eq!(call(&ex, &h, &url, long_read, vec![]).await.unwrap()["rows"], json!([[20000]]));
+    }
+}
