@@ -377,7 +377,7 @@ fn build_pool(
             }
             // Connections of its own, each with its progress handler set once (`lite`). A local
             // file does not go stale: no ping round trip on every acquire.
-            Ok(Pool::Lite(crate::lite::LitePool::new(o, acquire_timeout(db))))
+            Ok(Pool::Lite(crate::lite::LitePool::new(o, MAX_CONNECTIONS as usize, acquire_timeout(db))))
         }
         _ => Err(CallError::new(ErrorCode::HandleUnavailable).detail("not a database handle")),
     }

@@ -5,9 +5,9 @@
 //! on a thread of its own, and every call into the handle (to set or remove a handler) is a
 //! round trip to that thread. So each connection here carries a [`Deadline`] that its handler,
 //! installed once when the connection opens, reads on every check: a call arms it and disarms it
-//! with atomic stores, no round trip. The set is small (at most [`MAX`] connections, a permit
-//! each), opens connections when first needed, and drops those idle for [`IDLE`] or older than
-//! [`LIFETIME`] when it hands one out.
+//! with atomic stores, no round trip. The set is small (the executor's per-handle bound, a
+//! permit each), opens connections when first needed, and drops those idle for [`IDLE`] or older
+//! than [`LIFETIME`] when it hands one out.
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
 use sqlx::Connection;
@@ -16,8 +16,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-/// Connections per handle.
-pub(crate) const MAX: usize = 4;
 /// An idle connection older than this is closed rather than handed out.
 const IDLE: Duration = Duration::from_secs(300);
 /// A connection older than this is closed rather than handed out.
@@ -82,10 +80,10 @@ pub(crate) struct LitePool {
 }
 
 impl LitePool {
-    /// A set that opens connections with `opts` when first needed, waiting at most
-    /// `acquire_timeout` for one of its [`MAX`] connections.
-    pub(crate) fn new(opts: SqliteConnectOptions, acquire_timeout: Duration) -> Arc<LitePool> {
-        Arc::new(LitePool { opts, idle: Mutex::new(Vec::new()), permits: Arc::new(Semaphore::new(MAX)), acquire_timeout, closed: AtomicBool::new(false) })
+    /// A set of at most `max` connections, opened with `opts` when first needed; a call waits
+    /// at most `acquire_timeout` for one.
+    pub(crate) fn new(opts: SqliteConnectOptions, max: usize, acquire_timeout: Duration) -> Arc<LitePool> {
+        Arc::new(LitePool { opts, idle: Mutex::new(Vec::new()), permits: Arc::new(Semaphore::new(max)), acquire_timeout, closed: AtomicBool::new(false) })
     }
 
     fn idle(&self) -> std::sync::MutexGuard<'_, Vec<Open>> {
