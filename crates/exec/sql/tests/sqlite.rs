@@ -277,10 +277,54 @@ async fn rotated_secret_gets_a_new_pool() {
     assert_eq!(ex.pool_count(), 0);
 }
 
-/// More calls at once than the handle has connections, mixing statements that run out their
-/// deadline, statements cut at the row cap and long reads that finish: each answers as its own
-/// statement says, on connections reused after every kind of ending (a deadline or a stop left
-/// armed on a reused connection would cut a read that should finish).
+/// How a generated call ends: out of time, cut at the row cap, failed part-way through its rows,
+/// or read to its end.
+const ENDINGS: [&str; 4] = [
+    "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r) SELECT count(*) FROM r",
+    "WITH RECURSIVE s(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM s WHERE n < 10000) SELECT a.n FROM s a, s b",
+    "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r WHERE n < 200) \
+     SELECT CASE WHEN n < 150 THEN n ELSE abs(-9223372036854775807 - 1) END FROM r",
+    "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r WHERE n < 20000) SELECT count(*) FROM r",
+];
+
+/// Checks that call `i` ended as [`ENDINGS`]`[i]` says.
+fn ended_as(i: usize, r: Result<serde_json::Value, airlock_core::CallError>) {
+    match i {
+        0 => assert_eq!(r.unwrap_err().code, ErrorCode::UpstreamTimeout),
+        1 => {
+            let v = r.unwrap();
+            assert_eq!((v["row_count"].clone(), v["truncated"].clone()), (json!(1000), json!(true)));
+        }
+        2 => assert_eq!(r.unwrap_err().code, ErrorCode::QueryFailed),
+        _ => assert_eq!(r.unwrap()["rows"], json!([[20000]])),
+    }
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 12, ..proptest::prelude::ProptestConfig::default() })]
+
+    /// Any order of endings on one handle, one call at a time (so each reuses the connection the
+    /// last one left): each call ends by its own statement, never by what the one before left
+    /// armed or stopped.
+    #[test]
+    fn t20_any_order_of_endings_leaves_nothing_for_the_next_call(order in proptest::collection::vec(0usize..4, 1..7)) {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            let (_dir, url) = fixture().await;
+            let ex = SqlExecutor::new();
+            let mut d = db(Scope::ReadOnly);
+            d.statement_timeout_ms = 200;
+            let h = handle("LITE", HandleKind::Sqlite, d);
+            for &i in &order {
+                ended_as(i, call(&ex, &h, &url, ENDINGS[i], vec![]).await);
+            }
+        });
+    }
+}
+
+/// More calls at once than the handle has connections, mixing every ending of [`ENDINGS`]: each
+/// answers as its own statement says, on connections reused after every kind of ending (a
+/// deadline or a stop left armed on a reused connection would cut a read that should finish).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn t20_calls_at_once_end_each_by_their_own_statement() {
     let (_dir, url) = fixture().await;
@@ -288,27 +332,17 @@ async fn t20_calls_at_once_end_each_by_their_own_statement() {
     let mut d = db(Scope::ReadOnly);
     d.statement_timeout_ms = 400;
     let h = std::sync::Arc::new(handle("LITE", HandleKind::Sqlite, d));
-    let endless = "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r) SELECT count(*) FROM r";
-    let capped = "WITH RECURSIVE s(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM s WHERE n < 10000) SELECT a.n FROM s a, s b";
-    let long_read = "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r WHERE n < 20000) SELECT count(*) FROM r";
     let mut set = tokio::task::JoinSet::new();
-    for i in 0..18 {
+    for n in 0..24 {
         let (ex, h, url) = (ex.clone(), h.clone(), url.clone());
-        let sql = [endless, capped, long_read][i % 3];
-        set.spawn(async move { (i % 3, call(&ex, &h, &url, sql, vec![]).await) });
+        set.spawn(async move { (n % 4, call(&ex, &h, &url, ENDINGS[n % 4], vec![]).await) });
     }
     while let Some(r) = set.join_next().await {
-        match r.unwrap() {
-            (0, r) => assert_eq!(r.unwrap_err().code, ErrorCode::UpstreamTimeout),
-            (1, r) => {
-                let v = r.unwrap();
-                assert_eq!((v["row_count"].clone(), v["truncated"].clone()), (json!(1000), json!(true)));
-            }
-            (_, r) => assert_eq!(r.unwrap()["rows"], json!([[20000]])),
-        }
+        let (i, r) = r.unwrap();
+        ended_as(i, r);
     }
     // And one at a time afterwards, on the same connections.
     for _ in 0..8 {
-        assert_eq!(call(&ex, &h, &url, long_read, vec![]).await.unwrap()["rows"], json!([[20000]]));
+        ended_as(3, call(&ex, &h, &url, ENDINGS[3], vec![]).await);
     }
 }
