@@ -8,12 +8,12 @@
 //!
 //! | scanner | finds | decoded as | a hit redacts |
 //! |---|---|---|---|
-//! | the whitespace masks the normalisation trigger computes anyway (one bit per byte, 64 bytes per step), then an exact SWAR class test on each whitespace-free 8-byte word at offsets 0 and 4 mod 8 (a run of 11 holds one wherever it starts): all bytes in `[A-Za-z0-9+,-./:_]` (a superset) | runs of ≥ [`MIN_BLOCK_RUN`] encoded-looking bytes, line breaks allowed inside | base64 (both alphabets, 4 character offsets), base32 (8 offsets, any case), hex (2 offsets) | the whole encoded run |
+//! | the whitespace masks the normalisation trigger computes anyway (one bit per byte, 64 bytes per step), then an exact SWAR class test on each whitespace-free 8-byte word at offsets 0, 2, 4 and 6 mod 8 (a run of 9 holds one wherever it starts): all bytes in `[A-Za-z0-9+,-./:_]` (a superset) | runs of ≥ [`MIN_BLOCK_RUN`] encoded-looking bytes, line breaks allowed inside | base64 (both alphabets, 4 character offsets), base32 (8 offsets, any case), hex (2 offsets) | the whole encoded run |
 //! | a whitespace-free word whose even (or odd) bytes are equal | `s-e-c-r-e-t`: one non-blank separator from [`SEPARATORS`] between every character | the characters alone | the separated run's covering range |
 //! | inside class runs | `de:ad:be:ef`: one non-blank separator between every hex pair | the bytes the pairs stand for | the covering range |
 //! | SWAR: the bytes below `+` of a word are exactly every third one | `de ad be ef` (blank separators) | the bytes the pairs stand for | the covering range |
 //! | `memchr3` of `=`/`x`/`X` (shared with the escape triggers), `0` before the `x` | `0xde,0xad`, `0xde, 0xad`, `0xDE 0xAD`, `0XDE,0XAD` | the bytes the tokens stand for | the covering range |
-//! | `memchr` of `%`, `\`, `&`, `=` followed by an escape | percent, JSON/JS/C backslash, HTML/XML character references, quoted-printable | one family per layer, the rest copied | the escapes and characters that decoded to the match |
+//! | `memchr` of `%`, `\`, `&`, `=` followed by an escape | percent, JSON/JS/C backslash, HTML/XML character references, quoted-printable | one family per layer, the rest copied, over regions of windows around the escapes of every family joined by the candidate runs between them (`Escapes`) | the escapes and characters that decoded to the match |
 //!
 //! Each layer is scanned again, to [`MAX_DEPTH`] layers, so escapes of encodings and encodings of
 //! escapes are found (base64 of hex, percent of base64, hex with separators of base64...), and
@@ -47,9 +47,18 @@ pub const MAX_DEPTH: usize = 4;
 pub const WORK_FACTOR: usize = 16;
 /// See [`WORK_FACTOR`].
 pub const WORK_BASE: usize = 1 << 20;
-/// The shortest encoded-looking run that is decoded (shorter runs are covered by the generated
-/// base64/hex/base32 variants of the secret itself).
-pub const MIN_BLOCK_RUN: usize = 12;
+/// The fewest bytes a block decoding must yield to be matched: one more than the shortest
+/// secret. A secret's own encodings are listed variants at any length; what only decoding
+/// finds is an encoding of a re-spelled secret (homoglyphs, full-width forms, invisible
+/// characters, separators), and every re-spelling but reversal and case (whose short encodings
+/// are listed, or not promised) makes the secret at least one byte longer.
+pub const MIN_BLOCK_BYTES: usize = crate::variants::MIN_SECRET_LEN + 1;
+/// The shortest encoded-looking run that is decoded: base64 of [`MIN_BLOCK_BYTES`] bytes
+/// (base32 and hex runs need more characters, [`Block::min_chars`]).
+pub const MIN_BLOCK_RUN: usize = (MIN_BLOCK_BYTES * 8).div_ceil(6);
+// The block scan tests whole 8-byte words at four phases two bytes apart, so it sees every run
+// of 9 class bytes or more.
+const _: () = assert!(MIN_BLOCK_RUN >= 9);
 /// The fewest characters a separated run must have (a secret shorter than
 /// [`crate::variants::MIN_SECRET_LEN`] is not matched anyway).
 const MIN_SEP_CHARS: usize = 6;
@@ -278,6 +287,12 @@ impl Pass<'_> {
                 p += 1;
             }
         }
+        // The runs join escapes that lie far apart into one region (below).
+        let mut joins: Vec<(usize, usize)> = c.block_runs.clone();
+        joins.extend(c.sep_runs.iter().chain(&c.hex_sep_runs).map(|&(a, b, _)| (a, b)));
+        // A run with no alphabet sub-run long enough to decode (`quarterly,`) decodes to
+        // nothing in either direction: neither it nor its reversal is a layer.
+        c.block_runs.retain(|&(a, b)| decodable(&bytes[a..b]));
         for &(a, b) in &c.block_runs {
             self.block_run(bytes, a, b, map, ctx);
         }
@@ -298,13 +313,14 @@ impl Pass<'_> {
                 self.child(&dec, Map::Bytes(&m), ctx.decoded(None, None));
             }
         }
+        let escapes = Escapes::find(bytes, &triggers, self.reach, joins);
         for (j, fam) in Family::ALL.into_iter().enumerate() {
             // Canonical order: in a layer that family `i` produced, a family before `i` decodes
             // only escapes the decoding created (true nesting, `&#37;41`); the rest of a mixed
             // span is reached by decoding the families in order. Without this, dense text is
             // re-decoded once per order of the families.
             let strict = ctx.from_fam.is_some_and(|i| j < i);
-            let regions = escape_regions(bytes, triggers.of(fam), fam, self.reach, &new, strict);
+            let regions = escapes.regions(j, &new, strict);
             for (a, b) in regions {
                 if let Some((dec, local, changed)) = decode_escapes(bytes, a, b, fam) {
                     let m = map.compose(local);
@@ -341,6 +357,11 @@ impl Pass<'_> {
                     continue;
                 }
                 for off in 0..kind.offsets() {
+                    // A shorter decoding holds at most the secret itself, whose encodings are
+                    // listed variants (and the decodings only get shorter).
+                    if (chars.len() - off) * kind.bits() as usize / 8 < MIN_BLOCK_BYTES {
+                        break;
+                    }
                     if self.out.exhausted {
                         return;
                     }
@@ -635,98 +656,132 @@ fn is_cls(b: u8) -> bool {
 /// Scans a layer for block and hex-separator candidates from its whitespace masks `seps` (one
 /// bit per byte, see `normalize::sep_words`), 64 bytes per step: byte `j` of a mask is the
 /// whitespace of word `j`. A word without whitespace may be part of an encoded run; a word whose
-/// whitespace is exactly every third byte (`0x49`, `0x92`) may be part of `de ad be ef` (a run
-/// of 8 pairs spans 23 bytes, so it holds two whole words whose phases differ by 2 mod 3, so one
-/// of them has three separators; the phase with two, `0x24`, is not tested: it fires on
-/// `is to be`). Separators that are class bytes (`:-.,_/|`) are found inside class runs. Only
+/// whitespace is exactly every third byte (`0x49`, `0x92`) may be part of `de ad be ef` (words
+/// are tested at four phases two bytes apart, so a run holds one with three separators; the
+/// pattern with two, `0x24`, is not tested: it fires on `is to be`). Separators that are class bytes (`:-.,_/|`) are found inside class runs. Only
 /// those words reach the exact (slower) tests.
 fn scan(bytes: &[u8], seps: &[u64]) -> Candidates {
     let mut c = Candidates::default();
     let mut ends = RunEnds::default();
-    let mut sep_end = 0usize;
     for (k, &m) in seps.iter().enumerate() {
         // High bit of each mask byte that is interesting: no whitespace in its word, whitespace
         // every third byte, or every other byte. Only those words are visited.
         let zero = has_byte(m, 0);
         let every3 = has_byte(m, 0x49) | has_byte(m, 0x92);
         let every2 = has_byte(m, 0x55) | has_byte(m, 0xaa);
-        // The same words shifted by half a word (bytes 8j+4 .. 8j+12): a run of 11 or more
-        // class bytes holds a whole word at one of the two phases, so no run of
-        // [`MIN_BLOCK_RUN`] escapes by where it starts (at one phase alone, a run of up to 14
-        // could fall across two words that each hold a blank).
+        // The same words shifted by 2, 4 and 6 bytes (bytes 8j+2 .. 8j+10 and so on): a run
+        // of 9 or more class bytes holds a whole word at one of the four phases, so no run of
+        // [`MIN_BLOCK_RUN`] escapes by where it starts; a run of [`MIN_SEP_CHARS`] characters
+        // with a blank between each (11 bytes) holds a whole word; and a run of as many
+        // blank-separated hex pairs (17 bytes) holds whole words at five consecutive even
+        // offsets, whose phases mod 3 take every value, so one of them has three separators.
         let next = seps.get(k + 1).copied().unwrap_or(u64::MAX);
-        let half = has_byte((m >> 4) | (next << 60), 0);
-        let mut visit = zero | every3 | every2 | half;
+        let shifted = |s: u32| {
+            let w = (m >> s) | (next << (64 - s));
+            Phase { zero: has_byte(w, 0), every3: has_byte(w, 0x49) | has_byte(w, 0x92), every2: has_byte(w, 0x55) | has_byte(w, 0xaa) }
+        };
+        let quarters = [(2, shifted(2)), (4, shifted(4)), (6, shifted(6))];
+        let word = zero | every3 | every2;
+        let mut visit = word;
+        for (_, q) in &quarters {
+            visit |= q.zero | q.every3 | q.every2;
+        }
         while visit != 0 {
             let j = (visit.trailing_zeros() / 8) as usize;
             let bit = visit & visit.wrapping_neg();
             visit &= visit - 1;
             let i = k * 64 + j * 8;
-            if half & bit != 0 {
-                // After the word at 8j (below) in position order, but its run is found from
-                // either: `ends.block` keeps it recorded once.
-                let h = i + 4;
-                if (zero | every3 | every2) & bit == 0 && h + 8 <= bytes.len() {
+            // In position order (the word at 8j, then the shifted ones): a run is found from any
+            // of them, and `ends` keeps it recorded once.
+            if word & bit != 0 && i + 8 <= bytes.len() {
+                full_word(bytes, seps, i, (m >> (8 * j)) as u8, &mut c, &mut ends);
+            }
+            for (off, q) in &quarters {
+                let h = i + off;
+                if h + 8 > bytes.len() {
+                    break;
+                }
+                if q.zero & bit != 0 {
                     half_word(bytes, seps, h, &mut c, &mut ends);
+                } else if q.every2 & bit != 0 {
+                    sep_run_at(bytes, h, &mut c, &mut ends);
+                } else if q.every3 & bit != 0 && hex_or_blank_word(word_at(bytes, h)) {
+                    scan_word(bytes, h, WordClass { all_cls: false, s3: true }, &mut c, &mut ends);
                 }
-            }
-            if (zero | every3 | every2) & bit == 0 || i + 8 > bytes.len() {
-                continue;
-            }
-            let lw = (m >> (8 * j)) as u8;
-            // `s e c r e t`, one blank between every character: whitespace every other byte.
-            // (The normalisation pass finds it too, but a form that must then be decoded, such
-            // as partial percent-encoding, needs the collapsed layer.)
-            if lw == 0x55 || lw == 0xaa {
-                if i >= sep_end {
-                    for p in [i, i + 1] {
-                        if let Some(r) = sep_run(bytes, p, 2) {
-                            sep_end = r.1;
-                            c.sep_runs.push(r);
-                            break;
-                        }
-                    }
-                }
-                continue;
-            }
-            let v = u64::from_le_bytes(bytes[i..i + 8].try_into().unwrap_or([0; 8]));
-            // The exact class test inline: most whitespace-free words of prose fail it (`@`,
-            // `'`, `(`) or are too short a run.
-            let cls = lw == 0
-                && i >= ends.block
-                && is_cls_word(v)
-                && may_be_long(bytes, seps, i)
-                && long_enough(bytes, i);
-            if cls || lw != 0 {
-                scan_word(bytes, i, WordClass { all_cls: cls, s3: lw != 0 }, &mut c, &mut ends);
-            }
-            // `s-e-c-r-e-t`, `!.#.$`: bytes 0,2,4,6 (or 1,3,5,7) of a whitespace-free word equal.
-            // A separated run of 8 characters spans 15 bytes, so it holds a whole word.
-            let t2 = v ^ (v >> 16);
-            if lw == 0 && i >= sep_end && ((t2 & 0x0000_00ff_00ff_00ff == 0) | (t2 & 0x0000_ff00_ff00_ff00 == 0)) {
-                for p in [i, i + 1] {
-                    if let Some(r) = sep_run(bytes, p, 2) {
-                        sep_end = r.1;
-                        c.sep_runs.push(r);
-                        break;
-                    }
-                }
-            }
-            if half & bit != 0 && i + 12 <= bytes.len() {
-                half_word(bytes, seps, i + 4, &mut c, &mut ends);
             }
         }
     }
     c
 }
 
-/// The block test of [`scan`] on the whitespace-free word at `h` (a half-word phase).
+/// Which words of one shifted phase of [`scan`] are visited (high bit of each byte): no
+/// whitespace, whitespace every third byte, whitespace every other byte.
+struct Phase {
+    zero: u64,
+    every3: u64,
+    every2: u64,
+}
+
+/// The tests of [`scan`] on the word at `i` whose whitespace mask byte is `lw` (no whitespace,
+/// or whitespace every second or third byte).
+#[inline(always)]
+fn full_word(bytes: &[u8], seps: &[u64], i: usize, lw: u8, c: &mut Candidates, ends: &mut RunEnds) {
+    // `s e c r e t`, one blank between every character: whitespace every other byte. (The
+    // normalisation pass finds it too, but a form that must then be decoded, such as partial
+    // percent-encoding, needs the collapsed layer.)
+    if lw == 0x55 || lw == 0xaa {
+        sep_run_at(bytes, i, c, ends);
+        return;
+    }
+    let v = word_at(bytes, i);
+    // The exact class test inline: most whitespace-free words of prose fail it (`@`, `'`, `(`)
+    // or are too short a run.
+    let cls = lw == 0 && i >= ends.block && is_cls_word(v) && may_be_long(bytes, seps, i) && long_enough(bytes, i);
+    let s3 = lw != 0 && hex_or_blank_word(v);
+    if cls || s3 {
+        scan_word(bytes, i, WordClass { all_cls: cls, s3 }, c, ends);
+    }
+    if lw == 0 {
+        sep_word(bytes, i, v, c, ends);
+    }
+}
+
+/// `s-e-c-r-e-t`, `!.#.$`: bytes 0,2,4,6 (or 1,3,5,7) of the whitespace-free word `v` at `i`
+/// equal. A separated run of [`MIN_SEP_CHARS`] characters spans 11 bytes, so it holds a whole
+/// word at one of the four phases of [`scan`].
+#[inline(always)]
+fn sep_word(bytes: &[u8], i: usize, v: u64, c: &mut Candidates, ends: &mut RunEnds) {
+    let t2 = v ^ (v >> 16);
+    if (t2 & 0x0000_00ff_00ff_00ff == 0) | (t2 & 0x0000_ff00_ff00_ff00 == 0) {
+        sep_run_at(bytes, i, c, ends);
+    }
+}
+
+/// Records the separated run through byte `i` or `i + 1` (one separator between every
+/// character), unless one was recorded past `i` already.
+#[inline(always)]
+fn sep_run_at(bytes: &[u8], i: usize, c: &mut Candidates, ends: &mut RunEnds) {
+    if i < ends.sep {
+        return;
+    }
+    for p in [i, i + 1] {
+        if let Some(r) = sep_run(bytes, p, 2) {
+            ends.sep = r.1;
+            c.sep_runs.push(r);
+            break;
+        }
+    }
+}
+
+/// The block and separated-run tests of [`scan`] on the whitespace-free word at `h` (a shifted
+/// phase).
 #[inline(always)]
 fn half_word(bytes: &[u8], seps: &[u64], h: usize, c: &mut Candidates, ends: &mut RunEnds) {
-    let v = u64::from_le_bytes(bytes[h..h + 8].try_into().unwrap_or([0; 8]));
+    let v = word_at(bytes, h);
     if h >= ends.block && is_cls_word(v) && may_be_long(bytes, seps, h) && long_enough(bytes, h) {
         scan_word(bytes, h, WordClass { all_cls: true, s3: false }, c, ends);
     }
+    sep_word(bytes, h, v, c, ends);
 }
 
 /// A necessary condition for [`long_enough`], from the whitespace masks alone: the run of
@@ -750,6 +805,22 @@ fn may_be_long(bytes: &[u8], seps: &[u64], i: usize) -> bool {
     }
     let brk = |p: usize| matches!(bytes.get(p), Some(b'\n' | b'\r'));
     (i > l && brk(i - 1 - l)) || brk(i + 8 + r)
+}
+
+/// The 8 bytes at `i` (`i + 8 <= bytes.len()`) as a little-endian word.
+#[inline(always)]
+fn word_at(bytes: &[u8], i: usize) -> u64 {
+    u64::from_le_bytes(bytes[i..i + 8].try_into().unwrap_or([0; 8]))
+}
+
+/// True when every byte of `v` is a hex digit or at most a space (the blanks of `de ad be ef`):
+/// prose whose blanks fall every third byte (`is to be`) fails it before any run is walked.
+#[inline(always)]
+fn hex_or_blank_word(v: u64) -> bool {
+    let hi = v & H;
+    let v7 = v & !H;
+    let ok = in_range(v7 | splat(0x20), 0x61, 0x66) | in_range(v7, 0x30, 0x39) | in_range(v7, 0x00, 0x20);
+    ok & !hi == H
 }
 
 /// True when all 8 bytes of `v` are class bytes ([`is_cls`]).
@@ -777,11 +848,13 @@ struct WordClass {
     s3: bool,
 }
 
-/// Where the last block run and separated-hex run ended, so a run is recorded once.
+/// Where the last block run, separated-hex run and separated run ended, so a run is recorded
+/// once.
 #[derive(Default)]
 struct RunEnds {
     block: usize,
     hex: usize,
+    sep: usize,
 }
 
 /// The slow path of [`scan`] for the word at `i`.
@@ -996,6 +1069,26 @@ fn hex_token_runs(bytes: &[u8], starts: &[usize]) -> Vec<HexTokenRun> {
     out
 }
 
+/// True when some block alphabet has a run of at least its [`Block::min_chars`] characters in
+/// `run` (a class run), or `run` crosses a line break (a wrapped encoding, left to
+/// [`Block::sub_run`]).
+fn decodable(run: &[u8]) -> bool {
+    let kinds = [Block::Base64, Block::Base32, Block::Hex];
+    let mut len = [0usize; 3];
+    for &c in run {
+        if c == b'\n' || c == b'\r' {
+            return true;
+        }
+        for (k, kind) in kinds.iter().enumerate() {
+            len[k] = if kind.val(c).is_some() { len[k] + 1 } else { 0 };
+            if len[k] >= kind.min_chars() {
+                return true;
+            }
+        }
+    }
+    false
+}
+
 /// The block encodings tried on encoded-looking runs.
 #[derive(Clone, Copy)]
 enum Block {
@@ -1054,12 +1147,10 @@ impl Block {
         }
     }
 
-    /// Shorter alphabet runs are left to the generated variants.
+    /// The fewest characters that hold [`MIN_BLOCK_BYTES`] bytes; shorter runs are left to the
+    /// generated variants.
     fn min_chars(self) -> usize {
-        match self {
-            Block::Base64 => MIN_BLOCK_RUN,
-            Block::Base32 | Block::Hex => 16,
-        }
+        (MIN_BLOCK_BYTES * 8).div_ceil(self.bits() as usize)
     }
 
     /// The next maximal alphabet run at or after `i` (before `b`), crossing line breaks: where it
@@ -1374,37 +1465,73 @@ impl Triggers {
     }
 }
 
-/// Ranges `[pos - reach, pos + reach]` around every escape of `fam` (at `positions`), merged
-/// (an escaped secret's escapes lie within its length of one another, so the merged region holds
-/// all of it), keeping those that touch new bytes. `strict`: only escapes that touch new bytes
-/// seed a region.
-fn escape_regions(
-    bytes: &[u8],
-    positions: &[usize],
-    fam: Family,
-    reach: usize,
-    new: &dyn Fn(usize, usize) -> bool,
-    strict: bool,
-) -> Vec<(usize, usize)> {
-    let mut out: Vec<(usize, usize)> = Vec::new();
-    let mut scratch = Vec::new();
-    for &p in positions {
-        scratch.clear();
-        let Some(len) = fam.decode_at(bytes, p, &mut scratch) else { continue };
-        if strict && !new(p, p + len) {
-            continue;
+/// The escapes of one layer and the regions they are decoded over.
+///
+/// A region is a connected span of windows `[pos - reach, pos + reach]` around escapes of any
+/// family and of the layer's candidate runs (encoded-looking, separated and hex-pair runs). An
+/// escaped secret's escapes lie within its length of one another, so the windows alone hold a
+/// secret escaped directly; when the escaped text is a longer encoding of it (`&` escaped as
+/// `&amp;` inside a separated, partly `\u`-escaped form), its escapes can lie farther apart, but
+/// what lies between them is the encoding: a run, or escapes of another family, which join the
+/// windows into one region.
+struct Escapes {
+    /// `(position, length, family index)` of every escape that decodes, by position.
+    sites: Vec<(usize, usize, usize)>,
+    /// The connected spans, by position.
+    spans: Vec<(usize, usize)>,
+}
+
+impl Escapes {
+    fn find(bytes: &[u8], triggers: &Triggers, reach: usize, mut joins: Vec<(usize, usize)>) -> Escapes {
+        let mut sites = Vec::new();
+        let mut scratch = Vec::new();
+        for (j, fam) in Family::ALL.into_iter().enumerate() {
+            for &p in triggers.of(fam) {
+                scratch.clear();
+                if let Some(len) = fam.decode_at(bytes, p, &mut scratch) {
+                    sites.push((p, len, j));
+                }
+            }
         }
-        let a = p.saturating_sub(reach);
-        let b = (p + reach).min(bytes.len());
-        match out.last_mut() {
-            Some(last) if a <= last.1 => last.1 = b,
-            _ => out.push((a, b)),
+        if sites.is_empty() {
+            return Escapes { sites, spans: Vec::new() };
         }
+        sites.sort_unstable();
+        joins.extend(sites.iter().map(|&(p, _, _)| (p.saturating_sub(reach), (p + reach).min(bytes.len()))));
+        joins.sort_unstable();
+        let mut spans: Vec<(usize, usize)> = Vec::with_capacity(joins.len());
+        for (a, b) in joins {
+            match spans.last_mut() {
+                Some(last) if a <= last.1 => last.1 = last.1.max(b),
+                _ => spans.push((a, b)),
+            }
+        }
+        Escapes { sites, spans }
     }
-    // A region with no new byte was decoded in the parent layer already. (Whole regions, not
-    // single escapes: a span mixing two families needs each decoded after the other.)
-    out.retain(|&(a, b)| new(a, b));
-    out
+
+    /// The spans holding an escape of family `j`, keeping those that touch new bytes.
+    /// `strict`: only escapes that touch new bytes count.
+    fn regions(&self, j: usize, new: &dyn Fn(usize, usize) -> bool, strict: bool) -> Vec<(usize, usize)> {
+        let mut out = Vec::new();
+        let mut k = 0;
+        for &(a, b) in &self.spans {
+            let mut seeded = false;
+            while let Some(&(p, len, fam)) = self.sites.get(k) {
+                if p >= b {
+                    break;
+                }
+                k += 1;
+                seeded |= p >= a && fam == j && (!strict || new(p, p + len));
+            }
+            // A region with no new byte was decoded in the parent layer already. (Whole
+            // regions, not single escapes: a span mixing two families needs each decoded after
+            // the other.)
+            if seeded && new(a, b) {
+                out.push((a, b));
+            }
+        }
+        out
+    }
 }
 
 /// Decoded bytes, each byte's source range, and the output ranges that escapes produced.
@@ -1478,6 +1605,18 @@ mod tests {
         for b0 in 0u8..=255 {
             let v = u64::from_le_bytes([b0, b'a', b'a', b'a', b'a', b'a', b'a', b'a']);
             assert_eq!(is_cls_word(v), is_cls(b0), "{b0:#x}");
+        }
+    }
+
+    #[test]
+    fn hex_or_blank_swar_agrees_with_scalar() {
+        for b0 in 0u8..=255 {
+            for pos in 0..8 {
+                let mut w = *b"0 a 9 F ";
+                w[pos] = b0;
+                let scalar = b0.is_ascii_hexdigit() || b0 <= b' ';
+                assert_eq!(hex_or_blank_word(u64::from_le_bytes(w)), scalar, "{b0:#x} at {pos}");
+            }
         }
     }
 

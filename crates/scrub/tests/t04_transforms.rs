@@ -5,6 +5,7 @@
 
 use airlock_core::{HandleName, Secret};
 use airlock_scrub::decode::{WORK_BASE, WORK_FACTOR};
+use airlock_scrub::variants::{MIN_ENCODED_LEN, MIN_SECRET_LEN};
 use airlock_scrub::{adversarial_text, Scrubber, ScrubberBuilder};
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
 use base64::Engine;
@@ -40,7 +41,7 @@ fn wrap(s: &str, width: usize, nl: &str) -> String {
 }
 
 /// The transforms. `r` decides the random details (alignment, case, which characters).
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 enum T {
     B64Std,
     B64UrlNoPad,
@@ -344,11 +345,13 @@ fn apply(t: T, s: &str, r: &mut TestRng) -> Option<String> {
     })
 }
 
+/// Secrets from the documented minimum length (`MIN_SECRET_LEN`, 6 bytes) up: the shortest
+/// ones give the shortest encoded runs.
 fn secret_strategy() -> impl Strategy<Value = String> {
-    let ascii = proptest::collection::vec(0x21u8..0x7f, 8..48).prop_map(|v| String::from_utf8(v).unwrap());
+    let ascii = proptest::collection::vec(0x21u8..0x7f, MIN_SECRET_LEN..48).prop_map(|v| String::from_utf8(v).unwrap());
     let mixed = proptest::collection::vec(
         prop_oneof![4 => (0x21u8..0x7f).prop_map(char::from), 1 => prop::sample::select(vec!['é', 'ß', 'ж', '中', '😀', '€'])],
-        8..32,
+        MIN_SECRET_LEN..32,
     )
     .prop_map(|v| v.into_iter().collect::<String>());
     prop_oneof![3 => ascii, 1 => mixed]
@@ -473,7 +476,8 @@ fn check(secret: &str, chain: &[T], text: &str, at: prop::sample::Index, seed: u
 /// transform that keeps literal characters (partial escaping, separators, reversal, invisible
 /// characters, full-width, homoglyphs) passes the case change down to what it wraps; base64
 /// cannot be decoded after a case change, so it is found only when the re-cased text is one of
-/// the listed variants (one base64 layer over the secret or the secret reversed, or base64 over
+/// the listed variants (one base64 layer over the secret or the secret reversed, inside a blob
+/// only when its stable cores are long enough to be listed, or base64 over
 /// standard or URL-safe base64 or hex of it); the raw secret is matched in any case only when
 /// it is at least 16 bytes long. Named HTML references are case-sensitive (`&AMP;` is not
 /// decoded).
@@ -488,6 +492,11 @@ fn case_change_is_findable(secret: &str, below: &[T]) -> bool {
             T::HtmlNamed => return false,
             t if is_b64(t) => {
                 return match &below[..k] {
+                    // Inside a blob only the stable cores are listed, and only where every
+                    // alignment's core is at least `MIN_ENCODED_LEN` characters (7 bytes up).
+                    [] | [T::Reversed] if t == T::B64InBlob => (0..3).all(|a| {
+                        (8 * (a + secret.len())) / 6 - (8 * a).div_ceil(6) >= MIN_ENCODED_LEN
+                    }),
                     [] | [T::Reversed] => true,
                     [inner] => {
                         matches!(inner, T::B64Std | T::B64UrlNoPad | T::HexLower)
@@ -698,21 +707,48 @@ fn t04_deep_nesting_within_the_documented_depth_is_found() {
     assert_eq!((out.as_ref(), n), ("v=[REDACTED:API];", 1), "5-deep base64");
 }
 
-/// An encoded run of 12 to 16 characters that only decoding can find (base64 of a partly
-/// quoted-printable secret, which no precomputed variant covers) is found wherever it starts:
-/// the block scan looks at words at two phases half a word apart, so no start position lets a
-/// run fall across two words that each hold a blank.
+/// The shortest forms only decoding finds: a secret of the minimum length and up with one
+/// character re-spelled (its homoglyph, its full-width form, an invisible character after it,
+/// its quoted-printable escape), which no listed variant covers, under every block encoding
+/// (base64 in both alphabets with and without padding, base32 in both cases with and without
+/// padding, hex in both cases), after every number of leading bytes: found, and the encoded
+/// run is gone. The block scan looks at words at four phases, so no start position lets a run
+/// fall across words that each hold a blank.
 #[test]
-fn t04_short_encoded_runs_are_found_at_every_alignment() {
-    for secret in ["!!!!!!!!", "hunter2!x", "pa55w0rd-Z"] {
+fn t04_shortest_respelled_secrets_under_block_encodings_are_found_at_every_alignment() {
+    let secrets = ["a!c!e!", "hunter2", "pa55w0rd", "!!!!!!3H", "scope-0x"];
+    assert_eq!(secrets[0].len(), MIN_SECRET_LEN);
+    for secret in secrets {
         let s = scrubber_for(secret);
-        // `=XX` for the first byte, the rest as it is: quoted-printable that decodes to the secret.
-        let qp = format!("={:02X}{}", secret.as_bytes()[0], &secret[1..]);
-        for enc in [STANDARD.encode(&qp), URL_SAFE_NO_PAD.encode(&qp)] {
-            for lead in 0..24 {
-                let text = format!("{} {enc} tail", "a".repeat(lead));
-                let (out, n) = s.scrub_str(&text);
-                assert!(n >= 1 && !out.contains(&enc), "{secret:?} as {enc:?} after {lead} bytes: {out:?}");
+        for (p, c) in secret.char_indices() {
+            let (head, tail) = (&secret[..p], &secret[p + c.len_utf8()..]);
+            let mut forms = vec![
+                format!("{head}{}{tail}", char::from_u32(c as u32 + 0xFEE0).unwrap()),
+                format!("{head}{c}\u{200B}{tail}"),
+                format!("{head}={:02X}{tail}", c as u32),
+            ];
+            if let Some((_, alts)) = HOMOGLYPHS.iter().find(|(a, _)| *a == c) {
+                forms.push(format!("{head}{}{tail}", alts[0]));
+            }
+            for form in forms {
+                let b = form.as_bytes();
+                let encodings = [
+                    STANDARD.encode(b),
+                    STANDARD_NO_PAD.encode(b),
+                    URL_SAFE_NO_PAD.encode(b),
+                    base32(b, true),
+                    base32(b, false),
+                    base32(b, false).to_lowercase(),
+                    hex(b, false),
+                    hex(b, true),
+                ];
+                for enc in encodings {
+                    for lead in 0..17 {
+                        let text = format!("{} {enc} tail", "a".repeat(lead));
+                        let (out, n) = s.scrub_str(&text);
+                        assert!(n >= 1 && !out.contains(&enc), "{secret:?} as {form:?} as {enc:?} after {lead} bytes: {out:?}");
+                    }
+                }
             }
         }
     }
