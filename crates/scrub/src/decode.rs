@@ -1595,8 +1595,43 @@ mod tests {
                 if long_enough(&text, i) {
                     proptest::prop_assert!(may_be_long(&text, &seps, i), "word at {} of {:?}", i, String::from_utf8_lossy(&text));
                 }
-                i += 8;
+                i += 2;
             }
+        }
+
+        /// The scan finds every run it promises wherever it starts: an encoded-looking run of
+        /// [`MIN_BLOCK_RUN`] bytes or more, [`MIN_SEP_CHARS`] characters or more with one
+        /// separator (blank or not) between each, and as many hex pairs with one blank between
+        /// each, among arbitrary text: a recorded candidate covers it.
+        #[test]
+        fn scan_finds_every_run_wherever_it_starts(
+            before in proptest::collection::vec(proptest::sample::select(b"aZ09+/-.:_ \t\n@'(&%".to_vec()), 0..80),
+            after in proptest::collection::vec(proptest::sample::select(b"aZ09+/-.:_ \t\n@'(&%".to_vec()), 0..80),
+            kind in 0usize..3,
+            len in 0usize..24,
+            units in proptest::collection::vec(proptest::sample::select(b"aZ09+/=!xQf".to_vec()), 48),
+            sep in proptest::sample::select(SEPARATORS.to_vec()),
+            blank in proptest::sample::select(b" \t\n".to_vec()),
+        ) {
+            let run: Vec<u8> = match kind {
+                0 => units.iter().map(|&u| if u == b'=' || u == b'!' { b'A' } else { u }).take(MIN_BLOCK_RUN + len).collect(),
+                1 => units.iter().filter(|&&u| u != sep).take(MIN_SEP_CHARS + len % 8)
+                    .flat_map(|&u| [sep, u]).skip(1).collect(),
+                _ => (0..MIN_SEP_CHARS + len % 8).flat_map(|k| {
+                    let pair = [b"0123456789abcdef"[units[k] as usize % 16], b"0123456789ABCDEF"[units[k + 1] as usize % 16]];
+                    [blank, pair[0], pair[1]]
+                }).skip(1).collect(),
+            };
+            let text: Vec<u8> = before.iter().chain(&run).chain(&after).copied().collect();
+            let (s, e) = (before.len(), before.len() + run.len());
+            let c = scan(&text, &crate::normalize::sep_words(&text));
+            let covers = |&(a, b): &(usize, usize)| a <= s && e <= b;
+            let found = match kind {
+                0 => c.block_runs.iter().any(covers),
+                1 => c.sep_runs.iter().map(|&(a, b, _)| (a, b)).any(|r| covers(&r)),
+                _ => c.hex_sep_runs.iter().map(|&(a, b, _)| (a, b)).any(|r| covers(&r)),
+            };
+            proptest::prop_assert!(found, "kind {} not found in {:?}", kind, String::from_utf8_lossy(&text));
         }
     }
 
