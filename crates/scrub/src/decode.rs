@@ -658,8 +658,9 @@ fn is_cls(b: u8) -> bool {
 /// whitespace of word `j`. A word without whitespace may be part of an encoded run; a word whose
 /// whitespace is exactly every third byte (`0x49`, `0x92`) may be part of `de ad be ef` (words
 /// are tested at four phases two bytes apart, so a run holds one with three separators; the
-/// pattern with two, `0x24`, is not tested: it fires on `is to be`). Separators that are class bytes (`:-.,_/|`) are found inside class runs. Only
-/// those words reach the exact (slower) tests.
+/// pattern with two, `0x24`, is not tested: it fires on `is to be`). Separators that are class
+/// bytes (`:-.,_/|`) are found inside class runs. Only those words reach the exact (slower)
+/// tests.
 fn scan(bytes: &[u8], seps: &[u64]) -> Candidates {
     let mut c = Candidates::default();
     let mut ends = RunEnds::default();
