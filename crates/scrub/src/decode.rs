@@ -88,6 +88,10 @@ enum Map<'m> {
     Identity,
     /// Byte `i` comes from original range `m[i]` (char-level decodings).
     Bytes(&'m [(usize, usize)]),
+    /// An escape decoding of parent bytes from `a` on ([`EscapeMap`]): kept sparse, one entry per
+    /// escape, since most of a layer is copied and a per-byte map of a whole text would cost
+    /// more than decoding it.
+    Esc { parent: &'m Map<'m>, esc: &'m EscapeMap },
     /// A block decoding of a run of the parent layer: decoded byte `i` is made of the bits of
     /// characters `off + 8i / bits ..= off + (8i + 7) / bits` of the run. The run is split into
     /// segments at line breaks; segment `(k, p)` starts with character `k` at parent position
@@ -120,6 +124,11 @@ impl Map<'_> {
                     None => end,
                 };
                 parent.span(segs[k1].1, stop)
+            }
+            Map::Esc { parent, esc } => {
+                let (ps, _) = esc.source(s);
+                let (_, pe) = esc.source(e - 1);
+                parent.span(ps, pe)
             }
             Map::Rev { parent, a, b } => {
                 debug_assert!(a + e <= b);
@@ -322,9 +331,9 @@ impl Pass<'_> {
             let strict = ctx.from_fam.is_some_and(|i| j < i);
             let regions = escapes.regions(j, &new, strict);
             for (a, b) in regions {
-                if let Some((dec, local, changed)) = decode_escapes(bytes, a, b, fam) {
-                    let m = map.compose(local);
-                    self.child(&dec, Map::Bytes(&m), ctx.decoded(Some(&changed), Some(j)));
+                if let Some((dec, esc, changed)) = decode_escapes(bytes, a, b, fam) {
+                    let m = Map::Esc { parent: &map, esc: &esc };
+                    self.child(&dec, m, ctx.decoded(Some(&changed), Some(j)));
                 }
                 if self.out.exhausted {
                     return;
@@ -1205,7 +1214,7 @@ impl Block {
 
 /// Escape families, decoded one per layer so that a character that is an escape in one family
 /// and literal in another (`=41` inside a JSON string) is not decoded twice.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Family {
     /// `%XX`.
     Percent,
@@ -1535,26 +1544,53 @@ impl Escapes {
     }
 }
 
-/// Decoded bytes, each byte's source range, and the output ranges that escapes produced.
-type EscapeLayer = (Vec<u8>, Vec<(usize, usize)>, Vec<(usize, usize)>);
+/// Where the bytes of an escape decoding came from: bytes between escapes are copied one for
+/// one, and every byte an escape produced comes from the whole escape.
+struct EscapeMap {
+    /// The parent position of layer byte 0.
+    start: usize,
+    /// `(layer start, layer end, parent start, parent end)` of every escape, by position (a
+    /// soft line break produces no byte: its layer range is empty).
+    escapes: Vec<(usize, usize, usize, usize)>,
+}
+
+impl EscapeMap {
+    /// The parent range layer byte `i` came from.
+    fn source(&self, i: usize) -> (usize, usize) {
+        let k = self.escapes.partition_point(|&(ls, _, _, _)| ls <= i);
+        match k.checked_sub(1).map(|k| self.escapes[k]) {
+            Some((_, le, ps, pe)) if i < le => (ps, pe),
+            Some((_, le, _, pe)) => (pe + i - le, pe + i - le + 1),
+            None => (self.start + i, self.start + i + 1),
+        }
+    }
+}
+
+/// Decoded bytes, where they came from, and the output ranges that escapes produced.
+type EscapeLayer = (Vec<u8>, EscapeMap, Vec<(usize, usize)>);
 
 /// Decodes the escapes of `fam` in `bytes[a..b]`, copying other bytes; `None` when there were
-/// none. Each output byte maps to the escape (or byte) it came from.
+/// none.
 fn decode_escapes(bytes: &[u8], a: usize, b: usize, fam: Family) -> Option<EscapeLayer> {
     let mut out = Vec::with_capacity(b - a);
-    let mut map = Vec::with_capacity(b - a);
+    let mut map = EscapeMap { start: a, escapes: Vec::new() };
     let mut changed: Vec<(usize, usize)> = Vec::new();
-    let mut any = false;
     let t = fam.trigger();
     let mut i = a;
     // Decoding reads past `b` only to finish an escape that starts before it.
     while i < b {
-        if bytes[i] == t {
-            let before = out.len();
-            if let Some(len) = fam.decode_at(bytes, i, &mut out) {
-                any = true;
+        // Copy up to the next trigger at once.
+        let next = memchr::memchr(t, &bytes[i..b]).map_or(b, |k| i + k);
+        out.extend_from_slice(&bytes[i..next]);
+        i = next;
+        if i >= b {
+            break;
+        }
+        let before = out.len();
+        match fam.decode_at(bytes, i, &mut out) {
+            Some(len) => {
                 let end = (i + len).min(bytes.len());
-                map.extend(std::iter::repeat_n((i, end), out.len() - before));
+                map.escapes.push((before, out.len(), i, end));
                 // (A soft line break produces nothing but joins its neighbours: mark them.)
                 let (cs, ce) = (before.saturating_sub(1), (out.len() + 1).max(before + 1));
                 match changed.last_mut() {
@@ -1562,18 +1598,16 @@ fn decode_escapes(bytes: &[u8], a: usize, b: usize, fam: Family) -> Option<Escap
                     _ => changed.push((cs, ce)),
                 }
                 i = end;
-                continue;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
             }
         }
-        out.push(bytes[i]);
-        map.push((i, i + 1));
-        i += 1;
     }
-    if !any || out.is_empty() {
+    if map.escapes.is_empty() || out.is_empty() {
         return None;
     }
-    // A soft line break decodes to nothing; give nothing a map entry it does not need.
-    debug_assert_eq!(out.len(), map.len());
     Some((out, map, changed))
 }
 
@@ -1583,6 +1617,44 @@ mod tests {
 
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig { cases: 2000, ..Default::default() })]
+
+        /// The sparse map of an escape decoding gives every byte the source a per-byte map
+        /// gives it: the escape that produced it, or the byte it was copied from (texts dense
+        /// with triggers, hex digits, escape letters and line breaks, any region, every family).
+        #[test]
+        fn escape_map_agrees_with_per_byte_map(
+            text in proptest::collection::vec(proptest::sample::select(b"%&=\\#;xuU{}0123456789abcdefABCDEFamplgtn\r\n zq".to_vec()), 0..80),
+            cut in 0usize..80,
+            fam in proptest::sample::select(Family::ALL.to_vec()),
+        ) {
+            let a = cut.min(text.len());
+            let mut reference: Vec<(usize, usize)> = Vec::new();
+            let mut out = Vec::new();
+            let mut i = a;
+            while i < text.len() {
+                if text[i] == fam.trigger() {
+                    let before = out.len();
+                    if let Some(len) = fam.decode_at(&text, i, &mut out) {
+                        let end = (i + len).min(text.len());
+                        reference.extend(std::iter::repeat_n((i, end), out.len() - before));
+                        i = end;
+                        continue;
+                    }
+                }
+                out.push(text[i]);
+                reference.push((i, i + 1));
+                i += 1;
+            }
+            match decode_escapes(&text, a, text.len(), fam) {
+                Some((dec, map, _)) => {
+                    proptest::prop_assert_eq!(&dec, &out);
+                    for (k, &r) in reference.iter().enumerate() {
+                        proptest::prop_assert_eq!(map.source(k), r, "byte {}", k);
+                    }
+                }
+                None => proptest::prop_assert!(out.is_empty() || reference.iter().all(|&(s, e)| e == s + 1)),
+            }
+        }
 
         /// The mask pre-check of the block scan never rejects a word [`long_enough`] accepts:
         /// texts of class bytes, blanks, line breaks and other punctuation, every aligned word.
@@ -1682,7 +1754,9 @@ mod tests {
         let t = b"u:p%40ss%3Aw%2Frd@h";
         let (d, m, _) = decode_escapes(t, 0, t.len(), Family::Percent).unwrap();
         assert_eq!(d, b"u:p@ss:w/rd@h");
-        assert_eq!(m[3], (3, 6));
+        assert_eq!(m.source(3), (3, 6));
+        assert_eq!(m.source(4), (6, 7));
+        assert_eq!(m.source(12), (18, 19));
         let t = b"\\ud83d\\ude00&#x41&#065;&amp&lt;";
         let (d, _, _) = decode_escapes(t, 0, t.len(), Family::Backslash).unwrap();
         assert_eq!(d, "\u{1F600}&#x41&#065;&amp&lt;".as_bytes());
