@@ -22,6 +22,14 @@
 //! [`WORK_FACTOR`] times the text length plus [`WORK_BASE`] bytes, after which remaining candidates
 //! are left undecoded (the generated variants still apply) and [`Decoded::exhausted`] is set.
 //!
+//! Layers are made level by level: every layer one decoding deep (with its re-spellings) is made
+//! and matched before any layer two deep, and so on. The cap therefore stops a chain of `n`
+//! decodings only when the chains of fewer than `n` have used it up: ordinary text dense with
+//! escapes, whose nested and reversed decodings reach the cap, still has every single decoding
+//! matched (1 MiB of HTML with entities and escaped URLs: 54 times its size over all levels, 6
+//! in the first). A layer waiting for its level keeps its map back to the text (`Step`s in
+//! `Maps`).
+//!
 //! Two re-spellings of a layer are layers too, and do not count towards [`MAX_DEPTH`]:
 //! - the **canonical form** (`normalize::canonical`) of a layer that holds invisible or format
 //!   characters, full-width forms or homoglyphs (UTF-8 parts of a layer that is partly binary
@@ -54,7 +62,7 @@ pub const WORK_BASE: usize = 1 << 20;
 /// are listed, or not promised) makes the secret at least one byte longer.
 pub const MIN_BLOCK_BYTES: usize = crate::variants::MIN_SECRET_LEN + 1;
 /// The shortest encoded-looking run that is decoded: base64 of [`MIN_BLOCK_BYTES`] bytes
-/// (base32 and hex runs need more characters, [`Block::min_chars`]).
+/// (base32 and hex runs need more characters, `Block::min_chars`).
 pub const MIN_BLOCK_RUN: usize = (MIN_BLOCK_BYTES * 8).div_ceil(6);
 // The block scan tests whole 8-byte words at four phases two bytes apart, so it sees every run
 // of 9 class bytes or more.
@@ -81,17 +89,21 @@ pub struct Decoded {
     pub exhausted: bool,
 }
 
-/// Where a layer's bytes came from in the original text.
-#[derive(Clone, Copy)]
-enum Map<'m> {
+/// Index of a [`Step`] in [`Maps`].
+type MapId = usize;
+/// The text itself.
+const TEXT: MapId = 0;
+
+/// Where a layer's bytes came from: one step back towards the text.
+enum Step {
     /// The layer is the original text.
     Identity,
     /// Byte `i` comes from original range `m[i]` (char-level decodings).
-    Bytes(&'m [(usize, usize)]),
-    /// An escape decoding of parent bytes from `a` on ([`EscapeMap`]): kept sparse, one entry per
-    /// escape, since most of a layer is copied and a per-byte map of a whole text would cost
-    /// more than decoding it.
-    Esc { parent: &'m Map<'m>, esc: &'m EscapeMap },
+    Bytes(Vec<(usize, usize)>),
+    /// An escape decoding of parent bytes ([`EscapeMap`]): kept sparse, one entry per escape,
+    /// since most of a layer is copied and a per-byte map of a whole text would cost more than
+    /// decoding it.
+    Esc { parent: MapId, esc: EscapeMap },
     /// A block decoding of a run of the parent layer: decoded byte `i` is made of the bits of
     /// characters `off + 8i / bits ..= off + (8i + 7) / bits` of the run. The run is split into
     /// segments at line breaks; segment `(k, p)` starts with character `k` at parent position
@@ -99,53 +111,62 @@ enum Map<'m> {
     /// touches whole: the whole encoded run for a one-line run, the lines it touches for a
     /// wrapped one (so a neighbouring line holding something else survives). Kept sparse so a
     /// 10 MiB run costs no per-byte map.
-    Block { parent: &'m Map<'m>, segs: &'m [(usize, usize)], end: usize, off: usize, bits: usize },
+    Block { parent: MapId, segs: Vec<(usize, usize)>, end: usize, off: usize, bits: usize },
     /// The layer is parent bytes `[a, b)` written backwards (by character where they are UTF-8):
     /// byte `i` is parent byte `b - 1 - i`, to within the character that holds it.
-    Rev { parent: &'m Map<'m>, a: usize, b: usize },
-    /// The layer is the canonical form (`normalize::canonical`) of parent bytes from `base` on.
-    Canon { parent: &'m Map<'m>, canon: &'m Canonical, base: usize },
+    Rev { parent: MapId, a: usize, b: usize },
+    /// The layer is the canonical form (`normalize::canonical`, its bytes taken out) of parent
+    /// bytes from `base` on.
+    Canon { parent: MapId, canon: Canonical, base: usize },
 }
 
-impl Map<'_> {
-    /// The original range covering layer bytes `[s, e)` (`e > s`): every character that carries
-    /// a bit of them, so nothing of a match survives its redaction.
-    fn span(&self, s: usize, e: usize) -> (usize, usize) {
-        match *self {
-            Map::Identity => (s, e),
-            // Monotone, but decreasing under a reversal.
-            Map::Bytes(m) => (m[s].0.min(m[e - 1].0), m[s].1.max(m[e - 1].1)),
-            Map::Block { parent, segs, end, off, bits } => {
-                let seg = |j: usize| segs.partition_point(|&(idx, _)| idx <= j) - 1;
-                let k1 = seg(off + 8 * s / bits);
-                let k2 = seg(off + (8 * e - 1) / bits);
-                let stop = match segs.get(k2 + 1) {
-                    Some(&(next, _)) => segs[k2].1 + next - segs[k2].0,
-                    None => end,
-                };
-                parent.span(segs[k1].1, stop)
-            }
-            Map::Esc { parent, esc } => {
-                let (ps, _) = esc.source(s);
-                let (_, pe) = esc.source(e - 1);
-                parent.span(ps, pe)
-            }
-            Map::Rev { parent, a, b } => {
-                debug_assert!(a + e <= b);
-                parent.span(b - e, b - s)
-            }
-            Map::Canon { parent, canon, base } => {
-                let (a, b) = canon.original_span(s, e);
-                parent.span(base + a, base + b)
-            }
+/// The steps of every layer of one pass: a layer waiting for its level keeps its way back to
+/// the text. Step [`TEXT`] is the text.
+struct Maps(Vec<Step>);
+
+impl Maps {
+    fn push(&mut self, step: Step) -> MapId {
+        self.0.push(step);
+        self.0.len() - 1
+    }
+
+    /// The original range covering bytes `[s, e)` (`e > s`) of the layer `id` maps: every
+    /// character that carries a bit of them, so nothing of a match survives its redaction.
+    fn span(&self, mut id: MapId, mut s: usize, mut e: usize) -> (usize, usize) {
+        loop {
+            (id, s, e) = match &self.0[id] {
+                Step::Identity => return (s, e),
+                // Monotone, but decreasing under a reversal.
+                Step::Bytes(m) => return (m[s].0.min(m[e - 1].0), m[s].1.max(m[e - 1].1)),
+                &Step::Block { parent, ref segs, end, off, bits } => {
+                    let seg = |j: usize| segs.partition_point(|&(idx, _)| idx <= j) - 1;
+                    let k1 = seg(off + 8 * s / bits);
+                    let k2 = seg(off + (8 * e - 1) / bits);
+                    let stop = match segs.get(k2 + 1) {
+                        Some(&(next, _)) => segs[k2].1 + next - segs[k2].0,
+                        None => end,
+                    };
+                    (parent, segs[k1].1, stop)
+                }
+                Step::Esc { parent, esc } => (*parent, esc.source(s).0, esc.source(e - 1).1),
+                &Step::Rev { parent, a, b } => {
+                    debug_assert!(a + e <= b);
+                    (parent, b - e, b - s)
+                }
+                Step::Canon { parent, canon, base } => {
+                    let (a, b) = canon.original_span(s, e);
+                    (*parent, base + a, base + b)
+                }
+            };
         }
     }
 
-    /// The child map for a char-level decoding whose byte `i` came from layer range `local[i]`.
-    fn compose(&self, local: Vec<(usize, usize)>) -> Vec<(usize, usize)> {
-        match *self {
-            Map::Identity => local,
-            _ => local.into_iter().map(|(s, e)| self.span(s, e)).collect(),
+    /// The map of a char-level decoding of layer `id` whose byte `i` came from layer range
+    /// `local[i]`.
+    fn compose(&self, id: MapId, local: Vec<(usize, usize)>) -> Step {
+        match self.0[id] {
+            Step::Identity => Step::Bytes(local),
+            _ => Step::Bytes(local.into_iter().map(|(s, e)| self.span(id, s, e)).collect()),
         }
     }
 }
@@ -171,8 +192,22 @@ pub(crate) fn decode_passes_with(
         budget: text.len().saturating_mul(WORK_FACTOR).saturating_add(WORK_BASE),
         out: Decoded::default(),
         hits: Vec::new(),
+        maps: Maps(vec![Step::Identity]),
+        level: 0,
+        waiting: (0..MAX_DEPTH).map(|_| Vec::new()).collect(),
     };
-    d.layer(text, Map::Identity, Ctx { seps: Some(seps), ..Ctx::default() });
+    d.layer(text, TEXT, Ctx { seps: Some(seps), ..Ctx::default() });
+    // Level by level: every layer one decoding deep is made and matched before any layer two
+    // deep, so the work cap leaves the deepest chains undecoded, never a shallow one.
+    for level in 1..MAX_DEPTH {
+        d.level = level;
+        for w in std::mem::take(&mut d.waiting[level]) {
+            if d.out.exhausted {
+                break;
+            }
+            d.layer(&w.bytes, w.map, w.ctx);
+        }
+    }
     d.out
 }
 
@@ -182,17 +217,29 @@ struct Pass<'f> {
     budget: usize,
     out: Decoded,
     hits: Vec<Found>,
+    maps: Maps,
+    /// The depth of the layers being scanned.
+    level: usize,
+    /// Decoded layers made and matched, waiting to be scanned at their level (by depth).
+    waiting: Vec<Vec<Waiting>>,
+}
+
+/// A decoded layer waiting for its level.
+struct Waiting {
+    bytes: Vec<u8>,
+    map: MapId,
+    ctx: Ctx<'static>,
 }
 
 /// How a layer came to be, which decides what it may spawn.
-#[derive(Clone, Copy, Default)]
+#[derive(Clone, Default)]
 struct Ctx<'a> {
     /// Decoded layers between this one and the text (re-spellings do not count).
     depth: usize,
     /// The bytes an escape decoding changed (sorted ranges): only candidates touching them are
     /// new, the rest were candidates of the parent already, which keeps escape layers from
     /// re-decoding the same runs at every depth. `None`: every byte is new.
-    fresh: Option<&'a [(usize, usize)]>,
+    fresh: Option<Vec<(usize, usize)>>,
     /// The layer's whitespace masks, when the caller has them.
     seps: Option<&'a [u64]>,
     /// The escape family that produced the layer.
@@ -204,14 +251,14 @@ struct Ctx<'a> {
     canonical: bool,
 }
 
-impl<'a> Ctx<'a> {
+impl Ctx<'_> {
     /// The context of a layer decoded from this one.
-    fn decoded(self, fresh: Option<&'a [(usize, usize)]>, fam: Option<usize>) -> Ctx<'a> {
+    fn decoded(&self, fresh: Option<Vec<(usize, usize)>>, fam: Option<usize>) -> Ctx<'static> {
         Ctx { depth: self.depth + 1, fresh, seps: None, from_fam: fam, reversed: false, canonical: false }
     }
 
     /// The context of a re-spelling of this layer (reversed or canonical): same depth.
-    fn respelled(self, reversed: bool, canonical: bool) -> Ctx<'static> {
+    fn respelled(&self, reversed: bool, canonical: bool) -> Ctx<'static> {
         Ctx {
             depth: self.depth,
             fresh: None,
@@ -234,38 +281,44 @@ impl Pass<'_> {
         true
     }
 
-    /// Matches a decoded or re-spelled layer, maps its hits back, and descends.
-    fn child(&mut self, bytes: &[u8], map: Map<'_>, ctx: Ctx<'_>) {
+    /// Matches a decoded or re-spelled layer and maps its hits back; scans a re-spelling at
+    /// once, and a decoded layer when its level comes.
+    fn child(&mut self, bytes: Vec<u8>, step: Step, ctx: Ctx<'static>) {
         if bytes.len() < crate::variants::MIN_SECRET_LEN || !self.charge(bytes.len()) {
             return;
         }
+        let map = self.maps.push(step);
         self.hits.clear();
-        (self.find)(bytes, &mut self.hits);
+        (self.find)(&bytes, &mut self.hits);
         for i in 0..self.hits.len() {
             let (s, e, l) = self.hits[i];
-            let (a, b) = map.span(s, e);
+            let (a, b) = self.maps.span(map, s, e);
             self.out.found.push((a, b, l));
         }
-        self.layer(bytes, map, ctx);
+        if ctx.depth == self.level {
+            self.layer(&bytes, map, ctx);
+        } else if ctx.depth < MAX_DEPTH {
+            self.waiting[ctx.depth].push(Waiting { bytes, map, ctx });
+        }
     }
 
     /// Finds candidates in `bytes` and decodes each into a child layer; spawns the layer's
     /// canonical form and the reversals of its candidate regions.
-    fn layer(&mut self, bytes: &[u8], map: Map<'_>, ctx: Ctx<'_>) {
+    fn layer(&mut self, bytes: &[u8], map: MapId, ctx: Ctx<'_>) {
         if ctx.depth >= MAX_DEPTH || self.out.exhausted {
             return;
         }
         if !ctx.canonical && crate::normalize::canonical_changes(bytes) {
             for (a, b) in canonical_regions(bytes, self.reach) {
-                let canon = crate::normalize::canonical(&bytes[a..b]);
-                let m = Map::Canon { parent: &map, canon: &canon, base: a };
-                self.child(&canon.bytes, m, ctx.respelled(false, true));
+                let mut canon = crate::normalize::canonical(&bytes[a..b]);
+                let canon_bytes = std::mem::take(&mut canon.bytes);
+                self.child(canon_bytes, Step::Canon { parent: map, canon, base: a }, ctx.respelled(false, true));
                 if self.out.exhausted {
                     return;
                 }
             }
         }
-        let fresh = ctx.fresh;
+        let fresh = ctx.fresh.as_deref();
         let new = |a: usize, b: usize| -> bool {
             fresh.is_none_or(|f| {
                 let i = f.partition_point(|&(_, e)| e <= a);
@@ -303,23 +356,23 @@ impl Pass<'_> {
         // nothing in either direction: neither it nor its reversal is a layer.
         c.block_runs.retain(|&(a, b)| decodable(&bytes[a..b]));
         for &(a, b) in &c.block_runs {
-            self.block_run(bytes, a, b, map, ctx);
+            self.block_run(bytes, (a, b), map, &ctx);
         }
         for &(a, b, sep) in &c.sep_runs {
             let (dec, local) = collapse(bytes, a, b, sep, 1);
-            let m = map.compose(local);
-            self.child(&dec, Map::Bytes(&m), ctx.decoded(None, None));
+            let step = self.maps.compose(map, local);
+            self.child(dec, step, ctx.decoded(None, None));
         }
         for &(a, b, sep) in &c.hex_sep_runs {
             let (dec, local) = collapse_hex(bytes, a, b, sep);
-            let m = map.compose(local);
-            self.child(&dec, Map::Bytes(&m), ctx.decoded(None, None));
+            let step = self.maps.compose(map, local);
+            self.child(dec, step, ctx.decoded(None, None));
         }
         let triggers = Triggers::find(bytes);
         for (at, dec, local) in hex_token_runs(bytes, &triggers.hx) {
             if new(at, at + dec.len() * 4) {
-                let m = map.compose(local);
-                self.child(&dec, Map::Bytes(&m), ctx.decoded(None, None));
+                let step = self.maps.compose(map, local);
+                self.child(dec, step, ctx.decoded(None, None));
             }
         }
         let escapes = Escapes::find(bytes, &triggers, self.reach, joins);
@@ -332,8 +385,7 @@ impl Pass<'_> {
             let regions = escapes.regions(j, &new, strict);
             for (a, b) in regions {
                 if let Some((dec, esc, changed)) = decode_escapes(bytes, a, b, fam) {
-                    let m = Map::Esc { parent: &map, esc: &esc };
-                    self.child(&dec, m, ctx.decoded(Some(&changed), Some(j)));
+                    self.child(dec, Step::Esc { parent: map, esc }, ctx.decoded(Some(changed), Some(j)));
                 }
                 if self.out.exhausted {
                     return;
@@ -343,7 +395,7 @@ impl Pass<'_> {
         if !ctx.reversed {
             for (a, b) in reversal_regions(bytes, &c.block_runs, &c.hex_sep_runs, &triggers, &new) {
                 let rev = reverse_units(&bytes[a..b]);
-                self.child(&rev, Map::Rev { parent: &map, a, b }, ctx.respelled(true, false));
+                self.child(rev, Step::Rev { parent: map, a, b }, ctx.respelled(true, false));
                 if self.out.exhausted {
                     return;
                 }
@@ -351,8 +403,8 @@ impl Pass<'_> {
         }
     }
 
-    /// Base64, base32 and hex decodings of the sub-runs of an encoded-looking run.
-    fn block_run(&mut self, bytes: &[u8], a: usize, b: usize, map: Map<'_>, ctx: Ctx<'_>) {
+    /// Base64, base32 and hex decodings of the sub-runs of the encoded-looking run `[a, b)`.
+    fn block_run(&mut self, bytes: &[u8], (a, b): (usize, usize), map: MapId, ctx: &Ctx<'_>) {
         for kind in [Block::Base64, Block::Base32, Block::Hex] {
             let mut i = a;
             while i < b {
@@ -375,8 +427,8 @@ impl Pass<'_> {
                         return;
                     }
                     let dec = kind.decode(&chars[off..]);
-                    let child = Map::Block { parent: &map, segs: &segs, end, off, bits: kind.bits() as usize };
-                    self.child(&dec, child, ctx.decoded(None, None));
+                    let step = Step::Block { parent: map, segs: segs.clone(), end, off, bits: kind.bits() as usize };
+                    self.child(dec, step, ctx.decoded(None, None));
                 }
             }
         }

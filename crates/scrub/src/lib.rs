@@ -61,7 +61,9 @@
 //! and the decoded layers together are capped at [`decode::WORK_FACTOR`] times the text plus
 //! [`decode::WORK_BASE`] bytes. Past that cap the remaining candidates are not decoded (the
 //! listed variants still apply): on hostile input built to exhaust the cap, a form that only
-//! decoding finds can pass.
+//! decoding finds can pass. Decoding goes level by level, so what the cap leaves undecoded is
+//! the deepest chains first: on ordinary text that reaches the cap (HTML dense with entities
+//! and escaped URLs does), every form one decoding deep, re-spelled or not, is still found.
 //!
 //! # What matching cannot catch
 //!

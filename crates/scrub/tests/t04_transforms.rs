@@ -684,6 +684,62 @@ fn t04_hostile_inputs_cost_bounded_work() {
     }
 }
 
+/// Ordinary HTML dense with escapes (entities, percent-escaped URLs, `page=NN` values): every
+/// escape family in every URL, so its decodings, nested and reversed, exceed the work cap.
+fn ordinary_html(len: usize) -> String {
+    let mut html = String::new();
+    let mut i = 0u64;
+    while html.len() < len {
+        i += 1;
+        html.push_str(&format!("<p class=\"item\">Tom &amp; Jerry&#39;s order #{i} &lt;shipped&gt; <a href=\"https://shop.example.com/search?q=red%20shoes&amp;page={i}&amp;sort=price%2Basc\">results for 2026-12-05</a></p>\n"));
+    }
+    html
+}
+
+/// The cap stops the deepest chains first: after ordinary HTML whose decodings exceed the work
+/// cap, every form one decoding (and any re-spellings) deep is still found at the very end of
+/// the text: every single transform of the catalogue, and every encoding re-spelled (reversed,
+/// re-cased, with invisible characters, full-width, homoglyphs). Layers are made level by level,
+/// so the cap cannot be spent on deep chains of the first lines before the last line's first
+/// decoding.
+#[test]
+fn t04_work_cap_leaves_only_the_deepest_chains_undecoded() {
+    let secret = "sk-live-Zq8vN2pL7xW4";
+    let s = scrubber_for(secret);
+    // The smallest filler whose decodings exceed the cap (the cap is 16 times the text plus
+    // 1 MiB; this HTML's decodings are over 40 times it).
+    let html = ordinary_html(48 << 10);
+    let (work, exhausted) = s.decode_work(&html);
+    assert!(exhausted, "the filler must exceed the cap for this test to mean anything (work {work})");
+    let respellings = [T::Reversed, T::Upper, T::Lower, T::Invisible, T::InvisibleSep, T::FullWidth, T::Homoglyph];
+    let mut chains: Vec<Vec<T>> = all_transforms().into_iter().map(|t| vec![t]).collect();
+    for &enc in OUTER {
+        chains.extend(respellings.iter().map(|&r| vec![enc, r]));
+    }
+    let mut rng = TestRng::deterministic_rng(proptest::test_runner::RngAlgorithm::ChaCha);
+    let mut forms = Vec::new();
+    for chain in chains {
+        if chain.iter().any(|t| matches!(t, T::Upper | T::Lower | T::CaseFold)) && !case_change_is_findable(secret, &chain[..chain.len() - 1]) {
+            continue;
+        }
+        if let Some(enc) = chain.iter().try_fold(secret.to_owned(), |e, &t| apply(t, &e, &mut rng)) {
+            forms.push((chain, enc));
+        }
+    }
+    assert!(forms.len() > 100, "{}", forms.len());
+    // One text per form: the scrubber rescans around what it redacted with a fresh cap, which
+    // would find a form next to another one.
+    let mut missed = Vec::new();
+    for (chain, enc) in &forms {
+        let full = format!("{html}\n{enc}\n");
+        let (out, n) = s.scrub_str(&full);
+        if n == 0 || out.contains(enc.as_str()) || leaks(&out, secret.as_bytes()) {
+            missed.push(chain);
+        }
+    }
+    assert!(missed.is_empty(), "{} of {} forms survive after the cap: {missed:?}", missed.len(), forms.len());
+}
+
 #[test]
 fn t04_password_inside_a_dsn_in_percent_form() {
     let s = scrubber_for("p@ss:w/rd");
