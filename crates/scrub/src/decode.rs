@@ -27,8 +27,11 @@
 //! decodings only when the chains of fewer than `n` have used it up: ordinary text dense with
 //! escapes, whose nested and reversed decodings reach the cap, still has every single decoding
 //! matched (1 MiB of HTML with entities and escaped URLs: 54 times its size over all levels, 6
-//! in the first). A layer waiting for its level keeps its map back to the text (`Step`s in
-//! `Maps`).
+//! in the first). A layer waiting for its level keeps its bytes and its map back to the text
+//! (`Step`s in `Maps`); the waiting layers may hold [`FRONTIER_FACTOR`] times the text plus
+//! [`WORK_BASE`] bytes, and a decoded layer that does not fit is scanned at once, depth first
+//! (hostile input that decodes into millions of small layers: 10 MiB of random base64 holds
+//! the first level's 3.5 million layers otherwise).
 //!
 //! Two re-spellings of a layer are layers too, and do not count towards [`MAX_DEPTH`]:
 //! - the **canonical form** (`normalize::canonical`) of a layer that holds invisible or format
@@ -55,6 +58,19 @@ pub const MAX_DEPTH: usize = 4;
 pub const WORK_FACTOR: usize = 16;
 /// See [`WORK_FACTOR`].
 pub const WORK_BASE: usize = 1 << 20;
+/// Layers waiting for their level may hold `FRONTIER_FACTOR * len + WORK_BASE` bytes (each
+/// counted with [`LAYER_OVERHEAD`]); a decoded layer that would not fit is scanned at once,
+/// depth first, so memory stays bounded on hostile input that decodes into millions of
+/// layers. Ordinary text stays well inside it (1 MiB of HTML dense with escapes: 6 times its
+/// size in its first level).
+pub const FRONTIER_FACTOR: usize = 8;
+/// A decoded layer shorter than this is scanned at once, not queued for its level: what it can
+/// spawn is a few layers shorter still, and hostile text decodes into millions of them (10 MiB
+/// of random base64 into 3.5 million base32 layers of about 8 bytes).
+const MIN_WAITING: usize = 64;
+/// What a waiting layer costs besides its bytes: its place in the queue, its map step and the
+/// allocator's share.
+const LAYER_OVERHEAD: usize = std::mem::size_of::<Waiting>() + std::mem::size_of::<Step>() + 64;
 /// The fewest bytes a block decoding must yield to be matched: one more than the shortest
 /// secret. A secret's own encodings are listed variants at any length; what only decoding
 /// finds is an encoding of a re-spelled secret (homoglyphs, full-width forms, invisible
@@ -195,16 +211,20 @@ pub(crate) fn decode_passes_with(
         maps: Maps(vec![Step::Identity]),
         level: 0,
         waiting: (0..MAX_DEPTH).map(|_| Vec::new()).collect(),
+        held: 0,
+        hold_cap: text.len().saturating_mul(FRONTIER_FACTOR).saturating_add(WORK_BASE),
+        queued: 0,
     };
     d.layer(text, TEXT, Ctx { seps: Some(seps), ..Ctx::default() });
     // Level by level: every layer one decoding deep is made and matched before any layer two
-    // deep, so the work cap leaves the deepest chains undecoded, never a shallow one.
+    // deep, so the work cap leaves the deepest chains undecoded first.
     for level in 1..MAX_DEPTH {
         d.level = level;
         for w in std::mem::take(&mut d.waiting[level]) {
             if d.out.exhausted {
                 break;
             }
+            d.held -= w.bytes.len() + LAYER_OVERHEAD;
             d.layer(&w.bytes, w.map, w.ctx);
         }
     }
@@ -222,6 +242,11 @@ struct Pass<'f> {
     level: usize,
     /// Decoded layers made and matched, waiting to be scanned at their level (by depth).
     waiting: Vec<Vec<Waiting>>,
+    /// Bytes the waiting layers hold, with [`LAYER_OVERHEAD`] each, and their cap.
+    held: usize,
+    hold_cap: usize,
+    /// Layers queued so far.
+    queued: usize,
 }
 
 /// A decoded layer waiting for its level.
@@ -282,7 +307,8 @@ impl Pass<'_> {
     }
 
     /// Matches a decoded or re-spelled layer and maps its hits back; scans a re-spelling at
-    /// once, and a decoded layer when its level comes.
+    /// once, and a decoded layer when its level comes (or at once when the layers waiting for
+    /// their level hold [`FRONTIER_FACTOR`] times the text).
     fn child(&mut self, bytes: Vec<u8>, step: Step, ctx: Ctx<'static>) {
         if bytes.len() < crate::variants::MIN_SECRET_LEN || !self.charge(bytes.len()) {
             return;
@@ -295,10 +321,22 @@ impl Pass<'_> {
             let (a, b) = self.maps.span(map, s, e);
             self.out.found.push((a, b, l));
         }
-        if ctx.depth == self.level {
-            self.layer(&bytes, map, ctx);
-        } else if ctx.depth < MAX_DEPTH {
+        if ctx.depth >= MAX_DEPTH {
+            return;
+        }
+        let cost = bytes.len() + LAYER_OVERHEAD;
+        if ctx.depth > self.level && bytes.len() >= MIN_WAITING && self.held + cost <= self.hold_cap {
+            self.held += cost;
+            self.queued += 1;
             self.waiting[ctx.depth].push(Waiting { bytes, map, ctx });
+            return;
+        }
+        // A re-spelling, or a decoded layer the queue has no room for: scanned now. When
+        // nothing under it waits, its steps are dropped with it (stack order).
+        let queued = self.queued;
+        self.layer(&bytes, map, ctx);
+        if self.queued == queued {
+            self.maps.0.truncate(map);
         }
     }
 
