@@ -127,30 +127,43 @@ enum Step {
     /// touches whole: the whole encoded run for a one-line run, the lines it touches for a
     /// wrapped one (so a neighbouring line holding something else survives). Kept sparse so a
     /// 10 MiB run costs no per-byte map.
-    Block { parent: MapId, segs: Vec<(usize, usize)>, end: usize, off: usize, bits: usize },
+    Block { parent: MapId, segs: std::rc::Rc<[(usize, usize)]>, end: usize, off: usize, bits: usize },
     /// The layer is parent bytes `[a, b)` written backwards (by character where they are UTF-8):
     /// byte `i` is parent byte `b - 1 - i`, to within the character that holds it.
     Rev { parent: MapId, a: usize, b: usize },
     /// The layer is the canonical form (`normalize::canonical`, its bytes taken out) of parent
     /// bytes from `base` on.
-    Canon { parent: MapId, canon: Canonical, base: usize },
+    Canon { parent: MapId, canon: Box<Canonical>, base: usize },
 }
 
 /// The steps of every layer of one pass: a layer waiting for its level keeps its way back to
-/// the text. Step [`TEXT`] is the text.
+/// the text. Step `id` is at `id - 1`; [`TEXT`] (0) is the text, so a text with no candidate
+/// allocates nothing.
 struct Maps(Vec<Step>);
 
 impl Maps {
     fn push(&mut self, step: Step) -> MapId {
         self.0.push(step);
-        self.0.len() - 1
+        self.0.len()
+    }
+
+    fn step(&self, id: MapId) -> &Step {
+        match id.checked_sub(1) {
+            Some(i) => &self.0[i],
+            None => &Step::Identity,
+        }
+    }
+
+    /// Drops step `id` and every later one.
+    fn truncate(&mut self, id: MapId) {
+        self.0.truncate(id.saturating_sub(1));
     }
 
     /// The original range covering bytes `[s, e)` (`e > s`) of the layer `id` maps: every
     /// character that carries a bit of them, so nothing of a match survives its redaction.
     fn span(&self, mut id: MapId, mut s: usize, mut e: usize) -> (usize, usize) {
         loop {
-            (id, s, e) = match &self.0[id] {
+            (id, s, e) = match self.step(id) {
                 Step::Identity => return (s, e),
                 // Monotone, but decreasing under a reversal.
                 Step::Bytes(m) => return (m[s].0.min(m[e - 1].0), m[s].1.max(m[e - 1].1)),
@@ -180,7 +193,7 @@ impl Maps {
     /// The map of a char-level decoding of layer `id` whose byte `i` came from layer range
     /// `local[i]`.
     fn compose(&self, id: MapId, local: Vec<(usize, usize)>) -> Step {
-        match self.0[id] {
+        match self.step(id) {
             Step::Identity => Step::Bytes(local),
             _ => Step::Bytes(local.into_iter().map(|(s, e)| self.span(id, s, e)).collect()),
         }
@@ -208,9 +221,9 @@ pub(crate) fn decode_passes_with(
         budget: text.len().saturating_mul(WORK_FACTOR).saturating_add(WORK_BASE),
         out: Decoded::default(),
         hits: Vec::new(),
-        maps: Maps(vec![Step::Identity]),
+        maps: Maps(Vec::new()),
         level: 0,
-        waiting: (0..MAX_DEPTH).map(|_| Vec::new()).collect(),
+        waiting: std::array::from_fn(|_| Vec::new()),
         held: 0,
         hold_cap: text.len().saturating_mul(FRONTIER_FACTOR).saturating_add(WORK_BASE),
         queued: 0,
@@ -241,7 +254,7 @@ struct Pass<'f> {
     /// The depth of the layers being scanned.
     level: usize,
     /// Decoded layers made and matched, waiting to be scanned at their level (by depth).
-    waiting: Vec<Vec<Waiting>>,
+    waiting: [Vec<Waiting>; MAX_DEPTH],
     /// Bytes the waiting layers hold, with [`LAYER_OVERHEAD`] each, and their cap.
     held: usize,
     hold_cap: usize,
@@ -336,7 +349,7 @@ impl Pass<'_> {
         let queued = self.queued;
         self.layer(&bytes, map, ctx);
         if self.queued == queued {
-            self.maps.0.truncate(map);
+            self.maps.truncate(map);
         }
     }
 
@@ -350,7 +363,7 @@ impl Pass<'_> {
             for (a, b) in canonical_regions(bytes, self.reach) {
                 let mut canon = crate::normalize::canonical(&bytes[a..b]);
                 let canon_bytes = std::mem::take(&mut canon.bytes);
-                self.child(canon_bytes, Step::Canon { parent: map, canon, base: a }, ctx.respelled(false, true));
+                self.child(canon_bytes, Step::Canon { parent: map, canon: Box::new(canon), base: a }, ctx.respelled(false, true));
                 if self.out.exhausted {
                     return;
                 }
@@ -455,6 +468,8 @@ impl Pass<'_> {
                 if chars.len() < kind.min_chars() {
                     continue;
                 }
+                // One copy of the segments for the decodings at every offset.
+                let segs: std::rc::Rc<[(usize, usize)]> = segs.into();
                 for off in 0..kind.offsets() {
                     // A shorter decoding holds at most the secret itself, whose encodings are
                     // listed variants (and the decodings only get shorter).
@@ -465,7 +480,7 @@ impl Pass<'_> {
                         return;
                     }
                     let dec = kind.decode(&chars[off..]);
-                    let step = Step::Block { parent: map, segs: segs.clone(), end, off, bits: kind.bits() as usize };
+                    let step = Step::Block { parent: map, segs: std::rc::Rc::clone(&segs), end, off, bits: kind.bits() as usize };
                     self.child(dec, step, ctx.decoded(None, None));
                 }
             }
