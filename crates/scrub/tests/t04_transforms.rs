@@ -740,6 +740,44 @@ fn t04_work_cap_leaves_only_the_deepest_chains_undecoded() {
     assert!(missed.is_empty(), "{} of {} forms survive after the cap: {missed:?}", missed.len(), forms.len());
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 16, ..ProptestConfig::default() })]
+
+    /// The same, for generated secrets, any encoding of the catalogue with or without a
+    /// re-spelling, at any line of ordinary HTML whose decodings exceed the cap: found.
+    #[test]
+    fn t04_prop_work_cap_spares_one_decoding_anywhere_in_a_page(
+        secret in secret_strategy(),
+        enc in prop::sample::select(OUTER.to_vec()),
+        respell in prop::option::of(prop::sample::select(vec![T::Reversed, T::Upper, T::Lower, T::Invisible, T::InvisibleSep, T::FullWidth, T::Homoglyph])),
+        line in any::<prop::sample::Index>(),
+        seed in any::<u64>(),
+    ) {
+        let chain: Vec<T> = std::iter::once(enc).chain(respell).collect();
+        if matches!(respell, Some(T::Upper | T::Lower)) && !case_change_is_findable(&secret, &chain[..1]) {
+            return Ok(());
+        }
+        let mut r = TestRng::from_seed(proptest::test_runner::RngAlgorithm::ChaCha, &{
+            let mut s = [0u8; 32];
+            s[..8].copy_from_slice(&seed.to_le_bytes());
+            s
+        });
+        let Some(form) = chain.iter().try_fold(secret.clone(), |e, &t| apply(t, &e, &mut r)) else {
+            return Ok(());
+        };
+        let s = scrubber_for(&secret);
+        let html = ordinary_html(64 << 10);
+        let (work, exhausted) = s.decode_work(&html);
+        prop_assert!(exhausted, "the filler must exceed the cap (work {})", work);
+        let lines: Vec<&str> = html.split_inclusive('\n').collect();
+        let k = line.index(lines.len() + 1);
+        let full = format!("{}{form}\n{}", lines[..k].concat(), lines[k..].concat());
+        let (out, n) = s.scrub_str(&full);
+        prop_assert!(n >= 1 && !out.contains(&form), "{:?} at line {}: {:?} survives", chain, k, form);
+        prop_assert!(!leaks(&out, secret.as_bytes()), "{:?} at line {}: a window survives", chain, k);
+    }
+}
+
 #[test]
 fn t04_password_inside_a_dsn_in_percent_form() {
     let s = scrubber_for("p@ss:w/rd");
