@@ -215,6 +215,10 @@ pub(crate) fn decode_passes_with(
     reach: usize,
     find: &dyn Fn(&[u8], &mut Vec<Found>),
 ) -> Decoded {
+    run_passes(text, seps, reach, find, true)
+}
+
+fn run_passes(text: &[u8], seps: &[u64], reach: usize, find: &dyn Fn(&[u8], &mut Vec<Found>), skip_inert: bool) -> Decoded {
     let mut d = Pass {
         find,
         reach: reach + 8,
@@ -227,6 +231,7 @@ pub(crate) fn decode_passes_with(
         held: 0,
         hold_cap: text.len().saturating_mul(FRONTIER_FACTOR).saturating_add(WORK_BASE),
         queued: 0,
+        skip_inert,
     };
     d.layer(text, TEXT, Ctx { seps: Some(seps), ..Ctx::default() });
     // Level by level: every layer one decoding deep is made and matched before any layer two
@@ -260,6 +265,9 @@ struct Pass<'f> {
     hold_cap: usize,
     /// Layers queued so far.
     queued: usize,
+    /// Layers [`inert`] are not scanned (false only for the tests that check `inert` against
+    /// the full scan).
+    skip_inert: bool,
 }
 
 /// A decoded layer waiting for its level.
@@ -356,7 +364,7 @@ impl Pass<'_> {
     /// Finds candidates in `bytes` and decodes each into a child layer; spawns the layer's
     /// canonical form and the reversals of its candidate regions.
     fn layer(&mut self, bytes: &[u8], map: MapId, ctx: Ctx<'_>) {
-        if ctx.depth >= MAX_DEPTH || self.out.exhausted {
+        if ctx.depth >= MAX_DEPTH || self.out.exhausted || (self.skip_inert && inert(bytes)) {
             return;
         }
         if !ctx.canonical && crate::normalize::canonical_changes(bytes) {
@@ -486,6 +494,34 @@ impl Pass<'_> {
             }
         }
     }
+}
+
+/// Bytes that start an escape ([`Family::trigger`]) or a `0x` hex token, forwards or
+/// backwards (`x`, `X`).
+const TRIGGER_BYTES: [u8; 6] = [b'%', b'\\', b'&', b'=', b'x', b'X'];
+
+/// True when [`Pass::layer`] finds nothing to decode or re-spell in `bytes`, told in one pass
+/// without its scans: no escape or hex-token trigger, no character the canonical form changes,
+/// and no run of [`MIN_BLOCK_RUN`] ASCII bytes. Every other candidate lies in such a run: an
+/// encoded run holds at least [`MIN_BLOCK_RUN`] alphabet characters in a row (a wrapped one
+/// crosses only `\n` and `\r\n` between lines longer still), a separated run
+/// [`MIN_SEP_CHARS`] characters and the separators between them, a reversal region one of
+/// those or trigger tokens. Most layers decoded from ordinary words are such bytes (ten bytes
+/// of binary from `content-length` read as base64), as are short keys and values.
+fn inert(bytes: &[u8]) -> bool {
+    const _: () = assert!(MIN_BLOCK_RUN <= 2 * MIN_SEP_CHARS - 1, "a separated run is an ASCII run this long");
+    let mut run = 0;
+    for &c in bytes {
+        if c >= 0x80 {
+            run = 0;
+            continue;
+        }
+        run += 1;
+        if run >= MIN_BLOCK_RUN || TRIGGER_BYTES.contains(&c) {
+            return false;
+        }
+    }
+    !crate::normalize::canonical_changes(bytes)
 }
 
 /// The regions of a layer whose reversal is decoded too (a reversed encoding, or an encoding of
@@ -1831,6 +1867,104 @@ mod tests {
                 assert_eq!(hex_or_blank_word(u64::from_le_bytes(w)), scalar, "{b0:#x} at {pos}");
             }
         }
+    }
+
+    /// A piece of a generated text for the [`inert`] properties: ASCII runs of every length
+    /// around its threshold, high bytes, characters the canonical form changes, triggers and
+    /// escapes.
+    fn inert_piece() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+        use proptest::prelude::*;
+        use proptest::sample::select;
+        prop_oneof![
+            6 => proptest::collection::vec(select(b"aZ09+/-.:_ \t\n\r@'(;#{}uU".to_vec()), 1..12),
+            3 => proptest::collection::vec(select(b"QmFzZTY0aGV4AZaz09+/".to_vec()), 8..12),
+            3 => proptest::collection::vec(0x80u8..=0xff, 1..3),
+            2 => select(vec!["\u{ff21}", "\u{200b}", "\u{430}", "\u{e9}", "\u{ff58}", "\u{ff05}", "\u{a0}"]).prop_map(|s| s.as_bytes().to_vec()),
+            1 => select(TRIGGER_BYTES.to_vec()).prop_map(|b| vec![b]),
+            3 => select(vec!["%41", "\\x41", "&#65;", "=41", "0x41", "14x0", "0x4", "4x0"]).prop_map(|s| s.as_bytes().to_vec()),
+        ]
+    }
+
+    /// Hits of `needle` in a layer, for the equivalence property.
+    fn find_needle(needle: &[u8], layer: &[u8], out: &mut Vec<Found>) {
+        if needle.len() <= layer.len() {
+            out.extend((0..=layer.len() - needle.len()).filter(|&i| &layer[i..i + needle.len()] == needle).map(|i| (i, i + needle.len(), 0)));
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 3000, ..Default::default() })]
+
+        /// A text [`inert`] accepts makes no layer at all when scanned in full: no
+        /// decoding, no canonical form, no reversal (the text itself is the most a layer may
+        /// spawn from: a decoded or re-spelled layer only spawns less from the same bytes).
+        #[test]
+        fn inert_text_spawns_no_layer(pieces in proptest::collection::vec(inert_piece(), 0..10)) {
+            let text = pieces.concat();
+            if inert(&text) {
+                let layers = std::cell::Cell::new(0usize);
+                let find = |_: &[u8], _: &mut Vec<Found>| layers.set(layers.get() + 1);
+                let d = run_passes(&text, &crate::normalize::sep_words(&text), 40, &find, false);
+                proptest::prop_assert_eq!(layers.get(), 0, "{:?}", String::from_utf8_lossy(&text));
+                proptest::prop_assert_eq!(d.work, 0);
+            }
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 400, ..Default::default() })]
+
+        /// Skipping inert layers changes nothing: the same hits, work and cap, on texts of
+        /// words and binary (whose base64 readings are inert layers) around a secret encoded
+        /// once or twice, forwards or reversed.
+        #[test]
+        fn skipping_inert_layers_finds_the_same(
+            secret in proptest::collection::vec(proptest::sample::select(b"abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ0123456789_-".to_vec()), 6..14),
+            before in proptest::collection::vec(inert_piece(), 0..6),
+            after in proptest::collection::vec(inert_piece(), 0..6),
+            words in proptest::collection::vec(proptest::sample::select(vec!["content-length", "text/plain", "charset=utf-8", "path_or_url", "headers", "truncated", "Sat, 05 Dec 2026 07:32:24 GMT"]), 0..4),
+            form in 0usize..6,
+        ) {
+            use base64::Engine as _;
+            let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b).into_bytes();
+            let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>().into_bytes();
+            let enc = match form {
+                0 => b64(&secret),
+                1 => crate::variants::reversed(&b64(&secret)),
+                2 => b64(&b64(&secret)),
+                3 => hex(&b64(&secret)),
+                4 => b64(&hex(&secret)),
+                _ => crate::variants::reversed(&hex(&secret)),
+            };
+            let mut text = before.concat();
+            for w in &words {
+                text.extend_from_slice(w.as_bytes());
+                text.push(b' ');
+            }
+            text.extend_from_slice(&enc);
+            text.extend_from_slice(&after.concat());
+            let find = |l: &[u8], out: &mut Vec<Found>| find_needle(&secret, l, out);
+            let seps = crate::normalize::sep_words(&text);
+            let (a, b) = (run_passes(&text, &seps, 40, &find, true), run_passes(&text, &seps, 40, &find, false));
+            let sorted = |mut f: Vec<Found>| { f.sort_unstable(); f };
+            proptest::prop_assert_eq!(sorted(a.found), sorted(b.found));
+            proptest::prop_assert_eq!((a.work, a.exhausted), (b.work, b.exhausted));
+        }
+    }
+
+    #[test]
+    fn what_is_inert() {
+        for t in ["", "body", "date", "11", "GET", "status", "headers", "200 OK", "\u{e9}t\u{e9}"] {
+            assert!(inert(t.as_bytes()), "{t:?}");
+        }
+        // Ten ASCII bytes in a row, a trigger, a character the canonical form changes.
+        for t in ["content-length", "abcdefghij", "a%b", "a\\b", "x", "a=b", "a&b", "\u{ff21}bc"] {
+            assert!(!inert(t.as_bytes()), "{t:?}");
+        }
+        // A base64 reading of a word is binary: `content-length` from its first character.
+        let layer = Block::Base64.decode(&b"content-length".iter().map(|&c| b64_val(c).unwrap()).collect::<Vec<_>>());
+        assert_eq!(layer[..4], [b'r', 0x89, 0xed, b'z']);
+        assert!(inert(&layer));
     }
 
     #[test]
