@@ -4,7 +4,7 @@
 use crate::broker::Invocation;
 use airlock_core::{CallError, ErrorCode};
 use axum::body::Body;
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 
@@ -14,16 +14,24 @@ pub const PAGE_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'se
 form-action 'none'; base-uri 'none'; frame-ancestors 'none'";
 
 /// Headers every answer carries: nothing cached, nothing framed, nothing sniffed, no referrer.
+/// Names and values are constants (a name given as text would be parsed on every answer).
+const HARDENING: [(HeaderName, HeaderValue); 8] = [
+    (header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(PAGE_CSP)),
+    (header::REFERRER_POLICY, HeaderValue::from_static("no-referrer")),
+    (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+    (header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")),
+    (header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")),
+    (HeaderName::from_static("x-robots-tag"), HeaderValue::from_static("noindex, nofollow")),
+    (HeaderName::from_static("cross-origin-opener-policy"), HeaderValue::from_static("same-origin")),
+    (HeaderName::from_static("cross-origin-resource-policy"), HeaderValue::from_static("same-origin")),
+];
+
 fn harden(r: &mut Response) {
     let h = r.headers_mut();
-    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(PAGE_CSP));
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    h.insert("x-robots-tag", HeaderValue::from_static("noindex, nofollow"));
-    h.insert("cross-origin-opener-policy", HeaderValue::from_static("same-origin"));
-    h.insert("cross-origin-resource-policy", HeaderValue::from_static("same-origin"));
+    h.reserve(HARDENING.len() + 2);
+    for (name, value) in HARDENING {
+        h.insert(name, value);
+    }
 }
 
 /// A static page or asset of `content_type`.
@@ -69,5 +77,34 @@ impl IntoResponse for ApiError {
 impl IntoResponse for Invocation {
     fn into_response(self) -> Response {
         json(self.status(), &self.to_json())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_answer_carries_the_hardening_headers() {
+        let answers = [
+            json(200, &json!({"ok": true})),
+            page("text/html; charset=utf-8", "<p>x</p>"),
+            ApiError::from(ErrorCode::Unauthenticated).into_response(),
+        ];
+        for r in answers {
+            let h = r.headers();
+            for (name, value) in [
+                ("content-security-policy", PAGE_CSP),
+                ("referrer-policy", "no-referrer"),
+                ("cache-control", "no-store"),
+                ("x-content-type-options", "nosniff"),
+                ("x-frame-options", "DENY"),
+                ("x-robots-tag", "noindex, nofollow"),
+                ("cross-origin-opener-policy", "same-origin"),
+                ("cross-origin-resource-policy", "same-origin"),
+            ] {
+                assert_eq!(h.get_all(name).iter().collect::<Vec<_>>(), [value], "{name}");
+            }
+        }
     }
 }
