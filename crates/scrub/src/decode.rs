@@ -464,10 +464,12 @@ impl Pass<'_> {
 
     /// Base64, base32 and hex decodings of the sub-runs of the encoded-looking run `[a, b)`.
     fn block_run(&mut self, bytes: &[u8], (a, b): (usize, usize), map: MapId, ctx: &Ctx<'_>) {
+        // Filled by every sub-run (most are too short to decode: `c`, `e` of a word read as hex).
+        let (mut chars, mut segs) = (Vec::new(), Vec::new());
         for kind in [Block::Base64, Block::Base32, Block::Hex] {
             let mut i = a;
             while i < b {
-                let (e, chars, segs) = kind.sub_run(bytes, i, b);
+                let e = kind.sub_run(bytes, i, b, &mut chars, &mut segs);
                 let mut end = e;
                 while bytes.get(end) == Some(&b'=') {
                     end += 1;
@@ -477,7 +479,7 @@ impl Pass<'_> {
                     continue;
                 }
                 // One copy of the segments for the decodings at every offset.
-                let segs: std::rc::Rc<[(usize, usize)]> = segs.into();
+                let segs: std::rc::Rc<[(usize, usize)]> = segs.as_slice().into();
                 for off in 0..kind.offsets() {
                     // A shorter decoding holds at most the secret itself, whose encodings are
                     // listed variants (and the decodings only get shorter).
@@ -1305,14 +1307,16 @@ impl Block {
     }
 
     /// The next maximal alphabet run at or after `i` (before `b`), crossing line breaks: where it
-    /// ends, its characters (6-bit/5-bit/4-bit values) and its segments (index of the first
-    /// character of each line, and that character's position).
-    fn sub_run(self, bytes: &[u8], mut i: usize, b: usize) -> (usize, Vec<u8>, Vec<(usize, usize)>) {
+    /// ends; its characters (6-bit/5-bit/4-bit values) in `vals` and its segments (index of the
+    /// first character of each line, and that character's position) in `segs`, both cleared
+    /// first.
+    fn sub_run(self, bytes: &[u8], mut i: usize, b: usize, vals: &mut Vec<u8>, segs: &mut Vec<(usize, usize)>) -> usize {
         while i < b && self.val(bytes[i]).is_none() {
             i += 1;
         }
-        let mut vals = Vec::new();
-        let mut segs = vec![(0, i)];
+        vals.clear();
+        segs.clear();
+        segs.push((0, i));
         let mut e = i;
         while i < b {
             if let Some(v) = self.val(bytes[i]) {
@@ -1332,7 +1336,7 @@ impl Block {
                 break;
             }
         }
-        (e, vals, segs)
+        e
     }
 
     /// Decodes character values (leniently: trailing partial bits are dropped).
