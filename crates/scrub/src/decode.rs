@@ -511,7 +511,8 @@ const TRIGGER_BYTES: [u8; 6] = [b'%', b'\\', b'&', b'=', b'x', b'X'];
 /// those or trigger tokens. Most layers decoded from ordinary words are such bytes (ten bytes
 /// of binary from `content-length` read as base64), as are short keys and values.
 fn inert(bytes: &[u8]) -> bool {
-    const _: () = assert!(MIN_BLOCK_RUN <= 2 * MIN_SEP_CHARS - 1, "a separated run is an ASCII run this long");
+    // A separated run is MIN_SEP_CHARS characters and the separators between them.
+    const _: () = assert!(MIN_BLOCK_RUN < 2 * MIN_SEP_CHARS, "a separated run is an ASCII run this long");
     let mut run = 0;
     for &c in bytes {
         if c >= 0x80 {
