@@ -24,7 +24,7 @@
 //!
 //! The broker runs as its own process (`airlock serve`, the release binary next to this one); the
 //! upstream and the load generator run here. Run: `cargo build --release -p airlock && cargo run
-//! --release -p airlock-bench --bin airlock-bench` (`-- thin-mcp` for (f) alone; `-- compare OTHER_AIRLOCK` for
+//! --release -p airlock-bench --bin airlock-bench` (`-- thin-mcp` for (f) alone; `-- compare OTHER_AIRLOCK [normal|full]` for
 //! (a) and (b) against another build of `airlock`, alternating rounds).
 #![forbid(unsafe_code)]
 
@@ -86,8 +86,10 @@ async fn main() -> Result<()> {
         return profile().await;
     }
     if std::env::args().nth(1).as_deref() == Some("compare") {
-        let other = std::env::args().nth(2).context("usage: airlock-bench compare OTHER_AIRLOCK_BINARY")?;
-        return compare(PathBuf::from(other)).await;
+        let other = std::env::args().nth(2).context("usage: airlock-bench compare OTHER_AIRLOCK_BINARY [normal|full]")?;
+        let sync = std::env::args().nth(3).unwrap_or_else(|| "normal".into());
+        anyhow::ensure!(matches!(sync.as_str(), "normal" | "full"), "usage: airlock-bench compare OTHER_AIRLOCK_BINARY [normal|full]");
+        return compare(PathBuf::from(other), &sync).await;
     }
     println!(
         "airlock-bench: {} cores; each run {}s after {}s warm-up",
@@ -392,14 +394,14 @@ struct Broker {
 }
 
 /// `airlock-bench compare OTHER`: this build's `airlock` (A) against another `airlock` binary
-/// (B, e.g. an earlier commit's release build), both with `sync = normal`, the same upstream and
-/// the same generator. Each case runs A then B, three rounds, so both see the same machine; prints
+/// (B, e.g. an earlier commit's release build), both with the same store sync mode (`normal` unless
+/// given), the same upstream and the same generator. Each case runs A then B, three rounds, so both see the same machine; prints
 /// each round and the median with the spread.
-async fn compare(other: PathBuf) -> Result<()> {
+async fn compare(other: PathBuf, sync: &str) -> Result<()> {
     let up_addr = upstream().await?;
-    let a = Broker::start_with(Airlock::next_to_this()?, up_addr, "normal").await?;
-    let b = Broker::start_with(Airlock::at(other.clone())?, up_addr, "normal").await?;
-    println!("airlock-bench compare: A = {}, B = {}; sync = normal; {}s runs after {}s warm-up, 3 rounds", a.airlock.path().display(), other.display(), PHASES.measure.as_secs(), PHASES.warmup.as_secs());
+    let a = Broker::start_with(Airlock::next_to_this()?, up_addr, sync).await?;
+    let b = Broker::start_with(Airlock::at(other.clone())?, up_addr, sync).await?;
+    println!("airlock-bench compare: A = {}, B = {}; sync = {sync}; {}s runs after {}s warm-up, 3 rounds", a.airlock.path().display(), other.display(), PHASES.measure.as_secs(), PHASES.warmup.as_secs());
     let select1 = serde_json::json!({"credential_handle": "DB", "query": "SELECT 1"});
     for (tool, args) in [("http_request", ping_args()), ("query_db", select1)] {
         for c in [1usize, 32] {

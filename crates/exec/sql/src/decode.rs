@@ -184,22 +184,19 @@ pub(crate) fn mysql_cell(row: &sqlx::mysql::MySqlRow, i: usize) -> Cell {
 }
 
 /// SQLite is dynamically typed: decode by the value's storage class, not the declared type.
-pub(crate) fn sqlite_cell(row: &sqlx::sqlite::SqliteRow, i: usize) -> Cell {
-    let ty = match row.try_get_raw(i) {
-        Ok(raw) if raw.is_null() => return Cell::Value(Value::Null),
-        Ok(raw) => raw.type_info().name().to_owned(),
-        Err(_) => return Cell::Unsupported("?".into()),
-    };
-    let v = match ty.as_str() {
-        "INTEGER" | "BOOLEAN" => row.try_get_unchecked::<i64, _>(i).ok().map(|x| json!(x)),
-        "REAL" => row.try_get_unchecked::<f64, _>(i).ok().map(float),
-        "BLOB" => row.try_get_unchecked::<Vec<u8>, _>(i).ok().map(|b| b64(&b)),
-        _ => row
-            .try_get_unchecked::<String, _>(i)
-            .ok()
-            .map(Value::String),
-    };
-    v.map(Cell::Value).unwrap_or(Cell::Unsupported(ty))
+/// Text that is not UTF-8 (SQLite stores what it is given) has no decoder.
+pub(crate) fn sqlite_cell(v: rusqlite::types::ValueRef<'_>) -> Cell {
+    use rusqlite::types::ValueRef as V;
+    Cell::Value(match v {
+        V::Null => Value::Null,
+        V::Integer(x) => json!(x),
+        V::Real(x) => float(x),
+        V::Blob(b) => b64(b),
+        V::Text(t) => match std::str::from_utf8(t) {
+            Ok(s) => Value::String(s.to_owned()),
+            Err(_) => return Cell::Unsupported("TEXT".into()),
+        },
+    })
 }
 
 /// Length of the standard, padded base64 of `n` bytes.
@@ -244,22 +241,14 @@ pub(crate) fn mysql_min_bytes(row: &sqlx::mysql::MySqlRow, i: usize) -> usize {
     }
 }
 
-/// As [`pg_min_bytes`] for SQLite: text by length, blobs by their base64 length. Only the TEXT
-/// and BLOB storage classes are read (reading another class as bytes would convert it).
-pub(crate) fn sqlite_min_bytes(row: &sqlx::sqlite::SqliteRow, i: usize) -> usize {
-    let ty = match row.try_get_raw(i) {
-        Ok(raw) if !raw.is_null() => raw.type_info().name().to_owned(),
-        _ => return 0,
-    };
-    match ty.as_str() {
-        "TEXT" => row
-            .try_get_unchecked::<&str, _>(i)
-            .map(str::len)
-            .unwrap_or(0),
-        "BLOB" => row
-            .try_get_unchecked::<&[u8], _>(i)
-            .map(|b| base64_len(b.len()))
-            .unwrap_or(0),
+/// As [`pg_min_bytes`] for SQLite: text by length, blobs by their base64 length, read from the
+/// value SQLite holds without copying it. Exact: what [`sqlite_cell`] of the value counts.
+pub(crate) fn sqlite_min_bytes(v: rusqlite::types::ValueRef<'_>) -> usize {
+    use rusqlite::types::ValueRef as V;
+    match v {
+        // Text that is not UTF-8 decodes to nothing (`sqlite_cell`), so it counts for nothing.
+        V::Text(t) => std::str::from_utf8(t).map_or(0, str::len),
+        V::Blob(b) => base64_len(b.len()),
         _ => 0,
     }
 }
@@ -276,6 +265,31 @@ pub(crate) fn cell_bytes(v: &Value) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        /// What a SQLite value counts against the byte cap before it is decoded is exactly what
+        /// its decoded cell counts, for every storage class (text that is not UTF-8 included).
+        #[test]
+        fn sqlite_min_bytes_is_what_the_cell_counts(
+            int in proptest::num::i64::ANY,
+            real in proptest::num::f64::ANY,
+            bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..64),
+            text in ".{0,40}",
+        ) {
+            use rusqlite::types::ValueRef as V;
+            for v in [V::Null, V::Integer(int), V::Real(real), V::Blob(&bytes), V::Text(&bytes), V::Text(text.as_bytes())] {
+                let counted = match sqlite_cell(v) {
+                    Cell::Value(x) => cell_bytes(&x),
+                    Cell::Unsupported(_) => 0,
+                };
+                let min = sqlite_min_bytes(v);
+                proptest::prop_assert!(min <= counted, "{v:?}: {min} > {counted}");
+                if matches!(v, V::Text(_) | V::Blob(_)) {
+                    proptest::prop_assert_eq!(min, counted, "{:?}", v);
+                }
+            }
+        }
+    }
 
     #[test]
     fn floats_and_bytes_and_text() {

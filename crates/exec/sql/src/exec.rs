@@ -22,12 +22,11 @@
 //! | statement | rows | one huge cell |
 //! |---|---|---|
 //! | PostgreSQL and MySQL/MariaDB reads | the bounded form ([`crate::wrap`]): the server stops at `max_rows + 1` rows | the server sends a row's variable-width cells only when together they hold at most `max_bytes` in text form, else `NULL` and the broker ends the result there: at most `max_bytes` of text-form cell data per row received (PostgreSQL arrays and records of small fixed-width elements: up to about 6 times that in binary form), plus fixed-width columns |
-//! | SQLite (not wrapped: see [`crate::wrap`]) | the stream is left at the cap and the statement interrupted | SQLite builds or reads the value inside the broker, up to `SQLITE_MAX_LENGTH` (10^9 bytes; a computed string up to twice its size while it grows), and sqlx copies it once into its row; measured: 190 MiB for a stored 95 MiB cell, 285 MiB for a computed one |
+//! | SQLite (not wrapped: see [`crate::wrap`]) | the statement is not stepped past the cap | SQLite builds or reads the value inside the broker, up to `SQLITE_MAX_LENGTH` (10^9 bytes; a computed string up to twice its size while it grows); the executor reads it where SQLite holds it (`crate::lite`), without a copy; measured: 95 MiB for a stored 95 MiB cell, 190 MiB for a computed one |
 //! | writes, and reads the server refuses in bounded form | read to the end (the rest discarded) so the statement completes, except reads on a read-only handle, which are left | the driver receives the row whole (PostgreSQL: a field up to 1 GB; MariaDB: a value up to `max_allowed_packet`, 16 MiB by default, and a row may hold several), its buffer about twice the row |
 //!
 //! On top of the row in flight: at most `max_bytes` of cell data in the rows kept, their JSON
-//! structure (about 32 bytes a cell, which counts for nothing against `max_bytes`), and for SQLite
-//! the worker's read-ahead of [`SQLITE_READ_AHEAD`] rows.
+//! structure (about 32 bytes a cell, which counts for nothing against `max_bytes`).
 //!
 //! A statement left before its end (a cap reached on a read-only handle, other than the row cap
 //! of a bounded read, which the server's own LIMIT ends) is cancelled on the server from another
@@ -35,32 +34,29 @@
 //! a role's or user's own sessions, the id read when the transaction starts; then its connection
 //! is closed, never returned to the pool with unread rows nor finished (a `ROLLBACK` would first
 //! read the rest of the result). The answer waits for the cancel (one round trip on an idle pooled
-//! session, else a new connection; at most [`CANCEL_WAIT`]). SQLite: the progress handler's stop
-//! flag interrupts the statement, and the connection, clean again, goes back to the pool; a
-//! SQLite read changes nothing, so it is left at the cap whatever the handle's scope.
+//! session, else a new connection; at most [`CANCEL_WAIT`]). SQLite runs in the broker's own
+//! thread: a statement left at a cap is reset, and the connection, clean again, goes back to the
+//! pool; a SQLite read changes nothing, so it is left at the cap whatever the handle's scope.
 //! A read-write PostgreSQL or MySQL handle's statements are never left: a write must complete
 //! (`rows_affected` counts all of it, and a data-modifying CTE runs to its end whatever is read),
 //! so the rest is read and discarded, within the statement timeout.
 
-use crate::decode::{
-    cell_bytes, mysql_cell, mysql_min_bytes, pg_cell, pg_min_bytes, sqlite_cell, sqlite_min_bytes,
-    Cell,
-};
+use crate::decode::{mysql_cell, mysql_min_bytes, pg_cell, pg_min_bytes, Cell};
+use crate::rows::Rows;
 use crate::validate::{Param, ValidatedQuery};
 use crate::wrap::Col;
 use airlock_core::config::{DatabaseConstraints, Handle, HandleKind, Scope};
 use airlock_core::{CallError, ErrorCode, HandleName, Secret};
 use futures::future::BoxFuture;
 use futures::TryStreamExt;
-use serde_json::{json, Value};
+use serde_json::Value;
 use sqlx::mysql::MySqlQueryResult;
 use sqlx::mysql::{MySql, MySqlConnectOptions, MySqlPoolOptions};
 use sqlx::pool::PoolOptions;
 use sqlx::postgres::PgQueryResult;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, Postgres};
 use sqlx::query::Query;
-use sqlx::sqlite::SqliteQueryResult;
-use sqlx::sqlite::{Sqlite, SqliteConnectOptions};
+use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{
     Column, ConnectOptions, Connection, Database, Either, Encode, Executor, Statement, Type,
     TypeInfo,
@@ -69,14 +65,12 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Connections per handle pool.
 const MAX_CONNECTIONS: u32 = 4;
 /// Longest wait for a connection (capped by the statement timeout).
 const MAX_ACQUIRE: Duration = Duration::from_secs(10);
-/// Rows SQLite's worker thread may read ahead of the executor (sqlx's default is 50).
-pub(crate) const SQLITE_READ_AHEAD: usize = 4;
 
 #[derive(Clone)]
 enum Pool {
@@ -90,7 +84,7 @@ impl Pool {
         match self {
             Pool::Pg(p) => p.close().await,
             Pool::My(p) => p.close().await,
-            Pool::Lite(p) => p.close().await,
+            Pool::Lite(p) => p.close(),
         }
     }
 }
@@ -366,18 +360,7 @@ fn build_pool(
                 })?,
                 None => options(db, secret)?,
             };
-            // The worker thread reads rows ahead of the executor into a channel: few, so that
-            // rows read past a cap (each at most `max_bytes` of cells, see `wrap`) stay few.
-            let mut o = o
-                .create_if_missing(false)
-                .busy_timeout(Duration::from_millis(db.statement_timeout_ms.min(5000)))
-                .row_buffer_size(SQLITE_READ_AHEAD);
-            if read_only {
-                o = o.read_only(true).pragma("query_only", "ON");
-            }
-            // Connections of its own, each with its progress handler set once (`lite`). A local
-            // file does not go stale: no ping round trip on every acquire.
-            Ok(Pool::Lite(crate::lite::LitePool::new(o, MAX_CONNECTIONS as usize, acquire_timeout(db))))
+            Ok(Pool::Lite(crate::lite::LitePool::new(lite_target(&o, db), MAX_CONNECTIONS as usize, acquire_timeout(db))))
         }
         _ => Err(CallError::new(ErrorCode::HandleUnavailable).detail("not a database handle")),
     }
@@ -428,10 +411,9 @@ fn query_error(e: sqlx::Error) -> CallError {
                 .try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
                 .map(|m| m.number());
             // 57014 query_canceled (PostgreSQL), 1969 max_statement_time (MariaDB),
-            // 3024 max_execution_time (MySQL), 9 SQLITE_INTERRUPT.
+            // 3024 max_execution_time (MySQL). (SQLite's errors are mapped in `lite`.)
             let timed_out = code == "57014"
-                || matches!(mysql_number, Some(1969 | 3024))
-                || (d.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() && code == "9");
+                || matches!(mysql_number, Some(1969 | 3024));
             if timed_out {
                 return CallError::new(ErrorCode::UpstreamTimeout).detail(format!("database: {e}"));
             }
@@ -545,15 +527,6 @@ impl Engine for MySql {
     const ROWS_AFFECTED: fn(&Self::QueryResult) -> u64 = MySqlQueryResult::rows_affected;
 }
 
-impl Engine for Sqlite {
-    // SQLite integers are i64: larger unsigned values go as REAL.
-    type UInt = f64;
-    const UINT: fn(u64) -> Self::UInt = |x| x as f64;
-    const CELL: fn(&Self::Row, usize) -> Cell = sqlite_cell;
-    const MIN_BYTES: fn(&Self::Row, usize) -> usize = sqlite_min_bytes;
-    const ROWS_AFFECTED: fn(&Self::QueryResult) -> u64 = SqliteQueryResult::rows_affected;
-}
-
 /// What running one statement gave.
 struct Ran {
     value: Value,
@@ -632,12 +605,10 @@ macro_rules! stream_rows {
             for p in &q.params {
                 query = <$db as Engine>::bind(query, p);
             }
-            let mut rows: Vec<Value> = Vec::new();
-            let mut bytes = 0usize;
-            let mut truncated = false;
+            let names: Vec<&str> = columns.iter().map(|c| c.name.as_str()).collect();
+            let mut rows = Rows::new(db);
             let mut abandoned = false;
             let mut affected = 0u64;
-            let mut unsupported: Vec<String> = Vec::new();
             #[allow(deprecated)] // the only sqlx API giving both rows and rows_affected of one statement
             let mut stream = query.fetch_many(&mut *conn);
             while let Some(item) = stream.try_next().await.map_err(query_error)? {
@@ -648,7 +619,7 @@ macro_rules! stream_rows {
                     }
                     Either::Right(row) => row,
                 };
-                if truncated {
+                if rows.truncated() {
                     // Past a cap: only rows being drained (or, wrapped, none) get here.
                     if abandon {
                         abandoned = true;
@@ -656,42 +627,13 @@ macro_rules! stream_rows {
                     }
                     continue;
                 }
-                let by_rows = rows.len() >= db.max_rows;
+                let by_rows = rows.full();
                 let over = by_rows
                     || (plan.guarded
                         && row.try_get::<i64, _>(width).map_or(true, |n| n < 0 || n as u64 > db.max_bytes as u64));
-                let mut cells = Vec::with_capacity(width);
-                let mut row_bytes = 0usize;
-                let mut fits = !over;
-                for i in 0..width {
-                    if !fits {
-                        break;
-                    }
-                    if bytes + row_bytes + <$db as Engine>::MIN_BYTES(&row, i) > db.max_bytes {
-                        fits = false;
-                        break;
-                    }
-                    let v = match <$db as Engine>::CELL(&row, i) {
-                        Cell::Value(v) => v,
-                        Cell::Unsupported(ty) => {
-                            let name = columns.get(i).map(|c| c.name.clone()).unwrap_or_else(|| i.to_string());
-                            let note = format!("{name} ({ty})");
-                            if !unsupported.contains(&note) {
-                                unsupported.push(note);
-                            }
-                            Value::Null
-                        }
-                    };
-                    row_bytes += cell_bytes(&v);
-                    fits = bytes + row_bytes <= db.max_bytes;
-                    cells.push(v);
-                }
-                if fits {
-                    bytes += row_bytes;
-                    rows.push(Value::Array(cells));
+                if rows.offer(over, &names, |i| <$db as Engine>::MIN_BYTES(&row, i), |i| <$db as Engine>::CELL(&row, i)) {
                     continue;
                 }
-                truncated = true;
                 // A wrapped read cut at the row cap is the server's last row (its LIMIT is one
                 // past the cap): reading on costs nothing and leaves the connection clean.
                 if abandon && !(plan.guarded && by_rows) {
@@ -700,18 +642,7 @@ macro_rules! stream_rows {
                 }
             }
             drop(stream);
-            let mut out = json!({
-                "columns": columns.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(),
-                "row_count": rows.len(),
-                "rows": rows,
-                "truncated": truncated,
-            });
-            if q.writes {
-                out["rows_affected"] = json!(affected);
-            }
-            if !unsupported.is_empty() {
-                out["unsupported_columns"] = json!(unsupported);
-            }
+            let out = rows.into_value(&names, q.writes.then_some(affected));
             Ok::<(Value, bool), CallError>((out, abandoned))
         }
     }};
@@ -1008,85 +939,52 @@ async fn run_sqlite(
     q: &ValidatedQuery,
     db: &DatabaseConstraints,
 ) -> Result<Value, CallError> {
-    let mut lease = pool.acquire().await.map_err(connect_error)?;
+    let mut conn = pool.acquire().await?;
     if q.taints_session {
-        lease.close_on_drop();
+        conn.close_on_drop();
     }
     let read_only = db.scope == Scope::ReadOnly;
-    let deadline = Instant::now() + limit(db);
-    // The connection's progress handler (set once, `lite`) interrupts the statement at the
-    // deadline (the tokio timeout alone would leave the worker thread running it), or as soon as
-    // the statement is abandoned at a cap (`stop`).
-    let guard = lease.deadline();
-    guard.arm(deadline);
-    let work = async {
-        let mut tx = match Connection::begin_with(
-            lease.conn(),
-            if read_only {
-                "BEGIN"
-            } else {
-                "BEGIN IMMEDIATE"
-            },
-        )
-        .await
-        {
-            Ok(tx) => tx,
-            Err(e) => return (Err(query_error(e)), false),
-        };
-        let mut abandoned = false;
-        let r: Result<Value, CallError> = async {
-            let columns = describe!(Sqlite, &mut *tx, &q.sql, q)
-                .await
-                .map_err(query_error)?;
-            // No bounded form: SQLite copies a value at every level of a subquery, so a wrapper
-            // would multiply a huge cell instead of keeping it out. A read (which cannot change
-            // data in SQLite, whatever the scope) is left at the cap and interrupted instead.
-            let plan = Plan::plain(q);
-            let (value, cut) =
-                stream_rows!(Sqlite, &mut *tx, q, &plan, &columns, db, !q.writes).await?;
-            if cut {
-                // The worker thread may still be stepping the statement: interrupt it.
-                guard.stop();
-                abandoned = true;
-            }
-            Ok(value)
-        }
-        .await;
-        let r = match r {
-            Err(e) if e.code == ErrorCode::QueryFailed && Instant::now() >= deadline => {
-                Err(timeout_error().detail(e.detail.unwrap_or_default()))
-            }
-            other => other,
-        };
-        // The handler must stand down before COMMIT/ROLLBACK, which it would interrupt past the
-        // deadline (or after a stop). A statement read to its end has left the worker, so that
-        // is one store; otherwise (a cap, an error mid-stream) the worker may still be stepping
-        // it, and locking the handle waits for it to finish (interrupted) first.
-        let settled = if r.is_ok() && !abandoned {
-            guard.disarm();
-            true
-        } else {
-            match tx.lock_handle().await {
-                Ok(_h) => {
-                    guard.disarm();
-                    true
-                }
-                Err(_) => false,
-            }
-        };
-        (finish(tx, r, read_only).await, settled)
-    };
-    let res = tokio::time::timeout(limit(db) + Duration::from_millis(250), work).await;
-    match res {
-        Ok((r, true)) => r,
-        Ok((r, false)) => {
-            lease.close_on_drop();
-            r
-        }
-        Err(_) => {
-            lease.close_on_drop();
-            Err(timeout_error())
-        }
+    blocking(|| conn.run(q, db, read_only))
+}
+
+/// Runs `f`, which blocks on SQLite: on a worker of a multi-threaded Tokio runtime inside
+/// `block_in_place` (the runtime hands this worker's other tasks to another thread meanwhile);
+/// elsewhere (a current-thread runtime, a blocking-pool thread) directly. The store's writer
+/// runs its SQLite work the same way.
+fn blocking<R>(f: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
+/// How a SQLite handle's connections open, from what sqlx parsed of its URL (sqlx's own URL
+/// rules stay the handle's contract): the file, never created; read-only, with `query_only`,
+/// for a read-only handle or `mode=ro`; the URL's cache, `immutable` and `vfs`.
+fn lite_target(o: &SqliteConnectOptions, db: &DatabaseConstraints) -> crate::lite::Target {
+    use rusqlite::OpenFlags as F;
+    let url = o.to_url_lossy();
+    let arg = |key: &str| url.query_pairs().find(|(k, _)| k == key).map(|(_, v)| v.into_owned());
+    let mode = arg("mode").unwrap_or_default();
+    let read_only = db.scope == Scope::ReadOnly || mode == "ro";
+    let mut flags = F::SQLITE_OPEN_URI | F::SQLITE_OPEN_NO_MUTEX;
+    flags |= if read_only { F::SQLITE_OPEN_READ_ONLY } else { F::SQLITE_OPEN_READ_WRITE };
+    if mode == "memory" {
+        flags |= F::SQLITE_OPEN_MEMORY;
+    }
+    flags |= if arg("cache").as_deref() == Some("shared") { F::SQLITE_OPEN_SHARED_CACHE } else { F::SQLITE_OPEN_PRIVATE_CACHE };
+    let mut path = o.get_filename().to_path_buf();
+    if arg("immutable").as_deref() == Some("true") {
+        // As sqlx opens it: a `file:` URI, which SQLite parses.
+        let name = percent_encoding::percent_encode(path.as_os_str().as_encoded_bytes(), percent_encoding::NON_ALPHANUMERIC);
+        path = std::path::PathBuf::from(format!("file:{name}?immutable=true"));
+    }
+    crate::lite::Target {
+        path,
+        flags,
+        vfs: arg("vfs"),
+        query_only: db.scope == Scope::ReadOnly,
+        busy: Duration::from_millis(db.statement_timeout_ms),
     }
 }
 
@@ -1117,6 +1015,35 @@ mod tests {
             url: None,
             ..DatabaseConstraints::default()
         }
+    }
+
+    /// What a SQLite handle's URL opens: never a new file; read-only for a read-only handle or
+    /// `mode=ro`; `query_only` for a read-only handle; the URL's cache, `immutable` and `vfs`.
+    #[test]
+    fn sqlite_urls_become_open_flags_that_never_create() {
+        use rusqlite::OpenFlags as F;
+        let target = |url: &str, scope: Scope| {
+            let o = SqliteConnectOptions::from_str(url).unwrap();
+            lite_target(&o, &DatabaseConstraints { scope, ..constraints() })
+        };
+        for url in ["sqlite:///srv/a.db", "sqlite:///srv/a.db?mode=rwc", "sqlite:///srv/a.db?mode=rw", "sqlite:///srv/a.db?mode=ro"] {
+            for scope in [Scope::ReadOnly, Scope::ReadWrite] {
+                let t = target(url, scope);
+                assert!(!t.flags.contains(F::SQLITE_OPEN_CREATE), "{url} {scope:?}");
+                assert!(t.flags.contains(F::SQLITE_OPEN_PRIVATE_CACHE | F::SQLITE_OPEN_NO_MUTEX));
+                let read_only = scope == Scope::ReadOnly || url.ends_with("mode=ro");
+                assert_eq!(t.flags.contains(F::SQLITE_OPEN_READ_ONLY), read_only, "{url} {scope:?}");
+                assert_eq!(t.flags.contains(F::SQLITE_OPEN_READ_WRITE), !read_only, "{url} {scope:?}");
+                assert_eq!(t.query_only, scope == Scope::ReadOnly);
+                assert_eq!(t.path, std::path::Path::new("/srv/a.db"));
+                assert_eq!(t.vfs, None);
+            }
+        }
+        let t = target("sqlite:///srv/a%20b.db?immutable=true&vfs=unix-none&cache=shared", Scope::ReadWrite);
+        assert_eq!(t.path, std::path::Path::new("file:%2Fsrv%2Fa%20b%2Edb?immutable=true"));
+        assert_eq!(t.vfs.as_deref(), Some("unix-none"));
+        assert!(t.flags.contains(F::SQLITE_OPEN_SHARED_CACHE));
+        assert_eq!(t.busy, Duration::from_millis(1000));
     }
 
     #[test]

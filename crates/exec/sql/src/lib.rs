@@ -26,6 +26,7 @@ pub mod lease;
 pub mod statements;
 mod tool;
 pub mod validate;
+mod rows;
 mod wrap;
 
 pub use exec::SqlExecutor;

@@ -346,3 +346,172 @@ async fn t20_calls_at_once_end_each_by_their_own_statement() {
         ended_as(3, call(&ex, &h, &url, ENDINGS[3], vec![]).await);
     }
 }
+
+/// A value as the property test stores it (no declared column type, so SQLite keeps the class).
+#[derive(Debug, Clone)]
+enum Stored {
+    Null,
+    Int(i64),
+    Real(f64),
+    Text(String),
+    Blob(Vec<u8>),
+}
+
+impl Stored {
+    /// What `query_db` answers for it: numbers, text as text, blobs as standard base64.
+    fn json(&self) -> serde_json::Value {
+        use base64::Engine as _;
+        match self {
+            Stored::Null => json!(null),
+            Stored::Int(x) => json!(x),
+            Stored::Real(x) => json!(x),
+            Stored::Text(s) => json!(s),
+            Stored::Blob(b) => json!(base64::engine::general_purpose::STANDARD.encode(b)),
+        }
+    }
+
+    fn sql(&self) -> rusqlite::types::Value {
+        use rusqlite::types::Value as V;
+        match self {
+            Stored::Null => V::Null,
+            Stored::Int(x) => V::Integer(*x),
+            Stored::Real(x) => V::Real(*x),
+            Stored::Text(s) => V::Text(s.clone()),
+            Stored::Blob(b) => V::Blob(b.clone()),
+        }
+    }
+}
+
+fn stored() -> impl proptest::strategy::Strategy<Value = Stored> {
+    use proptest::prelude::*;
+    prop_oneof![
+        Just(Stored::Null),
+        any::<i64>().prop_map(Stored::Int),
+        // Finite and not -0.0 (JSON has no negative zero to compare).
+        any::<f64>().prop_filter("finite", |x| x.is_finite() && *x != 0.0).prop_map(Stored::Real),
+        ".{0,24}".prop_map(Stored::Text),
+        proptest::collection::vec(any::<u8>(), 0..24).prop_map(Stored::Blob),
+    ]
+}
+
+/// Bytes a cell counts against `max_bytes`: text and base64 by length, other values by their JSON.
+fn counted(v: &serde_json::Value) -> usize {
+    match v {
+        serde_json::Value::Null => 0,
+        serde_json::Value::String(s) => s.len(),
+        other => other.to_string().len(),
+    }
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 64, ..proptest::prelude::ProptestConfig::default() })]
+
+    /// Generated rows of every storage class, read under generated caps: the answer is the longest
+    /// run of whole rows within both caps, each value by its class, `truncated` exactly when a row
+    /// was left out, and a read-write handle's answer the same. The byte cap is drawn at, just
+    /// under or just over what a run of rows counts, where an off-by-one would show.
+    #[test]
+    fn stored_values_come_back_by_class_within_the_caps(
+        table in proptest::collection::vec(proptest::collection::vec(stored(), 3), 0..12),
+        max_rows in 0usize..14,
+        cut in proptest::prelude::any::<proptest::sample::Index>(),
+        off in -1isize..=1,
+    ) {
+        let mut sums = vec![0usize];
+        for row in &table {
+            let n: usize = row.iter().map(|v| counted(&v.json())).sum();
+            sums.push(sums.last().unwrap() + n);
+        }
+        let max_bytes = sums[cut.index(sums.len())].saturating_add_signed(off);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.db");
+        {
+            let c = rusqlite::Connection::open(&path).unwrap();
+            c.execute_batch("CREATE TABLE t (a, b, c)").unwrap();
+            for row in &table {
+                c.execute("INSERT INTO t VALUES (?1, ?2, ?3)", rusqlite::params![row[0].sql(), row[1].sql(), row[2].sql()]).unwrap();
+            }
+        }
+        let url = format!("sqlite://{}", path.display());
+        let mut want = Vec::new();
+        let mut bytes = 0;
+        for row in &table {
+            let cells: Vec<serde_json::Value> = row.iter().map(Stored::json).collect();
+            let n: usize = cells.iter().map(counted).sum();
+            if want.len() == max_rows || bytes + n > max_bytes {
+                break;
+            }
+            bytes += n;
+            want.push(serde_json::Value::Array(cells));
+        }
+        let truncated = want.len() < table.len();
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        rt.block_on(async {
+            let ex = SqlExecutor::new();
+            for scope in [Scope::ReadOnly, Scope::ReadWrite] {
+                let mut d = db(scope);
+                d.max_rows = max_rows;
+                d.max_bytes = max_bytes;
+                let h = handle("LITE", HandleKind::Sqlite, d);
+                let r = call(&ex, &h, &url, "SELECT a, b, c FROM t ORDER BY rowid", vec![]).await.unwrap();
+                assert_eq!(r, json!({"columns": ["a", "b", "c"], "rows": want, "row_count": want.len(), "truncated": truncated}), "{scope:?}");
+            }
+        });
+    }
+}
+
+#[tokio::test]
+async fn text_that_is_not_utf8_is_null_and_its_column_named() {
+    let (_dir, url) = fixture().await;
+    {
+        let path = url.trim_start_matches("sqlite://");
+        let c = rusqlite::Connection::open(path).unwrap();
+        c.execute_batch("CREATE TABLE raw (v); INSERT INTO raw VALUES (CAST(X'FF00FE' AS TEXT)), ('ok');").unwrap();
+    }
+    let ex = SqlExecutor::new();
+    let h = handle("LITE", HandleKind::Sqlite, db(Scope::ReadOnly));
+    let r = call(&ex, &h, &url, "SELECT v FROM raw ORDER BY rowid", vec![]).await.unwrap();
+    assert_eq!(r["rows"], json!([[null], ["ok"]]));
+    assert_eq!(r["unsupported_columns"], json!(["v (TEXT)"]));
+}
+
+/// Whatever the URL asks (`mode=rwc`), a handle never creates its file; `mode=ro` opens it read-only
+/// even on a read-write handle.
+#[tokio::test]
+async fn the_url_never_creates_the_file_and_mode_ro_is_read_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.db");
+    let ex = SqlExecutor::new();
+    let h = handle("LITE", HandleKind::Sqlite, db(Scope::ReadWrite));
+    let e = call(&ex, &h, &format!("sqlite://{}?mode=rwc", missing.display()), "SELECT 1", vec![]).await.unwrap_err();
+    assert_eq!(e.code, ErrorCode::UpstreamUnavailable, "{e}");
+    assert!(!missing.exists(), "the handle created its file");
+
+    let (_d, url) = fixture().await;
+    let e = call(&ex, &h, &format!("{url}?mode=ro"), "DELETE FROM items", vec![]).await.unwrap_err();
+    assert_eq!(e.code, ErrorCode::QueryFailed, "{e}");
+    assert!(e.message.contains("(code 8)"), "SQLITE_READONLY expected: {}", e.message);
+    assert_eq!(call(&ex, &h, &url, "SELECT count(*) FROM items", vec![]).await.unwrap()["rows"], json!([[2]]));
+}
+
+/// A write that finds the database locked by another writer waits at most its statement timeout,
+/// ends as a timeout with nothing written, and the handle works once the lock is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_locked_database_is_waited_for_within_the_statement_timeout() {
+    let (_dir, url) = fixture().await;
+    let path = url.trim_start_matches("sqlite://").to_owned();
+    let other = rusqlite::Connection::open(&path).unwrap();
+    other.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let ex = SqlExecutor::new();
+    let mut d = db(Scope::ReadWrite);
+    d.statement_timeout_ms = 300;
+    let h = handle("LITE", HandleKind::Sqlite, d);
+    let started = std::time::Instant::now();
+    let e = call(&ex, &h, &url, "INSERT INTO items (id) VALUES (10)", vec![]).await.unwrap_err();
+    assert_eq!(e.code, ErrorCode::UpstreamTimeout, "{e} {:?}", e.detail);
+    assert!(started.elapsed() >= std::time::Duration::from_millis(250), "{:?}", started.elapsed());
+    other.execute_batch("ROLLBACK").unwrap();
+    let r = call(&ex, &h, &url, "INSERT INTO items (id) VALUES (10)", vec![]).await.unwrap();
+    assert_eq!(r["rows_affected"], 1);
+    assert_eq!(call(&ex, &h, &url, "SELECT count(*) FROM items", vec![]).await.unwrap()["rows"], json!([[3]]));
+}
