@@ -188,6 +188,19 @@ impl SqlExecutor {
         self.pools.lock().unwrap_or_else(|e| e.into_inner()).keys().cloned().collect()
     }
 
+    /// `query_db` calls on this executor's SQLite handles answered on the async worker, and those
+    /// run inside `block_in_place` (for tests and metrics; a handle's counts go with its pool).
+    pub fn sqlite_runs(&self) -> (u64, u64) {
+        let pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
+        pools.values().fold((0, 0), |(a, b), c| match &c.pool {
+            Pool::Lite(p) => {
+                let (x, y) = p.runs();
+                (a + x, b + y)
+            }
+            _ => (a, b),
+        })
+    }
+
     /// Number of cached pools (for tests and metrics).
     pub fn pool_count(&self) -> usize {
         self.pools.lock().unwrap_or_else(|e| e.into_inner()).len()
@@ -942,6 +955,10 @@ async fn run_sqlite(
     let mut conn = pool.acquire().await?;
     if q.taints_session {
         conn.close_on_drop();
+    }
+    // Most reads end within `lite::INLINE`: answered here, with no hand-off of the worker.
+    if let Some(v) = conn.try_inline(q, db) {
+        return Ok(v);
     }
     let read_only = db.scope == Scope::ReadOnly;
     blocking(|| conn.run(q, db, read_only))

@@ -7,6 +7,13 @@
 //! directly, inside `block_in_place` on a multi-threaded runtime (the runtime hands the worker's
 //! other tasks to another thread meanwhile), so a call is one stretch of work on one thread.
 //!
+//! A read on a connection already open is first tried on the async worker itself, with no
+//! hand-off at all, for at most [`INLINE`] and without waiting for a busy database: most reads
+//! end well within that (`SELECT 1` takes a few microseconds). One that does not, or that fails,
+//! is rolled back and run again inside `block_in_place`, whose answer stands; a read changes
+//! nothing, so the first try leaves no trace. Writes, and statements that may change the
+//! session, always run inside `block_in_place` (a `COMMIT` may wait for the disk).
+//!
 //! SQLite has no server-side timeout: each connection gets a progress handler when it opens,
 //! which interrupts a statement past the [`Deadline`] the call arms (an atomic store) and
 //! disarms before `COMMIT` or `ROLLBACK`. A busy database is waited for at most the statement
@@ -42,6 +49,8 @@ const CHECK_EVERY: i32 = 1000;
 const MAX_BUSY: Duration = Duration::from_secs(5);
 /// Statements each connection keeps prepared.
 const PREPARED: usize = 64;
+/// Longest a read runs on the async worker before it is run again off it.
+pub(crate) const INLINE: Duration = Duration::from_micros(100);
 
 /// What a connection's progress handler reads: the running statement's deadline, none while
 /// disarmed.
@@ -124,13 +133,24 @@ pub(crate) struct LitePool {
     permits: Arc<Semaphore>,
     acquire_timeout: Duration,
     closed: AtomicBool,
+    /// Calls answered on the async worker, and calls run inside `block_in_place`.
+    inline: AtomicU64,
+    off_worker: AtomicU64,
 }
 
 impl LitePool {
     /// A set of at most `max` connections to `target`, opened when first needed; a call waits at
     /// most `acquire_timeout` for one.
     pub(crate) fn new(target: Target, max: usize, acquire_timeout: Duration) -> Arc<LitePool> {
-        Arc::new(LitePool { target, idle: Mutex::new(Vec::new()), permits: Arc::new(Semaphore::new(max)), acquire_timeout, closed: AtomicBool::new(false) })
+        Arc::new(LitePool {
+            target,
+            idle: Mutex::new(Vec::new()),
+            permits: Arc::new(Semaphore::new(max)),
+            acquire_timeout,
+            closed: AtomicBool::new(false),
+            inline: AtomicU64::new(0),
+            off_worker: AtomicU64::new(0),
+        })
     }
 
     fn idle(&self) -> std::sync::MutexGuard<'_, Vec<Open>> {
@@ -164,6 +184,11 @@ impl LitePool {
         None
     }
 
+    /// Calls answered on the async worker, and calls run inside `block_in_place`.
+    pub(crate) fn runs(&self) -> (u64, u64) {
+        (self.inline.load(Ordering::Relaxed), self.off_worker.load(Ordering::Relaxed))
+    }
+
     /// Closes the idle connections; those in use close when they come back.
     pub(crate) fn close(&self) {
         self.closed.store(true, Ordering::Release);
@@ -188,16 +213,53 @@ impl LiteConn {
         self.keep = false;
     }
 
+    /// Tries a read on this thread for at most [`INLINE`], with no wait for a busy database: on a
+    /// connection already open, for a statement that neither writes nor may change the session.
+    /// `Some` with the answer when it ended in time; `None` when it was not tried, or was cut or
+    /// failed and rolled back, so that [`LiteConn::run`] runs it again (whose answer stands).
+    pub(crate) fn try_inline(&mut self, q: &ValidatedQuery, db: &DatabaseConstraints) -> Option<Value> {
+        if q.writes || q.taints_session || db.statement_timeout_ms == 0 {
+            return None;
+        }
+        let open = self.pool.take_idle()?;
+        let conn = &self.open.insert(open).conn;
+        if conn.busy_timeout(Duration::ZERO).is_err() {
+            self.open = None;
+            return None;
+        }
+        let r = self.attempt(q, db, true, Instant::now() + INLINE);
+        let restored = self.open.as_ref().is_some_and(|o| o.conn.busy_timeout(self.pool.target.busy.min(MAX_BUSY)).is_ok());
+        if !restored || !self.keep {
+            // Not fit to run the call again: another connection will.
+            self.open = None;
+            self.keep = true;
+        }
+        match r {
+            Ok(v) => {
+                self.pool.inline.fetch_add(1, Ordering::Relaxed);
+                Some(v)
+            }
+            Err(_) => None,
+        }
+    }
+
     /// Runs `q` in a transaction (`BEGIN`, or `BEGIN IMMEDIATE` to write), within the statement
     /// timeout and the caps, on this thread: blocking, so called through `blocking`. A
     /// successful statement of a read-write handle is committed, everything else rolled back.
     pub(crate) fn run(&mut self, q: &ValidatedQuery, db: &DatabaseConstraints, read_only: bool) -> Result<Value, CallError> {
+        self.pool.off_worker.fetch_add(1, Ordering::Relaxed);
+        let deadline = Instant::now() + Duration::from_millis(db.statement_timeout_ms);
+        self.attempt(q, db, read_only, deadline)
+    }
+
+    /// One run of `q` on this call's connection (taken or opened first), interrupted at
+    /// `deadline`.
+    fn attempt(&mut self, q: &ValidatedQuery, db: &DatabaseConstraints, read_only: bool, deadline: Instant) -> Result<Value, CallError> {
         let open = match self.open.take().or_else(|| self.pool.take_idle()) {
             Some(o) => o,
             None => self.pool.target.open().map_err(|e| CallError::new(ErrorCode::UpstreamUnavailable).detail(format!("connect: {e}")))?,
         };
         let open = self.open.insert(open);
-        let deadline = Instant::now() + Duration::from_millis(db.statement_timeout_ms);
         open.deadline.arm(deadline);
         let conn = &open.conn;
         let begin = if read_only { "BEGIN" } else { "BEGIN IMMEDIATE" };

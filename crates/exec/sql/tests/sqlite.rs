@@ -515,3 +515,37 @@ async fn a_locked_database_is_waited_for_within_the_statement_timeout() {
     assert_eq!(r["rows_affected"], 1);
     assert_eq!(call(&ex, &h, &url, "SELECT count(*) FROM items", vec![]).await.unwrap()["rows"], json!([[3]]));
 }
+
+/// A read on an open connection is answered on the async worker; one that runs past the inline
+/// budget, or finds the database locked, is run again off the worker and answers as it would have
+/// (the full count, the timeout); writes always run off the worker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn short_reads_stay_on_the_worker_and_the_rest_answer_the_same_off_it() {
+    let (_dir, url) = fixture().await;
+    let ex = SqlExecutor::new();
+    let mut d = db(Scope::ReadWrite);
+    d.statement_timeout_ms = 300;
+    let h = handle("LITE", HandleKind::Sqlite, d);
+    // The first call opens the connection, off the worker; the next reads reuse it on the worker.
+    for _ in 0..3 {
+        assert_eq!(call(&ex, &h, &url, "SELECT count(*) FROM items", vec![]).await.unwrap()["rows"], json!([[2]]));
+    }
+    assert_eq!(ex.sqlite_runs(), (2, 1));
+    // Far longer than the budget: cut on the worker, run again off it, the whole count.
+    let long = "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r WHERE n < 50000) SELECT count(*) FROM r";
+    assert_eq!(call(&ex, &h, &url, long, vec![]).await.unwrap()["rows"], json!([[50000]]));
+    assert_eq!(ex.sqlite_runs(), (2, 2));
+    // A write: off the worker.
+    assert_eq!(call(&ex, &h, &url, "UPDATE items SET name = 'w' WHERE id = 2", vec![]).await.unwrap()["rows_affected"], 1);
+    assert_eq!(ex.sqlite_runs(), (2, 3));
+    // A reader locked out (a writer elsewhere holds the exclusive lock): the try on the worker
+    // does not wait; the run off it waits its statement timeout and ends as a timeout.
+    let other = rusqlite::Connection::open(url.trim_start_matches("sqlite://")).unwrap();
+    other.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let e = call(&ex, &h, &url, "SELECT count(*) FROM items", vec![]).await.unwrap_err();
+    assert_eq!(e.code, ErrorCode::UpstreamTimeout, "{e} {:?}", e.detail);
+    assert_eq!(ex.sqlite_runs(), (2, 4));
+    other.execute_batch("ROLLBACK").unwrap();
+    assert_eq!(call(&ex, &h, &url, "SELECT name FROM items WHERE id = 2", vec![]).await.unwrap()["rows"], json!([["w"]]));
+    assert_eq!(ex.sqlite_runs(), (3, 4));
+}
