@@ -246,7 +246,8 @@ fn open(path: &std::path::Path, sync: SyncMode) -> rusqlite::Result<rusqlite::Co
 
 /// Runs `f`, which blocks on SQLite: on a worker of a multi-threaded Tokio runtime inside
 /// `block_in_place` (the runtime hands this worker's other tasks to another thread meanwhile);
-/// elsewhere (a current-thread runtime, a blocking-pool thread) directly.
+/// elsewhere (a current-thread runtime, a blocking-pool thread) directly. `query_db` on a
+/// SQLite handle runs its statements the same way (`airlock-exec-sql`, `exec::blocking`).
 fn blocking<R>(f: impl FnOnce() -> R) -> R {
     match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
         Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
