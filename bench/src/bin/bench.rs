@@ -13,7 +13,7 @@
 //! (f) the same call as an MCP `tools/call` through the thin stdio client (`airlock mcp`, what an
 //!     MCP host launches: stdio → the broker's Unix socket → the session in the broker) against
 //!     REST, sequentially;
-//! (g) with `-- footprint` alone: the cold start of `airlock serve` to its first answered call,
+//! (g) with `-- footprint [OTHER_AIRLOCK]` alone: the cold start of `airlock serve` to its first answered call,
 //!     and its resident memory idle, after 10,000 calls and after 200,000 calls;
 //! (h) with `-- profile [SECONDS] [normal|full] [http|query|mcp] [CONCURRENCY]` alone: one
 //!     broker under load (concurrency 1 by default) for `perf record -p`, then its mean time per
@@ -76,7 +76,11 @@ async fn main() -> Result<()> {
         return thin_mcp_only().await;
     }
     if std::env::args().nth(1).as_deref() == Some("footprint") {
-        return footprint().await;
+        let airlock = match std::env::args().nth(2) {
+            Some(other) => Airlock::at(PathBuf::from(other))?,
+            None => Airlock::next_to_this()?,
+        };
+        return footprint(airlock).await;
     }
     if std::env::args().nth(1).as_deref() == Some("__proxy") {
         let upstream = std::env::args().nth(2).context("usage: airlock-bench __proxy UPSTREAM_ADDR")?;
@@ -232,10 +236,12 @@ fn fsync_p50(dir: &std::path::Path) -> Result<f64> {
 /// `airlock-bench footprint`: (g) five cold starts of `airlock serve` (process spawned to the
 /// first `http_request` answered, polled every millisecond; median and spread), then one broker's
 /// resident memory (`VmRSS`) idle, after 10,000 calls and after 200,000 calls of that
-/// `http_request` at concurrency 32 (`sync = normal`).
-async fn footprint() -> Result<()> {
+/// `http_request` at concurrency 32 (`sync = normal`). `footprint OTHER_AIRLOCK` measures another
+/// `airlock` binary instead of the one next to this (e.g. the `dist` profile's build).
+async fn footprint(airlock: Airlock) -> Result<()> {
     let up_addr = upstream().await?;
-    let b = Broker::start(up_addr, "normal").await?;
+    let b = Broker::start_with(airlock, up_addr, "normal").await?;
+    println!("airlock-bench footprint: {}", b.airlock.path().display());
     let target = b.invoke("http_request", ping_args());
     let cfg = b.dir.path().join("airlock.toml");
     drop(b.proc);
