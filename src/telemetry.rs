@@ -51,21 +51,36 @@ static PROVIDER: OnceLock<SdkTracerProvider> = OnceLock::new();
 pub fn init_logging(default: &str, json: bool) {
     use std::io::IsTerminal;
     let color = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
-    // The OTLP layer: empty until `start_traces`; then the call spans only, no event.
-    let (otel, handle) = reload::Layer::new(None::<OtelLayer>);
+    let env_filter = || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let (subscriber, handle) = subscriber(env_filter, json, color);
     let _ = SLOT.set(handle);
-    let otel = otel.with_filter(filter::dynamic_filter_fn(|m, _| EXPORTING.load(Ordering::Relaxed) && call_span(m)).with_callsite_filter(call_site).with_max_level_hint(tracing::Level::DEBUG));
-    Registry::default().with(otel).with(log_layers(default, json, color)).init();
+    subscriber.init();
 }
 
-/// The log on stderr: everything RUST_LOG enables (else `default`), and, in a layer of its own,
-/// a line as each call span closes, with its fields and times, when RUST_LOG enables them
+/// The whole stack: the OTLP layer (empty until `start_traces`; then the call spans only, no
+/// event) and the log layers, whose filter `env_filter` makes.
+///
+/// A call span's callsite is enabled only when some layer can take it: the OTLP layer while
+/// spans are exported, or the span log when the filter enables `airlock::trace=debug`. Otherwise
+/// its interest is `never` and a call creates no span at all. The OTLP layer's callsite filter
+/// says so itself: while it answered "sometimes" for a call span's callsite, every call span was
+/// made in the registry although its per-span filter then refused it (seen with this stack:
+/// the empty reload slot behind a per-span filter; about 6 % of the broker's CPU under load, in
+/// `Span::current`, the filters and the span slab). So it answers "never" until `start_traces`,
+/// which rebuilds the interest cache.
+fn subscriber(env_filter: impl Fn() -> EnvFilter, json: bool, color: bool) -> (impl tracing::Subscriber + Send + Sync, reload::Handle<Option<OtelLayer>, Registry>) {
+    let (otel, handle) = reload::Layer::new(None::<OtelLayer>);
+    let otel = otel.with_filter(filter::dynamic_filter_fn(|m, _| EXPORTING.load(Ordering::Relaxed) && call_span(m)).with_callsite_filter(exported_site).with_max_level_hint(tracing::Level::DEBUG));
+    (Registry::default().with(otel).with(log_layers(env_filter, json, color)), handle)
+}
+
+/// The log on stderr: everything the filter enables, and, in a layer of its own, a line as each
+/// call span closes, with its fields and times, when the filter enables them
 /// (`airlock::trace=debug`) and no collector takes them.
-fn log_layers<S>(default: &str, json: bool, color: bool) -> Vec<Box<dyn Layer<S> + Send + Sync>>
+fn log_layers<S>(env_filter: impl Fn() -> EnvFilter, json: bool, color: bool) -> Vec<Box<dyn Layer<S> + Send + Sync>>
 where
     S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a> + Send + Sync + 'static,
 {
-    let env_filter = || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let spans_only = || {
         filter::dynamic_filter_fn(|m, _| !EXPORTING.load(Ordering::Relaxed) && call_span(m))
             .with_callsite_filter(call_site)
@@ -89,6 +104,16 @@ fn call_span(m: &tracing::Metadata<'_>) -> bool {
 fn call_site(m: &'static tracing::Metadata<'static>) -> tracing::subscriber::Interest {
     if call_span(m) {
         tracing::subscriber::Interest::sometimes()
+    } else {
+        tracing::subscriber::Interest::never()
+    }
+}
+
+/// The OTLP layer's interest in a callsite: a call span's while spans are exported (decided per
+/// span after that: `stop_traces` turns it off), none before.
+fn exported_site(m: &'static tracing::Metadata<'static>) -> tracing::subscriber::Interest {
+    if EXPORTING.load(Ordering::Relaxed) {
+        call_site(m)
     } else {
         tracing::subscriber::Interest::never()
     }
@@ -254,6 +279,23 @@ fn reason(e: &str) -> &str {
 
 #[cfg(test)]
 mod tests {
+    /// With no collector and the span log off, a call creates no span; with the span log on, it
+    /// does (so the first half is not true of every subscriber). One test: the interest of a
+    /// callsite is shared by every subscriber alive at the time.
+    #[test]
+    fn call_spans_exist_only_when_something_takes_them() {
+        use airlock_server::broker::spans::call_span;
+        for (directives, created) in [("info,airlock::trace=debug", true), ("info", false), ("error", false), ("airlock=debug", true)] {
+            let (subscriber, _slot) = super::subscriber(|| tracing_subscriber::EnvFilter::new(directives), false, false);
+            tracing::subscriber::with_default(subscriber, || {
+                let span = call_span();
+                assert_eq!(!span.is_disabled(), created, "{directives}");
+                let _in = span.enter();
+                assert_eq!(!tracing::Span::current().is_none(), created, "{directives}");
+            });
+        }
+    }
+
     #[test]
     fn the_reason_of_a_failed_export_is_short() {
         let refused = r#"Operation failed: reqwest::Error { kind: Request, url: "http://127.0.0.1:9/v1/traces", source: hyper_util::client::legacy::Error(Connect, ConnectError("tcp connect error", 127.0.0.1:9, Os { code: 111, kind: ConnectionRefused, message: "Connection refused" })) }"#;
