@@ -472,7 +472,7 @@ fn hex(b: &[u8]) -> String {
 /// Walks the roots as the calling user and reports every readable file holding one of the
 /// needles (hex-given bytes) raw, in hex (either case) or in base64 (any of three alignments).
 const SCAN_PY: &str = r#"
-import base64, json, os, sys
+import base64, json, os, stat, sys
 needles = [bytes.fromhex(h) for h in sys.argv[1].split(",")]
 forms = []
 for n in needles:
@@ -485,6 +485,10 @@ hits, read = [], 0
 def check(path):
     global read
     try:
+        # Regular files only (through a /proc/PID/fd link too): opening a FIFO someone left in
+        # /tmp would wait for a writer forever, and reading a pipe would take its bytes.
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return
         with open(path, "rb") as f:
             data = f.read(64 << 20)
     except Exception:
