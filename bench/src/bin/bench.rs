@@ -237,7 +237,7 @@ fn fsync_p50(dir: &std::path::Path) -> Result<f64> {
 /// first `http_request` answered, polled every millisecond; median and spread), then one broker's
 /// resident memory (`VmRSS`) idle, after 10,000 calls and after 200,000 calls of that
 /// `http_request` at concurrency 32 (`sync = normal`). `footprint OTHER_AIRLOCK` measures another
-/// `airlock` binary instead of the one next to this (e.g. the `dist` profile's build).
+/// `airlock` binary instead of the one next to this (e.g. another commit's release build).
 async fn footprint(airlock: Airlock) -> Result<()> {
     let up_addr = upstream().await?;
     let b = Broker::start_with(airlock, up_addr, "normal").await?;
