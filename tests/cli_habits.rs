@@ -1,6 +1,9 @@
 //! What a command line is expected to have: shell completions that the shell accepts, a man page
 //! for every command that renders, the exit codes docs/cli-json.md documents, no color where
-//! it is not wanted (NO_COLOR, a pipe), and examples in every command's `--help`.
+//! it is not wanted (NO_COLOR, a pipe), and examples in every command's `--help`; a
+//! `serve` log that holds its calls and not its libraries' per-request bookkeeping.
+
+mod common;
 
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -246,4 +249,60 @@ fn audit_export_draws_a_progress_bar_on_a_terminal_and_nowhere_else() {
     let file = std::fs::read_to_string(dir.join("export.jsonl")).unwrap();
     assert_eq!(file.lines().count(), records, "{file}");
     assert!(file.lines().all(|l| l.starts_with('{')), "{file}");
+}
+
+/// `airlock serve` with no RUST_LOG: its start and each call are logged, and nothing of the MCP
+/// SDK's per-request session (rmcp writes three `info` lines for every streamable HTTP request).
+#[tokio::test]
+async fn serve_logs_its_calls_and_not_the_mcp_sdks_bookkeeping() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    assert!(run(dir, &["init"]).status.success());
+    let socket = dir.join("airlock.sock");
+    let cfg = std::fs::read_to_string(dir.join("airlock.toml"))
+        .unwrap()
+        .replace("listen = \"127.0.0.1:7878\"", &format!("listen = \"127.0.0.1:0\"\nsocket = \"{}\"", socket.display()));
+    std::fs::write(dir.join("airlock.toml"), format!("{cfg}\n[agents.bot]\ngrants = []\n")).unwrap();
+    let token = common::operator_run(dir, &["agent", "add", "bot"], "");
+    assert!(token.status.success(), "{}", text(&token));
+    let token = String::from_utf8(token.stdout).unwrap().trim().to_owned();
+    let serving = common::serve_until_socket(dir, &socket);
+    let addr = serving
+        .log()
+        .lines()
+        .find_map(|l| l.split("addr=").nth(1).map(|a| a.split_whitespace().next().unwrap_or_default().to_owned()))
+        .expect("serve logs its address at the default level");
+    let client = reqwest::Client::new();
+    const CALLS: usize = 3;
+    for id in 0..CALLS {
+        // A call of a tool the agent has no grant for: refused, audited and logged.
+        let body = serde_json::json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+            "params": {"name": "query_db", "arguments": {"credential_handle": "NOPE", "query": "SELECT 1"}}});
+        let r = client
+            .post(format!("http://{addr}/mcp"))
+            .bearer_auth(&token)
+            .header("accept", "application/json, text/event-stream")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let v: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(v["result"]["isError"], true, "{v}");
+        // A request the SDK's session machinery serves.
+        let list = serde_json::json!({"jsonrpc": "2.0", "id": id, "method": "tools/list"});
+        let r = client
+            .post(format!("http://{addr}/mcp"))
+            .bearer_auth(&token)
+            .header("accept", "application/json, text/event-stream")
+            .json(&list)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let log = serving.log();
+    let calls = log.lines().filter(|l| l.contains("call refused")).count();
+    assert_eq!(calls, CALLS, "each call is one line of the default log: {log}");
+    assert!(!log.contains("rmcp"), "the MCP SDK's per-request lines are in the default log: {log}");
 }
