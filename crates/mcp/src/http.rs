@@ -41,7 +41,10 @@ pub fn http_router(broker: Arc<Broker>) -> Router {
         // contract's envelope.
         .disable_allowed_hosts()
         .disable_allowed_origins()
-        .with_max_request_body_bytes(broker.config().limits.max_request_bytes);
+        .with_max_request_body_bytes(broker.config().limits.max_request_bytes)
+        // crate::direct answers the one-message `tools/call` as this configuration does: no
+        // request needs protocol metadata it does not carry.
+        .with_stateless_protocol_metadata_required(false);
     let b = broker.clone();
     let service = StreamableHttpService::new(
         move || Ok(AirlockMcp::per_request(b.clone())),
@@ -231,8 +234,13 @@ async fn authenticate(State(broker): State<Arc<Broker>>, mut req: Request, next:
             let Ok(bytes) = axum::body::to_bytes(body, limit).await else {
                 return json_response(413, &json!({"ok": false, "error": {"code": ErrorCode::LimitExceeded.as_str(), "message": ErrorCode::LimitExceeded.default_message()}}));
             };
-            if let Some(refusal) = jsonrpc_shape_error(&bytes) {
-                return refusal;
+            // A `tools/call` rmcp would answer with one JSON message is answered here (a
+            // JSON-RPC object, so the shape check below has nothing to say of it).
+            let direct = if parts.uri.path() == MCP_PATH { crate::direct::eligible(&parts.headers, &bytes) } else { None };
+            if direct.is_none() {
+                if let Some(refusal) = jsonrpc_shape_error(&bytes) {
+                    return refusal;
+                }
             }
             let caller = parts.extensions.get::<Caller>().cloned();
             if let Some(refusal) = match &caller {
@@ -240,6 +248,9 @@ async fn authenticate(State(broker): State<Arc<Broker>>, mut req: Request, next:
                 None => None,
             } {
                 return refusal;
+            }
+            if let (Some(call), Some(caller)) = (direct, &caller) {
+                return crate::direct::answer(&broker, caller, call).await;
             }
             next.run(Request::from_parts(parts, Body::from(bytes))).await
         }

@@ -20,6 +20,7 @@
 //!   only when it authenticates as the session's agent.
 #![forbid(unsafe_code)]
 
+mod direct;
 mod handler;
 mod http;
 mod stdio;

@@ -274,3 +274,130 @@ async fn t19_rebound_host_is_refused() {
 fn url_port(url: &str) -> u16 {
     reqwest::Url::parse(url).unwrap().port().unwrap()
 }
+
+/// One `tools/call` as a test sends it: the JSON-RPC id, the tool, its arguments (any JSON: the
+/// SDK refuses a non-object), and the protocol version header, if any.
+#[derive(Debug, Clone)]
+struct Generated {
+    id: Value,
+    tool: String,
+    arguments: Option<Value>,
+    version: Option<&'static str>,
+    /// An empty `_meta` in the params.
+    empty_meta: bool,
+}
+
+fn generated_call() -> impl proptest::strategy::Strategy<Value = Generated> {
+    use proptest::prelude::*;
+    let id = prop_oneof![any::<i64>().prop_map(Value::from), "[a-zA-Z0-9 é_-]{0,12}".prop_map(Value::from)];
+    let tool = prop_oneof![
+        Just("query_db".to_owned()),
+        Just("http_request".to_owned()),
+        Just("request_lease".to_owned()),
+        Just("create_share".to_owned()),
+        "[a-z_/]{0,14}",
+    ];
+    let handle = prop_oneof![Just("APP_DB"), Just("RW_DB"), Just("API"), Just("SECRET_ONLY"), Just("NOPE"), Just("app_db")];
+    let text = prop_oneof![
+        Just(json!("SELECT id, item FROM orders ORDER BY id")),
+        Just(json!("SELECT total FROM orders WHERE id = 2")),
+        Just(json!("DELETE FROM orders")),
+        Just(json!("/v1/items")),
+        Just(json!("/v1/echo")),
+        Just(json!("http://169.254.169.254/")),
+        "[ -~]{0,20}".prop_map(Value::from),
+        any::<i32>().prop_map(Value::from),
+        Just(json!(["GET"])),
+    ];
+    let method = prop_oneof![Just(json!("GET")), Just(json!("POST")), Just(json!(null)), "[A-Z]{0,6}".prop_map(Value::from)];
+    let object = (handle, text.clone(), text, method, any::<bool>()).prop_map(|(h, query, path, method, extra)| {
+        let mut a = json!({"credential_handle": h, "query": query, "path_or_url": path, "method": method});
+        if extra {
+            a["unexpected"] = json!(1);
+        }
+        a
+    });
+    let arguments = prop_oneof![
+        8 => object.prop_map(Some),
+        1 => Just(None),
+        1 => Just(Some(json!("SELECT 1"))),
+        1 => Just(Some(json!(null))),
+    ];
+    // Calls that run: the agent's granted handles, well-formed.
+    let runs = prop_oneof![
+        prop_oneof![Just("SELECT id, item FROM orders ORDER BY id"), Just("SELECT total FROM orders WHERE id = 2"), Just("SELECT 1")]
+            .prop_map(|q| ("query_db".to_owned(), Some(json!({"credential_handle": "APP_DB", "query": q})))),
+        prop_oneof![Just("/v1/items"), Just("/v1/echo"), Just("items?x=1")]
+            .prop_map(|p| ("http_request".to_owned(), Some(json!({"credential_handle": "API", "method": "GET", "path_or_url": p})))),
+    ];
+    let call = prop_oneof![1 => runs, 3 => (tool, arguments)];
+    let version = prop_oneof![Just(None), Just(Some("2024-11-05")), Just(Some("2025-03-26")), Just(Some(PROTOCOL)), Just(Some("2025-11-25"))];
+    (id, call, version, any::<bool>())
+        .prop_map(|(id, (tool, arguments), version, empty_meta)| Generated { id, tool, arguments, version, empty_meta })
+}
+
+/// Status, content type and body of `call` sent with `accept`, every request id in the body
+/// replaced by the same placeholder (each call gets its own).
+async fn answer_of(client: &reqwest::Client, url: &str, token: &str, call: &Generated, accept: &str) -> (u16, String, String) {
+    let mut params = json!({"name": call.tool});
+    if let Some(a) = &call.arguments {
+        params["arguments"] = a.clone();
+    }
+    if call.empty_meta {
+        params["_meta"] = json!({});
+    }
+    let body = json!({"jsonrpc": "2.0", "id": call.id, "method": "tools/call", "params": params}).to_string();
+    let mut r = client.post(url).bearer_auth(token).header("content-type", "application/json").header("accept", accept).body(body);
+    if let Some(v) = call.version {
+        r = r.header("mcp-protocol-version", v);
+    }
+    let resp = r.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let content_type = resp.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
+    let mut body = resp.text().await.unwrap();
+    assert_no_secret("MCP HTTP answer", &body);
+    if let Ok(v) = serde_json::from_str::<Value>(&body) {
+        if let Some(id) = v["result"]["structuredContent"]["request_id"].as_str() {
+            body = body.replace(id, "REQUEST-ID");
+        }
+    }
+    (status, content_type, body)
+}
+
+/// The one-message `tools/call` is answered without the SDK's per-request session; this holds
+/// that answer to the SDK's own. Every generated call goes out twice, once as sent and once with
+/// an `Accept` the SDK reads the same way (explicit weights of 1) but that sends the request
+/// through the SDK, and the two answers (status, content type, body) must be the same bytes,
+/// request ids aside. Refusals, bad arguments, protocol errors and results alike.
+#[test]
+fn a_tools_call_answered_without_the_sdk_session_is_the_sdks_answer() {
+    use proptest::test_runner::{Config, TestRunner};
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let (env, rpc) = rt.block_on(start(""));
+    let client = reqwest::Client::new();
+    let mut runner = TestRunner::new(Config { cases: 96, failure_persistence: None, ..Config::default() });
+    let kinds = std::sync::Mutex::new(std::collections::BTreeSet::new());
+    runner
+        .run(&generated_call(), |call| {
+            let (direct, sdk) = rt.block_on(async {
+                let direct = answer_of(&client, &rpc.url, &env.token, &call, "application/json, text/event-stream").await;
+                let sdk = answer_of(&client, &rpc.url, &env.token, &call, "application/json;q=1, text/event-stream;q=1").await;
+                (direct, sdk)
+            });
+            proptest::prop_assert_eq!(&direct, &sdk, "{:?}", call);
+            let v: Value = serde_json::from_str(&direct.2).unwrap_or(Value::Null);
+            kinds.lock().unwrap().insert(match (&v["result"]["isError"], &v["error"]) {
+                (Value::Bool(false), _) => "result".to_owned(),
+                (Value::Bool(true), _) => format!("tool error {}", v["result"]["structuredContent"]["code"]),
+                (_, e) if !e.is_null() => "protocol error".to_owned(),
+                _ => format!("HTTP {}", direct.0),
+            });
+            Ok(())
+        })
+        .unwrap();
+    // The comparison is worth something only if the calls reached every kind of answer.
+    let kinds = kinds.into_inner().unwrap();
+    for kind in ["result", "protocol error", "tool error \"handle-unavailable\"", "tool error \"invalid-arguments\"", "tool error \"unknown-tool\""] {
+        assert!(kinds.contains(kind), "no generated call got a {kind}: {kinds:?}");
+    }
+}
