@@ -25,7 +25,7 @@
 //! The broker runs as its own process (`airlock serve`, the release binary next to this one); the
 //! upstream and the load generator run here. Run: `cargo build --release -p airlock && cargo run
 //! --release -p airlock-bench --bin airlock-bench` (`-- thin-mcp` for (f) alone; `-- compare OTHER_AIRLOCK [normal|full]` for
-//! (a) and (b) against another build of `airlock`, alternating rounds).
+//! (a), (b) and (e) against another build of `airlock`, alternating rounds).
 #![forbid(unsafe_code)]
 
 use airlock_bench::bao::{self, Bao};
@@ -401,23 +401,30 @@ struct Broker {
 
 /// `airlock-bench compare OTHER`: this build's `airlock` (A) against another `airlock` binary
 /// (B, e.g. an earlier commit's release build), both with the same store sync mode (`normal` unless
-/// given), the same upstream and the same generator. Each case runs A then B, three rounds, so both see the same machine; prints
-/// each round and the median with the spread.
+/// given), the same upstream and the same generator, on `http_request` and `query_db SELECT 1` as
+/// `POST /v1/invoke` and `http_request` as an MCP `tools/call` on `/mcp`. Each case runs A then B,
+/// three rounds, so both see the same machine; prints the median of the rounds with the spread.
 async fn compare(other: PathBuf, sync: &str) -> Result<()> {
     let up_addr = upstream().await?;
     let a = Broker::start_with(Airlock::next_to_this()?, up_addr, sync).await?;
     let b = Broker::start_with(Airlock::at(other.clone())?, up_addr, sync).await?;
     println!("airlock-bench compare: A = {}, B = {}; sync = {sync}; {}s runs after {}s warm-up, 3 rounds", a.airlock.path().display(), other.display(), PHASES.measure.as_secs(), PHASES.warmup.as_secs());
-    let select1 = serde_json::json!({"credential_handle": "DB", "query": "SELECT 1"});
-    for (tool, args) in [("http_request", ping_args()), ("query_db", select1)] {
+    /// A call compared: its label and the request it makes of a broker.
+    type Case = (&'static str, fn(&Broker) -> Target);
+    let cases: [Case; 3] = [
+        ("http_request", |b| b.invoke("http_request", ping_args())),
+        ("query_db SELECT 1", |b| b.invoke("query_db", serde_json::json!({"credential_handle": "DB", "query": "SELECT 1"}))),
+        ("http_request as an MCP tools/call", |b| b.mcp_call("http_request", ping_args())),
+    ];
+    for (label, target) in cases {
         for c in [1usize, 32] {
             let mut rounds: [Vec<Stats>; 2] = [Vec::new(), Vec::new()];
             for _ in 0..3 {
                 for (i, broker) in [&a, &b].into_iter().enumerate() {
-                    rounds[i].push(http_load(std::slice::from_ref(&broker.invoke(tool, args.clone())), c, PHASES).await?);
+                    rounds[i].push(http_load(std::slice::from_ref(&target(broker)), c, PHASES).await?);
                 }
             }
-            println!("\n{tool}, concurrency {c}");
+            println!("\n{label}, concurrency {c}");
             for (name, r) in ["A", "B"].iter().zip(&rounds) {
                 let mut rps: Vec<f64> = r.iter().map(Stats::rps).collect();
                 let mut p50: Vec<f64> = r.iter().map(Stats::p50).collect();
