@@ -251,7 +251,7 @@ fn audit_export_draws_a_progress_bar_on_a_terminal_and_nowhere_else() {
     assert!(file.lines().all(|l| l.starts_with('{')), "{file}");
 }
 
-/// `airlock serve` with no RUST_LOG: its start and each call are logged, and nothing of the MCP
+/// `airlock serve` with no RUST_LOG: its start and each refused call are logged, and nothing of the MCP
 /// SDK's per-request session (rmcp writes three `info` lines for every streamable HTTP request).
 #[tokio::test]
 async fn serve_logs_its_calls_and_not_the_mcp_sdks_bookkeeping() {
@@ -303,6 +303,6 @@ async fn serve_logs_its_calls_and_not_the_mcp_sdks_bookkeeping() {
     }
     let log = serving.log();
     let calls = log.lines().filter(|l| l.contains("call refused")).count();
-    assert_eq!(calls, CALLS, "each call is one line of the default log: {log}");
+    assert_eq!(calls, CALLS, "each refused call is one line of the default log: {log}");
     assert!(!log.contains("rmcp"), "the MCP SDK's per-request lines are in the default log: {log}");
 }

@@ -257,7 +257,7 @@ enum Cmd {
 
 impl Cli {
     /// The log filter when RUST_LOG does not say: `serve` reports its start and stop and each
-    /// call, every other command is quiet unless something is wrong. The MCP SDK's own `info`
+    /// refused call, every other command is quiet unless something is wrong. The MCP SDK's own `info`
     /// lines stay out of `serve`'s log: it writes three for every streamable HTTP request (its
     /// per-request session starting, with the client's whole `initialize` parameters, its input
     /// ending and the session ending), which would drown the call lines and cost every request a
