@@ -19,6 +19,7 @@ pub enum LeaseCmd {
     /// Revoke a lease by id.
     Revoke {
         /// The lease id.
+        #[arg(allow_hyphen_values = true)]
         id: String,
     },
 }

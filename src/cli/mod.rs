@@ -154,6 +154,7 @@ enum Cmd {
     #[command(after_long_help = habits::EX_UNSHARE)]
     Unshare {
         /// The link's id (the part of `{base}/s/{id}#{key}` before `#`).
+        #[arg(allow_hyphen_values = true)]
         id: String,
     },
     /// Short-lived, scoped credentials: issue one as an agent (token from AIRLOCK_TOKEN), list
@@ -182,6 +183,7 @@ enum Cmd {
     #[command(after_long_help = habits::EX_APPROVE)]
     Approve {
         /// The approval id (from the agent's `approval-required` answer or the webhook).
+        #[arg(allow_hyphen_values = true)]
         id: String,
         /// The airlock server; default `shares.base_url`, else the configured listen address.
         #[arg(long, env = "AIRLOCK_URL")]
@@ -191,6 +193,7 @@ enum Cmd {
     #[command(after_long_help = habits::EX_DENY)]
     Deny {
         /// The approval id.
+        #[arg(allow_hyphen_values = true)]
         id: String,
         /// The airlock server; default `shares.base_url`, else the configured listen address.
         #[arg(long, env = "AIRLOCK_URL")]
@@ -457,6 +460,39 @@ mod tests {
             assert!(verify.get_flag("json"), "{args:?}");
         }
         assert!(!Cli::try_parse_from(["airlock", "agent", "list"]).unwrap().json);
+    }
+
+    /// Ids are random base64url or UUIDs, and one in 64 share ids starts with `-`: every command
+    /// that takes an id takes such an one as the id, not as a flag (`airlock unshare -Ntgl...` was
+    /// refused as an unknown argument, exit 2).
+    #[test]
+    fn every_id_argument_takes_an_id_that_starts_with_a_dash() {
+        use clap::CommandFactory;
+        fn walk(cmd: &clap::Command, path: Vec<String>, out: &mut Vec<Vec<String>>) {
+            if cmd.get_positionals().any(|a| a.get_id() == "id") {
+                out.push(path.clone());
+            }
+            for sub in cmd.get_subcommands() {
+                let mut p = path.clone();
+                p.push(sub.get_name().to_owned());
+                walk(sub, p, out);
+            }
+        }
+        let mut paths = Vec::new();
+        walk(&Cli::command(), Vec::new(), &mut paths);
+        assert!(paths.len() >= 5, "fewer commands take an id than expected: {paths:?}");
+        for id in ["-NtglcMGJc14lTcMZZjiYA", "--x", "-"] {
+            for path in &paths {
+                let mut args = vec!["airlock".to_owned()];
+                args.extend(path.iter().cloned());
+                args.push(id.to_owned());
+                args.push("--json".to_owned());
+                let m = Cli::command().try_get_matches_from(&args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+                let leaf = path.iter().fold(&m, |m, name| m.subcommand_matches(name).unwrap());
+                assert_eq!(leaf.get_one::<String>("id").map(String::as_str), Some(id), "{args:?}");
+                assert!(Cli::try_parse_from(&args).unwrap().json, "{args:?}: --json after the id is still the flag");
+            }
+        }
     }
 
     #[test]

@@ -22,6 +22,7 @@ pub enum RequestCmd {
     /// The status of a request (the tool request_status).
     Status {
         /// The request id.
+        #[arg(allow_hyphen_values = true)]
         id: String,
     },
     /// Answer a request as the person it was sent to: prints what is asked and where the value
