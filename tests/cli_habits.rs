@@ -273,32 +273,21 @@ async fn serve_logs_its_calls_and_not_the_mcp_sdks_bookkeeping() {
         .find_map(|l| l.split("addr=").nth(1).map(|a| a.split_whitespace().next().unwrap_or_default().to_owned()))
         .expect("serve logs its address at the default level");
     let client = reqwest::Client::new();
+    let post = |body: serde_json::Value| {
+        client.post(format!("http://{addr}/mcp")).bearer_auth(&token).header("accept", "application/json, text/event-stream").json(&body).send()
+    };
     const CALLS: usize = 3;
     for id in 0..CALLS {
         // A call of a tool the agent has no grant for: refused, audited and logged.
-        let body = serde_json::json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
-            "params": {"name": "query_db", "arguments": {"credential_handle": "NOPE", "query": "SELECT 1"}}});
-        let r = client
-            .post(format!("http://{addr}/mcp"))
-            .bearer_auth(&token)
-            .header("accept", "application/json, text/event-stream")
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
+        let r = post(serde_json::json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+            "params": {"name": "query_db", "arguments": {"credential_handle": "NOPE", "query": "SELECT 1"}}}))
+        .await
+        .unwrap();
         assert_eq!(r.status(), 200);
         let v: serde_json::Value = r.json().await.unwrap();
         assert_eq!(v["result"]["isError"], true, "{v}");
         // A request the SDK's session machinery serves.
-        let list = serde_json::json!({"jsonrpc": "2.0", "id": id, "method": "tools/list"});
-        let r = client
-            .post(format!("http://{addr}/mcp"))
-            .bearer_auth(&token)
-            .header("accept", "application/json, text/event-stream")
-            .json(&list)
-            .send()
-            .await
-            .unwrap();
+        let r = post(serde_json::json!({"jsonrpc": "2.0", "id": id, "method": "tools/list"})).await.unwrap();
         assert_eq!(r.status(), 200);
     }
     let log = serving.log();
