@@ -13,10 +13,10 @@
 //! multi-round-trip fields, and a protocol version (or none) below the one that brought the
 //! standard request headers. The handler then does exactly [`Broker::invoke`] and renders the
 //! result with [`crate::handler::call_result`]: what this module does, with `rmcp`'s own types
-//! reading the request's members and writing the response. Any other request, and any request this module
-//! is not sure of (an `Accept` or `Content-Type` with parameters, several protocol version
-//! headers), goes to `rmcp` unchanged. `tests/http.rs` sends both routes the same generated
-//! requests and compares the answers byte for byte.
+//! reading the request's members and writing the response. Any other request, and any request
+//! this module is not sure of (an `Accept` entry with parameters, several protocol version
+//! headers, an empty `_meta`), goes to `rmcp` unchanged. `tests/http.rs` sends both routes the
+//! same generated requests and compares the answers byte for byte.
 
 use crate::handler::call_result;
 use airlock_server::broker::spans;
