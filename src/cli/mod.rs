@@ -462,15 +462,21 @@ mod tests {
         assert!(!Cli::try_parse_from(["airlock", "agent", "list"]).unwrap().json);
     }
 
-    /// Ids are random base64url or UUIDs, and one in 64 share ids starts with `-`: every command
-    /// that takes an id takes such an one as the id, not as a flag (`airlock unshare -Ntgl...` was
-    /// refused as an unknown argument, exit 2).
+    /// Ids are random base64url or UUIDs, and one in 64 share or request ids starts with `-`:
+    /// every argument that takes an id (`ID`, or `--id ID`, or any `*_id`) takes such an one as
+    /// the id, not as a flag (`airlock unshare -Ntgl...` and `airlock request revoke --id -gee...`
+    /// were refused as unknown arguments, exit 2).
     #[test]
     fn every_id_argument_takes_an_id_that_starts_with_a_dash() {
         use clap::CommandFactory;
-        fn walk(cmd: &clap::Command, path: Vec<String>, out: &mut Vec<Vec<String>>) {
-            if cmd.get_positionals().any(|a| a.get_id() == "id") {
-                out.push(path.clone());
+        /// (the subcommand path, the argument's id, its long name if it is an option)
+        type IdArg = (Vec<String>, String, Option<String>);
+        fn walk(cmd: &clap::Command, path: Vec<String>, out: &mut Vec<IdArg>) {
+            for a in cmd.get_arguments() {
+                let id = a.get_id().as_str();
+                if id == "id" || id.ends_with("_id") {
+                    out.push((path.clone(), id.to_owned(), a.get_long().map(str::to_owned)));
+                }
             }
             for sub in cmd.get_subcommands() {
                 let mut p = path.clone();
@@ -478,18 +484,19 @@ mod tests {
                 walk(sub, p, out);
             }
         }
-        let mut paths = Vec::new();
-        walk(&Cli::command(), Vec::new(), &mut paths);
-        assert!(paths.len() >= 5, "fewer commands take an id than expected: {paths:?}");
-        for id in ["-NtglcMGJc14lTcMZZjiYA", "--x", "-"] {
-            for path in &paths {
+        let mut found = Vec::new();
+        walk(&Cli::command(), Vec::new(), &mut found);
+        assert!(found.len() >= 6, "fewer arguments take an id than expected: {found:?}");
+        for value in ["-NtglcMGJc14lTcMZZjiYA", "--x", "-"] {
+            for (path, id, long) in &found {
                 let mut args = vec!["airlock".to_owned()];
                 args.extend(path.iter().cloned());
-                args.push(id.to_owned());
+                args.extend(long.iter().map(|l| format!("--{l}")));
+                args.push(value.to_owned());
                 args.push("--json".to_owned());
                 let m = Cli::command().try_get_matches_from(&args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
                 let leaf = path.iter().fold(&m, |m, name| m.subcommand_matches(name).unwrap());
-                assert_eq!(leaf.get_one::<String>("id").map(String::as_str), Some(id), "{args:?}");
+                assert_eq!(leaf.get_one::<String>(id).map(String::as_str), Some(value), "{args:?}");
                 assert!(Cli::try_parse_from(&args).unwrap().json, "{args:?}: --json after the id is still the flag");
             }
         }

@@ -41,7 +41,7 @@ pub enum RequestCmd {
     /// asked for again. Audited. Exit 0 revoked, 1 no such live request.
     Revoke {
         /// The request id.
-        #[arg(long, required_unless_present = "handle", conflicts_with = "handle")]
+        #[arg(long, required_unless_present = "handle", conflicts_with = "handle", allow_hyphen_values = true)]
         id: Option<String>,
         /// The handle a live request names (pending, received or approved).
         #[arg(long)]
