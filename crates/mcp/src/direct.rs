@@ -18,18 +18,17 @@
 //! headers, an empty `_meta`), goes to `rmcp` unchanged. `tests/http.rs` sends both routes the
 //! same generated requests and compares the answers byte for byte.
 
-use crate::handler::call_result;
+use crate::handler::{arguments, call_result};
 use airlock_server::broker::spans;
 use airlock_server::{Broker, Caller};
 use axum::body::Body;
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::Response;
 use rmcp::model::{
     CallToolRequestMethod, CallToolRequestParams, CallToolResponse, JsonRpcVersion2_0, ProtocolVersion, RequestId, ServerJsonRpcMessage,
     ServerResult,
 };
 use rmcp::transport::common::http_header::{EVENT_STREAM_MIME_TYPE, HEADER_MCP_PROTOCOL_VERSION, JSON_MIME_TYPE};
-use serde_json::{json, Value};
 use tracing::Instrument;
 
 /// A `tools/call` this module answers.
@@ -69,31 +68,21 @@ struct Envelope {
 }
 
 /// Runs the call as the agent `caller` and answers as `rmcp` would: HTTP 200, `application/json`,
-/// the JSON-RPC response.
-pub(crate) async fn answer(broker: &Broker, caller: &Caller, call: Call) -> Response {
+/// the JSON-RPC response. An error only if the response cannot be serialized (the caller answers
+/// 500 `internal`).
+pub(crate) async fn answer(broker: &Broker, caller: &Caller, call: Call) -> serde_json::Result<Response> {
     let Call { id, params } = call;
-    let args = params.arguments.map(Value::Object).unwrap_or_else(|| json!({}));
     // The call's span, as the rmcp handler opens it (airlock_server::broker::spans).
-    let inv = broker.invoke(caller, &params.name, args).instrument(spans::call_span()).await;
+    let inv = broker.invoke(caller, &params.name, arguments(params.arguments)).instrument(spans::call_span()).await;
     let mut result = ServerResult::from(CallToolResponse::from(call_result(&inv)));
     // Every version answered here predates 2026-07-28: the wire shape rmcp's handler gives such a
     // peer (no `resultType: "complete"`, object-only structured content).
     result.strip_result_type_for_legacy_peer();
     result.strip_non_object_output_for_legacy_peer();
-    let message = ServerJsonRpcMessage::response(result, id);
-    match serde_json::to_vec(&message) {
-        Ok(body) => {
-            let mut r = Response::new(Body::from(body));
-            r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(JSON_MIME_TYPE));
-            r
-        }
-        Err(_) => {
-            tracing::error!("an MCP tool result could not be serialized; answered 500");
-            let mut r = Response::new(Body::empty());
-            *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
-            r
-        }
-    }
+    let body = serde_json::to_vec(&ServerJsonRpcMessage::response(result, id))?;
+    let mut r = Response::new(Body::from(body));
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(JSON_MIME_TYPE));
+    Ok(r)
 }
 
 /// `Accept` lists both `application/json` and `text/event-stream`, as `rmcp` requires, each

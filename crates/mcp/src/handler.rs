@@ -213,6 +213,11 @@ pub(crate) fn call_result(inv: &Invocation) -> CallToolResult {
     }
 }
 
+/// A call's arguments as the broker takes them: the object given, or an empty one.
+pub(crate) fn arguments(given: Option<serde_json::Map<String, Value>>) -> Value {
+    given.map(Value::Object).unwrap_or_else(|| json!({}))
+}
+
 fn error_json(e: &CallError, request_id: &str) -> Value {
     json!({"code": e.code.as_str(), "message": e.message, "request_id": request_id})
 }
@@ -256,7 +261,7 @@ impl ServerHandler for AirlockMcp {
     ) -> Result<CallToolResponse, McpError> {
         let progress = notify::Progress::of(&ctx);
         progress.step("call received").await;
-        let args = request.arguments.map(Value::Object).unwrap_or_else(|| json!({}));
+        let args = arguments(request.arguments);
         // The call's span, around the token check and the call (airlock_server::broker::spans).
         let span = spans::call_span();
         let inv = match self.caller(&ctx).instrument(span.clone()).await {

@@ -142,7 +142,12 @@ fn json_response(status: u16, v: &Value) -> Response {
 fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
     // The payload may quote request data: log only that it happened.
     tracing::error!("an MCP request handler panicked; answered 500 internal");
-    json_response(500, &json!({"ok": false, "error": {"code": "internal", "message": ErrorCode::Internal.default_message()}}))
+    internal_response()
+}
+
+/// HTTP 500 in the contract's envelope, code `internal`, quoting nothing.
+fn internal_response() -> Response {
+    json_response(500, &json!({"ok": false, "error": {"code": ErrorCode::Internal.as_str(), "message": ErrorCode::Internal.default_message()}}))
 }
 
 /// The accepted `Host` and `Origin` values.
@@ -250,7 +255,10 @@ async fn authenticate(State(broker): State<Arc<Broker>>, mut req: Request, next:
                 return refusal;
             }
             if let (Some(call), Some(caller)) = (direct, &caller) {
-                return crate::direct::answer(&broker, caller, call).await;
+                return crate::direct::answer(&broker, caller, call).await.unwrap_or_else(|_| {
+                    tracing::error!("an MCP tool result could not be serialized; answered 500 internal");
+                    internal_response()
+                });
             }
             next.run(Request::from_parts(parts, Body::from(bytes))).await
         }
