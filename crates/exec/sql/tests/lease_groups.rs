@@ -301,3 +301,30 @@ async fn a_drop_that_fails_part_way_leaves_the_role_and_the_sessions_whole() {
         assert_eq!(role_count(&r).await, 0);
     }
 }
+
+/// A role already gone (dropped by hand) drops without an error, twice, and the admin sessions
+/// stay usable: the next lease is made, reads, and drops with its session ended.
+#[tokio::test]
+async fn a_role_gone_already_drops_without_error_and_the_next_lease_is_whole() {
+    if !service("127.0.0.1:5432", "PostgreSQL").await {
+        return;
+    }
+    let (_, tables) = schema(1).await;
+    let sessions = AdminSessions::default();
+    let gone = role("g");
+    issue(&sessions, &gone, Scope::ReadOnly, &tables).await;
+    let mut admin_conn = sqlx::PgConnection::connect(PG_URL).await.unwrap();
+    sqlx::raw_sql(&format!("DROP ROLE \"{gone}\"")).execute(&mut admin_conn).await.unwrap();
+    for _ in 0..2 {
+        lease::drop_role(&sessions, &pg_handle(), &policy(), &admin(), &gone).await.unwrap();
+    }
+
+    let next = role("g");
+    let (dsn, _) = login(&issue(&sessions, &next, Scope::ReadOnly, &tables).await);
+    let mut c = sqlx::PgConnection::connect(&dsn).await.unwrap();
+    let n: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {}", tables[0])).fetch_one(&mut c).await.unwrap();
+    assert_eq!(n, 1);
+    lease::drop_role(&sessions, &pg_handle(), &policy(), &admin(), &next).await.unwrap();
+    assert_eq!(role_count(&next).await, 0);
+    assert!(sqlx::query("SELECT 1").execute(&mut c).await.is_err(), "the lease's session outlived its drop");
+}

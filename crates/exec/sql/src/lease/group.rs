@@ -21,7 +21,7 @@
 //! refused) and its revocation finds the role gone. A revocation is always committed durably:
 //! losing one would bring a revoked role back.
 
-use super::{credential_key, ddl_lock, esc_ident, esc_literal, expand, retryable, Admin, AdminSessions, Fill, LeaseError, RETRIES, PG_CREATE};
+use super::{credential_key, ddl_lock, esc_ident, esc_literal, expand, retryable, Admin, AdminSessions, Fill, LeaseError, PG_CREATE, PG_RESET, RETRIES};
 use airlock_core::config::{HandleKind, Scope};
 use ring::digest;
 use sqlx::Executor;
@@ -201,35 +201,90 @@ impl Grouped<'_> {
 /// (which hold no grants of their own): its objects reassigned and dropped and the role dropped in
 /// one durable transaction, then its sessions ended (a login is refused from the commit on).
 /// `Ok(false)` when the role did not exist.
+///
+/// One round trip: on a kept admin session its reset goes in the same simple query as the drop.
+/// A kept session that is gone (the server ended it while it was idle) fails without a server
+/// answer; the drop is then sent again on a new session (a second run of it finds the role gone
+/// if the first one committed).
 pub(super) async fn drop_fast(sessions: &AdminSessions, url: &url::Url, name: &str) -> Result<bool, LeaseError> {
-    let mut conn = sessions.checkout(HandleKind::Postgres, url).await?;
-    let r = drop_on(&mut conn, name).await;
-    sessions.check_in(url, conn, r.is_ok()).await;
-    r
+    let batch = drop_batch(name);
+    if let Some(mut c) = sessions.take_kept_pg(url) {
+        match drop_on(&mut c, &format!("{PG_RESET};\n{batch}")).await {
+            Err(Failure::Lost(_)) => {
+                Admin::Pg(c).close().await;
+            }
+            r => return settle(sessions, url, c, r).await,
+        }
+    }
+    let Admin::Pg(mut c) = super::connect(HandleKind::Postgres, url).await? else {
+        return Err(LeaseError::Unsupported("grouped leases are PostgreSQL's"));
+    };
+    let r = drop_on(&mut c, &batch).await;
+    settle(sessions, url, c, r).await
 }
 
-async fn drop_on(conn: &mut Admin, name: &str) -> Result<bool, LeaseError> {
-    let Admin::Pg(c) = conn else { return Err(LeaseError::Unsupported("grouped leases are PostgreSQL's")) };
-    let failed = |index: usize| move |e: sqlx::Error| LeaseError::Statement { index, code: super::db_code(&e) };
-    let oid: Option<i64> =
-        sqlx::query_scalar("SELECT oid::int8 FROM pg_roles WHERE rolname = $1").bind(name).fetch_optional(&mut *c).await.map_err(failed(usize::MAX))?;
-    let Some(oid) = oid else { return Ok(false) };
-    c.execute(sqlx::raw_sql(&drop_batch(name, oid))).await.map_err(failed(0))?;
-    Ok(true)
+/// How a drop on one session ended, when it did not drop the role.
+enum Failure {
+    /// The role does not exist (`42704`): nothing to drop. The session's transaction is aborted.
+    Absent,
+    /// The server answered with an error.
+    Refused(LeaseError),
+    /// No answer from the server: the session is gone.
+    Lost(LeaseError),
 }
 
-/// The drop of role `name` (whose oid is `oid`) as one simple query, so one round trip: its
-/// sessions ended, its objects reassigned and dropped and the role dropped in one durable
-/// transaction, then its sessions ended again after the commit, for a login that raced it. The
-/// server runs the statements in order and stops at the first error, leaving the transaction
-/// aborted (the caller then discards the connection). Sessions are found with
-/// `pg_stat_get_activity`, the function under the `pg_stat_activity` view, without the view's
-/// joins: about a third of its cost.
-fn drop_batch(name: &str, oid: i64) -> String {
+impl From<Failure> for LeaseError {
+    fn from(f: Failure) -> Self {
+        match f {
+            Failure::Absent => LeaseError::Statement { index: 0, code: "42704".into() },
+            Failure::Refused(e) | Failure::Lost(e) => e,
+        }
+    }
+}
+
+/// Keeps the session after a successful drop, closes it otherwise; `Ok(false)` for a role that
+/// did not exist.
+async fn settle(sessions: &AdminSessions, url: &url::Url, c: sqlx::PgConnection, r: Result<bool, Failure>) -> Result<bool, LeaseError> {
+    let ok = r.is_ok();
+    sessions.check_in(url, Admin::Pg(c), ok).await;
+    match r {
+        Ok(dropped) => Ok(dropped),
+        Err(Failure::Absent) => Ok(false),
+        Err(f) => Err(f.into()),
+    }
+}
+
+async fn drop_on(c: &mut sqlx::PgConnection, batch: &str) -> Result<bool, Failure> {
+    match c.execute(sqlx::raw_sql(batch)).await {
+        Ok(_) => Ok(true),
+        Err(sqlx::Error::Database(d)) if d.code().as_deref() == Some("42704") => Err(Failure::Absent),
+        Err(e @ sqlx::Error::Database(_)) => Err(Failure::Refused(LeaseError::Statement { index: 0, code: super::db_code(&e) })),
+        Err(e) => Err(Failure::Lost(LeaseError::Statement { index: 0, code: super::db_code(&e) })),
+    }
+}
+
+/// The setting that carries the role's oid from before its drop to the sessions ended after the
+/// commit, when the name no longer resolves. Session-wide, so it outlives the transaction; the
+/// reset of a kept session clears it.
+const DROPPED_OID: &str = "airlock.dropped_role";
+
+/// The drop of role `name` as one simple query, so one round trip: its oid kept in
+/// [`DROPPED_OID`] (the role missing stops everything there with `42704`), its sessions ended,
+/// its objects reassigned and dropped and the role dropped in one durable transaction, then its
+/// sessions ended again after the commit, for a login that raced it. The server runs the
+/// statements in order and stops at the first error, leaving the transaction aborted (the caller
+/// then discards the connection). Sessions are found with `pg_stat_get_activity`, the function
+/// under the `pg_stat_activity` view, without the view's joins: about a third of its cost.
+fn drop_batch(name: &str) -> String {
     let n = esc_ident(name);
-    let terminate = format!("SELECT count(pg_terminate_backend(s.pid)) FROM pg_stat_get_activity(NULL) AS s WHERE s.usesysid = {oid}::oid");
+    let role = esc_literal(&format!("\"{n}\""));
+    let terminate = format!(
+        "SELECT count(pg_terminate_backend(s.pid)) FROM pg_stat_get_activity(NULL) AS s \
+         WHERE s.usesysid = current_setting('{DROPPED_OID}')::oid"
+    );
     format!(
-        "BEGIN;\n{terminate};\nREASSIGN OWNED BY \"{n}\" TO CURRENT_USER;\nDROP OWNED BY \"{n}\";\nDROP ROLE \"{n}\";\nCOMMIT;\n{terminate}"
+        "BEGIN;\nSELECT set_config('{DROPPED_OID}', '{role}'::regrole::oid::text, false);\n{terminate};\n\
+         REASSIGN OWNED BY \"{n}\" TO CURRENT_USER;\nDROP OWNED BY \"{n}\";\nDROP ROLE \"{n}\";\nCOMMIT;\n{terminate}"
     )
 }
 
@@ -254,6 +309,23 @@ mod tests {
         ] {
             assert_ne!(a, other);
         }
+    }
+
+    #[test]
+    fn the_drop_names_the_role_once_quoted_and_ends_its_sessions_by_the_oid_it_kept() {
+        let b = drop_batch("we\"ird'role");
+        assert!(b.contains("'\"we\"\"ird''role\"'::regrole"), "{b}");
+        for stmt in ["REASSIGN OWNED BY \"we\"\"ird'role\"", "DROP OWNED BY \"we\"\"ird'role\"", "DROP ROLE \"we\"\"ird'role\""] {
+            assert_eq!(b.matches(stmt).count(), 1, "{stmt} in {b}");
+        }
+        // The oid is kept before anything else runs, and the sessions are ended by it on both
+        // sides of the commit (after it, the name no longer resolves).
+        let (before, after) = b.split_once("COMMIT;").unwrap();
+        assert!(before.starts_with("BEGIN;\nSELECT set_config('airlock.dropped_role'"), "{b}");
+        for side in [before, after] {
+            assert!(side.contains("pg_terminate_backend") && side.contains("current_setting('airlock.dropped_role')::oid"), "{side}");
+        }
+        assert!(!after.contains("regrole"));
     }
 
     #[test]

@@ -364,6 +364,22 @@ impl AdminSessions {
         connect(kind, url).await
     }
 
+    /// A kept PostgreSQL session for `url` as it was left, without its reset: for an operation
+    /// that sends [`PG_RESET`] in front of its own statements, in the same round trip, and that
+    /// can be sent again on a new session when this one turns out to be gone.
+    fn take_kept_pg(&self, url: &url::Url) -> Option<sqlx::PgConnection> {
+        let key = credential_key(url);
+        let mut kept = self.kept();
+        let list = kept.get_mut(&key)?;
+        while let Some(k) = list.pop() {
+            match k.conn {
+                Admin::Pg(c) if k.since.elapsed() <= KEEP_IDLE => return Some(c),
+                _ => continue,
+            }
+        }
+        None
+    }
+
     /// Returns an admin connection after an operation: kept when `reusable` (the operation
     /// succeeded; on MySQL with the default statements too), else closed.
     async fn check_in(&self, url: &url::Url, conn: Admin, reusable: bool) {
