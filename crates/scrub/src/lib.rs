@@ -295,6 +295,16 @@ impl Sources {
         }
     }
 
+    /// Whether these sources keep a secret labelled `label`.
+    fn holds(&self, label: u32) -> bool {
+        self.kept.iter().flatten().any(|k| k.label == label)
+    }
+
+    /// Whether they also keep secrets labelled otherwise.
+    fn holds_other_than(&self, label: u32) -> bool {
+        self.kept.iter().flatten().any(|k| k.label != label)
+    }
+
     /// These sources without the kept secrets labelled `label`, and the fingerprints of those
     /// taken out.
     fn without(&self, label: u32) -> (Sources, Vec<[u8; 32]>) {
@@ -577,6 +587,16 @@ impl Scrubber {
         self.added.iter().map(|a| a.seen).sum()
     }
 
+    /// Whether [`Scrubber::without_added`] for `label` compiles a layer again (a layer holding
+    /// its secrets holds others' too). When it does not, taking them out copies a few pointers
+    /// and a set of fingerprints, and needs no thread of its own.
+    pub fn without_added_compiles(&self, label: &HandleName) -> bool {
+        let Some(&l) = self.labels.of.get(label.as_str()) else {
+            return false;
+        };
+        self.added.iter().any(|s| s.holds(l) && s.holds_other_than(l))
+    }
+
     /// This scrubber without the secrets that were added under `label` (a lease's handle once
     /// the lease is revoked), so that values no longer valid do not pile up; `None` when none
     /// were. A layer that held only that handle's secrets is dropped, without compiling
@@ -590,12 +610,12 @@ impl Scrubber {
         let mut added = Vec::with_capacity(self.added.len());
         let mut gone = Vec::new();
         for (sources, layer) in self.added.iter().zip(&self.layers[1..]) {
-            let (rest, out) = sources.without(l);
-            if out.is_empty() {
+            if !sources.holds(l) {
                 layers.push(layer.clone());
                 added.push(sources.clone());
                 continue;
             }
+            let (rest, out) = sources.without(l);
             gone.extend(out);
             if rest.seen > 0 {
                 layers.push(Arc::new(Layer::compile(&rest, &self.labels.markers)?));

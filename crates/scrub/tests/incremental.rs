@@ -120,7 +120,10 @@ proptest! {
         let out = added[gone.index(added.len())].0.clone();
         let kept: Vec<(HandleName, Secret)> = added.iter().filter(|(l, _)| *l != out).cloned().collect();
         let expected = if kept.is_empty() { build(&base) } else { build(&base).with_added(&kept).unwrap() };
-        let taken = build(&base).with_added(&added).unwrap().without_added(&out).unwrap().expect("it was added");
+        let together = build(&base).with_added(&added).unwrap();
+        // One layer for all: taking one handle out compiles it again when others share it.
+        prop_assert_eq!(together.without_added_compiles(&out), added.iter().any(|(l, _)| *l != out));
+        let taken = together.without_added(&out).unwrap().expect("it was added");
         prop_assert_eq!(taken.added_count(), kept.len());
         for (l, s) in &added {
             prop_assert_eq!(taken.knows(l, s), *l != out);
@@ -134,6 +137,8 @@ proptest! {
         for pair in added.chunk_by(|a, b| a.0 == b.0) {
             each = each.with_added(pair).unwrap();
         }
+        prop_assert!(!each.without_added_compiles(&out), "a layer of its own is dropped whole");
+        prop_assert!(!each.without_added_compiles(&label(0)), "a handle the scrubber was built with");
         let taken = each.without_added(&out).unwrap().expect("it was added");
         prop_assert_eq!(taken.added_count(), kept.len());
         for (l, s) in &added {

@@ -165,7 +165,14 @@ impl Broker {
         journal.added.retain(|(_, l, _)| l != label);
         let current = self.secrets.current();
         let (scrubber, name) = (current.scrubber.clone(), label.clone());
-        match tokio::task::spawn_blocking(move || scrubber.without_added(&name)).await.expect("scrubber build does not panic") {
+        // A layer to compile again goes to a blocking thread; dropping whole layers is a few
+        // copies of pointers, cheaper here than the hand-off.
+        let taken = if scrubber.without_added_compiles(&name) {
+            tokio::task::spawn_blocking(move || scrubber.without_added(&name)).await.expect("scrubber build does not panic")
+        } else {
+            scrubber.without_added(&name)
+        };
+        match taken {
             Ok(Some(s)) => self.secrets.set(s, current.generation.clone()),
             Ok(None) => {}
             Err(e) => tracing::warn!(handle = %label, error = %e, "taking a value out of the scrubber failed; the next rebuild does"),
