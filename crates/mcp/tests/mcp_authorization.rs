@@ -10,7 +10,6 @@
 mod common;
 use common::*;
 use serde_json::{json, Value};
-use std::io::BufRead;
 use std::path::PathBuf;
 use std::process::Stdio;
 
@@ -41,16 +40,11 @@ impl Drop for AuthServer {
 }
 
 fn start_provider(resource: &str, scopes: &str) -> AuthServer {
-    let mut child = std::process::Command::new("node")
-        .arg(provider_script())
-        .env("RESOURCE", resource)
-        .env("SCOPES", scopes)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("node runs");
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let (child, line) = spawn_announcing("the authorization server", || {
+        let mut c = std::process::Command::new("node");
+        c.arg(provider_script()).env("RESOURCE", resource).env("SCOPES", scopes).stderr(Stdio::inherit());
+        c
+    });
     let v: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("provider said {line:?}: {e}"));
     AuthServer { child, issuer: v["issuer"].as_str().unwrap().to_owned() }
 }

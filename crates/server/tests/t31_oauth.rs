@@ -9,6 +9,7 @@
 //! test) Chromium, the tests skip, unless AIRLOCK_REQUIRE_SERVICES=1 (CI), where they fail.
 
 mod common;
+use common::spawn_announcing;
 
 use airlock_core::config::Config;
 use airlock_server::Broker;
@@ -17,7 +18,6 @@ use airlock_store::Store;
 use airlock_vault::{MasterKey, Vault};
 use serde_json::{json, Value};
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -85,20 +85,18 @@ fn tls_files(dir: &Path) {
 impl Provider {
     fn start(redirect: &str, o: &Options<'_>, tls: &Path) -> Provider {
         let (access_ttl, auto) = (o.access_ttl, o.auto);
-        let mut child = Command::new("node")
-            .arg(root().join("tests/oauth/provider.mjs"))
-            .env("ROTATE", if o.rotate { "1" } else { "0" })
-            .env("TLS_CERT", tls.join("cert.pem"))
-            .env("TLS_KEY", tls.join("key.pem"))
-            .env("REDIRECT_URI", redirect)
-            .env("ACCESS_TTL", access_ttl.to_string())
-            .env("AUTO_CONSENT", if auto { "1" } else { "0" })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("node runs");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let (child, line) = spawn_announcing("the authorization server", || {
+            let mut c = Command::new("node");
+            c.arg(root().join("tests/oauth/provider.mjs"))
+                .env("ROTATE", if o.rotate { "1" } else { "0" })
+                .env("TLS_CERT", tls.join("cert.pem"))
+                .env("TLS_KEY", tls.join("key.pem"))
+                .env("REDIRECT_URI", redirect)
+                .env("ACCESS_TTL", access_ttl.to_string())
+                .env("AUTO_CONSENT", if auto { "1" } else { "0" })
+                .stderr(Stdio::null());
+            c
+        });
         let info: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("provider said {line:?}: {e}"));
         Provider { child, info, http: reqwest::Client::new() }
     }
