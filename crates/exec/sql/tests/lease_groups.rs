@@ -328,3 +328,44 @@ async fn a_role_gone_already_drops_without_error_and_the_next_lease_is_whole() {
     assert_eq!(role_count(&next).await, 0);
     assert!(sqlx::query("SELECT 1").execute(&mut c).await.is_err(), "the lease's session outlived its drop");
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    /// Whatever a role's name holds (quotes of both kinds, backslashes, semicolons, dollars,
+    /// spaces, letters beyond ASCII), the one-query drop drops that role, with its session ended,
+    /// and nothing else: a sentinel role made next to it is still there.
+    #[test]
+    fn a_role_of_any_name_is_dropped_alone(tail in "[a-zA-Z0-9 \"'\\\\;$%()é-]{1,16}") {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            if !service("127.0.0.1:5432", "PostgreSQL").await {
+                return;
+            }
+            let name = format!("{}{tail}", role("n"));
+            if name.len() > 63 {
+                return; // PostgreSQL cuts longer names
+            }
+            let sentinel = role("s");
+            let quoted = format!("\"{}\"", name.replace('"', "\"\""));
+            let mut a = sqlx::PgConnection::connect(PG_URL).await.unwrap();
+            sqlx::raw_sql(&format!("CREATE ROLE {quoted} LOGIN; CREATE ROLE \"{sentinel}\" NOLOGIN")).execute(&mut a).await.unwrap();
+            // A session of the role (trust authentication on the test server).
+            let mut dsn = url::Url::parse(PG_URL).unwrap();
+            dsn.set_username(&name).unwrap();
+            dsn.set_password(None).unwrap();
+            let mut session = sqlx::PgConnection::connect(dsn.as_str()).await.unwrap();
+
+            let sessions = AdminSessions::default();
+            lease::drop_role(&sessions, &pg_handle(), &policy(), &admin(), &name).await.unwrap();
+            let left: Vec<String> = sqlx::query_scalar("SELECT rolname::text FROM pg_roles WHERE rolname = ANY($1) ORDER BY 1")
+                .bind(vec![name.clone(), sentinel.clone()])
+                .fetch_all(&mut a)
+                .await
+                .unwrap();
+            assert_eq!(left, vec![sentinel.clone()], "name {name:?}");
+            assert!(sqlx::query("SELECT 1").execute(&mut session).await.is_err(), "the session of {name:?} outlived its role");
+            sqlx::raw_sql(&format!("DROP ROLE \"{sentinel}\"")).execute(&mut a).await.unwrap();
+        });
+    }
+}
