@@ -179,6 +179,16 @@ impl Airlock {
         self.start_serve(cmd, config, base).await
     }
 
+    /// [`Airlock::serve`] run by another program (`wrapper`, its arguments, then `airlock
+    /// --config CONFIG serve`), e.g. under valgrind. Its output is dropped.
+    pub async fn serve_under(&self, wrapper: &[&str], config: &Path, base: &str) -> Result<Proc> {
+        let (program, args) = wrapper.split_first().context("no wrapper program")?;
+        let mut cmd = Command::new(program);
+        cmd.args(args).arg(&self.0).arg("--config").arg(config).arg("serve");
+        cmd.env("RUST_LOG", "error").stdout(Stdio::null()).stderr(Stdio::null());
+        self.start_serve(cmd, config, base).await
+    }
+
     async fn start_serve(&self, mut cmd: Command, config: &Path, base: &str) -> Result<Proc> {
         let mut proc = Proc(cmd.spawn()?);
         let (c, url, t0) = (reqwest::Client::new(), format!("{base}/healthz"), Instant::now());

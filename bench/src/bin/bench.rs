@@ -17,7 +17,10 @@
 //!     and its resident memory idle, after 10,000 calls and after 200,000 calls;
 //! (h) with `-- profile [SECONDS] [normal|full] [http|query|mcp] [CONCURRENCY]` alone: one
 //!     broker under load (concurrency 1 by default) for `perf record -p`, then its mean time per
-//!     call stage.
+//!     call stage;
+//! (i) with `-- code-order [OUT]` alone: the release binary's code order (`link/code-order.txt`
+//!     by default; `airlock_bench::code_order`), from `airlock serve` run under callgrind through
+//!     its start and its first calls of each kind (needs `valgrind`).
 //!
 //! Each store sync mode's section starts with the fsync of this machine (a 4 KiB write and
 //! `fdatasync` in the store's directory, p50), the floor of a durable commit with `sync = full`.
@@ -30,7 +33,8 @@
 
 use airlock_bench::bao::{self, Bao};
 use airlock_bench::load::{http_load, us, Latencies, Phases, Stats, Target};
-use airlock_bench::served::{free_port, rss_parts, select1_db, vm_rss, Airlock, Proc};
+use airlock_bench::code_order;
+use airlock_bench::served::{free_port, output, rss_parts, select1_db, vm_rss, which, Airlock, Proc};
 use anyhow::{Context, Result};
 use axum::routing::get;
 use axum::Router;
@@ -88,6 +92,10 @@ async fn main() -> Result<()> {
     }
     if std::env::args().nth(1).as_deref() == Some("profile") {
         return profile().await;
+    }
+    if std::env::args().nth(1).as_deref() == Some("code-order") {
+        let out = std::env::args().nth(2).map(PathBuf::from).unwrap_or_else(code_order_file);
+        return write_code_order(&out).await;
     }
     if std::env::args().nth(1).as_deref() == Some("compare") {
         let other = std::env::args().nth(2).context("usage: airlock-bench compare OTHER_AIRLOCK_BINARY [normal|full]")?;
@@ -267,6 +275,9 @@ async fn footprint(airlock: Airlock) -> Result<()> {
     ms.sort_by(f64::total_cmp);
     println!("  median {:.1} ms ({:.1} to {:.1})", ms[2], ms[0], ms[4]);
 
+    if let Some((found, listed)) = code_order_coverage(&b.airlock) {
+        println!("  code order: {found} of the {listed} functions in {} are symbols of this binary", code_order_file().display());
+    }
     let proc = b.airlock.serve(&cfg, &b.base).await?;
     let pid = proc.0.id();
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -281,6 +292,63 @@ async fn footprint(airlock: Airlock) -> Result<()> {
         }
         println!("  after {calls} calls: {} ({})", vm_rss(pid)?, rss_parts(pid)?);
     }
+    Ok(())
+}
+
+/// The committed code order: `link/code-order.txt` in the workspace.
+fn code_order_file() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../link/code-order.txt"))
+}
+
+/// The defined symbols of `binary` (`nm`), or `None` without `nm` or a symbol table.
+fn symbols(binary: &std::path::Path) -> Option<std::collections::HashSet<String>> {
+    which("nm")?;
+    let out = output(std::process::Command::new("nm").arg("--defined-only").arg(binary)).ok()?;
+    Some(out.lines().filter_map(|l| l.split_whitespace().nth(2)).map(str::to_owned).collect())
+}
+
+/// How many of the committed code order's functions are symbols of `airlock`, of how many:
+/// what is left of the order once the symbols' hashes moved.
+fn code_order_coverage(airlock: &Airlock) -> Option<(usize, usize)> {
+    let order = std::fs::read_to_string(code_order_file()).ok()?;
+    Some(code_order::coverage(&order, &symbols(airlock.path())?))
+}
+
+/// `airlock-bench code-order [OUT]`: (i) `airlock serve` (the release binary next to this one)
+/// under callgrind from its start through three calls of each kind the benchmarks make
+/// (`http_request` and `query_db` on `/v1/invoke`, `http_request` as an MCP `tools/call`); on
+/// SIGTERM callgrind writes its trace, and the functions of the binary that ran are written to
+/// OUT, below [`code_order::HEADER`].
+async fn write_code_order(out: &std::path::Path) -> Result<()> {
+    anyhow::ensure!(which("valgrind").is_some(), "valgrind not found (Debian: apt-get install valgrind)");
+    let up_addr = upstream().await?;
+    let b = Broker::start_with(Airlock::next_to_this()?, up_addr, "normal").await?;
+    let calls = [
+        b.invoke("http_request", ping_args()),
+        b.invoke("query_db", serde_json::json!({"credential_handle": "DB", "query": "SELECT 1"})),
+        b.mcp_call("http_request", ping_args()),
+    ];
+    let cfg = b.dir.path().join("airlock.toml");
+    let trace = b.dir.path().join("callgrind.out");
+    drop(b.proc);
+    let trace_arg = format!("--callgrind-out-file={}", trace.display());
+    let wrapper = ["valgrind", "--tool=callgrind", "--demangle=no", "--dump-instr=no", trace_arg.as_str()];
+    let mut proc = b.airlock.serve_under(&wrapper, &cfg, &b.base).await?;
+    let client = reqwest::Client::new();
+    for target in &calls {
+        for _ in 0..3 {
+            target.send(&client).await?;
+        }
+    }
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(proc.0.id())?);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM)?;
+    proc.0.wait()?;
+    let text = std::fs::read_to_string(&trace).with_context(|| format!("reading the callgrind trace {}", trace.display()))?;
+    let name = b.airlock.path().file_name().context("the airlock binary has no file name")?.to_string_lossy();
+    let functions = code_order::functions_of(&text, &format!("/{name}"));
+    anyhow::ensure!(!functions.is_empty(), "the trace names no function of {}", b.airlock.path().display());
+    std::fs::write(out, format!("{}{}\n", code_order::HEADER, functions.join("\n"))).with_context(|| format!("writing {}", out.display()))?;
+    println!("airlock-bench code-order: {} functions of {} written to {}", functions.len(), b.airlock.path().display(), out.display());
     Ok(())
 }
 

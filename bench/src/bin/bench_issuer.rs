@@ -8,7 +8,7 @@
 //! the first). 3 alternating runs at concurrency 1 and 32: p50 and calls/s of each. Then, since
 //! whole calls vary by more than the difference, the authentication step alone in this process
 //! (`Broker::authenticate`, 3 rounds of 50,000 each): nanoseconds per call.
-//! Run: `cargo build --release -p airlock -p airlock-bench && target/release/airlock-bench-issuer`.
+//! Run: `cargo build --release -p airlock && cargo build --release -p airlock-bench && target/release/airlock-bench-issuer`.
 #![forbid(unsafe_code)]
 
 use airlock_bench::load::{alternate, median_spread as median, us, Phases, Target};

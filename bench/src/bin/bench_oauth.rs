@@ -13,7 +13,7 @@
 //! answered is reported with the number of refreshes the provider saw (it must be 1).
 //!
 //! Needs node with tests/oauth/node_modules (`cd tests/oauth && npm ci`) and the openssl
-//! command. Run: `cargo build --release -p airlock -p airlock-bench && target/release/airlock-bench-oauth`.
+//! command. Run: `cargo build --release -p airlock && cargo build --release -p airlock-bench && target/release/airlock-bench-oauth`.
 #![forbid(unsafe_code)]
 
 use airlock_bench::load::{alternate, median_spread as median, us, Phases, Target};

@@ -40,7 +40,7 @@
 //! Run (the `airlock` binary of the same profile must be built first):
 //!
 //! ```sh
-//! cargo build --release -p airlock -p airlock-bench
+//! cargo build --release -p airlock && cargo build --release -p airlock-bench
 //! cargo run --release -p airlock-bench --bin airlock-bench-scale -- [rounds=3] [measure_secs=3] [normal|full]
 //! # one size alone (small, medium or large: the default), loaded at concurrency 1 for SECONDS, its
 //! # pid printed (for `perf record -g -p PID`):

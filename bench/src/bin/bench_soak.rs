@@ -25,7 +25,7 @@
 //! webhook payload, every audit record, the data directory's files (SQLite store) and the
 //! brokers' logs (`RUST_LOG=info`). Any unexpected error or failed check exits 1.
 //!
-//! `cargo build --release -p airlock -p airlock-bench && target/release/airlock-bench-soak
+//! `cargo build --release -p airlock && cargo build --release -p airlock-bench && target/release/airlock-bench-soak
 //! [calls] [concurrency] [--replicas] [--max-seconds S]` (`--max-seconds` stops the generator
 //! early, and says so). The PostgreSQL admin URL is `AIRLOCK_BENCH_PG` (default
 //! `postgres://postgres@127.0.0.1:5432/test`), MariaDB's `AIRLOCK_BENCH_MY` (default
