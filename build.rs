@@ -17,11 +17,14 @@ fn main() {
     println!("cargo:rerun-if-changed={ORDER}");
     println!("cargo:rerun-if-env-changed=AIRLOCK_CODE_ORDER");
     let var = |k: &str| std::env::var(k).unwrap_or_default();
-    let release = var("PROFILE") == "release";
-    let target = (var("CARGO_CFG_TARGET_ARCH"), var("CARGO_CFG_TARGET_OS"), var("CARGO_CFG_TARGET_ENV"));
-    let on_lld = target == ("x86_64".into(), "linux".into(), "gnu".into()) && rustc_minor().is_some_and(|m| m >= 90);
     let order = PathBuf::from(var("CARGO_MANIFEST_DIR")).join(ORDER);
-    if release && on_lld && var("AIRLOCK_CODE_ORDER") != "0" && order.is_file() {
+    if var("PROFILE") != "release" || var("AIRLOCK_CODE_ORDER") == "0" || !order.is_file() {
+        return;
+    }
+    let target = (var("CARGO_CFG_TARGET_ARCH"), var("CARGO_CFG_TARGET_OS"), var("CARGO_CFG_TARGET_ENV"));
+    // Last, as it runs the compiler: only a release build gets this far.
+    let on_lld = target == ("x86_64".into(), "linux".into(), "gnu".into()) && rustc_minor().is_some_and(|m| m >= 90);
+    if on_lld {
         println!("cargo:rustc-link-arg-bins=-Wl,--symbol-ordering-file={}", order.display());
         // A name the build no longer has (its hash moved) is skipped, not reported.
         println!("cargo:rustc-link-arg-bins=-Wl,--no-warn-symbol-ordering");

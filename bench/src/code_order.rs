@@ -171,6 +171,63 @@ fn=(8) (below main)
 }
 
 #[cfg(test)]
+mod generated {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// The objects of a generated trace: the binary, a library, and two whose paths only look
+    /// alike (`…/notairlock`, `…/airlock.so`).
+    const OBJECTS: [&str; 4] = ["/t/release/airlock", "/lib/libc.so.6", "/t/notairlock", "/t/airlock.so"];
+
+    /// Function `i` (at recursion level `level`), a symbol of object `i % 4`.
+    fn name(i: usize, level: u8) -> String {
+        let base = format!("_ZN1f{i}17h{i:016x}E");
+        if level == 0 { base } else { format!("{base}'{level}") }
+    }
+
+    /// A trace of `events` (a function with a cost, then the function it calls), written as
+    /// callgrind writes it: every object and name defined at its first use, `(id)` after.
+    fn trace(events: &[(usize, u8, usize)]) -> String {
+        let (mut obs, mut fns) = (HashMap::new(), HashMap::new());
+        let id = |table: &mut HashMap<String, usize>, key: String| -> String {
+            let n = table.len() + 1;
+            match table.get(&key) {
+                Some(i) => format!("({i})"),
+                None => {
+                    table.insert(key.clone(), n);
+                    format!("({n}) {key}")
+                }
+            }
+        };
+        let mut t = String::from("version: 1\nevents: Ir\n");
+        for &(f, level, callee) in events {
+            t += &format!("ob={}\nfn={}\n1 3\n", id(&mut obs, OBJECTS[f % 4].into()), id(&mut fns, name(f, level)));
+            t += &format!("cob={}\ncfn={}\ncalls=1 0\n1 7\n", id(&mut obs, OBJECTS[callee % 4].into()), id(&mut fns, name(callee, 0)));
+        }
+        t
+    }
+
+    proptest! {
+        /// Whatever the trace, the list is the binary's functions that had a cost, each once
+        /// without its recursion level, in the order they first had one; nothing of the other
+        /// objects, and nothing only ever called.
+        #[test]
+        fn the_list_is_the_binarys_functions_with_a_cost_once_in_first_order(
+            events in proptest::collection::vec((0usize..40, 0u8..4, 0usize..40), 0..120)
+        ) {
+            let mut want: Vec<String> = Vec::new();
+            for &(f, _, _) in &events {
+                let n = name(f, 0);
+                if f % 4 == 0 && !want.contains(&n) {
+                    want.push(n);
+                }
+            }
+            prop_assert_eq!(functions_of(&trace(&events), "/airlock"), want);
+        }
+    }
+}
+
+#[cfg(test)]
 mod committed {
     use super::*;
 
