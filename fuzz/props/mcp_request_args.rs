@@ -79,7 +79,7 @@ pub fn check(data: &[u8]) {
 }
 
 fn parsed<A: DeserializeOwned>(v: &Value) -> Option<A> {
-    match parse_args::<A>(v.clone()) {
+    match parse_args::<A>(v) {
         Ok(a) => Some(a),
         Err(e) => {
             if let Err(why) = argument_error(&e) {

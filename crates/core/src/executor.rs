@@ -94,8 +94,9 @@ pub trait Executor: Send + Sync {
 }
 
 /// Parses a tool's arguments; the message names fields and types, never an agent's value.
-pub fn parse_args<A: DeserializeOwned>(args: Value) -> Result<A, CallError> {
-    serde_json::from_value(args).map_err(|e| {
+pub fn parse_args<A: DeserializeOwned>(args: &Value) -> Result<A, CallError> {
+    // Read from the borrowed value: no copy of the whole arguments object per call.
+    A::deserialize(args).map_err(|e| {
         CallError::with_message(crate::ErrorCode::InvalidArguments, format!("invalid arguments: {}", strip_serde_detail(&e)))
     })
 }
@@ -121,10 +122,10 @@ mod tests {
 
     #[test]
     fn argument_errors_name_the_field_and_are_bounded() {
-        let e = parse_args::<A>(serde_json::json!({"n": "x".repeat(10_000)})).unwrap_err();
+        let e = parse_args::<A>(&serde_json::json!({"n": "x".repeat(10_000)})).unwrap_err();
         assert_eq!(e.code, crate::ErrorCode::InvalidArguments);
         assert!(e.message.chars().count() <= 220, "{}", e.message);
-        let e = parse_args::<A>(serde_json::json!({"n": 1, "extra": true})).unwrap_err();
+        let e = parse_args::<A>(&serde_json::json!({"n": 1, "extra": true})).unwrap_err();
         assert!(e.message.contains("extra"), "{}", e.message);
     }
 }

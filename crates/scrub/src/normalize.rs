@@ -354,18 +354,52 @@ fn sep_mask(block: &[u8]) -> u64 {
     m
 }
 
+/// Texts of up to this many 64-byte blocks keep their separator masks inline: most leaves of a
+/// result (header values, short fields) are such texts, and their masks cost no allocation.
+const INLINE_WORDS: usize = 4;
+
+/// The separator masks of a text ([`sep_words`]), read as a slice.
+pub(crate) enum SepWords {
+    /// At most [`INLINE_WORDS`] masks: the array and how many of it are used.
+    Inline([u64; INLINE_WORDS], usize),
+    /// More.
+    Heap(Vec<u64>),
+}
+
+impl std::ops::Deref for SepWords {
+    type Target = [u64];
+
+    fn deref(&self) -> &[u64] {
+        match self {
+            SepWords::Inline(w, n) => &w[..*n],
+            SepWords::Heap(v) => v,
+        }
+    }
+}
+
 /// Bit `j` of word `k` set when byte `64k + j` is ASCII whitespace or control (past the end
 /// counts as one). Shared with the decoding passes' scanner, which reads the same masks.
-pub(crate) fn sep_words(bytes: &[u8]) -> Vec<u64> {
-    let mut words: Vec<u64> = bytes.chunks_exact(64).map(sep_mask).collect();
+pub(crate) fn sep_words(bytes: &[u8]) -> SepWords {
     let rem = bytes.chunks_exact(64).remainder();
-    if !rem.is_empty() {
-        // Past the end counts as a separator (a text boundary).
+    // Past the end counts as a separator (a text boundary).
+    let last = (!rem.is_empty()).then(|| {
         let mut block = [b' '; 64];
         block[..rem.len()].copy_from_slice(rem);
-        words.push(sep_mask(&block));
+        sep_mask(&block)
+    });
+    let words = bytes.chunks_exact(64).map(sep_mask).chain(last);
+    let n = bytes.len().div_ceil(64);
+    if n <= INLINE_WORDS {
+        let mut w = [0u64; INLINE_WORDS];
+        for (slot, m) in w.iter_mut().zip(words) {
+            *slot = m;
+        }
+        SepWords::Inline(w, n)
+    } else {
+        let mut v = Vec::with_capacity(n);
+        v.extend(words);
+        SepWords::Heap(v)
     }
-    words
 }
 
 /// The minimum run of single-character tokens that makes ASCII text suspicious.
@@ -490,6 +524,25 @@ mod tests {
             let block = &bytes[start..start + 64];
             let want = block.iter().enumerate().fold(0u64, |m, (j, &b)| m | (((b <= 0x20) | (b == 0x7f)) as u64) << j);
             assert_eq!(sep_mask(block), want, "start {start}");
+        }
+    }
+
+    /// The masks are the same inline and on the heap: every length from 0 to five blocks and
+    /// a byte, every cut of a block (bit `j` of word `k` is byte `64k + j`, past the end set).
+    #[test]
+    fn sep_words_match_each_byte_at_every_length() {
+        let bytes: Vec<u8> = (0..64 * 5 + 1).map(|i| [b'a', b' ', 0x7f, b'\n', 0xc3, b'x', 0x00][i * 7 % 11 % 7]).collect();
+        for len in 0..=bytes.len() {
+            let text = &bytes[..len];
+            let words = sep_words(text);
+            assert_eq!(words.len(), len.div_ceil(64), "length {len}");
+            assert_eq!(matches!(words, SepWords::Inline(..)), len <= 64 * INLINE_WORDS, "length {len}");
+            for (k, &w) in words.iter().enumerate() {
+                for j in 0..64 {
+                    let sep = text.get(64 * k + j).is_none_or(|&b| b <= 0x20 || b == 0x7f);
+                    assert_eq!(w >> j & 1 == 1, sep, "length {len}, byte {}", 64 * k + j);
+                }
+            }
         }
     }
 

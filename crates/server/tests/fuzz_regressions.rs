@@ -26,6 +26,6 @@ fn the_property_can_fail() {
     assert!(prop::argument_error(&long).is_err());
     let other = CallError::with_message(ErrorCode::Internal, "invalid arguments: x");
     assert!(prop::argument_error(&other).is_err());
-    let e = airlock_core::executor::parse_args::<airlock_exec_sql::QueryArgs>(serde_json::json!({"query": 1})).unwrap_err();
+    let e = airlock_core::executor::parse_args::<airlock_exec_sql::QueryArgs>(&serde_json::json!({"query": 1})).unwrap_err();
     assert!(prop::argument_error(&e).is_ok(), "{}", e.message);
 }

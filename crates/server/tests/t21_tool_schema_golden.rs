@@ -259,7 +259,7 @@ impl ArgType {
     /// Parses `args` as this type, as the broker does (without `credential_handle`).
     fn parse(self, args: Value) -> Result<(), String> {
         fn p<T: DeserializeOwned>(args: Value) -> Result<(), String> {
-            parse_args::<T>(args).map(|_| ()).map_err(|e| e.message)
+            parse_args::<T>(&args).map(|_| ()).map_err(|e| e.message)
         }
         match self {
             ArgType::Query => p::<QueryArgs>(args),

@@ -62,7 +62,7 @@ pub(crate) enum Prepared {
 
 /// Parses `args` for executor `E` and validates them.
 fn validate<E: Executor>(e: &E, handle: &Handle, args: &Value, ctx: &ValidateCtx<'_>) -> Result<E::Prepared, CallError> {
-    e.validate(handle, parse_args(args.clone())?, ctx)
+    e.validate(handle, parse_args(args)?, ctx)
 }
 
 impl Prepared {
@@ -77,11 +77,11 @@ impl Prepared {
             Tool::HttpRequest => Prepared::Http(validate(&x.http, handle, args, &ctx)?),
             Tool::SendEmail => Prepared::Email(validate(&x.email, handle, args, &ctx)?),
             Tool::RunCommand => Prepared::Command(validate(&x.command, handle, args, &ctx)?),
-            Tool::ShareSecret => Prepared::Share(x.share.validate(handle, parse_args(args.clone())?, &ctx)?),
+            Tool::ShareSecret => Prepared::Share(x.share.validate(handle, parse_args(args)?, &ctx)?),
             Tool::S3Object => Prepared::S3(validate(&x.aws, handle, args, &ctx)?),
             Tool::RequestLease => Prepared::Lease(broker.validate_lease(caller, handle, args)?),
-            Tool::ConnectAccount => Prepared::Connect(parse_args(args.clone())?),
-            Tool::ConnectStatus => Prepared::ConnectStatus(parse_args(args.clone())?),
+            Tool::ConnectAccount => Prepared::Connect(parse_args(args)?),
+            Tool::ConnectStatus => Prepared::ConnectStatus(parse_args(args)?),
             // They name no configured handle and never reach this step (`invoke_request`).
             Tool::RequestSecret | Tool::RequestStatus => return Err(CallError::new(airlock_core::ErrorCode::UnknownTool)),
         })

@@ -352,7 +352,7 @@ impl Broker {
     /// The checks of a `request_secret` call before anything is written; the policies that
     /// allowed it.
     pub(crate) fn check_request(&self, caller: &Caller, args: &Value) -> Result<Vec<String>, CallError> {
-        let a: RequestArgs = airlock_core::executor::parse_args(args.clone())?;
+        let a: RequestArgs = airlock_core::executor::parse_args(args)?;
         let p = self.propose(caller, &a)?;
         Ok(self.decide_requested(caller, Tool::RequestSecret, &p.handle).policies)
     }
@@ -360,7 +360,7 @@ impl Broker {
     /// `request_secret`: stores the request with its own sealed key, delivers the link to the
     /// recipient, and returns only the id and the expiry.
     pub(crate) async fn request_secret(&self, caller: &Caller, args: &Value) -> Result<(Value, Option<Elicit>), CallError> {
-        let a: RequestArgs = airlock_core::executor::parse_args(args.clone())?;
+        let a: RequestArgs = airlock_core::executor::parse_args(args)?;
         let p = self.propose(caller, &a)?;
         let cfg = &self.cfg().requests;
         // A recipient reached by elicitation is the person at this very client: only a client
@@ -463,7 +463,7 @@ impl Broker {
     /// `request_status`: the caller's own request, settled first (an approver's decision
     /// applied). Another agent's request is `request-unavailable`, as an unknown one.
     pub(crate) async fn request_status(&self, caller: &Caller, args: &Value) -> Result<Value, CallError> {
-        let a: RequestStatusArgs = airlock_core::executor::parse_args(args.clone())?;
+        let a: RequestStatusArgs = airlock_core::executor::parse_args(args)?;
         if !valid_request_id(&a.request_id) {
             return Err(CallError::new(ErrorCode::RequestUnavailable));
         }
