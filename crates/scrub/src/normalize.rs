@@ -527,22 +527,36 @@ mod tests {
         }
     }
 
+    /// Bit `j` of word `k` is byte `64k + j` of `text` (past the end set), inline or on the
+    /// heap as the length says.
+    fn assert_sep_words(text: &[u8]) {
+        let len = text.len();
+        let words = sep_words(text);
+        assert_eq!(words.len(), len.div_ceil(64), "length {len}");
+        assert_eq!(matches!(words, SepWords::Inline(..)), len <= 64 * INLINE_WORDS, "length {len}");
+        for (k, &w) in words.iter().enumerate() {
+            for j in 0..64 {
+                let sep = text.get(64 * k + j).is_none_or(|&b| b <= 0x20 || b == 0x7f);
+                assert_eq!(w >> j & 1 == 1, sep, "length {len}, byte {}", 64 * k + j);
+            }
+        }
+    }
+
     /// The masks are the same inline and on the heap: every length from 0 to five blocks and
-    /// a byte, every cut of a block (bit `j` of word `k` is byte `64k + j`, past the end set).
+    /// a byte, so every cut of a block on both sides of the inline bound.
     #[test]
     fn sep_words_match_each_byte_at_every_length() {
         let bytes: Vec<u8> = (0..64 * 5 + 1).map(|i| [b'a', b' ', 0x7f, b'\n', 0xc3, b'x', 0x00][i * 7 % 11 % 7]).collect();
         for len in 0..=bytes.len() {
-            let text = &bytes[..len];
-            let words = sep_words(text);
-            assert_eq!(words.len(), len.div_ceil(64), "length {len}");
-            assert_eq!(matches!(words, SepWords::Inline(..)), len <= 64 * INLINE_WORDS, "length {len}");
-            for (k, &w) in words.iter().enumerate() {
-                for j in 0..64 {
-                    let sep = text.get(64 * k + j).is_none_or(|&b| b <= 0x20 || b == 0x7f);
-                    assert_eq!(w >> j & 1 == 1, sep, "length {len}, byte {}", 64 * k + j);
-                }
-            }
+            assert_sep_words(&bytes[..len]);
+        }
+    }
+
+    proptest::proptest! {
+        /// Any bytes, any length up to ten blocks: the masks are each byte's.
+        #[test]
+        fn sep_words_match_each_byte_of_any_text(text in proptest::collection::vec(proptest::num::u8::ANY, 0..640)) {
+            assert_sep_words(&text);
         }
     }
 
