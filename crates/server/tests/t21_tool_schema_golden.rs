@@ -481,3 +481,82 @@ fn t21_lease_schemas_show_only_what_the_handle_kind_takes() {
         (vec!["credential_handle".into(), "scope".into(), "ttl_seconds".into(), "tables".into(), "task_id".into(), "buckets".into()], req)
     );
 }
+
+/// `parse_args` reads a tool's arguments from the borrowed request value; the outcome and the
+/// message must be what deserializing an owned copy gave (`serde_json::from_value`).
+fn same_as_owned<T: DeserializeOwned>(v: &Value) -> Result<(), String> {
+    let borrowed = parse_args::<T>(v).map(|_| ()).map_err(|e| e.message);
+    let owned = serde_json::from_value::<T>(v.clone())
+        .map(|_| ())
+        .map_err(|e| format!("invalid arguments: {}", airlock_core::executor::strip_serde_detail(&e)));
+    if borrowed == owned {
+        Ok(())
+    } else {
+        Err(format!("borrowed {borrowed:?}, owned {owned:?}"))
+    }
+}
+
+/// Any JSON value, a few levels deep.
+fn any_json() -> impl proptest::strategy::Strategy<Value = Value> {
+    use proptest::prelude::*;
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::from),
+        any::<i64>().prop_map(Value::from),
+        any::<u64>().prop_map(Value::from),
+        (-1e6f64..1e6).prop_map(Value::from),
+        "[a-zA-Z0-9 _./:-]{0,12}".prop_map(Value::from),
+    ];
+    leaf.prop_recursive(3, 24, 4, |inner| {
+        prop_oneof![
+            proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+            proptest::collection::btree_map("[a-z_]{1,8}", inner, 0..4).prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+proptest::proptest! {
+    /// Every argument type, objects made of its own field names (some left out, now and then a
+    /// stray one) with values of any JSON type, and non-objects: read from the borrowed value,
+    /// each parses or fails exactly as an owned copy did, with the same message.
+    #[test]
+    fn t21_arguments_read_borrowed_parse_as_an_owned_copy(
+        picks in proptest::collection::vec((proptest::bool::ANY, any_json()), 0..12),
+        stray in proptest::option::of(("[a-z_]{1,10}", any_json())),
+        whole in any_json(),
+    ) {
+        let types = [
+            ArgType::Query, ArgType::Http, ArgType::Email, ArgType::Command, ArgType::Share, ArgType::S3,
+            ArgType::Lease, ArgType::AwsLease, ArgType::Connect, ArgType::ConnectStatus, ArgType::Request,
+            ArgType::RequestStatus,
+        ];
+        for ty in types {
+            let mut obj = Map::new();
+            for (name, (keep, v)) in ty.fields().into_iter().zip(&picks) {
+                if *keep {
+                    obj.insert(name.to_owned(), v.clone());
+                }
+            }
+            if let Some((k, v)) = &stray {
+                obj.insert(k.clone(), v.clone());
+            }
+            for v in [Value::Object(obj), whole.clone()] {
+                let r = match ty {
+                    ArgType::Query => same_as_owned::<QueryArgs>(&v),
+                    ArgType::Http => same_as_owned::<HttpArgs>(&v),
+                    ArgType::Email => same_as_owned::<EmailArgs>(&v),
+                    ArgType::Command => same_as_owned::<CommandArgs>(&v),
+                    ArgType::Share => same_as_owned::<ShareArgs>(&v),
+                    ArgType::S3 => same_as_owned::<S3Args>(&v),
+                    ArgType::Lease => same_as_owned::<RawLeaseArgs>(&v),
+                    ArgType::AwsLease => same_as_owned::<RawAwsLeaseArgs>(&v),
+                    ArgType::Connect => same_as_owned::<ConnectArgs>(&v),
+                    ArgType::ConnectStatus => same_as_owned::<ConnectStatusArgs>(&v),
+                    ArgType::Request => same_as_owned::<RequestArgs>(&v),
+                    ArgType::RequestStatus => same_as_owned::<RequestStatusArgs>(&v),
+                };
+                proptest::prop_assert!(r.is_ok(), "{ty:?} on {v}: {}", r.unwrap_err());
+            }
+        }
+    }
+}
