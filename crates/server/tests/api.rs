@@ -36,6 +36,35 @@ async fn allowed_query_and_http_calls_return_sanitized_results_and_are_audited()
 }
 
 #[tokio::test]
+async fn the_audit_keeps_a_known_tool_by_its_name_and_scrubs_any_other() {
+    let f = Fixture::start().await;
+    // Every tool airlock has, refused for its arguments or its handle: recorded by its name.
+    for t in airlock_core::Tool::ALL {
+        let (s, v) = f.invoke(t.name(), json!({"credential_handle": "NO_SUCH_HANDLE"})).await;
+        assert!(s >= 400, "{} {v}", t.name());
+        let tail = f.store.audit_tail(1).await.unwrap();
+        assert_eq!(tail[0].1.tool, t.name());
+    }
+    // A name that is no tool is agent text: a secret in it, as it is or re-spelled, is scrubbed.
+    use base64::Engine as _;
+    let spellings = [
+        API_TOKEN.to_owned(),
+        format!("run_{API_TOKEN}_now"),
+        base64::engine::general_purpose::STANDARD.encode(API_TOKEN),
+        hex::encode(API_TOKEN),
+        API_TOKEN.chars().rev().collect(),
+    ];
+    for name in spellings {
+        let (s, v) = f.invoke(&name, json!({"credential_handle": "API"})).await;
+        assert_eq!((s, code(&v)), (404, "unknown-tool"), "{name}");
+        let tail = f.store.audit_tail(1).await.unwrap();
+        let kept = &tail[0].1.tool;
+        assert!(kept.contains("[REDACTED:API]"), "{name} kept as {kept}");
+        assert!(!kept.contains(API_TOKEN) && !kept.contains(&name), "{name} kept as {kept}");
+    }
+}
+
+#[tokio::test]
 async fn t13_unknown_and_forbidden_handles_are_indistinguishable() {
     let f = Fixture::start().await;
     // `other` may not use APP_DB; NOPE_DB does not exist; SECRET_ONLY exists but is generic.

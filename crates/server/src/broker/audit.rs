@@ -15,15 +15,21 @@ impl Broker {
         let scrubber = self.scrubber();
         let mut arguments = audit_arguments(ctx.tool, &ctx.args);
         scrubber.scrub_json(&mut arguments);
-        // The tool name is agent text: bounded (on a character boundary) and scrubbed.
-        let tool_s: String = ctx.tool.chars().take(64).collect();
-        let (tool_s, _) = scrubber.scrub_str(&tool_s);
+        // A tool airlock has is named by airlock, and kept as its name. Any other name is agent
+        // text: bounded (on a character boundary) and scrubbed.
+        let tool = match Tool::parse(ctx.tool) {
+            Some(t) => t.name().to_owned(),
+            None => {
+                let bounded: String = ctx.tool.chars().take(64).collect();
+                scrubber.scrub_str(&bounded).0.into_owned()
+            }
+        };
         AuditRecord {
             ts: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
             request_id: ctx.request_id.clone(),
             agent: ctx.caller.map(|c| c.agent.name.clone()).unwrap_or_else(|| "-".into()),
             parent_chain: ctx.caller.map(|c| c.parents.clone()).unwrap_or_default(),
-            tool: tool_s.into_owned(),
+            tool,
             handle: ctx.handle.as_ref().map(|h| h.to_string()),
             arguments,
             decision: ctx.decision,
