@@ -690,6 +690,20 @@ impl Scrubber {
         (Cow::Owned(out), count)
     }
 
+    /// `text` cut to its first `max_chars` characters (on a character boundary) and scrubbed:
+    /// whole occurrences by [`Scrubber::scrub_str`], and, when the bound cut something off,
+    /// what the cut left of a secret that straddled it by [`Scrubber::scrub_cut_tail`]. For
+    /// agent text kept short (a tool's name, an argument's name), so that the bound never keeps
+    /// the start of a secret.
+    pub fn scrub_bounded(&self, text: &str, max_chars: usize) -> String {
+        let bounded = match text.char_indices().nth(max_chars) {
+            Some((end, _)) => &text[..end],
+            None => return self.scrub_str(text).0.into_owned(),
+        };
+        let (scrubbed, _) = self.scrub_str(bounded);
+        self.scrub_cut_tail(&scrubbed).0.into_owned()
+    }
+
     /// How far around a marker a straddling match can reach.
     fn rescan_reach(&self) -> usize {
         let longest = self.raw_sets().chain(self.norm_sets()).map(|p| p.matcher.max_len()).max();

@@ -72,6 +72,33 @@ proptest! {
         prop_assert!(out.starts_with(&before[..before.len().min(out.len())]) || out.contains("[REDACTED:"), "{out:?}");
     }
 
+    /// `scrub_bounded`, the bound on short agent text (a tool's name, an argument's name): for
+    /// every form, multi-byte text before it and every bound, what is kept is at most the bound
+    /// long (plus a marker) and keeps less of the form than its floor; a text within the bound
+    /// comes back scrubbed whole.
+    #[test]
+    fn t24_no_prefix_of_a_secret_survives_a_bound(
+        secret in secret_strategy(),
+        form in 0usize..8,
+        before in proptest::collection::vec(prop_oneof![Just('é'), Just('日'), Just(' '), Just('.')], 0..40),
+        max in 1usize..120,
+    ) {
+        let mut b = ScrubberBuilder::new();
+        b.add_secret(&HandleName::parse("API").unwrap(), &Secret::from_str_value(&secret));
+        let scrubber = b.build();
+        let before: String = before.into_iter().collect();
+        let enc = encode(form, &secret);
+        let full = format!("{before}{enc}");
+        let out = scrubber.scrub_bounded(&full, max);
+        prop_assert!(leaked_prefix(&out, &enc).is_none(), "form {form}, bound {max}: {out:?} ends with a prefix of {enc:?}");
+        prop_assert!(!out.contains(enc.as_str()), "{out:?}");
+        let kept = out.split("[REDACTED:").next().unwrap();
+        prop_assert!(kept.chars().count() <= max, "{out:?} over {max}");
+        if full.chars().count() <= max {
+            prop_assert_eq!(out, scrubber.scrub_str(&full).0.into_owned());
+        }
+    }
+
     /// Text that holds no part of any secret comes back unchanged at a cut: the tail redaction
     /// is not a blanket trim.
     #[test]

@@ -13,16 +13,13 @@ impl Broker {
     /// The audit record of `ctx` as it stands; [`Broker::finish`](super::Broker) adds the outcome.
     pub(crate) fn record(&self, ctx: &CallCtx<'_>) -> AuditRecord {
         let scrubber = self.scrubber();
-        let mut arguments = audit_arguments(ctx.tool, &ctx.args);
+        let mut arguments = audit_arguments(ctx.tool, &ctx.args, &scrubber);
         scrubber.scrub_json(&mut arguments);
         // A tool airlock has is named by airlock, and kept as its name. Any other name is agent
-        // text: bounded (on a character boundary) and scrubbed.
+        // text: bounded and scrubbed, a secret the bound cut through included.
         let tool = match Tool::parse(ctx.tool) {
             Some(t) => t.name().to_owned(),
-            None => {
-                let bounded: String = ctx.tool.chars().take(64).collect();
-                scrubber.scrub_str(&bounded).0.into_owned()
-            }
+            None => scrubber.scrub_bounded(ctx.tool, 64),
         };
         AuditRecord {
             ts: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
@@ -98,8 +95,8 @@ pub(crate) fn operator_record(who: &Revoker<'_>, what: Revoked<'_>) -> AuditReco
 
 /// What the audit keeps of a call's arguments. An e-mail's text and a command's argument values
 /// are not kept whole (they may be long, personal, or carry material the scrubber does not know):
-/// the audit records recipients, sizes and placeholder names instead.
-fn audit_arguments(tool: &str, args: &Value) -> Value {
+/// the audit records recipients, sizes and placeholder names (bounded and scrubbed) instead.
+fn audit_arguments(tool: &str, args: &Value, scrubber: &airlock_scrub::Scrubber) -> Value {
     let size = |v: Option<&Value>| v.and_then(Value::as_str).map(str::len);
     match Tool::parse(tool) {
         Some(Tool::SendEmail) => json!({
@@ -111,7 +108,7 @@ fn audit_arguments(tool: &str, args: &Value) -> Value {
         }),
         Some(Tool::RunCommand) => {
             let a = args.get("args").and_then(Value::as_object);
-            let names: Vec<String> = a.map(|m| m.keys().take(32).map(|k| k.chars().take(64).collect()).collect()).unwrap_or_default();
+            let names: Vec<String> = a.map(|m| m.keys().take(32).map(|k| scrubber.scrub_bounded(k, 64)).collect()).unwrap_or_default();
             let bytes: usize = a.map(|m| m.values().filter_map(Value::as_str).map(str::len).sum()).unwrap_or(0);
             json!({"arg_names": names, "arg_bytes": bytes})
         }
