@@ -45,10 +45,20 @@ async fn the_audit_keeps_a_known_tool_by_its_name_and_scrubs_any_other() {
         let tail = f.store.audit_tail(1).await.unwrap();
         assert_eq!(tail[0].1.tool, t.name());
     }
-    // A name that is no tool is agent text. Generated names: the API token as it is or
-    // re-spelled, between text of characters no spelling uses (multi-byte ones too), long
-    // enough that the 64-character bound often cuts through the spelling. Neither the spelling
-    // nor any run of it that a cut may leave (`min_cut_fragment`) is kept.
+    // A name that is no tool is agent text, bounded to 64 characters and scrubbed.
+    for (before, spelled, after) in spelled_token_cases(40) {
+        let name = format!("{before}{spelled}{after}");
+        let (s, v) = f.invoke(&name, json!({"credential_handle": "API"})).await;
+        assert_eq!((s, code(&v)), (404, "unknown-tool"), "{name}");
+        let tail = f.store.audit_tail(1).await.unwrap();
+        assert_bounded_and_scrubbed(&tail[0].1.tool, &before, &spelled, &name);
+    }
+}
+
+/// Generated agent text around the API token: the token as it is or re-spelled, between text of
+/// characters no spelling uses (multi-byte ones too), long enough that a 64-character bound often
+/// cuts through the spelling. Returns `(before, spelling, after)`.
+fn spelled_token_cases(n: usize) -> Vec<(String, String, String)> {
     use base64::Engine as _;
     use proptest::strategy::{Strategy, ValueTree};
     let spellings = [
@@ -58,25 +68,56 @@ async fn the_audit_keeps_a_known_tool_by_its_name_and_scrubs_any_other() {
         hex::encode(API_TOKEN),
         hex::encode_upper(API_TOKEN),
     ];
-    let filler = || proptest::collection::vec(proptest::sample::select(vec![' ', '.', '~', '!', 'é', '日']), 0..70);
+    let filler = || proptest::collection::vec(proptest::sample::select(vec![' ', '.', '~', '!', '\u{e9}', '\u{65e5}']), 0..70);
     let case = (filler(), 0..spellings.len(), filler()).prop_map(|(a, i, b)| (a.into_iter().collect::<String>(), i, b.into_iter().collect::<String>()));
     let mut runner = proptest::test_runner::TestRunner::default();
-    for _ in 0..40 {
-        let (before, i, after) = case.new_tree(&mut runner).unwrap().current();
-        let spelled = &spellings[i];
-        let name = format!("{before}{spelled}{after}");
-        let (s, v) = f.invoke(&name, json!({"credential_handle": "API"})).await;
-        assert_eq!((s, code(&v)), (404, "unknown-tool"), "{name}");
+    (0..n)
+        .map(|_| {
+            let (before, i, after) = case.new_tree(&mut runner).unwrap().current();
+            (before, spellings[i].clone(), after)
+        })
+        .collect()
+}
+
+/// What the audit `kept` of agent text `sent` (`before`, then `spelled`, then more), bounded to 64
+/// characters: neither the spelling nor any run of it that a cut may leave (`min_cut_fragment`),
+/// and a marker where the bound left at least such a run (under the token's label when the
+/// spelling is whole: a cut prefix may begin another fixture secret too).
+fn assert_bounded_and_scrubbed(kept: &str, before: &str, spelled: &str, sent: &str) {
+    let run = airlock_scrub::min_cut_fragment(spelled.as_bytes());
+    let leaked = (0..=spelled.len() - run).map(|k| &spelled[k..k + run]).find(|w| kept.contains(w));
+    assert!(leaked.is_none(), "{sent:?} kept as {kept:?}: {leaked:?}");
+    assert!(kept.chars().count() <= 64 + 32, "{sent:?} kept as {kept:?}");
+    let whole = before.chars().count() + spelled.len() <= 64;
+    let marked = if whole { kept.contains("[REDACTED:API]") } else { kept.contains("[REDACTED:") };
+    assert!(marked || before.chars().count() + run > 64, "{sent:?} kept as {kept:?}");
+}
+
+/// An id in a path (`DELETE /v1/leases/{id}`, `POST /v1/tasks/{id}/close`, `DELETE
+/// /v1/shares/{id}`) is agent text the audit keeps among the operation's arguments: bounded to 64
+/// characters and scrubbed, a secret the bound cut through leaving no prefix (T24).
+#[tokio::test]
+async fn t24_an_id_in_a_path_is_audited_bounded_and_scrubbed() {
+    let f = Fixture::start().await;
+    let routes = [
+        (reqwest::Method::DELETE, "leases", "", "revoke_lease", "lease_id"),
+        (reqwest::Method::POST, "tasks", "close", "close_task", "task_id"),
+        (reqwest::Method::DELETE, "shares", "", "revoke_share", "share_id"),
+    ];
+    for (k, (before, spelled, after)) in spelled_token_cases(30).into_iter().enumerate() {
+        let (method, collection, verb, action, field) = &routes[k % routes.len()];
+        let id = format!("{before}{spelled}{after}");
+        let mut url = url::Url::parse(&f.base).unwrap();
+        url.path_segments_mut().unwrap().extend(["v1", collection, &id]);
+        if !verb.is_empty() {
+            url.path_segments_mut().unwrap().push(verb);
+        }
+        let r = f.client.request(method.clone(), url).bearer_auth(&f.token).send().await.unwrap();
+        assert!(r.status().is_client_error(), "{action} {id:?}: {}", r.status());
         let tail = f.store.audit_tail(1).await.unwrap();
-        let kept = &tail[0].1.tool;
-        let run = airlock_scrub::min_cut_fragment(spelled.as_bytes());
-        let leaked = (0..=spelled.len() - run).map(|k| &spelled[k..k + run]).find(|w| kept.contains(w));
-        assert!(leaked.is_none(), "{name:?} kept as {kept:?}: {leaked:?}");
-        // Redacted, under the token's label when whole (a cut prefix may be the start of
-        // another fixture secret too), unless the bound left less than a fragment of it.
-        let whole = before.chars().count() + spelled.len() <= 64;
-        let marked = if whole { kept.contains("[REDACTED:API]") } else { kept.contains("[REDACTED:") };
-        assert!(marked || before.chars().count() + run > 64, "{name:?} kept as {kept:?}");
+        assert_eq!(tail[0].1.tool, *action, "{id:?}");
+        let kept = tail[0].1.arguments[field].as_str().unwrap_or_else(|| panic!("{action}: {:?}", tail[0].1.arguments));
+        assert_bounded_and_scrubbed(kept, &before, &spelled, &id);
     }
 }
 

@@ -79,3 +79,49 @@ async fn t24_command_stdout_cut_inside_the_secret_keeps_no_prefix() {
         assert!(leaked(out, secret).is_none(), "cap {c}: {out:?}");
     }
 }
+
+/// A failed call's detail reaches the operator's log bounded: a program that exits 1 with a line
+/// that reads like bubblewrap's own failure (`bwrap: ...`) has that line quoted in the detail, with
+/// its secret at every cut position of the bound the executor used to apply (300 characters of
+/// the line) and of the one the broker applies to every detail (4,096 characters). No log line
+/// keeps a prefix of the secret, and the agent's answer stays `command-failed`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t24_a_program_line_cut_in_the_operator_log_keeps_no_prefix() {
+    capture_logs();
+    std::env::set_var("AIRLOCK_TEST_T24_LOG_SECRET", "t24LogCanary_Qe4Wd7Hk2Pn9Zs");
+    let secret = "t24LogCanary_Qe4Wd7Hk2Pn9Zs";
+    let line_head = "bwrap: ";
+    // `handle CMD_Dn: sandbox: ` with n of four digits is the detail's head before the line.
+    let detail_head = "handle CMD_D0000: sandbox: ".len() + line_head.len();
+    let mut pads: Vec<usize> = Vec::new();
+    for kept in (1..secret.len()).step_by(2) {
+        pads.push(300 - line_head.len() - kept);
+        pads.push(4096 - detail_head - kept);
+    }
+    let f = Fixture::start_with(|t| {
+        let mut t = t;
+        let mut grants = String::new();
+        for (i, pad) in pads.iter().enumerate() {
+            let filler = "x".repeat(*pad);
+            t += &format!(
+                "\n[handles.CMD_D{i:04}]\nkind = \"command\"\nsecret = \"env:AIRLOCK_TEST_T24_LOG_SECRET\"\n[handles.CMD_D{i:04}.command]\n\
+                 program = \"/bin/sh\"\nargs = [\"-c\", \"printf '{line_head}{filler}' >&2; printf %s \\\"$S\\\" >&2; exit 1\"]\n\
+                 secret_via = \"env\"\nsecret_env = \"S\"\n"
+            );
+            grants += &format!("  {{ handle = \"CMD_D{i:04}\", tools = [\"run_command\"] }},\n");
+        }
+        t.replace("  { handle = \"API\", tools = [\"http_request\"] },\n", &format!("  {{ handle = \"API\", tools = [\"http_request\"] }},\n{grants}"))
+    })
+    .await;
+    for i in 0..pads.len() {
+        let (status, v) = f.invoke("run_command", json!({"credential_handle": format!("CMD_D{i:04}"), "args": {}})).await;
+        assert_eq!(v["error"]["code"], "command-failed", "pad {}: {status} {v}", pads[i]);
+        let answer = v.to_string();
+        assert!(leaked(&answer, secret).is_none(), "pad {}: {answer}", pads[i]);
+    }
+    let logs = captured_logs();
+    assert!(logs.lines().any(|l| l.contains("CMD_D") && l.contains("bwrap: xxx")), "the detail was not logged");
+    for l in logs.lines() {
+        assert!(leaked(l, secret).is_none(), "a log line keeps {:?} bytes of the secret: {l}", leaked(l, secret));
+    }
+}

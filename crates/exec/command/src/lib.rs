@@ -244,8 +244,10 @@ impl CommandExecutor {
                 RunError::Timeout => CallError::new(ErrorCode::CommandTimeout),
                 e => failed("spawn (sandbox)", &e),
             })?;
-        // A setup failure of stage 2 or of bubblewrap itself: the program did not run.
-        let first_err_line = || String::from_utf8_lossy(&out.stderr).lines().next().unwrap_or("").chars().take(300).collect::<String>();
+        // A setup failure of stage 2 or of bubblewrap itself: the program did not run. The line
+        // is not cut here: a program can write it too, secret included, and the broker bounds
+        // and scrubs every detail together, so that a cut leaves no prefix of a secret (T24).
+        let first_err_line = || String::from_utf8_lossy(&out.stderr).lines().next().unwrap_or("").to_owned();
         if out.status.code() == Some(stage2::EXIT_SETUP_FAILED.into()) && out.stderr.starts_with(stage2::ERROR_PREFIX.as_bytes()) {
             return Err(failed("sandbox", &first_err_line()));
         }

@@ -412,7 +412,7 @@ impl Broker {
                 redactions += n;
                 e.message = m.into_owned();
                 if let Some(d) = e.detail.take() {
-                    let (d, _) = scrubber.scrub_str(&d);
+                    let d = self.loggable_detail(&d);
                     tracing::warn!(request_id = %ctx.request_id, code = e.code.as_str(), detail = %d, "call failed");
                 } else {
                     tracing::info!(request_id = %ctx.request_id, code = e.code.as_str(), "call refused");

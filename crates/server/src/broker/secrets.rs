@@ -61,10 +61,22 @@ impl Secrets {
     }
 }
 
+/// The most of a failed call's detail (the operator's log, never the agent's answer) that is
+/// kept: enough for a database's or a program's error line.
+const MAX_DETAIL_CHARS: usize = 4096;
+
 impl Broker {
     /// The current scrubber (for front ends that scrub their own output, such as log lines).
     pub fn scrubber(&self) -> Arc<Scrubber> {
         self.secrets.current().scrubber.clone()
+    }
+
+    /// What the operator's log may show of a failed call's detail, which may quote an
+    /// upstream's or a program's text at any length: bounded to [`MAX_DETAIL_CHARS`] and
+    /// scrubbed, a secret the bound cut through leaving no prefix (T24). Every detail is logged
+    /// through it.
+    pub(crate) fn loggable_detail(&self, detail: &str) -> String {
+        self.scrubber().scrub_bounded(detail, MAX_DETAIL_CHARS)
     }
 
     /// Rebuilds the known-value scrubber from every secret the broker holds: every sealed secret in

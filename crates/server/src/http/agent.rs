@@ -113,14 +113,19 @@ where
     .await
 }
 
-/// An id from the path, bounded before it goes anywhere.
-pub(super) fn path_id(id: &str) -> String {
-    id.chars().take(64).collect()
+/// The longest id an agent may name in a path; no id airlock makes is longer.
+const PATH_ID_CHARS: usize = 64;
+
+/// An id from the path, bounded before it goes anywhere: the id to look up, and what the audit
+/// keeps of it. Both are cut to [`PATH_ID_CHARS`]; the audit's copy is agent text, so it is
+/// scrubbed, and a secret the bound cut through leaves no prefix (T24).
+pub(super) fn path_id(b: &Broker, id: &str) -> (String, String) {
+    (id.chars().take(PATH_ID_CHARS).collect(), b.scrubber().scrub_bounded(id, PATH_ID_CHARS))
 }
 
 async fn lease_revoke(State(b): State<Arc<Broker>>, auth: AgentAuth, Path(id): Path<String>) -> Response {
-    let id = path_id(&id);
-    let (b2, args) = (b.clone(), j!({"lease_id": id}));
+    let (id, shown) = path_id(&b, &id);
+    let (b2, args) = (b.clone(), j!({"lease_id": shown}));
     audited_op(&b, &auth, "revoke_lease", args, move |c| async move { b2.revoke_own_lease(&c, &id).await }).await
 }
 
@@ -130,8 +135,8 @@ async fn task_open(State(b): State<Arc<Broker>>, auth: AgentAuth) -> Response {
 }
 
 async fn task_close(State(b): State<Arc<Broker>>, auth: AgentAuth, Path(id): Path<String>) -> Response {
-    let id = path_id(&id);
-    let (b2, args) = (b.clone(), j!({"task_id": id}));
+    let (id, shown) = path_id(&b, &id);
+    let (b2, args) = (b.clone(), j!({"task_id": shown}));
     audited_op(&b, &auth, "close_task", args, move |c| async move { b2.close_task(&c, &id).await }).await
 }
 

@@ -184,8 +184,8 @@ async fn receipt(State(b): State<Arc<Broker>>, Path(id): Path<String>, headers: 
 /// used up). Another agent's share, or one already used, expired or revoked, is
 /// `share-unavailable`. The call is audited as `revoke_share`, the revocation as `share_revoked`.
 async fn revoke(State(b): State<Arc<Broker>>, auth: AgentAuth, Path(id): Path<String>) -> Response {
-    let id = path_id(&id);
-    let (b2, args) = (b.clone(), j!({"share_id": id}));
+    let (id, shown) = path_id(&b, &id);
+    let (b2, args) = (b.clone(), j!({"share_id": shown}));
     audited_op(&b, &auth, "revoke_share", args, move |c| async move {
         let who = Revoker { by: &c.agent.name, chain: &c.parents, reason: "revoked by the agent that created it" };
         b2.revoke_share_by(&id, Some(&c.agent.id), &who).await

@@ -262,7 +262,7 @@ impl Broker {
                 let backoff = backoff_secs(l.attempts);
                 let next = stamp(chrono::Utc::now() + chrono::Duration::seconds(backoff));
                 let _ = self.store.lease_revoke_failed(id, &next).await;
-                tracing::warn!(lease = %id, error = %e.detail.as_deref().unwrap_or(""), "lease revocation failed; retried");
+                tracing::warn!(lease = %id, error = %self.loggable_detail(e.detail.as_deref().unwrap_or("")), "lease revocation failed; retried");
                 return Err(e);
             }
             if let Err(e) = self.store.remove_secret(&l.handle).await {

@@ -300,7 +300,7 @@ impl Broker {
             Ok(()) => CallbackOutcome::Connected,
             Err(e) => {
                 let _ = self.store().finish_connect(&c.id, &[status::EXCHANGING], status::FAILED).await;
-                tracing::warn!(handle = %handle.name, code = e.code.as_str(), detail = e.detail.as_deref().unwrap_or(""), "connect: code exchange failed");
+                tracing::warn!(handle = %handle.name, code = e.code.as_str(), detail = %self.loggable_detail(e.detail.as_deref().unwrap_or("")), "connect: code exchange failed");
                 self.audit_account(&c.owner, "code exchange failed", "connect_failed", &c.handle, Some(e.code.as_str()), json!({"connect_id": c.id}))
                     .await;
                 CallbackOutcome::Failed
