@@ -655,6 +655,12 @@ impl Scrubber {
         self.raw_sets().map(|p| p.matcher.max_len()).max()
     }
 
+    /// The shortest pattern a decoded layer is matched with (raw or normalized), in bytes: a
+    /// shorter layer holds no hit (`decode::Matching::shortest`).
+    fn shortest_pattern(&self) -> usize {
+        self.raw_sets().chain(self.norm_sets()).map(|p| p.matcher.min_len()).filter(|&n| n > 0).min().unwrap_or(0)
+    }
+
     /// A scrubber with the pattern rules only.
     pub fn empty() -> Scrubber {
         ScrubberBuilder::new().build()
@@ -945,7 +951,8 @@ impl Scrubber {
     pub fn decode_work(&self, text: &str) -> (usize, bool) {
         match self.longest_raw() {
             Some(longest) => {
-                let d = decode::decode_passes(text.as_bytes(), longest, &|b, out| self.match_layer(b, out));
+                let m = decode::Matching { find: &|b, out| self.match_layer(b, out), reach: longest, shortest: self.shortest_pattern() };
+                let d = decode::decode_passes_with(text.as_bytes(), &normalize::sep_words(text.as_bytes()), &m);
                 (d.work, d.exhausted)
             }
             None => (0, false),
@@ -992,9 +999,8 @@ impl Scrubber {
     /// something that matches must not make scrubbing loop.
     fn decoded_spans(&self, text: &str, seps: &[u64], spans: &mut Vec<Span>) {
         let Some(longest) = self.longest_raw() else { return };
-        let d = decode::decode_passes_with(text.as_bytes(), seps, longest, &|b, out| {
-            self.match_layer(b, out)
-        });
+        let m = decode::Matching { find: &|b, out| self.match_layer(b, out), reach: longest, shortest: self.shortest_pattern() };
+        let d = decode::decode_passes_with(text.as_bytes(), seps, &m);
         if d.found.is_empty() {
             return;
         }

@@ -89,6 +89,7 @@ pub struct Matcher {
     n_exact: usize,
     n_all: usize,
     filter: Option<QGramFilter>,
+    min_len: usize,
     max_len: usize,
 }
 
@@ -160,7 +161,7 @@ impl Matcher {
             next[h] += 1;
         }
         let filter = (min_len > 0).then(|| QGramFilter::new(all(), min_len.min(MAX_PREFIX)));
-        Ok(Matcher { arena, slots, entries: placed, shift, a, mask, n_exact: exact.len(), n_all, filter, max_len })
+        Ok(Matcher { arena, slots, entries: placed, shift, a, mask, n_exact: exact.len(), n_all, filter, min_len, max_len })
     }
 
     /// Number of patterns.
@@ -200,6 +201,11 @@ impl Matcher {
     /// The longest pattern, in bytes.
     pub fn max_len(&self) -> usize {
         self.max_len
+    }
+
+    /// The shortest pattern, in bytes (0 with no pattern): no hit fits in a shorter text.
+    pub fn min_len(&self) -> usize {
+        self.min_len
     }
 
     /// Every occurrence of every pattern (overlapping), via the prefilter.
