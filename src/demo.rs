@@ -208,6 +208,7 @@ path = "outbox.jsonl"
     let (_, token) = store.add_agent("support-bot", None, None).await?;
 
     let broker = Arc::new(Broker::open(cfg).await.context("opening the broker")?);
+    crate::telemetry::scrub_log_with(&broker);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(airlock_server::http::serve(listener, broker.clone(), async {
         let _ = stop_rx.await;

@@ -44,6 +44,43 @@ static SLOT: OnceLock<reload::Handle<Option<OtelLayer>, Registry>> = OnceLock::n
 /// The provider, for the flush at shutdown.
 static PROVIDER: OnceLock<SdkTracerProvider> = OnceLock::new();
 
+/// What scrubs a log line before it is written, once `airlock serve` has a broker
+/// ([`scrub_log_with`]); `None` when the line holds no secret the broker knows.
+type LineScrub = Box<dyn Fn(&str) -> Option<String> + Send + Sync>;
+static LOG_SCRUB: OnceLock<LineScrub> = OnceLock::new();
+
+/// From now on every log line is checked against `broker`'s current scrubber and, when it holds
+/// a secret the broker knows (in any form the scrubber finds), written scrubbed. A line may
+/// quote an upstream's, a program's or a store's text (an error's detail or message): this is
+/// the one place every such line passes, whichever call site wrote it. Lines with no known
+/// secret are written as they are (the pattern rules, meant for results, do not touch them).
+pub fn scrub_log_with(broker: &std::sync::Arc<airlock_server::Broker>) {
+    let broker = std::sync::Arc::downgrade(broker);
+    let _ = LOG_SCRUB.set(Box::new(move |line| scrub_line(&broker.upgrade()?.scrubber(), line)));
+}
+
+/// `line` scrubbed when it holds a secret `scrubber` knows; `None` otherwise.
+fn scrub_line(scrubber: &airlock_scrub::Scrubber, line: &str) -> Option<String> {
+    scrubber.contains_known_secret(line).then(|| scrubber.scrub_str(line).0.into_owned())
+}
+
+/// stderr, each line scrubbed as [`scrub_log_with`] says. The log layers format a whole event
+/// into one buffer and write it with one `write_all`, so each write is one line.
+struct ScrubbedStderr;
+
+impl std::io::Write for ScrubbedStderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let scrubbed = LOG_SCRUB.get().zip(std::str::from_utf8(buf).ok()).and_then(|(scrub, line)| scrub(line));
+        let mut err = std::io::stderr().lock();
+        err.write_all(scrubbed.as_ref().map_or(buf, |s| s.as_bytes()))?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
 /// Logs to stderr at `default` unless RUST_LOG says otherwise; JSON lines with `json`. Colored
 /// only on a terminal, and never with NO_COLOR set (https://no-color.org): a log redirected to a
 /// file or read by journald holds no escape sequences. Leaves room for the OTLP layer
@@ -86,8 +123,8 @@ where
             .with_callsite_filter(call_site)
             .with_max_level_hint(tracing::Level::DEBUG)
     };
-    let log = fmt::layer().with_writer(std::io::stderr).with_ansi(color);
-    let spans = fmt::layer().with_writer(std::io::stderr).with_ansi(color).with_span_events(fmt::format::FmtSpan::CLOSE);
+    let log = fmt::layer().with_writer(|| ScrubbedStderr).with_ansi(color);
+    let spans = fmt::layer().with_writer(|| ScrubbedStderr).with_ansi(color).with_span_events(fmt::format::FmtSpan::CLOSE);
     if json {
         vec![log.json().with_filter(env_filter()).boxed(), spans.json().with_filter(env_filter().and(spans_only())).boxed()]
     } else {
@@ -279,6 +316,27 @@ fn reason(e: &str) -> &str {
 
 #[cfg(test)]
 mod tests {
+    /// A log line with a secret the broker knows, as it is or encoded, is written scrubbed; a
+    /// line with none is written as it is, even where a pattern rule for results would match.
+    #[test]
+    fn a_log_line_with_a_known_secret_is_scrubbed_and_any_other_kept() {
+        use base64::Engine as _;
+        let secret = "logCanary_Zr8Lq2Wm5Tx9Kb4N";
+        let handle = airlock_core::HandleName::parse("API").unwrap();
+        let scrubber = airlock_scrub::ScrubberBuilder::new().add_secret(&handle, &airlock_core::Secret::from_str_value(secret)).build();
+        for form in [secret.to_owned(), base64::engine::general_purpose::STANDARD.encode(secret), hex::encode(secret), secret.chars().rev().collect()] {
+            let line = format!("2026-12-06T16:00:00Z  WARN airlock_server: call failed request_id=0193 detail=handle API: upstream said {form:?}\n");
+            let out = super::scrub_line(&scrubber, &line).unwrap_or_else(|| panic!("not scrubbed: {line}"));
+            assert!(!out.contains(&form) && out.contains("[REDACTED:API]") && out.ends_with('\n'), "{out}");
+        }
+        for line in [
+            "INFO airlock serving addr=127.0.0.1:7878\n",
+            "WARN a token-like value eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJlX3Rlc3Q and AKIAIOSFODNN7EXAMPLE\n",
+        ] {
+            assert_eq!(super::scrub_line(&scrubber, line), None, "{line}");
+        }
+    }
+
     /// With no collector and the span log off, a call creates no span; with the span log on, it
     /// does (so the first half is not true of every subscriber). One test: the interest of a
     /// callsite is shared by every subscriber alive at the time.

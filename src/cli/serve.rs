@@ -19,6 +19,7 @@ pub async fn run(config: &Path) -> Result<u8> {
     let listen = cfg.server.listen;
     let socket = cfg.server.socket_path();
     let broker = Arc::new(super::open_broker(cfg.clone()).await?);
+    crate::telemetry::scrub_log_with(&broker);
     let tcp = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
     let unix = match &socket {
         Some(p) => Some(home::bind_socket(p, &cfg.server)?),
