@@ -113,11 +113,11 @@ async fn t24_a_program_line_cut_in_the_operator_log_keeps_no_prefix() {
         t.replace("  { handle = \"API\", tools = [\"http_request\"] },\n", &format!("  {{ handle = \"API\", tools = [\"http_request\"] }},\n{grants}"))
     })
     .await;
-    for i in 0..pads.len() {
+    for (i, pad) in pads.iter().enumerate() {
         let (status, v) = f.invoke("run_command", json!({"credential_handle": format!("CMD_D{i:04}"), "args": {}})).await;
-        assert_eq!(v["error"]["code"], "command-failed", "pad {}: {status} {v}", pads[i]);
+        assert_eq!(v["error"]["code"], "command-failed", "pad {pad}: {status} {v}");
         let answer = v.to_string();
-        assert!(leaked(&answer, secret).is_none(), "pad {}: {answer}", pads[i]);
+        assert!(leaked(&answer, secret).is_none(), "pad {pad}: {answer}");
     }
     let logs = captured_logs();
     assert!(logs.lines().any(|l| l.contains("CMD_D") && l.contains("bwrap: xxx")), "the detail was not logged");
