@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub struct GroupStats {
     groups: AtomicU64,
     writes: AtomicU64,
+    on_worker: AtomicU64,
 }
 
 impl GroupStats {
@@ -18,6 +19,18 @@ impl GroupStats {
     pub(crate) fn committed(&self, writes: usize) {
         self.groups.fetch_add(1, Ordering::Relaxed);
         self.writes.fetch_add(writes as u64, Ordering::Relaxed);
+    }
+
+    /// Counts one group written on the async worker that submitted it, which SQLite's writer
+    /// does with `sync = normal` when the store's write lock is free (no hand-off of the
+    /// worker to another thread).
+    pub(crate) fn on_worker(&self) {
+        self.on_worker.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Groups written on the async worker that submitted them, so far.
+    pub fn written_on_worker(&self) -> u64 {
+        self.on_worker.load(Ordering::Relaxed)
     }
 
     /// `(groups, writes)` so far.

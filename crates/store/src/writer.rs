@@ -4,9 +4,13 @@
 //! checkpoint per group.
 //!
 //! There is no writer thread to hand work to. A caller that finds no group being written
-//! writes its own group at once, on its own thread (inside `block_in_place` on a multi-threaded
-//! Tokio runtime, so the runtime moves its other tasks away while SQLite blocks), so a call on
-//! an idle broker pays no thread hand-off for its durable writes. Callers that arrive while a
+//! writes its own group at once, on its own thread, so a call on an idle broker pays no thread
+//! hand-off for its durable writes. With `sync = normal` a commit waits for no disk, so the
+//! group is written on the async worker itself, as long as the store's write lock is free at
+//! that moment (another connection holding it would make SQLite wait on the worker); otherwise,
+//! and always with `sync = full` (whose commit waits for an fsync), it is written inside
+//! `block_in_place` on a multi-threaded Tokio runtime, which first hands the worker's other
+//! tasks to another thread (a thread wake-up each time). Callers that arrive while a
 //! group is being written queue up; when the group is done, the writer that wrote it hands the
 //! queue to a blocking-pool task, which writes queued groups until the queue is empty and then
 //! ends the turn. A queued caller that goes away (its request was cancelled) does not stop its
@@ -105,7 +109,12 @@ impl Writer {
         }
         let mut group = vec![op];
         let guard = EndTurn(self);
-        blocking(|| self.write_group(&mut group));
+        let written = self.sync == SyncMode::Normal && on_worker() && self.write_group(&mut group, Begin::Now);
+        if written {
+            self.stats.on_worker();
+        } else {
+            blocking(|| self.write_group(&mut group, Begin::Wait));
+        }
         // Whoever queued meanwhile is written by a task of the blocking pool, so that this
         // caller is answered now.
         let rest = self.next_group();
@@ -131,7 +140,7 @@ impl Writer {
     fn drain(&self, mut group: Vec<Box<dyn Op>>) {
         let guard = EndTurn(self);
         loop {
-            self.write_group(&mut group);
+            self.write_group(&mut group, Begin::Wait);
             match self.next_group() {
                 Some(g) => group = g,
                 None => break,
@@ -140,10 +149,16 @@ impl Writer {
         guard.disarm();
     }
 
-    /// Writes `group` in one transaction and answers every operation in it.
-    fn write_group(&self, group: &mut Vec<Box<dyn Op>>) {
+    /// Writes `group` in one transaction and answers every operation in it. With
+    /// [`Begin::Now`], a store whose write lock is held elsewhere leaves `group` untouched and
+    /// returns false; otherwise the group is answered and the result is true.
+    fn write_group(&self, group: &mut Vec<Box<dyn Op>>, begin: Begin) -> bool {
         let mut conn = lock(&self.conn);
         if conn.is_none() {
+            if let Begin::Now = begin {
+                // Opening may wait for the disk and for locks: not on the worker.
+                return false;
+            }
             match open(&self.path, self.sync) {
                 Ok(c) => *conn = Some(c),
                 Err(e) => {
@@ -151,36 +166,75 @@ impl Writer {
                     for op in group.drain(..) {
                         op.answer(Err(StoreError::Writer(e.to_string())));
                     }
-                    return;
+                    return true;
                 }
             }
         }
         let c = conn.as_ref().expect("opened above");
-        let outcomes = match apply_all(c, group) {
-            Ok(outcomes) => {
+        let began = match begin {
+            Begin::Wait => c.prepare_cached("BEGIN IMMEDIATE").and_then(|mut st| st.execute([])).map(|_| true),
+            Begin::Now => begin_now(c),
+        };
+        let outcomes = match began.and_then(|began| if began { apply_all(c, group).map(Some) } else { Ok(None) }) {
+            Ok(None) => return false,
+            Ok(Some(outcomes)) => {
                 self.stats.committed(outcomes.len());
                 outcomes
             }
             Err(e) => {
                 tracing::error!(error = %e, "a durable group could not be committed; its operations fail");
-                let _ = c.execute_batch("ROLLBACK");
+                if !c.is_autocommit() {
+                    let _ = c.execute_batch("ROLLBACK");
+                }
                 group.iter().map(|_| Err(StoreError::Writer(e.to_string()))).collect()
             }
         };
         for (op, outcome) in group.drain(..).zip(outcomes) {
             op.answer(outcome);
         }
+        true
     }
 }
 
-/// Runs `ops` in one transaction, each under a savepoint; commits. The outcome of each.
+/// How a group's transaction takes the store's write lock. It is `BEGIN IMMEDIATE` either way:
+/// taking the lock up front, two processes writing one store queue on it (the busy timeout)
+/// instead of failing on a read-to-write upgrade, and the audit chain head read inside cannot
+/// move.
+#[derive(Clone, Copy)]
+enum Begin {
+    /// Waiting for it up to the busy timeout (off the async worker).
+    Wait,
+    /// Only if it is free now (on the async worker, which must not wait).
+    Now,
+}
+
+/// How long a writer waits for a store's write lock that another connection holds.
+const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// `BEGIN IMMEDIATE` if the write lock is free now: true when the transaction began, false
+/// when another connection holds the lock (SQLite answered busy, having waited for nothing).
+fn begin_now(c: &rusqlite::Connection) -> rusqlite::Result<bool> {
+    c.busy_timeout(std::time::Duration::ZERO)?;
+    let r = c.prepare_cached("BEGIN IMMEDIATE").and_then(|mut st| st.execute([]));
+    c.busy_timeout(BUSY_TIMEOUT)?;
+    match r {
+        Ok(_) => Ok(true),
+        Err(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// True on a worker of a multi-threaded Tokio runtime, where [`blocking`] would hand the
+/// worker's core away; elsewhere a group is written directly either way.
+fn on_worker() -> bool {
+    matches!(tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()), Ok(tokio::runtime::RuntimeFlavor::MultiThread))
+}
+
+/// Runs `ops` in the transaction begun on `c`, each under a savepoint; commits. The outcome of
+/// each.
 fn apply_all(c: &rusqlite::Connection, ops: &mut [Box<dyn Op>]) -> rusqlite::Result<Vec<Result<()>>> {
-    // IMMEDIATE takes the write lock up front: two processes writing one store queue on it
-    // (busy_timeout) instead of failing on a read-to-write upgrade, and the audit chain head
-    // read inside cannot move.
     // The statements are kept prepared on the connection: the common group is one record.
     let run = |sql: &str| c.prepare_cached(sql).and_then(|mut st| st.execute([])).map(drop);
-    run("BEGIN IMMEDIATE")?;
     if let [op] = ops {
         // One operation: the transaction is its savepoint. When it fails, nothing of the group
         // is kept and the transaction ends empty.
@@ -228,7 +282,7 @@ fn apply_all(c: &rusqlite::Connection, ops: &mut [Box<dyn Op>]) -> rusqlite::Res
 /// Opens the writer's connection: WAL, the store's sync mode, a busy timeout.
 fn open(path: &std::path::Path, sync: SyncMode) -> rusqlite::Result<rusqlite::Connection> {
     let conn = rusqlite::Connection::open(path)?;
-    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(
         None,

@@ -35,9 +35,14 @@ fn share(id: &str, views: u32) -> NewShareRecord<'_> {
     }
 }
 
+/// A store committing with `sync = full` (as [`Store::open`]) and its audit log.
 async fn setup() -> (tempfile::TempDir, Store, AuditLog, Vec<u8>) {
+    setup_with(airlock_core::config::SyncMode::Full).await
+}
+
+async fn setup_with(sync: airlock_core::config::SyncMode) -> (tempfile::TempDir, Store, AuditLog, Vec<u8>) {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).await.unwrap();
+    let store = Store::open_with(dir.path(), sync).await.unwrap();
     let key = AuditKey::create(dir.path()).unwrap();
     let public = key.public_key();
     let log = AuditLog::start(store.clone(), key);
@@ -198,6 +203,60 @@ async fn a_current_thread_runtime_writes_inline() {
     }
     seqs.sort();
     assert_eq!(seqs, (1..=32).collect::<Vec<i64>>());
+    assert!(store.verify_audit(&public).await.unwrap().ok());
+}
+
+/// With `sync = normal` a lone caller's group is written on the async worker itself (its
+/// commit waits for no disk); with `full` never there (its fsync would hold the worker). Both
+/// chain and verify alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_without_fsync_is_written_on_the_worker_and_one_with_it_off() {
+    use airlock_core::config::SyncMode;
+    for (sync, on_worker) in [(SyncMode::Normal, 20), (SyncMode::Full, 0)] {
+        let (_dir, store, log, public) = setup_with(sync).await;
+        // The connection opens off the worker, on the first write.
+        log.append(rec(0)).await.unwrap();
+        let before = store.group_stats().written_on_worker();
+        for i in 1..=20 {
+            let log = log.clone();
+            let seq = tokio::spawn(async move { log.append(rec(i)).await.unwrap() }).await.unwrap();
+            assert_eq!(seq, i as i64 + 1, "{sync:?}");
+        }
+        assert_eq!(store.group_stats().written_on_worker() - before, on_worker, "{sync:?}");
+        let report = store.verify_audit(&public).await.unwrap();
+        assert!(report.ok() && report.records == 21, "{sync:?}: {report:?}");
+    }
+}
+
+/// A caller that finds the store's write lock held by another connection does not wait for it
+/// on the worker: with one worker thread, a task spawned while the caller waits runs at once,
+/// and the record is written once the lock is free. Waiting on the worker would hold the only
+/// worker in SQLite's busy wait (the writer's busy timeout is 10 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn a_commit_that_finds_the_store_locked_waits_off_the_worker() {
+    let (_dir, store, log, public) = setup_with(airlock_core::config::SyncMode::Normal).await;
+    log.append(rec(0)).await.unwrap();
+    let release = hold_write_lock(&store).await;
+    let before = store.group_stats().written_on_worker();
+    let waiting = {
+        let log = log.clone();
+        tokio::spawn(async move { log.append(rec(1)).await })
+    };
+    // The test's own thread is no worker: sleeping on it leaves the worker to the append,
+    // which reaches the lock meanwhile.
+    std::thread::sleep(QUEUE_UP);
+    assert!(!waiting.is_finished(), "the store is locked: the record cannot be written yet");
+    let asked = std::time::Instant::now();
+    // A task on the only worker, which frees the lock.
+    tokio::spawn(async move { drop(release) }).await.unwrap();
+    let held = asked.elapsed();
+    assert!(held < Duration::from_secs(5), "the only worker was held {held:?}: the append waited for the lock on it");
+    assert_eq!(waiting.await.unwrap().unwrap(), 2);
+    assert_eq!(store.group_stats().written_on_worker(), before, "the locked store's group was written off the worker");
+    // The lock is free again: the next lone record is written on the worker.
+    let log2 = log.clone();
+    assert_eq!(tokio::spawn(async move { log2.append(rec(2)).await.unwrap() }).await.unwrap(), 3);
+    assert_eq!(store.group_stats().written_on_worker(), before + 1);
     assert!(store.verify_audit(&public).await.unwrap().ok());
 }
 
