@@ -427,7 +427,7 @@ impl Broker {
         rec.sandbox = result.as_ref().ok().and_then(|v| v.get("sandbox")).cloned();
         rec.duration_us = ctx.started.elapsed().as_micros() as u64;
         match &result {
-            Ok(v) => rec.result_bytes = serde_json::to_vec(v).map(|b| b.len() as u64).unwrap_or(0),
+            Ok(v) => rec.result_bytes = json_len(v),
             Err(e) => {
                 rec.code = Some(e.code.as_str().to_owned());
                 rec.outcome = "error".into();
@@ -474,6 +474,56 @@ impl Broker {
             (Some(Tool::RequestLease), true) => self.metrics.event(Event::LeaseIssued),
             (Some(Tool::ShareSecret), true) => self.metrics.event(Event::ShareCreated),
             _ => {}
+        }
+    }
+}
+
+/// The length of `v` written as JSON, counted as it is written: the text itself is not kept.
+fn json_len(v: &Value) -> u64 {
+    struct Count(u64);
+    impl std::io::Write for Count {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0 += b.len() as u64;
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut n = Count(0);
+    serde_json::to_writer(&mut n, v).map(|()| n.0).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::json_len;
+    use proptest::prelude::*;
+    use serde_json::Value;
+
+    /// Any JSON value: strings with escapes, control characters and multi-byte text; numbers of
+    /// every kind; nested arrays and objects.
+    fn value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            any::<f64>().prop_map(Value::from),
+            any::<String>().prop_map(Value::String),
+        ];
+        leaf.prop_recursive(4, 64, 8, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..8).prop_map(Value::Array),
+                prop::collection::btree_map(any::<String>(), inner, 0..8).prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        /// The audit's `result_bytes` is the length of the result's JSON text.
+        #[test]
+        fn json_len_is_the_length_of_the_text(v in value()) {
+            prop_assert_eq!(json_len(&v), serde_json::to_vec(&v).unwrap().len() as u64);
         }
     }
 }
