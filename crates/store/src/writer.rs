@@ -27,10 +27,19 @@
 use crate::{Result, StoreError};
 use airlock_core::config::SyncMode;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// The most operations one group takes; more wait for the next group.
 const MAX_GROUP: usize = 512;
+
+/// Every this many lone groups one is written off the worker even when it could be written on
+/// it, so that SQLite's automatic checkpoint (off for commits on the worker) still runs: the WAL
+/// grows by at most this many groups' pages past SQLite's 1,000-page mark.
+const CHECKPOINT_EVERY: u32 = 64;
+
+/// SQLite's automatic checkpoint, in WAL pages (its default).
+const AUTO_CHECKPOINT_PAGES: u32 = 1000;
 
 /// A step left for the end of a group, run in its transaction before the commit.
 pub(crate) type AtEnd = Box<dyn FnOnce(&rusqlite::Connection) -> rusqlite::Result<()> + Send>;
@@ -70,6 +79,11 @@ pub(crate) struct Writer {
     conn: Mutex<Option<rusqlite::Connection>>,
     /// Groups committed and their operations (the metrics' group-commit sizes).
     stats: Arc<crate::stats::GroupStats>,
+    /// Lone groups begun so far (which of them go off the worker: [`CHECKPOINT_EVERY`]).
+    lone: AtomicU32,
+    /// Whether the open connection checkpoints automatically at its commits (off while it
+    /// commits on the worker). Read and set under the `conn` lock.
+    auto_checkpoint: AtomicBool,
 }
 
 impl std::fmt::Debug for Writer {
@@ -87,7 +101,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Writer {
     /// The writer of the SQLite file at `path`, committing with `sync`.
     pub(crate) fn new(path: PathBuf, sync: SyncMode, stats: Arc<crate::stats::GroupStats>) -> Arc<Writer> {
-        Arc::new(Writer { path, sync, turn: Mutex::new(Turn::default()), conn: Mutex::new(None), stats })
+        Arc::new(Writer { path, sync, turn: Mutex::new(Turn::default()), conn: Mutex::new(None), stats, lone: AtomicU32::new(0), auto_checkpoint: AtomicBool::new(true) })
     }
 
     /// Closes the connection (after the group being written, if any); the next operation opens
@@ -109,7 +123,8 @@ impl Writer {
         }
         let mut group = vec![op];
         let guard = EndTurn(self);
-        let written = self.sync == SyncMode::Normal && on_worker() && self.write_group(&mut group, Begin::Now);
+        let checkpoint_turn = self.lone.fetch_add(1, Ordering::Relaxed) % CHECKPOINT_EVERY == CHECKPOINT_EVERY - 1;
+        let written = self.sync == SyncMode::Normal && !checkpoint_turn && on_worker() && self.write_group(&mut group, Begin::Now);
         if written {
             self.stats.on_worker();
         } else {
@@ -160,7 +175,10 @@ impl Writer {
                 return false;
             }
             match open(&self.path, self.sync) {
-                Ok(c) => *conn = Some(c),
+                Ok(c) => {
+                    *conn = Some(c);
+                    self.auto_checkpoint.store(true, Ordering::Relaxed);
+                }
                 Err(e) => {
                     tracing::error!(error = %e, path = %self.path.display(), "the store writer cannot open the store; its operations fail");
                     for op in group.drain(..) {
@@ -171,10 +189,20 @@ impl Writer {
             }
         }
         let c = conn.as_ref().expect("opened above");
-        let began = match begin {
+        // A checkpoint copies WAL pages into the database file and syncs both: never on the
+        // worker. SQLite's own runs at a commit once the WAL holds 1,000 pages, so it is off
+        // for commits there and on for the others.
+        let auto = matches!(begin, Begin::Wait);
+        let began = if self.auto_checkpoint.load(Ordering::Relaxed) != auto {
+            let pages = if auto { AUTO_CHECKPOINT_PAGES } else { 0 };
+            c.pragma_update(None, "wal_autocheckpoint", pages).map(|()| self.auto_checkpoint.store(auto, Ordering::Relaxed))
+        } else {
+            Ok(())
+        };
+        let began = began.and_then(|()| match begin {
             Begin::Wait => c.prepare_cached("BEGIN IMMEDIATE").and_then(|mut st| st.execute([])).map(|_| true),
             Begin::Now => begin_now(c),
-        };
+        });
         let outcomes = match began.and_then(|began| if began { apply_all(c, group).map(Some) } else { Ok(None) }) {
             Ok(None) => return false,
             Ok(Some(outcomes)) => {

@@ -228,6 +228,27 @@ async fn a_commit_without_fsync_is_written_on_the_worker_and_one_with_it_off() {
     }
 }
 
+/// Commits on the worker do not checkpoint (a checkpoint copies WAL pages into the database
+/// and syncs both), yet the WAL stays bounded: every 64th lone group is written off the worker
+/// with SQLite's automatic checkpoint on. 3,000 lone records write some 9,000 WAL pages; with
+/// no checkpoint the WAL file would hold them all (it is reused from its start after one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commits_on_the_worker_leave_checkpoints_to_the_others_and_the_wal_bounded() {
+    let (dir, store, log, public) = setup_with(airlock_core::config::SyncMode::Normal).await;
+    const N: usize = 3000;
+    for i in 0..N {
+        let log = log.clone();
+        tokio::spawn(async move { log.append(rec(i)).await.unwrap() }).await.unwrap();
+    }
+    let on_worker = store.group_stats().written_on_worker() as usize;
+    assert!(on_worker < N && on_worker >= N - N / 64 - 1, "{on_worker} of {N} lone groups on the worker");
+    let wal = std::fs::metadata(dir.path().join("store.db-wal")).unwrap().len();
+    // SQLite checkpoints once the WAL holds 1,000 pages; 64 groups add a few hundred more.
+    assert!(wal < 12 << 20, "the WAL file is {wal} bytes: not checkpointed");
+    let report = store.verify_audit(&public).await.unwrap();
+    assert!(report.ok() && report.records == N as u64, "{report:?}");
+}
+
 /// A caller that finds the store's write lock held by another connection does not wait for it
 /// on the worker: with one worker thread, a task spawned while the caller waits runs at once,
 /// and the record is written once the lock is free. Waiting on the worker would hold the only
