@@ -38,8 +38,8 @@ const MAX_GROUP: usize = 512;
 /// grows by at most this many groups' pages past SQLite's 1,000-page mark.
 const CHECKPOINT_EVERY: u32 = 64;
 
-/// SQLite's automatic checkpoint, in WAL pages (its default).
-const AUTO_CHECKPOINT_PAGES: u32 = 1000;
+/// SQLite's automatic checkpoint at its default, 1,000 WAL pages.
+const AUTO_CHECKPOINT_ON: &str = "PRAGMA wal_autocheckpoint = 1000";
 
 /// A step left for the end of a group, run in its transaction before the commit.
 pub(crate) type AtEnd = Box<dyn FnOnce(&rusqlite::Connection) -> rusqlite::Result<()> + Send>;
@@ -194,8 +194,11 @@ impl Writer {
         // for commits there and on for the others.
         let auto = matches!(begin, Begin::Wait);
         let began = if self.auto_checkpoint.load(Ordering::Relaxed) != auto {
-            let pages = if auto { AUTO_CHECKPOINT_PAGES } else { 0 };
-            c.pragma_update(None, "wal_autocheckpoint", pages).map(|()| self.auto_checkpoint.store(auto, Ordering::Relaxed))
+            // Prepared once each: a turn under load may switch twice.
+            let sql = if auto { AUTO_CHECKPOINT_ON } else { "PRAGMA wal_autocheckpoint = 0" };
+            c.prepare_cached(sql)
+                .and_then(|mut st| st.query([]).and_then(|mut rows| rows.next().map(drop)))
+                .map(|()| self.auto_checkpoint.store(auto, Ordering::Relaxed))
         } else {
             Ok(())
         };
