@@ -325,12 +325,17 @@ proptest::proptest! {
     /// written without a savepoint) or all at once (grouped, each under its own): every append
     /// gets the next sequence number once and the chain verifies; of the creates of one id
     /// exactly the first to commit succeeds and the rest fail alone with `Conflict`; a share is
-    /// burned by exactly as many right proofs as it has views and never by a wrong one.
+    /// burned by exactly as many right proofs as it has views and never by a wrong one. Under
+    /// either sync mode: with `normal` a lone group is written on the worker itself.
     #[test]
-    fn any_mix_of_operations_commits_as_a_model_says(batches in proptest::collection::vec((proptest::collection::vec(step(), 1..12), proptest::bool::ANY), 1..6)) {
+    fn any_mix_of_operations_commits_as_a_model_says(
+        batches in proptest::collection::vec((proptest::collection::vec(step(), 1..12), proptest::bool::ANY), 1..6),
+        full in proptest::bool::ANY,
+    ) {
+        use airlock_core::config::SyncMode;
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         rt.block_on(async move {
-            let (_dir, store, log, public) = setup().await;
+            let (_dir, store, log, public) = setup_with(if full { SyncMode::Full } else { SyncMode::Normal }).await;
             // The model: views given by the create that won, right-proof consumes, appends.
             let mut views: [Option<u32>; 4] = [None; 4];
             let mut burns = [0u32; 4];
