@@ -16,8 +16,8 @@ use clap::Parser;
 use std::process::ExitCode;
 
 /// Rust's allocations go to mimalloc: under load a call allocates some 400 times, and with
-/// glibc's allocator the broker spent 10 to 14 % more CPU a call at concurrency 32 (README
-/// "Benchmarks", "The allocator"). Built without transparent huge pages (`no_thp`); the C code
+/// glibc's allocator the broker spent 10 to 19 % more CPU a call at concurrency 32 in three
+/// alternating runs (README "Benchmarks", "The allocator"). Built without transparent huge pages (`no_thp`); the C code
 /// linked in (SQLite, aws-lc) keeps glibc's allocator.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -55,9 +55,10 @@ fn limit_malloc_arenas() {
 }
 
 /// How long mimalloc keeps memory freed in its arenas before it gives it back to the system
-/// (`madvise(MADV_DONTNEED)`): its default, one second, let the broker's resident memory grow
-/// 9 % from 10,000 to 200,000 calls, 10 ms 4 % (README "Benchmarks", "The allocator"). The delay
-/// is read each time a purge is scheduled, so setting it here covers everything freed from now on.
+/// (`madvise(MADV_DONTNEED)`): with its default, one second, the broker's resident memory grew
+/// 9 % from 10,000 to 200,000 calls, with 10 ms 4 % (one run each; README "Benchmarks", "The
+/// allocator"). The delay is read each time a purge is scheduled, so setting it here covers
+/// everything freed from now on.
 #[allow(unsafe_code)]
 fn tune_allocator() {
     /// Milliseconds; `MIMALLOC_PURGE_DELAY` in the environment overrides it.
