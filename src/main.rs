@@ -17,8 +17,8 @@ use std::process::ExitCode;
 
 /// Rust's allocations go to mimalloc: under load a call allocates some 400 times, and with
 /// glibc's allocator the broker spent 10 to 19 % more CPU a call at concurrency 32 in three
-/// alternating runs (README "Benchmarks", "The allocator"). Built without transparent huge pages (`no_thp`); the C code
-/// linked in (SQLite, aws-lc) keeps glibc's allocator.
+/// alternating runs (README "Benchmarks", "The allocator"). Built without transparent huge pages
+/// (`no_thp`); the C code linked in (SQLite, aws-lc) keeps glibc's allocator.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
