@@ -21,9 +21,22 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
 #[derive(Clone, Copy, Debug)]
 pub struct SocketPeer(pub Option<Peer>);
 
+impl SocketPeer {
+    fn of(stream: &tokio::net::UnixStream) -> SocketPeer {
+        SocketPeer(stream.peer_cred().ok().map(|c| Peer { uid: c.uid(), gid: c.gid(), pid: c.pid() }))
+    }
+}
+
 impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, UnixListener>> for SocketPeer {
     fn connect_info(stream: axum::serve::IncomingStream<'_, UnixListener>) -> Self {
-        SocketPeer(stream.io().peer_cred().ok().map(|c| Peer { uid: c.uid(), gid: c.gid(), pid: c.pid() }))
+        SocketPeer::of(stream.io())
+    }
+}
+
+/// The same, for a connection served on a lane ([`super::lanes`]).
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, super::lanes::Lane<tokio::net::UnixStream>>> for SocketPeer {
+    fn connect_info(stream: axum::serve::IncomingStream<'_, super::lanes::Lane<tokio::net::UnixStream>>) -> Self {
+        SocketPeer::of(stream.io())
     }
 }
 

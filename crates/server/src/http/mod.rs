@@ -8,6 +8,7 @@ mod agent;
 mod approvals;
 mod assets;
 mod connect;
+pub mod lanes;
 mod requests;
 pub mod auth;
 pub mod response;
@@ -24,7 +25,10 @@ use axum::response::{IntoResponse, Response};
 use axum::Router;
 use std::future::{Future, IntoFuture};
 use std::sync::Arc;
-use tokio::net::{TcpListener, UnixListener};
+use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
+
+/// A connection as accepted: the TCP lanes only need axum's connect info for a tapped listener.
+fn untouched(_: &mut TcpStream) {}
 
 async fn not_found() -> Response {
     ApiError::from(ErrorCode::NotFound).into_response()
@@ -94,6 +98,8 @@ pub async fn serve_on(
     extra: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    // Connections are served on the lanes (lanes.rs), one call on one thread.
+    let lanes = lanes::Lanes::start()?;
     let refresher = {
         let b = broker.clone();
         tokio::spawn(async move {
@@ -126,21 +132,37 @@ pub async fn serve_on(
         let _ = rx.wait_for(|s| *s).await;
     };
     let unix = listeners.unix.map(|u| {
-        let app = socket_router(broker.clone()).merge(extra.clone()).into_make_service_with_connect_info::<SocketPeer>();
-        tokio::spawn(axum::serve(u, app).with_graceful_shutdown(stopped(stop_rx.clone())).into_future())
+        let app = socket_router(broker.clone()).merge(extra.clone());
+        let stop = stop_rx.clone();
+        lanes.serve::<UnixStream, _>(
+            u,
+            move |lane| axum::serve(lane, app.clone().into_make_service_with_connect_info::<SocketPeer>()).with_graceful_shutdown(stopped(stop.clone())).into_future(),
+            stop_rx.clone(),
+        )
     });
-    // Connection info gives the share endpoints the client address for their rate limits.
-    let app = router(broker).merge(extra).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    let tcp = axum::serve(listeners.tcp, app).with_graceful_shutdown(stopped(stop_rx));
+    // Connection info gives the share endpoints the client address for their rate limits
+    // (axum reads it from a tapped listener's address).
+    let app = router(broker).merge(extra);
+    let stop = stop_rx.clone();
+    let tcp = lanes.serve::<TcpStream, _>(
+        listeners.tcp,
+        move |lane| {
+            let lane = axum::serve::ListenerExt::tap_io(lane, untouched as fn(&mut TcpStream));
+            axum::serve(lane, app.clone().into_make_service_with_connect_info::<std::net::SocketAddr>()).with_graceful_shutdown(stopped(stop.clone())).into_future()
+        },
+        stop_rx,
+    );
     let signal = async move {
         shutdown.await;
         let _ = stop_tx.send(true);
     };
-    let (r, ()) = tokio::join!(tcp.into_future(), signal);
-    let u = match unix {
-        Some(h) => h.await.unwrap_or_else(|e| Err(std::io::Error::other(e))),
-        None => Ok(()),
+    let unix = async move {
+        match unix {
+            Some(u) => u.await,
+            None => Ok(()),
+        }
     };
+    let (r, u, ()) = tokio::join!(tcp, unix, signal);
     refresher.abort();
     reaper.abort();
     if let Some(e) = export {
