@@ -73,8 +73,19 @@ impl ValidatedRequest {
 }
 
 /// Executes `http_request` calls. Holds two pooled clients (private addresses refused or
-/// allowed), built once, so repeated calls reuse connections.
+/// allowed) for each thread that calls it, each built on first use, so repeated calls reuse
+/// connections.
+///
+/// Per thread because a pooled connection is driven by a task on the runtime that opened it: a
+/// call that borrows a connection opened on another thread's runtime waits for that thread at
+/// each step of the exchange. The broker serves each agent connection on one lane (a runtime of
+/// one thread), so with a pool per thread a call stays on its lane from request to answer.
 pub struct HttpExecutor {
+    clients: thread_local::ThreadLocal<Clients>,
+}
+
+/// One thread's clients.
+struct Clients {
     public_only: Client,
     private_allowed: Client,
 }
@@ -236,11 +247,10 @@ fn upstream_error(e: reqwest::Error) -> CallError {
 }
 
 impl HttpExecutor {
-    /// Builds the executor and its two connection pools.
+    /// Builds the executor; each thread's two connection pools are built on its first call.
     pub fn new() -> Self {
         HttpExecutor {
-            public_only: build_client(false),
-            private_allowed: build_client(true),
+            clients: thread_local::ThreadLocal::new(),
         }
     }
 
@@ -276,10 +286,14 @@ impl HttpExecutor {
         let url = validate::admit(c, req.url.clone(), &req.method)?;
         check_body(c, req.body.as_deref())?;
         let inject = prepare(&c.inject, secret)?;
+        let clients = self.clients.get_or(|| Clients {
+            public_only: build_client(false),
+            private_allowed: build_client(true),
+        });
         let client = if c.allow_private_addresses {
-            &self.private_allowed
+            &clients.private_allowed
         } else {
-            &self.public_only
+            &clients.public_only
         };
         let exchange = self.exchange(client, c, url, req, &inject);
         match tokio::time::timeout(Duration::from_millis(c.timeout_ms), exchange).await {

@@ -553,3 +553,67 @@ async fn head_and_status_are_passed_through() {
     );
     assert_eq!(up.requests()[0].method, "HEAD");
 }
+
+/// A connection the executor opened on one thread is never used by a call on another: each
+/// thread that calls has its own pool (the broker's lanes keep a call on one thread). Two
+/// threads, each with a runtime of its own, take turns calling one upstream through one
+/// executor: each thread keeps reusing its own connection, and no connection serves both.
+#[test]
+fn each_calling_thread_has_its_own_connections() {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    // The upstream is served by `rt`, driven on a thread of its own until the end.
+    let up = rt.block_on(Upstream::start());
+    let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+    let server = std::thread::spawn(move || {
+        rt.block_on(async {
+            tokio::task::spawn_blocking(move || stop_rx.recv())
+                .await
+                .unwrap()
+                .ok()
+        });
+    });
+    let h = local_handle(up.port(), header_inject());
+    let ex = std::sync::Arc::new(HttpExecutor::new());
+    let thread = |ex: std::sync::Arc<HttpExecutor>, h: Handle, turn: std::sync::mpsc::Receiver<()>, done: std::sync::mpsc::Sender<()>| {
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            for _ in 0..5 {
+                turn.recv().unwrap();
+                let v = HttpExecutor::validate(&h, &args("GET", "/v1/x")).unwrap();
+                let r = rt.block_on(ex.execute(&h, &v, &secret())).unwrap();
+                assert_eq!(r["status"], 200);
+                done.send(()).unwrap();
+            }
+        })
+    };
+    let (a_turn, a_rx) = std::sync::mpsc::channel();
+    let (b_turn, b_rx) = std::sync::mpsc::channel();
+    let (done_tx, done) = std::sync::mpsc::channel();
+    let a = thread(ex.clone(), h.clone(), a_rx, done_tx.clone());
+    let b = thread(ex.clone(), h.clone(), b_rx, done_tx);
+    // Strictly alternating, so that each call finds the other thread's connection idle in the
+    // pool it would share.
+    let finished = || {
+        done.recv_timeout(Duration::from_secs(20))
+            .expect("a call did not finish: did it borrow the other thread's connection?")
+    };
+    for _ in 0..5 {
+        a_turn.send(()).unwrap();
+        finished();
+        b_turn.send(()).unwrap();
+        finished();
+    }
+    a.join().unwrap();
+    b.join().unwrap();
+    let ports: Vec<u16> = up.requests().iter().map(|s| s.peer.port()).collect();
+    assert_eq!(ports.len(), 10);
+    let (from_a, from_b): (Vec<(usize, u16)>, Vec<(usize, u16)>) =
+        ports.iter().copied().enumerate().partition(|(i, _)| i % 2 == 0);
+    let a_ports: std::collections::BTreeSet<u16> = from_a.iter().map(|(_, p)| *p).collect();
+    let b_ports: std::collections::BTreeSet<u16> = from_b.iter().map(|(_, p)| *p).collect();
+    assert_eq!(a_ports.len(), 1, "thread A reuses one connection: {ports:?}");
+    assert_eq!(b_ports.len(), 1, "thread B reuses one connection: {ports:?}");
+    assert!(a_ports.is_disjoint(&b_ports), "a connection served both threads: {ports:?}");
+    stop_tx.send(()).unwrap();
+    server.join().unwrap();
+}
