@@ -204,15 +204,17 @@ mod tests {
         let _ = rx.wait_for(|s| *s).await;
     }
 
-    /// Two lanes serving `/who` and `/slow` (300 ms) on 127.0.0.1:0: the address, the stop
-    /// switch, and the task that serves until stopped and drained.
-    async fn served() -> (std::net::SocketAddr, watch::Sender<bool>, tokio::task::JoinHandle<io::Result<()>>) {
+    /// Two lanes serving `/who` and `/slow` (300 ms, notifying `slow_started` first) on
+    /// 127.0.0.1:0: the address, the stop switch, and the task that serves until stopped and
+    /// drained.
+    async fn served(slow_started: std::sync::Arc<tokio::sync::Notify>) -> (std::net::SocketAddr, watch::Sender<bool>, tokio::task::JoinHandle<io::Result<()>>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop_tx, stop_rx) = watch::channel(false);
         let app = Router::new().route("/who", get(who)).route(
             "/slow",
-            get(|| async {
+            get(move || async move {
+                slow_started.notify_one();
                 tokio::time::sleep(Duration::from_millis(300)).await;
                 "done"
             }),
@@ -254,7 +256,7 @@ mod tests {
     /// handed to the lanes in turn.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_connection_stays_on_one_lane_and_connections_take_turns() {
-        let (addr, stop, task) = served().await;
+        let (addr, stop, task) = served(Default::default()).await;
         let mut lanes = Vec::new();
         for _ in 0..4 {
             // One TCP connection, kept alive between its requests (a pooling client may open
@@ -276,9 +278,11 @@ mod tests {
     /// On stop, a request in flight is still answered, and then nothing is accepted.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn stopping_drains_the_requests_in_flight_and_accepts_no_more() {
-        let (addr, stop, task) = served().await;
+        let slow_started = std::sync::Arc::new(tokio::sync::Notify::new());
+        let (addr, stop, task) = served(slow_started.clone()).await;
         let slow = tokio::spawn(async move { reqwest::get(format!("http://{addr}/slow")).await?.text().await });
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        // The request is being handled when the stop comes.
+        slow_started.notified().await;
         stop.send(true).unwrap();
         assert_eq!(slow.await.unwrap().unwrap(), "done");
         task.await.unwrap().unwrap();
