@@ -255,12 +255,16 @@ async fn bad_input_gets_a_code_and_nothing_is_executed() {
     // Oversized body: refused by the limit.
     let big = "x".repeat(2 << 20);
     // (On a connection of its own: the server answers before reading the whole body and then
-    // closes it, and a request sent on it as it closes would find no answer.)
-    let r = f.client.post(format!("{}/v1/invoke", f.base)).bearer_auth(&f.token)
+    // closes it, and a request sent on it as it closes would find no answer. Closing with the
+    // body unread may also reset the connection under the client while it is still sending:
+    // then no status arrives, and the refusal shows only in what reached the upstream.)
+    let sent = f.client.post(format!("{}/v1/invoke", f.base)).bearer_auth(&f.token)
         .header(reqwest::header::CONNECTION, "close")
         .json(&json!({"tool": "http_request", "arguments": {"credential_handle": "API", "method": "POST", "path_or_url": "/v1/x", "body": big}}))
-        .send().await.unwrap();
-    assert_eq!(r.status(), 413);
+        .send().await;
+    if let Ok(r) = sent {
+        assert_eq!(r.status(), 413);
+    }
     assert!(f.upstream_requests().is_empty());
 
     let r = f.client.get(format!("{}/nope", f.base)).send().await.unwrap();
