@@ -4,10 +4,10 @@
 //! `GET /metrics`.
 
 use super::auth::AgentAuth;
-use super::response::{json, ApiError};
+use super::response::{json, ApiError, BodyBytes};
 use crate::broker::{spans, Broker, ChildRequest, Format};
 use airlock_core::{CallError, ErrorCode};
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
@@ -45,7 +45,7 @@ struct InvokeBody {
 
 // Each call runs in its span, opened before the token is checked so that authentication is
 // one of its stages (crate::broker::spans).
-async fn invoke(State(b): State<Arc<Broker>>, auth: AgentAuth, body: Bytes) -> Response {
+async fn invoke(State(b): State<Arc<Broker>>, auth: AgentAuth, BodyBytes(body): BodyBytes) -> Response {
     async move {
         let c = match auth.caller_or_refuse(&b, "-").await {
             Ok(c) => c,
@@ -60,7 +60,7 @@ async fn invoke(State(b): State<Arc<Broker>>, auth: AgentAuth, body: Bytes) -> R
     .await
 }
 
-async fn lease_issue(State(b): State<Arc<Broker>>, auth: AgentAuth, body: Bytes) -> Response {
+async fn lease_issue(State(b): State<Arc<Broker>>, auth: AgentAuth, BodyBytes(body): BodyBytes) -> Response {
     async move {
         let c = match auth.caller_or_refuse(&b, "request_lease").await {
             Ok(c) => c,
@@ -140,7 +140,7 @@ async fn task_close(State(b): State<Arc<Broker>>, auth: AgentAuth, Path(id): Pat
     audited_op(&b, &auth, "close_task", args, move |c| async move { b2.close_task(&c, &id).await }).await
 }
 
-async fn create_child(State(b): State<Arc<Broker>>, auth: AgentAuth, body: Bytes) -> Response {
+async fn create_child(State(b): State<Arc<Broker>>, auth: AgentAuth, BodyBytes(body): BodyBytes) -> Response {
     let args: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let req = serde_json::from_value::<ChildRequest>(args.clone());
     let b2 = b.clone();

@@ -28,6 +28,7 @@ use crate::broker::children::ChildGrant;
 use crate::broker::{Broker, ChildRequest};
 use airlock_core::{CallError, ErrorCode};
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::response::Response;
 use axum::routing::post;
@@ -105,7 +106,11 @@ fn grants(scope: &str) -> Option<Vec<ChildGrant>> {
     (!by_handle.is_empty()).then(|| by_handle.into_iter().map(|(handle, tools)| ChildGrant { handle, tools }).collect())
 }
 
-async fn exchange(State(b): State<Arc<Broker>>, parts: http::request::Parts, body: Bytes) -> Response {
+async fn exchange(State(b): State<Arc<Broker>>, parts: http::request::Parts, body: Result<Bytes, BytesRejection>) -> Response {
+    // An OAuth error, not axum's plain text, for a body over `limits.max_request_bytes`.
+    let Ok(body) = body else {
+        return invalid_request("the request body is over limits.max_request_bytes or did not arrive whole");
+    };
     let p = match params(&body) {
         Ok(p) => p,
         Err(why) => return invalid_request(why),
