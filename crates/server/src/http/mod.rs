@@ -8,6 +8,7 @@ mod agent;
 mod approvals;
 mod assets;
 mod connect;
+pub mod drain;
 pub mod lanes;
 mod requests;
 pub mod auth;
@@ -131,8 +132,10 @@ pub async fn serve_on(
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
+    // A body a handler leaves unread is read to its end before the answer (drain.rs).
+    let drained = axum::middleware::from_fn(drain::drain_unread);
     let unix = listeners.unix.map(|u| {
-        let app = socket_router(broker.clone()).merge(extra.clone());
+        let app = socket_router(broker.clone()).merge(extra.clone()).layer(drained.clone());
         let stop = stop_rx.clone();
         lanes.serve::<UnixStream, _>(
             u,
@@ -142,7 +145,7 @@ pub async fn serve_on(
     });
     // Connection info gives the share endpoints the client address for their rate limits
     // (axum reads it from a tapped listener's address).
-    let app = router(broker).merge(extra);
+    let app = router(broker).merge(extra).layer(drained);
     let stop = stop_rx.clone();
     let tcp = lanes.serve::<TcpStream, _>(
         listeners.tcp,
