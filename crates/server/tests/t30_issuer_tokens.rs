@@ -445,6 +445,10 @@ async fn t30_token_exchange_gives_a_child_no_wider_than_its_parent() {
     // A parameter given twice.
     let r = fx.client.post(format!("{}/v1/token", fx.base)).body(format!("grant_type={TE}&grant_type={TE}")).send().await.unwrap();
     assert_eq!(r.status(), 400);
+    // A body over limits.max_request_bytes: OAuth's error, not a bare status.
+    let r = fx.client.post(format!("{}/v1/token", fx.base)).body(format!("grant_type={TE}&scope={}", "a".repeat(2 << 20))).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_request");
     // An expired parent token gets nothing.
     let mut old = scoped(&iss, json!("airlock:query_db"));
     old["exp"] = json!(now() - 60);
