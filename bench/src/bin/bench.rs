@@ -20,7 +20,10 @@
 //!     call stage;
 //! (i) with `-- code-order [OUT]` alone: the release binary's code order (`link/code-order.txt`
 //!     by default; `airlock_bench::code_order`), from `airlock serve` run under callgrind through
-//!     its start and its first calls of each kind (needs `valgrind`).
+//!     its start and its first calls of each kind (needs `valgrind`);
+//! (j) with `-- callgrind [normal|full] [http|query|mcp] [CALLS] [OUT]` alone: `airlock serve`
+//!     under callgrind, counted over CALLS sequential calls (1,000 by default) after 50 that are
+//!     not, for `callgrind_annotate --inclusive=yes OUT`; it prints the instructions per call.
 //!
 //! Each store sync mode's section starts with the fsync of this machine (a 4 KiB write and
 //! `fdatasync` in the store's directory, p50), the floor of a durable commit with `sync = full`.
@@ -96,6 +99,9 @@ async fn main() -> Result<()> {
     if std::env::args().nth(1).as_deref() == Some("code-order") {
         let out = std::env::args().nth(2).map(PathBuf::from).unwrap_or_else(code_order_file);
         return write_code_order(&out).await;
+    }
+    if std::env::args().nth(1).as_deref() == Some("callgrind") {
+        return count_instructions().await;
     }
     if std::env::args().nth(1).as_deref() == Some("compare") {
         let other = std::env::args().nth(2).context("usage: airlock-bench compare OTHER_AIRLOCK_BINARY [normal|full]")?;
@@ -322,33 +328,76 @@ fn code_order_coverage(airlock: &Airlock) -> Option<(usize, usize)> {
 async fn write_code_order(out: &std::path::Path) -> Result<()> {
     anyhow::ensure!(which("valgrind").is_some(), "valgrind not found (Debian: apt-get install valgrind)");
     let up_addr = upstream().await?;
-    let b = Broker::start_with(Airlock::next_to_this()?, up_addr, "normal").await?;
+    let mut b = Broker::start_with(Airlock::next_to_this()?, up_addr, "normal").await?;
     let calls = [
         b.invoke("http_request", ping_args()),
         b.invoke("query_db", serde_json::json!({"credential_handle": "DB", "query": "SELECT 1"})),
         b.mcp_call("http_request", ping_args()),
     ];
-    let cfg = b.dir.path().join("airlock.toml");
     let trace = b.dir.path().join("callgrind.out");
-    drop(b.proc);
-    let trace_arg = format!("--callgrind-out-file={}", trace.display());
-    let wrapper = ["valgrind", "--tool=callgrind", "--demangle=no", "--dump-instr=no", trace_arg.as_str()];
-    let mut proc = b.airlock.serve_under(&wrapper, &cfg, &b.base).await?;
+    b.under_callgrind(&trace, &["--demangle=no"]).await?;
     let client = reqwest::Client::new();
     for target in &calls {
         for _ in 0..3 {
             target.send(&client).await?;
         }
     }
-    let pid = nix::unistd::Pid::from_raw(i32::try_from(proc.0.id())?);
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM)?;
-    proc.0.wait()?;
+    stop(&mut b.proc)?;
     let text = std::fs::read_to_string(&trace).with_context(|| format!("reading the callgrind trace {}", trace.display()))?;
     let name = b.airlock.path().file_name().context("the airlock binary has no file name")?.to_string_lossy();
     let functions = code_order::functions_of(&text, &format!("/{name}"));
     anyhow::ensure!(!functions.is_empty(), "the trace names no function of {}", b.airlock.path().display());
     std::fs::write(out, format!("{}{}\n", code_order::HEADER, functions.join("\n"))).with_context(|| format!("writing {}", out.display()))?;
     println!("airlock-bench code-order: {} functions of {} written to {}", functions.len(), b.airlock.path().display(), out.display());
+    Ok(())
+}
+
+/// Ends `proc` with SIGTERM (on which callgrind writes its trace) and waits for it.
+fn stop(proc: &mut Proc) -> Result<()> {
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(proc.0.id())?);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM)?;
+    proc.0.wait()?;
+    Ok(())
+}
+
+/// `airlock-bench callgrind [normal|full] [http|query|mcp] [CALLS] [OUT]`: (j) the instructions
+/// `airlock serve` (the release binary next to this one) spends on CALLS sequential calls of one
+/// kind through a keep-alive connection, after 50 uncounted ones (`callgrind_control --zero`,
+/// then `--dump`). The count is repeatable for the same binary and inputs whatever else the
+/// machine does, so two builds compare on one number; the trace (`OUT`, `callgrind.out` by
+/// default) says where it goes: `callgrind_annotate --inclusive=yes OUT`.
+async fn count_instructions() -> Result<()> {
+    anyhow::ensure!(which("valgrind").is_some() && which("callgrind_control").is_some(), "valgrind not found (Debian: apt-get install valgrind)");
+    let sync = std::env::args().nth(2).unwrap_or_else(|| "normal".into());
+    let what = std::env::args().nth(3).unwrap_or_else(|| "http".into());
+    let calls: usize = std::env::args().nth(4).map(|s| s.parse()).transpose()?.unwrap_or(1000);
+    let out = PathBuf::from(std::env::args().nth(5).unwrap_or_else(|| "callgrind.out".into()));
+    let up_addr = upstream().await?;
+    let mut b = Broker::start(up_addr, &sync).await?;
+    let target = b.target(&what);
+    let trace = b.dir.path().join("callgrind.out");
+    b.under_callgrind(&trace, &[]).await?;
+    let client = reqwest::Client::new();
+    for _ in 0..50 {
+        target.send(&client).await?;
+    }
+    let pid = b.proc.0.id().to_string();
+    output(std::process::Command::new("callgrind_control").args(["--zero", &pid]))?;
+    for _ in 0..calls {
+        target.send(&client).await?;
+    }
+    output(std::process::Command::new("callgrind_control").args(["--dump=counted", &pid]))?;
+    stop(&mut b.proc)?;
+    // The dump after `--zero` is written as `TRACE.N` (N from 1); the final one at exit is not it.
+    let dumped = std::fs::read_dir(b.dir.path())?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("callgrind.out.")))
+        .find(|p| std::fs::read_to_string(p).is_ok_and(|t| t.contains("counted")))
+        .context("callgrind wrote no dump for the counted calls")?;
+    std::fs::copy(&dumped, &out).with_context(|| format!("writing {}", out.display()))?;
+    let text = std::fs::read_to_string(&out)?;
+    let total: f64 = text.lines().find_map(|l| l.strip_prefix("summary:").or_else(|| l.strip_prefix("totals:"))).context("the trace has no total")?.trim().parse()?;
+    println!("airlock-bench callgrind: {what}, sync = {sync}: {calls} calls, {:.0} instructions a call in `airlock serve`; trace {}", total / calls as f64, out.display());
     Ok(())
 }
 
@@ -419,11 +468,7 @@ async fn profile() -> Result<()> {
         report("bare proxy", &http_load(&[bare], concurrency, PHASES).await?);
     }
     println!("broker pid {} (sync = {sync}), {secs} s at concurrency {concurrency}", broker.proc.0.id());
-    let target = match what.as_str() {
-        "query" => broker.invoke("query_db", serde_json::json!({"credential_handle": "DB", "query": "SELECT 1"})),
-        "mcp" => broker.mcp_call("http_request", ping_args()),
-        _ => broker.invoke("http_request", ping_args()),
-    };
+    let target = broker.target(&what);
     let phases = Phases { warmup: Duration::from_secs(1), measure: Duration::from_secs(secs) };
     report(&what, &http_load(&[target], concurrency, phases).await?);
     let metrics = reqwest::get(format!("{}/metrics", broker.base)).await?.text().await?;
@@ -635,6 +680,28 @@ grants = [{{ handle = "API", tools = ["http_request"] }}, {{ handle = "DB", tool
                     .to_string(),
             ),
         }
+    }
+
+    /// The call a `profile` or `callgrind` run makes: `query` (`query_db SELECT 1`), `mcp`
+    /// (`http_request` as an MCP `tools/call`), or else `http_request`.
+    fn target(&self, what: &str) -> Target {
+        match what {
+            "query" => self.invoke("query_db", serde_json::json!({"credential_handle": "DB", "query": "SELECT 1"})),
+            "mcp" => self.mcp_call("http_request", ping_args()),
+            _ => self.invoke("http_request", ping_args()),
+        }
+    }
+
+    /// This broker started again under callgrind (`valgrind --tool=callgrind`, the trace written
+    /// to `trace`, with `extra` options), on the same configuration and data.
+    async fn under_callgrind(&mut self, trace: &std::path::Path, extra: &[&str]) -> Result<()> {
+        let _ = self.proc.0.kill();
+        self.proc.0.wait()?;
+        let trace_arg = format!("--callgrind-out-file={}", trace.display());
+        let mut wrapper = vec!["valgrind", "--tool=callgrind", "--dump-instr=no", trace_arg.as_str()];
+        wrapper.extend_from_slice(extra);
+        self.proc = self.airlock.serve_under(&wrapper, &self.dir.path().join("airlock.toml"), &self.base).await?;
+        Ok(())
     }
 
     /// The call as `POST /v1/invoke`.
