@@ -82,6 +82,21 @@ impl IntoResponse for Invocation {
     }
 }
 
+/// A request body read whole, within `limits.max_request_bytes`. A body over the limit is
+/// refused with the contract's envelope (`limit-exceeded`, 413) rather than axum's plain text,
+/// and one that fails to arrive whole with `bad-request`.
+pub struct BodyBytes(pub Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for BodyBytes {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        Bytes::from_request(req, state).await.map(BodyBytes).map_err(|r| {
+            ApiError::from(if r.status() == StatusCode::PAYLOAD_TOO_LARGE { ErrorCode::LimitExceeded } else { ErrorCode::BadRequest })
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -108,20 +123,5 @@ mod tests {
                 assert_eq!(h.get_all(name).iter().collect::<Vec<_>>(), [value], "{name}");
             }
         }
-    }
-}
-
-/// A request body read whole, within `limits.max_request_bytes`. A body over the limit is
-/// refused with the contract's envelope (`limit-exceeded`, 413) rather than axum's plain text,
-/// and one that fails to arrive whole with `bad-request`.
-pub struct BodyBytes(pub Bytes);
-
-impl<S: Send + Sync> FromRequest<S> for BodyBytes {
-    type Rejection = ApiError;
-
-    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        Bytes::from_request(req, state).await.map(BodyBytes).map_err(|r| {
-            ApiError::from(if r.status() == StatusCode::PAYLOAD_TOO_LARGE { ErrorCode::LimitExceeded } else { ErrorCode::BadRequest })
-        })
     }
 }
