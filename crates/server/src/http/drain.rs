@@ -14,40 +14,63 @@ use axum::body::{Body, Bytes};
 use axum::extract::Request;
 use axum::http::header::{CONNECTION, EXPECT};
 use axum::http::HeaderValue;
-use axum::middleware::Next;
 use axum::response::Response;
+use futures::future::{BoxFuture, Either};
 use http_body::{Body as _, Frame, SizeHint};
 use http_body_util::BodyExt;
+use std::convert::Infallible;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::sync::oneshot;
+use tower::Service;
 
 /// At most this many bytes of an unread rest are read and dropped.
 pub const DRAIN_BYTES: u64 = 8 << 20;
 /// For at most this long.
 pub const DRAIN_TIME: Duration = Duration::from_secs(2);
 
-/// The middleware: wraps a request's body so that what the handler leaves of it comes back here
-/// when the handler drops it, then reads that rest to its end (bounded) before answering.
-pub async fn drain_unread(req: Request, next: Next) -> Response {
-    if req.body().is_end_stream() {
-        return next.run(req).await;
+/// An app (a listener's whole router) whose requests' bodies are drained: each body is wrapped
+/// so that what the handler leaves of it comes back here when the handler drops it, and that
+/// rest is read to its end (bounded) before the answer goes out. A request without a body goes
+/// straight through.
+#[derive(Clone)]
+pub struct Drained<S>(pub S);
+
+impl<S> Service<Request> for Drained<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible>,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Either<S::Future, BoxFuture<'static, Result<Response, Infallible>>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.0.poll_ready(cx)
     }
-    let expects_continue = req.headers().get(EXPECT).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
-    let (tx, mut rx) = oneshot::channel();
-    let req = req.map(|body| Body::new(Returning { body: Some(body), back: Some(tx), polled: false }));
-    let mut resp = next.run(req).await;
-    // The handler has dropped the body by now unless a task it started still holds it; then
-    // nothing comes back and nothing is done here.
-    let Ok(Rest { body, polled }) = rx.try_recv() else {
-        return resp;
-    };
-    let finished = if expects_continue && !polled { false } else { drain(body).await };
-    if !finished {
-        resp.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        if req.body().is_end_stream() {
+            return Either::Left(self.0.call(req));
+        }
+        let expects_continue = req.headers().get(EXPECT).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+        let (tx, mut rx) = oneshot::channel();
+        let answer = self.0.call(req.map(|body| Body::new(Returning { body: Some(body), back: Some(tx), polled: false })));
+        Either::Right(Box::pin(async move {
+            let Ok(mut resp) = answer.await;
+            // The handler has dropped the body by now unless a task it started still holds it;
+            // then nothing comes back and nothing is done here.
+            let Ok(Rest { body, polled }) = rx.try_recv() else {
+                return Ok(resp);
+            };
+            let finished = if expects_continue && !polled { false } else { drain(body).await };
+            if !finished {
+                resp.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
+            }
+            Ok(resp)
+        }))
     }
-    resp
 }
 
 /// Reads `body` to its end, dropping what it reads; whether it ended within the bounds.
@@ -71,7 +94,7 @@ struct Rest {
     polled: bool,
 }
 
-/// A request body that, dropped before its end, is handed back to [`drain_unread`].
+/// A request body that, dropped before its end, is handed back to [`Drained`].
 struct Returning {
     body: Option<Body>,
     back: Option<oneshot::Sender<Rest>>,
@@ -131,11 +154,10 @@ mod tests {
         let app = Router::new()
             .route("/refuse", post(refuse))
             .route("/take", post(take))
-            .layer(axum::extract::DefaultBodyLimit::disable())
-            .layer(axum::middleware::from_fn(drain_unread));
+            .layer(axum::extract::DefaultBodyLimit::disable());
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(l, app).await });
+        tokio::spawn(async move { axum::serve(l, axum::ServiceExt::<Request>::into_make_service(Drained(app))).await });
         addr
     }
 

@@ -21,9 +21,9 @@ pub use response::{ApiError, PAGE_CSP};
 
 use crate::broker::Broker;
 use airlock_core::ErrorCode;
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, Request};
 use axum::response::{IntoResponse, Response};
-use axum::Router;
+use axum::{Router, ServiceExt};
 use std::future::{Future, IntoFuture};
 use std::sync::Arc;
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
@@ -132,26 +132,25 @@ pub async fn serve_on(
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
-    // A body a handler leaves unread is read to its end before the answer (drain.rs).
-    let drained = axum::middleware::from_fn(drain::drain_unread);
     let unix = listeners.unix.map(|u| {
-        let app = socket_router(broker.clone()).merge(extra.clone()).layer(drained.clone());
+        // A body a handler leaves unread is read to its end before the answer (drain.rs).
+        let app = drain::Drained(socket_router(broker.clone()).merge(extra.clone()));
         let stop = stop_rx.clone();
         lanes.serve::<UnixStream, _>(
             u,
-            move |lane| axum::serve(lane, app.clone().into_make_service_with_connect_info::<SocketPeer>()).with_graceful_shutdown(stopped(stop.clone())).into_future(),
+            move |lane| axum::serve(lane, ServiceExt::<Request>::into_make_service_with_connect_info::<SocketPeer>(app.clone())).with_graceful_shutdown(stopped(stop.clone())).into_future(),
             stop_rx.clone(),
         )
     });
     // Connection info gives the share endpoints the client address for their rate limits
     // (axum reads it from a tapped listener's address).
-    let app = router(broker).merge(extra).layer(drained);
+    let app = drain::Drained(router(broker).merge(extra));
     let stop = stop_rx.clone();
     let tcp = lanes.serve::<TcpStream, _>(
         listeners.tcp,
         move |lane| {
             let lane = axum::serve::ListenerExt::tap_io(lane, untouched as fn(&mut TcpStream));
-            axum::serve(lane, app.clone().into_make_service_with_connect_info::<std::net::SocketAddr>()).with_graceful_shutdown(stopped(stop.clone())).into_future()
+            axum::serve(lane, ServiceExt::<Request>::into_make_service_with_connect_info::<std::net::SocketAddr>(app.clone())).with_graceful_shutdown(stopped(stop.clone())).into_future()
         },
         stop_rx,
     );
