@@ -200,29 +200,53 @@ mod tests {
         r
     }
 
+    /// Sends a refused request of `n` bytes on `s` and then a request that must be answered
+    /// whole on the same connection: the refusal is 413 without `close`, and the next answer is
+    /// the next request's.
+    fn refuse_then_take(s: &mut TcpStream, n: usize, chunked: bool) {
+        let refused = request("/refuse", n, chunked);
+        // Sent from a thread of its own: the server answers only once it has read it all.
+        let mut w = s.try_clone().unwrap();
+        let sender = std::thread::spawn(move || w.write_all(&refused));
+        let (status, head, _) = answer(s).unwrap();
+        sender.join().unwrap().unwrap();
+        assert_eq!(status, 413, "{n} bytes, chunked {chunked}");
+        assert!(!head.contains("connection: close"), "{n} bytes, chunked {chunked}: {head}");
+        s.write_all(&request("/take", 10, false)).unwrap();
+        let (status, _, body) = answer(s).unwrap();
+        assert_eq!((status, body.as_str()), (200, "10"), "after {n} bytes, chunked {chunked}");
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_refused_body_is_read_to_its_end_and_the_connection_goes_on() {
         let addr = server(1 << 20).await;
         tokio::task::spawn_blocking(move || {
-            // Bodies the handler leaves unread at several points, fixed length and chunked, each
-            // followed on the same connection by a request that must be answered whole.
+            // Bodies the handler leaves unread at several points, fixed length and chunked.
             let mut s = TcpStream::connect(addr).unwrap();
             for (n, chunked) in [(1, false), ((1 << 20) + 1, false), (3 << 20, false), ((1 << 20) + 1, true), (5 << 20, true)] {
-                let refused = request("/refuse", n, chunked);
-                // Sent from a thread of its own: the server answers only once it has read it all.
-                let mut w = s.try_clone().unwrap();
-                let sender = std::thread::spawn(move || w.write_all(&refused));
-                let (status, head, _) = answer(&mut s).unwrap();
-                sender.join().unwrap().unwrap();
-                assert_eq!(status, 413, "{n} bytes, chunked {chunked}");
-                assert!(!head.contains("connection: close"), "{n} bytes, chunked {chunked}: {head}");
-                s.write_all(&request("/take", 10, false)).unwrap();
-                let (status, _, body) = answer(&mut s).unwrap();
-                assert_eq!((status, body.as_str()), (200, "10"), "after {n} bytes, chunked {chunked}");
+                refuse_then_take(&mut s, n, chunked);
             }
         })
         .await
         .unwrap();
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(24))]
+        /// Wherever the handler stops reading (nowhere, mid-body, past the end) and however the
+        /// body is framed, a rest within the bound is drained and the connection goes on.
+        #[test]
+        fn any_refused_body_within_the_bound_leaves_the_connection_usable(
+            read in 0usize..(2 << 20),
+            sizes in proptest::collection::vec((1usize..(3 << 20), proptest::bool::ANY), 1..4),
+        ) {
+            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+            let addr = rt.block_on(server(read));
+            let mut s = TcpStream::connect(addr).unwrap();
+            for (n, chunked) in sizes {
+                refuse_then_take(&mut s, n, chunked);
+            }
+        }
     }
 
     /// A body of `left` bytes in chunks of 64 KiB, failing after them when `fails`.
