@@ -67,6 +67,40 @@ fn host_of(authority: &str) -> String {
 /// Defangs active markup in `text` that does not point at one of `own_hosts` (lower-case host
 /// names, the handle's destinations). Returns the text and how many pieces were defanged.
 pub fn neutralize<'a>(text: &'a str, own_hosts: &[String]) -> (Cow<'a, str>, usize) {
+    neutralize_passes(text, own_hosts, Search::WhenPossible)
+}
+
+/// Whether a pass searches text that lacks a literal its pattern cannot match without.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Search {
+    /// Only text holding every literal the pass's pattern needs: a pass whose pattern cannot
+    /// match costs a substring search instead of a regex search (the result is the same).
+    WhenPossible,
+    /// Every text (what the skipped searches would have found, for the tests).
+    #[cfg_attr(not(test), allow(dead_code))]
+    Always,
+}
+
+/// One pass over `t`: every match of `re` replaced by what `f` makes of it, when `t` holds each
+/// of `needs` (literals every match of `re` contains) or `search` is [`Search::Always`].
+fn pass<'t>(
+    t: Cow<'t, str>,
+    search: Search,
+    needs: &[&str],
+    re: &Regex,
+    f: impl FnMut(&regex::Captures<'_>) -> String,
+) -> Cow<'t, str> {
+    if search == Search::WhenPossible && !needs.iter().all(|n| t.contains(n)) {
+        return t;
+    }
+    match re.replace_all(&t, f) {
+        Cow::Borrowed(_) => t,
+        Cow::Owned(o) => Cow::Owned(o),
+    }
+}
+
+/// [`neutralize`], each pass searching as `search` says.
+fn neutralize_passes<'a>(text: &'a str, own_hosts: &[String], search: Search) -> (Cow<'a, str>, usize) {
     let p = patterns();
     // Cheap refusal of the common case: nothing that could start markup.
     if !text.contains(':') && !text.contains('<') && !text.contains("](") && !text.contains("//") {
@@ -75,7 +109,8 @@ pub fn neutralize<'a>(text: &'a str, own_hosts: &[String]) -> (Cow<'a, str>, usi
     let own = |host: &str| !host.is_empty() && own_hosts.iter().any(|h| h == host);
     let mut n = 0usize;
     let mut foreign_url = false;
-    let t = p.url.replace_all(text, |c: &regex::Captures<'_>| {
+    // Each pass reads what the one before it wrote, so each checks its own literals.
+    let t = pass(Cow::Borrowed(text), search, &["://"], &p.url, |c| {
         if own(&host_of(&c[3])) {
             return c[0].to_owned();
         }
@@ -83,7 +118,7 @@ pub fn neutralize<'a>(text: &'a str, own_hosts: &[String]) -> (Cow<'a, str>, usi
         foreign_url = true;
         format!("{}[:]//{}", &c[1], &c[3])
     });
-    let t = match p.script.replace_all(&t, |c: &regex::Captures<'_>| {
+    let t = pass(t, search, &[":"], &p.script, |c| {
         n += 1;
         foreign_url = true;
         match (c.get(1), c.get(3)) {
@@ -91,39 +126,27 @@ pub fn neutralize<'a>(text: &'a str, own_hosts: &[String]) -> (Cow<'a, str>, usi
             (None, Some(scheme)) => format!("{}[:]{}", scheme.as_str(), &c[4]),
             _ => c[0].to_owned(),
         }
-    }) {
-        Cow::Borrowed(_) => t,
-        Cow::Owned(o) => Cow::Owned(o),
-    };
-    let t = match p.relative.replace_all(&t, |c: &regex::Captures<'_>| {
+    });
+    let t = pass(t, search, &["//"], &p.relative, |c| {
         if own(&host_of(&c[2])) {
             return c[0].to_owned();
         }
         n += 1;
         foreign_url = true;
         format!("{}[/]/{}", &c[1], &c[2])
-    }) {
-        Cow::Borrowed(_) => t,
-        Cow::Owned(o) => Cow::Owned(o),
-    };
+    });
     let before = n;
-    let t = match p.tag.replace_all(&t, |c: &regex::Captures<'_>| {
+    let t = pass(t, search, &["<"], &p.tag, |c| {
         n += 1;
         format!("&lt;{}", &c[0][1..])
-    }) {
-        Cow::Borrowed(_) => t,
-        Cow::Owned(o) => Cow::Owned(o),
-    };
+    });
     // Markdown syntax is broken only where it could still reach out: an image anywhere (a
     // defanged URL would be fetched as a path of the page's own origin), a link when the text
     // held a foreign URL.
-    let t = match p.md_image.replace_all(&t, |c: &regex::Captures<'_>| {
+    let t = pass(t, search, &["!", "["], &p.md_image, |c| {
         n += 1;
         c[0].replace('[', "\\[")
-    }) {
-        Cow::Borrowed(_) => t,
-        Cow::Owned(o) => Cow::Owned(o),
-    };
+    });
     // A link destination or reference definition that is not plainly one of the handle's own
     // URLs is broken too: renderers decode entities and escapes in destinations, so
     // `[a](&#104;ttps://attacker.test)` is a live link whose scheme no URL pattern sees.
@@ -132,31 +155,22 @@ pub fn neutralize<'a>(text: &'a str, own_hosts: &[String]) -> (Cow<'a, str>, usi
         let rest = l.strip_prefix("https://").or_else(|| l.strip_prefix("http://"));
         rest.is_some_and(|r| own(&host_of(r.split(['/', '?', '#']).next().unwrap_or(""))))
     };
-    let t = match p.link_dest.replace_all(&t, |c: &regex::Captures<'_>| {
+    let t = pass(t, search, &["]", "("], &p.link_dest, |c| {
         if own_url(&c[1]) {
             return c[0].to_owned();
         }
         n += 1;
         c[0].replacen('(', "\\(", 1)
-    }) {
-        Cow::Borrowed(_) => t,
-        Cow::Owned(o) => Cow::Owned(o),
-    };
-    let t = match p.ref_def.replace_all(&t, |c: &regex::Captures<'_>| {
+    });
+    let t = pass(t, search, &["[", "]:"], &p.ref_def, |c| {
         if own_url(&c[3]) {
             return c[0].to_owned();
         }
         n += 1;
         format!("{}\\[{}]:{}", &c[1], &c[2], &c[0][c[1].len() + c[2].len() + 3..])
-    }) {
-        Cow::Borrowed(_) => t,
-        Cow::Owned(o) => Cow::Owned(o),
-    };
+    });
     let t = if foreign_url || n > before {
-        match p.md_link.replace_all(&t, |c: &regex::Captures<'_>| c[0].replacen('(', "\\(", 1).replacen("][", "]\\[", 1)) {
-            Cow::Borrowed(_) => t,
-            Cow::Owned(o) => Cow::Owned(o),
-        }
+        pass(t, search, &["]"], &p.md_link, |c| c[0].replacen('(', "\\(", 1).replacen("][", "]\\[", 1))
     } else {
         t
     };
@@ -221,6 +235,37 @@ mod tests {
         for (input, want) in cases {
             let (out, _) = neutralize(input, &own());
             assert_eq!(out, want, "{input}");
+        }
+    }
+
+    /// Pieces a hostile upstream builds markup from: every literal a pass looks for, scheme
+    /// and tag names in both cases and with the characters that fold to ASCII letters (the
+    /// Kelvin sign, the long s), hosts own and foreign, whitespace and escapes.
+    const PIECES: &[&str] = &[
+        ":", "//", "/", "<", ">", "!", "[", "]", "(", ")", "]:", "](", "![", "=", "\"", "'", " ", "\t", "\n", "\\",
+        "https", "HTTP", "wss", "ftp", "file", "javascript", "VBScript", "data", "image/png;", "text/html,", "javaſcript",
+        "lin\u{212a}", "img", "IMG", "a", "script", "ſvg", "url(", "api.example.com", "attacker.test", "@", "&#104;", "%68",
+        "x", "0", "é",
+    ];
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2048))]
+        /// Skipping a pass whose literals the text lacks changes nothing: for any text built
+        /// from markup's pieces, the result and the count equal those of every pass searching.
+        #[test]
+        fn skipped_passes_change_nothing(parts in proptest::collection::vec(proptest::sample::select(PIECES), 0..24)) {
+            let text: String = parts.concat();
+            let skipping = neutralize_passes(&text, &own(), Search::WhenPossible);
+            let searching = neutralize_passes(&text, &own(), Search::Always);
+            proptest::prop_assert_eq!(skipping, searching, "{:?}", text);
+        }
+
+        /// The same over arbitrary text.
+        #[test]
+        fn skipped_passes_change_nothing_on_any_text(text in "\\PC{0,64}") {
+            let skipping = neutralize_passes(&text, &own(), Search::WhenPossible);
+            let searching = neutralize_passes(&text, &own(), Search::Always);
+            proptest::prop_assert_eq!(skipping, searching, "{:?}", text);
         }
     }
 }
