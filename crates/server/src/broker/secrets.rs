@@ -128,7 +128,7 @@ impl Broker {
     /// covers does not move: the next refresh that sees the store changed builds from all of it.
     pub(crate) async fn cover(&self, name: &str, label: HandleName, secret: Secret) -> Result<(), BrokerError> {
         let mut parts = Vec::new();
-        self.push_known(name, label.clone(), secret.clone(), &mut parts);
+        Self::push_known(&AwsNames::of(&self.cfg()), name, label.clone(), secret.clone(), &mut parts);
         if self.try_add(&label, &secret, &parts).await {
             return Ok(());
         }
@@ -194,12 +194,13 @@ impl Broker {
     /// Every secret the scrubber must know, labelled, with `extra`.
     async fn gather(&self, extra: Vec<(HandleName, Secret)>) -> Result<Vec<(HandleName, Secret)>, BrokerError> {
         let mut labelled: Vec<(HandleName, Secret)> = Vec::new();
+        let aws = AwsNames::of(&self.cfg());
         for (name, _) in self.store.all_sealed().await? {
             // A configured handle's local secret, or a value a person sent for a request.
             let label_text = airlock_store::requests::handle_of_value_name(&name).unwrap_or(&name);
             let Ok(label) = HandleName::parse(label_text) else { continue };
             match self.secrets.vault.resolve(&SecretRef::Local(name.clone())).await {
-                Ok(s) => self.push_known(&name, label, s, &mut labelled),
+                Ok(s) => Self::push_known(&aws, &name, label, s, &mut labelled),
                 // Removed since it was listed (a lease revoked meanwhile): nothing to cover.
                 Err(airlock_vault::VaultError::NotFound(_)) => {}
                 Err(e) => tracing::warn!(secret = %name, error = %e, "stored secret does not open; not in the scrubber"),
@@ -210,7 +211,7 @@ impl Broker {
                 continue;
             }
             match self.secrets.vault.resolve(&h.secret).await {
-                Ok(s) => self.push_known(h.name.as_str(), h.name.clone(), s, &mut labelled),
+                Ok(s) => Self::push_known(&aws, h.name.as_str(), h.name.clone(), s, &mut labelled),
                 Err(e) => tracing::warn!(handle = %h.name, error = %e, "secret unavailable; not in the scrubber"),
             }
         }
@@ -218,39 +219,27 @@ impl Broker {
         // scrubbed.
         for (name, s) in self.secrets.vault.retired().await.map_err(BrokerError::from)? {
             if let Ok(label) = HandleName::parse(&name) {
-                self.push_known(&name, label, s, &mut labelled);
+                Self::push_known(&aws, &name, label, s, &mut labelled);
             }
         }
         // Connected accounts' tokens: an upstream that echoes its bearer token back is scrubbed.
         labelled.extend(self.account_tokens().await);
         for (label, s) in extra {
-            self.push_known(&label.to_string(), label, s, &mut labelled);
+            Self::push_known(&aws, &label.to_string(), label, s, &mut labelled);
         }
         Ok(labelled)
     }
 
     /// Adds a secret to the scrubber's list. An aws secret (the handle's key pair or a lease's
-    /// STS credentials, found by its vault name or handle name) is a JSON object: each of its
-    /// values is added too, as they are what a response would carry.
-    fn push_known(&self, name: &str, label: HandleName, s: Secret, out: &mut Vec<(HandleName, Secret)>) {
-        if self.is_aws_secret(name) {
+    /// STS credentials, found by its vault name or handle name, [`AwsNames`]) is a JSON object:
+    /// each of its values is added too, as they are what a response would carry.
+    fn push_known(aws: &AwsNames, name: &str, label: HandleName, s: Secret, out: &mut Vec<(HandleName, Secret)>) {
+        if aws.holds(name) {
             for p in airlock_exec_aws::secret_parts(&s) {
                 out.push((label.clone(), p));
             }
         }
         out.push((label, s));
-    }
-
-    /// True when `name` is an aws handle, the local vault name of an aws handle's secret, or a
-    /// lease of an aws handle (`BASE__Lxxxxxx`).
-    fn is_aws_secret(&self, name: &str) -> bool {
-        let base = match name.rsplit_once("__L") {
-            Some((b, suffix)) if suffix.len() == 6 => b,
-            _ => name,
-        };
-        self.cfg().handles.values().filter(|h| h.kind == HandleKind::Aws).any(|h| {
-            h.name.as_str() == base || h.name.as_str() == name || matches!(&h.secret, SecretRef::Local(k) if k == name)
-        })
     }
 
     /// Checks whether secrets changed in the store (another process ran `secret put`) and rebuilds
@@ -327,4 +316,55 @@ fn build_from(labelled: &[(HandleName, Secret)]) -> Scrubber {
         b.add_secret(l, s);
     }
     b.build()
+}
+
+/// The names under which an aws secret is stored or resolved, read once from the configuration
+/// for a whole gathering (a lookup per secret, not a walk over every handle per secret).
+struct AwsNames {
+    /// Names of the aws handles.
+    handles: std::collections::HashSet<String>,
+    /// Local vault names of the aws handles' secrets.
+    locals: std::collections::HashSet<String>,
+}
+
+impl AwsNames {
+    fn of(cfg: &airlock_core::config::Config) -> AwsNames {
+        let aws = || cfg.handles.values().filter(|h| h.kind == HandleKind::Aws);
+        AwsNames {
+            handles: aws().map(|h| h.name.as_str().to_owned()).collect(),
+            locals: aws()
+                .filter_map(|h| match &h.secret {
+                    SecretRef::Local(k) => Some(k.clone()),
+                    _ => None,
+                })
+                .collect(),
+        }
+    }
+
+    /// True when `name` is an aws handle, the local vault name of an aws handle's secret, or a
+    /// lease of an aws handle (`BASE__Lxxxxxx`).
+    fn holds(&self, name: &str) -> bool {
+        let base = match name.rsplit_once("__L") {
+            Some((b, suffix)) if suffix.len() == 6 => b,
+            _ => name,
+        };
+        self.handles.contains(base) || self.handles.contains(name) || self.locals.contains(name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::AwsNames;
+
+    #[test]
+    fn aws_names_are_the_handle_its_local_secret_and_its_leases() {
+        let aws = AwsNames { handles: ["S3".to_owned()].into(), locals: ["s3-keys".to_owned()].into() };
+        for name in ["S3", "s3-keys", "S3__Labc123", "S3__L000000"] {
+            assert!(aws.holds(name), "{name} is an aws secret's name");
+        }
+        // A lease suffix is six characters; other names, and other handles' leases, are not aws.
+        for name in ["S3__Labc", "S3__Labc1234", "S4", "S4__Labc123", "s3-keys__Labc123", "s3", ""] {
+            assert!(!aws.holds(name), "{name} is not an aws secret's name");
+        }
+    }
 }
