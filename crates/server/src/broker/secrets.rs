@@ -355,6 +355,57 @@ impl AwsNames {
 #[cfg(test)]
 mod tests {
     use super::AwsNames;
+    use airlock_core::config::{Config, HandleKind, SecretRef};
+    use proptest::prelude::*;
+
+    /// A configuration of `handles`: (name, aws or http, local vault key or an environment
+    /// variable).
+    fn config(handles: &[(&str, bool, Option<&str>)]) -> Config {
+        let mut text = String::new();
+        for (name, aws, local) in handles {
+            let secret = local.map_or_else(|| format!("env:{name}_SECRET"), |k| format!("local:{k}"));
+            text += &if *aws {
+                format!(
+                    "[handles.{name}]\nkind = \"aws\"\nsecret = \"{secret}\"\n[handles.{name}.aws]\nregion = \"us-east-1\"\n\
+                     role_arn = \"arn:aws:iam::123456789012:role/r\"\nbuckets = [\"reports\"]\n"
+                )
+            } else {
+                format!(
+                    "[handles.{name}]\nkind = \"http\"\nsecret = \"{secret}\"\n[handles.{name}.http]\n\
+                     destinations = [{{ url = \"https://api.example.com/\" }}]\ninject = {{ type = \"header\", name = \"Authorization\" }}\n"
+                )
+            };
+        }
+        Config::parse(&text, "airlock.toml", std::path::Path::new("/")).unwrap_or_else(|e| panic!("{e}\n{text}"))
+    }
+
+    proptest! {
+        /// For any configuration and any name (a handle's, a vault key's, a lease of either with
+        /// suffixes of every length around six, or another), the sets answer as a walk over every
+        /// aws handle does.
+        #[test]
+        fn aws_names_answer_as_a_walk_over_the_handles(
+            handles in proptest::collection::btree_map(
+                proptest::sample::select(vec!["S3", "S4", "DB", "API"]),
+                (any::<bool>(), proptest::option::of(proptest::sample::select(vec!["S3", "S4", "KEYS", "K1"]))),
+                0..4,
+            ),
+            base in proptest::sample::select(vec!["S3", "S4", "DB", "API", "KEYS", "K1", "X", ""]),
+            suffix in proptest::option::of("[a-z0-9]{4,8}"),
+        ) {
+            let list: Vec<(&str, bool, Option<&str>)> = handles.iter().map(|(n, (aws, k))| (*n, *aws, *k)).collect();
+            let cfg = config(&list);
+            let name = suffix.map_or_else(|| base.to_owned(), |s| format!("{base}__L{s}"));
+            let lease_base = match name.rsplit_once("__L") {
+                Some((b, s)) if s.len() == 6 => b,
+                _ => name.as_str(),
+            };
+            let walk = cfg.handles.values().filter(|h| h.kind == HandleKind::Aws).any(|h| {
+                h.name.as_str() == lease_base || h.name.as_str() == name || matches!(&h.secret, SecretRef::Local(k) if *k == name)
+            });
+            prop_assert_eq!(AwsNames::of(&cfg).holds(&name), walk, "{}", name);
+        }
+    }
 
     #[test]
     fn aws_names_are_the_handle_its_local_secret_and_its_leases() {
