@@ -689,7 +689,7 @@ impl AuditLog {
             Appender::Sqlite(writer) => {
                 // The row's columns but its place in the chain, built before the write turn.
                 let row = AuditRow::new(0, &record, Vec::new());
-                writer.submit(Box::new(Append { row, signer: Arc::clone(&self.signer), seq: 0, done }));
+                writer.submit(Box::new(Append { row, signer: Arc::clone(&self.signer), seq: 0, done })).await;
             }
             Appender::Postgres(tx) => {
                 if tx.send((record, done)).await.is_err() {

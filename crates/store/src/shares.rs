@@ -165,7 +165,7 @@ impl Store {
         let now = unix_now();
         if let Some(w) = self.writer() {
             let (done, wait) = oneshot::channel();
-            w.submit(Box::new(Create { share: OwnedShare::from(s), cap: anonymous_cap, now, evicted: 0, done }));
+            w.submit(Box::new(Create { share: OwnedShare::from(s), cap: anonymous_cap, now, evicted: 0, done })).await;
             return wait.await.map_err(|_| StoreError::AuditWriterGone)?;
         }
         with_pool!(self, |p, d| {
@@ -205,7 +205,7 @@ impl Store {
         let attempt_hash = attempt_hash.copied();
         if let Some(w) = self.writer() {
             let (done, wait) = oneshot::channel();
-            w.submit(Box::new(Consume { id: id.to_owned(), proof_hash: *proof_hash, attempt_hash, now, consumed: None, done }));
+            w.submit(Box::new(Consume { id: id.to_owned(), proof_hash: *proof_hash, attempt_hash, now, consumed: None, done })).await;
             return wait.await.map_err(|_| StoreError::AuditWriterGone)?;
         }
         with_pool!(self, |p, d| {

@@ -4,8 +4,12 @@
 //! checkpoint per group.
 //!
 //! There is no writer thread to hand work to. A caller that finds no group being written
-//! writes its own group at once, on its own thread, so a call on an idle broker pays no thread
-//! hand-off for its durable writes. With `sync = normal` a commit waits for no disk, so the
+//! writes the group itself, on its own thread, so a call on an idle broker pays no thread
+//! hand-off for its durable writes. With `sync = normal` it first yields once to its thread's
+//! scheduler, so that the calls already runnable there reach their own writes and join its
+//! group (one commit and one signature for them all; an idle thread has nothing to run, and
+//! the caller goes on at once); with `full` the fsync of one group gathers the next. With
+//! `sync = normal` a commit waits for no disk, so the
 //! group is written on the async worker itself, as long as the store's write lock is free at
 //! that moment (another connection holding it would make SQLite wait on the worker); otherwise,
 //! and always with `sync = full` (whose commit waits for an fsync), it is written inside
@@ -110,18 +114,37 @@ impl Writer {
         lock(&self.conn).take();
     }
 
-    /// Queues `op`, or, when no group is being written, writes it now on this thread. The op
-    /// answers its caller through whatever channel it carries.
-    pub(crate) fn submit(self: &Arc<Self>, op: Box<dyn Op>) {
+    /// Queues `op`; when no group is being written, this caller takes the turn and writes the
+    /// group on its own thread, after one yield to the scheduler (see below). The op answers
+    /// its caller through whatever channel it carries.
+    ///
+    /// The yield, with `sync = normal`: before taking the queue, the caller that holds the turn
+    /// lets every task that is already runnable on its thread run first (`yield_now` puts it
+    /// behind them and behind what the reactor wakes). Under load those are other calls on
+    /// their way to their own durable write: they queue, and one commit and one signed
+    /// checkpoint serves them all. An idle thread has nothing to run, and the caller goes on at
+    /// once. With `sync = full` the group's fsync already gathers the next group, so the turn's
+    /// holder writes at once. If the caller goes away during the yield, the queue (its own
+    /// operation in it) is handed to the blocking pool, as it would be after a group.
+    pub(crate) async fn submit(self: &Arc<Self>, op: Box<dyn Op>) {
         {
             let mut t = lock(&self.turn);
+            t.queue.push(op);
             if t.writing {
-                t.queue.push(op);
                 return;
             }
             t.writing = true;
         }
-        let mut group = vec![op];
+        if self.sync == SyncMode::Normal {
+            let pass = PassOn(self);
+            tokio::task::yield_now().await;
+            std::mem::forget(pass);
+        }
+        let Some(mut group) = self.take_group() else {
+            // Nobody else takes from the queue while this caller holds the turn, and its own
+            // operation is in it.
+            unreachable!("the turn's holder finds its own operation queued")
+        };
         let guard = EndTurn(self);
         let checkpoint_turn = self.lone.fetch_add(1, Ordering::Relaxed) % CHECKPOINT_EVERY == CHECKPOINT_EVERY - 1;
         let written = self.sync == SyncMode::Normal && !checkpoint_turn && on_worker() && self.write_group(&mut group, Begin::Now);
@@ -135,9 +158,28 @@ impl Writer {
         let rest = self.next_group();
         guard.disarm();
         if let Some(rest) = rest {
-            let w = Arc::clone(self);
-            tokio::task::spawn_blocking(move || w.drain(rest));
+            Arc::clone(self).drain_elsewhere(rest);
         }
+    }
+
+    /// Writes `group` and then the queue on a blocking-pool thread (on this one outside a
+    /// Tokio runtime).
+    fn drain_elsewhere(self: Arc<Self>, group: Vec<Box<dyn Op>>) {
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) => drop(h.spawn_blocking(move || self.drain(group))),
+            Err(_) => self.drain(group),
+        }
+    }
+
+    /// Up to [`MAX_GROUP`] operations from the queue, or `None` when it is empty (the turn
+    /// stays taken).
+    fn take_group(&self) -> Option<Vec<Box<dyn Op>>> {
+        let mut t = lock(&self.turn);
+        if t.queue.is_empty() {
+            return None;
+        }
+        let n = t.queue.len().min(MAX_GROUP);
+        Some(t.queue.drain(..n).collect())
     }
 
     /// The next group from the queue, or `None` (and the turn ended) when it is empty.
@@ -337,6 +379,20 @@ fn blocking<R>(f: impl FnOnce() -> R) -> R {
     match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
         Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
         _ => f(),
+    }
+}
+
+/// Held across the turn holder's yield in [`Writer::submit`]: if the caller's future is
+/// dropped there (its request went away), the queue, the caller's own operation in it, is
+/// written on the blocking pool and the turn passes on with it. Forgotten once the yield is
+/// over.
+struct PassOn<'a>(&'a Arc<Writer>);
+
+impl Drop for PassOn<'_> {
+    fn drop(&mut self) {
+        if let Some(group) = self.0.next_group() {
+            Arc::clone(self.0).drain_elsewhere(group);
+        }
     }
 }
 

@@ -8,6 +8,7 @@ mod common;
 use airlock_store::audit::{AuditKey, AuditLog, AuditRecord};
 use airlock_store::shares::NewShareRecord;
 use airlock_store::{Store, StoreError};
+use std::future::Future;
 use std::time::Duration;
 
 /// Long enough for every spawned caller to reach the writer's queue while the store is locked,
@@ -204,6 +205,56 @@ async fn a_current_thread_runtime_writes_inline() {
     seqs.sort();
     assert_eq!(seqs, (1..=32).collect::<Vec<i64>>());
     assert!(store.verify_audit(&public).await.unwrap().ok());
+}
+
+/// With `sync = normal` the caller that takes the writer's turn yields once before it writes,
+/// so that the calls already runnable on its thread reach their own writes and share its group.
+/// 32 appends spawned together on one thread make a group or a few (the scheduler may wake the
+/// yielded caller early, at its periodic poll of the reactor), not 32; each record is answered
+/// with its own place in the chain, and the chain verifies.
+#[tokio::test]
+async fn calls_runnable_together_share_the_group_of_the_caller_that_yielded() {
+    let (_dir, store, log, public) = setup_with(airlock_core::config::SyncMode::Normal).await;
+    log.append(rec(0)).await.unwrap();
+    let (groups_before, _) = store.group_stats().read();
+    let mut tasks = Vec::new();
+    for i in 1..=32 {
+        let log = log.clone();
+        tasks.push(tokio::spawn(async move { log.append(rec(i)).await.unwrap() }));
+    }
+    let mut seqs = Vec::new();
+    for t in tasks {
+        seqs.push(t.await.unwrap());
+    }
+    seqs.sort();
+    assert_eq!(seqs, (2..=33).collect::<Vec<i64>>(), "every record a place in the chain, none twice");
+    let (groups, writes) = store.group_stats().read();
+    assert!(groups - groups_before <= 4, "32 calls runnable together made {} groups", groups - groups_before);
+    assert_eq!(writes, 33);
+    assert_eq!(count(&store, "SELECT count(*) FROM audit_checkpoints").await, 1 + (groups - groups_before) as i64);
+    let report = store.verify_audit(&public).await.unwrap();
+    assert!(report.ok() && report.records == 33, "{report:?}");
+}
+
+/// A caller that goes away while it yields holding the writer's turn (its request was dropped
+/// after its record was queued) loses no record, and the turn passes on: the next caller is
+/// written, not stalled behind it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_gone_during_its_yield_loses_no_record_and_stalls_no_one() {
+    let (_dir, store, log, public) = setup_with(airlock_core::config::SyncMode::Normal).await;
+    log.append(rec(0)).await.unwrap();
+    for round in 0..20 {
+        // Polled once: the append queues its record, takes the turn and yields; then it is
+        // dropped there.
+        let mut gone = Box::pin(log.append(rec(round)));
+        let first = std::future::poll_fn(|cx| std::task::Poll::Ready(gone.as_mut().poll(cx))).await;
+        assert!(first.is_pending(), "round {round}: the append was pending at its yield");
+        drop(gone);
+        let seq = tokio::time::timeout(Duration::from_secs(10), log.append(rec(100 + round))).await.expect("the writer is not stalled").unwrap();
+        assert_eq!(seq, 3 + 2 * round as i64, "round {round}: the dropped caller's record was written before this one");
+    }
+    let report = store.verify_audit(&public).await.unwrap();
+    assert!(report.ok() && report.records == 41, "{report:?}");
 }
 
 /// With `sync = normal` a lone caller's group is written on the async worker itself (its
