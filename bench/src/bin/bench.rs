@@ -483,6 +483,10 @@ async fn profile() -> Result<()> {
             println!("  stage {stage:<9} mean {:>7.1} µs over {c} calls", s / c.max(1.0) * 1e6);
         }
     }
+    // The store's commit groups (counters are exported with a `_total` suffix).
+    if let (Some(g), Some(w)) = (value("airlock_store_commit_groups_total"), value("airlock_store_commit_writes_total")) {
+        println!("  commit groups {g}, writes {w}: {:.2} writes a group", w / g.max(1.0));
+    }
     Ok(())
 }
 
