@@ -188,21 +188,29 @@ async fn callers_that_go_away_lose_no_record_and_stall_no_one() {
     assert_eq!(report.records, 41);
 }
 
-/// A current-thread runtime (no `block_in_place` there): the caller writes inline, and what
-/// queues meanwhile still gets written.
-#[tokio::test]
-async fn a_current_thread_runtime_writes_inline() {
-    let (_dir, store, log, public) = setup().await;
-    let mut tasks = Vec::new();
-    for i in 0..32 {
-        let log = log.clone();
-        tasks.push(tokio::spawn(async move { log.append(rec(i)).await.unwrap() }));
-    }
+/// Spawns an append of each record in `recs` at once, then awaits them all: their places in
+/// the chain, sorted.
+async fn append_together(log: &AuditLog, recs: std::ops::Range<usize>) -> Vec<i64> {
+    let tasks: Vec<_> = recs
+        .map(|i| {
+            let log = log.clone();
+            tokio::spawn(async move { log.append(rec(i)).await.unwrap() })
+        })
+        .collect();
     let mut seqs = Vec::new();
     for t in tasks {
         seqs.push(t.await.unwrap());
     }
     seqs.sort();
+    seqs
+}
+
+/// A current-thread runtime (no `block_in_place` there): the caller writes inline, and what
+/// queues meanwhile still gets written.
+#[tokio::test]
+async fn a_current_thread_runtime_writes_inline() {
+    let (_dir, store, log, public) = setup().await;
+    let seqs = append_together(&log, 0..32).await;
     assert_eq!(seqs, (1..=32).collect::<Vec<i64>>());
     assert!(store.verify_audit(&public).await.unwrap().ok());
 }
@@ -217,16 +225,7 @@ async fn calls_runnable_together_share_the_group_of_the_caller_that_yielded() {
     let (_dir, store, log, public) = setup_with(airlock_core::config::SyncMode::Normal).await;
     log.append(rec(0)).await.unwrap();
     let (groups_before, _) = store.group_stats().read();
-    let mut tasks = Vec::new();
-    for i in 1..=32 {
-        let log = log.clone();
-        tasks.push(tokio::spawn(async move { log.append(rec(i)).await.unwrap() }));
-    }
-    let mut seqs = Vec::new();
-    for t in tasks {
-        seqs.push(t.await.unwrap());
-    }
-    seqs.sort();
+    let seqs = append_together(&log, 1..33).await;
     assert_eq!(seqs, (2..=33).collect::<Vec<i64>>(), "every record a place in the chain, none twice");
     let (groups, writes) = store.group_stats().read();
     assert!(groups - groups_before <= 4, "32 calls runnable together made {} groups", groups - groups_before);
