@@ -5,10 +5,10 @@
 //!
 //! There is no writer thread to hand work to. A caller that finds no group being written
 //! writes the group itself, on its own thread, so a call on an idle broker pays no thread
-//! hand-off for its durable writes. With `sync = normal` it first yields once to its thread's
-//! scheduler, so that the calls already runnable there reach their own writes and join its
-//! group (one commit and one signature for them all; an idle thread has nothing to run, and
-//! the caller goes on at once); with `full` the fsync of one group gathers the next. With
+//! hand-off for its durable writes. With `sync = normal`, while the writer is crowded (one of
+//! its last 16 groups had company), it first yields once to its thread's scheduler, so that the calls
+//! already runnable there reach their own writes and join its group (one commit and one
+//! signature for them all); with `full` the fsync of one group gathers the next. With
 //! `sync = normal` a commit waits for no disk, so the
 //! group is written on the async worker itself, as long as the store's write lock is free at
 //! that moment (another connection holding it would make SQLite wait on the worker); otherwise,
@@ -41,6 +41,10 @@ const MAX_GROUP: usize = 512;
 /// it, so that SQLite's automatic checkpoint (off for commits on the worker) still runs: the WAL
 /// grows by at most this many groups' pages past SQLite's 1,000-page mark.
 const CHECKPOINT_EVERY: u32 = 64;
+
+/// After this many groups in a row written alone (one operation, nobody queued behind it), the
+/// writer is quiet and the caller that takes the turn writes at once, without yielding first.
+const QUIET_AFTER: u32 = 16;
 
 /// SQLite's automatic checkpoint at its default, 1,000 WAL pages.
 const AUTO_CHECKPOINT_ON: &str = "PRAGMA wal_autocheckpoint = 1000";
@@ -85,6 +89,10 @@ pub(crate) struct Writer {
     stats: Arc<crate::stats::GroupStats>,
     /// Lone groups begun so far (which of them go off the worker: [`CHECKPOINT_EVERY`]).
     lone: AtomicU32,
+    /// How many groups in a row a caller wrote alone: one operation, and nobody queued behind
+    /// it. Below [`QUIET_AFTER`] the writer is crowded, and the caller that takes the turn
+    /// yields before writing ([`Writer::submit`]); 0 at first.
+    alone_in_a_row: AtomicU32,
     /// Whether the open connection checkpoints automatically at its commits (off while it
     /// commits on the worker). Read and set under the `conn` lock.
     auto_checkpoint: AtomicBool,
@@ -105,7 +113,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Writer {
     /// The writer of the SQLite file at `path`, committing with `sync`.
     pub(crate) fn new(path: PathBuf, sync: SyncMode, stats: Arc<crate::stats::GroupStats>) -> Arc<Writer> {
-        Arc::new(Writer { path, sync, turn: Mutex::new(Turn::default()), conn: Mutex::new(None), stats, lone: AtomicU32::new(0), auto_checkpoint: AtomicBool::new(true) })
+        Arc::new(Writer { path, sync, turn: Mutex::new(Turn::default()), conn: Mutex::new(None), stats, lone: AtomicU32::new(0), alone_in_a_row: AtomicU32::new(0), auto_checkpoint: AtomicBool::new(true) })
     }
 
     /// Closes the connection (after the group being written, if any); the next operation opens
@@ -115,17 +123,21 @@ impl Writer {
     }
 
     /// Queues `op`; when no group is being written, this caller takes the turn and writes the
-    /// group on its own thread, after one yield to the scheduler (see below). The op answers
+    /// group on its own thread, yielding once to the scheduler first when the writer is crowded
+    /// (see below). The op answers
     /// its caller through whatever channel it carries.
     ///
-    /// The yield, with `sync = normal`: before taking the queue, the caller that holds the turn
-    /// lets every task that is already runnable on its thread run first (`yield_now` puts it
-    /// behind them and behind what the reactor wakes). Under load those are other calls on
-    /// their way to their own durable write: they queue, and one commit and one signed
-    /// checkpoint serves them all. An idle thread has nothing to run, and the caller goes on at
-    /// once. With `sync = full` the group's fsync already gathers the next group, so the turn's
-    /// holder writes at once. If the caller goes away during the yield, the queue (its own
-    /// operation in it) is handed to the blocking pool, as it would be after a group.
+    /// The yield, with `sync = normal` and while the writer is crowded (one of its last
+    /// [`QUIET_AFTER`] groups had more than one operation, or callers queued behind it): before taking the queue, the
+    /// caller that holds the turn lets every task that is already runnable on its thread run
+    /// first (`yield_now` puts it behind them and behind what the reactor wakes). Under load
+    /// those are other calls on their way to their own durable write: they queue, and one
+    /// commit and one signed checkpoint serves them all. A lone caller on a quiet writer does
+    /// not yield: the yield would put the tasks behind it (the upstream connection's own, say)
+    /// ahead of its answer. With `sync = full` the group's fsync already gathers the next
+    /// group, so the turn's holder writes at once. If the caller goes away during the yield,
+    /// the queue (its own operation in it) is handed to the blocking pool, as it would be after
+    /// a group.
     pub(crate) async fn submit(self: &Arc<Self>, op: Box<dyn Op>) {
         {
             let mut t = lock(&self.turn);
@@ -135,7 +147,7 @@ impl Writer {
             }
             t.writing = true;
         }
-        if self.sync == SyncMode::Normal {
+        if self.sync == SyncMode::Normal && self.alone_in_a_row.load(Ordering::Relaxed) < QUIET_AFTER {
             let pass = PassOn(self);
             tokio::task::yield_now().await;
             std::mem::forget(pass);
@@ -145,6 +157,7 @@ impl Writer {
             // operation is in it.
             unreachable!("the turn's holder finds its own operation queued")
         };
+        let company = group.len() > 1;
         let guard = EndTurn(self);
         let checkpoint_turn = self.lone.fetch_add(1, Ordering::Relaxed) % CHECKPOINT_EVERY == CHECKPOINT_EVERY - 1;
         let written = self.sync == SyncMode::Normal && !checkpoint_turn && on_worker() && self.write_group(&mut group, Begin::Now);
@@ -156,6 +169,11 @@ impl Writer {
         // Whoever queued meanwhile is written by a task of the blocking pool, so that this
         // caller is answered now.
         let rest = self.next_group();
+        if company || rest.is_some() {
+            self.alone_in_a_row.store(0, Ordering::Relaxed);
+        } else if self.alone_in_a_row.load(Ordering::Relaxed) < QUIET_AFTER {
+            self.alone_in_a_row.fetch_add(1, Ordering::Relaxed);
+        }
         guard.disarm();
         if let Some(rest) = rest {
             Arc::clone(self).drain_elsewhere(rest);
