@@ -6,15 +6,15 @@
 //! There is no writer thread to hand work to. A caller that finds no group being written
 //! writes the group itself, on its own thread, so a call on an idle broker pays no thread
 //! hand-off for its durable writes. With `sync = normal`, while the writer is crowded (one of
-//! its last 16 groups had company), it first yields once to its thread's scheduler, so that the calls
-//! already runnable there reach their own writes and join its group (one commit and one
-//! signature for them all); with `full` the fsync of one group gathers the next. With
-//! `sync = normal` a commit waits for no disk, so the
-//! group is written on the async worker itself, as long as the store's write lock is free at
-//! that moment (another connection holding it would make SQLite wait on the worker); otherwise,
-//! and always with `sync = full` (whose commit waits for an fsync), it is written inside
-//! `block_in_place` on a multi-threaded Tokio runtime, which first hands the worker's other
-//! tasks to another thread (a thread wake-up each time). Callers that arrive while a
+//! its last 16 groups had company), it first yields once to its thread's scheduler, so that
+//! the calls already runnable there reach their own writes and join its group (one commit and
+//! one signature for them all); with `full` the fsync of one group gathers the next. With
+//! `sync = normal` a commit waits for no disk, so the group is written on the async worker
+//! itself, as long as the store's write lock is free at that moment (another connection
+//! holding it would make SQLite wait on the worker); otherwise, and always with `sync = full`
+//! (whose commit waits for an fsync), it is written inside `block_in_place` on a
+//! multi-threaded Tokio runtime, which first hands the worker's other tasks to another thread
+//! (a thread wake-up each time). Callers that arrive while a
 //! group is being written queue up; when the group is done, the writer that wrote it hands the
 //! queue to a blocking-pool task, which writes queued groups until the queue is empty and then
 //! ends the turn. A queued caller that goes away (its request was cancelled) does not stop its
@@ -124,13 +124,12 @@ impl Writer {
 
     /// Queues `op`; when no group is being written, this caller takes the turn and writes the
     /// group on its own thread, yielding once to the scheduler first when the writer is crowded
-    /// (see below). The op answers
-    /// its caller through whatever channel it carries.
+    /// (see below). The op answers its caller through whatever channel it carries.
     ///
     /// The yield, with `sync = normal` and while the writer is crowded (one of its last
-    /// [`QUIET_AFTER`] groups had more than one operation, or callers queued behind it): before taking the queue, the
-    /// caller that holds the turn lets every task that is already runnable on its thread run
-    /// first (`yield_now` puts it behind them and behind what the reactor wakes). Under load
+    /// [`QUIET_AFTER`] groups had more than one operation, or callers queued behind it): before
+    /// taking the queue, the caller that holds the turn lets every task that is already
+    /// runnable on its thread run first (`yield_now` puts it behind them and behind what the reactor wakes). Under load
     /// those are other calls on their way to their own durable write: they queue, and one
     /// commit and one signed checkpoint serves them all. A lone caller on a quiet writer does
     /// not yield: the yield would put the tasks behind it (the upstream connection's own, say)
