@@ -268,6 +268,42 @@ async fn a_lone_caller_on_a_quiet_writer_does_not_yield() {
     assert!(store.verify_audit(&public).await.unwrap().ok());
 }
 
+/// Company makes a quiet writer crowded again: once callers have queued behind a group (here
+/// behind one that waited for a write lock held elsewhere), the next caller that takes the
+/// turn yields before it writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn company_makes_a_quiet_writer_yield_again() {
+    let (_dir, store, log, public) = setup_with(airlock_core::config::SyncMode::Normal).await;
+    for i in 0..16 {
+        log.append(rec(i)).await.unwrap();
+    }
+    let release = hold_write_lock(&store).await;
+    let waiting: Vec<_> = (16..20)
+        .map(|i| {
+            let log = log.clone();
+            tokio::spawn(async move { log.append(rec(i)).await.unwrap() })
+        })
+        .collect();
+    tokio::time::sleep(QUEUE_UP).await;
+    drop(release);
+    for t in waiting {
+        t.await.unwrap();
+    }
+    // The blocking-pool task that wrote the queued callers ends the turn just after answering.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let log2 = log.clone();
+    let at_once = tokio::spawn(async move {
+        match poll_once(Box::pin(log2.append(rec(20)))).await {
+            Ok(seq) => (true, seq.unwrap()),
+            Err(pending) => (false, pending.await.unwrap()),
+        }
+    });
+    let (at_once, seq) = at_once.await.unwrap();
+    assert!(!at_once, "the caller after company wrote without yielding");
+    assert_eq!(seq, 21);
+    assert!(store.verify_audit(&public).await.unwrap().ok());
+}
+
 /// A caller that goes away while it yields holding the writer's turn (its request was dropped
 /// after its record was queued) loses no record, and the turn passes on: the next caller is
 /// written, not stalled behind it. Each round is a new store, whose writer is crowded at first.
