@@ -487,6 +487,9 @@ async fn profile() -> Result<()> {
     if let (Some(g), Some(w)) = (value("airlock_store_commit_groups_total"), value("airlock_store_commit_writes_total")) {
         println!("  commit groups {g}, writes {w}: {:.2} writes a group", w / g.max(1.0));
     }
+    if let Some(h) = value("airlock_store_commit_groups_on_worker_total") {
+        println!("  groups written on the calling thread: {h}");
+    }
     Ok(())
 }
 

@@ -8,6 +8,7 @@ pub mod error;
 pub mod executor;
 pub mod handle;
 pub mod kind;
+pub mod lane;
 pub mod peer;
 pub mod secret;
 pub mod tool;

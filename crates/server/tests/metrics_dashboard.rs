@@ -2,7 +2,8 @@
 //! is exported by a running broker under the type its query assumes (`_total` of a counter,
 //! `_bucket` of a histogram, a bare gauge), and the series that calls should move do move: stage
 //! timings, decisions by reason, redactions by handle, errors by component, link events, the live
-//! state read from the store and the commit groups. Labels carry no name an agent chose.
+//! state read from the store and the commit groups (and which of them were written on the calling
+//! request's own thread). Labels carry no name an agent chose.
 
 mod common;
 
@@ -115,6 +116,11 @@ async fn every_dashboard_series_is_exported_and_calls_move_them() {
     assert!(sample(&m, "airlock_store_commit_groups_total ").is_some_and(|n| n >= 1.0), "{m}");
     let (groups, writes) = (sample(&m, "airlock_store_commit_groups_total ").unwrap(), sample(&m, "airlock_store_commit_writes_total ").unwrap());
     assert!(writes >= groups, "a group holds at least one write: {groups} {writes}");
+    // One call at a time, each alone on its lane: with `sync = full` (the default) its group is
+    // written on its own thread, fsync included (all but the first, which opens the writer's
+    // connection off the worker). Requests that were not counted on their lane would not be.
+    let on_worker = sample(&m, "airlock_store_commit_groups_on_worker_total ").expect("exported");
+    assert!(on_worker >= 1.0 && on_worker <= groups, "groups on the calling thread: {on_worker} of {groups}\n{m}");
     assert!(!m.contains("NOT_A_HANDLE_OF_MINE"), "a name the agent made up is no label");
 
     // The link opened: counted once, no longer live.

@@ -22,8 +22,8 @@ impl GroupStats {
     }
 
     /// Counts one group written on the async worker that submitted it, which SQLite's writer
-    /// does with `sync = normal` when the store's write lock is free (no hand-off of the
-    /// worker to another thread).
+    /// does when the store's write lock is free, with `sync = normal` or with the caller's
+    /// request alone on its lane (no hand-off of the worker to another thread).
     pub(crate) fn on_worker(&self) {
         self.on_worker.fetch_add(1, Ordering::Relaxed);
     }

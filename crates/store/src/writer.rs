@@ -11,10 +11,12 @@
 //! one signature for them all); with `full` the fsync of one group gathers the next. With
 //! `sync = normal` a commit waits for no disk, so the group is written on the async worker
 //! itself, as long as the store's write lock is free at that moment (another connection
-//! holding it would make SQLite wait on the worker); otherwise, and always with `sync = full`
-//! (whose commit waits for an fsync), it is written inside `block_in_place` on a
-//! multi-threaded Tokio runtime, which first hands the worker's other tasks to another thread
-//! (a thread wake-up each time). Callers that arrive while a
+//! holding it would make SQLite wait on the worker). With `sync = full` (whose commit waits for
+//! an fsync) the same holds when the caller's request is the only one in flight on its serving
+//! lane (`airlock_core::lane::alone`): waiting for the disk on the worker then holds up no one
+//! but a request that arrives meanwhile, for one fsync at most. Otherwise the group is written
+//! inside `block_in_place` on a multi-threaded Tokio runtime, which first hands the worker's
+//! other tasks to another thread (a thread wake-up each time). Callers that arrive while a
 //! group is being written queue up; when the group is done, the writer that wrote it hands the
 //! queue to a blocking-pool task, which writes queued groups until the queue is empty and then
 //! ends the turn. A queued caller that goes away (its request was cancelled) does not stop its
@@ -159,7 +161,11 @@ impl Writer {
         let company = group.len() > 1;
         let guard = EndTurn(self);
         let checkpoint_turn = self.lone.fetch_add(1, Ordering::Relaxed) % CHECKPOINT_EVERY == CHECKPOINT_EVERY - 1;
-        let written = self.sync == SyncMode::Normal && !checkpoint_turn && on_worker() && self.write_group(&mut group, Begin::Now);
+        // With `full`, too, when the caller's request is the only one in flight on its lane:
+        // the fsync then holds up no one but an arrival, and `block_in_place` would cost a
+        // thread wake-up.
+        let here = self.sync == SyncMode::Normal || airlock_core::lane::alone();
+        let written = here && !checkpoint_turn && on_worker() && self.write_group(&mut group, Begin::Now);
         if written {
             self.stats.on_worker();
         } else {
@@ -294,7 +300,8 @@ impl Writer {
 enum Begin {
     /// Waiting for it up to the busy timeout (off the async worker).
     Wait,
-    /// Only if it is free now (on the async worker, which must not wait).
+    /// Only if it is free now (on the async worker, which must not wait for another
+    /// connection).
     Now,
 }
 

@@ -324,8 +324,8 @@ async fn a_caller_gone_during_its_yield_loses_no_record_and_stalls_no_one() {
 }
 
 /// With `sync = normal` a lone caller's group is written on the async worker itself (its
-/// commit waits for no disk); with `full` never there (its fsync would hold the worker). Both
-/// chain and verify alike.
+/// commit waits for no disk); with `full`, off the serving lanes, never there (its fsync would
+/// hold the worker, and nothing says who else is waiting for it). Both chain and verify alike.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_commit_without_fsync_is_written_on_the_worker_and_one_with_it_off() {
     use airlock_core::config::SyncMode;
@@ -343,6 +343,67 @@ async fn a_commit_without_fsync_is_written_on_the_worker_and_one_with_it_off() {
         let report = store.verify_audit(&public).await.unwrap();
         assert!(report.ok() && report.records == 21, "{sync:?}: {report:?}");
     }
+}
+
+/// A runtime shaped like a serving lane: one worker, every thread of it joined to `lane`.
+fn lane_runtime(lane: &airlock_core::lane::Lane) -> tokio::runtime::Runtime {
+    let lane = lane.clone();
+    tokio::runtime::Builder::new_multi_thread().worker_threads(1).on_thread_start(move || lane.join()).enable_all().build().unwrap()
+}
+
+/// With `sync = full`, a caller whose request is the only one in flight on its lane writes its
+/// group on the worker (the fsync holds up no other request); with a second request in flight
+/// there, or with no request counted on the lane, off it (`block_in_place` hands the lane's
+/// other tasks to another thread first). A store whose write lock is held elsewhere is waited
+/// for off the worker either way.
+#[test]
+fn with_full_a_request_alone_on_its_lane_is_written_on_the_worker_and_one_with_company_off_it() {
+    let lane = airlock_core::lane::Lane::new();
+    let rt = lane_runtime(&lane);
+    rt.block_on(async {
+        let (_dir, store, log, public) = setup_with(airlock_core::config::SyncMode::Full).await;
+        // The connection opens off the worker, on the first write.
+        log.append(rec(0)).await.unwrap();
+        let mut seq = 1;
+        // (whether the caller is a counted request, other requests in flight on the lane,
+        // written on the worker); a lane with no request counted tells nothing.
+        for (own, others, expected) in [(true, 0, true), (true, 1, false), (false, 0, false), (true, 0, true), (true, 3, false), (true, 0, true)] {
+            let others: Vec<_> = (0..others).map(|_| lane.request()).collect();
+            let before = store.group_stats().written_on_worker();
+            let log = log.clone();
+            let lane_seen = tokio::spawn(async move {
+                let _own = own.then(|| airlock_core::lane::request().expect("the runtime's threads joined the lane"));
+                let seq = log.append(rec(7)).await.unwrap();
+                (seq, airlock_core::lane::current().map(|l| l.in_flight()))
+            })
+            .await
+            .unwrap();
+            seq += 1;
+            assert_eq!(lane_seen, (seq, Some(others.len() + usize::from(own))));
+            let on_worker = store.group_stats().written_on_worker() - before;
+            assert_eq!(on_worker, u64::from(expected), "own request {own}, {} other requests in flight", others.len());
+        }
+        // Alone on the lane, but the store is locked by another connection: not waited for on
+        // the worker (a task spawned meanwhile runs on the lane's only worker), and written
+        // once the lock is free.
+        let release = hold_write_lock(&store).await;
+        let before = store.group_stats().written_on_worker();
+        let waiting = {
+            let log = log.clone();
+            tokio::spawn(async move {
+                let _own = airlock_core::lane::request().expect("the runtime's threads joined the lane");
+                log.append(rec(8)).await
+            })
+        };
+        tokio::time::sleep(QUEUE_UP).await;
+        assert!(!waiting.is_finished(), "the store is locked: the record cannot be written yet");
+        tokio::spawn(async move { drop(release) }).await.unwrap();
+        assert_eq!(waiting.await.unwrap().unwrap(), seq + 1);
+        assert_eq!(store.group_stats().written_on_worker(), before, "the locked store's group was written off the worker");
+        let report = store.verify_audit(&public).await.unwrap();
+        assert!(report.ok() && report.records == seq as u64 + 1, "{report:?}");
+    });
+    assert_eq!(lane.in_flight(), 0);
 }
 
 /// Commits on the worker do not checkpoint (a checkpoint copies WAL pages into the database

@@ -119,8 +119,10 @@ struct Live {
     requests_pending: Gauge,
     commit_groups: Counter,
     commit_writes: Counter,
-    /// The store's counters as last read, so that each scrape adds what is new.
-    seen: std::sync::Mutex<(u64, u64)>,
+    commit_groups_on_worker: Counter,
+    /// The store's counters as last read (groups, writes, groups on the worker), so that each
+    /// scrape adds what is new.
+    seen: std::sync::Mutex<(u64, u64, u64)>,
 }
 
 /// The audit export's metrics ([`super::audit_sink`]).
@@ -221,6 +223,11 @@ impl Default for Metrics {
         registry.register("requests_pending", "Requests for a secret whose link is open (read from the store at scrape)", live.requests_pending.clone());
         registry.register("store_commit_groups", "Durable commit groups (one fsync each) since start", live.commit_groups.clone());
         registry.register("store_commit_writes", "Durable writes in those groups since start (writes / groups = the mean group size)", live.commit_writes.clone());
+        registry.register(
+            "store_commit_groups_on_worker",
+            "Of those groups, the ones written on the thread of the call that submitted them (no hand-off to another thread)",
+            live.commit_groups_on_worker.clone(),
+        );
         Metrics {
             registry,
             calls,
@@ -300,15 +307,18 @@ impl Metrics {
     }
 
     /// Sets the live-state gauges and adds the store's new commit groups.
-    pub fn set_live(&self, c: &airlock_store::stats::LiveCounts, groups: (u64, u64)) {
+    pub fn set_live(&self, c: &airlock_store::stats::LiveCounts, stats: &airlock_store::stats::GroupStats) {
         self.live.leases.set(c.leases);
         self.live.approvals_pending.set(c.approvals_pending);
         self.live.shares.set(c.shares);
         self.live.requests_pending.set(c.requests_pending);
+        let (groups, writes) = stats.read();
+        let on_worker = stats.written_on_worker();
         let mut seen = self.live.seen.lock().unwrap_or_else(|e| e.into_inner());
-        self.live.commit_groups.inc_by(groups.0.saturating_sub(seen.0));
-        self.live.commit_writes.inc_by(groups.1.saturating_sub(seen.1));
-        *seen = (seen.0.max(groups.0), seen.1.max(groups.1));
+        self.live.commit_groups.inc_by(groups.saturating_sub(seen.0));
+        self.live.commit_writes.inc_by(writes.saturating_sub(seen.1));
+        self.live.commit_groups_on_worker.inc_by(on_worker.saturating_sub(seen.2));
+        *seen = (seen.0.max(groups), seen.1.max(writes), seen.2.max(on_worker));
     }
 
     /// Exports a rate limiter's evictions and key count, labelled `limiter="<name>"` (T29).
@@ -367,7 +377,7 @@ impl super::Broker {
     /// groups into the metrics; `/metrics` calls it before each scrape is encoded.
     pub async fn refresh_live_metrics(&self) {
         match self.store().live_counts().await {
-            Ok(c) => self.metrics.set_live(&c, self.store().group_stats().read()),
+            Ok(c) => self.metrics.set_live(&c, self.store().group_stats()),
             Err(e) => {
                 tracing::warn!(error = %e, "the live state for the metrics could not be read");
                 self.metrics.store_failed();

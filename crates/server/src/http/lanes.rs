@@ -16,9 +16,17 @@
 //!
 //! The listeners stay on the caller's runtime. Its accept loop hands each connection, as a std
 //! socket, to the lanes in turn, where it is registered with the lane's own reactor.
+//!
+//! Each lane counts the requests in flight on it ([`Counted`], `airlock_core::lane`): a task
+//! about to block the lane's worker for the disk skips `block_in_place`, and the thread wake-up
+//! it costs, when its own request is the only one there.
 
+use airlock_core::lane;
+use futures::future::BoxFuture;
+use std::convert::Infallible;
 use std::future::Future;
 use std::io;
+use std::task::{Context, Poll};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio::sync::{mpsc, watch};
 
@@ -114,10 +122,19 @@ impl Lanes {
         Lanes::with(std::thread::available_parallelism().map_or(1, |n| n.get()))
     }
 
-    /// `n` lanes (at least one).
+    /// `n` lanes (at least one). Every thread of a lane's runtime (its worker, and the blocking
+    /// threads that take the worker's place during `block_in_place`) joins the lane's count.
     pub(crate) fn with(n: usize) -> io::Result<Lanes> {
         let runtimes = (0..n.max(1))
-            .map(|i| tokio::runtime::Builder::new_multi_thread().worker_threads(1).thread_name(format!("airlock-lane-{i}")).enable_all().build())
+            .map(|i| {
+                let count = lane::Lane::new();
+                tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(1)
+                    .thread_name(format!("airlock-lane-{i}"))
+                    .on_thread_start(move || count.join())
+                    .enable_all()
+                    .build()
+            })
             .collect::<io::Result<Vec<_>>>()?;
         Ok(Lanes { runtimes })
     }
@@ -177,6 +194,35 @@ impl Drop for Lanes {
     }
 }
 
+/// An app (a listener's whole router) whose requests are counted in flight on the lane that
+/// serves them, from the call of the service until its answer is ready or dropped.
+#[derive(Clone)]
+pub struct Counted<S>(pub S);
+
+impl<S> tower::Service<axum::extract::Request> for Counted<S>
+where
+    S: tower::Service<axum::extract::Request, Error = Infallible>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<S::Response, Infallible>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: axum::extract::Request) -> Self::Future {
+        let in_flight = lane::request();
+        let answer = self.0.call(req);
+        Box::pin(async move {
+            let answered = answer.await;
+            drop(in_flight);
+            answered
+        })
+    }
+}
+
 /// After a failed accept: a connection the peer gave up on is nothing; anything else (out of
 /// descriptors above all) is logged and the loop waits a moment, as `axum::serve` does.
 async fn accept_failed(e: io::Error) {
@@ -231,8 +277,13 @@ mod tests {
 
     /// `GET /who` on `conn` (HTTP/1.1, kept alive): the body of the answer.
     async fn ask_who(conn: &mut TcpStream) -> String {
+        ask(conn, "/who").await
+    }
+
+    /// `GET path` on `conn` (HTTP/1.1, kept alive): the body of the answer.
+    async fn ask(conn: &mut TcpStream, path: &str) -> String {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        conn.write_all(b"GET /who HTTP/1.1\r\nHost: lanes\r\n\r\n").await.unwrap();
+        conn.write_all(format!("GET {path} HTTP/1.1\r\nHost: lanes\r\n\r\n").as_bytes()).await.unwrap();
         let mut got = Vec::new();
         loop {
             let mut chunk = [0u8; 1024];
@@ -272,6 +323,58 @@ mod tests {
         }
         assert_eq!(lanes, ["airlock-lane-0", "airlock-lane-1", "airlock-lane-0", "airlock-lane-1"]);
         stop.send(true).unwrap();
+        task.await.unwrap().unwrap();
+    }
+
+    /// What `/count` answers: the requests in flight on the lane that serves it, and whether
+    /// it is alone there.
+    async fn count() -> String {
+        format!("{} {}", lane::current().map_or(0, |l| l.in_flight()), lane::alone())
+    }
+
+    /// Each lane counts the requests in flight on it, and only those: a request held on one
+    /// lane leaves a request on the other alone and makes one on its own lane company; once
+    /// answered it is no longer counted.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn each_lane_counts_its_own_requests_in_flight() {
+        let held = std::sync::Arc::new(tokio::sync::Notify::new());
+        let release = std::sync::Arc::new(tokio::sync::Notify::new());
+        let app = {
+            let (held, release) = (held.clone(), release.clone());
+            Counted(Router::new().route("/count", get(count)).route(
+                "/hold",
+                get(move || async move {
+                    held.notify_one();
+                    release.notified().await;
+                    count().await
+                }),
+            ))
+        };
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(async move {
+            let lanes = Lanes::with(2)?;
+            let stop = stop_rx.clone();
+            lanes
+                .serve::<TcpStream, _>(listener, move |lane| axum::serve(lane, axum::ServiceExt::<axum::extract::Request>::into_make_service(app.clone())).with_graceful_shutdown(stopped(stop.clone())).into_future(), stop_rx)
+                .await
+        });
+        // Connections take turns: 0, 1, 0, 1 (a_connection_stays_on_one_lane_and_connections_take_turns).
+        let mut first = TcpStream::connect(addr).await.unwrap();
+        assert_eq!(ask(&mut first, "/count").await, "1 true");
+        let holder = tokio::spawn(async move { ask(&mut first, "/hold").await });
+        held.notified().await;
+        let mut other_lane = TcpStream::connect(addr).await.unwrap();
+        assert_eq!(ask(&mut other_lane, "/count").await, "1 true", "a request held on the other lane counted here");
+        let mut same_lane = TcpStream::connect(addr).await.unwrap();
+        assert_eq!(ask(&mut same_lane, "/count").await, "2 false", "the held request not counted on its lane");
+        release.notify_one();
+        // By then the request on its lane has been answered.
+        assert_eq!(holder.await.unwrap(), "1 true");
+        assert_eq!(ask(&mut same_lane, "/count").await, "1 true", "an answered request still counted");
+        assert_eq!(ask(&mut other_lane, "/count").await, "1 true");
+        stop_tx.send(true).unwrap();
         task.await.unwrap().unwrap();
     }
 

@@ -133,8 +133,9 @@ pub async fn serve_on(
         let _ = rx.wait_for(|s| *s).await;
     };
     let unix = listeners.unix.map(|u| {
-        // A body a handler leaves unread is read to its end before the answer (drain.rs).
-        let app = drain::Drained(socket_router(broker.clone()).merge(extra.clone()));
+        // A body a handler leaves unread is read to its end before the answer (drain.rs); each
+        // request is counted in flight on its lane (lanes.rs).
+        let app = lanes::Counted(drain::Drained(socket_router(broker.clone()).merge(extra.clone())));
         let stop = stop_rx.clone();
         lanes.serve::<UnixStream, _>(
             u,
@@ -144,7 +145,7 @@ pub async fn serve_on(
     });
     // Connection info gives the share endpoints the client address for their rate limits
     // (axum reads it from a tapped listener's address).
-    let app = drain::Drained(router(broker).merge(extra));
+    let app = lanes::Counted(drain::Drained(router(broker).merge(extra)));
     let stop = stop_rx.clone();
     let tcp = lanes.serve::<TcpStream, _>(
         listeners.tcp,
