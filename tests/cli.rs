@@ -329,31 +329,40 @@ fn mcp_over_stdio_lists_the_agents_tools() {
     let mut child = c.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     let mut stdin = child.stdin.take().unwrap();
     stdin.write_all(input.as_bytes()).unwrap();
-    // Answers arrive line by line; close stdin once the last one is in.
+    // Answers arrive line by line, in any order (JSON-RPC does not order
+    // them, and requests are served concurrently); close stdin once both
+    // answers are in.
     let stdout = child.stdout.take().unwrap();
-    let reader = std::thread::spawn(move || {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
         use std::io::BufRead;
-        let mut lines = Vec::new();
+        let mut lines: Vec<String> = Vec::new();
         for line in std::io::BufReader::new(stdout).lines() {
-            let line = line.unwrap();
-            let done = line.contains("\"id\":3");
-            lines.push(line);
-            if done {
+            lines.push(line.unwrap());
+            let seen = |id: &str| lines.iter().any(|l| l.contains(id));
+            if seen("\"id\":2") && seen("\"id\":3") {
                 break;
             }
         }
-        lines
+        let _ = tx.send(lines);
     });
-    let lines = reader.join().unwrap();
+    // An answer that never comes fails the test instead of hanging it.
+    let lines = match rx.recv_timeout(std::time::Duration::from_secs(60)) {
+        Ok(lines) => lines,
+        Err(_) => {
+            let _ = child.kill();
+            panic!("no answer to both requests within 60 s: {}", String::from_utf8_lossy(&child.wait_with_output().unwrap().stderr));
+        }
+    };
     drop(stdin);
-    let _ = child.wait();
-    let all = lines.join("\n");
-    let list: serde_json::Value = serde_json::from_str(lines.iter().find(|l| l.contains("\"id\":2")).unwrap()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let all = format!("{}\n--- stderr ---\n{}", lines.join("\n"), String::from_utf8_lossy(&out.stderr));
+    let list: serde_json::Value = serde_json::from_str(lines.iter().find(|l| l.contains("\"id\":2")).expect(&all)).unwrap();
     let tools = list["result"]["tools"].as_array().unwrap();
     assert_eq!(tools.len(), 1, "{all}");
     assert_eq!(tools[0]["inputSchema"]["properties"]["credential_handle"]["enum"], serde_json::json!(["APP"]));
     assert_eq!(tools[0]["annotations"]["readOnlyHint"], true);
-    let call: serde_json::Value = serde_json::from_str(lines.iter().find(|l| l.contains("\"id\":3")).unwrap()).unwrap();
+    let call: serde_json::Value = serde_json::from_str(lines.iter().find(|l| l.contains("\"id\":3")).expect(&all)).unwrap();
     assert_eq!(call["result"]["structuredContent"]["rows"][0][0], "one", "{all}");
     assert!(!all.contains(SECRET));
 }
