@@ -13,8 +13,9 @@
 //! start at its candidates, with the whole text as look-around context. Matching stays linear
 //! time (`regex` engines, no backtracking).
 
-use regex_automata::meta::Regex;
+use regex_automata::meta::{Cache, Regex};
 use regex_automata::{Anchored, Input};
+use std::cell::RefCell;
 
 /// The longest span an anchored rule search may cover (a JWT or a PEM body is rarely longer).
 const MAX_RULE_SPAN: usize = 16 * 1024;
@@ -166,6 +167,16 @@ pub struct Rules {
     pem_body: Regex,
     pem_rule: usize,
     generic_rule: usize,
+    /// Each thread's search caches of the two literal searches, which run on every text: the
+    /// regex's own cache pool serves only the thread that used it first without a lock, and the
+    /// broker's threads all scrub.
+    literal_caches: thread_local::ThreadLocal<RefCell<LiteralCaches>>,
+}
+
+/// One thread's caches for [`Rules::literals_cs`] and [`Rules::literals_ci`].
+struct LiteralCaches {
+    cs: Cache,
+    ci: Cache,
 }
 
 /// Ids of all rules, in order.
@@ -202,6 +213,7 @@ impl Rules {
             pem_body: compile(PEM_BODY)?,
             pem_rule: pos("private-key"),
             generic_rule: pos("generic-api-key"),
+            literal_caches: thread_local::ThreadLocal::new(),
         })
     }
 
@@ -227,9 +239,14 @@ impl Rules {
     /// is scanned at most once per rule however many candidates there are (T20).
     pub fn find_all(&self, text: &str, out: &mut Vec<RuleHit>) {
         let mut hits: Vec<Vec<usize>> = vec![Vec::new(); RULES.len()];
+        let caches = self.literal_caches.get_or(|| {
+            RefCell::new(LiteralCaches { cs: self.literals_cs.create_cache(), ci: self.literals_ci.create_cache() })
+        });
+        // Not re-entered: nothing below calls back into `find_all`.
+        let caches = &mut *caches.borrow_mut();
         // Every position where some literal starts (a search resumes one byte after each hit).
         let mut at = 0;
-        while let Some(m) = self.literals_cs.search(&Input::new(text).span(at..text.len())) {
+        while let Some(m) = self.literals_cs.search_with(&mut caches.cs, &Input::new(text).span(at..text.len())) {
             let rest = &text.as_bytes()[m.start()..];
             for (l, rule) in &self.cs {
                 if rest.starts_with(l.as_bytes()) {
@@ -242,7 +259,7 @@ impl Rules {
             hits[*rule].extend(finder.find_iter(text.as_bytes()));
         }
         let mut at = 0;
-        while let Some(m) = self.literals_ci.search(&Input::new(text).span(at..text.len())) {
+        while let Some(m) = self.literals_ci.search_with(&mut caches.ci, &Input::new(text).span(at..text.len())) {
             hits[self.generic_rule].push(m.start());
             at = m.start() + 1;
         }
@@ -408,6 +425,51 @@ mod tests {
                 || body.starts_with("(?:sk|rk)")
                 || body.starts_with("sk-(?:");
             assert!(ok, "{}", r.id);
+        }
+    }
+
+    #[test]
+    fn each_thread_finds_the_same_hits_with_its_own_search_caches() {
+        let r = std::sync::Arc::new(Rules::new().unwrap());
+        let texts = [
+            "key AKIAIOSFODNN7EXAMPLE and ghp_0123456789abcdefghijABCDEFGHIJ012345 here".to_owned(),
+            "API_KEY = \"Zx9qP2vL7mKw8RtY3\" ; Password: Zx9!qP2#vL7m-Kw8".to_owned(),
+            "-----BEGIN RSA PRIVATE KEY-----\nMIIBOgIBAAJBAKj34GkxFhD90vcNLYLInFEX6Ppy1tPf9Cnzj4p4WGeKLs1Pt8Qu\n".to_owned(),
+            "nothing to see".to_owned(),
+        ];
+        let hits = |r: &Rules| -> Vec<Vec<(usize, usize, usize)>> {
+            texts
+                .iter()
+                .map(|t| {
+                    let mut out = Vec::new();
+                    r.find_all(t, &mut out);
+                    out.iter().map(|h| (h.start, h.end, h.rule)).collect()
+                })
+                .collect()
+        };
+        let here = hits(&r);
+        assert!(here[..3].iter().all(|h| !h.is_empty()), "{here:?}");
+        assert!(here[3].is_empty());
+        // Twice on one thread (its caches reused), then on threads of their own at once.
+        assert_eq!(hits(&r), here);
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let r = r.clone();
+                let texts = texts.clone();
+                std::thread::spawn(move || {
+                    texts
+                        .iter()
+                        .map(|t| {
+                            let mut out = Vec::new();
+                            r.find_all(t, &mut out);
+                            out.iter().map(|h| (h.start, h.end, h.rule)).collect::<Vec<_>>()
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        for t in threads {
+            assert_eq!(t.join().unwrap(), here);
         }
     }
 
