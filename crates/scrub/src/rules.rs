@@ -11,10 +11,13 @@
 //! case-sensitive literals, memmem for the 2-byte ones, and one over the generic keywords (case
 //! insensitive) find the candidate positions; each rule's regex then runs only in windows that
 //! start at its candidates, with the whole text as look-around context. Matching stays linear
-//! time (`regex` engines, no backtracking).
+//! time (`regex` engines, no backtracking). Each thread searches with caches of its own: a
+//! regex's shared cache pool serves only the thread that used it first without a lock, and
+//! under contention hands the others a cold cache for one search.
 
 use regex_automata::meta::{Cache, Regex};
-use regex_automata::{Anchored, Input};
+use regex_automata::util::iter::Searcher;
+use regex_automata::{Anchored, Input, Match};
 use std::cell::RefCell;
 
 /// The longest span an anchored rule search may cover (a JWT or a PEM body is rarely longer).
@@ -167,16 +170,27 @@ pub struct Rules {
     pem_body: Regex,
     pem_rule: usize,
     generic_rule: usize,
-    /// Each thread's search caches of the two literal searches, which run on every text: the
-    /// regex's own cache pool serves only the thread that used it first without a lock, and the
-    /// broker's threads all scrub.
-    literal_caches: thread_local::ThreadLocal<RefCell<LiteralCaches>>,
+    /// Each thread's search caches: a regex's own cache pool serves only the thread that used
+    /// it first without a lock, and the broker's threads all scrub.
+    caches: thread_local::ThreadLocal<RefCell<Caches>>,
 }
 
-/// One thread's caches for [`Rules::literals_cs`] and [`Rules::literals_ci`].
-struct LiteralCaches {
+/// One thread's search caches, one per expression of [`Rules`].
+struct Caches {
     cs: Cache,
     ci: Cache,
+    rules: Vec<Cache>,
+    pem_footer: Cache,
+    pem_body: Cache,
+}
+
+/// Every match of `re` in `input`, in order, as `Regex::find_iter` gives them, searched with
+/// `cache`.
+fn each_match(re: &Regex, cache: &mut Cache, input: Input<'_>, mut f: impl FnMut(Match)) {
+    let mut it = Searcher::new(input);
+    while let Some(m) = it.advance(|i| Ok(re.search_with(cache, i))) {
+        f(m);
+    }
 }
 
 /// Ids of all rules, in order.
@@ -213,7 +227,7 @@ impl Rules {
             pem_body: compile(PEM_BODY)?,
             pem_rule: pos("private-key"),
             generic_rule: pos("generic-api-key"),
-            literal_caches: thread_local::ThreadLocal::new(),
+            caches: thread_local::ThreadLocal::new(),
         })
     }
 
@@ -239,8 +253,14 @@ impl Rules {
     /// is scanned at most once per rule however many candidates there are (T20).
     pub fn find_all(&self, text: &str, out: &mut Vec<RuleHit>) {
         let mut hits: Vec<Vec<usize>> = vec![Vec::new(); RULES.len()];
-        let caches = self.literal_caches.get_or(|| {
-            RefCell::new(LiteralCaches { cs: self.literals_cs.create_cache(), ci: self.literals_ci.create_cache() })
+        let caches = self.caches.get_or(|| {
+            RefCell::new(Caches {
+                cs: self.literals_cs.create_cache(),
+                ci: self.literals_ci.create_cache(),
+                rules: self.regexes.iter().map(Regex::create_cache).collect(),
+                pem_footer: self.pem_footer.create_cache(),
+                pem_body: self.pem_body.create_cache(),
+            })
         });
         // Not re-entered: nothing below calls back into `find_all`.
         let caches = &mut *caches.borrow_mut();
@@ -279,13 +299,13 @@ impl Rules {
             let mut pem = PemCursor { scanned: 0, next: None };
             for (s, e) in windows {
                 if rule == self.pem_rule {
-                    self.pem_in(text, s, e, &mut pem, out);
+                    self.pem_in(text, s, e, &mut pem, caches, out);
                 } else if rule == self.generic_rule {
-                    self.generic_in(text, s, e, out);
+                    self.generic_in(text, s, e, &mut caches.rules[rule], out);
                 } else {
-                    for m in self.regexes[rule].find_iter(Input::new(text).span(s..e)) {
+                    each_match(&self.regexes[rule], &mut caches.rules[rule], Input::new(text).span(s..e), |m| {
                         out.push(RuleHit { start: m.start(), end: m.end(), rule });
-                    }
+                    });
                 }
             }
         }
@@ -305,9 +325,19 @@ impl Rules {
         }
     }
 
-    fn generic_in(&self, text: &str, s: usize, e: usize, out: &mut Vec<RuleHit>) {
+    /// As `Regex::captures_iter` over the window, searched with `cache`.
+    fn generic_in(&self, text: &str, s: usize, e: usize, cache: &mut Cache, out: &mut Vec<RuleHit>) {
         let re = &self.regexes[self.generic_rule];
-        for caps in re.captures_iter(Input::new(text).span(s..e)) {
+        let mut caps = re.create_captures();
+        let mut it = Searcher::new(Input::new(text).span(s..e));
+        loop {
+            let _ = it.advance(|i| {
+                re.search_captures_with(cache, i, &mut caps);
+                Ok(caps.get_match())
+            });
+            if !caps.is_match() {
+                break;
+            }
             if let Some(v) = caps.get_group_by_name("v") {
                 if looks_like_secret(&text[v.start..v.end]) {
                     out.push(RuleHit { start: v.start, end: v.end, rule: self.generic_rule });
@@ -318,8 +348,9 @@ impl Rules {
 
     /// PEM private keys in a window: from each header to the first footer within
     /// [`MAX_PEM_SPAN`], or, when none follows (truncated output), through the base64 body.
-    fn pem_in(&self, text: &str, s: usize, e: usize, cur: &mut PemCursor, out: &mut Vec<RuleHit>) {
-        let headers: Vec<_> = self.regexes[self.pem_rule].find_iter(Input::new(text).span(s..e)).collect();
+    fn pem_in(&self, text: &str, s: usize, e: usize, cur: &mut PemCursor, caches: &mut Caches, out: &mut Vec<RuleHit>) {
+        let mut headers = Vec::new();
+        each_match(&self.regexes[self.pem_rule], &mut caches.rules[self.pem_rule], Input::new(text).span(s..e), |m| headers.push(m));
         for h in headers {
             let from = h.end();
             let limit = (from + MAX_PEM_SPAN).min(text.len());
@@ -328,7 +359,7 @@ impl Rules {
                 // after a miss, nothing before `scanned` holds one; after a hit used by earlier
                 // headers, the search resumes at this header.
                 let start = if cur.next.is_some() { from } else { from.max(cur.scanned) };
-                cur.next = self.first_footer(text, start, limit);
+                cur.next = self.first_footer(text, start, limit, &mut caches.pem_footer);
                 if cur.next.is_none() {
                     cur.scanned = limit;
                 }
@@ -337,7 +368,7 @@ impl Rules {
                 Some((fs, fe)) if fs <= limit => fe,
                 _ => {
                     let body = Input::new(text).span(from..limit).anchored(Anchored::Yes);
-                    self.pem_body.search(&body).map_or(from, |m| m.end())
+                    self.pem_body.search_with(&mut caches.pem_body, &body).map_or(from, |m| m.end())
                 }
             };
             out.push(RuleHit { start: h.start(), end, rule: self.pem_rule });
@@ -345,14 +376,14 @@ impl Rules {
     }
 
     /// The first PEM footer starting in `[from, limit]`.
-    fn first_footer(&self, text: &str, from: usize, limit: usize) -> Option<(usize, usize)> {
+    fn first_footer(&self, text: &str, from: usize, limit: usize, cache: &mut Cache) -> Option<(usize, usize)> {
         let finder = memchr::memmem::Finder::new("-----END");
         let hay = &text.as_bytes()[..(limit + 8).min(text.len())];
         let mut pos = from;
         while pos <= hay.len() {
             let s = pos + finder.find(&hay[pos..])?;
             let input = Input::new(text).span(s..text.len()).anchored(Anchored::Yes);
-            if let Some(m) = self.pem_footer.search(&input) {
+            if let Some(m) = self.pem_footer.search_with(cache, &input) {
                 return Some((m.start(), m.end()));
             }
             pos = s + 1;
