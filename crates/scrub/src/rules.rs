@@ -175,13 +175,19 @@ pub struct Rules {
     caches: thread_local::ThreadLocal<RefCell<Caches>>,
 }
 
-/// One thread's search caches, one per expression of [`Rules`].
+/// One thread's search caches: the two literal searches' (which run on every text), and each
+/// other expression's once the thread first searches with it.
 struct Caches {
     cs: Cache,
     ci: Cache,
-    rules: Vec<Cache>,
-    pem_footer: Cache,
-    pem_body: Cache,
+    rules: Vec<Option<Cache>>,
+    pem_footer: Option<Cache>,
+    pem_body: Option<Cache>,
+}
+
+/// `slot`'s cache for `re`, made on first use.
+fn cache_for<'c>(slot: &'c mut Option<Cache>, re: &Regex) -> &'c mut Cache {
+    slot.get_or_insert_with(|| re.create_cache())
 }
 
 /// Every match of `re` in `input`, in order, as `Regex::find_iter` gives them, searched with
@@ -257,9 +263,9 @@ impl Rules {
             RefCell::new(Caches {
                 cs: self.literals_cs.create_cache(),
                 ci: self.literals_ci.create_cache(),
-                rules: self.regexes.iter().map(Regex::create_cache).collect(),
-                pem_footer: self.pem_footer.create_cache(),
-                pem_body: self.pem_body.create_cache(),
+                rules: self.regexes.iter().map(|_| None).collect(),
+                pem_footer: None,
+                pem_body: None,
             })
         });
         // Not re-entered: nothing below calls back into `find_all`.
@@ -301,9 +307,9 @@ impl Rules {
                 if rule == self.pem_rule {
                     self.pem_in(text, s, e, &mut pem, caches, out);
                 } else if rule == self.generic_rule {
-                    self.generic_in(text, s, e, &mut caches.rules[rule], out);
+                    self.generic_in(text, s, e, cache_for(&mut caches.rules[rule], &self.regexes[rule]), out);
                 } else {
-                    each_match(&self.regexes[rule], &mut caches.rules[rule], Input::new(text).span(s..e), |m| {
+                    each_match(&self.regexes[rule], cache_for(&mut caches.rules[rule], &self.regexes[rule]), Input::new(text).span(s..e), |m| {
                         out.push(RuleHit { start: m.start(), end: m.end(), rule });
                     });
                 }
@@ -350,7 +356,8 @@ impl Rules {
     /// [`MAX_PEM_SPAN`], or, when none follows (truncated output), through the base64 body.
     fn pem_in(&self, text: &str, s: usize, e: usize, cur: &mut PemCursor, caches: &mut Caches, out: &mut Vec<RuleHit>) {
         let mut headers = Vec::new();
-        each_match(&self.regexes[self.pem_rule], &mut caches.rules[self.pem_rule], Input::new(text).span(s..e), |m| headers.push(m));
+        let re = &self.regexes[self.pem_rule];
+        each_match(re, cache_for(&mut caches.rules[self.pem_rule], re), Input::new(text).span(s..e), |m| headers.push(m));
         for h in headers {
             let from = h.end();
             let limit = (from + MAX_PEM_SPAN).min(text.len());
@@ -359,7 +366,7 @@ impl Rules {
                 // after a miss, nothing before `scanned` holds one; after a hit used by earlier
                 // headers, the search resumes at this header.
                 let start = if cur.next.is_some() { from } else { from.max(cur.scanned) };
-                cur.next = self.first_footer(text, start, limit, &mut caches.pem_footer);
+                cur.next = self.first_footer(text, start, limit, cache_for(&mut caches.pem_footer, &self.pem_footer));
                 if cur.next.is_none() {
                     cur.scanned = limit;
                 }
@@ -368,7 +375,7 @@ impl Rules {
                 Some((fs, fe)) if fs <= limit => fe,
                 _ => {
                     let body = Input::new(text).span(from..limit).anchored(Anchored::Yes);
-                    self.pem_body.search_with(&mut caches.pem_body, &body).map_or(from, |m| m.end())
+                    self.pem_body.search_with(cache_for(&mut caches.pem_body, &self.pem_body), &body).map_or(from, |m| m.end())
                 }
             };
             out.push(RuleHit { start: h.start(), end, rule: self.pem_rule });
