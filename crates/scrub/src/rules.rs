@@ -511,6 +511,53 @@ mod tests {
         }
     }
 
+    use proptest::prelude::*;
+
+    proptest::proptest! {
+        /// Whatever a thread's caches hold from earlier texts, a text gets the hits a fresh
+        /// thread gets: generated texts of every rule's literals, keyword assignments, PEM
+        /// headers and footers, and filler, searched on two threads in opposite orders.
+        #[test]
+        fn a_threads_earlier_searches_change_no_hit(
+            texts in proptest::collection::vec(
+                proptest::collection::vec(
+                    proptest::prop_oneof![
+                        proptest::sample::select(RULES.iter().flat_map(|r| r.literals.iter().copied()).collect::<Vec<_>>()).prop_map(str::to_owned),
+                        proptest::sample::select(vec!["-----BEGIN RSA PRIVATE KEY-----\n", "-----END RSA PRIVATE KEY-----", " = \"", "': ", "=>", "\n"]).prop_map(str::to_owned),
+                        "[A-Za-z0-9+/_.-]{1,40}",
+                        "[ -~]{0,12}",
+                    ],
+                    0..12,
+                ).prop_map(|pieces| pieces.concat()),
+                1..6,
+            ),
+        ) {
+            static SHARED: std::sync::OnceLock<std::sync::Arc<Rules>> = std::sync::OnceLock::new();
+            let r = SHARED.get_or_init(|| std::sync::Arc::new(Rules::new().unwrap())).clone();
+            let run = |r: std::sync::Arc<Rules>, texts: Vec<String>| {
+                std::thread::spawn(move || {
+                    texts
+                        .iter()
+                        .map(|t| {
+                            let mut out = Vec::new();
+                            r.find_all(t, &mut out);
+                            out.iter().map(|h| (h.start, h.end, h.rule)).collect::<Vec<_>>()
+                        })
+                        .collect::<Vec<_>>()
+                })
+                .join()
+                .unwrap()
+            };
+            let forward = run(r.clone(), texts.clone());
+            let mut backward = run(r.clone(), texts.iter().rev().cloned().collect());
+            backward.reverse();
+            prop_assert_eq!(&forward, &backward);
+            // A fresh rule set, so fresh caches everywhere, agrees too.
+            let fresh = run(std::sync::Arc::new(Rules::new().unwrap()), texts.clone());
+            prop_assert_eq!(forward, fresh);
+        }
+    }
+
     #[test]
     fn entropy_gate() {
         assert!(looks_like_secret("Zx9!qP2#vL7m"));
