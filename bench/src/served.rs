@@ -84,6 +84,41 @@ pub fn rss_parts(pid: u32) -> Result<String> {
     Ok(format!("anonymous {}, file-backed {}", field("RssAnon:")?, field("RssFile:")?))
 }
 
+/// The CPU time process `pid` has used so far, user and system, all its threads (fields 14 and
+/// 15 of `/proc/PID/stat`, in the kernel's `USER_HZ` ticks: 100 a second on Linux).
+pub fn cpu_time(pid: u32) -> Result<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // The command name (field 2) is in parentheses and may hold spaces: count after its end.
+    let rest = stat.rsplit_once(')').context("no command name in /proc/PID/stat")?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let tick = |i: usize| -> Result<u64> { fields.get(i).context("a short /proc/PID/stat")?.parse().context("a tick count") };
+    // `rest` starts at field 3, so fields 14 and 15 are its 12th and 13th.
+    Ok(Duration::from_millis((tick(11)? + tick(12)?) * 10))
+}
+
+/// The CPU that processes use while something runs: [`CpuMeter::start`] before, then
+/// [`CpuMeter::cpus`] after, for each process the CPUs it kept busy on average (1.0 = one core
+/// all the time).
+pub struct CpuMeter {
+    pids: Vec<u32>,
+    before: Vec<Duration>,
+    at: Instant,
+}
+
+impl CpuMeter {
+    /// Starts measuring `pids`.
+    pub fn start(pids: &[u32]) -> Result<CpuMeter> {
+        let before = pids.iter().map(|&p| cpu_time(p)).collect::<Result<_>>()?;
+        Ok(CpuMeter { pids: pids.to_vec(), before, at: Instant::now() })
+    }
+
+    /// The CPUs each process kept busy since the start, in the order given.
+    pub fn cpus(&self) -> Result<Vec<f64>> {
+        let wall = self.at.elapsed().as_secs_f64();
+        self.pids.iter().zip(&self.before).map(|(&p, b)| Ok((cpu_time(p)? - *b).as_secs_f64() / wall)).collect()
+    }
+}
+
 /// How many file descriptors process `pid` has open (the entries of `/proc/PID/fd`).
 pub fn open_fds(pid: u32) -> Result<usize> {
     Ok(std::fs::read_dir(format!("/proc/{pid}/fd"))?.count())

@@ -2,7 +2,8 @@
 //!
 //! (a) a brokered `http_request` against the same request sent directly to the same local
 //!     upstream and through a bare proxy in its own process (the floor of any broker outside
-//!     the agent's process), at concurrency 1 and 32 (added p50/p99 latency, throughput ratio);
+//!     the agent's process), at concurrency 1 and 32 (added p50/p99 latency, throughput ratio),
+//!     and the CPU time a call of each process (broker or proxy; generator and upstream);
 //! (b) `query_db` `SELECT 1` on SQLite through the whole path (REST, auth, policy, resolve,
 //!     execute, scrub, durable audit): calls per second;
 //! (c) scrubber throughput over 1 MiB of text with 1,000 known secrets and their encodings, and
@@ -37,7 +38,7 @@
 use airlock_bench::bao::{self, Bao};
 use airlock_bench::load::{http_load, us, Latencies, Phases, Stats, Target};
 use airlock_bench::code_order;
-use airlock_bench::served::{free_port, output, rss_parts, select1_db, vm_rss, which, Airlock, Proc};
+use airlock_bench::served::{free_port, CpuMeter, output, rss_parts, select1_db, vm_rss, which, Airlock, Proc};
 use anyhow::{Context, Result};
 use axum::routing::get;
 use axum::Router;
@@ -149,10 +150,10 @@ async fn main() -> Result<()> {
 
     let up_addr = upstream().await?;
     let direct = direct_ping(up_addr);
-    let (_proxy, bare) = start_bare_proxy(up_addr).await?;
+    let (proxy, bare) = start_bare_proxy(up_addr).await?;
     let mut b_best = 0.0f64;
-    let mut direct_stats: Vec<Stats> = Vec::new();
-    let mut bare_stats: Vec<Stats> = Vec::new();
+    let mut direct_stats: Vec<(Stats, Vec<f64>)> = Vec::new();
+    let mut bare_stats: Vec<(Stats, Vec<f64>)> = Vec::new();
     for sync in ["full", "normal"] {
         let broker = Broker::start(up_addr, sync).await?;
         if sync == "full" {
@@ -164,18 +165,31 @@ async fn main() -> Result<()> {
         println!("\n--- store sync = {sync} ({}) ---", if sync == "full" { "every audit commit fsynced: survives power loss" } else { "fsync at checkpoints: survives kill -9, not an OS crash" });
         println!("\n(a) http_request: direct to the upstream vs through airlock (same upstream, same generator)");
         let mut ratio_line = String::new();
+        let mut cpu_lines = String::new();
+        let (here, proxy_pid, broker_pid) = (std::process::id(), proxy.0.id(), broker.proc.0.id());
         for (i, c) in [1usize, 32].into_iter().enumerate() {
             if direct_stats.len() <= i {
-                direct_stats.push(http_load(std::slice::from_ref(&direct), c, PHASES).await?);
+                direct_stats.push(load_metered(&direct, c, &[here]).await?);
             }
             if bare_stats.len() <= i {
-                bare_stats.push(http_load(std::slice::from_ref(&bare), c, PHASES).await?);
+                bare_stats.push(load_metered(&bare, c, &[here, proxy_pid]).await?);
             }
-            let (d, p) = (&direct_stats[i], &bare_stats[i]);
-            let b = http_load(std::slice::from_ref(&brokered), c, PHASES).await?;
+            let ((d, d_cpu), (p, p_cpu)) = (&direct_stats[i], &bare_stats[i]);
+            let (b, b_cpu) = load_metered(&brokered, c, &[here, broker_pid]).await?;
             report(&format!("direct,   concurrency {c}"), d);
             report(&format!("bare proxy, concurrency {c}"), p);
             report(&format!("brokered, concurrency {c}"), &b);
+            cpu_lines.push_str(&format!(
+                "  concurrency {c}: direct: generator and upstream {}; bare proxy: the proxy {}, generator and upstream {}; brokered: the broker {}, generator and upstream {}; CPUs busy {:.2}, {:.2}, {:.2}\n",
+                cpu_us(d_cpu[0], d),
+                cpu_us(p_cpu[1], p),
+                cpu_us(p_cpu[0], p),
+                cpu_us(b_cpu[1], &b),
+                cpu_us(b_cpu[0], &b),
+                d_cpu.iter().sum::<f64>(),
+                p_cpu.iter().sum::<f64>(),
+                b_cpu.iter().sum::<f64>(),
+            ));
             ratio_line.push_str(&format!(
                 "  concurrency {c}: added p50 {}, added p99 {}, throughput ratio {:.0} %; the bare proxy adds p50 {} ({:.0} %), airlock over it p50 {}\n",
                 us(b.p50() - d.p50()),
@@ -187,6 +201,8 @@ async fn main() -> Result<()> {
             ));
         }
         print!("{ratio_line}");
+        println!("  CPU time a call, by process (from /proc/PID/stat over the load):");
+        print!("{cpu_lines}");
         if sync == "full" {
             println!("\n(e) the same http_request as an MCP tools/call over streamable HTTP vs POST /v1/invoke");
             let mcp = broker.mcp_call("http_request", ping_args());
@@ -432,6 +448,19 @@ async fn bare_proxy(upstream: String) -> Result<()> {
     Ok(())
 }
 
+/// `target` loaded at concurrency `c` for [`PHASES`], with the CPUs each process of `pids` kept
+/// busy meanwhile (warm-up included: the same load throughout).
+async fn load_metered(target: &Target, c: usize, pids: &[u32]) -> Result<(Stats, Vec<f64>)> {
+    let meter = CpuMeter::start(pids)?;
+    let stats = http_load(std::slice::from_ref(target), c, PHASES).await?;
+    Ok((stats, meter.cpus()?))
+}
+
+/// A process's CPU time a call at `cpus` busy under the load `s`, as text.
+fn cpu_us(cpus: f64, s: &Stats) -> String {
+    format!("{:.1} µs", 1e6 * cpus / s.rps())
+}
+
 /// Starts [`bare_proxy`] as a child process in front of `up_addr`; its `POST /v1/invoke`.
 async fn start_bare_proxy(up_addr: std::net::SocketAddr) -> Result<(Proc, Target)> {
     use std::io::BufRead;
@@ -451,8 +480,8 @@ async fn start_bare_proxy(up_addr: std::net::SocketAddr) -> Result<(Proc, Target
 /// `airlock-bench profile [SECONDS] [normal|full] [http|query|mcp] [CONCURRENCY]`: one broker
 /// under `http_request` (or `query_db SELECT 1`, or `http_request` as an MCP `tools/call`) at
 /// CONCURRENCY (default 1) for SECONDS (default 20), for `perf record -p` on
-/// the broker's PID, which it prints first; then the broker's time per call stage, from
-/// `/metrics`.
+/// the broker's PID, which it prints first; then the CPU time a call of the broker and of this
+/// process (generator and upstream), and the broker's time per call stage, from `/metrics`.
 async fn profile() -> Result<()> {
     let secs: u64 = std::env::args().nth(2).map(|s| s.parse()).transpose()?.unwrap_or(20);
     let sync = std::env::args().nth(3).unwrap_or_else(|| "normal".into());
@@ -470,7 +499,11 @@ async fn profile() -> Result<()> {
     println!("broker pid {} (sync = {sync}), {secs} s at concurrency {concurrency}", broker.proc.0.id());
     let target = broker.target(&what);
     let phases = Phases { warmup: Duration::from_secs(1), measure: Duration::from_secs(secs) };
-    report(&what, &http_load(&[target], concurrency, phases).await?);
+    let meter = CpuMeter::start(&[broker.proc.0.id(), std::process::id()])?;
+    let stats = http_load(&[target], concurrency, phases).await?;
+    let cpus = meter.cpus()?;
+    report(&what, &stats);
+    println!("  CPU time a call: the broker {} ({:.2} CPUs busy), generator and upstream {} ({:.2})", cpu_us(cpus[0], &stats), cpus[0], cpu_us(cpus[1], &stats), cpus[1]);
     let metrics = reqwest::get(format!("{}/metrics", broker.base)).await?.text().await?;
     // Mean time per stage: the histogram's sum over its count.
     let value = |name: &str| -> Option<f64> {
