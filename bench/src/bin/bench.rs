@@ -22,9 +22,10 @@
 //! (i) with `-- code-order [OUT]` alone: the release binary's code order (`link/code-order.txt`
 //!     by default; `airlock_bench::code_order`), from `airlock serve` run under callgrind through
 //!     its start and its first calls of each kind (needs `valgrind`);
-//! (j) with `-- callgrind [normal|full] [http|query|mcp] [CALLS] [OUT]` alone: `airlock serve`
-//!     under callgrind, counted over CALLS sequential calls (1,000 by default) after 50 that are
-//!     not, for `callgrind_annotate --inclusive=yes OUT`; it prints the instructions per call.
+//! (j) with `-- callgrind [normal|full] [http|query|mcp|proxy] [CALLS] [OUT]` alone: `airlock
+//!     serve` (for `proxy`, the bare proxy of (a) with the `http_request` call) under callgrind,
+//!     counted over CALLS sequential calls (1,000 by default) after 50 that are not, for
+//!     `callgrind_annotate --inclusive=yes OUT`; it prints the instructions per call.
 //!
 //! Each store sync mode's section starts with the fsync of this machine (a 4 KiB write and
 //! `fdatasync` in the store's directory, p50), the floor of a durable commit with `sync = full`.
@@ -376,9 +377,9 @@ fn stop(proc: &mut Proc) -> Result<()> {
     Ok(())
 }
 
-/// `airlock-bench callgrind [normal|full] [http|query|mcp] [CALLS] [OUT]`: (j) the instructions
-/// `airlock serve` (the release binary next to this one) spends on CALLS sequential calls of one
-/// kind through a keep-alive connection, after 50 uncounted ones (`callgrind_control --zero`,
+/// `airlock-bench callgrind [normal|full] [http|query|mcp|proxy] [CALLS] [OUT]`: (j) the
+/// instructions `airlock serve` (the release binary next to this one), or for `proxy` the bare
+/// proxy of (a) on the same `http_request`, spends on CALLS sequential calls of one kind through a keep-alive connection, after 50 uncounted ones (`callgrind_control --zero`,
 /// then `--dump`). The count is repeatable for the same binary and inputs whatever else the
 /// machine does, so two builds compare on one number; the trace (`OUT`, `callgrind.out` by
 /// default) says where it goes: `callgrind_annotate --inclusive=yes OUT`.
@@ -389,23 +390,40 @@ async fn count_instructions() -> Result<()> {
     let calls: usize = std::env::args().nth(4).map(|s| s.parse()).transpose()?.unwrap_or(1000);
     let out = PathBuf::from(std::env::args().nth(5).unwrap_or_else(|| "callgrind.out".into()));
     let up_addr = upstream().await?;
-    let mut b = Broker::start(up_addr, &sync).await?;
-    let target = b.target(&what);
-    let trace = b.dir.path().join("callgrind.out");
-    b.under_callgrind(&trace, &[]).await?;
+    // What runs under callgrind: `airlock serve`, or for `proxy` the bare proxy, the floor of any
+    // broker in its own process, with the same upstream and the same calls.
+    let dir = tempfile::tempdir()?;
+    let trace = dir.path().join("callgrind.out");
+    let trace_arg = format!("--callgrind-out-file={}", trace.display());
+    let (mut proxy, mut broker) = (None, None);
+    let target = if what == "proxy" {
+        let (p, target) = start_bare_proxy_under(up_addr, &["valgrind", "--tool=callgrind", "--dump-instr=no", trace_arg.as_str()]).await?;
+        proxy = Some(p);
+        target
+    } else {
+        let mut b = Broker::start(up_addr, &sync).await?;
+        let target = b.target(&what);
+        b.under_callgrind(&trace, &[]).await?;
+        broker = Some(b);
+        target
+    };
+    let proc = match proxy.as_mut() {
+        Some(p) => p,
+        None => &mut broker.as_mut().context("no broker started")?.proc,
+    };
     let client = reqwest::Client::new();
     for _ in 0..50 {
         target.send(&client).await?;
     }
-    let pid = b.proc.0.id().to_string();
+    let pid = proc.0.id().to_string();
     output(std::process::Command::new("callgrind_control").args(["--zero", &pid]))?;
     for _ in 0..calls {
         target.send(&client).await?;
     }
     output(std::process::Command::new("callgrind_control").args(["--dump=counted", &pid]))?;
-    stop(&mut b.proc)?;
+    stop(proc)?;
     // The dump after `--zero` is written as `TRACE.N` (N from 1); the final one at exit is not it.
-    let dumped = std::fs::read_dir(b.dir.path())?
+    let dumped = std::fs::read_dir(dir.path())?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("callgrind.out.")))
         .find(|p| std::fs::read_to_string(p).is_ok_and(|t| t.contains("counted")))
@@ -413,7 +431,8 @@ async fn count_instructions() -> Result<()> {
     std::fs::copy(&dumped, &out).with_context(|| format!("writing {}", out.display()))?;
     let text = std::fs::read_to_string(&out)?;
     let total: f64 = text.lines().find_map(|l| l.strip_prefix("summary:").or_else(|| l.strip_prefix("totals:"))).context("the trace has no total")?.trim().parse()?;
-    println!("airlock-bench callgrind: {what}, sync = {sync}: {calls} calls, {:.0} instructions a call in `airlock serve`; trace {}", total / calls as f64, out.display());
+    let process = if what == "proxy" { "the bare proxy" } else { "`airlock serve`" };
+    println!("airlock-bench callgrind: {what}, sync = {sync}: {calls} calls, {:.0} instructions a call in {process}; trace {}", total / calls as f64, out.display());
     Ok(())
 }
 
@@ -463,8 +482,23 @@ fn cpu_us(cpus: f64, s: &Stats) -> String {
 
 /// Starts [`bare_proxy`] as a child process in front of `up_addr`; its `POST /v1/invoke`.
 async fn start_bare_proxy(up_addr: std::net::SocketAddr) -> Result<(Proc, Target)> {
+    start_bare_proxy_under(up_addr, &[]).await
+}
+
+/// [`start_bare_proxy`] run by `wrapper` (a program and its arguments, such as valgrind's), or
+/// directly when it is empty.
+async fn start_bare_proxy_under(up_addr: std::net::SocketAddr, wrapper: &[&str]) -> Result<(Proc, Target)> {
     use std::io::BufRead;
-    let mut child = std::process::Command::new(std::env::current_exe()?)
+    let this = std::env::current_exe()?;
+    let mut cmd = match wrapper.split_first() {
+        Some((program, args)) => {
+            let mut c = std::process::Command::new(program);
+            c.args(args).arg(&this);
+            c
+        }
+        None => std::process::Command::new(&this),
+    };
+    let mut child = cmd
         .arg("__proxy")
         .arg(up_addr.to_string())
         .stdout(Stdio::piped())
