@@ -37,7 +37,7 @@
 #![forbid(unsafe_code)]
 
 use airlock_bench::bao::{self, Bao};
-use airlock_bench::load::{http_load, us, Latencies, Phases, Stats, Target};
+use airlock_bench::load::{http_load, median_spread, us, Latencies, Phases, Stats, Target};
 use airlock_bench::code_order;
 use airlock_bench::served::{free_port, CpuMeter, output, rss_parts, select1_db, vm_rss, which, Airlock, Proc};
 use anyhow::{Context, Result};
@@ -590,7 +590,8 @@ struct Broker {
 /// (B, e.g. an earlier commit's release build), both with the same store sync mode (`normal` unless
 /// given), the same upstream and the same generator, on `http_request` and `query_db SELECT 1` as
 /// `POST /v1/invoke` and `http_request` as an MCP `tools/call` on `/mcp`. Each case runs A then B,
-/// three rounds, so both see the same machine; prints the median of the rounds with the spread.
+/// three rounds, so both see the same machine; prints the median of the rounds with the spread,
+/// of the calls a second, the p50 and the broker's CPU time a call (`/proc/PID/stat`).
 async fn compare(other: PathBuf, sync: &str) -> Result<()> {
     let up_addr = upstream().await?;
     let a = Broker::start_with(Airlock::next_to_this()?, up_addr, sync).await?;
@@ -606,19 +607,24 @@ async fn compare(other: PathBuf, sync: &str) -> Result<()> {
     for (label, target) in cases {
         for c in [1usize, 32] {
             let mut rounds: [Vec<Stats>; 2] = [Vec::new(), Vec::new()];
+            // The broker's CPU time a call in each round, in µs.
+            let mut cpu: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
             for _ in 0..3 {
                 for (i, broker) in [&a, &b].into_iter().enumerate() {
-                    rounds[i].push(http_load(std::slice::from_ref(&target(broker)), c, PHASES).await?);
+                    let (stats, cpus) = load_metered(&target(broker), c, &[broker.proc.0.id()]).await?;
+                    cpu[i].push(1e6 * cpus[0] / stats.rps());
+                    rounds[i].push(stats);
                 }
             }
             println!("\n{label}, concurrency {c}");
-            for (name, r) in ["A", "B"].iter().zip(&rounds) {
+            for ((name, r), cpu) in ["A", "B"].iter().zip(&rounds).zip(cpu) {
                 let mut rps: Vec<f64> = r.iter().map(Stats::rps).collect();
                 let mut p50: Vec<f64> = r.iter().map(Stats::p50).collect();
                 rps.sort_by(f64::total_cmp);
                 p50.sort_by(f64::total_cmp);
+                let (cpu, cpu_lo, cpu_hi) = median_spread(cpu);
                 println!(
-                    "  {name}: {:>7.0} req/s ({:.0}-{:.0})   p50 {} ({}-{})   errors {}",
+                    "  {name}: {:>7.0} req/s ({:.0}-{:.0})   p50 {} ({}-{})   CPU a call {cpu:.1} µs ({cpu_lo:.1}-{cpu_hi:.1})   errors {}",
                     rps[1],
                     rps[0],
                     rps[2],
