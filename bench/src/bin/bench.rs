@@ -379,8 +379,9 @@ fn stop(proc: &mut Proc) -> Result<()> {
 
 /// `airlock-bench callgrind [normal|full] [http|query|mcp|proxy] [CALLS] [OUT]`: (j) the
 /// instructions `airlock serve` (the release binary next to this one), or for `proxy` the bare
-/// proxy of (a) on the same `http_request`, spends on CALLS sequential calls of one kind through a keep-alive connection, after 50 uncounted ones (`callgrind_control --zero`,
-/// then `--dump`). The count is repeatable for the same binary and inputs whatever else the
+/// proxy of (a) on the same `http_request`, spends on CALLS sequential calls of one kind
+/// through a keep-alive connection, after 50 uncounted ones (`callgrind_control --zero`, then
+/// `--dump`). The count is repeatable for the same binary and inputs whatever else the
 /// machine does, so two builds compare on one number; the trace (`OUT`, `callgrind.out` by
 /// default) says where it goes: `callgrind_annotate --inclusive=yes OUT`.
 async fn count_instructions() -> Result<()> {
