@@ -466,6 +466,18 @@ mod tests {
         }
     }
 
+    /// Each text's hits by `r` on the calling thread, as (start, end, rule).
+    fn hits_of(r: &Rules, texts: &[String]) -> Vec<Vec<(usize, usize, usize)>> {
+        texts
+            .iter()
+            .map(|t| {
+                let mut out = Vec::new();
+                r.find_all(t, &mut out);
+                out.iter().map(|h| (h.start, h.end, h.rule)).collect()
+            })
+            .collect()
+    }
+
     #[test]
     fn each_thread_finds_the_same_hits_with_its_own_search_caches() {
         let r = std::sync::Arc::new(Rules::new().unwrap());
@@ -475,35 +487,15 @@ mod tests {
             "-----BEGIN RSA PRIVATE KEY-----\nMIIBOgIBAAJBAKj34GkxFhD90vcNLYLInFEX6Ppy1tPf9Cnzj4p4WGeKLs1Pt8Qu\n".to_owned(),
             "nothing to see".to_owned(),
         ];
-        let hits = |r: &Rules| -> Vec<Vec<(usize, usize, usize)>> {
-            texts
-                .iter()
-                .map(|t| {
-                    let mut out = Vec::new();
-                    r.find_all(t, &mut out);
-                    out.iter().map(|h| (h.start, h.end, h.rule)).collect()
-                })
-                .collect()
-        };
-        let here = hits(&r);
+        let here = hits_of(&r, &texts);
         assert!(here[..3].iter().all(|h| !h.is_empty()), "{here:?}");
         assert!(here[3].is_empty());
         // Twice on one thread (its caches reused), then on threads of their own at once.
-        assert_eq!(hits(&r), here);
+        assert_eq!(hits_of(&r, &texts), here);
         let threads: Vec<_> = (0..4)
             .map(|_| {
-                let r = r.clone();
-                let texts = texts.clone();
-                std::thread::spawn(move || {
-                    texts
-                        .iter()
-                        .map(|t| {
-                            let mut out = Vec::new();
-                            r.find_all(t, &mut out);
-                            out.iter().map(|h| (h.start, h.end, h.rule)).collect::<Vec<_>>()
-                        })
-                        .collect::<Vec<_>>()
-                })
+                let (r, texts) = (r.clone(), texts.clone());
+                std::thread::spawn(move || hits_of(&r, &texts))
             })
             .collect();
         for t in threads {
@@ -534,20 +526,7 @@ mod tests {
         ) {
             static SHARED: std::sync::OnceLock<std::sync::Arc<Rules>> = std::sync::OnceLock::new();
             let r = SHARED.get_or_init(|| std::sync::Arc::new(Rules::new().unwrap())).clone();
-            let run = |r: std::sync::Arc<Rules>, texts: Vec<String>| {
-                std::thread::spawn(move || {
-                    texts
-                        .iter()
-                        .map(|t| {
-                            let mut out = Vec::new();
-                            r.find_all(t, &mut out);
-                            out.iter().map(|h| (h.start, h.end, h.rule)).collect::<Vec<_>>()
-                        })
-                        .collect::<Vec<_>>()
-                })
-                .join()
-                .unwrap()
-            };
+            let run = |r: std::sync::Arc<Rules>, texts: Vec<String>| std::thread::spawn(move || hits_of(&r, &texts)).join().unwrap();
             let forward = run(r.clone(), texts.clone());
             let mut backward = run(r.clone(), texts.iter().rev().cloned().collect());
             backward.reverse();
