@@ -239,3 +239,32 @@ impl Airlock {
         bail!("{url} did not come up within {} s", SERVE_WITHIN.as_secs())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The parse reads this process's user and system ticks: they grow while it computes, and a
+    /// process that does not exist is an error, not zero.
+    #[test]
+    fn cpu_time_counts_this_process_and_refuses_a_missing_one() {
+        let me = std::process::id();
+        let before = cpu_time(me).unwrap();
+        let meter = CpuMeter::start(&[me]).unwrap();
+        let until = Instant::now() + Duration::from_secs(10);
+        let mut x = 0u64;
+        while cpu_time(me).unwrap() < before + Duration::from_millis(50) {
+            assert!(Instant::now() < until, "50 ms of CPU not counted within 10 s");
+            for i in 0..100_000u64 {
+                x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(i));
+            }
+        }
+        let cpus = meter.cpus().unwrap();
+        assert!(cpus[0] > 0.0 && cpus[0] <= 2.0 * num_cpus(), "{cpus:?}");
+        assert!(cpu_time(u32::MAX).is_err());
+    }
+
+    fn num_cpus() -> f64 {
+        std::thread::available_parallelism().map_or(1.0, |n| n.get() as f64)
+    }
+}
