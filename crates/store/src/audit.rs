@@ -69,7 +69,7 @@ use aws_lc_rs::digest;
 use aws_lc_rs::signature::{self, Ed25519KeyPair, KeyPair};
 use rusqlite::OptionalExtension;
 use serde::{Deserialize, Serialize};
-use crate::writer::{AtEnd, Op, Writer};
+use crate::writer::{Carry, Op, Writer};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
@@ -858,8 +858,9 @@ async fn handover(store: &Store, signer: &Signer, next: &AuditKey) -> Result<Key
     })
 }
 
-/// One record for the SQLite writer: linked to the chain's head, inserted, and the group's
-/// checkpoint left to sign the last record of the group.
+/// One record for the SQLite writer: linked to the chain's head (read from the store by the
+/// group's first record, carried from one record to the next after it), inserted, and the
+/// group's checkpoint left to sign the last record of the group.
 struct Append {
     row: AuditRow,
     signer: Arc<Signer>,
@@ -868,11 +869,11 @@ struct Append {
 }
 
 impl Op for Append {
-    fn apply(&mut self, c: &rusqlite::Connection, at_end: &mut Option<AtEnd>) -> Result<()> {
-        let head: Option<(i64, Vec<u8>)> = c
-            .prepare_cached("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")?
-            .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
-            .optional()?;
+    fn apply(&mut self, c: &rusqlite::Connection, carry: &mut Carry) -> Result<()> {
+        let head = match carry.chain_head.take() {
+            Some(head) => Some(head),
+            None => c.prepare_cached("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")?.query_row([], |r| Ok((r.get(0)?, r.get(1)?))).optional()?,
+        };
         let (seq, prev) = head.map(|(s, h)| (s + 1, h)).unwrap_or((1, GENESIS.to_vec()));
         let r = &mut self.row;
         r.seq = seq;
@@ -881,8 +882,9 @@ impl Op for Append {
         c.prepare_cached(INSERT_ROW)?
             .execute(rusqlite::params![r.seq, r.format, r.ts, r.agent, r.tool, r.decision, r.body, r.prev_hash, hash])?;
         self.seq = seq;
+        carry.chain_head = Some((seq, hash.clone()));
         let signer = Arc::clone(&self.signer);
-        *at_end = Some(Box::new(move |c| {
+        carry.at_end = Some(Box::new(move |c| {
             // Once per group, in its transaction: the key the chain accepts now.
             let chain: Option<Vec<u8>> = c.prepare_cached(CURRENT_KEY)?.query_row([], |r| r.get(0)).optional()?;
             // (A rusqlite error that carries ours: the group fails with its message.)

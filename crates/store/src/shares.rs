@@ -21,7 +21,7 @@
 //! become tombstones to make room ([`Store::create_share_capped`]).
 
 use crate::db::{bind, conflict, with_pool};
-use crate::writer::{AtEnd, Op};
+use crate::writer::{Carry, Op};
 use crate::{Result, Store, StoreError};
 use rusqlite::OptionalExtension;
 use tokio::sync::oneshot;
@@ -384,7 +384,8 @@ struct Create {
 }
 
 impl Op for Create {
-    fn apply(&mut self, c: &rusqlite::Connection, _: &mut Option<AtEnd>) -> Result<()> {
+    fn apply(&mut self, c: &rusqlite::Connection, _: &mut Carry) -> Result<()> {
+        self.evicted = 0;
         let (s, now) = (&self.share, self.now);
         if let (None, Some(cap)) = (&s.creator, self.cap) {
             let live: i64 = c.prepare_cached(sql::COUNT_ANONYMOUS)?.query_row([now], |r| r.get(0))?;
@@ -426,7 +427,8 @@ struct Consume {
 }
 
 impl Op for Consume {
-    fn apply(&mut self, c: &rusqlite::Connection, _: &mut Option<AtEnd>) -> Result<()> {
+    fn apply(&mut self, c: &rusqlite::Connection, _: &mut Carry) -> Result<()> {
+        self.consumed = None;
         c.prepare_cached(sql::DROP_DELIVERIES)?.execute(rusqlite::params![self.now])?;
         if let Some(a) = &self.attempt_hash {
             let kept: Option<(Vec<u8>, i64, i64, i64)> = c

@@ -22,13 +22,19 @@
 //! ends the turn. A queued caller that goes away (its request was cancelled) does not stop its
 //! operation from being written or anyone else's from being answered.
 //!
-//! Each operation runs under its own savepoint: one that fails (a share id that is taken) is
-//! rolled back alone and answered with its error, the others go on. A group that cannot commit
+//! An operation that fails (a share id that is taken) is rolled back alone and answered with its
+//! error, the others go on. A group first runs its operations one after the other under one
+//! savepoint of its own (operations almost never fail, and a savepoint each costs two
+//! statements an operation); when one fails, the group is rolled back to that savepoint, in the
+//! same transaction (so nobody else writes meanwhile and every operation finds what it found the
+//! first time), and run again with a savepoint for each operation. A group that cannot commit
 //! fails every operation in it: nothing is answered as done that is not durable.
 //!
 //! The writer knows nothing of what it writes: an operation is an [`Op`], which does its work
-//! in the group's transaction, may leave one step for the end of the group (the audit
-//! checkpoint signs the last record of the group, once), and answers its caller.
+//! in the group's transaction and answers its caller. What the operations of one group hand on
+//! to each other is a [`Carry`]: one step for the end of the group (the audit checkpoint signs
+//! the last record of the group, once) and the audit chain's head as the group's last record
+//! left it (so that only a group's first record reads it from the store).
 
 use crate::{Result, StoreError};
 use airlock_core::config::SyncMode;
@@ -54,12 +60,26 @@ const AUTO_CHECKPOINT_ON: &str = "PRAGMA wal_autocheckpoint = 1000";
 /// A step left for the end of a group, run in its transaction before the commit.
 pub(crate) type AtEnd = Box<dyn FnOnce(&rusqlite::Connection) -> rusqlite::Result<()> + Send>;
 
+/// What the operations of one group hand on to each other, in the order they run. An operation
+/// that fails leaves it as it found it.
+#[derive(Default)]
+pub(crate) struct Carry {
+    /// A step for the end of the group: the last one left by an operation that succeeded runs
+    /// before the commit.
+    pub(crate) at_end: Option<AtEnd>,
+    /// The audit chain's head (its last seq and hash) once a record of this group is appended:
+    /// the next record links to it without reading the store.
+    pub(crate) chain_head: Option<(i64, Vec<u8>)>,
+}
+
 /// One durable operation.
 pub(crate) trait Op: Send {
-    /// Does the work inside the group's transaction (under a savepoint) and keeps its outcome
-    /// for [`Op::answer`]. May leave a step in `at_end`; the last one left by an operation that
-    /// succeeded runs before the commit. An error here rolls this operation back alone.
-    fn apply(&mut self, conn: &rusqlite::Connection, at_end: &mut Option<AtEnd>) -> Result<()>;
+    /// Does the work inside the group's transaction and keeps its outcome for [`Op::answer`];
+    /// may leave what the group's later operations need in `carry`. An error here rolls this
+    /// operation back alone. It may run a second time in the same transaction (the group run
+    /// again operation by operation after another one failed), on the store as it was the first
+    /// time: each run sets every part of the outcome it answers with.
+    fn apply(&mut self, conn: &rusqlite::Connection, carry: &mut Carry) -> Result<()>;
 
     /// Answers the caller once the group's fate is known: `outcome` is what [`Op::apply`]
     /// returned when the group committed, else the failure that kept it from being written.
@@ -327,16 +347,17 @@ fn on_worker() -> bool {
     matches!(tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()), Ok(tokio::runtime::RuntimeFlavor::MultiThread))
 }
 
-/// Runs `ops` in the transaction begun on `c`, each under a savepoint; commits. The outcome of
-/// each.
+/// Runs `ops` in the transaction begun on `c` and commits: first all together under one
+/// savepoint, and only when one of them fails, again each under its own (the module's doc). The
+/// outcome of each.
 fn apply_all(c: &rusqlite::Connection, ops: &mut [Box<dyn Op>]) -> rusqlite::Result<Vec<Result<()>>> {
     // The statements are kept prepared on the connection: the common group is one record.
     let run = |sql: &str| c.prepare_cached(sql).and_then(|mut st| st.execute([])).map(drop);
     if let [op] = ops {
         // One operation: the transaction is its savepoint. When it fails, nothing of the group
         // is kept and the transaction ends empty.
-        let mut left = None;
-        let r = op.apply(c, &mut left);
+        let mut carry = Carry::default();
+        let r = op.apply(c, &mut carry);
         if r.is_err() {
             // SQLite may have ended the transaction itself (a full disk): then the operation's
             // own error is the answer, and there is nothing to roll back.
@@ -345,35 +366,55 @@ fn apply_all(c: &rusqlite::Connection, ops: &mut [Box<dyn Op>]) -> rusqlite::Res
             }
             return Ok(vec![r]);
         }
-        if let Some(end) = left {
+        if let Some(end) = carry.at_end {
             end(c)?;
         }
         run("COMMIT")?;
         return Ok(vec![r]);
     }
-    let mut at_end: Option<AtEnd> = None;
-    let mut out = Vec::with_capacity(ops.len());
-    for op in ops.iter_mut() {
-        run("SAVEPOINT op")?;
-        let mut left = None;
-        let r = op.apply(c, &mut left);
-        if r.is_ok() {
-            run("RELEASE op")?;
-            if left.is_some() {
-                at_end = left;
-            }
-        } else {
-            // Rolled back alone, and what it left for the end of the group with it.
-            run("ROLLBACK TO op")?;
-            run("RELEASE op")?;
-        }
-        out.push(r);
-    }
-    if let Some(end) = at_end {
+    run("SAVEPOINT grp")?;
+    let mut carry = Carry::default();
+    let together = ops.iter_mut().try_for_each(|op| op.apply(c, &mut carry));
+    let (out, carry) = if together.is_ok() {
+        run("RELEASE grp")?;
+        (ops.iter().map(|_| Ok(())).collect(), carry)
+    } else {
+        // As if nothing had run: the store, and what the operations carried.
+        run("ROLLBACK TO grp")?;
+        run("RELEASE grp")?;
+        one_by_one(c, ops)?
+    };
+    if let Some(end) = carry.at_end {
         end(c)?;
     }
     run("COMMIT")?;
     Ok(out)
+}
+
+/// Runs `ops` each under its own savepoint: one that fails is rolled back alone, with what it
+/// left in the carry. The outcome of each and what the ones that succeeded carried.
+fn one_by_one(c: &rusqlite::Connection, ops: &mut [Box<dyn Op>]) -> rusqlite::Result<(Vec<Result<()>>, Carry)> {
+    let run = |sql: &str| c.prepare_cached(sql).and_then(|mut st| st.execute([])).map(drop);
+    let mut carry = Carry::default();
+    let mut out = Vec::with_capacity(ops.len());
+    for op in ops.iter_mut() {
+        run("SAVEPOINT op")?;
+        let (at_end, head) = (carry.at_end.take(), carry.chain_head.clone());
+        let r = op.apply(c, &mut carry);
+        if r.is_ok() {
+            run("RELEASE op")?;
+            if carry.at_end.is_none() {
+                carry.at_end = at_end;
+            }
+        } else {
+            // Rolled back alone, and what it left for the rest of the group with it.
+            run("ROLLBACK TO op")?;
+            run("RELEASE op")?;
+            carry = Carry { at_end, chain_head: head };
+        }
+        out.push(r);
+    }
+    Ok((out, carry))
 }
 
 /// Opens the writer's connection: WAL, the store's sync mode, a busy timeout.

@@ -500,7 +500,8 @@ proptest::proptest! {
     #![proptest_config(proptest::prelude::ProptestConfig { cases: 24, ..Default::default() })]
 
     /// Whatever mix of appends, creates and consumes arrives, one at a time (each its own group,
-    /// written without a savepoint) or all at once (grouped, each under its own): every append
+    /// written without a savepoint) or all at once (grouped: all under one savepoint, and again
+    /// each under its own when one of them fails): every append
     /// gets the next sequence number once and the chain verifies; of the creates of one id
     /// exactly the first to commit succeeds and the rest fail alone with `Conflict`; a share is
     /// burned by exactly as many right proofs as it has views and never by a wrong one. Under
