@@ -614,7 +614,7 @@ type Pending = (AuditRecord, oneshot::Sender<Result<i64>>);
 /// the append lock, before it writes a group.
 const HEAD_AND_KEY: &str = "SELECT (SELECT seq FROM audit ORDER BY seq DESC LIMIT 1), (SELECT hash FROM audit ORDER BY seq DESC LIMIT 1), \
      (SELECT public FROM audit_signing_key WHERE id = 1)";
-/// The chain's current signing key, on its own (SQLite's appender reads the head per record).
+/// The chain's current signing key, on its own (SQLite's appender reads the head apart, once a group).
 const CURRENT_KEY: &str = "SELECT public FROM audit_signing_key WHERE id = 1";
 const INSERT_ROW: &str = "INSERT INTO audit (seq, format, ts, agent, tool, decision, body, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)";
 const UPSERT_CHECKPOINT: &str = "INSERT INTO audit_checkpoints (seq, hash, signature, ts, format) VALUES (?, ?, ?, ?, ?) \
