@@ -351,8 +351,7 @@ fn on_worker() -> bool {
 /// savepoint, and only when one of them fails, again each under its own (the module's doc). The
 /// outcome of each.
 fn apply_all(c: &rusqlite::Connection, ops: &mut [Box<dyn Op>]) -> rusqlite::Result<Vec<Result<()>>> {
-    // The statements are kept prepared on the connection: the common group is one record.
-    let run = |sql: &str| c.prepare_cached(sql).and_then(|mut st| st.execute([])).map(drop);
+    let run = |sql: &str| run(c, sql);
     if let [op] = ops {
         // One operation: the transaction is its savepoint. When it fails, nothing of the group
         // is kept and the transaction ends empty.
@@ -394,7 +393,7 @@ fn apply_all(c: &rusqlite::Connection, ops: &mut [Box<dyn Op>]) -> rusqlite::Res
 /// Runs `ops` each under its own savepoint: one that fails is rolled back alone, with what it
 /// left in the carry. The outcome of each and what the ones that succeeded carried.
 fn one_by_one(c: &rusqlite::Connection, ops: &mut [Box<dyn Op>]) -> rusqlite::Result<(Vec<Result<()>>, Carry)> {
-    let run = |sql: &str| c.prepare_cached(sql).and_then(|mut st| st.execute([])).map(drop);
+    let run = |sql: &str| run(c, sql);
     let mut carry = Carry::default();
     let mut out = Vec::with_capacity(ops.len());
     for op in ops.iter_mut() {
@@ -415,6 +414,12 @@ fn one_by_one(c: &rusqlite::Connection, ops: &mut [Box<dyn Op>]) -> rusqlite::Re
         out.push(r);
     }
     Ok((out, carry))
+}
+
+/// Runs one of the group's own statements (`SAVEPOINT`, `COMMIT`, ...), kept prepared on the
+/// connection: the common group is one record.
+fn run(c: &rusqlite::Connection, sql: &str) -> rusqlite::Result<()> {
+    c.prepare_cached(sql).and_then(|mut st| st.execute([])).map(drop)
 }
 
 /// Opens the writer's connection: WAL, the store's sync mode, a busy timeout.
