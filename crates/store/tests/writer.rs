@@ -1,7 +1,8 @@
 //! The SQLite store's one writer: audit records, share creates and share burns that arrive
 //! together are committed together (one transaction, one signed checkpoint per group), each
 //! operation is answered by its own outcome, and a caller that goes away stalls nothing; a
-//! generated mix of operations, one at a time or all at once, ends as a model of them says.
+//! generated mix of operations, one at a time or all at once, ends as a model of them says; and a
+//! group whose operations fail anywhere in it answers each as if it had been alone.
 
 mod common;
 
@@ -645,6 +646,93 @@ proptest::proptest! {
             assert_eq!(next, (before + n) as i64 + 1, "every record polled once was written before the next");
             let report = store.verify_audit(&public).await.unwrap();
             assert!(report.ok() && report.records == (before + n + 1) as u64, "{report:?}");
+        });
+    }
+}
+
+/// One operation of a group forced together behind a held write lock.
+#[derive(Clone, Debug)]
+enum InGroup {
+    Append,
+    /// A create of the id every case starts with: it fails, and the group runs again operation
+    /// by operation.
+    CreateTaken,
+    /// A create of an id of its own.
+    CreateNew,
+    /// A consume of the starting share (one view) with the right proof or a wrong one.
+    Consume(bool),
+}
+
+fn in_group() -> impl proptest::strategy::Strategy<Value = InGroup> {
+    use proptest::prelude::*;
+    prop_oneof![Just(InGroup::Append), Just(InGroup::CreateTaken), Just(InGroup::CreateNew), any::<bool>().prop_map(InGroup::Consume)]
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 10, ..Default::default() })]
+
+    /// Any mix of operations, the failing ones (creates of a taken id) anywhere in it, queued
+    /// into one group: the group's pass under one savepoint fails at the first of them, and the
+    /// run again one savepoint an operation answers each as if it had been alone. Every taken id
+    /// fails with `Conflict` and every new one is created, the share is burned at most once and
+    /// only by a right proof, the appends take the next sequence numbers each once (the chain's
+    /// head carried from record to record across the failures), the whole lot is one group (one
+    /// checkpoint), and the chain verifies.
+    #[test]
+    fn a_group_whose_operations_fail_anywhere_answers_each_as_if_alone(ops in proptest::collection::vec(in_group(), 1..16)) {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(4).enable_all().build().unwrap();
+        rt.block_on(async move {
+            let (_dir, store, log, public) = setup_with(airlock_core::config::SyncMode::Normal).await;
+            store.create_share(&share(&id(0), 1)).await.unwrap();
+            let release = hold_write_lock(&store).await;
+            // The first caller takes the turn and waits on the lock; the others queue as one group.
+            let opener = { let log = log.clone(); tokio::spawn(async move { log.append(rec(0)).await.unwrap() }) };
+            tokio::time::sleep(QUEUE_UP / 4).await;
+            let tasks: Vec<_> = ops.iter().cloned().enumerate().map(|(k, op)| {
+                let (store, log) = (store.clone(), log.clone());
+                tokio::spawn(async move {
+                    match op {
+                        InGroup::Append => format!("seq {}", log.append(rec(k + 1)).await.unwrap()),
+                        InGroup::CreateTaken => format!("{:?}", store.create_share(&share(&id(0), 1)).await.map_err(|e| matches!(e, StoreError::Conflict(_)))),
+                        InGroup::CreateNew => format!("{:?}", store.create_share(&share(&id(100 + k), 1)).await.map_err(|e| e.to_string())),
+                        InGroup::Consume(right) => {
+                            let proof = if right { [7u8; 32] } else { [8u8; 32] };
+                            format!("{right} {}", store.consume_share(&id(0), &proof, None).await.unwrap().is_some())
+                        }
+                    }
+                })
+            }).collect();
+            tokio::time::sleep(QUEUE_UP).await;
+            drop(release);
+            let mut seqs = vec![opener.await.unwrap()];
+            let mut burns = 0;
+            for (op, t) in ops.iter().zip(tasks) {
+                let out = t.await.unwrap();
+                match op {
+                    InGroup::Append => seqs.push(out.strip_prefix("seq ").unwrap().parse::<i64>().unwrap()),
+                    InGroup::CreateTaken => assert_eq!(out, "Err(true)", "a taken id is a conflict"),
+                    InGroup::CreateNew => assert_eq!(out, "Ok(())"),
+                    InGroup::Consume(right) => {
+                        if out.ends_with("true") {
+                            assert!(right, "a wrong proof burned the share");
+                            burns += 1;
+                        }
+                    }
+                }
+            }
+            let rights = ops.iter().filter(|o| matches!(o, InGroup::Consume(true))).count();
+            assert_eq!(burns, rights.min(1), "a one-view share is burned once when a right proof comes");
+            for (k, op) in ops.iter().enumerate() {
+                if let InGroup::CreateNew = op {
+                    assert_eq!(store.share_views_left(&id(100 + k)).await.unwrap(), Some(1));
+                }
+            }
+            seqs.sort();
+            assert_eq!(seqs, (1..=seqs.len() as i64).collect::<Vec<_>>(), "every append once, in one chain");
+            let groups = count(&store, "SELECT count(*) FROM audit_checkpoints").await;
+            let appends_after_opener = ops.iter().any(|o| matches!(o, InGroup::Append));
+            assert_eq!(groups, if appends_after_opener { 2 } else { 1 }, "the opener's group, then one group of the rest");
+            assert!(store.verify_audit(&public).await.unwrap().ok());
         });
     }
 }
