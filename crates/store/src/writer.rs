@@ -6,9 +6,10 @@
 //! There is no writer thread to hand work to. A caller that finds no group being written
 //! writes the group itself, on its own thread, so a call on an idle broker pays no thread
 //! hand-off for its durable writes. With `sync = normal`, while the writer is crowded (one of
-//! its last 16 groups had company), it first yields once to its thread's scheduler, so that
-//! the calls already runnable there reach their own writes and join its group (one commit and
-//! one signature for them all); with `full` the fsync of one group gathers the next. With
+//! its last 16 groups had company), it first yields twice to its thread's scheduler, so that
+//! the calls runnable there, and those whose I/O became ready meanwhile, reach their own writes
+//! and join its group (one commit and one signature for them all); with `full` the fsync of one
+//! group gathers the next. With
 //! `sync = normal` a commit waits for no disk, so the group is written on the async worker
 //! itself, as long as the store's write lock is free at that moment (another connection
 //! holding it would make SQLite wait on the worker). With `sync = full` (whose commit waits for
@@ -53,6 +54,12 @@ const CHECKPOINT_EVERY: u32 = 64;
 /// After this many groups in a row written alone (one operation, nobody queued behind it), the
 /// writer is quiet and the caller that takes the turn writes at once, without yielding first.
 const QUIET_AFTER: u32 = 16;
+
+/// How many times the turn's holder yields before it writes, while the writer is crowded: the
+/// first lets the calls runnable on its thread run, the second those that the reactor readied
+/// meanwhile (their upstream's answer, say), so that they join its group too
+/// ([`Writer::submit`]).
+const YIELDS: usize = 2;
 
 /// SQLite's automatic checkpoint at its default, 1,000 WAL pages.
 const AUTO_CHECKPOINT_ON: &str = "PRAGMA wal_autocheckpoint = 1000";
@@ -145,18 +152,20 @@ impl Writer {
     }
 
     /// Queues `op`; when no group is being written, this caller takes the turn and writes the
-    /// group on its own thread, yielding once to the scheduler first when the writer is crowded
+    /// group on its own thread, yielding to the scheduler first when the writer is crowded
     /// (see below). The op answers its caller through whatever channel it carries.
     ///
-    /// The yield, with `sync = normal` and while the writer is crowded (one of its last
+    /// The yields, with `sync = normal` and while the writer is crowded (one of its last
     /// [`QUIET_AFTER`] groups had more than one operation, or callers queued behind it): before
-    /// taking the queue, the caller that holds the turn lets every task that is already
-    /// runnable on its thread run first (`yield_now` puts it behind them and behind what the reactor wakes). Under load
-    /// those are other calls on their way to their own durable write: they queue, and one
-    /// commit and one signed checkpoint serves them all. A lone caller on a quiet writer does
+    /// taking the queue, the caller that holds the turn lets every task that is runnable on its
+    /// thread run first. Under load those are other calls on their way to their own durable
+    /// write: they queue, and one commit and one signed checkpoint serves them all. It yields
+    /// [`YIELDS`] times: after the first, Tokio's multi-threaded worker polls its reactor and
+    /// then wakes the yielded task into its next-task slot, ahead of the tasks that poll readied
+    /// (calls whose upstream has answered); the second yield lets those run too. A lone caller on a quiet writer does
     /// not yield: the yield would put the tasks behind it (the upstream connection's own, say)
     /// ahead of its answer. With `sync = full` the group's fsync already gathers the next
-    /// group, so the turn's holder writes at once. If the caller goes away during the yield,
+    /// group, so the turn's holder writes at once. If the caller goes away during the yields,
     /// the queue (its own operation in it) is handed to the blocking pool, as it would be after
     /// a group.
     pub(crate) async fn submit(self: &Arc<Self>, op: Box<dyn Op>) {
@@ -170,7 +179,9 @@ impl Writer {
         }
         if self.sync == SyncMode::Normal && self.alone_in_a_row.load(Ordering::Relaxed) < QUIET_AFTER {
             let pass = PassOn(self);
-            tokio::task::yield_now().await;
+            for _ in 0..YIELDS {
+                tokio::task::yield_now().await;
+            }
             std::mem::forget(pass);
         }
         let Some(mut group) = self.take_group() else {
@@ -452,9 +463,9 @@ fn blocking<R>(f: impl FnOnce() -> R) -> R {
     }
 }
 
-/// Held across the turn holder's yield in [`Writer::submit`]: if the caller's future is
+/// Held across the turn holder's yields in [`Writer::submit`]: if the caller's future is
 /// dropped there (its request went away), the queue, the caller's own operation in it, is
-/// written on the blocking pool and the turn passes on with it. Forgotten once the yield is
+/// written on the blocking pool and the turn passes on with it. Forgotten once the yields are
 /// over.
 struct PassOn<'a>(&'a Arc<Writer>);
 

@@ -235,6 +235,43 @@ async fn calls_runnable_together_share_the_group_of_the_caller_that_yielded() {
     assert!(report.ok() && report.records == 32, "{report:?}");
 }
 
+/// The turn's holder yields twice while the writer is crowded, so that a call whose I/O became
+/// ready meanwhile (its upstream's answer) reaches its write and joins the group. One yield is
+/// not enough on a lane (a multi-threaded runtime of one worker): the poll of the reactor that
+/// follows the yield readies the call's task, but the yielded caller is woken after it, into
+/// the worker's next-task slot, and would take the queue before that task ran. Here the other
+/// call waits on a socket whose byte is written just before the caller appends; both records
+/// must be one group, one checkpoint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn a_call_the_reactor_readies_during_the_yield_joins_the_group() {
+    let (_dir, store, log, public) = setup_with(airlock_core::config::SyncMode::Normal).await;
+    let (upstream, answer) = tokio::net::UnixStream::pair().unwrap();
+    let caller = tokio::spawn(async move {
+        let other_log = log.clone();
+        let other = tokio::spawn(async move {
+            let mut byte = [0u8; 1];
+            loop {
+                answer.readable().await.unwrap();
+                if answer.try_read(&mut byte).is_ok() {
+                    break;
+                }
+            }
+            other_log.append(rec(1)).await.unwrap()
+        });
+        // The other call runs up to its wait for the answer.
+        tokio::task::yield_now().await;
+        // Its answer arrives; only the reactor's next poll tells its task.
+        upstream.try_write(b"x").unwrap();
+        let first = log.append(rec(0)).await.unwrap();
+        (first, other.await.unwrap())
+    });
+    let (first, second) = caller.await.unwrap();
+    assert_eq!((first, second), (1, 2), "the caller's record first, the other's next");
+    assert_eq!(store.group_stats().read(), (1, 2), "the two records were not one group");
+    assert_eq!(count(&store, "SELECT count(*) FROM audit_checkpoints").await, 1);
+    assert!(store.verify_audit(&public).await.unwrap().ok());
+}
+
 /// Polls `f` once: its output if that poll finished it, else `f` itself, pending.
 async fn poll_once<F: Future + Unpin>(mut f: F) -> Result<F::Output, F> {
     match std::future::poll_fn(|cx| std::task::Poll::Ready(std::pin::Pin::new(&mut f).poll(cx))).await {
