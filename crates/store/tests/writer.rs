@@ -344,20 +344,38 @@ async fn company_makes_a_quiet_writer_yield_again() {
 
 /// A caller that goes away while it yields holding the writer's turn (its request was dropped
 /// after its record was queued) loses no record, and the turn passes on: the next caller is
-/// written, not stalled behind it. Each round is a new store, whose writer is crowded at first.
+/// written, not stalled behind it. The caller is dropped after each number of polls in turn:
+/// at its first yield, at every later one, and once it has written (answered, nothing to drop).
+/// Each round is a new store, whose writer is crowded at first.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_caller_gone_during_its_yield_loses_no_record_and_stalls_no_one() {
-    for round in 0..5 {
-        let (_dir, store, log, public) = setup_with(airlock_core::config::SyncMode::Normal).await;
-        // Polled once: the append queues its record, takes the turn and yields; then it is
-        // dropped there.
-        let gone = poll_once(Box::pin(log.append(rec(0)))).await;
-        assert!(gone.is_err(), "round {round}: the append was pending at its yield");
-        drop(gone);
-        let seq = tokio::time::timeout(Duration::from_secs(10), log.append(rec(1))).await.expect("the writer is not stalled").unwrap();
-        assert_eq!(seq, 2, "round {round}: the dropped caller's record was written before this one");
-        let report = store.verify_audit(&public).await.unwrap();
-        assert!(report.ok() && report.records == 2, "round {round}: {report:?}");
+    for polls in 1..=4 {
+        for round in 0..3 {
+            let (_dir, store, log, public) = setup_with(airlock_core::config::SyncMode::Normal).await;
+            // Each poll: the first queues the record, takes the turn and yields; each later one
+            // yields again, until the group is written. Then what is left is dropped.
+            let mut append = Box::pin(log.append(rec(0)));
+            let mut answered = None;
+            for k in 1..=polls {
+                match poll_once(append).await {
+                    Ok(seq) => {
+                        assert!(k > 1, "polls {polls}, round {round}: the first poll wrote at once, without a yield");
+                        answered = Some(seq.unwrap());
+                        break;
+                    }
+                    Err(pending) if k < polls => append = pending,
+                    Err(pending) => {
+                        drop(pending);
+                        break;
+                    }
+                }
+            }
+            assert!(answered.is_none_or(|s| s == 1), "polls {polls}, round {round}: {answered:?}");
+            let seq = tokio::time::timeout(Duration::from_secs(10), log.append(rec(1))).await.expect("the writer is not stalled").unwrap();
+            assert_eq!(seq, 2, "polls {polls}, round {round}: the dropped caller's record was written before this one");
+            let report = store.verify_audit(&public).await.unwrap();
+            assert!(report.ok() && report.records == 2, "polls {polls}, round {round}: {report:?}");
+        }
     }
 }
 
