@@ -45,7 +45,7 @@ use airlock_store::audit::{AuditKey, AuditLog};
 use airlock_store::Store;
 use airlock_vault::Vault;
 use metrics::Metrics;
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::sync::Arc;
 
 /// Failures opening the broker (operator-facing, at start-up).
@@ -151,19 +151,48 @@ impl std::fmt::Debug for Elicit {
     }
 }
 
+/// The REST/JSON envelope of the contract, borrowed from an [`Invocation`]:
+/// `{"ok": true, "request_id", "result"}` or `{"ok": false, "request_id", "error": {"code",
+/// "message", "approval"?}}`, in that order.
+#[derive(serde::Serialize)]
+struct Envelope<'a> {
+    ok: bool,
+    request_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    result: Option<&'a Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<EnvelopeError<'a>>,
+}
+
+#[derive(serde::Serialize)]
+struct EnvelopeError<'a> {
+    code: &'a str,
+    message: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    approval: Option<&'a Value>,
+}
+
 impl Invocation {
     /// The REST/JSON envelope of the contract.
     pub fn to_json(&self) -> Value {
+        serde_json::to_value(self.envelope()).expect("an envelope is JSON")
+    }
+
+    /// [`Invocation::to_json`] as text, written straight from the invocation (a front end's
+    /// answer: no copy of the result as a second JSON value).
+    pub fn to_json_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(&self.envelope()).expect("an envelope is JSON")
+    }
+
+    fn envelope(&self) -> Envelope<'_> {
         match &self.result {
-            Ok(v) => json!({"ok": true, "request_id": self.request_id, "result": v}),
-            Err(e) => {
-                let mut v = json!({"ok": false, "request_id": self.request_id,
-                                   "error": {"code": e.code.as_str(), "message": e.message}});
-                if let Some(a) = &self.approval {
-                    v["error"]["approval"] = a.clone();
-                }
-                v
-            }
+            Ok(v) => Envelope { ok: true, request_id: &self.request_id, result: Some(v), error: None },
+            Err(e) => Envelope {
+                ok: false,
+                request_id: &self.request_id,
+                result: None,
+                error: Some(EnvelopeError { code: e.code.as_str(), message: &e.message, approval: self.approval.as_ref() }),
+            },
         }
     }
 

@@ -46,7 +46,10 @@ pub fn page(content_type: &'static str, body: impl Into<Body>) -> Response {
 
 /// A JSON answer with `status`.
 pub fn json(status: u16, v: &Value) -> Response {
-    let mut r = page("application/json", serde_json::to_vec(v).expect("a JSON value serializes"));
+    with_status(status, page("application/json", serde_json::to_vec(v).expect("a JSON value serializes")))
+}
+
+fn with_status(status: u16, mut r: Response) -> Response {
     *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     r
 }
@@ -78,7 +81,7 @@ impl IntoResponse for ApiError {
 
 impl IntoResponse for Invocation {
     fn into_response(self) -> Response {
-        json(self.status(), &self.to_json())
+        with_status(self.status(), page("application/json", self.to_json_bytes()))
     }
 }
 
@@ -100,6 +103,56 @@ impl<S: Send + Sync> FromRequest<S> for BodyBytes {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// Any JSON value, nested a few levels, with keys and strings that need escaping.
+    fn value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(Value::from),
+            ".{0,12}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+                proptest::collection::vec((".{0,6}", inner), 0..4).prop_map(|kv| Value::Object(kv.into_iter().collect())),
+            ]
+        })
+    }
+
+    fn invocation() -> impl Strategy<Value = Invocation> {
+        let result = prop_oneof![
+            value().prop_map(Ok),
+            (0..ErrorCode::ALL.len(), ".{0,20}").prop_map(|(i, m)| Err(CallError::with_message(ErrorCode::ALL[i], m))),
+        ];
+        (".{0,40}", result, proptest::option::of(value()))
+            .prop_map(|(request_id, result, approval)| Invocation { request_id, result, redactions: 0, approval, elicit: None })
+    }
+
+    proptest! {
+        /// The envelope written straight from an invocation is the contract's envelope, as
+        /// it was built as a JSON value (fields, order and all), for generated results and
+        /// errors.
+        #[test]
+        fn the_envelope_written_directly_is_the_contracts(inv in invocation()) {
+            let built = match &inv.result {
+                Ok(v) => json!({"ok": true, "request_id": inv.request_id, "result": v}),
+                Err(e) => {
+                    let mut v = json!({"ok": false, "request_id": inv.request_id,
+                                       "error": {"code": e.code.as_str(), "message": e.message}});
+                    if let Some(a) = &inv.approval {
+                        v["error"]["approval"] = a.clone();
+                    }
+                    v
+                }
+            };
+            let bytes = inv.to_json_bytes();
+            prop_assert_eq!(&bytes, &serde_json::to_vec(&built).unwrap());
+            prop_assert_eq!(inv.to_json(), built);
+        }
+    }
 
     #[test]
     fn every_answer_carries_the_hardening_headers() {
