@@ -267,7 +267,9 @@ impl ServerHandler for AirlockMcp {
         let inv = match self.caller(&ctx).instrument(span.clone()).await {
             Ok(mut caller) => {
                 caller.elicit_url = self.can_elicit_url(&ctx);
-                let inv = self.broker.invoke(&caller, &request.name, args.clone()).instrument(span.clone()).await;
+                // Boxed once (airlock_server::broker::call, "Small futures"); so is the rare
+                // path of a call held for approval below.
+                let inv = Box::pin(self.broker.invoke(&caller, &request.name, args.clone())).instrument(span.clone()).await;
                 if let Some(e) = &inv.elicit {
                     self.elicit_link(e, &ctx).await;
                 }
@@ -279,16 +281,16 @@ impl ServerHandler for AirlockMcp {
                 } else {
                     // A held call the person is sent to approve: say so now, not when the wait is over.
                     let level = notify::level_for(&self.level, &ctx);
-                    notify::send(&self.broker, &ctx.peer, level, notify::call_events(&self.broker, &request.name, &args, &inv)).await;
-                    match self.wait_for_approval(&inv, &ctx, &progress).await {
+                    Box::pin(notify::send(&self.broker, &ctx.peer, level, notify::call_events(&self.broker, &request.name, &args, &inv))).await;
+                    match Box::pin(self.wait_for_approval(&inv, &ctx, &progress)).await {
                         // The person went to the page: the same call once more (it runs if approved).
                         // A call of its own, with its own span.
-                        Some(true) => async {
+                        Some(true) => Box::pin(async {
                             match self.caller(&ctx).await {
                                 Ok(caller) => self.broker.invoke(&caller, &request.name, args.clone()).await,
                                 Err(e) => self.broker.refuse(&request.name, e).await,
                             }
-                        }
+                        })
                         .instrument(spans::call_span())
                         .await,
                         // Still held: its message was sent above.
@@ -296,7 +298,7 @@ impl ServerHandler for AirlockMcp {
                     }
                 }
             }
-            Err(e) => self.broker.refuse(&request.name, e).instrument(span.clone()).await,
+            Err(e) => Box::pin(self.broker.refuse(&request.name, e)).instrument(span.clone()).await,
         };
         drop(span);
         Ok(self.finish(inv, Some((&request.name, &args)), &ctx, &progress).await)

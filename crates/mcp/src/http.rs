@@ -123,7 +123,7 @@ async fn step_up(broker: &Broker, caller: &Caller, body: &[u8]) -> Option<Respon
     }
     // The broker refuses it (the scope check comes before anything else) and audits it.
     let args = v.pointer("/params/arguments").cloned().unwrap_or_else(|| json!({}));
-    let inv = broker.invoke(caller, tool.name(), args).await;
+    let inv = Box::pin(broker.invoke(caller, tool.name(), args)).await;
     let mut scopes = held;
     scopes.push(format!("{}{}", airlock_server::SCOPE_PREFIX, tool.name()));
     let mut r = json_response(403, &inv.to_json());

@@ -391,3 +391,28 @@ async fn t29_a_flood_of_bad_tokens_makes_one_audit_record_per_source_per_minute(
     assert_eq!(s, 200);
     assert_eq!(f.store.audit_tail(1000).await.unwrap().len(), 3);
 }
+
+/// Small futures (`broker::call`): a call's future is moved by value before it first runs, each
+/// move copying all of it, so every cold path (an approval, a lease or requested handle, a store
+/// read after a cache miss, any tool but `query_db` and `http_request`) is boxed where it is
+/// awaited. One of them awaited in place makes the call's future kilobytes larger; this bound
+/// (this build's size, with room) catches it. Both hot tools still answer.
+#[tokio::test]
+async fn a_calls_future_stays_small() {
+    let f = Fixture::start().await;
+    let caller = f.broker.authenticate(Some(&f.token)).await.unwrap();
+    let calls = [
+        ("http_request", json!({"credential_handle": "API", "method": "GET", "path_or_url": "/v1/items"})),
+        ("query_db", json!({"credential_handle": "APP_DB", "query": "SELECT id FROM orders"})),
+    ];
+    for (tool, args) in calls {
+        let call = f.broker.invoke(&caller, tool, args);
+        let size = std::mem::size_of_val(&call);
+        println!("{tool}: the call's future is {size} bytes");
+        let inv = call.await;
+        assert!(inv.result.is_ok(), "{tool}: {:?}", inv.result.err());
+        assert!(size <= CALL_FUTURE_MAX, "{tool}: the call's future is {size} bytes (at most {CALL_FUTURE_MAX})");
+    }
+}
+
+const CALL_FUTURE_MAX: usize = 5 * 1024;

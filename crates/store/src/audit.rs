@@ -692,7 +692,9 @@ impl AuditLog {
                 writer.submit(Box::new(Append { row, signer: Arc::clone(&self.signer), seq: 0, done })).await;
             }
             Appender::Postgres(tx) => {
-                if tx.send((record, done)).await.is_err() {
+                // Boxed: the send holds a whole record, which would otherwise make every
+                // append's future (SQLite's too) that much larger.
+                if Box::pin(tx.send((record, done))).await.is_err() {
                     self.failing.store(true, std::sync::atomic::Ordering::Relaxed);
                     return Err(StoreError::AuditWriterGone);
                 }

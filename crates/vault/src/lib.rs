@@ -568,7 +568,9 @@ impl Vault {
         if let Some(s) = self.recent.get(r) {
             return Ok(s);
         }
-        let s = self.resolve(r).await?;
+        // Boxed: a backend's read (a store query, an OpenBao round trip) is a large future, run
+        // only after a miss, and this one is awaited on every call that resolves a secret.
+        let s = Box::pin(self.resolve(r)).await?;
         self.recent.put(r, &s);
         Ok(s)
     }

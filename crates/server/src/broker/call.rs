@@ -15,6 +15,14 @@
 //!
 //! Every ending goes through [`Broker::finish`], the one place a result is scrubbed, audited and
 //! counted.
+//!
+//! Small futures: a call's future is moved by value several times before it first runs (a web
+//! framework's handler layers, `instrument`), and a move copies all of it, whatever state it is
+//! in. So a front end whose framework moves it (REST's axum handler, the MCP handler under rmcp)
+//! boxes it once, and every await on a cold path (a store read after a cache miss, an approval, a
+//! lease or requested handle, a refusal before authentication, any tool but `query_db` and
+//! `http_request`) is boxed where it is awaited, so that the hot path's future is the size of
+//! what the hot path runs (`a_calls_future_stays_small`, crates/server/tests/api.rs).
 
 use super::approval::{reason, GateCall, Held};
 use super::metrics::{Event, Metrics, Stage};
@@ -145,7 +153,7 @@ impl Broker {
     /// Runs one call for `caller`.
     pub async fn invoke(&self, caller: &Caller, tool_name: &str, args: Value) -> Invocation {
         if let Some(tool @ (Tool::RequestSecret | Tool::RequestStatus)) = Tool::parse(tool_name) {
-            return self.invoke_request(caller, tool, args).await;
+            return Box::pin(self.invoke_request(caller, tool, args)).await;
         }
         let mut ctx = CallCtx::new(Some(caller), tool_name, args);
         let handle_text = ctx.args.get("credential_handle").and_then(Value::as_str).map(str::to_owned);
@@ -175,10 +183,10 @@ impl Broker {
         let gate = self.gate(caller, &checked, &prepared, &mut ctx).instrument(span).await;
         ctx.lap(&self.metrics);
         if let Err(held) = gate {
-            return self.hold(ctx, *held).await;
+            return Box::pin(self.hold(ctx, *held)).await;
         }
         if let Err(e) = self.check_sends(caller, &checked.handle, &prepared) {
-            self.give_back(ctx.approval.as_deref()).await;
+            Box::pin(self.give_back(ctx.approval.as_deref())).await;
             return self.finish(ctx, Err(e)).await;
         }
         // From here the call is allowed: what follows is its outcome.
@@ -268,15 +276,15 @@ impl Broker {
             None if !name.as_str().contains("__L") => {
                 // A handle a person's secret landed as: only the agent that asked, only with
                 // the tool its request granted, only once approved (by policy or an approver).
-                let (h, d) = self.requested_for(caller, name, tool).await.ok_or_else(unavailable)?;
+                let (h, d) = Box::pin(self.requested_for(caller, name, tool)).await.ok_or_else(unavailable)?;
                 (Cow::Owned(h), d)
             }
             None => {
                 // A lease handle: only its owner, only before expiry, only with query_db (a
                 // database lease) or s3_object (an aws lease) (T15).
-                let (lease, h) = self.lease_for(caller, name).await.ok_or_else(unavailable)?;
+                let (lease, h) = Box::pin(self.lease_for(caller, name)).await.ok_or_else(unavailable)?;
                 // The grant that allowed it must still stand (T27).
-                self.recheck_lease(caller, &lease).await?;
+                Box::pin(self.recheck_lease(caller, &lease)).await?;
                 if !matches!(tool, Tool::QueryDb | Tool::S3Object) || !tool.applies_to(h.kind) {
                     return Err(unavailable());
                 }
@@ -310,7 +318,7 @@ impl Broker {
         let Some(rule) = c.live.cfg.approvals.get(&c.handle.name) else { return Ok(()) };
         let Some(why) = reason(rule, c.tool, &p.facts(self, &c.handle)) else { return Ok(()) };
         let call = GateCall { caller, tool: c.tool, handle: &c.handle.name, args: &ctx.args, rule, policy_version: &c.live.approval_version };
-        ctx.approval = Some(self.approval_gate(&call, why).await?);
+        ctx.approval = Some(Box::pin(self.approval_gate(&call, why)).await?);
         Ok(())
     }
 
@@ -333,7 +341,7 @@ impl Broker {
         intent.outcome = "started".into();
         if let Err(e) = self.audit.append(intent).await {
             tracing::error!(request_id = %ctx.request_id, error = %e, "audit intent record not written; call refused");
-            self.give_back(ctx.approval.as_deref()).await;
+            Box::pin(self.give_back(ctx.approval.as_deref())).await;
             let err = CallError::new(ErrorCode::AuditUnavailable);
             ctx.record_end(err.code.as_str());
             self.metrics.record(ctx.tool, err.code.as_str(), ctx.started.elapsed().as_secs_f64());

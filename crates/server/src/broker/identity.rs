@@ -119,7 +119,9 @@ impl Broker {
     pub(crate) async fn current_identity_generation(&self) -> Result<i64, CallError> {
         let ids = &self.identities;
         if ids.claim_check() {
-            match self.store.identity_generation().await {
+            // Boxed, as every store read on a call's cold path: see `broker::call` ("Small
+            // futures").
+            match Box::pin(self.store.identity_generation()).await {
                 Ok(g) => ids.checked(g),
                 Err(e) => {
                     ids.forget_all();
@@ -148,7 +150,7 @@ impl Broker {
         let Some((id, hash)) = agent_token_key(token) else {
             // Not an airlock token: a token of a trusted issuer, if any is configured (T30).
             if self.issuers.any() && super::issuers::looks_like_jwt(token) {
-                return self.authenticate_jwt(token).await;
+                return Box::pin(self.authenticate_jwt(token)).await;
             }
             return Err(CallError::new(ErrorCode::Unauthenticated));
         };
@@ -165,7 +167,7 @@ impl Broker {
             ids.forget_all();
         }
         let read_under = ids.generation.load(Ordering::Acquire);
-        let (caller, previous) = self.authenticate_in_store(token).await?;
+        let (caller, previous) = Box::pin(self.authenticate_in_store(token)).await?;
         // A token replaced by a rotation works until its overlap ends: never kept, so that its
         // end is read from the store on every call.
         if !previous {

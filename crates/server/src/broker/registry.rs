@@ -109,22 +109,24 @@ impl Prepared {
     /// resolves its base's secret only if it creates a role (in `issue_lease`).
     pub(crate) async fn run(&self, broker: &Broker, caller: &Caller, handle: &Handle) -> Result<Unscrubbed, CallError> {
         let x = &broker.executors;
+        // `query_db` and `http_request` run in place; every other tool's future is boxed, so
+        // that the call's future is as large as theirs only (`broker::call`, "Small futures").
         match self {
             Prepared::Sql(p) => Executor::execute(&x.sql, handle, p, &broker.resolve(handle).await?).await,
             // An oauth handle's secret is its client's: the request carries the account's token.
-            Prepared::Http(p) if handle.oauth().is_some() => broker.oauth_http(handle, p).await,
+            Prepared::Http(p) if handle.oauth().is_some() => Box::pin(broker.oauth_http(handle, p)).await,
             Prepared::Http(p) => Executor::execute(&x.http, handle, p, &broker.resolve(handle).await?).await,
-            Prepared::Email(p) => Executor::execute(&x.email, handle, p, &broker.resolve(handle).await?).await,
-            Prepared::Command(p) => Executor::execute(&x.command, handle, p, &broker.resolve(handle).await?).await,
+            Prepared::Email(p) => Box::pin(Executor::execute(&x.email, handle, p, &broker.resolve(handle).await?)).await,
+            Prepared::Command(p) => Box::pin(Executor::execute(&x.command, handle, p, &broker.resolve(handle).await?)).await,
             // Made here, delivered by the broker, withdrawn if the delivery fails.
-            Prepared::Share(p) => broker.share_secret(handle, p).await,
-            Prepared::S3(p) => Executor::execute(&x.aws, handle, p, &broker.resolve(handle).await?).await,
-            Prepared::Lease(req) => broker.issue_lease(caller, handle, req).await.map(Unscrubbed::new),
+            Prepared::Share(p) => Box::pin(broker.share_secret(handle, p)).await,
+            Prepared::S3(p) => Box::pin(Executor::execute(&x.aws, handle, p, &broker.resolve(handle).await?)).await,
+            Prepared::Lease(req) => Box::pin(broker.issue_lease(caller, handle, req)).await.map(Unscrubbed::new),
             Prepared::Connect(a) => {
                 let by = Requester { id: &caller.agent.id, name: &caller.agent.name };
-                broker.connect_account(handle, a, by).await.map(Unscrubbed::new)
+                Box::pin(broker.connect_account(handle, a, by)).await.map(Unscrubbed::new)
             }
-            Prepared::ConnectStatus(a) => broker.connect_status(handle, a, &caller.agent.id).await.map(Unscrubbed::new),
+            Prepared::ConnectStatus(a) => Box::pin(broker.connect_status(handle, a, &caller.agent.id)).await.map(Unscrubbed::new),
         }
     }
 }

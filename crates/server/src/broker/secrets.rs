@@ -300,7 +300,7 @@ impl Broker {
             CallError::new(ErrorCode::SecretUnavailable).detail(format!("handle {}: {e}", handle.name))
         })?;
         if !self.scrubber().knows(&handle.name, &secret) {
-            self.cover(handle.name.as_str(), handle.name.clone(), secret.clone())
+            Box::pin(self.cover(handle.name.as_str(), handle.name.clone(), secret.clone()))
                 .await
                 .map_err(|e| CallError::new(ErrorCode::SecretUnavailable).detail(e.to_string()))?;
         }

@@ -44,35 +44,33 @@ struct InvokeBody {
 }
 
 // Each call runs in its span, opened before the token is checked so that authentication is
-// one of its stages (crate::broker::spans).
+// one of its stages (crate::broker::spans). The call's future (kilobytes) is boxed once, here:
+// axum moves a handler's future several times before it first runs, and each move copies all
+// of it.
 async fn invoke(State(b): State<Arc<Broker>>, auth: AgentAuth, BodyBytes(body): BodyBytes) -> Response {
-    async move {
-        let c = match auth.caller_or_refuse(&b, "-").await {
-            Ok(c) => c,
-            Err(r) => return r,
-        };
-        match serde_json::from_slice::<InvokeBody>(&body) {
-            Ok(req) => b.invoke(&c, &req.tool, req.arguments).await.into_response(),
-            Err(_) => b.refuse("-", CallError::new(ErrorCode::BadRequest)).await.into_response(),
-        }
-    }
-    .instrument(spans::call_span())
-    .await
+    Box::pin(call(b, auth, body, None)).instrument(spans::call_span()).await
 }
 
 async fn lease_issue(State(b): State<Arc<Broker>>, auth: AgentAuth, BodyBytes(body): BodyBytes) -> Response {
-    async move {
-        let c = match auth.caller_or_refuse(&b, "request_lease").await {
-            Ok(c) => c,
-            Err(r) => return r,
-        };
-        match serde_json::from_slice::<Value>(&body) {
-            Ok(args) => b.invoke(&c, "request_lease", args).await.into_response(),
-            Err(_) => b.refuse("request_lease", CallError::new(ErrorCode::BadRequest)).await.into_response(),
-        }
+    Box::pin(call(b, auth, body, Some("request_lease"))).instrument(spans::call_span()).await
+}
+
+/// A call once its span is open: of the tool its route names (`POST /v1/leases`, the body is
+/// the arguments), or of the one the body names (`POST /v1/invoke`, an [`InvokeBody`]).
+async fn call(b: Arc<Broker>, auth: AgentAuth, body: axum::body::Bytes, route_tool: Option<&'static str>) -> Response {
+    let action = route_tool.unwrap_or("-");
+    let c = match auth.caller_or_refuse(&b, action).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let call = match route_tool {
+        None => serde_json::from_slice::<InvokeBody>(&body).map(|r| (r.tool, r.arguments)),
+        Some(tool) => serde_json::from_slice::<Value>(&body).map(|args| (tool.to_owned(), args)),
+    };
+    match call {
+        Ok((tool, args)) => b.invoke(&c, &tool, args).await.into_response(),
+        Err(_) => Box::pin(b.refuse(action, CallError::new(ErrorCode::BadRequest))).await.into_response(),
     }
-    .instrument(spans::call_span())
-    .await
 }
 
 async fn lease_list(State(b): State<Arc<Broker>>, auth: AgentAuth) -> Response {

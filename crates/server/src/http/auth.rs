@@ -100,7 +100,7 @@ impl AgentAuth {
     pub async fn caller_or_refuse(&self, broker: &Broker, action: &str) -> Result<Caller, Response> {
         match self.caller(broker).await {
             Ok(c) => Ok(c),
-            Err(e) => Err(axum::response::IntoResponse::into_response(broker.refuse_from(&self.source, action, e).await)),
+            Err(e) => Err(axum::response::IntoResponse::into_response(Box::pin(broker.refuse_from(&self.source, action, e)).await)),
         }
     }
 }
